@@ -1,0 +1,40 @@
+# The README's two commands: `make serve` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := examples/node/node_modules/.installed
+
+.PHONY: serve test gen lint bench clean install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/jobwheel-server $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+gen: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=client --pyi_out=client \
+		--grpc_python_out=client proto/jobwheel/v1/*.proto
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check server client/jobwheel/client tests bench
+	$(BIN)/mypy
+	$(BIN)/buf lint
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The jobwheel Python client."""

@@ -1,0 +1,232 @@
+"""The domain: plain data, no I/O.
+
+Times are integers of microseconds since the Unix epoch (UTC): exact, cheap to compare and to
+store in both SQLite and PostgreSQL, and what the timer wheel works in. Durations are
+microseconds too.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+Micros = int
+SECOND: Micros = 1_000_000
+DEFAULT_QUEUE = "default"
+
+
+class JobState(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+class AttemptOutcome(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+class EventType(enum.StrEnum):
+    ENQUEUED = "enqueued"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    STARTED = "started"
+    ATTEMPT_FAILED = "attempt_failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    RESCHEDULED = "rescheduled"
+    DELETED = "deleted"
+    MISFIRE_SKIPPED = "misfire_skipped"
+    PROGRESS = "progress"
+    ATTEMPT_LOST = "attempt_lost"
+
+
+class OverlapPolicy(enum.StrEnum):
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    ALLOW_ALL = "allow_all"
+    CANCEL_OTHER = "cancel_other"
+
+
+class MisfirePolicy(enum.StrEnum):
+    SKIP = "skip"
+    RUN_ONCE = "run_once"
+    RUN_ALL = "run_all"
+
+
+class DstGapPolicy(enum.StrEnum):
+    SHIFT_FORWARD = "shift_forward"
+    SKIP = "skip"
+
+
+class DstFoldPolicy(enum.StrEnum):
+    FIRST = "first"
+    SECOND = "second"
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The effective policy: defaults are filled in at enqueue (30 s, x4, capped at 5 m)."""
+
+    max_attempts: int = 4
+    initial_backoff: Micros = 30 * SECOND
+    max_backoff: Micros = 300 * SECOND
+    multiplier: float = 4.0
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a job runs. A relative `delay` is resolved into `start_time` at enqueue."""
+
+    start_time: Micros | None = None
+    cron: str = ""
+    time_zone: str = ""
+    interval: Micros | None = None
+    limit: int = 0
+    end_time: Micros | None = None
+    jitter: Micros = 0
+    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    catchup_window: Micros = 86_400 * SECOND
+    dst_gap_policy: DstGapPolicy = DstGapPolicy.SHIFT_FORWARD
+    dst_fold_policy: DstFoldPolicy = DstFoldPolicy.FIRST
+
+    @property
+    def recurring(self) -> bool:
+        return bool(self.cron) or self.interval is not None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTarget:
+    url: str
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated enqueue request; the store assigns nothing but the row order."""
+
+    id: str
+    queue: str
+    task: str
+    payload: dict[str, Any]
+    labels: dict[str, str]
+    priority: int
+    state: JobState
+    schedule: Schedule | None
+    retry_policy: RetryPolicy
+    timeout: Micros | None
+    idempotency_key: str | None
+    http: HttpTarget | None
+    create_time: Micros
+    next_run_time: Micros | None
+
+
+@dataclass(slots=True)
+class Job:
+    id: str
+    queue: str
+    task: str
+    payload: dict[str, Any]
+    labels: dict[str, str]
+    priority: int
+    state: JobState
+    schedule: Schedule | None
+    retry_policy: RetryPolicy
+    timeout: Micros | None
+    idempotency_key: str | None
+    http: HttpTarget | None
+    create_time: Micros
+    update_time: Micros
+    next_run_time: Micros | None
+    attempt: int = 0
+    execution_count: int = 0
+    start_time: Micros | None = None
+    end_time: Micros | None = None
+    last_error: str = ""
+    result: Any = None
+    cancel_reason: str = ""
+    skipped_count: int = 0
+    progress: dict[str, Any] | None = None
+    worker_id: str = ""
+    lease_expire_time: Micros | None = None
+    # Insertion order, assigned by the store: the key of stable pagination.
+    seq: int = 0
+
+    @property
+    def recurring(self) -> bool:
+        return self.schedule is not None and self.schedule.recurring
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """Half-open [start, end); either bound may be None."""
+
+    start: Micros | None = None
+    end: Micros | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Every set field must match; within a collection, any value matches."""
+
+    ids: tuple[str, ...] = ()
+    states: tuple[JobState, ...] = ()
+    queues: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    payload: tuple[tuple[str, Any], ...] = ()
+    create_time: TimeRange | None = None
+    next_run_time: TimeRange | None = None
+    end_time: TimeRange | None = None
+    recurring: bool | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == JobFilter()
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    id: str
+    job_id: str
+    execution: int
+    number: int
+    start_time: Micros
+    end_time: Micros | None
+    outcome: AttemptOutcome
+    error: str = ""
+    worker_id: str = ""
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    revision: int
+    type: EventType
+    job: Job
+    time: Micros

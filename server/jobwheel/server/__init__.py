@@ -1,1 +1,5 @@
-"""The jobwheel server."""
+"""The jobwheel server. Handlers register with `from jobwheel.server import task`."""
+
+from jobwheel.server.handlers import task
+
+__all__ = ["task"]

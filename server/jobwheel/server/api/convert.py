@@ -1,0 +1,172 @@
+"""Model -> proto conversion (the reverse direction, with validation, is in validate.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.json_format import ParseDict
+
+from jobwheel.server import model
+from jobwheel.v1 import job_pb2
+
+JOB_STATE_TO_PROTO = {
+    model.JobState.SCHEDULED: job_pb2.JOB_STATE_SCHEDULED,
+    model.JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
+    model.JobState.RUNNING: job_pb2.JOB_STATE_RUNNING,
+    model.JobState.RETRYING: job_pb2.JOB_STATE_RETRYING,
+    model.JobState.COMPLETED: job_pb2.JOB_STATE_COMPLETED,
+    model.JobState.FAILED: job_pb2.JOB_STATE_FAILED,
+    model.JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+    model.JobState.PAUSED: job_pb2.JOB_STATE_PAUSED,
+}
+JOB_STATE_FROM_PROTO = {v: k for k, v in JOB_STATE_TO_PROTO.items()}
+
+OVERLAP_TO_PROTO = {
+    model.OverlapPolicy.SKIP: job_pb2.OVERLAP_POLICY_SKIP,
+    model.OverlapPolicy.BUFFER_ONE: job_pb2.OVERLAP_POLICY_BUFFER_ONE,
+    model.OverlapPolicy.ALLOW_ALL: job_pb2.OVERLAP_POLICY_ALLOW_ALL,
+    model.OverlapPolicy.CANCEL_OTHER: job_pb2.OVERLAP_POLICY_CANCEL_OTHER,
+}
+MISFIRE_TO_PROTO = {
+    model.MisfirePolicy.SKIP: job_pb2.MISFIRE_POLICY_SKIP,
+    model.MisfirePolicy.RUN_ONCE: job_pb2.MISFIRE_POLICY_RUN_ONCE,
+    model.MisfirePolicy.RUN_ALL: job_pb2.MISFIRE_POLICY_RUN_ALL,
+}
+DST_GAP_TO_PROTO = {
+    model.DstGapPolicy.SHIFT_FORWARD: job_pb2.DST_GAP_POLICY_SHIFT_FORWARD,
+    model.DstGapPolicy.SKIP: job_pb2.DST_GAP_POLICY_SKIP,
+}
+DST_FOLD_TO_PROTO = {
+    model.DstFoldPolicy.FIRST: job_pb2.DST_FOLD_POLICY_FIRST,
+    model.DstFoldPolicy.SECOND: job_pb2.DST_FOLD_POLICY_SECOND,
+    model.DstFoldPolicy.BOTH: job_pb2.DST_FOLD_POLICY_BOTH,
+}
+ATTEMPT_OUTCOME_TO_PROTO = {
+    model.AttemptOutcome.RUNNING: job_pb2.ATTEMPT_OUTCOME_RUNNING,
+    model.AttemptOutcome.SUCCEEDED: job_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
+    model.AttemptOutcome.FAILED: job_pb2.ATTEMPT_OUTCOME_FAILED,
+    model.AttemptOutcome.TIMED_OUT: job_pb2.ATTEMPT_OUTCOME_TIMED_OUT,
+    model.AttemptOutcome.CANCELLED: job_pb2.ATTEMPT_OUTCOME_CANCELLED,
+    model.AttemptOutcome.LOST: job_pb2.ATTEMPT_OUTCOME_LOST,
+}
+EVENT_TYPE_TO_PROTO = {
+    event_type: job_pb2.JobEventType.Value(f"JOB_EVENT_TYPE_{event_type.name}")
+    for event_type in model.EventType
+}
+
+
+def timestamp(us: model.Micros) -> timestamp_pb2.Timestamp:
+    seconds, micros = divmod(us, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1_000)
+
+
+def duration(us: model.Micros) -> duration_pb2.Duration:
+    # Duration wants seconds and nanos of the same sign.
+    sign = -1 if us < 0 else 1
+    seconds, micros = divmod(abs(us), 1_000_000)
+    return duration_pb2.Duration(seconds=sign * seconds, nanos=sign * micros * 1_000)
+
+
+def value(data: Any) -> struct_pb2.Value:
+    return ParseDict(data, struct_pb2.Value())
+
+
+def struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(data)
+    return out
+
+
+def schedule_to_proto(s: model.Schedule) -> job_pb2.Schedule:
+    out = job_pb2.Schedule(
+        cron=s.cron,
+        time_zone=s.time_zone,
+        limit=s.limit,
+        overlap_policy=OVERLAP_TO_PROTO[s.overlap_policy],
+        misfire_policy=MISFIRE_TO_PROTO[s.misfire_policy],
+        dst_gap_policy=DST_GAP_TO_PROTO[s.dst_gap_policy],
+        dst_fold_policy=DST_FOLD_TO_PROTO[s.dst_fold_policy],
+    )
+    if s.start_time is not None:
+        out.start_time.CopyFrom(timestamp(s.start_time))
+    if s.interval is not None:
+        out.interval.CopyFrom(duration(s.interval))
+    if s.end_time is not None:
+        out.end_time.CopyFrom(timestamp(s.end_time))
+    if s.jitter:
+        out.jitter.CopyFrom(duration(s.jitter))
+    if s.recurring:
+        out.catchup_window.CopyFrom(duration(s.catchup_window))
+    return out
+
+
+def retry_policy_to_proto(p: model.RetryPolicy) -> job_pb2.RetryPolicy:
+    return job_pb2.RetryPolicy(
+        max_attempts=p.max_attempts,
+        initial_backoff=duration(p.initial_backoff),
+        max_backoff=duration(p.max_backoff),
+        multiplier=p.multiplier,
+        jitter=p.jitter,
+    )
+
+
+def job_to_proto(job: model.Job) -> job_pb2.Job:
+    out = job_pb2.Job(
+        id=job.id,
+        queue=job.queue,
+        task=job.task,
+        payload=struct(job.payload),
+        labels=job.labels,
+        priority=job.priority,
+        state=JOB_STATE_TO_PROTO[job.state],
+        retry_policy=retry_policy_to_proto(job.retry_policy),
+        idempotency_key=job.idempotency_key or "",
+        attempt=job.attempt,
+        execution_count=job.execution_count,
+        create_time=timestamp(job.create_time),
+        update_time=timestamp(job.update_time),
+        last_error=job.last_error,
+        recurring=job.recurring,
+        cancel_reason=job.cancel_reason,
+        skipped_count=job.skipped_count,
+        worker_id=job.worker_id,
+    )
+    if job.schedule is not None:
+        out.schedule.CopyFrom(schedule_to_proto(job.schedule))
+    if job.timeout is not None:
+        out.timeout.CopyFrom(duration(job.timeout))
+    if job.next_run_time is not None:
+        out.next_run_time.CopyFrom(timestamp(job.next_run_time))
+    if job.start_time is not None:
+        out.start_time.CopyFrom(timestamp(job.start_time))
+    if job.end_time is not None:
+        out.end_time.CopyFrom(timestamp(job.end_time))
+    if job.result is not None:
+        out.result.CopyFrom(value(job.result))
+    if job.http is not None:
+        out.http.CopyFrom(
+            job_pb2.HttpTarget(url=job.http.url, method=job.http.method, headers=job.http.headers)
+        )
+    if job.progress is not None:
+        out.progress.CopyFrom(struct(job.progress))
+    return out
+
+
+def attempt_to_proto(a: model.Attempt) -> job_pb2.Attempt:
+    out = job_pb2.Attempt(
+        id=a.id,
+        job_id=a.job_id,
+        execution=a.execution,
+        number=a.number,
+        start_time=timestamp(a.start_time),
+        outcome=ATTEMPT_OUTCOME_TO_PROTO[a.outcome],
+        error=a.error,
+        worker_id=a.worker_id,
+    )
+    if a.end_time is not None:
+        out.end_time.CopyFrom(timestamp(a.end_time))
+        out.duration.CopyFrom(duration(a.end_time - a.start_time))
+    if a.result is not None:
+        out.result.CopyFrom(value(a.result))
+    return out

@@ -1,0 +1,77 @@
+"""jobwheel.v1.JobService: validate -> core -> convert. No SQL here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from jobwheel.server.api import pagination, validate
+from jobwheel.server.api.convert import job_to_proto
+from jobwheel.server.api.errors import FieldViolation, InvalidArgument, rpc_errors
+from jobwheel.server.core import Core
+from jobwheel.server.ids import new_id
+from jobwheel.v1 import job_service_pb2 as pb
+from jobwheel.v1 import job_service_pb2_grpc
+
+MAX_BATCH = 10_000
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class JobService(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self, core: Core, limits: validate.Limits) -> None:
+        self.core = core
+        self.limits = limits
+
+    @rpc_errors
+    async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Context) -> Any:
+        errors = validate.Violations()
+        new = validate.new_job_from_proto(
+            request, "", self.core.clock.now(), self.limits, errors, new_id()
+        )
+        errors.raise_if_any()
+        [(job, existed)] = await self.core.enqueue([new])
+        return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
+
+    @rpc_errors
+    async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Context) -> Any:
+        if len(request.jobs) > MAX_BATCH:
+            raise InvalidArgument([FieldViolation("jobs", f"at most {MAX_BATCH} jobs per call")])
+        now = self.core.clock.now()
+        errors = validate.Violations()
+        news = [
+            validate.new_job_from_proto(req, f"jobs[{i}].", now, self.limits, errors, new_id())
+            for i, req in enumerate(request.jobs)
+        ]
+        errors.raise_if_any()
+        results = await self.core.enqueue(news) if news else []
+        return pb.BatchEnqueueJobsResponse(
+            results=[
+                pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
+                for job, existed in results
+            ]
+        )
+
+    @rpc_errors
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
+        if not request.id:
+            raise InvalidArgument([FieldViolation("id", "is required")])
+        return pb.GetJobResponse(job=job_to_proto(await self.core.get(request.id)))
+
+    @rpc_errors
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> Any:
+        size = pagination.page_size(request.page_size)
+        errors = validate.Violations()
+        flt = validate.filter_from_proto(request.filter, "filter", errors)
+        if request.order not in pb.JobOrder.values():
+            errors.add("order", f"unknown value {request.order}")
+        errors.raise_if_any()
+        descending = request.order != pb.JOB_ORDER_CREATE_TIME_ASC
+        scope = (request.filter, int(descending))
+        after = pagination.decode_token(request.page_token, *scope)
+        jobs = await self.core.list(flt, limit=size + 1, after_seq=after, descending=descending)
+        token = ""
+        if len(jobs) > size:
+            jobs = jobs[:size]
+            token = pagination.encode_token(jobs[-1].seq, *scope)
+        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)

@@ -1,0 +1,61 @@
+"""Opaque page tokens for keyset pagination.
+
+A token holds the last row's order key and a digest of the request it belongs to, so a
+token replayed with another filter or order is refused instead of silently skipping rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+
+from google.protobuf.message import Message
+
+from jobwheel.server.api.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _digest(*scope: Message | int | str) -> str:
+    h = hashlib.sha256()
+    for part in scope:
+        data = (
+            part.SerializeToString(deterministic=True)
+            if isinstance(part, Message)
+            else str(part).encode()
+        )
+        h.update(len(data).to_bytes(4, "big") + data)
+    return h.hexdigest()[:16]
+
+
+def encode_token(last_key: int, *scope: Message | int | str) -> str:
+    raw = json.dumps({"k": last_key, "s": _digest(*scope)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, *scope: Message | int | str) -> int | None:
+    """The key after which the next page starts; None for an empty token."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        key, digest = data["k"], data["s"]
+        if not isinstance(key, int) or isinstance(key, bool):
+            raise ValueError("bad key")
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument([FieldViolation("page_token", "malformed page token")]) from exc
+    if digest != _digest(*scope):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "belongs to a request with another filter or order")]
+        )
+    return key

@@ -1,0 +1,368 @@
+"""Proto -> model conversion with validation.
+
+Every check records a field violation instead of stopping at the first, so one
+INVALID_ARGUMENT names every offending field (with its path, e.g. "jobs[3].schedule.cron").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.json_format import MessageToDict
+
+from jobwheel.server import model
+from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
+from jobwheel.server.api.errors import FieldViolation, InvalidArgument
+from jobwheel.server.scheduling import triggers
+from jobwheel.v1 import job_pb2, job_service_pb2
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/\-]{1,63}$")
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 256
+MAX_IDEMPOTENCY_KEY = 256
+MAX_ATTEMPTS = 1000
+MIN_INTERVAL = model.SECOND
+# A start time this far in the past is taken as "now" (client clocks drift); beyond it the
+# request is more likely a bug than an intent.
+PAST_TOLERANCE = 60 * model.SECOND
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+class Violations:
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+
+def micros_of_timestamp(ts: timestamp_pb2.Timestamp) -> model.Micros:
+    return ts.seconds * 1_000_000 + ts.nanos // 1_000
+
+
+def micros_of_duration(
+    d: duration_pb2.Duration, field: str, errors: Violations
+) -> model.Micros | None:
+    if (d.seconds < 0 < d.nanos) or (d.nanos < 0 < d.seconds) or abs(d.nanos) >= 1_000_000_000:
+        errors.add(field, "malformed duration: seconds and nanos must have the same sign")
+        return None
+    return d.seconds * 1_000_000 + int(d.nanos / 1_000)
+
+
+def check_name(value: str, field: str, errors: Violations) -> None:
+    if not NAME_RE.match(value):
+        errors.add(
+            field,
+            "must be 1-128 characters of letters, digits, '_', '-', '.', ':'"
+            if value
+            else "is required",
+        )
+
+
+def _enum(value: int, table: dict[int, Any], default: Any, field: str, errors: Violations) -> Any:
+    if value == 0:
+        return default
+    if value not in table:
+        errors.add(field, f"unknown value {value}")
+        return default
+    return table[value]
+
+
+_OVERLAP = {
+    job_pb2.OVERLAP_POLICY_SKIP: model.OverlapPolicy.SKIP,
+    job_pb2.OVERLAP_POLICY_BUFFER_ONE: model.OverlapPolicy.BUFFER_ONE,
+    job_pb2.OVERLAP_POLICY_ALLOW_ALL: model.OverlapPolicy.ALLOW_ALL,
+    job_pb2.OVERLAP_POLICY_CANCEL_OTHER: model.OverlapPolicy.CANCEL_OTHER,
+}
+_MISFIRE = {
+    job_pb2.MISFIRE_POLICY_SKIP: model.MisfirePolicy.SKIP,
+    job_pb2.MISFIRE_POLICY_RUN_ONCE: model.MisfirePolicy.RUN_ONCE,
+    job_pb2.MISFIRE_POLICY_RUN_ALL: model.MisfirePolicy.RUN_ALL,
+}
+_DST_GAP = {
+    job_pb2.DST_GAP_POLICY_SHIFT_FORWARD: model.DstGapPolicy.SHIFT_FORWARD,
+    job_pb2.DST_GAP_POLICY_SKIP: model.DstGapPolicy.SKIP,
+}
+_DST_FOLD = {
+    job_pb2.DST_FOLD_POLICY_FIRST: model.DstFoldPolicy.FIRST,
+    job_pb2.DST_FOLD_POLICY_SECOND: model.DstFoldPolicy.SECOND,
+    job_pb2.DST_FOLD_POLICY_BOTH: model.DstFoldPolicy.BOTH,
+}
+
+
+def schedule_from_proto(
+    s: job_pb2.Schedule, prefix: str, now: model.Micros, errors: Violations
+) -> model.Schedule:
+    """Validates a Schedule; a relative delay becomes an absolute start time."""
+    start: model.Micros | None = None
+    if s.HasField("start_time") and s.HasField("delay"):
+        errors.add(f"{prefix}.delay", "set start_time or delay, not both")
+    if s.HasField("start_time"):
+        start = micros_of_timestamp(s.start_time)
+        if start < now - PAST_TOLERANCE:
+            errors.add(f"{prefix}.start_time", "is in the past")
+    elif s.HasField("delay"):
+        delay = micros_of_duration(s.delay, f"{prefix}.delay", errors)
+        if delay is not None and delay < 0:
+            errors.add(f"{prefix}.delay", "must not be negative")
+        elif delay is not None:
+            start = now + delay
+    if s.time_zone and (problem := triggers.validate_time_zone(s.time_zone)):
+        errors.add(f"{prefix}.time_zone", problem)
+    if s.cron and (problem := triggers.validate_cron(s.cron)):
+        errors.add(f"{prefix}.cron", problem)
+    interval: model.Micros | None = None
+    if s.HasField("interval"):
+        interval = micros_of_duration(s.interval, f"{prefix}.interval", errors)
+        if s.cron:
+            errors.add(f"{prefix}.interval", "set cron or interval, not both")
+        elif interval is not None and interval < MIN_INTERVAL:
+            errors.add(f"{prefix}.interval", "must be at least 1s")
+    if s.limit < 0:
+        errors.add(f"{prefix}.limit", "must not be negative")
+    end: model.Micros | None = None
+    if s.HasField("end_time"):
+        end = micros_of_timestamp(s.end_time)
+        if end <= (start if start is not None else now):
+            errors.add(f"{prefix}.end_time", "must be after the start time")
+    jitter = 0
+    if s.HasField("jitter"):
+        jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors) or 0
+        if jitter < 0:
+            errors.add(f"{prefix}.jitter", "must not be negative")
+    catchup = model.Schedule.catchup_window
+    if s.HasField("catchup_window"):
+        catchup = micros_of_duration(s.catchup_window, f"{prefix}.catchup_window", errors) or 0
+        if catchup < 0:
+            errors.add(f"{prefix}.catchup_window", "must not be negative")
+    recurring = bool(s.cron) or s.HasField("interval")
+    if not recurring:
+        for name in ("limit", "end_time"):
+            if (name == "limit" and s.limit) or (name == "end_time" and s.HasField(name)):
+                errors.add(f"{prefix}.{name}", "only applies to a cron or interval schedule")
+    return model.Schedule(
+        start_time=start,
+        cron=s.cron,
+        time_zone=s.time_zone,
+        interval=interval,
+        limit=s.limit,
+        end_time=end,
+        jitter=jitter,
+        overlap_policy=_enum(
+            s.overlap_policy, _OVERLAP, model.OverlapPolicy.SKIP, f"{prefix}.overlap_policy", errors
+        ),
+        misfire_policy=_enum(
+            s.misfire_policy,
+            _MISFIRE,
+            model.MisfirePolicy.RUN_ONCE,
+            f"{prefix}.misfire_policy",
+            errors,
+        ),
+        catchup_window=catchup,
+        dst_gap_policy=_enum(
+            s.dst_gap_policy,
+            _DST_GAP,
+            model.DstGapPolicy.SHIFT_FORWARD,
+            f"{prefix}.dst_gap_policy",
+            errors,
+        ),
+        dst_fold_policy=_enum(
+            s.dst_fold_policy,
+            _DST_FOLD,
+            model.DstFoldPolicy.FIRST,
+            f"{prefix}.dst_fold_policy",
+            errors,
+        ),
+    )
+
+
+def retry_policy_from_proto(
+    p: job_pb2.RetryPolicy, prefix: str, errors: Violations
+) -> model.RetryPolicy:
+    d = model.RetryPolicy()
+    max_attempts = p.max_attempts or d.max_attempts
+    if not 0 < max_attempts <= MAX_ATTEMPTS:
+        errors.add(f"{prefix}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS}")
+    initial = d.initial_backoff
+    if p.HasField("initial_backoff"):
+        initial = micros_of_duration(p.initial_backoff, f"{prefix}.initial_backoff", errors) or 0
+        if initial < 0:
+            errors.add(f"{prefix}.initial_backoff", "must not be negative")
+    cap = d.max_backoff
+    if p.HasField("max_backoff"):
+        cap = micros_of_duration(p.max_backoff, f"{prefix}.max_backoff", errors) or 0
+        if cap < 0:
+            errors.add(f"{prefix}.max_backoff", "must not be negative")
+    if initial > cap:
+        errors.add(f"{prefix}.max_backoff", "must not be less than initial_backoff")
+    multiplier = p.multiplier or d.multiplier
+    if not 1.0 <= multiplier <= 100.0:
+        errors.add(f"{prefix}.multiplier", "must be between 1 and 100")
+    jitter = p.jitter if p.HasField("jitter") else d.jitter
+    if not 0.0 <= jitter <= 1.0:
+        errors.add(f"{prefix}.jitter", "must be between 0 and 1")
+    return model.RetryPolicy(max_attempts, initial, cap, multiplier, jitter)
+
+
+def http_from_proto(h: job_pb2.HttpTarget, prefix: str, errors: Violations) -> model.HttpTarget:
+    parts = urlsplit(h.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        errors.add(f"{prefix}.url", "must be an absolute http or https URL")
+    method = (h.method or "POST").upper()
+    if method not in HTTP_METHODS:
+        errors.add(f"{prefix}.method", f"must be one of {', '.join(sorted(HTTP_METHODS))}")
+    for name in h.headers:
+        if name.lower() in FORBIDDEN_HEADERS:
+            errors.add(f"{prefix}.headers[{name}]", "this header may not be set")
+    return model.HttpTarget(url=h.url, method=method, headers=dict(h.headers))
+
+
+def _json_numbers(data: Any) -> Any:
+    # Struct stores every number as a double; give handlers 5, not 5.0, when it is whole.
+    if isinstance(data, float) and data.is_integer() and abs(data) <= 2**53:
+        return int(data)
+    if isinstance(data, dict):
+        return {k: _json_numbers(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_json_numbers(v) for v in data]
+    return data
+
+
+def payload_dict(payload: struct_pb2.Struct) -> dict[str, Any]:
+    result: dict[str, Any] = _json_numbers(MessageToDict(payload))
+    return result
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_payload_bytes: int = 1 << 20
+
+
+def new_job_from_proto(
+    req: job_service_pb2.EnqueueJobRequest,
+    prefix: str,
+    now: model.Micros,
+    limits: Limits,
+    errors: Violations,
+    job_id: str,
+) -> model.NewJob:
+    queue = req.queue or model.DEFAULT_QUEUE
+    check_name(queue, f"{prefix}queue", errors)
+    http = http_from_proto(req.http, f"{prefix}http", errors) if req.HasField("http") else None
+    task = req.task or ("http" if http else "")
+    check_name(task, f"{prefix}task", errors)
+    if req.payload.ByteSize() > limits.max_payload_bytes:
+        errors.add(f"{prefix}payload", f"is larger than {limits.max_payload_bytes} bytes")
+    if len(req.labels) > MAX_LABELS:
+        errors.add(f"{prefix}labels", f"at most {MAX_LABELS} labels")
+    for key, val in req.labels.items():
+        if not LABEL_KEY_RE.match(key):
+            errors.add(f"{prefix}labels[{key}]", "key must be 1-63 characters of [A-Za-z0-9_.:/-]")
+        if len(val) > MAX_LABEL_VALUE:
+            errors.add(f"{prefix}labels[{key}]", f"value longer than {MAX_LABEL_VALUE}")
+    if len(req.idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        errors.add(f"{prefix}idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY} characters")
+    timeout: model.Micros | None = None
+    if req.HasField("timeout"):
+        timeout = micros_of_duration(req.timeout, f"{prefix}timeout", errors)
+        if timeout is not None and timeout <= 0:
+            errors.add(f"{prefix}timeout", "must be positive")
+    schedule = (
+        schedule_from_proto(req.schedule, f"{prefix}schedule", now, errors)
+        if req.HasField("schedule")
+        else None
+    )
+    retry = retry_policy_from_proto(req.retry_policy, f"{prefix}retry_policy", errors)
+    state, next_run = model.JobState.QUEUED, now
+    if schedule is not None and not errors.items:
+        if schedule.recurring:
+            after = schedule.start_time - 1 if schedule.start_time is not None else now
+            fires = triggers.next_fires(schedule, after, 1)
+            if not fires:
+                errors.add(f"{prefix}schedule", "never fires")
+            else:
+                state, next_run = model.JobState.SCHEDULED, fires[0].time
+        elif schedule.start_time is not None and schedule.start_time > now:
+            state, next_run = model.JobState.SCHEDULED, schedule.start_time
+    return model.NewJob(
+        id=job_id,
+        queue=queue,
+        task=task,
+        payload=payload_dict(req.payload),
+        labels=dict(req.labels),
+        priority=req.priority,
+        state=state,
+        schedule=schedule,
+        retry_policy=retry,
+        timeout=timeout,
+        idempotency_key=req.idempotency_key or None,
+        http=http,
+        create_time=now,
+        next_run_time=next_run,
+    )
+
+
+def _time_range(
+    r: job_pb2.TimeRange, field: str, errors: Violations
+) -> model.TimeRange | None:
+    if not (r.HasField("start_time") or r.HasField("end_time")):
+        return None
+    start = micros_of_timestamp(r.start_time) if r.HasField("start_time") else None
+    end = micros_of_timestamp(r.end_time) if r.HasField("end_time") else None
+    if start is not None and end is not None and start > end:
+        errors.add(field, "start_time is after end_time")
+    return model.TimeRange(start, end)
+
+
+def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> model.JobFilter:
+    states = []
+    for i, s in enumerate(f.states):
+        if s not in JOB_STATE_FROM_PROTO:
+            errors.add(f"{prefix}.states[{i}]", f"not a job state: {s}")
+        else:
+            states.append(JOB_STATE_FROM_PROTO[s])
+    for i, q in enumerate(f.queues):
+        check_name(q, f"{prefix}.queues[{i}]", errors)
+    for i, t in enumerate(f.tasks):
+        check_name(t, f"{prefix}.tasks[{i}]", errors)
+    for i, job_id in enumerate(f.ids):
+        if not job_id:
+            errors.add(f"{prefix}.ids[{i}]", "must not be empty")
+    return model.JobFilter(
+        ids=tuple(f.ids),
+        states=tuple(states),
+        queues=tuple(f.queues),
+        tasks=tuple(f.tasks),
+        labels=tuple(sorted(f.labels.items())),
+        payload=tuple(sorted(payload_dict(f.payload).items())),
+        create_time=_time_range(f.create_time, f"{prefix}.create_time", errors),
+        next_run_time=_time_range(f.next_run_time, f"{prefix}.next_run_time", errors),
+        end_time=_time_range(f.end_time, f"{prefix}.end_time", errors),
+        recurring=f.recurring if f.HasField("recurring") else None,
+    )

@@ -1,0 +1,108 @@
+"""Composition root: settings -> store, core, servicers -> a grpc.aio server; graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from jobwheel.server import handlers
+from jobwheel.server.api.job_service import JobService
+from jobwheel.server.api.validate import Limits
+from jobwheel.server.clock import Clock, SystemClock
+from jobwheel.server.config import Settings, parse_settings
+from jobwheel.server.core import Core
+from jobwheel.server.storage import Store, open_store
+from jobwheel.v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2
+
+log = logging.getLogger("jobwheel.server")
+MAX_MESSAGE_BYTES = 64 << 20
+SERVICE_NAMES = (
+    job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+)
+
+
+class App:
+    """One server process: start() binds and serves, stop() drains and closes."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.store: Store | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+
+    async def start(self) -> int:
+        handlers.load_modules(self.settings.handlers)
+        self.store = await open_store(
+            self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
+        )
+        core = Core(self.store, self.clock)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+        )
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(
+            JobService(core, Limits(self.settings.max_payload_bytes)), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(self.settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.listen}")
+        await server.start()
+        self.server = server
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        host = self.settings.listen.rsplit(":", 1)[0]
+        log.info("jobwheel listening on %s:%d (db %s)", host, self.port, self.settings.db)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.grace_period if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.store is not None:
+            await self.store.close()
+        log.info("jobwheel stopped")
+
+
+async def run(settings: Settings) -> None:
+    app = App(settings)
+    await app.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("signal received, draining (grace %.1fs)", settings.grace_period)
+    await app.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Settings from command-line flags and JOBWHEEL_* environment variables (flags win)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DB = "sqlite:///jobwheel.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = DEFAULT_LISTEN
+    db: str = DEFAULT_DB
+    handlers: tuple[str, ...] = ()
+    max_payload_bytes: int = 1 << 20
+    sqlite_synchronous: str = "FULL"
+    grace_period: float = 10.0
+    log_level: str = "INFO"
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(
+        prog="jobwheel-server",
+        description="Run the jobwheel gRPC job-scheduling server.",
+        epilog="Every flag can also be set by its JOBWHEEL_* environment variable.",
+    )
+    parser.add_argument(
+        "--listen",
+        default=env.get("JOBWHEEL_LISTEN", DEFAULT_LISTEN),
+        help=f"HOST:PORT to serve gRPC on (JOBWHEEL_LISTEN, default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--db",
+        default=env.get("JOBWHEEL_DB", DEFAULT_DB),
+        help="database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
+        f"(JOBWHEEL_DB, default {DEFAULT_DB})",
+    )
+    parser.add_argument(
+        "--handlers",
+        action="append",
+        default=None,
+        metavar="MODULE",
+        help="import MODULE to register its @task handlers; repeatable "
+        "(JOBWHEEL_HANDLERS, comma-separated)",
+    )
+    parser.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=int(env.get("JOBWHEEL_MAX_PAYLOAD_BYTES", 1 << 20)),
+        help="largest accepted payload, encoded (JOBWHEEL_MAX_PAYLOAD_BYTES, default 1 MiB)",
+    )
+    parser.add_argument(
+        "--sqlite-synchronous",
+        choices=["FULL", "NORMAL", "OFF"],
+        default=env.get("JOBWHEEL_SQLITE_SYNCHRONOUS", "FULL").upper(),
+        help="SQLite synchronous pragma (JOBWHEEL_SQLITE_SYNCHRONOUS, default FULL)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=float,
+        default=float(env.get("JOBWHEEL_GRACE_PERIOD", 10.0)),
+        help="seconds in-flight calls get to finish on shutdown (JOBWHEEL_GRACE_PERIOD)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
+    )
+    args = parser.parse_args(argv)
+    handlers = args.handlers
+    if handlers is None:
+        handlers = _split(env.get("JOBWHEEL_HANDLERS", ""))
+    else:
+        handlers = [h for item in handlers for h in _split(item)]
+    if args.max_payload_bytes <= 0:
+        parser.error("--max-payload-bytes must be positive")
+    return Settings(
+        listen=args.listen,
+        db=args.db,
+        handlers=tuple(handlers),
+        max_payload_bytes=args.max_payload_bytes,
+        sqlite_synchronous=args.sqlite_synchronous,
+        grace_period=args.grace_period,
+        log_level=args.log_level.upper(),
+    )

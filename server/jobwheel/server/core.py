@@ -1,0 +1,44 @@
+"""The operations behind the API, free of gRPC: what a servicer calls after validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from jobwheel.server import model
+from jobwheel.server.api.errors import NotFound
+from jobwheel.server.clock import Clock
+from jobwheel.server.storage import Store
+
+EnqueueListener = Callable[[Sequence[model.Job]], None]
+
+
+class Core:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._enqueue_listeners: list[EnqueueListener] = []
+
+    def on_enqueued(self, listener: EnqueueListener) -> None:
+        """Called with the jobs an enqueue created, after their commit."""
+        self._enqueue_listeners.append(listener)
+
+    async def enqueue(self, jobs: Sequence[model.NewJob]) -> list[tuple[model.Job, bool]]:
+        results = await self.store.insert_jobs(jobs)
+        created = [job for job, existed in results if not existed]
+        if created:
+            for listener in self._enqueue_listeners:
+                listener(created)
+        return results
+
+    async def get(self, job_id: str) -> model.Job:
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFound("job", job_id)
+        return job
+
+    async def list(
+        self, flt: model.JobFilter, *, limit: int, after_seq: int | None, descending: bool
+    ) -> list[model.Job]:
+        return await self.store.list_jobs(
+            flt, limit=limit, after_seq=after_seq, descending=descending
+        )

@@ -1,0 +1,40 @@
+"""In-process task handlers: `@task("name")` registers a function, `--handlers` imports them."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
+
+_registry: dict[str, Handler] = {}
+
+
+def task(name: str) -> Callable[[H], H]:
+    """Registers the decorated function (async or not) as the handler of task `name`.
+
+    It is called with the job's payload (a dict) and a context (job id, attempt,
+    cancellation); what it returns (JSON-able) becomes the job's result.
+    """
+    if not name:
+        raise ValueError("a task needs a name")
+
+    def register(fn: H) -> H:
+        existing = _registry.get(name)
+        if existing is not None and existing is not fn:
+            raise ValueError(f"task {name!r} already has a handler: {existing!r}")
+        _registry[name] = fn
+        return fn
+
+    return register
+
+
+def registered() -> dict[str, Handler]:
+    return dict(_registry)
+
+
+def load_modules(modules: Iterable[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)

@@ -1,0 +1,201 @@
+"""Rows <-> domain objects: the only place that knows how model fields are laid out in tables.
+
+Enums are stored as their string values; documents as JSON text (see dialect.dumps). Decoding
+ignores unknown keys in stored documents so a newer writer's extra fields do not break reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from jobwheel.server.model import (
+    DstFoldPolicy,
+    DstGapPolicy,
+    HttpTarget,
+    Job,
+    JobState,
+    MisfirePolicy,
+    NewJob,
+    OverlapPolicy,
+    RetryPolicy,
+    Schedule,
+)
+from jobwheel.server.storage.dialect import dumps
+from sqlalchemy.engine import RowMapping
+
+T = TypeVar("T")
+
+_SCHEDULE_ENUMS: dict[str, type[Any]] = {
+    "overlap_policy": OverlapPolicy,
+    "misfire_policy": MisfirePolicy,
+    "dst_gap_policy": DstGapPolicy,
+    "dst_fold_policy": DstFoldPolicy,
+}
+
+
+def _known_fields(cls: type[T], doc: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return {k: v for k, v in doc.items() if k in names}
+
+
+def schedule_to_doc(s: Schedule) -> dict[str, Any]:
+    # Enums are StrEnum: json encodes their string value as is.
+    return {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
+
+
+def schedule_from_doc(doc: Mapping[str, Any]) -> Schedule:
+    fields = _known_fields(Schedule, doc)
+    for name, enum_cls in _SCHEDULE_ENUMS.items():
+        if name in fields:
+            fields[name] = enum_cls(fields[name])
+    return Schedule(**fields)
+
+
+def retry_to_doc(p: RetryPolicy) -> dict[str, Any]:
+    return {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}
+
+
+# Most jobs share a handful of policies and schedules: encode each distinct value once.
+@functools.lru_cache(maxsize=256)
+def _retry_text(p: RetryPolicy) -> str:
+    return dumps(retry_to_doc(p))
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule_text(s: Schedule) -> str:
+    return dumps(schedule_to_doc(s))
+
+
+def retry_from_doc(doc: Mapping[str, Any]) -> RetryPolicy:
+    return RetryPolicy(**_known_fields(RetryPolicy, doc))
+
+
+def http_to_doc(h: HttpTarget) -> dict[str, Any]:
+    return {"url": h.url, "method": h.method, "headers": dict(h.headers)}
+
+
+def http_from_doc(doc: Mapping[str, Any]) -> HttpTarget:
+    return HttpTarget(**_known_fields(HttpTarget, doc))
+
+
+def _doc_or_none(value: Any) -> str | None:
+    return None if value is None else dumps(value)
+
+
+def _load_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# What an enqueue sets; every other column starts at its server default (0, '' or NULL).
+NEW_JOB_COLUMNS = (
+    "id",
+    "queue",
+    "task",
+    "payload",
+    "labels",
+    "priority",
+    "state",
+    "schedule",
+    "retry_policy",
+    "timeout",
+    "idempotency_key",
+    "http",
+    "create_time",
+    "update_time",
+    "next_run_time",
+    "recurring",
+)
+
+
+def new_job_values(job: NewJob) -> tuple[Any, ...]:
+    """Values for NEW_JOB_COLUMNS, in that order (a tuple: the bulk insert binds by position)."""
+    schedule = job.schedule
+    return (
+        job.id,
+        job.queue,
+        job.task,
+        dumps(job.payload),
+        dumps(job.labels) if job.labels else "{}",
+        job.priority,
+        job.state.value,
+        None if schedule is None else _schedule_text(schedule),
+        _retry_text(job.retry_policy),
+        job.timeout,
+        job.idempotency_key,
+        None if job.http is None else dumps(http_to_doc(job.http)),
+        job.create_time,
+        job.create_time,
+        job.next_run_time,
+        schedule is not None and schedule.recurring,
+    )
+
+
+def job_from_new(job: NewJob, seq: int = 0) -> Job:
+    """The Job a fresh insert of `job` reads back as, without reading it back.
+
+    Top-level documents are copied, not re-decoded (decoding costs more than the insert);
+    validated payloads are JSON-native, so they equal what a later read decodes.
+    """
+    return Job(
+        id=job.id,
+        queue=job.queue,
+        task=job.task,
+        payload=dict(job.payload),
+        labels=dict(job.labels),
+        priority=job.priority,
+        state=job.state,
+        schedule=job.schedule,
+        retry_policy=job.retry_policy,
+        timeout=job.timeout,
+        idempotency_key=job.idempotency_key,
+        http=None
+        if job.http is None
+        else HttpTarget(job.http.url, job.http.method, dict(job.http.headers)),
+        create_time=job.create_time,
+        update_time=job.create_time,
+        next_run_time=job.next_run_time,
+        seq=seq,
+    )
+
+
+def job_from_row(row: RowMapping) -> Job:
+    schedule = row["schedule"]
+    http = row["http"]
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        task=row["task"],
+        payload=json.loads(row["payload"]),
+        labels=json.loads(row["labels"]),
+        priority=row["priority"],
+        state=JobState(row["state"]),
+        schedule=None if schedule is None else schedule_from_doc(json.loads(schedule)),
+        retry_policy=retry_from_doc(json.loads(row["retry_policy"])),
+        timeout=row["timeout"],
+        idempotency_key=row["idempotency_key"],
+        http=None if http is None else http_from_doc(json.loads(http)),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        next_run_time=row["next_run_time"],
+        attempt=row["attempt"],
+        execution_count=row["execution_count"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        last_error=row["last_error"],
+        result=_load_or_none(row["result"]),
+        cancel_reason=row["cancel_reason"],
+        skipped_count=row["skipped_count"],
+        progress=_load_or_none(row["progress"]),
+        worker_id=row["worker_id"],
+        lease_expire_time=row["lease_expire_time"],
+        seq=row["seq"],
+    )
+
+
+def job_result_doc(value: Any) -> str | None:
+    """Encoding for the nullable documents (result, progress) the engine will write."""
+    return _doc_or_none(value)

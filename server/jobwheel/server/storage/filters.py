@@ -1,0 +1,44 @@
+"""JobFilter -> SQL conditions, shared by listing, watching, stats and the bulk operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobwheel.server.model import JobFilter, TimeRange
+from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import ColumnElement
+
+
+def _time_range(column: ColumnElement[Any], rng: TimeRange | None) -> list[ColumnElement[bool]]:
+    if rng is None:
+        return []
+    conds: list[ColumnElement[bool]] = []
+    if rng.start is not None:
+        conds.append(column >= rng.start)
+    if rng.end is not None:
+        conds.append(column < rng.end)
+    return conds
+
+
+def job_conditions(dialect: Dialect, flt: JobFilter) -> list[ColumnElement[bool]]:
+    """Conditions that must all hold; an empty list matches every job."""
+    conds: list[ColumnElement[bool]] = []
+    if flt.ids:
+        conds.append(jobs.c.id.in_(flt.ids))
+    if flt.states:
+        conds.append(jobs.c.state.in_([s.value for s in flt.states]))
+    if flt.queues:
+        conds.append(jobs.c.queue.in_(flt.queues))
+    if flt.tasks:
+        conds.append(jobs.c.task.in_(flt.tasks))
+    for key, value in flt.labels:
+        conds.append(dialect.json_field_equals(jobs.c.labels, key, value))
+    for key, value in flt.payload:
+        conds.append(dialect.json_field_equals(jobs.c.payload, key, value))
+    conds += _time_range(jobs.c.create_time, flt.create_time)
+    conds += _time_range(jobs.c.next_run_time, flt.next_run_time)
+    conds += _time_range(jobs.c.end_time, flt.end_time)
+    if flt.recurring is not None:
+        conds.append(jobs.c.recurring.is_(flt.recurring))
+    return conds

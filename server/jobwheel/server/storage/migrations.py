@@ -1,0 +1,93 @@
+"""Versioned schema migrations.
+
+A fresh database gets the current schema from `schema.metadata` and is stamped with the newest
+version; an existing one runs each step after its stamp, one transaction per step (DDL is
+transactional on both SQLite and PostgreSQL, so a failed step leaves the previous version
+intact). Replicas starting together on PostgreSQL serialize on an advisory lock; on SQLite the
+BEGIN IMMEDIATE of the write connection does the same.
+
+To change the schema: edit schema.py (the shape a fresh database gets) AND append a step that
+takes a database of the previous version to the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from jobwheel.server.storage.dialect import Dialect, Engines
+from jobwheel.server.storage.schema import metadata, schema_version
+from sqlalchemy import Connection, inspect, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class SchemaVersionError(RuntimeError):
+    """The database's schema cannot be used by this version of the code."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[AsyncConnection, Dialect], Awaitable[None]]
+
+
+async def _initial(conn: AsyncConnection, _dialect: Dialect) -> None:
+    # Only reached by a database stamped 0, which no released version writes; kept so the list
+    # reads as the full history.
+    await conn.run_sync(metadata.create_all)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+
+
+def latest_version(steps: Sequence[Migration] = MIGRATIONS) -> int:
+    return steps[-1].version
+
+
+def _check_steps(steps: Sequence[Migration]) -> None:
+    versions = [s.version for s in steps]
+    if not versions or versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1, 2, 3, ... without gaps: {versions}")
+
+
+def _has_version_table(sync_conn: Connection) -> bool:
+    return inspect(sync_conn).has_table(schema_version.name)
+
+
+async def current_version(conn: AsyncConnection) -> int | None:
+    """The stamped version, or None for a database jobwheel has never set up."""
+    if not await conn.run_sync(_has_version_table):
+        return None
+    versions = (await conn.execute(select(schema_version.c.version))).scalars().all()
+    if len(versions) != 1:
+        raise SchemaVersionError(
+            f"table {schema_version.name} must hold exactly one row, found {len(versions)}"
+        )
+    return int(versions[0])
+
+
+async def migrate(engines: Engines, steps: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database to the newest version in `steps`; returns that version."""
+    _check_steps(steps)
+    latest = latest_version(steps)
+    lock = engines.dialect.migration_lock()
+    while True:
+        async with engines.write.begin() as conn:
+            if lock is not None:
+                await conn.execute(lock)
+            current = await current_version(conn)
+            if current is None:
+                await conn.run_sync(metadata.create_all)
+                await conn.execute(schema_version.insert().values(version=latest))
+                return latest
+            if current > latest:
+                raise SchemaVersionError(
+                    f"database schema version {current} is newer than this jobwheel "
+                    f"understands ({latest}); upgrade jobwheel or use another database"
+                )
+            if current == latest:
+                return current
+            step = steps[current]  # versions are 1..n, so this is version current + 1
+            await step.apply(conn, engines.dialect)
+            await conn.execute(schema_version.update().values(version=step.version))

@@ -1,0 +1,113 @@
+"""Table definitions, shared by SQLite and PostgreSQL.
+
+Times are BIGINT microseconds since the epoch (see model.py). JSON documents are TEXT that the
+store encodes itself, so both dialects hold byte-identical values; the few queries that look
+inside a document go through dialect.py.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+)
+
+# Run-time columns carry server defaults: inserts bind only what an enqueue sets.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# On SQLite an INTEGER PRIMARY KEY is the rowid itself (no second b-tree); BIGINT would not be.
+SeqType = BigInteger().with_variant(Integer, "sqlite")
+Micros = BigInteger
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # AUTOINCREMENT on SQLite: seq never reuses a deleted job's value, so page cursors and
+    # "newest first" stay meaningful after deletes.
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("queue", String(255), nullable=False),
+    Column("task", String(255), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("labels", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("schedule", Text, nullable=True),
+    Column("retry_policy", Text, nullable=False),
+    Column("timeout", Micros, nullable=True),
+    # NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free.
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("http", Text, nullable=True),
+    Column("create_time", Micros, nullable=False),
+    Column("update_time", Micros, nullable=False),
+    Column("next_run_time", Micros, nullable=True),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("execution_count", Integer, nullable=False, server_default="0"),
+    Column("start_time", Micros, nullable=True),
+    Column("end_time", Micros, nullable=True),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("result", Text, nullable=True),
+    Column("cancel_reason", Text, nullable=False, server_default=""),
+    Column("skipped_count", Integer, nullable=False, server_default="0"),
+    Column("progress", Text, nullable=True),
+    Column("worker_id", String(255), nullable=False, server_default=""),
+    Column("lease_expire_time", Micros, nullable=True),
+    # Derived from schedule at insert: lets list filters avoid parsing the schedule document.
+    Column("recurring", Boolean, nullable=False, server_default=false()),
+    sqlite_autoincrement=True,
+)
+
+# Each index is paid for on every insert, so only the access paths the service uses:
+Index("ix_jobs_due", jobs.c.state, jobs.c.next_run_time)  # scheduler: due soon
+Index(  # dispatch: best job of a queue, FIFO within a priority
+    "ix_jobs_dispatch", jobs.c.queue, jobs.c.state, jobs.c.priority.desc(), jobs.c.seq
+)
+Index("ix_jobs_state_seq", jobs.c.state, jobs.c.seq)  # list by state, newest first
+Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq)  # list by queue
+Index("ix_jobs_task_seq", jobs.c.task, jobs.c.seq)  # list by task
+# Retention pruning of finished jobs; partial, so inserting and running jobs skip it.
+_finished = jobs.c.end_time.isnot(None)
+Index("ix_jobs_end_time", jobs.c.end_time, sqlite_where=_finished, postgresql_where=_finished)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "job_id",
+        String(36),
+        ForeignKey("jobs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("execution", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("start_time", Micros, nullable=False),
+    Column("end_time", Micros, nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("worker_id", String(255), nullable=False, server_default=""),
+    Column("result", Text, nullable=True),
+)
+Index("ix_attempts_job", attempts.c.job_id, attempts.c.execution, attempts.c.number)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)

@@ -1,0 +1,160 @@
+"""The Store: every database access of the server, for SQLite and PostgreSQL alike.
+
+Write methods run in `self._write()` (on SQLite: the single write connection, BEGIN IMMEDIATE),
+read methods in `self._read()`. Each method is one transaction, so a caller's await returns
+only after commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+
+from jobwheel.server.model import Job, JobFilter, NewJob
+from jobwheel.server.storage.convert import (
+    NEW_JOB_COLUMNS,
+    job_from_new,
+    job_from_row,
+    new_job_values,
+)
+from jobwheel.server.storage.dialect import Dialect, Engines
+from jobwheel.server.storage.filters import job_conditions
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class Store:
+    def __init__(self, engines: Engines) -> None:
+        self._engines = engines
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engines.dialect
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        return self._engines.write
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        return self._engines.read
+
+    async def close(self) -> None:
+        await self._engines.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engines.write.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engines.read.begin() as conn:
+            yield conn
+
+    # -- jobs: create and read -----------------------------------------------------------------
+
+    async def insert_jobs(self, new_jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        """Insert a batch in one transaction; returns (job, already_existed) in input order.
+
+        A job whose idempotency key is already stored, or used earlier in the batch, is not
+        inserted: the job holding the key is returned with True.
+        """
+        results: list[tuple[Job, bool] | None] = [None] * len(new_jobs)
+        first_with_key: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []  # (index, index of the first job with its key)
+        candidates: list[int] = []
+        for i, job in enumerate(new_jobs):
+            key = job.idempotency_key
+            if key is None:
+                candidates.append(i)
+            elif key in first_with_key:
+                repeats.append((i, first_with_key[key]))
+            else:
+                first_with_key[key] = i
+                candidates.append(i)
+        # Converted before taking the write lock: a concurrent batch's database work overlaps.
+        rows = {i: new_job_values(new_jobs[i]) for i in candidates}
+        fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
+
+        if candidates:
+            async with self._write() as conn:
+                existing = await self._jobs_by_key(conn, first_with_key)
+                pending = [i for i in candidates if new_jobs[i].idempotency_key not in existing]
+                raced: list[int] = []
+                if pending:
+                    seqs = await self.dialect.insert_jobs(
+                        conn, NEW_JOB_COLUMNS, [rows[i] for i in pending]
+                    )
+                    for i, seq in zip(pending, seqs, strict=True):
+                        if seq is None:
+                            raced.append(i)
+                        else:
+                            fresh[i].seq = seq
+                            results[i] = (fresh[i], False)
+                # Skipped: the key's owner committed after our look-up (PostgreSQL only; on
+                # SQLite BEGIN IMMEDIATE excludes other writers).
+                if raced:
+                    keys = [new_jobs[i].idempotency_key or "" for i in raced]
+                    existing.update(await self._jobs_by_key(conn, keys))
+            for i in candidates:
+                key = new_jobs[i].idempotency_key
+                if results[i] is None:
+                    if key is None or key not in existing:
+                        raise RuntimeError(f"insert of job {new_jobs[i].id} was ignored")
+                    results[i] = (existing[key], True)
+
+        for i, first in repeats:
+            first_result = results[first]
+            assert first_result is not None
+            results[i] = (first_result[0], True)
+        return [r for r in results if r is not None]
+
+    async def _jobs_by_key(self, conn: AsyncConnection, keys: Iterable[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for chunk in _chunks(list(keys), self.dialect.max_in_list):
+            stmt = select(jobs).where(jobs.c.idempotency_key.in_(chunk))
+            for row in (await conn.execute(stmt)).mappings():
+                job = job_from_row(row)
+                assert job.idempotency_key is not None
+                found[job.idempotency_key] = job
+        return found
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().first()
+        return None if row is None else job_from_row(row)
+
+    async def list_jobs(
+        self,
+        flt: JobFilter,
+        *,
+        limit: int,
+        after_seq: int | None = None,
+        descending: bool = True,
+    ) -> list[Job]:
+        """One page of matching jobs ordered by seq, starting after the cursor `after_seq`.
+
+        Keyset pagination: pages stay consistent while jobs are inserted (a new job sorts
+        after every existing one), unlike OFFSET.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        if limit == 0:
+            return []
+        conds = job_conditions(self.dialect, flt)
+        if after_seq is not None:
+            conds.append(jobs.c.seq < after_seq if descending else jobs.c.seq > after_seq)
+        order = jobs.c.seq.desc() if descending else jobs.c.seq.asc()
+        stmt = select(jobs).where(*conds).order_by(order).limit(limit)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [job_from_row(r) for r in rows]
+
+    # -- claims, transitions and attempts are added here by the engine -------------------------
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

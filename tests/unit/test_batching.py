@@ -1,0 +1,72 @@
+"""GroupCommit merges concurrent calls, answers each after its batch, isolates failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from jobwheel.server.batching import GroupCommit
+
+
+async def test_concurrent_calls_share_batches_and_get_their_own_results() -> None:
+    writes: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        writes.append(items)
+        await asyncio.sleep(0.01)  # a commit in progress: later calls queue up meanwhile
+        return [i * 10 for i in items]
+
+    gc: GroupCommit[int, int] = GroupCommit(write)
+    results = await asyncio.gather(*(gc([i, i + 1000]) for i in range(100)))
+    assert results == [[i * 10, (i + 1000) * 10] for i in range(100)]
+    assert sorted(x for w in writes for x in w) == sorted(
+        [i for i in range(100)] + [i + 1000 for i in range(100)]
+    )
+    assert len(writes) <= 3  # the first call alone, then the rest together
+
+
+async def test_a_failing_call_does_not_fail_its_neighbours() -> None:
+    async def write(items: list[int]) -> list[int]:
+        await asyncio.sleep(0)
+        if -1 in items:
+            raise ValueError("bad item")
+        return items
+
+    gc: GroupCommit[int, int] = GroupCommit(write)
+    calls = [gc([1]), gc([-1]), gc([2]), gc([3])]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] == [1] and results[2] == [2] and results[3] == [3]
+    assert isinstance(results[1], ValueError)
+
+
+async def test_max_batch_is_respected() -> None:
+    sizes: list[int] = []
+
+    async def write(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        await asyncio.sleep(0.001)
+        return items
+
+    gc: GroupCommit[int, int] = GroupCommit(write, max_batch=10)
+    await asyncio.gather(*(gc([i, i]) for i in range(50)))
+    assert max(sizes) <= 10 and sum(sizes) == 100
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_batch() -> None:
+    done = asyncio.Event()
+
+    async def write(items: list[int]) -> list[int]:
+        await asyncio.sleep(0.02)
+        done.set()
+        return items
+
+    gc: GroupCommit[int, int] = GroupCommit(write)
+    first = asyncio.create_task(gc([1]))
+    second = asyncio.create_task(gc([2]))
+    await asyncio.sleep(0.005)
+    first.cancel()
+    assert await second == [2]
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert done.is_set()

@@ -14,6 +14,7 @@ from jobwheel.server.storage.migrations import (
 from jobwheel.server.storage.store import Store
 
 __all__ = [
+    "MIGRATIONS",
     "Dialect",
     "Migration",
     "SchemaVersionError",

@@ -11,8 +11,11 @@ from sqlalchemy import ColumnElement
 
 
 def _time_range(column: ColumnElement[Any], rng: TimeRange | None) -> list[ColumnElement[bool]]:
+    """[start, end); a range without bounds still asks for a value (e.g. "has ended")."""
     if rng is None:
         return []
+    if rng.start is None and rng.end is None:
+        return [column.isnot(None)]
     conds: list[ColumnElement[bool]] = []
     if rng.start is not None:
         conds.append(column >= rng.start)

@@ -1,0 +1,245 @@
+"""Next-fire computation for schedules: cron (croniter + zoneinfo), interval, one-off. Pure.
+
+Cron expressions are evaluated on naive local wall-clock time, so croniter never sees a zone
+and its own DST handling plays no part. Each matching wall time is then mapped to UTC here:
+
+- a wall time the zone skips (spring-forward gap) follows `dst_gap_policy`: SHIFT_FORWARD
+  fires it as if the clock had not jumped yet, i.e. moved forward by the gap length (02:30 in
+  a 1 h gap fires at 03:30 new time); SKIP drops it. Such fires are flagged `dst_gap`.
+- a wall time the zone repeats (fall-back fold) follows `dst_fold_policy`: FIRST fires at the
+  earlier instant, SECOND at the later, BOTH at both. Such fires are flagged `dst_fold`.
+- wall times that land on the same instant fire once (flags are merged). Example: hourly in
+  Europe/London on 2026-03-29, 01:00 GMT does not exist; shifted forward it is 01:00 UTC, which
+  is also 02:00 BST, so that day has 23 fires either way.
+
+Mapping wall times to instants is not monotone near a transition (a shifted gap time lands
+after the first normal times past the gap; BOTH interleaves two passes of the fold), so
+candidates go through a small heap and a fire is released only once no later wall time can
+map to an earlier instant (see `_settled`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import CroniterBadDateError, croniter
+from jobwheel.server.model import SECOND, DstFoldPolicy, DstGapPolicy, Micros, Schedule
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICRO = timedelta(microseconds=1)
+# Upper bound on |UTC offset| of any zone (the largest in use is +14 h).
+_MAX_OFFSET = 16 * 3600 * SECOND
+# Candidates examined without producing a fire before giving up (e.g. a cron whose every
+# match is a skipped DST gap time); croniter itself gives up on dates that never match.
+_MAX_SILENT = 100_000
+# croniter 7 reads a one-value range such as "0-0" or "10-10/2" as the whole field ("*").
+_RANGE = re.compile(r"(?<![\w/-])(\w+)-(\w+)(/\d+)?(?![\w/-])")
+_ALIASES = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One occurrence: `time` in µs UTC, `local` the aware wall time in the schedule's zone."""
+
+    time: Micros
+    local: datetime
+    dst_gap: bool = False
+    dst_fold: bool = False
+
+
+def validate_cron(expr: str) -> str | None:
+    """None if croniter accepts `expr` as 5 fields, 6 (seconds last) or an @alias; else why."""
+    text = expr.strip()
+    if not text:
+        return "is empty"
+    if text.startswith("@"):
+        if text.lower() not in _ALIASES:
+            return f"unknown alias {text!r}; use one of {', '.join(sorted(_ALIASES))}"
+        return None
+    fields = len(text.split())
+    if fields not in (5, 6):
+        return (
+            f"has {fields} fields; expected 5 (minute hour day-of-month month day-of-week) "
+            "or 6 (the same followed by seconds)"
+        )
+    try:
+        croniter(_normalize(text), _EPOCH_NAIVE)
+    except Exception as exc:  # croniter raises several types for malformed fields
+        return f"invalid cron expression: {exc}"
+    return None
+
+
+def validate_time_zone(name: str) -> str | None:
+    """None if `name` is a known IANA zone; else why."""
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris'"
+    return None
+
+
+def next_fires(schedule: Schedule, after: Micros, count: int) -> list[Fire]:
+    """The next `count` fires strictly after `after`, within [start_time, end_time).
+
+    `limit` is not applied: the caller counts executions. Interval schedules fire at
+    start_time + k * interval (k >= 0), or after + k * interval (k >= 1) without a start_time.
+    A schedule with neither cron nor interval fires once, at start_time.
+    """
+    if count <= 0:
+        return []
+    return list(itertools.islice(_fires(schedule, after), count))
+
+
+def occurrences_between(schedule: Schedule, after: Micros, until: Micros, cap: int) -> list[Fire]:
+    """Fires in (after, until], at most `cap` of them (for misfire handling)."""
+    if cap <= 0:
+        return []
+    fires = itertools.takewhile(lambda f: f.time <= until, _fires(schedule, after))
+    return list(itertools.islice(fires, cap))
+
+
+def _fires(schedule: Schedule, after: Micros) -> Iterator[Fire]:
+    zone = ZoneInfo(schedule.time_zone) if schedule.time_zone else ZoneInfo("UTC")
+    if schedule.start_time is not None:
+        after = max(after, schedule.start_time - 1)
+    end = schedule.end_time
+    if schedule.cron:
+        source = _cron_fires(schedule, zone, after)
+    elif schedule.interval is not None:
+        source = _interval_fires(schedule, zone, after)
+    elif schedule.start_time is not None and schedule.start_time > after:
+        source = iter([Fire(schedule.start_time, _local(schedule.start_time, zone))])
+    else:
+        return
+    for fire in source:
+        if end is not None and fire.time >= end:
+            return
+        yield fire
+
+
+def _interval_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterator[Fire]:
+    step = schedule.interval
+    if step is None or step <= 0:
+        return
+    if schedule.start_time is None:
+        time = after + step
+    else:
+        # `after` >= start - 1 here, so k is never negative.
+        k = (after - schedule.start_time) // step + 1
+        time = schedule.start_time + k * step
+    while True:
+        yield Fire(time, _local(time, zone))
+        time += step
+
+
+def _cron_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterator[Fire]:
+    # Start early enough that a wall time in a fold just ahead is not missed: any instant
+    # u > after has wall time >= after + (the smallest offset in force around it).
+    low = min(_offset(after - SECOND, zone), _offset(after + 2 * _MAX_OFFSET, zone))
+    low = min(low, _offset(after, zone))
+    begin = _naive(after + low).replace(microsecond=0) - timedelta(seconds=1)
+    it = croniter(_normalize(schedule.cron), begin, ret_type=datetime)
+    pending: list[tuple[int, bool, bool]] = []
+    silent = 0
+    while True:
+        try:
+            wall: datetime | None = it.get_next(datetime)
+        except CroniterBadDateError:
+            wall = None
+        if wall is None:
+            # No more matches: whatever is buffered is final.
+            while pending:
+                yield _pop_fire(pending, zone)
+            return
+        for item in _instants(wall, zone, schedule):
+            if item[0] > after:
+                heapq.heappush(pending, item)
+        wall_us = (wall - _EPOCH_NAIVE) // _MICRO
+        released = False
+        while pending and _settled(pending[0][0], wall_us, zone):
+            fire = _pop_fire(pending, zone)
+            after = fire.time
+            released = True
+            yield fire
+        silent = 0 if released else silent + 1
+        if silent > _MAX_SILENT:
+            return
+
+
+def _normalize(expr: str) -> str:
+    def single(match: re.Match[str]) -> str:
+        low, high = match.group(1).lower(), match.group(2).lower()
+        same = low == high or (low.isdigit() and high.isdigit() and int(low) == int(high))
+        return low if same else match.group(0)
+
+    return _RANGE.sub(single, expr.strip())
+
+
+def _settled(t: Micros, wall_us: Micros, zone: ZoneInfo) -> bool:
+    """True if no wall time later than `wall_us` can map to an instant <= t.
+
+    A later wall time L maps to an instant u = L - (offset in force at u), or for a shifted gap
+    time to L - (the smaller offset before the jump), so u >= L - MAX always. If the offset is
+    constant, c, over [min(wall - MAX, t), t], any u in that range is >= L - c > wall - c >= t,
+    and no u lies below it. Two transitions cancelling within that window would fool the
+    endpoint comparison; no zone has one.
+    """
+    c = _offset(t, zone)
+    if wall_us - c < t:
+        return False
+    return _offset(min(wall_us - _MAX_OFFSET, t), zone) == c
+
+
+def _instants(wall: datetime, zone: ZoneInfo, schedule: Schedule) -> list[tuple[int, bool, bool]]:
+    """(instant, dst_gap, dst_fold) for one naive wall time, per the schedule's DST policies."""
+    wall_us = (wall - _EPOCH_NAIVE) // _MICRO
+    first = wall.replace(tzinfo=zone, fold=0).utcoffset()
+    second = wall.replace(tzinfo=zone, fold=1).utcoffset()
+    assert first is not None and second is not None
+    off0, off1 = first // _MICRO, second // _MICRO
+    if off0 == off1:
+        return [(wall_us - off0, False, False)]
+    if off0 < off1:
+        # In a gap fold=0 applies the offset from before the jump (PEP 495): the wall time
+        # moved forward by the gap length.
+        if schedule.dst_gap_policy == DstGapPolicy.SKIP:
+            return []
+        return [(wall_us - off0, True, False)]
+    policy = schedule.dst_fold_policy
+    earlier, later = (wall_us - off0, False, True), (wall_us - off1, False, True)
+    if policy == DstFoldPolicy.FIRST:
+        return [earlier]
+    if policy == DstFoldPolicy.SECOND:
+        return [later]
+    return [earlier, later]
+
+
+def _pop_fire(pending: list[tuple[int, bool, bool]], zone: ZoneInfo) -> Fire:
+    time, gap, fold = heapq.heappop(pending)
+    while pending and pending[0][0] == time:
+        _, more_gap, more_fold = heapq.heappop(pending)
+        gap, fold = gap or more_gap, fold or more_fold
+    return Fire(time, _local(time, zone), gap, fold)
+
+
+def _local(time: Micros, zone: ZoneInfo) -> datetime:
+    return (_EPOCH + timedelta(microseconds=time)).astimezone(zone)
+
+
+def _naive(time: Micros) -> datetime:
+    return _EPOCH_NAIVE + timedelta(microseconds=time)
+
+
+def _offset(time: Micros, zone: ZoneInfo) -> Micros:
+    offset = _local(time, zone).utcoffset()
+    assert offset is not None
+    return offset // _MICRO

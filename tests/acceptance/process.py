@@ -30,8 +30,14 @@ class ServerProcess:
         log = self.log_path.open("ab")
         offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [str(BIN / "jobwheel-server"), "--listen", "127.0.0.1:0", "--db", self.db_url,
-             *self.extra],
+            [
+                str(BIN / "jobwheel-server"),
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                self.db_url,
+                *self.extra,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -26,8 +26,11 @@ def test_job_survives_kill_9(tmp_path: Path) -> None:
         created = grpcurl(
             proc.address,
             "jobwheel.v1.JobService/EnqueueJob",
-            {"task": "send_email", "payload": {"to": "ada@example.com"},
-             "schedule": {"delay": "3600s"}},
+            {
+                "task": "send_email",
+                "payload": {"to": "ada@example.com"},
+                "schedule": {"delay": "3600s"},
+            },
         )["job"]
         proc.kill()
         proc.start()

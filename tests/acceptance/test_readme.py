@@ -37,14 +37,17 @@ def test_readme_grpcurl_examples_work_as_printed(server_process: ServerProcess) 
     result = run_sh(examples, server_process.address)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for service in ("jobwheel.v1.JobService", "grpc.health.v1.Health",
-                    "grpc.reflection.v1alpha.ServerReflection"):
+    for service in (
+        "jobwheel.v1.JobService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ):
         assert service in out
     assert "rpc EnqueueJob" in out
     assert '"state": "JOB_STATE_SCHEDULED"' in out
     assert '"status": "SERVING"' in out
     # the filtered list holds exactly the billing job
-    listed = json.loads(out[out.rindex('{\n  "jobs"'):out.rindex("}") + 1])
+    listed, _ = json.JSONDecoder().raw_decode(out[out.index('{\n  "jobs"') :])
     assert [j["task"] for j in listed["jobs"]] == ["send_report"]
 
 
@@ -53,4 +56,4 @@ def test_readme_bad_input_example_names_the_fields(server_process: ServerProcess
     result = run_sh(bad, server_process.address)
     assert result.returncode != 0
     assert "InvalidArgument" in result.stderr
-    assert '"field": "task"' in result.stderr and '"field": "schedule.cron"' in result.stderr
+    assert '"field":"task"' in result.stderr and '"field":"schedule.cron"' in result.stderr

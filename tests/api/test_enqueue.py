@@ -8,9 +8,9 @@ import time
 import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
+
 from tests.api.helpers import field_violations
 from tests.conftest import Running
 
@@ -144,7 +144,9 @@ async def test_bad_input_names_every_field(server: Running) -> None:
     ],
 )
 async def test_bad_schedules(server: Running, schedule: job_pb2.Schedule, field: str) -> None:
-    violations = await invalid(server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="t", schedule=schedule)))
+    violations = await invalid(
+        server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="t", schedule=schedule))
+    )
     assert field in violations
 
 
@@ -172,7 +174,9 @@ async def test_idempotency_under_50_concurrent_identical_calls(server: Running) 
     results = await asyncio.gather(*(server.jobs.EnqueueJob(req) for _ in range(50)))
     assert len({r.job.id for r in results}) == 1
     assert sum(not r.already_exists for r in results) == 1
-    listed = await server.jobs.ListJobs(pb.ListJobsRequest(filter=job_pb2.JobFilter(tasks=["charge"])))
+    listed = await server.jobs.ListJobs(
+        pb.ListJobsRequest(filter=job_pb2.JobFilter(tasks=["charge"]))
+    )
     assert len(listed.jobs) == 1
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
+
 from tests.api.helpers import field_violations
 from tests.conftest import Running
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from jobwheel.server import model
 from jobwheel.server.api.errors import NotFound
+from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.storage import Store
 
@@ -17,13 +18,15 @@ class Core:
         self.store = store
         self.clock = clock
         self._enqueue_listeners: list[EnqueueListener] = []
+        # concurrent enqueues share one transaction: one fsync for many callers
+        self._insert = GroupCommit(store.insert_jobs)
 
     def on_enqueued(self, listener: EnqueueListener) -> None:
         """Called with the jobs an enqueue created, after their commit."""
         self._enqueue_listeners.append(listener)
 
     async def enqueue(self, jobs: Sequence[model.NewJob]) -> list[tuple[model.Job, bool]]:
-        results = await self.store.insert_jobs(jobs)
+        results = await self._insert(jobs)
         created = [job for job, existed in results if not existed]
         if created:
             for listener in self._enqueue_listeners:

@@ -14,6 +14,7 @@ from typing import Any
 Micros = int
 SECOND: Micros = 1_000_000
 DEFAULT_QUEUE = "default"
+DEFAULT_CATCHUP_WINDOW: Micros = 86_400 * SECOND
 
 
 class JobState(enum.StrEnum):
@@ -110,7 +111,7 @@ class Schedule:
     jitter: Micros = 0
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
     misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
-    catchup_window: Micros = 86_400 * SECOND
+    catchup_window: Micros = DEFAULT_CATCHUP_WINDOW
     dst_gap_policy: DstGapPolicy = DstGapPolicy.SHIFT_FORWARD
     dst_fold_policy: DstFoldPolicy = DstFoldPolicy.FIRST
 

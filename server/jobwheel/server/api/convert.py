@@ -6,7 +6,6 @@ from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import ParseDict
-
 from jobwheel.server import model
 from jobwheel.v1 import job_pb2
 

@@ -81,7 +81,9 @@ class FailedPrecondition(DomainError):
         self.metadata = metadata
 
     def details(self) -> list[Any]:
-        return [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
+        return [
+            error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        ]
 
 
 class OutOfRange(FailedPrecondition):

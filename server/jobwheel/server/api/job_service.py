@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
-
 from jobwheel.server.api import pagination, validate
 from jobwheel.server.api.convert import job_to_proto
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument, rpc_errors
@@ -15,7 +14,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 
 MAX_BATCH = 10_000
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class JobService(job_service_pb2_grpc.JobServiceServicer):

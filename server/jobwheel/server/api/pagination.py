@@ -12,7 +12,6 @@ import hashlib
 import json
 
 from google.protobuf.message import Message
-
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50

@@ -7,19 +7,20 @@ INVALID_ARGUMENT names every offending field (with its path, e.g. "jobs[3].sched
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
-
 from jobwheel.server import model
 from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 from jobwheel.server.scheduling import triggers
 from jobwheel.v1 import job_pb2, job_service_pb2
 
+T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/\-]{1,63}$")
 MAX_LABELS = 64
@@ -85,7 +86,7 @@ def check_name(value: str, field: str, errors: Violations) -> None:
         )
 
 
-def _enum(value: int, table: dict[int, Any], default: Any, field: str, errors: Violations) -> Any:
+def _enum(value: int, table: Mapping[Any, T], default: T, field: str, errors: Violations) -> T:
     if value == 0:
         return default
     if value not in table:
@@ -156,7 +157,7 @@ def schedule_from_proto(
         jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors) or 0
         if jitter < 0:
             errors.add(f"{prefix}.jitter", "must not be negative")
-    catchup = model.Schedule.catchup_window
+    catchup = model.DEFAULT_CATCHUP_WINDOW
     if s.HasField("catchup_window"):
         catchup = micros_of_duration(s.catchup_window, f"{prefix}.catchup_window", errors) or 0
         if catchup < 0:
@@ -328,9 +329,7 @@ def new_job_from_proto(
     )
 
 
-def _time_range(
-    r: job_pb2.TimeRange, field: str, errors: Violations
-) -> model.TimeRange | None:
+def _time_range(r: job_pb2.TimeRange, field: str, errors: Violations) -> model.TimeRange | None:
     if not (r.HasField("start_time") or r.HasField("end_time")):
         return None
     start = micros_of_timestamp(r.start_time) if r.HasField("start_time") else None

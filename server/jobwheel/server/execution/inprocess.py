@@ -1,0 +1,102 @@
+"""In-process execution of `@task` handlers.
+
+Async handlers run on the event loop; plain functions run in a bounded thread pool so a
+blocking handler never stalls the loop. A timeout or a cancel ends the attempt at once; a
+thread that is still running is told through `ctx.cancelled` (threads cannot be killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobwheel.server.execution.base import AttemptResult, Outcome
+from jobwheel.server.handlers import Handler
+
+
+@dataclass
+class TaskContext:
+    """What a handler learns about the attempt it runs."""
+
+    job_id: str
+    task: str
+    queue: str
+    attempt: int
+    execution: int
+    labels: dict[str, str] = field(default_factory=dict)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the attempt was cancelled or timed out: a long handler should stop."""
+        return self._cancel.is_set()
+
+
+def _arity(fn: Handler) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 2
+    return min(len(positional), 2)
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class InProcessExecutor:
+    def __init__(self, handlers: dict[str, Handler], max_threads: int = 32) -> None:
+        self.handlers = handlers
+        self._arity = {name: _arity(fn) for name, fn in handlers.items()}
+        self._async = {name: inspect.iscoroutinefunction(fn) for name, fn in handlers.items()}
+        self._pool = ThreadPoolExecutor(max_threads, thread_name_prefix="jobwheel-task")
+
+    def handles(self, task: str) -> bool:
+        return task in self.handlers
+
+    def _call(self, task: str, payload: dict[str, Any], ctx: TaskContext) -> Any:
+        fn = self.handlers[task]
+        return fn(payload, ctx) if self._arity[task] >= 2 else fn(payload)
+
+    async def _invoke(self, task: str, payload: dict[str, Any], ctx: TaskContext) -> Any:
+        if self._async[task]:
+            result = self._call(task, payload, ctx)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._pool, self._call, task, payload, ctx)
+        while inspect.isawaitable(result):  # e.g. a partial of an async function
+            result = await result
+        return result
+
+    async def run(
+        self, task: str, payload: dict[str, Any], ctx: TaskContext, time_limit: float | None
+    ) -> AttemptResult:
+        """Runs one attempt; never raises except CancelledError when the caller cancels."""
+        try:
+            result = await asyncio.wait_for(self._invoke(task, payload, ctx), time_limit)
+        except TimeoutError:
+            ctx._cancel.set()
+            return AttemptResult(Outcome.TIMED_OUT, error=f"TimeoutError: exceeded {time_limit:g}s")
+        except asyncio.CancelledError:
+            ctx._cancel.set()
+            raise
+        except Exception as exc:  # the handler's failure is the attempt's outcome
+            return AttemptResult(Outcome.FAILED, error=describe_error(exc))
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            return AttemptResult(
+                Outcome.FAILED, error=f"ResultError: result is not JSON-serialisable: {exc}"
+            )
+        return AttemptResult(Outcome.SUCCEEDED, result=result)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

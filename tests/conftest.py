@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from jobwheel.server.app import App
 from jobwheel.server.config import Settings
 from jobwheel.v1 import job_service_pb2_grpc, worker_service_pb2_grpc

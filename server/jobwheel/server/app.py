@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from jobwheel.server import handlers
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits

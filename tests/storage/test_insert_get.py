@@ -8,6 +8,8 @@ from dataclasses import fields
 import pytest
 from jobwheel.server.model import HttpTarget, Job, JobState, NewJob, Schedule
 from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import delete
 
 from tests.storage.factories import full_job, new_job, set_columns
 
@@ -193,3 +195,13 @@ async def test_committed_jobs_survive_close_and_reopen(store_url: str) -> None:
         assert later.seq > max(j.seq for j in inserted)
     finally:
         await second.close()
+
+
+async def test_seq_stays_correct_after_the_newest_jobs_are_deleted(store: Store) -> None:
+    old = [job for job, _ in await store.insert_jobs([new_job() for _ in range(5)])]
+    async with store.write_engine.begin() as conn:
+        await conn.execute(delete(jobs).where(jobs.c.id.in_([j.id for j in old[3:]])))
+    fresh = [job for job, _ in await store.insert_jobs([new_job() for _ in range(5)])]
+    assert min(j.seq for j in fresh) > max(j.seq for j in old)  # deleted seqs are not reused
+    for job in fresh:
+        assert await store.get_job(job.id) == job

@@ -2,7 +2,8 @@
 
 Write methods run in `self._write()` (on SQLite: the single write connection, BEGIN IMMEDIATE),
 read methods in `self._read()`. Each method is one transaction, so a caller's await returns
-only after commit.
+only after commit. Never open `_write()` inside `_write()`: on SQLite the pool holds a single
+write connection, so the inner one would wait forever.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -38,9 +40,12 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobwheel.db'}"
 
 
-@pytest.fixture
-async def server(db_url: str) -> AsyncIterator[Running]:
-    app = App(Settings(listen="127.0.0.1:0", db=db_url, grace_period=1.0))
+@asynccontextmanager
+async def running_server(db_url: str, **settings: Any) -> AsyncIterator[Running]:
+    """An App on a free port with the test handlers loaded, and stubs bound to it."""
+    import tests.handlers  # noqa: F401  (registers the test tasks)
+
+    app = App(Settings(listen="127.0.0.1:0", db=db_url, grace_period=1.0, **settings))
     port = await app.start()
     address = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(address)
@@ -55,3 +60,9 @@ async def server(db_url: str) -> AsyncIterator[Running]:
     finally:
         await channel.close()
         await app.stop(0.5)
+
+
+@pytest.fixture
+async def server(db_url: str) -> AsyncIterator[Running]:
+    async with running_server(db_url) as running:
+        yield running

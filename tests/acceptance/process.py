@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"jobwheel listening on [\d.]+:(\d+)")
 
 
@@ -40,7 +41,14 @@ class ServerProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # the repository root on the path: `--handlers tests.handlers` imports
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+                ),
+            },
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from jobwheel.server.api.validate import Limits
 from jobwheel.server.clock import Clock, SystemClock
 from jobwheel.server.config import Settings, parse_settings
 from jobwheel.server.core import Core
+from jobwheel.server.engine import Engine
 from jobwheel.server.storage import Store, open_store
 from jobwheel.v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2
 
@@ -36,6 +37,7 @@ class App:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.store: Store | None = None
+        self.engine: Engine | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -46,6 +48,14 @@ class App:
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
         core = Core(self.store, self.clock)
+        self.engine = Engine(
+            self.store,
+            self.clock,
+            handlers.registered(),
+            concurrency=self.settings.queue_concurrency,
+        )
+        core.on_enqueued(self.engine.jobs_enqueued)
+        await self.engine.start()
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -75,6 +85,8 @@ class App:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
+        if self.engine is not None:
+            await self.engine.stop(grace)
         if self.store is not None:
             await self.store.close()
         log.info("jobwheel stopped")

@@ -19,6 +19,7 @@ class Settings:
     max_payload_bytes: int = 1 << 20
     sqlite_synchronous: str = "FULL"
     grace_period: float = 10.0
+    queue_concurrency: int = 256
     log_level: str = "INFO"
 
 
@@ -73,6 +74,12 @@ def parse_settings(
         help="seconds in-flight calls get to finish on shutdown (JOBWHEEL_GRACE_PERIOD)",
     )
     parser.add_argument(
+        "--queue-concurrency",
+        type=int,
+        default=int(env.get("JOBWHEEL_QUEUE_CONCURRENCY", 256)),
+        help="attempts one process runs at once per queue (JOBWHEEL_QUEUE_CONCURRENCY)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
@@ -83,6 +90,8 @@ def parse_settings(
         handlers = _split(env.get("JOBWHEEL_HANDLERS", ""))
     else:
         handlers = [h for item in handlers for h in _split(item)]
+    if args.queue_concurrency <= 0:
+        parser.error("--queue-concurrency must be positive")
     if args.max_payload_bytes <= 0:
         parser.error("--max-payload-bytes must be positive")
     return Settings(
@@ -92,5 +101,6 @@ def parse_settings(
         max_payload_bytes=args.max_payload_bytes,
         sqlite_synchronous=args.sqlite_synchronous,
         grace_period=args.grace_period,
+        queue_concurrency=args.queue_concurrency,
         log_level=args.log_level.upper(),
     )

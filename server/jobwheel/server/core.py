@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from jobwheel.server import model
 from jobwheel.server.api.errors import NotFound
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.storage import Store
+from jobwheel.server.storage.history import ExecutionTotals
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    job: model.Job
+    attempts: list[model.Attempt]
+    totals: ExecutionTotals
+
 
 EnqueueListener = Callable[[Sequence[model.Job]], None]
 
@@ -45,3 +55,17 @@ class Core:
         return await self.store.list_jobs(
             flt, limit=limit, after_seq=after_seq, descending=descending
         )
+
+    async def history(
+        self, job_id: str, *, limit: int, after: tuple[int, int] | None
+    ) -> JobHistory:
+        job = await self.get(job_id)
+        open_execution = (
+            job.execution_count
+            if job.state in (model.JobState.RUNNING, model.JobState.RETRYING)
+            or (job.state is model.JobState.QUEUED and job.attempt > 0)
+            else None
+        )
+        attempts = await self.store.list_attempts(job_id, limit=limit, after=after)
+        totals = await self.store.execution_totals(job_id, open_execution)
+        return JobHistory(job, attempts, totals)

@@ -6,7 +6,7 @@ from typing import Any, TypeAlias
 
 import grpc
 from jobwheel.server.api import pagination, validate
-from jobwheel.server.api.convert import job_to_proto
+from jobwheel.server.api.convert import attempt_to_proto, job_to_proto
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument, rpc_errors
 from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
@@ -74,3 +74,24 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             jobs = jobs[:size]
             token = pagination.encode_token(jobs[-1].seq, *scope)
         return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
+
+    @rpc_errors
+    async def ListJobAttempts(self, request: pb.ListJobAttemptsRequest, context: Context) -> Any:
+        if not request.job_id:
+            raise InvalidArgument([FieldViolation("job_id", "is required")])
+        size = pagination.page_size(request.page_size)
+        after = pagination.decode_token(request.page_token, request.job_id)
+        cursor = None if after is None else (after >> 20, after & 0xFFFFF)
+        history = await self.core.history(request.job_id, limit=size + 1, after=cursor)
+        items, token = history.attempts, ""
+        if len(items) > size:
+            items = items[:size]
+            last = items[-1]
+            token = pagination.encode_token(last.execution << 20 | last.number, request.job_id)
+        return pb.ListJobAttemptsResponse(
+            attempts=[attempt_to_proto(a) for a in items],
+            next_page_token=token,
+            total_executions=history.job.execution_count,
+            successful_executions=history.totals.succeeded,
+            failed_executions=history.totals.failed,
+        )

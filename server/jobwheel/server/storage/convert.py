@@ -86,7 +86,7 @@ def _doc_or_none(value: Any) -> str | None:
     return None if value is None else dumps(value)
 
 
-def _load_or_none(text: str | None) -> Any:
+def load_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
@@ -186,10 +186,10 @@ def job_from_row(row: RowMapping) -> Job:
         start_time=row["start_time"],
         end_time=row["end_time"],
         last_error=row["last_error"],
-        result=_load_or_none(row["result"]),
+        result=load_or_none(row["result"]),
         cancel_reason=row["cancel_reason"],
         skipped_count=row["skipped_count"],
-        progress=_load_or_none(row["progress"]),
+        progress=load_or_none(row["progress"]),
         worker_id=row["worker_id"],
         lease_expire_time=row["lease_expire_time"],
         seq=row["seq"],

@@ -20,12 +20,14 @@ from jobwheel.server.storage.convert import (
 )
 from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.filters import job_conditions
+from jobwheel.server.storage.history import History
 from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.transitions import Transitions
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-class Store:
+class Store(Transitions, History):
     def __init__(self, engines: Engines) -> None:
         self._engines = engines
 

@@ -1,0 +1,115 @@
+"""The engine: scheduler (timer wheel), dispatcher (in-process execution), and upkeep
+(lease renewal, recovery of attempts whose executor vanished)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from jobwheel.server import model
+from jobwheel.server.clock import Clock
+from jobwheel.server.execution import outcomes
+from jobwheel.server.execution.dispatcher import Dispatcher
+from jobwheel.server.execution.inprocess import InProcessExecutor
+from jobwheel.server.handlers import Handler
+from jobwheel.server.ids import new_id
+from jobwheel.server.scheduling.scheduler import Scheduler
+from jobwheel.server.storage import Store
+
+log = logging.getLogger(__name__)
+INPROCESS_PREFIX = "inprocess@"
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        handlers: dict[str, Handler],
+        *,
+        concurrency: int = 256,
+        lease: model.Micros = 30 * model.SECOND,
+        recover_every: model.Micros = 5 * model.SECOND,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease = lease
+        self.recover_every = recover_every
+        # A fresh identity per start: attempts held by an earlier process are recognisable.
+        self.worker_id = f"{INPROCESS_PREFIX}{new_id()}"
+        self.executor = InProcessExecutor(handlers)
+        self.dispatcher = Dispatcher(
+            store,
+            clock,
+            self.executor,
+            self.worker_id,
+            concurrency=concurrency,
+            lease=lease,
+            on_settled=self._settled,
+        )
+        self.scheduler = Scheduler(store, clock, on_due=self.dispatcher.wake)
+        self._loops: list[asyncio.Task[None]] = []
+
+    def jobs_enqueued(self, jobs: Sequence[model.Job]) -> None:
+        queued: set[str] = set()
+        for job in jobs:
+            if job.state is model.JobState.QUEUED:
+                queued.add(job.queue)
+            elif job.next_run_time is not None:
+                self.scheduler.add(job.id, job.next_run_time)
+        if queued:
+            self.dispatcher.wake(queued)
+
+    def _settled(self, s: outcomes.Settlement) -> None:
+        if s.state in (model.JobState.RETRYING, model.JobState.SCHEDULED) and s.next_run_time:
+            self.scheduler.add(s.job_id, s.next_run_time)
+
+    async def start(self) -> None:
+        # With one process per SQLite file, every in-process attempt still RUNNING belongs to
+        # a process that is gone; on PostgreSQL other replicas may be alive: wait for leases.
+        dead = INPROCESS_PREFIX if self.store.dialect.single_writer else None
+        await self.recover(dead_worker_prefix=dead)
+        self._loops = [
+            asyncio.create_task(self.scheduler.run(), name="jobwheel-scheduler"),
+            asyncio.create_task(self.dispatcher.run(), name="jobwheel-dispatcher"),
+            asyncio.create_task(self._upkeep(), name="jobwheel-upkeep"),
+        ]
+
+    async def recover(self, dead_worker_prefix: str | None = None) -> int:
+        """Re-queues RUNNING jobs whose executor vanished, recording the lost attempt."""
+        now = self.clock.now()
+        lost = await self.store.running_jobs_lost(now, dead_worker_prefix)
+        lost = [j for j in lost if not self.dispatcher.holds(j.id)]
+        if lost:
+            why = "executor lost (process ended or lease expired)"
+            await self.store.settle([outcomes.lost(j, now, why) for j in lost])
+            log.warning("re-queued %d jobs whose attempt was lost", len(lost))
+            self.dispatcher.wake({j.queue for j in lost})
+        return len(lost)
+
+    async def _upkeep(self) -> None:
+        renew_every = self.lease // 3
+        next_renew = self.clock.now() + renew_every
+        while True:
+            await asyncio.sleep(self.recover_every / model.SECOND)
+            now = self.clock.now()
+            try:
+                if now >= next_renew:
+                    await self.store.renew_leases(self.worker_id, now, now + self.lease)
+                    next_renew = now + renew_every
+                await self.recover()
+            except Exception:
+                log.exception("upkeep failed; retrying")
+
+    async def stop(self, grace: float) -> None:
+        for loop in self._loops:
+            if loop.get_name() != "jobwheel-dispatcher":
+                loop.cancel()
+        await self.dispatcher.stop(grace)
+        for loop in self._loops:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self.executor.close()

@@ -1,0 +1,144 @@
+"""Dispatch: due jobs become QUEUED, then RUNNING on an in-process handler, queue by queue.
+
+Each queue runs at most `concurrency` attempts of this process at once. A claim takes the best
+jobs of a queue (higher priority first, FIFO within a priority) in one transaction; endings
+are settled through group commit, so a busy server writes one transaction for many jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+
+from jobwheel.server import model
+from jobwheel.server.batching import GroupCommit
+from jobwheel.server.clock import Clock
+from jobwheel.server.execution import outcomes
+from jobwheel.server.execution.base import AttemptResult, Outcome
+from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
+from jobwheel.server.storage import Store
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        executor: InProcessExecutor,
+        worker_id: str,
+        *,
+        concurrency: int = 256,
+        lease: model.Micros = 30 * model.SECOND,
+        on_settled: Callable[[outcomes.Settlement], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.executor = executor
+        self.worker_id = worker_id
+        self.concurrency = concurrency
+        self.lease = lease
+        self.on_settled = on_settled
+        self.settle = GroupCommit(store.settle)
+        self._ready: set[str] = set()
+        self._running: Counter[str] = Counter()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._accepting = True
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def holds(self, job_id: str) -> bool:
+        """True while this process runs an attempt of the job."""
+        return job_id in self._tasks
+
+    def wake(self, queues: set[str] | None = None) -> None:
+        """Something may be due (no queues given) or queued in `queues`."""
+        if queues:
+            self._ready |= queues
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._ready |= await self.store.queues_with_queued_jobs()
+        self._wake.set()
+        while self._accepting:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._accepting:
+                break
+            try:
+                await self._dispatch()
+            except Exception:
+                log.exception("dispatch failed; retrying in a second")
+                await asyncio.sleep(1)
+                self._wake.set()
+
+    async def _dispatch(self) -> None:
+        now = self.clock.now()
+        self._ready |= await self.store.promote_due(now)
+        tasks = self.executor.handlers.keys()
+        for queue in sorted(self._ready):
+            room = self.concurrency - self._running[queue]
+            if room <= 0:
+                continue
+            claimed = await self.store.claim(
+                queue, tasks, room, self.worker_id, now, now + self.lease
+            )
+            if len(claimed) < room:
+                self._ready.discard(queue)  # drained (of what this process can run)
+            for job in claimed:
+                self._running[queue] += 1
+                self._tasks[job.id] = asyncio.create_task(self._execute(job))
+
+    async def _execute(self, job: model.Job) -> None:
+        ctx = TaskContext(
+            job_id=job.id,
+            task=job.task,
+            queue=job.queue,
+            attempt=job.attempt,
+            execution=job.execution_count,
+            labels=job.labels,
+        )
+        limit = None if job.timeout is None else job.timeout / model.SECOND
+        try:
+            try:
+                result = await self.executor.run(job.task, job.payload, ctx, limit)
+            except asyncio.CancelledError:
+                if self._accepting:  # a cancel of this job, not a shutdown
+                    result = AttemptResult(Outcome.CANCELLED, error="Cancelled")
+                else:
+                    await self._finish(outcomes.lost(job, self.clock.now(), "server stopped"))
+                    return
+            await self._finish(outcomes.settle(job, result, self.clock.now(), random.random()))
+        except Exception:
+            log.exception(
+                "settling job %s failed; its lease will expire and it will re-run", job.id
+            )
+        finally:
+            self._tasks.pop(job.id, None)
+            self._running[job.queue] -= 1
+            self._ready.add(job.queue)
+            self._wake.set()
+
+    async def _finish(self, settlement: outcomes.Settlement) -> None:
+        await self.settle([settlement])
+        if self.on_settled is not None:
+            self.on_settled(settlement)
+
+    async def stop(self, grace: float) -> None:
+        """Claims nothing more; running attempts get `grace` seconds, then are released."""
+        self._accepting = False
+        self._wake.set()
+        pending = list(self._tasks.values())
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)

@@ -1,0 +1,158 @@
+"""What an attempt's end does to its job (pure: no I/O, time and randomness passed in).
+
+succeeded                      -> COMPLETED, or the next occurrence of a recurring job
+failed / timed out, attempts left and retryable -> RETRYING after the backoff
+failed / timed out, none left  -> FAILED, or the next occurrence of a recurring job
+lost (crash, expired lease)    -> QUEUED again at once (it counts as an attempt, so a job
+                                  that crashes its executor every time still ends)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jobwheel.server import model
+from jobwheel.server.execution.base import AttemptResult, Outcome
+from jobwheel.server.scheduling import backoff, triggers
+
+_ATTEMPT_OUTCOME = {
+    Outcome.SUCCEEDED: model.AttemptOutcome.SUCCEEDED,
+    Outcome.FAILED: model.AttemptOutcome.FAILED,
+    Outcome.TIMED_OUT: model.AttemptOutcome.TIMED_OUT,
+    Outcome.CANCELLED: model.AttemptOutcome.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The writes that end one attempt. Applied only if the job still holds that attempt."""
+
+    job_id: str
+    execution: int
+    epoch: int  # the attempt number the executor held: the fencing token
+    state: model.JobState
+    next_run_time: model.Micros | None
+    attempt: int
+    end_time: model.Micros | None
+    last_error: str
+    result: Any
+    attempt_outcome: model.AttemptOutcome
+    attempt_error: str
+    attempt_result: Any
+    now: model.Micros
+    events: tuple[model.EventType, ...]
+
+
+def _next_occurrence(job: model.Job, now: model.Micros, rand: float) -> model.Micros | None:
+    schedule = job.schedule
+    assert schedule is not None
+    if schedule.limit and job.execution_count >= schedule.limit:
+        return None
+    fires = triggers.next_fires(schedule, now, 1)
+    if not fires:
+        return None
+    return fires[0].time + int(schedule.jitter * rand)
+
+
+def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float) -> Settlement:
+    """The settlement of `job`'s current attempt (`job` as it was when the attempt started)."""
+    succeeded = result.outcome is Outcome.SUCCEEDED
+    error = "" if succeeded else result.error
+    base: dict[str, Any] = {
+        "job_id": job.id,
+        "execution": job.execution_count,
+        "epoch": job.attempt,
+        "attempt_outcome": _ATTEMPT_OUTCOME[result.outcome],
+        "attempt_error": error,
+        "attempt_result": result.result if succeeded else None,
+        "now": now,
+    }
+    retry = (
+        not succeeded
+        and result.retryable
+        and result.outcome is not Outcome.CANCELLED
+        and job.attempt < job.retry_policy.max_attempts
+    )
+    if retry:
+        wait = max(backoff.retry_delay(job.retry_policy, job.attempt, rand), result.retry_after)
+        return Settlement(
+            **base,
+            state=model.JobState.RETRYING,
+            next_run_time=now + wait,
+            attempt=job.attempt,
+            end_time=None,
+            last_error=error,
+            result=job.result,
+            events=(model.EventType.ATTEMPT_FAILED, model.EventType.RETRY_SCHEDULED),
+        )
+    done_event = model.EventType.COMPLETED if succeeded else model.EventType.FAILED
+    new_result = result.result if succeeded else job.result
+    last_error = job.last_error if succeeded else error
+    if job.recurring:
+        upcoming = _next_occurrence(job, now, rand)
+        if upcoming is not None:
+            # The execution is over; the schedule goes on (a failure does not end it).
+            return Settlement(
+                **base,
+                state=model.JobState.SCHEDULED,
+                next_run_time=upcoming,
+                attempt=0,
+                end_time=None,
+                last_error=last_error,
+                result=new_result,
+                events=(done_event, model.EventType.SCHEDULED),
+            )
+        # The schedule is exhausted: the job as a whole is complete.
+        return Settlement(
+            **base,
+            state=model.JobState.COMPLETED,
+            next_run_time=None,
+            attempt=job.attempt,
+            end_time=now,
+            last_error=last_error,
+            result=new_result,
+            events=(done_event,),
+        )
+    return Settlement(
+        **base,
+        state=model.JobState.COMPLETED if succeeded else model.JobState.FAILED,
+        next_run_time=None,
+        attempt=job.attempt,
+        end_time=now,
+        last_error=last_error,
+        result=new_result,
+        events=(done_event,),
+    )
+
+
+def lost(job: model.Job, now: model.Micros, why: str) -> Settlement:
+    """The settlement of an attempt whose executor vanished: run the job again at once."""
+    error = f"LostAttempt: {why}"
+    base: dict[str, Any] = {
+        "job_id": job.id,
+        "execution": job.execution_count,
+        "epoch": job.attempt,
+        "attempt_outcome": model.AttemptOutcome.LOST,
+        "attempt_error": error,
+        "attempt_result": None,
+        "now": now,
+        "last_error": error,
+        "result": job.result,
+        "attempt": job.attempt,
+    }
+    if job.attempt < job.retry_policy.max_attempts:
+        return Settlement(
+            **base,
+            state=model.JobState.QUEUED,
+            next_run_time=now,
+            end_time=None,
+            events=(model.EventType.ATTEMPT_LOST, model.EventType.QUEUED),
+        )
+    return Settlement(
+        **base,
+        state=model.JobState.FAILED,
+        next_run_time=None,
+        end_time=now,
+        events=(model.EventType.ATTEMPT_LOST, model.EventType.FAILED),
+    )

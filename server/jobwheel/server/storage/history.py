@@ -1,0 +1,67 @@
+"""Attempt history reads."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from jobwheel.server.model import Attempt, AttemptOutcome
+from jobwheel.server.storage.convert import load_or_none
+from jobwheel.server.storage.schema import attempts
+from sqlalchemy import case, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionTotals:
+    executions_with_attempts: int
+    succeeded: int
+    # executions that have ended with no successful attempt
+    failed: int
+
+
+class History:
+    """Mixed into Store."""
+
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    async def list_attempts(
+        self, job_id: str, *, limit: int, after: tuple[int, int] | None = None
+    ) -> list[Attempt]:
+        """Oldest first, by (execution, number); `after` is the last (execution, number) seen."""
+        stmt = select(attempts).where(attempts.c.job_id == job_id)
+        if after is not None:
+            stmt = stmt.where(tuple_(attempts.c.execution, attempts.c.number) > tuple_(*after))
+        stmt = stmt.order_by(attempts.c.execution, attempts.c.number).limit(limit)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [
+            Attempt(
+                id=r["id"],
+                job_id=r["job_id"],
+                execution=r["execution"],
+                number=r["number"],
+                start_time=r["start_time"],
+                end_time=r["end_time"],
+                outcome=AttemptOutcome(r["outcome"]),
+                error=r["error"],
+                worker_id=r["worker_id"],
+                result=load_or_none(r["result"]),
+            )
+            for r in rows
+        ]
+
+    async def execution_totals(self, job_id: str, open_execution: int | None) -> ExecutionTotals:
+        """Per-execution outcome counts; `open_execution` (still retrying/running) is no failure."""
+        ok = func.max(case((attempts.c.outcome == AttemptOutcome.SUCCEEDED.value, 1), else_=0))
+        stmt = (
+            select(attempts.c.execution, ok.label("ok"))
+            .where(attempts.c.job_id == job_id)
+            .group_by(attempts.c.execution)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        succeeded = sum(1 for r in rows if r.ok)
+        failed = sum(1 for r in rows if not r.ok and r.execution != open_execution)
+        return ExecutionTotals(len(rows), succeeded, failed)

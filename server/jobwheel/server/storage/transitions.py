@@ -1,0 +1,213 @@
+"""The engine's writes: promote due jobs, claim them, settle attempts, recover lost ones.
+
+Every transition is fenced by the state the writer expects (and, for a running job, by the
+attempt number it holds), so a late or duplicate report changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from jobwheel.server.execution.outcomes import Settlement
+from jobwheel.server.ids import new_id
+from jobwheel.server.model import AttemptOutcome, Job, JobState, Micros
+from jobwheel.server.storage.convert import job_from_row, job_result_doc
+from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.schema import attempts, jobs
+from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_WAITING = (JobState.SCHEDULED.value, JobState.RETRYING.value)
+
+_settle_job = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.state == JobState.RUNNING.value,
+        jobs.c.attempt == bindparam("b_epoch"),
+        jobs.c.execution_count == bindparam("b_execution"),
+    )
+    .values(
+        state=bindparam("b_state"),
+        next_run_time=bindparam("b_next_run_time"),
+        attempt=bindparam("b_attempt"),
+        end_time=bindparam("b_end_time"),
+        last_error=bindparam("b_last_error"),
+        result=bindparam("b_result"),
+        worker_id="",
+        lease_expire_time=None,
+        update_time=bindparam("b_now"),
+    )
+)
+_settle_attempt = (
+    update(attempts)
+    .where(
+        attempts.c.job_id == bindparam("b_id"),
+        attempts.c.execution == bindparam("b_execution"),
+        attempts.c.number == bindparam("b_epoch"),
+        attempts.c.outcome == AttemptOutcome.RUNNING.value,
+    )
+    .values(
+        end_time=bindparam("b_now"),
+        outcome=bindparam("b_outcome"),
+        error=bindparam("b_error"),
+        result=bindparam("b_attempt_result"),
+    )
+)
+
+
+class Transitions:
+    """Mixed into Store, which provides the connections and the dialect."""
+
+    @property
+    def dialect(self) -> Dialect:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    async def due_before(self, until: Micros, limit: int) -> list[tuple[str, Micros]]:
+        """(id, due time) of waiting jobs due before `until`, earliest first: the wheel's load."""
+        stmt = (
+            select(jobs.c.id, jobs.c.next_run_time)
+            .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time < until)
+            .order_by(jobs.c.next_run_time)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            return [(r.id, r.next_run_time) for r in await conn.execute(stmt)]
+
+    async def queues_with_queued_jobs(self) -> set[str]:
+        stmt = select(jobs.c.queue).where(jobs.c.state == JobState.QUEUED.value).distinct()
+        async with self._read() as conn:
+            return {r.queue for r in await conn.execute(stmt)}
+
+    async def promote_due(self, now: Micros) -> set[str]:
+        """SCHEDULED/RETRYING jobs whose time has come become QUEUED; returns their queues."""
+        stmt = (
+            update(jobs)
+            .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time <= now)
+            .values(state=JobState.QUEUED.value, update_time=now)
+            .returning(jobs.c.queue)
+        )
+        async with self._write() as conn:
+            return {r.queue for r in await conn.execute(stmt)}
+
+    async def claim(
+        self,
+        queue: str,
+        tasks: Collection[str],
+        limit: int,
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+    ) -> list[Job]:
+        """Moves up to `limit` QUEUED jobs of `queue` (best priority first, FIFO within one)
+        whose task is in `tasks` to RUNNING, opening an attempt for each."""
+        if limit <= 0 or not tasks:
+            return []
+        pick = (
+            select(jobs.c.seq)
+            .where(
+                jobs.c.state == JobState.QUEUED.value,
+                jobs.c.queue == queue,
+                jobs.c.task.in_(list(tasks)),
+            )
+            .order_by(jobs.c.priority.desc(), jobs.c.seq)
+            .limit(limit)
+        )
+        if self.dialect.skip_locked:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (
+            update(jobs)
+            .where(jobs.c.seq.in_(pick.scalar_subquery()))
+            .values(
+                state=JobState.RUNNING.value,
+                # A job that has not started its current execution begins a new one.
+                execution_count=jobs.c.execution_count + case((jobs.c.attempt == 0, 1), else_=0),
+                attempt=jobs.c.attempt + 1,
+                start_time=now,
+                update_time=now,
+                worker_id=worker_id,
+                lease_expire_time=lease_until,
+            )
+            .returning(*jobs.c)
+        )
+        async with self._write() as conn:
+            claimed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+            if claimed:
+                await conn.execute(
+                    attempts.insert(),
+                    [
+                        {
+                            "id": new_id(),
+                            "job_id": job.id,
+                            "execution": job.execution_count,
+                            "number": job.attempt,
+                            "start_time": now,
+                            "outcome": AttemptOutcome.RUNNING.value,
+                            "worker_id": worker_id,
+                        }
+                        for job in claimed
+                    ],
+                )
+        claimed.sort(key=lambda j: (-j.priority, j.seq))
+        return claimed
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[None]:
+        """Applies attempt endings in one transaction (shaped for GroupCommit)."""
+        if not settlements:
+            return []
+        params = [_settlement_params(s) for s in settlements]
+        async with self._write() as conn:
+            await conn.execute(_settle_job, params)
+            await conn.execute(_settle_attempt, params)
+        return [None] * len(settlements)
+
+    async def renew_leases(self, worker_id: str, now: Micros, until: Micros) -> int:
+        stmt = (
+            update(jobs)
+            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.worker_id == worker_id)
+            .values(lease_expire_time=until)
+        )
+        async with self._write() as conn:
+            return (await conn.execute(stmt)).rowcount
+
+    async def running_jobs_lost(
+        self, now: Micros, dead_worker_prefix: str | None = None, limit: int = 1000
+    ) -> list[Job]:
+        """RUNNING jobs whose lease expired, or (at start-up) that a dead process held."""
+        lost = jobs.c.lease_expire_time < now
+        if dead_worker_prefix is not None:
+            lost = or_(lost, jobs.c.worker_id.startswith(dead_worker_prefix, autoescape=True))
+        stmt = (
+            select(jobs)
+            .where(and_(jobs.c.state == JobState.RUNNING.value, lost))
+            .order_by(jobs.c.seq)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            return [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+def _settlement_params(s: Settlement) -> dict[str, Any]:
+    return {
+        "b_id": s.job_id,
+        "b_epoch": s.epoch,
+        "b_execution": s.execution,
+        "b_state": s.state.value,
+        "b_next_run_time": s.next_run_time,
+        "b_attempt": s.attempt,
+        "b_end_time": s.end_time,
+        "b_last_error": s.last_error,
+        "b_result": job_result_doc(s.result),
+        "b_now": s.now,
+        "b_outcome": s.attempt_outcome.value,
+        "b_error": s.attempt_error,
+        "b_attempt_result": job_result_doc(s.attempt_result),
+    }

@@ -1,0 +1,65 @@
+"""Task handlers of the tests; server subprocesses load them with --handlers tests.handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from jobwheel.server import task
+from jobwheel.server.execution.inprocess import TaskContext
+
+RECORDED: list[Any] = []
+
+
+@task("test.echo")
+async def echo(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    return {"echo": payload, "attempt": ctx.attempt}
+
+
+@task("test.noop")
+async def noop(payload: dict[str, Any]) -> None:
+    return None
+
+
+@task("test.boom")
+async def boom(payload: dict[str, Any]) -> None:
+    raise ValueError("boom")
+
+
+@task("test.hang")
+async def hang(payload: dict[str, Any]) -> None:
+    await asyncio.sleep(3600)
+
+
+@task("test.block")
+def block(payload: dict[str, Any], ctx: TaskContext) -> str:
+    time.sleep(payload.get("seconds", 0.2))
+    return "slept"
+
+
+@task("test.record")
+async def record(payload: dict[str, Any]) -> None:
+    RECORDED.append(payload["n"])
+
+
+@task("test.flaky")
+async def flaky(payload: dict[str, Any], ctx: TaskContext) -> int:
+    if ctx.attempt < payload["succeed_on"]:
+        raise RuntimeError(f"attempt {ctx.attempt} fails")
+    return ctx.attempt
+
+
+@task("test.wait_release")
+async def wait_release(payload: dict[str, Any]) -> str:
+    release = Path(payload["release"])
+    # another process creates the file: polling it is the point
+    while not release.exists():  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.05)
+    return "released"
+
+
+@task("test.not_json")
+async def not_json(payload: dict[str, Any]) -> object:
+    return object()

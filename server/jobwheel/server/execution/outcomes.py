@@ -9,7 +9,7 @@ lost (crash, expired lease)    -> QUEUED again at once (it counts as an attempt,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jobwheel.server import model
@@ -42,6 +42,23 @@ class Settlement:
     attempt_result: Any
     now: model.Micros
     events: tuple[model.EventType, ...]
+    after: model.Job  # the job as it will be once this is applied
+
+
+def _settlement(job: model.Job, **fields: Any) -> Settlement:
+    after = replace(
+        job,
+        state=fields["state"],
+        next_run_time=fields["next_run_time"],
+        attempt=fields["attempt"],
+        end_time=fields["end_time"],
+        last_error=fields["last_error"],
+        result=fields["result"],
+        worker_id="",
+        lease_expire_time=None,
+        update_time=fields["now"],
+    )
+    return Settlement(after=after, **fields)
 
 
 def _next_occurrence(job: model.Job, now: model.Micros, rand: float) -> model.Micros | None:
@@ -76,7 +93,8 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
     )
     if retry:
         wait = max(backoff.retry_delay(job.retry_policy, job.attempt, rand), result.retry_after)
-        return Settlement(
+        return _settlement(
+            job,
             **base,
             state=model.JobState.RETRYING,
             next_run_time=now + wait,
@@ -93,7 +111,8 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
         upcoming = _next_occurrence(job, now, rand)
         if upcoming is not None:
             # The execution is over; the schedule goes on (a failure does not end it).
-            return Settlement(
+            return _settlement(
+                job,
                 **base,
                 state=model.JobState.SCHEDULED,
                 next_run_time=upcoming,
@@ -104,7 +123,8 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
                 events=(done_event, model.EventType.SCHEDULED),
             )
         # The schedule is exhausted: the job as a whole is complete.
-        return Settlement(
+        return _settlement(
+            job,
             **base,
             state=model.JobState.COMPLETED,
             next_run_time=None,
@@ -114,7 +134,8 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
             result=new_result,
             events=(done_event,),
         )
-    return Settlement(
+    return _settlement(
+        job,
         **base,
         state=model.JobState.COMPLETED if succeeded else model.JobState.FAILED,
         next_run_time=None,
@@ -142,14 +163,16 @@ def lost(job: model.Job, now: model.Micros, why: str) -> Settlement:
         "attempt": job.attempt,
     }
     if job.attempt < job.retry_policy.max_attempts:
-        return Settlement(
+        return _settlement(
+            job,
             **base,
             state=model.JobState.QUEUED,
             next_run_time=now,
             end_time=None,
             events=(model.EventType.ATTEMPT_LOST, model.EventType.QUEUED),
         )
-    return Settlement(
+    return _settlement(
+        job,
         **base,
         state=model.JobState.FAILED,
         next_run_time=None,

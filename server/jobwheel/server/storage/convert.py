@@ -199,3 +199,26 @@ def job_from_row(row: RowMapping) -> Job:
 def job_result_doc(value: Any) -> str | None:
     """Encoding for the nullable documents (result, progress) the engine will write."""
     return _doc_or_none(value)
+
+
+def job_snapshot(job: Job) -> str:
+    """The job without its payload, as stored in the event log."""
+    doc = {
+        f.name: getattr(job, f.name)
+        for f in dataclasses.fields(job)
+        if f.name not in ("payload", "schedule", "retry_policy", "http")
+    }
+    doc["schedule"] = None if job.schedule is None else schedule_to_doc(job.schedule)
+    doc["retry_policy"] = retry_to_doc(job.retry_policy)
+    doc["http"] = None if job.http is None else http_to_doc(job.http)
+    return dumps(doc)
+
+
+def job_from_snapshot(text: str, payload: dict[str, Any]) -> Job:
+    doc = json.loads(text)
+    fields = _known_fields(Job, doc)
+    fields["state"] = JobState(doc["state"])
+    fields["schedule"] = None if doc["schedule"] is None else schedule_from_doc(doc["schedule"])
+    fields["retry_policy"] = retry_from_doc(doc["retry_policy"])
+    fields["http"] = None if doc["http"] is None else http_from_doc(doc["http"])
+    return Job(payload=payload, **fields)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server.storage.dialect import Dialect, Engines
-from jobwheel.server.storage.schema import metadata, schema_version
+from jobwheel.server.storage.schema import event_head, metadata, schema_version
 from sqlalchemy import Connection, inspect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,10 +32,15 @@ class Migration:
     apply: Callable[[AsyncConnection, Dialect], Awaitable[None]]
 
 
+async def _create(conn: AsyncConnection) -> None:
+    await conn.run_sync(metadata.create_all)
+    await conn.execute(event_head.insert().values(id=1, revision=0))
+
+
 async def _initial(conn: AsyncConnection, _dialect: Dialect) -> None:
     # Only reached by a database stamped 0, which no released version writes; kept so the list
     # reads as the full history.
-    await conn.run_sync(metadata.create_all)
+    await _create(conn)
 
 
 MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
@@ -78,7 +83,7 @@ async def migrate(engines: Engines, steps: Sequence[Migration] = MIGRATIONS) -> 
                 await conn.execute(lock)
             current = await current_version(conn)
             if current is None:
-                await conn.run_sync(metadata.create_all)
+                await _create(conn)
                 await conn.execute(schema_version.insert().values(version=latest))
                 return latest
             if current > latest:

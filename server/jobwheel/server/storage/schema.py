@@ -111,3 +111,25 @@ schema_version = Table(
     metadata,
     Column("version", Integer, nullable=False),
 )
+
+# The event log behind WatchJobs: one row per change, `revision` gap-free and increasing in
+# commit order (writers take the next revisions from `event_head` under its row lock, at the
+# end of their transaction). `job` is the job after the change, without its payload (which
+# never changes; readers join it from `jobs`).
+events = Table(
+    "events",
+    metadata,
+    Column("revision", SeqType, primary_key=True, autoincrement=False),
+    Column("job_id", String(36), nullable=False),
+    Column("type", String(24), nullable=False),
+    Column("time", Micros, nullable=False),
+    Column("job", Text, nullable=False),
+)
+Index("ix_events_time", events.c.time)
+
+event_head = Table(
+    "event_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)

@@ -8,10 +8,10 @@ write connection, so the inner one would wait forever.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
-from jobwheel.server.model import Job, JobFilter, NewJob
+from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
     job_from_new,
@@ -19,6 +19,7 @@ from jobwheel.server.storage.convert import (
     new_job_values,
 )
 from jobwheel.server.storage.dialect import Dialect, Engines
+from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
 from jobwheel.server.storage.schema import jobs
@@ -27,9 +28,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-class Store(Transitions, History):
+class Store(Transitions, History, EventLog):
     def __init__(self, engines: Engines) -> None:
         self._engines = engines
+        # Told of every event after its transaction committed (the WatchJobs bus).
+        self.event_sink: Callable[[list[Event]], None] | None = None
+
+    def _emit(self, committed: list[Event]) -> None:
+        if committed and self.event_sink is not None:
+            self.event_sink(committed)
 
     @property
     def dialect(self) -> Dialect:
@@ -81,6 +88,7 @@ class Store(Transitions, History):
         rows = {i: new_job_values(new_jobs[i]) for i in candidates}
         fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
 
+        committed: list[Event] = []
         if candidates:
             async with self._write() as conn:
                 existing = await self._jobs_by_key(conn, first_with_key)
@@ -101,6 +109,10 @@ class Store(Transitions, History):
                 if raced:
                     keys = [new_jobs[i].idempotency_key or "" for i in raced]
                     existing.update(await self._jobs_by_key(conn, keys))
+                created = [(EventType.ENQUEUED, r[0]) for i in pending if (r := results[i])]
+                if created:
+                    committed = await append_events(conn, created, created[0][1].create_time)
+            self._emit(committed)
             for i in candidates:
                 key = new_jobs[i].idempotency_key
                 if results[i] is None:

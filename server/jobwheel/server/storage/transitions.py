@@ -12,9 +12,10 @@ from typing import Any
 
 from jobwheel.server.execution.outcomes import Settlement
 from jobwheel.server.ids import new_id
-from jobwheel.server.model import AttemptOutcome, Job, JobState, Micros
+from jobwheel.server.model import AttemptOutcome, Event, EventType, Job, JobState, Micros
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.schema import attempts, jobs
 from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -59,7 +60,10 @@ _settle_attempt = (
 
 
 class Transitions:
-    """Mixed into Store, which provides the connections and the dialect."""
+    """Mixed into Store, which provides the connections, the dialect and `_emit`."""
+
+    def _emit(self, committed: list[Event]) -> None:
+        raise NotImplementedError
 
     @property
     def dialect(self) -> Dialect:
@@ -93,10 +97,15 @@ class Transitions:
             update(jobs)
             .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time <= now)
             .values(state=JobState.QUEUED.value, update_time=now)
-            .returning(jobs.c.queue)
+            .returning(*jobs.c)
         )
         async with self._write() as conn:
-            return {r.queue for r in await conn.execute(stmt)}
+            promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+            committed = await append_events(
+                conn, [(EventType.QUEUED, job) for job in promoted], now
+            )
+        self._emit(committed)
+        return {job.queue for job in promoted}
 
     async def claim(
         self,
@@ -156,18 +165,48 @@ class Transitions:
                         for job in claimed
                     ],
                 )
-        claimed.sort(key=lambda j: (-j.priority, j.seq))
+            claimed.sort(key=lambda j: (-j.priority, j.seq))
+            committed = await append_events(
+                conn, [(EventType.STARTED, job) for job in claimed], now
+            )
+        self._emit(committed)
         return claimed
 
-    async def settle(self, settlements: Sequence[Settlement]) -> list[None]:
-        """Applies attempt endings in one transaction (shaped for GroupCommit)."""
+    async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        """Applies attempt endings in one transaction (shaped for GroupCommit). Each result
+        says whether it applied: a settlement for an attempt the job no longer holds (it was
+        cancelled, or re-run after its lease expired) changes nothing."""
         if not settlements:
             return []
-        params = [_settlement_params(s) for s in settlements]
         async with self._write() as conn:
-            await conn.execute(_settle_job, params)
-            await conn.execute(_settle_attempt, params)
-        return [None] * len(settlements)
+            held = await self._held_attempts(conn, [s.job_id for s in settlements])
+            applies = [held.get(s.job_id) == (s.execution, s.epoch) for s in settlements]
+            applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
+            committed: list[Event] = []
+            if applied:
+                params = [_settlement_params(s) for s in applied]
+                await conn.execute(_settle_job, params)
+                await conn.execute(_settle_attempt, params)
+                changes = [(etype, s.after) for s in applied for etype in s.events]
+                committed = await append_events(conn, changes, settlements[0].now)
+        self._emit(committed)
+        return applies
+
+    async def _held_attempts(
+        self, conn: AsyncConnection, job_ids: list[str]
+    ) -> dict[str, tuple[int, int]]:
+        """(execution, attempt) of each RUNNING job among `job_ids`, locked until commit."""
+        held: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(job_ids), self.dialect.max_in_list):
+            stmt = select(jobs.c.id, jobs.c.execution_count, jobs.c.attempt).where(
+                jobs.c.id.in_(job_ids[start : start + self.dialect.max_in_list]),
+                jobs.c.state == JobState.RUNNING.value,
+            )
+            if self.dialect.skip_locked:
+                stmt = stmt.with_for_update()
+            for r in await conn.execute(stmt):
+                held[r.id] = (r.execution_count, r.attempt)
+        return held
 
     async def renew_leases(self, worker_id: str, now: Micros, until: Micros) -> int:
         stmt = (

@@ -1,0 +1,135 @@
+"""The event log: appended in the transaction of each change, read by WatchJobs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
+from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
+from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.filters import job_conditions
+from jobwheel.server.storage.schema import event_head, events, jobs
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+Change = tuple[EventType, Job]
+
+
+async def append_events(
+    conn: AsyncConnection, changes: Sequence[Change], now: Micros
+) -> list[Event]:
+    """Appends events for `changes` (the job as it is after each) and returns them.
+
+    Call it last in a write transaction: the head row stays locked until commit, which keeps
+    revisions gap-free and in commit order across writers (PostgreSQL replicas included).
+    """
+    if not changes:
+        return []
+    head = await conn.execute(
+        update(event_head)
+        .where(event_head.c.id == 1)
+        .values(revision=event_head.c.revision + len(changes))
+        .returning(event_head.c.revision)
+    )
+    last = head.scalar_one()
+    first = last - len(changes) + 1
+    out = [
+        Event(revision=first + i, type=etype, job=job, time=now)
+        for i, (etype, job) in enumerate(changes)
+    ]
+    await conn.execute(
+        events.insert(),
+        [
+            {
+                "revision": e.revision,
+                "job_id": e.job.id,
+                "type": e.type.value,
+                "time": e.time,
+                "job": job_snapshot(e.job),
+            }
+            for e in out
+        ],
+    )
+    return out
+
+
+class EventLog:
+    """Mixed into Store."""
+
+    @property
+    def dialect(self) -> Dialect:
+        raise NotImplementedError
+
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        raise NotImplementedError
+
+    async def head_revision(self) -> int:
+        async with self._read() as conn:
+            return int((await conn.execute(select(event_head.c.revision))).scalar_one())
+
+    async def oldest_revision(self) -> int | None:
+        async with self._read() as conn:
+            oldest = (await conn.execute(select(func.min(events.c.revision)))).scalar()
+        return None if oldest is None else int(oldest)
+
+    async def read_events(self, after: int, limit: int) -> list[Event]:
+        """Events with revision > `after`, in order, with each job's payload joined in."""
+        stmt = (
+            select(events, jobs.c.payload)
+            .select_from(events.outerjoin(jobs, jobs.c.id == events.c.job_id))
+            .where(events.c.revision > after)
+            .order_by(events.c.revision)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_event_from_row(r) for r in rows]
+
+    @asynccontextmanager
+    async def snapshot(
+        self, flt: JobFilter, chunk: int = 500
+    ) -> AsyncIterator[tuple[int, AsyncIterator[list[Job]]]]:
+        """The revision R and the matching jobs as they are at R, from one consistent view
+        (a SQLite read transaction; REPEATABLE READ on PostgreSQL), in chunks."""
+        async with self.read_engine.connect() as conn:
+            if self.dialect.name == "postgresql":
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                head = (await conn.execute(select(event_head.c.revision))).scalar_one()
+                stmt = select(jobs).where(*job_conditions(self.dialect, flt)).order_by(jobs.c.seq)
+                result = await conn.stream(stmt.execution_options(yield_per=chunk))
+
+                async def chunks() -> AsyncIterator[list[Job]]:
+                    async for part in result.mappings().partitions(chunk):
+                        yield [job_from_row(r) for r in part]
+
+                yield int(head), chunks()
+
+    async def prune_events(self, before: Micros, keep_at_least: int = 1) -> int:
+        """Deletes events older than `before`, always keeping the newest `keep_at_least`."""
+        async with self._write() as conn:
+            newest = (await conn.execute(select(func.max(events.c.revision)))).scalar() or 0
+            stmt = delete(events).where(
+                events.c.time < before, events.c.revision <= newest - keep_at_least
+            )
+            return (await conn.execute(stmt)).rowcount
+
+
+def _event_from_row(row: Any) -> Event:
+    payload = {} if row["payload"] is None else json.loads(row["payload"])
+    return Event(
+        revision=row["revision"],
+        type=EventType(row["type"]),
+        job=job_from_snapshot(row["job"], payload),
+        time=row["time"],
+    )

@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import quote
 
+import asyncpg
 import grpc
 import pytest
 from jobwheel.server.app import App
 from jobwheel.server.config import Settings
 from jobwheel.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 
+PG_ENV = "JOBWHEEL_TEST_POSTGRES_URL"
 
-def postgres_url() -> str:
-    """The test PostgreSQL URL; skips without one, except under CI where it must exist."""
-    url = os.environ.get("JOBWHEEL_TEST_POSTGRES_URL", "")
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but JOBWHEEL_TEST_POSTGRES_URL is not set")
-        pytest.skip("JOBWHEEL_TEST_POSTGRES_URL is not set")
-    return url
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip locally; under CI a missing PostgreSQL must fail the run, never skip silently."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@asynccontextmanager
+async def fresh_pg_schema() -> AsyncIterator[str]:
+    """A URL to a new, empty schema of the test PostgreSQL database, dropped afterwards."""
+    base = os.environ.get(PG_ENV, "")
+    if not base:
+        unavailable(f"{PG_ENV} is not set")
+    try:
+        admin = await asyncpg.connect(base)
+    except (OSError, asyncpg.PostgresError) as exc:
+        unavailable(f"PostgreSQL at {PG_ENV} is not answering: {exc!r}")
+    schema = f"jwtest_{uuid.uuid4().hex[:16]}"
+    await admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        sep = "&" if "?" in base else "?"
+        yield f"{base}{sep}options={quote(f'-c search_path={schema}')}"
+    finally:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await admin.close()
 
 
 @dataclass
@@ -35,9 +57,14 @@ class Running:
     address: str
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobwheel.db'}"
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of each backend: the API suites run against both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobwheel.db'}"
+        return
+    async with fresh_pg_schema() as url:
+        yield url
 
 
 @asynccontextmanager

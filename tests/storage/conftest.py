@@ -7,32 +7,13 @@ dropped afterwards, so tests and parallel test runs never see each other's rows.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
-import asyncpg
 import pytest
 from jobwheel.server.storage import Store, open_store
 
-PG_ENV = "JOBWHEEL_TEST_POSTGRES_URL"
-
-
-def _unavailable(reason: str) -> None:
-    """Skip locally; under CI a missing PostgreSQL must fail the run, never skip silently."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true: {reason}")
-    pytest.skip(reason)
-
-
-async def _pg_admin(url: str) -> Any:
-    try:
-        return await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-    except (OSError, asyncpg.PostgresError) as exc:
-        _unavailable(f"PostgreSQL at {PG_ENV} is not answering: {exc!r}")
+from tests.conftest import fresh_pg_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -41,18 +22,8 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobwheel.db'}"
         return
-    base = os.environ.get(PG_ENV, "")
-    if not base:
-        _unavailable(f"{PG_ENV} is not set")
-    admin = await _pg_admin(base)
-    schema = f"jwtest_{uuid.uuid4().hex[:16]}"
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        sep = "&" if "?" in base else "?"
-        yield f"{base}{sep}options={quote(f'-c search_path={schema}')}"
-    finally:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
+    async with fresh_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,13 +12,15 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from jobwheel.server import handlers
+from jobwheel.server import handlers, model
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
+from jobwheel.server.api.watch import Watcher
 from jobwheel.server.clock import Clock, SystemClock
 from jobwheel.server.config import Settings, parse_settings
 from jobwheel.server.core import Core
 from jobwheel.server.engine import Engine
+from jobwheel.server.events import EventBus, LogTailer
 from jobwheel.server.storage import Store, open_store
 from jobwheel.v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2
 
@@ -38,6 +40,7 @@ class App:
         self.clock = clock or SystemClock()
         self.store: Store | None = None
         self.engine: Engine | None = None
+        self._tailer: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -47,15 +50,20 @@ class App:
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
+        self.bus = EventBus(await self.store.head_revision() + 1)
+        self.store.event_sink = self.bus.publish
         core = Core(self.store, self.clock)
         self.engine = Engine(
             self.store,
             self.clock,
             handlers.registered(),
             concurrency=self.settings.queue_concurrency,
+            event_retention=int(self.settings.event_retention * model.SECOND),
         )
         core.on_enqueued(self.engine.jobs_enqueued)
         await self.engine.start()
+        if not self.store.dialect.single_writer:  # other replicas write to the same log
+            self._tailer = asyncio.create_task(LogTailer(self.store, self.bus).run())
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -63,7 +71,18 @@ class App:
             ]
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
-            JobService(core, Limits(self.settings.max_payload_bytes)), server
+            JobService(
+                core,
+                Limits(self.settings.max_payload_bytes),
+                Watcher(
+                    self.store,
+                    self.bus,
+                    self.clock,
+                    heartbeat=self.settings.watch_heartbeat,
+                    buffer=self.settings.watch_buffer,
+                ),
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -87,6 +106,10 @@ class App:
             await self.server.stop(grace)
         if self.engine is not None:
             await self.engine.stop(grace)
+        if self._tailer is not None:
+            self._tailer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tailer
         if self.store is not None:
             await self.store.close()
         log.info("jobwheel stopped")

@@ -20,6 +20,9 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     grace_period: float = 10.0
     queue_concurrency: int = 256
+    watch_heartbeat: float = 15.0
+    watch_buffer: int = 10_000
+    event_retention: float = 86_400.0
     log_level: str = "INFO"
 
 
@@ -80,6 +83,26 @@ def parse_settings(
         help="attempts one process runs at once per queue (JOBWHEEL_QUEUE_CONCURRENCY)",
     )
     parser.add_argument(
+        "--watch-heartbeat",
+        type=float,
+        default=float(env.get("JOBWHEEL_WATCH_HEARTBEAT", 15.0)),
+        help="seconds between heartbeats on an idle WatchJobs stream (JOBWHEEL_WATCH_HEARTBEAT)",
+    )
+    parser.add_argument(
+        "--watch-buffer",
+        type=int,
+        default=int(env.get("JOBWHEEL_WATCH_BUFFER", 10_000)),
+        help="events a WatchJobs stream may fall behind before it is ended with "
+        "RESOURCE_EXHAUSTED (JOBWHEEL_WATCH_BUFFER)",
+    )
+    parser.add_argument(
+        "--event-retention",
+        type=float,
+        default=float(env.get("JOBWHEEL_EVENT_RETENTION", 86_400.0)),
+        help="seconds the event log keeps changes for WatchJobs resumption "
+        "(JOBWHEEL_EVENT_RETENTION, default one day)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
@@ -102,5 +125,8 @@ def parse_settings(
         sqlite_synchronous=args.sqlite_synchronous,
         grace_period=args.grace_period,
         queue_concurrency=args.queue_concurrency,
+        watch_heartbeat=args.watch_heartbeat,
+        watch_buffer=args.watch_buffer,
+        event_retention=args.event_retention,
         log_level=args.log_level.upper(),
     )

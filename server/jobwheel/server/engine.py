@@ -32,7 +32,9 @@ class Engine:
         concurrency: int = 256,
         lease: model.Micros = 30 * model.SECOND,
         recover_every: model.Micros = 5 * model.SECOND,
+        event_retention: model.Micros = 86_400 * model.SECOND,
     ) -> None:
+        self.event_retention = event_retention
         self.store = store
         self.clock = clock
         self.lease = lease
@@ -92,6 +94,7 @@ class Engine:
     async def _upkeep(self) -> None:
         renew_every = self.lease // 3
         next_renew = self.clock.now() + renew_every
+        next_prune = self.clock.now()
         while True:
             await asyncio.sleep(self.recover_every / model.SECOND)
             now = self.clock.now()
@@ -100,6 +103,9 @@ class Engine:
                     await self.store.renew_leases(self.worker_id, now, now + self.lease)
                     next_renew = now + renew_every
                 await self.recover()
+                if now >= next_prune:
+                    await self.store.prune_events(now - self.event_retention)
+                    next_prune = now + 60 * model.SECOND
             except Exception:
                 log.exception("upkeep failed; retrying")
 

@@ -50,7 +50,7 @@ ATTEMPT_OUTCOME_TO_PROTO = {
     model.AttemptOutcome.LOST: job_pb2.ATTEMPT_OUTCOME_LOST,
 }
 EVENT_TYPE_TO_PROTO = {
-    event_type: job_pb2.JobEventType.Value(f"JOB_EVENT_TYPE_{event_type.name}")
+    event_type: getattr(job_pb2, f"JOB_EVENT_TYPE_{event_type.name}")
     for event_type in model.EventType
 }
 

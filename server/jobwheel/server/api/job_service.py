@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
 from jobwheel.server.api import pagination, validate
 from jobwheel.server.api.convert import attempt_to_proto, job_to_proto
-from jobwheel.server.api.errors import FieldViolation, InvalidArgument, rpc_errors
+from jobwheel.server.api.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    rpc_errors,
+    to_grpc_status,
+)
+from jobwheel.server.api.watch import Watcher
 from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
 from jobwheel.v1 import job_service_pb2 as pb
@@ -18,9 +26,10 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class JobService(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, core: Core, limits: validate.Limits) -> None:
+    def __init__(self, core: Core, limits: validate.Limits, watcher: Watcher) -> None:
         self.core = core
         self.limits = limits
+        self.watcher = watcher
 
     @rpc_errors
     async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Context) -> Any:
@@ -95,3 +104,16 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             successful_executions=history.totals.succeeded,
             failed_executions=history.totals.failed,
         )
+
+    async def WatchJobs(
+        self, request: pb.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        try:
+            errors = validate.Violations()
+            flt = validate.filter_from_proto(request.filter, "filter", errors)
+            errors.raise_if_any()
+            stream = self.watcher.stream(flt, request.include_snapshot, request.since_revision)
+            async for response in stream:
+                yield response
+        except DomainError as err:
+            await context.abort_with_status(to_grpc_status(err))

@@ -1,0 +1,162 @@
+"""WatchJobs: an optional snapshot, a replay from the event log, then live events.
+
+The stream subscribes to the bus first, then reads the snapshot (at revision R) or replays
+the log after `since_revision`, then hands over to the live buffer, delivering only revisions
+after the last one sent: no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from jobwheel.server import model
+from jobwheel.server.api.convert import EVENT_TYPE_TO_PROTO, job_to_proto, timestamp
+from jobwheel.server.api.errors import (
+    FieldViolation,
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+)
+from jobwheel.server.clock import Clock
+from jobwheel.server.events import EventBus, Subscription
+from jobwheel.server.matching import matches
+from jobwheel.server.storage import Store
+from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_service_pb2 as pb
+
+REPLAY_PAGE = 1000
+
+
+class ProtoCache:
+    """Each event is converted once, however many watchers receive it."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._items: OrderedDict[int, pb.WatchJobsResponse] = OrderedDict()
+
+    def get(self, event: model.Event) -> pb.WatchJobsResponse:
+        found = self._items.get(event.revision)
+        if found is None:
+            found = pb.WatchJobsResponse(
+                event=job_pb2.JobEvent(
+                    revision=event.revision,
+                    type=EVENT_TYPE_TO_PROTO[event.type],
+                    job=job_to_proto(event.job),
+                    event_time=timestamp(event.time),
+                )
+            )
+            self._items[event.revision] = found
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return found
+
+
+class Watcher:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        clock: Clock,
+        *,
+        heartbeat: float = 15.0,
+        buffer: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.heartbeat = heartbeat
+        self.buffer = buffer
+        self.protos = ProtoCache()
+
+    async def check(self, since: int) -> None:
+        if since < 0:
+            raise InvalidArgument([FieldViolation("since_revision", "must not be negative")])
+        if since == 0:
+            return
+        head = self.bus.head
+        if since > head:
+            raise OutOfRange(
+                f"revision {since} is ahead of the newest revision {head}",
+                "REVISION_AHEAD",
+                newest_revision=str(head),
+            )
+        oldest = await self.store.oldest_revision()
+        if oldest is not None and since < oldest - 1:
+            raise OutOfRange(
+                f"revision {since} is no longer kept; the oldest available is {oldest}: "
+                "take a fresh snapshot (include_snapshot) and watch from its revision",
+                "REVISION_COMPACTED",
+                oldest_revision=str(oldest),
+            )
+
+    async def stream(
+        self, flt: model.JobFilter, include_snapshot: bool, since: int
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        await self.check(since)
+        sub = self.bus.subscribe(flt, self.buffer)
+        try:
+            last = since if since else sub.start - 1
+            if include_snapshot:
+                async with self.store.snapshot(flt) as (revision, chunks):
+                    async for jobs in chunks:
+                        for job in jobs:
+                            yield self._snapshot_entry(job, revision)
+                last = revision
+                yield pb.WatchJobsResponse(snapshot_end=pb.SnapshotEnd(revision=revision))
+            # the log holds what happened between `last` and the subscription
+            while last < sub.start - 1:
+                events = await self.store.read_events(last, REPLAY_PAGE)
+                for event in events:
+                    if event.revision >= sub.start:
+                        break
+                    last = event.revision
+                    if matches(sub.filter, event.job):
+                        yield self.protos.get(event)
+                if len(events) < REPLAY_PAGE:
+                    break
+            async for response in self._live(sub, last):
+                yield response
+        finally:
+            self.bus.unsubscribe(sub)
+
+    async def _live(self, sub: Subscription, last: int) -> AsyncIterator[pb.WatchJobsResponse]:
+        while True:
+            if sub.overflowed:
+                raise ResourceExhausted(
+                    f"watcher fell more than {sub.capacity} events behind; resume with "
+                    f"since_revision={last}",
+                    "WATCHER_TOO_SLOW",
+                    last_revision=str(last),
+                )
+            while sub.buffer:
+                event = sub.buffer.popleft()
+                if event.revision > last:
+                    last = event.revision
+                    yield self.protos.get(event)
+            sub.ready.clear()
+            if sub.buffer or sub.overflowed:
+                continue
+            woke = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.ready.wait(), self.heartbeat)
+                woke = True
+            if not woke:
+                yield pb.WatchJobsResponse(
+                    heartbeat=pb.WatchHeartbeat(
+                        revision=self.bus.head, time=timestamp(self.clock.now())
+                    )
+                )
+
+    @staticmethod
+    def _snapshot_entry(job: model.Job, revision: int) -> pb.WatchJobsResponse:
+        return pb.WatchJobsResponse(
+            event=job_pb2.JobEvent(
+                revision=revision,
+                type=job_pb2.JOB_EVENT_TYPE_SNAPSHOT,
+                job=job_to_proto(job),
+                event_time=timestamp(job.update_time),
+            )
+        )

@@ -1,0 +1,117 @@
+"""The event bus behind WatchJobs.
+
+Committed events arrive from the store (and, on PostgreSQL, from other replicas through the
+log tailer) and leave in revision order: an event whose predecessors have not arrived yet
+waits for them. Fan-out is indexed: a watcher of given job ids is only looked at for events
+of those jobs, so an event costs nothing for watchers of other jobs. Each subscription has a
+bounded buffer; a watcher that falls behind is marked overflowed and dropped by its stream,
+and never slows the engine or other watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from jobwheel.server.matching import matches
+from jobwheel.server.model import SECOND, Event, JobFilter, Micros
+from jobwheel.server.storage import Store
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    def __init__(self, flt: JobFilter, capacity: int) -> None:
+        self.filter = flt
+        self.capacity = capacity
+        self.buffer: deque[Event] = deque()
+        self.overflowed = False
+        self.ready = asyncio.Event()
+        # every event from this revision on is offered to the subscription
+        self.start = 0
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed or not matches(self.filter, event.job):
+            return
+        if len(self.buffer) >= self.capacity:
+            self.overflowed = True
+            self.buffer.clear()  # it will be dropped: free the memory now
+        else:
+            self.buffer.append(event)
+        self.ready.set()
+
+
+class EventBus:
+    def __init__(self, next_revision: int = 1) -> None:
+        self.next_revision = next_revision  # the first revision not yet delivered
+        self._waiting: dict[int, Event] = {}
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._broad: set[Subscription] = set()
+
+    @property
+    def head(self) -> int:
+        """The newest revision delivered."""
+        return self.next_revision - 1
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._broad) + sum(len(s) for s in self._by_job.values())
+
+    def subscribe(self, flt: JobFilter, capacity: int = 10_000) -> Subscription:
+        sub = Subscription(flt, capacity)
+        sub.start = self.next_revision
+        if flt.ids:
+            for job_id in flt.ids:
+                self._by_job.setdefault(job_id, set()).add(sub)
+        else:
+            self._broad.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._broad.discard(sub)
+        for job_id in sub.filter.ids:
+            subs = self._by_job.get(job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_job[job_id]
+
+    def publish(self, events: list[Event]) -> None:
+        for event in events:
+            if event.revision >= self.next_revision:
+                self._waiting[event.revision] = event
+        while self.next_revision in self._waiting:
+            event = self._waiting.pop(self.next_revision)
+            self.next_revision += 1
+            for sub in self._by_job.get(event.job.id, ()):
+                sub.offer(event)
+            for sub in self._broad:
+                sub.offer(event)
+
+    @property
+    def gap(self) -> bool:
+        """Events wait for an earlier revision (one committed by another replica)."""
+        return bool(self._waiting)
+
+
+class LogTailer:
+    """Reads the event log for revisions the bus has not seen: those of other replicas
+    sharing a PostgreSQL database. (On SQLite there is one process: nothing to tail.)"""
+
+    def __init__(self, store: Store, bus: EventBus, every: Micros = SECOND // 20) -> None:
+        self.store = store
+        self.bus = bus
+        self.every = every
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while True:
+                    events = await self.store.read_events(self.bus.head, 1000)
+                    self.bus.publish(events)
+                    if len(events) < 1000:
+                        break
+            except Exception:
+                log.exception("reading the event log failed; retrying")
+            await asyncio.sleep(self.every / SECOND)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
+
 from tests.api.waiting import wait_for_state
 from tests.conftest import fresh_pg_schema, running_server
 

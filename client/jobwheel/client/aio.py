@@ -1,0 +1,296 @@
+"""The asyncio client (grpc.aio): the same methods as `Client`, awaitable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Self, TypeVar, Unpack
+
+import grpc
+from jobwheel.client import calls
+from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
+from jobwheel.client.convert import DurationLike, TimeLike
+from jobwheel.client.errors import JobwheelError, Unavailable, from_rpc_error
+from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
+from jobwheel.client.policy import (
+    DEFAULT_TIMEOUT,
+    RETRYABLE,
+    Retry,
+    WatchCursor,
+    server_address,
+)
+from jobwheel.v1 import job_pb2, job_service_pb2_grpc
+from jobwheel.v1 import job_service_pb2 as pb
+
+T = TypeVar("T")
+Filter = job_pb2.JobFilter
+Metadata = Sequence[tuple[str, str]]
+
+
+class AsyncClient:
+    """A JobService client. Use as an async context manager, or await `close()`.
+
+    `timeout` is the deadline of each unary call in seconds (None: none); watches have none.
+    Reads and other idempotent calls are retried after UNAVAILABLE per `retry`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: Retry | None = None,
+        metadata: Metadata = (),
+        watch_reconnects: int = 30,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.address = server_address(address)
+        self._own_channel = channel is None
+        self._channel = channel if channel is not None else grpc.aio.insecure_channel(self.address)
+        self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self.timeout = timeout
+        self.retry = retry or Retry()
+        self.metadata = tuple(metadata)
+        self.watch_reconnects = watch_reconnects
+        self._sleep = sleep
+
+    async def close(self) -> None:
+        if self._own_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self, call: calls.Call[T]) -> T:
+        method = getattr(self._stub, call.method)
+        delays = iter(self.retry.delays() if call.idempotent else ())
+        while True:
+            try:
+                resp = await method(call.request, timeout=self.timeout, metadata=self.metadata)
+            except grpc.aio.AioRpcError as err:
+                delay = next(delays, None) if err.code() in RETRYABLE else None
+                if delay is None:
+                    raise from_rpc_error(err) from err
+                await self._sleep(delay)
+                continue
+            return call.unpack(resp)
+
+    # -- jobs -----------------------------------------------------------------
+
+    async def enqueue_job(self, task: str, **options: Unpack[EnqueueArgs]) -> pb.EnqueueJobResponse:
+        """Creates a job; `.job` is it, `.already_exists` says an idempotency key matched."""
+        return await self._run(calls.enqueue_job(task, options))
+
+    async def batch_enqueue_jobs(
+        self, jobs: Iterable[pb.EnqueueJobRequest]
+    ) -> list[pb.EnqueueJobResponse]:
+        """Creates many jobs at once; build each with `jobwheel.client.enqueue_request`."""
+        return await self._run(calls.batch_enqueue_jobs(jobs))
+
+    async def get_job(self, job_id: str) -> job_pb2.Job:
+        return await self._run(calls.get_job(job_id))
+
+    async def list_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        order: int = 0,
+        **where: Unpack[FilterArgs],
+    ) -> pb.ListJobsResponse:
+        """One page; `filter` and/or keyword filters (states=["failed"], queues=[...])."""
+        return await self._run(calls.list_jobs(filter, where, page_size, page_token, order))
+
+    async def iter_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        page_size: int = 0,
+        order: int = 0,
+        limit: int | None = None,
+        **where: Unpack[FilterArgs],
+    ) -> AsyncIterator[job_pb2.Job]:
+        """Every matching job (at most `limit`), fetching pages as needed."""
+        token, seen = "", 0
+        while True:
+            page = await self.list_jobs(
+                filter, page_size=page_size, page_token=token, order=order, **where
+            )
+            for job in page.jobs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def cancel_job(self, job_id: str, reason: str = "") -> job_pb2.Job:
+        return await self._run(calls.cancel_job(job_id, reason))
+
+    async def retry_job(self, job_id: str, delay: DurationLike | None = None) -> job_pb2.Job:
+        return await self._run(calls.retry_job(job_id, delay))
+
+    async def reschedule_job(
+        self,
+        job_id: str,
+        schedule: job_pb2.Schedule | None = None,
+        **when: Unpack[ScheduleArgs],
+    ) -> job_pb2.Job:
+        """Replaces the schedule: `at=`/`delay=` moves a one-off job; `cron=`/`every=` etc."""
+        return await self._run(calls.reschedule_job(job_id, schedule, when))
+
+    async def trigger_job(self, job_id: str) -> job_pb2.Job:
+        return await self._run(calls.by_id("TriggerJob", job_id))
+
+    async def pause_job(self, job_id: str) -> job_pb2.Job:
+        return await self._run(calls.by_id("PauseJob", job_id))
+
+    async def resume_job(self, job_id: str) -> job_pb2.Job:
+        return await self._run(calls.by_id("ResumeJob", job_id))
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._run(calls.delete_job(job_id))
+
+    async def list_job_attempts(
+        self, job_id: str, *, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListJobAttemptsResponse:
+        return await self._run(calls.list_job_attempts(job_id, page_size, page_token))
+
+    async def iter_job_attempts(
+        self, job_id: str, *, page_size: int = 0
+    ) -> AsyncIterator[job_pb2.Attempt]:
+        token = ""
+        while True:
+            page = await self.list_job_attempts(job_id, page_size=page_size, page_token=token)
+            for attempt in page.attempts:
+                yield attempt
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_job_stats(
+        self, filter: Filter | None = None, **where: Unpack[FilterArgs]
+    ) -> pb.GetJobStatsResponse:
+        return await self._run(calls.get_job_stats(filter, where))
+
+    async def preview_schedule(
+        self,
+        schedule: job_pb2.Schedule | None = None,
+        *,
+        count: int = 0,
+        after: TimeLike | None = None,
+        **when: Unpack[ScheduleArgs],
+    ) -> list[pb.FireTime]:
+        return await self._run(calls.preview_schedule(schedule, count, after, when))
+
+    async def wait_job(
+        self,
+        job_id: str,
+        *,
+        poll_interval: float = 0.2,
+        on_change: Callable[[job_pb2.Job], None] | None = None,
+    ) -> job_pb2.Job:
+        """Polls until the job is COMPLETED, FAILED or CANCELLED (bound it with
+        `asyncio.timeout`). `on_change` sees every state or attempt change."""
+        last: tuple[int, int] | None = None
+        while True:
+            job = await self.get_job(job_id)
+            if on_change is not None and (job.state, job.attempt) != last:
+                on_change(job)
+            last = (job.state, job.attempt)
+            if job.state in TERMINAL_STATES:
+                return job
+            await self._sleep(poll_interval)
+
+    # -- watch ----------------------------------------------------------------
+
+    async def watch_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        include_snapshot: bool = False,
+        since_revision: int = 0,
+        heartbeats: bool = False,
+        on_reconnect: Callable[[JobwheelError, int], None] | None = None,
+        **where: Unpack[FilterArgs],
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        """Streams changes; after a dropped connection it reconnects with `since_revision`
+        set to the last revision seen, so no change is lost or repeated. Heartbeats are
+        only yielded when `heartbeats` is true. Stop by closing the iterator."""
+        cursor = WatchCursor(calls.watch_request(filter, where, include_snapshot, since_revision))
+        failures = 0
+        while True:
+            stream = self._stub.WatchJobs(
+                cursor.resume_request(), timeout=None, metadata=self.metadata
+            )
+            try:
+                async for resp in stream:
+                    failures = 0
+                    cursor.observe(resp)
+                    if heartbeats or resp.WhichOneof("kind") != "heartbeat":
+                        yield resp
+                error: JobwheelError = Unavailable("the server ended the watch")
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in RETRYABLE:
+                    raise from_rpc_error(err) from err
+                error = from_rpc_error(err)
+            finally:
+                stream.cancel()
+            failures += 1
+            if failures > self.watch_reconnects:
+                raise error
+            if on_reconnect is not None:
+                on_reconnect(error, failures)
+            await self._sleep(self.retry.delay(failures))
+
+    # -- bulk -----------------------------------------------------------------
+
+    async def cancel_jobs(
+        self, filter: Filter | None = None, *, reason: str = "", **where: Unpack[FilterArgs]
+    ) -> int:
+        """Cancels every matching non-terminal job; returns how many changed."""
+        return await self._run(calls.bulk("CancelJobs", filter, where, reason=reason))
+
+    async def pause_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
+        return await self._run(calls.bulk("PauseJobs", filter, where))
+
+    async def resume_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
+        return await self._run(calls.bulk("ResumeJobs", filter, where))
+
+    async def retry_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        delay: DurationLike | None = None,
+        **where: Unpack[FilterArgs],
+    ) -> int:
+        return await self._run(calls.bulk("RetryJobs", filter, where, delay=delay))
+
+    async def delete_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
+        return await self._run(calls.bulk("DeleteJobs", filter, where))
+
+    # -- queues ---------------------------------------------------------------
+
+    async def list_queues(self) -> list[job_pb2.Queue]:
+        return await self._run(calls.list_queues())
+
+    async def pause_queue(self, name: str) -> job_pb2.Queue:
+        return await self._run(calls.queue_op("PauseQueue", name))
+
+    async def resume_queue(self, name: str) -> job_pb2.Queue:
+        return await self._run(calls.queue_op("ResumeQueue", name))
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        max_concurrency: int | None = None,
+        max_dispatches_per_second: float | None = None,
+    ) -> job_pb2.Queue:
+        return await self._run(calls.update_queue(name, max_concurrency, max_dispatches_per_second))

@@ -1,0 +1,297 @@
+"""The blocking client (grpc): one method per JobService RPC."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Self, TypeVar, Unpack
+
+import grpc
+from jobwheel.client import calls
+from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
+from jobwheel.client.convert import DurationLike, TimeLike
+from jobwheel.client.errors import DeadlineExceeded, JobwheelError, Unavailable, from_rpc_error
+from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
+from jobwheel.client.policy import (
+    DEFAULT_TIMEOUT,
+    RETRYABLE,
+    Retry,
+    WatchCursor,
+    server_address,
+)
+from jobwheel.v1 import job_pb2, job_service_pb2_grpc
+from jobwheel.v1 import job_service_pb2 as pb
+
+T = TypeVar("T")
+Filter = job_pb2.JobFilter
+Metadata = Sequence[tuple[str, str]]
+
+
+class Client:
+    """A JobService client. Use as a context manager, or call `close()`.
+
+    `timeout` is the deadline of each unary call in seconds (None: none); watches have none.
+    Reads and other idempotent calls are retried after UNAVAILABLE per `retry`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        channel: grpc.Channel | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: Retry | None = None,
+        metadata: Metadata = (),
+        watch_reconnects: int = 30,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.address = server_address(address)
+        self._own_channel = channel is None
+        self._channel = channel if channel is not None else grpc.insecure_channel(self.address)
+        self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self.timeout = timeout
+        self.retry = retry or Retry()
+        self.metadata = tuple(metadata)
+        self.watch_reconnects = watch_reconnects
+        self._sleep = sleep
+
+    def close(self) -> None:
+        if self._own_channel:
+            self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, call: calls.Call[T]) -> T:
+        method = getattr(self._stub, call.method)
+        delays = iter(self.retry.delays() if call.idempotent else ())
+        while True:
+            try:
+                resp = method(call.request, timeout=self.timeout, metadata=self.metadata)
+            except grpc.RpcError as err:
+                delay = next(delays, None) if err.code() in RETRYABLE else None
+                if delay is None:
+                    raise from_rpc_error(err) from err
+                self._sleep(delay)
+                continue
+            return call.unpack(resp)
+
+    # -- jobs -----------------------------------------------------------------
+
+    def enqueue_job(self, task: str, **options: Unpack[EnqueueArgs]) -> pb.EnqueueJobResponse:
+        """Creates a job; `.job` is it, `.already_exists` says an idempotency key matched."""
+        return self._run(calls.enqueue_job(task, options))
+
+    def batch_enqueue_jobs(
+        self, jobs: Iterable[pb.EnqueueJobRequest]
+    ) -> list[pb.EnqueueJobResponse]:
+        """Creates many jobs at once; build each with `jobwheel.client.enqueue_request`."""
+        return self._run(calls.batch_enqueue_jobs(jobs))
+
+    def get_job(self, job_id: str) -> job_pb2.Job:
+        return self._run(calls.get_job(job_id))
+
+    def list_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        order: int = 0,
+        **where: Unpack[FilterArgs],
+    ) -> pb.ListJobsResponse:
+        """One page; `filter` and/or keyword filters (states=["failed"], queues=[...])."""
+        return self._run(calls.list_jobs(filter, where, page_size, page_token, order))
+
+    def iter_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        page_size: int = 0,
+        order: int = 0,
+        limit: int | None = None,
+        **where: Unpack[FilterArgs],
+    ) -> Iterator[job_pb2.Job]:
+        """Every matching job (at most `limit`), fetching pages as needed."""
+        token, seen = "", 0
+        while True:
+            page = self.list_jobs(
+                filter, page_size=page_size, page_token=token, order=order, **where
+            )
+            for job in page.jobs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel_job(self, job_id: str, reason: str = "") -> job_pb2.Job:
+        return self._run(calls.cancel_job(job_id, reason))
+
+    def retry_job(self, job_id: str, delay: DurationLike | None = None) -> job_pb2.Job:
+        return self._run(calls.retry_job(job_id, delay))
+
+    def reschedule_job(
+        self,
+        job_id: str,
+        schedule: job_pb2.Schedule | None = None,
+        **when: Unpack[ScheduleArgs],
+    ) -> job_pb2.Job:
+        """Replaces the schedule: `at=`/`delay=` moves a one-off job; `cron=`/`every=` etc."""
+        return self._run(calls.reschedule_job(job_id, schedule, when))
+
+    def trigger_job(self, job_id: str) -> job_pb2.Job:
+        return self._run(calls.by_id("TriggerJob", job_id))
+
+    def pause_job(self, job_id: str) -> job_pb2.Job:
+        return self._run(calls.by_id("PauseJob", job_id))
+
+    def resume_job(self, job_id: str) -> job_pb2.Job:
+        return self._run(calls.by_id("ResumeJob", job_id))
+
+    def delete_job(self, job_id: str) -> None:
+        self._run(calls.delete_job(job_id))
+
+    def list_job_attempts(
+        self, job_id: str, *, page_size: int = 0, page_token: str = ""
+    ) -> pb.ListJobAttemptsResponse:
+        return self._run(calls.list_job_attempts(job_id, page_size, page_token))
+
+    def iter_job_attempts(self, job_id: str, *, page_size: int = 0) -> Iterator[job_pb2.Attempt]:
+        token = ""
+        while True:
+            page = self.list_job_attempts(job_id, page_size=page_size, page_token=token)
+            yield from page.attempts
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get_job_stats(
+        self, filter: Filter | None = None, **where: Unpack[FilterArgs]
+    ) -> pb.GetJobStatsResponse:
+        return self._run(calls.get_job_stats(filter, where))
+
+    def preview_schedule(
+        self,
+        schedule: job_pb2.Schedule | None = None,
+        *,
+        count: int = 0,
+        after: TimeLike | None = None,
+        **when: Unpack[ScheduleArgs],
+    ) -> list[pb.FireTime]:
+        return self._run(calls.preview_schedule(schedule, count, after, when))
+
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.2,
+        on_change: Callable[[job_pb2.Job], None] | None = None,
+    ) -> job_pb2.Job:
+        """Polls until the job is COMPLETED, FAILED or CANCELLED; DeadlineExceeded after
+        `timeout` seconds. `on_change` sees every state or attempt change."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[int, int] | None = None
+        while True:
+            job = self.get_job(job_id)
+            if on_change is not None and (job.state, job.attempt) != last:
+                on_change(job)
+            last = (job.state, job.attempt)
+            if job.state in TERMINAL_STATES:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"job {job_id} not finished after {timeout:g}s")
+            self._sleep(poll_interval)
+
+    # -- watch ----------------------------------------------------------------
+
+    def watch_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        include_snapshot: bool = False,
+        since_revision: int = 0,
+        heartbeats: bool = False,
+        on_reconnect: Callable[[JobwheelError, int], None] | None = None,
+        **where: Unpack[FilterArgs],
+    ) -> Iterator[pb.WatchJobsResponse]:
+        """Streams changes; after a dropped connection it reconnects with `since_revision`
+        set to the last revision seen, so no change is lost or repeated. Heartbeats are
+        only yielded when `heartbeats` is true. Stop by closing the iterator."""
+        cursor = WatchCursor(calls.watch_request(filter, where, include_snapshot, since_revision))
+        failures = 0
+        while True:
+            stream = self._stub.WatchJobs(
+                cursor.resume_request(), timeout=None, metadata=self.metadata
+            )
+            try:
+                for resp in stream:
+                    failures = 0
+                    cursor.observe(resp)
+                    if heartbeats or resp.WhichOneof("kind") != "heartbeat":
+                        yield resp
+                error: JobwheelError = Unavailable("the server ended the watch")
+            except grpc.RpcError as err:
+                if err.code() not in RETRYABLE:
+                    raise from_rpc_error(err) from err
+                error = from_rpc_error(err)
+            finally:
+                stream.cancel()
+            failures += 1
+            if failures > self.watch_reconnects:
+                raise error
+            if on_reconnect is not None:
+                on_reconnect(error, failures)
+            self._sleep(self.retry.delay(failures))
+
+    # -- bulk -----------------------------------------------------------------
+
+    def cancel_jobs(
+        self, filter: Filter | None = None, *, reason: str = "", **where: Unpack[FilterArgs]
+    ) -> int:
+        """Cancels every matching non-terminal job; returns how many changed."""
+        return self._run(calls.bulk("CancelJobs", filter, where, reason=reason))
+
+    def pause_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
+        return self._run(calls.bulk("PauseJobs", filter, where))
+
+    def resume_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
+        return self._run(calls.bulk("ResumeJobs", filter, where))
+
+    def retry_jobs(
+        self,
+        filter: Filter | None = None,
+        *,
+        delay: DurationLike | None = None,
+        **where: Unpack[FilterArgs],
+    ) -> int:
+        return self._run(calls.bulk("RetryJobs", filter, where, delay=delay))
+
+    def delete_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
+        return self._run(calls.bulk("DeleteJobs", filter, where))
+
+    # -- queues ---------------------------------------------------------------
+
+    def list_queues(self) -> list[job_pb2.Queue]:
+        return self._run(calls.list_queues())
+
+    def pause_queue(self, name: str) -> job_pb2.Queue:
+        return self._run(calls.queue_op("PauseQueue", name))
+
+    def resume_queue(self, name: str) -> job_pb2.Queue:
+        return self._run(calls.queue_op("ResumeQueue", name))
+
+    def update_queue(
+        self,
+        name: str,
+        *,
+        max_concurrency: int | None = None,
+        max_dispatches_per_second: float | None = None,
+    ) -> job_pb2.Queue:
+        return self._run(calls.update_queue(name, max_concurrency, max_dispatches_per_second))

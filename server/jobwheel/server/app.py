@@ -60,7 +60,7 @@ class App:
             concurrency=self.settings.queue_concurrency,
             event_retention=int(self.settings.event_retention * model.SECOND),
         )
-        core.on_enqueued(self.engine.jobs_enqueued)
+        self.bus.taps.append(self.engine.on_event)
         await self.engine.start()
         if not self.store.dialect.single_writer:  # other replicas write to the same log
             self._tailer = asyncio.create_task(LogTailer(self.store, self.bus).run())

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from jobwheel.server import model
-from jobwheel.server.api.errors import NotFound
+from jobwheel.server.api.errors import FailedPrecondition, NotFound
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.history import ExecutionTotals
+from jobwheel.server.storage.management import Action
 
 
 @dataclass(frozen=True)
@@ -20,28 +21,15 @@ class JobHistory:
     totals: ExecutionTotals
 
 
-EnqueueListener = Callable[[Sequence[model.Job]], None]
-
-
 class Core:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
-        self._enqueue_listeners: list[EnqueueListener] = []
         # concurrent enqueues share one transaction: one fsync for many callers
         self._insert = GroupCommit(store.insert_jobs)
 
-    def on_enqueued(self, listener: EnqueueListener) -> None:
-        """Called with the jobs an enqueue created, after their commit."""
-        self._enqueue_listeners.append(listener)
-
     async def enqueue(self, jobs: Sequence[model.NewJob]) -> list[tuple[model.Job, bool]]:
-        results = await self._insert(jobs)
-        created = [job for job, existed in results if not existed]
-        if created:
-            for listener in self._enqueue_listeners:
-                listener(created)
-        return results
+        return await self._insert(jobs)
 
     async def get(self, job_id: str) -> model.Job:
         job = await self.store.get_job(job_id)
@@ -69,3 +57,28 @@ class Core:
         attempts = await self.store.list_attempts(job_id, limit=limit, after=after)
         totals = await self.store.execution_totals(job_id, open_execution)
         return JobHistory(job, attempts, totals)
+
+    async def act_on(self, job_id: str, action: Action) -> model.Job:
+        """Applies `action` to one job, or says why it cannot."""
+        changed = await self.store.apply_action(
+            model.JobFilter(ids=(job_id,)), action, self.clock.now(), limit=1
+        )
+        if changed:
+            return changed[0]
+        job = await self.get(job_id)
+        allowed = ", ".join(s.name for s in action.allowed)
+        raise FailedPrecondition(
+            f"cannot {action.name} job {job_id}: it is {job.state.name} (allowed: {allowed})",
+            "ILLEGAL_TRANSITION",
+            current_state=f"JOB_STATE_{job.state.name}",
+            action=action.name,
+        )
+
+    async def act_on_all(self, flt: model.JobFilter, action: Action, batch: int = 1000) -> int:
+        """Applies `action` to every matching job, one short transaction per batch."""
+        total = 0
+        while True:
+            changed = await self.store.apply_action(flt, action, self.clock.now(), limit=batch)
+            total += len(changed)
+            if len(changed) < batch:
+                return total

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
@@ -20,6 +19,7 @@ from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)
 INPROCESS_PREFIX = "inprocess@"
+_WAITING = (model.JobState.SCHEDULED, model.JobState.RETRYING)
 
 
 class Engine:
@@ -49,24 +49,22 @@ class Engine:
             self.worker_id,
             concurrency=concurrency,
             lease=lease,
-            on_settled=self._settled,
         )
         self.scheduler = Scheduler(store, clock, on_due=self.dispatcher.wake)
         self._loops: list[asyncio.Task[None]] = []
 
-    def jobs_enqueued(self, jobs: Sequence[model.Job]) -> None:
-        queued: set[str] = set()
-        for job in jobs:
-            if job.state is model.JobState.QUEUED:
-                queued.add(job.queue)
-            elif job.next_run_time is not None:
-                self.scheduler.add(job.id, job.next_run_time)
-        if queued:
-            self.dispatcher.wake(queued)
-
-    def _settled(self, s: outcomes.Settlement) -> None:
-        if s.state in (model.JobState.RETRYING, model.JobState.SCHEDULED) and s.next_run_time:
-            self.scheduler.add(s.job_id, s.next_run_time)
+    def on_event(self, event: model.Event) -> None:
+        """Reacts to every committed change, whichever process or RPC made it."""
+        job = event.job
+        state = job.state
+        if state is model.JobState.QUEUED:
+            self.dispatcher.wake({job.queue})
+        elif state in _WAITING and job.next_run_time is not None:
+            self.scheduler.add(job.id, job.next_run_time)
+        else:
+            self.scheduler.forget(job.id)
+            if state is model.JobState.CANCELLED:
+                self.dispatcher.cancel(job.id)
 
     async def start(self) -> None:
         # With one process per SQLite file, every in-process attempt still RUNNING belongs to

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from jobwheel.server.matching import matches
 from jobwheel.server.model import SECOND, Event, JobFilter, Micros
@@ -48,6 +49,8 @@ class EventBus:
         self._waiting: dict[int, Event] = {}
         self._by_job: dict[str, set[Subscription]] = {}
         self._broad: set[Subscription] = set()
+        # called with every event, in revision order (the engine reacts to changes here)
+        self.taps: list[Callable[[Event], None]] = []
 
     @property
     def head(self) -> int:
@@ -84,6 +87,8 @@ class EventBus:
         while self.next_revision in self._waiting:
             event = self._waiting.pop(self.next_revision)
             self.next_revision += 1
+            for tap in self.taps:
+                tap(event)
             for sub in self._by_job.get(event.job.id, ()):
                 sub.offer(event)
             for sub in self._broad:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from jobwheel.server import model
 from jobwheel.server.api import pagination, validate
 from jobwheel.server.api.convert import attempt_to_proto, job_to_proto
 from jobwheel.server.api.errors import (
@@ -18,6 +19,7 @@ from jobwheel.server.api.errors import (
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
+from jobwheel.server.storage import management as actions
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 
@@ -117,3 +119,104 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 yield response
         except DomainError as err:
             await context.abort_with_status(to_grpc_status(err))
+
+    # -- one job ----------------------------------------------------------------------------
+
+    @rpc_errors
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> Any:
+        _require_id(request.id)
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument([FieldViolation("reason", f"longer than {MAX_REASON}")])
+        job = await self.core.act_on(request.id, actions.cancel(request.reason))
+        return pb.CancelJobResponse(job=job_to_proto(job))
+
+    @rpc_errors
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> Any:
+        _require_id(request.id)
+        job = await self.core.act_on(request.id, actions.retry(_delay(request)))
+        return pb.RetryJobResponse(job=job_to_proto(job))
+
+    @rpc_errors
+    async def TriggerJob(self, request: pb.TriggerJobRequest, context: Context) -> Any:
+        _require_id(request.id)
+        job = await self.core.act_on(request.id, actions.TRIGGER)
+        return pb.TriggerJobResponse(job=job_to_proto(job))
+
+    @rpc_errors
+    async def PauseJob(self, request: pb.PauseJobRequest, context: Context) -> Any:
+        _require_id(request.id)
+        return pb.PauseJobResponse(
+            job=job_to_proto(await self.core.act_on(request.id, actions.PAUSE))
+        )
+
+    @rpc_errors
+    async def ResumeJob(self, request: pb.ResumeJobRequest, context: Context) -> Any:
+        _require_id(request.id)
+        job = await self.core.act_on(request.id, actions.RESUME)
+        return pb.ResumeJobResponse(job=job_to_proto(job))
+
+    @rpc_errors
+    async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> Any:
+        _require_id(request.id)
+        await self.core.act_on(request.id, actions.DELETE)
+        return pb.DeleteJobResponse()
+
+    # -- many jobs --------------------------------------------------------------------------
+
+    @rpc_errors
+    async def CancelJobs(self, request: pb.CancelJobsRequest, context: Context) -> Any:
+        count = await self.core.act_on_all(_bulk_filter(request), actions.cancel(request.reason))
+        return pb.CancelJobsResponse(count=count)
+
+    @rpc_errors
+    async def PauseJobs(self, request: pb.PauseJobsRequest, context: Context) -> Any:
+        return pb.PauseJobsResponse(
+            count=await self.core.act_on_all(_bulk_filter(request), actions.PAUSE)
+        )
+
+    @rpc_errors
+    async def ResumeJobs(self, request: pb.ResumeJobsRequest, context: Context) -> Any:
+        return pb.ResumeJobsResponse(
+            count=await self.core.act_on_all(_bulk_filter(request), actions.RESUME)
+        )
+
+    @rpc_errors
+    async def RetryJobs(self, request: pb.RetryJobsRequest, context: Context) -> Any:
+        flt = _bulk_filter(request)
+        count = await self.core.act_on_all(flt, actions.retry(_delay(request)))
+        return pb.RetryJobsResponse(count=count)
+
+    @rpc_errors
+    async def DeleteJobs(self, request: pb.DeleteJobsRequest, context: Context) -> Any:
+        return pb.DeleteJobsResponse(
+            count=await self.core.act_on_all(_bulk_filter(request), actions.DELETE)
+        )
+
+
+MAX_REASON = 1024
+
+
+def _require_id(job_id: str) -> None:
+    if not job_id:
+        raise InvalidArgument([FieldViolation("id", "is required")])
+
+
+def _delay(request: pb.RetryJobRequest | pb.RetryJobsRequest) -> int:
+    if not request.HasField("delay"):
+        return 0
+    errors = validate.Violations()
+    delay = validate.micros_of_duration(request.delay, "delay", errors)
+    if delay is not None and delay < 0:
+        errors.add("delay", "must not be negative")
+    errors.raise_if_any()
+    return delay or 0
+
+
+def _bulk_filter(request: Any) -> model.JobFilter:
+    """The request's filter, validated; an empty one is refused (it would match every job)."""
+    errors = validate.Violations()
+    flt = validate.filter_from_proto(request.filter, "filter", errors)
+    if not errors.items and flt.empty:
+        errors.add("filter", "must not be empty: a bulk action on every job is not allowed")
+    errors.raise_if_any()
+    return flt

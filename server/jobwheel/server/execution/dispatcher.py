@@ -11,7 +11,6 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
 
 from jobwheel.server import model
 from jobwheel.server.batching import GroupCommit
@@ -34,7 +33,6 @@ class Dispatcher:
         *,
         concurrency: int = 256,
         lease: model.Micros = 30 * model.SECOND,
-        on_settled: Callable[[outcomes.Settlement], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -42,7 +40,6 @@ class Dispatcher:
         self.worker_id = worker_id
         self.concurrency = concurrency
         self.lease = lease
-        self.on_settled = on_settled
         self.settle = GroupCommit(store.settle)
         self._ready: set[str] = set()
         self._running: Counter[str] = Counter()
@@ -128,8 +125,12 @@ class Dispatcher:
 
     async def _finish(self, settlement: outcomes.Settlement) -> None:
         await self.settle([settlement])
-        if self.on_settled is not None:
-            self.on_settled(settlement)
+
+    def cancel(self, job_id: str) -> None:
+        """Stops this process's attempt of a job that was cancelled (if it runs one)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
 
     async def stop(self, grace: float) -> None:
         """Claims nothing more; running attempts get `grace` seconds, then are released."""

@@ -22,13 +22,14 @@ from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
+from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.transitions import Transitions
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-class Store(Transitions, History, EventLog):
+class Store(Transitions, History, EventLog, Management):
     def __init__(self, engines: Engines) -> None:
         self._engines = engines
         # Told of every event after its transaction committed (the WatchJobs bus).

@@ -10,9 +10,9 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
+
 from tests.api.helpers import field_violations
 from tests.api.waiting import wait_for_state
 from tests.conftest import Running

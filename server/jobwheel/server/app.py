@@ -61,6 +61,8 @@ class App:
             event_retention=int(self.settings.event_retention * model.SECOND),
         )
         self.bus.taps.append(self.engine.on_event)
+        engine = self.engine
+        core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
         await self.engine.start()
         if not self.store.dialect.single_writer:  # other replicas write to the same log
             self._tailer = asyncio.create_task(LogTailer(self.store, self.bus).run())
@@ -81,6 +83,7 @@ class App:
                     heartbeat=self.settings.watch_heartbeat,
                     buffer=self.settings.watch_buffer,
                 ),
+                self.settings.queue_concurrency,
             ),
             server,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server import model
@@ -25,6 +25,8 @@ class Core:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        # told of queue setting changes (the dispatcher applies them at once)
+        self.on_queue_change: Callable[[model.QueueSettings], None] | None = None
         # concurrent enqueues share one transaction: one fsync for many callers
         self._insert = GroupCommit(store.insert_jobs)
 
@@ -82,3 +84,21 @@ class Core:
             total += len(changed)
             if len(changed) < batch:
                 return total
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        max_concurrency: int | None = None,
+        max_dispatches_per_second: float | None = None,
+    ) -> model.QueueSettings:
+        settings = await self.store.update_queue(
+            name,
+            paused=paused,
+            max_concurrency=max_concurrency,
+            max_dispatches_per_second=max_dispatches_per_second,
+        )
+        if self.on_queue_change is not None:
+            self.on_queue_change(settings)
+        return settings

@@ -71,6 +71,7 @@ class Engine:
         # a process that is gone; on PostgreSQL other replicas may be alive: wait for leases.
         dead = INPROCESS_PREFIX if self.store.dialect.single_writer else None
         await self.recover(dead_worker_prefix=dead)
+        self.dispatcher.set_queues(await self.store.queue_settings())
         self._loops = [
             asyncio.create_task(self.scheduler.run(), name="jobwheel-scheduler"),
             asyncio.create_task(self.dispatcher.run(), name="jobwheel-dispatcher"),
@@ -101,6 +102,8 @@ class Engine:
                     await self.store.renew_leases(self.worker_id, now, now + self.lease)
                     next_renew = now + renew_every
                 await self.recover()
+                # other replicas may have changed queue settings
+                self.dispatcher.set_queues(await self.store.queue_settings())
                 if now >= next_prune:
                     await self.store.prune_events(now - self.event_retention)
                     next_prune = now + 60 * model.SECOND

@@ -231,3 +231,20 @@ class Event:
     type: EventType
     job: Job
     time: Micros
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    name: str
+    paused: bool = False
+    max_concurrency: int | None = None  # None: the server's default
+    max_dispatches_per_second: float = 0.0  # 0: no limit
+
+
+@dataclass(frozen=True, slots=True)
+class JobStats:
+    by_state: dict[JobState, int]
+    by_queue: dict[str, int]
+    completed_last_minute: int
+    # durations of successful attempts in the last hour, for percentiles
+    recent_durations: list[Micros]

@@ -16,6 +16,7 @@ from jobwheel.server.api.errors import (
     rpc_errors,
     to_grpc_status,
 )
+from jobwheel.server.api.queue_rpcs import QueueRpcs
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
@@ -27,9 +28,12 @@ MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class JobService(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, core: Core, limits: validate.Limits, watcher: Watcher) -> None:
+class JobService(QueueRpcs, job_service_pb2_grpc.JobServiceServicer):
+    def __init__(
+        self, core: Core, limits: validate.Limits, watcher: Watcher, default_concurrency: int
+    ) -> None:
         self.core = core
+        self.default_concurrency = default_concurrency
         self.limits = limits
         self.watcher = watcher
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 
 from jobwheel.server import model
@@ -18,6 +19,7 @@ from jobwheel.server.clock import Clock
 from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
+from jobwheel.server.execution.ratelimit import TokenBucket
 from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ class Dispatcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._accepting = True
+        self._queues: dict[str, model.QueueSettings] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def running(self) -> int:
@@ -54,6 +59,21 @@ class Dispatcher:
     def holds(self, job_id: str) -> bool:
         """True while this process runs an attempt of the job."""
         return job_id in self._tasks
+
+    def set_queues(self, settings: dict[str, model.QueueSettings]) -> None:
+        """Applies queue settings (pause, concurrency, rate); wakes queues that may run now."""
+        for name, queue in settings.items():
+            if self._queues.get(name) == queue:
+                continue
+            self._queues[name] = queue
+            rate = queue.max_dispatches_per_second
+            if rate <= 0:
+                self._buckets.pop(name, None)
+            elif name not in self._buckets or self._buckets[name].rate != rate:
+                self._buckets[name] = TokenBucket(rate, time.monotonic())
+            if not queue.paused:
+                self._ready.add(name)
+        self._wake.set()
 
     def wake(self, queues: set[str] | None = None) -> None:
         """Something may be due (no queues given) or queued in `queues`."""
@@ -81,17 +101,36 @@ class Dispatcher:
         self._ready |= await self.store.promote_due(now)
         tasks = self.executor.handlers.keys()
         for queue in sorted(self._ready):
-            room = self.concurrency - self._running[queue]
+            settings = self._queues.get(queue)
+            if settings is not None and settings.paused:
+                self._ready.discard(queue)  # resuming it wakes it again
+                continue
+            limit = (settings and settings.max_concurrency) or self.concurrency
+            room = limit - self._running[queue]
+            bucket = self._buckets.get(queue)
+            if bucket is not None and room > 0:
+                allowed = bucket.take(room, time.monotonic())
+                if allowed < room:
+                    self._wake_later(bucket.wait(time.monotonic()))
+                room = allowed
             if room <= 0:
                 continue
             claimed = await self.store.claim(
                 queue, tasks, room, self.worker_id, now, now + self.lease
             )
+            if bucket is not None:
+                bucket.give_back(room - len(claimed))
             if len(claimed) < room:
                 self._ready.discard(queue)  # drained (of what this process can run)
             for job in claimed:
                 self._running[queue] += 1
                 self._tasks[job.id] = asyncio.create_task(self._execute(job))
+
+    def _wake_later(self, delay: float) -> None:
+        if self._timer is None or self._timer.when() > asyncio.get_running_loop().time() + delay:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _execute(self, job: model.Job) -> None:
         ctx = TaskContext(

@@ -14,8 +14,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobwheel.server.storage.schema import jobs
-from sqlalchemy import Boolean, ColumnElement, String, and_, cast, event, func, literal, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    String,
+    Table,
+    and_,
+    cast,
+    event,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -77,6 +88,11 @@ class Dialect:
             seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
             return [seq_by_id.get(row[0]) for row in rows]
         return await _sqlite_insert_jobs(conn, columns, rows)
+
+    def insert_ignore(self, table: Table, key: str) -> Any:
+        """INSERT that does nothing when a row with the same `key` exists."""
+        module = postgresql if self.name == "postgresql" else sqlite
+        return module.insert(table).on_conflict_do_nothing(index_elements=[key])
 
     def migration_lock(self) -> Any | None:
         """A statement that serializes concurrent migrations until the transaction ends."""

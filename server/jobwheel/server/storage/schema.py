@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -133,3 +134,17 @@ event_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("revision", BigInteger, nullable=False),
 )
+
+# Queue settings; a queue without a row has the defaults (not paused, server concurrency,
+# no rate limit).
+queues = Table(
+    "queues",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("max_dispatches_per_second", Float, nullable=False, server_default="0"),
+)
+
+# GetJobStats: recent successful attempts
+Index("ix_attempts_end_time", attempts.c.end_time)

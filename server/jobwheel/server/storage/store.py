@@ -23,13 +23,14 @@ from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
 from jobwheel.server.storage.management import Management
+from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.transitions import Transitions
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-class Store(Transitions, History, EventLog, Management):
+class Store(Transitions, History, EventLog, Management, Queues):
     def __init__(self, engines: Engines) -> None:
         self._engines = engines
         # Told of every event after its transaction committed (the WatchJobs bus).

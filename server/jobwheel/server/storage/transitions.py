@@ -17,7 +17,7 @@ from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.schema import attempts, jobs
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _WAITING = (JobState.SCHEDULED.value, JobState.RETRYING.value)
@@ -120,13 +120,32 @@ class Transitions:
         whose task is in `tasks` to RUNNING, opening an attempt for each."""
         if limit <= 0 or not tasks:
             return []
-        pick = (
-            select(jobs.c.seq)
-            .where(
+        return await self._start_attempts(
+            [
                 jobs.c.state == JobState.QUEUED.value,
                 jobs.c.queue == queue,
                 jobs.c.task.in_(list(tasks)),
-            )
+            ],
+            limit,
+            worker_id,
+            now,
+            lease_until,
+        )
+
+    async def _start_attempts(
+        self,
+        where: list[ColumnElement[bool]],
+        limit: int,
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+    ) -> list[Job]:
+        """QUEUED jobs matching `where` (up to `limit`, best priority first, FIFO within one)
+        become RUNNING for `worker_id`, each with a new attempt: the in-process claim and a
+        remote worker's lease are this one transition."""
+        pick = (
+            select(jobs.c.seq)
+            .where(*where)
             .order_by(jobs.c.priority.desc(), jobs.c.seq)
             .limit(limit)
         )

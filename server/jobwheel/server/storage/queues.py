@@ -1,0 +1,111 @@
+"""Queue settings, queue depths and job statistics."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+
+from jobwheel.server.model import (
+    SECOND,
+    AttemptOutcome,
+    JobFilter,
+    JobState,
+    JobStats,
+    Micros,
+    QueueSettings,
+)
+from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.filters import job_conditions
+from jobwheel.server.storage.schema import attempts, jobs, queues
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+MAX_DURATION_SAMPLE = 100_000
+
+
+def _settings(row: object) -> QueueSettings:
+    return QueueSettings(
+        name=row.name,  # type: ignore[attr-defined]
+        paused=bool(row.paused),  # type: ignore[attr-defined]
+        max_concurrency=row.max_concurrency,  # type: ignore[attr-defined]
+        max_dispatches_per_second=float(row.max_dispatches_per_second),  # type: ignore[attr-defined]
+    )
+
+
+class Queues:
+    """Mixed into Store."""
+
+    @property
+    def dialect(self) -> Dialect:
+        raise NotImplementedError
+
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    async def queue_settings(self) -> dict[str, QueueSettings]:
+        async with self._read() as conn:
+            return {r.name: _settings(r) for r in await conn.execute(select(queues))}
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        max_concurrency: int | None = None,
+        max_dispatches_per_second: float | None = None,
+    ) -> QueueSettings:
+        values: dict[str, object] = {}
+        if paused is not None:
+            values["paused"] = paused
+        if max_concurrency is not None:
+            values["max_concurrency"] = max_concurrency
+        if max_dispatches_per_second is not None:
+            values["max_dispatches_per_second"] = max_dispatches_per_second
+        async with self._write() as conn:
+            insert = self.dialect.insert_ignore(queues, "name").values(name=name)
+            await conn.execute(insert)
+            if values:
+                await conn.execute(update(queues).where(queues.c.name == name).values(values))
+            row = (await conn.execute(select(queues).where(queues.c.name == name))).one()
+        return _settings(row)
+
+    async def queue_depths(self) -> dict[str, dict[JobState, int]]:
+        stmt = select(jobs.c.queue, jobs.c.state, func.count()).group_by(jobs.c.queue, jobs.c.state)
+        depths: dict[str, dict[JobState, int]] = {}
+        async with self._read() as conn:
+            for queue, state, count in await conn.execute(stmt):
+                depths.setdefault(queue, {})[JobState(state)] = count
+        return depths
+
+    async def job_stats(self, flt: JobFilter, now: Micros) -> JobStats:
+        conds = job_conditions(self.dialect, flt)
+        by_state_stmt = select(jobs.c.state, func.count()).where(*conds).group_by(jobs.c.state)
+        by_queue_stmt = select(jobs.c.queue, func.count()).where(*conds).group_by(jobs.c.queue)
+        recent = (
+            select((attempts.c.end_time - attempts.c.start_time).label("duration"))
+            .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+            .where(
+                *conds,
+                attempts.c.outcome == AttemptOutcome.SUCCEEDED.value,
+                attempts.c.end_time >= now - 3600 * SECOND,
+            )
+            .order_by(attempts.c.end_time.desc())
+            .limit(MAX_DURATION_SAMPLE)
+        )
+        minute = (
+            select(func.count())
+            .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+            .where(
+                *conds,
+                attempts.c.outcome == AttemptOutcome.SUCCEEDED.value,
+                attempts.c.end_time >= now - 60 * SECOND,
+            )
+        )
+        async with self._read() as conn:
+            by_state = {JobState(s): n for s, n in await conn.execute(by_state_stmt)}
+            by_queue = {q: n for q, n in await conn.execute(by_queue_stmt)}
+            durations = [r.duration for r in await conn.execute(recent)]
+            last_minute = (await conn.execute(minute)).scalar_one()
+        return JobStats(by_state, by_queue, int(last_minute), durations)

@@ -15,7 +15,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.api.helpers import field_violations
 from tests.api.waiting import wait_for_state
-from tests.conftest import Running
+from tests.conftest import Running, running_server
 
 
 def in_an_hour() -> j.Schedule:
@@ -148,3 +148,26 @@ async def test_bulk_refuses_an_empty_filter(server: Running) -> None:
         await server.jobs.DeleteJobs(pb.DeleteJobsRequest())
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "filter" in field_violations(info.value)
+
+
+async def test_retention_prunes_finished_jobs_with_their_attempts(server: Running) -> None:
+    done = await enqueue(server, task="test.echo")
+    await wait_for_state(server.jobs, done.id)
+    waiting = await enqueue(server, task="report", schedule=in_an_hour())
+    store = server.app.store
+    assert store is not None
+    assert await store.prune_finished(time.time_ns() // 1000 + 1_000_000) == 1
+    with pytest.raises(grpc.aio.AioRpcError):
+        await get(server, done.id)
+    assert await store.list_attempts(done.id, limit=10) == []
+    assert (await get(server, waiting.id)).state == j.JOB_STATE_SCHEDULED
+
+
+async def test_idempotency_key_expires_after_its_window(db_url: str) -> None:
+    async with running_server(db_url, idempotency_window=0.3) as server:
+        req = pb.EnqueueJobRequest(task="nobody", idempotency_key="k")
+        first = await server.jobs.EnqueueJob(req)
+        assert (await server.jobs.EnqueueJob(req)).already_exists
+        await asyncio.sleep(0.4)
+        later = await server.jobs.EnqueueJob(req)
+        assert not later.already_exists and later.job.id != first.job.id

@@ -52,6 +52,8 @@ class App:
         )
         self.bus = EventBus(await self.store.head_revision() + 1)
         self.store.event_sink = self.bus.publish
+        window = self.settings.idempotency_window
+        self.store.idempotency_window = int(window * model.SECOND) if window > 0 else None
         core = Core(self.store, self.clock)
         self.engine = Engine(
             self.store,
@@ -59,6 +61,7 @@ class App:
             handlers.registered(),
             concurrency=self.settings.queue_concurrency,
             event_retention=int(self.settings.event_retention * model.SECOND),
+            retention=int(self.settings.retention * model.SECOND),
         )
         self.bus.taps.append(self.engine.on_event)
         engine = self.engine

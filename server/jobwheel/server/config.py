@@ -23,6 +23,8 @@ class Settings:
     watch_heartbeat: float = 15.0
     watch_buffer: int = 10_000
     event_retention: float = 86_400.0
+    retention: float = 7 * 86_400.0
+    idempotency_window: float = 86_400.0
     log_level: str = "INFO"
 
 
@@ -103,6 +105,20 @@ def parse_settings(
         "(JOBWHEEL_EVENT_RETENTION, default one day)",
     )
     parser.add_argument(
+        "--retention",
+        type=float,
+        default=float(env.get("JOBWHEEL_RETENTION", 7 * 86_400.0)),
+        help="seconds finished jobs (completed, failed, cancelled) are kept, with their "
+        "attempts; 0 keeps them forever (JOBWHEEL_RETENTION, default 7 days)",
+    )
+    parser.add_argument(
+        "--idempotency-window",
+        type=float,
+        default=float(env.get("JOBWHEEL_IDEMPOTENCY_WINDOW", 86_400.0)),
+        help="seconds an idempotency key maps to its job; a repeat after that creates a new "
+        "job; 0 means forever (JOBWHEEL_IDEMPOTENCY_WINDOW, default 1 day)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
@@ -128,5 +144,7 @@ def parse_settings(
         watch_heartbeat=args.watch_heartbeat,
         watch_buffer=args.watch_buffer,
         event_retention=args.event_retention,
+        retention=args.retention,
+        idempotency_window=args.idempotency_window,
         log_level=args.log_level.upper(),
     )

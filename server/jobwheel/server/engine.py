@@ -33,8 +33,10 @@ class Engine:
         lease: model.Micros = 30 * model.SECOND,
         recover_every: model.Micros = 5 * model.SECOND,
         event_retention: model.Micros = 86_400 * model.SECOND,
+        retention: model.Micros = 7 * 86_400 * model.SECOND,
     ) -> None:
         self.event_retention = event_retention
+        self.retention = retention
         self.store = store
         self.clock = clock
         self.lease = lease
@@ -106,6 +108,11 @@ class Engine:
                 self.dispatcher.set_queues(await self.store.queue_settings())
                 if now >= next_prune:
                     await self.store.prune_events(now - self.event_retention)
+                    if self.retention > 0:
+                        # in batches, so the database is never held for long
+                        pruned = 1000
+                        while pruned == 1000:
+                            pruned = await self.store.prune_finished(now - self.retention)
                     next_prune = now + 60 * model.SECOND
             except Exception:
                 log.exception("upkeep failed; retrying")

@@ -22,11 +22,12 @@ from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
+from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.transitions import Transitions
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -35,6 +36,8 @@ class Store(Transitions, History, EventLog, Management, Queues):
         self._engines = engines
         # Told of every event after its transaction committed (the WatchJobs bus).
         self.event_sink: Callable[[list[Event]], None] | None = None
+        # how long an idempotency key holds (µs); None: forever
+        self.idempotency_window: int | None = None
 
     def _emit(self, committed: list[Event]) -> None:
         if committed and self.event_sink is not None:
@@ -94,6 +97,7 @@ class Store(Transitions, History, EventLog, Management, Queues):
         if candidates:
             async with self._write() as conn:
                 existing = await self._jobs_by_key(conn, first_with_key)
+                await self._expire_keys(conn, existing, new_jobs[candidates[0]].create_time)
                 pending = [i for i in candidates if new_jobs[i].idempotency_key not in existing]
                 raced: list[int] = []
                 if pending:
@@ -127,6 +131,19 @@ class Store(Transitions, History, EventLog, Management, Queues):
             assert first_result is not None
             results[i] = (first_result[0], True)
         return [r for r in results if r is not None]
+
+    async def _expire_keys(self, conn: AsyncConnection, holders: dict[str, Job], now: int) -> None:
+        """Frees keys whose holder is older than the idempotency window: a repeat after the
+        window creates a new job."""
+        if self.idempotency_window is None:
+            return
+        stale = [k for k, job in holders.items() if job.create_time < now - self.idempotency_window]
+        if stale:
+            await conn.execute(
+                update(jobs).where(jobs.c.idempotency_key.in_(stale)).values(idempotency_key=None)
+            )
+            for key in stale:
+                del holders[key]
 
     async def _jobs_by_key(self, conn: AsyncConnection, keys: Iterable[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}

@@ -1,0 +1,128 @@
+"""Remote workers' leases: take QUEUED jobs, extend the lease while working.
+
+A lease is the engine's claim (Transitions._start_attempts) with other filters; a worker's
+report at the end of the attempt goes through `settle` like an in-process ending. Renewals are
+fenced like settlements: only the worker holding the job's current attempt extends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from jobwheel.server.model import Event, EventType, Job, JobState, Micros
+from jobwheel.server.storage.convert import job_from_row, job_result_doc
+from jobwheel.server.storage.events import Change, append_events
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """A heartbeat: push the lease of (job, epoch) held by `worker_id` to `until`."""
+
+    job_id: str
+    epoch: int
+    worker_id: str
+    until: Micros
+    now: Micros
+    progress: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    applied: bool
+    # After the renewal if applied; else the job as it is (None: no such job).
+    job: Job | None
+
+
+class Leases:
+    """Mixed into Store, which provides the connections, `_emit` and `_start_attempts`."""
+
+    def _emit(self, committed: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    async def _start_attempts(
+        self,
+        where: list[ColumnElement[bool]],
+        limit: int,
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+    ) -> list[Job]:
+        raise NotImplementedError
+
+    async def lease(
+        self,
+        worker_id: str,
+        *,
+        queues: Collection[str],
+        tasks: Collection[str],
+        skip_tasks: Collection[str],
+        limit: int,
+        now: Micros,
+        lease_until: Micros,
+    ) -> list[Job]:
+        """Up to `limit` QUEUED jobs of `queues` and `tasks` (empty: any), best priority
+        first, become RUNNING for `worker_id`. With no `tasks`, jobs of `skip_tasks` (those
+        the server runs in-process) are left alone."""
+        if limit <= 0:
+            return []
+        where = [jobs.c.state == JobState.QUEUED.value]
+        # A single value as `=`: the planner then walks the dispatch index in order.
+        if len(queues) == 1:
+            where.append(jobs.c.queue == next(iter(queues)))
+        elif queues:
+            where.append(jobs.c.queue.in_(list(queues)))
+        if len(tasks) == 1:
+            where.append(jobs.c.task == next(iter(tasks)))
+        elif tasks:
+            where.append(jobs.c.task.in_(list(tasks)))
+        elif skip_tasks:
+            where.append(jobs.c.task.not_in(list(skip_tasks)))
+        return await self._start_attempts(where, limit, worker_id, now, lease_until)
+
+    async def renew(self, renewals: Sequence[Renewal]) -> list[Renewed]:
+        """Applies heartbeats in one transaction (shaped for GroupCommit)."""
+        if not renewals:
+            return []
+        out: list[Renewed] = []
+        changes: list[Change] = []
+        async with self._write() as conn:
+            for r in renewals:
+                values: dict[str, Any] = {"lease_expire_time": r.until}
+                if r.progress is not None:
+                    values.update(progress=job_result_doc(r.progress), update_time=r.now)
+                stmt = (
+                    update(jobs)
+                    .where(
+                        jobs.c.id == r.job_id,
+                        jobs.c.state == JobState.RUNNING.value,
+                        jobs.c.attempt == r.epoch,
+                        jobs.c.worker_id == r.worker_id,
+                    )
+                    .values(values)
+                    .returning(*jobs.c)
+                )
+                row = (await conn.execute(stmt)).mappings().first()
+                if row is None:
+                    current = (
+                        (await conn.execute(select(jobs).where(jobs.c.id == r.job_id)))
+                        .mappings()
+                        .first()
+                    )
+                    out.append(Renewed(False, None if current is None else job_from_row(current)))
+                    continue
+                job = job_from_row(row)
+                out.append(Renewed(True, job))
+                if r.progress is not None:
+                    changes.append((EventType.PROGRESS, job))
+            committed = await append_events(conn, changes, renewals[0].now)
+        self._emit(committed)
+        return out

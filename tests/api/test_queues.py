@@ -7,9 +7,9 @@ import time
 
 import grpc
 import pytest
-
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
+
 from tests.api.helpers import field_violations
 from tests.api.waiting import wait_for_state
 from tests.conftest import Running

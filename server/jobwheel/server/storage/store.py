@@ -22,7 +22,6 @@ from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
-from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs

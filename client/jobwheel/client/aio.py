@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Self, TypeVar, Unpack
 
 import grpc
@@ -219,7 +219,7 @@ class AsyncClient:
         heartbeats: bool = False,
         on_reconnect: Callable[[JobwheelError, int], None] | None = None,
         **where: Unpack[FilterArgs],
-    ) -> AsyncIterator[pb.WatchJobsResponse]:
+    ) -> AsyncGenerator[pb.WatchJobsResponse, None]:
         """Streams changes; after a dropped connection it reconnects with `since_revision`
         set to the last revision seen, so no change is lost or repeated. Heartbeats are
         only yielded when `heartbeats` is true. Stop by closing the iterator."""

@@ -49,7 +49,7 @@ class ScheduleArgs(TypedDict, total=False):
 class EnqueueArgs(ScheduleArgs, total=False):
     """Keyword form of EnqueueJobRequest (besides the task)."""
 
-    payload: Mapping[str, Any]
+    payload: Mapping[str, Any] | None
     queue: str
     labels: Mapping[str, str]
     priority: int

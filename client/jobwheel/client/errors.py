@@ -39,8 +39,11 @@ class JobwheelError(Exception):
         self.details: list[Any] = details or []
 
     def __str__(self) -> str:
-        name = self.code.name.lower().replace("_", " ") if self.code else "error"
-        return f"{name}: {self.message}" if self.message else name
+        name = str(self.code.name).lower().replace("_", " ")
+        if not self.message:
+            return name
+        # server messages often say it already ("job 'x' not found")
+        return self.message if name in self.message.lower() else f"{name}: {self.message}"
 
 
 class InvalidArgument(JobwheelError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Self, TypeVar, Unpack
 
 import grpc
@@ -220,7 +220,7 @@ class Client:
         heartbeats: bool = False,
         on_reconnect: Callable[[JobwheelError, int], None] | None = None,
         **where: Unpack[FilterArgs],
-    ) -> Iterator[pb.WatchJobsResponse]:
+    ) -> Generator[pb.WatchJobsResponse, None, None]:
         """Streams changes; after a dropped connection it reconnects with `since_revision`
         set to the last revision seen, so no change is lost or repeated. Heartbeats are
         only yielded when `heartbeats` is true. Stop by closing the iterator."""

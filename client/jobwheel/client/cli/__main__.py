@@ -1,0 +1,3 @@
+from jobwheel.client.cli import main
+
+main()

@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
-import grpc_testing
+import grpc_testing  # type: ignore[import-untyped]
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2

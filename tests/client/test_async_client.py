@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,9 +13,9 @@ from tests.conftest import Running
 
 
 @pytest.fixture
-async def client(server: Running) -> AsyncClient:
+async def client(server: Running) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(server.address) as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 async def test_enqueue_get_and_wait(client: AsyncClient) -> None:

@@ -249,7 +249,7 @@ def test_reschedule_builds_the_schedule(fake: Fake) -> None:
 # -- watch --------------------------------------------------------------------
 
 
-def event(revision: int, kind: int = job_pb2.JOB_EVENT_TYPE_QUEUED) -> pb.WatchJobsResponse:
+def event(revision: int, kind: Any = job_pb2.JOB_EVENT_TYPE_QUEUED) -> pb.WatchJobsResponse:
     return pb.WatchJobsResponse(event=job_pb2.JobEvent(revision=revision, type=kind, job=JOB))
 
 

@@ -16,13 +16,20 @@ from jobwheel.server import handlers, model
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
 from jobwheel.server.api.watch import Watcher
+from jobwheel.server.api.worker_service import WorkerService
 from jobwheel.server.clock import Clock, SystemClock
 from jobwheel.server.config import Settings, parse_settings
 from jobwheel.server.core import Core
 from jobwheel.server.engine import Engine
 from jobwheel.server.events import EventBus, LogTailer
+from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.storage import Store, open_store
-from jobwheel.v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2
+from jobwheel.v1 import (
+    job_service_pb2,
+    job_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 
 log = logging.getLogger("jobwheel.server")
 MAX_MESSAGE_BYTES = 64 << 20
@@ -40,6 +47,7 @@ class App:
         self.clock = clock or SystemClock()
         self.store: Store | None = None
         self.engine: Engine | None = None
+        self.remote: RemoteWorkers | None = None
         self._tailer: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -61,9 +69,17 @@ class App:
             handlers.registered(),
             concurrency=self.settings.queue_concurrency,
             event_retention=int(self.settings.event_retention * model.SECOND),
+            recover_every=int(self.settings.recover_interval * model.SECOND),
             retention=int(self.settings.retention * model.SECOND),
         )
         self.bus.taps.append(self.engine.on_event)
+        self.remote = RemoteWorkers(
+            self.store,
+            self.clock,
+            inprocess_tasks=self.engine.executor.handlers.keys(),
+            settle=self.engine.dispatcher.settle,
+        )
+        self.bus.taps.append(self.remote.on_event)
         engine = self.engine
         core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
         await self.engine.start()
@@ -90,6 +106,9 @@ class App:
             ),
             server,
         )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerService(self.remote, Limits(self.settings.max_payload_bytes)), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -108,6 +127,8 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_period if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        if self.remote is not None:
+            self.remote.close()  # long-polls answer now instead of holding the grace period
         if self.server is not None:
             await self.server.stop(grace)
         if self.engine is not None:

@@ -23,6 +23,7 @@ class Settings:
     watch_heartbeat: float = 15.0
     watch_buffer: int = 10_000
     event_retention: float = 86_400.0
+    recover_interval: float = 5.0
     retention: float = 7 * 86_400.0
     idempotency_window: float = 86_400.0
     log_level: str = "INFO"
@@ -119,6 +120,13 @@ def parse_settings(
         "job; 0 means forever (JOBWHEEL_IDEMPOTENCY_WINDOW, default 1 day)",
     )
     parser.add_argument(
+        "--recover-interval",
+        type=float,
+        default=float(env.get("JOBWHEEL_RECOVER_INTERVAL", 5.0)),
+        help="seconds between checks for expired leases, whose jobs then run again "
+        "(JOBWHEEL_RECOVER_INTERVAL, default 5)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
@@ -144,6 +152,7 @@ def parse_settings(
         watch_heartbeat=args.watch_heartbeat,
         watch_buffer=args.watch_buffer,
         event_retention=args.event_retention,
+        recover_interval=args.recover_interval,
         retention=args.retention,
         idempotency_window=args.idempotency_window,
         log_level=args.log_level.upper(),

@@ -15,7 +15,7 @@ from typing import Any
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import Change, append_events
-from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.schema import jobs, queues
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -62,24 +62,28 @@ class Leases:
         self,
         worker_id: str,
         *,
-        queues: Collection[str],
+        queue_names: Collection[str],
         tasks: Collection[str],
         skip_tasks: Collection[str],
         limit: int,
         now: Micros,
         lease_until: Micros,
     ) -> list[Job]:
-        """Up to `limit` QUEUED jobs of `queues` and `tasks` (empty: any), best priority
-        first, become RUNNING for `worker_id`. With no `tasks`, jobs of `skip_tasks` (those
-        the server runs in-process) are left alone."""
+        """Up to `limit` QUEUED jobs of `queue_names` and `tasks` (empty: any) in queues not
+        paused, best priority first, become RUNNING for `worker_id`. With no `tasks`, jobs of
+        `skip_tasks` (those the server runs in-process) are left alone."""
         if limit <= 0:
             return []
-        where = [jobs.c.state == JobState.QUEUED.value]
+        where = [
+            jobs.c.state == JobState.QUEUED.value,
+            # a paused queue starts nothing, whoever asks
+            jobs.c.queue.not_in(select(queues.c.name).where(queues.c.paused)),
+        ]
         # A single value as `=`: the planner then walks the dispatch index in order.
-        if len(queues) == 1:
-            where.append(jobs.c.queue == next(iter(queues)))
-        elif queues:
-            where.append(jobs.c.queue.in_(list(queues)))
+        if len(queue_names) == 1:
+            where.append(jobs.c.queue == next(iter(queue_names)))
+        elif queue_names:
+            where.append(jobs.c.queue.in_(list(queue_names)))
         if len(tasks) == 1:
             where.append(jobs.c.task == next(iter(tasks)))
         elif tasks:

@@ -22,6 +22,7 @@ from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
+from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
@@ -30,7 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-class Store(Transitions, History, EventLog, Management, Queues):
+class Store(Transitions, History, EventLog, Management, Queues, Leases):
     def __init__(self, engines: Engines) -> None:
         self._engines = engines
         # Told of every event after its transaction committed (the WatchJobs bus).

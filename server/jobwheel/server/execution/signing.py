@@ -19,7 +19,9 @@ class Signer:
                 self._webhooks.append(Webhook(secret))
             except (EmptyWebhookSecretError, binascii.Error, ValueError) as exc:
                 # The secret itself stays out of the message: it ends up in logs.
-                raise ValueError(f"webhook secret #{index + 1} is not valid base64") from exc
+                raise ValueError(
+                    f"webhook secret #{index + 1} is empty or not valid base64"
+                ) from exc
 
     @property
     def enabled(self) -> bool:

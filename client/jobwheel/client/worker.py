@@ -1,0 +1,424 @@
+"""Remote workers in Python: lease jobs from a jobwheel server and run them in this process.
+
+    from jobwheel.client.worker import Worker
+
+    worker = Worker("127.0.0.1:50051", queues=["emails"], concurrency=20)
+
+    @worker.task("send_email")
+    async def send_email(payload, ctx):      # or a plain function; `ctx` is optional
+        ...
+        return {"sent": True}                # the job's result (any JSON value)
+
+    worker.run_forever()                     # until SIGTERM or Ctrl-C
+
+A handler that raises fails the attempt with "Type: message" and the job's retry policy
+decides what follows; raise `JobFailed(..., retryable=False)` to fail it for good.
+
+Leases are kept alive by heartbeats every lease/3. When a heartbeat says the job was cancelled,
+or that the lease is gone (it expired and the job was given to another worker), the handler is
+cancelled (`ctx.cancelled` turns true for plain functions, which run in threads) and nothing
+is reported: the server has moved on.
+
+Stopping (`await worker.stop(grace)`, or SIGTERM under `run_forever`) leases nothing more and
+gives running jobs `grace` seconds. Jobs still running then are cancelled and reported with
+FailJob(retryable) and the error "WorkerStopped: ...": the attempt is recorded as failed
+(it counts against max_attempts) and the job is retried after its backoff, instead of
+sitting RUNNING until its lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+from jobwheel.client.convert import DurationLike, as_timedelta, to_duration, to_struct
+from jobwheel.client.policy import server_address
+from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
+from jobwheel.v1 import worker_service_pb2 as pb
+
+log = logging.getLogger("jobwheel.worker")
+Handler = Callable[..., Any]
+# The server's answer is final for these: reporting again cannot help.
+_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+_CALL_TIMEOUT = 10.0
+
+
+class JobFailed(Exception):
+    """Raise from a handler to control the failure: no retry, or a minimum wait."""
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: DurationLike | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def _plain_numbers(data: Any) -> Any:
+    # JSON numbers travel as doubles; give handlers 5, not 5.0, when it is whole.
+    if isinstance(data, float) and data.is_integer() and abs(data) <= 2**53:
+        return int(data)
+    if isinstance(data, dict):
+        return {k: _plain_numbers(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain_numbers(v) for v in data]
+    return data
+
+
+def error_text(exc: BaseException) -> str:
+    """The "Type: message" form the server stores."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class JobContext:
+    """What a handler knows about the attempt it runs."""
+
+    job: job_pb2.Job
+    epoch: int
+    worker_id: str
+    cancel_reason: str = ""
+    _cancelled: bool = False
+    _progress: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def task(self) -> str:
+        return self.job.task
+
+    @property
+    def queue(self) -> str:
+        return self.job.queue
+
+    @property
+    def attempt(self) -> int:
+        return self.epoch
+
+    @property
+    def execution(self) -> int:
+        return self.job.execution_count
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.job.labels)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled, the lease was lost or the worker stops."""
+        return self._cancelled
+
+    def report_progress(self, progress: Mapping[str, Any]) -> None:
+        """Sent with the next heartbeat; stored on the job and streamed to watchers."""
+        self._progress = dict(progress)
+
+
+@dataclass
+class _Running:
+    lease: pb.Lease
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+    last_beat: float = field(default_factory=time.monotonic)
+    abandoned: bool = False  # the server said stop: report nothing
+
+
+class Worker:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        worker_id: str | None = None,
+        queues: Iterable[str] = (),
+        concurrency: int = 10,
+        lease_duration: DurationLike = 30.0,
+        poll_wait: DurationLike = 30.0,
+        grace: float = 30.0,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        if concurrency <= 0:
+            raise ValueError("concurrency must be positive")
+        self.address = server_address(address)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.queues = tuple(queues)
+        self.concurrency = concurrency
+        self.lease = as_timedelta(lease_duration).total_seconds()
+        self.poll_wait = as_timedelta(poll_wait).total_seconds()
+        self.grace = grace
+        self.handlers: dict[str, tuple[Handler, bool]] = {}
+        self._channel = channel
+        self._own_channel = channel is None
+        self._stub: worker_service_pb2_grpc.WorkerServiceStub | None = None
+        self._running: dict[str, _Running] = {}
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._poll: asyncio.Task[Any] | None = None
+        self._done = asyncio.Event()
+        self.completed = 0  # jobs reported, for monitoring and benchmarks
+        self.failed = 0
+
+    # -- registration ------------------------------------------------------------------------
+
+    def task(self, name: str) -> Callable[[Handler], Handler]:
+        """Decorator: `fn(payload)` or `fn(payload, ctx)`, async or plain, runs `name` jobs."""
+
+        def register(fn: Handler) -> Handler:
+            self.register(name, fn)
+            return fn
+
+        return register
+
+    def register(self, name: str, fn: Handler) -> None:
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        wants_ctx = len(params) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+        self.handlers[name] = (fn, wants_ctx)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Runs until SIGTERM or SIGINT, then stops gracefully (see `stop`)."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+            await self.run()
+
+        asyncio.run(main())
+
+    async def run(self) -> None:
+        """Leases and runs jobs until `stop()`."""
+        if not self.handlers:
+            raise RuntimeError("no task registered: use @worker.task(name)")
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        beats = asyncio.create_task(self._heartbeats())
+        failures = 0
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self._running)
+                if free <= 0:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                self._poll = asyncio.create_task(self._lease(free))
+                try:
+                    leases = await self._poll
+                    failures = 0
+                except asyncio.CancelledError:
+                    if not self._stopping:
+                        raise
+                    break
+                except grpc.aio.AioRpcError as err:
+                    failures += 1
+                    pause = min(5.0, 0.1 * 2 ** min(failures, 6))
+                    log.warning("LeaseJobs failed (%s); retrying in %.1fs", err.code(), pause)
+                    await asyncio.sleep(pause)
+                    continue
+                for held in leases:
+                    self._start(held)
+            await self._drain()
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            if self._own_channel and self._channel is not None:
+                await self._channel.close()
+                self._channel = None
+            self._done.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Leases nothing more; running jobs get `grace` seconds, then are released."""
+        if grace is not None:
+            self.grace = grace
+        self._stopping = True
+        if self._poll is not None:
+            self._poll.cancel()
+        self._slot_free.set()
+        await self._done.wait()
+
+    async def _lease(self, free: int) -> list[pb.Lease]:
+        assert self._stub is not None
+        request = pb.LeaseJobsRequest(
+            worker_id=self.worker_id,
+            queues=self.queues,
+            tasks=sorted(self.handlers),
+            max_jobs=min(free, 1000),
+            lease_duration=to_duration(self.lease),
+            wait=to_duration(self.poll_wait),
+        )
+        resp = await self._stub.LeaseJobs(request, timeout=self.poll_wait + _CALL_TIMEOUT)
+        return list(resp.leases)
+
+    async def _drain(self) -> None:
+        pending = [r.task for r in self._running.values() if r.task is not None]
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=self.grace)
+        for running in list(self._running.values()):
+            if running.task in late:
+                running.ctx._cancelled = True
+                running.ctx.cancel_reason = "worker stopping"
+                running.task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=_CALL_TIMEOUT + 5)
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def _start(self, lease: pb.Lease) -> None:
+        ctx = JobContext(lease.job, lease.epoch, self.worker_id)
+        running = _Running(lease, ctx)
+        self._running[lease.job.id] = running
+        running.task = asyncio.create_task(self._execute(running))
+
+    async def _execute(self, running: _Running) -> None:
+        job, ctx = running.lease.job, running.ctx
+        try:
+            try:
+                result = await self._call(job, ctx)
+            except asyncio.CancelledError:
+                if running.abandoned or not self._stopping:
+                    return  # cancelled or lease lost: the server expects nothing
+                await self._fail(running, "WorkerStopped: the worker stopped first", True, None)
+                return
+            except JobFailed as exc:
+                await self._fail(running, error_text(exc), exc.retryable, exc.retry_after)
+                return
+            except Exception as exc:
+                await self._fail(running, error_text(exc), True, None)
+                return
+            if running.abandoned:
+                return
+            try:
+                value = json_format.ParseDict(result, struct_pb2.Value())
+            except (json_format.ParseError, TypeError, ValueError) as exc:
+                await self._fail(running, f"TypeError: result is not JSON: {exc}", False, None)
+                return
+            request = pb.CompleteJobRequest(
+                job_id=job.id, epoch=ctx.epoch, worker_id=self.worker_id, result=value
+            )
+            if await self._report(running, "CompleteJob", request):
+                self.completed += 1
+        finally:
+            self._running.pop(job.id, None)
+            self._slot_free.set()
+
+    async def _call(self, job: job_pb2.Job, ctx: JobContext) -> Any:
+        entry = self.handlers.get(job.task)
+        if entry is None:  # asked only for registered tasks, so only if the server erred
+            raise JobFailed(f"no handler for task {job.task!r} in worker {self.worker_id}")
+        fn, wants_ctx = entry
+        payload = _plain_numbers(json_format.MessageToDict(job.payload))
+        args = (payload, ctx) if wants_ctx else (payload,)
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def _fail(
+        self, running: _Running, error: str, retryable: bool, retry_after: DurationLike | None
+    ) -> None:
+        if running.abandoned:
+            return
+        request = pb.FailJobRequest(
+            job_id=running.lease.job.id,
+            epoch=running.ctx.epoch,
+            worker_id=self.worker_id,
+            error=error,
+            retryable=retryable,
+        )
+        if retry_after is not None:
+            request.retry_after.CopyFrom(to_duration(retry_after))
+        if await self._report(running, "FailJob", request):
+            self.failed += 1
+
+    async def _report(self, running: _Running, method: str, request: Any) -> bool:
+        """Sends the outcome, retrying transient errors while the lease may still hold."""
+        assert self._stub is not None
+        call = getattr(self._stub, method)
+        give_up = time.monotonic() + self.lease
+        pause = 0.1
+        while True:
+            try:
+                await call(request, timeout=_CALL_TIMEOUT)
+                return True
+            except grpc.aio.AioRpcError as err:
+                if err.code() in _GONE:
+                    log.warning(
+                        "%s of job %s refused (%s: %s): the lease was lost",
+                        method,
+                        request.job_id,
+                        err.code().name,
+                        err.details(),
+                    )
+                    return False
+                if time.monotonic() + pause > give_up:
+                    log.error("%s of job %s failed: %s", method, request.job_id, err.code())
+                    return False
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        every = self.lease / 3
+        while True:
+            await asyncio.sleep(min(every / 2, 1.0))
+            now = time.monotonic()
+            due = [r for r in self._running.values() if now - r.last_beat >= every]
+            if due:
+                await asyncio.gather(*(self._beat(r) for r in due))
+
+    async def _beat(self, running: _Running) -> None:
+        assert self._stub is not None
+        ctx = running.ctx
+        request = pb.HeartbeatJobRequest(
+            job_id=ctx.job_id,
+            epoch=ctx.epoch,
+            worker_id=self.worker_id,
+            lease_duration=to_duration(self.lease),
+        )
+        progress, ctx._progress = ctx._progress, None
+        if progress is not None:
+            request.progress.CopyFrom(to_struct(progress))
+        try:
+            resp = await self._stub.HeartbeatJob(request, timeout=_CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as err:
+            if err.code() in _GONE:
+                log.warning(
+                    "job %s abandoned: lease lost (%s: %s)",
+                    ctx.job_id,
+                    err.code().name,
+                    err.details(),
+                )
+                self._abandon(running, "lease lost")
+            else:
+                log.info("heartbeat of job %s failed (%s); retrying", ctx.job_id, err.code())
+            return
+        running.last_beat = time.monotonic()
+        if resp.cancel_requested:
+            log.info("job %s cancelled: %s", ctx.job_id, resp.cancel_reason or "no reason")
+            self._abandon(running, resp.cancel_reason or "cancelled")
+
+    def _abandon(self, running: _Running, reason: str) -> None:
+        running.abandoned = True
+        running.ctx._cancelled = True
+        running.ctx.cancel_reason = reason
+        if running.task is not None:
+            running.task.cancel()

@@ -30,9 +30,9 @@ def worker_process(
     server: Running, worker_id: str, lease: float, tmp: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     log = (tmp / f"{worker_id}.log").open("ab")
+    args = [server.address, worker_id, str(lease), str(tmp)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.workers.worker_main", server.address, worker_id]
-        + [str(lease), str(tmp)],
+        [sys.executable, "-m", "tests.workers.worker_main", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,

@@ -1,0 +1,42 @@
+"""Scenario 2: BatchEnqueueJobs with 1,000 jobs per call (durable), jobs/s."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import jobs, procs, profile
+from bench.callers import closed_loop
+from bench.cpu import CpuShare
+from bench.options import Options
+from bench.report import Row, rate
+
+TARGET = 50_000
+CALLERS = (1, 4)
+
+
+async def run(opts: Options) -> list[Row]:
+    req = jobs.batch(jobs.UNHANDLED, opts.batch_size)
+    rows: list[Row] = []
+    with procs.jobwheel_server(opts.db("batch"), opts.log("batch"), handlers=False) as srv:
+        async with jobs.channel(srv.address) as ch:
+            stub = jobs.stub(ch)
+            await stub.BatchEnqueueJobs(req)
+            for callers in CALLERS:
+                print(f"[batch] {opts.batch_size}/call, {callers} callers ...", file=sys.stderr)
+                out = opts.profile / f"batch-{callers}.txt" if opts.profile else None
+                with profile.sampled(srv.pid, out), CpuShare(srv.pid) as cpu:
+                    t = await closed_loop(
+                        lambda: stub.BatchEnqueueJobs(req), callers=callers, seconds=opts.seconds
+                    )
+                per_s = t.per_second * opts.batch_size
+                row = Row(
+                    f"BatchEnqueueJobs, {opts.batch_size:,}/call, {callers} caller(s)",
+                    rate(per_s, "jobs/s"),
+                    target=f">= {TARGET:,} jobs/s",
+                    met=per_s >= TARGET,
+                )
+                row.notes.append(f"CPU: {cpu}")
+                if t.errors:
+                    row.notes.append(f"{t.errors} calls failed")
+                rows.append(row)
+    return rows

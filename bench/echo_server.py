@@ -1,0 +1,44 @@
+"""The baseline: a bare grpc.aio server whose EnqueueJob echoes the request, storing nothing.
+
+It serves the same method with the same message types as jobwheel, so one client drives both
+and the difference is what jobwheel does per call (validate, commit, convert).
+Run as `python -m bench.echo_server`; it logs "echo listening on 127.0.0.1:PORT" on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+import grpc
+from jobwheel.v1 import job_pb2, job_service_pb2_grpc
+from jobwheel.v1 import job_service_pb2 as pb
+
+
+class EchoJobService(job_service_pb2_grpc.JobServiceServicer):
+    async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Any) -> Any:
+        job = job_pb2.Job(task=request.task, queue=request.queue or "default")
+        job.payload.CopyFrom(request.payload)
+        return pb.EnqueueJobResponse(job=job)
+
+
+async def serve() -> None:
+    server = grpc.aio.server()
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(EchoJobService(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"echo listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    await server.stop(1)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())

@@ -71,6 +71,7 @@ class App:
             event_retention=int(self.settings.event_retention * model.SECOND),
             recover_every=int(self.settings.recover_interval * model.SECOND),
             retention=int(self.settings.retention * model.SECOND),
+            misfire_grace=int(self.settings.misfire_grace * model.SECOND),
         )
         self.bus.taps.append(self.engine.on_event)
         self.remote = RemoteWorkers(

@@ -26,6 +26,7 @@ class Settings:
     recover_interval: float = 5.0
     retention: float = 7 * 86_400.0
     idempotency_window: float = 86_400.0
+    misfire_grace: float = 5.0
     log_level: str = "INFO"
 
 
@@ -127,6 +128,13 @@ def parse_settings(
         "(JOBWHEEL_RECOVER_INTERVAL, default 5)",
     )
     parser.add_argument(
+        "--misfire-grace",
+        type=float,
+        default=float(env.get("JOBWHEEL_MISFIRE_GRACE", 5.0)),
+        help="seconds a recurring job may be late before its misfire policy applies "
+        "(JOBWHEEL_MISFIRE_GRACE, default 5)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
@@ -155,5 +163,6 @@ def parse_settings(
         recover_interval=args.recover_interval,
         retention=args.retention,
         idempotency_window=args.idempotency_window,
+        misfire_grace=args.misfire_grace,
         log_level=args.log_level.upper(),
     )

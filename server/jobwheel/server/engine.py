@@ -34,6 +34,7 @@ class Engine:
         recover_every: model.Micros = 5 * model.SECOND,
         event_retention: model.Micros = 86_400 * model.SECOND,
         retention: model.Micros = 7 * 86_400 * model.SECOND,
+        misfire_grace: model.Micros = 5 * model.SECOND,
     ) -> None:
         self.event_retention = event_retention
         self.retention = retention
@@ -51,6 +52,7 @@ class Engine:
             self.worker_id,
             concurrency=concurrency,
             lease=lease,
+            misfire_grace=misfire_grace,
         )
         self.scheduler = Scheduler(store, clock, on_due=self.dispatcher.wake)
         self._loops: list[asyncio.Task[None]] = []

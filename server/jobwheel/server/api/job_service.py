@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 import grpc
 from jobwheel.server import model
 from jobwheel.server.api import pagination, validate
-from jobwheel.server.api.convert import attempt_to_proto, job_to_proto
+from jobwheel.server.api.convert import attempt_to_proto, job_to_proto, timestamp
 from jobwheel.server.api.errors import (
     DomainError,
     FieldViolation,
@@ -20,6 +20,7 @@ from jobwheel.server.api.queue_rpcs import QueueRpcs
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
+from jobwheel.server.scheduling import triggers
 from jobwheel.server.storage import management as actions
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
@@ -165,6 +166,60 @@ class JobService(QueueRpcs, job_service_pb2_grpc.JobServiceServicer):
         await self.core.act_on(request.id, actions.DELETE)
         return pb.DeleteJobResponse()
 
+    @rpc_errors
+    async def RescheduleJob(self, request: pb.RescheduleJobRequest, context: Context) -> Any:
+        _require_id(request.id)
+        if not request.HasField("schedule"):
+            raise InvalidArgument([FieldViolation("schedule", "is required")])
+        now = self.core.clock.now()
+        errors = validate.Violations()
+        schedule = validate.schedule_from_proto(request.schedule, "schedule", now, errors)
+        errors.raise_if_any()
+        next_run = validate.first_run(schedule, now, "schedule", errors)
+        errors.raise_if_any()
+        action = actions.reschedule(schedule, next_run, now)
+        return pb.RescheduleJobResponse(
+            job=job_to_proto(await self.core.act_on(request.id, action))
+        )
+
+    @rpc_errors
+    async def PreviewSchedule(self, request: pb.PreviewScheduleRequest, context: Context) -> Any:
+        count = request.count or 10
+        errors = validate.Violations()
+        if not 0 < count <= MAX_PREVIEW:
+            errors.add("count", f"must be between 1 and {MAX_PREVIEW}")
+        if not request.HasField("schedule"):
+            errors.add("schedule", "is required")
+        now = self.core.clock.now()
+        after = (
+            validate.micros_of_timestamp(request.after_time)
+            if request.HasField("after_time")
+            else now
+        )
+        schedule = validate.schedule_from_proto(
+            request.schedule, "schedule", min(now, after), errors
+        )
+        errors.raise_if_any()
+        if schedule.limit:
+            count = min(count, schedule.limit)
+        if schedule.recurring:
+            start = schedule.start_time - 1 if schedule.start_time is not None else after
+            fires = triggers.next_fires(schedule, max(start, after), count)
+        else:
+            at = schedule.start_time if schedule.start_time is not None else after
+            fires = [triggers.Fire(at, triggers.local_time(at, schedule))]
+        return pb.PreviewScheduleResponse(
+            fire_times=[
+                pb.FireTime(
+                    time=timestamp(f.time),
+                    local_time=f.local.isoformat(),
+                    dst_gap=f.dst_gap,
+                    dst_fold=f.dst_fold,
+                )
+                for f in fires
+            ]
+        )
+
     # -- many jobs --------------------------------------------------------------------------
 
     @rpc_errors
@@ -198,6 +253,7 @@ class JobService(QueueRpcs, job_service_pb2_grpc.JobServiceServicer):
 
 
 MAX_REASON = 1024
+MAX_PREVIEW = 1000
 
 
 def _require_id(job_id: str) -> None:

@@ -300,17 +300,10 @@ def new_job_from_proto(
         else None
     )
     retry = retry_policy_from_proto(req.retry_policy, f"{prefix}retry_policy", errors)
-    state, next_run = model.JobState.QUEUED, now
+    next_run = now
     if schedule is not None and not errors.items:
-        if schedule.recurring:
-            after = schedule.start_time - 1 if schedule.start_time is not None else now
-            fires = triggers.next_fires(schedule, after, 1)
-            if not fires:
-                errors.add(f"{prefix}schedule", "never fires")
-            else:
-                state, next_run = model.JobState.SCHEDULED, fires[0].time
-        elif schedule.start_time is not None and schedule.start_time > now:
-            state, next_run = model.JobState.SCHEDULED, schedule.start_time
+        next_run = first_run(schedule, now, f"{prefix}schedule", errors)
+    state = model.JobState.SCHEDULED if next_run > now else model.JobState.QUEUED
     return model.NewJob(
         id=job_id,
         queue=queue,
@@ -327,6 +320,22 @@ def new_job_from_proto(
         create_time=now,
         next_run_time=next_run,
     )
+
+
+def first_run(
+    schedule: model.Schedule, now: model.Micros, field: str, errors: Violations
+) -> model.Micros:
+    """When a job with this (valid) schedule first runs: now, or later."""
+    if schedule.recurring:
+        after = schedule.start_time - 1 if schedule.start_time is not None else now
+        fires = triggers.next_fires(schedule, max(after, now - 1), 1)
+        if not fires:
+            errors.add(field, "never fires")
+            return now
+        return fires[0].time
+    if schedule.start_time is not None and schedule.start_time > now:
+        return schedule.start_time
+    return now
 
 
 def _time_range(r: job_pb2.TimeRange, field: str, errors: Violations) -> model.TimeRange | None:

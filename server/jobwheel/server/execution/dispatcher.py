@@ -20,6 +20,7 @@ from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
 from jobwheel.server.execution.ratelimit import TokenBucket
+from jobwheel.server.scheduling import recurrence
 from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ class Dispatcher:
         *,
         concurrency: int = 256,
         lease: model.Micros = 30 * model.SECOND,
+        misfire_grace: model.Micros = 5 * model.SECOND,
     ) -> None:
+        self.misfire_grace = misfire_grace
         self.store = store
         self.clock = clock
         self.executor = executor
@@ -98,7 +101,9 @@ class Dispatcher:
 
     async def _dispatch(self) -> None:
         now = self.clock.now()
-        self._ready |= await self.store.promote_due(now)
+        self._ready |= await self.store.promote_due(
+            now, now - self.misfire_grace, lambda job: _catch_up(job, now)
+        )
         tasks = self.executor.handlers.keys()
         for queue in sorted(self._ready):
             settings = self._queues.get(queue)
@@ -182,3 +187,8 @@ class Dispatcher:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
+
+
+def _catch_up(job: model.Job, now: model.Micros) -> tuple[model.Micros | None, int]:
+    nxt = recurrence.catch_up(job, now, random.random())
+    return nxt.time, nxt.skipped

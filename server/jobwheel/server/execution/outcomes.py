@@ -14,7 +14,7 @@ from typing import Any
 
 from jobwheel.server import model
 from jobwheel.server.execution.base import AttemptResult, Outcome
-from jobwheel.server.scheduling import backoff, triggers
+from jobwheel.server.scheduling import backoff, recurrence
 
 _ATTEMPT_OUTCOME = {
     Outcome.SUCCEEDED: model.AttemptOutcome.SUCCEEDED,
@@ -43,6 +43,7 @@ class Settlement:
     now: model.Micros
     events: tuple[model.EventType, ...]
     after: model.Job  # the job as it will be once this is applied
+    skipped: int = 0  # occurrences dropped by the overlap policy
 
 
 def _settlement(job: model.Job, **fields: Any) -> Settlement:
@@ -57,19 +58,9 @@ def _settlement(job: model.Job, **fields: Any) -> Settlement:
         worker_id="",
         lease_expire_time=None,
         update_time=fields["now"],
+        skipped_count=job.skipped_count + fields.get("skipped", 0),
     )
     return Settlement(after=after, **fields)
-
-
-def _next_occurrence(job: model.Job, now: model.Micros, rand: float) -> model.Micros | None:
-    schedule = job.schedule
-    assert schedule is not None
-    if schedule.limit and job.execution_count >= schedule.limit:
-        return None
-    fires = triggers.next_fires(schedule, now, 1)
-    if not fires:
-        return None
-    return fires[0].time + int(schedule.jitter * rand)
 
 
 def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float) -> Settlement:
@@ -108,19 +99,21 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
     new_result = result.result if succeeded else job.result
     last_error = job.last_error if succeeded else error
     if job.recurring:
-        upcoming = _next_occurrence(job, now, rand)
-        if upcoming is not None:
+        upcoming = recurrence.after_execution(job, now, rand)
+        skipped_events = (model.EventType.MISFIRE_SKIPPED,) if upcoming.skipped else ()
+        if upcoming.time is not None:
             # The execution is over; the schedule goes on (a failure does not end it).
             return _settlement(
                 job,
                 **base,
                 state=model.JobState.SCHEDULED,
-                next_run_time=upcoming,
+                next_run_time=upcoming.time,
                 attempt=0,
                 end_time=None,
                 last_error=last_error,
                 result=new_result,
-                events=(done_event, model.EventType.SCHEDULED),
+                skipped=upcoming.skipped,
+                events=(done_event, *skipped_events, model.EventType.SCHEDULED),
             )
         # The schedule is exhausted: the job as a whole is complete.
         return _settlement(

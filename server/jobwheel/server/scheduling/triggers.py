@@ -243,3 +243,8 @@ def _offset(time: Micros, zone: ZoneInfo) -> Micros:
     offset = _local(time, zone).utcoffset()
     assert offset is not None
     return offset // _MICRO
+
+
+def local_time(time: Micros, schedule: Schedule) -> datetime:
+    """`time` as an aware wall time in the schedule's zone (UTC when it has none)."""
+    return _local(time, ZoneInfo(schedule.time_zone or "UTC"))

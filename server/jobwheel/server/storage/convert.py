@@ -66,7 +66,7 @@ def _retry_text(p: RetryPolicy) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _schedule_text(s: Schedule) -> str:
+def schedule_text(s: Schedule) -> str:
     return dumps(schedule_to_doc(s))
 
 
@@ -122,7 +122,7 @@ def new_job_values(job: NewJob) -> tuple[Any, ...]:
         dumps(job.labels) if job.labels else "{}",
         job.priority,
         job.state.value,
-        None if schedule is None else _schedule_text(schedule),
+        None if schedule is None else schedule_text(schedule),
         _retry_text(job.retry_policy),
         job.timeout,
         job.idempotency_key,

@@ -21,8 +21,9 @@ from jobwheel.server.model import (
     JobFilter,
     JobState,
     Micros,
+    Schedule,
 )
-from jobwheel.server.storage.convert import job_from_row
+from jobwheel.server.storage.convert import job_from_row, schedule_text
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.filters import job_conditions
@@ -107,6 +108,23 @@ TRIGGER = Action(
     EventType.RESCHEDULED,
     lambda now: {"state": S.QUEUED.value, "next_run_time": now},
 )
+
+
+def reschedule(schedule: Schedule, next_run_time: Micros, now: Micros) -> Action:
+    """A new schedule (and next run time); a paused job stays paused."""
+    state = S.SCHEDULED if next_run_time > now else S.QUEUED
+    return Action(
+        "reschedule",
+        (S.SCHEDULED, S.QUEUED, S.RETRYING, S.PAUSED),
+        EventType.RESCHEDULED,
+        lambda now: {
+            "state": case((jobs.c.state == S.PAUSED.value, S.PAUSED.value), else_=state.value),
+            "schedule": schedule_text(schedule),
+            "recurring": schedule.recurring,
+            "next_run_time": next_run_time,
+        },
+    )
+
 
 DELETE = Action(
     "delete",

@@ -6,8 +6,9 @@ attempt number it holds), so a late or duplicate report changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
 from jobwheel.server.execution.outcomes import Settlement
@@ -37,6 +38,7 @@ _settle_job = (
         end_time=bindparam("b_end_time"),
         last_error=bindparam("b_last_error"),
         result=bindparam("b_result"),
+        skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
         worker_id="",
         lease_expire_time=None,
         update_time=bindparam("b_now"),
@@ -91,8 +93,17 @@ class Transitions:
         async with self._read() as conn:
             return {r.queue for r in await conn.execute(stmt)}
 
-    async def promote_due(self, now: Micros) -> set[str]:
-        """SCHEDULED/RETRYING jobs whose time has come become QUEUED; returns their queues."""
+    async def promote_due(
+        self,
+        now: Micros,
+        misfire_before: Micros | None = None,
+        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+    ) -> set[str]:
+        """SCHEDULED/RETRYING jobs whose time has come become QUEUED; returns their queues.
+
+        A recurring job found due before `misfire_before` missed its time (downtime, pause):
+        `catch_up` gives its new next run time (None: the schedule ended) and how many
+        occurrences it dropped, before the promotion."""
         stmt = (
             update(jobs)
             .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time <= now)
@@ -100,12 +111,61 @@ class Transitions:
             .returning(*jobs.c)
         )
         async with self._write() as conn:
+            changes: list[tuple[EventType, Job]] = []
+            if catch_up is not None and misfire_before is not None:
+                changes += await self._catch_up(conn, now, misfire_before, catch_up)
             promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
-            committed = await append_events(
-                conn, [(EventType.QUEUED, job) for job in promoted], now
-            )
+            changes += [(EventType.QUEUED, job) for job in promoted]
+            committed = await append_events(conn, changes, now)
         self._emit(committed)
         return {job.queue for job in promoted}
+
+    async def _catch_up(
+        self,
+        conn: AsyncConnection,
+        now: Micros,
+        before: Micros,
+        catch_up: Callable[[Job], tuple[Micros | None, int]],
+    ) -> list[tuple[EventType, Job]]:
+        late_stmt = (
+            select(jobs)
+            .where(
+                jobs.c.state == JobState.SCHEDULED.value,
+                jobs.c.recurring.is_(True),
+                jobs.c.next_run_time < before,
+            )
+            .limit(1000)
+        )
+        if self.dialect.skip_locked:
+            late_stmt = late_stmt.with_for_update(skip_locked=True)
+        late = [job_from_row(r) for r in (await conn.execute(late_stmt)).mappings()]
+        changes: list[tuple[EventType, Job]] = []
+        for job in late:
+            next_run, skipped = catch_up(job)
+            after = replace(
+                job,
+                next_run_time=next_run,
+                skipped_count=job.skipped_count + skipped,
+                state=JobState.SCHEDULED if next_run is not None else JobState.COMPLETED,
+                end_time=None if next_run is not None else now,
+                update_time=now,
+            )
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job.id)
+                .values(
+                    next_run_time=after.next_run_time,
+                    skipped_count=after.skipped_count,
+                    state=after.state.value,
+                    end_time=after.end_time,
+                    update_time=now,
+                )
+            )
+            if skipped:
+                changes.append((EventType.MISFIRE_SKIPPED, after))
+            if next_run is None:
+                changes.append((EventType.COMPLETED, after))
+        return changes
 
     async def claim(
         self,
@@ -265,6 +325,7 @@ def _settlement_params(s: Settlement) -> dict[str, Any]:
         "b_last_error": s.last_error,
         "b_result": job_result_doc(s.result),
         "b_now": s.now,
+        "b_skipped": s.skipped,
         "b_outcome": s.attempt_outcome.value,
         "b_error": s.attempt_error,
         "b_attempt_result": job_result_doc(s.attempt_result),

@@ -1,0 +1,79 @@
+"""Which occurrence of a recurring job runs next (pure: time and randomness passed in).
+
+Two situations leave occurrences in the past:
+
+- misfire: the job came due while nothing could run it (server down, job paused). When it is
+  found late, `catch_up` applies its misfire policy: SKIP runs none of the missed occurrences,
+  RUN_ONCE runs one for all of them, RUN_ALL runs each one within `catchup_window`.
+- overlap: occurrences came due while the previous execution was still running. When that
+  execution ends, `after_execution` applies the overlap policy: SKIP drops them, BUFFER_ONE
+  runs one at once; ALLOW_ALL and CANCEL_OTHER are honoured by the engine while the
+  execution runs and behave like BUFFER_ONE here.
+
+Dropped occurrences are counted (`skipped`), so the job's `skipped_count` tells them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobwheel.server.model import Job, MisfirePolicy, OverlapPolicy, Schedule
+from jobwheel.server.model import Micros as Us
+from jobwheel.server.scheduling import triggers
+
+# More missed occurrences than this are counted but not enumerated one by one.
+MAX_MISSED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """The next run: None when the schedule has ended; `skipped` occurrences dropped."""
+
+    time: Us | None
+    skipped: int = 0
+
+
+def _exhausted(job: Job, schedule: Schedule) -> bool:
+    return bool(schedule.limit) and job.execution_count >= schedule.limit
+
+
+def _future(schedule: Schedule, now: Us, rand: float) -> Us | None:
+    fires = triggers.next_fires(schedule, now, 1)
+    return fires[0].time + int(schedule.jitter * rand) if fires else None
+
+
+def catch_up(job: Job, now: Us, rand: float) -> Next:
+    """A recurring job whose next run time (`job.next_run_time`) passed long ago."""
+    schedule = job.schedule
+    assert schedule is not None and job.next_run_time is not None
+    due = job.next_run_time
+    later = triggers.occurrences_between(schedule, due, now, MAX_MISSED)
+    missed = [due, *(f.time for f in later)]
+    policy = schedule.misfire_policy
+    if policy is MisfirePolicy.RUN_ALL:
+        window = [t for t in missed if t >= now - schedule.catchup_window]
+        if window:
+            return Next(window[0], len(missed) - len(window))
+    elif policy is MisfirePolicy.RUN_ONCE:
+        return Next(missed[-1], len(missed) - 1)
+    return Next(_future(schedule, now, rand), len(missed))
+
+
+def after_execution(job: Job, now: Us, rand: float) -> Next:
+    """The run after the execution of `job` (as claimed) that ends `now`."""
+    schedule = job.schedule
+    assert schedule is not None
+    if _exhausted(job, schedule):
+        return Next(None)
+    # the occurrence this execution ran for: later ones are counted from it
+    ran_for = job.next_run_time if job.next_run_time is not None else now
+    overdue = triggers.occurrences_between(schedule, ran_for, now, MAX_MISSED)
+    if not overdue:
+        return Next(_future(schedule, now, rand))
+    if schedule.misfire_policy is MisfirePolicy.RUN_ALL:
+        backlog = [f.time for f in overdue if f.time >= now - schedule.catchup_window]
+        if backlog:  # still catching up after downtime: run the next one at once
+            return Next(backlog[0], len(overdue) - len(backlog))
+    if schedule.overlap_policy is OverlapPolicy.SKIP:
+        return Next(_future(schedule, now, rand), len(overdue))
+    return Next(overdue[-1].time, len(overdue) - 1)

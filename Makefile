@@ -20,7 +20,13 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/jobwheel-server $(ARGS)
 
-test: $(STAMP)
+# The Node.js worker example's packages, for tests/workers/test_node.py; without npm the
+# test skips (and fails under CI=true).
+$(NODE_STAMP): examples/node/package.json
+	npm install --prefix examples/node --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 gen: $(STAMP)

@@ -30,7 +30,12 @@ class WorkerServiceStub:
 
     Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
     with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing.
+    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    LEASE_NOT_HELD) names the job's current state and epoch.
+
+    A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
+    queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
+    every worker that takes it ends FAILED instead of cycling forever.
     """
 
     def __init__(self, channel):
@@ -66,7 +71,12 @@ class WorkerServiceServicer:
 
     Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
     with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing.
+    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    LEASE_NOT_HELD) names the job's current state and epoch.
+
+    A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
+    queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
+    every worker that takes it ends FAILED instead of cycling forever.
     """
 
     def LeaseJobs(self, request, context):
@@ -133,7 +143,12 @@ class WorkerService:
 
     Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
     with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing.
+    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    LEASE_NOT_HELD) names the job's current state and epoch.
+
+    A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
+    queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
+    every worker that takes it ends FAILED instead of cycling forever.
     """
 
     @staticmethod

@@ -23,6 +23,7 @@ from jobwheel.server.core import Core
 from jobwheel.server.engine import Engine
 from jobwheel.server.events import EventBus, LogTailer
 from jobwheel.server.execution.remote import RemoteWorkers
+from jobwheel.server.execution.webhook import WebhookSettings
 from jobwheel.server.storage import Store, open_store
 from jobwheel.v1 import (
     job_service_pb2,
@@ -55,6 +56,8 @@ class App:
 
     async def start(self) -> int:
         handlers.load_modules(self.settings.handlers)
+        if not self.settings.webhook_secrets:
+            log.warning("no --webhook-secret set: HTTP jobs are sent unsigned")
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
@@ -72,6 +75,10 @@ class App:
             recover_every=int(self.settings.recover_interval * model.SECOND),
             retention=int(self.settings.retention * model.SECOND),
             misfire_grace=int(self.settings.misfire_grace * model.SECOND),
+            webhooks=WebhookSettings(
+                secrets=self.settings.webhook_secrets,
+                allow_networks=self.settings.webhook_allow,
+            ),
         )
         self.bus.taps.append(self.engine.on_event)
         self.remote = RemoteWorkers(

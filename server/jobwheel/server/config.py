@@ -27,11 +27,20 @@ class Settings:
     retention: float = 7 * 86_400.0
     idempotency_window: float = 86_400.0
     misfire_grace: float = 5.0
+    webhook_secrets: tuple[str, ...] = ()
+    webhook_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
 
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _listed(flags: list[str] | None, env_value: str) -> tuple[str, ...]:
+    """Repeated flags win over the comma-separated environment variable."""
+    if flags is None:
+        return tuple(_split(env_value))
+    return tuple(item for flag in flags for item in _split(flag))
 
 
 def parse_settings(
@@ -135,6 +144,22 @@ def parse_settings(
         "(JOBWHEEL_MISFIRE_GRACE, default 5)",
     )
     parser.add_argument(
+        "--webhook-secret",
+        action="append",
+        default=None,
+        metavar="whsec_...",
+        help="secret that signs HTTP job requests (Standard Webhooks); repeat to rotate "
+        "(JOBWHEEL_WEBHOOK_SECRETS, comma-separated)",
+    )
+    parser.add_argument(
+        "--webhook-allow",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="network HTTP jobs may reach besides public addresses, e.g. 10.0.0.0/8; "
+        "repeatable (JOBWHEEL_WEBHOOK_ALLOW, comma-separated)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
@@ -164,5 +189,7 @@ def parse_settings(
         retention=args.retention,
         idempotency_window=args.idempotency_window,
         misfire_grace=args.misfire_grace,
+        webhook_secrets=_listed(args.webhook_secret, env.get("JOBWHEEL_WEBHOOK_SECRETS", "")),
+        webhook_allow=_listed(args.webhook_allow, env.get("JOBWHEEL_WEBHOOK_ALLOW", "")),
         log_level=args.log_level.upper(),
     )

@@ -12,6 +12,7 @@ from jobwheel.server.clock import Clock
 from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.dispatcher import Dispatcher
 from jobwheel.server.execution.inprocess import InProcessExecutor
+from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling.scheduler import Scheduler
@@ -35,6 +36,7 @@ class Engine:
         event_retention: model.Micros = 86_400 * model.SECOND,
         retention: model.Micros = 7 * 86_400 * model.SECOND,
         misfire_grace: model.Micros = 5 * model.SECOND,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self.event_retention = event_retention
         self.retention = retention
@@ -45,11 +47,13 @@ class Engine:
         # A fresh identity per start: attempts held by an earlier process are recognisable.
         self.worker_id = f"{INPROCESS_PREFIX}{new_id()}"
         self.executor = InProcessExecutor(handlers)
+        self.webhooks = WebhookExecutor(webhooks or WebhookSettings())
         self.dispatcher = Dispatcher(
             store,
             clock,
             self.executor,
             self.worker_id,
+            self.webhooks,
             concurrency=concurrency,
             lease=lease,
             misfire_grace=misfire_grace,
@@ -62,7 +66,9 @@ class Engine:
         job = event.job
         state = job.state
         if state is model.JobState.QUEUED:
-            self.dispatcher.wake({job.queue})
+            # jobs only remote workers run need no dispatch cycle here
+            if job.http is not None or self.executor.handles(job.task):
+                self.dispatcher.wake({job.queue})
         elif state in _WAITING and job.next_run_time is not None:
             self.scheduler.add(job.id, job.next_run_time)
         else:
@@ -129,3 +135,4 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         self.executor.close()
+        await self.webhooks.aclose()

@@ -20,6 +20,7 @@ from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
 from jobwheel.server.execution.ratelimit import TokenBucket
+from jobwheel.server.execution.webhook import WebhookExecutor
 from jobwheel.server.scheduling import recurrence
 from jobwheel.server.storage import Store
 
@@ -33,6 +34,7 @@ class Dispatcher:
         clock: Clock,
         executor: InProcessExecutor,
         worker_id: str,
+        webhooks: WebhookExecutor | None = None,
         *,
         concurrency: int = 256,
         lease: model.Micros = 30 * model.SECOND,
@@ -42,6 +44,7 @@ class Dispatcher:
         self.store = store
         self.clock = clock
         self.executor = executor
+        self.webhooks = webhooks
         self.worker_id = worker_id
         self.concurrency = concurrency
         self.lease = lease
@@ -121,7 +124,13 @@ class Dispatcher:
             if room <= 0:
                 continue
             claimed = await self.store.claim(
-                queue, tasks, room, self.worker_id, now, now + self.lease
+                queue,
+                tasks,
+                room,
+                self.worker_id,
+                now,
+                now + self.lease,
+                include_http=self.webhooks is not None,
             )
             if bucket is not None:
                 bucket.give_back(room - len(claimed))
@@ -149,7 +158,7 @@ class Dispatcher:
         limit = None if job.timeout is None else job.timeout / model.SECOND
         try:
             try:
-                result = await self.executor.run(job.task, job.payload, ctx, limit)
+                result = await self._run(job, ctx, limit)
             except asyncio.CancelledError:
                 if self._accepting:  # a cancel of this job, not a shutdown
                     result = AttemptResult(Outcome.CANCELLED, error="Cancelled")
@@ -166,6 +175,13 @@ class Dispatcher:
             self._running[job.queue] -= 1
             self._ready.add(job.queue)
             self._wake.set()
+
+    async def _run(self, job: model.Job, ctx: TaskContext, limit: float | None) -> AttemptResult:
+        if job.http is None:
+            return await self.executor.run(job.task, job.payload, ctx, limit)
+        assert self.webhooks is not None
+        attempt_id = await self.store.attempt_id(job.id, job.execution_count, job.attempt)
+        return await self.webhooks.run(job, attempt_id or f"{job.id}/{job.attempt}", limit)
 
     async def _finish(self, settlement: outcomes.Settlement) -> None:
         await self.settle([settlement])

@@ -52,6 +52,16 @@ class History:
             for r in rows
         ]
 
+    async def attempt_id(self, job_id: str, execution: int, number: int) -> str | None:
+        stmt = select(attempts.c.id).where(
+            attempts.c.job_id == job_id,
+            attempts.c.execution == execution,
+            attempts.c.number == number,
+        )
+        async with self._read() as conn:
+            found = (await conn.execute(stmt)).scalar()
+        return None if found is None else str(found)
+
     async def execution_totals(self, job_id: str, open_execution: int | None) -> ExecutionTotals:
         """Per-execution outcome counts; `open_execution` (still retrying/running) is no failure."""
         ok = func.max(case((attempts.c.outcome == AttemptOutcome.SUCCEEDED.value, 1), else_=0))

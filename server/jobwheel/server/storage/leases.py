@@ -76,6 +76,7 @@ class Leases:
             return []
         where = [
             jobs.c.state == JobState.QUEUED.value,
+            jobs.c.http.is_(None),  # the server itself sends HTTP jobs
             # a paused queue starts nothing, whoever asks
             jobs.c.queue.not_in(select(queues.c.name).where(queues.c.paused)),
         ]

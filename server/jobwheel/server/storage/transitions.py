@@ -175,16 +175,24 @@ class Transitions:
         worker_id: str,
         now: Micros,
         lease_until: Micros,
+        *,
+        include_http: bool = False,
     ) -> list[Job]:
         """Moves up to `limit` QUEUED jobs of `queue` (best priority first, FIFO within one)
-        whose task is in `tasks` to RUNNING, opening an attempt for each."""
-        if limit <= 0 or not tasks:
+        whose task is in `tasks` (or, with `include_http`, that have an HTTP target) to
+        RUNNING, opening an attempt for each."""
+        runnable: list[ColumnElement[bool]] = []
+        if tasks:
+            runnable.append(jobs.c.task.in_(list(tasks)))
+        if include_http:
+            runnable.append(jobs.c.http.isnot(None))
+        if limit <= 0 or not runnable:
             return []
         return await self._start_attempts(
             [
                 jobs.c.state == JobState.QUEUED.value,
                 jobs.c.queue == queue,
-                jobs.c.task.in_(list(tasks)),
+                or_(*runnable),
             ],
             limit,
             worker_id,

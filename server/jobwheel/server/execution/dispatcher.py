@@ -54,6 +54,7 @@ class Dispatcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._accepting = True
+        self._due = True
         self._queues: dict[str, model.QueueSettings] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -85,6 +86,8 @@ class Dispatcher:
         """Something may be due (no queues given) or queued in `queues`."""
         if queues:
             self._ready |= queues
+        else:
+            self._due = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -100,13 +103,15 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatch failed; retrying in a second")
                 await asyncio.sleep(1)
-                self._wake.set()
+                self.wake()
 
     async def _dispatch(self) -> None:
         now = self.clock.now()
-        self._ready |= await self.store.promote_due(
-            now, now - self.misfire_grace, lambda job: _catch_up(job, now)
-        )
+        if self._due:  # something came due: only then is there anything to promote
+            self._due = False
+            self._ready |= await self.store.promote_due(
+                now, now - self.misfire_grace, lambda job: _catch_up(job, now)
+            )
         tasks = self.executor.handlers.keys()
         for queue in sorted(self._ready):
             settings = self._queues.get(queue)

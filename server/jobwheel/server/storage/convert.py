@@ -201,15 +201,22 @@ def job_result_doc(value: Any) -> str | None:
     return _doc_or_none(value)
 
 
+# read-only uses: the cached documents are never modified
+_schedule_doc = functools.lru_cache(maxsize=256)(schedule_to_doc)
+_retry_doc = functools.lru_cache(maxsize=256)(retry_to_doc)
+_SNAPSHOT_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(Job)
+    if f.name not in ("payload", "schedule", "retry_policy", "http")
+)
+
+
 def job_snapshot(job: Job) -> str:
     """The job without its payload, as stored in the event log."""
-    doc = {
-        f.name: getattr(job, f.name)
-        for f in dataclasses.fields(job)
-        if f.name not in ("payload", "schedule", "retry_policy", "http")
-    }
-    doc["schedule"] = None if job.schedule is None else schedule_to_doc(job.schedule)
-    doc["retry_policy"] = retry_to_doc(job.retry_policy)
+    doc = {name: getattr(job, name) for name in _SNAPSHOT_FIELDS}
+    # schedules and policies are shared by many jobs: their encodings are cached
+    doc["schedule"] = None if job.schedule is None else _schedule_doc(job.schedule)
+    doc["retry_policy"] = _retry_doc(job.retry_policy)
     doc["http"] = None if job.http is None else http_to_doc(job.http)
     return dumps(doc)
 

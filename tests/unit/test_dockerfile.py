@@ -1,0 +1,17 @@
+"""The image builds from what the repository holds (no Docker engine here: a static check)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dockerfile_copies_what_exists_and_runs_the_server() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (?!--from)(.+?) \S+$", text, re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
+    assert 'ENTRYPOINT ["jobwheel-server"]' in text
+    assert "HEALTHCHECK" in text and "grpc_health" in text

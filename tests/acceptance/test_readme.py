@@ -1,9 +1,10 @@
 """The README's examples ("Try it with grpcurl" and "Command line"), run as printed.
 
 Every code block of those sections is preceded by `<!-- example: NAME -->` (or
-`<!-- example: NAME, not run: WHY -->`); each block runs in bash against a real server
-subprocess with the README tasks' handlers, its address substituted for 127.0.0.1:50051 (and
-in $JOBWHEEL_SERVER), with .venv/bin on PATH, and its output is checked.
+`<!-- example: NAME, not run: WHY -->`); each block runs (sh in bash, python in the venv's
+python) against a real server subprocess with the README tasks' handlers, its address
+substituted for 127.0.0.1:50051 (and in $JOBWHEEL_SERVER), with .venv/bin on PATH, and its
+output is checked.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def examples() -> dict[str, Example]:
     return found
 
 
-def example(name: str) -> str:
+def example(name: str, lang: str = "sh") -> str:
     ex = examples()[name]
-    assert ex.run and ex.lang == "sh", ex
+    assert ex.run and ex.lang == lang, ex
     return ex.body
 
 
@@ -112,9 +113,9 @@ def commands(script: str) -> list[tuple[str, int | None]]:
 class Streaming:
     """A long-running block (a watch): its stdout collected as it comes."""
 
-    def __init__(self, script: str, address: str) -> None:
+    def __init__(self, argv: list[str], address: str) -> None:
         self.proc = subprocess.Popen(
-            bash(script, address),
+            argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -162,6 +163,10 @@ class Streaming:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def contains(text: str) -> Callable[[str], bool]:
+    return lambda out: text in out
 
 
 def json_documents(text: str) -> list[Json]:
@@ -224,6 +229,7 @@ RUN_BY_TESTS = {
     "cli",
     "cli-watch",
     "cli-errors",
+    "python-client",
 }
 
 
@@ -236,7 +242,7 @@ def test_every_example_block_is_marked_and_run() -> None:
     found = examples()
     assert {n for n, ex in found.items() if ex.run} == RUN_BY_TESTS
     # only a few are illustrative
-    assert sorted(n for n, ex in found.items() if not ex.run) == ["python-client", "serve"]
+    assert sorted(n for n, ex in found.items() if not ex.run) == ["serve"]
 
 
 def test_serve_example_is_the_server_the_tests_run() -> None:
@@ -292,7 +298,7 @@ def test_grpcurl_watch_streams_snapshot_then_live_events(server: ServerProcess) 
     later = enqueue(server.address, "send_email", {"to": "bob@example.com"}, "--in", "1h")
     enqueue(server.address, "send_report", {})  # another task: not in the stream
 
-    watch = Streaming(example("grpcurl-watch"), server.address)
+    watch = Streaming(bash(example("grpcurl-watch"), server.address), server.address)
     try:
         watch.wait_for(lambda out: '"snapshot_end"' in out)
         live = enqueue(server.address, "send_email", {"to": "cy@example.com"})
@@ -404,7 +410,7 @@ def test_cli_watch_until_ctrl_c(server: ServerProcess) -> None:
     before = enqueue(server.address, "send_email", {"to": "ada@example.com"}, "--queue", "emails")
     enqueue(server.address, "send_email", {"to": "bob@example.com"})  # queue default: not shown
 
-    watch = Streaming(example("cli-watch"), server.address)
+    watch = Streaming(bash(example("cli-watch"), server.address), server.address)
     try:
         watch.wait_for(lambda out: "SNAPSHOT_END" in out)
         live = enqueue(server.address, "send_email", {"to": "cy@example.com"}, "--queue", "emails")
@@ -437,3 +443,39 @@ def test_cli_errors_exit_codes_and_messages(server: ServerProcess) -> None:
     result = run_sh(unknown, server.address)
     assert result.code == 3
     assert result.err == "jobwheel: job '01a21285-0000-7000-8000-000000000000' not found\n"
+
+
+# ---- the Python client ----------------------------------------------------------------------
+
+
+def test_python_client_example(server: ServerProcess) -> None:
+    script = example("python-client", "python").replace(README_ADDRESS, server.address)
+    run = Streaming([str(BIN / "python"), "-c", script], server.address)
+    try:
+        run.wait_for(lambda out: "not found:" in out)
+        # the watch has no snapshot: enqueue until one lands after it opened
+        for _ in range(20):
+            live = enqueue(server.address, "send_email", {"to": "cy@example.com"})
+            try:
+                run.wait_for(contains(f"ENQUEUED {live['id']}"), timeout=1)
+                break
+            except AssertionError:
+                continue
+        run.wait_for(lambda out: f"JOB_EVENT_TYPE_COMPLETED {live['id']}" in out)
+        run.ctrl_c()
+        result = run.finish()
+    finally:
+        run.stop()
+
+    assert result.code == -signal.SIGINT, result.err  # Python's exit on an unhandled Ctrl-C
+    lines = result.out.splitlines()
+    assert re.fullmatch(rf"enqueued {UUID.pattern[1:]} JOB_STATE_SCHEDULED", lines[0])
+    assert lines[1] == "not found: job '01a21285-0000-7000-8000-000000000000' not found"
+    assert [line for line in lines if live["id"] in line] == [
+        f"JOB_EVENT_TYPE_{event} {live['id']} JOB_STATE_{state}"
+        for event, state in (
+            ("ENQUEUED", "QUEUED"),
+            ("STARTED", "RUNNING"),
+            ("COMPLETED", "COMPLETED"),
+        )
+    ]

@@ -14,7 +14,6 @@ from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.api.helpers import field_violations
-from tests.api.waiting import wait_for_state
 from tests.conftest import Running, running_server
 
 
@@ -161,28 +160,38 @@ async def executions(server: Running, job_id: str) -> tuple[int, int]:
     "policy", [j.MISFIRE_POLICY_SKIP, j.MISFIRE_POLICY_RUN_ONCE, j.MISFIRE_POLICY_RUN_ALL]
 )
 async def test_misfire_policy_across_a_restart(db_url: str, policy: int) -> None:
-    schedule = j.Schedule(interval=duration_pb2.Duration(seconds=1), misfire_policy=policy)  # type: ignore[arg-type]
+    # occurrences at s0, s0+2, s0+4, s0+6, ...: down from just after s0 to s0+4.3, so s0+2
+    # and s0+4 are missed; checked at about s0+5, a second before s0+6
+    s0 = time.time() + 0.5
+    start = timestamp_pb2.Timestamp()
+    start.FromNanoseconds(int(s0 * 1e9))
+    schedule = j.Schedule(
+        start_time=start,
+        interval=duration_pb2.Duration(seconds=2),
+        misfire_policy=policy,  # type: ignore[arg-type]
+    )
     async with running_server(db_url, misfire_grace=0.3) as server:
-        job = (
-            await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo", schedule=schedule))
-        ).job
+        req = pb.EnqueueJobRequest(task="test.echo", schedule=schedule)
+        job = (await server.jobs.EnqueueJob(req)).job
+        await asyncio.sleep(max(0.0, s0 - time.time()))
         for _ in range(100):
-            if (await executions(server, job.id))[0] >= 1:
+            count, _ = await executions(server, job.id)
+            done = (await server.jobs.GetJob(pb.GetJobRequest(id=job.id))).job
+            if count == 1 and done.state == j.JOB_STATE_SCHEDULED:
                 break
-            await asyncio.sleep(0.05)
-        await wait_for_state(server.jobs, job.id, (j.JOB_STATE_SCHEDULED,))
-        before, _ = await executions(server, job.id)
-    await asyncio.sleep(3.2)  # down across about three occurrences
+            await asyncio.sleep(0.02)
+        assert count == 1
+    await asyncio.sleep(max(0.0, s0 + 4.3 - time.time()))
     async with running_server(db_url, misfire_grace=0.3) as server:
-        await asyncio.sleep(0.6)  # less than the next occurrence after the restart
+        await asyncio.sleep(max(0.2, s0 + 5.0 - time.time()))
         count, skipped = await executions(server, job.id)
-        ran = count - before
+        ran = count - 1
         if policy == j.MISFIRE_POLICY_SKIP:
-            assert ran == 0 and skipped >= 2
+            assert (ran, skipped) == (0, 2)
         elif policy == j.MISFIRE_POLICY_RUN_ONCE:
-            assert ran == 1 and skipped >= 1
+            assert (ran, skipped) == (1, 1)
         else:
-            assert ran >= 2 and skipped == 0
+            assert (ran, skipped) == (2, 0)
         history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
         numbers = [a.execution for a in history.attempts]
         assert numbers == sorted(set(numbers))  # one attempt per execution: no duplicates

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -36,5 +38,8 @@ def registered() -> dict[str, Handler]:
 
 
 def load_modules(modules: Iterable[str]) -> None:
+    # like other servers that import application code, look in the working directory too
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in modules:
         importlib.import_module(module)

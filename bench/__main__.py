@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import batch_enqueue, drain, enqueue_rpc, env, lateness, profile
+from bench import batch_enqueue, drain, enqueue_rpc, env, lateness, profile, watch
 from bench.options import Options
 from bench.report import Row, notes, table
 
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, Scenario] = {
     "batch": batch_enqueue.run,
     "drain": drain.run,
     "lateness": lateness.run,
+    "watch": watch.run,
 }
 
 

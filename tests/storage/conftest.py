@@ -8,22 +8,15 @@ dropped afterwards, so tests and parallel test runs never see each other's rows.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from jobwheel.server.storage import Store, open_store
 
-from tests.conftest import fresh_pg_schema
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL to an empty database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobwheel.db'}"
-        return
-    async with fresh_pg_schema() as url:
-        yield url
+@pytest.fixture
+def store_url(db_url: str) -> str:
+    """A URL to an empty database of each backend (the shared `db_url` fixture)."""
+    return db_url
 
 
 @pytest.fixture

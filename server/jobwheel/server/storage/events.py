@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
+from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
-from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import event_head, events, jobs
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 Change = tuple[EventType, Job]
 
@@ -56,22 +56,8 @@ async def append_events(
     return out
 
 
-class EventLog:
+class EventLog(StoreBase):
     """Mixed into Store."""
-
-    @property
-    def dialect(self) -> Dialect:
-        raise NotImplementedError
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    @property
-    def read_engine(self) -> AsyncEngine:
-        raise NotImplementedError
 
     async def head_revision(self) -> int:
         async with self._read() as conn:

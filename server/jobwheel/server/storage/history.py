@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from jobwheel.server.model import Attempt, AttemptOutcome
+from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import load_or_none
 from jobwheel.server.storage.schema import attempts
 from sqlalchemy import case, func, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,11 +19,8 @@ class ExecutionTotals:
     failed: int
 
 
-class History:
+class History(StoreBase):
     """Mixed into Store."""
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
 
     async def list_attempts(
         self, job_id: str, *, limit: int, after: tuple[int, int] | None = None

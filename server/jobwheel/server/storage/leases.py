@@ -8,16 +8,15 @@ fenced like settlements: only the worker holding the job's current attempt exten
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from jobwheel.server.model import Event, EventType, Job, JobState, Micros
+from jobwheel.server.model import EventType, Job, JobState, Micros
+from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import Change, append_events
 from jobwheel.server.storage.schema import jobs, queues
 from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +38,8 @@ class Renewed:
     job: Job | None
 
 
-class Leases:
+class Leases(StoreBase):
     """Mixed into Store, which provides the connections, `_emit` and `_start_attempts`."""
-
-    def _emit(self, committed: list[Event]) -> None:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
 
     async def _start_attempts(
         self,

@@ -9,13 +9,11 @@ match.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from jobwheel.server.model import (
     AttemptOutcome,
-    Event,
     EventType,
     Job,
     JobFilter,
@@ -23,13 +21,12 @@ from jobwheel.server.model import (
     Micros,
     Schedule,
 )
+from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, schedule_text
-from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import attempts, jobs
 from sqlalchemy import ColumnElement, case, delete, literal, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 S = JobState
 NOT_TERMINAL = (S.SCHEDULED, S.QUEUED, S.RUNNING, S.RETRYING, S.PAUSED)
@@ -134,18 +131,8 @@ DELETE = Action(
 )
 
 
-class Management:
+class Management(StoreBase):
     """Mixed into Store."""
-
-    @property
-    def dialect(self) -> Dialect:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _emit(self, committed: list[Event]) -> None:
-        raise NotImplementedError
 
     async def apply_action(
         self, flt: JobFilter, action: Action, now: Micros, limit: int = 1000

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
-
 from jobwheel.server.model import (
     SECOND,
     AttemptOutcome,
@@ -13,11 +11,10 @@ from jobwheel.server.model import (
     Micros,
     QueueSettings,
 )
-from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import attempts, jobs, queues
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 MAX_DURATION_SAMPLE = 100_000
 
@@ -31,18 +28,8 @@ def _settings(row: object) -> QueueSettings:
     )
 
 
-class Queues:
+class Queues(StoreBase):
     """Mixed into Store."""
-
-    @property
-    def dialect(self) -> Dialect:
-        raise NotImplementedError
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
 
     async def queue_settings(self) -> dict[str, QueueSettings]:
         async with self._read() as conn:

@@ -1,15 +1,9 @@
-"""The Store: every database access of the server, for SQLite and PostgreSQL alike.
-
-Write methods run in `self._write()` (on SQLite: the single write connection, BEGIN IMMEDIATE),
-read methods in `self._read()`. Each method is one transaction, so a caller's await returns
-only after commit. Never open `_write()` inside `_write()`: on SQLite the pool holds a single
-write connection, so the inner one would wait forever.
-"""
+"""The Store: job creation and reads here; the other parts in their own modules (see base.py
+for transactions)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage.convert import (
@@ -18,7 +12,6 @@ from jobwheel.server.storage.convert import (
     job_from_row,
     new_job_values,
 )
-from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
@@ -28,45 +21,11 @@ from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.transitions import Transitions
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 class Store(Transitions, History, EventLog, Management, Queues, Leases):
-    def __init__(self, engines: Engines) -> None:
-        self._engines = engines
-        # Told of every event after its transaction committed (the WatchJobs bus).
-        self.event_sink: Callable[[list[Event]], None] | None = None
-        # how long an idempotency key holds (µs); None: forever
-        self.idempotency_window: int | None = None
-
-    def _emit(self, committed: list[Event]) -> None:
-        if committed and self.event_sink is not None:
-            self.event_sink(committed)
-
-    @property
-    def dialect(self) -> Dialect:
-        return self._engines.dialect
-
-    @property
-    def write_engine(self) -> AsyncEngine:
-        return self._engines.write
-
-    @property
-    def read_engine(self) -> AsyncEngine:
-        return self._engines.read
-
-    async def close(self) -> None:
-        await self._engines.dispose()
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.write.begin() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.read.begin() as conn:
-            yield conn
+    """Every database access of the server, for SQLite and PostgreSQL alike."""
 
     # -- jobs: create and read -----------------------------------------------------------------
 

@@ -7,15 +7,14 @@ attempt number it holds), so a late or duplicate report changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
 from jobwheel.server.execution.outcomes import Settlement
 from jobwheel.server.ids import new_id
 from jobwheel.server.model import AttemptOutcome, Event, EventType, Job, JobState, Micros
+from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
-from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.schema import attempts, jobs
 from sqlalchemy import ColumnElement, and_, bindparam, case, or_, select, update
@@ -61,21 +60,8 @@ _settle_attempt = (
 )
 
 
-class Transitions:
+class Transitions(StoreBase):
     """Mixed into Store, which provides the connections, the dialect and `_emit`."""
-
-    def _emit(self, committed: list[Event]) -> None:
-        raise NotImplementedError
-
-    @property
-    def dialect(self) -> Dialect:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
 
     async def due_before(self, until: Micros, limit: int) -> list[tuple[str, Micros]]:
         """(id, due time) of waiting jobs due before `until`, earliest first: the wheel's load."""

@@ -1,0 +1,54 @@
+"""What every part of the Store shares: the engines, transactions and event hand-off.
+
+Write methods run in `self._write()` (on SQLite: the single write connection, BEGIN
+IMMEDIATE), read methods in `self._read()`. Each method is one transaction, so a caller's await
+returns only after commit. Never open `_write()` inside `_write()`: on SQLite the pool holds a
+single write connection, so the inner one would wait forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from jobwheel.server.model import Event
+from jobwheel.server.storage.dialect import Dialect, Engines
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class StoreBase:
+    def __init__(self, engines: Engines) -> None:
+        self._engines = engines
+        # Told of every event after its transaction committed (the WatchJobs bus).
+        self.event_sink: Callable[[list[Event]], None] | None = None
+        # how long an idempotency key holds (µs); None: forever
+        self.idempotency_window: int | None = None
+
+    def _emit(self, committed: list[Event]) -> None:
+        if committed and self.event_sink is not None:
+            self.event_sink(committed)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._engines.dialect
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        return self._engines.write
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        return self._engines.read
+
+    async def close(self) -> None:
+        await self._engines.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engines.write.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engines.read.begin() as conn:
+            yield conn

@@ -140,9 +140,11 @@ class Watcher:
             if sub.buffer or sub.overflowed:
                 continue
             woke = False
+            # asyncio.timeout, not wait_for: no task per wake-up on this hot path
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.ready.wait(), self.heartbeat)
-                woke = True
+                async with asyncio.timeout(self.heartbeat):
+                    await sub.ready.wait()
+                    woke = True
             if not woke:
                 yield pb.WatchJobsResponse(
                     heartbeat=pb.WatchHeartbeat(

@@ -12,6 +12,7 @@ from jobwheel.server.clock import Clock
 from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.dispatcher import Dispatcher
 from jobwheel.server.execution.inprocess import InProcessExecutor
+from jobwheel.server.execution.overlap import Overlaps
 from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
@@ -58,13 +59,21 @@ class Engine:
             lease=lease,
             misfire_grace=misfire_grace,
         )
-        self.scheduler = Scheduler(store, clock, on_due=self.dispatcher.wake)
+        self.scheduler = Scheduler(
+            store, clock, on_due=self.dispatcher.wake, on_timer=self._on_timer
+        )
+        self.overlaps = Overlaps(store, clock, self.scheduler.add_timer, self.dispatcher.cancel)
         self._loops: list[asyncio.Task[None]] = []
+
+    def _on_timer(self, key: tuple[str, str, int], due: model.Micros) -> None:
+        if key[0] == "overlap":
+            self.overlaps.fire(key, due)
 
     def on_event(self, event: model.Event) -> None:
         """Reacts to every committed change, whichever process or RPC made it."""
         job = event.job
         state = job.state
+        self.overlaps.changed(job)
         if state is model.JobState.QUEUED:
             # jobs only remote workers run need no dispatch cycle here
             if job.http is not None or self.executor.handles(job.task):

@@ -96,6 +96,8 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
             events=(model.EventType.ATTEMPT_FAILED, model.EventType.RETRY_SCHEDULED),
         )
     done_event = model.EventType.COMPLETED if succeeded else model.EventType.FAILED
+    if result.outcome is Outcome.CANCELLED and job.recurring:
+        done_event = model.EventType.ATTEMPT_FAILED  # one execution cut short, not the job
     new_result = result.result if succeeded else job.result
     last_error = job.last_error if succeeded else error
     if job.recurring:

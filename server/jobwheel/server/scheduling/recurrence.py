@@ -7,8 +7,9 @@ Two situations leave occurrences in the past:
   RUN_ONCE runs one for all of them, RUN_ALL runs each one within `catchup_window`.
 - overlap: occurrences came due while the previous execution was still running. When that
   execution ends, `after_execution` applies the overlap policy: SKIP drops them, BUFFER_ONE
-  runs one at once; ALLOW_ALL and CANCEL_OTHER are honoured by the engine while the
-  execution runs and behave like BUFFER_ONE here.
+  runs one at once. ALLOW_ALL and CANCEL_OTHER act while the execution runs
+  (execution/overlap.py): ALLOW_ALL ran them as child jobs, CANCEL_OTHER cut the execution
+  short so that the newest one runs at once.
 
 Dropped occurrences are counted (`skipped`), so the job's `skipped_count` tells them.
 """
@@ -76,4 +77,7 @@ def after_execution(job: Job, now: Us, rand: float) -> Next:
             return Next(backlog[0], len(overdue) - len(backlog))
     if schedule.overlap_policy is OverlapPolicy.SKIP:
         return Next(_future(schedule, now, rand), len(overdue))
+    if schedule.overlap_policy is OverlapPolicy.ALLOW_ALL:
+        # they ran alongside, as child jobs started at their time: nothing was dropped
+        return Next(_future(schedule, now, rand))
     return Next(overdue[-1].time, len(overdue) - 1)

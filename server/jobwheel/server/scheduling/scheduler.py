@@ -29,6 +29,7 @@ class Scheduler:
         clock: Clock,
         on_due: Callable[[], None],
         *,
+        on_timer: Callable[[tuple[str, str, int], Micros], None] | None = None,
         horizon: Micros = 60 * SECOND,
         reload_every: Micros = 15 * SECOND,
         load_limit: int = 200_000,
@@ -36,10 +37,12 @@ class Scheduler:
         self.store = store
         self.clock = clock
         self.on_due = on_due
+        self.on_timer = on_timer
         self.horizon = horizon
         self.reload_every = reload_every
         self.load_limit = load_limit
-        self.wheel: TimerWheel[str] = TimerWheel(clock.now())
+        # job ids (something comes due) and other timers (tuples, told to `on_timer`)
+        self.wheel: TimerWheel[str | tuple[str, str, int]] = TimerWheel(clock.now())
         self._wake = asyncio.Event()
         self._sleeping_until: Micros | None = None
 
@@ -48,6 +51,12 @@ class Scheduler:
         if due >= self.clock.now() + self.horizon:
             return
         self.wheel.insert(job_id, due)
+        if self._sleeping_until is None or due < self._sleeping_until:
+            self._wake.set()
+
+    def add_timer(self, key: tuple[str, str, int], due: Micros) -> None:
+        """A timer for `on_timer`, whatever the horizon."""
+        self.wheel.insert(key, due)
         if self._sleeping_until is None or due < self._sleeping_until:
             self._wake.set()
 
@@ -68,8 +77,12 @@ class Scheduler:
                 except Exception:
                     log.exception("loading due jobs failed; retrying at the next reload")
                 next_reload = now + self.reload_every
-            if self.wheel.advance(self.clock.now()):
+            fired = self.wheel.advance(self.clock.now())
+            if any(isinstance(key, str) for key, _ in fired):
                 self.on_due()
+            for key, when in fired:
+                if not isinstance(key, str) and self.on_timer is not None:
+                    self.on_timer(key, when)
             due = self.wheel.next_due()
             target = next_reload if due is None else min(due, next_reload)
             self._sleeping_until = target

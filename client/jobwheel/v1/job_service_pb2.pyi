@@ -426,3 +426,51 @@ class UpdateQueueResponse(_message.Message):
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     queue: _job_pb2.Queue
     def __init__(self, queue: _Optional[_Union[_job_pb2.Queue, _Mapping]] = ...) -> None: ...
+
+class EventSubscription(_message.Message):
+    __slots__ = ("id", "url", "event_types", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    url: str
+    event_types: _containers.RepeatedScalarFieldContainer[_job_pb2.JobEventType]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., event_types: _Optional[_Iterable[_Union[_job_pb2.JobEventType, str]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateEventSubscriptionRequest(_message.Message):
+    __slots__ = ("url", "event_types", "secret")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    event_types: _containers.RepeatedScalarFieldContainer[_job_pb2.JobEventType]
+    secret: str
+    def __init__(self, url: _Optional[str] = ..., event_types: _Optional[_Iterable[_Union[_job_pb2.JobEventType, str]]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class CreateEventSubscriptionResponse(_message.Message):
+    __slots__ = ("subscription",)
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    subscription: EventSubscription
+    def __init__(self, subscription: _Optional[_Union[EventSubscription, _Mapping]] = ...) -> None: ...
+
+class ListEventSubscriptionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListEventSubscriptionsResponse(_message.Message):
+    __slots__ = ("subscriptions",)
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    subscriptions: _containers.RepeatedCompositeFieldContainer[EventSubscription]
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[EventSubscription, _Mapping]]] = ...) -> None: ...
+
+class DeleteEventSubscriptionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteEventSubscriptionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -160,6 +160,21 @@ class JobServiceStub:
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
                 _registered_method=True)
+        self.CreateEventSubscription = channel.unary_unary(
+                '/jobwheel.v1.JobService/CreateEventSubscription',
+                request_serializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionResponse.FromString,
+                _registered_method=True)
+        self.ListEventSubscriptions = channel.unary_unary(
+                '/jobwheel.v1.JobService/ListEventSubscriptions',
+                request_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListEventSubscriptionsRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListEventSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteEventSubscription = channel.unary_unary(
+                '/jobwheel.v1.JobService/DeleteEventSubscription',
+                request_serializer=jobwheel_dot_v1_dot_job__service__pb2.DeleteEventSubscriptionRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.DeleteEventSubscriptionResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -341,6 +356,28 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEventSubscription(self, request, context):
+        """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
+        subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEventSubscriptions(self, request, context):
+        """Lists the event subscriptions (without their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEventSubscription(self, request, context):
+        """Removes an event subscription; deliveries not yet made are dropped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -463,6 +500,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.UpdateQueue,
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.FromString,
                     response_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.SerializeToString,
+            ),
+            'CreateEventSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEventSubscription,
+                    request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionResponse.SerializeToString,
+            ),
+            'ListEventSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventSubscriptions,
+                    request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListEventSubscriptionsRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListEventSubscriptionsResponse.SerializeToString,
+            ),
+            'DeleteEventSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEventSubscription,
+                    request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.DeleteEventSubscriptionRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_job__service__pb2.DeleteEventSubscriptionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1119,6 +1171,87 @@ class JobService:
             '/jobwheel.v1.JobService/UpdateQueue',
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEventSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.JobService/CreateEventSubscription',
+            jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.SerializeToString,
+            jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.JobService/ListEventSubscriptions',
+            jobwheel_dot_v1_dot_job__service__pb2.ListEventSubscriptionsRequest.SerializeToString,
+            jobwheel_dot_v1_dot_job__service__pb2.ListEventSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEventSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.JobService/DeleteEventSubscription',
+            jobwheel_dot_v1_dot_job__service__pb2.DeleteEventSubscriptionRequest.SerializeToString,
+            jobwheel_dot_v1_dot_job__service__pb2.DeleteEventSubscriptionResponse.FromString,
             options,
             channel_credentials,
             insecure,

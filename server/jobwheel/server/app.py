@@ -90,6 +90,7 @@ class App:
         self.bus.taps.append(self.remote.on_event)
         engine = self.engine
         core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
+        core.on_subscriptions_change = engine.deliveries.refresh
         await self.engine.start()
         if not self.store.dialect.single_writer:  # other replicas write to the same log
             self._tailer = asyncio.create_task(LogTailer(self.store, self.bus).run())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server import model
@@ -25,6 +25,8 @@ class Core:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        # told when event subscriptions change (deliveries follow them at once)
+        self.on_subscriptions_change: Callable[[], Awaitable[None]] | None = None
         # told of queue setting changes (the dispatcher applies them at once)
         self.on_queue_change: Callable[[model.QueueSettings], None] | None = None
         # concurrent enqueues share one transaction: one fsync for many callers
@@ -102,3 +104,7 @@ class Core:
         if self.on_queue_change is not None:
             self.on_queue_change(settings)
         return settings
+
+    async def subscriptions_changed(self) -> None:
+        if self.on_subscriptions_change is not None:
+            await self.on_subscriptions_change()

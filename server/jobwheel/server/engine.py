@@ -11,6 +11,7 @@ from jobwheel.server import model
 from jobwheel.server.clock import Clock
 from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.dispatcher import Dispatcher
+from jobwheel.server.execution.event_delivery import DELIVERY_TASK, EventDeliveries
 from jobwheel.server.execution.inprocess import InProcessExecutor
 from jobwheel.server.execution.overlap import Overlaps
 from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
@@ -47,8 +48,9 @@ class Engine:
         self.recover_every = recover_every
         # A fresh identity per start: attempts held by an earlier process are recognisable.
         self.worker_id = f"{INPROCESS_PREFIX}{new_id()}"
-        self.executor = InProcessExecutor(handlers)
         self.webhooks = WebhookExecutor(webhooks or WebhookSettings())
+        self.deliveries = EventDeliveries(store, clock, self.webhooks)
+        self.executor = InProcessExecutor({**handlers, DELIVERY_TASK: self.deliveries.deliver})
         self.dispatcher = Dispatcher(
             store,
             clock,
@@ -74,6 +76,7 @@ class Engine:
         job = event.job
         state = job.state
         self.overlaps.changed(job)
+        self.deliveries.wake(event)
         if state is model.JobState.QUEUED:
             # jobs only remote workers run need no dispatch cycle here
             if job.http is not None or self.executor.handles(job.task):
@@ -91,7 +94,9 @@ class Engine:
         dead = INPROCESS_PREFIX if self.store.dialect.single_writer else None
         await self.recover(dead_worker_prefix=dead)
         self.dispatcher.set_queues(await self.store.queue_settings())
+        await self.deliveries.refresh()
         self._loops = [
+            asyncio.create_task(self.deliveries.run(), name="jobwheel-event-deliveries"),
             asyncio.create_task(self.scheduler.run(), name="jobwheel-scheduler"),
             asyncio.create_task(self.dispatcher.run(), name="jobwheel-dispatcher"),
             asyncio.create_task(self._upkeep(), name="jobwheel-upkeep"),
@@ -121,8 +126,9 @@ class Engine:
                     await self.store.renew_leases(self.worker_id, now, now + self.lease)
                     next_renew = now + renew_every
                 await self.recover()
-                # other replicas may have changed queue settings
+                # other replicas may have changed queue settings or subscriptions
                 self.dispatcher.set_queues(await self.store.queue_settings())
+                await self.deliveries.refresh()
                 if now >= next_prune:
                     await self.store.prune_events(now - self.event_retention)
                     if self.retention > 0:

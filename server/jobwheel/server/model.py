@@ -248,3 +248,13 @@ class JobStats:
     completed_last_minute: int
     # durations of successful attempts in the last hour, for percentiles
     recent_durations: list[Micros]
+
+
+@dataclass(frozen=True, slots=True)
+class EventSubscription:
+    id: str
+    url: str
+    event_types: frozenset[EventType]
+    secret: str
+    create_time: Micros
+    from_revision: int = 0  # events after this one are delivered

@@ -17,6 +17,7 @@ from jobwheel.server.api.errors import (
     to_grpc_status,
 )
 from jobwheel.server.api.queue_rpcs import QueueRpcs
+from jobwheel.server.api.subscription_rpcs import SubscriptionRpcs
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
@@ -29,7 +30,7 @@ MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class JobService(QueueRpcs, job_service_pb2_grpc.JobServiceServicer):
+class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceServicer):
     def __init__(
         self, core: Core, limits: validate.Limits, watcher: Watcher, default_concurrency: int
     ) -> None:

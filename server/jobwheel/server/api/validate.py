@@ -231,10 +231,18 @@ def retry_policy_from_proto(
     return model.RetryPolicy(max_attempts, initial, cap, multiplier, jitter)
 
 
+def check_http_url(url: str, field: str, errors: Violations) -> None:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        errors.add(field, "must be an absolute http or https URL")
+
+
 def http_from_proto(h: job_pb2.HttpTarget, prefix: str, errors: Violations) -> model.HttpTarget:
-    parts = urlsplit(h.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        errors.add(f"{prefix}.url", "must be an absolute http or https URL")
+    check_http_url(h.url, f"{prefix}.url", errors)
     method = (h.method or "POST").upper()
     if method not in HTTP_METHODS:
         errors.add(f"{prefix}.method", f"must be one of {', '.join(sorted(HTTP_METHODS))}")

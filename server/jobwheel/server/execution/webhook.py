@@ -126,7 +126,9 @@ class WebhookExecutor:
     def handles(self, job: model.Job) -> bool:
         return job.http is not None
 
-    def _headers(self, target: model.HttpTarget, attempt_id: str, body: str) -> httpx.Headers:
+    def _headers(
+        self, target: model.HttpTarget, message_id: str, body: str, signer: Signer
+    ) -> httpx.Headers:
         headers = httpx.Headers({"User-Agent": self.settings.user_agent})
         for name, value in target.headers.items():
             if name.lower() not in _RESERVED_HEADERS:
@@ -134,25 +136,38 @@ class WebhookExecutor:
         headers["Content-Type"] = "application/json"
         # Raw bytes are read and capped; compressed bodies could expand past the cap.
         headers["Accept-Encoding"] = "identity"
-        # The attempt id is the webhook-id: a retry is a new delivery with a new id.
-        headers.update(self._signer.headers(attempt_id, int(self._clock()), body))
+        headers.update(signer.headers(message_id, int(self._clock()), body))
         return headers
 
     async def run(self, job: model.Job, attempt_id: str, time_limit: float | None) -> AttemptResult:
         """Runs one attempt; never raises except CancelledError when the caller cancels."""
-        target = job.http
-        if target is None:
+        if job.http is None:
             return AttemptResult(
                 Outcome.FAILED, error="WebhookError: the job has no http target", retryable=False
             )
-        limit = self.settings.default_timeout if time_limit is None else time_limit
         try:
             body = request_body(job, attempt_id)
+        except (ValueError, TypeError) as exc:
+            return AttemptResult(Outcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False)
+        # The attempt id is the webhook-id: a retry is a new delivery with a new id.
+        return await self.send(job.http, attempt_id, body, time_limit)
+
+    async def send(
+        self,
+        target: model.HttpTarget,
+        message_id: str,
+        body: str,
+        time_limit: float | None,
+        signer: Signer | None = None,
+    ) -> AttemptResult:
+        """Sends one signed request (the server's secrets unless `signer` says otherwise)."""
+        limit = self.settings.default_timeout if time_limit is None else time_limit
+        try:
             request = self._client.build_request(
                 target.method,
                 target.url,
                 content=body.encode(),
-                headers=self._headers(target, attempt_id, body),
+                headers=self._headers(target, message_id, body, signer or self._signer),
                 timeout=httpx.Timeout(limit),
             )
         except (httpx.InvalidURL, ValueError, TypeError) as exc:

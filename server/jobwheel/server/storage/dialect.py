@@ -276,9 +276,10 @@ def _sqlite_setup(engine: AsyncEngine, synchronous: str, cache_kib: int, *, begi
         # Take transaction control away from the driver so BEGIN is ours (see "begin" below).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # busy_timeout first: switching a new file to WAL waits for other connections' locks
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA cache_size=-{cache_kib}")  # negative: KiB, not pages
         cur.close()

@@ -16,6 +16,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Change = tuple[EventType, Job]
+# the newest revision (row 1 of event_head)
+_HEAD = select(event_head.c.revision).where(event_head.c.id == 1)
 
 
 async def append_events(
@@ -61,7 +63,7 @@ class EventLog(StoreBase):
 
     async def head_revision(self) -> int:
         async with self._read() as conn:
-            return int((await conn.execute(select(event_head.c.revision))).scalar_one())
+            return int((await conn.execute(_HEAD)).scalar_one())
 
     async def oldest_revision(self) -> int | None:
         async with self._read() as conn:
@@ -91,7 +93,7 @@ class EventLog(StoreBase):
             if self.dialect.name == "postgresql":
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
-                head = (await conn.execute(select(event_head.c.revision))).scalar_one()
+                head = (await conn.execute(_HEAD)).scalar_one()
                 stmt = select(jobs).where(*job_conditions(self.dialect, flt)).order_by(jobs.c.seq)
                 result = await conn.stream(stmt.execution_options(yield_per=chunk))
 

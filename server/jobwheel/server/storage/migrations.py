@@ -34,7 +34,7 @@ class Migration:
 
 async def _create(conn: AsyncConnection) -> None:
     await conn.run_sync(metadata.create_all)
-    await conn.execute(event_head.insert().values(id=1, revision=0))
+    await conn.execute(event_head.insert(), [{"id": 1, "revision": 0}, {"id": 2, "revision": 0}])
 
 
 async def _initial(conn: AsyncConnection, _dialect: Dialect) -> None:

@@ -128,6 +128,8 @@ events = Table(
 )
 Index("ix_events_time", events.c.time)
 
+# Row 1: the newest revision. Row 2: the revision up to which events were handed to event
+# subscriptions (deliveries are created idempotently, then this advances).
 event_head = Table(
     "event_head",
     metadata,
@@ -148,3 +150,16 @@ queues = Table(
 
 # GetJobStats: recent successful attempts
 Index("ix_attempts_end_time", attempts.c.end_time)
+
+# Event subscriptions: URLs that receive job events (the secret signs the deliveries).
+event_subscriptions = Table(
+    "event_subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("event_types", Text, nullable=False),  # JSON list of EventType values
+    Column("secret", Text, nullable=False),
+    Column("create_time", Micros, nullable=False),
+    # events after this revision are delivered
+    Column("from_revision", BigInteger, nullable=False),
+)

@@ -19,12 +19,13 @@ from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.subscriptions import Subscriptions
 from jobwheel.server.storage.transitions import Transitions
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-class Store(Transitions, History, EventLog, Management, Queues, Leases):
+class Store(Transitions, History, EventLog, Management, Queues, Leases, Subscriptions):
     """Every database access of the server, for SQLite and PostgreSQL alike."""
 
     # -- jobs: create and read -----------------------------------------------------------------

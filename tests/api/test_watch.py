@@ -186,3 +186,19 @@ async def test_cancelled_streams_leave_nothing_behind(server: Running) -> None:
     gc.collect()
     await asyncio.sleep(0.2)
     assert len(asyncio.all_tasks()) <= tasks_before + 1
+
+
+async def test_events_a_writer_never_handed_over_are_read_from_the_log(server: Running) -> None:
+    """A writer cancelled between its commit and handing its events to the bus must not
+    stall watchers: the log tailer fills the gap."""
+    store = server.app.store
+    assert store is not None
+    call = server.jobs.WatchJobs(pb.WatchJobsRequest())
+    await asyncio.sleep(0.1)
+    sink, store.event_sink = store.event_sink, None  # committed, never handed over
+    lost = await enqueue_many(server, 1)
+    store.event_sink = sink
+    after = await enqueue_many(server, 1)
+    msgs = await take(call, 2, within=5)
+    call.cancel()
+    assert [m.event.job.id for m in msgs] == [*lost, *after]

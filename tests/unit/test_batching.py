@@ -69,3 +69,23 @@ async def test_a_cancelled_caller_does_not_cancel_the_batch() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     assert done.is_set()
+
+
+async def test_a_cancelled_write_settles_every_waiting_caller() -> None:
+    started = asyncio.Event()
+
+    async def write(items: list[int]) -> list[int]:
+        started.set()
+        await asyncio.sleep(10)
+        return items
+
+    gc: GroupCommit[int, int] = GroupCommit(write)
+    first = asyncio.create_task(gc([1]))
+    await started.wait()
+    second = asyncio.create_task(gc([2]))  # queued behind the write in progress
+    await asyncio.sleep(0)
+    assert gc._flusher is not None
+    gc._flusher.cancel()
+    for call in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(call, 2)

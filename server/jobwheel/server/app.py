@@ -92,8 +92,9 @@ class App:
         core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
         core.on_subscriptions_change = engine.deliveries.refresh
         await self.engine.start()
-        if not self.store.dialect.single_writer:  # other replicas write to the same log
-            self._tailer = asyncio.create_task(LogTailer(self.store, self.bus).run())
+        # on PostgreSQL other replicas write to the same log; on SQLite it only repairs gaps
+        tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)
+        self._tailer = asyncio.create_task(tailer.run())
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -138,10 +139,11 @@ class App:
         await self.health.enter_graceful_shutdown()
         if self.remote is not None:
             self.remote.close()  # long-polls answer now instead of holding the grace period
-        if self.server is not None:
-            await self.server.stop(grace)
-        if self.engine is not None:
-            await self.engine.stop(grace)
+        # in-flight calls and running attempts share one grace period
+        await asyncio.gather(
+            *([self.server.stop(grace)] if self.server is not None else []),
+            *([self.engine.stop(grace)] if self.engine is not None else []),
+        )
         if self._tailer is not None:
             self._tailer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

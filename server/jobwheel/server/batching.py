@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -26,7 +27,7 @@ class GroupCommit(Generic[I, O]):
     ) -> None:
         self._write = write
         self._max_batch = max_batch
-        self._pending: list[tuple[list[I], asyncio.Future[list[O]]]] = []
+        self._pending: deque[tuple[list[I], asyncio.Future[list[O]]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # for benchmarks and tests: how many writes were issued
 
@@ -44,7 +45,7 @@ class GroupCommit(Generic[I, O]):
         taken: list[tuple[list[I], asyncio.Future[list[O]]]] = []
         size = 0
         while self._pending and (not taken or size + len(self._pending[0][0]) <= self._max_batch):
-            call = self._pending.pop(0)
+            call = self._pending.popleft()
             taken.append(call)
             size += len(call[0])
         return taken
@@ -56,7 +57,14 @@ class GroupCommit(Generic[I, O]):
             try:
                 self.batches += 1
                 results = list(await self._write(merged))
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # cancelled: nobody may wait forever
+                    for _, fut in calls:
+                        self._settle_error(fut, exc)
+                    for _, fut in self._pending:
+                        self._settle_error(fut, exc)
+                    self._pending.clear()
+                    raise
                 if len(calls) == 1:
                     self._settle_error(calls[0][1], exc)
                     continue
@@ -79,6 +87,10 @@ class GroupCommit(Generic[I, O]):
             fut.set_result(value)
 
     @staticmethod
-    def _settle_error(fut: asyncio.Future[list[O]], exc: Exception) -> None:
-        if not fut.done():
+    def _settle_error(fut: asyncio.Future[list[O]], exc: BaseException) -> None:
+        if fut.done():
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            fut.cancel()
+        else:
             fut.set_exception(exc)

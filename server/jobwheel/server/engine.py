@@ -109,7 +109,19 @@ class Engine:
         lost = [j for j in lost if not self.dispatcher.holds(j.id)]
         if lost:
             why = "executor lost (process ended or lease expired)"
-            await self.store.settle([outcomes.lost(j, now, why) for j in lost])
+            dead = dead_worker_prefix or "\0"
+            await self.store.settle(
+                [
+                    outcomes.lost(
+                        j,
+                        now,
+                        why,
+                        # a live executor renewing its lease in the meantime keeps its job
+                        lease_expired_before=None if j.worker_id.startswith(dead) else now,
+                    )
+                    for j in lost
+                ]
+            )
             log.warning("re-queued %d jobs whose attempt was lost", len(lost))
             self.dispatcher.wake({j.queue for j in lost})
         return len(lost)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -101,22 +102,41 @@ class EventBus:
 
 
 class LogTailer:
-    """Reads the event log for revisions the bus has not seen: those of other replicas
-    sharing a PostgreSQL database. (On SQLite there is one process: nothing to tail.)"""
+    """Fills the bus from the event log.
 
-    def __init__(self, store: Store, bus: EventBus, every: Micros = SECOND // 20) -> None:
+    On PostgreSQL it reads every revision the bus has not seen: those of other replicas
+    sharing the database. On SQLite there is one process, so it only repairs: when an event
+    waits for a predecessor that never arrived, or the log is ahead of the bus (a writer was
+    cancelled between its commit and handing over its events), it reads the missing ones.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        *,
+        always: bool,
+        every: Micros = SECOND // 20,
+        check_every: Micros = SECOND,
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.always = always
         self.every = every
+        self.check_every = check_every
 
     async def run(self) -> None:
+        next_check = 0.0
         while True:
             try:
-                while True:
+                behind = self.always or self.bus.gap
+                if not behind and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self.check_every / SECOND
+                    behind = await self.store.head_revision() > self.bus.head
+                while behind:
                     events = await self.store.read_events(self.bus.head, 1000)
                     self.bus.publish(events)
-                    if len(events) < 1000:
-                        break
+                    behind = len(events) == 1000
             except Exception:
                 log.exception("reading the event log failed; retrying")
             await asyncio.sleep(self.every / SECOND)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from jobwheel.server import model
 from jobwheel.server.api.convert import EVENT_TYPE_TO_PROTO, job_to_proto, timestamp
 from jobwheel.server.api.errors import (
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     OutOfRange,
@@ -28,6 +29,7 @@ from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
 REPLAY_PAGE = 1000
+SNAPSHOT_LIMIT = 50_000
 
 
 class ProtoCache:
@@ -100,10 +102,22 @@ class Watcher:
         try:
             last = since if since else sub.start - 1
             if include_snapshot:
+                # read it all before sending: a client that does not read must not hold a
+                # database transaction (and a pooled connection) open
+                snapshot: list[model.Job] = []
                 async with self.store.snapshot(flt) as (revision, chunks):
                     async for jobs in chunks:
-                        for job in jobs:
-                            yield self._snapshot_entry(job, revision)
+                        snapshot += jobs
+                        if len(snapshot) > SNAPSHOT_LIMIT:
+                            raise FailedPrecondition(
+                                f"the snapshot would hold more than {SNAPSHOT_LIMIT} jobs: "
+                                "narrow the filter, or watch without a snapshot",
+                                "SNAPSHOT_TOO_LARGE",
+                                limit=str(SNAPSHOT_LIMIT),
+                            )
+                for job in snapshot:
+                    yield self._snapshot_entry(job, revision)
+                del snapshot
                 last = revision
                 yield pb.WatchJobsResponse(snapshot_end=pb.SnapshotEnd(revision=revision))
             # the log holds what happened between `last` and the subscription

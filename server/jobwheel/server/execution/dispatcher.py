@@ -58,6 +58,8 @@ class Dispatcher:
         self._queues: dict[str, model.QueueSettings] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._started: set[str] = set()
+        self._settling: set[asyncio.Future[None]] = set()
 
     @property
     def running(self) -> int:
@@ -128,6 +130,8 @@ class Dispatcher:
                 room = allowed
             if room <= 0:
                 continue
+            # out before the claim: a wake-up for this queue during the claim puts it back
+            self._ready.discard(queue)
             claimed = await self.store.claim(
                 queue,
                 tasks,
@@ -139,17 +143,45 @@ class Dispatcher:
             )
             if bucket is not None:
                 bucket.give_back(room - len(claimed))
-            if len(claimed) < room:
-                self._ready.discard(queue)  # drained (of what this process can run)
+            if len(claimed) == room:
+                self._ready.add(queue)  # there may be more
             for job in claimed:
-                self._running[queue] += 1
-                self._tasks[job.id] = asyncio.create_task(self._execute(job))
+                self._start(job)
 
     def _wake_later(self, delay: float) -> None:
-        if self._timer is None or self._timer.when() > asyncio.get_running_loop().time() + delay:
+        loop = asyncio.get_running_loop()
+        if self._timer is None or self._timer.when() > loop.time() + delay:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            self._timer = loop.call_later(delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._wake.set()
+
+    def _start(self, job: model.Job) -> None:
+        self._running[job.queue] += 1
+        task = asyncio.create_task(self._execute(job))
+        self._tasks[job.id] = task
+        # in a callback, not a `finally`: a task cancelled before its first step runs no code
+        task.add_done_callback(lambda done: self._done(job, done))
+
+    def _done(self, job: model.Job, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(job.id, None)
+        self._running[job.queue] -= 1
+        self._ready.add(job.queue)
+        self._wake.set()
+        if job.id in self._started:
+            self._started.discard(job.id)
+        elif task.cancelled():  # cancelled before it began: settle it all the same
+            result = AttemptResult(Outcome.CANCELLED, error="Cancelled")
+            settlement = (
+                outcomes.settle(job, result, self.clock.now(), random.random())
+                if self._accepting
+                else outcomes.lost(job, self.clock.now(), "server stopped", counts=False)
+            )
+            self._settling.add(settle := asyncio.ensure_future(self._finish(settlement)))
+            settle.add_done_callback(self._settling.discard)
 
     async def _execute(self, job: model.Job) -> None:
         ctx = TaskContext(
@@ -161,25 +193,22 @@ class Dispatcher:
             labels=job.labels,
         )
         limit = None if job.timeout is None else job.timeout / model.SECOND
+        self._started.add(job.id)
         try:
             try:
                 result = await self._run(job, ctx, limit)
             except asyncio.CancelledError:
                 if self._accepting:  # a cancel of this job, not a shutdown
                     result = AttemptResult(Outcome.CANCELLED, error="Cancelled")
-                else:
-                    await self._finish(outcomes.lost(job, self.clock.now(), "server stopped"))
+                else:  # released: it runs again at the next start, no attempt used up
+                    lost = outcomes.lost(job, self.clock.now(), "server stopped", counts=False)
+                    await self._finish(lost)
                     return
             await self._finish(outcomes.settle(job, result, self.clock.now(), random.random()))
         except Exception:
             log.exception(
                 "settling job %s failed; its lease will expire and it will re-run", job.id
             )
-        finally:
-            self._tasks.pop(job.id, None)
-            self._running[job.queue] -= 1
-            self._ready.add(job.queue)
-            self._wake.set()
 
     async def _run(self, job: model.Job, ctx: TaskContext, limit: float | None) -> AttemptResult:
         if job.http is None:

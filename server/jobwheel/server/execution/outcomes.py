@@ -44,6 +44,9 @@ class Settlement:
     events: tuple[model.EventType, ...]
     after: model.Job  # the job as it will be once this is applied
     skipped: int = 0  # occurrences dropped by the overlap policy
+    # for a lost attempt: applies only if the lease still ends before this (a heartbeat in
+    # between means the executor is alive after all)
+    lease_expired_before: model.Micros | None = None
 
 
 def _settlement(job: model.Job, **fields: Any) -> Settlement:
@@ -142,8 +145,20 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
     )
 
 
-def lost(job: model.Job, now: model.Micros, why: str) -> Settlement:
-    """The settlement of an attempt whose executor vanished: run the job again at once."""
+def lost(
+    job: model.Job,
+    now: model.Micros,
+    why: str,
+    *,
+    counts: bool = True,
+    lease_expired_before: model.Micros | None = None,
+) -> Settlement:
+    """The settlement of an attempt whose executor vanished: run the job again at once.
+
+    A lost attempt counts against max_attempts (`counts`), so a job that crashes every
+    executor still ends; an attempt released by a graceful stop does not count. A recurring
+    job out of attempts goes on with its next occurrence, like any failed execution.
+    """
     error = f"LostAttempt: {why}"
     base: dict[str, Any] = {
         "job_id": job.id,
@@ -157,18 +172,27 @@ def lost(job: model.Job, now: model.Micros, why: str) -> Settlement:
         "result": job.result,
         "attempt": job.attempt,
     }
-    if job.attempt < job.retry_policy.max_attempts:
+    if not counts or job.attempt < job.retry_policy.max_attempts:
         return _settlement(
             job,
             **base,
+            lease_expired_before=lease_expired_before,
             state=model.JobState.QUEUED,
             next_run_time=now,
             end_time=None,
             events=(model.EventType.ATTEMPT_LOST, model.EventType.QUEUED),
         )
+    if job.recurring:
+        out = settle(job, AttemptResult(Outcome.FAILED, error=error), now, 0.5)
+        return replace(
+            out,
+            attempt_outcome=model.AttemptOutcome.LOST,
+            lease_expired_before=lease_expired_before,
+        )
     return _settlement(
         job,
         **base,
+        lease_expired_before=lease_expired_before,
         state=model.JobState.FAILED,
         next_run_time=None,
         end_time=now,

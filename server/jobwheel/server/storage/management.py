@@ -143,7 +143,9 @@ class Management(StoreBase):
         conds: list[ColumnElement[bool]] = [*job_conditions(self.dialect, flt), allowed]
         pick = select(jobs.c.seq).where(*conds).order_by(jobs.c.seq).limit(limit)
         if self.dialect.skip_locked:
-            pick = pick.with_for_update(skip_locked=True)
+            # wait for rows a settle or heartbeat holds (short transactions, taken in seq
+            # order): skipping them would report a job as not allowed, or miss it in bulk
+            pick = pick.with_for_update()
         chosen = jobs.c.seq.in_(pick.scalar_subquery())
         stmt: Any
         if action.deletes:

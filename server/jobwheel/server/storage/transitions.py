@@ -20,6 +20,7 @@ from jobwheel.server.storage.schema import attempts, jobs
 from sqlalchemy import ColumnElement, and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+_CATCH_UP_BATCH = 1000
 _WAITING = (JobState.SCHEDULED.value, JobState.RETRYING.value)
 
 _settle_job = (
@@ -99,7 +100,12 @@ class Transitions(StoreBase):
         async with self._write() as conn:
             changes: list[tuple[EventType, Job]] = []
             if catch_up is not None and misfire_before is not None:
-                changes += await self._catch_up(conn, now, misfire_before, catch_up)
+                after_seq: int | None = 0
+                while after_seq is not None:
+                    batch, after_seq = await self._catch_up(
+                        conn, now, misfire_before, catch_up, after_seq
+                    )
+                    changes += batch
             promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
             changes += [(EventType.QUEUED, job) for job in promoted]
             committed = await append_events(conn, changes, now)
@@ -112,15 +118,20 @@ class Transitions(StoreBase):
         now: Micros,
         before: Micros,
         catch_up: Callable[[Job], tuple[Micros | None, int]],
-    ) -> list[tuple[EventType, Job]]:
+        after_seq: int,
+    ) -> tuple[list[tuple[EventType, Job]], int | None]:
+        """One batch of late recurring jobs (by seq, after `after_seq`); the last seq seen,
+        or None when there are no more."""
         late_stmt = (
             select(jobs)
             .where(
                 jobs.c.state == JobState.SCHEDULED.value,
                 jobs.c.recurring.is_(True),
                 jobs.c.next_run_time < before,
+                jobs.c.seq > after_seq,
             )
-            .limit(1000)
+            .order_by(jobs.c.seq)
+            .limit(_CATCH_UP_BATCH)
         )
         if self.dialect.skip_locked:
             late_stmt = late_stmt.with_for_update(skip_locked=True)
@@ -151,7 +162,8 @@ class Transitions(StoreBase):
                 changes.append((EventType.MISFIRE_SKIPPED, after))
             if next_run is None:
                 changes.append((EventType.COMPLETED, after))
-        return changes
+        more = len(late) == _CATCH_UP_BATCH
+        return changes, (late[-1].seq if more else None)
 
     async def claim(
         self,
@@ -253,7 +265,7 @@ class Transitions(StoreBase):
             return []
         async with self._write() as conn:
             held = await self._held_attempts(conn, [s.job_id for s in settlements])
-            applies = [held.get(s.job_id) == (s.execution, s.epoch) for s in settlements]
+            applies = [_holds(held.get(s.job_id), s) for s in settlements]
             applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
             committed: list[Event] = []
             if applied:
@@ -267,18 +279,21 @@ class Transitions(StoreBase):
 
     async def _held_attempts(
         self, conn: AsyncConnection, job_ids: list[str]
-    ) -> dict[str, tuple[int, int]]:
-        """(execution, attempt) of each RUNNING job among `job_ids`, locked until commit."""
-        held: dict[str, tuple[int, int]] = {}
+    ) -> dict[str, tuple[int, int, Micros | None]]:
+        """(execution, attempt, lease end) of each RUNNING job among `job_ids`, locked until
+        commit."""
+        held: dict[str, tuple[int, int, Micros | None]] = {}
         for start in range(0, len(job_ids), self.dialect.max_in_list):
-            stmt = select(jobs.c.id, jobs.c.execution_count, jobs.c.attempt).where(
+            stmt = select(
+                jobs.c.id, jobs.c.execution_count, jobs.c.attempt, jobs.c.lease_expire_time
+            ).where(
                 jobs.c.id.in_(job_ids[start : start + self.dialect.max_in_list]),
                 jobs.c.state == JobState.RUNNING.value,
             )
             if self.dialect.skip_locked:
                 stmt = stmt.with_for_update()
             for r in await conn.execute(stmt):
-                held[r.id] = (r.execution_count, r.attempt)
+                held[r.id] = (r.execution_count, r.attempt, r.lease_expire_time)
         return held
 
     async def renew_leases(self, worker_id: str, now: Micros, until: Micros) -> int:
@@ -305,6 +320,14 @@ class Transitions(StoreBase):
         )
         async with self._read() as conn:
             return [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+def _holds(held: tuple[int, int, Micros | None] | None, s: Settlement) -> bool:
+    """The job still runs the attempt `s` settles (and, for a lost one, its lease ran out)."""
+    if held is None or held[:2] != (s.execution, s.epoch):
+        return False
+    limit = s.lease_expired_before
+    return limit is None or (held[2] is not None and held[2] < limit)
 
 
 def _settlement_params(s: Settlement) -> dict[str, Any]:

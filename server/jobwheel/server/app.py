@@ -71,6 +71,7 @@ class App:
             self.clock,
             handlers.registered(),
             concurrency=self.settings.queue_concurrency,
+            threads=self.settings.threads,
             event_retention=int(self.settings.event_retention * model.SECOND),
             recover_every=int(self.settings.recover_interval * model.SECOND),
             retention=int(self.settings.retention * model.SECOND),

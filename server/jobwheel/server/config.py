@@ -20,6 +20,7 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     grace_period: float = 10.0
     queue_concurrency: int = 256
+    threads: int = 32
     watch_heartbeat: float = 15.0
     watch_buffer: int = 10_000
     event_retention: float = 86_400.0
@@ -96,6 +97,13 @@ def parse_settings(
         help="attempts one process runs at once per queue (JOBWHEEL_QUEUE_CONCURRENCY)",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(env.get("JOBWHEEL_THREADS", 32)),
+        help="threads that run plain (non-async) handlers; time waiting for one counts "
+        "toward a job's timeout (JOBWHEEL_THREADS, default 32)",
+    )
+    parser.add_argument(
         "--watch-heartbeat",
         type=float,
         default=float(env.get("JOBWHEEL_WATCH_HEARTBEAT", 15.0)),
@@ -170,6 +178,8 @@ def parse_settings(
         handlers = _split(env.get("JOBWHEEL_HANDLERS", ""))
     else:
         handlers = [h for item in handlers for h in _split(item)]
+    if args.threads <= 0:
+        parser.error("--threads must be positive")
     if args.queue_concurrency <= 0:
         parser.error("--queue-concurrency must be positive")
     if args.max_payload_bytes <= 0:
@@ -182,6 +192,7 @@ def parse_settings(
         sqlite_synchronous=args.sqlite_synchronous,
         grace_period=args.grace_period,
         queue_concurrency=args.queue_concurrency,
+        threads=args.threads,
         watch_heartbeat=args.watch_heartbeat,
         watch_buffer=args.watch_buffer,
         event_retention=args.event_retention,

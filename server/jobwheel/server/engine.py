@@ -39,6 +39,7 @@ class Engine:
         retention: model.Micros = 7 * 86_400 * model.SECOND,
         misfire_grace: model.Micros = 5 * model.SECOND,
         webhooks: WebhookSettings | None = None,
+        threads: int = 32,
     ) -> None:
         self.event_retention = event_retention
         self.retention = retention
@@ -50,7 +51,9 @@ class Engine:
         self.worker_id = f"{INPROCESS_PREFIX}{new_id()}"
         self.webhooks = WebhookExecutor(webhooks or WebhookSettings())
         self.deliveries = EventDeliveries(store, clock, self.webhooks)
-        self.executor = InProcessExecutor({**handlers, DELIVERY_TASK: self.deliveries.deliver})
+        self.executor = InProcessExecutor(
+            {**handlers, DELIVERY_TASK: self.deliveries.deliver}, max_threads=threads
+        )
         self.dispatcher = Dispatcher(
             store,
             clock,

@@ -17,9 +17,12 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
 DOMAIN = "jobwheel.dev"
+OVERLOADED = "the server is overloaded (all database connections busy); retry with backoff"
+UNAVAILABLE = "the database is unavailable; retry with backoff"
 
 
 @dataclass(frozen=True)
@@ -116,5 +119,12 @@ def rpc_errors(method: F) -> F:
             return await method(self, request, context)
         except DomainError as err:
             await context.abort_with_status(to_grpc_status(err))
+        except sa_exc.TimeoutError:
+            # every database connection is busy: the server is overloaded, the call can wait
+            log.warning("database pool exhausted in %s", method.__name__)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED)
+        except sa_exc.OperationalError as exc:
+            log.warning("database unavailable in %s: %s", method.__name__, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE)
 
     return wrapper  # type: ignore[return-value]

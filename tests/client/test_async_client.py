@@ -81,3 +81,21 @@ async def test_not_found(client: AsyncClient) -> None:
         await client.get_job("0190c7f5-0000-7000-8000-000000000000")
     with pytest.raises(NotFound):
         await client.list_job_attempts("0190c7f5-0000-7000-8000-000000000000")
+
+
+async def test_event_subscriptions(client: AsyncClient) -> None:
+    secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+    sub = await client.create_event_subscription(
+        "https://example.com/hooks", ["completed", "job.failed"], secret
+    )
+    assert sorted(sub.event_types) == [
+        job_pb2.JOB_EVENT_TYPE_COMPLETED,
+        job_pb2.JOB_EVENT_TYPE_FAILED,
+    ]
+    assert [s.id for s in await client.list_event_subscriptions()] == [sub.id]
+    with pytest.raises(InvalidArgument) as info:
+        await client.create_event_subscription("ftp://x", ["completed"], secret)
+    assert [v.field for v in info.value.violations] == ["url"]
+    await client.delete_event_subscription(sub.id)
+    with pytest.raises(NotFound):
+        await client.delete_event_subscription(sub.id)

@@ -286,6 +286,18 @@ class AsyncClient:
     async def resume_queue(self, name: str) -> job_pb2.Queue:
         return await self._run(calls.queue_op("ResumeQueue", name))
 
+    async def create_event_subscription(
+        self, url: str, event_types: Iterable[str | int], secret: str
+    ) -> pb.EventSubscription:
+        """Subscribes `url` to job events (e.g. ["completed", "failed"]), signed with `secret`."""
+        return await self._run(calls.create_event_subscription(url, event_types, secret))
+
+    async def list_event_subscriptions(self) -> list[pb.EventSubscription]:
+        return await self._run(calls.list_event_subscriptions())
+
+    async def delete_event_subscription(self, subscription_id: str) -> None:
+        await self._run(calls.delete_event_subscription(subscription_id))
+
     async def update_queue(
         self,
         name: str,

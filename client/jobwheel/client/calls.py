@@ -282,3 +282,40 @@ def watch_request(
         include_snapshot=include_snapshot,
         since_revision=since_revision,
     )
+
+
+def event_type(value: str | int) -> Any:
+    """A JobEventType from its number, its full name or its short name ("completed")."""
+    if isinstance(value, int):
+        return value
+    name = value.upper()
+    if not name.startswith("JOB_EVENT_TYPE_"):
+        name = f"JOB_EVENT_TYPE_{name.removeprefix('JOB.')}"
+    return job_pb2.JobEventType.Value(name)
+
+
+def create_event_subscription(
+    url: str, event_types: Iterable[str | int], secret: str
+) -> Call[pb.EventSubscription]:
+    req = pb.CreateEventSubscriptionRequest(
+        url=url, event_types=[event_type(t) for t in event_types], secret=secret
+    )
+    return Call("CreateEventSubscription", req, lambda r: r.subscription, idempotent=False)
+
+
+def list_event_subscriptions() -> Call[list[pb.EventSubscription]]:
+    return Call(
+        "ListEventSubscriptions",
+        pb.ListEventSubscriptionsRequest(),
+        lambda r: list(r.subscriptions),
+        idempotent=True,
+    )
+
+
+def delete_event_subscription(subscription_id: str) -> Call[None]:
+    return Call(
+        "DeleteEventSubscription",
+        pb.DeleteEventSubscriptionRequest(id=subscription_id),
+        lambda r: None,
+        idempotent=False,
+    )

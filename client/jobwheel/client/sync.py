@@ -287,6 +287,18 @@ class Client:
     def resume_queue(self, name: str) -> job_pb2.Queue:
         return self._run(calls.queue_op("ResumeQueue", name))
 
+    def create_event_subscription(
+        self, url: str, event_types: Iterable[str | int], secret: str
+    ) -> pb.EventSubscription:
+        """Subscribes `url` to job events (e.g. ["completed", "failed"]), signed with `secret`."""
+        return self._run(calls.create_event_subscription(url, event_types, secret))
+
+    def list_event_subscriptions(self) -> list[pb.EventSubscription]:
+        return self._run(calls.list_event_subscriptions())
+
+    def delete_event_subscription(self, subscription_id: str) -> None:
+        self._run(calls.delete_event_subscription(subscription_id))
+
     def update_queue(
         self,
         name: str,

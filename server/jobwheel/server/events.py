@@ -11,6 +11,7 @@ and never slows the engine or other watchers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -105,9 +106,10 @@ class LogTailer:
     """Fills the bus from the event log.
 
     On PostgreSQL it reads every revision the bus has not seen: those of other replicas
-    sharing the database. On SQLite there is one process, so it only repairs: when an event
-    waits for a predecessor that never arrived, or the log is ahead of the bus (a writer was
-    cancelled between its commit and handing over its events), it reads the missing ones.
+    sharing the database, woken by LISTEN/NOTIFY as they commit. On SQLite there is one
+    process, so it only repairs: when an event waits for a predecessor that never arrived, or
+    the log is ahead of the bus (a writer was cancelled between its commit and handing over
+    its events), it reads the missing ones.
     """
 
     def __init__(
@@ -126,17 +128,25 @@ class LogTailer:
         self.check_every = check_every
 
     async def run(self) -> None:
-        next_check = 0.0
-        while True:
-            try:
-                behind = self.always or self.bus.gap
-                if not behind and time.monotonic() >= next_check:
-                    next_check = time.monotonic() + self.check_every / SECOND
-                    behind = await self.store.head_revision() > self.bus.head
-                while behind:
-                    events = await self.store.read_events(self.bus.head, 1000)
-                    self.bus.publish(events)
-                    behind = len(events) == 1000
-            except Exception:
-                log.exception("reading the event log failed; retrying")
-            await asyncio.sleep(self.every / SECOND)
+        notified = asyncio.Event()
+        async with self.store.listening(notified.set) as listening:
+            next_check = 0.0
+            while True:
+                try:
+                    behind = self.always or self.bus.gap
+                    if not behind and time.monotonic() >= next_check:
+                        next_check = time.monotonic() + self.check_every / SECOND
+                        behind = await self.store.head_revision() > self.bus.head
+                    while behind:
+                        events = await self.store.read_events(self.bus.head, 1000)
+                        self.bus.publish(events)
+                        behind = len(events) == 1000
+                except Exception:
+                    log.exception("reading the event log failed; retrying")
+                if listening:  # woken by NOTIFY; a slow poll in case one was missed
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.check_every / SECOND):
+                            await notified.wait()
+                    notified.clear()
+                else:
+                    await asyncio.sleep(self.every / SECOND)

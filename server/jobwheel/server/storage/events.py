@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Change = tuple[EventType, Job]
+NOTIFY_CHANNEL = "jobwheel_events"
 # the newest revision (row 1 of event_head)
 _HEAD = select(event_head.c.revision).where(event_head.c.id == 1)
 
@@ -55,11 +56,34 @@ async def append_events(
             for e in out
         ],
     )
+    if conn.dialect.name == "postgresql":
+        # delivered at commit: other replicas' tailers read the new revisions at once
+        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(out[-1].revision))))
     return out
 
 
 class EventLog(StoreBase):
     """Mixed into Store."""
+
+    @asynccontextmanager
+    async def listening(self, on_notify: Callable[[], None]) -> AsyncIterator[bool]:
+        """While inside, `on_notify` is called when any process appends events (PostgreSQL
+        LISTEN/NOTIFY, on a connection held for the purpose). Yields False elsewhere."""
+        if self.dialect.name != "postgresql":
+            yield False
+            return
+        async with self.read_engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+
+            def callback(*_: object) -> None:
+                on_notify()
+
+            await driver.add_listener(NOTIFY_CHANNEL, callback)
+            try:
+                yield True
+            finally:
+                await driver.remove_listener(NOTIFY_CHANNEL, callback)
 
     async def head_revision(self) -> int:
         async with self._read() as conn:

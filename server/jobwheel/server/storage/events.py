@@ -69,7 +69,7 @@ class EventLog(StoreBase):
     async def listening(self, on_notify: Callable[[], None]) -> AsyncIterator[bool]:
         """While inside, `on_notify` is called when any process appends events (PostgreSQL
         LISTEN/NOTIFY, on a connection held for the purpose). Yields False elsewhere."""
-        if self.dialect.name != "postgresql":
+        if not self.dialect.notify:
             yield False
             return
         async with self.read_engine.connect() as conn:

@@ -19,6 +19,7 @@ from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling.scheduler import Scheduler
 from jobwheel.server.storage import Store
+from jobwheel.server.storage.leadership import Leadership
 
 log = logging.getLogger(__name__)
 INPROCESS_PREFIX = "inprocess@"
@@ -69,6 +70,7 @@ class Engine:
         )
         self.overlaps = Overlaps(store, clock, self.scheduler.add_timer, self.dispatcher.cancel)
         self._loops: list[asyncio.Task[None]] = []
+        self.leadership = Leadership(store)
 
     def _on_timer(self, key: tuple[str, str, int], due: model.Micros) -> None:
         if key[0] == "overlap":
@@ -140,11 +142,12 @@ class Engine:
                 if now >= next_renew:
                     await self.store.renew_leases(self.worker_id, now, now + self.lease)
                     next_renew = now + renew_every
-                await self.recover()
+                if await self.leadership.check():  # one replica does the upkeep of all
+                    await self.recover()
                 # other replicas may have changed queue settings or subscriptions
                 self.dispatcher.set_queues(await self.store.queue_settings())
                 await self.deliveries.refresh()
-                if now >= next_prune:
+                if now >= next_prune and self.leadership.leading:
                     await self.store.prune_events(now - self.event_retention)
                     if self.retention > 0:
                         # in batches, so the database is never held for long
@@ -166,3 +169,4 @@ class Engine:
                 await loop
         self.executor.close()
         await self.webhooks.aclose()
+        await self.leadership.release()

@@ -1,0 +1,54 @@
+"""Which replica runs maintenance (lost-attempt recovery, pruning): the one holding a
+PostgreSQL session advisory lock, on a connection kept for it. If that replica dies its
+connection closes, the lock is released and another replica takes over at its next try.
+With SQLite there is one process: it always leads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from jobwheel.server.storage.store import Store
+from sqlalchemy import func, select
+
+log = logging.getLogger(__name__)
+LEADER_LOCK_KEY = 0x6A77_6C65_6164  # "jw" + "lead" in ASCII
+
+
+class Leadership:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._conn: Any = None
+        self.leading = not store.dialect.advisory_locks
+
+    async def check(self) -> bool:
+        """Takes the lead if nobody holds it; True while this process leads."""
+        if not self.store.dialect.advisory_locks:
+            return True
+        try:
+            if self._conn is None:
+                self._conn = await self.store.read_engine.connect()
+            if not self.leading:
+                lock = select(func.pg_try_advisory_lock(LEADER_LOCK_KEY))
+                self.leading = bool((await self._conn.execute(lock)).scalar())
+                await self._conn.commit()  # the lock is the session's, not the transaction's
+                if self.leading:
+                    log.info("this replica now runs maintenance")
+            else:
+                await self._conn.execute(select(1))  # still connected, so still holding it
+                await self._conn.commit()
+        except Exception:
+            log.exception("leadership check failed; not leading until it works again")
+            await self.release()
+        return self.leading
+
+    async def release(self) -> None:
+        self.leading = not self.store.dialect.advisory_locks
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                # the pool would keep the session (and its lock) alive: end it for real
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()

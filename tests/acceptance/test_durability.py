@@ -45,3 +45,18 @@ def test_sigterm_stops_gracefully(server_process: ServerProcess) -> None:
     assert health == {"status": "SERVING"}
     assert server_process.terminate() == 0
     assert "jobwheel stopped" in server_process.log_path.read_text()
+
+
+def test_a_second_server_on_the_same_sqlite_file_is_refused(
+    server_process: ServerProcess,
+) -> None:
+    result = subprocess.run(
+        [str(BIN / "jobwheel-server"), "--listen", "127.0.0.1:0", "--db", server_process.db_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "another jobwheel server already uses" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -24,7 +24,8 @@ from jobwheel.server.engine import Engine
 from jobwheel.server.events import EventBus, LogTailer
 from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.execution.webhook import WebhookSettings
-from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage import SchemaVersionError, StorageUrlError, Store, open_store
+from jobwheel.server.storage.exclusive import DatabaseInUse, ExclusiveUse
 from jobwheel.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -48,6 +49,7 @@ class App:
         self.clock = clock or SystemClock()
         self.store: Store | None = None
         self.engine: Engine | None = None
+        self.exclusive = ExclusiveUse(settings.db)
         self.remote: RemoteWorkers | None = None
         self._tailer: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
@@ -58,6 +60,7 @@ class App:
         handlers.load_modules(self.settings.handlers)
         if not self.settings.webhook_secrets:
             log.warning("no --webhook-secret set: HTTP jobs are sent unsigned")
+        self.exclusive.acquire()
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
@@ -151,6 +154,7 @@ class App:
                 await self._tailer
         if self.store is not None:
             await self.store.close()
+        self.exclusive.release()
         log.info("jobwheel stopped")
 
 
@@ -173,8 +177,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(settings))
+    except (DatabaseInUse, StorageUrlError, SchemaVersionError, OSError) as exc:
+        # a start-up problem the operator must fix: one clear line, not a traceback
+        sys.exit(f"jobwheel-server: {exc}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class App:
     async def start(self) -> int:
         handlers.load_modules(self.settings.handlers)
         if not self.settings.webhook_secrets:
-            log.warning("no --webhook-secret set: HTTP jobs are sent unsigned")
+            log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
         self.exclusive.acquire()
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous

@@ -202,3 +202,34 @@ async def test_events_a_writer_never_handed_over_are_read_from_the_log(server: R
     msgs = await take(call, 2, within=5)
     call.cancel()
     assert [m.event.job.id for m in msgs] == [*lost, *after]
+
+
+async def test_batches_when_asked(server: Running) -> None:
+    await enqueue_many(server, 1)  # so the replay below starts after a real revision
+    call = server.jobs.WatchJobs(pb.WatchJobsRequest(max_batch=50))
+    await asyncio.sleep(0.1)
+    ids = await enqueue_many(server, 200)
+    messages, events = 0, []
+    while len(events) < 200:
+        msg = await asyncio.wait_for(call.read(), 5)
+        if msg.HasField("heartbeat"):
+            continue
+        messages += 1
+        events += list(msg.batch.events) if msg.HasField("batch") else [msg.event]
+        assert len(msg.batch.events) <= 50
+    call.cancel()
+    assert [e.job.id for e in events] == ids
+    revisions = [e.revision for e in events]
+    assert revisions == list(range(revisions[0], revisions[0] + 200))
+    assert messages < 200  # events that waited together came together
+    # a replay from the log is batched too
+    replay = server.jobs.WatchJobs(
+        pb.WatchJobsRequest(since_revision=revisions[0] - 1, max_batch=100)
+    )
+    first = await asyncio.wait_for(replay.read(), 5)
+    replay.cancel()
+    assert [e.revision for e in first.batch.events] == revisions[:100]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in server.jobs.WatchJobs(pb.WatchJobsRequest(max_batch=-1)):
+            pass
+    assert "max_batch" in field_violations(info.value)

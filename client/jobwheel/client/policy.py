@@ -72,6 +72,8 @@ class WatchCursor:
             return
         elif kind == "event" and resp.event.type != job_pb2.JOB_EVENT_TYPE_SNAPSHOT:
             self.revision = max(self.revision, resp.event.revision)
+        elif kind == "batch" and resp.batch.events:
+            self.revision = max(self.revision, resp.batch.events[-1].revision)
         elif kind == "heartbeat":
             self.revision = max(self.revision, resp.heartbeat.revision)
 

@@ -252,14 +252,22 @@ class GetJobStatsResponse(_message.Message):
     def __init__(self, total: _Optional[int] = ..., state_counts: _Optional[_Iterable[_Union[_job_pb2.StateCount, _Mapping]]] = ..., queue_counts: _Optional[_Iterable[_Union[QueueCount, _Mapping]]] = ..., success_rate: _Optional[float] = ..., completed_per_second: _Optional[float] = ..., run_duration_p50: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_duration_p90: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_duration_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class WatchJobsRequest(_message.Message):
-    __slots__ = ("filter", "include_snapshot", "since_revision")
+    __slots__ = ("filter", "include_snapshot", "since_revision", "max_batch")
     FILTER_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     filter: _job_pb2.JobFilter
     include_snapshot: bool
     since_revision: int
-    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., include_snapshot: _Optional[bool] = ..., since_revision: _Optional[int] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., include_snapshot: _Optional[bool] = ..., since_revision: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
+
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_job_pb2.JobEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[_job_pb2.JobEvent, _Mapping]]] = ...) -> None: ...
 
 class WatchHeartbeat(_message.Message):
     __slots__ = ("revision", "time")
@@ -276,14 +284,16 @@ class SnapshotEnd(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class WatchJobsResponse(_message.Message):
-    __slots__ = ("event", "heartbeat", "snapshot_end")
+    __slots__ = ("event", "heartbeat", "snapshot_end", "batch")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_END_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     event: _job_pb2.JobEvent
     heartbeat: WatchHeartbeat
     snapshot_end: SnapshotEnd
-    def __init__(self, event: _Optional[_Union[_job_pb2.JobEvent, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ..., snapshot_end: _Optional[_Union[SnapshotEnd, _Mapping]] = ...) -> None: ...
+    batch: EventBatch
+    def __init__(self, event: _Optional[_Union[_job_pb2.JobEvent, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ..., snapshot_end: _Optional[_Union[SnapshotEnd, _Mapping]] = ..., batch: _Optional[_Union[EventBatch, _Mapping]] = ...) -> None: ...
 
 class PreviewScheduleRequest(_message.Message):
     __slots__ = ("schedule", "count", "after_time")

@@ -119,8 +119,12 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         try:
             errors = validate.Violations()
             flt = validate.filter_from_proto(request.filter, "filter", errors)
+            if not 0 <= request.max_batch <= MAX_WATCH_BATCH:
+                errors.add("max_batch", f"must be between 0 and {MAX_WATCH_BATCH}")
             errors.raise_if_any()
-            stream = self.watcher.stream(flt, request.include_snapshot, request.since_revision)
+            stream = self.watcher.stream(
+                flt, request.include_snapshot, request.since_revision, request.max_batch
+            )
             async for response in stream:
                 yield response
         except DomainError as err:
@@ -254,6 +258,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
 
 
 MAX_REASON = 1024
+MAX_WATCH_BATCH = 1000
 MAX_PREVIEW = 1000
 
 

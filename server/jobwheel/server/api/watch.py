@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from jobwheel.server import model
 from jobwheel.server.api.convert import EVENT_TYPE_TO_PROTO, job_to_proto, timestamp
@@ -95,7 +95,7 @@ class Watcher:
             )
 
     async def stream(
-        self, flt: model.JobFilter, include_snapshot: bool, since: int
+        self, flt: model.JobFilter, include_snapshot: bool, since: int, max_batch: int = 1
     ) -> AsyncIterator[pb.WatchJobsResponse]:
         await self.check(since)
         sub = self.bus.subscribe(flt, self.buffer)
@@ -122,21 +122,39 @@ class Watcher:
                 yield pb.WatchJobsResponse(snapshot_end=pb.SnapshotEnd(revision=revision))
             # the log holds what happened between `last` and the subscription
             while last < sub.start - 1:
-                events = await self.store.read_events(last, REPLAY_PAGE)
-                for event in events:
+                page = await self.store.read_events(last, REPLAY_PAGE)
+                wanted = []
+                for event in page:
                     if event.revision >= sub.start:
                         break
                     last = event.revision
                     if matches(sub.filter, event.job):
-                        yield self.protos.get(event)
-                if len(events) < REPLAY_PAGE:
+                        wanted.append(event)
+                for response in self._pack(wanted, max_batch):
+                    yield response
+                if len(page) < REPLAY_PAGE:
                     break
-            async for response in self._live(sub, last):
+            async for response in self._live(sub, last, max_batch):
                 yield response
         finally:
             self.bus.unsubscribe(sub)
 
-    async def _live(self, sub: Subscription, last: int) -> AsyncIterator[pb.WatchJobsResponse]:
+    def _pack(self, events: list[model.Event], max_batch: int) -> Iterator[pb.WatchJobsResponse]:
+        """One message per event, or up to `max_batch` events per message when asked."""
+        if max_batch <= 1:
+            yield from (self.protos.get(e) for e in events)
+            return
+        for start in range(0, len(events), max_batch):
+            chunk = events[start : start + max_batch]
+            if len(chunk) == 1:
+                yield self.protos.get(chunk[0])
+            else:
+                batch = pb.EventBatch(events=[self.protos.get(e).event for e in chunk])
+                yield pb.WatchJobsResponse(batch=batch)
+
+    async def _live(
+        self, sub: Subscription, last: int, max_batch: int = 1
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
         while True:
             if sub.overflowed:
                 raise ResourceExhausted(
@@ -146,10 +164,14 @@ class Watcher:
                     last_revision=str(last),
                 )
             while sub.buffer:
-                event = sub.buffer.popleft()
-                if event.revision > last:
-                    last = event.revision
-                    yield self.protos.get(event)
+                waiting: list[model.Event] = []
+                while sub.buffer and len(waiting) < max(1, max_batch):
+                    event = sub.buffer.popleft()
+                    if event.revision > last:
+                        last = event.revision
+                        waiting.append(event)
+                for response in self._pack(waiting, max_batch):
+                    yield response
             sub.ready.clear()
             if sub.buffer or sub.overflowed:
                 continue

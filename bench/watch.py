@@ -104,21 +104,26 @@ async def _consume(
                 stream.last = msg.snapshot_end.revision
                 stream.ready.set()
                 continue
-            if not msg.HasField("event"):
+            if msg.HasField("batch"):
+                events = list(msg.batch.events)
+            elif msg.HasField("event"):
+                events = [msg.event]
+            else:
                 continue  # heartbeat
-            event = msg.event
-            if event.type == SNAPSHOT:
-                continue
-            lag = time.time() - _seconds(event.event_time)
-            sink = lags.firehose if stream.firehose else lags.per_job
-            if sink is not None:
-                sink.append(lag)
-            stream.events += 1
-            if stream.firehose:
-                stream.gaps += event.revision - stream.last - 1
-                if times is not None:
-                    times[event.revision] = _seconds(event.event_time)
-            stream.last = event.revision
+            now = time.time()
+            for event in events:
+                if event.type == SNAPSHOT:
+                    continue
+                lag = now - _seconds(event.event_time)
+                sink = lags.firehose if stream.firehose else lags.per_job
+                if sink is not None:
+                    sink.append(lag)
+                stream.events += 1
+                if stream.firehose:
+                    stream.gaps += event.revision - stream.last - 1
+                    if times is not None:
+                        times[event.revision] = _seconds(event.event_time)
+                stream.last = event.revision
     except grpc.aio.AioRpcError as e:
         if e.code() != grpc.StatusCode.CANCELLED:
             stream.error = f"{e.code().name}: {e.details()}"
@@ -210,7 +215,9 @@ class Watchers:
         times: dict[int, float] | None = None,
     ) -> None:
         # with a snapshot: its end says the stream is subscribed
-        call = jobs.stub(ch).WatchJobs(pb.WatchJobsRequest(filter=flt, include_snapshot=True))
+        # max_batch: events that queued up for a watcher leave in one message
+        request = pb.WatchJobsRequest(filter=flt, include_snapshot=True, max_batch=100)
+        call = jobs.stub(ch).WatchJobs(request)
         self.streams.append(Stream(firehose=firehose))
         self._tasks.append(asyncio.create_task(_consume(call, self.streams[-1], self.lags, times)))
 

@@ -196,3 +196,9 @@ async def test_batch_repeats_an_idempotency_key_once(server: Running) -> None:
     resp = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
     assert len({r.job.id for r in resp.results}) == 1
     assert [r.already_exists for r in resp.results] == [False, True, True]
+
+
+async def test_bad_http_targets(server: Running) -> None:
+    target = job_pb2.HttpTarget(url="ftp://example.com/x", method="TRACE", headers={"Host": "x"})
+    violations = await invalid(server.jobs.EnqueueJob(pb.EnqueueJobRequest(http=target)))
+    assert {"http.url", "http.method", "http.headers[Host]"} <= set(violations)

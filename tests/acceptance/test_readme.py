@@ -247,7 +247,7 @@ def test_every_example_block_is_marked_and_run() -> None:
 
 def test_serve_example_is_the_server_the_tests_run() -> None:
     serve = examples()["serve"].body
-    assert 'PYTHONPATH=. make serve ARGS="--handlers tests.acceptance.readme_tasks"' in serve
+    assert 'make serve ARGS="--handlers tests.acceptance.readme_tasks"' in serve
 
 
 # ---- grpcurl --------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Insert throughput of Store.insert_jobs in batches (a measurement, not a test).
 
-    .venv/bin/python tests/storage/bench_insert.py [URL] [--batches N] [--size N] [--callers N]
+    .venv/bin/python -m tests.storage.bench_insert [URL] [--batches N] [--size N] [--callers N]
         [--sync FULL|NORMAL|OFF] [--ordered-ids]
 
 Without URL: a fresh SQLite file (synchronous=FULL) in a temporary directory. Jobs are built
@@ -16,8 +16,10 @@ import tempfile
 import time
 import uuid
 
-from jobwheel.server.model import JobState, NewJob, RetryPolicy
+from jobwheel.server.model import NewJob
 from jobwheel.server.storage import open_store
+
+from tests.storage.factories import new_job
 
 
 def time_ordered_id() -> str:
@@ -29,19 +31,11 @@ def time_ordered_id() -> str:
 
 
 def make_job(i: int, ordered_ids: bool = False) -> NewJob:
-    return NewJob(
+    return new_job(
         id=time_ordered_id() if ordered_ids else str(uuid.uuid4()),
-        queue="default",
         task="send_email",
         payload={"to": f"user{i}@example.com", "n": i},
         labels={"team": "a"},
-        priority=0,
-        state=JobState.QUEUED,
-        schedule=None,
-        retry_policy=RetryPolicy(),
-        timeout=None,
-        idempotency_key=None,
-        http=None,
         create_time=1,
         next_run_time=1,
     )

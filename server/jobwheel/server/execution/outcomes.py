@@ -66,19 +66,32 @@ def _settlement(job: model.Job, **fields: Any) -> Settlement:
     return Settlement(after=after, **fields)
 
 
+def _attempt_end(
+    job: model.Job, outcome: model.AttemptOutcome, error: str, result: Any, now: model.Micros
+) -> dict[str, Any]:
+    """The fields every settlement of `job`'s current attempt shares."""
+    return {
+        "job_id": job.id,
+        "execution": job.execution_count,
+        "epoch": job.attempt,
+        "attempt_outcome": outcome,
+        "attempt_error": error,
+        "attempt_result": result,
+        "now": now,
+    }
+
+
 def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float) -> Settlement:
     """The settlement of `job`'s current attempt (`job` as it was when the attempt started)."""
     succeeded = result.outcome is Outcome.SUCCEEDED
     error = "" if succeeded else result.error
-    base: dict[str, Any] = {
-        "job_id": job.id,
-        "execution": job.execution_count,
-        "epoch": job.attempt,
-        "attempt_outcome": _ATTEMPT_OUTCOME[result.outcome],
-        "attempt_error": error,
-        "attempt_result": result.result if succeeded else None,
-        "now": now,
-    }
+    base = _attempt_end(
+        job,
+        _ATTEMPT_OUTCOME[result.outcome],
+        error,
+        result.result if succeeded else None,
+        now,
+    )
     retry = (
         not succeeded
         and result.retryable
@@ -160,18 +173,8 @@ def lost(
     job out of attempts goes on with its next occurrence, like any failed execution.
     """
     error = f"LostAttempt: {why}"
-    base: dict[str, Any] = {
-        "job_id": job.id,
-        "execution": job.execution_count,
-        "epoch": job.attempt,
-        "attempt_outcome": model.AttemptOutcome.LOST,
-        "attempt_error": error,
-        "attempt_result": None,
-        "now": now,
-        "last_error": error,
-        "result": job.result,
-        "attempt": job.attempt,
-    }
+    base = _attempt_end(job, model.AttemptOutcome.LOST, error, None, now)
+    base.update(last_error=error, result=job.result, attempt=job.attempt)
     if not counts or job.attempt < job.retry_policy.max_attempts:
         return _settlement(
             job,

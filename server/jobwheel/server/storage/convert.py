@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from jobwheel.server.model import (
+    Attempt,
+    AttemptOutcome,
     DstFoldPolicy,
     DstGapPolicy,
     HttpTarget,
@@ -229,3 +231,18 @@ def job_from_snapshot(text: str, payload: dict[str, Any]) -> Job:
     fields["retry_policy"] = retry_from_doc(doc["retry_policy"])
     fields["http"] = None if doc["http"] is None else http_from_doc(doc["http"])
     return Job(payload=payload, **fields)
+
+
+def attempt_from_row(row: RowMapping) -> Attempt:
+    return Attempt(
+        id=row["id"],
+        job_id=row["job_id"],
+        execution=row["execution"],
+        number=row["number"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        outcome=AttemptOutcome(row["outcome"]),
+        error=row["error"],
+        worker_id=row["worker_id"],
+        result=load_or_none(row["result"]),
+    )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from jobwheel.server.model import Attempt, AttemptOutcome
 from jobwheel.server.storage.base import StoreBase
-from jobwheel.server.storage.convert import load_or_none
+from jobwheel.server.storage.convert import attempt_from_row
 from jobwheel.server.storage.schema import attempts
 from sqlalchemy import case, func, select, tuple_
 
@@ -32,21 +32,7 @@ class History(StoreBase):
         stmt = stmt.order_by(attempts.c.execution, attempts.c.number).limit(limit)
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return [
-            Attempt(
-                id=r["id"],
-                job_id=r["job_id"],
-                execution=r["execution"],
-                number=r["number"],
-                start_time=r["start_time"],
-                end_time=r["end_time"],
-                outcome=AttemptOutcome(r["outcome"]),
-                error=r["error"],
-                worker_id=r["worker_id"],
-                result=load_or_none(r["result"]),
-            )
-            for r in rows
-        ]
+        return [attempt_from_row(r) for r in rows]
 
     async def attempt_id(self, job_id: str, execution: int, number: int) -> str | None:
         stmt = select(attempts.c.id).where(

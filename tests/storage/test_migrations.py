@@ -117,3 +117,24 @@ async def test_concurrent_first_opens_create_the_schema_once(store_url: str) -> 
 
 def test_migration_list_is_gapless() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_version_1_database_gains_trace_context_and_workers(store_url: str) -> None:
+    fresh = await open_store(store_url)
+    [(job, _)] = await fresh.insert_jobs([new_job()])
+    # take it back to the shape version 1 had
+    async with fresh.write_engine.begin() as conn:
+        await conn.execute(text("DROP TABLE workers"))
+        await conn.execute(text("ALTER TABLE jobs DROP COLUMN traceparent"))
+        await conn.execute(schema_version.update().values(version=1))
+    await fresh.close()
+
+    upgraded = await open_store(store_url)
+    try:
+        assert await stamped(upgraded) == [latest_version()]
+        assert "traceparent" in await columns(upgraded, "jobs")
+        assert "workers" in await tables(upgraded)
+        got = await upgraded.get_job(job.id)
+        assert got is not None and got.traceparent == ""
+    finally:
+        await upgraded.close()

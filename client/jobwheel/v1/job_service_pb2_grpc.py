@@ -160,6 +160,11 @@ class JobServiceStub:
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/jobwheel.v1.JobService/ListWorkers',
+                request_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
         self.CreateEventSubscription = channel.unary_unary(
                 '/jobwheel.v1.JobService/CreateEventSubscription',
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.SerializeToString,
@@ -356,6 +361,17 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
+        their last contact, the jobs they hold and the queues and tasks they asked for; and each
+        server replica with its in-process handlers. In JobService, beside ListQueues, because it
+        is an operator's read: WorkerService is what workers call, and a worker's credentials
+        need not show it the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateEventSubscription(self, request, context):
         """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
         subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
@@ -500,6 +516,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.UpdateQueue,
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.FromString,
                     response_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.SerializeToString,
             ),
             'CreateEventSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEventSubscription,
@@ -1171,6 +1192,33 @@ class JobService:
             '/jobwheel.v1.JobService/UpdateQueue',
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.JobService/ListWorkers',
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

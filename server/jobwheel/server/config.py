@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     webhook_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_listen: str = ""
 
 
 def _split(value: str) -> list[str]:
@@ -172,7 +175,24 @@ def parse_settings(
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=env.get("JOBWHEEL_LOG_FORMAT", "text").lower(),
+        help="text lines, or one JSON object per line with the job's fields "
+        "(JOBWHEEL_LOG_FORMAT, default text)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=env.get("JOBWHEEL_METRICS_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; off unless set "
+        "(JOBWHEEL_METRICS_LISTEN)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = parser.parse_args(argv)
+    if args.metrics_listen and not _host_port(args.metrics_listen):
+        parser.error(f"--metrics-listen must be HOST:PORT, not {args.metrics_listen!r}")
     handlers = args.handlers
     if handlers is None:
         handlers = _split(env.get("JOBWHEEL_HANDLERS", ""))
@@ -203,4 +223,19 @@ def parse_settings(
         webhook_secrets=_listed(args.webhook_secret, env.get("JOBWHEEL_WEBHOOK_SECRETS", "")),
         webhook_allow=_listed(args.webhook_allow, env.get("JOBWHEEL_WEBHOOK_ALLOW", "")),
         log_level=args.log_level.upper(),
+        log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
     )
+
+
+def _host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) < 65536)
+
+
+def version() -> str:
+    """The installed jobwheel version."""
+    try:
+        return importlib.metadata.version("jobwheel")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

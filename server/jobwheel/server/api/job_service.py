@@ -19,7 +19,9 @@ from jobwheel.server.api.errors import (
 from jobwheel.server.api.queue_rpcs import QueueRpcs
 from jobwheel.server.api.subscription_rpcs import SubscriptionRpcs
 from jobwheel.server.api.watch import Watcher
+from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
+from jobwheel.server.execution.roster import Roster
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
 from jobwheel.server.storage import management as actions
@@ -30,10 +32,16 @@ MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceServicer):
+class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, core: Core, limits: validate.Limits, watcher: Watcher, default_concurrency: int
+        self,
+        core: Core,
+        limits: validate.Limits,
+        watcher: Watcher,
+        default_concurrency: int,
+        roster: Roster | None = None,
     ) -> None:
+        self.roster = roster
         self.core = core
         self.default_concurrency = default_concurrency
         self.limits = limits
@@ -72,7 +80,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
         if not request.id:
             raise InvalidArgument([FieldViolation("id", "is required")])
-        return pb.GetJobResponse(job=job_to_proto(await self.core.get(request.id)))
+        job = await self.core.get(request.id)
+        return pb.GetJobResponse(job=self.explain(job, job_to_proto(job)))
 
     @rpc_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> Any:
@@ -90,7 +99,9 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         if len(jobs) > size:
             jobs = jobs[:size]
             token = pagination.encode_token(jobs[-1].seq, *scope)
-        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
+        return pb.ListJobsResponse(
+            jobs=[self.explain(j, job_to_proto(j)) for j in jobs], next_page_token=token
+        )
 
     @rpc_errors
     async def ListJobAttempts(self, request: pb.ListJobAttemptsRequest, context: Context) -> Any:

@@ -94,6 +94,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     job=job_to_proto(job),
                     epoch=job.attempt,
                     expire_time=timestamp(job.lease_expire_time or 0),
+                    traceparent=job.traceparent,
                 )
                 for job in leased
             ]

@@ -8,6 +8,7 @@ single write connection, so the inner one would wait forever.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,8 @@ class StoreBase:
         self.event_sink: Callable[[list[Event]], None] | None = None
         # how long an idempotency key holds (µs); None: forever
         self.idempotency_window: int | None = None
+        # told the kind ("read"/"write") and seconds of each transaction (metrics)
+        self.on_transaction: Callable[[str, float], None] | None = None
 
     def _emit(self, committed: list[Event]) -> None:
         if committed and self.event_sink is not None:
@@ -45,10 +48,16 @@ class StoreBase:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
+        start = time.perf_counter()
         async with self._engines.write.begin() as conn:
             yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("write", time.perf_counter() - start)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
+        start = time.perf_counter()
         async with self._engines.read.begin() as conn:
             yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("read", time.perf_counter() - start)

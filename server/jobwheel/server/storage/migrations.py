@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server.storage.dialect import Dialect, Engines
-from jobwheel.server.storage.schema import event_head, metadata, schema_version
-from sqlalchemy import Connection, inspect, select
+from jobwheel.server.storage.schema import event_head, metadata, schema_version, workers
+from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -43,7 +43,17 @@ async def _initial(conn: AsyncConnection, _dialect: Dialect) -> None:
     await _create(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+async def _traces_and_workers(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(
+        text("ALTER TABLE jobs ADD COLUMN traceparent VARCHAR(55) NOT NULL DEFAULT ''")
+    )
+    await conn.run_sync(lambda sync: workers.create(sync))  # with its index
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial),
+    Migration(2, "trace context of jobs; the workers table", _traces_and_workers),
+)
 
 
 def latest_version(steps: Sequence[Migration] = MIGRATIONS) -> int:

@@ -1,0 +1,170 @@
+"""/metrics after a known workload: the counts match what was done."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_service_pb2 as pb
+from jobwheel.v1 import worker_service_pb2 as wpb
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.api.waiting import wait_for_state
+from tests.conftest import Running, running_server
+
+NO_BACKOFF = job_pb2.RetryPolicy(max_attempts=2, initial_backoff=duration_pb2.Duration())
+
+
+@pytest.fixture
+async def server(db_url: str) -> AsyncIterator[Running]:
+    async with running_server(db_url, metrics_listen="127.0.0.1:0") as running:
+        assert running.app.job_metrics is not None
+        running.app.job_metrics.recount_every = 0.05
+        yield running
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(running: Running) -> Samples:
+    url = f"http://127.0.0.1:{running.app.metrics_port}/metrics"
+
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(get)
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def enqueue(running: Running, **fields: object) -> job_pb2.Job:
+    reply = await running.jobs.EnqueueJob(pb.EnqueueJobRequest(**fields))  # type: ignore[arg-type]
+    return reply.job
+
+
+async def eventually(check: object, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_counts_after_a_known_workload(server: Running) -> None:
+    ok = [await enqueue(server, task="test.echo", queue="mq") for _ in range(5)]
+    bad = await enqueue(server, task="test.boom", queue="mq", retry_policy=NO_BACKOFF)
+    for job in (*ok, bad):
+        await wait_for_state(server.jobs, job.id)
+    remote = [await enqueue(server, task="remote.thing", queue="rq") for _ in range(3)]
+    later = await enqueue(
+        server, task="test.echo", queue="mq", schedule=job_pb2.Schedule(delay={"seconds": 3600})
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await server.jobs.GetJob(pb.GetJobRequest(id=""))
+
+    samples = await scrape(server)
+    assert value(samples, "jobwheel_jobs_enqueued_total", queue="mq", task="test.echo") == 6
+    assert value(samples, "jobwheel_jobs_enqueued_total", queue="rq", task="remote.thing") == 3
+    assert value(samples, "jobwheel_jobs_completed_total", queue="mq", task="test.echo") == 5
+    assert value(samples, "jobwheel_jobs_started_total", queue="mq", task="test.boom") == 2
+    assert value(samples, "jobwheel_jobs_retried_total", queue="mq", task="test.boom") == 1
+    assert value(samples, "jobwheel_jobs_failed_total", queue="mq", task="test.boom") == 1
+    assert value(samples, "jobwheel_attempt_duration_seconds_count", queue="mq",
+                 task="test.boom", outcome="failed") == 2  # fmt: skip
+    assert value(samples, "jobwheel_fire_lateness_seconds_count", queue="mq") == 7
+    # gauges, kept from events: 3 waiting for a worker, 1 scheduled
+    assert value(samples, "jobwheel_jobs", state="queued", queue="rq") == 3
+    assert value(samples, "jobwheel_jobs", state="scheduled", queue="mq") == 1
+    assert value(samples, "jobwheel_jobs", state="running", queue="mq") == 0
+    rpc = {"grpc_type": "unary", "grpc_service": "jobwheel.v1.JobService"}
+    assert value(samples, "grpc_server_handled_total", **rpc, grpc_method="EnqueueJob",
+                 grpc_code="OK") == 10  # fmt: skip
+    assert value(samples, "grpc_server_handled_total", **rpc, grpc_method="GetJob",
+                 grpc_code="INVALID_ARGUMENT") == 1  # fmt: skip
+    assert value(samples, "grpc_server_started_total", **rpc, grpc_method="EnqueueJob") == 10
+    assert value(samples, "grpc_server_handling_seconds_count", **rpc,
+                 grpc_method="EnqueueJob") == 10  # fmt: skip
+    assert value(samples, "jobwheel_group_commit_batch_size_count", operation="enqueue") >= 1
+    assert value(samples, "jobwheel_db_transaction_seconds_count", kind="write") >= 10
+
+    # a remote worker leases one (running) and completes it
+    leased = await server.workers.LeaseJobs(
+        wpb.LeaseJobsRequest(worker_id="w1", tasks=["remote.thing"], max_jobs=1)
+    )
+    [lease] = leased.leases
+    samples = await scrape(server)
+    assert value(samples, "jobwheel_attempts_running", executor="remote") == 1
+    assert value(samples, "jobwheel_jobs", state="running", queue="rq") == 1
+    await server.workers.CompleteJob(
+        wpb.CompleteJobRequest(job_id=lease.job.id, epoch=lease.epoch, worker_id="w1")
+    )
+    # an operator's cancel: the gauge is recounted
+    await server.jobs.CancelJob(pb.CancelJobRequest(id=remote[1].id))
+    await server.jobs.CancelJob(pb.CancelJobRequest(id=later.id))
+
+    async def settled() -> Samples:
+        samples = await scrape(server)
+        return samples
+
+    deadline = time.monotonic() + 10
+    while True:
+        samples = await settled()
+        if value(samples, "jobwheel_jobs", state="queued", queue="rq") == 1 and (
+            value(samples, "jobwheel_jobs", state="scheduled", queue="mq") == 0
+        ):
+            break
+        assert time.monotonic() < deadline, "gauges not recounted"
+        await asyncio.sleep(0.05)
+    assert value(samples, "jobwheel_jobs", state="running", queue="rq") == 0
+    assert value(samples, "jobwheel_jobs_cancelled_total", queue="rq", task="remote.thing") == 1
+    assert value(samples, "jobwheel_jobs_completed_total", queue="rq", task="remote.thing") == 1
+    assert value(samples, "jobwheel_attempts_running", executor="remote") == 0
+
+
+async def test_watchers_and_events_sent(server: Running) -> None:
+    stream = server.jobs.WatchJobs(pb.WatchJobsRequest())
+    job = await enqueue(server, task="test.echo")
+    seen = 0
+    async for message in stream:
+        if message.HasField("event") and message.event.job.id == job.id:
+            seen += 1
+            if message.event.job.state == job_pb2.JOB_STATE_COMPLETED:
+                break
+    samples = await scrape(server)
+    assert value(samples, "jobwheel_watchers") == 1
+    assert value(samples, "jobwheel_watch_events_sent_total") >= seen >= 3
+    stream.cancel()
+
+
+async def test_label_values_past_the_cap_fold_into_other(server: Running) -> None:
+    metrics = server.app.metrics
+    assert metrics is not None
+    metrics.queue_label.cap = len(metrics.queue_label._kept) + 1
+    await wait_for_state(server.jobs, (await enqueue(server, task="test.echo", queue="q1")).id)
+    await wait_for_state(server.jobs, (await enqueue(server, task="test.echo", queue="q2")).id)
+    await wait_for_state(server.jobs, (await enqueue(server, task="test.echo", queue="q3")).id)
+    samples = await scrape(server)
+    completed = "jobwheel_jobs_completed_total"
+    assert value(samples, completed, queue="q1", task="test.echo") == 1
+    assert value(samples, completed, queue="other", task="test.echo") == 2
+    assert not any(dict(labels).get("queue") in ("q2", "q3") for _, labels in samples)
+
+
+async def test_metrics_are_off_unless_asked(db_url: str) -> None:
+    async with running_server(db_url) as running:
+        assert running.app.metrics is None and running.app.metrics_port == 0

@@ -86,3 +86,5 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # asyncio's own debug lines ("Using selector") say nothing about jobwheel
+    logging.getLogger("asyncio").setLevel(max(root.level, logging.INFO))

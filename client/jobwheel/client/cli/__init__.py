@@ -36,6 +36,7 @@ HANDLERS: dict[str, Callable[[Command], int]] = {
     "stats": commands.stats,
     "queues": commands.queues,
     "queue": commands.queue,
+    "workers": commands.workers,
     "preview": commands.preview,
     "wait": commands.wait,
     "watch": live.watch,

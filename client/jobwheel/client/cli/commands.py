@@ -267,6 +267,12 @@ def queues(c: Command) -> int:
     return 0
 
 
+def workers(c: Command) -> int:
+    ws = c.client.list_workers()
+    c.show(pb.ListWorkersResponse(workers=ws), lambda: render.workers_table(ws))
+    return 0
+
+
 def queue(c: Command) -> int:
     a = c.args
     if a.queue_command == "update":

@@ -169,6 +169,7 @@ def build() -> argparse.ArgumentParser:
     cmd("history", "list a job's attempts").add_argument("id")
     cmd("stats", "counts and rates of the matching jobs", filters)
     cmd("queues", "list queues")
+    cmd("workers", "list server replicas and the remote workers seen lately")
 
     q = cmd("queue", "pause, resume or limit a queue")
     qsub = q.add_subparsers(dest="queue_command", metavar="ACTION", required=True)

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/jobwheel-server $(ARGS)
+	$(BIN)/jobwheel-server --metrics-listen 127.0.0.1:9464 $(ARGS)
 
 # The Node.js worker example's packages, for tests/workers/test_node.py; without npm the
 # test skips (and fails under CI=true).
@@ -32,6 +32,8 @@ test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
 gen: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=client --pyi_out=client \
 		--grpc_python_out=client proto/jobwheel/v1/*.proto
+	$(BIN)/python -m grpc_tools.protoc -I proto --include_source_info \
+		--descriptor_set_out=client/jobwheel/v1/descriptors.binpb proto/jobwheel/v1/*.proto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from jobwheel.server import handlers, model
+from jobwheel.server.api import reflection
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
 from jobwheel.server.api.watch import Watcher
@@ -198,9 +198,7 @@ class App:
             WorkerService(self.remote, Limits(self.settings.max_payload_bytes)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         self.port = server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from jobwheel.server.execution.roster import NO_WORKER_AFTER
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.api.receiver import Receiver
 from tests.api.waiting import wait_for_state
 from tests.conftest import Running, running_server
 
@@ -55,14 +57,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 async def enqueue(running: Running, **fields: object) -> job_pb2.Job:
     reply = await running.jobs.EnqueueJob(pb.EnqueueJobRequest(**fields))  # type: ignore[arg-type]
     return reply.job
-
-
-async def eventually(check: object, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_counts_after_a_known_workload(server: Running) -> None:
@@ -117,13 +111,9 @@ async def test_counts_after_a_known_workload(server: Running) -> None:
     await server.jobs.CancelJob(pb.CancelJobRequest(id=remote[1].id))
     await server.jobs.CancelJob(pb.CancelJobRequest(id=later.id))
 
-    async def settled() -> Samples:
-        samples = await scrape(server)
-        return samples
-
     deadline = time.monotonic() + 10
     while True:
-        samples = await settled()
+        samples = await scrape(server)
         if value(samples, "jobwheel_jobs", state="queued", queue="rq") == 1 and (
             value(samples, "jobwheel_jobs", state="scheduled", queue="mq") == 0
         ):
@@ -168,3 +158,49 @@ async def test_label_values_past_the_cap_fold_into_other(server: Running) -> Non
 async def test_metrics_are_off_unless_asked(db_url: str) -> None:
     async with running_server(db_url) as running:
         assert running.app.metrics is None and running.app.metrics_port == 0
+
+
+async def test_webhooks_lease_expiries_and_jobs_without_worker(
+    db_url: str, receiver: Receiver
+) -> None:
+    async with running_server(
+        db_url, metrics_listen="127.0.0.1:0", recover_interval=0.1, webhook_allow=("127.0.0.0/8",)
+    ) as server:
+        roster = server.app.roster
+        assert roster is not None and roster.after_flush is not None
+        receiver.replies = [(503, {}, b""), (200, {}, b"{}")]
+        hook = await enqueue(
+            server,
+            http=job_pb2.HttpTarget(url=receiver.url),
+            retry_policy=NO_BACKOFF,
+        )
+        await wait_for_state(server.jobs, hook.id)
+        waiting = [await enqueue(server, task="nobody.runs", queue="lonely") for _ in range(2)]
+        roster.started -= NO_WORKER_AFTER  # as if the server had run for a minute
+        await roster.flush()
+        roster.after_flush()
+        samples = await scrape(server)
+        assert value(samples, "jobwheel_webhook_deliveries_total", status_class="5xx") == 1
+        assert value(samples, "jobwheel_webhook_deliveries_total", status_class="2xx") == 1
+        assert value(samples, "jobwheel_jobs_without_worker", queue="lonely",
+                     task="nobody.runs") == 2  # fmt: skip
+
+        # a worker takes one and vanishes: its lease expires, the attempt is lost
+        leased = await server.workers.LeaseJobs(
+            wpb.LeaseJobsRequest(
+                worker_id="w-gone", tasks=["nobody.runs"], max_jobs=1,
+                lease_duration=duration_pb2.Duration(nanos=50_000_000),
+            )
+        )  # fmt: skip
+        assert [lease.job.id for lease in leased.leases] == [waiting[0].id]
+        deadline = time.monotonic() + 10
+        while value(samples, "jobwheel_lease_expiries_total") < 1:
+            assert time.monotonic() < deadline, "lease expiry not counted"
+            await asyncio.sleep(0.05)
+            samples = await scrape(server)
+        assert value(samples, "jobwheel_jobs_lost_total", queue="lonely", task="nobody.runs") == 1
+        await roster.flush()
+        roster.after_flush()
+        samples = await scrape(server)  # w-gone asked for the task within the minute
+        assert value(samples, "jobwheel_jobs_without_worker", queue="lonely",
+                     task="nobody.runs") == 0  # fmt: skip

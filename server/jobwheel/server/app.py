@@ -153,6 +153,9 @@ class App:
             version=version(),
         )
         self.remote.roster = self.roster
+        if self.job_metrics is not None:
+            job_metrics, roster = self.job_metrics, self.roster
+            roster.after_flush = lambda: job_metrics.publish_unserved(roster.unserved)
         if self.metrics is not None:
             self._observe(self.metrics, core)
         engine = self.engine

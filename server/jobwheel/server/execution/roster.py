@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 from jobwheel.server import model
@@ -47,6 +47,7 @@ class Roster:
         self._local: dict[str, WorkerRow] = {}  # remote workers seen here
         self._dirty: set[str] = set()
         self._known: list[WorkerRow] = []  # every replica's rows, as of the last flush
+        self.after_flush: Callable[[], None] | None = None  # e.g. metrics that use the rows
 
     # -- what this replica sees -------------------------------------------------------------
 
@@ -100,6 +101,8 @@ class Roster:
             try:
                 await self.flush()
                 await self.store.forget_workers(self.clock.now() - FORGET_AFTER)
+                if self.after_flush is not None:
+                    self.after_flush()
             except Exception:
                 log.exception("recording workers failed; retrying")
             await asyncio.sleep(self.flush_every)
@@ -129,25 +132,32 @@ class Roster:
         """Why a QUEUED job is not starting, when nobody can run it; '' otherwise."""
         if job.state is not model.JobState.QUEUED or job.http is not None:
             return ""
+        if not self.unserved(job.queue, job.task):
+            return ""
+        return (
+            f"no worker: no in-process handler for task {job.task!r} and no worker asked "
+            f"for it (queue {job.queue!r}) in the last {NO_WORKER_AFTER // model.SECOND}s"
+        )
+
+    def unserved(self, queue: str, task: str) -> bool:
+        """No replica runs `task` in-process and no remote worker asked for it in `queue`
+        within NO_WORKER_AFTER (False in a server's first NO_WORKER_AFTER)."""
         now = self.clock.now()
         if now - self.started < NO_WORKER_AFTER:
-            return ""  # workers may not have asked yet
+            return False  # workers may not have asked yet
         since = now - NO_WORKER_AFTER
         rows = [*self._known, *self._local.values()]
         in_process: set[str] = set(self.handler_tasks)
         for row in rows:
             if row.kind == SERVER and row.last_seen >= since:
                 in_process.update(row.tasks)
-        if job.task in in_process:
-            return ""
+        if task in in_process:
+            return False
         for row in rows:
             if row.kind != REMOTE or row.last_seen < since:
                 continue
-            if row.queues and job.queue not in row.queues:
+            if row.queues and queue not in row.queues:
                 continue
-            if not row.tasks or job.task in row.tasks:
-                return ""
-        return (
-            f"no worker: no in-process handler for task {job.task!r} and no worker asked "
-            f"for it (queue {job.queue!r}) in the last {NO_WORKER_AFTER // model.SECOND}s"
-        )
+            if not row.tasks or task in row.tasks:
+                return False
+        return True

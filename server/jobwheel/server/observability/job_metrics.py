@@ -24,7 +24,7 @@ from jobwheel.server.observability.metrics import Metrics
 log = logging.getLogger(__name__)
 E = EventType
 S = JobState
-Counts = dict[tuple[JobState, str], int]
+Counts = dict[tuple[JobState, str, str], int]  # (state, queue, task) -> jobs
 # prev-state is unknown: the gauge needs a recount
 UNKNOWN = object()
 
@@ -108,7 +108,7 @@ class JobMetrics:
     def _publish_all(self) -> None:
         self.m.jobs.clear()
         by_label: dict[tuple[str, str], int] = {}
-        for (state, queue), n in self.counts.items():
+        for (state, queue, _), n in self.counts.items():
             key = (state.value, self.m.queue_label(queue))
             by_label[key] = by_label.get(key, 0) + n
         for (state_value, queue_label), n in by_label.items():
@@ -140,13 +140,13 @@ class JobMetrics:
         if prev == new:
             return
         if isinstance(prev, JobState) and _tracked(prev):
-            self._add(prev, job.queue, -1)
+            self._add(prev, job.queue, job.task, -1)
         if _tracked(new):
             assert new is not None
-            self._add(new, job.queue, 1)
+            self._add(new, job.queue, job.task, 1)
 
-    def _add(self, state: JobState, queue: str, n: int) -> None:
-        key = (state, queue)
+    def _add(self, state: JobState, queue: str, task: str, n: int) -> None:
+        key = (state, queue, task)
         value = self.counts.get(key, 0) + n
         if value:
             self.counts[key] = value
@@ -173,6 +173,17 @@ class JobMetrics:
             self._recounting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recounting
+
+    def publish_unserved(self, unserved: Callable[[str, str], bool]) -> None:
+        """Sets the without-worker gauge: QUEUED jobs of (queue, task) nobody runs."""
+        by_label: dict[tuple[str, str], int] = {}
+        for (state, queue, task), n in self.counts.items():
+            if state is S.QUEUED and unserved(queue, task):
+                key = self.m.job_labels(queue, task)
+                by_label[key] = by_label.get(key, 0) + n
+        self.m.without_worker.clear()
+        for labels, n in by_label.items():
+            self.m.without_worker.labels(*labels).set(n)
 
     # -- events this process committed -----------------------------------------------
 

@@ -109,6 +109,13 @@ class Metrics:
             ["state", "queue"],
             registry=r,
         )
+        self.without_worker = Gauge(
+            f"{NAMESPACE}_jobs_without_worker",
+            "QUEUED jobs whose task no replica runs in-process and no remote worker asked for "
+            "in the last minute (see Job.waiting_reason); refreshed every few seconds.",
+            ["queue", "task"],
+            registry=r,
+        )
         self.lateness = Histogram(
             f"{NAMESPACE}_fire_lateness_seconds",
             "Attempt start minus the time the job was due, seconds.",

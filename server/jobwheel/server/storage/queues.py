@@ -66,18 +66,19 @@ class Queues(StoreBase):
                 depths.setdefault(queue, {})[JobState(state)] = count
         return depths
 
-    async def active_counts(self) -> tuple[int, dict[tuple[JobState, str], int]]:
-        """Jobs in each non-terminal state by queue, and the event revision they are as of
-        (read in one transaction): the starting point the metrics keep current from events."""
+    async def active_counts(self) -> tuple[int, dict[tuple[JobState, str, str], int]]:
+        """Jobs in each non-terminal state by queue and task, and the event revision they are
+        as of (one transaction): the starting point the metrics keep current from events."""
         stmt = (
-            select(jobs.c.state, jobs.c.queue, func.count())
+            select(jobs.c.state, jobs.c.queue, jobs.c.task, func.count())
             .where(jobs.c.state.in_([s.value for s in JobState if not s.terminal]))
-            .group_by(jobs.c.state, jobs.c.queue)
+            .group_by(jobs.c.state, jobs.c.queue, jobs.c.task)
         )
         head = select(event_head.c.revision).where(event_head.c.id == 1)
         async with self._read() as conn:
             revision = int((await conn.execute(head)).scalar_one())
-            counts = {(JobState(s), q): int(n) for s, q, n in await conn.execute(stmt)}
+            rows = await conn.execute(stmt)
+            counts = {(JobState(s), q, t): int(n) for s, q, t, n in rows}
         return revision, counts
 
     async def job_stats(self, flt: JobFilter, now: Micros) -> JobStats:

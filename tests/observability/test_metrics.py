@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from jobwheel.server import model
 from jobwheel.server.execution.roster import NO_WORKER_AFTER
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
@@ -204,3 +205,60 @@ async def test_webhooks_lease_expiries_and_jobs_without_worker(
         samples = await scrape(server)  # w-gone asked for the task within the minute
         assert value(samples, "jobwheel_jobs_without_worker", queue="lonely",
                      task="nobody.runs") == 0  # fmt: skip
+
+
+async def test_gauge_follows_events_exactly_and_recounts_after_operator_actions(
+    server: Running,
+) -> None:
+    jm, store = server.app.job_metrics, server.app.store
+    assert jm is not None and store is not None
+    jm.recount_every = 3600  # no recount may hide a wrong step below
+    flaky = job_pb2.RetryPolicy(
+        max_attempts=3, initial_backoff=duration_pb2.Duration(nanos=20_000_000), jitter=0.0
+    )
+    local = [await enqueue(server, task="test.echo") for _ in range(3)]
+    local.append(
+        await enqueue(server, task="test.flaky", payload={"succeed_on": 3}, retry_policy=flaky)
+    )
+    local.append(await enqueue(server, task="test.boom", retry_policy=flaky))
+    future = [
+        await enqueue(server, task="test.echo", schedule=job_pb2.Schedule(delay={"seconds": 600}))
+        for _ in range(2)
+    ]
+    remote = [await enqueue(server, task="remote.x", queue="r") for _ in range(4)]
+    leased = await server.workers.LeaseJobs(
+        wpb.LeaseJobsRequest(worker_id="w", tasks=["remote.x"], max_jobs=2)
+    )
+    first, second = leased.leases
+    await server.workers.FailJob(
+        wpb.FailJobRequest(
+            job_id=first.job.id, epoch=first.epoch, worker_id="w", error="x", retryable=False
+        )
+    )
+    for job in local:
+        await wait_for_state(server.jobs, job.id)
+    assert jm.recounts == 1  # only the count at start
+    assert jm.counts == (await store.active_counts())[1]
+    assert jm.counts == {
+        (model.JobState.SCHEDULED, "default", "test.echo"): 2,
+        (model.JobState.QUEUED, "r", "remote.x"): 2,
+        (model.JobState.RUNNING, "r", "remote.x"): 1,
+    }
+    assert second.job.id in {j.id for j in remote}
+
+    # operator actions whose previous state events do not tell: a recount follows
+    jm.recount_every = 0.01
+    await server.jobs.PauseJob(pb.PauseJobRequest(id=future[0].id))
+    await server.jobs.CancelJob(pb.CancelJobRequest(id=second.job.id))
+    await server.jobs.DeleteJob(pb.DeleteJobRequest(id=future[1].id))
+    expected = {
+        (model.JobState.PAUSED, "default", "test.echo"): 1,
+        (model.JobState.QUEUED, "r", "remote.x"): 2,
+    }
+    deadline = time.monotonic() + 10
+    while jm.counts != expected:
+        assert time.monotonic() < deadline, jm.counts
+        await asyncio.sleep(0.02)
+    samples = await scrape(server)
+    assert value(samples, "jobwheel_jobs", state="paused", queue="default") == 1
+    assert value(samples, "jobwheel_jobs", state="running", queue="r") == 0

@@ -117,7 +117,7 @@ class App:
                 publish(events)
 
             self.store.event_sink = sink
-            self.bus.taps.append(job_metrics.on_event)
+            self.bus.batch_taps.append(job_metrics.on_events)
             await job_metrics.start()
         window = self.settings.idempotency_window
         self.store.idempotency_window = int(window * model.SECOND) if window > 0 else None

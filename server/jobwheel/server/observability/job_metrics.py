@@ -85,6 +85,7 @@ class JobMetrics:
         self._revision = 0  # events up to here are in `counts`
         self._pending: list[list[Event]] | None = None  # during a recount
         self._recounting: asyncio.Task[None] | None = None
+        self._stale = False
         self.recounts = 0
 
     async def start(self) -> None:
@@ -117,15 +118,12 @@ class JobMetrics:
     # -- every event on the bus (all replicas) ----------------------------------------
 
     def on_events(self, events: Sequence[Event]) -> None:
+        """A batch tap of the bus: the events of whole transactions, in revision order."""
         for group in changes(events):
             if self._pending is not None:
                 self._pending.append(group)
             else:
                 self._apply(group)
-
-    def on_event(self, event: Event) -> None:
-        """A bus tap: called once per event, in revision order."""
-        self.on_events([event])
 
     def _apply(self, group: Sequence[Event]) -> None:
         if group[-1].revision <= self._revision:
@@ -155,18 +153,21 @@ class JobMetrics:
         self.m.jobs.labels(state.value, self.m.queue_label(queue)).inc(n)
 
     def _schedule_recount(self) -> None:
-        if self._recounting is not None and not self._recounting.done():
-            return
-        self._recounting = asyncio.get_running_loop().create_task(self._delayed_recount())
+        self._stale = True
+        if self._recounting is None or self._recounting.done():
+            self._recounting = asyncio.get_running_loop().create_task(self._recount_while_stale())
 
-    async def _delayed_recount(self) -> None:
-        await asyncio.sleep(self.recount_every)
-        try:
-            await self._count()
-        except Exception:
-            log.exception("recounting jobs for metrics failed; retrying later")
-            self._recounting = None
-            self._schedule_recount()
+    async def _recount_while_stale(self) -> None:
+        # a change the events do not explain, even one that arrives during a recount, makes
+        # the gauge stale again: count until one recount ends with nothing unexplained
+        while self._stale:
+            await asyncio.sleep(self.recount_every)
+            self._stale = False
+            try:
+                await self._count()
+            except Exception:
+                log.exception("recounting jobs for metrics failed; retrying later")
+                self._stale = True
 
     async def close(self) -> None:
         if self._recounting is not None:

@@ -27,7 +27,8 @@ class Workers(StoreBase):
     """Mixed into Store."""
 
     async def record_workers(self, rows: Sequence[WorkerRow]) -> None:
-        """Inserts or replaces the rows (one transaction; a newer last_seen wins)."""
+        """Inserts or replaces the rows (one transaction); a row seen later than the one
+        given is kept (another replica saw the worker more recently)."""
         if not rows:
             return
         async with self._write() as conn:
@@ -38,14 +39,17 @@ class Workers(StoreBase):
                     select(workers.c.id, workers.c.last_seen).where(workers.c.id.in_(ids))
                 )
             }
-            await conn.execute(delete(workers).where(workers.c.id.in_(ids)))
+            rows = [r for r in rows if seen.get(r.id, r.last_seen) <= r.last_seen]
+            if not rows:
+                return
+            await conn.execute(delete(workers).where(workers.c.id.in_([r.id for r in rows])))
             await conn.execute(
                 workers.insert(),
                 [
                     {
                         "id": r.id,
                         "kind": r.kind,
-                        "last_seen": max(r.last_seen, seen.get(r.id, 0)),
+                        "last_seen": r.last_seen,
                         "queues": json.dumps(list(r.queues)),
                         "tasks": json.dumps(list(r.tasks)),
                         "server": r.server,

@@ -63,3 +63,10 @@ def test_database_password_is_hidden_in_logs() -> None:
     shown = safe_url("postgresql://user:s3cret@db:5432/jobs")
     assert "s3cret" not in shown and shown.startswith("postgresql://user:")
     assert safe_url("sqlite:///jobwheel.db") == "sqlite:///jobwheel.db"
+
+
+def test_cli_version() -> None:
+    done = subprocess.run(
+        [str(BIN / "jobwheel"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"jobwheel {version()}")

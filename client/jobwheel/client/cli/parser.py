@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 
 from jobwheel.client.policy import DEFAULT_SERVER
 
@@ -27,6 +28,13 @@ BULK_HELP = (
     "one ID calls the single-job RPC; several IDs or filter flags call the bulk RPC, "
     "which asks for confirmation (or needs --yes when stdin is not a terminal)"
 )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jobwheel")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -106,6 +114,7 @@ def build() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_common(suppress=False)],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def cmd(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import duration_pb2
 from jobwheel.server import model
 from jobwheel.server.execution.roster import NO_WORKER_AFTER
+from jobwheel.server.observability.wiring import Observability
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
@@ -27,16 +28,22 @@ NO_BACKOFF = job_pb2.RetryPolicy(max_attempts=2, initial_backoff=duration_pb2.Du
 @pytest.fixture
 async def server(db_url: str) -> AsyncIterator[Running]:
     async with running_server(db_url, metrics_listen="127.0.0.1:0") as running:
-        assert running.app.job_metrics is not None
-        running.app.job_metrics.recount_every = 0.05
+        jobs = observed(running).jobs
+        assert jobs is not None
+        jobs.recount_every = 0.05
         yield running
+
+
+def observed(running: Running) -> Observability:
+    assert running.app.observability is not None
+    return running.app.observability
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 async def scrape(running: Running) -> Samples:
-    url = f"http://127.0.0.1:{running.app.metrics_port}/metrics"
+    url = f"http://127.0.0.1:{observed(running).port}/metrics"
 
     def get() -> str:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -143,7 +150,7 @@ async def test_watchers_and_events_sent(server: Running) -> None:
 
 
 async def test_label_values_past_the_cap_fold_into_other(server: Running) -> None:
-    metrics = server.app.metrics
+    metrics = observed(server).metrics
     assert metrics is not None
     metrics.queue_label.cap = len(metrics.queue_label._kept) + 1
     await wait_for_state(server.jobs, (await enqueue(server, task="test.echo", queue="q1")).id)
@@ -158,7 +165,8 @@ async def test_label_values_past_the_cap_fold_into_other(server: Running) -> Non
 
 async def test_metrics_are_off_unless_asked(db_url: str) -> None:
     async with running_server(db_url) as running:
-        assert running.app.metrics is None and running.app.metrics_port == 0
+        obs = observed(running)
+        assert obs.metrics is None and obs.port == 0 and obs.jobs is None
 
 
 async def test_webhooks_lease_expiries_and_jobs_without_worker(
@@ -210,7 +218,7 @@ async def test_webhooks_lease_expiries_and_jobs_without_worker(
 async def test_gauge_follows_events_exactly_and_recounts_after_operator_actions(
     server: Running,
 ) -> None:
-    jm, store = server.app.job_metrics, server.app.store
+    jm, store = observed(server).jobs, server.app.store
     assert jm is not None and store is not None
     jm.recount_every = 3600  # no recount may hide a wrong step below
     flaky = job_pb2.RetryPolicy(

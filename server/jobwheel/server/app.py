@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,10 +26,8 @@ from jobwheel.server.execution.event_delivery import DELIVERY_TASK
 from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.execution.roster import Roster
 from jobwheel.server.execution.webhook import WebhookSettings
-from jobwheel.server.observability import logs, tracing
-from jobwheel.server.observability.job_metrics import JobMetrics
-from jobwheel.server.observability.metrics import Metrics, MetricsServer
-from jobwheel.server.observability.rpc import RPC_LOGGER, RpcObserver
+from jobwheel.server.observability import logs
+from jobwheel.server.observability.wiring import Observability
 from jobwheel.server.storage import SchemaVersionError, StorageUrlError, Store, open_store
 from jobwheel.server.storage.exclusive import DatabaseInUse, ExclusiveUse
 from jobwheel.v1 import (
@@ -73,10 +70,7 @@ class App:
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
-        self.metrics: Metrics | None = None
-        self.metrics_server: MetricsServer | None = None
-        self.metrics_port = 0
-        self.job_metrics: JobMetrics | None = None
+        self.observability: Observability | None = None
         self.roster: Roster | None = None
         self._roster_task: asyncio.Task[None] | None = None
 
@@ -99,26 +93,14 @@ class App:
         )
         if not self.settings.webhook_secrets:
             log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
-        tracing_on = tracing.configure()
+        self.observability = obs = Observability(self.settings.metrics_listen)
         self.exclusive.acquire()
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
         self.bus = EventBus(await self.store.head_revision() + 1)
         self.store.event_sink = self.bus.publish
-        if self.settings.metrics_listen:
-            self.metrics = Metrics()
-            store = self.store
-            self.job_metrics = JobMetrics(self.metrics, store.active_counts)
-            job_metrics, publish = self.job_metrics, self.bus.publish
-
-            def sink(events: list[model.Event]) -> None:
-                job_metrics.count_local(events)
-                publish(events)
-
-            self.store.event_sink = sink
-            self.bus.batch_taps.append(job_metrics.on_events)
-            await job_metrics.start()
+        await obs.watch_store(self.store, self.bus)
         window = self.settings.idempotency_window
         self.store.idempotency_window = int(window * model.SECOND) if window > 0 else None
         core = Core(self.store, self.clock)
@@ -153,11 +135,6 @@ class App:
             version=version(),
         )
         self.remote.roster = self.roster
-        if self.job_metrics is not None:
-            job_metrics, roster = self.job_metrics, self.roster
-            roster.after_flush = lambda: job_metrics.publish_unserved(roster.unserved)
-        if self.metrics is not None:
-            self._observe(self.metrics, core)
         engine = self.engine
         core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
         core.on_subscriptions_change = engine.deliveries.refresh
@@ -166,13 +143,8 @@ class App:
         tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)
         self._tailer = asyncio.create_task(tailer.run())
         self._roster_task = asyncio.create_task(self.roster.run())
-        interceptors: list[Any] = []
-        if tracing_on:
-            interceptors.append(tracing.server_interceptor())
-        if self.metrics is not None or logging.getLogger(RPC_LOGGER).isEnabledFor(logging.DEBUG):
-            interceptors.append(RpcObserver(self.metrics))
         server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=obs.interceptors(),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -185,8 +157,7 @@ class App:
             heartbeat=self.settings.watch_heartbeat,
             buffer=self.settings.watch_buffer,
         )
-        if self.metrics is not None:
-            watcher.on_sent = self.metrics.events_sent.inc
+        obs.watch_parts(core, self.engine, self.remote, self.roster, watcher)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 core,
@@ -207,9 +178,7 @@ class App:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await server.start()
         self.server = server
-        if self.metrics is not None:
-            self.metrics_server = MetricsServer(self.metrics, self.settings.metrics_listen)
-            self.metrics_port = self.metrics_server.port
+        obs.serve()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = self.settings.listen.rsplit(":", 1)[0]
@@ -217,28 +186,9 @@ class App:
             "jobwheel listening on %s:%d%s",
             host,
             self.port,
-            f", metrics on port {self.metrics_port}" if self.metrics_server else "",
+            f", metrics on port {obs.port}" if obs.port else "",
         )
         return self.port
-
-    def _observe(self, m: Metrics, core: Core) -> None:
-        """Connects the parts that report to metrics."""
-        assert self.store is not None and self.engine is not None and self.remote is not None
-        m.build_info.labels(version()).set(1)
-        db_seconds = {kind: m.db_seconds.labels(kind) for kind in ("read", "write")}
-        self.store.on_transaction = lambda kind, took: db_seconds[kind].observe(took)
-        for name, commit in (
-            ("enqueue", core.group_commit),
-            ("settle", self.engine.dispatcher.settle),
-            ("renew", self.remote.renewals),
-        ):
-            commit.observe = m.batch_size.labels(name).observe
-        engine, remote, bus = self.engine, self.remote, self.bus
-        m.track(m.attempts_running.labels("inprocess"), lambda: engine.dispatcher.running)
-        m.track(m.attempts_running.labels("remote"), lambda: remote.held)
-        m.track(m.watchers, lambda: bus.subscriptions)
-        engine.webhooks.on_delivery = lambda status: m.webhook_deliveries.labels(status).inc()
-        engine.on_lease_expired = m.lease_expiries.inc
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_period if grace is None else grace
@@ -255,11 +205,8 @@ class App:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
-        if self.job_metrics is not None:
-            await self.job_metrics.close()
-        if self.metrics_server is not None:
-            self.metrics_server.close()
-        tracing.shutdown()
+        if self.observability is not None:
+            await self.observability.close()
         if self.store is not None:
             await self.store.close()
         self.exclusive.release()

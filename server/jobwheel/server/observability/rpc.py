@@ -26,21 +26,20 @@ def _kind(handler: grpc.RpcMethodHandler) -> str:
     return "unary"
 
 
+_CODE_NAMES: dict[int, str] = {s.value[0]: s.name for s in grpc.StatusCode}
+
+
 def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The status the call ended with: what the handler set or aborted with, else OK, or
+    UNKNOWN for an exception (CANCELLED when the call itself was cancelled)."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
-    if isinstance(code, int):  # some grpc versions keep the raw number after abort()
-        for status in grpc.StatusCode:
-            if status.value[0] == code:
-                return str(status.name)
+    if isinstance(code, int):  # abort() may leave the raw number
+        return _CODE_NAMES.get(code, "UNKNOWN")
     if error is None:
         return "OK"
-    return (
-        "CANCELLED"
-        if isinstance(error, BaseException) and not isinstance(error, Exception)
-        else "UNKNOWN"
-    )
+    return "UNKNOWN" if isinstance(error, Exception) else "CANCELLED"
 
 
 class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]

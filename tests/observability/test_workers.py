@@ -70,16 +70,22 @@ async def test_seen_within_limits(server: Running) -> None:
 
 
 async def test_replicas_share_their_workers() -> None:
-    async with fresh_pg_schema() as url, running_server(url) as a, running_server(url) as b:
-        await a.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w-a", queues=["qa"]))
-        assert a.app.roster is not None and b.app.roster is not None
-        await a.app.roster.flush()
-        await b.app.roster.flush()
-        for replica in (a, b):
-            reply = await replica.jobs.ListWorkers(pb.ListWorkersRequest())
-            workers = by_id(list(reply.workers))
-            assert {a.app.roster.server_id, b.app.roster.server_id, "w-a"} <= set(workers)
-            assert workers["w-a"].seen_by == a.app.roster.server_id
+    async with fresh_pg_schema() as url, running_server(url) as a:
+        assert a.app.roster is not None
+        async with running_server(url) as b:
+            assert b.app.roster is not None
+            await a.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w-a", queues=["qa"]))
+            await a.app.roster.flush()
+            await b.app.roster.flush()
+            for replica in (a, b):
+                reply = await replica.jobs.ListWorkers(pb.ListWorkersRequest())
+                workers = by_id(list(reply.workers))
+                assert {a.app.roster.server_id, b.app.roster.server_id, "w-a"} <= set(workers)
+                assert workers["w-a"].seen_by == a.app.roster.server_id
+            gone = b.app.roster.server_id
+        # a replica that stopped is no longer listed
+        reply = await a.jobs.ListWorkers(pb.ListWorkersRequest())
+        assert gone not in by_id(list(reply.workers))
 
 
 async def test_queued_job_nobody_asked_for_says_so(server: Running) -> None:

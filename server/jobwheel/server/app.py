@@ -207,6 +207,11 @@ class App:
                     await loop
         if self.observability is not None:
             await self.observability.close()
+        if self.roster is not None:
+            # briefly: with the database gone, the row ages out of ListWorkers by itself
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.roster.leave()
         if self.store is not None:
             await self.store.close()
         self.exclusive.release()

@@ -107,6 +107,10 @@ class Roster:
                 log.exception("recording workers failed; retrying")
             await asyncio.sleep(self.flush_every)
 
+    async def leave(self) -> None:
+        """This replica stops: its row goes (its in-process handlers run no more)."""
+        await self.store.remove_worker(self.server_id)
+
     async def workers(self, seen_within: model.Micros) -> list[tuple[WorkerRow, int]]:
         """Server replicas (seen within 3 flush periods) and remote workers seen within
         `seen_within`, each with the jobs it holds."""

@@ -76,6 +76,10 @@ class Workers(StoreBase):
             for r in rows
         ]
 
+    async def remove_worker(self, worker_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(delete(workers).where(workers.c.id == worker_id))
+
     async def forget_workers(self, seen_before: Micros) -> int:
         async with self._write() as conn:
             stmt = delete(workers).where(workers.c.last_seen < seen_before)

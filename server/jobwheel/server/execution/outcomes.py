@@ -104,7 +104,7 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
             job,
             **base,
             state=model.JobState.RETRYING,
-            next_run_time=now + wait,
+            next_run_time=model.clamp_time(now + wait),
             attempt=job.attempt,
             end_time=None,
             last_error=error,

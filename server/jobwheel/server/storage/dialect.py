@@ -191,6 +191,10 @@ def _sqlite_field_equals(doc: ColumnElement[Any], key: str, value: Any) -> Colum
     typed = func.json_type(doc, path).in_(types)
     if compare is None:
         return typed
+    if isinstance(value, str):
+        # json_extract cuts a string at U+0000 ("acme\u0000x" would equal "acme"); `->` gives
+        # the member's JSON text, which the one encoder (`dumps`) made: equal strings, equal text.
+        return and_(typed, doc.op("->")(literal(path)) == literal(dumps(value)))
     return and_(typed, func.json_extract(doc, path) == compare)
 
 

@@ -303,11 +303,11 @@ def deep_body(levels: int) -> bytes:
     """Field 1 as a length-delimited field `levels` deep (deeper than any parser allows)."""
     body = b""
     for _ in range(levels):
-        body = b"\x0a" + _varint(len(body)) + body
+        body = b"\x0a" + varint(len(body)) + body
     return body
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7

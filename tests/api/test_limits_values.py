@@ -20,6 +20,7 @@ from tests.fuzz.messages import varint
 Call = Callable[[], Awaitable[Any]]
 UNKNOWN_ID = "01234567-89ab-7def-8123-456789abcdef"
 NAN, INF = float("nan"), float("inf")
+PAYLOAD_64 = {f"k{i}": i for i in range(64)}
 
 
 def enqueue(server: Running, **fields: Any) -> Call:
@@ -174,6 +175,13 @@ async def test_strings(server: Running) -> None:
             Row("U+0000 in a filter id", listing(server, ids=[nul]), INVALID, "filter.ids[0]"),
             Row(
                 "U+0000 in a filter task", listing(server, tasks=[nul]), INVALID, "filter.tasks[0]"
+            ),
+            Row("64 filter payload fields", listing(server, payload=doc(PAYLOAD_64)), OK),
+            Row(
+                "65",
+                listing(server, payload=doc({**PAYLOAD_64, "z": 1})),
+                INVALID,
+                "filter.payload",
             ),
             Row("1000 filter ids", listing(server, ids=["i"] * 1000), OK),
             Row("1001 filter ids", listing(server, ids=["i"] * 1001), INVALID, "filter.ids"),

@@ -66,6 +66,8 @@ class Pool:
     worker_ids: list[str] = field(default_factory=lambda: ["fuzz-worker"])
     names: list[str] = field(default_factory=lambda: ["default", "fuzz", "test.echo"])
     page_tokens: list[str] = field(default_factory=list)
+    # Draw only values the server should accept (to reach the code behind validation).
+    tame: bool = False
 
 
 def _forged_tokens() -> list[str]:
@@ -84,7 +86,29 @@ def _forged_tokens() -> list[str]:
     ]
 
 
+TAME_TEXT = st.sampled_from(["a", "fuzz", "acme", "acme x", "é"])
+
+
+def _tame_text(name: str, pool: Pool) -> st.SearchStrategy[str]:
+    table: dict[str, st.SearchStrategy[str]] = {
+        "time_zone": st.sampled_from(ZONES[:4]),
+        "cron": st.sampled_from([CRONS[0], CRONS[1], CRONS[3], CRONS[4], CRONS[6]]),
+        "url": st.just(URLS[0]),
+        "secret": st.just(SECRETS[0]),
+        "page_token": st.sampled_from(["", *pool.page_tokens]),
+        "method": st.sampled_from(["GET", "POST"]),
+        "worker_id": st.sampled_from(pool.worker_ids),
+    }
+    if name in ("id", "job_id", "ids"):
+        return st.sampled_from(pool.ids)
+    if name in ("queue", "queues", "task", "tasks", "name"):
+        return st.sampled_from(pool.names)
+    return table.get(name, TAME_TEXT)
+
+
 def _text(name: str, pool: Pool) -> st.SearchStrategy[str]:
+    if pool.tame:
+        return _tame_text(name, pool)
     plain = st.one_of(st.text(max_size=24), st.sampled_from(SPECIAL_TEXT))
     if name in ("id", "job_id", "ids", "idempotency_key"):
         return st.one_of(st.sampled_from(pool.ids), st.just(HUGE_TEXT), plain)
@@ -183,9 +207,22 @@ def _value_of(data: Any) -> struct_pb2.Value:
     return out
 
 
-def _well_known(desc: Descriptor) -> st.SearchStrategy[Message] | None:
+def _tame_json() -> st.SearchStrategy[Any]:
+    scalars = st.one_of(st.booleans(), st.integers(-5, 5), st.sampled_from(["acme", "x"]))
+    return st.dictionaries(st.sampled_from(["a", "k", "customer"]), scalars, max_size=3)
+
+
+def _well_known(desc: Descriptor, tame: bool) -> st.SearchStrategy[Message] | None:
     cls = message_factory.GetMessageClass(desc)
     name = desc.full_name
+    if tame and name == "google.protobuf.Timestamp":
+        return st.integers(NOW + 120, NOW + 10**6).map(lambda s: cls(seconds=s))
+    if tame and name == "google.protobuf.Duration":
+        return st.integers(1, 3600).map(lambda s: cls(seconds=s))
+    if tame and name == "google.protobuf.Struct":
+        return _tame_json().map(_struct_of)
+    if tame and name == "google.protobuf.Value":
+        return _tame_json().map(_value_of)
     if name == "google.protobuf.Timestamp":
         return st.builds(
             lambda s, n: cls(seconds=s, nanos=n), _seconds(TS_MIN, TS_MAX, NOW), _nanos()
@@ -207,6 +244,12 @@ def _scalar(f: FieldDescriptor, pool: Pool) -> st.SearchStrategy[Any]:
     t = f.type
     if t == FieldDescriptor.TYPE_STRING:
         return _text(f.name, pool)
+    if pool.tame and t == FieldDescriptor.TYPE_ENUM:
+        return st.sampled_from([v.number for v in f.enum_type.values if v.number])
+    if pool.tame and t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return st.sampled_from([0.0, 0.5, 1.0, 2.0])
+    if pool.tame and t not in (FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_BYTES):
+        return st.integers(0, 5)
     if t == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
@@ -232,7 +275,7 @@ def _scalar(f: FieldDescriptor, pool: Pool) -> st.SearchStrategy[Any]:
 
 def messages(desc: Descriptor, pool: Pool, depth: int = 0) -> st.SearchStrategy[Message]:
     """Messages of type `desc`: any subset of fields set, nested messages up to 4 deep."""
-    known = _well_known(desc)
+    known = _well_known(desc, pool.tame)
     if known is not None:
         return known
     cls = message_factory.GetMessageClass(desc)

@@ -272,9 +272,7 @@ def check_labels(labels: Mapping[str, str], field: str, errors: Violations) -> N
         errors.add(field, f"at most {MAX_LABELS} labels")
     for key, val in labels.items():
         if not LABEL_KEY_RE.match(key):
-            errors.add(
-                f"{field}[{_key(key)}]", "key must be 1-63 characters of [A-Za-z0-9_.:/-]"
-            )
+            errors.add(f"{field}[{_key(key)}]", "key must be 1-63 characters of [A-Za-z0-9_.:/-]")
         else:
             check_text(val, f"{field}[{key}]", errors, max_chars=MAX_LABEL_VALUE, identifier=True)
 
@@ -418,6 +416,9 @@ def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> 
         check_id(job_id, f"{prefix}.ids[{i}]", errors)
     check_labels(f.labels, f"{prefix}.labels", errors)
     payload_ok = check_document(f.payload, f"{prefix}.payload", MAX_FILTER_PAYLOAD, errors)
+    if len(f.payload.fields) > MAX_LABELS:  # one SQL condition each
+        errors.add(f"{prefix}.payload", f"at most {MAX_LABELS} fields")
+        payload_ok = False
     return model.JobFilter(
         ids=tuple(f.ids),
         states=tuple(states),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from jobwheel.server.config import DEFAULT_DB, DEFAULT_LISTEN, parse_settings
+from jobwheel.server.config import DEFAULT_DB, DEFAULT_LISTEN, NUMBERS, parse_settings
+
+SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRET_B = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
 
 def test_defaults() -> None:
@@ -17,13 +20,13 @@ def test_environment_and_flags() -> None:
         "JOBWHEEL_LISTEN": "0.0.0.0:6000",
         "JOBWHEEL_DB": "postgresql://u@h/db",
         "JOBWHEEL_HANDLERS": "a.tasks, b.tasks",
-        "JOBWHEEL_WEBHOOK_SECRETS": "whsec_a,whsec_b",
+        "JOBWHEEL_WEBHOOK_SECRETS": f"{SECRET_A},{SECRET_B}",
         "JOBWHEEL_THREADS": "8",
     }
     s = parse_settings([], env=env)
     assert s.listen == "0.0.0.0:6000" and s.db == "postgresql://u@h/db"
     assert s.handlers == ("a.tasks", "b.tasks") and s.threads == 8
-    assert s.webhook_secrets == ("whsec_a", "whsec_b")
+    assert s.webhook_secrets == (SECRET_A, SECRET_B)
     s = parse_settings(["--listen", "127.0.0.1:0", "--handlers", "c", "--handlers", "d"], env=env)
     assert s.listen == "127.0.0.1:0" and s.handlers == ("c", "d")
 

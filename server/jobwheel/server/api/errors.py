@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from jobwheel.server.storage.outage import DatabaseUnavailable
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,12 @@ class FailedPrecondition(DomainError):
         ]
 
 
+class Unavailable(DomainError):
+    """The server cannot serve the call now (e.g. it is stopping); another try may work."""
+
+    code = code_pb2.UNAVAILABLE
+
+
 class OutOfRange(FailedPrecondition):
     code = code_pb2.OUT_OF_RANGE
 
@@ -119,6 +126,9 @@ def rpc_errors(method: F) -> F:
             return await method(self, request, context)
         except DomainError as err:
             await context.abort_with_status(to_grpc_status(err))
+        except DatabaseUnavailable:
+            # an outage, not the caller's mistake: the same call works once the database is back
+            await context.abort(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE)
         except sa_exc.TimeoutError:
             # every database connection is busy: the server is overloaded, the call can wait
             log.warning("database pool exhausted in %s", method.__name__)

@@ -10,6 +10,7 @@ from jobwheel.server import model
 from jobwheel.server.api import pagination, validate
 from jobwheel.server.api.convert import attempt_to_proto, job_to_proto, timestamp
 from jobwheel.server.api.errors import (
+    UNAVAILABLE,
     DomainError,
     FieldViolation,
     InvalidArgument,
@@ -22,6 +23,7 @@ from jobwheel.server.api.watch import Watcher
 from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
+from jobwheel.server.storage import DatabaseUnavailable
 from jobwheel.server.storage import management as actions
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
@@ -129,6 +131,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
                 yield response
         except DomainError as err:
             await context.abort_with_status(to_grpc_status(err))
+        except DatabaseUnavailable:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE)
 
     # -- one job ----------------------------------------------------------------------------
 

@@ -113,7 +113,7 @@ class EventLog(StoreBase):
     ) -> AsyncIterator[tuple[int, AsyncIterator[list[Job]]]]:
         """The revision R and the matching jobs as they are at R, from one consistent view
         (a SQLite read transaction; REPEATABLE READ on PostgreSQL), in chunks."""
-        async with self.read_engine.connect() as conn:
+        async with self._outages(), self.read_engine.connect() as conn:
             if self.dialect.name == "postgresql":
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():

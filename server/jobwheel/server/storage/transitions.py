@@ -296,14 +296,28 @@ class Transitions(StoreBase):
                 held[r.id] = (r.execution_count, r.attempt, r.lease_expire_time)
         return held
 
-    async def renew_leases(self, worker_id: str, now: Micros, until: Micros) -> int:
-        stmt = (
-            update(jobs)
-            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.worker_id == worker_id)
-            .values(lease_expire_time=until)
-        )
+    async def renew_leases(
+        self, worker_id: str, job_ids: Sequence[str], now: Micros, until: Micros
+    ) -> int:
+        """Extends the leases of `job_ids` that `worker_id` still runs. Only the jobs the
+        caller holds: a RUNNING job it lost track of (its end could not be stored, or a claim
+        whose reply was lost) must expire and run again, not be kept alive forever."""
+        renewed = 0
+        if not job_ids:
+            return renewed
         async with self._write() as conn:
-            return (await conn.execute(stmt)).rowcount
+            for start in range(0, len(job_ids), self.dialect.max_in_list):
+                stmt = (
+                    update(jobs)
+                    .where(
+                        jobs.c.id.in_(job_ids[start : start + self.dialect.max_in_list]),
+                        jobs.c.state == JobState.RUNNING.value,
+                        jobs.c.worker_id == worker_id,
+                    )
+                    .values(lease_expire_time=until)
+                )
+                renewed += (await conn.execute(stmt)).rowcount
+        return renewed
 
     async def running_jobs_lost(
         self, now: Micros, dead_worker_prefix: str | None = None, limit: int = 1000

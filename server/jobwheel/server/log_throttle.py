@@ -1,7 +1,8 @@
 """Repeated log lines are written once per interval, with a count of those held back.
 
 During an outage every loop and every call fails the same way many times a second; one line
-per kind of failure per interval says as much and keeps the log readable.
+per kind of failure per interval says as much and keeps the log readable. An outage's
+traceback says nothing the message does not, so it is left out.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+
+from jobwheel.server.storage import DatabaseUnavailable
 
 DEFAULT_INTERVAL = 10.0
 
@@ -36,6 +39,11 @@ class Throttle(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.level:
             return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, DatabaseUnavailable):
+            record.msg = f"{record.msg} ({exc})"
+            record.exc_info = None
+            record.exc_text = None
         key = (record.name, record.levelno, str(record.msg))
         now = self.clock()
         last = self._seen.get(key)

@@ -27,7 +27,7 @@ from jobwheel.server.storage import DatabaseUnavailable, Store
 log = logging.getLogger(__name__)
 # retries of a settlement during a database outage: seconds, doubling up to the cap
 SETTLE_RETRY_FIRST = 0.2
-SETTLE_RETRY_MAX = 5.0
+SETTLE_RETRY_MAX = 2.0
 
 
 class Dispatcher:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # retries of a settlement during a database outage: seconds, doubling up to the cap
 SETTLE_RETRY_FIRST = 0.2
 SETTLE_RETRY_MAX = 2.0
+# after the grace period, how long releasing what still runs may take (seconds)
+RELEASE_WAIT = 2.0
 
 
 class Dispatcher:
@@ -261,7 +263,7 @@ class Dispatcher:
             for task in still:
                 task.cancel()
             if still:
-                await asyncio.wait(still, timeout=5)
+                await asyncio.wait(still, timeout=RELEASE_WAIT)
 
 
 def _catch_up(job: model.Job, now: model.Micros) -> tuple[model.Micros | None, int]:

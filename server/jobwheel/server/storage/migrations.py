@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.outage import is_unreachable
 from jobwheel.server.storage.schema import event_head, metadata, schema_version
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,7 +49,16 @@ async def _initial(conn: AsyncConnection, _dialect: Dialect) -> None:
     await _create(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+async def _released_attempts(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(
+        text("ALTER TABLE jobs ADD COLUMN released_attempts INTEGER NOT NULL DEFAULT 0")
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial),
+    Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
+)
 
 
 def latest_version(steps: Sequence[Migration] = MIGRATIONS) -> int:

@@ -39,6 +39,7 @@ _settle_job = (
         last_error=bindparam("b_last_error"),
         result=bindparam("b_result"),
         skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
+        released_attempts=bindparam("b_released"),
         worker_id="",
         lease_expire_time=None,
         update_time=bindparam("b_now"),
@@ -224,6 +225,7 @@ class Transitions(StoreBase):
                 state=JobState.RUNNING.value,
                 # A job that has not started its current execution begins a new one.
                 execution_count=jobs.c.execution_count + case((jobs.c.attempt == 0, 1), else_=0),
+                released_attempts=case((jobs.c.attempt == 0, 0), else_=jobs.c.released_attempts),
                 attempt=jobs.c.attempt + 1,
                 start_time=now,
                 update_time=now,
@@ -357,6 +359,7 @@ def _settlement_params(s: Settlement) -> dict[str, Any]:
         "b_result": job_result_doc(s.result),
         "b_now": s.now,
         "b_skipped": s.skipped,
+        "b_released": s.released_attempts,
         "b_outcome": s.attempt_outcome.value,
         "b_error": s.attempt_error,
         "b_attempt_result": job_result_doc(s.attempt_result),

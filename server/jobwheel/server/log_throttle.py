@@ -39,12 +39,12 @@ class Throttle(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.level:
             return True
+        key = (record.name, record.levelno, str(record.msg))
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, DatabaseUnavailable):
             record.msg = f"{record.msg} ({exc})"
             record.exc_info = None
             record.exc_text = None
-        key = (record.name, record.levelno, str(record.msg))
         now = self.clock()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self.interval:

@@ -46,7 +46,10 @@ def describe(exc: BaseException, db_url: str) -> str:
         return f"cannot reach {db}: {reason(exc)}"
     if isinstance(exc, sa_exc.DBAPIError):
         # the driver's own words: "database "x" does not exist", "file is not a database"
-        return f"cannot use {db}: {_first_line(str(exc.orig))}"
+        words = _first_line(str(exc.orig))
+        if "readonly" in words:  # e.g. SQLite in a directory the server cannot write to
+            words += " (the server writes to the database file and creates files next to it)"
+        return f"cannot use {db}: {words}"
     text = _first_line(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -146,15 +146,19 @@ class Dispatcher:
                 continue
             # out before the claim: a wake-up for this queue during the claim puts it back
             self._ready.discard(queue)
-            claimed = await self.store.claim(
-                queue,
-                tasks,
-                room,
-                self.worker_id,
-                now,
-                now + self.lease,
-                include_http=self.webhooks is not None,
-            )
+            try:
+                claimed = await self.store.claim(
+                    queue,
+                    tasks,
+                    room,
+                    self.worker_id,
+                    now,
+                    now + self.lease,
+                    include_http=self.webhooks is not None,
+                )
+            except BaseException:
+                self._ready.add(queue)  # e.g. the database is unreachable: try again later
+                raise
             if bucket is not None:
                 bucket.give_back(room - len(claimed))
             if len(claimed) == room:

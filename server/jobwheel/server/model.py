@@ -175,6 +175,9 @@ class Job:
     next_run_time: Micros | None
     attempt: int = 0
     execution_count: int = 0
+    # attempts of this execution released by a graceful stop: on record, not charged against
+    # the retry policy's max_attempts
+    released_attempts: int = 0
     start_time: Micros | None = None
     end_time: Micros | None = None
     last_error: str = ""

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from jobwheel.server.storage.outage import DatabaseUnavailable
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,12 @@ class FailedPrecondition(DomainError):
         ]
 
 
+class Unavailable(DomainError):
+    """The server cannot serve the call now (e.g. it is stopping); another try may work."""
+
+    code = code_pb2.UNAVAILABLE
+
+
 class OutOfRange(FailedPrecondition):
     code = code_pb2.OUT_OF_RANGE
 
@@ -143,6 +150,9 @@ def expected_status(exc: Exception) -> grpc.Status | None:
     """
     if isinstance(exc, DomainError):
         return to_grpc_status(exc)
+    if isinstance(exc, DatabaseUnavailable):
+        # an outage, not the caller's mistake: the same call works once the database is back
+        return _plain(code_pb2.UNAVAILABLE, UNAVAILABLE)
     if isinstance(exc, sa_exc.TimeoutError):
         # every database connection is busy: the server is overloaded, the call can wait
         log.warning("database pool exhausted")

@@ -192,7 +192,7 @@ def manage(c: Command) -> int:
         if verb == "delete":
             c.show(pb.DeleteJobResponse(), lambda: f"deleted {ids[0]}")
         else:
-            c.show_job(job)
+            c.show_job(job, getattr(pb, f"{verb.capitalize()}JobResponse")(job=job))
         return 0
     if by_filter:
         _confirm(c, verb, flt)

@@ -66,7 +66,8 @@ class LiveView:
 
     def lost(self, err: JobwheelError, failures: int) -> None:
         with self.lock:
-            self.status = f"connection lost ({err}); reconnecting, attempt {failures}"
+            detail = " ".join(err.message.split())
+            self.status = f"connection lost; reconnecting, attempt {failures} ({detail})"
 
     def apply(self, resp: pb.WatchJobsResponse) -> None:
         with self.lock:
@@ -99,6 +100,8 @@ class LiveView:
             (clock, "bold"),
         )
         line2 = Text(status, style="bold red") if status else Text("loading..." if loading else "")
+        for text in (title, line2):
+            text.no_wrap, text.overflow = True, "ellipsis"
         room = max(height - CHROME_LINES, 1)
         shown = rows[:room]
         parts: list[RenderableType] = [title, line2, self._table(shown, now)]

@@ -102,8 +102,9 @@ def test_live_view(tmp_path: Path, server: ServerProcess, port: int) -> None:
         again = start_server(tmp_path, port)
         try:
             lines = term.wait_for(
-                lambda ls: not any("connection lost" in line for line in ls)
-                and "22 jobs" in title(ls)
+                lambda ls: (
+                    not any("connection lost" in line for line in ls) and "22 jobs" in title(ls)
+                )
             )
             assert lines[1] == ""
         finally:

@@ -37,7 +37,8 @@ test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
 
 gen: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=client --pyi_out=client \
-		--grpc_python_out=client proto/jobwheel/v1/*.proto
+		--grpc_python_out=client --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+		--mypy_grpc_out=client proto/jobwheel/v1/*.proto
 	$(BIN)/python tools/gen_sync_client.py
 
 lint: $(STAMP)

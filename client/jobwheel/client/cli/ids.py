@@ -24,10 +24,12 @@ LAYOUT = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 MIN_PREFIX = 4  # hex digits, as git asks
 SCAN_LIMIT = 10_000
 MARGIN = timedelta(minutes=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)  # the last instant a Timestamp holds
 SHOWN = 10  # candidates listed for an ambiguous prefix
 
 
-def _is_prefix(text: str) -> bool:
+def is_prefix(text: str) -> bool:
     """True when `text` could start a UUID: hex digits, dashes only where a UUID has them
     (or none at all)."""
     if not text:
@@ -42,15 +44,16 @@ def _is_prefix(text: str) -> bool:
     )
 
 
-def _span(hexes: str) -> tuple[datetime, datetime]:
-    """The creation times a UUIDv7 starting with these hex digits can have."""
+def span(hexes: str) -> tuple[datetime, datetime]:
+    """The creation times (from, before) a UUIDv7 starting with these hex digits can have,
+    widened by MARGIN and kept within what a Timestamp holds."""
     stamp = hexes[:12]
-    low = int(stamp.ljust(12, "0"), 16)
-    high = int(stamp.ljust(12, "f"), 16)
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    low = int(stamp.ljust(12, "0"), 16) * 1000  # microseconds
+    high = (int(stamp.ljust(12, "f"), 16) + 1) * 1000
+    limit = int((LAST - EPOCH).total_seconds() * 1_000_000)
     return (
-        epoch + timedelta(milliseconds=low) - MARGIN,
-        epoch + timedelta(milliseconds=high + 1) + MARGIN,
+        EPOCH + timedelta(microseconds=min(low, limit)) - MARGIN,
+        EPOCH + timedelta(microseconds=min(high, limit)) + MARGIN if high < limit else LAST,
     )
 
 
@@ -60,15 +63,15 @@ def resolve(client: Client, text: str) -> str:
     given = text.strip().lower()
     if FULL.match(given):
         return given
-    if not _is_prefix(given):
+    if not is_prefix(given):
         raise UsageError(f"{text!r} is not a job id (a UUID such as {LAYOUT}) or a prefix of one")
     hexes = given.replace("-", "")
     if len(hexes) < MIN_PREFIX:
         raise UsageError(f"job id prefix {text!r} is too short: give at least {MIN_PREFIX} digits")
-    after, before = _span(hexes)
+    after, before = span(hexes)
     flt = job_pb2.JobFilter()
     flt.create_time.start_time.FromDatetime(after)
-    flt.create_time.end_time.FromDatetime(min(before, datetime(9999, 1, 1, tzinfo=UTC)))
+    flt.create_time.end_time.FromDatetime(before)
     matches: list[str] = []
     scanned, token = 0, ""
     while True:

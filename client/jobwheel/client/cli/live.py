@@ -18,7 +18,7 @@ from typing import Any
 from jobwheel.client.cli import render
 from jobwheel.client.cli.base import Command, command, count_int, filter_from
 from jobwheel.client.convert import from_timestamp
-from jobwheel.client.errors import JobwheelError, Unavailable
+from jobwheel.client.errors import JobwheelError, ResourceExhausted, Unavailable
 from jobwheel.client.filters import state_name
 from jobwheel.client.policy import events_of
 from jobwheel.v1 import job_pb2
@@ -164,7 +164,7 @@ def _follow(c: Command, view: LiveView, failed: list[BaseException]) -> None:
                 for resp in stream:
                     failures = 0
                     view.apply(resp)
-            except Unavailable as err:
+            except (Unavailable, ResourceExhausted) as err:  # gone, or fell behind: start over
                 failures += 1
                 view.lost(err, failures)
                 time.sleep(c.client.retry.delay(failures))

@@ -43,7 +43,7 @@ gen: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check server client/jobwheel/client tests bench
+	$(BIN)/ruff format --check server client/jobwheel/client tests bench tools examples
 	$(BIN)/mypy
 	$(BIN)/buf lint
 

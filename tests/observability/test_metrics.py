@@ -134,6 +134,36 @@ async def test_counts_after_a_known_workload(server: Running) -> None:
     assert value(samples, "jobwheel_attempts_running", executor="remote") == 0
 
 
+async def test_rpc_metrics_count_the_status_the_guard_answers(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Guard maps exceptions to statuses inside the metrics interceptor: what is counted
+    is what the caller got, a bug's INTERNAL and an undecodable body's INVALID_ARGUMENT too."""
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the store")
+
+    missing = "01234567-89ab-7def-8123-456789abcdef"
+    with pytest.raises(grpc.aio.AioRpcError) as not_found:
+        await server.jobs.GetJob(pb.GetJobRequest(id=missing))
+    assert not_found.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as garbage:
+        await server.channel.unary_unary("/jobwheel.v1.JobService/GetJob", lambda b: b)(b"\xff")
+    assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    monkeypatch.setattr(server.app.store, "get_job", broken)
+    with pytest.raises(grpc.aio.AioRpcError) as bug:
+        await server.jobs.GetJob(pb.GetJobRequest(id=missing))
+    assert bug.value.code() == grpc.StatusCode.INTERNAL
+
+    samples = await scrape(server)
+    rpc = {"grpc_type": "unary", "grpc_service": "jobwheel.v1.JobService", "grpc_method": "GetJob"}
+    handled = {
+        code: value(samples, "grpc_server_handled_total", **rpc, grpc_code=code)
+        for code in ("NOT_FOUND", "INVALID_ARGUMENT", "INTERNAL", "UNKNOWN", "OK")
+    }
+    assert handled == {"NOT_FOUND": 1, "INVALID_ARGUMENT": 1, "INTERNAL": 1, "UNKNOWN": 0, "OK": 0}
+
+
 async def test_watchers_and_events_sent(server: Running) -> None:
     stream = server.jobs.WatchJobs(pb.WatchJobsRequest())
     job = await enqueue(server, task="test.echo")

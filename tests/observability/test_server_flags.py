@@ -28,7 +28,8 @@ def test_metrics_listen_accepts_host_port(good: str) -> None:
 def test_metrics_listen_refuses_garbage(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         parse_settings(["--metrics-listen", bad], env={})
-    assert exit_.value.code == 2 and "--metrics-listen must be HOST:PORT" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --metrics-listen: expected HOST:PORT" in err
 
 
 def test_metrics_are_off_by_default_and_env_sets_them() -> None:
@@ -42,6 +43,10 @@ def test_log_format_is_text_or_json() -> None:
     assert parse_settings([], env={}).log_format == "text"
     with pytest.raises(SystemExit):
         parse_settings(["--log-format", "xml"], env={})
+    with pytest.raises(SystemExit):
+        parse_settings([], env={"JOBWHEEL_LOG_FORMAT": "xml"})
+    with pytest.raises(SystemExit):
+        parse_settings([], env={"JOBWHEEL_METRICS_LISTEN": "9464"})
 
 
 @pytest.mark.slow

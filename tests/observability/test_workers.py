@@ -62,7 +62,11 @@ async def test_seen_within_limits(server: Running) -> None:
     await server.jobs.ListWorkers(
         pb.ListWorkersRequest(seen_within=duration_pb2.Duration(seconds=week))
     )
-    for bad in (duration_pb2.Duration(seconds=week + 1), duration_pb2.Duration(seconds=-1)):
+    for bad in (
+        duration_pb2.Duration(seconds=week + 1),
+        duration_pb2.Duration(seconds=-1),
+        duration_pb2.Duration(seconds=1, nanos=-1),  # malformed
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await server.jobs.ListWorkers(pb.ListWorkersRequest(seen_within=bad))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -107,6 +111,8 @@ async def test_queued_job_nobody_asked_for_says_so(server: Running) -> None:
 
     shown = await jw(server.address, "get", job.id)
     assert shown.code == 0 and "no worker:" in shown.out
+    waited = await jw(server.address, "wait", job.id, "--timeout", "1s")
+    assert waited.code == 1 and f"{job.id}: QUEUED: {text}" in waited.err
 
     # a worker of another queue does not help; one that asks for any task does
     await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w-x", queues=["other"]))

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from jobwheel.server import handlers, model
+from jobwheel.server import handlers, log_throttle, model
 from jobwheel.server.api import reflection
+from jobwheel.server.api.guard import Guard
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_service import WorkerService
+from jobwheel.server.availability import DatabaseHealth
 from jobwheel.server.clock import Clock, SystemClock
 from jobwheel.server.config import Settings, parse_settings, version
 from jobwheel.server.core import Core
@@ -28,25 +30,17 @@ from jobwheel.server.execution.roster import Roster
 from jobwheel.server.execution.webhook import WebhookSettings
 from jobwheel.server.observability import logs
 from jobwheel.server.observability.wiring import Observability
-from jobwheel.server.storage import SchemaVersionError, StorageUrlError, Store, open_store
-from jobwheel.server.storage.exclusive import DatabaseInUse, ExclusiveUse
+from jobwheel.server.startup import StartupError, check_listen_address, describe, safe_url
+from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.exclusive import ExclusiveUse
 from jobwheel.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
-from sqlalchemy.engine import make_url
 
 log = logging.getLogger("jobwheel.server")
-
-
-def safe_url(url: str) -> str:
-    """A database URL with its password hidden, for logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
 
 
 MAX_MESSAGE_BYTES = 64 << 20
@@ -66,7 +60,9 @@ class App:
         self.engine: Engine | None = None
         self.exclusive = ExclusiveUse(settings.db)
         self.remote: RemoteWorkers | None = None
+        self.watcher: Watcher | None = None
         self._tailer: asyncio.Task[None] | None = None
+        self._db_health: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -75,6 +71,7 @@ class App:
         self._roster_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
+        check_listen_address(self.settings.listen)
         handlers.load_modules(self.settings.handlers)
         loaded = sorted(handlers.registered())
         log.info(
@@ -98,6 +95,10 @@ class App:
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
+        store = self.store
+        db_health = DatabaseHealth(store.head_revision, self._set_serving)
+        store.on_unreachable = db_health.suspect
+        self._db_health = asyncio.create_task(db_health.run(), name="jobwheel-db-health")
         self.bus = EventBus(await self.store.head_revision() + 1)
         self.store.event_sink = self.bus.publish
         await obs.watch_store(self.store, self.bus)
@@ -144,13 +145,18 @@ class App:
         self._tailer = asyncio.create_task(tailer.run())
         self._roster_task = asyncio.create_task(self.roster.run())
         server = grpc.aio.server(
-            interceptors=obs.interceptors(),
+            # outermost first: a span and the metrics/RPC line around the Guard, so that they
+            # see the status it maps every exception to (INVALID_ARGUMENT, INTERNAL, ...)
+            interceptors=[*obs.interceptors(), Guard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC binds with SO_REUSEPORT by default: a second server on the same address
+                # would start and silently take part of the traffic
+                ("grpc.so_reuseport", 0),
             ],
         )
-        watcher = Watcher(
+        self.watcher = watcher = Watcher(
             self.store,
             self.bus,
             self.clock,
@@ -173,38 +179,51 @@ class App:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
-        self.port = server.add_insecure_port(self.settings.listen)
+        try:
+            self.port = server.add_insecure_port(self.settings.listen)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen}")
+            raise StartupError(
+                f"cannot listen on {self.settings.listen}: the address is in use or not "
+                "available on this host"
+            )
         await server.start()
         self.server = server
         obs.serve()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_serving(db_health.available)
         host = self.settings.listen.rsplit(":", 1)[0]
         log.info(
-            "jobwheel listening on %s:%d%s",
+            "jobwheel listening on %s:%d (db %s)%s",
             host,
             self.port,
+            safe_url(self.settings.db),
             f", metrics on port {obs.port}" if obs.port else "",
         )
         return self.port
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_period if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self.remote is not None:
             self.remote.close()  # long-polls answer now instead of holding the grace period
+        if self.watcher is not None:
+            self.watcher.close()  # watch streams end now with UNAVAILABLE, likewise
         # in-flight calls and running attempts share one grace period
         await asyncio.gather(
             *([self.server.stop(grace)] if self.server is not None else []),
             *([self.engine.stop(grace)] if self.engine is not None else []),
         )
-        for loop in (self._tailer, self._roster_task):
-            if loop is not None:
-                loop.cancel()
+        for task in (self._tailer, self._db_health, self._roster_task):
+            if task is not None:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await loop
+                    await task
         if self.observability is not None:
             await self.observability.close()
         if self.roster is not None:
@@ -220,7 +239,19 @@ class App:
 
 async def run(settings: Settings) -> None:
     app = App(settings)
-    await app.start()
+    held = logs.HeldLines()  # until the start is known to have worked
+    try:
+        await app.start()
+    except Exception as exc:
+        held.drop()
+        logging.disable()  # the one line below says it all
+        with contextlib.suppress(Exception):  # whatever had started: best effort
+            await app.stop(0)
+        raise StartupError(describe(exc, settings.db)) from exc
+    except BaseException:  # interrupted: what was held is all there is to tell
+        held.release()
+        raise
+    held.release()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -233,10 +264,11 @@ async def run(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
     logs.configure(settings.log_level, settings.log_format)
+    log_throttle.install()
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run(settings))
-    except (DatabaseInUse, StorageUrlError, SchemaVersionError, OSError) as exc:
+    except StartupError as exc:
         # a start-up problem the operator must fix: one clear line, not a traceback
         sys.exit(f"jobwheel-server: {exc}")
 

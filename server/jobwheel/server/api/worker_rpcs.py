@@ -7,7 +7,6 @@ from typing import Any
 from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import timestamp
-from jobwheel.server.api.errors import rpc_errors
 from jobwheel.server.execution.roster import FORGET_AFTER, SERVER, Roster
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
@@ -24,16 +23,13 @@ class WorkerRpcs:
             proto.waiting_reason = self.roster.waiting_reason(job)
         return proto
 
-    @rpc_errors
     async def ListWorkers(self, request: pb.ListWorkersRequest, context: Any) -> Any:
         errors = validate.Violations()
-        within = DEFAULT_SEEN_WITHIN
+        within: int | None = DEFAULT_SEEN_WITHIN
         if request.HasField("seen_within"):
-            within = validate.micros_of_duration(request.seen_within, "seen_within", errors) or 0
-            if within < 0:
-                errors.add("seen_within", "must not be negative")
-            elif within > FORGET_AFTER:
-                errors.add("seen_within", f"must be at most {FORGET_AFTER // model.SECOND}s")
+            within = validate.micros_of_duration(
+                request.seen_within, "seen_within", errors, high=FORGET_AFTER
+            )
         errors.raise_if_any()
         if self.roster is None:
             return pb.ListWorkersResponse()

@@ -88,3 +88,45 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> No
     root.setLevel(level)
     # asyncio's own debug lines ("Using selector") say nothing about jobwheel
     logging.getLogger("asyncio").setLevel(max(root.level, logging.INFO))
+
+
+class _Hold(logging.Filter):
+    def __init__(
+        self, handler: logging.Handler, into: list[tuple[logging.Handler, logging.LogRecord]]
+    ) -> None:
+        super().__init__()
+        self.handler = handler
+        self.into = into
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.into.append((self.handler, record))
+        return False
+
+
+class HeldLines:
+    """Holds back what the root logger's handlers get until `release()` writes it (in order,
+    with its original times) or `drop()` forgets it. The server's start-up lines wait so that
+    a start that fails prints its one error line alone, and one that works begins with the
+    line saying what runs."""
+
+    def __init__(self) -> None:
+        self._held: list[tuple[logging.Handler, logging.LogRecord]] = []
+        self._holds: list[tuple[logging.Handler, _Hold]] = []
+        for handler in logging.getLogger().handlers:
+            hold = _Hold(handler, self._held)
+            handler.filters.insert(0, hold)  # before any other filter: they see it on release
+            self._holds.append((handler, hold))
+
+    def _stop(self) -> list[tuple[logging.Handler, logging.LogRecord]]:
+        for handler, hold in self._holds:
+            handler.removeFilter(hold)
+        self._holds = []
+        held, self._held = self._held, []
+        return held
+
+    def release(self) -> None:
+        for handler, record in self._stop():
+            handler.handle(record)
+
+    def drop(self) -> None:
+        self._stop()

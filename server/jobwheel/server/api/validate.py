@@ -13,14 +13,13 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from google.protobuf import struct_pb2
-from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
 from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
 from jobwheel.server.api.errors import quote
 from jobwheel.server.api.fields import (
     Violations,
-    check_json,
     check_text,
+    json_data,
     micros_of_duration,
     micros_of_timestamp,
 )
@@ -268,6 +267,8 @@ def _key(name: str) -> str:
 def check_labels(labels: Mapping[str, str], field: str, errors: Violations) -> None:
     """At most MAX_LABELS; keys 1-63 of [A-Za-z0-9_.:/-], values up to 256 characters
     without control characters."""
+    if not labels:
+        return
     if len(labels) > MAX_LABELS:
         errors.add(field, f"at most {MAX_LABELS} labels")
     for key, val in labels.items():
@@ -277,14 +278,16 @@ def check_labels(labels: Mapping[str, str], field: str, errors: Violations) -> N
             check_text(val, f"{field}[{key}]", errors, max_chars=MAX_LABEL_VALUE, identifier=True)
 
 
-def check_document(
+def json_document(
     doc: struct_pb2.Struct | struct_pb2.Value, field: str, max_bytes: int, errors: Violations
-) -> bool:
-    """A JSON document of at most `max_bytes` encoded (see fields.check_json); True if so."""
+) -> tuple[bool, Any]:
+    """(True, the document as JSON data) if it is at most `max_bytes` encoded and keeps the
+    JSON rules (see fields.json_data); else (False, None) and a violation."""
     if doc.ByteSize() > max_bytes:
         errors.add(field, f"is larger than {max_bytes} bytes")
-        return False
-    return check_json(doc, field, errors)
+        return False, None
+    ok, data = json_data(doc, field, errors)
+    return ok, _json_numbers(data) if ok else None
 
 
 def _json_numbers(data: Any) -> Any:
@@ -296,11 +299,6 @@ def _json_numbers(data: Any) -> Any:
     if isinstance(data, list):
         return [_json_numbers(v) for v in data]
     return data
-
-
-def payload_dict(payload: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = _json_numbers(MessageToDict(payload))
-    return result
 
 
 @dataclass(frozen=True)
@@ -321,7 +319,9 @@ def new_job_from_proto(
     http = http_from_proto(req.http, f"{prefix}http", errors) if req.HasField("http") else None
     task = req.task or ("http" if http else "")
     check_name(task, f"{prefix}task", errors)
-    payload_ok = check_document(req.payload, f"{prefix}payload", limits.max_payload_bytes, errors)
+    payload_ok, payload = json_document(
+        req.payload, f"{prefix}payload", limits.max_payload_bytes, errors
+    )
     check_labels(req.labels, f"{prefix}labels", errors)
     check_text(
         req.idempotency_key,
@@ -349,7 +349,7 @@ def new_job_from_proto(
         id=job_id,
         queue=queue,
         task=task,
-        payload=payload_dict(req.payload) if payload_ok else {},
+        payload=payload if payload_ok else {},
         labels=dict(req.labels),
         priority=req.priority,
         state=state,
@@ -415,7 +415,7 @@ def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> 
     for i, job_id in enumerate(f.ids):
         check_id(job_id, f"{prefix}.ids[{i}]", errors)
     check_labels(f.labels, f"{prefix}.labels", errors)
-    payload_ok = check_document(f.payload, f"{prefix}.payload", MAX_FILTER_PAYLOAD, errors)
+    payload_ok, payload = json_document(f.payload, f"{prefix}.payload", MAX_FILTER_PAYLOAD, errors)
     if len(f.payload.fields) > MAX_LABELS:  # one SQL condition each
         errors.add(f"{prefix}.payload", f"at most {MAX_LABELS} fields")
         payload_ok = False
@@ -425,7 +425,7 @@ def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> 
         queues=tuple(f.queues),
         tasks=tuple(f.tasks),
         labels=tuple(sorted(f.labels.items())),
-        payload=tuple(sorted(payload_dict(f.payload).items())) if payload_ok else (),
+        payload=tuple(sorted(payload.items())) if payload_ok else (),
         create_time=_time_range(f.create_time, f"{prefix}.create_time", errors),
         next_run_time=_time_range(f.next_run_time, f"{prefix}.next_run_time", errors),
         end_time=_time_range(f.end_time, f"{prefix}.end_time", errors),

@@ -10,7 +10,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from google.protobuf import struct_pb2
 from jobwheel.server import model
@@ -23,10 +22,11 @@ from jobwheel.server.api.fields import (
     micros_of_duration,
     micros_of_timestamp,
 )
+from jobwheel.server.api.http_target import check_http_url, http_from_proto
 from jobwheel.server.scheduling import triggers
 from jobwheel.v1 import job_pb2, job_service_pb2
 
-__all__ = ["Violations", "micros_of_duration", "micros_of_timestamp"]
+__all__ = ["Violations", "check_http_url", "micros_of_duration", "micros_of_timestamp"]
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
@@ -41,33 +41,11 @@ MAX_WAIT = 366 * 86_400 * model.SECOND
 MAX_ID = 64
 MAX_TIME_ZONE = 64
 MAX_CRON = 256
-MAX_URL = 2048
-MAX_HEADERS = 64
-MAX_HEADER_VALUE = 8192
 MAX_FILTER_VALUES = 1000
 MAX_FILTER_PAYLOAD = 64 << 10
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 # A start time this far in the past is taken as "now" (client clocks drift); beyond it the
 # request is more likely a bug than an intent.
 PAST_TOLERANCE = 60 * model.SECOND
-HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-FORBIDDEN_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-connection",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
 
 
 def check_name(value: str, field: str, errors: Violations) -> None:
@@ -228,35 +206,6 @@ def retry_policy_from_proto(
     if not 0.0 <= jitter <= 1.0:
         errors.add(f"{prefix}.jitter", "must be between 0 and 1")
     return model.RetryPolicy(max_attempts, initial, cap, multiplier, jitter)
-
-
-def check_http_url(url: str, field: str, errors: Violations) -> None:
-    if not check_text(url, field, errors, max_chars=MAX_URL, identifier=True, required=True):
-        return
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
-    except ValueError:
-        ok = False
-    if not ok:
-        errors.add(field, "must be an absolute http or https URL")
-
-
-def http_from_proto(h: job_pb2.HttpTarget, prefix: str, errors: Violations) -> model.HttpTarget:
-    check_http_url(h.url, f"{prefix}.url", errors)
-    method = (h.method or "POST").upper()
-    if method not in HTTP_METHODS:
-        errors.add(f"{prefix}.method", f"must be one of {', '.join(sorted(HTTP_METHODS))}")
-    if len(h.headers) > MAX_HEADERS:
-        errors.add(f"{prefix}.headers", f"at most {MAX_HEADERS} headers")
-    for name, value in h.headers.items():
-        field = f"{prefix}.headers[{_key(name)}]"
-        if not HEADER_NAME_RE.match(name):
-            errors.add(field, "name must be 1-256 characters of an HTTP token")
-        elif name.lower() in FORBIDDEN_HEADERS:
-            errors.add(field, "this header may not be set")
-        check_text(value, field, errors, max_chars=MAX_HEADER_VALUE, identifier=True)
-    return model.HttpTarget(url=h.url, method=method, headers=dict(h.headers))
 
 
 def _key(name: str) -> str:

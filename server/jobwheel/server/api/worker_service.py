@@ -6,7 +6,6 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import duration_pb2
-from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import job_to_proto, timestamp
@@ -102,10 +101,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         _attempt_ids(request, errors)
         lease = _duration(request.lease_duration, "lease_duration", MAX_LEASE, errors)
         progress = None
-        if request.HasField("progress") and validate.check_document(
-            request.progress, "progress", self.limits.max_payload_bytes, errors
-        ):
-            progress = validate.payload_dict(request.progress)
+        if request.HasField("progress"):
+            _, progress = validate.json_document(
+                request.progress, "progress", self.limits.max_payload_bytes, errors
+            )
         errors.raise_if_any()
         beat = await self.remote.heartbeat(
             request.job_id, request.epoch, request.worker_id, lease or None, progress
@@ -121,10 +120,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         errors = validate.Violations()
         _attempt_ids(request, errors)
         result = None
-        if request.HasField("result") and validate.check_document(
-            request.result, "result", self.limits.max_payload_bytes, errors
-        ):
-            result = validate._json_numbers(MessageToDict(request.result))
+        if request.HasField("result"):
+            _, result = validate.json_document(
+                request.result, "result", self.limits.max_payload_bytes, errors
+            )
         errors.raise_if_any()
         job = await self.remote.complete(request.job_id, request.epoch, request.worker_id, result)
         return pb.CompleteJobResponse(job=job_to_proto(job))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from jobwheel.server.execution import outcomes
-from jobwheel.server.execution.base import AttemptResult, Outcome
-from jobwheel.server.model import JobState, RetryPolicy
+from jobwheel.server.model import AttemptOutcome, JobState, RetryPolicy
+from jobwheel.server.rules import outcomes
+from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import Store, open_store
 
 from tests.storage.factories import T0, new_job
@@ -43,7 +43,9 @@ async def test_released_attempts_are_recorded_but_not_charged(store: Store) -> N
     for n in (4, 5):
         (running,) = await store.claim("default", {"noop"}, 1, WORKER, now, now + 10)
         assert running.attempt == n
-        failure = outcomes.settle(running, AttemptResult(Outcome.FAILED, error="x"), now + 1, 0.5)
+        failure = outcomes.settle(
+            running, AttemptResult(AttemptOutcome.FAILED, error="x"), now + 1, 0.5
+        )
         assert await store.settle([failure])
         after = await store.get_job(job.id)
         assert after is not None

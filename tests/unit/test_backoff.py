@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jobwheel.server.model import SECOND, RetryPolicy
-from jobwheel.server.scheduling.backoff import retry_delay
+from jobwheel.server.rules.backoff import retry_delay
 
 RAND = st.floats(0.0, 1.0, exclude_max=True)
 POLICIES = st.builds(

@@ -8,16 +8,16 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 from jobwheel.server import model
-from jobwheel.server.execution import outcomes
-from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.model import SECOND, Event, EventType, JobState
 from jobwheel.server.observability.job_metrics import UNKNOWN, changes, previous_state
+from jobwheel.server.rules import outcomes
+from jobwheel.server.rules.attempt import EXECUTOR_OUTCOMES, AttemptResult
 
 from tests.unit.test_outcomes import NOW, running
 
 RESULTS = st.builds(
     AttemptResult,
-    outcome=st.sampled_from(list(Outcome)),
+    outcome=st.sampled_from(list(EXECUTOR_OUTCOMES)),
     error=st.just("E: x"),
     retryable=st.booleans(),
     retry_after=st.integers(0, 60 * SECOND),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jobwheel.server import model
 from jobwheel.server.model import SECOND, MisfirePolicy, OverlapPolicy
-from jobwheel.server.scheduling import recurrence
+from jobwheel.server.rules import recurrence
 
 T0 = 1_800_000_000 * SECOND
 MIN = 60 * SECOND

@@ -8,9 +8,9 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 from jobwheel.server import model
-from jobwheel.server.execution import outcomes
-from jobwheel.server.execution.base import AttemptResult, Outcome
-from jobwheel.server.model import SECOND, JobState
+from jobwheel.server.model import SECOND, AttemptOutcome, JobState
+from jobwheel.server.rules import outcomes
+from jobwheel.server.rules.attempt import AttemptResult
 
 from tests.unit.test_outcomes import FAILED, NOW, running
 
@@ -63,5 +63,5 @@ def test_a_released_attempt_of_a_recurring_job_stays_in_its_execution() -> None:
         2,
     )
     # a success ends the execution; the next claim starts a fresh count
-    done = outcomes.settle(claimed(released), AttemptResult(Outcome.SUCCEEDED), NOW, 0.5)
+    done = outcomes.settle(claimed(released), AttemptResult(AttemptOutcome.SUCCEEDED), NOW, 0.5)
     assert done.after.attempt == 0 and claimed(done.after).released_attempts == 0

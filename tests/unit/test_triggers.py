@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jobwheel.server.model import SECOND, DstFoldPolicy, DstGapPolicy, Schedule
-from jobwheel.server.scheduling.triggers import (
+from jobwheel.server.rules.triggers import (
     next_fires,
     occurrences_between,
     validate_cron,

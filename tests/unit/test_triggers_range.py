@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jobwheel.server.model import MAX_TIME, MIN_TIME, SECOND, Schedule
-from jobwheel.server.scheduling import triggers
+from jobwheel.server.rules import triggers
 
 ZONES = ["UTC", "America/New_York", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Tokyo"]
 CRONS = ["0 0 1 1 *", "* * * * *", "0 * * * *", "0 0 29 2 *", "*/30 * * * * *", "0 0 * * 1"]

@@ -18,7 +18,6 @@ import httpx
 import pytest
 import trustme
 from jobwheel.server import model
-from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.ssrf import AddressPolicy, guarded_client
 from jobwheel.server.execution.webhook import (
@@ -27,6 +26,8 @@ from jobwheel.server.execution.webhook import (
     parse_retry_after,
     request_body,
 )
+from jobwheel.server.model import AttemptOutcome
+from jobwheel.server.rules.attempt import AttemptResult
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 OLD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -176,7 +177,7 @@ async def test_success_is_signed_with_every_secret(
     job = make_job(target.base + "/ok", headers=headers)
     before = int(time.time())
     result = await executor.run(job, "att-7", 5)
-    assert result == AttemptResult(Outcome.SUCCEEDED, result={"delivered": True, "n": 3})
+    assert result == AttemptResult(AttemptOutcome.SUCCEEDED, result={"delivered": True, "n": 3})
 
     [got] = target.received
     assert (got.method, got.path) == ("POST", "/ok")
@@ -206,7 +207,7 @@ async def test_success_is_signed_with_every_secret(
 
 async def test_method_comes_from_the_target(executor: WebhookExecutor, target: Target) -> None:
     result = await executor.run(make_job(target.base + "/ok", method="PUT"), "att-1", 5)
-    assert result.outcome is Outcome.SUCCEEDED
+    assert result.outcome is AttemptOutcome.SUCCEEDED
     assert target.received[0].method == "PUT"
 
 
@@ -214,12 +215,12 @@ async def test_method_comes_from_the_target(executor: WebhookExecutor, target: T
 async def test_success_without_json_has_no_result(
     executor: WebhookExecutor, target: Target, path: str
 ) -> None:
-    assert await run(executor, target.base + path) == AttemptResult(Outcome.SUCCEEDED)
+    assert await run(executor, target.base + path) == AttemptResult(AttemptOutcome.SUCCEEDED)
 
 
 async def test_gone_is_not_retried(executor: WebhookExecutor, target: Target) -> None:
     assert await run(executor, target.base + "/gone") == AttemptResult(
-        Outcome.FAILED, error="HttpError: 410 Gone: gone for good", retryable=False
+        AttemptOutcome.FAILED, error="HttpError: 410 Gone: gone for good", retryable=False
     )
 
 
@@ -227,7 +228,7 @@ async def test_too_many_requests_retries_after_the_given_seconds(
     executor: WebhookExecutor, target: Target
 ) -> None:
     assert await run(executor, target.base + "/busy") == AttemptResult(
-        Outcome.FAILED, error="HttpError: 429 Too Many Requests", retry_after=7_000_000
+        AttemptOutcome.FAILED, error="HttpError: 429 Too Many Requests", retry_after=7_000_000
     )
 
 
@@ -237,7 +238,9 @@ async def test_retry_after_as_http_date_and_ceiling(target: Target) -> None:
     try:
         result = await run(executor, target.base + "/busy-date")
         assert result == AttemptResult(
-            Outcome.FAILED, error="HttpError: 503 Service Unavailable", retry_after=120_000_000
+            AttemptOutcome.FAILED,
+            error="HttpError: 503 Service Unavailable",
+            retry_after=120_000_000,
         )
         result = await run(executor, target.base + "/busy-forever")
         assert result.retry_after == 3600 * 1_000_000
@@ -253,13 +256,14 @@ async def test_server_error_quotes_the_start_of_the_body(
 ) -> None:
     result = await run(executor, target.base + "/error")
     expected = "HttpError: 500 Internal Server Error: " + ("boom " * 100).strip()[:200]
-    assert result == AttemptResult(Outcome.FAILED, error=expected)
+    assert result == AttemptResult(AttemptOutcome.FAILED, error=expected)
 
 
 async def test_redirects_are_not_followed(executor: WebhookExecutor, target: Target) -> None:
     result = await run(executor, target.base + "/redirect")
     assert result == AttemptResult(
-        Outcome.FAILED, error="HttpError: 302 Found: redirects are not followed (Location: /ok)"
+        AttemptOutcome.FAILED,
+        error="HttpError: 302 Found: redirects are not followed (Location: /ok)",
     )
     assert [r.path for r in target.received] == ["/redirect"]
 
@@ -270,10 +274,12 @@ async def test_slow_server_times_out(target: Target) -> None:
     try:
         started = time.monotonic()
         assert await run(executor, target.base + "/slow", time_limit=0.2) == AttemptResult(
-            Outcome.TIMED_OUT, error="TimeoutError: exceeded 0.2s"
+            AttemptOutcome.TIMED_OUT, error="TimeoutError: exceeded 0.2s"
         )
         result = await run(executor, target.base + "/slow", time_limit=None)
-        assert result == AttemptResult(Outcome.TIMED_OUT, error="TimeoutError: exceeded 0.3s")
+        assert result == AttemptResult(
+            AttemptOutcome.TIMED_OUT, error="TimeoutError: exceeded 0.3s"
+        )
         assert time.monotonic() - started < 2
     finally:
         await executor.aclose()
@@ -292,20 +298,20 @@ async def test_connection_refused_is_retryable(executor: WebhookExecutor) -> Non
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     result = await run(executor, f"http://127.0.0.1:{port}/ok")
-    assert result.outcome is Outcome.FAILED and result.retryable
+    assert result.outcome is AttemptOutcome.FAILED and result.retryable
     assert result.error.startswith("ConnectionError: ")
 
 
 async def test_unresolvable_host_is_a_connection_error(executor: WebhookExecutor) -> None:
     result = await run(executor, "http://does-not-exist.invalid/ok")
-    assert result.outcome is Outcome.FAILED and result.retryable
+    assert result.outcome is AttemptOutcome.FAILED and result.retryable
     assert result.error.startswith("ConnectionError: cannot resolve does-not-exist.invalid")
 
 
 async def test_oversize_response_is_capped(target: Target) -> None:
     executor = WebhookExecutor(WebhookSettings(allow_networks=LOCAL, max_response_bytes=1024))
     try:
-        assert await run(executor, target.base + "/big") == AttemptResult(Outcome.SUCCEEDED)
+        assert await run(executor, target.base + "/big") == AttemptResult(AttemptOutcome.SUCCEEDED)
         # the capped connection is dropped, not reused with unread bytes in it
         result = await run(executor, target.base + "/ok")
         assert result.result == {"delivered": True, "n": 3}
@@ -321,7 +327,7 @@ async def test_ssrf_guard_blocks_loopback_by_default(target: Target, host: str) 
         result = await run(executor, f"http://{host}:{port}/ok")
     finally:
         await executor.aclose()
-    assert result.outcome is Outcome.FAILED and not result.retryable
+    assert result.outcome is AttemptOutcome.FAILED and not result.retryable
     assert result.error.startswith(f"SsrfBlocked: {host.strip('[]')} resolves to a disallowed ")
     assert target.received == []
 
@@ -331,7 +337,7 @@ async def test_ssrf_guard_blocks_loopback_by_default(target: Target, host: str) 
 )
 async def test_invalid_urls_fail_for_good(executor: WebhookExecutor, url: str) -> None:
     result = await run(executor, url)
-    assert result.outcome is Outcome.FAILED and not result.retryable
+    assert result.outcome is AttemptOutcome.FAILED and not result.retryable
     assert result.error.startswith("InvalidRequest: ")
 
 
@@ -339,7 +345,7 @@ async def test_job_without_http_target(executor: WebhookExecutor) -> None:
     job = make_job("http://127.0.0.1/")
     job.http = None
     result = await executor.run(job, "att-1", 1)
-    assert (result.outcome, result.retryable) == (Outcome.FAILED, False)
+    assert (result.outcome, result.retryable) == (AttemptOutcome.FAILED, False)
     assert not executor.handles(job)
 
 
@@ -358,7 +364,7 @@ async def test_injected_client_and_clock() -> None:
     await executor.aclose()  # an injected client is the caller's to close
     assert not client.is_closed
     await client.aclose()
-    assert result == AttemptResult(Outcome.SUCCEEDED, result=[1, 2])
+    assert result == AttemptResult(AttemptOutcome.SUCCEEDED, result=[1, 2])
     assert seen[0].headers["webhook-timestamp"] == str(int(NOW))
     expected = Signer([NEW_SECRET]).headers("att-1", int(NOW), seen[0].content.decode())
     assert seen[0].headers["webhook-signature"] == expected["webhook-signature"]
@@ -367,7 +373,7 @@ async def test_injected_client_and_clock() -> None:
 async def test_unsigned_without_secrets(target: Target) -> None:
     executor = WebhookExecutor(WebhookSettings(allow_networks=LOCAL))
     try:
-        assert (await run(executor, target.base + "/ok")).outcome is Outcome.SUCCEEDED
+        assert (await run(executor, target.base + "/ok")).outcome is AttemptOutcome.SUCCEEDED
     finally:
         await executor.aclose()
     hdrs = {k.lower() for k in target.received[0].headers}
@@ -437,9 +443,9 @@ async def test_https_verifies_the_hostname_not_the_address(
     finally:
         await client.aclose()
 
-    assert ok == AttemptResult(Outcome.SUCCEEDED, result={"delivered": True, "n": 3})
+    assert ok == AttemptResult(AttemptOutcome.SUCCEEDED, result={"delivered": True, "n": 3})
     assert target.received[0].headers["Host"] == f"hooks.test:{port}"
-    assert wrong.outcome is Outcome.FAILED and wrong.retryable
+    assert wrong.outcome is AttemptOutcome.FAILED and wrong.retryable
     assert "CERTIFICATE_VERIFY_FAILED" in wrong.error
     assert len(target.received) == 1
     assert sni == ["hooks.test", "other.test"]
@@ -451,6 +457,6 @@ async def test_malformed_target_headers_are_never_sent(
     executor: WebhookExecutor, target: Target, headers: dict[str, str]
 ) -> None:
     result = await executor.run(make_job(target.base + "/ok", headers=headers), "att-1", 5)
-    assert result.outcome is Outcome.FAILED and not result.retryable
+    assert result.outcome is AttemptOutcome.FAILED and not result.retryable
     assert result.error.startswith("InvalidRequest: ")
     assert target.received == []

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
-from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.dispatcher import Dispatcher
 from jobwheel.server.execution.event_delivery import DELIVERY_TASK, EventDeliveries
 from jobwheel.server.execution.inprocess import InProcessExecutor
@@ -18,6 +17,7 @@ from jobwheel.server.execution.overlap import Overlaps
 from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
+from jobwheel.server.rules import outcomes
 from jobwheel.server.scheduling.scheduler import Scheduler
 from jobwheel.server.storage import DatabaseUnavailable, Store
 from jobwheel.server.storage.leadership import Leadership

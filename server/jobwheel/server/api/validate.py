@@ -23,7 +23,7 @@ from jobwheel.server.api.fields import (
     micros_of_timestamp,
 )
 from jobwheel.server.api.http_target import check_http_url, http_from_proto
-from jobwheel.server.scheduling import triggers
+from jobwheel.server.rules import triggers
 from jobwheel.v1 import job_pb2, job_service_pb2
 
 __all__ = ["Violations", "check_http_url", "micros_of_duration", "micros_of_timestamp"]

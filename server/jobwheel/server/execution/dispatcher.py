@@ -16,13 +16,13 @@ from collections import Counter
 from jobwheel.server import model
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
-from jobwheel.server.execution import outcomes
-from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
 from jobwheel.server.execution.ratelimit import TokenBucket
 from jobwheel.server.execution.webhook import WebhookExecutor
+from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.observability import tracing
-from jobwheel.server.scheduling import recurrence
+from jobwheel.server.rules import outcomes, recurrence
+from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import DatabaseUnavailable, Store
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class Dispatcher:
         if job.id in self._started:
             self._started.discard(job.id)
         elif task.cancelled():  # cancelled before it began: settle it all the same
-            result = AttemptResult(Outcome.CANCELLED, error="Cancelled")
+            result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
             settlement = (
                 outcomes.settle(job, result, self.clock.now(), random.random())
                 if self._accepting
@@ -218,7 +218,7 @@ class Dispatcher:
                 result = await self._run(job, ctx, limit)
             except asyncio.CancelledError:
                 if self._accepting:  # a cancel of this job, not a shutdown
-                    result = AttemptResult(Outcome.CANCELLED, error="Cancelled")
+                    result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
                 else:  # released: it runs again at the next start, no attempt used up
                     lost = outcomes.lost(job, self.clock.now(), "server stopped", counts=False)
                     await self._finish(lost)
@@ -237,7 +237,7 @@ class Dispatcher:
             f"attempt {job.task}", job.traceparent, tracing.job_attributes(job)
         ):
             result = await self._execute_attempt(job, ctx, limit)
-            if result.outcome is not Outcome.SUCCEEDED:
+            if result.outcome is not AttemptOutcome.SUCCEEDED:
                 tracing.mark_failed(result.error)
             return result
 
@@ -259,7 +259,7 @@ class Dispatcher:
                 await self.settle([settlement])
                 return
             except DatabaseUnavailable as exc:
-                job_id = settlement.job_id
+                job_id = settlement.ended.job_id
                 log.warning("cannot store the end of job %s's attempt (%s); retrying", job_id, exc)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, SETTLE_RETRY_MAX)

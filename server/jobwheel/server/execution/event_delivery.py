@@ -19,10 +19,10 @@ from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
 from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.clock import Clock
-from jobwheel.server.execution.base import Outcome
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.webhook import WebhookExecutor
 from jobwheel.server.ids import new_id
+from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,6 @@ class EventDeliveries:
             None,
             Signer([sub.secret]),
         )
-        if result.outcome is not Outcome.SUCCEEDED:
+        if result.outcome is not AttemptOutcome.SUCCEEDED:
             raise DeliveryFailed(result.error)
         return {"status": "delivered"}

@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.handlers import Handler
+from jobwheel.server.model import AttemptOutcome
+from jobwheel.server.rules.attempt import AttemptResult
 
 
 @dataclass
@@ -84,19 +85,21 @@ class InProcessExecutor:
             result = await asyncio.wait_for(self._invoke(task, payload, ctx), time_limit)
         except TimeoutError:
             ctx._cancel.set()
-            return AttemptResult(Outcome.TIMED_OUT, error=f"TimeoutError: exceeded {time_limit:g}s")
+            return AttemptResult(
+                AttemptOutcome.TIMED_OUT, error=f"TimeoutError: exceeded {time_limit:g}s"
+            )
         except asyncio.CancelledError:
             ctx._cancel.set()
             raise
         except Exception as exc:  # the handler's failure is the attempt's outcome
-            return AttemptResult(Outcome.FAILED, error=describe_error(exc))
+            return AttemptResult(AttemptOutcome.FAILED, error=describe_error(exc))
         try:
             json.dumps(result)
         except (TypeError, ValueError) as exc:
             return AttemptResult(
-                Outcome.FAILED, error=f"ResultError: result is not JSON-serialisable: {exc}"
+                AttemptOutcome.FAILED, error=f"ResultError: result is not JSON-serialisable: {exc}"
             )
-        return AttemptResult(Outcome.SUCCEEDED, result=result)
+        return AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

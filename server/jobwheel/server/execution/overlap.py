@@ -16,7 +16,7 @@ from collections.abc import Callable
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
 from jobwheel.server.ids import new_id
-from jobwheel.server.scheduling import triggers
+from jobwheel.server.rules import triggers
 from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)

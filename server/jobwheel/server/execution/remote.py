@@ -24,9 +24,10 @@ from jobwheel.server import model
 from jobwheel.server.api.errors import FailedPrecondition, NotFound
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
-from jobwheel.server.execution import outcomes
-from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.roster import Roster
+from jobwheel.server.model import AttemptOutcome
+from jobwheel.server.rules import outcomes
+from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.leases import Renewal
 
@@ -193,7 +194,7 @@ class RemoteWorkers:
 
     async def complete(self, job_id: str, epoch: int, worker_id: str, result: Any) -> model.Job:
         return await self._report(
-            job_id, epoch, worker_id, AttemptResult(Outcome.SUCCEEDED, result=result)
+            job_id, epoch, worker_id, AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
         )
 
     async def fail(
@@ -211,7 +212,7 @@ class RemoteWorkers:
             epoch,
             worker_id,
             AttemptResult(
-                Outcome.FAILED, error=error, retryable=retryable, retry_after=retry_after
+                AttemptOutcome.FAILED, error=error, retryable=retryable, retry_after=retry_after
             ),
         )
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 from jobwheel.server import model
-from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.ssrf import AddressPolicy, SsrfBlocked, guarded_client
+from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.observability import tracing
+from jobwheel.server.rules.attempt import AttemptResult
 
 USER_AGENT = "jobwheel/0.1"
 _ERROR_BODY_CHARS = 200
@@ -153,12 +154,16 @@ class WebhookExecutor:
         """Runs one attempt; never raises except CancelledError when the caller cancels."""
         if job.http is None:
             return AttemptResult(
-                Outcome.FAILED, error="WebhookError: the job has no http target", retryable=False
+                AttemptOutcome.FAILED,
+                error="WebhookError: the job has no http target",
+                retryable=False,
             )
         try:
             body = request_body(job, attempt_id)
         except (ValueError, TypeError) as exc:
-            return AttemptResult(Outcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False)
+            return AttemptResult(
+                AttemptOutcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False
+            )
         # The attempt id is the webhook-id: a retry is a new delivery with a new id.
         return await self.send(job.http, attempt_id, body, time_limit)
 
@@ -181,7 +186,9 @@ class WebhookExecutor:
                 timeout=httpx.Timeout(limit),
             )
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
-            return AttemptResult(Outcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False)
+            return AttemptResult(
+                AttemptOutcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False
+            )
         try:
             async with asyncio.timeout(limit):
                 response = await self._client.send(request, stream=True, follow_redirects=False)
@@ -191,16 +198,22 @@ class WebhookExecutor:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
             self._delivered("error")
-            return AttemptResult(Outcome.TIMED_OUT, error=f"TimeoutError: exceeded {limit:g}s")
+            return AttemptResult(
+                AttemptOutcome.TIMED_OUT, error=f"TimeoutError: exceeded {limit:g}s"
+            )
         except SsrfBlocked as exc:
             self._delivered("error")
-            return AttemptResult(Outcome.FAILED, error=f"SsrfBlocked: {exc}", retryable=False)
+            return AttemptResult(
+                AttemptOutcome.FAILED, error=f"SsrfBlocked: {exc}", retryable=False
+            )
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-            return AttemptResult(Outcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False)
+            return AttemptResult(
+                AttemptOutcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False
+            )
         except httpx.TransportError as exc:
             detail = str(exc) or type(exc).__name__
             self._delivered("error")
-            return AttemptResult(Outcome.FAILED, error=f"ConnectionError: {detail}")
+            return AttemptResult(AttemptOutcome.FAILED, error=f"ConnectionError: {detail}")
         self._delivered(f"{response.status_code // 100}xx")
         return self._outcome(response, content, truncated)
 
@@ -221,7 +234,7 @@ class WebhookExecutor:
         if 200 <= status < 300:
             # A truncated body is never valid JSON; say nothing rather than guess.
             return AttemptResult(
-                Outcome.SUCCEEDED, result=None if truncated else _json_or_none(content)
+                AttemptOutcome.SUCCEEDED, result=None if truncated else _json_or_none(content)
             )
         error = f"HttpError: {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
         if 300 <= status < 400:
@@ -231,12 +244,12 @@ class WebhookExecutor:
         elif excerpt := _excerpt(content):
             error += f": {excerpt}"
         if status == 410:  # the receiver says this endpoint is gone for good
-            return AttemptResult(Outcome.FAILED, error=error, retryable=False)
+            return AttemptResult(AttemptOutcome.FAILED, error=error, retryable=False)
         retry_after = 0
         if status in (429, 503):
             seconds = parse_retry_after(response.headers.get("retry-after"), self._clock())
             retry_after = int(min(seconds, self.settings.max_retry_after) * 1_000_000)
-        return AttemptResult(Outcome.FAILED, error=error, retry_after=retry_after)
+        return AttemptResult(AttemptOutcome.FAILED, error=error, retry_after=retry_after)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -10,9 +10,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
-from jobwheel.server.execution.outcomes import Settlement
 from jobwheel.server.ids import new_id
 from jobwheel.server.model import AttemptOutcome, Event, EventType, Job, JobState, Micros
+from jobwheel.server.rules.outcomes import Settlement
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import append_events
@@ -28,7 +28,7 @@ _settle_job = (
     .where(
         jobs.c.id == bindparam("b_id"),
         jobs.c.state == JobState.RUNNING.value,
-        jobs.c.attempt == bindparam("b_epoch"),
+        jobs.c.attempt == bindparam("b_held_attempt"),
         jobs.c.execution_count == bindparam("b_execution"),
     )
     .values(
@@ -50,7 +50,7 @@ _settle_attempt = (
     .where(
         attempts.c.job_id == bindparam("b_id"),
         attempts.c.execution == bindparam("b_execution"),
-        attempts.c.number == bindparam("b_epoch"),
+        attempts.c.number == bindparam("b_held_attempt"),
         attempts.c.outcome == AttemptOutcome.RUNNING.value,
     )
     .values(
@@ -266,8 +266,8 @@ class Transitions(StoreBase):
         if not settlements:
             return []
         async with self._write() as conn:
-            held = await self._held_attempts(conn, [s.job_id for s in settlements])
-            applies = [_holds(held.get(s.job_id), s) for s in settlements]
+            held = await self._held_attempts(conn, [s.ended.job_id for s in settlements])
+            applies = [_holds(held.get(s.ended.job_id), s) for s in settlements]
             applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
             committed: list[Event] = []
             if applied:
@@ -340,27 +340,28 @@ class Transitions(StoreBase):
 
 def _holds(held: tuple[int, int, Micros | None] | None, s: Settlement) -> bool:
     """The job still runs the attempt `s` settles (and, for a lost one, its lease ran out)."""
-    if held is None or held[:2] != (s.execution, s.epoch):
+    if held is None or held[:2] != (s.ended.execution, s.ended.attempt):
         return False
     limit = s.lease_expired_before
     return limit is None or (held[2] is not None and held[2] < limit)
 
 
 def _settlement_params(s: Settlement) -> dict[str, Any]:
+    ended, after = s.ended, s.after
     return {
-        "b_id": s.job_id,
-        "b_epoch": s.epoch,
-        "b_execution": s.execution,
-        "b_state": s.state.value,
-        "b_next_run_time": s.next_run_time,
-        "b_attempt": s.attempt,
-        "b_end_time": s.end_time,
-        "b_last_error": s.last_error,
-        "b_result": job_result_doc(s.result),
-        "b_now": s.now,
+        "b_id": ended.job_id,
+        "b_held_attempt": ended.attempt,
+        "b_execution": ended.execution,
+        "b_state": after.state.value,
+        "b_next_run_time": after.next_run_time,
+        "b_attempt": after.attempt,
+        "b_end_time": after.end_time,
+        "b_last_error": after.last_error,
+        "b_result": job_result_doc(after.result),
+        "b_now": ended.now,
         "b_skipped": s.skipped,
-        "b_released": s.released_attempts,
-        "b_outcome": s.attempt_outcome.value,
-        "b_error": s.attempt_error,
-        "b_attempt_result": job_result_doc(s.attempt_result),
+        "b_released": after.released_attempts,
+        "b_outcome": ended.outcome.value,
+        "b_error": ended.error,
+        "b_attempt_result": job_result_doc(ended.result),
     }

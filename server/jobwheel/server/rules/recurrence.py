@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from jobwheel.server.model import Job, MisfirePolicy, OverlapPolicy, Schedule, clamp_time
 from jobwheel.server.model import Micros as Us
-from jobwheel.server.scheduling import triggers
+from jobwheel.server.rules import triggers
 
 # More missed occurrences than this are counted but not enumerated one by one.
 MAX_MISSED = 10_000

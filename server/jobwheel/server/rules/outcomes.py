@@ -15,75 +15,85 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jobwheel.server import model
-from jobwheel.server.execution.base import AttemptResult, Outcome
-from jobwheel.server.scheduling import backoff, recurrence
+from jobwheel.server.model import AttemptOutcome
+from jobwheel.server.rules import backoff, recurrence
+from jobwheel.server.rules.attempt import AttemptResult
 
-_ATTEMPT_OUTCOME = {
-    Outcome.SUCCEEDED: model.AttemptOutcome.SUCCEEDED,
-    Outcome.FAILED: model.AttemptOutcome.FAILED,
-    Outcome.TIMED_OUT: model.AttemptOutcome.TIMED_OUT,
-    Outcome.CANCELLED: model.AttemptOutcome.CANCELLED,
-}
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How one attempt ended: the attempts-table row it closes."""
+
+    job_id: str
+    execution: int
+    attempt: int  # the attempt number the executor held: the fencing number
+    outcome: model.AttemptOutcome
+    error: str
+    result: Any
+    now: model.Micros
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """The writes that end one attempt. Applied only if the job still holds that attempt."""
+    """The writes that end one attempt. Applied only if the job still holds that attempt.
 
-    job_id: str
-    execution: int
-    epoch: int  # the attempt number the executor held: the fencing token
-    state: model.JobState
-    next_run_time: model.Micros | None
-    attempt: int
-    end_time: model.Micros | None
-    last_error: str
-    result: Any
-    attempt_outcome: model.AttemptOutcome
-    attempt_error: str
-    attempt_result: Any
-    now: model.Micros
+    `after` is the job as it will be once this is applied: storage writes its state,
+    next_run_time, attempt, end_time, last_error, result and released_attempts.
+    """
+
+    ended: AttemptEnd
+    after: model.Job
     events: tuple[model.EventType, ...]
-    after: model.Job  # the job as it will be once this is applied
-    released_attempts: int  # attempts of the execution not charged against max_attempts
     skipped: int = 0  # occurrences dropped by the overlap policy
     # for a lost attempt: applies only if the lease still ends before this (a heartbeat in
     # between means the executor is alive after all)
     lease_expired_before: model.Micros | None = None
 
+    @property
+    def now(self) -> model.Micros:
+        return self.ended.now
 
-def _settlement(job: model.Job, **fields: Any) -> Settlement:
+
+def _ended(
+    job: model.Job, outcome: model.AttemptOutcome, error: str, result: Any, now: model.Micros
+) -> AttemptEnd:
+    return AttemptEnd(job.id, job.execution_count, job.attempt, outcome, error, result, now)
+
+
+def _settlement(
+    job: model.Job,
+    ended: AttemptEnd,
+    *,
+    state: model.JobState,
+    next_run_time: model.Micros | None,
+    end_time: model.Micros | None,
+    last_error: str,
+    result: Any,
+    events: tuple[model.EventType, ...],
+    attempt: int | None = None,
+    released_attempts: int | None = None,
+    skipped: int = 0,
+    lease_expired_before: model.Micros | None = None,
+) -> Settlement:
+    """`job` with its current attempt ended; `attempt` and `released_attempts` default to
+    the job's own."""
     after = replace(
         job,
-        state=fields["state"],
-        next_run_time=fields["next_run_time"],
-        attempt=fields["attempt"],
-        end_time=fields["end_time"],
-        last_error=fields["last_error"],
-        result=fields["result"],
+        state=state,
+        next_run_time=next_run_time,
+        attempt=job.attempt if attempt is None else attempt,
+        end_time=end_time,
+        last_error=last_error,
+        result=result,
         worker_id="",
         lease_expire_time=None,
-        update_time=fields["now"],
-        skipped_count=job.skipped_count + fields.get("skipped", 0),
-        released_attempts=fields["released_attempts"],
+        update_time=ended.now,
+        skipped_count=job.skipped_count + skipped,
+        released_attempts=(
+            job.released_attempts if released_attempts is None else released_attempts
+        ),
     )
-    return Settlement(after=after, **fields)
-
-
-def _attempt_end(
-    job: model.Job, outcome: model.AttemptOutcome, error: str, result: Any, now: model.Micros
-) -> dict[str, Any]:
-    """The fields every settlement of `job`'s current attempt shares."""
-    return {
-        "job_id": job.id,
-        "execution": job.execution_count,
-        "epoch": job.attempt,
-        "attempt_outcome": outcome,
-        "attempt_error": error,
-        "attempt_result": result,
-        "now": now,
-        "released_attempts": job.released_attempts,
-    }
+    return Settlement(ended, after, events, skipped, lease_expired_before)
 
 
 def charged(job: model.Job) -> int:
@@ -93,36 +103,29 @@ def charged(job: model.Job) -> int:
 
 def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float) -> Settlement:
     """The settlement of `job`'s current attempt (`job` as it was when the attempt started)."""
-    succeeded = result.outcome is Outcome.SUCCEEDED
+    succeeded = result.outcome is AttemptOutcome.SUCCEEDED
     error = "" if succeeded else result.error
-    base = _attempt_end(
-        job,
-        _ATTEMPT_OUTCOME[result.outcome],
-        error,
-        result.result if succeeded else None,
-        now,
-    )
+    ended = _ended(job, result.outcome, error, result.result if succeeded else None, now)
     retry = (
         not succeeded
         and result.retryable
-        and result.outcome is not Outcome.CANCELLED
+        and result.outcome is not AttemptOutcome.CANCELLED
         and charged(job) < job.retry_policy.max_attempts
     )
     if retry:
         wait = max(backoff.retry_delay(job.retry_policy, job.attempt, rand), result.retry_after)
         return _settlement(
             job,
-            **base,
+            ended,
             state=model.JobState.RETRYING,
             next_run_time=model.clamp_time(now + wait),
-            attempt=job.attempt,
             end_time=None,
             last_error=error,
             result=job.result,
             events=(model.EventType.ATTEMPT_FAILED, model.EventType.RETRY_SCHEDULED),
         )
     done_event = model.EventType.COMPLETED if succeeded else model.EventType.FAILED
-    if result.outcome is Outcome.CANCELLED and job.recurring:
+    if result.outcome is AttemptOutcome.CANCELLED and job.recurring:
         done_event = model.EventType.ATTEMPT_FAILED  # one execution cut short, not the job
     new_result = result.result if succeeded else job.result
     last_error = job.last_error if succeeded else error
@@ -133,7 +136,7 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
             # The execution is over; the schedule goes on (a failure does not end it).
             return _settlement(
                 job,
-                **base,
+                ended,
                 state=model.JobState.SCHEDULED,
                 next_run_time=upcoming.time,
                 attempt=0,
@@ -146,10 +149,9 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
         # The schedule is exhausted: the job as a whole is complete.
         return _settlement(
             job,
-            **base,
+            ended,
             state=model.JobState.COMPLETED,
             next_run_time=None,
-            attempt=job.attempt,
             end_time=now,
             last_error=last_error,
             result=new_result,
@@ -157,10 +159,9 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
         )
     return _settlement(
         job,
-        **base,
+        ended,
         state=model.JobState.COMPLETED if succeeded else model.JobState.FAILED,
         next_run_time=None,
-        attempt=job.attempt,
         end_time=now,
         last_error=last_error,
         result=new_result,
@@ -184,33 +185,35 @@ def lost(
     occurrence, like any failed execution.
     """
     error = f"LostAttempt: {why}"
-    base = _attempt_end(job, model.AttemptOutcome.LOST, error, None, now)
-    base.update(last_error=error, result=job.result, attempt=job.attempt)
-    if not counts:
-        base["released_attempts"] = job.released_attempts + 1
+    ended = _ended(job, AttemptOutcome.LOST, error, None, now)
     if not counts or charged(job) < job.retry_policy.max_attempts:
         return _settlement(
             job,
-            **base,
-            lease_expired_before=lease_expired_before,
+            ended,
             state=model.JobState.QUEUED,
             next_run_time=now,
             end_time=None,
+            last_error=error,
+            result=job.result,
+            released_attempts=job.released_attempts + (0 if counts else 1),
+            lease_expired_before=lease_expired_before,
             events=(model.EventType.ATTEMPT_LOST, model.EventType.QUEUED),
         )
     if job.recurring:
-        out = settle(job, AttemptResult(Outcome.FAILED, error=error), now, 0.5)
+        out = settle(job, AttemptResult(AttemptOutcome.FAILED, error=error), now, 0.5)
         return replace(
             out,
-            attempt_outcome=model.AttemptOutcome.LOST,
+            ended=replace(out.ended, outcome=AttemptOutcome.LOST),
             lease_expired_before=lease_expired_before,
         )
     return _settlement(
         job,
-        **base,
-        lease_expired_before=lease_expired_before,
+        ended,
         state=model.JobState.FAILED,
         next_run_time=None,
         end_time=now,
+        last_error=error,
+        result=job.result,
+        lease_expired_before=lease_expired_before,
         events=(model.EventType.ATTEMPT_LOST, model.EventType.FAILED),
     )

@@ -10,9 +10,9 @@ from jobwheel.server.api.errors import FailedPrecondition, NotFound
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.observability import tracing
+from jobwheel.server.rules.states import Action
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.history import ExecutionTotals
-from jobwheel.server.storage.management import Action
 
 
 @dataclass(frozen=True)

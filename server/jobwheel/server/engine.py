@@ -18,13 +18,13 @@ from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
 from jobwheel.server.rules import outcomes
+from jobwheel.server.rules.states import WAITING
 from jobwheel.server.scheduling.scheduler import Scheduler
 from jobwheel.server.storage import DatabaseUnavailable, Store
 from jobwheel.server.storage.leadership import Leadership
 
 log = logging.getLogger(__name__)
 INPROCESS_PREFIX = "inprocess@"
-_WAITING = (model.JobState.SCHEDULED, model.JobState.RETRYING)
 
 
 class Engine:
@@ -89,7 +89,7 @@ class Engine:
             # jobs only remote workers run need no dispatch cycle here
             if job.http is not None or self.executor.handles(job.task):
                 self.dispatcher.wake({job.queue})
-        elif state in _WAITING and job.next_run_time is not None:
+        elif state in WAITING and job.next_run_time is not None:
             self.scheduler.add(job.id, job.next_run_time)
         else:
             self.scheduler.forget(job.id)

@@ -18,8 +18,8 @@ from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
 from jobwheel.server.execution.roster import Roster
 from jobwheel.server.ids import new_id
+from jobwheel.server.rules import states as actions
 from jobwheel.server.rules import triggers
-from jobwheel.server.storage import management as actions
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 

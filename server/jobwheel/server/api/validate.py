@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2
@@ -23,7 +23,7 @@ from jobwheel.server.api.fields import (
     micros_of_timestamp,
 )
 from jobwheel.server.api.http_target import check_http_url, http_from_proto
-from jobwheel.server.rules import triggers
+from jobwheel.server.rules import schedules, states, triggers
 from jobwheel.v1 import job_pb2, job_service_pb2
 
 __all__ = ["Violations", "check_http_url", "micros_of_duration", "micros_of_timestamp"]
@@ -109,31 +109,23 @@ def schedule_from_proto(
             errors.add(f"{prefix}.delay", f"puts the start after {triggers.LATEST_FIRE_TEXT}")
         elif delay is not None:
             start = now + delay
-    if (
-        s.time_zone
-        and check_text(
-            s.time_zone, f"{prefix}.time_zone", errors, max_chars=MAX_TIME_ZONE, identifier=True
-        )
-        and (problem := triggers.validate_time_zone(s.time_zone))
+    reported = set()  # fields whose text failed; the schedule's own check would repeat them
+    if s.time_zone and not check_text(
+        s.time_zone, f"{prefix}.time_zone", errors, max_chars=MAX_TIME_ZONE, identifier=True
     ):
-        errors.add(f"{prefix}.time_zone", problem)
-    cron_ok = bool(s.cron) and check_text(
+        reported.add("time_zone")
+    if s.cron and not check_text(
         s.cron, f"{prefix}.cron", errors, max_chars=MAX_CRON, identifier=True
-    )
-    if cron_ok and (problem := triggers.validate_cron(s.cron)):
-        errors.add(f"{prefix}.cron", problem)
+    ):
+        reported.add("cron")
     interval: model.Micros | None = None
     if s.HasField("interval"):
         interval = micros_of_duration(s.interval, f"{prefix}.interval", errors, low=MIN_INTERVAL)
-        if s.cron:
-            errors.add(f"{prefix}.interval", "set cron or interval, not both")
-    if s.limit < 0:
-        errors.add(f"{prefix}.limit", "must not be negative")
+        if interval is None:
+            interval = MIN_INTERVAL  # reported; the schedule is still a recurring one
     end: model.Micros | None = None
     if s.HasField("end_time"):
         end = micros_of_timestamp(s.end_time, f"{prefix}.end_time", errors)
-        if end is not None and end <= (start if start is not None else now):
-            errors.add(f"{prefix}.end_time", "must be after the start time")
     jitter = 0
     if s.HasField("jitter"):
         jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors, high=MAX_WAIT) or 0
@@ -141,18 +133,19 @@ def schedule_from_proto(
     if s.HasField("catchup_window"):
         field = f"{prefix}.catchup_window"
         catchup = micros_of_duration(s.catchup_window, field, errors, high=MAX_WAIT) or 0
-    recurring = bool(s.cron) or s.HasField("interval")
-    if not recurring:
-        for name in ("limit", "end_time"):
-            if (name == "limit" and s.limit) or (name == "end_time" and s.HasField(name)):
-                errors.add(f"{prefix}.{name}", "only applies to a cron or interval schedule")
-    return model.Schedule(
+    schedule = model.Schedule(
         start_time=start,
         cron=s.cron,
         time_zone=s.time_zone,
         interval=interval,
         limit=s.limit,
         end_time=end,
+    )
+    for problem in schedules.problems(schedule, now):
+        if problem.field not in reported:
+            errors.add(f"{prefix}.{problem.field}", problem.message)
+    return replace(
+        schedule,
         jitter=jitter,
         overlap_policy=_enum(
             s.overlap_policy, _OVERLAP, model.OverlapPolicy.SKIP, f"{prefix}.overlap_policy", errors
@@ -293,7 +286,7 @@ def new_job_from_proto(
     next_run = now
     if schedule is not None and not errors.items:
         next_run = first_run(schedule, now, f"{prefix}schedule", errors)
-    state = model.JobState.SCHEDULED if next_run > now else model.JobState.QUEUED
+    state = states.initial_state(next_run, now)
     return model.NewJob(
         id=job_id,
         queue=queue,

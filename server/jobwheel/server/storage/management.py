@@ -1,4 +1,4 @@
-"""Operator actions on jobs chosen by a filter: cancel, pause, resume, retry, trigger, delete.
+"""Operator actions (rules/states.py) applied to jobs chosen by a filter; retention.
 
 Each action is a state transition allowed from a fixed set of states. It runs in batches
 (one short transaction each, so 100,000 matches never hold the database for seconds) and is
@@ -8,20 +8,10 @@ match.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from jobwheel.server.model import (
-    AttemptOutcome,
-    EventType,
-    Job,
-    JobFilter,
-    JobState,
-    Micros,
-    Schedule,
-    clamp_time,
-)
+from jobwheel.server.model import AttemptOutcome, Job, JobFilter, JobState, Micros, clamp_time
+from jobwheel.server.rules.states import TERMINAL, Action, RunTime
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, schedule_text
 from jobwheel.server.storage.events import append_events
@@ -30,106 +20,42 @@ from jobwheel.server.storage.schema import attempts, jobs
 from sqlalchemy import ColumnElement, case, delete, literal, select, update
 
 S = JobState
-NOT_TERMINAL = (S.SCHEDULED, S.QUEUED, S.RUNNING, S.RETRYING, S.PAUSED)
 
 
-@dataclass(frozen=True)
-class Action:
-    name: str
-    allowed: tuple[JobState, ...]
-    event: EventType
-    # column -> value or SQL expression, given `now`
-    values: Callable[[Micros], dict[str, Any]] = field(default=lambda now: {})
-    deletes: bool = False
-    # running attempts of the changed jobs end with this outcome and error
-    ends_attempts: tuple[AttemptOutcome, str] | None = None
-
-
-def cancel(reason: str) -> Action:
-    return Action(
-        "cancel",
-        NOT_TERMINAL,
-        EventType.CANCELLED,
-        lambda now: {
-            "state": S.CANCELLED.value,
-            "cancel_reason": reason,
-            "end_time": now,
-            "next_run_time": None,
-            "lease_expire_time": None,
-        },
-        ends_attempts=(AttemptOutcome.CANCELLED, f"Cancelled: {reason}" if reason else "Cancelled"),
-    )
-
-
-PAUSE = Action(
-    "pause",
-    (S.SCHEDULED, S.QUEUED, S.RETRYING),
-    EventType.PAUSED,
-    lambda now: {"state": S.PAUSED.value},
-)
-
-# A job paused between attempts resumes its retries; any other waits for its next run time
-# (promoted at once if that has passed; recurring jobs then apply their misfire policy).
-RESUME = Action(
-    "resume",
-    (S.PAUSED,),
-    EventType.RESUMED,
-    lambda now: {
-        "state": case((jobs.c.attempt > 0, S.RETRYING.value), else_=S.SCHEDULED.value),
-        "next_run_time": case(
+def _values(action: Action, now: Micros) -> dict[str, Any]:
+    """The action's writes as column -> value or SQL expression."""
+    values: dict[str, Any] = {"update_time": now}
+    state: Any = action.state.value if action.state is not None else None
+    if action.resumes:
+        state = case((jobs.c.attempt > 0, S.RETRYING.value), else_=S.SCHEDULED.value)
+    elif action.keeps_paused and state is not None:
+        state = case((jobs.c.state == S.PAUSED.value, S.PAUSED.value), else_=state)
+    if state is not None:
+        values["state"] = state
+    if action.cancel_reason is not None:
+        values["cancel_reason"] = action.cancel_reason
+    if action.ends:
+        values["end_time"] = now
+    run = action.next_run_time
+    if run is RunTime.CLEAR:
+        values["next_run_time"] = None
+    elif run is RunTime.NOW:
+        values["next_run_time"] = now
+    elif run is RunTime.NOW_IF_UNSET:
+        values["next_run_time"] = case(
             (jobs.c.next_run_time.is_(None), literal(now)), else_=jobs.c.next_run_time
-        ),
-    },
-)
-
-
-def retry(delay: Micros) -> Action:
-    """A fresh execution of a FAILED or CANCELLED job (its history is kept)."""
-    return Action(
-        "retry",
-        (S.FAILED, S.CANCELLED),
-        EventType.RETRY_SCHEDULED,
-        lambda now: {
-            "state": (S.SCHEDULED if delay > 0 else S.QUEUED).value,
-            "next_run_time": clamp_time(now + delay),
-            "attempt": 0,
-            "end_time": None,
-            "cancel_reason": "",
-        },
-    )
-
-
-# Runs now; a recurring job's later occurrences are computed from its schedule as before.
-TRIGGER = Action(
-    "trigger",
-    (S.SCHEDULED, S.RETRYING),
-    EventType.RESCHEDULED,
-    lambda now: {"state": S.QUEUED.value, "next_run_time": now},
-)
-
-
-def reschedule(schedule: Schedule, next_run_time: Micros, now: Micros) -> Action:
-    """A new schedule (and next run time); a paused job stays paused."""
-    state = S.SCHEDULED if next_run_time > now else S.QUEUED
-    return Action(
-        "reschedule",
-        (S.SCHEDULED, S.QUEUED, S.RETRYING, S.PAUSED),
-        EventType.RESCHEDULED,
-        lambda now: {
-            "state": case((jobs.c.state == S.PAUSED.value, S.PAUSED.value), else_=state.value),
-            "schedule": schedule_text(schedule),
-            "recurring": schedule.recurring,
-            "next_run_time": next_run_time,
-        },
-    )
-
-
-DELETE = Action(
-    "delete",
-    (S.SCHEDULED, S.QUEUED, S.RETRYING, S.PAUSED, S.COMPLETED, S.FAILED, S.CANCELLED),
-    EventType.DELETED,
-    deletes=True,
-)
+        )
+    elif run is RunTime.GIVEN:
+        values["next_run_time"] = action.run_time
+    elif run is RunTime.DELAYED:
+        values["next_run_time"] = clamp_time(now + action.run_time)
+    if action.next_run_time is RunTime.CLEAR:  # cancel: nothing runs or waits any more
+        values["lease_expire_time"] = None
+    if action.reopens:
+        values.update(attempt=0, end_time=None, cancel_reason="")
+    if action.schedule is not None:
+        values.update(schedule=schedule_text(action.schedule), recurring=action.schedule.recurring)
+    return values
 
 
 class Management(StoreBase):
@@ -152,7 +78,7 @@ class Management(StoreBase):
         if action.deletes:
             stmt = delete(jobs).where(chosen, allowed).returning(*jobs.c)
         else:
-            values = {**action.values(now), "update_time": now}
+            values = _values(action, now)
             stmt = update(jobs).where(chosen, allowed).values(values).returning(*jobs.c)
         async with self._write() as conn:
             changed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
@@ -178,7 +104,7 @@ class Management(StoreBase):
             select(jobs.c.seq)
             .where(
                 jobs.c.end_time < ended_before,
-                jobs.c.state.in_([S.COMPLETED.value, S.FAILED.value, S.CANCELLED.value]),
+                jobs.c.state.in_([s.value for s in TERMINAL]),
             )
             .limit(limit)
         )

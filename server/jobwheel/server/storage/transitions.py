@@ -13,6 +13,7 @@ from typing import Any
 from jobwheel.server.ids import new_id
 from jobwheel.server.model import AttemptOutcome, Event, EventType, Job, JobState, Micros
 from jobwheel.server.rules.outcomes import Settlement
+from jobwheel.server.rules.states import CLAIMABLE, WAITING
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import append_events
@@ -21,7 +22,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CATCH_UP_BATCH = 1000
-_WAITING = (JobState.SCHEDULED.value, JobState.RETRYING.value)
+_WAITING = [s.value for s in WAITING]
 
 _settle_job = (
     update(jobs)
@@ -77,7 +78,7 @@ class Transitions(StoreBase):
             return [(r.id, r.next_run_time) for r in await conn.execute(stmt)]
 
     async def queues_with_queued_jobs(self) -> set[str]:
-        stmt = select(jobs.c.queue).where(jobs.c.state == JobState.QUEUED.value).distinct()
+        stmt = select(jobs.c.queue).where(jobs.c.state == CLAIMABLE.value).distinct()
         async with self._read() as conn:
             return {r.queue for r in await conn.execute(stmt)}
 
@@ -95,7 +96,7 @@ class Transitions(StoreBase):
         stmt = (
             update(jobs)
             .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time <= now)
-            .values(state=JobState.QUEUED.value, update_time=now)
+            .values(state=CLAIMABLE.value, update_time=now)
             .returning(*jobs.c)
         )
         async with self._write() as conn:
@@ -189,7 +190,7 @@ class Transitions(StoreBase):
             return []
         return await self._start_attempts(
             [
-                jobs.c.state == JobState.QUEUED.value,
+                jobs.c.state == CLAIMABLE.value,
                 jobs.c.queue == queue,
                 or_(*runnable),
             ],

@@ -28,9 +28,10 @@ if _version_not_supported:
 class WorkerServiceStub:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
-    with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
+    server calls `attempt` (the field keeps its name so that existing clients keep working).
+    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
+    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
     LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
@@ -71,9 +72,10 @@ class WorkerServiceStub:
 class WorkerServiceServicer:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
-    with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
+    server calls `attempt` (the field keeps its name so that existing clients keep working).
+    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
+    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
     LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
@@ -145,9 +147,10 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 class WorkerService:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
-    with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
+    server calls `attempt` (the field keeps its name so that existing clients keep working).
+    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
+    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
     LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is

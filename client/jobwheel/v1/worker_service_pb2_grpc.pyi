@@ -29,9 +29,10 @@ GRPC_VERSION: str
 class WorkerServiceStub:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
-    with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
+    server calls `attempt` (the field keeps its name so that existing clients keep working).
+    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
+    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
     LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
@@ -58,9 +59,10 @@ class WorkerServiceStub:
 class WorkerServiceAsyncStub(WorkerServiceStub):
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
-    with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
+    server calls `attempt` (the field keeps its name so that existing clients keep working).
+    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
+    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
     LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
@@ -83,9 +85,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch (the attempt number). A heartbeat, completion or failure
-    with a stale epoch (the lease expired and the job was re-run) fails with
-    FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
+    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
+    server calls `attempt` (the field keeps its name so that existing clients keep working).
+    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
+    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
     LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is

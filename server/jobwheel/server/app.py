@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from jobwheel.server import handlers, log_throttle, model
 from jobwheel.server.api import reflection
+from jobwheel.server.api.convert import event_document
 from jobwheel.server.api.guard import Guard
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
@@ -109,6 +110,7 @@ class App:
             self.store,
             self.clock,
             handlers.registered(),
+            event_document,
             concurrency=self.settings.queue_concurrency,
             threads=self.settings.threads,
             event_retention=int(self.settings.event_retention * model.SECOND),

@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from jobwheel.server import model
-from jobwheel.server.api.errors import FailedPrecondition, NotFound
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
+from jobwheel.server.errors import IllegalTransition, NotFound
 from jobwheel.server.observability import tracing
 from jobwheel.server.rules.states import Action
 from jobwheel.server.storage import Store
@@ -74,14 +74,7 @@ class Core:
         )
         if changed:
             return changed[0]
-        job = await self.get(job_id)
-        allowed = ", ".join(s.name for s in action.allowed)
-        raise FailedPrecondition(
-            f"cannot {action.name} job {job_id}: it is {job.state.name} (allowed: {allowed})",
-            "ILLEGAL_TRANSITION",
-            current_state=f"JOB_STATE_{job.state.name}",
-            action=action.name,
-        )
+        raise IllegalTransition(await self.get(job_id), action.name, action.allowed)
 
     async def act_on_all(self, flt: model.JobFilter, action: Action, batch: int = 1000) -> int:
         """Applies `action` to every matching job, one short transaction per batch."""

@@ -11,7 +11,11 @@ from collections.abc import Callable
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
 from jobwheel.server.execution.dispatcher import Dispatcher
-from jobwheel.server.execution.event_delivery import DELIVERY_TASK, EventDeliveries
+from jobwheel.server.execution.event_delivery import (
+    DELIVERY_TASK,
+    EventDeliveries,
+    EventRenderer,
+)
 from jobwheel.server.execution.inprocess import InProcessExecutor
 from jobwheel.server.execution.overlap import Overlaps
 from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
@@ -24,7 +28,6 @@ from jobwheel.server.storage import DatabaseUnavailable, Store
 from jobwheel.server.storage.leadership import Leadership
 
 log = logging.getLogger(__name__)
-INPROCESS_PREFIX = "inprocess@"
 
 
 class Engine:
@@ -33,6 +36,7 @@ class Engine:
         store: Store,
         clock: Clock,
         handlers: dict[str, Handler],
+        render_event: EventRenderer,
         *,
         concurrency: int = 256,
         lease: model.Micros = 30 * model.SECOND,
@@ -50,9 +54,9 @@ class Engine:
         self.lease = lease
         self.recover_every = recover_every
         # A fresh identity per start: attempts held by an earlier process are recognisable.
-        self.worker_id = f"{INPROCESS_PREFIX}{new_id()}"
+        self.worker_id = f"{model.INPROCESS_PREFIX}{new_id()}"
         self.webhooks = WebhookExecutor(webhooks or WebhookSettings())
-        self.deliveries = EventDeliveries(store, clock, self.webhooks)
+        self.deliveries = EventDeliveries(store, clock, self.webhooks, render_event)
         self.executor = InProcessExecutor(
             {**handlers, DELIVERY_TASK: self.deliveries.deliver}, max_threads=threads
         )
@@ -99,7 +103,7 @@ class Engine:
     async def start(self) -> None:
         # With one process per SQLite file, every in-process attempt still RUNNING belongs to
         # a process that is gone; on PostgreSQL other replicas may be alive: wait for leases.
-        dead = INPROCESS_PREFIX if self.store.dialect.single_writer else None
+        dead = model.INPROCESS_PREFIX if self.store.dialect.single_writer else None
         await self.recover(dead_worker_prefix=dead)
         self.dispatcher.set_queues(await self.store.queue_settings())
         await self.deliveries.refresh()

@@ -26,6 +26,11 @@ def clamp_time(time: Micros) -> Micros:
     return max(MIN_TIME, min(time, MAX_TIME))
 
 
+# Worker ids of the server's own in-process executor start with this (remote workers may
+# not use it): an attempt held by a dead server process is recognisable by it.
+INPROCESS_PREFIX = "inprocess@"
+
+
 class JobState(enum.StrEnum):
     SCHEDULED = "scheduled"
     QUEUED = "queued"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.json_format import ParseDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 from jobwheel.server import model
 from jobwheel.v1 import job_pb2
 
@@ -50,8 +50,22 @@ ATTEMPT_OUTCOME_TO_PROTO = {
     model.AttemptOutcome.LOST: job_pb2.ATTEMPT_OUTCOME_LOST,
 }
 EVENT_TYPE_TO_PROTO = {
-    event_type: getattr(job_pb2, f"JOB_EVENT_TYPE_{event_type.name}")
-    for event_type in model.EventType
+    model.EventType.ENQUEUED: job_pb2.JOB_EVENT_TYPE_ENQUEUED,
+    model.EventType.SCHEDULED: job_pb2.JOB_EVENT_TYPE_SCHEDULED,
+    model.EventType.QUEUED: job_pb2.JOB_EVENT_TYPE_QUEUED,
+    model.EventType.STARTED: job_pb2.JOB_EVENT_TYPE_STARTED,
+    model.EventType.ATTEMPT_FAILED: job_pb2.JOB_EVENT_TYPE_ATTEMPT_FAILED,
+    model.EventType.RETRY_SCHEDULED: job_pb2.JOB_EVENT_TYPE_RETRY_SCHEDULED,
+    model.EventType.COMPLETED: job_pb2.JOB_EVENT_TYPE_COMPLETED,
+    model.EventType.FAILED: job_pb2.JOB_EVENT_TYPE_FAILED,
+    model.EventType.CANCELLED: job_pb2.JOB_EVENT_TYPE_CANCELLED,
+    model.EventType.PAUSED: job_pb2.JOB_EVENT_TYPE_PAUSED,
+    model.EventType.RESUMED: job_pb2.JOB_EVENT_TYPE_RESUMED,
+    model.EventType.RESCHEDULED: job_pb2.JOB_EVENT_TYPE_RESCHEDULED,
+    model.EventType.DELETED: job_pb2.JOB_EVENT_TYPE_DELETED,
+    model.EventType.MISFIRE_SKIPPED: job_pb2.JOB_EVENT_TYPE_MISFIRE_SKIPPED,
+    model.EventType.PROGRESS: job_pb2.JOB_EVENT_TYPE_PROGRESS,
+    model.EventType.ATTEMPT_LOST: job_pb2.JOB_EVENT_TYPE_ATTEMPT_LOST,
 }
 
 
@@ -170,3 +184,14 @@ def attempt_to_proto(a: model.Attempt) -> job_pb2.Attempt:
     if a.result is not None:
         out.result.CopyFrom(value(a.result))
     return out
+
+
+def event_document(event: model.Event) -> dict[str, Any]:
+    """An event as the JSON document POSTed to event subscribers (the job in the proto's
+    JSON mapping)."""
+    return {
+        "type": f"job.{event.type.value}",
+        "revision": event.revision,
+        "timestamp": timestamp(event.time).ToJsonString(),
+        "job": MessageToDict(job_to_proto(event.job)),
+    }

@@ -1,6 +1,7 @@
-"""Domain errors and their gRPC form: a status code plus google.rpc details.
+"""Errors in their gRPC form: a status code plus google.rpc details.
 
-Servicers raise these; `expected_status` turns them into rich statuses (BadRequest with one
+Servicers raise the API errors below, core and executors the domain errors of errors.py;
+`expected_status` turns both into rich statuses (BadRequest with one
 field violation per offending field, ErrorInfo with the job's current state), which
 grpcurl, buf curl and the generated clients of every language can decode. api/guard.py
 applies it to every call.
@@ -16,14 +17,18 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from jobwheel.server import errors as domain
+from jobwheel.server.api.convert import JOB_STATE_TO_PROTO
+from jobwheel.server.errors import QUOTE_CHARS, NotFound, clip, quote
 from jobwheel.server.storage.outage import DatabaseUnavailable
+from jobwheel.v1 import job_pb2
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
+__all__ = ["QUOTE_CHARS", "NotFound", "quote"]
 DOMAIN = "jobwheel.dev"
 OVERLOADED = "the server is overloaded (all database connections busy); retry with backoff"
 UNAVAILABLE = "the database is unavailable; retry with backoff"
-QUOTE_CHARS = 40
 MAX_VIOLATIONS = 10
 
 
@@ -33,30 +38,16 @@ class FieldViolation:
     description: str
 
 
-class DomainError(Exception):
-    code: int = code_pb2.UNKNOWN
+class ApiError(domain.DomainError):
+    """An error raised by a servicer, with its status code and details."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    code: int = code_pb2.UNKNOWN
 
     def details(self) -> list[Any]:
         return []
 
 
-def quote(value: str, limit: int = QUOTE_CHARS) -> str:
-    """`value` as a Python literal, cut to its first `limit` characters: errors never echo
-    a whole input (a 1 MB id would not fit a client's metadata limit)."""
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}... ({len(value)} characters)"
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class InvalidArgument(DomainError):
+class InvalidArgument(ApiError):
     """One violation per offending field; a status keeps the first MAX_VIOLATIONS, clipped,
     so that it stays small whatever the request (a batch of 10,000 bad jobs included)."""
 
@@ -64,7 +55,7 @@ class InvalidArgument(DomainError):
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         kept = [
-            FieldViolation(_clip(v.field, 120), _clip(v.description, 300))
+            FieldViolation(clip(v.field, 120), clip(v.description, 300))
             for v in violations[:MAX_VIOLATIONS]
         ]
         summary = "; ".join(f"{v.field}: {v.description}" for v in kept)
@@ -86,19 +77,7 @@ class InvalidArgument(DomainError):
         ]
 
 
-class NotFound(DomainError):
-    code = code_pb2.NOT_FOUND
-
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(f"{kind} {quote(name)} not found")
-        self.kind = kind
-        self.name = _clip(name, QUOTE_CHARS)
-
-    def details(self) -> list[Any]:
-        return [error_details_pb2.ResourceInfo(resource_type=self.kind, resource_name=self.name)]
-
-
-class FailedPrecondition(DomainError):
+class FailedPrecondition(ApiError):
     code = code_pb2.FAILED_PRECONDITION
 
     def __init__(self, message: str, reason: str, **metadata: str) -> None:
@@ -112,7 +91,7 @@ class FailedPrecondition(DomainError):
         ]
 
 
-class Unavailable(DomainError):
+class Unavailable(ApiError):
     """The server cannot serve the call now (e.g. it is stopping); another try may work."""
 
     code = code_pb2.UNAVAILABLE
@@ -126,13 +105,56 @@ class ResourceExhausted(FailedPrecondition):
     code = code_pb2.RESOURCE_EXHAUSTED
 
 
-def to_grpc_status(err: DomainError) -> grpc.Status:
+def _state_name(state: Any) -> str:
+    return job_pb2.JobState.Name(JOB_STATE_TO_PROTO[state])
+
+
+def api_error(err: domain.DomainError) -> ApiError:
+    """The API form of a domain error."""
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, NotFound):
+        return _NotFound(err)
+    if isinstance(err, domain.IllegalTransition):
+        return FailedPrecondition(
+            err.message,
+            "ILLEGAL_TRANSITION",
+            current_state=_state_name(err.state),
+            action=err.action,
+        )
+    if isinstance(err, domain.LeaseNotHeld):
+        job = err.job
+        return FailedPrecondition(
+            err.message,
+            "LEASE_NOT_HELD",
+            job_id=job.id,
+            current_state=_state_name(job.state),
+            # the proto's name for the attempt number: see worker_service.proto
+            current_epoch=str(job.attempt),
+            current_worker_id=job.worker_id,
+        )
+    return ApiError(err.message)
+
+
+class _NotFound(ApiError):
+    code = code_pb2.NOT_FOUND
+
+    def __init__(self, err: NotFound) -> None:
+        super().__init__(err.message)
+        self.kind, self.name = err.kind, err.name
+
+    def details(self) -> list[Any]:
+        return [error_details_pb2.ResourceInfo(resource_type=self.kind, resource_name=self.name)]
+
+
+def to_grpc_status(err: domain.DomainError) -> grpc.Status:
+    api = api_error(err)
     details = []
-    for detail in err.details():
+    for detail in api.details():
         packed = any_pb2.Any()
         packed.Pack(detail)
         details.append(packed)
-    status = status_pb2.Status(code=err.code, message=err.message, details=details)
+    status = status_pb2.Status(code=api.code, message=api.message, details=details)
     return rpc_status.to_status(status)
 
 
@@ -146,9 +168,9 @@ def expected_status(exc: Exception) -> grpc.Status | None:
     The one exception -> status table of the server (api/guard.py applies it to every call).
     None means the exception was not expected: a bug, answered with INTERNAL and logged.
     UNAVAILABLE ("retrying will help") is for the server's own trouble, never a client's
-    mistake; a client's mistake is a DomainError raised by validation.
+    mistake; a client's mistake is an ApiError raised by validation.
     """
-    if isinstance(exc, DomainError):
+    if isinstance(exc, domain.DomainError):
         return to_grpc_status(exc)
     if isinstance(exc, DatabaseUnavailable):
         # an outage, not the caller's mistake: the same call works once the database is back

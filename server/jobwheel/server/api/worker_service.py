@@ -10,7 +10,6 @@ from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.api.fields import check_text
-from jobwheel.server.engine import INPROCESS_PREFIX
 from jobwheel.server.execution.remote import DEFAULT_LEASE, RemoteWorkers
 from jobwheel.v1 import worker_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2_grpc
@@ -39,9 +38,9 @@ def _worker_id(value: str, errors: validate.Violations) -> None:
         value, "worker_id", errors, max_chars=MAX_WORKER_ID, identifier=True, required=True
     ):
         return
-    if value.startswith(INPROCESS_PREFIX):
+    if value.startswith(model.INPROCESS_PREFIX):
         # the server's own identities: its start-up recovery takes such attempts for dead
-        errors.add("worker_id", f"must not start with {INPROCESS_PREFIX!r}")
+        errors.add("worker_id", f"must not start with {model.INPROCESS_PREFIX!r}")
 
 
 def _attempt_ids(request: Any, errors: validate.Violations) -> None:

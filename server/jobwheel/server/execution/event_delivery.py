@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
-from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.clock import Clock
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.webhook import WebhookExecutor
@@ -39,21 +38,19 @@ DELIVERY_RETRY = model.RetryPolicy(
 )
 
 
+# An event as the JSON document POSTed to subscribers (api/convert.py's event_document).
+EventRenderer = Callable[[model.Event], dict[str, Any]]
+
+
 class DeliveryFailed(Exception):
     """The subscriber did not accept the event (the delivery job retries)."""
 
 
-def event_document(event: model.Event) -> dict[str, Any]:
-    return {
-        "type": f"job.{event.type.value}",
-        "revision": event.revision,
-        "timestamp": timestamp(event.time).ToJsonString(),
-        "job": MessageToDict(job_to_proto(event.job)),
-    }
-
-
 class EventDeliveries:
-    def __init__(self, store: Store, clock: Clock, webhooks: WebhookExecutor) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, webhooks: WebhookExecutor, render: EventRenderer
+    ) -> None:
+        self.render = render
         self.store = store
         self.clock = clock
         self.webhooks = webhooks
@@ -106,9 +103,8 @@ class EventDeliveries:
         await self.store.advance_delivery_cursor(cursor, last)
         return last < head
 
-    @staticmethod
     def _delivery(
-        sub: model.EventSubscription, event: model.Event, now: model.Micros
+        self, sub: model.EventSubscription, event: model.Event, now: model.Micros
     ) -> model.NewJob:
         return model.NewJob(
             id=new_id(),
@@ -117,7 +113,7 @@ class EventDeliveries:
             payload={
                 "subscription": sub.id,
                 "message_id": f"{sub.id}:{event.revision}",
-                "event": event_document(event),
+                "event": self.render(event),
             },
             labels={"jobwheel.subscription": sub.id},
             priority=0,

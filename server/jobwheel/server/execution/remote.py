@@ -2,8 +2,8 @@
 
 A lease is the same transition as an in-process claim, and a report ends the attempt through
 the same settlement, so retries, recurrence and the event log behave identically whoever runs
-the job. The fencing token is the attempt number (the epoch): a report for an attempt the job
-no longer holds changes nothing.
+the job. The fencing token is the attempt number (the proto's `epoch`): a report for an
+attempt the job no longer holds changes nothing.
 
 A lease that expires (the worker crashed, hung or lost the network) is found by the engine's
 upkeep and settled as LOST: the attempt counts against `max_attempts`, so a job that kills
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobwheel.server import model
-from jobwheel.server.api.errors import FailedPrecondition, NotFound
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
+from jobwheel.server.errors import LeaseNotHeld, NotFound
 from jobwheel.server.execution.roster import Roster
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.rules import outcomes
@@ -166,7 +166,7 @@ class RemoteWorkers:
     async def heartbeat(
         self,
         job_id: str,
-        epoch: int,
+        attempt: int,
         worker_id: str,
         lease: model.Micros | None,
         progress: dict[str, Any] | None,
@@ -176,31 +176,33 @@ class RemoteWorkers:
         held = self._held.get(job_id)
         if lease is None:
             # the original lease's length, when this replica granted it
-            lease = held.lease if held is not None and held.job.attempt == epoch else DEFAULT_LEASE
+            lease = (
+                held.lease if held is not None and held.job.attempt == attempt else DEFAULT_LEASE
+            )
         now = self.clock.now()
-        renewal = Renewal(job_id, epoch, worker_id, now + lease, now, progress)
+        renewal = Renewal(job_id, attempt, worker_id, now + lease, now, progress)
         [renewed] = await self._renew([renewal])
         job = renewed.job
         if job is None:
             raise NotFound("job", job_id)
         if renewed.applied:
-            if held is not None and held.job.attempt == epoch:
+            if held is not None and held.job.attempt == attempt:
                 held.job.progress = job.progress
             return Heartbeat(job.lease_expire_time)
-        if job.state is model.JobState.CANCELLED and job.attempt == epoch:
+        if job.state is model.JobState.CANCELLED and job.attempt == attempt:
             # The attempt ended by cancellation: the worker should stop, and need not report.
             return Heartbeat(None, cancel_requested=True, cancel_reason=job.cancel_reason)
-        raise _not_held(job, epoch, worker_id)
+        raise LeaseNotHeld(job, attempt, worker_id)
 
-    async def complete(self, job_id: str, epoch: int, worker_id: str, result: Any) -> model.Job:
+    async def complete(self, job_id: str, attempt: int, worker_id: str, result: Any) -> model.Job:
         return await self._report(
-            job_id, epoch, worker_id, AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
+            job_id, attempt, worker_id, AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
         )
 
     async def fail(
         self,
         job_id: str,
-        epoch: int,
+        attempt: int,
         worker_id: str,
         error: str,
         *,
@@ -209,7 +211,7 @@ class RemoteWorkers:
     ) -> model.Job:
         return await self._report(
             job_id,
-            epoch,
+            attempt,
             worker_id,
             AttemptResult(
                 AttemptOutcome.FAILED, error=error, retryable=retryable, retry_after=retry_after
@@ -217,11 +219,11 @@ class RemoteWorkers:
         )
 
     async def _report(
-        self, job_id: str, epoch: int, worker_id: str, result: AttemptResult
+        self, job_id: str, attempt: int, worker_id: str, result: AttemptResult
     ) -> model.Job:
         if self.roster is not None:
             self.roster.touched(worker_id)
-        job = await self._holding(job_id, epoch, worker_id)
+        job = await self._holding(job_id, attempt, worker_id)
         settlement = outcomes.settle(job, result, self.clock.now(), random.random())
         [applied] = await self._settle([settlement])
         if not applied:
@@ -229,39 +231,22 @@ class RemoteWorkers:
             current = await self.store.get_job(job_id)
             if current is None:
                 raise NotFound("job", job_id)
-            raise _not_held(current, epoch, worker_id)
+            raise LeaseNotHeld(current, attempt, worker_id)
         self._held.pop(job_id, None)
         return settlement.after
 
-    async def _holding(self, job_id: str, epoch: int, worker_id: str) -> model.Job:
-        """The job as leased, if `worker_id` holds attempt `epoch` of it; else why not."""
+    async def _holding(self, job_id: str, attempt: int, worker_id: str) -> model.Job:
+        """The job as leased, if `worker_id` holds attempt `attempt` of it; else why not."""
         held = self._held.get(job_id)
-        if held is not None and held.job.attempt == epoch and held.job.worker_id == worker_id:
+        if held is not None and held.job.attempt == attempt and held.job.worker_id == worker_id:
             return held.job
         job = await self.store.get_job(job_id)  # leased by another replica, or stale
         if job is None:
             raise NotFound("job", job_id)
         if (
             job.state is not model.JobState.RUNNING
-            or job.attempt != epoch
+            or job.attempt != attempt
             or job.worker_id != worker_id
         ):
-            raise _not_held(job, epoch, worker_id)
+            raise LeaseNotHeld(job, attempt, worker_id)
         return job
-
-
-def _not_held(job: model.Job, epoch: int, worker_id: str) -> FailedPrecondition:
-    if job.state is model.JobState.RUNNING and job.attempt == epoch:
-        why = f"it is leased to worker {job.worker_id!r}"
-    elif job.state is model.JobState.RUNNING:
-        why = f"it runs attempt {job.attempt} now"
-    else:
-        why = f"it is {job.state.name} (attempt {job.attempt})"
-    return FailedPrecondition(
-        f"worker {worker_id!r} does not hold attempt {epoch} of job {job.id}: {why}",
-        "LEASE_NOT_HELD",
-        job_id=job.id,
-        current_state=f"JOB_STATE_{job.state.name}",
-        current_epoch=str(job.attempt),
-        current_worker_id=job.worker_id,
-    )

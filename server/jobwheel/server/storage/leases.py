@@ -21,10 +21,10 @@ from sqlalchemy import ColumnElement, select, update
 
 @dataclass(frozen=True, slots=True)
 class Renewal:
-    """A heartbeat: push the lease of (job, epoch) held by `worker_id` to `until`."""
+    """A heartbeat: push the lease of (job, attempt) held by `worker_id` to `until`."""
 
     job_id: str
-    epoch: int
+    attempt: int
     worker_id: str
     until: Micros
     now: Micros
@@ -102,7 +102,7 @@ class Leases(StoreBase):
                     .where(
                         jobs.c.id == r.job_id,
                         jobs.c.state == JobState.RUNNING.value,
-                        jobs.c.attempt == r.epoch,
+                        jobs.c.attempt == r.attempt,
                         jobs.c.worker_id == r.worker_id,
                     )
                     .values(values)

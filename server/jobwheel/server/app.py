@@ -93,21 +93,20 @@ class App:
             log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
         self.observability = obs = Observability(self.settings.metrics_listen)
         self.exclusive.acquire()
+        window = self.settings.idempotency_window
         self.store = await open_store(
-            self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
+            self.settings.db,
+            sqlite_synchronous=self.settings.sqlite_synchronous,
+            idempotency_window=int(window * model.SECOND) if window > 0 else None,
         )
         store = self.store
         db_health = DatabaseHealth(store.head_revision, self._set_serving)
         store.on_unreachable = db_health.suspect
         self._db_health = asyncio.create_task(db_health.run(), name="jobwheel-db-health")
-        self.bus = EventBus(await self.store.head_revision() + 1)
-        self.store.event_sink = self.bus.publish
-        await obs.watch_store(self.store, self.bus)
-        window = self.settings.idempotency_window
-        self.store.idempotency_window = int(window * model.SECOND) if window > 0 else None
-        core = Core(self.store, self.clock)
-        self.engine = Engine(
-            self.store,
+        # The data path: enqueue (core) -> store -> wheel (engine.scheduler) -> executors
+        # (engine.dispatcher in process, remote for workers) -> store -> events (bus).
+        self.engine = engine = Engine(
+            store,
             self.clock,
             handlers.registered(),
             event_document,
@@ -122,25 +121,32 @@ class App:
                 allow_networks=self.settings.webhook_allow,
             ),
         )
-        self.bus.taps.append(self.engine.on_event)
-        self.remote = RemoteWorkers(
-            self.store,
-            self.clock,
-            inprocess_tasks=self.engine.executor.handlers.keys(),
-            settle=self.engine.dispatcher.settle,
-        )
-        self.bus.taps.append(self.remote.on_event)
         self.roster = Roster(
-            self.store,
+            store,
             self.clock,
-            self.engine.worker_id,
-            [t for t in self.engine.executor.handlers if t != DELIVERY_TASK],
+            engine.worker_id,
+            [t for t in engine.executor.handlers if t != DELIVERY_TASK],
             version=version(),
         )
-        self.remote.roster = self.roster
-        engine = self.engine
-        core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
-        core.on_subscriptions_change = engine.deliveries.refresh
+        self.remote = RemoteWorkers(
+            store,
+            self.clock,
+            inprocess_tasks=engine.executor.handlers.keys(),
+            settle=engine.dispatcher.settle,
+            roster=self.roster,
+        )
+        core = Core(
+            store,
+            self.clock,
+            on_subscriptions_change=engine.deliveries.refresh,
+            on_queue_change=lambda q: engine.dispatcher.set_queues({q.name: q}),
+        )
+        # the engine and remote leases react to every committed event
+        self.bus = EventBus(
+            await store.head_revision() + 1, taps=[engine.on_event, self.remote.on_event]
+        )
+        store.event_sink = self.bus.publish
+        await obs.watch_store(store, self.bus)
         await self.engine.start()
         # on PostgreSQL other replicas write to the same log; on SQLite it only repairs gaps
         tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)

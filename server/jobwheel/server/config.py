@@ -35,7 +35,7 @@ class Settings:
     db: str = DEFAULT_DB
     handlers: tuple[str, ...] = ()
     max_payload_bytes: int = 1 << 20
-    sqlite_synchronous: str = "FULL"
+    sqlite_synchronous: str = SYNCHRONOUS[0]
     grace_period: float = DEFAULT_GRACE
     queue_concurrency: int = 256
     threads: int = 32
@@ -91,12 +91,15 @@ class Number:
         return value
 
 
+# The defaults of the numeric flags are Settings' own.
+_DEFAULTS = Settings()
+
 NUMBERS = (
     Number(
         "--max-payload-bytes",
         "JOBWHEEL_MAX_PAYLOAD_BYTES",
         int,
-        1 << 20,
+        _DEFAULTS.max_payload_bytes,
         1024,
         4 << 20,
         "largest accepted payload, encoded, in bytes",
@@ -105,7 +108,7 @@ NUMBERS = (
         "--grace-period",
         "JOBWHEEL_GRACE_PERIOD",
         float,
-        DEFAULT_GRACE,
+        _DEFAULTS.grace_period,
         0,
         3600,
         "seconds in-flight calls and running attempts get to finish on SIGTERM/SIGINT; "
@@ -115,7 +118,7 @@ NUMBERS = (
         "--queue-concurrency",
         "JOBWHEEL_QUEUE_CONCURRENCY",
         int,
-        256,
+        _DEFAULTS.queue_concurrency,
         1,
         100_000,
         "attempts one process runs at once per queue",
@@ -124,7 +127,7 @@ NUMBERS = (
         "--threads",
         "JOBWHEEL_THREADS",
         int,
-        32,
+        _DEFAULTS.threads,
         1,
         1024,
         "threads that run plain (non-async) handlers; time waiting for one counts toward "
@@ -134,7 +137,7 @@ NUMBERS = (
         "--watch-heartbeat",
         "JOBWHEEL_WATCH_HEARTBEAT",
         float,
-        15.0,
+        _DEFAULTS.watch_heartbeat,
         1,
         3600,
         "seconds between heartbeats on an idle WatchJobs stream",
@@ -143,7 +146,7 @@ NUMBERS = (
         "--watch-buffer",
         "JOBWHEEL_WATCH_BUFFER",
         int,
-        10_000,
+        _DEFAULTS.watch_buffer,
         100,
         10_000_000,
         "events a WatchJobs stream may fall behind before it is ended with RESOURCE_EXHAUSTED",
@@ -152,7 +155,7 @@ NUMBERS = (
         "--event-retention",
         "JOBWHEEL_EVENT_RETENTION",
         float,
-        DAY,
+        _DEFAULTS.event_retention,
         60,
         10 * YEAR,
         "seconds the event log keeps changes for WatchJobs resumption",
@@ -161,7 +164,7 @@ NUMBERS = (
         "--retention",
         "JOBWHEEL_RETENTION",
         float,
-        7 * DAY,
+        _DEFAULTS.retention,
         60,
         100 * YEAR,
         "seconds finished jobs (completed, failed, cancelled) are kept, with their attempts",
@@ -171,7 +174,7 @@ NUMBERS = (
         "--idempotency-window",
         "JOBWHEEL_IDEMPOTENCY_WINDOW",
         float,
-        DAY,
+        _DEFAULTS.idempotency_window,
         1,
         100 * YEAR,
         "seconds an idempotency key maps to its job; a repeat after that creates a new job",
@@ -182,7 +185,7 @@ NUMBERS = (
         "--recover-interval",
         "JOBWHEEL_RECOVER_INTERVAL",
         float,
-        5.0,
+        _DEFAULTS.recover_interval,
         0.1,
         10,
         "seconds between checks for expired leases (whose jobs then run again) and lease renewals",
@@ -191,7 +194,7 @@ NUMBERS = (
         "--misfire-grace",
         "JOBWHEEL_MISFIRE_GRACE",
         float,
-        5.0,
+        _DEFAULTS.misfire_grace,
         0,
         30 * DAY,
         "seconds a recurring job may be late before its misfire policy applies",
@@ -278,15 +281,15 @@ def parse_settings(
     parser.add_argument(
         "--listen",
         type=check_listen,
-        default=env.get("JOBWHEEL_LISTEN", DEFAULT_LISTEN),
+        default=env.get("JOBWHEEL_LISTEN", _DEFAULTS.listen),
         help=f"HOST:PORT to serve gRPC on, port 0 picks a free one "
-        f"(JOBWHEEL_LISTEN, default {DEFAULT_LISTEN})",
+        f"(JOBWHEEL_LISTEN, default {_DEFAULTS.listen})",
     )
     parser.add_argument(
         "--db",
-        default=env.get("JOBWHEEL_DB", DEFAULT_DB),
+        default=env.get("JOBWHEEL_DB", _DEFAULTS.db),
         help="database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
-        f"(JOBWHEEL_DB, default {DEFAULT_DB})",
+        f"(JOBWHEEL_DB, default {_DEFAULTS.db})",
     )
     parser.add_argument(
         "--handlers",
@@ -299,9 +302,9 @@ def parse_settings(
     parser.add_argument(
         "--sqlite-synchronous",
         type=_choice("JOBWHEEL_SQLITE_SYNCHRONOUS", SYNCHRONOUS),
-        default=env.get("JOBWHEEL_SQLITE_SYNCHRONOUS", "FULL"),
+        default=env.get("JOBWHEEL_SQLITE_SYNCHRONOUS", _DEFAULTS.sqlite_synchronous),
         help="SQLite synchronous pragma: FULL, NORMAL or OFF "
-        "(JOBWHEEL_SQLITE_SYNCHRONOUS, default FULL)",
+        f"(JOBWHEEL_SQLITE_SYNCHRONOUS, default {_DEFAULTS.sqlite_synchronous})",
     )
     for n in NUMBERS:
         parser.add_argument(
@@ -330,20 +333,20 @@ def parse_settings(
     parser.add_argument(
         "--log-level",
         type=_choice("JOBWHEEL_LOG_LEVEL", LOG_LEVELS),
-        default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
-        help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
+        default=env.get("JOBWHEEL_LOG_LEVEL", _DEFAULTS.log_level),
+        help=f"DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default {_DEFAULTS.log_level})",
     )
     parser.add_argument(
         "--log-format",
         type=_choice("JOBWHEEL_LOG_FORMAT", LOG_FORMATS, upper=False),
-        default=env.get("JOBWHEEL_LOG_FORMAT", "text"),
+        default=env.get("JOBWHEEL_LOG_FORMAT", _DEFAULTS.log_format),
         help="text lines, or one JSON object per line with the job's fields "
-        "(JOBWHEEL_LOG_FORMAT, default text)",
+        f"(JOBWHEEL_LOG_FORMAT, default {_DEFAULTS.log_format})",
     )
     parser.add_argument(
         "--metrics-listen",
         type=_address("JOBWHEEL_METRICS_LISTEN", optional=True),
-        default=env.get("JOBWHEEL_METRICS_LISTEN", ""),
+        default=env.get("JOBWHEEL_METRICS_LISTEN", _DEFAULTS.metrics_listen),
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics; off unless set "
         "(JOBWHEEL_METRICS_LISTEN)",

@@ -23,13 +23,20 @@ class JobHistory:
 
 
 class Core:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        on_subscriptions_change: Callable[[], Awaitable[None]] | None = None,
+        on_queue_change: Callable[[model.QueueSettings], None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         # told when event subscriptions change (deliveries follow them at once)
-        self.on_subscriptions_change: Callable[[], Awaitable[None]] | None = None
+        self.on_subscriptions_change = on_subscriptions_change
         # told of queue setting changes (the dispatcher applies them at once)
-        self.on_queue_change: Callable[[model.QueueSettings], None] | None = None
+        self.on_queue_change = on_queue_change
         # concurrent enqueues share one transaction: one fsync for many callers
         self._insert = GroupCommit(store.insert_jobs)
         self.group_commit = self._insert

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
+from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.execution.dispatcher import Dispatcher
 from jobwheel.server.execution.event_delivery import (
     DELIVERY_TASK,
@@ -24,7 +25,7 @@ from jobwheel.server.ids import new_id
 from jobwheel.server.rules import outcomes
 from jobwheel.server.rules.states import WAITING
 from jobwheel.server.scheduling.scheduler import Scheduler
-from jobwheel.server.storage import DatabaseUnavailable, Store
+from jobwheel.server.storage import DatabaseUnavailable
 from jobwheel.server.storage.leadership import Leadership
 
 log = logging.getLogger(__name__)
@@ -33,20 +34,23 @@ log = logging.getLogger(__name__)
 class Engine:
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         handlers: dict[str, Handler],
         render_event: EventRenderer,
         *,
-        concurrency: int = 256,
-        lease: model.Micros = 30 * model.SECOND,
-        recover_every: model.Micros = 5 * model.SECOND,
-        event_retention: model.Micros = 86_400 * model.SECOND,
-        retention: model.Micros = 7 * 86_400 * model.SECOND,
-        misfire_grace: model.Micros = 5 * model.SECOND,
+        concurrency: int,
+        recover_every: model.Micros,
+        event_retention: model.Micros,
+        retention: model.Micros,
+        misfire_grace: model.Micros,
+        threads: int,
         webhooks: WebhookSettings | None = None,
-        threads: int = 32,
+        lease: model.Micros = model.DEFAULT_LEASE,
     ) -> None:
+        """The in-process side of the server: the wheel, the dispatcher and executors,
+        maintenance. Durations in µs; their defaults are config.Settings' (app.py passes
+        them)."""
         self.event_retention = event_retention
         self.retention = retention
         self.store = store

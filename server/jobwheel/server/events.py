@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from jobwheel.server.matching import matches
 from jobwheel.server.model import SECOND, Event, JobFilter, Micros
@@ -46,13 +46,15 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self, next_revision: int = 1) -> None:
+    def __init__(
+        self, next_revision: int = 1, taps: Sequence[Callable[[Event], None]] = ()
+    ) -> None:
         self.next_revision = next_revision  # the first revision not yet delivered
         self._waiting: dict[int, Event] = {}
         self._by_job: dict[str, set[Subscription]] = {}
         self._broad: set[Subscription] = set()
         # called with every event, in revision order (the engine reacts to changes here)
-        self.taps: list[Callable[[Event], None]] = []
+        self.taps: list[Callable[[Event], None]] = list(taps)
         # called with the events each publish delivered, in order: a transaction's events
         # arrive together (the metrics tell a change's previous state from them)
         self.batch_taps: list[Callable[[list[Event]], None]] = []

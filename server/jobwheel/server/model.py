@@ -29,6 +29,8 @@ def clamp_time(time: Micros) -> Micros:
 # Worker ids of the server's own in-process executor start with this (remote workers may
 # not use it): an attempt held by a dead server process is recognisable by it.
 INPROCESS_PREFIX = "inprocess@"
+# How long an attempt stays held without a heartbeat (a worker may ask for another length).
+DEFAULT_LEASE = 30 * SECOND
 
 
 class JobState(enum.StrEnum):

@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2
 from jobwheel.server import model
-from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
+from jobwheel.server.api.convert import (
+    DST_FOLD_TO_PROTO,
+    DST_GAP_TO_PROTO,
+    JOB_STATE_FROM_PROTO,
+    MISFIRE_TO_PROTO,
+    OVERLAP_TO_PROTO,
+)
 from jobwheel.server.api.errors import quote
 from jobwheel.server.api.fields import (
     Violations,
@@ -67,26 +73,12 @@ def _enum(value: int, table: Mapping[Any, T], default: T, field: str, errors: Vi
     return table[value]
 
 
-_OVERLAP = {
-    job_pb2.OVERLAP_POLICY_SKIP: model.OverlapPolicy.SKIP,
-    job_pb2.OVERLAP_POLICY_BUFFER_ONE: model.OverlapPolicy.BUFFER_ONE,
-    job_pb2.OVERLAP_POLICY_ALLOW_ALL: model.OverlapPolicy.ALLOW_ALL,
-    job_pb2.OVERLAP_POLICY_CANCEL_OTHER: model.OverlapPolicy.CANCEL_OTHER,
-}
-_MISFIRE = {
-    job_pb2.MISFIRE_POLICY_SKIP: model.MisfirePolicy.SKIP,
-    job_pb2.MISFIRE_POLICY_RUN_ONCE: model.MisfirePolicy.RUN_ONCE,
-    job_pb2.MISFIRE_POLICY_RUN_ALL: model.MisfirePolicy.RUN_ALL,
-}
-_DST_GAP = {
-    job_pb2.DST_GAP_POLICY_SHIFT_FORWARD: model.DstGapPolicy.SHIFT_FORWARD,
-    job_pb2.DST_GAP_POLICY_SKIP: model.DstGapPolicy.SKIP,
-}
-_DST_FOLD = {
-    job_pb2.DST_FOLD_POLICY_FIRST: model.DstFoldPolicy.FIRST,
-    job_pb2.DST_FOLD_POLICY_SECOND: model.DstFoldPolicy.SECOND,
-    job_pb2.DST_FOLD_POLICY_BOTH: model.DstFoldPolicy.BOTH,
-}
+_OVERLAP = {v: k for k, v in OVERLAP_TO_PROTO.items()}
+_MISFIRE = {v: k for k, v in MISFIRE_TO_PROTO.items()}
+_DST_GAP = {v: k for k, v in DST_GAP_TO_PROTO.items()}
+_DST_FOLD = {v: k for k, v in DST_FOLD_TO_PROTO.items()}
+# an unset (0) policy takes the model's default
+_SCHEDULE = model.Schedule()
 
 
 def schedule_from_proto(
@@ -129,7 +121,7 @@ def schedule_from_proto(
     jitter = 0
     if s.HasField("jitter"):
         jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors, high=MAX_WAIT) or 0
-    catchup = model.DEFAULT_CATCHUP_WINDOW
+    catchup = _SCHEDULE.catchup_window
     if s.HasField("catchup_window"):
         field = f"{prefix}.catchup_window"
         catchup = micros_of_duration(s.catchup_window, field, errors, high=MAX_WAIT) or 0
@@ -148,12 +140,12 @@ def schedule_from_proto(
         schedule,
         jitter=jitter,
         overlap_policy=_enum(
-            s.overlap_policy, _OVERLAP, model.OverlapPolicy.SKIP, f"{prefix}.overlap_policy", errors
+            s.overlap_policy, _OVERLAP, _SCHEDULE.overlap_policy, f"{prefix}.overlap_policy", errors
         ),
         misfire_policy=_enum(
             s.misfire_policy,
             _MISFIRE,
-            model.MisfirePolicy.RUN_ONCE,
+            _SCHEDULE.misfire_policy,
             f"{prefix}.misfire_policy",
             errors,
         ),
@@ -161,14 +153,14 @@ def schedule_from_proto(
         dst_gap_policy=_enum(
             s.dst_gap_policy,
             _DST_GAP,
-            model.DstGapPolicy.SHIFT_FORWARD,
+            _SCHEDULE.dst_gap_policy,
             f"{prefix}.dst_gap_policy",
             errors,
         ),
         dst_fold_policy=_enum(
             s.dst_fold_policy,
             _DST_FOLD,
-            model.DstFoldPolicy.FIRST,
+            _SCHEDULE.dst_fold_policy,
             f"{prefix}.dst_fold_policy",
             errors,
         ),

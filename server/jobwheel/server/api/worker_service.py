@@ -10,7 +10,7 @@ from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.api.fields import check_text
-from jobwheel.server.execution.remote import DEFAULT_LEASE, RemoteWorkers
+from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.v1 import worker_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2_grpc
 
@@ -80,7 +80,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             queues=tuple(request.queues),
             tasks=tuple(request.tasks),
             limit=request.max_jobs or 1,
-            lease=lease or DEFAULT_LEASE,
+            lease=lease or model.DEFAULT_LEASE,
             wait=wait_s,
         )
         return pb.LeaseJobsResponse(

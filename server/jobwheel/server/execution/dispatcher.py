@@ -16,6 +16,7 @@ from collections import Counter
 from jobwheel.server import model
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
+from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
 from jobwheel.server.execution.ratelimit import TokenBucket
 from jobwheel.server.execution.webhook import WebhookExecutor
@@ -23,7 +24,7 @@ from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.observability import tracing
 from jobwheel.server.rules import outcomes, recurrence
 from jobwheel.server.rules.attempt import AttemptResult
-from jobwheel.server.storage import DatabaseUnavailable, Store
+from jobwheel.server.storage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 # retries of a settlement during a database outage: seconds, doubling up to the cap
@@ -36,15 +37,15 @@ RELEASE_WAIT = 2.0
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         executor: InProcessExecutor,
         worker_id: str,
         webhooks: WebhookExecutor | None = None,
         *,
-        concurrency: int = 256,
-        lease: model.Micros = 30 * model.SECOND,
-        misfire_grace: model.Micros = 5 * model.SECOND,
+        concurrency: int,
+        misfire_grace: model.Micros,
+        lease: model.Micros = model.DEFAULT_LEASE,
     ) -> None:
         self.misfire_grace = misfire_grace
         self.store = store

@@ -18,11 +18,11 @@ from typing import Any
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
+from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.webhook import WebhookExecutor
 from jobwheel.server.ids import new_id
 from jobwheel.server.model import AttemptOutcome
-from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)
 DELIVERY_QUEUE = "jobwheel.events"
@@ -48,7 +48,7 @@ class DeliveryFailed(Exception):
 
 class EventDeliveries:
     def __init__(
-        self, store: Store, clock: Clock, webhooks: WebhookExecutor, render: EventRenderer
+        self, store: EngineStore, clock: Clock, webhooks: WebhookExecutor, render: EventRenderer
     ) -> None:
         self.render = render
         self.store = store

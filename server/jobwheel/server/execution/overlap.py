@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
+from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.ids import new_id
 from jobwheel.server.rules import triggers
-from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)
 PARENT_LABEL = "jobwheel.parent"
@@ -29,7 +29,7 @@ Key = tuple[str, str, int]
 class Overlaps:
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         add_timer: Callable[[Key, model.Micros], None],
         cancel_attempt: Callable[[str], None],

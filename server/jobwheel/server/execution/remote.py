@@ -31,7 +31,6 @@ from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.leases import Renewal
 
-DEFAULT_LEASE = 30 * model.SECOND
 # Jobs can be made due where no event reaches this process (clock-driven promotion happens
 # in every replica, but a bug or a missed notification must not strand a long-poll).
 RECHECK_EVERY = 1.0
@@ -79,6 +78,7 @@ class RemoteWorkers:
         *,
         inprocess_tasks: Collection[str] = (),
         settle: Settle | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -92,7 +92,7 @@ class RemoteWorkers:
         self._held: dict[str, _Held] = {}
         self._closed = False
         # notes who asks for what (ListWorkers, Job.waiting_reason)
-        self.roster: Roster | None = None
+        self.roster = roster
 
     @property
     def held(self) -> int:
@@ -177,7 +177,9 @@ class RemoteWorkers:
         if lease is None:
             # the original lease's length, when this replica granted it
             lease = (
-                held.lease if held is not None and held.job.attempt == attempt else DEFAULT_LEASE
+                held.lease
+                if held is not None and held.job.attempt == attempt
+                else model.DEFAULT_LEASE
             )
         now = self.clock.now()
         renewal = Renewal(job_id, attempt, worker_id, now + lease, now, progress)

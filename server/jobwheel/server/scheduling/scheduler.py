@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable
 
 from jobwheel.server.clock import Clock
+from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.model import SECOND, Micros
 from jobwheel.server.scheduling.timer_wheel import TimerWheel
-from jobwheel.server.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(
         self,
-        store: Store,
+        store: EngineStore,
         clock: Clock,
         on_due: Callable[[], None],
         *,

@@ -34,9 +34,11 @@ async def open_store(
     *,
     sqlite_synchronous: str = "FULL",
     migrations: Sequence[Migration] = MIGRATIONS,
+    idempotency_window: int | None = None,
 ) -> Store:
     """Connect to `url` (sqlite:///rel.db, sqlite:////abs.db, postgresql://user@host:port/db)
-    and bring its schema up to date. `migrations` is replaceable for tests only."""
+    and bring its schema up to date. An idempotency key holds for `idempotency_window` µs
+    (None: forever). `migrations` is replaceable for tests only."""
     engines = create_engines(url, sqlite_synchronous=sqlite_synchronous)
     try:
         await migrate(engines, migrations)
@@ -44,4 +46,4 @@ async def open_store(
     except BaseException:
         await engines.dispose()
         raise
-    return Store(engines)
+    return Store(engines, idempotency_window=idempotency_window)

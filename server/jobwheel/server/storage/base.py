@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class StoreBase:
-    def __init__(self, engines: Engines) -> None:
+    def __init__(self, engines: Engines, *, idempotency_window: int | None = None) -> None:
         self._engines = engines
         # Told of every event after its transaction committed (the WatchJobs bus).
         self.event_sink: Callable[[list[Event]], None] | None = None
         # how long an idempotency key holds (µs); None: forever
-        self.idempotency_window: int | None = None
+        self.idempotency_window = idempotency_window
         # told the kind ("read"/"write") and seconds of each transaction (metrics)
         self.on_transaction: Callable[[str, float], None] | None = None
         # Told when a call found the database unreachable (health follows it).

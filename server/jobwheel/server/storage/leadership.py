@@ -12,8 +12,8 @@ import hashlib
 import logging
 from typing import Any
 
+from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.storage.outage import is_unreachable, reason
-from jobwheel.server.storage.store import Store
 from sqlalchemy import func, select
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def leader_lock_key(schema: str) -> int:
 
 
 class Leadership:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: EngineStore) -> None:
         self.store = store
         self._conn: Any = None
         self._key: int | None = None

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobwheel.server.model import EventType, Job, JobState, Micros
-from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import Change, append_events
 from jobwheel.server.storage.schema import jobs, queues
-from sqlalchemy import ColumnElement, select, update
+from jobwheel.server.storage.transitions import Transitions
+from sqlalchemy import select, update
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +38,8 @@ class Renewed:
     job: Job | None
 
 
-class Leases(StoreBase):
-    """Mixed into Store, which provides the connections, `_emit` and `_start_attempts`."""
-
-    async def _start_attempts(
-        self,
-        where: list[ColumnElement[bool]],
-        limit: int,
-        worker_id: str,
-        now: Micros,
-        lease_until: Micros,
-    ) -> list[Job]:
-        raise NotImplementedError
+class Leases(Transitions):
+    """A lease is Transitions' claim (`_start_attempts`) with a worker's filters."""
 
     async def lease(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 
+from tests.api.waiting import until
 from tests.conftest import Running
 
 
@@ -34,9 +34,18 @@ async def attempts(server: Running, job_id: str) -> list[j.Attempt]:
     return list(resp.attempts)
 
 
+async def started(server: Running, job_id: str, n: int) -> None:
+    """Waits until `n` attempts of the job started."""
+
+    async def check() -> bool:
+        return len(await attempts(server, job_id)) >= n
+
+    await until(server, check)
+
+
 async def test_skip_drops_what_came_due_during_a_run(server: Running) -> None:
     job = await recurring(server, "test.block", j.OVERLAP_POLICY_SKIP, seconds=1.5)
-    await asyncio.sleep(3.2)  # runs 0.3-1.8 (misses 1.3), runs again at 2.3
+    await started(server, job.id, 2)  # runs 0.3-1.8 (misses 1.3), runs again at 2.3
     got = (await server.jobs.GetJob(pb.GetJobRequest(id=job.id))).job
     assert got.skipped_count >= 1
     history = await attempts(server, job.id)
@@ -48,7 +57,7 @@ async def test_skip_drops_what_came_due_during_a_run(server: Running) -> None:
 
 async def test_buffer_one_runs_the_missed_one_at_once(server: Running) -> None:
     job = await recurring(server, "test.block", j.OVERLAP_POLICY_BUFFER_ONE, seconds=1.5)
-    await asyncio.sleep(2.4)
+    await started(server, job.id, 2)
     history = await attempts(server, job.id)
     assert len(history) >= 2
     first, second = history[0], history[1]
@@ -57,7 +66,7 @@ async def test_buffer_one_runs_the_missed_one_at_once(server: Running) -> None:
 
 async def test_cancel_other_cuts_the_running_execution_short(server: Running) -> None:
     job = await recurring(server, "test.hang", j.OVERLAP_POLICY_CANCEL_OTHER)
-    await asyncio.sleep(2.0)  # starts at 0.3, the next occurrence at 1.3 cancels it
+    await started(server, job.id, 2)  # starts at 0.3, the next occurrence at 1.3 cancels it
     history = await attempts(server, job.id)
     assert len(history) >= 2
     assert history[0].outcome == j.ATTEMPT_OUTCOME_CANCELLED
@@ -68,13 +77,15 @@ async def test_cancel_other_cuts_the_running_execution_short(server: Running) ->
 
 async def test_allow_all_starts_the_occurrence_alongside(server: Running) -> None:
     job = await recurring(server, "test.block", j.OVERLAP_POLICY_ALLOW_ALL, seconds=1.5)
-    await asyncio.sleep(2.2)
-    children = (
-        await server.jobs.ListJobs(
-            pb.ListJobsRequest(filter=j.JobFilter(labels={"jobwheel.parent": job.id}))
-        )
-    ).jobs
-    assert len(children) >= 1
+    children: list[j.Job] = []
+
+    async def child_started() -> bool:
+        nonlocal children
+        flt = j.JobFilter(labels={"jobwheel.parent": job.id})
+        children = list((await server.jobs.ListJobs(pb.ListJobsRequest(filter=flt))).jobs)
+        return bool(children) and children[-1].HasField("start_time")
+
+    await until(server, child_started)
     [parent_first] = (await attempts(server, job.id))[:1]
     child = children[-1]  # the oldest child: the occurrence at 1.3
     assert child.HasField("start_time")

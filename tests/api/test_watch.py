@@ -15,6 +15,7 @@ from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.api.helpers import field_violations
+from tests.api.waiting import until_watching
 from tests.conftest import Running, running_server
 
 E = job_pb2
@@ -45,7 +46,7 @@ async def take(
 
 async def test_live_events_of_a_job_run(server: Running) -> None:
     call = server.jobs.WatchJobs(pb.WatchJobsRequest(filter=E.JobFilter(tasks=["test.echo"])))
-    await asyncio.sleep(0.1)  # the stream is open
+    await until_watching(server, 1)
     job = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo"))).job
     msgs = await take(call, 3)
     call.cancel()
@@ -67,7 +68,7 @@ async def test_live_events_of_a_job_run(server: Running) -> None:
 
 async def test_firehose_revisions_increase_by_one(server: Running) -> None:
     call = server.jobs.WatchJobs(pb.WatchJobsRequest())
-    await asyncio.sleep(0.1)
+    await until_watching(server, 1)
     await enqueue_many(server, 20)
     msgs = await take(call, 20)
     call.cancel()
@@ -93,7 +94,7 @@ async def test_snapshot_then_changes_without_gap_or_duplicate(server: Running) -
 
 async def test_resume_replays_from_the_log_exactly_once(server: Running) -> None:
     call = server.jobs.WatchJobs(pb.WatchJobsRequest())
-    await asyncio.sleep(0.1)
+    await until_watching(server, 1)
     ids = await enqueue_many(server, 10)
     seen = await take(call, 10)
     call.cancel()
@@ -147,7 +148,7 @@ async def test_stalled_watcher_is_dropped_and_hurts_no_one(db_url: str) -> None:
         healthy = server.jobs.WatchJobs(
             pb.WatchJobsRequest(filter=E.JobFilter(tasks=["test.echo"]))
         )
-        await asyncio.sleep(0.1)
+        await until_watching(server, 2)
         await enqueue_many(server, 3000)  # far more than the window plus the buffer
         job = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo"))).job
         msgs = await take(healthy, 3)
@@ -171,9 +172,7 @@ async def test_cancelled_streams_leave_nothing_behind(server: Running) -> None:
         server.jobs.WatchJobs(pb.WatchJobsRequest(filter=E.JobFilter(ids=[f"job-{i}"])))
         for i in range(1000)
     ]
-    deadline = time.monotonic() + 20
-    while bus.subscriptions < 1000 and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+    await until_watching(server, 1000, within=20)
     assert bus.subscriptions == 1000
     for call in calls:
         call.cancel()
@@ -194,7 +193,7 @@ async def test_events_a_writer_never_handed_over_are_read_from_the_log(server: R
     store = server.app.store
     assert store is not None
     call = server.jobs.WatchJobs(pb.WatchJobsRequest())
-    await asyncio.sleep(0.1)
+    await until_watching(server, 1)
     sink, store.event_sink = store.event_sink, None  # committed, never handed over
     lost = await enqueue_many(server, 1)
     store.event_sink = sink
@@ -207,7 +206,7 @@ async def test_events_a_writer_never_handed_over_are_read_from_the_log(server: R
 async def test_batches_when_asked(server: Running) -> None:
     await enqueue_many(server, 1)  # so the replay below starts after a real revision
     call = server.jobs.WatchJobs(pb.WatchJobsRequest(max_batch=50))
-    await asyncio.sleep(0.1)
+    await until_watching(server, 1)
     ids = await enqueue_many(server, 200)
     messages, events = 0, []
     while len(events) < 200:

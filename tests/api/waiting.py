@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
+
+from tests.conftest import Running
 
 TERMINAL = (job_pb2.JOB_STATE_COMPLETED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
 
@@ -25,3 +29,25 @@ async def wait_for_state(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job_pb2.JobState.Name(job.state)}")
         await asyncio.sleep(0.02)
+
+
+async def until(
+    server: Running, check: Callable[[], Awaitable[bool]], within: float = 15.0
+) -> None:
+    """Returns once `check()` holds, looking again after each dispatch cycle of the server
+    (a job starting, or coming due), or every half second at the latest."""
+    assert server.app.engine is not None
+    cycles = server.app.engine.dispatcher.cycles
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not so after {within} s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cycles.next(), 0.5)
+
+
+async def until_watching(server: Running, count: int, within: float = 10.0) -> None:
+    """Returns once `count` WatchJobs streams in all have subscribed to the event bus (the
+    events from then on reach them)."""
+    assert server.app.watcher is not None
+    await asyncio.wait_for(server.app.watcher.subscribed.reach(count), within)

@@ -1,15 +1,83 @@
-"""The clock, injectable so tests control time instead of sleeping."""
+"""Time and chance, injectable so tests control them instead of sleeping.
 
+`now()` is wall time in µs (what jobs are scheduled by); `monotonic()` is seconds for
+measuring intervals; `sleep()` waits in seconds; `random()` is uniform in [0, 1) (jitter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random as _random
 import time
 from typing import Protocol
 
-from jobwheel.server.model import Micros
+from jobwheel.server.model import SECOND, Micros
 
 
 class Clock(Protocol):
     def now(self) -> Micros: ...
 
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def random(self) -> float: ...
+
 
 class SystemClock:
     def now(self) -> Micros:
         return time.time_ns() // 1_000
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def random(self) -> float:
+        return _random.random()
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+class FakeClock:
+    """A clock that moves only when told (`advance`); sleepers wake when their time comes.
+    `random()` returns `rand` (0.5: no jitter)."""
+
+    def __init__(self, now: Micros, rand: float = 0.5) -> None:
+        self._now = now
+        self._start = now
+        self.rand = rand
+        self._sleepers: list[tuple[Micros, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> Micros:
+        return self._now
+
+    def monotonic(self) -> float:
+        return (self._now - self._start) / SECOND
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        wake = self._now + max(0, round(seconds * SECOND))
+        heapq.heappush(self._sleepers, (wake, next(self._order), future))
+        await future
+
+    def random(self) -> float:
+        return self.rand
+
+    @property
+    def sleepers(self) -> int:
+        """Sleeps not yet over."""
+        return sum(not f.done() for _, _, f in self._sleepers)
+
+    def advance(self, us: Micros) -> None:
+        """Moves time on by `us` µs and wakes the sleeps that are over."""
+        self._now += us
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, future = heapq.heappop(self._sleepers)
+            if not future.done():
+                future.set_result(None)

@@ -22,13 +22,16 @@ from jobwheel.server.execution.overlap import Overlaps
 from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
+from jobwheel.server.maintenance import Duty, Maintenance
 from jobwheel.server.rules import outcomes
 from jobwheel.server.rules.states import WAITING
 from jobwheel.server.scheduling.scheduler import Scheduler
-from jobwheel.server.storage import DatabaseUnavailable
 from jobwheel.server.storage.leadership import Leadership
 
 log = logging.getLogger(__name__)
+# Finished jobs past their retention are deleted this many per transaction.
+PRUNE_BATCH = 1000
+PRUNE_EVERY = 60 * model.SECOND
 
 
 class Engine:
@@ -80,6 +83,9 @@ class Engine:
         self.overlaps = Overlaps(store, clock, self.scheduler.add_timer, self.dispatcher.cancel)
         self._loops: list[asyncio.Task[None]] = []
         self.leadership = Leadership(store)
+        self.maintenance = Maintenance(
+            clock, self._duties(), self.leadership.check, tick=recover_every
+        )
         # told how many attempts' leases expired, at each recovery that found some (metrics)
         self.on_lease_expired: Callable[[int], None] | None = None
 
@@ -115,7 +121,7 @@ class Engine:
             asyncio.create_task(self.deliveries.run(), name="jobwheel-event-deliveries"),
             asyncio.create_task(self.scheduler.run(), name="jobwheel-scheduler"),
             asyncio.create_task(self.dispatcher.run(), name="jobwheel-dispatcher"),
-            asyncio.create_task(self._upkeep(), name="jobwheel-upkeep"),
+            asyncio.create_task(self.maintenance.run(), name="jobwheel-upkeep"),
         ]
 
     async def recover(self, dead_worker_prefix: str | None = None) -> int:
@@ -145,35 +151,37 @@ class Engine:
             self.dispatcher.wake({j.queue for j in lost})
         return len(lost)
 
-    async def _upkeep(self) -> None:
+    def _duties(self) -> list[Duty]:
+        every = self.recover_every
+
+        async def renew(now: model.Micros) -> None:
+            await self.store.renew_leases(
+                self.worker_id, self.dispatcher.held, now, now + self.lease
+            )
+
+        async def recover(now: model.Micros) -> None:
+            await self.recover()
+
+        async def follow_settings(now: model.Micros) -> None:
+            # other replicas may have changed queue settings or subscriptions
+            self.dispatcher.set_queues(await self.store.queue_settings())
+            await self.deliveries.refresh()
+
+        async def prune(now: model.Micros) -> None:
+            await self.store.prune_events(now - self.event_retention)
+            if self.retention > 0:
+                # in batches, so the database is never held for long
+                pruned = PRUNE_BATCH
+                while pruned == PRUNE_BATCH:
+                    pruned = await self.store.prune_finished(now - self.retention, PRUNE_BATCH)
+
         renew_every = self.lease // 3
-        next_renew = self.clock.now() + renew_every
-        next_prune = self.clock.now()
-        while True:
-            await asyncio.sleep(self.recover_every / model.SECOND)
-            now = self.clock.now()
-            try:
-                if now >= next_renew:
-                    held = self.dispatcher.held
-                    await self.store.renew_leases(self.worker_id, held, now, now + self.lease)
-                    next_renew = now + renew_every
-                if await self.leadership.check():  # one replica does the upkeep of all
-                    await self.recover()
-                # other replicas may have changed queue settings or subscriptions
-                self.dispatcher.set_queues(await self.store.queue_settings())
-                await self.deliveries.refresh()
-                if now >= next_prune and self.leadership.leading:
-                    await self.store.prune_events(now - self.event_retention)
-                    if self.retention > 0:
-                        # in batches, so the database is never held for long
-                        pruned = 1000
-                        while pruned == 1000:
-                            pruned = await self.store.prune_finished(now - self.retention)
-                    next_prune = now + 60 * model.SECOND
-            except DatabaseUnavailable as exc:
-                log.warning("upkeep paused: %s", exc)
-            except Exception:
-                log.exception("upkeep failed; retrying")
+        return [
+            Duty("lease renewal", renew_every, renew, first_after=renew_every),
+            Duty("lost attempt recovery", every, recover, leader_only=True),
+            Duty("settings refresh", every, follow_settings),
+            Duty("pruning", PRUNE_EVERY, prune, leader_only=True),
+        ]
 
     async def stop(self, grace: float) -> None:
         for loop in self._loops:

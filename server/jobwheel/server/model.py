@@ -34,6 +34,16 @@ DEFAULT_LEASE = 30 * SECOND
 
 
 class JobState(enum.StrEnum):
+    """Where a job is in its life (rules/states.py holds the transitions).
+
+    SCHEDULED  waits for next_run_time (a delayed or recurring job)
+    QUEUED     due: waits for an executor (in process or a remote worker)
+    RUNNING    an executor holds its current attempt (under a lease)
+    RETRYING   an attempt failed; waits for next_run_time, the end of the backoff
+    COMPLETED, FAILED, CANCELLED  terminal: nothing more runs
+    PAUSED     held by an operator until resumed
+    """
+
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
@@ -52,6 +62,10 @@ TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCE
 
 
 class AttemptOutcome(enum.StrEnum):
+    """How one attempt ended (RUNNING while it has not). Executors report SUCCEEDED,
+    FAILED, TIMED_OUT or CANCELLED; LOST is the engine's verdict on an executor that
+    vanished (its lease expired, or its process died)."""
+
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -61,6 +75,10 @@ class AttemptOutcome(enum.StrEnum):
 
 
 class EventType(enum.StrEnum):
+    """A change recorded in the event log (WatchJobs, event subscriptions), one per
+    transition; PROGRESS carries a worker's progress report, MISFIRE_SKIPPED occurrences
+    of a recurring job that its misfire or overlap policy dropped."""
+
     ENQUEUED = "enqueued"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
@@ -80,6 +98,10 @@ class EventType(enum.StrEnum):
 
 
 class OverlapPolicy(enum.StrEnum):
+    """What a recurring job's occurrence does while the previous execution still runs:
+    SKIP it, BUFFER_ONE (keep one waiting until the previous ends), ALLOW_ALL (run it
+    beside, as a one-off child job) or CANCEL_OTHER (cancel the previous and run)."""
+
     SKIP = "skip"
     BUFFER_ONE = "buffer_one"
     ALLOW_ALL = "allow_all"
@@ -87,17 +109,27 @@ class OverlapPolicy(enum.StrEnum):
 
 
 class MisfirePolicy(enum.StrEnum):
+    """What a recurring job does with occurrences missed by more than the misfire grace
+    (the server was down, or the job paused): SKIP them, RUN_ONCE for all of them, or
+    RUN_ALL of them within the schedule's catch-up window."""
+
     SKIP = "skip"
     RUN_ONCE = "run_once"
     RUN_ALL = "run_all"
 
 
 class DstGapPolicy(enum.StrEnum):
+    """A cron time that does not exist on a spring-forward day: SHIFT_FORWARD by the gap
+    (02:30 becomes 03:30), or SKIP that day."""
+
     SHIFT_FORWARD = "shift_forward"
     SKIP = "skip"
 
 
 class DstFoldPolicy(enum.StrEnum):
+    """A cron time that exists twice on a fall-back day: run at the FIRST, the SECOND or
+    BOTH."""
+
     FIRST = "first"
     SECOND = "second"
     BOTH = "both"
@@ -167,6 +199,19 @@ class NewJob:
 
 @dataclass(slots=True)
 class Job:
+    """A job as stored. Times in µs since the epoch (UTC), durations in µs.
+
+    An execution is one run of the job (one per occurrence, for a recurring job), made of
+    attempts (the first try and its retries). `execution_count` counts executions started;
+    `attempt` is the number of the current execution's latest attempt, from 1 (0 before the
+    first): it is also the fencing number of the attempt's lease, so a report about an
+    older attempt changes nothing. `released_attempts` of them were released by a graceful
+    stop and are not charged against retry_policy.max_attempts. `seq` is the insertion order
+    the store assigns: the key of stable pagination. `worker_id` and `lease_expire_time`
+    name who holds a RUNNING attempt and until when. `skipped_count` counts occurrences
+    dropped by the overlap or misfire policy.
+    """
+
     id: str
     queue: str
     task: str

@@ -25,6 +25,7 @@ from jobwheel.server.api.errors import (
 from jobwheel.server.clock import Clock
 from jobwheel.server.events import EventBus, Subscription
 from jobwheel.server.matching import matches
+from jobwheel.server.signals import Signal
 from jobwheel.server.storage import Store
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
@@ -76,6 +77,8 @@ class Watcher:
         self.on_sent: Callable[[int], None] | None = None  # told how many events went out
         self.closed = False
         self._open: set[Subscription] = set()
+        # fired when a stream has subscribed to the bus (events from then on reach it)
+        self.subscribed = Signal()
 
     def close(self) -> None:
         """Ends every open stream now with UNAVAILABLE (the server is stopping): a watcher
@@ -112,6 +115,7 @@ class Watcher:
         self._stop_if_closed()
         sub = self.bus.subscribe(flt, self.buffer)
         self._open.add(sub)
+        self.subscribed.fire()
         try:
             last = since if since else sub.start - 1
             if include_snapshot:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections import Counter
 
 from jobwheel.server import model
@@ -24,6 +22,7 @@ from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.observability import tracing
 from jobwheel.server.rules import outcomes, recurrence
 from jobwheel.server.rules.attempt import AttemptResult
+from jobwheel.server.signals import Signal
 from jobwheel.server.storage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,6 +55,8 @@ class Dispatcher:
         self.concurrency = concurrency
         self.lease = lease
         self.settle = GroupCommit(store.settle)
+        # fired after each dispatch cycle (promote, claim, start): tests wait on it
+        self.cycles = Signal()
         self._ready: set[str] = set()
         self._running: Counter[str] = Counter()
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -91,7 +92,7 @@ class Dispatcher:
             if rate <= 0:
                 self._buckets.pop(name, None)
             elif name not in self._buckets or self._buckets[name].rate != rate:
-                self._buckets[name] = TokenBucket(rate, time.monotonic())
+                self._buckets[name] = TokenBucket(rate, self.clock.monotonic())
             if not queue.paused:
                 self._ready.add(name)
         self._wake.set()
@@ -116,19 +117,20 @@ class Dispatcher:
                 await self._dispatch()
             except DatabaseUnavailable as exc:
                 log.warning("dispatch paused: %s; retrying in a second", exc)
-                await asyncio.sleep(1)
+                await self.clock.sleep(1)
                 self.wake()
             except Exception:
                 log.exception("dispatch failed; retrying in a second")
-                await asyncio.sleep(1)
+                await self.clock.sleep(1)
                 self.wake()
+            self.cycles.fire()
 
     async def _dispatch(self) -> None:
         now = self.clock.now()
         if self._due:  # something came due: only then is there anything to promote
             self._due = False
             self._ready |= await self.store.promote_due(
-                now, now - self.misfire_grace, lambda job: _catch_up(job, now)
+                now, now - self.misfire_grace, lambda job: _catch_up(job, now, self.clock.random())
             )
         tasks = self.executor.handlers.keys()
         for queue in sorted(self._ready):
@@ -140,9 +142,9 @@ class Dispatcher:
             room = limit - self._running[queue]
             bucket = self._buckets.get(queue)
             if bucket is not None and room > 0:
-                allowed = bucket.take(room, time.monotonic())
+                allowed = bucket.take(room, self.clock.monotonic())
                 if allowed < room:
-                    self._wake_later(bucket.wait(time.monotonic()))
+                    self._wake_later(bucket.wait(self.clock.monotonic()))
                 room = allowed
             if room <= 0:
                 continue
@@ -196,7 +198,7 @@ class Dispatcher:
         elif task.cancelled():  # cancelled before it began: settle it all the same
             result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
             settlement = (
-                outcomes.settle(job, result, self.clock.now(), random.random())
+                outcomes.settle(job, result, self.clock.now(), self.clock.random())
                 if self._accepting
                 else outcomes.lost(job, self.clock.now(), "server stopped", counts=False)
             )
@@ -224,7 +226,7 @@ class Dispatcher:
                     lost = outcomes.lost(job, self.clock.now(), "server stopped", counts=False)
                     await self._finish(lost)
                     return
-            await self._finish(outcomes.settle(job, result, self.clock.now(), random.random()))
+            await self._finish(outcomes.settle(job, result, self.clock.now(), self.clock.random()))
         except Exception:
             # not renewed any more (this process no longer holds it): the lease expires and
             # the job runs again
@@ -262,7 +264,7 @@ class Dispatcher:
             except DatabaseUnavailable as exc:
                 job_id = settlement.ended.job_id
                 log.warning("cannot store the end of job %s's attempt (%s); retrying", job_id, exc)
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await self.clock.sleep(delay * (0.5 + self.clock.random()))
             delay = min(delay * 2, SETTLE_RETRY_MAX)
 
     def cancel(self, job_id: str) -> None:
@@ -284,6 +286,6 @@ class Dispatcher:
                 await asyncio.wait(still, timeout=RELEASE_WAIT)
 
 
-def _catch_up(job: model.Job, now: model.Micros) -> tuple[model.Micros | None, int]:
-    nxt = recurrence.catch_up(job, now, random.random())
+def _catch_up(job: model.Job, now: model.Micros, rand: float) -> tuple[model.Micros | None, int]:
+    nxt = recurrence.catch_up(job, now, rand)
     return nxt.time, nxt.skipped

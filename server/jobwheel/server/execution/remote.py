@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +134,7 @@ class RemoteWorkers:
         if self.roster is not None:
             self.roster.leased(worker_id, queues, tasks)
         waiter = _Waiter(frozenset(queues), frozenset(tasks), self.inprocess_tasks)
-        deadline = time.monotonic() + wait
+        deadline = self.clock.monotonic() + wait
         # Registered before the first look: a job queued in between still wakes us.
         self._waiters.add(waiter)
         try:
@@ -152,7 +150,7 @@ class RemoteWorkers:
                     now=now,
                     lease_until=now + lease,
                 )
-                left = deadline - time.monotonic()
+                left = deadline - self.clock.monotonic()
                 if leased or left <= 0 or self._closed:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -226,7 +224,7 @@ class RemoteWorkers:
         if self.roster is not None:
             self.roster.touched(worker_id)
         job = await self._holding(job_id, attempt, worker_id)
-        settlement = outcomes.settle(job, result, self.clock.now(), random.random())
+        settlement = outcomes.settle(job, result, self.clock.now(), self.clock.random())
         [applied] = await self._settle([settlement])
         if not applied:
             # Lost between the check and the write (cancelled, or the lease expired).

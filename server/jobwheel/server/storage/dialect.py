@@ -11,12 +11,14 @@ import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy import (
     Boolean,
     ColumnElement,
+    Select,
     String,
     Table,
     and_,
@@ -31,6 +33,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+SelectT = TypeVar("SelectT", bound=Select[Any])
+# the LISTEN/NOTIFY channel of event log appends
+NOTIFY_CHANNEL = "jobwheel_events"
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Page cache per connection, KiB. The default 2 MiB thrashes once the jobs indexes outgrow it
@@ -54,14 +59,13 @@ class StorageUrlError(ValueError):
 dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
 
 
-@dataclass(frozen=True, slots=True)
 class Dialect:
-    name: str  # "sqlite" | "postgresql"
+    """What the store asks of a backend: capabilities, and the statements that differ."""
+
+    name: str  # "sqlite" | "postgresql": for messages; behaviour follows the members below
     # One writer at a time (SQLite): write transactions start with BEGIN IMMEDIATE on a
     # dedicated connection, so read-then-write inside a transaction is race free.
     single_writer: bool
-    # SELECT ... FOR UPDATE SKIP LOCKED for concurrent claims across processes.
-    skip_locked: bool
     # Transaction-scoped advisory locks (pg_advisory_xact_lock).
     advisory_locks: bool
     # LISTEN/NOTIFY for cross-process wake-ups.
@@ -79,27 +83,28 @@ class Dialect:
         Returns each row's seq, or None where the row was skipped because its idempotency key
         is taken (the caller then looks up the owner).
         """
-        if self.name == "postgresql":
-            # insertmanyvalues: multi-row VALUES ... RETURNING, a few round trips per batch.
-            stmt = postgresql.insert(jobs).on_conflict_do_nothing(
-                index_elements=["idempotency_key"]
-            )
-            params = [dict(zip(columns, row, strict=True)) for row in rows]
-            result = await conn.execute(stmt.returning(jobs.c.id, jobs.c.seq), params)
-            seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
-            return [seq_by_id.get(row[0]) for row in rows]
-        return await _sqlite_insert_jobs(conn, columns, rows)
+        raise NotImplementedError
 
     def insert_ignore(self, table: Table, key: str) -> Any:
         """INSERT that does nothing when a row with the same `key` exists."""
-        module = postgresql if self.name == "postgresql" else sqlite
-        return module.insert(table).on_conflict_do_nothing(index_elements=[key])
+        raise NotImplementedError
 
     def migration_lock(self) -> Any | None:
         """A statement that serializes concurrent migrations until the transaction ends."""
-        if not self.advisory_locks:
-            return None  # BEGIN IMMEDIATE already excludes every other writer.
-        return select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY))
+        return None
+
+    def lock_rows(self, stmt: SelectT, *, skip_locked: bool = False) -> SelectT:
+        """`stmt` (a SELECT) locking the rows it reads until commit, or skipping rows another
+        transaction holds (`skip_locked`): for concurrent claims across processes. Where
+        there is one writer (SQLite), the write transaction already excludes the others."""
+        return stmt
+
+    async def events_appended(self, conn: AsyncConnection, revision: int) -> None:
+        """Tells other processes, at commit, that the event log grew to `revision`."""
+
+    async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
+        """`conn` with every statement of its next transaction reading one snapshot."""
+        return conn  # a SQLite read transaction is one snapshot already
 
     # -- JSON document filters -----------------------------------------------------------------
 
@@ -111,17 +116,84 @@ class Dialect:
         Scalars compare by JSON type and value (true is not 1, "1" is not 1); objects and
         arrays compare as whole documents.
         """
-        if self.name == "postgresql":
-            return _pg_field_equals(doc, key, value)
+        raise NotImplementedError
+
+
+class SqliteDialect(Dialect):
+    name = "sqlite"
+    single_writer = True
+    advisory_locks = False
+    notify = False
+
+    async def insert_jobs(
+        self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> Sequence[int | None]:
+        return await _sqlite_insert_jobs(conn, columns, rows)
+
+    def insert_ignore(self, table: Table, key: str) -> Any:
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+
+    def json_field_equals(
+        self, doc: ColumnElement[Any], key: str, value: Any
+    ) -> ColumnElement[bool]:
         return _sqlite_field_equals(doc, key, value)
 
 
-SQLITE = Dialect(
-    name="sqlite", single_writer=True, skip_locked=False, advisory_locks=False, notify=False
-)
-POSTGRESQL = Dialect(
-    name="postgresql", single_writer=False, skip_locked=True, advisory_locks=True, notify=True
-)
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    single_writer = False
+    advisory_locks = True
+    notify = True
+
+    async def insert_jobs(
+        self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> Sequence[int | None]:
+        # insertmanyvalues: multi-row VALUES ... RETURNING, a few round trips per batch.
+        stmt = postgresql.insert(jobs).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+        result = await conn.execute(stmt.returning(jobs.c.id, jobs.c.seq), params)
+        seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
+        return [seq_by_id.get(row[0]) for row in rows]
+
+    def insert_ignore(self, table: Table, key: str) -> Any:
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+
+    def migration_lock(self) -> Any | None:
+        return select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY))
+
+    def lock_rows(self, stmt: SelectT, *, skip_locked: bool = False) -> SelectT:
+        return stmt.with_for_update(skip_locked=skip_locked)
+
+    async def events_appended(self, conn: AsyncConnection, revision: int) -> None:
+        # delivered at commit: other replicas' tailers read the new revisions at once
+        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(revision))))
+
+    async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
+        return await conn.execution_options(isolation_level="REPEATABLE READ")
+
+    def json_field_equals(
+        self, doc: ColumnElement[Any], key: str, value: Any
+    ) -> ColumnElement[bool]:
+        return _pg_field_equals(doc, key, value)
+
+
+SQLITE: Dialect = SqliteDialect()
+POSTGRESQL: Dialect = PostgresDialect()
+_BY_SQLALCHEMY_NAME = {"sqlite": SQLITE, "postgresql": POSTGRESQL}
+
+
+def dialect_of(conn: AsyncConnection) -> Dialect:
+    """The Dialect of a connection (for functions handed only a connection)."""
+    return _BY_SQLALCHEMY_NAME[conn.dialect.name]
+
+
+def lock_file_of(url: URL) -> Path | None:
+    """The lock file that keeps a second server off a SQLite database file; None for other
+    databases (and in-memory SQLite), which need none."""
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+        return Path(database + ".lock")
+    return None
 
 
 async def _sqlite_insert_jobs(

@@ -11,13 +11,13 @@ from typing import Any
 from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
+from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, dialect_of
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import event_head, events, jobs
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Change = tuple[EventType, Job]
-NOTIFY_CHANNEL = "jobwheel_events"
 # the newest revision (row 1 of event_head)
 _HEAD = select(event_head.c.revision).where(event_head.c.id == 1)
 
@@ -57,9 +57,7 @@ async def append_events(
             for e in out
         ],
     )
-    if conn.dialect.name == "postgresql":
-        # delivered at commit: other replicas' tailers read the new revisions at once
-        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(out[-1].revision))))
+    await dialect_of(conn).events_appended(conn, out[-1].revision)
     return out
 
 
@@ -116,8 +114,7 @@ class EventLog(StoreBase):
         """The revision R and the matching jobs as they are at R, from one consistent view
         (a SQLite read transaction; REPEATABLE READ on PostgreSQL), in chunks."""
         async with self._outages(), self.read_engine.connect() as conn:
-            if self.dialect.name == "postgresql":
-                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            conn = await self.dialect.consistent_reads(conn)
             async with conn.begin():
                 head = (await conn.execute(_HEAD)).scalar_one()
                 stmt = select(jobs).where(*job_conditions(self.dialect, flt)).order_by(jobs.c.seq)

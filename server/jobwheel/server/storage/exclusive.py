@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from pathlib import Path
 
+from jobwheel.server.storage.dialect import lock_file_of
 from sqlalchemy.engine import make_url
 
 
@@ -21,13 +21,7 @@ class DatabaseInUse(RuntimeError):
 
 class ExclusiveUse:
     def __init__(self, url: str) -> None:
-        u = make_url(url)
-        database = u.database or ""
-        self.path = (
-            Path(database + ".lock")
-            if u.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-            else None
-        )
+        self.path = lock_file_of(make_url(url))
         self._fd: int | None = None
 
     def acquire(self) -> None:

@@ -69,10 +69,9 @@ class Management(StoreBase):
         allowed = jobs.c.state.in_([s.value for s in action.allowed])
         conds: list[ColumnElement[bool]] = [*job_conditions(self.dialect, flt), allowed]
         pick = select(jobs.c.seq).where(*conds).order_by(jobs.c.seq).limit(limit)
-        if self.dialect.skip_locked:
-            # wait for rows a settle or heartbeat holds (short transactions, taken in seq
-            # order): skipping them would report a job as not allowed, or miss it in bulk
-            pick = pick.with_for_update()
+        # wait for rows a settle or heartbeat holds (short transactions, taken in seq order):
+        # skipping them would report a job as not allowed, or miss it in bulk
+        pick = self.dialect.lock_rows(pick)
         chosen = jobs.c.seq.in_(pick.scalar_subquery())
         stmt: Any
         if action.deletes:

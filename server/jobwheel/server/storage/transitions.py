@@ -135,8 +135,7 @@ class Transitions(StoreBase):
             .order_by(jobs.c.seq)
             .limit(_CATCH_UP_BATCH)
         )
-        if self.dialect.skip_locked:
-            late_stmt = late_stmt.with_for_update(skip_locked=True)
+        late_stmt = self.dialect.lock_rows(late_stmt, skip_locked=True)
         late = [job_from_row(r) for r in (await conn.execute(late_stmt)).mappings()]
         changes: list[tuple[EventType, Job]] = []
         for job in late:
@@ -217,8 +216,7 @@ class Transitions(StoreBase):
             .order_by(jobs.c.priority.desc(), jobs.c.seq)
             .limit(limit)
         )
-        if self.dialect.skip_locked:
-            pick = pick.with_for_update(skip_locked=True)
+        pick = self.dialect.lock_rows(pick, skip_locked=True)
         stmt = (
             update(jobs)
             .where(jobs.c.seq.in_(pick.scalar_subquery()))
@@ -293,8 +291,7 @@ class Transitions(StoreBase):
                 jobs.c.id.in_(job_ids[start : start + self.dialect.max_in_list]),
                 jobs.c.state == JobState.RUNNING.value,
             )
-            if self.dialect.skip_locked:
-                stmt = stmt.with_for_update()
+            stmt = self.dialect.lock_rows(stmt)
             for r in await conn.execute(stmt):
                 held[r.id] = (r.execution_count, r.attempt, r.lease_expire_time)
         return held

@@ -4,6 +4,8 @@ watcher subscribed, a maintenance pass done), so tests wait on events, not on ti
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 
 class Signal:
@@ -21,6 +23,6 @@ class Signal:
             self._changed.clear()
             await self._changed.wait()
 
-    async def next(self, n: int = 1) -> None:
-        """Returns once the signal fires `n` more times."""
-        await self.reach(self.count + n)
+    def next(self, n: int = 1) -> Coroutine[Any, Any, None]:
+        """Waits for `n` more firings, counted from this call (not from the first await)."""
+        return self.reach(self.count + n)

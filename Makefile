@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-server
 NODE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: serve test gen lint bench clean install
+.PHONY: serve test test-unit test-integration test-acceptance gen lint bench clean install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +26,27 @@ install: $(STAMP)
 serve: $(if $(wildcard $(STAMP)),$(STAMP),$(SERVE_STAMP))
 	$(BIN)/jobwheel-server --metrics-listen 127.0.0.1:9464 $(ARGS)
 
-# The Node.js worker example's packages, for tests/workers/test_node.py; without npm the
+# The Node.js worker example's packages, for tests/integration/workers/test_node.py; without npm the
 # test skips (and fails under CI=true).
 $(NODE_STAMP): examples/node/package.json
 	npm install --prefix examples/node --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+# Tests by cost: tests/unit (no I/O: seconds), tests/integration (real servers, SQLite and
+# PostgreSQL, HTTP, protoc and buf), tests/acceptance (server processes, the README, the CLI).
+# PostgreSQL tests run when JOBWHEEL_TEST_POSTGRES_URL is set, or when a PostgreSQL answers on
+# 127.0.0.1:5432 (then postgresql://postgres@127.0.0.1:5432/test; see tests/conftest.py).
 test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test-integration: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-acceptance: $(STAMP)
+	$(BIN)/python -m pytest tests/acceptance $(PYTEST_ARGS)
 
 gen: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=client --pyi_out=client \

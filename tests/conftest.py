@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,22 @@ from jobwheel.server.config import Settings
 from jobwheel.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 
 PG_ENV = "JOBWHEEL_TEST_POSTGRES_URL"
+# Taken when PG_ENV is unset and a PostgreSQL answers here: `make test` on a machine with a
+# local PostgreSQL runs the PostgreSQL half of the suites without any variable to set.
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if PG_ENV not in os.environ and _answers("127.0.0.1", 5432):
+        os.environ[PG_ENV] = PG_DEFAULT  # subprocesses (acceptance servers) inherit it
 
 
 def unavailable(reason: str) -> NoReturn:

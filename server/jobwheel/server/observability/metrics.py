@@ -3,7 +3,7 @@
 Label sets are bounded: no metric is labelled by a job id, and queue and task names past the
 first `MAX_LABEL_VALUES` distinct ones of each kind fold into `other`, so a caller inventing
 names cannot grow the scrape (or the server's memory) without limit. Every metric is listed in
-the README's "Operations" table; tests/observability checks the two agree.
+the README's "Operations" table; tests/integration/observability checks the two agree.
 """
 
 from __future__ import annotations

@@ -1,0 +1,110 @@
+"""Event subscriptions: job events POSTed to a subscriber, signed with its secret, retried."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import grpc
+import pytest
+from jobwheel.v1 import job_pb2 as j
+from jobwheel.v1 import job_service_pb2 as pb
+from standardwebhooks import Webhook
+
+from tests.conftest import Running, running_server
+from tests.integration.api.helpers import field_violations
+from tests.integration.api.receiver import Receiver
+from tests.integration.api.waiting import wait_for_state
+
+SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+
+async def received(receiver: Receiver, n: int, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while len(receiver.requests) < n:
+        assert time.monotonic() < deadline, f"{len(receiver.requests)} of {n} deliveries"
+        await asyncio.sleep(0.05)
+
+
+async def test_subscribed_events_are_delivered_signed(db_url: str, receiver: Receiver) -> None:
+    async with running_server(db_url, webhook_allow=("127.0.0.0/8",)) as server:
+        sub = (
+            await server.jobs.CreateEventSubscription(
+                pb.CreateEventSubscriptionRequest(
+                    url=receiver.url,
+                    event_types=[j.JOB_EVENT_TYPE_COMPLETED, j.JOB_EVENT_TYPE_FAILED],
+                    secret=SECRET,
+                )
+            )
+        ).subscription
+        listed = await server.jobs.ListEventSubscriptions(pb.ListEventSubscriptionsRequest())
+        assert [s.id for s in listed.subscriptions] == [sub.id]
+        ok = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo"))).job
+        await wait_for_state(server.jobs, ok.id)
+        bad = (
+            await server.jobs.EnqueueJob(
+                pb.EnqueueJobRequest(task="test.boom", retry_policy=j.RetryPolicy(max_attempts=1))
+            )
+        ).job
+        await wait_for_state(server.jobs, bad.id)
+        await received(receiver, 2)
+        await asyncio.sleep(0.3)  # nothing else (ENQUEUED, STARTED...) was subscribed
+        assert len(receiver.requests) == 2
+        docs = []
+        for _, headers, body in receiver.requests:
+            Webhook(SECRET).verify(body, headers)
+            doc = json.loads(body)
+            assert headers["webhook-id"] == f"{sub.id}:{doc['revision']}"
+            docs.append(doc)
+        assert {(d["type"], d["job"]["id"]) for d in docs} == {
+            ("job.completed", ok.id),
+            ("job.failed", bad.id),
+        }
+        assert next(d for d in docs if d["type"] == "job.failed")["job"]["state"] == (
+            "JOB_STATE_FAILED"
+        )
+
+
+async def test_a_refused_delivery_is_retried(db_url: str, receiver: Receiver) -> None:
+    async with running_server(db_url, webhook_allow=("127.0.0.0/8",)) as server:
+        await server.jobs.CreateEventSubscription(
+            pb.CreateEventSubscriptionRequest(
+                url=receiver.url, event_types=[j.JOB_EVENT_TYPE_ENQUEUED], secret=SECRET
+            )
+        )
+        receiver.replies.append((500, {}, b"try later"))
+        await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="nobody"))
+        await received(receiver, 2)
+        first, second = receiver.requests
+        assert first[1]["webhook-id"] == second[1]["webhook-id"]  # the same message, again
+        deliveries = await server.jobs.ListJobs(
+            pb.ListJobsRequest(filter=j.JobFilter(queues=["jobwheel.events"]))
+        )
+        [delivery] = deliveries.jobs
+        done = await wait_for_state(server.jobs, delivery.id)
+        assert done.state == j.JOB_STATE_COMPLETED and done.attempt == 2
+
+
+async def test_subscription_bad_input_and_delete(server: Running) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.jobs.CreateEventSubscription(
+            pb.CreateEventSubscriptionRequest(url="ftp://example.com/x", secret="nope")
+        )
+    violations = field_violations(info.value)
+    assert {"url", "event_types", "secret"} <= set(violations)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.jobs.DeleteEventSubscription(pb.DeleteEventSubscriptionRequest(id="nope"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    sub = (
+        await server.jobs.CreateEventSubscription(
+            pb.CreateEventSubscriptionRequest(
+                url="https://example.com/hook",
+                event_types=[j.JOB_EVENT_TYPE_CANCELLED],
+                secret=SECRET,
+            )
+        )
+    ).subscription
+    await server.jobs.DeleteEventSubscription(pb.DeleteEventSubscriptionRequest(id=sub.id))
+    listed = await server.jobs.ListEventSubscriptions(pb.ListEventSubscriptionsRequest())
+    assert list(listed.subscriptions) == []

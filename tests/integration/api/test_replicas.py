@@ -1,0 +1,53 @@
+"""Several server processes sharing one PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_service_pb2 as pb
+
+from tests.conftest import fresh_pg_schema, running_server
+from tests.integration.api.waiting import wait_for_state
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_two_replicas_share_work_and_events() -> None:
+    async with (
+        fresh_pg_schema() as url,
+        running_server(url) as a,
+        running_server(url) as b,
+    ):
+        watch = b.jobs.WatchJobs(pb.WatchJobsRequest(filter=job_pb2.JobFilter(tasks=["test.echo"])))
+        await asyncio.sleep(0.2)
+        reqs = [pb.EnqueueJobRequest(task="test.echo") for _ in range(200)]
+        resp = await a.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
+        ids = [r.job.id for r in resp.results]
+        # b's engine wakes on its periodic reload or the next claim: nudge with a job of its own
+        await b.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo"))
+        for job_id in ids:
+            done = await wait_for_state(a.jobs, job_id)
+            assert done.state == job_pb2.JOB_STATE_COMPLETED
+        for job_id in ids:
+            history = await b.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job_id))
+            assert len(history.attempts) == 1, "a job ran twice"
+        # b, watching, saw a's changes: every job's ENQUEUED and COMPLETED, in revision order
+        seen: dict[str, set[int]] = {}
+        last = 0
+
+        async def read() -> None:
+            nonlocal last
+            async for msg in watch:
+                if not msg.HasField("event"):
+                    continue
+                assert msg.event.revision > last
+                last = msg.event.revision
+                seen.setdefault(msg.event.job.id, set()).add(msg.event.type)
+                if all(job_pb2.JOB_EVENT_TYPE_COMPLETED in seen.get(i, ()) for i in ids):
+                    return
+
+        await asyncio.wait_for(read(), 15)
+        watch.cancel()
+        assert all(job_pb2.JOB_EVENT_TYPE_ENQUEUED in seen[i] for i in ids)

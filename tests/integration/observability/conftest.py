@@ -1,0 +1,3 @@
+from tests.integration.api.conftest import receiver
+
+__all__ = ["receiver"]

@@ -1,0 +1,160 @@
+"""Schema versioning: fresh stamp, upgrade, no-op reopen, refusal of a newer schema."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from jobwheel.server.storage import (
+    MIGRATIONS,
+    Dialect,
+    Migration,
+    SchemaVersionError,
+    Store,
+    open_store,
+)
+from jobwheel.server.storage.migrations import latest_version
+from jobwheel.server.storage.schema import schema_version
+from jobwheel.server.storage.workers import WorkerRow
+from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tests.integration.storage.factories import new_job
+
+
+async def stamped(store: Store) -> list[int]:
+    async with store.read_engine.connect() as conn:
+        return list((await conn.execute(select(schema_version.c.version))).scalars())
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+async def columns(store: Store, table: str) -> set[str]:
+    async with store.read_engine.connect() as conn:
+        return await conn.run_sync(_columns, table)
+
+
+async def _add_note_column(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(text("ALTER TABLE jobs ADD COLUMN note TEXT NOT NULL DEFAULT 'none'"))
+
+
+# A step only this test knows, after the real ones.
+WITH_NOTE = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "add jobs.note", _add_note_column))
+
+
+async def test_fresh_database_is_stamped_with_the_latest_version(store: Store) -> None:
+    assert await stamped(store) == [latest_version()]
+    assert {"jobs", "attempts", "schema_version"} <= set(await tables(store))
+
+
+async def tables(store: Store) -> list[str]:
+    async with store.read_engine.connect() as conn:
+        return await conn.run_sync(lambda c: inspect(c).get_table_names())
+
+
+async def test_older_database_is_upgraded_and_keeps_its_rows(store_url: str) -> None:
+    old = await open_store(store_url)
+    [(job, _)] = await old.insert_jobs([new_job()])
+    await old.close()
+
+    upgraded = await open_store(store_url, migrations=WITH_NOTE)
+    try:
+        assert await stamped(upgraded) == [len(WITH_NOTE)]
+        assert "note" in await columns(upgraded, "jobs")
+        assert await upgraded.get_job(job.id) == job
+        async with upgraded.read_engine.connect() as conn:
+            note = await conn.execute(text("SELECT note FROM jobs"))
+            assert note.scalar_one() == "none"
+        # the store still writes with the extra column in place
+        [(later, existed)] = await upgraded.insert_jobs([new_job()])
+        assert not existed and await upgraded.get_job(later.id) == later
+    finally:
+        await upgraded.close()
+
+    # reopening an up-to-date database runs nothing (the step would fail if run twice)
+    again = await open_store(store_url, migrations=WITH_NOTE)
+    try:
+        assert await stamped(again) == [len(WITH_NOTE)]
+    finally:
+        await again.close()
+
+
+async def test_failed_step_leaves_the_previous_version(store_url: str) -> None:
+    await (await open_store(store_url)).close()
+
+    async def broken(conn: AsyncConnection, _dialect: Dialect) -> None:
+        await conn.execute(text("CREATE TABLE half_done (x INTEGER)"))
+        raise RuntimeError("step failed")
+
+    steps = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "broken", broken))
+    with pytest.raises(RuntimeError, match="step failed"):
+        await open_store(store_url, migrations=steps)
+    store = await open_store(store_url)
+    try:
+        assert await stamped(store) == [latest_version()]
+        assert "half_done" not in await tables(store)  # the DDL rolled back too
+    finally:
+        await store.close()
+
+
+async def test_newer_database_is_refused(store_url: str) -> None:
+    await (await open_store(store_url, migrations=WITH_NOTE)).close()
+    with pytest.raises(SchemaVersionError, match="newer"):
+        await open_store(store_url)
+
+
+async def test_concurrent_first_opens_create_the_schema_once(store_url: str) -> None:
+    stores = await asyncio.gather(*(open_store(store_url) for _ in range(4)))
+    try:
+        assert await stamped(stores[0]) == [latest_version()]
+        [(job, _)] = await stores[1].insert_jobs([new_job()])
+        assert await stores[3].get_job(job.id) == job
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def test_migration_list_is_gapless() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+# What each version added, undone newest first: takes a database back to an older shape.
+UNDO: dict[int, tuple[str, ...]] = {
+    3: ("DROP TABLE workers", "ALTER TABLE jobs DROP COLUMN traceparent"),
+    2: ("ALTER TABLE jobs DROP COLUMN released_attempts",),
+}
+
+
+async def back_to(store: Store, version: int) -> None:
+    """Turns a current database into one of `version` (its shape and its stamp)."""
+    assert set(UNDO) == set(range(2, latest_version() + 1)), "a new migration needs its undo"
+    async with store.write_engine.begin() as conn:
+        for newer in range(latest_version(), version, -1):
+            for statement in UNDO[newer]:
+                await conn.execute(text(statement))
+        await conn.execute(schema_version.update().values(version=version))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_older_databases_gain_what_came_after(store_url: str, version: int) -> None:
+    fresh = await open_store(store_url)
+    [(job, _)] = await fresh.insert_jobs([new_job()])
+    await back_to(fresh, version)
+    assert "traceparent" not in await columns(fresh, "jobs")
+    assert ("released_attempts" in await columns(fresh, "jobs")) == (version >= 2)
+    await fresh.close()
+
+    upgraded = await open_store(store_url)
+    try:
+        assert await stamped(upgraded) == [latest_version()]
+        assert {"traceparent", "released_attempts"} <= await columns(upgraded, "jobs")
+        assert "workers" in await tables(upgraded)
+        got = await upgraded.get_job(job.id)
+        assert got == job and got.traceparent == "" and got.released_attempts == 0
+        # the upgraded schema takes writes to what the migrations added
+        await upgraded.record_workers([WorkerRow("w1", "remote", 1, tasks=("t",))])
+        assert [w.id for w in await upgraded.list_workers(0)] == ["w1"]
+    finally:
+        await upgraded.close()

@@ -1,0 +1,118 @@
+"""list_jobs keyset pagination: both orders, page boundaries, concurrent inserts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from jobwheel.server.model import Job, JobFilter
+from jobwheel.server.storage import Store
+
+from tests.integration.storage.factories import new_job
+
+
+async def insert_n(store: Store, n: int, **fields: object) -> list[Job]:
+    return [job for job, _ in await store.insert_jobs([new_job(**fields) for _ in range(n)])]
+
+
+async def page_through(
+    store: Store, flt: JobFilter, *, limit: int, descending: bool
+) -> list[list[Job]]:
+    pages: list[list[Job]] = []
+    after: int | None = None
+    while True:
+        page = await store.list_jobs(flt, limit=limit, after_seq=after, descending=descending)
+        if not page:
+            return pages
+        pages.append(page)
+        after = page[-1].seq
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+@pytest.mark.parametrize("limit", [1, 3, 5, 7, 100])
+async def test_pages_cover_every_job_once_in_order(
+    store: Store, descending: bool, limit: int
+) -> None:
+    jobs = await insert_n(store, 15)
+    pages = await page_through(store, JobFilter(), limit=limit, descending=descending)
+    flat = [j.id for page in pages for j in page]
+    expected = [j.id for j in (reversed(jobs) if descending else jobs)]
+    assert flat == expected
+    # full pages until the last; 15 jobs in pages of 5 end exactly on a boundary
+    assert [len(p) for p in pages[:-1]] == [limit] * (len(pages) - 1)
+    assert len(pages) == -(-15 // limit)
+
+
+async def test_page_boundaries(store: Store) -> None:
+    jobs = await insert_n(store, 4)
+    assert await store.list_jobs(JobFilter(), limit=0) == []
+    with pytest.raises(ValueError):
+        await store.list_jobs(JobFilter(), limit=-1)
+    # a cursor past either end
+    assert await store.list_jobs(JobFilter(), limit=10, after_seq=jobs[0].seq) == []
+    last = jobs[-1].seq
+    assert await store.list_jobs(JobFilter(), limit=10, after_seq=last, descending=False) == []
+    # a cursor is a position, not a job: it need not exist (e.g. the job was deleted)
+    beyond = await store.list_jobs(JobFilter(), limit=10, after_seq=last + 1000)
+    assert [j.id for j in beyond] == [j.id for j in reversed(jobs)]
+    asc = await store.list_jobs(JobFilter(), limit=2, after_seq=0, descending=False)
+    assert [j.id for j in asc] == [j.id for j in jobs[:2]]
+
+
+async def test_pages_with_a_filter(store: Store) -> None:
+    wanted = []
+    for _ in range(6):
+        wanted += await insert_n(store, 2, queue="a")
+        await insert_n(store, 3, queue="b")
+    pages = await page_through(store, JobFilter(queues=("a",)), limit=5, descending=True)
+    assert [j.id for p in pages for j in p] == [j.id for j in reversed(wanted)]
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+async def test_inserts_between_pages_cause_no_duplicates_or_gaps(
+    store: Store, descending: bool
+) -> None:
+    before = await insert_n(store, 30)
+    seen: list[str] = []
+    after: int | None = None
+    while True:
+        page = await store.list_jobs(JobFilter(), limit=4, after_seq=after, descending=descending)
+        if not page:
+            break
+        seen += [j.id for j in page]
+        after = page[-1].seq
+        if len(seen) < len(before):  # (ascending would otherwise never run out)
+            await insert_n(store, 3)  # lands after every existing job
+    assert len(seen) == len(set(seen))
+    assert {j.id for j in before} <= set(seen)
+    if descending:
+        assert seen == [j.id for j in reversed(before)]
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+async def test_paging_while_inserting_concurrently(store: Store, descending: bool) -> None:
+    before = await insert_n(store, 200)
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        while not stop.is_set():
+            await insert_n(store, 5)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(writer())
+    try:
+        seen: list[str] = []
+        after: int | None = None
+        for _ in range(1000):
+            page = await store.list_jobs(
+                JobFilter(), limit=9, after_seq=after, descending=descending
+            )
+            if not page or (not descending and set(j.id for j in before) <= set(seen)):
+                break
+            seen += [j.id for j in page]
+            after = page[-1].seq
+    finally:
+        stop.set()
+        await task
+    assert len(seen) == len(set(seen))
+    assert {j.id for j in before} <= set(seen)

@@ -1,3 +1,0 @@
-from tests.api.conftest import receiver
-
-__all__ = ["receiver"]

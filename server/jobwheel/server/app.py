@@ -149,7 +149,9 @@ class App:
         await obs.watch_store(store, self.bus)
         await self.engine.start()
         # on PostgreSQL other replicas write to the same log; on SQLite it only repairs gaps
-        tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)
+        tailer = LogTailer(
+            store, self.bus, always=not store.dialect.single_writer, clock=self.clock
+        )
         self._tailer = asyncio.create_task(tailer.run())
         self._roster_task = asyncio.create_task(self.roster.run())
         server = grpc.aio.server(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from jobwheel.server.clock import SYSTEM_CLOCK, Clock
 from jobwheel.server.matching import matches
 from jobwheel.server.model import SECOND, Event, JobFilter, Micros
 from jobwheel.server.storage import DatabaseUnavailable, Store
@@ -130,7 +130,9 @@ class LogTailer:
         always: bool,
         every: Micros = SECOND // 20,
         check_every: Micros = SECOND,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self.clock = clock
         self.store = store
         self.bus = bus
         self.always = always
@@ -146,7 +148,7 @@ class LogTailer:
                 log.warning("following the event log paused: %s", exc)
             except Exception:
                 log.exception("following the event log failed; retrying")
-            await asyncio.sleep(self.check_every / SECOND)
+            await self.clock.sleep(self.check_every / SECOND)
 
     async def _follow(self) -> None:
         notified = asyncio.Event()
@@ -155,8 +157,8 @@ class LogTailer:
             while True:
                 try:
                     behind = self.always or self.bus.gap
-                    if not behind and time.monotonic() >= next_check:
-                        next_check = time.monotonic() + self.check_every / SECOND
+                    if not behind and self.clock.monotonic() >= next_check:
+                        next_check = self.clock.monotonic() + self.check_every / SECOND
                         behind = await self.store.head_revision() > self.bus.head
                     while behind:
                         events = await self.store.read_events(self.bus.head, 1000)
@@ -165,7 +167,7 @@ class LogTailer:
                 except DatabaseUnavailable:
                     if listening:
                         raise
-                    await asyncio.sleep(self.check_every / SECOND)
+                    await self.clock.sleep(self.check_every / SECOND)
                 except Exception:
                     log.exception("reading the event log failed; retrying")
                 if listening:  # woken by NOTIFY; a slow poll in case one was missed
@@ -174,4 +176,4 @@ class LogTailer:
                             await notified.wait()
                     notified.clear()
                 else:
-                    await asyncio.sleep(self.every / SECOND)
+                    await self.clock.sleep(self.every / SECOND)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,7 +116,8 @@ async def test_result_that_is_not_json_fails_the_attempt(server: Running) -> Non
 
 async def test_job_without_a_handler_waits_queued(server: Running) -> None:
     job = await enqueue(server, task="nobody.handles.this")
-    await asyncio.sleep(0.3)
+    other = await enqueue(server, task="test.echo")
+    await wait_for_state(server.jobs, other.id)  # dispatch cycles came and went
     got = (await server.jobs.GetJob(pb.GetJobRequest(id=job.id))).job
     assert got.state == job_pb2.JOB_STATE_QUEUED and got.attempt == 0
 

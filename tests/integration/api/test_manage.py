@@ -15,7 +15,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running, running_server
 from tests.integration.api.helpers import field_violations
-from tests.integration.api.waiting import wait_for_state
+from tests.integration.api.waiting import until, wait_for_state
 
 
 def in_an_hour() -> j.Schedule:
@@ -60,7 +60,13 @@ async def test_cancel_a_running_in_process_job(server: Running) -> None:
     job = await enqueue(server, task="test.hang")
     await wait_for_state(server.jobs, job.id, (j.JOB_STATE_RUNNING,))
     await server.jobs.CancelJob(pb.CancelJobRequest(id=job.id, reason="stop"))
-    await asyncio.sleep(0.3)  # the handler is cancelled; nothing brings the job back
+    dispatcher = server.app.engine.dispatcher if server.app.engine else None
+    assert dispatcher is not None
+
+    async def let_go() -> bool:  # the handler was cancelled and its ending stored (or not)
+        return not dispatcher.holds(job.id)
+
+    await until(server, let_go)  # and nothing brought the job back
     after = await get(server, job.id)
     assert after.state == j.JOB_STATE_CANCELLED
     history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))

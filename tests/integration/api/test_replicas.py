@@ -9,7 +9,7 @@ from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import fresh_pg_schema, running_server
-from tests.integration.api.waiting import wait_for_state
+from tests.integration.api.waiting import until_watching, wait_for_state
 
 pytestmark = pytest.mark.postgres
 
@@ -21,7 +21,7 @@ async def test_two_replicas_share_work_and_events() -> None:
         running_server(url) as b,
     ):
         watch = b.jobs.WatchJobs(pb.WatchJobsRequest(filter=job_pb2.JobFilter(tasks=["test.echo"])))
-        await asyncio.sleep(0.2)
+        await until_watching(b, 1)
         reqs = [pb.EnqueueJobRequest(task="test.echo") for _ in range(200)]
         resp = await a.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
         ids = [r.job.id for r in resp.results]

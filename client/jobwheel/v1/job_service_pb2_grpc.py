@@ -32,6 +32,22 @@ class JobServiceStub:
     google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
     """
 
     def __init__(self, channel):
@@ -184,11 +200,28 @@ class JobServiceServicer:
     google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
     """
 
     def EnqueueJob(self, request, context):
         """Creates a job: run now, at a time, or on a schedule. Returns after the job is durably
         stored. With an idempotency key already in use, returns the existing job instead.
+        Role: producer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +230,7 @@ class JobServiceServicer:
     def BatchEnqueueJobs(self, request, context):
         """Creates many jobs in one durable write. Validation is all-or-nothing: if any entry is
         invalid nothing is created and the BadRequest names it (field "jobs[3].task").
+        Role: producer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +238,7 @@ class JobServiceServicer:
 
     def GetJob(self, request, context):
         """Returns one job.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,6 +246,7 @@ class JobServiceServicer:
 
     def ListJobs(self, request, context):
         """Lists jobs matching a filter, one page at a time.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +254,7 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """Cancels a job in any non-terminal state, RUNNING included.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +262,7 @@ class JobServiceServicer:
 
     def RetryJob(self, request, context):
         """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +270,7 @@ class JobServiceServicer:
 
     def RescheduleJob(self, request, context):
         """Changes a job's start time or whole schedule.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +278,7 @@ class JobServiceServicer:
 
     def TriggerJob(self, request, context):
         """Runs a job now, without changing its schedule.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -246,6 +286,7 @@ class JobServiceServicer:
 
     def PauseJob(self, request, context):
         """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +294,7 @@ class JobServiceServicer:
 
     def ResumeJob(self, request, context):
         """Resumes a PAUSED job; missed occurrences follow its misfire policy.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,6 +302,7 @@ class JobServiceServicer:
 
     def DeleteJob(self, request, context):
         """Deletes a job that is not RUNNING, with its attempts.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,6 +310,7 @@ class JobServiceServicer:
 
     def ListJobAttempts(self, request, context):
         """Lists a job's attempts (its execution history), oldest first.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -274,6 +318,7 @@ class JobServiceServicer:
 
     def GetJobStats(self, request, context):
         """Counts and rates for the jobs matching a filter.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -281,6 +326,7 @@ class JobServiceServicer:
 
     def WatchJobs(self, request, context):
         """Streams changes to the jobs matching a filter, optionally after a snapshot.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -288,6 +334,7 @@ class JobServiceServicer:
 
     def PreviewSchedule(self, request, context):
         """Computes the next fire times of a schedule without creating anything.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,6 +342,7 @@ class JobServiceServicer:
 
     def CancelJobs(self, request, context):
         """Cancels every matching non-terminal job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -302,6 +350,7 @@ class JobServiceServicer:
 
     def PauseJobs(self, request, context):
         """Pauses every matching job that can be paused; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -309,6 +358,7 @@ class JobServiceServicer:
 
     def ResumeJobs(self, request, context):
         """Resumes every matching PAUSED job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -316,6 +366,7 @@ class JobServiceServicer:
 
     def RetryJobs(self, request, context):
         """Retries every matching FAILED or CANCELLED job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -323,6 +374,7 @@ class JobServiceServicer:
 
     def DeleteJobs(self, request, context):
         """Deletes every matching job that is not RUNNING; returns how many were deleted.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,6 +382,7 @@ class JobServiceServicer:
 
     def ListQueues(self, request, context):
         """Lists the queues that hold jobs or have settings, with their depth per state.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -337,6 +390,7 @@ class JobServiceServicer:
 
     def PauseQueue(self, request, context):
         """Pauses a queue: its due jobs stay QUEUED and none starts.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -344,6 +398,7 @@ class JobServiceServicer:
 
     def ResumeQueue(self, request, context):
         """Resumes a paused queue.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -351,6 +406,7 @@ class JobServiceServicer:
 
     def UpdateQueue(self, request, context):
         """Changes a queue's limits.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -359,6 +415,7 @@ class JobServiceServicer:
     def CreateEventSubscription(self, request, context):
         """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
         subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +423,7 @@ class JobServiceServicer:
 
     def ListEventSubscriptions(self, request, context):
         """Lists the event subscriptions (without their secrets).
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -373,6 +431,7 @@ class JobServiceServicer:
 
     def DeleteEventSubscription(self, request, context):
         """Removes an event subscription; deliveries not yet made are dropped.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -531,6 +590,22 @@ class JobService:
     google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
     """
 
     @staticmethod

@@ -24,6 +24,8 @@ from jobwheel.server.engine import Engine
 from jobwheel.server.events import EventBus, LogTailer
 from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.execution.webhook import WebhookSettings
+from jobwheel.server.security import token_cli
+from jobwheel.server.security.setup import ServerSecurity
 from jobwheel.server.storage import SchemaVersionError, StorageUrlError, Store, open_store
 from jobwheel.server.storage.exclusive import DatabaseInUse, ExclusiveUse
 from jobwheel.v1 import (
@@ -57,6 +59,7 @@ class App:
         self.port = 0
 
     async def start(self) -> int:
+        self.security = ServerSecurity(self.settings.listen, self.settings.security)
         handlers.load_modules(self.settings.handlers)
         if not self.settings.webhook_secrets:
             log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
@@ -100,10 +103,11 @@ class App:
         tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)
         self._tailer = asyncio.create_task(tailer.run())
         server = grpc.aio.server(
+            interceptors=self.security.interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ]
+            ],
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
@@ -127,7 +131,7 @@ class App:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(self.settings.listen)
+        self.port = self.security.bind(server, self.settings.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await server.start()
@@ -135,7 +139,13 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = self.settings.listen.rsplit(":", 1)[0]
-        log.info("jobwheel listening on %s:%d (db %s)", host, self.port, self.settings.db)
+        log.info(
+            "jobwheel listening on %s:%d (%s; db %s)",
+            host,
+            self.port,
+            self.security.describe(),
+            self.settings.db,
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -165,12 +175,16 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, app.security.reload)
     await stopping.wait()
     log.info("signal received, draining (grace %.1fs)", settings.grace_period)
     await app.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        sys.exit(token_cli.main(argv[1:]))
     settings = parse_settings(argv)
     logging.basicConfig(
         level=settings.log_level,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from jobwheel.server.security import settings as security
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///jobwheel.db"
@@ -31,6 +33,7 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     webhook_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
+    security: security.SecuritySettings = field(default_factory=security.SecuritySettings)
 
 
 def _split(value: str) -> list[str]:
@@ -172,6 +175,7 @@ def parse_settings(
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
     )
+    security.add_arguments(parser, env)
     args = parser.parse_args(argv)
     handlers = args.handlers
     if handlers is None:
@@ -203,4 +207,5 @@ def parse_settings(
         webhook_secrets=_listed(args.webhook_secret, env.get("JOBWHEEL_WEBHOOK_SECRETS", "")),
         webhook_allow=_listed(args.webhook_allow, env.get("JOBWHEEL_WEBHOOK_ALLOW", "")),
         log_level=args.log_level.upper(),
+        security=security.from_arguments(args, parser),
     )

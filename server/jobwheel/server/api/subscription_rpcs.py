@@ -13,6 +13,7 @@ from jobwheel.server.api.errors import FieldViolation, InvalidArgument, NotFound
 from jobwheel.server.core import Core
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.ids import new_id
+from jobwheel.server.security import principal as access
 from jobwheel.v1 import job_service_pb2 as pb
 
 _EVENT_TYPE_FROM_PROTO = {v: k for k, v in EVENT_TYPE_TO_PROTO.items()}
@@ -34,6 +35,7 @@ class SubscriptionRpcs:
     async def CreateEventSubscription(
         self, request: pb.CreateEventSubscriptionRequest, context: Any
     ) -> Any:
+        access.check_unscoped("event subscriptions (they see every queue)")
         errors = validate.Violations()
         validate.check_http_url(request.url, "url", errors)
         types = set()
@@ -62,6 +64,7 @@ class SubscriptionRpcs:
     async def ListEventSubscriptions(
         self, request: pb.ListEventSubscriptionsRequest, context: Any
     ) -> Any:
+        access.check_unscoped("event subscriptions (they see every queue)")
         subs = await self.core.store.subscriptions()
         return pb.ListEventSubscriptionsResponse(subscriptions=[_to_proto(s) for s in subs])
 
@@ -69,6 +72,7 @@ class SubscriptionRpcs:
     async def DeleteEventSubscription(
         self, request: pb.DeleteEventSubscriptionRequest, context: Any
     ) -> Any:
+        access.check_unscoped("event subscriptions (they see every queue)")
         if not request.id:
             raise InvalidArgument([FieldViolation("id", "is required")])
         if not await self.core.store.delete_subscription(request.id):

@@ -13,6 +13,7 @@ from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.api.errors import rpc_errors
 from jobwheel.server.engine import INPROCESS_PREFIX
 from jobwheel.server.execution.remote import DEFAULT_LEASE, RemoteWorkers
+from jobwheel.server.security import principal as access
 from jobwheel.v1 import worker_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2_grpc
 
@@ -76,13 +77,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         lease = _duration(request.lease_duration, "lease_duration", MAX_LEASE, errors)
         wait = _duration(request.wait, "wait", MAX_WAIT, errors)
         errors.raise_if_any()
+        queues = _leasable_queues(tuple(request.queues))
+        owner = access.lease_owner(request.worker_id)
         wait_s = wait / model.SECOND
         remaining = context.time_remaining()
         if remaining is not None:
             wait_s = max(0.0, min(wait_s, remaining - DEADLINE_MARGIN))
         leased = await self.remote.lease(
-            request.worker_id,
-            queues=tuple(request.queues),
+            owner,
+            queues=queues,
             tasks=tuple(request.tasks),
             limit=request.max_jobs or 1,
             lease=lease or DEFAULT_LEASE,
@@ -111,7 +114,11 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             progress = validate.payload_dict(request.progress)
         errors.raise_if_any()
         beat = await self.remote.heartbeat(
-            request.job_id, request.epoch, request.worker_id, lease or None, progress
+            request.job_id,
+            request.epoch,
+            access.lease_owner(request.worker_id),
+            lease or None,
+            progress,
         )
         out = pb.HeartbeatJobResponse(
             cancel_requested=beat.cancel_requested, cancel_reason=beat.cancel_reason
@@ -130,7 +137,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 errors.add("result", f"is larger than {self.limits.max_payload_bytes} bytes")
             result = validate._json_numbers(MessageToDict(request.result))
         errors.raise_if_any()
-        job = await self.remote.complete(request.job_id, request.epoch, request.worker_id, result)
+        job = await self.remote.complete(
+            request.job_id, request.epoch, access.lease_owner(request.worker_id), result
+        )
         return pb.CompleteJobResponse(job=job_to_proto(job))
 
     @rpc_errors
@@ -145,9 +154,20 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         job = await self.remote.fail(
             request.job_id,
             request.epoch,
-            request.worker_id,
+            access.lease_owner(request.worker_id),
             error,
             retryable=request.retryable if request.HasField("retryable") else True,
             retry_after=retry_after,
         )
         return pb.FailJobResponse(job=job_to_proto(job))
+
+
+def _leasable_queues(requested: tuple[str, ...]) -> tuple[str, ...]:
+    """The queues to lease from: all the caller's when none are named; PERMISSION_DENIED
+    for a named queue outside its scope."""
+    scope = access.current().queues
+    if scope is None:
+        return requested
+    for i, queue in enumerate(requested):
+        access.check_queue(queue, f"queues[{i}]")
+    return requested or tuple(sorted(scope))

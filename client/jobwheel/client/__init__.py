@@ -10,6 +10,7 @@ with Client() as jw:  # $JOBWHEEL_SERVER or 127.0.0.1:50051
 
 from jobwheel.client.aio import AsyncClient
 from jobwheel.client.calls import EnqueueArgs, ScheduleArgs, enqueue_request, schedule
+from jobwheel.client.channel import Credentials
 from jobwheel.client.convert import parse_duration, parse_time
 from jobwheel.client.errors import (
     AlreadyExists,
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncClient",
     "Cancelled",
     "Client",
+    "Credentials",
     "DeadlineExceeded",
     "EnqueueArgs",
     "FailedPrecondition",

@@ -9,6 +9,7 @@ from typing import Self, TypeVar, Unpack
 import grpc
 from jobwheel.client import calls
 from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
+from jobwheel.client.channel import Credentials, sync_channel
 from jobwheel.client.convert import DurationLike, TimeLike
 from jobwheel.client.errors import DeadlineExceeded, JobwheelError, Unavailable, from_rpc_error
 from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
@@ -39,6 +40,7 @@ class Client:
         address: str | None = None,
         *,
         channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         retry: Retry | None = None,
         metadata: Metadata = (),
@@ -47,7 +49,7 @@ class Client:
     ) -> None:
         self.address = server_address(address)
         self._own_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(self.address)
+        self._channel = channel if channel is not None else sync_channel(self.address, credentials)
         self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
         self.timeout = timeout
         self.retry = retry or Retry()

@@ -42,6 +42,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from jobwheel.client.channel import Credentials, aio_channel
 from jobwheel.client.convert import DurationLike, as_timedelta, to_duration, to_struct
 from jobwheel.client.policy import server_address
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
@@ -147,6 +148,7 @@ class Worker:
         poll_wait: DurationLike = 30.0,
         grace: float = 30.0,
         channel: grpc.aio.Channel | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         if concurrency <= 0:
             raise ValueError("concurrency must be positive")
@@ -159,6 +161,7 @@ class Worker:
         self.grace = grace
         self.handlers: dict[str, tuple[Handler, bool]] = {}
         self._channel = channel
+        self._credentials = credentials
         self._own_channel = channel is None
         self._stub: worker_service_pb2_grpc.WorkerServiceStub | None = None
         self._running: dict[str, _Running] = {}
@@ -207,7 +210,7 @@ class Worker:
         if not self.handlers:
             raise RuntimeError("no task registered: use @worker.task(name)")
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = aio_channel(self.address, self._credentials)
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
         beats = asyncio.create_task(self._heartbeats())
         failures = 0

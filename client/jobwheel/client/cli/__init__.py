@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from jobwheel.client.channel import Credentials
 from jobwheel.client.cli import commands, live, parser
 from jobwheel.client.cli.commands import Command, UsageError
 from jobwheel.client.errors import (
@@ -70,7 +71,10 @@ def exit_code(err: JobwheelError) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     """Parses and runs one command; returns the exit code."""
     args: argparse.Namespace = parser.build().parse_args(argv)
-    client = Client(args.server)
+    client = Client(
+        args.server,
+        credentials=Credentials.from_env(args.token, args.tls_ca, args.tls_cert, args.tls_key),
+    )
     try:
         return HANDLERS[args.command](Command(args, client))
     except BrokenPipeError:

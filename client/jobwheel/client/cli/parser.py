@@ -47,6 +47,13 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"server address (default: $JOBWHEEL_SERVER or {DEFAULT_SERVER})",
     )
+    for flag, env, what in (
+        ("--token", "JOBWHEEL_TOKEN", "bearer token"),
+        ("--tls-ca", "JOBWHEEL_TLS_CA", "PEM file of the CA that signed the server (TLS)"),
+        ("--tls-cert", "JOBWHEEL_TLS_CERT", "PEM client certificate (mutual TLS)"),
+        ("--tls-key", "JOBWHEEL_TLS_KEY", "PEM key of --tls-cert"),
+    ):
+        p.add_argument(flag, default=default if suppress else None, help=f"{what} (${env})")
     return p
 
 

@@ -101,7 +101,8 @@ async def test_scoped_admin_cannot_manage_event_subscriptions(
     )
     assert await code_of(call) is grpc.StatusCode.PERMISSION_DENIED
     update = secured.jobs.UpdateQueue(
-        jpb.UpdateQueueRequest(name="emails", max_concurrency=3), metadata=tokens.bearer("team-admin")
+        jpb.UpdateQueueRequest(name="emails", max_concurrency=3),
+        metadata=tokens.bearer("team-admin"),
     )
     assert (await update).queue.max_concurrency == 3
 
@@ -115,7 +116,9 @@ def lease_request(worker: str, *queues: str) -> wpb.LeaseJobsRequest:
     )
 
 
-async def test_a_scoped_worker_leases_only_from_its_queues(secured: Running, tokens: Tokens) -> None:
+async def test_a_scoped_worker_leases_only_from_its_queues(
+    secured: Running, tokens: Tokens
+) -> None:
     tokens.add("mail-worker", Role.WORKER, ("emails",))
     email = await enqueue(secured, tokens, "emails")
     await enqueue(secured, tokens, "sms")
@@ -154,7 +157,9 @@ async def test_only_the_principal_that_leased_a_job_can_report_on_it(
             assert info is not None and info.reason == "LEASE_NOT_HELD"
         else:
             raise AssertionError("another principal's report was accepted")
-    current = await secured.jobs.GetJob(jpb.GetJobRequest(id=job.id), metadata=tokens.bearer("admin"))
+    current = await secured.jobs.GetJob(
+        jpb.GetJobRequest(id=job.id), metadata=tokens.bearer("admin")
+    )
     assert current.job.state == job_pb2.JOB_STATE_RUNNING
 
     done = await secured.workers.CompleteJob(forged, metadata=tokens.bearer("team-a"))

@@ -72,7 +72,9 @@ async def test_mutual_tls_names_the_caller_by_its_certificate(
     ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
     client_ca = trustme.CA()
     settings = SecuritySettings(
-        tls_cert=cert, tls_key=key, tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes())
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
     )
     good_cert, good_key = client_files(pems, client_ca, "billing-worker")
     stranger_cert, stranger_key = client_files(pems, trustme.CA(), "stranger")
@@ -98,24 +100,32 @@ async def test_reload_serves_new_certificates_and_keeps_open_connections(
     cert, key = server_files(pems, ca)
     old_ca = Credentials(tls_ca=pems.write("ca.pem", ca.cert_pem.bytes()))
     settings = SecuritySettings(tls_cert=cert, tls_key=key)
-    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
-        async with aio_channel(server.address, old_ca) as kept:
-            stub = job_service_pb2_grpc.JobServiceStub(kept)
-            await stub.ListJobs(LIST, timeout=5)
-            rotated = trustme.CA()
-            server_files(pems, rotated)  # the same paths, new contents
-            new_ca = Credentials(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
-            assert await list_code(server.address, new_ca) is grpc.StatusCode.UNAVAILABLE
-            server.app.security.reload()
-            assert await list_code(server.address, new_ca) is grpc.StatusCode.OK
-            assert await list_code(server.address, old_ca) is grpc.StatusCode.UNAVAILABLE
-            await stub.ListJobs(LIST, timeout=5)  # the open connection was not dropped
+    db = f"sqlite:///{tmp_path / 'jw.db'}"
+    async with (
+        running_server(db, security=settings) as server,
+        aio_channel(server.address, old_ca) as kept,
+    ):
+        stub = job_service_pb2_grpc.JobServiceStub(kept)
+        await stub.ListJobs(LIST, timeout=5)
+        rotated = trustme.CA()
+        server_files(pems, rotated)  # the same paths, new contents
+        new_ca = Credentials(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
+        assert await list_code(server.address, new_ca) is grpc.StatusCode.UNAVAILABLE
+        server.app.security.reload()
+        assert await list_code(server.address, new_ca) is grpc.StatusCode.OK
+        assert await list_code(server.address, old_ca) is grpc.StatusCode.UNAVAILABLE
+        await stub.ListJobs(LIST, timeout=5)  # the open connection was not dropped
 
 
 def test_sighup_reloads_certificates(tmp_path: Path, pems: Pems, ca: trustme.CA) -> None:
     cert, key = server_files(pems, ca)
     proc = ServerProcess(
-        f"sqlite:///{tmp_path / 'jw.db'}", tmp_path / "server.log", "--tls-cert", cert, "--tls-key", key
+        f"sqlite:///{tmp_path / 'jw.db'}",
+        tmp_path / "server.log",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
     )
     proc.start()
     try:

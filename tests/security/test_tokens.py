@@ -35,7 +35,10 @@ HASH = "a" * 64
         ('token = "x"\n', "array of tables"),
         ('[[token]]\nname = "ci"\nrole = "root"\nsha256 = "' + HASH + '"\n', "unknown role 'root'"),
         ('[[token]]\nname = "ci"\nrole = "reader"\nsha256 = "abc"\n', "64 lower-case hex"),
-        ('[[token]]\nname = "ci"\nrole = "reader"\ntoken = "jw_x"\nsha256 = "' + HASH + '"\n', "unknown keys"),
+        (
+            '[[token]]\nname = "ci"\nrole = "reader"\ntoken = "jw_x"\nsha256 = "' + HASH + '"\n',
+            "unknown keys",
+        ),
         ('[[token]]\nname = ""\nrole = "reader"\nsha256 = "' + HASH + '"\n', "name must be"),
         (
             '[[token]]\nname = "ci"\nrole = "reader"\nqueues = []\nsha256 = "' + HASH + '"\n',

@@ -116,12 +116,13 @@ def test_flags_and_environment() -> None:
     ("extra", "complaint"),
     [
         (["--tls-cert", "missing.pem", "--tls-key", "missing.key"], "cannot read --tls-key"),
-        (["--auth-tokens", "missing.toml"], "missing.toml"),
+        (["--auth-tokens", "bad.toml"], "bad.toml: token[0]: must be a table"),
     ],
 )
 def test_unreadable_security_files_stop_the_start_with_one_line(
     tmp_path: Path, extra: list[str], complaint: str
 ) -> None:
+    (tmp_path / "bad.toml").write_text("token = [1]\n")
     proc = subprocess.run(
         [
             str(BIN / "jobwheel-server"),

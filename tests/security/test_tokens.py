@@ -123,3 +123,13 @@ async def test_a_tokens_file_change_takes_effect_without_a_restart(
     # a broken file keeps the tokens in force until it is fixed
     tokens.path.write_text(tokens.path.read_text() + "[[token\n")
     assert await code(new) is grpc.StatusCode.OK
+
+
+def test_a_missing_file_accepts_no_token_until_it_appears(tmp_path: Path) -> None:
+    path = tmp_path / "later.toml"
+    tokens = TokensFile(path)
+    assert tokens.lookup("jw_x") is None
+    path.write_text(entry_text("ci", Role.READER, (), "jw_x"))
+    assert tokens.lookup("jw_x") == Principal("ci", Role.READER)
+    path.unlink()  # removed: every token is revoked
+    assert tokens.lookup("jw_x") is None

@@ -6,7 +6,7 @@
     queues = ["emails"]          # optional; absent means every queue
     sha256 = "9f86d08..."        # hex SHA-256 of the token; the token itself is never stored
 
-The file is re-read when it changes (checked on each call: one stat), so tokens are added and
+A file that does not exist (yet, or any more) holds no tokens. The file is re-read when it changes (checked on each call: one stat), so tokens are added and
 revoked without a restart. A file that no longer parses keeps the previous tokens in force and
 logs an error. Tokens are compared in constant time.
 """
@@ -117,6 +117,11 @@ class TokensFile:
         self.path = Path(path)
         self._stamp: tuple[int, int, int] | None = None
         self._entries: list[Entry] = []
+        if not self.path.exists():
+            # fail closed: no token is valid until the file appears (`token create` makes it)
+            log.warning("tokens file %s does not exist yet: no token is accepted", self.path)
+            self._stamp = MISSING
+            return
         self.refresh(strict=True)
 
     def _current_stamp(self) -> tuple[int, int, int]:
@@ -127,7 +132,14 @@ class TokensFile:
         """Re-reads the file if it changed. `strict`: raise instead of keeping the old tokens."""
         stamp = MISSING
         try:
-            stamp = self._current_stamp()
+            try:
+                stamp = self._current_stamp()
+            except FileNotFoundError:
+                if self._stamp != MISSING and not strict:
+                    log.warning("tokens file %s was removed: no token is accepted", self.path)
+                    self._stamp, self._entries = MISSING, []
+                    return
+                raise
             if stamp == self._stamp:
                 return
             entries = parse(self.path.read_text(encoding="utf-8"), str(self.path))

@@ -117,8 +117,10 @@ def test_secure_node_example(workdir: Path, server: ServerProcess) -> None:
     if shutil.which("node") is None or not (ROOT / "examples/node/node_modules").is_dir():
         pytest.skip("the Node.js example needs node and `npm install` in examples/node")
     token = subprocess.run(
-        ["jobwheel-server", "token", "create", "--file", "tokens.toml", "--name", "node"]
-        + ["--role", "producer", "--queues", "emails"],
+        [
+            *("jobwheel-server", "token", "create", "--file", "tokens.toml", "--name", "node"),
+            *("--role", "producer", "--queues", "emails"),
+        ],
         capture_output=True,
         text=True,
         env=shell_env(server.address),

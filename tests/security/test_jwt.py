@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.server
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -176,3 +178,32 @@ def test_principal_of_claims(claims: dict[str, Any], expected: Principal) -> Non
 def test_claims_that_name_no_valid_principal(claims: dict[str, Any]) -> None:
     with pytest.raises(JwtError):
         principal_of(claims)
+
+
+async def test_a_jwks_url_is_fetched(tmp_path: Path) -> None:
+    """A real HTTP server on a free port serves the key set."""
+    issuer = Issuer(tmp_path / "jwks.json")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, directory=str(tmp_path), **kw)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        settings = SecuritySettings(
+            auth_jwks=f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json",
+            auth_jwt_issuer=ISSUER,
+            auth_jwt_audience=AUDIENCE,
+        )
+        async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+            assert await code(server, issuer.token(role="reader")) is grpc.StatusCode.OK
+            stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            forged = issuer.token(stranger, kid="k7", role="reader")
+            assert await code(server, forged) is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        httpd.shutdown()

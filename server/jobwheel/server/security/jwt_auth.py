@@ -9,8 +9,11 @@ string) the queue scope.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,10 @@ from jobwheel.server.security.roles import parse_role
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 ALGORITHMS_ED = ("EdDSA",)
 LEEWAY_SECONDS = 30  # clock skew between the issuer and this server
+# Verified tokens are remembered (by their SHA-256) for up to a minute, never past `exp`:
+# a signature check costs about half a millisecond, and clients reuse one token per call.
+CACHE_SECONDS = 60.0
+CACHE_SIZE = 4096
 
 
 class JwtError(ValueError):
@@ -69,6 +76,7 @@ class JwtVerifier:
         self._client = (
             jwt.PyJWKClient(jwks, cache_jwk_set=True, lifespan=300) if self._url else None
         )
+        self._verified: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
 
     def _key(self, token: str) -> jwt.PyJWK:
         if self._client is not None:
@@ -97,10 +105,18 @@ class JwtVerifier:
             )
         except jwt.InvalidTokenError as exc:
             raise JwtError(str(exc)) from None
-        return principal_of(claims)
+        principal = principal_of(claims)
+        until = min(float(claims["exp"]), time.time() + CACHE_SECONDS)
+        self._verified[hashlib.sha256(token.encode()).digest()] = (until, principal)
+        if len(self._verified) > CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; JwtError otherwise."""
+        cached = self._verified.get(hashlib.sha256(token.encode()).digest())
+        if cached is not None and cached[0] > time.time():
+            return cached[1]
         if self._url:
             return await asyncio.to_thread(self._verify, token)  # may fetch the JWKS
         return self._verify(token)

@@ -6,9 +6,10 @@
     queues = ["emails"]          # optional; absent means every queue
     sha256 = "9f86d08..."        # hex SHA-256 of the token; the token itself is never stored
 
-A file that does not exist (yet, or any more) holds no tokens. The file is re-read when it changes (checked on each call: one stat), so tokens are added and
-revoked without a restart. A file that no longer parses keeps the previous tokens in force and
-logs an error. Tokens are compared in constant time.
+The file is re-read when it changes (checked on each call: one stat), so tokens are added and
+revoked without a restart. A file that does not exist (yet, or any more) holds no tokens; one
+that no longer parses keeps the previous tokens in force and logs an error. Tokens are
+compared in constant time.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ class AsyncClient:
     """A JobService client. Use as an async context manager, or await `close()`.
 
     `timeout` is the deadline of each unary call in seconds (None: none); watches have none.
+    `credentials` (token, TLS files) default to JOBWHEEL_TOKEN and JOBWHEEL_TLS_*.
     Reads and other idempotent calls are retried after UNAVAILABLE per `retry`.
     """
 

@@ -141,3 +141,27 @@ def test_sighup_reloads_certificates(tmp_path: Path, pems: Pems, ca: trustme.CA)
             assert not reply.jobs
     finally:
         proc.stop()
+
+
+async def test_mutual_tls_with_tokens_lets_the_token_decide(
+    tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens
+) -> None:
+    cert, key = server_files(pems, ca)
+    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
+    client_ca = trustme.CA()
+    settings = SecuritySettings(
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
+        auth_tokens=str(tokens.path),
+    )
+    client_cert, client_key = client_files(pems, client_ca, "ci")
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+        with_cert = Credentials(tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key)
+        assert await list_code(server.address, with_cert) is grpc.StatusCode.UNAUTHENTICATED
+        both = Credentials(
+            token=tokens.plain["reader"], tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key
+        )
+        assert await list_code(server.address, both) is grpc.StatusCode.OK
+        token_only = Credentials(token=tokens.plain["reader"], tls_ca=ca_file)
+        assert await list_code(server.address, token_only) is grpc.StatusCode.UNAVAILABLE

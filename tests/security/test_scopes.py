@@ -6,6 +6,16 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+from jobwheel.server.model import JobFilter
+from jobwheel.server.security.principal import (
+    NO_QUEUE,
+    Principal,
+    narrow,
+    reset_current,
+    set_current,
+)
 from jobwheel.server.security.roles import Role
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as jpb
@@ -107,6 +117,21 @@ async def test_scoped_admin_cannot_manage_event_subscriptions(
     assert (await update).queue.max_concurrency == 3
 
 
+@given(
+    asked=st.lists(st.sampled_from("abcdef"), max_size=4),
+    scope=st.frozensets(st.sampled_from("abcdef"), min_size=1),
+)
+def test_a_narrowed_filter_never_leaves_the_scope(asked: list[str], scope: frozenset[str]) -> None:
+    token = set_current(Principal("p", Role.READER, scope))
+    try:
+        narrowed = narrow(JobFilter(queues=tuple(asked), tasks=("t",)))
+    finally:
+        reset_current(token)
+    assert narrowed.tasks == ("t",)
+    expected = (set(asked) & scope if asked else scope) or {NO_QUEUE}
+    assert set(narrowed.queues) == expected
+
+
 def lease_request(worker: str, *queues: str) -> wpb.LeaseJobsRequest:
     return wpb.LeaseJobsRequest(
         worker_id=worker,
@@ -128,6 +153,16 @@ async def test_a_scoped_worker_leases_only_from_its_queues(
     leased = await secured.workers.LeaseJobs(lease_request("w1"), metadata=mine)
     assert [lease.job.id for lease in leased.leases] == [email.id]
     assert leased.leases[0].job.worker_id == "mail-worker/w1"
+    # another queue's job, leased by an unscoped worker: it does not exist for this one
+    tokens.add("any-worker", Role.WORKER)
+    [other] = (
+        await secured.workers.LeaseJobs(lease_request("w2"), metadata=tokens.bearer("any-worker"))
+    ).leases
+    report = wpb.CompleteJobRequest(job_id=other.job.id, epoch=other.epoch, worker_id="w1")
+    assert (
+        await code_of(secured.workers.CompleteJob(report, metadata=mine))
+        is grpc.StatusCode.NOT_FOUND
+    )
 
 
 async def test_only_the_principal_that_leased_a_job_can_report_on_it(

@@ -64,6 +64,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         self.remote = remote
         self.limits = limits
 
+    async def _visible(self, job_id: str) -> None:
+        """NOT_FOUND for a job outside a queue-scoped caller's queues, before a report could
+        tell it anything about the job (one read, only when scoped)."""
+        if access.current().queues is not None:
+            job = await self.remote.store.get_job(job_id)
+            if job is not None:
+                access.visible(job)
+
     @rpc_errors
     async def LeaseJobs(self, request: pb.LeaseJobsRequest, context: Context) -> Any:
         errors = validate.Violations()
@@ -113,6 +121,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 errors.add("progress", f"is larger than {self.limits.max_payload_bytes} bytes")
             progress = validate.payload_dict(request.progress)
         errors.raise_if_any()
+        await self._visible(request.job_id)
         beat = await self.remote.heartbeat(
             request.job_id,
             request.epoch,
@@ -137,6 +146,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 errors.add("result", f"is larger than {self.limits.max_payload_bytes} bytes")
             result = validate._json_numbers(MessageToDict(request.result))
         errors.raise_if_any()
+        await self._visible(request.job_id)
         job = await self.remote.complete(
             request.job_id, request.epoch, access.lease_owner(request.worker_id), result
         )
@@ -148,6 +158,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         _attempt_ids(request, errors)
         retry_after = _duration(request.retry_after, "retry_after", MAX_RETRY_AFTER, errors)
         errors.raise_if_any()
+        await self._visible(request.job_id)
         error = request.error or "Error: failed (no message)"
         if len(error) > MAX_ERROR:
             error = error[: MAX_ERROR - 1] + "…"

@@ -72,7 +72,7 @@ def server(workdir: Path) -> Iterator[ServerProcess]:
         "--auth-tokens",
         str(workdir / "tokens.toml"),
         "--handlers",
-        "tests.acceptance.readme_tasks",
+        "examples.handlers",
     )
     try:
         yield proc.start()

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 import trustme
-from jobwheel.client import AsyncClient, Client, Credentials, PermissionDenied, Unauthenticated
+from jobwheel.client import (
+    AsyncClient,
+    Client,
+    Connection,
+    PermissionDenied,
+    Unauthenticated,
+)
 from jobwheel.client.cli import run as cli
 from jobwheel.client.worker import Worker
 from jobwheel.server.security.settings import SecuritySettings
@@ -36,14 +42,14 @@ async def tls_server(
 
 
 def blocking_session(address: str, ca: str, tokens: Tokens) -> None:
-    creds = Credentials(token=tokens.plain["producer"], tls_ca=ca)
-    with Client(address, credentials=creds) as jw:
+    creds = Connection.of(address, token=tokens.plain["producer"], tls_ca=ca)
+    with Client(creds) as jw:
         job = jw.enqueue_job("remote.work", queue="q").job
         assert jw.get_job(job.id).id == job.id
         with pytest.raises(PermissionDenied):
             jw.cancel_job(job.id)
     with (
-        Client(address, credentials=Credentials(token="jw_nope", tls_ca=ca)) as jw,
+        Client(Connection.of(address, token="jw_nope", tls_ca=ca)) as jw,
         pytest.raises(Unauthenticated),
     ):
         jw.list_jobs()
@@ -67,8 +73,8 @@ async def test_async_client_takes_the_token_from_the_environment(
 
 async def test_the_worker_sdk(tls_server: tuple[Running, str], tokens: Tokens) -> None:
     server, ca = tls_server
-    creds = Credentials(token=tokens.plain["worker"], tls_ca=ca)
-    worker = Worker(server.address, worker_id="sdk", poll_wait=5.0, credentials=creds)
+    creds = Connection.of(server.address, token=tokens.plain["worker"], tls_ca=ca)
+    worker = Worker(creds, worker_id="sdk", poll_wait=5.0)
 
     @worker.task("secure.echo")
     def echo(payload: dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +82,8 @@ async def test_the_worker_sdk(tls_server: tuple[Running, str], tokens: Tokens) -
 
     runner = asyncio.create_task(worker.run())
     try:
-        producer = Credentials(token=tokens.plain["producer"], tls_ca=ca)
-        async with AsyncClient(server.address, credentials=producer) as jw:
+        producer = Connection.of(server.address, token=tokens.plain["producer"], tls_ca=ca)
+        async with AsyncClient(producer) as jw:
             job = (await jw.enqueue_job("secure.echo", payload={"n": 1})).job
             for _ in range(200):
                 got = await jw.get_job(job.id)
@@ -102,3 +108,38 @@ async def test_the_cli(
     code = await asyncio.to_thread(cli, ["list", *base, "--token", "jw_wrong"])
     assert code != 0
     assert "invalid token" in capsys.readouterr().err
+
+
+def test_connection_options_fall_back_to_the_environment() -> None:
+    env = {
+        "JOBWHEEL_SERVER": "jobs.internal",
+        "JOBWHEEL_TOKEN": "jw_from_env",
+        "JOBWHEEL_TLS_CA": "ca.pem",
+    }
+    c = Connection.of(env=env)
+    assert (c.address, c.token, c.tls_ca, c.tls_cert) == (
+        "jobs.internal:50051",
+        "jw_from_env",
+        "ca.pem",
+        None,
+    )
+    assert c.uses_tls and c.metadata() == (("authorization", "Bearer jw_from_env"),)
+    given = Connection.of("127.0.0.1:7000", token="jw_given", env=env)
+    assert (given.address, given.token, given.tls_ca) == ("127.0.0.1:7000", "jw_given", "ca.pem")
+    assert Connection.of(given) is given
+    plain = Connection.of("127.0.0.1:7000", env={})
+    assert not plain.uses_tls and plain.metadata() == ()
+    assert "jw_given" not in repr(given)  # reprs reach logs
+    with pytest.raises(ValueError, match="tls_cert and tls_key"):
+        Connection.of("127.0.0.1:7000", tls_cert="client.pem", env={})
+
+
+def test_the_cli_refuses_half_or_unreadable_tls_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--server", "127.0.0.1:1", "list"]
+    assert cli([*base, "--tls-cert", "client.pem"]) == 2
+    assert "tls_key" in capsys.readouterr().err
+    assert cli([*base, "--tls-ca", str(tmp_path / "missing.pem")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "missing.pem" in line

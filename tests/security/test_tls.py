@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 import pytest
 import trustme
-from jobwheel.client.channel import Credentials, aio_channel, sync_channel
+from jobwheel.client.connection import Connection
 from jobwheel.server.security.settings import SecuritySettings
 from jobwheel.v1 import job_service_pb2 as jpb
 from jobwheel.v1 import job_service_pb2_grpc
@@ -20,6 +20,15 @@ from tests.conftest import running_server
 from tests.security.conftest import Pems, Tokens
 
 LIST = jpb.ListJobsRequest()
+
+
+class Creds(TypedDict, total=False):
+    """What a Connection carries besides its address (the address is known later)."""
+
+    token: str
+    tls_ca: str
+    tls_cert: str
+    tls_key: str
 
 
 def server_files(pems: Pems, ca: trustme.CA, prefix: str = "server") -> tuple[str, str]:
@@ -38,8 +47,8 @@ def client_files(pems: Pems, ca: trustme.CA, name: str) -> tuple[str, str]:
     )
 
 
-async def list_code(address: str, creds: Credentials) -> grpc.StatusCode:
-    async with aio_channel(address, creds) as channel:
+async def list_code(address: str, creds: Creds) -> grpc.StatusCode:
+    async with Connection(address, **creds).aio_channel() as channel:
         try:
             await job_service_pb2_grpc.JobServiceStub(channel).ListJobs(LIST, timeout=5)
         except grpc.aio.AioRpcError as err:
@@ -53,15 +62,15 @@ async def test_tls_with_tokens(tmp_path: Path, pems: Pems, ca: trustme.CA, token
     settings = SecuritySettings(tls_cert=cert, tls_key=key, auth_tokens=str(tokens.path))
     async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
         token = tokens.plain["reader"]
-        assert await list_code(server.address, Credentials(token=token, tls_ca=ca_file)) is (
+        assert await list_code(server.address, Creds(token=token, tls_ca=ca_file)) is (
             grpc.StatusCode.OK
         )
-        assert await list_code(server.address, Credentials(tls_ca=ca_file)) is (
+        assert await list_code(server.address, Creds(tls_ca=ca_file)) is (
             grpc.StatusCode.UNAUTHENTICATED
         )
         # plaintext, or a CA that did not sign the server: no connection at all
         other = pems.write("other-ca.pem", trustme.CA().cert_pem.bytes())
-        for creds in (Credentials(token=token), Credentials(token=token, tls_ca=other)):
+        for creds in (Creds(token=token), Creds(token=token, tls_ca=other)):
             assert await list_code(server.address, creds) is grpc.StatusCode.UNAVAILABLE
 
 
@@ -79,17 +88,17 @@ async def test_mutual_tls_names_the_caller_by_its_certificate(
     good_cert, good_key = client_files(pems, client_ca, "billing-worker")
     stranger_cert, stranger_key = client_files(pems, trustme.CA(), "stranger")
     async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
-        good = Credentials(tls_ca=ca_file, tls_cert=good_cert, tls_key=good_key)
+        good = Creds(tls_ca=ca_file, tls_cert=good_cert, tls_key=good_key)
         caplog.set_level(logging.INFO, logger="jobwheel.audit")
-        async with aio_channel(server.address, good) as channel:
+        async with Connection(server.address, **good).aio_channel() as channel:
             stub = job_service_pb2_grpc.JobServiceStub(channel)
             await stub.PauseQueue(jpb.PauseQueueRequest(name="emails"), timeout=5)
         [line] = [r for r in caplog.records if r.name == "jobwheel.audit"]
         principal: Any = line.__dict__["principal"]
         assert "CN=billing-worker" in principal, principal
 
-        no_cert = Credentials(tls_ca=ca_file)
-        other_ca = Credentials(tls_ca=ca_file, tls_cert=stranger_cert, tls_key=stranger_key)
+        no_cert = Creds(tls_ca=ca_file)
+        other_ca = Creds(tls_ca=ca_file, tls_cert=stranger_cert, tls_key=stranger_key)
         for creds in (no_cert, other_ca):
             assert await list_code(server.address, creds) is grpc.StatusCode.UNAVAILABLE
 
@@ -98,18 +107,18 @@ async def test_reload_serves_new_certificates_and_keeps_open_connections(
     tmp_path: Path, pems: Pems, ca: trustme.CA
 ) -> None:
     cert, key = server_files(pems, ca)
-    old_ca = Credentials(tls_ca=pems.write("ca.pem", ca.cert_pem.bytes()))
+    old_ca = Creds(tls_ca=pems.write("ca.pem", ca.cert_pem.bytes()))
     settings = SecuritySettings(tls_cert=cert, tls_key=key)
     db = f"sqlite:///{tmp_path / 'jw.db'}"
     async with (
         running_server(db, security=settings) as server,
-        aio_channel(server.address, old_ca) as kept,
+        Connection(server.address, **old_ca).aio_channel() as kept,
     ):
         stub = job_service_pb2_grpc.JobServiceStub(kept)
         await stub.ListJobs(LIST, timeout=5)
         rotated = trustme.CA()
         server_files(pems, rotated)  # the same paths, new contents
-        new_ca = Credentials(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
+        new_ca = Creds(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
         assert await list_code(server.address, new_ca) is grpc.StatusCode.UNAVAILABLE
         server.app.security.reload()
         assert await list_code(server.address, new_ca) is grpc.StatusCode.OK
@@ -131,10 +140,10 @@ def test_sighup_reloads_certificates(tmp_path: Path, pems: Pems, ca: trustme.CA)
     try:
         rotated = trustme.CA()
         server_files(pems, rotated)
-        new_ca = Credentials(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
+        new_ca = Creds(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGHUP)
-        with sync_channel(proc.address, new_ca) as channel:
+        with Connection(proc.address, **new_ca).channel() as channel:
             stub = job_service_pb2_grpc.JobServiceStub(channel)
             # the signal is handled asynchronously: wait for the server to be ready with it
             reply = stub.ListJobs(LIST, timeout=10, wait_for_ready=True)
@@ -157,11 +166,11 @@ async def test_mutual_tls_with_tokens_lets_the_token_decide(
     )
     client_cert, client_key = client_files(pems, client_ca, "ci")
     async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
-        with_cert = Credentials(tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key)
+        with_cert = Creds(tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key)
         assert await list_code(server.address, with_cert) is grpc.StatusCode.UNAUTHENTICATED
-        both = Credentials(
+        both = Creds(
             token=tokens.plain["reader"], tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key
         )
         assert await list_code(server.address, both) is grpc.StatusCode.OK
-        token_only = Credentials(token=tokens.plain["reader"], tls_ca=ca_file)
+        token_only = Creds(token=tokens.plain["reader"], tls_ca=ca_file)
         assert await list_code(server.address, token_only) is grpc.StatusCode.UNAVAILABLE

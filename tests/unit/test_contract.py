@@ -14,6 +14,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parents[2]
 STUBS = ROOT / "client" / "jobwheel" / "v1"
 BUF = Path(sys.executable).parent / "buf"
+MYPY_GRPC = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
 
 
 def test_generated_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
@@ -27,6 +28,8 @@ def test_generated_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
             f"--python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
+            f"--plugin=protoc-gen-mypy_grpc={MYPY_GRPC}",
+            f"--mypy_grpc_out={tmp_path}",
             *protos,
         ]
     )

@@ -25,9 +25,9 @@ FailJob(retryable) and the error "WorkerStopped: ...": the attempt is recorded a
 (it counts against max_attempts) and the job is retried after its backoff, instead of
 sitting RUNNING until its lease expires.
 
-Against a server with TLS or tokens, pass `credentials=Credentials(token=..., tls_ca=...)`
-(jobwheel.client.channel), or set JOBWHEEL_TOKEN, JOBWHEEL_TLS_CA, JOBWHEEL_TLS_CERT and
-JOBWHEEL_TLS_KEY. The worker needs a token with the role `worker`.
+Against a server with TLS or tokens, pass `Connection.of(address, token=..., tls_ca=...)`
+(jobwheel.client.connection) as the address, or set JOBWHEEL_TOKEN, JOBWHEEL_TLS_CA,
+JOBWHEEL_TLS_CERT and JOBWHEEL_TLS_KEY. The worker needs a token with the role `worker`.
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-from jobwheel.client.channel import Credentials, aio_channel
+from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, as_timedelta, to_duration, to_struct
-from jobwheel.client.policy import server_address
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
 from jobwheel.v1 import worker_service_pb2 as pb
 
@@ -143,7 +142,7 @@ class _Running:
 class Worker:
     def __init__(
         self,
-        address: str | None = None,
+        address: str | Connection | None = None,
         *,
         worker_id: str | None = None,
         queues: Iterable[str] = (),
@@ -152,11 +151,11 @@ class Worker:
         poll_wait: DurationLike = 30.0,
         grace: float = 30.0,
         channel: grpc.aio.Channel | None = None,
-        credentials: Credentials | None = None,
     ) -> None:
         if concurrency <= 0:
             raise ValueError("concurrency must be positive")
-        self.address = server_address(address)
+        self.connection = Connection.of(address)
+        self.address = self.connection.address
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.queues = tuple(queues)
         self.concurrency = concurrency
@@ -165,7 +164,6 @@ class Worker:
         self.grace = grace
         self.handlers: dict[str, tuple[Handler, bool]] = {}
         self._channel = channel
-        self._credentials = credentials
         self._own_channel = channel is None
         self._stub: worker_service_pb2_grpc.WorkerServiceStub | None = None
         self._running: dict[str, _Running] = {}
@@ -173,6 +171,7 @@ class Worker:
         self._stopping = False
         self._poll: asyncio.Task[Any] | None = None
         self._done = asyncio.Event()
+        self._stopper: asyncio.Future[None] | None = None
         self.completed = 0  # jobs reported, for monitoring and benchmarks
         self.failed = 0
 
@@ -199,22 +198,42 @@ class Worker:
     # -- running -----------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        """Runs until SIGTERM or SIGINT, then stops gracefully (see `stop`)."""
+        """Runs until SIGTERM or SIGINT, then stops gracefully (see `stop`). Logs to stderr
+        at INFO (start, stop) unless the program has configured logging itself."""
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+                loop.add_signal_handler(sig, self._on_signal, sig)
             await self.run()
 
         asyncio.run(main())
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info(
+            "%s: stopping; draining %d running job(s), %gs grace",
+            sig.name,
+            len(self._running),
+            self.grace,
+        )
+        self._stopper = asyncio.ensure_future(self.stop())
 
     async def run(self) -> None:
         """Leases and runs jobs until `stop()`."""
         if not self.handlers:
             raise RuntimeError("no task registered: use @worker.task(name)")
+        log.info(
+            "worker %s: server %s, queues %s, tasks %s, concurrency %d",
+            self.worker_id,
+            self.address,
+            ", ".join(self.queues) or "(all)",
+            ", ".join(sorted(self.handlers)),
+            self.concurrency,
+        )
         if self._channel is None:
-            self._channel = aio_channel(self.address, self._credentials)
+            self._channel = self.connection.aio_channel()
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
         beats = asyncio.create_task(self._heartbeats())
         failures = 0
@@ -242,6 +261,7 @@ class Worker:
                 for held in leases:
                     self._start(held)
             await self._drain()
+            log.info("worker %s stopped", self.worker_id)
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,9 +29,13 @@ class JobServiceStub:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
 
     Access (when the server requires tokens; see the README's Security section): each RPC
     below names the least role that may call it. Roles nest: reader < producer < operator,
@@ -48,6 +52,21 @@ class JobServiceStub:
     worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
     admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
     DeleteEventSubscription
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     def __init__(self, channel):
@@ -197,9 +216,13 @@ class JobServiceServicer:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
 
     Access (when the server requires tokens; see the README's Security section): each RPC
     below names the least role that may call it. Roles nest: reader < producer < operator,
@@ -216,6 +239,21 @@ class JobServiceServicer:
     worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
     admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
     DeleteEventSubscription
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     def EnqueueJob(self, request, context):
@@ -587,9 +625,13 @@ class JobService:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
 
     Access (when the server requires tokens; see the README's Security section): each RPC
     below names the least role that may call it. Roles nest: reader < producer < operator,
@@ -606,6 +648,21 @@ class JobService:
     worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
     admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
     DeleteEventSubscription
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     @staticmethod

@@ -40,6 +40,8 @@ class WorkerServiceStub:
     Access: role worker (or admin). A lease is held by the calling principal and the worker
     id together: only the principal that leased a job can heartbeat, complete or fail it.
     A token limited to queues leases only from them (no `queues` means all of its queues).
+
+    Errors and the limits of every request are those of JobService (see its comment).
     """
 
     def __init__(self, channel):
@@ -85,6 +87,8 @@ class WorkerServiceServicer:
     Access: role worker (or admin). A lease is held by the calling principal and the worker
     id together: only the principal that leased a job can heartbeat, complete or fail it.
     A token limited to queues leases only from them (no `queues` means all of its queues).
+
+    Errors and the limits of every request are those of JobService (see its comment).
     """
 
     def LeaseJobs(self, request, context):
@@ -165,6 +169,8 @@ class WorkerService:
     Access: role worker (or admin). A lease is held by the calling principal and the worker
     id together: only the principal that leased a job can heartbeat, complete or fail it.
     A token limited to queues leases only from them (no `queues` means all of its queues).
+
+    Errors and the limits of every request are those of JobService (see its comment).
     """
 
     @staticmethod

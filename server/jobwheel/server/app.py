@@ -12,11 +12,13 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from jobwheel.server import handlers, model
+from jobwheel.server import handlers, log_throttle, model
+from jobwheel.server.api.guard import Guard
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_service import WorkerService
+from jobwheel.server.availability import DatabaseHealth
 from jobwheel.server.clock import Clock, SystemClock
 from jobwheel.server.config import Settings, parse_settings
 from jobwheel.server.core import Core
@@ -26,8 +28,9 @@ from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.execution.webhook import WebhookSettings
 from jobwheel.server.security import token_cli
 from jobwheel.server.security.setup import ServerSecurity
-from jobwheel.server.storage import SchemaVersionError, StorageUrlError, Store, open_store
-from jobwheel.server.storage.exclusive import DatabaseInUse, ExclusiveUse
+from jobwheel.server.startup import StartupError, check_listen_address, describe
+from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.exclusive import ExclusiveUse
 from jobwheel.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -53,20 +56,25 @@ class App:
         self.engine: Engine | None = None
         self.exclusive = ExclusiveUse(settings.db)
         self.remote: RemoteWorkers | None = None
+        self.watcher: Watcher | None = None
         self._tailer: asyncio.Task[None] | None = None
+        self._db_health: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
 
     async def start(self) -> int:
+        check_listen_address(self.settings.listen)
         self.security = ServerSecurity(self.settings.listen, self.settings.security)
         handlers.load_modules(self.settings.handlers)
-        if not self.settings.webhook_secrets:
-            log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
         self.exclusive.acquire()
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
+        store = self.store
+        db_health = DatabaseHealth(store.head_revision, self._set_serving)
+        store.on_unreachable = db_health.suspect
+        self._db_health = asyncio.create_task(db_health.run(), name="jobwheel-db-health")
         self.bus = EventBus(await self.store.head_revision() + 1)
         self.store.event_sink = self.bus.publish
         window = self.settings.idempotency_window
@@ -103,23 +111,29 @@ class App:
         tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)
         self._tailer = asyncio.create_task(tailer.run())
         server = grpc.aio.server(
-            interceptors=self.security.interceptors,
+            # authentication and roles first, then the guard: bodies that do not decode and
+            # the servicers' exceptions map to statuses only for callers who may call
+            interceptors=[*self.security.interceptors, Guard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC binds with SO_REUSEPORT by default: a second server on the same address
+                # would start and silently take part of the traffic
+                ("grpc.so_reuseport", 0),
             ],
+        )
+        self.watcher = Watcher(
+            self.store,
+            self.bus,
+            self.clock,
+            heartbeat=self.settings.watch_heartbeat,
+            buffer=self.settings.watch_buffer,
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 core,
                 Limits(self.settings.max_payload_bytes),
-                Watcher(
-                    self.store,
-                    self.bus,
-                    self.clock,
-                    heartbeat=self.settings.watch_heartbeat,
-                    buffer=self.settings.watch_buffer,
-                ),
+                self.watcher,
                 self.settings.queue_concurrency,
             ),
             server,
@@ -131,13 +145,18 @@ class App:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = self.security.bind(server, self.settings.listen)
+        try:
+            self.port = self.security.bind(server, self.settings.listen)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen}")
+            raise StartupError(
+                f"cannot listen on {self.settings.listen}: the address is in use or not "
+                "available on this host"
+            )
         await server.start()
         self.server = server
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_serving(db_health.available)
         host = self.settings.listen.rsplit(":", 1)[0]
         log.info(
             "jobwheel listening on %s:%d (%s; db %s)",
@@ -146,22 +165,32 @@ class App:
             self.security.describe(),
             self.settings.db,
         )
+        if not self.settings.webhook_secrets:
+            log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
         return self.port
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_period if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self.remote is not None:
             self.remote.close()  # long-polls answer now instead of holding the grace period
+        if self.watcher is not None:
+            self.watcher.close()  # watch streams end now with UNAVAILABLE, likewise
         # in-flight calls and running attempts share one grace period
         await asyncio.gather(
             *([self.server.stop(grace)] if self.server is not None else []),
             *([self.engine.stop(grace)] if self.engine is not None else []),
         )
-        if self._tailer is not None:
-            self._tailer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tailer
+        for task in (self._tailer, self._db_health):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.store is not None:
             await self.store.close()
         self.exclusive.release()
@@ -170,7 +199,13 @@ class App:
 
 async def run(settings: Settings) -> None:
     app = App(settings)
-    await app.start()
+    try:
+        await app.start()
+    except Exception as exc:
+        logging.disable()  # the one line below says it all
+        with contextlib.suppress(Exception):  # whatever had started: best effort
+            await app.stop(0)
+        raise StartupError(describe(exc, settings.db)) from exc
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -191,10 +226,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    log_throttle.install()
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run(settings))
-    except (DatabaseInUse, StorageUrlError, SchemaVersionError, OSError) as exc:
+    except StartupError as exc:
         # a start-up problem the operator must fix: one clear line, not a traceback
         sys.exit(f"jobwheel-server: {exc}")
 

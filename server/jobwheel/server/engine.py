@@ -18,7 +18,7 @@ from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling.scheduler import Scheduler
-from jobwheel.server.storage import Store
+from jobwheel.server.storage import DatabaseUnavailable, Store
 from jobwheel.server.storage.leadership import Leadership
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,8 @@ class Engine:
             now = self.clock.now()
             try:
                 if now >= next_renew:
-                    await self.store.renew_leases(self.worker_id, now, now + self.lease)
+                    held = self.dispatcher.held
+                    await self.store.renew_leases(self.worker_id, held, now, now + self.lease)
                     next_renew = now + renew_every
                 if await self.leadership.check():  # one replica does the upkeep of all
                     await self.recover()
@@ -155,6 +156,8 @@ class Engine:
                         while pruned == 1000:
                             pruned = await self.store.prune_finished(now - self.retention)
                     next_prune = now + 60 * model.SECOND
+            except DatabaseUnavailable as exc:
+                log.warning("upkeep paused: %s", exc)
             except Exception:
                 log.exception("upkeep failed; retrying")
 

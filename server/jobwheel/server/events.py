@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from jobwheel.server.matching import matches
 from jobwheel.server.model import SECOND, Event, JobFilter, Micros
-from jobwheel.server.storage import Store
+from jobwheel.server.storage import DatabaseUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,17 @@ class LogTailer:
         self.check_every = check_every
 
     async def run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except DatabaseUnavailable as exc:
+                # the listening connection went with the outage: take a new one
+                log.warning("following the event log paused: %s", exc)
+            except Exception:
+                log.exception("following the event log failed; retrying")
+            await asyncio.sleep(self.check_every / SECOND)
+
+    async def _follow(self) -> None:
         notified = asyncio.Event()
         async with self.store.listening(notified.set) as listening:
             next_check = 0.0
@@ -141,6 +152,10 @@ class LogTailer:
                         events = await self.store.read_events(self.bus.head, 1000)
                         self.bus.publish(events)
                         behind = len(events) == 1000
+                except DatabaseUnavailable:
+                    if listening:
+                        raise
+                    await asyncio.sleep(self.check_every / SECOND)
                 except Exception:
                     log.exception("reading the event log failed; retrying")
                 if listening:  # woken by NOTIFY; a slow poll in case one was missed

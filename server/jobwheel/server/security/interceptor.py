@@ -5,6 +5,10 @@ a missing or bad token is UNAUTHENTICATED; a valid one whose role lacks the RPC'
 PERMISSION_DENIED with an ErrorInfo naming the role needed. Health is always open;
 reflection is open unless `--auth-reflection`. An RPC missing from the role table is refused
 for everyone (the table test makes that a test failure rather than a silent hole).
+
+It runs before api/guard.py's interceptor (which wraps the servicer inside it): a caller who
+may not call learns nothing about its request body, and an unexpected exception here is
+answered like one in a servicer, INTERNAL with an error id.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
+from jobwheel.server.api import guard
 from jobwheel.server.api.errors import DOMAIN, DomainError, to_grpc_status
 from jobwheel.server.security import audit, roles
 from jobwheel.server.security.jwt_auth import JwtError, JwtVerifier
@@ -150,6 +155,11 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 log.warning("denied %s: %s", method, err.message)
                 await context.abort_with_status(to_grpc_status(err))
                 raise  # abort raises; this keeps the type checker informed
+            except Exception as exc:
+                # a bug or an unexpected failure while authenticating: INTERNAL with an
+                # error id (as the guard answers for servicers), never UNKNOWN
+                await guard.fail(exc, context, method)
+                raise
             return principal
 
         return admit
@@ -172,7 +182,10 @@ def _wrap(
             finally:
                 reset_current(token)
             if audited is not None and response is not None:
-                audit.record(principal, audited, request, response)
+                try:
+                    audit.record(principal, audited, request, response)
+                except Exception as exc:
+                    await guard.fail(exc, context, audited)
             return response
 
         return grpc.unary_unary_rpc_method_handler(

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from jobwheel.server.model import Event
 from jobwheel.server.storage.dialect import Dialect, Engines
+from jobwheel.server.storage.outage import DatabaseUnavailable, is_unreachable, reason
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -23,6 +24,22 @@ class StoreBase:
         self.event_sink: Callable[[list[Event]], None] | None = None
         # how long an idempotency key holds (µs); None: forever
         self.idempotency_window: int | None = None
+        # Told when a call found the database unreachable (health follows it).
+        self.on_unreachable: Callable[[], None] | None = None
+
+    @asynccontextmanager
+    async def _outages(self) -> AsyncIterator[None]:
+        """Turns a lost or refused connection into DatabaseUnavailable; other errors pass."""
+        try:
+            yield
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            if self.on_unreachable is not None:
+                self.on_unreachable()
+            raise DatabaseUnavailable(f"the database is unreachable: {reason(exc)}") from exc
 
     def _emit(self, committed: list[Event]) -> None:
         if committed and self.event_sink is not None:
@@ -45,10 +62,10 @@ class StoreBase:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.write.begin() as conn:
+        async with self._outages(), self._engines.write.begin() as conn:
             yield conn
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.read.begin() as conn:
+        async with self._outages(), self._engines.read.begin() as conn:
             yield conn

@@ -185,6 +185,7 @@ def job_from_row(row: RowMapping) -> Job:
         next_run_time=row["next_run_time"],
         attempt=row["attempt"],
         execution_count=row["execution_count"],
+        released_attempts=row["released_attempts"],
         start_time=row["start_time"],
         end_time=row["end_time"],
         last_error=row["last_error"],

@@ -9,6 +9,7 @@ import contextlib
 import logging
 from typing import Any
 
+from jobwheel.server.storage.outage import is_unreachable, reason
 from jobwheel.server.storage.store import Store
 from sqlalchemy import func, select
 
@@ -38,8 +39,11 @@ class Leadership:
             else:
                 await self._conn.execute(select(1))  # still connected, so still holding it
                 await self._conn.commit()
-        except Exception:
-            log.exception("leadership check failed; not leading until it works again")
+        except Exception as exc:
+            if is_unreachable(exc):
+                log.warning("leadership check failed (%s); not leading until it works", reason(exc))
+            else:
+                log.exception("leadership check failed; not leading until it works again")
             await self.release()
         return self.leading
 

@@ -60,6 +60,7 @@ jobs = Table(
     Column("next_run_time", Micros, nullable=True),
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("execution_count", Integer, nullable=False, server_default="0"),
+    Column("released_attempts", Integer, nullable=False, server_default="0"),
     Column("start_time", Micros, nullable=True),
     Column("end_time", Micros, nullable=True),
     Column("last_error", Text, nullable=False, server_default=""),

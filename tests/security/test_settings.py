@@ -99,6 +99,19 @@ def test_flags_that_go_together(
     assert complaint in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["JOBWHEEL_INSECURE", "JOBWHEEL_AUTH_REFLECTION"])
+def test_boolean_variables_take_only_boolean_words(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for word, value in (("TRUE", True), ("on", True), ("1", True), ("no", False), ("", False)):
+        s = parse_settings([], env={name: word}).security
+        assert (s.insecure if name == "JOBWHEEL_INSECURE" else s.auth_reflection) is value
+    with pytest.raises(SystemExit):
+        parse_settings([], env={name: "ture"})
+    [line] = capsys.readouterr().err.strip().splitlines()  # one line, not the usage
+    assert f"{name} must be true or false" in line and "'ture'" in line
+
+
 def test_flags_and_environment() -> None:
     env = {"JOBWHEEL_AUTH_TOKENS": "/etc/jw/tokens.toml", "JOBWHEEL_INSECURE": "true"}
     s = parse_settings(["--tls-cert", "c", "--tls-key", "k", "--auth-reflection"], env=env).security

@@ -38,8 +38,16 @@ class SecuritySettings:
         return self.tokens or self.tls_client_ca is not None
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").lower() in ("1", "true", "yes", "on")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, parser: argparse.ArgumentParser) -> bool:
+    """A boolean variable; any other value stops the start (a typo must not turn it off)."""
+    value = env.get(name, "").strip().lower()
+    if value not in TRUE + FALSE:
+        parser.error(f"{name} must be true or false (or 1/0, yes/no, on/off), got {value!r}")
+    return value in TRUE
 
 
 def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
@@ -92,13 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> No
     add(
         "--auth-reflection",
         action="store_true",
-        default=_flag(env, "JOBWHEEL_AUTH_REFLECTION"),
+        default=_flag(env, "JOBWHEEL_AUTH_REFLECTION", parser),
         help="server reflection needs a valid token too (JOBWHEEL_AUTH_REFLECTION)",
     )
     add(
         "--insecure",
         action="store_true",
-        default=_flag(env, "JOBWHEEL_INSECURE"),
+        default=_flag(env, "JOBWHEEL_INSECURE", parser),
         help="allow a non-loopback --listen without TLS and authentication (JOBWHEEL_INSECURE)",
     )
 

@@ -51,9 +51,11 @@ def span(hexes: str) -> tuple[datetime, datetime]:
     low = int(stamp.ljust(12, "0"), 16) * 1000  # microseconds
     high = (int(stamp.ljust(12, "f"), 16) + 1) * 1000
     limit = int((LAST - EPOCH).total_seconds() * 1_000_000)
+    margin = int(MARGIN.total_seconds() * 1_000_000)
     return (
         EPOCH + timedelta(microseconds=min(low, limit)) - MARGIN,
-        EPOCH + timedelta(microseconds=min(high, limit)) + MARGIN if high < limit else LAST,
+        # clamped after the margin: within a minute of LAST, adding it would pass LAST
+        EPOCH + timedelta(microseconds=min(high + margin, limit)),
     )
 
 

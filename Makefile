@@ -24,7 +24,7 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 serve: $(if $(wildcard $(STAMP)),$(STAMP),$(SERVE_STAMP))
-	$(BIN)/jobwheel-server $(ARGS)
+	$(BIN)/jobwheel-server --metrics-listen 127.0.0.1:9464 $(ARGS)
 
 # The Node.js worker example's packages, for tests/workers/test_node.py; without npm the
 # test skips (and fails under CI=true).
@@ -39,6 +39,8 @@ gen: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=client --pyi_out=client \
 		--grpc_python_out=client --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
 		--mypy_grpc_out=client proto/jobwheel/v1/*.proto
+	$(BIN)/python -m grpc_tools.protoc -I proto --include_source_info \
+		--descriptor_set_out=client/jobwheel/v1/descriptors.binpb proto/jobwheel/v1/*.proto
 	$(BIN)/python tools/gen_sync_client.py
 
 lint: $(STAMP)

@@ -117,6 +117,15 @@ async def test_scoped_admin_cannot_manage_event_subscriptions(
     assert (await update).queue.max_concurrency == 3
 
 
+async def test_only_unscoped_readers_list_workers(secured: Running, tokens: Tokens) -> None:
+    tokens.add("team-reader", Role.READER, ("emails",))
+    request = jpb.ListWorkersRequest()
+    scoped = secured.jobs.ListWorkers(request, metadata=tokens.bearer("team-reader"))
+    assert await code_of(scoped) is grpc.StatusCode.PERMISSION_DENIED
+    reply = await secured.jobs.ListWorkers(request, metadata=tokens.bearer("reader"))
+    assert [w.kind for w in reply.workers] == [jpb.WORKER_KIND_SERVER]
+
+
 @given(
     asked=st.lists(st.sampled_from("abcdef"), max_size=4),
     scope=st.frozensets(st.sampled_from("abcdef"), min_size=1),

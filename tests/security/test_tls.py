@@ -174,3 +174,31 @@ async def test_mutual_tls_with_tokens_lets_the_token_decide(
         assert await list_code(server.address, both) is grpc.StatusCode.OK
         token_only = Creds(token=tokens.plain["reader"], tls_ca=ca_file)
         assert await list_code(server.address, token_only) is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_first_line_names_the_auth_and_tls_modes(
+    tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = server_files(pems, ca)
+    clients = pems.write("clients.pem", trustme.CA().cert_pem.bytes())
+    cases = [
+        (SecuritySettings(), "none", "off"),
+        (
+            SecuritySettings(tls_cert=cert, tls_key=key, auth_tokens=str(tokens.path)),
+            "tokens",
+            "on",
+        ),
+        (
+            SecuritySettings(tls_cert=cert, tls_key=key, tls_client_ca=clients),
+            "client-certificates",
+            "mutual",
+        ),
+    ]
+    caplog.set_level(logging.INFO, logger="jobwheel.server")
+    for settings, auth, tls in cases:
+        caplog.clear()
+        async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings):
+            pass
+        [first] = [r for r in caplog.records if " starting: " in r.getMessage()]
+        assert f", auth {auth}, " in first.getMessage()
+        assert (first.__dict__["auth"], first.__dict__["tls"]) == (auth, tls)

@@ -6,10 +6,9 @@ from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.model import JobState, RetryPolicy
 from jobwheel.server.storage import Store, open_store
-from jobwheel.server.storage.schema import schema_version
-from sqlalchemy import text
 
 from tests.storage.factories import T0, new_job
+from tests.storage.test_migrations import back_to
 
 WORKER = "inprocess@me"
 
@@ -60,9 +59,7 @@ async def test_released_attempts_are_recorded_but_not_charged(store: Store) -> N
 async def test_a_version_1_database_gains_released_attempts(store_url: str) -> None:
     first = await open_store(store_url)
     [(job, _)] = await first.insert_jobs([new_job()])
-    async with first.write_engine.begin() as conn:  # back to the shape of version 1
-        await conn.execute(text("ALTER TABLE jobs DROP COLUMN released_attempts"))
-        await conn.execute(schema_version.update().values(version=1))
+    await back_to(first, 1)
     await first.close()
     upgraded = await open_store(store_url)
     try:

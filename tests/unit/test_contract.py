@@ -42,6 +42,25 @@ def test_generated_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
     assert not mismatch and not errors, f"stale stubs {mismatch}: run `make gen`"
 
 
+def test_served_descriptors_match_a_fresh_generation(tmp_path: Path) -> None:
+    """Reflection serves these (with the proto comments): they follow proto/ too."""
+    protos = sorted(str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto").rglob("*.proto"))
+    include = Path(protoc.__file__).parent / "_proto"
+    out = tmp_path / "descriptors.binpb"
+    rc = protoc.main(
+        [
+            "protoc",
+            f"-I{ROOT / 'proto'}",
+            f"-I{include}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *protos,
+        ]
+    )
+    assert rc == 0
+    assert out.read_bytes() == (STUBS / "descriptors.binpb").read_bytes(), "run `make gen`"
+
+
 def run_buf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BUF), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False

@@ -65,3 +65,10 @@ def test_paused_and_running() -> None:
     running.progress.update({"done": 3})
     assert waiting_reason(running, None, NOW) == 'running on w1, progress {"done":3}'
     assert waiting_reason(job(job_pb2.JOB_STATE_COMPLETED), None, NOW) == ""
+
+
+def test_queued_takes_the_servers_reason_first() -> None:
+    said = "no worker: no in-process handler for task 'send' and no worker asked for it in 60s"
+    queued = job(job_pb2.JOB_STATE_QUEUED, waiting_reason=said)
+    for queue in (None, job_pb2.Queue(name="mail", paused=True)):
+        assert waiting_reason(queued, queue, NOW) == said

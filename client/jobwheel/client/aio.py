@@ -312,6 +312,10 @@ class AsyncClient:
     async def list_queues(self) -> list[job_pb2.Queue]:
         return await self._run(calls.list_queues())
 
+    async def list_workers(self) -> list[pb.Worker]:
+        """Server replicas and the remote workers seen in the last 5 minutes."""
+        return await self._run(calls.list_workers())
+
     async def pause_queue(self, name: str) -> job_pb2.Queue:
         return await self._run(calls.queue_op("PauseQueue", name))
 

@@ -306,6 +306,10 @@ class Client:
     def list_queues(self) -> list[job_pb2.Queue]:
         return self._run(calls.list_queues())
 
+    def list_workers(self) -> list[pb.Worker]:
+        """Server replicas and the remote workers seen in the last 5 minutes."""
+        return self._run(calls.list_workers())
+
     def pause_queue(self, name: str) -> job_pb2.Queue:
         return self._run(calls.queue_op("PauseQueue", name))
 

@@ -46,6 +46,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from jobwheel.client import tracing
 from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, as_timedelta, to_duration, to_struct
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
@@ -313,7 +314,11 @@ class Worker:
         ctx = JobContext(lease.job, lease.epoch, self.worker_id)
         running = _Running(lease, ctx)
         self._running[lease.job.id] = running
-        running.task = asyncio.create_task(self._execute(running))
+        running.task = asyncio.create_task(self._traced(running))
+
+    async def _traced(self, running: _Running) -> None:
+        with tracing.attempt_span(running.lease, self.worker_id):  # the job's trace, if any
+            await self._execute(running)
 
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.lease.job, running.ctx

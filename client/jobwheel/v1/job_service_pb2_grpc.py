@@ -46,6 +46,7 @@ class JobServiceStub:
     or pausing another queue is PERMISSION_DENIED.
 
     reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
     producer: EnqueueJob BatchEnqueueJobs
     operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
     CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
@@ -195,6 +196,11 @@ class JobServiceStub:
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/jobwheel.v1.JobService/ListWorkers',
+                request_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
         self.CreateEventSubscription = channel.unary_unary(
                 '/jobwheel.v1.JobService/CreateEventSubscription',
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.SerializeToString,
@@ -233,6 +239,7 @@ class JobServiceServicer:
     or pausing another queue is PERMISSION_DENIED.
 
     reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
     producer: EnqueueJob BatchEnqueueJobs
     operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
     CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
@@ -450,6 +457,19 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
+        their last contact, the jobs they hold and the queues and tasks they asked for; and each
+        server replica with its in-process handlers. In JobService, beside ListQueues, because it
+        is an operator's read: WorkerService is what workers call, and a worker's credentials
+        need not show it the others.
+        Role: reader, not limited to queues (workers span every queue): a token limited to
+        queues gets PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateEventSubscription(self, request, context):
         """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
         subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
@@ -598,6 +618,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.FromString,
                     response_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.SerializeToString,
             ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
             'CreateEventSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEventSubscription,
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.FromString,
@@ -642,6 +667,7 @@ class JobService:
     or pausing another queue is PERMISSION_DENIED.
 
     reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
     producer: EnqueueJob BatchEnqueueJobs
     operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
     CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
@@ -1303,6 +1329,33 @@ class JobService:
             '/jobwheel.v1.JobService/UpdateQueue',
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.JobService/ListWorkers',
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,7 @@ class JobServiceStub:
     or pausing another queue is PERMISSION_DENIED.
 
       reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+                ListWorkers
       producer: EnqueueJob BatchEnqueueJobs
       operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
                 CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
@@ -172,6 +173,15 @@ class JobServiceStub:
     """Changes a queue's limits.
     Role: admin.
     """
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]
+    """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
+    their last contact, the jobs they hold and the queues and tasks they asked for; and each
+    server replica with its in-process handlers. In JobService, beside ListQueues, because it
+    is an operator's read: WorkerService is what workers call, and a worker's credentials
+    need not show it the others.
+    Role: reader, not limited to queues (workers span every queue): a token limited to
+    queues gets PERMISSION_DENIED.
+    """
     CreateEventSubscription: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CreateEventSubscriptionRequest, _job_service_pb2.CreateEventSubscriptionResponse]
     """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
     subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
@@ -208,6 +218,7 @@ class JobServiceAsyncStub(JobServiceStub):
     or pausing another queue is PERMISSION_DENIED.
 
       reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+                ListWorkers
       producer: EnqueueJob BatchEnqueueJobs
       operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
                 CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
@@ -330,6 +341,15 @@ class JobServiceAsyncStub(JobServiceStub):
     """Changes a queue's limits.
     Role: admin.
     """
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
+    their last contact, the jobs they hold and the queues and tasks they asked for; and each
+    server replica with its in-process handlers. In JobService, beside ListQueues, because it
+    is an operator's read: WorkerService is what workers call, and a worker's credentials
+    need not show it the others.
+    Role: reader, not limited to queues (workers span every queue): a token limited to
+    queues gets PERMISSION_DENIED.
+    """
     CreateEventSubscription: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CreateEventSubscriptionRequest, _job_service_pb2.CreateEventSubscriptionResponse]  # type: ignore[assignment]
     """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
     subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
@@ -365,6 +385,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     or pausing another queue is PERMISSION_DENIED.
 
       reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+                ListWorkers
       producer: EnqueueJob BatchEnqueueJobs
       operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
                 CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
@@ -628,6 +649,21 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.UpdateQueueResponse, _abc.Awaitable[_job_service_pb2.UpdateQueueResponse]]:
         """Changes a queue's limits.
         Role: admin.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _job_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ListWorkersResponse, _abc.Awaitable[_job_service_pb2.ListWorkersResponse]]:
+        """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
+        their last contact, the jobs they hold and the queues and tasks they asked for; and each
+        server replica with its in-process handlers. In JobService, beside ListQueues, because it
+        is an operator's read: WorkerService is what workers call, and a worker's credentials
+        need not show it the others.
+        Role: reader, not limited to queues (workers span every queue): a token limited to
+        queues gets PERMISSION_DENIED.
         """
 
     @_abc_1.abstractmethod

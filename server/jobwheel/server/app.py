@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from jobwheel.server import handlers, log_throttle, model
+from jobwheel.server.api import reflection
 from jobwheel.server.api.guard import Guard
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
@@ -20,15 +20,19 @@ from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_service import WorkerService
 from jobwheel.server.availability import DatabaseHealth
 from jobwheel.server.clock import Clock, SystemClock
-from jobwheel.server.config import Settings, parse_settings
+from jobwheel.server.config import Settings, parse_settings, version
 from jobwheel.server.core import Core
 from jobwheel.server.engine import Engine
 from jobwheel.server.events import EventBus, LogTailer
+from jobwheel.server.execution.event_delivery import DELIVERY_TASK
 from jobwheel.server.execution.remote import RemoteWorkers
+from jobwheel.server.execution.roster import Roster
 from jobwheel.server.execution.webhook import WebhookSettings
+from jobwheel.server.observability import logs
+from jobwheel.server.observability.wiring import Observability
 from jobwheel.server.security import token_cli
 from jobwheel.server.security.setup import ServerSecurity
-from jobwheel.server.startup import StartupError, check_listen_address, describe
+from jobwheel.server.startup import StartupError, check_listen_address, describe, safe_url
 from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage.exclusive import ExclusiveUse
 from jobwheel.v1 import (
@@ -39,6 +43,8 @@ from jobwheel.v1 import (
 )
 
 log = logging.getLogger("jobwheel.server")
+
+
 MAX_MESSAGE_BYTES = 64 << 20
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
@@ -62,11 +68,34 @@ class App:
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self.observability: Observability | None = None
+        self.roster: Roster | None = None
+        self._roster_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         check_listen_address(self.settings.listen)
-        self.security = ServerSecurity(self.settings.listen, self.settings.security)
+        self.security = security = ServerSecurity(self.settings.listen, self.settings.security)
         handlers.load_modules(self.settings.handlers)
+        loaded = sorted(handlers.registered())
+        log.info(
+            "jobwheel %s starting: database %s, listen %s, auth %s, handlers %s",
+            version(),
+            safe_url(self.settings.db),
+            self.settings.listen,
+            security.auth,
+            ", ".join(loaded) or "none",
+            extra={
+                "version": version(),
+                "database": safe_url(self.settings.db),
+                "listen": self.settings.listen,
+                "auth": security.auth,
+                "tls": security.tls_mode,
+                "handlers": loaded,
+            },
+        )
+        if not self.settings.webhook_secrets:
+            log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
+        self.observability = obs = Observability(self.settings.metrics_listen)
         self.exclusive.acquire()
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
@@ -77,6 +106,7 @@ class App:
         self._db_health = asyncio.create_task(db_health.run(), name="jobwheel-db-health")
         self.bus = EventBus(await self.store.head_revision() + 1)
         self.store.event_sink = self.bus.publish
+        await obs.watch_store(self.store, self.bus)
         window = self.settings.idempotency_window
         self.store.idempotency_window = int(window * model.SECOND) if window > 0 else None
         core = Core(self.store, self.clock)
@@ -103,6 +133,14 @@ class App:
             settle=self.engine.dispatcher.settle,
         )
         self.bus.taps.append(self.remote.on_event)
+        self.roster = Roster(
+            self.store,
+            self.clock,
+            self.engine.worker_id,
+            [t for t in self.engine.executor.handlers if t != DELIVERY_TASK],
+            version=version(),
+        )
+        self.remote.roster = self.roster
         engine = self.engine
         core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
         core.on_subscriptions_change = engine.deliveries.refresh
@@ -110,10 +148,13 @@ class App:
         # on PostgreSQL other replicas write to the same log; on SQLite it only repairs gaps
         tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)
         self._tailer = asyncio.create_task(tailer.run())
+        self._roster_task = asyncio.create_task(self.roster.run())
         server = grpc.aio.server(
-            # authentication and roles first, then the guard: bodies that do not decode and
-            # the servicers' exceptions map to statuses only for callers who may call
-            interceptors=[*self.security.interceptors, Guard()],
+            # outermost first: a span and the metrics/RPC line around everything, so that they
+            # see every status; then authentication and roles, so that a caller who may not
+            # call learns nothing of its request; then the Guard, which maps the servicers'
+            # exceptions and undecodable bodies to statuses (INVALID_ARGUMENT, INTERNAL, ...)
+            interceptors=[*obs.interceptors(), *self.security.interceptors, Guard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -122,19 +163,21 @@ class App:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.watcher = Watcher(
+        self.watcher = watcher = Watcher(
             self.store,
             self.bus,
             self.clock,
             heartbeat=self.settings.watch_heartbeat,
             buffer=self.settings.watch_buffer,
         )
+        obs.watch_parts(core, self.engine, self.remote, self.roster, watcher)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 core,
                 Limits(self.settings.max_payload_bytes),
-                self.watcher,
+                watcher,
                 self.settings.queue_concurrency,
+                self.roster,
             ),
             server,
         )
@@ -142,9 +185,7 @@ class App:
             WorkerService(self.remote, Limits(self.settings.max_payload_bytes)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         try:
             self.port = self.security.bind(server, self.settings.listen)
         except RuntimeError:
@@ -156,17 +197,17 @@ class App:
             )
         await server.start()
         self.server = server
+        obs.serve()
         await self._set_serving(db_health.available)
         host = self.settings.listen.rsplit(":", 1)[0]
         log.info(
-            "jobwheel listening on %s:%d (%s; db %s)",
+            "jobwheel listening on %s:%d (%s; db %s)%s",
             host,
             self.port,
             self.security.describe(),
-            self.settings.db,
+            safe_url(self.settings.db),
+            f", metrics on port {obs.port}" if obs.port else "",
         )
-        if not self.settings.webhook_secrets:
-            log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
         return self.port
 
     async def _set_serving(self, serving: bool) -> None:
@@ -186,11 +227,18 @@ class App:
             *([self.server.stop(grace)] if self.server is not None else []),
             *([self.engine.stop(grace)] if self.engine is not None else []),
         )
-        for task in (self._tailer, self._db_health):
+        for task in (self._tailer, self._db_health, self._roster_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.observability is not None:
+            await self.observability.close()
+        if self.roster is not None:
+            # briefly: with the database gone, the row ages out of ListWorkers by itself
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.roster.leave()
         if self.store is not None:
             await self.store.close()
         self.exclusive.release()
@@ -199,13 +247,19 @@ class App:
 
 async def run(settings: Settings) -> None:
     app = App(settings)
+    held = logs.HeldLines()  # until the start is known to have worked
     try:
         await app.start()
     except Exception as exc:
+        held.drop()
         logging.disable()  # the one line below says it all
         with contextlib.suppress(Exception):  # whatever had started: best effort
             await app.stop(0)
         raise StartupError(describe(exc, settings.db)) from exc
+    except BaseException:  # interrupted: what was held is all there is to tell
+        held.release()
+        raise
+    held.release()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,11 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["token"]:
         sys.exit(token_cli.main(argv[1:]))
     settings = parse_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
     log_throttle.install()
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -7,6 +7,7 @@ the process with one line on stderr (exit code 2) before anything starts.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,7 @@ from ipaddress import ip_network
 from typing import Any, NoReturn
 
 from jobwheel.server.execution.signing import secret_problem
+from jobwheel.server.observability.logs import FORMATS as LOG_FORMATS
 from jobwheel.server.security import settings as security
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -48,6 +50,8 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     webhook_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_listen: str = ""
     security: security.SecuritySettings = field(default_factory=security.SecuritySettings)
 
 
@@ -218,25 +222,35 @@ def _listed(flags: list[str] | None, env_value: str) -> tuple[str, ...]:
     return tuple(item for flag in flags for item in _split(flag))
 
 
-def check_listen(text: str) -> str:
-    """HOST:PORT with PORT 0..65535 (0 picks a free port); IPv6 hosts in brackets."""
-    host, sep, port = text.rpartition(":")
-    bracketed = host.startswith("[") == host.endswith("]")
-    if not sep or not host or not bracketed or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(
-            f"expected HOST:PORT with a port from 0 to 65535 (flag or JOBWHEEL_LISTEN), "
-            f"got {text!r}"
-        )
-    return text
+def _address(env: str, *, optional: bool = False) -> Callable[[str], str]:
+    """HOST:PORT with PORT 0..65535 (0 picks a free port); IPv6 hosts in brackets; empty
+    when `optional` (the thing is off)."""
 
-
-def _choice(env: str, allowed: Sequence[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        if text.upper() not in allowed:
+        if optional and not text:
+            return text
+        host, sep, port = text.rpartition(":")
+        bracketed = host.startswith("[") == host.endswith("]")
+        if not sep or not host or not bracketed or not port.isdigit() or int(port) > 65535:
+            raise argparse.ArgumentTypeError(
+                f"expected HOST:PORT with a port from 0 to 65535 (flag or {env}), got {text!r}"
+            )
+        return text
+
+    return parse
+
+
+check_listen = _address("JOBWHEEL_LISTEN")
+
+
+def _choice(env: str, allowed: Sequence[str], *, upper: bool = True) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.upper() if upper else text.lower()
+        if value not in allowed:
             raise argparse.ArgumentTypeError(
                 f"must be one of {', '.join(allowed)} (flag or {env}), got {text!r}"
             )
-        return text.upper()
+        return value
 
     return parse
 
@@ -321,7 +335,23 @@ def parse_settings(
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        type=_choice("JOBWHEEL_LOG_FORMAT", LOG_FORMATS, upper=False),
+        default=env.get("JOBWHEEL_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line with the job's fields "
+        "(JOBWHEEL_LOG_FORMAT, default text)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        type=_address("JOBWHEEL_METRICS_LISTEN", optional=True),
+        default=env.get("JOBWHEEL_METRICS_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; off unless set "
+        "(JOBWHEEL_METRICS_LISTEN)",
+    )
     security.add_arguments(parser, env)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = parser.parse_args(argv)
     handlers = args.handlers
     if handlers is None:
@@ -341,6 +371,16 @@ def parse_settings(
         webhook_secrets=secrets,
         webhook_allow=allow,
         log_level=args.log_level,
+        log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
         **numbers,
         security=security_settings,
     )
+
+
+def version() -> str:
+    """The installed jobwheel version."""
+    try:
+        return importlib.metadata.version("jobwheel")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
@@ -71,6 +72,8 @@ class Engine:
         self.overlaps = Overlaps(store, clock, self.scheduler.add_timer, self.dispatcher.cancel)
         self._loops: list[asyncio.Task[None]] = []
         self.leadership = Leadership(store)
+        # told how many attempts' leases expired, at each recovery that found some (metrics)
+        self.on_lease_expired: Callable[[int], None] | None = None
 
     def _on_timer(self, key: tuple[str, str, int], due: model.Micros) -> None:
         if key[0] == "overlap":
@@ -128,6 +131,9 @@ class Engine:
                 ]
             )
             log.warning("re-queued %d jobs whose attempt was lost", len(lost))
+            expired = sum(1 for j in lost if not j.worker_id.startswith(dead))
+            if expired and self.on_lease_expired is not None:
+                self.on_lease_expired(expired)
             self.dispatcher.wake({j.queue for j in lost})
         return len(lost)
 

@@ -53,6 +53,9 @@ class EventBus:
         self._broad: set[Subscription] = set()
         # called with every event, in revision order (the engine reacts to changes here)
         self.taps: list[Callable[[Event], None]] = []
+        # called with the events each publish delivered, in order: a transaction's events
+        # arrive together (the metrics tell a change's previous state from them)
+        self.batch_taps: list[Callable[[list[Event]], None]] = []
 
     @property
     def head(self) -> int:
@@ -86,15 +89,20 @@ class EventBus:
         for event in events:
             if event.revision >= self.next_revision:
                 self._waiting[event.revision] = event
+        delivered: list[Event] = []
         while self.next_revision in self._waiting:
             event = self._waiting.pop(self.next_revision)
             self.next_revision += 1
+            delivered.append(event)
             for tap in self.taps:
                 tap(event)
             for sub in self._by_job.get(event.job.id, ()):
                 sub.offer(event)
             for sub in self._broad:
                 sub.offer(event)
+        if delivered:
+            for batch_tap in self.batch_taps:
+                batch_tap(delivered)
 
     @property
     def gap(self) -> bool:

@@ -154,6 +154,8 @@ class NewJob:
     http: HttpTarget | None
     create_time: Micros
     next_run_time: Micros | None
+    # W3C trace context of the enqueue (empty without tracing): attempts join that trace
+    traceparent: str = ""
 
 
 @dataclass(slots=True)
@@ -187,6 +189,7 @@ class Job:
     progress: dict[str, Any] | None = None
     worker_id: str = ""
     lease_expire_time: Micros | None = None
+    traceparent: str = ""
     # Insertion order, assigned by the store: the key of stable pagination.
     seq: int = 0
 

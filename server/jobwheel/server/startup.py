@@ -23,7 +23,8 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _database(url: str) -> str:
+def safe_url(url: str) -> str:
+    """A database URL with its password hidden, for logs and messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -43,7 +44,7 @@ def describe(exc: BaseException, db_url: str) -> str:
         | SecurityConfigError,
     ):
         return str(exc)
-    db = _database(db_url)
+    db = safe_url(db_url)
     if is_unreachable(exc):
         return f"cannot reach {db}: {reason(exc)}"
     if isinstance(exc, sa_exc.DBAPIError):

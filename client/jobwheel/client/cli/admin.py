@@ -1,4 +1,4 @@
-"""Queue, schedule-preview and event-subscription commands, each declared once."""
+"""Queue, worker, schedule-preview and event-subscription commands, each declared once."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ from jobwheel.v1 import job_service_pb2 as pb
 def queues(c: Command) -> int:
     qs = c.client.list_queues()
     c.show(pb.ListQueuesResponse(queues=qs), lambda: render.queues_table(qs))
+    return 0
+
+
+@command("workers", "list server replicas and the remote workers seen lately")
+def workers(c: Command) -> int:
+    ws = c.client.list_workers()
+    c.show(pb.ListWorkersResponse(workers=ws), lambda: render.workers_table(ws))
     return 0
 
 

@@ -54,7 +54,7 @@ def span(hexes: str) -> tuple[datetime, datetime]:
     margin = int(MARGIN.total_seconds() * 1_000_000)
     return (
         EPOCH + timedelta(microseconds=min(low, limit)) - MARGIN,
-        # clamped after the margin: within a minute of LAST, adding it would pass LAST
+        # clamped after the margin is added: within a minute of the end it would overflow
         EPOCH + timedelta(microseconds=min(high + margin, limit)),
     )
 

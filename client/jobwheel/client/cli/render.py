@@ -142,6 +142,7 @@ def job_detail(j: job_pb2.Job) -> str:
         ("idempotency key", j.idempotency_key),
         ("http", f"{j.http.method or 'POST'} {j.http.url}" if j.http.url else ""),
         ("worker", j.worker_id),
+        ("waiting", j.waiting_reason),
         ("last error", j.last_error),
         ("cancel reason", j.cancel_reason),
         ("skipped", str(j.skipped_count) if j.skipped_count else ""),
@@ -208,6 +209,21 @@ def queues_table(queues: Iterable[job_pb2.Queue]) -> str:
         for q in queues
     ]
     return table(("QUEUE", "PAUSED", "CONCURRENCY", "RATE", "JOBS"), rows)
+
+
+def workers_table(workers: Iterable[pb.Worker]) -> str:
+    rows = [
+        [
+            w.id,
+            "server" if w.kind == pb.WORKER_KIND_SERVER else "remote",
+            when(w.last_seen_time),
+            str(w.jobs_held),
+            ",".join(w.queues) or "*",
+            ",".join(w.tasks) or ("-" if w.kind == pb.WORKER_KIND_SERVER else "*"),
+        ]
+        for w in workers
+    ]
+    return table(("WORKER", "KIND", "LAST SEEN", "HELD", "QUEUES", "TASKS"), rows)
 
 
 def preview_table(times: Iterable[pb.FireTime]) -> str:

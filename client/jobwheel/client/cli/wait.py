@@ -34,8 +34,10 @@ def _in(moment: datetime | None, now: datetime) -> str:
 
 
 def _queued(job: job_pb2.Job, queue: job_pb2.Queue | None) -> str:
-    # Checks in order of certainty. A server that says why nobody runs the job (say, that
-    # no worker has asked for its task) would be asked first here.
+    # Checks in order of certainty: the server's own word first (no worker asked for the
+    # task lately: Job.waiting_reason, set by GetJob), then what the queue shows.
+    if job.waiting_reason:
+        return job.waiting_reason
     if queue is not None and queue.paused:
         return f"queue {job.queue!r} is paused (jobwheel queue resume {job.queue})"
     if queue is not None and queue.max_concurrency:
@@ -82,9 +84,26 @@ class Progress:
         except JobwheelError:
             return None  # the reason is a courtesy: waiting goes on without it
 
+    def explained(self, job: job_pb2.Job) -> job_pb2.Job:
+        """The job with its waiting_reason, which GetJob sets but watch events do not."""
+        try:
+            current = self.client.get_job(job.id)
+        except JobwheelError:
+            return job
+        if current.state != job.state or not current.waiting_reason:
+            return job
+        out = job_pb2.Job()
+        out.CopyFrom(job)
+        out.waiting_reason = current.waiting_reason
+        return out
+
     def __call__(self, job: job_pb2.Job) -> None:
         self.job = job
-        queue = self.queue(job.queue) if job.state == job_pb2.JOB_STATE_QUEUED else None
+        queue = None
+        if job.state == job_pb2.JOB_STATE_QUEUED:
+            queue = self.queue(job.queue)
+            if not job.waiting_reason:
+                job = self.explained(job)
         line = self.line(job, waiting_reason(job, queue, datetime.now(UTC)))
         if line != self.last:
             print(line, file=sys.stderr, flush=True)

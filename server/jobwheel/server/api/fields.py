@@ -17,10 +17,11 @@ Each check records a field violation and quotes at most a short prefix of the in
 
 from __future__ import annotations
 
-import math
 import re
+from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.json_format import MessageToDict
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument, quote
 from jobwheel.server.model import MAX_TIME, MIN_TIME, SECOND, Micros
 
@@ -120,36 +121,45 @@ def span(us: Micros) -> str:
     return f"{us / SECOND:g}s"
 
 
-def check_json(doc: struct_pb2.Struct | struct_pb2.Value, field: str, errors: Violations) -> bool:
-    """The document nests at most MAX_JSON_DEPTH deep, its numbers are finite and its strings
-    and keys hold no U+0000; True when it passed. Iterative: depth costs no Python stack."""
-    stack: list[tuple[struct_pb2.Struct | struct_pb2.Value, int, tuple[str, ...]]]
-    stack = [(doc, 1 if isinstance(doc, struct_pb2.Struct) else 0, ())]
-    while stack:
-        node, depth, path = stack.pop()
-        if isinstance(node, struct_pb2.Struct):
-            for key, value in node.fields.items():
-                if _NUL in key:
-                    return _json_error(errors, field, path, "has a key holding U+0000")
-                stack.append((value, depth, (*path, key)))
-            continue
-        kind = node.WhichOneof("kind")
-        if kind == "number_value" and not math.isfinite(node.number_value):
-            return _json_error(errors, field, path, "holds NaN or Infinity (not JSON)")
-        if kind == "string_value" and _NUL in node.string_value:
-            return _json_error(errors, field, path, "holds the character U+0000")
-        if kind in ("struct_value", "list_value") and depth + 1 > MAX_JSON_DEPTH:
-            return _json_error(errors, field, path, f"nests deeper than {MAX_JSON_DEPTH} levels")
-        if kind == "struct_value":
-            stack.append((node.struct_value, depth + 1, path))
-        elif kind == "list_value":
-            for i, item in enumerate(node.list_value.values):
-                stack.append((item, depth + 1, (*path, f"[{i}]")))
-    return True
-
-
-def _json_error(errors: Violations, field: str, path: tuple[str, ...], problem: str) -> bool:
+def json_data(
+    doc: struct_pb2.Struct | struct_pb2.Value, field: str, errors: Violations
+) -> tuple[bool, Any]:
+    """(True, the document as Python data) if it nests at most MAX_JSON_DEPTH deep, its numbers
+    are finite and its strings and keys hold no U+0000; else (False, None) and a violation."""
+    try:
+        data = MessageToDict(doc)
+    except ValueError:  # json_format refuses NaN and Infinity (they are not JSON)
+        errors.add(field, "holds NaN or Infinity (not JSON)")
+        return False, None
+    # the parser bounds the nesting (100 messages), so recursion is bounded too
+    found = _json_problem(data, 0, ())
+    if found is None:
+        return True, data
+    problem, path = found
     where = "".join(p if p.startswith("[") else f".{quote(p, 20)}" for p in path[:8])
     more = "..." if len(path) > 8 else ""
     errors.add(field, f"{problem} at ${where}{more}" if path else problem)
-    return False
+    return False, None
+
+
+Problem = tuple[str, tuple[str, ...]]
+_CONTAINERS = (str, dict, list)
+
+
+def _json_problem(data: Any, depth: int, path: tuple[str, ...]) -> Problem | None:
+    if isinstance(data, str):
+        return ("holds the character U+0000", path) if _NUL in data else None
+    if not isinstance(data, dict | list):
+        return None
+    if depth >= MAX_JSON_DEPTH:
+        return f"nests deeper than {MAX_JSON_DEPTH} levels", path
+    items = enumerate(data) if isinstance(data, list) else data.items()
+    for key, item in items:
+        if isinstance(key, str) and _NUL in key:
+            return "has a key holding U+0000", path
+        step = key if isinstance(key, str) else f"[{key}]"
+        if isinstance(item, _CONTAINERS) and (
+            found := _json_problem(item, depth + 1, (*path, step))
+        ):
+            return found
+    return None

@@ -15,7 +15,9 @@ from jobwheel.server.api.fields import check_text
 from jobwheel.server.api.queue_rpcs import QueueRpcs
 from jobwheel.server.api.subscription_rpcs import SubscriptionRpcs
 from jobwheel.server.api.watch import Watcher
+from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
+from jobwheel.server.execution.roster import Roster
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
 from jobwheel.server.security import principal as access
@@ -28,10 +30,16 @@ MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceServicer):
+class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, core: Core, limits: validate.Limits, watcher: Watcher, default_concurrency: int
+        self,
+        core: Core,
+        limits: validate.Limits,
+        watcher: Watcher,
+        default_concurrency: int,
+        roster: Roster | None = None,
     ) -> None:
+        self.roster = roster
         self.core = core
         self.default_concurrency = default_concurrency
         self.limits = limits
@@ -69,7 +77,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
         _require_id(request.id)
-        return pb.GetJobResponse(job=job_to_proto(access.visible(await self.core.get(request.id))))
+        job = access.visible(await self.core.get(request.id))
+        return pb.GetJobResponse(job=self.explain(job, job_to_proto(job)))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> Any:
         size = pagination.page_size(request.page_size)
@@ -88,7 +97,9 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         if len(jobs) > size:
             jobs = jobs[:size]
             token = pagination.encode_token(jobs[-1].seq, *scope)
-        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
+        return pb.ListJobsResponse(
+            jobs=[self.explain(j, job_to_proto(j)) for j in jobs], next_page_token=token
+        )
 
     async def ListJobAttempts(self, request: pb.ListJobAttemptsRequest, context: Context) -> Any:
         _require_id(request.job_id, "job_id")

@@ -10,24 +10,23 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from google.protobuf import struct_pb2
-from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
 from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
 from jobwheel.server.api.errors import quote
 from jobwheel.server.api.fields import (
     Violations,
-    check_json,
     check_text,
+    json_data,
     micros_of_duration,
     micros_of_timestamp,
 )
+from jobwheel.server.api.http_target import check_http_url, http_from_proto
 from jobwheel.server.scheduling import triggers
 from jobwheel.v1 import job_pb2, job_service_pb2
 
-__all__ = ["Violations", "micros_of_duration", "micros_of_timestamp"]
+__all__ = ["Violations", "check_http_url", "micros_of_duration", "micros_of_timestamp"]
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
@@ -42,33 +41,11 @@ MAX_WAIT = 366 * 86_400 * model.SECOND
 MAX_ID = 64
 MAX_TIME_ZONE = 64
 MAX_CRON = 256
-MAX_URL = 2048
-MAX_HEADERS = 64
-MAX_HEADER_VALUE = 8192
 MAX_FILTER_VALUES = 1000
 MAX_FILTER_PAYLOAD = 64 << 10
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 # A start time this far in the past is taken as "now" (client clocks drift); beyond it the
 # request is more likely a bug than an intent.
 PAST_TOLERANCE = 60 * model.SECOND
-HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-FORBIDDEN_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-connection",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
 
 
 def check_name(value: str, field: str, errors: Violations) -> None:
@@ -231,35 +208,6 @@ def retry_policy_from_proto(
     return model.RetryPolicy(max_attempts, initial, cap, multiplier, jitter)
 
 
-def check_http_url(url: str, field: str, errors: Violations) -> None:
-    if not check_text(url, field, errors, max_chars=MAX_URL, identifier=True, required=True):
-        return
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
-    except ValueError:
-        ok = False
-    if not ok:
-        errors.add(field, "must be an absolute http or https URL")
-
-
-def http_from_proto(h: job_pb2.HttpTarget, prefix: str, errors: Violations) -> model.HttpTarget:
-    check_http_url(h.url, f"{prefix}.url", errors)
-    method = (h.method or "POST").upper()
-    if method not in HTTP_METHODS:
-        errors.add(f"{prefix}.method", f"must be one of {', '.join(sorted(HTTP_METHODS))}")
-    if len(h.headers) > MAX_HEADERS:
-        errors.add(f"{prefix}.headers", f"at most {MAX_HEADERS} headers")
-    for name, value in h.headers.items():
-        field = f"{prefix}.headers[{_key(name)}]"
-        if not HEADER_NAME_RE.match(name):
-            errors.add(field, "name must be 1-256 characters of an HTTP token")
-        elif name.lower() in FORBIDDEN_HEADERS:
-            errors.add(field, "this header may not be set")
-        check_text(value, field, errors, max_chars=MAX_HEADER_VALUE, identifier=True)
-    return model.HttpTarget(url=h.url, method=method, headers=dict(h.headers))
-
-
 def _key(name: str) -> str:
     """A map key as it appears in a field path: itself, or quoted and cut if unwieldy."""
     return name if len(name) <= 40 and name.isprintable() else quote(name, 20)
@@ -268,6 +216,8 @@ def _key(name: str) -> str:
 def check_labels(labels: Mapping[str, str], field: str, errors: Violations) -> None:
     """At most MAX_LABELS; keys 1-63 of [A-Za-z0-9_.:/-], values up to 256 characters
     without control characters."""
+    if not labels:
+        return
     if len(labels) > MAX_LABELS:
         errors.add(field, f"at most {MAX_LABELS} labels")
     for key, val in labels.items():
@@ -277,14 +227,16 @@ def check_labels(labels: Mapping[str, str], field: str, errors: Violations) -> N
             check_text(val, f"{field}[{key}]", errors, max_chars=MAX_LABEL_VALUE, identifier=True)
 
 
-def check_document(
+def json_document(
     doc: struct_pb2.Struct | struct_pb2.Value, field: str, max_bytes: int, errors: Violations
-) -> bool:
-    """A JSON document of at most `max_bytes` encoded (see fields.check_json); True if so."""
+) -> tuple[bool, Any]:
+    """(True, the document as JSON data) if it is at most `max_bytes` encoded and keeps the
+    JSON rules (see fields.json_data); else (False, None) and a violation."""
     if doc.ByteSize() > max_bytes:
         errors.add(field, f"is larger than {max_bytes} bytes")
-        return False
-    return check_json(doc, field, errors)
+        return False, None
+    ok, data = json_data(doc, field, errors)
+    return ok, _json_numbers(data) if ok else None
 
 
 def _json_numbers(data: Any) -> Any:
@@ -296,11 +248,6 @@ def _json_numbers(data: Any) -> Any:
     if isinstance(data, list):
         return [_json_numbers(v) for v in data]
     return data
-
-
-def payload_dict(payload: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = _json_numbers(MessageToDict(payload))
-    return result
 
 
 @dataclass(frozen=True)
@@ -321,7 +268,9 @@ def new_job_from_proto(
     http = http_from_proto(req.http, f"{prefix}http", errors) if req.HasField("http") else None
     task = req.task or ("http" if http else "")
     check_name(task, f"{prefix}task", errors)
-    payload_ok = check_document(req.payload, f"{prefix}payload", limits.max_payload_bytes, errors)
+    payload_ok, payload = json_document(
+        req.payload, f"{prefix}payload", limits.max_payload_bytes, errors
+    )
     check_labels(req.labels, f"{prefix}labels", errors)
     check_text(
         req.idempotency_key,
@@ -349,7 +298,7 @@ def new_job_from_proto(
         id=job_id,
         queue=queue,
         task=task,
-        payload=payload_dict(req.payload) if payload_ok else {},
+        payload=payload if payload_ok else {},
         labels=dict(req.labels),
         priority=req.priority,
         state=state,
@@ -415,7 +364,7 @@ def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> 
     for i, job_id in enumerate(f.ids):
         check_id(job_id, f"{prefix}.ids[{i}]", errors)
     check_labels(f.labels, f"{prefix}.labels", errors)
-    payload_ok = check_document(f.payload, f"{prefix}.payload", MAX_FILTER_PAYLOAD, errors)
+    payload_ok, payload = json_document(f.payload, f"{prefix}.payload", MAX_FILTER_PAYLOAD, errors)
     if len(f.payload.fields) > MAX_LABELS:  # one SQL condition each
         errors.add(f"{prefix}.payload", f"at most {MAX_LABELS} fields")
         payload_ok = False
@@ -425,7 +374,7 @@ def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> 
         queues=tuple(f.queues),
         tasks=tuple(f.tasks),
         labels=tuple(sorted(f.labels.items())),
-        payload=tuple(sorted(payload_dict(f.payload).items())) if payload_ok else (),
+        payload=tuple(sorted(payload.items())) if payload_ok else (),
         create_time=_time_range(f.create_time, f"{prefix}.create_time", errors),
         next_run_time=_time_range(f.next_run_time, f"{prefix}.next_run_time", errors),
         end_time=_time_range(f.end_time, f"{prefix}.end_time", errors),

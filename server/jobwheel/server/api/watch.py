@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from jobwheel.server import model
 from jobwheel.server.api.convert import EVENT_TYPE_TO_PROTO, job_to_proto, timestamp
@@ -73,6 +73,7 @@ class Watcher:
         self.heartbeat = heartbeat
         self.buffer = buffer
         self.protos = ProtoCache()
+        self.on_sent: Callable[[int], None] | None = None  # told how many events went out
         self.closed = False
         self._open: set[Subscription] = set()
 
@@ -158,6 +159,8 @@ class Watcher:
 
     def _pack(self, events: list[model.Event], max_batch: int) -> Iterator[pb.WatchJobsResponse]:
         """One message per event, or up to `max_batch` events per message when asked."""
+        if self.on_sent is not None:
+            self.on_sent(len(events))
         if max_batch <= 1:
             yield from (self.protos.get(e) for e in events)
             return

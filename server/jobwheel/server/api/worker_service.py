@@ -6,7 +6,6 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import duration_pb2
-from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import job_to_proto, timestamp
@@ -102,6 +101,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     job=job_to_proto(job),
                     epoch=job.attempt,
                     expire_time=timestamp(job.lease_expire_time or 0),
+                    traceparent=job.traceparent,
                 )
                 for job in leased
             ]
@@ -112,10 +112,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         _attempt_ids(request, errors)
         lease = _duration(request.lease_duration, "lease_duration", MAX_LEASE, errors)
         progress = None
-        if request.HasField("progress") and validate.check_document(
-            request.progress, "progress", self.limits.max_payload_bytes, errors
-        ):
-            progress = validate.payload_dict(request.progress)
+        if request.HasField("progress"):
+            _, progress = validate.json_document(
+                request.progress, "progress", self.limits.max_payload_bytes, errors
+            )
         errors.raise_if_any()
         await self._visible(request.job_id)
         beat = await self.remote.heartbeat(
@@ -136,10 +136,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         errors = validate.Violations()
         _attempt_ids(request, errors)
         result = None
-        if request.HasField("result") and validate.check_document(
-            request.result, "result", self.limits.max_payload_bytes, errors
-        ):
-            result = validate._json_numbers(MessageToDict(request.result))
+        if request.HasField("result"):
+            _, result = validate.json_document(
+                request.result, "result", self.limits.max_payload_bytes, errors
+            )
         errors.raise_if_any()
         await self._visible(request.job_id)
         job = await self.remote.complete(

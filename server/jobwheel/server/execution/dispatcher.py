@@ -21,6 +21,7 @@ from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
 from jobwheel.server.execution.ratelimit import TokenBucket
 from jobwheel.server.execution.webhook import WebhookExecutor
+from jobwheel.server.observability import tracing
 from jobwheel.server.scheduling import recurrence
 from jobwheel.server.storage import DatabaseUnavailable, Store
 
@@ -231,6 +232,18 @@ class Dispatcher:
             )
 
     async def _run(self, job: model.Job, ctx: TaskContext, limit: float | None) -> AttemptResult:
+        # a span in the trace of the job's enqueue (a no-op without tracing)
+        with tracing.attempt_span(
+            f"attempt {job.task}", job.traceparent, tracing.job_attributes(job)
+        ):
+            result = await self._execute_attempt(job, ctx, limit)
+            if result.outcome is not Outcome.SUCCEEDED:
+                tracing.mark_failed(result.error)
+            return result
+
+    async def _execute_attempt(
+        self, job: model.Job, ctx: TaskContext, limit: float | None
+    ) -> AttemptResult:
         if job.http is None:
             return await self.executor.run(job.task, job.payload, ctx, limit)
         assert self.webhooks is not None

@@ -32,6 +32,7 @@ ROWS: dict[Role, tuple[str, ...]] = {
             "PreviewSchedule",
             "ListJobAttempts",
             "ListQueues",
+            "ListWorkers",
         )
     ),
     Role.PRODUCER: (JOB_SERVICE + "EnqueueJob", JOB_SERVICE + "BatchEnqueueJobs"),

@@ -35,6 +35,20 @@ class ServerSecurity:
             return int(server.add_insecure_port(listen))
         return int(server.add_secure_port(listen, self.tls.credentials))
 
+    @property
+    def auth(self) -> str:
+        """How callers are identified: none, tokens, or client-certificates."""
+        if self.authenticator.uses_tokens:
+            return "tokens"
+        return "client-certificates" if self.tls and self.tls.mutual else "none"
+
+    @property
+    def tls_mode(self) -> str:
+        """off, on, or mutual."""
+        if self.tls is None:
+            return "off"
+        return "mutual" if self.tls.mutual else "on"
+
     def describe(self) -> str:
         parts = [
             "mutual TLS" if self.tls and self.tls.mutual else "TLS" if self.tls else "plaintext"

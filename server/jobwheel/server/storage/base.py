@@ -8,6 +8,7 @@ single write connection, so the inner one would wait forever.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,8 @@ class StoreBase:
         self.event_sink: Callable[[list[Event]], None] | None = None
         # how long an idempotency key holds (µs); None: forever
         self.idempotency_window: int | None = None
+        # told the kind ("read"/"write") and seconds of each transaction (metrics)
+        self.on_transaction: Callable[[str, float], None] | None = None
         # Told when a call found the database unreachable (health follows it).
         self.on_unreachable: Callable[[], None] | None = None
 
@@ -62,10 +65,16 @@ class StoreBase:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
+        start = time.perf_counter()
         async with self._outages(), self._engines.write.begin() as conn:
             yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("write", time.perf_counter() - start)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
+        start = time.perf_counter()
         async with self._outages(), self._engines.read.begin() as conn:
             yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("read", time.perf_counter() - start)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.outage import is_unreachable
-from jobwheel.server.storage.schema import event_head, metadata, schema_version
+from jobwheel.server.storage.schema import event_head, metadata, schema_version, workers
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -55,9 +55,17 @@ async def _released_attempts(conn: AsyncConnection, _dialect: Dialect) -> None:
     )
 
 
+async def _traces_and_workers(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(
+        text("ALTER TABLE jobs ADD COLUMN traceparent VARCHAR(55) NOT NULL DEFAULT ''")
+    )
+    await conn.run_sync(lambda sync: workers.create(sync))  # with its index
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
+    Migration(3, "trace context of jobs; the workers table", _traces_and_workers),
 )
 
 

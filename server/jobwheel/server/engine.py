@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
+from jobwheel.server.config import Settings
 from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.execution.dispatcher import Dispatcher
 from jobwheel.server.execution.event_delivery import (
@@ -41,28 +42,29 @@ class Engine:
         clock: Clock,
         handlers: dict[str, Handler],
         render_event: EventRenderer,
+        settings: Settings,
         *,
-        concurrency: int,
-        recover_every: model.Micros,
-        event_retention: model.Micros,
-        retention: model.Micros,
-        misfire_grace: model.Micros,
-        threads: int,
-        webhooks: WebhookSettings | None = None,
         lease: model.Micros = model.DEFAULT_LEASE,
     ) -> None:
         """The in-process side of the server: the wheel, the dispatcher and executors,
-        maintenance. Durations in µs; their defaults are config.Settings' (app.py passes
-        them)."""
-        self.event_retention = event_retention
-        self.retention = retention
+        maintenance, tuned by `settings` (whose fields hold the defaults); `lease` in µs."""
+        seconds = model.SECOND
+        self.event_retention = int(settings.event_retention * seconds)
+        self.retention = int(settings.retention * seconds)
+        recover_every = int(settings.recover_interval * seconds)
+        webhooks = WebhookSettings(
+            secrets=settings.webhook_secrets, allow_networks=settings.webhook_allow
+        )
+        concurrency = settings.queue_concurrency
+        threads = settings.threads
+        misfire_grace = int(settings.misfire_grace * seconds)
         self.store = store
         self.clock = clock
         self.lease = lease
         self.recover_every = recover_every
         # A fresh identity per start: attempts held by an earlier process are recognisable.
         self.worker_id = f"{model.INPROCESS_PREFIX}{new_id()}"
-        self.webhooks = WebhookExecutor(webhooks or WebhookSettings())
+        self.webhooks = WebhookExecutor(webhooks)
         self.deliveries = EventDeliveries(store, clock, self.webhooks, render_event)
         self.executor = InProcessExecutor(
             {**handlers, DELIVERY_TASK: self.deliveries.deliver}, max_threads=threads

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from jobwheel.server import model
 from jobwheel.server.model import SECOND, Event, EventType, JobState
 from jobwheel.server.observability.job_metrics import UNKNOWN, changes, previous_state
-from jobwheel.server.rules import outcomes
+from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import EXECUTOR_OUTCOMES, AttemptResult
 
 from tests.unit.test_outcomes import NOW, running
@@ -33,7 +33,7 @@ SCHEDULES = st.one_of(
 )
 
 
-def events_of(settlement: outcomes.Settlement, first_revision: int = 1) -> list[Event]:
+def events_of(settlement: states.Settlement, first_revision: int = 1) -> list[Event]:
     """The events the store appends for a settlement (one transaction, one time)."""
     return [
         Event(first_revision + i, etype, settlement.after, settlement.now)
@@ -66,9 +66,9 @@ def test_an_attempt_end_leaves_running(
         execution_count=executions,
     )
     settlement = (
-        outcomes.lost(job, NOW, "gone", counts=counts)
+        states.lost(job, NOW, "gone", counts=counts)
         if lost
-        else outcomes.settle(job, result, NOW, 0.5)
+        else states.settle(job, result, NOW, 0.5)
     )
     events = events_of(settlement)
     [group] = changes(events)  # one change of one job

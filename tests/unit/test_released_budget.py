@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jobwheel.server import model
 from jobwheel.server.model import SECOND, AttemptOutcome, JobState
-from jobwheel.server.rules import outcomes
+from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
 
 from tests.unit.test_outcomes import FAILED, NOW, running
@@ -35,11 +35,11 @@ def test_only_charged_attempts_use_up_the_budget(max_attempts: int, ends: list[s
     charged = 0
     for end in ends:
         if end == "release":
-            s = outcomes.lost(job, NOW, "server stopped", counts=False)
+            s = states.lost(job, NOW, "server stopped", counts=False)
         elif end == "crash":
-            s = outcomes.lost(job, NOW, "executor lost")
+            s = states.lost(job, NOW, "executor lost")
         else:
-            s = outcomes.settle(job, FAILED, NOW, 0.5)
+            s = states.settle(job, FAILED, NOW, 0.5)
         if end != "release":
             charged += 1
         after = s.after
@@ -56,12 +56,12 @@ def test_only_charged_attempts_use_up_the_budget(max_attempts: int, ends: list[s
 def test_a_released_attempt_of_a_recurring_job_stays_in_its_execution() -> None:
     schedule = model.Schedule(interval=60 * SECOND, start_time=NOW - SECOND)
     job = running(attempt=2, released_attempts=1, schedule=schedule)
-    released = outcomes.lost(job, NOW, "server stopped", counts=False).after
+    released = states.lost(job, NOW, "server stopped", counts=False).after
     assert (released.state, released.attempt, released.released_attempts) == (
         JobState.QUEUED,
         2,
         2,
     )
     # a success ends the execution; the next claim starts a fresh count
-    done = outcomes.settle(claimed(released), AttemptResult(AttemptOutcome.SUCCEEDED), NOW, 0.5)
+    done = states.settle(claimed(released), AttemptResult(AttemptOutcome.SUCCEEDED), NOW, 0.5)
     assert done.after.attempt == 0 and claimed(done.after).released_attempts == 0

@@ -24,7 +24,7 @@ from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
 from jobwheel.server.maintenance import Duty, Maintenance
-from jobwheel.server.rules import outcomes
+from jobwheel.server.rules import states
 from jobwheel.server.rules.states import WAITING
 from jobwheel.server.scheduling.scheduler import Scheduler
 from jobwheel.server.storage.leadership import Leadership
@@ -136,7 +136,7 @@ class Engine:
             dead = dead_worker_prefix or "\0"
             await self.store.settle(
                 [
-                    outcomes.lost(
+                    states.lost(
                         j,
                         now,
                         why,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from jobwheel.server.model import Event, EventSubscription, Job, Micros, NewJob, QueueSettings
-from jobwheel.server.rules.outcomes import Settlement
+from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.dialect import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobwheel.server.model import AttemptOutcome, JobState, RetryPolicy
-from jobwheel.server.rules import outcomes
+from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import Store, open_store
 
@@ -37,13 +37,13 @@ async def test_released_attempts_are_recorded_but_not_charged(store: Store) -> N
     for n in range(1, 4):  # three graceful stops while it runs
         (running,) = await store.claim("default", {"noop"}, 1, WORKER, now, now + 10)
         assert (running.attempt, running.released_attempts) == (n, n - 1)
-        assert await store.settle([outcomes.lost(running, now + 1, "server stopped", counts=False)])
+        assert await store.settle([states.lost(running, now + 1, "server stopped", counts=False)])
         now += 2
     # both tries of the budget are left: the first failure retries, the second fails the job
     for n in (4, 5):
         (running,) = await store.claim("default", {"noop"}, 1, WORKER, now, now + 10)
         assert running.attempt == n
-        failure = outcomes.settle(
+        failure = states.settle(
             running, AttemptResult(AttemptOutcome.FAILED, error="x"), now + 1, 0.5
         )
         assert await store.settle([failure])

@@ -20,7 +20,7 @@ from jobwheel.server.execution.ratelimit import TokenBucket
 from jobwheel.server.execution.webhook import WebhookExecutor
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.observability import tracing
-from jobwheel.server.rules import outcomes, recurrence
+from jobwheel.server.rules import recurrence, states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.signals import Signal
 from jobwheel.server.storage import DatabaseUnavailable
@@ -198,9 +198,9 @@ class Dispatcher:
         elif task.cancelled():  # cancelled before it began: settle it all the same
             result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
             settlement = (
-                outcomes.settle(job, result, self.clock.now(), self.clock.random())
+                states.settle(job, result, self.clock.now(), self.clock.random())
                 if self._accepting
-                else outcomes.lost(job, self.clock.now(), "server stopped", counts=False)
+                else states.lost(job, self.clock.now(), "server stopped", counts=False)
             )
             self._settling.add(settle := asyncio.ensure_future(self._finish(settlement)))
             settle.add_done_callback(self._settling.discard)
@@ -223,10 +223,10 @@ class Dispatcher:
                 if self._accepting:  # a cancel of this job, not a shutdown
                     result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
                 else:  # released: it runs again at the next start, no attempt used up
-                    lost = outcomes.lost(job, self.clock.now(), "server stopped", counts=False)
+                    lost = states.lost(job, self.clock.now(), "server stopped", counts=False)
                     await self._finish(lost)
                     return
-            await self._finish(outcomes.settle(job, result, self.clock.now(), self.clock.random()))
+            await self._finish(states.settle(job, result, self.clock.now(), self.clock.random()))
         except Exception:
             # not renewed any more (this process no longer holds it): the lease expires and
             # the job runs again
@@ -253,7 +253,7 @@ class Dispatcher:
         attempt_id = await self.store.attempt_id(job.id, job.execution_count, job.attempt)
         return await self.webhooks.run(job, attempt_id or f"{job.id}/{job.attempt}", limit)
 
-    async def _finish(self, settlement: outcomes.Settlement) -> None:
+    async def _finish(self, settlement: states.Settlement) -> None:
         """Stores an attempt's ending, retrying through a database outage until it is stored
         (the job stays held meanwhile, so its lease is renewed while renewals work)."""
         delay = SETTLE_RETRY_FIRST

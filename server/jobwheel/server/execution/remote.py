@@ -24,7 +24,7 @@ from jobwheel.server.clock import Clock
 from jobwheel.server.errors import LeaseNotHeld, NotFound
 from jobwheel.server.execution.roster import Roster
 from jobwheel.server.model import AttemptOutcome
-from jobwheel.server.rules import outcomes
+from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.leases import Renewal
@@ -33,7 +33,7 @@ from jobwheel.server.storage.leases import Renewal
 # in every replica, but a bug or a missed notification must not strand a long-poll).
 RECHECK_EVERY = 1.0
 
-Settle = Callable[[Sequence[outcomes.Settlement]], Awaitable[list[bool]]]
+Settle = Callable[[Sequence[states.Settlement]], Awaitable[list[bool]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +224,7 @@ class RemoteWorkers:
         if self.roster is not None:
             self.roster.touched(worker_id)
         job = await self._holding(job_id, attempt, worker_id)
-        settlement = outcomes.settle(job, result, self.clock.now(), self.clock.random())
+        settlement = states.settle(job, result, self.clock.now(), self.clock.random())
         [applied] = await self._settle([settlement])
         if not applied:
             # Lost between the check and the write (cancelled, or the lease expired).

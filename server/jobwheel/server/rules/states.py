@@ -3,19 +3,33 @@
     new job        -> SCHEDULED (due later) or QUEUED (due now)           initial_state
     promote        SCHEDULED, RETRYING -> QUEUED once due                 WAITING
     claim          QUEUED -> RUNNING (attempt + 1)                         CLAIMABLE
-    attempt ends   RUNNING -> RETRYING, QUEUED, SCHEDULED or a terminal   rules.outcomes
+    attempt ends   RUNNING -> RETRYING, QUEUED, SCHEDULED or a terminal   settle, lost
     operator       cancel, pause, resume, retry, trigger, reschedule, delete (the Actions)
 
-Storage applies these decisions (as set-based updates fenced by `Action.allowed`); it holds
-none of them.
+Storage applies these decisions (set-based updates fenced by `Action.allowed`; settlements
+fenced by the attempt they end); it holds none of them.
+
+What an attempt's end does to its job (time and randomness passed in):
+
+succeeded                      -> COMPLETED, or the next occurrence of a recurring job
+failed / timed out, attempts left and retryable -> RETRYING after the backoff
+failed / timed out, none left  -> FAILED, or the next occurrence of a recurring job
+lost (crash, expired lease)    -> QUEUED again at once (it counts as an attempt, so a job
+                                  that crashes its executor every time still ends)
+released (graceful stop)       -> QUEUED again at once; the attempt is on record but not
+                                  charged: `released_attempts` grows with `attempt`
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
+from jobwheel.server import model
 from jobwheel.server.model import AttemptOutcome, EventType, JobState, Micros, Schedule
+from jobwheel.server.rules import backoff, recurrence
+from jobwheel.server.rules.attempt import AttemptResult
 
 S = JobState
 TERMINAL = (S.COMPLETED, S.FAILED, S.CANCELLED)
@@ -134,3 +148,205 @@ DELETE = Action(
     EventType.DELETED,
     deletes=True,
 )
+
+
+# -- attempt ends ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How one attempt ended: the attempts-table row it closes."""
+
+    job_id: str
+    execution: int
+    attempt: int  # the attempt number the executor held: the fencing number
+    outcome: model.AttemptOutcome
+    error: str
+    result: Any
+    now: model.Micros
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The writes that end one attempt. Applied only if the job still holds that attempt.
+
+    `after` is the job as it will be once this is applied: storage writes its state,
+    next_run_time, attempt, end_time, last_error, result and released_attempts.
+    """
+
+    ended: AttemptEnd
+    after: model.Job
+    events: tuple[model.EventType, ...]
+    skipped: int = 0  # occurrences dropped by the overlap policy
+    # for a lost attempt: applies only if the lease still ends before this (a heartbeat in
+    # between means the executor is alive after all)
+    lease_expired_before: model.Micros | None = None
+
+    @property
+    def now(self) -> model.Micros:
+        return self.ended.now
+
+
+def _ended(
+    job: model.Job, outcome: model.AttemptOutcome, error: str, result: Any, now: model.Micros
+) -> AttemptEnd:
+    return AttemptEnd(job.id, job.execution_count, job.attempt, outcome, error, result, now)
+
+
+def _settlement(
+    job: model.Job,
+    ended: AttemptEnd,
+    *,
+    state: model.JobState,
+    next_run_time: model.Micros | None,
+    end_time: model.Micros | None,
+    last_error: str,
+    result: Any,
+    events: tuple[model.EventType, ...],
+    attempt: int | None = None,
+    released_attempts: int | None = None,
+    skipped: int = 0,
+    lease_expired_before: model.Micros | None = None,
+) -> Settlement:
+    """`job` with its current attempt ended; `attempt` and `released_attempts` default to
+    the job's own."""
+    after = replace(
+        job,
+        state=state,
+        next_run_time=next_run_time,
+        attempt=job.attempt if attempt is None else attempt,
+        end_time=end_time,
+        last_error=last_error,
+        result=result,
+        worker_id="",
+        lease_expire_time=None,
+        update_time=ended.now,
+        skipped_count=job.skipped_count + skipped,
+        released_attempts=(
+            job.released_attempts if released_attempts is None else released_attempts
+        ),
+    )
+    return Settlement(ended, after, events, skipped, lease_expired_before)
+
+
+def charged(job: model.Job) -> int:
+    """Attempts of the current execution that count against max_attempts."""
+    return job.attempt - job.released_attempts
+
+
+def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float) -> Settlement:
+    """The settlement of `job`'s current attempt (`job` as it was when the attempt started)."""
+    succeeded = result.outcome is AttemptOutcome.SUCCEEDED
+    error = "" if succeeded else result.error
+    ended = _ended(job, result.outcome, error, result.result if succeeded else None, now)
+    retry = (
+        not succeeded
+        and result.retryable
+        and result.outcome is not AttemptOutcome.CANCELLED
+        and charged(job) < job.retry_policy.max_attempts
+    )
+    if retry:
+        wait = max(backoff.retry_delay(job.retry_policy, job.attempt, rand), result.retry_after)
+        return _settlement(
+            job,
+            ended,
+            state=model.JobState.RETRYING,
+            next_run_time=model.clamp_time(now + wait),
+            end_time=None,
+            last_error=error,
+            result=job.result,
+            events=(model.EventType.ATTEMPT_FAILED, model.EventType.RETRY_SCHEDULED),
+        )
+    done_event = model.EventType.COMPLETED if succeeded else model.EventType.FAILED
+    if result.outcome is AttemptOutcome.CANCELLED and job.recurring:
+        done_event = model.EventType.ATTEMPT_FAILED  # one execution cut short, not the job
+    new_result = result.result if succeeded else job.result
+    last_error = job.last_error if succeeded else error
+    if job.recurring:
+        upcoming = recurrence.after_execution(job, now, rand)
+        skipped_events = (model.EventType.MISFIRE_SKIPPED,) if upcoming.skipped else ()
+        if upcoming.time is not None:
+            # The execution is over; the schedule goes on (a failure does not end it).
+            return _settlement(
+                job,
+                ended,
+                state=model.JobState.SCHEDULED,
+                next_run_time=upcoming.time,
+                attempt=0,
+                end_time=None,
+                last_error=last_error,
+                result=new_result,
+                skipped=upcoming.skipped,
+                events=(done_event, *skipped_events, model.EventType.SCHEDULED),
+            )
+        # The schedule is exhausted: the job as a whole is complete.
+        return _settlement(
+            job,
+            ended,
+            state=model.JobState.COMPLETED,
+            next_run_time=None,
+            end_time=now,
+            last_error=last_error,
+            result=new_result,
+            events=(done_event,),
+        )
+    return _settlement(
+        job,
+        ended,
+        state=model.JobState.COMPLETED if succeeded else model.JobState.FAILED,
+        next_run_time=None,
+        end_time=now,
+        last_error=last_error,
+        result=new_result,
+        events=(done_event,),
+    )
+
+
+def lost(
+    job: model.Job,
+    now: model.Micros,
+    why: str,
+    *,
+    counts: bool = True,
+    lease_expired_before: model.Micros | None = None,
+) -> Settlement:
+    """The settlement of an attempt whose executor vanished: run the job again at once.
+
+    A lost attempt counts against max_attempts (`counts`), so a job that crashes every
+    executor still ends; an attempt released by a graceful stop is on record but not charged
+    (`released_attempts` grows). A recurring job out of attempts goes on with its next
+    occurrence, like any failed execution.
+    """
+    error = f"LostAttempt: {why}"
+    ended = _ended(job, AttemptOutcome.LOST, error, None, now)
+    if not counts or charged(job) < job.retry_policy.max_attempts:
+        return _settlement(
+            job,
+            ended,
+            state=model.JobState.QUEUED,
+            next_run_time=now,
+            end_time=None,
+            last_error=error,
+            result=job.result,
+            released_attempts=job.released_attempts + (0 if counts else 1),
+            lease_expired_before=lease_expired_before,
+            events=(model.EventType.ATTEMPT_LOST, model.EventType.QUEUED),
+        )
+    if job.recurring:
+        out = settle(job, AttemptResult(AttemptOutcome.FAILED, error=error), now, 0.5)
+        return replace(
+            out,
+            ended=replace(out.ended, outcome=AttemptOutcome.LOST),
+            lease_expired_before=lease_expired_before,
+        )
+    return _settlement(
+        job,
+        ended,
+        state=model.JobState.FAILED,
+        next_run_time=None,
+        end_time=now,
+        last_error=error,
+        result=job.result,
+        lease_expired_before=lease_expired_before,
+        events=(model.EventType.ATTEMPT_LOST, model.EventType.FAILED),
+    )

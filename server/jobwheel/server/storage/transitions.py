@@ -12,8 +12,7 @@ from typing import Any
 
 from jobwheel.server.ids import new_id
 from jobwheel.server.model import AttemptOutcome, Event, EventType, Job, JobState, Micros
-from jobwheel.server.rules.outcomes import Settlement
-from jobwheel.server.rules.states import CLAIMABLE, WAITING
+from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import append_events

@@ -16,6 +16,7 @@ import asyncpg
 import grpc
 import pytest
 from jobwheel.server.app import App
+from jobwheel.server.clock import Clock
 from jobwheel.server.config import Settings
 from jobwheel.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 
@@ -85,11 +86,14 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 @asynccontextmanager
-async def running_server(db_url: str, **settings: Any) -> AsyncIterator[Running]:
-    """An App on a free port with the test handlers loaded, and stubs bound to it."""
+async def running_server(
+    db_url: str, clock: Clock | None = None, **settings: Any
+) -> AsyncIterator[Running]:
+    """An App on a free port with the test handlers loaded, and stubs bound to it; `clock`
+    (e.g. a FakeClock) replaces the system's."""
     import tests.handlers  # noqa: F401  (registers the test tasks)
 
-    app = App(Settings(listen="127.0.0.1:0", db=db_url, grace_period=1.0, **settings))
+    app = App(Settings(listen="127.0.0.1:0", db=db_url, grace_period=1.0, **settings), clock)
     port = await app.start()
     address = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(address)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import grpc
@@ -10,6 +9,7 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from jobwheel.server.clock import FakeClock
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -170,10 +170,13 @@ async def test_retention_prunes_finished_jobs_with_their_attempts(server: Runnin
 
 
 async def test_idempotency_key_expires_after_its_window(db_url: str) -> None:
-    async with running_server(db_url, idempotency_window=0.3) as server:
+    clock = FakeClock(time.time_ns() // 1000)
+    async with running_server(db_url, clock, idempotency_window=0.3) as server:
         req = pb.EnqueueJobRequest(task="nobody", idempotency_key="k")
         first = await server.jobs.EnqueueJob(req)
         assert (await server.jobs.EnqueueJob(req)).already_exists
-        await asyncio.sleep(0.4)
+        clock.advance(299_000)
+        assert (await server.jobs.EnqueueJob(req)).already_exists
+        clock.advance(2_000)
         later = await server.jobs.EnqueueJob(req)
         assert not later.already_exists and later.job.id != first.job.id

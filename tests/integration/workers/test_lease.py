@@ -111,8 +111,10 @@ async def test_fail_retries_then_fails_for_good(server: Running) -> None:
 
 async def test_long_poll_returns_as_soon_as_a_job_is_enqueued(server: Running) -> None:
     started = time.monotonic()
+    assert server.app.remote is not None
+    waiting = server.app.remote.polls_waiting.next()
     poll = asyncio.create_task(lease(server, wait=20))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(waiting, 10)  # it found nothing and waits
     assert not poll.done()
     job = await enqueue(server)
     enqueued = time.monotonic()

@@ -26,6 +26,7 @@ from jobwheel.server.execution.roster import Roster
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
+from jobwheel.server.signals import Signal
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.leases import Renewal
 
@@ -89,6 +90,8 @@ class RemoteWorkers:
         # Leases granted here: reports need the job as leased, and this spares a read.
         self._held: dict[str, _Held] = {}
         self._closed = False
+        # fired when a long-poll found nothing and waits (tests wait on it)
+        self.polls_waiting = Signal()
         # notes who asks for what (ListWorkers, Job.waiting_reason)
         self.roster = roster
 
@@ -153,6 +156,7 @@ class RemoteWorkers:
                 left = deadline - self.clock.monotonic()
                 if leased or left <= 0 or self._closed:
                     break
+                self.polls_waiting.fire()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.ready.wait(), min(left, RECHECK_EVERY))
         finally:

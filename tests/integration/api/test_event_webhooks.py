@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from tests.conftest import Running, running_server
 from tests.integration.api.helpers import field_violations
 from tests.integration.api.receiver import Receiver
-from tests.integration.api.waiting import wait_for_state
+from tests.integration.api.waiting import until, wait_for_state
 
 SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
@@ -49,7 +49,19 @@ async def test_subscribed_events_are_delivered_signed(db_url: str, receiver: Rec
         ).job
         await wait_for_state(server.jobs, bad.id)
         await received(receiver, 2)
-        await asyncio.sleep(0.3)  # nothing else (ENQUEUED, STARTED...) was subscribed
+        # nothing else (ENQUEUED, STARTED...) was subscribed: once every event so far was
+        # handed over, the two deliveries are all there are
+        store, head = server.app.store, server.app.bus.head
+        assert store is not None
+
+        async def handed_over() -> bool:
+            return (await store.delivery_cursor())[0] >= head
+
+        await until(server, handed_over)
+        flt = j.JobFilter(queues=["jobwheel.events"])
+        deliveries = (await server.jobs.ListJobs(pb.ListJobsRequest(filter=flt))).jobs
+        assert len(deliveries) == 2
+        await asyncio.gather(*(wait_for_state(server.jobs, d.id) for d in deliveries))
         assert len(receiver.requests) == 2
         docs = []
         for _, headers, body in receiver.requests:

@@ -17,7 +17,7 @@ def w4(sizes: Sizes, env: Env) -> Result:
     scheduler.start()
     try:
         for at in due_times(sizes.fires, sizes.lead, sizes.span):
-            when = dt.datetime.fromtimestamp(at, dt.timezone.utc)
+            when = dt.datetime.fromtimestamp(at, dt.UTC)
             scheduler.add_job(fires.fired, "date", run_date=when, args=(at,))
         return fires.wait(sizes.lead + sizes.span + 10)
     finally:

@@ -40,7 +40,9 @@ async def _work(env: Env, fn: Any, done: Any) -> Any:
 def w1(sizes: Sizes, env: Env) -> Result:
     async def go() -> float:
         pool = await _pool(env)
-        rate = await async_count(lambda i: pool.enqueue_job("noop", i), sizes.enqueues, sizes.callers)
+        rate = await async_count(
+            lambda i: pool.enqueue_job("noop", i), sizes.enqueues, sizes.callers
+        )
         await pool.aclose()
         return rate
 
@@ -73,7 +75,7 @@ def w4(sizes: Sizes, env: Env) -> Result:
     async def go() -> Result:
         pool = await _pool(env)
         for at in due_times(sizes.fires, sizes.lead, sizes.span):
-            when = dt.datetime.fromtimestamp(at, dt.timezone.utc)
+            when = dt.datetime.fromtimestamp(at, dt.UTC)
             await pool.enqueue_job("noop", at, _defer_until=when)
         await pool.aclose()
         return await _work(env, noop, lambda: fires.wait(sizes.lead + sizes.span + 10))  # type: ignore[no-any-return]

@@ -35,7 +35,16 @@ def w3(sizes: Sizes, env: Env) -> Result:
     conn = _client(env)
     for _ in range(sizes.drained):
         counted.delay(sizes.drained)
-    argv = [sys.executable, "-m", "celery", "-A", "bench.peers.celery_app", "worker", "--loglevel", "WARNING"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.peers.celery_app",
+        "worker",
+        "--loglevel",
+        "WARNING",
+    ]
     with open(os.path.join(env.workdir, "celery.log"), "ab") as log:
         worker = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:

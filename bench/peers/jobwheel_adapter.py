@@ -8,21 +8,23 @@ import asyncio
 import time
 from pathlib import Path
 
-from bench.peers.spec import Adapter, Env, Result, Sizes
+from bench.options import Options
+from bench.peers.spec import Adapter, Env, Hook, Result, Sizes
+from bench.procs import Subprocess
 
 
-def _options(env: Env, postgres: bool) -> object:
-    from bench.options import Options
-
+def _options(env: Env, postgres: bool) -> Options:
     return Options(workdir=Path(env.workdir), db_url=env.postgres_url if postgres else None)
 
 
-def _server(env: Env, postgres: bool, handlers: bool):  # type: ignore[no-untyped-def]
+def _server(env: Env, postgres: bool, handlers: bool) -> Subprocess:
     from bench import procs
 
     work = Path(env.workdir)
     url = env.postgres_url if postgres else None
-    return procs.jobwheel_server(work / "jobwheel.db", work / "jobwheel.log", handlers=handlers, url=url)
+    return procs.jobwheel_server(
+        work / "jobwheel.db", work / "jobwheel.log", handlers=handlers, url=url
+    )
 
 
 async def _singles(address: str, sizes: Sizes) -> float:
@@ -36,7 +38,7 @@ async def _singles(address: str, sizes: Sizes) -> float:
         return await async_count(lambda i: stub.EnqueueJob(reqs[i]), sizes.enqueues, sizes.callers)
 
 
-def w1(postgres: bool) -> object:
+def w1(postgres: bool) -> Hook:
     def hook(sizes: Sizes, env: Env) -> Result:
         with _server(env, postgres, handlers=False) as srv:
             return {"rate": asyncio.run(_singles(srv.address, sizes))}
@@ -51,7 +53,7 @@ def echo_w1(sizes: Sizes, env: Env) -> Result:
         return {"rate": asyncio.run(_singles(srv.address, sizes))}
 
 
-def w2(postgres: bool) -> object:
+def w2(postgres: bool) -> Hook:
     async def batches(address: str, sizes: Sizes) -> float:
         from bench import jobs
 
@@ -71,17 +73,17 @@ def w2(postgres: bool) -> object:
     return hook
 
 
-def w3(postgres: bool) -> object:
+def w3(postgres: bool) -> Hook:
     def hook(sizes: Sizes, env: Env) -> Result:
         from bench import drain
 
-        got = asyncio.run(drain.jobwheel_drain(_options(env, postgres), sizes.drained))  # type: ignore[arg-type]
+        got = asyncio.run(drain.jobwheel_drain(_options(env, postgres), sizes.drained))
         return {"rate": got.per_second}
 
     return hook
 
 
-def w3_remote(postgres: bool) -> object:
+def w3_remote(postgres: bool) -> Hook:
     """Loaded into a server without handlers; a Worker with the SDK's defaults drains them."""
 
     async def remote(address: str, sizes: Sizes) -> float:
@@ -92,7 +94,9 @@ def w3_remote(postgres: bool) -> object:
 
         async with jobs.channel(address) as ch:
             stub = jobs.stub(ch)
-            await jobs.enqueue_all(stub, (jobs.request(NOOP, i) for i in range(sizes.drained)), 1000)
+            await jobs.enqueue_all(
+                stub, (jobs.request(NOOP, i) for i in range(sizes.drained)), 1000
+            )
             worker = Worker(address)
 
             @worker.task(NOOP)
@@ -116,7 +120,7 @@ def w3_remote(postgres: bool) -> object:
     return hook
 
 
-def w4(postgres: bool) -> object:
+def w4(postgres: bool) -> Hook:
     def hook(sizes: Sizes, env: Env) -> Result:
         from bench import lateness
 
@@ -136,13 +140,13 @@ def w4(postgres: bool) -> object:
 
 def _jobwheel(name: str, backend: str, postgres: bool) -> Adapter:
     hooks = {"w1": w1(postgres), "w2": w2(postgres), "w3": w3(postgres), "w4": w4(postgres)}
-    return Adapter(name, backend, "project", hooks)  # type: ignore[arg-type]
+    return Adapter(name, backend, "project", hooks)
 
 
 ADAPTERS = [
     _jobwheel("jobwheel/SQLite", "embedded", postgres=False),
-    Adapter("jobwheel remote worker/SQLite", "embedded", "project", {"w3": w3_remote(False)}),  # type: ignore[dict-item]
+    Adapter("jobwheel remote worker/SQLite", "embedded", "project", {"w3": w3_remote(False)}),
     _jobwheel("jobwheel/PostgreSQL", "postgres", postgres=True),
-    Adapter("jobwheel remote worker/PostgreSQL", "postgres", "project", {"w3": w3_remote(True)}),  # type: ignore[dict-item]
+    Adapter("jobwheel remote worker/PostgreSQL", "postgres", "project", {"w3": w3_remote(True)}),
     Adapter("grpc.aio echo", "baseline", "project", {"w1": echo_w1}),
 ]

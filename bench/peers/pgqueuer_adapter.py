@@ -42,7 +42,9 @@ def w1(sizes: Sizes, env: Env) -> Result:
     async def go() -> float:
         pool, q = await _queries(env, pool_size=sizes.callers)
         try:
-            return await async_count(lambda i: q.enqueue("noop", b"%d" % i), sizes.enqueues, sizes.callers)
+            return await async_count(
+                lambda i: q.enqueue("noop", b"%d" % i), sizes.enqueues, sizes.callers
+            )
         finally:
             await pool.close()
 

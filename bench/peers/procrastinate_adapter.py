@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from typing import Any
@@ -29,10 +30,8 @@ async def _work(app: Any, wait: Any) -> Any:
         return await asyncio.to_thread(wait)
     finally:
         running.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(running, 30)
-        except (asyncio.CancelledError, TimeoutError):
-            pass
 
 
 def w1(sizes: Sizes, env: Env) -> Result:
@@ -94,13 +93,11 @@ def w4(sizes: Sizes, env: Env) -> Result:
         async with app.open_async():
             await _opened(app)
             for at in due_times(sizes.fires, sizes.lead, sizes.span):
-                when = dt.datetime.fromtimestamp(at, dt.timezone.utc)
+                when = dt.datetime.fromtimestamp(at, dt.UTC)
                 await due.configure(schedule_at=when).defer_async(at=at)
             return await _work(app, lambda: fires.wait(sizes.lead + sizes.span + 10))  # type: ignore[no-any-return]
 
     return asyncio.run(go())
 
 
-ADAPTERS = [
-    Adapter("procrastinate", "postgres", "peers", {"w1": w1, "w2": w2, "w3": w3, "w4": w4})
-]
+ADAPTERS = [Adapter("procrastinate", "postgres", "peers", {"w1": w1, "w2": w2, "w3": w3, "w4": w4})]

@@ -15,7 +15,10 @@ REFERENCES = {
     "baseline": ("grpc.aio echo",),
 }
 # which references a jobwheel system's ratios use, by its own backend class
-COMPARED = {"embedded": ("embedded", "server", "baseline"), "postgres": ("postgres", "server", "baseline")}
+COMPARED = {
+    "embedded": ("embedded", "server", "baseline"),
+    "postgres": ("postgres", "server", "baseline"),
+}
 
 Runs = dict[tuple[str, str], list[Result]]  # (system, workload) -> one Result per round
 
@@ -54,9 +57,7 @@ def ratio(workload: str, ours: Result | None, refs: list[Result]) -> str:
     return f"{(best / mine if workload == 'w4' else mine / best):.2f}x"
 
 
-def render(
-    systems: list[tuple[str, str]], medians: dict[tuple[str, str], Result]
-) -> str:
+def render(systems: list[tuple[str, str]], medians: dict[tuple[str, str], Result]) -> str:
     """`systems`: (name, backend class) in print order. Rows of figures, then ratio rows for
     each jobwheel system against the best reference peer of each class it is compared with."""
     header = ["system", *(TITLES[w] for w in WORKLOADS)]
@@ -67,7 +68,9 @@ def render(
         for cls in COMPARED.get(backend, ()):
             refs = REFERENCES[cls]
             ratios = [
-                ratio(w, medians.get((name, w)), [medians[(p, w)] for p in refs if (p, w) in medians])
+                ratio(
+                    w, medians.get((name, w)), [medians[(p, w)] for p in refs if (p, w) in medians]
+                )
                 for w in WORKLOADS
             ]
             if any(r != "-" for r in ratios):

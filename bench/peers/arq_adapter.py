@@ -4,6 +4,7 @@ poll) in this process. Runs in the peers' venv."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -34,7 +35,8 @@ async def _work(env: Env, fn: Any, done: Any) -> Any:
         return await asyncio.to_thread(done)
     finally:
         running.cancel()
-        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):  # its jobs' tasks, cancelled with it
+            await worker.close()
 
 
 def w1(sizes: Sizes, env: Env) -> Result:

@@ -142,10 +142,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workload", action="append", choices=WORKLOADS, help="default: all")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="a db of its own")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per run")
+    parser.add_argument("--timeout", type=float, help="seconds per run (default 900; quick 180)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.timeout = args.timeout or (180 if args.quick else 900)
     return args
 
 

@@ -16,7 +16,7 @@ async def _queries(env: Env, pool_size: int = 1) -> tuple[Any, Any]:
     import asyncpg
     from pgqueuer import Queries
 
-    pool = await asyncpg.create_pool(env.postgres_url, min_size=1, max_size=pool_size)
+    pool = await asyncpg.create_pool(env.postgres_url, min_size=pool_size, max_size=pool_size)
     queries = Queries.from_asyncpg_pool(pool)
     await queries.install()
     return pool, queries
@@ -24,10 +24,10 @@ async def _queries(env: Env, pool_size: int = 1) -> tuple[Any, Any]:
 
 async def _work(env: Env, fn: Any, wait: Any) -> Any:
     import asyncpg
-    from pgqueuer import AsyncpgDriver, QueueManager
+    from pgqueuer import Queries, QueueManager
 
     conn = await asyncpg.connect(env.postgres_url)
-    qm = QueueManager(AsyncpgDriver(conn))
+    qm = QueueManager(Queries.from_asyncpg_connection(conn))
     qm.entrypoint("noop")(fn)
     running = asyncio.create_task(qm.run())
     try:

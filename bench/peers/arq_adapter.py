@@ -85,4 +85,4 @@ def w4(sizes: Sizes, env: Env) -> Result:
     return asyncio.run(go())
 
 
-ADAPTERS = [Adapter("arq", "server", "peers", {"w1": w1, "w3": w3, "w4": w4})]
+ADAPTERS = [Adapter("arq", "server", "peers", {"w1": w1, "w3": w3, "w4": w4}, "redis")]

@@ -59,4 +59,4 @@ def w3(sizes: Sizes, env: Env) -> Result:
     return {"rate": sizes.drained / (float(last) - float(conn.get("bench:first")))}
 
 
-ADAPTERS = [Adapter("celery", "server", "peers", {"w1": w1, "w3": w3})]
+ADAPTERS = [Adapter("celery", "server", "peers", {"w1": w1, "w3": w3}, "redis")]

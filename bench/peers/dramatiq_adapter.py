@@ -66,4 +66,4 @@ def w4(sizes: Sizes, env: Env) -> Result:
     return _work(broker, lambda: fires.wait(sizes.lead + sizes.span + 10))  # type: ignore[no-any-return]
 
 
-ADAPTERS = [Adapter("dramatiq", "server", "peers", {"w1": w1, "w3": w3, "w4": w4})]
+ADAPTERS = [Adapter("dramatiq", "server", "peers", {"w1": w1, "w3": w3, "w4": w4}, "redis")]

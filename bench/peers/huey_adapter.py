@@ -66,5 +66,5 @@ def hooks(redis: bool) -> dict[str, Hook]:
 
 ADAPTERS = [
     Adapter("huey/SQLite", "embedded", "peers", hooks(redis=False)),
-    Adapter("huey/Redis", "server", "peers", hooks(redis=True)),
+    Adapter("huey/Redis", "server", "peers", hooks(redis=True), "redis"),
 ]

@@ -140,13 +140,19 @@ def w4(postgres: bool) -> Hook:
 
 def _jobwheel(name: str, backend: str, postgres: bool) -> Adapter:
     hooks = {"w1": w1(postgres), "w2": w2(postgres), "w3": w3(postgres), "w4": w4(postgres)}
-    return Adapter(name, backend, "project", hooks)
+    return Adapter(name, backend, "project", hooks, "postgres" if postgres else "")
 
 
 ADAPTERS = [
     _jobwheel("jobwheel/SQLite", "embedded", postgres=False),
     Adapter("jobwheel remote worker/SQLite", "embedded", "project", {"w3": w3_remote(False)}),
     _jobwheel("jobwheel/PostgreSQL", "postgres", postgres=True),
-    Adapter("jobwheel remote worker/PostgreSQL", "postgres", "project", {"w3": w3_remote(True)}),
+    Adapter(
+        "jobwheel remote worker/PostgreSQL",
+        "postgres",
+        "project",
+        {"w3": w3_remote(True)},
+        "postgres",
+    ),
     Adapter("grpc.aio echo", "baseline", "project", {"w1": echo_w1}),
 ]

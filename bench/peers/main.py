@@ -89,7 +89,7 @@ class Runner:
         work = self.workdir / f"{self.count:03d}-{workload}"
         work.mkdir()
         db = f"bench_peers_{os.getpid()}_{self.count}"
-        postgres = adapter.backend == "postgres"
+        postgres = adapter.needs == "postgres"
         if postgres:
             psql(self.args.postgres, f"CREATE DATABASE {db}")
         url = self.args.postgres.rsplit("/", 1)[0] + f"/{db}" if postgres else ""
@@ -165,13 +165,16 @@ def main(argv: list[str]) -> None:
         "postgres": reachable("127.0.0.1", 5432) and shutil.which("psql") is not None,
         "redis": reachable("127.0.0.1", 6379),
     }
-    skipped = [a.name for a in systems if a.backend == "postgres" and not services["postgres"]]
+    skipped = [a.name for a in systems if a.needs and not services[a.needs]]
     systems = [a for a in systems if a.name not in skipped]
     peers_python = ensure_venv() if any(a.venv == "peers" for a in systems) else None
     runner = Runner(args, peers_python)
     try:
         runs = runner.rounds(systems, args.workload or list(WORKLOADS))
     finally:
+        if peers_python is not None and services["redis"]:  # leave the db as found: empty
+            flush = "import redis, sys; redis.Redis.from_url(sys.argv[1]).flushdb()"
+            subprocess.run([str(peers_python), "-c", flush, args.redis], check=False)
         if not args.keep:
             shutil.rmtree(runner.workdir, ignore_errors=True)
     medians = {key: table.median(results) for key, results in runs.items()}
@@ -187,6 +190,9 @@ def main(argv: list[str]) -> None:
         "\nratios: jobs/s over the best reference peer's; W4: the reference's p99 over ours "
         "(> 1: jobwheel ahead). '-': the system has no such workload."
     )
-    for note in [*(f"skipped (PostgreSQL unreachable): {s}" for s in skipped), *runner.failures]:
+    for note in [
+        *(f"skipped (its service is unreachable): {s}" for s in skipped),
+        *runner.failures,
+    ]:
         print(f"- {note}")
     print(f"\n(total {time.monotonic() - started:.0f} s)")

@@ -107,4 +107,6 @@ def w4(sizes: Sizes, env: Env) -> Result:
     return asyncio.run(go())
 
 
-ADAPTERS = [Adapter("pgqueuer", "postgres", "peers", {"w1": w1, "w2": w2, "w3": w3, "w4": w4})]
+ADAPTERS = [
+    Adapter("pgqueuer", "postgres", "peers", {"w1": w1, "w2": w2, "w3": w3, "w4": w4}, "postgres")
+]

@@ -100,4 +100,8 @@ def w4(sizes: Sizes, env: Env) -> Result:
     return asyncio.run(go())
 
 
-ADAPTERS = [Adapter("procrastinate", "postgres", "peers", {"w1": w1, "w2": w2, "w3": w3, "w4": w4})]
+ADAPTERS = [
+    Adapter(
+        "procrastinate", "postgres", "peers", {"w1": w1, "w2": w2, "w3": w3, "w4": w4}, "postgres"
+    )
+]

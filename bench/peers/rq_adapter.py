@@ -41,4 +41,4 @@ def w2(sizes: Sizes, env: Env) -> Result:
     return {"rate": sizes.batched / (time.perf_counter() - started)}
 
 
-ADAPTERS = [Adapter("rq", "server", "peers", {"w1": w1, "w2": w2})]
+ADAPTERS = [Adapter("rq", "server", "peers", {"w1": w1, "w2": w2}, "redis")]

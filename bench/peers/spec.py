@@ -52,7 +52,7 @@ class Adapter:
     backend: str  # one of CLASSES
     venv: str  # "project" (jobwheel's .venv) or "peers" (.bench-peers-venv)
     hooks: dict[str, Hook] = field(default_factory=dict)
-    note: str = ""
+    needs: str = ""  # the service it runs against: "postgres", "redis" or "" (none)
 
     @property
     def workloads(self) -> tuple[str, ...]:

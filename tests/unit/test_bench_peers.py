@@ -16,6 +16,9 @@ def test_every_adapter_declares_known_workloads_with_callable_hooks() -> None:
     for adapter in found:
         assert adapter.backend in CLASSES, adapter.name
         assert adapter.venv in ("project", "peers"), adapter.name
+        assert adapter.needs in ("", "postgres", "redis"), adapter.name
+        # PostgreSQL-backed systems get a database of their own per run
+        assert adapter.backend != "postgres" or adapter.needs == "postgres", adapter.name
         assert adapter.hooks, adapter.name
         assert set(adapter.hooks) <= set(WORKLOADS), adapter.name
         assert all(callable(h) for h in adapter.hooks.values()), adapter.name

@@ -40,7 +40,7 @@ async def _work(env: Env, fn: Any, wait: Any) -> Any:
 
 def w1(sizes: Sizes, env: Env) -> Result:
     async def go() -> float:
-        pool, q = await _queries(env, pool_size=sizes.callers)
+        pool, q = await _queries(env, pool_size=sizes.connections)
         try:
             return await async_count(
                 lambda i: q.enqueue("noop", b"%d" % i), sizes.enqueues, sizes.callers

@@ -16,7 +16,7 @@ from bench.peers.spec import Adapter, Env, Result, Sizes
 def _app(env: Env, pool: int = 10) -> Any:
     import procrastinate
 
-    conn = procrastinate.PsycopgConnector(conninfo=env.postgres_url, kwargs={}, max_size=pool)
+    conn = procrastinate.PsycopgConnector(conninfo=env.postgres_url, min_size=pool, max_size=pool)
     return procrastinate.App(connector=conn)
 
 
@@ -35,7 +35,7 @@ async def _work(app: Any, wait: Any) -> Any:
 
 
 def w1(sizes: Sizes, env: Env) -> Result:
-    app = _app(env, pool=sizes.callers)
+    app = _app(env, pool=sizes.connections)
     noop = app.task(name="noop")(lambda n: None)
 
     async def go() -> float:

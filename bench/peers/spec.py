@@ -23,6 +23,8 @@ CLASSES = ("embedded", "server", "postgres", "baseline")
 class Sizes:
     enqueues: int = 20_000  # W1
     callers: int = 64  # W1
+    connections: int = 16  # W1: PostgreSQL peers' pool (the 64 callers share it; the server
+    # takes 100 connections in all, other users included)
     batched: int = 100_000  # W2
     batch: int = 1_000  # W2
     drained: int = 20_000  # W3

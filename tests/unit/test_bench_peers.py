@@ -99,3 +99,12 @@ def test_quick_sizes_are_small() -> None:
         20_000,
         2_000,
     )
+
+
+def test_command_line_defaults() -> None:
+    from bench.peers.main import parse
+
+    quick, full = parse(["--quick"]), parse(["--rounds", "5", "--only", "huey"])
+    assert (quick.rounds, quick.timeout) == (1, 180)
+    assert (full.rounds, full.timeout, full.only) == (5, 900, ["huey"])
+    assert parse([]).rounds == 3

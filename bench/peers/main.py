@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +73,26 @@ def psql(base_url: str, sql: str) -> None:
     subprocess.run(["psql", base_url, "-q", "-c", sql], check=True, capture_output=True)
 
 
+def run_bounded(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+    """Runs argv in a session of its own; past `timeout` the whole group (servers and workers
+    it started included) is killed and TimeoutExpired raised."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, out, err
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace, peers_python: Path | None) -> None:
         self.args = args
@@ -102,17 +123,15 @@ class Runner:
         print(f"[peers] {adapter.name} {workload} ...", file=sys.stderr)
         run_env = {**os.environ, "PYTHONPATH": str(procs.ROOT), "BENCH_REDIS_URL": self.args.redis}
         try:
-            done = subprocess.run(
+            code, out, err = run_bounded(
                 [str(python), "-m", "bench.peers.runner", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                env=run_env,
-                timeout=self.args.timeout,
+                run_env,
+                self.args.timeout,
             )
-            lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-            if done.returncode or not lines:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-                raise RuntimeError(tail[0] if tail else f"exit {done.returncode}")
+            lines = [x for x in out.splitlines() if x.startswith("RESULT ")]
+            if code or not lines:
+                tail = (err or out).strip().splitlines()[-1:]
+                raise RuntimeError(tail[0] if tail else f"exit {code}")
             return dict(json.loads(lines[-1].removeprefix("RESULT ")))
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             self.failures.append(f"{adapter.name} {workload}: {e}")

@@ -74,6 +74,11 @@ async def run(names: list[str], opts: Options) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    rest = sys.argv[1:] if argv is None else argv
+    if rest[:1] == ["peers"]:  # python -m bench peers: jobwheel beside the Python peers
+        from bench.peers.main import main as peers
+
+        return peers(rest[1:])
     args, opts = parse(argv)
     names = args.only or list(SCENARIOS)
     started = time.monotonic()

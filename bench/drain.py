@@ -44,11 +44,11 @@ def _micros(ts: timestamp_pb2.Timestamp) -> int:
 
 async def jobwheel_drain(opts: Options, n: int) -> Drain:
     db, log = opts.db("drain"), opts.log("drain")
-    with procs.jobwheel_server(db, log, handlers=False) as loader:
+    with procs.jobwheel_server(db, log, handlers=False, url=opts.db_url) as loader:
         async with jobs.channel(loader.address) as ch:
             reqs = (jobs.request(NOOP, i) for i in range(n))
             await jobs.enqueue_all(jobs.stub(ch), reqs, opts.batch_size)
-    with procs.jobwheel_server(db, log, handlers=True) as srv:
+    with procs.jobwheel_server(db, log, handlers=True, url=opts.db_url) as srv:
         async with jobs.channel(srv.address) as ch:
             stub = jobs.stub(ch)
             out = opts.profile / "drain.txt" if opts.profile else None

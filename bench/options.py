@@ -18,6 +18,7 @@ class Options:
     idle_span: float = 2.0
     loaded_fires: int = 10_000
     loaded_span: float = 5.0
+    db_url: str | None = None  # jobwheel's database when not a SQLite file in workdir
     profile: Path | None = None  # py-spy flat profiles of the servers go here
 
     def log(self, name: str) -> Path:

@@ -85,14 +85,20 @@ class Subprocess:
 
 
 def jobwheel_server(
-    db_path: Path, log_path: Path, *, handlers: bool = True, extra: Sequence[str] = ()
+    db_path: Path,
+    log_path: Path,
+    *,
+    handlers: bool = True,
+    extra: Sequence[str] = (),
+    url: str | None = None,
 ) -> Subprocess:
+    """`url` (a PostgreSQL database, say) replaces the SQLite file at `db_path`."""
     argv = [
         str(BIN / "jobwheel-server"),
         "--listen",
         "127.0.0.1:0",
         "--db",
-        f"sqlite:///{db_path}",
+        url or f"sqlite:///{db_path}",
         "--grace-period",
         "2",
     ]

@@ -1,0 +1,158 @@
+"""jobwheel on SQLite and on PostgreSQL (in-process handlers and a remote worker with the
+SDK's defaults), and the bare grpc.aio echo of EnqueueJob: the servers run as subprocesses
+(bench.procs), this process is the client. Runs in the project's venv."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from bench.options import Options
+from bench.peers.spec import Adapter, Env, Hook, Result, Sizes
+from bench.procs import Subprocess
+
+
+def _options(env: Env, postgres: bool) -> Options:
+    return Options(workdir=Path(env.workdir), db_url=env.postgres_url if postgres else None)
+
+
+def _server(env: Env, postgres: bool, handlers: bool) -> Subprocess:
+    from bench import procs
+
+    work = Path(env.workdir)
+    url = env.postgres_url if postgres else None
+    return procs.jobwheel_server(
+        work / "jobwheel.db", work / "jobwheel.log", handlers=handlers, url=url
+    )
+
+
+async def _singles(address: str, sizes: Sizes) -> float:
+    from bench import jobs
+    from bench.peers.load import async_count
+
+    async with jobs.channel(address) as ch:
+        stub = jobs.stub(ch)
+        reqs = [jobs.request(jobs.UNHANDLED, i) for i in range(sizes.enqueues)]
+        await stub.EnqueueJob(reqs[0])  # connected
+        return await async_count(lambda i: stub.EnqueueJob(reqs[i]), sizes.enqueues, sizes.callers)
+
+
+def w1(postgres: bool) -> Hook:
+    def hook(sizes: Sizes, env: Env) -> Result:
+        with _server(env, postgres, handlers=False) as srv:
+            return {"rate": asyncio.run(_singles(srv.address, sizes))}
+
+    return hook
+
+
+def echo_w1(sizes: Sizes, env: Env) -> Result:
+    from bench import procs
+
+    with procs.echo_server(Path(env.workdir) / "echo.log") as srv:
+        return {"rate": asyncio.run(_singles(srv.address, sizes))}
+
+
+def w2(postgres: bool) -> Hook:
+    async def batches(address: str, sizes: Sizes) -> float:
+        from bench import jobs
+
+        async with jobs.channel(address) as ch:
+            stub = jobs.stub(ch)
+            calls = sizes.batched // sizes.batch
+            reqs = [jobs.batch(jobs.UNHANDLED, sizes.batch, k * sizes.batch) for k in range(calls)]
+            started = time.perf_counter()
+            for req in reqs:
+                await stub.BatchEnqueueJobs(req)
+            return calls * sizes.batch / (time.perf_counter() - started)
+
+    def hook(sizes: Sizes, env: Env) -> Result:
+        with _server(env, postgres, handlers=False) as srv:
+            return {"rate": asyncio.run(batches(srv.address, sizes))}
+
+    return hook
+
+
+def w3(postgres: bool) -> Hook:
+    def hook(sizes: Sizes, env: Env) -> Result:
+        from bench import drain
+
+        got = asyncio.run(drain.jobwheel_drain(_options(env, postgres), sizes.drained))
+        return {"rate": got.per_second}
+
+    return hook
+
+
+def w3_remote(postgres: bool) -> Hook:
+    """Loaded into a server without handlers; a Worker with the SDK's defaults drains them."""
+
+    async def remote(address: str, sizes: Sizes) -> float:
+        from jobwheel.client.worker import Worker
+
+        from bench import jobs
+        from bench.handlers import NOOP
+
+        async with jobs.channel(address) as ch:
+            stub = jobs.stub(ch)
+            await jobs.enqueue_all(
+                stub, (jobs.request(NOOP, i) for i in range(sizes.drained)), 1000
+            )
+            worker = Worker(address)
+
+            @worker.task(NOOP)
+            async def noop(payload: object) -> None:
+                return None
+
+            running = asyncio.create_task(worker.run())
+            try:
+                seen = await jobs.wait_drained(stub, every=0.01, within=900)
+            finally:
+                await worker.stop(5)
+                await running
+            done = await jobs.list_all(stub)
+        first = min(j.start_time.ToMicroseconds() for j in done if j.HasField("start_time")) / 1e6
+        return sizes.drained / (seen - first)
+
+    def hook(sizes: Sizes, env: Env) -> Result:
+        with _server(env, postgres, handlers=False) as srv:
+            return {"rate": asyncio.run(remote(srv.address, sizes))}
+
+    return hook
+
+
+def w4(postgres: bool) -> Hook:
+    def hook(sizes: Sizes, env: Env) -> Result:
+        from bench import lateness
+
+        with _server(env, postgres, handlers=True) as srv:
+            budget = sizes.lead - lateness.LEAD  # due lead s after the enqueue starts
+            got = asyncio.run(lateness.measure(srv.address, "w4", sizes.fires, sizes.span, budget))
+        return {
+            "p50": got.p50 * 1000,
+            "p99": got.p99 * 1000,
+            "early": float(got.early),
+            "fired": float(got.fires),
+            "missed": float(sizes.fires - got.fires),
+        }
+
+    return hook
+
+
+def _jobwheel(name: str, backend: str, postgres: bool) -> Adapter:
+    hooks = {"w1": w1(postgres), "w2": w2(postgres), "w3": w3(postgres), "w4": w4(postgres)}
+    return Adapter(name, backend, "project", hooks, "postgres" if postgres else "")
+
+
+ADAPTERS = [
+    _jobwheel("jobwheel/SQLite", "embedded", postgres=False),
+    Adapter("jobwheel remote worker/SQLite", "embedded", "project", {"w3": w3_remote(False)}),
+    _jobwheel("jobwheel/PostgreSQL", "postgres", postgres=True),
+    Adapter(
+        "jobwheel remote worker/PostgreSQL",
+        "postgres",
+        "project",
+        {"w3": w3_remote(True)},
+        "postgres",
+    ),
+    Adapter("grpc.aio echo", "baseline", "project", {"w1": echo_w1}),
+]

@@ -26,6 +26,9 @@ from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.execution.webhook import WebhookSettings
 from jobwheel.server.storage import SchemaVersionError, StorageUrlError, Store, open_store
 from jobwheel.server.storage.exclusive import DatabaseInUse, ExclusiveUse
+from jobwheel.server.web.auth import Authenticator, NoAuthentication
+from jobwheel.server.web.server import WebServer
+from jobwheel.server.web.site import Site
 from jobwheel.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -44,9 +47,18 @@ SERVICE_NAMES = (
 class App:
     """One server process: start() binds and serves, stop() drains and closes."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        # who may use the dashboard; by default everyone, as an admin
+        self.authenticator: Authenticator = authenticator or NoAuthentication()
+        self.web: WebServer | None = None
+        self.http_port = 0
         self.store: Store | None = None
         self.engine: Engine | None = None
         self.exclusive = ExclusiveUse(settings.db)
@@ -136,7 +148,18 @@ class App:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         host = self.settings.listen.rsplit(":", 1)[0]
         log.info("jobwheel listening on %s:%d (db %s)", host, self.port, self.settings.db)
+        if self.settings.http_listen:
+            await self._start_web(core)
         return self.port
+
+    async def _start_web(self, core: Core) -> None:
+        site = Site(
+            core, self.bus, self.settings.queue_concurrency, authenticator=self.authenticator
+        )
+        self.web = WebServer(site)
+        self.http_port = await self.web.start(self.settings.http_listen, self.settings.grace_period)
+        host = self.settings.http_listen.rsplit(":", 1)[0]
+        log.info("dashboard on http://%s:%d/", host, self.http_port)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_period if grace is None else grace
@@ -145,6 +168,7 @@ class App:
             self.remote.close()  # long-polls answer now instead of holding the grace period
         # in-flight calls and running attempts share one grace period
         await asyncio.gather(
+            *([self.web.stop()] if self.web is not None else []),
             *([self.server.stop(grace)] if self.server is not None else []),
             *([self.engine.stop(grace)] if self.engine is not None else []),
         )

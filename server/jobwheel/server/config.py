@@ -31,6 +31,7 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     webhook_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
+    http_listen: str = ""  # the web dashboard's HOST:PORT; empty: no dashboard
 
 
 def _split(value: str) -> list[str]:
@@ -57,6 +58,13 @@ def parse_settings(
         "--listen",
         default=env.get("JOBWHEEL_LISTEN", DEFAULT_LISTEN),
         help=f"HOST:PORT to serve gRPC on (JOBWHEEL_LISTEN, default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--http-listen",
+        default=env.get("JOBWHEEL_HTTP_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="HOST:PORT to serve the web dashboard on, e.g. 127.0.0.1:8080 "
+        "(JOBWHEEL_HTTP_LISTEN, default: no dashboard)",
     )
     parser.add_argument(
         "--db",
@@ -203,4 +211,5 @@ def parse_settings(
         webhook_secrets=_listed(args.webhook_secret, env.get("JOBWHEEL_WEBHOOK_SECRETS", "")),
         webhook_allow=_listed(args.webhook_allow, env.get("JOBWHEEL_WEBHOOK_ALLOW", "")),
         log_level=args.log_level.upper(),
+        http_listen=args.http_listen,
     )

@@ -29,6 +29,13 @@ def job_conditions(dialect: Dialect, flt: JobFilter) -> list[ColumnElement[bool]
     conds: list[ColumnElement[bool]] = []
     if flt.ids:
         conds.append(jobs.c.id.in_(flt.ids))
+    if flt.id_prefix:
+        if dialect.name == "sqlite":
+            # SQLite compares text by code point: the range lets the unique index on id
+            # narrow the scan (PostgreSQL's collations need not order prefixes like that)
+            conds.append(jobs.c.id >= flt.id_prefix)
+            conds.append(jobs.c.id < flt.id_prefix + "\U0010ffff")
+        conds.append(jobs.c.id.startswith(flt.id_prefix, autoescape=True))
     if flt.states:
         conds.append(jobs.c.state.in_([s.value for s in flt.states]))
     if flt.queues:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server.storage.dialect import Dialect, Engines
-from jobwheel.server.storage.schema import event_head, metadata, schema_version
+from jobwheel.server.storage.schema import event_head, ix_events_job, metadata, schema_version
 from sqlalchemy import Connection, inspect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,7 +43,14 @@ async def _initial(conn: AsyncConnection, _dialect: Dialect) -> None:
     await _create(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial),
+    Migration(2, "index the event log by job", _index_events_by_job),
+)
 
 
 def latest_version(steps: Sequence[Migration] = MIGRATIONS) -> int:

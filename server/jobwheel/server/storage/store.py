@@ -17,6 +17,7 @@ from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.history import History
 from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
+from jobwheel.server.storage.overview import Overview
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.subscriptions import Subscriptions
@@ -25,7 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-class Store(Transitions, History, EventLog, Management, Queues, Leases, Subscriptions):
+class Store(Transitions, History, EventLog, Management, Queues, Leases, Subscriptions, Overview):
     """Every database access of the server, for SQLite and PostgreSQL alike."""
 
     # -- jobs: create and read -----------------------------------------------------------------

@@ -1,0 +1,203 @@
+"""What every handler shares: the dependencies, the per-request guard (session, principal,
+CSRF, permission) and the security headers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jobwheel.server.core import Core
+from jobwheel.server.events import EventBus
+from jobwheel.server.web import views
+from jobwheel.server.web.auth import (
+    Authenticator,
+    NoAuthentication,
+    Permission,
+    Principal,
+    Role,
+    Session,
+    Sessions,
+)
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "jobwheel_session"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+MAX_FORM_BYTES = 64 * 1024
+
+# No inline script or style anywhere: every script and style sheet is a file under /static.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+@dataclass
+class Site:
+    core: Core
+    bus: EventBus
+    default_concurrency: int
+    authenticator: Authenticator = field(default_factory=NoAuthentication)
+    sessions: Sessions = field(default_factory=Sessions)
+    tls: bool = False
+    page_size: int = 50
+    # set when the server stops: live streams end so the HTTP server can close
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    templates: Environment = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates.filters.update(views.FILTERS)
+
+    def render(
+        self, request: Request, template: str, status: int = 200, **context: Any
+    ) -> Response:
+        html = self.templates.get_template(template).render(
+            request=request,
+            principal=request.state.principal,
+            csrf_token=self.sessions.csrf_token(request.state.session),
+            can_manage_jobs=request.state.principal.can(Permission.MANAGE_JOBS),
+            can_manage_queues=request.state.principal.can(Permission.MANAGE_QUEUES),
+            auth_required=self.authenticator.required,
+            now=self.core.clock.now(),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+
+Handler = Callable[[Site, Request], Awaitable[Response]]
+
+
+def guarded(
+    permission: Permission | None = Permission.VIEW,
+) -> Callable[[Handler], Callable[[Site, Request], Awaitable[Response]]]:
+    """Resolves the session and principal, refuses a POST without the session's CSRF token,
+    and checks `permission` (None: open to everyone, e.g. the sign-in page)."""
+
+    def wrap(handler: Handler) -> Callable[[Site, Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def guard(site: Site, request: Request) -> Response:
+            session = site.sessions.get(request.cookies.get(SESSION_COOKIE))
+            fresh = session is None
+            if session is None:
+                session = site.sessions.create()
+            request.state.session = session
+            principal = await resolve(site, session)
+            request.state.principal = principal or SIGNED_OUT
+            if request.method == "POST":
+                if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+                    return PlainTextResponse("form too large", status_code=413)
+                form = await request.form()
+                sent = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "")
+                if fresh or not site.sessions.csrf_ok(session, sent):
+                    return _with_cookie(
+                        site,
+                        PlainTextResponse("missing or wrong CSRF token", status_code=403),
+                        session,
+                        fresh,
+                    )
+            if permission is not None:
+                if principal is None:
+                    if request.method == "GET":
+                        target = request.url.path
+                        if request.url.query:
+                            target += "?" + request.url.query
+                        response: Response = RedirectResponse(
+                            f"/signin?{_next(target)}", status_code=303
+                        )
+                    else:
+                        response = PlainTextResponse("sign in first", status_code=401)
+                    return _with_cookie(site, response, session, fresh)
+                if not principal.can(permission):
+                    response = PlainTextResponse(
+                        f"the role {principal.role.value} may not do this", status_code=403
+                    )
+                    return _with_cookie(site, response, session, fresh)
+            return _with_cookie(site, await handler(site, request), session, fresh)
+
+        return guard
+
+    return wrap
+
+
+# before sign-in: a principal granted nothing (only the sign-in page is open to it)
+SIGNED_OUT = Principal("", Role.WORKER)
+
+
+async def resolve(site: Site, session: Session) -> Principal | None:
+    """The session's principal, from its token checked now; None: not signed in."""
+    if not site.authenticator.required:
+        return await site.authenticator.authenticate("")
+    if not session.token:
+        return None
+    return await site.authenticator.authenticate(session.token)
+
+
+def set_session_cookie(site: Site, response: Response, session: Session) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.id,
+        max_age=int(site.sessions.max_age),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=site.tls,
+    )
+
+
+def _with_cookie(site: Site, response: Response, session: Session, fresh: bool) -> Response:
+    if fresh:
+        set_session_cookie(site, response, session)
+    return response
+
+
+def _next(target: str) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({"next": target})
+
+
+def safe_next(target: str) -> str:
+    """A local path to return to after a form; anything else (another site) is '/'."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+class SecurityHeaders:
+    """Adds the CSP and its companions to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

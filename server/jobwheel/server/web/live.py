@@ -65,6 +65,7 @@ async def _stream(
 ) -> AsyncIterator[bytes]:
     # every job is watched: a row that stops matching the filter must be told so
     sub = site.bus.subscribe(model.JobFilter(), BUFFER)
+    site.live.add(sub)
     try:
         oldest = await site.core.store.oldest_revision()
         if oldest is not None and since < oldest - 1:
@@ -100,6 +101,7 @@ async def _stream(
             if not await _wait(site, sub, HEARTBEAT_SECONDS):
                 yield _message("ping", last, {})
     finally:
+        site.live.discard(sub)
         site.bus.unsubscribe(sub)
 
 
@@ -114,19 +116,14 @@ def _drain(sub: Subscription, last: int) -> list[model.Event]:
 
 
 async def _wait(site: Site, sub: Subscription, seconds: float) -> bool:
-    """Waits for an event (True), the end of the server or `seconds` (False)."""
+    """Waits for an event or the end of the server (True) or `seconds` (False)."""
     if sub.buffer:
         return True
-    ready = asyncio.ensure_future(sub.ready.wait())
-    closing = asyncio.ensure_future(site.closing.wait())
-    try:
-        done, _ = await asyncio.wait({ready, closing}, timeout=seconds)
-    finally:
-        for task in (ready, closing):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return ready in done
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await sub.ready.wait()
+            return True
+    return False
 
 
 async def _sleep(site: Site, seconds: float) -> None:

@@ -66,7 +66,7 @@ class WebServer:
         return self.port
 
     async def stop(self) -> None:
-        self.site.closing.set()  # live streams end, so their connections can close
+        self.site.close()
         server = self._server
         if server is None:
             return

@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jobwheel.server.core import Core
-from jobwheel.server.events import EventBus
+from jobwheel.server.events import EventBus, Subscription
 from jobwheel.server.web import views
 from jobwheel.server.web.auth import (
     Authenticator,
@@ -58,6 +58,8 @@ class Site:
     page_size: int = 50
     # set when the server stops: live streams end so the HTTP server can close
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # the subscriptions of open live streams (woken when the server stops)
+    live: set[Subscription] = field(default_factory=set)
     templates: Environment = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +70,12 @@ class Site:
             lstrip_blocks=True,
         )
         self.templates.filters.update(views.FILTERS)
+
+    def close(self) -> None:
+        """Ends the live streams, so their connections can close."""
+        self.closing.set()
+        for sub in self.live:
+            sub.ready.set()
 
     def render(
         self, request: Request, template: str, status: int = 200, **context: Any

@@ -115,7 +115,21 @@ async function charts(box) {
   ]);
 }
 
+// Empty filter inputs stay out of the URL, so links to a filter are short.
+function tidyFilterForm(form) {
+  form.addEventListener("submit", () => {
+    for (const input of form.querySelectorAll("input")) {
+      if (input.type !== "checkbox" && !input.value) input.disabled = true;
+    }
+  });
+  window.addEventListener("pageshow", () => {
+    for (const input of form.querySelectorAll("input")) input.disabled = false;
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const filters = document.querySelector("form.filters");
+  if (filters) tidyFilterForm(filters);
   const table = document.getElementById("jobs-table");
   if (table && table.dataset.live) liveJobsTable(table);
   const job = document.getElementById("job-live");

@@ -34,11 +34,11 @@ def span(micros: int | None) -> str:
         hours, m = divmod(minutes, 60)
         days, h = divmod(hours, 24)
         if days:
-            text = f"{days} d {h} h"
+            text = f"{days} d {h} h" if h else f"{days} d"
         elif hours:
-            text = f"{hours} h {m:02d} m"
+            text = f"{hours} h {m:02d} m" if m else f"{hours} h"
         else:
-            text = f"{minutes} m {s:02d} s"
+            text = f"{minutes} m {s:02d} s" if s else f"{minutes} m"
     return f"-{text}" if negative else text
 
 

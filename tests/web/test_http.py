@@ -307,3 +307,25 @@ def CSRF(page: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert found
     return found.group(1)
+
+
+async def test_a_dashboard_address_in_use_stops_the_start(dash: Dashboard, tmp_path: Any) -> None:
+    from jobwheel.server.app import App
+    from jobwheel.server.config import Settings
+
+    taken = dash.url.removeprefix("http://")
+    (tmp_path / "other").mkdir()
+    for listen, message in ((taken, "cannot listen on"), ("no-port", "expected HOST:PORT")):
+        app = App(
+            Settings(
+                listen="127.0.0.1:0",
+                http_listen=listen,
+                db=f"sqlite:///{tmp_path / 'other' / 'j.db'}",
+            )
+        )
+        try:
+            await app.start()
+        except OSError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"started on {listen}")

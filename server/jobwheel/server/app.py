@@ -149,7 +149,11 @@ class App:
         host = self.settings.listen.rsplit(":", 1)[0]
         log.info("jobwheel listening on %s:%d (db %s)", host, self.port, self.settings.db)
         if self.settings.http_listen:
-            await self._start_web(core)
+            try:
+                await self._start_web(core)
+            except BaseException:
+                await self.stop(0)  # nothing half-started stays behind
+                raise
         return self.port
 
     async def _start_web(self, core: Core) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +194,8 @@ def safe_next(target: str) -> str:
 
 
 class SecurityHeaders:
-    """Adds the CSP and its companions to every response."""
+    """Adds the CSP and its companions to every response, and a Server-Timing header with the
+    time the server took until the response started (`app;dur=` milliseconds)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -203,9 +205,16 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.2f}".encode()
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *SECURITY_HEADERS,
+                    (b"server-timing", took),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

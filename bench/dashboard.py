@@ -104,6 +104,9 @@ async def pages(http: httpx.AsyncClient, label: str) -> None:
         "payload customer=c42": "/jobs?payload=customer%3Dc42",
         "id": f"/jobs?id={some_id.group(1)}",
         "id prefix (8)": f"/jobs?id={some_id.group(1)[:8]}",
+        "id prefix (13)": f"/jobs?id={some_id.group(1)[:13]}",
+        "id prefix, no match": "/jobs?id=ffff",
+        "payload, no match": "/jobs?payload=customer%3Dnobody",
         "created range": "/jobs?created_from=2000-01-01T00:00&created_to=2100-01-01T00:00",
     }
     for path in cases.values():  # warm the page cache once

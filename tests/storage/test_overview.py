@@ -111,3 +111,25 @@ async def test_lateness_and_timeline_come_from_the_event_log(store: Store) -> No
     assert timeline[1].attempt == 1
     assert [e.revision for e in timeline] == sorted(e.revision for e in timeline)
     assert await store.job_timeline("missing") == []
+
+
+async def test_many_ids_with_a_prefix_page_newest_first(store: Store) -> None:
+    # enough ids share the prefix that the index range is not used: same answers
+    many = [new_job(id=f"aa-{i:05d}") for i in range(2100)]
+    await store.insert_jobs([*many, new_job(id="ab-1")])
+    page = await store.list_jobs(JobFilter(id_prefix="aa-"), limit=3)
+    assert [j.id for j in page] == ["aa-02099", "aa-02098", "aa-02097"]
+    page = await store.list_jobs(JobFilter(id_prefix="aa-0001"), limit=100)
+    assert len(page) == 10 and page[0].id == "aa-00019"
+
+
+async def test_a_seq_window_bounds_the_rows_looked_at(store: Store) -> None:
+    jobs = [job for job, _ in await store.insert_jobs([new_job() for _ in range(10)])]
+    seqs = [j.seq for j in jobs]
+    assert await store.newest_seq() == seqs[-1]
+    page = await store.list_jobs(JobFilter(), limit=100, seq_window=(seqs[2], seqs[5]))
+    assert [j.seq for j in page] == list(reversed(seqs[2:6]))
+    page = await store.list_jobs(
+        JobFilter(), limit=100, after_seq=seqs[4], seq_window=(seqs[2], seqs[5])
+    )
+    assert [j.seq for j in page] == [seqs[3], seqs[2]]

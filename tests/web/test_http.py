@@ -329,3 +329,29 @@ async def test_a_dashboard_address_in_use_stops_the_start(dash: Dashboard, tmp_p
             assert message in str(exc)
         else:
             raise AssertionError(f"started on {listen}")
+
+
+async def test_payload_filters_search_a_window_of_jobs_per_page(
+    dash: Dashboard, http: httpx.AsyncClient, monkeypatch: Any
+) -> None:
+    from jobwheel.server.web import pages
+
+    monkeypatch.setattr(pages, "SCAN_WINDOW", 3)
+    old = await enqueue(dash, schedule=later(), payload={"who": "ann"})
+    for _ in range(5):
+        await enqueue(dash, schedule=later(), payload={"who": "bob"})
+    first = (await http.get("/jobs?payload=who%3Dann")).text
+    assert old.id not in first and 'id="searched"' in first
+    older = re.search(r'href="/jobs\?(payload=[^"]*after=\d+)"', first)
+    assert older
+    # following "Older" reaches it
+    path = "/jobs?" + older.group(1).replace("&amp;", "&")
+    for _ in range(3):
+        page = (await http.get(path)).text
+        if old.id in page:
+            break
+        found = re.search(r'href="/jobs\?(payload=[^"]*after=\d+)"', page)
+        assert found
+        path = "/jobs?" + found.group(1).replace("&amp;", "&")
+    else:
+        raise AssertionError("never reached the older job")

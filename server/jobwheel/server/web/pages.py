@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 
 STATES = [s.value for s in model.JobState]
 MAX_ATTEMPTS_SHOWN = 200
+SCAN_WINDOW = 25_000  # jobs one page of a label or payload filter looks through
 FIRES_SHOWN = 10
 
 # which job actions a job in each state offers (the store checks again: these are the
@@ -57,10 +58,21 @@ async def jobs_page(site: Site, request: Request) -> Response:
     # the revision before the read: live updates start here, so none is missed
     revision = site.bus.head
     jobs: list[model.Job] = []
+    window: tuple[int, int] | None = None
     if flt is not None and not query.errors:
-        jobs = await site.core.list(flt, limit=site.page_size + 1, after_seq=after, descending=True)
+        if flt.payload or flt.labels:
+            # no index serves these: look through SCAN_WINDOW jobs per page at most
+            top = after - 1 if after else await site.core.store.newest_seq()
+            window = (max(1, top - SCAN_WINDOW + 1), top)
+        jobs = await site.core.list(
+            flt, limit=site.page_size + 1, after_seq=after, descending=True, seq_window=window
+        )
     more = len(jobs) > site.page_size
     jobs = jobs[: site.page_size]
+    next_cursor = jobs[-1].seq if more else None
+    searched_to = None
+    if not more and window is not None and window[0] > 1:
+        next_cursor = searched_to = window[0]
     return site.render(
         request,
         "jobs.html",
@@ -68,7 +80,9 @@ async def jobs_page(site: Site, request: Request) -> Response:
         jobs=jobs,
         states=STATES,
         after=after,
-        next_cursor=jobs[-1].seq if more else None,
+        next_cursor=next_cursor,
+        searched_to=searched_to,
+        scan_window=SCAN_WINDOW,
         revision=revision,
         page_size=site.page_size,
         done=request.query_params.get("done", ""),

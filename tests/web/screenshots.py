@@ -13,12 +13,14 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from google.protobuf import duration_pb2
+import grpc
+from google.protobuf import duration_pb2, struct_pb2
 from jobwheel.server.model import SECOND, JobFilter
 from jobwheel.server.storage.schema import attempts
 from jobwheel.server.web.auth import StaticTokens
-from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
+from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.api.waiting import wait_for_state
 from tests.web.conftest import CHROMIUM, TOKENS, Dashboard, dashboard_server
@@ -71,7 +73,37 @@ async def sample_jobs(dash: Dashboard) -> dict[str, str]:
     )
     await wait_for_state(dash.jobs, failed.id)
     await wait_for_state(dash.jobs, running.id, (job_pb2.JOB_STATE_RUNNING,))
-    return {"failed": failed.id, "running": running.id, "digest": digest.id}
+    video = await remote_job_with_progress(dash)
+    return {"failed": failed.id, "running": running.id, "digest": digest.id, "video": video}
+
+
+async def remote_job_with_progress(dash: Dashboard) -> str:
+    """A job leased by a remote worker that reports its progress."""
+    job = await enqueue(dash, "render_video", payload={"video": "launch.mp4"}, queue="media")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{dash.app.port}") as channel:
+        workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        leased = await workers.LeaseJobs(
+            wpb.LeaseJobsRequest(
+                worker_id="render-01",
+                queues=["media"],
+                tasks=["render_video"],
+                max_jobs=1,
+                lease_duration=duration_pb2.Duration(seconds=600),
+            )
+        )
+        [lease] = leased.leases
+        progress = struct_pb2.Struct()
+        progress.update({"percent": 62, "stage": "encoding", "frames": "7440 / 12000"})
+        await workers.HeartbeatJob(
+            wpb.HeartbeatJobRequest(
+                job_id=job.id,
+                epoch=lease.epoch,
+                worker_id="render-01",
+                lease_duration=duration_pb2.Duration(seconds=600),
+                progress=progress,
+            )
+        )
+    return job.id
 
 
 async def earlier_history(dash: Dashboard) -> None:
@@ -118,7 +150,7 @@ async def capture(out: Path) -> None:
                 "overview": "/overview",
                 "jobs": "/jobs",
                 "job": f"/jobs/{ids['failed']}",
-                "job-running": f"/jobs/{ids['running']}",
+                "job-running": f"/jobs/{ids['video']}",
                 "recurring": "/recurring",
                 "queues": "/queues",
                 "cancel": f"/jobs/{ids['running']}/cancel",

@@ -81,6 +81,9 @@ async def test_attempt_buckets_and_task_summaries(store: Store) -> None:
     assert summaries["report"].failed == 0
     assert summaries["report"].max_duration == 70 * SECOND
 
+    assert await store.queue_throughput(base) == {"default": (2, 1)}
+    assert await store.queue_throughput(base + 10 * SECOND) == {"default": (1, 0)}
+
     last = await store.last_attempts([a.id, b.id, "missing"])
     assert set(last) == {a.id, b.id}
     assert (last[a.id].execution, last[a.id].number) == (1, 2)

@@ -82,6 +82,23 @@ class Overview(StoreBase):
             for task, e in sorted(found.items())
         ]
 
+    async def queue_throughput(self, since: Micros) -> dict[str, tuple[int, int]]:
+        """Per queue, (succeeded, other ended outcomes) of the attempts that ended at or after
+        `since`."""
+        ok = attempts.c.outcome == AttemptOutcome.SUCCEEDED.value
+        stmt = (
+            select(jobs.c.queue, ok.label("ok"), func.count())
+            .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
+            .where(attempts.c.end_time >= since, attempts.c.outcome.in_(ENDED))
+            .group_by(jobs.c.queue, ok)
+        )
+        found: dict[str, tuple[int, int]] = {}
+        async with self._read() as conn:
+            for queue, succeeded, count in await conn.execute(stmt):
+                good, bad = found.get(queue, (0, 0))
+                found[queue] = (good + int(count), bad) if succeeded else (good, bad + int(count))
+        return found
+
     async def start_lateness(self, since: Micros, limit: int = 5000) -> list[tuple[Micros, Micros]]:
         """(start time, lateness) of up to `limit` of the newest attempt starts at or after
         `since`: how long after its due time (next run time) each job started."""

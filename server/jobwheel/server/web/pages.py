@@ -129,8 +129,9 @@ async def queues_page(site: Site, request: Request) -> Response:
     store = site.core.store
     settings = await store.queue_settings()
     depths = await store.queue_depths()
+    done = await store.queue_throughput(site.core.clock.now() - 60 * model.SECOND)
     principal = request.state.principal
-    names = sorted(n for n in set(settings) | set(depths) if principal.sees_queue(n))
+    names = sorted(n for n in {*settings, *depths, *done} if principal.sees_queue(n))
     rows = []
     for name in names:
         qs = settings.get(name, model.QueueSettings(name))
@@ -140,6 +141,7 @@ async def queues_page(site: Site, request: Request) -> Response:
                 "concurrency": qs.max_concurrency or site.default_concurrency,
                 "counts": depths.get(name, {}),
                 "total": sum(depths.get(name, {}).values()),
+                "last_minute": done.get(name, (0, 0)),
             }
         )
     return site.render(

@@ -174,6 +174,13 @@ async def test_hostile_filter_inputs_are_reported_not_crashed_on(
     big = {"csrf_token": "x", "reason": "r" * 100_000}
     assert (await http.post(f"/jobs/{job.id}/cancel", data=big)).status_code == 413
 
+    async def endless() -> AsyncIterator[bytes]:
+        yield b"csrf_token=x&reason="
+        yield b"r" * 1000
+
+    chunked = await http.post(f"/jobs/{job.id}/cancel", content=endless())
+    assert chunked.status_code == 411
+
 
 async def events(
     http: httpx.AsyncClient, path: str, headers: dict[str, str]

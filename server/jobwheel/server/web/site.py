@@ -114,7 +114,11 @@ def guarded(
             principal = await resolve(site, session)
             request.state.principal = principal or SIGNED_OUT
             if request.method == "POST":
-                if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+                # browsers send a length with every form; a body without one could be endless
+                length = request.headers.get("content-length", "")
+                if not length.isdigit():
+                    return PlainTextResponse("a Content-Length is required", status_code=411)
+                if int(length) > MAX_FORM_BYTES:
                     return PlainTextResponse("form too large", status_code=413)
                 form = await request.form()
                 sent = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "")

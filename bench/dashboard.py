@@ -8,7 +8,8 @@ reads the server's own Server-Timing figure (from the request's arrival to the r
 start) for the jobs page with each kind of filter, first and deeper pages. Then it enqueues
 `--rate` jobs per second that complete at once (about 3 changes each) while a live stream is
 open, and prints how many messages and rows the stream sent and the page times under that
-load. Not a test: figures only.
+load, and, where Chromium is installed, what the live jobs page in Chromium sees meanwhile
+(long tasks, how long the main thread makes a queued task wait). Not a test: figures only.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import argparse
 import asyncio
 import random
 import re
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from jobwheel.server import model
@@ -147,11 +150,15 @@ async def load(app: App, http: httpx.AsyncClient, rate: int, seconds: float) -> 
             await stub.BatchEnqueueJobs(batch)
             await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
 
+    browser = await open_browser(str(http.base_url) + "/jobs?queue=live")
     listener = asyncio.create_task(listen())
     producer = asyncio.create_task(produce())
-    page_times = []
+    page_times: list[float] = []
+    waits: list[float] = []
     while not producer.done():
         page_times.append(server_ms(await http.get("/jobs")))
+        if browser is not None:
+            waits.append(await browser[2].evaluate(MAIN_THREAD_WAIT))  # type: ignore[attr-defined]
         await asyncio.sleep(0.5)
     await asyncio.sleep(1)
     listener.cancel()
@@ -161,6 +168,52 @@ async def load(app: App, http: httpx.AsyncClient, rate: int, seconds: float) -> 
         f"{messages} messages ({messages / seconds:.1f}/s), {rows} rows; jobs page meanwhile "
         f"median {statistics.median(page_times):.1f} ms, max {max(page_times):.1f} ms"
     )
+    if browser is not None:
+        await report_browser(*browser, waits)
+
+
+CHROMIUM = "/usr/bin/chromium"
+# long tasks (main thread busy > 50 ms) seen by the page, and how long a click waits
+LONG_TASKS = """
+window.longTasks = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) window.longTasks.push(entry.duration);
+}).observe({ type: "longtask", buffered: true });
+"""
+
+
+async def open_browser(url: str) -> tuple[object, object, object] | None:
+    """Chromium showing the live jobs page, or None without Chromium/Playwright."""
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        return None
+    if not shutil.which(CHROMIUM):
+        return None
+    pw = await async_playwright().start()
+    browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    page = await browser.new_page()
+    await page.add_init_script(LONG_TASKS)
+    await page.goto(url)
+    await page.locator("#live-status[data-state=live]").wait_for()
+    return pw, browser, page
+
+
+# how long a task queued now waits for the main thread (what a click would wait)
+MAIN_THREAD_WAIT = """() => new Promise((done) => { const t = performance.now();
+    setTimeout(() => done(performance.now() - t), 0); })"""
+
+
+async def report_browser(pw: Any, browser: Any, page: Any, waits: list[float]) -> None:
+    tasks = await page.evaluate("window.longTasks")
+    rows = await page.locator("#jobs-table tbody tr").count()
+    print(
+        f"browser (Chromium) on the live page: {len(tasks)} long tasks (> 50 ms), longest "
+        f"{max(tasks, default=0):.0f} ms; main-thread wait during the load median "
+        f"{statistics.median(waits):.1f} ms, max {max(waits):.1f} ms; {rows} rows shown"
+    )
+    await browser.close()
+    await pw.stop()
 
 
 async def main(n: int, rate: int, seconds: float) -> None:

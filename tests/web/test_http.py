@@ -362,3 +362,11 @@ async def test_payload_filters_search_a_window_of_jobs_per_page(
         path = "/jobs?" + found.group(1).replace("&amp;", "&")
     else:
         raise AssertionError("never reached the older job")
+
+
+async def test_the_session_cookie_is_secure_under_tls(dash: Dashboard) -> None:
+    assert dash.app.web is not None
+    dash.app.web.site.tls = True  # what a TLS listener sets
+    async with httpx.AsyncClient(base_url=dash.url) as client:
+        cookie = (await client.get("/jobs")).headers["set-cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie

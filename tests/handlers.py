@@ -63,3 +63,11 @@ async def wait_release(payload: dict[str, Any]) -> str:
 @task("test.not_json")
 async def not_json(payload: dict[str, Any]) -> object:
     return object()
+
+
+@task("test.wait_then_fail")
+async def wait_then_fail(payload: dict[str, Any], ctx: TaskContext) -> None:
+    release = Path(payload["release"])
+    while not release.exists():  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"attempt {ctx.attempt} fails")

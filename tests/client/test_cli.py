@@ -57,7 +57,7 @@ async def test_enqueue_get_wait_history(server: Running) -> None:
     assert job["payload"] == {"n": 3}  # whole numbers stay whole
     job_id = str(job["id"])
 
-    r = await jw(server.address, "wait", job_id, "--interval", "50ms", "-o", "json")
+    r = await jw(server.address, "wait", job_id, "-o", "json")
     assert r.code == 0, r.err
     assert r.json()["job"]["state"] == "JOB_STATE_COMPLETED"  # type: ignore[index]
     assert "COMPLETED" in r.err  # progress goes to stderr
@@ -148,7 +148,7 @@ async def test_exit_codes(server: Running) -> None:
     assert r.code == 2 and "JSON object" in r.err
     r = await jw(server.address, "frobnicate")
     assert r.code == 2
-    r = await jw("127.0.0.1:1", "get", "x")
+    r = await jw("127.0.0.1:1", "get", "0190c7f5-0000-7000-8000-000000000000")
     assert r.code == 1 and "cannot reach the server at 127.0.0.1:1" in r.err
     r = await jw(server.address, "--server", "127.0.0.1:1", "list")
     assert r.code == 1
@@ -157,7 +157,7 @@ async def test_exit_codes(server: Running) -> None:
 async def test_wait_on_a_failed_job(server: Running) -> None:
     r = await jw(server.address, "enqueue", "test.boom", "--max-attempts", "1", "-o", "json")
     job_id = str(r.json()["job"]["id"])  # type: ignore[index]
-    r = await jw(server.address, "wait", job_id, "--interval", "50ms")
+    r = await jw(server.address, "wait", job_id)
     assert r.code == 5 and "FAILED" in r.out and "ValueError: boom" in r.out
 
 
@@ -165,7 +165,39 @@ async def test_bulk_needs_yes_without_a_terminal(server: Running) -> None:
     r = await jw(server.address, "cancel", "--state", "failed")
     assert r.code == 2 and "--yes" in r.err
     r = await jw(server.address, "delete")
-    assert r.code == 2 and "give a job ID or filter flags" in r.err
+    assert r.code == 2 and "give a job ID, filter flags or --all" in r.err
+
+
+async def test_bulk_on_every_job_needs_all(server: Running) -> None:
+    for n in range(2):
+        r = await jw(
+            server.address, "enqueue", "test.echo", "--in", "1h", "--payload", f'{{"n": {n}}}'
+        )
+        assert r.code == 0, r.err
+    every_state = [
+        arg
+        for state in (
+            "scheduled",
+            "queued",
+            "running",
+            "retrying",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+        )
+        for arg in ("--state", state)
+    ]
+    # a filter naming every state matches every job: the server wants `all`
+    r = await jw(server.address, "pause", *every_state, "--yes")
+    assert r.code == 2 and "matches every job" in r.err, r.err
+    r = await jw(server.address, "pause", "--all", "--yes", "-o", "json")
+    assert r.code == 0, r.err
+    assert r.json() == {"count": "2"}  # int64 is a string in protobuf JSON
+    r = await jw(server.address, "resume", *every_state, "--all", "--yes")
+    assert r.code == 0 and "resumed 2 jobs" in r.out, r.err
+    r = await jw(server.address, "cancel", "0123456789", "--all", "--yes")
+    assert r.code == 2 and "--all" in r.err and "no IDs" in r.err
 
 
 async def test_help_documents_exit_codes() -> None:
@@ -211,6 +243,6 @@ async def test_watch_without_a_terminal_prints_lines(server: Running, output: st
         pytest.skip("WatchJobs is not implemented by this server")
     text = line.decode()
     if output == "json":
-        assert "event" in json.loads(text) or "snapshotEnd" in json.loads(text)
+        assert "event" in json.loads(text) or "snapshot_end" in json.loads(text)
     else:
         assert "SNAPSHOT" in text or "ENQUEUED" in text

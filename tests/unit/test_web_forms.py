@@ -9,8 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jobwheel.server import model
 from jobwheel.server.config import parse_settings
+from jobwheel.server.security import roles
+from jobwheel.server.security.principal import Principal
+from jobwheel.server.security.roles import Role
 from jobwheel.server.web import views
-from jobwheel.server.web.auth import GRANTS, Permission, Principal, Role, Sessions
+from jobwheel.server.web.auth import BULK_RPCS, JOB_RPCS, QUEUE_RPCS, VIEW, Sessions, allowed, may
 from jobwheel.server.web.forms import FIELDS, parse_job_query, scoped
 from starlette.datastructures import ImmutableMultiDict
 
@@ -95,7 +98,8 @@ def test_any_input_gives_a_filter_or_named_errors_and_survives_its_link(
 
 def test_scopes_limit_the_queues() -> None:
     flt = model.JobFilter(tasks=("t",))
-    assert scoped(flt, frozenset()) == flt
+    assert scoped(flt, None) == flt  # an unscoped principal
+    assert scoped(flt, frozenset()) is None  # a scope of no queue sees nothing
     assert scoped(flt, frozenset({"b", "a"})) == model.JobFilter(tasks=("t",), queues=("a", "b"))
     both = model.JobFilter(queues=("a", "c"))
     assert scoped(both, frozenset({"a", "b"})) == model.JobFilter(queues=("a",))
@@ -119,19 +123,20 @@ def test_spans_and_times() -> None:
     assert views.schedule_text(model.Schedule(interval=3600 * S)) == "every 1 h"
 
 
-def test_the_role_table() -> None:
-    def can(role: Role, p: Permission) -> bool:
-        return Principal("x", role).can(p)
+def test_the_dashboard_reads_the_servers_role_table() -> None:
+    def who(method: str) -> list[Role]:
+        return [r for r in Role if may(Principal("x", r), method)]
 
-    assert all(
-        can(r, Permission.VIEW) for r in (Role.READER, Role.PRODUCER, Role.OPERATOR, Role.ADMIN)
-    )
-    assert not can(Role.WORKER, Permission.VIEW)
-    for p in (Permission.MANAGE_JOBS, Permission.MANAGE_QUEUES):
-        assert [r for r in Role if can(r, p)] == [Role.OPERATOR, Role.ADMIN]
-    assert set(GRANTS) == set(Role)
-    scoped_principal = Principal("x", Role.OPERATOR, frozenset({"a"}))
-    assert scoped_principal.sees_queue("a") and not scoped_principal.sees_queue("b")
+    # every action is an RPC of the one table, and a role may take it when it may call it
+    for method in (VIEW, *JOB_RPCS.values(), *BULK_RPCS.values(), *QUEUE_RPCS.values()):
+        assert roles.needed(method) is not None, method
+        assert who(method) == [r for r in Role if roles.allowed(r, method)]
+    assert who(VIEW) == [Role.READER, Role.PRODUCER, Role.OPERATOR, Role.ADMIN]
+    assert who(JOB_RPCS["cancel"]) == [Role.OPERATOR, Role.ADMIN]
+    assert who(QUEUE_RPCS["limits"]) == [Role.ADMIN]  # UpdateQueue
+    assert allowed(Principal("x", Role.READER), JOB_RPCS) == frozenset()
+    assert allowed(Principal("x", Role.OPERATOR), QUEUE_RPCS) == {"pause", "resume"}
+    assert allowed(Principal("x", Role.ADMIN), BULK_RPCS) == set(BULK_RPCS)
 
 
 def test_sessions_and_csrf_tokens() -> None:
@@ -156,3 +161,18 @@ def test_http_listen_flag() -> None:
     )
     flag = ["--http-listen", "127.0.0.1:9"]
     assert parse_settings(flag, env={"JOBWHEEL_HTTP_LISTEN": "x:1"}).http_listen == "127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    "listen", ["nonsense", ":8080", "127.0.0.1:99999", "127.0.0.1:", "no-port", "[::1:80"]
+)
+def test_a_bad_http_listen_stops_with_one_line(
+    listen: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv, env in ((["--http-listen", listen], {}), ([], {"JOBWHEEL_HTTP_LISTEN": listen})):
+        with pytest.raises(SystemExit) as info:
+            parse_settings(argv, env=env)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--http-listen" in err and "JOBWHEEL_HTTP_LISTEN" in err
+    assert parse_settings(["--http-listen", "[::1]:0"], env={}).http_listen == "[::1]:0"

@@ -7,16 +7,18 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
+from jobwheel.client.connection import Connection
 from jobwheel.server.app import App
 from jobwheel.server.config import Settings
-from jobwheel.server.web.auth import Authenticator, Principal, Role, StaticTokens
+from jobwheel.server.security.roles import Role
+from jobwheel.server.security.settings import SecuritySettings
+from jobwheel.server.security.tokens import entry_text, new_token
 from jobwheel.v1 import job_service_pb2_grpc
 
 from tests.conftest import unavailable
@@ -24,13 +26,42 @@ from tests.conftest import unavailable
 CHROMIUM = os.environ.get("JOBWHEEL_TEST_CHROMIUM", "/usr/bin/chromium")
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
-# the test's own token source: the seam a token store plugs into
-TOKENS = {
-    "admin-token": Principal("ada", Role.ADMIN),
-    "operator-token": Principal("otto", Role.OPERATOR),
-    "reader-token": Principal("rita", Role.READER),
-    "billing-token": Principal("bill", Role.OPERATOR, frozenset({"billing"})),
+# the principals of the tokens file the authenticated dashboards use: name -> (role, queues)
+PRINCIPALS: dict[str, tuple[Role, tuple[str, ...]]] = {
+    "ada": (Role.ADMIN, ()),
+    "otto": (Role.OPERATOR, ()),
+    "rita": (Role.READER, ()),
+    "wendy": (Role.WORKER, ()),
+    "bill": (Role.OPERATOR, ("billing",)),
 }
+
+
+@dataclass
+class TokensFile:
+    """A tokens file as `jobwheel-server token create` writes it, and its plain tokens."""
+
+    path: Path
+    plain: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, role: Role, queues: tuple[str, ...] = ()) -> str:
+        token = new_token()
+        with self.path.open("a") as out:
+            out.write(entry_text(name, role, queues, token))
+        self.plain[name] = token
+        return token
+
+    def remove(self, name: str) -> None:
+        """Revokes `name`'s token: the file is rewritten without its entry."""
+        del self.plain[name]
+        kept = self.path.read_text().split("\n[[token]]\n")
+        self.path.write_text("\n[[token]]\n".join(e for e in kept if f'name = "{name}"' not in e))
+
+    @classmethod
+    def with_principals(cls, path: Path) -> TokensFile:
+        tokens = cls(path)
+        for name, (role, queues) in PRINCIPALS.items():
+            tokens.add(name, role, queues)
+        return tokens
 
 
 @dataclass
@@ -38,29 +69,44 @@ class Dashboard:
     app: App
     url: str
     jobs: job_service_pb2_grpc.JobServiceStub
+    tokens: TokensFile | None = None
+
+    def token(self, name: str) -> str:
+        assert self.tokens is not None, "a dashboard without authentication"
+        return self.tokens.plain[name]
 
 
 @asynccontextmanager
 async def dashboard_server(
-    tmp_path: Path, authenticator: Authenticator | None = None, **settings: Any
+    tmp_path: Path, tokens: TokensFile | None = None, ca_file: str | None = None, **settings: Any
 ) -> AsyncIterator[Dashboard]:
+    """A server with the dashboard; with `tokens`, both require a token of that file (the
+    test's gRPC stub uses the admin's); `ca_file`: the stub trusts that CA (the server serves
+    TLS)."""
     import tests.handlers  # noqa: F401  (registers the test tasks)
 
+    security = SecuritySettings(auth_tokens=str(tokens.path)) if tokens else SecuritySettings()
     app = App(
         Settings(
             listen="127.0.0.1:0",
             http_listen="127.0.0.1:0",
             db=f"sqlite:///{tmp_path / 'jobwheel.db'}",
             grace_period=1.0,
+            security=settings.pop("security", security),
             **settings,
-        ),
-        authenticator=authenticator,
+        )
     )
     port = await app.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    assert app.web is not None
+    admin = tokens.plain["ada"] if tokens else None
+    connection = Connection(f"127.0.0.1:{port}", token=admin, tls_ca=ca_file)
+    channel = connection.aio_channel()
     try:
         yield Dashboard(
-            app, f"http://127.0.0.1:{app.http_port}", job_service_pb2_grpc.JobServiceStub(channel)
+            app,
+            f"{app.web.scheme}://127.0.0.1:{app.http_port}",
+            job_service_pb2_grpc.JobServiceStub(channel),
+            tokens,
         )
     finally:
         await channel.close()
@@ -76,8 +122,9 @@ async def dash(tmp_path: Path) -> AsyncIterator[Dashboard]:
 
 @pytest.fixture
 async def dash_auth(tmp_path: Path) -> AsyncIterator[Dashboard]:
-    """Authentication on, with the tokens of TOKENS."""
-    async with dashboard_server(tmp_path, StaticTokens(TOKENS)) as running:
+    """Authentication on: a tokens file with a token for each of PRINCIPALS."""
+    tokens = TokensFile.with_principals(tmp_path / "tokens.toml")
+    async with dashboard_server(tmp_path, tokens) as running:
         yield running
 
 

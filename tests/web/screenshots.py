@@ -17,13 +17,12 @@ import grpc
 from google.protobuf import duration_pb2, struct_pb2
 from jobwheel.server.model import SECOND, JobFilter
 from jobwheel.server.storage.schema import attempts
-from jobwheel.server.web.auth import StaticTokens
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.api.waiting import wait_for_state
-from tests.web.conftest import CHROMIUM, TOKENS, Dashboard, dashboard_server
+from tests.web.conftest import CHROMIUM, Dashboard, TokensFile, dashboard_server
 from tests.web.test_http import enqueue, later
 
 VIEWPORT = {"width": 1440, "height": 900}
@@ -162,8 +161,9 @@ async def capture(out: Path) -> None:
                 await page.screenshot(path=out / f"dashboard-{name}.png", full_page=True)
             await browser.close()
         await asyncio.to_thread((Path(tmp) / "auth").mkdir)
+        tokens = TokensFile.with_principals(Path(tmp) / "auth" / "tokens.toml")
         async with (
-            dashboard_server(Path(tmp) / "auth", StaticTokens(TOKENS)) as dash,
+            dashboard_server(Path(tmp) / "auth", tokens) as dash,
             async_playwright() as pw,
         ):
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

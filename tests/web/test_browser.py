@@ -129,7 +129,7 @@ async def test_sign_in_and_a_reader_sees_no_action_buttons(dash_auth: Dashboard,
     await page.fill('input[name="token"]', "not-a-token")
     await page.click("button:has-text('Sign in')")
     await page.locator("text=That token is not valid.").wait_for()
-    await page.fill('input[name="token"]', "reader-token")
+    await page.fill('input[name="token"]', dash.token("rita"))
     await page.click("button:has-text('Sign in')")
     await page.wait_for_url(f"**/jobs/{job.id}")  # back where the reader was going
     assert "rita" in await page.locator(".who").inner_text()
@@ -153,7 +153,7 @@ async def test_sign_in_and_a_reader_sees_no_action_buttons(dash_auth: Dashboard,
     # an operator does get the buttons
     await page.click("text=Sign out")
     await page.wait_for_url("**/signin")
-    await page.fill('input[name="token"]', "operator-token")
+    await page.fill('input[name="token"]', dash.token("otto"))
     await page.click("button:has-text('Sign in')")
     await page.goto(f"{dash.url}/jobs/{job.id}")
     assert await page.locator(".actions a").count() > 0

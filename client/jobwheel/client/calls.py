@@ -247,11 +247,16 @@ def bulk(
         req.reason = extra["reason"]
     if extra.get("delay") is not None:
         req.delay.CopyFrom(to_duration(extra["delay"]))
+    req.all = bool(extra.get("all"))  # needed when the filter matches every job
     return Call(method, req, _count, idempotent=False)
 
 
 def list_queues() -> Call[list[job_pb2.Queue]]:
     return Call("ListQueues", pb.ListQueuesRequest(), lambda r: list(r.queues), idempotent=True)
+
+
+def list_workers() -> Call[list[pb.Worker]]:
+    return Call("ListWorkers", pb.ListWorkersRequest(), lambda r: list(r.workers), idempotent=True)
 
 
 def queue_op(method: str, name: str) -> Call[job_pb2.Queue]:

@@ -29,9 +29,45 @@ class JobServiceStub:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     def __init__(self, channel):
@@ -160,6 +196,11 @@ class JobServiceStub:
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/jobwheel.v1.JobService/ListWorkers',
+                request_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
         self.CreateEventSubscription = channel.unary_unary(
                 '/jobwheel.v1.JobService/CreateEventSubscription',
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.SerializeToString,
@@ -181,14 +222,51 @@ class JobServiceServicer:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     def EnqueueJob(self, request, context):
         """Creates a job: run now, at a time, or on a schedule. Returns after the job is durably
         stored. With an idempotency key already in use, returns the existing job instead.
+        Role: producer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +275,7 @@ class JobServiceServicer:
     def BatchEnqueueJobs(self, request, context):
         """Creates many jobs in one durable write. Validation is all-or-nothing: if any entry is
         invalid nothing is created and the BadRequest names it (field "jobs[3].task").
+        Role: producer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +283,7 @@ class JobServiceServicer:
 
     def GetJob(self, request, context):
         """Returns one job.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,6 +291,7 @@ class JobServiceServicer:
 
     def ListJobs(self, request, context):
         """Lists jobs matching a filter, one page at a time.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +299,7 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """Cancels a job in any non-terminal state, RUNNING included.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +307,7 @@ class JobServiceServicer:
 
     def RetryJob(self, request, context):
         """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +315,7 @@ class JobServiceServicer:
 
     def RescheduleJob(self, request, context):
         """Changes a job's start time or whole schedule.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +323,7 @@ class JobServiceServicer:
 
     def TriggerJob(self, request, context):
         """Runs a job now, without changing its schedule.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -246,6 +331,7 @@ class JobServiceServicer:
 
     def PauseJob(self, request, context):
         """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +339,7 @@ class JobServiceServicer:
 
     def ResumeJob(self, request, context):
         """Resumes a PAUSED job; missed occurrences follow its misfire policy.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,6 +347,7 @@ class JobServiceServicer:
 
     def DeleteJob(self, request, context):
         """Deletes a job that is not RUNNING, with its attempts.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,6 +355,7 @@ class JobServiceServicer:
 
     def ListJobAttempts(self, request, context):
         """Lists a job's attempts (its execution history), oldest first.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -274,6 +363,7 @@ class JobServiceServicer:
 
     def GetJobStats(self, request, context):
         """Counts and rates for the jobs matching a filter.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -281,6 +371,7 @@ class JobServiceServicer:
 
     def WatchJobs(self, request, context):
         """Streams changes to the jobs matching a filter, optionally after a snapshot.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -288,6 +379,7 @@ class JobServiceServicer:
 
     def PreviewSchedule(self, request, context):
         """Computes the next fire times of a schedule without creating anything.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,6 +387,7 @@ class JobServiceServicer:
 
     def CancelJobs(self, request, context):
         """Cancels every matching non-terminal job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -302,6 +395,7 @@ class JobServiceServicer:
 
     def PauseJobs(self, request, context):
         """Pauses every matching job that can be paused; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -309,6 +403,7 @@ class JobServiceServicer:
 
     def ResumeJobs(self, request, context):
         """Resumes every matching PAUSED job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -316,6 +411,7 @@ class JobServiceServicer:
 
     def RetryJobs(self, request, context):
         """Retries every matching FAILED or CANCELLED job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -323,6 +419,7 @@ class JobServiceServicer:
 
     def DeleteJobs(self, request, context):
         """Deletes every matching job that is not RUNNING; returns how many were deleted.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,6 +427,7 @@ class JobServiceServicer:
 
     def ListQueues(self, request, context):
         """Lists the queues that hold jobs or have settings, with their depth per state.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -337,6 +435,7 @@ class JobServiceServicer:
 
     def PauseQueue(self, request, context):
         """Pauses a queue: its due jobs stay QUEUED and none starts.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -344,6 +443,7 @@ class JobServiceServicer:
 
     def ResumeQueue(self, request, context):
         """Resumes a paused queue.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -351,6 +451,20 @@ class JobServiceServicer:
 
     def UpdateQueue(self, request, context):
         """Changes a queue's limits.
+        Role: admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
+        """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
+        their last contact, the jobs they hold and the queues and tasks they asked for; and each
+        server replica with its in-process handlers. In JobService, beside ListQueues, because it
+        is an operator's read: WorkerService is what workers call, and a worker's credentials
+        need not show it the others.
+        Role: reader, not limited to queues (workers span every queue): a token limited to
+        queues gets PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -359,6 +473,7 @@ class JobServiceServicer:
     def CreateEventSubscription(self, request, context):
         """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
         subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +481,7 @@ class JobServiceServicer:
 
     def ListEventSubscriptions(self, request, context):
         """Lists the event subscriptions (without their secrets).
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -373,6 +489,7 @@ class JobServiceServicer:
 
     def DeleteEventSubscription(self, request, context):
         """Removes an event subscription; deliveries not yet made are dropped.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -501,6 +618,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.FromString,
                     response_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.SerializeToString,
             ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
             'CreateEventSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEventSubscription,
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.FromString,
@@ -528,9 +650,45 @@ class JobService:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     @staticmethod
@@ -1171,6 +1329,33 @@ class JobService:
             '/jobwheel.v1.JobService/UpdateQueue',
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.JobService/ListWorkers',
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, TypeAlias
 
 import grpc
 from jobwheel.server import model
 from jobwheel.server.api import pagination, validate
 from jobwheel.server.api.convert import attempt_to_proto, job_to_proto, timestamp
-from jobwheel.server.api.errors import (
-    DomainError,
-    FieldViolation,
-    InvalidArgument,
-    rpc_errors,
-    to_grpc_status,
-)
+from jobwheel.server.api.errors import FieldViolation, InvalidArgument
+from jobwheel.server.api.fields import check_text
 from jobwheel.server.api.queue_rpcs import QueueRpcs
 from jobwheel.server.api.subscription_rpcs import SubscriptionRpcs
 from jobwheel.server.api.watch import Watcher
+from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
+from jobwheel.server.execution.roster import Roster
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
+from jobwheel.server.security import principal as access
+from jobwheel.server.security.principal import narrow
 from jobwheel.server.storage import management as actions
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
@@ -30,26 +30,31 @@ MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceServicer):
+class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, core: Core, limits: validate.Limits, watcher: Watcher, default_concurrency: int
+        self,
+        core: Core,
+        limits: validate.Limits,
+        watcher: Watcher,
+        default_concurrency: int,
+        roster: Roster | None = None,
     ) -> None:
+        self.roster = roster
         self.core = core
         self.default_concurrency = default_concurrency
         self.limits = limits
         self.watcher = watcher
 
-    @rpc_errors
     async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Context) -> Any:
         errors = validate.Violations()
         new = validate.new_job_from_proto(
             request, "", self.core.clock.now(), self.limits, errors, new_id()
         )
         errors.raise_if_any()
+        access.check_queue(new.queue, "queue")
         [(job, existed)] = await self.core.enqueue([new])
         return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
 
-    @rpc_errors
     async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Context) -> Any:
         if len(request.jobs) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("jobs", f"at most {MAX_BATCH} jobs per call")])
@@ -60,6 +65,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
             for i, req in enumerate(request.jobs)
         ]
         errors.raise_if_any()
+        for i, new in enumerate(news):
+            access.check_queue(new.queue, f"jobs[{i}].queue")
         results = await self.core.enqueue(news) if news else []
         return pb.BatchEnqueueJobsResponse(
             results=[
@@ -68,13 +75,11 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
             ]
         )
 
-    @rpc_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
-        if not request.id:
-            raise InvalidArgument([FieldViolation("id", "is required")])
-        return pb.GetJobResponse(job=job_to_proto(await self.core.get(request.id)))
+        _require_id(request.id)
+        job = access.visible(await self.core.get(request.id))
+        return pb.GetJobResponse(job=self.explain(job, job_to_proto(job)))
 
-    @rpc_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> Any:
         size = pagination.page_size(request.page_size)
         errors = validate.Violations()
@@ -85,21 +90,24 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         descending = request.order != pb.JOB_ORDER_CREATE_TIME_ASC
         scope = (request.filter, int(descending))
         after = pagination.decode_token(request.page_token, *scope)
-        jobs = await self.core.list(flt, limit=size + 1, after_seq=after, descending=descending)
+        jobs = await self.core.list(
+            narrow(flt), limit=size + 1, after_seq=after, descending=descending
+        )
         token = ""
         if len(jobs) > size:
             jobs = jobs[:size]
             token = pagination.encode_token(jobs[-1].seq, *scope)
-        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
+        return pb.ListJobsResponse(
+            jobs=[self.explain(j, job_to_proto(j)) for j in jobs], next_page_token=token
+        )
 
-    @rpc_errors
     async def ListJobAttempts(self, request: pb.ListJobAttemptsRequest, context: Context) -> Any:
-        if not request.job_id:
-            raise InvalidArgument([FieldViolation("job_id", "is required")])
+        _require_id(request.job_id, "job_id")
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token, request.job_id)
         cursor = None if after is None else (after >> 20, after & 0xFFFFF)
         history = await self.core.history(request.job_id, limit=size + 1, after=cursor)
+        access.visible(history.job)
         items, token = history.attempts, ""
         if len(items) > size:
             items = items[:size]
@@ -116,64 +124,60 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
     async def WatchJobs(
         self, request: pb.WatchJobsRequest, context: Context
     ) -> AsyncIterator[pb.WatchJobsResponse]:
-        try:
-            errors = validate.Violations()
-            flt = validate.filter_from_proto(request.filter, "filter", errors)
-            if not 0 <= request.max_batch <= MAX_WATCH_BATCH:
-                errors.add("max_batch", f"must be between 0 and {MAX_WATCH_BATCH}")
-            errors.raise_if_any()
-            stream = self.watcher.stream(
-                flt, request.include_snapshot, request.since_revision, request.max_batch
-            )
-            async for response in stream:
-                yield response
-        except DomainError as err:
-            await context.abort_with_status(to_grpc_status(err))
+        errors = validate.Violations()
+        flt = validate.filter_from_proto(request.filter, "filter", errors)
+        if not 0 <= request.max_batch <= MAX_WATCH_BATCH:
+            errors.add("max_batch", f"must be between 0 and {MAX_WATCH_BATCH}")
+        errors.raise_if_any()
+        stream = self.watcher.stream(
+            narrow(flt), request.include_snapshot, request.since_revision, request.max_batch
+        )
+        async for response in stream:
+            yield response
 
     # -- one job ----------------------------------------------------------------------------
 
-    @rpc_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> Any:
         _require_id(request.id)
-        if len(request.reason) > MAX_REASON:
-            raise InvalidArgument([FieldViolation("reason", f"longer than {MAX_REASON}")])
+        _check_reason(request.reason)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.cancel(request.reason))
         return pb.CancelJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.retry(_delay(request)))
         return pb.RetryJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def TriggerJob(self, request: pb.TriggerJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.TRIGGER)
         return pb.TriggerJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def PauseJob(self, request: pb.PauseJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         return pb.PauseJobResponse(
             job=job_to_proto(await self.core.act_on(request.id, actions.PAUSE))
         )
 
-    @rpc_errors
     async def ResumeJob(self, request: pb.ResumeJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.RESUME)
         return pb.ResumeJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         await self.core.act_on(request.id, actions.DELETE)
         return pb.DeleteJobResponse()
 
-    @rpc_errors
     async def RescheduleJob(self, request: pb.RescheduleJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         if not request.HasField("schedule"):
             raise InvalidArgument([FieldViolation("schedule", "is required")])
         now = self.core.clock.now()
@@ -187,7 +191,6 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
             job=job_to_proto(await self.core.act_on(request.id, action))
         )
 
-    @rpc_errors
     async def PreviewSchedule(self, request: pb.PreviewScheduleRequest, context: Context) -> Any:
         count = request.count or 10
         errors = validate.Violations()
@@ -196,11 +199,14 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         if not request.HasField("schedule"):
             errors.add("schedule", "is required")
         now = self.core.clock.now()
-        after = (
-            validate.micros_of_timestamp(request.after_time)
-            if request.HasField("after_time")
-            else now
-        )
+        after = now
+        if request.HasField("after_time"):
+            after = validate.micros_of_timestamp(request.after_time, "after_time", errors) or now
+            if not triggers.EARLIEST_FIRE <= after <= triggers.LATEST_FIRE:
+                errors.add(
+                    "after_time",
+                    f"must be between 0001-01-03T00:00:00Z and {triggers.LATEST_FIRE_TEXT}",
+                )
         schedule = validate.schedule_from_proto(
             request.schedule, "schedule", min(now, after), errors
         )
@@ -225,32 +231,34 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
             ]
         )
 
+    async def _visible(self, job_id: str) -> None:
+        """NOT_FOUND for a job outside the caller's queues (one read, only when scoped)."""
+        if access.current().queues is not None:
+            access.visible(await self.core.get(job_id))
+
     # -- many jobs --------------------------------------------------------------------------
 
-    @rpc_errors
     async def CancelJobs(self, request: pb.CancelJobsRequest, context: Context) -> Any:
-        count = await self.core.act_on_all(_bulk_filter(request), actions.cancel(request.reason))
+        flt = _bulk_filter(request)
+        _check_reason(request.reason)
+        count = await self.core.act_on_all(flt, actions.cancel(request.reason))
         return pb.CancelJobsResponse(count=count)
 
-    @rpc_errors
     async def PauseJobs(self, request: pb.PauseJobsRequest, context: Context) -> Any:
         return pb.PauseJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.PAUSE)
         )
 
-    @rpc_errors
     async def ResumeJobs(self, request: pb.ResumeJobsRequest, context: Context) -> Any:
         return pb.ResumeJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.RESUME)
         )
 
-    @rpc_errors
     async def RetryJobs(self, request: pb.RetryJobsRequest, context: Context) -> Any:
         flt = _bulk_filter(request)
         count = await self.core.act_on_all(flt, actions.retry(_delay(request)))
         return pb.RetryJobsResponse(count=count)
 
-    @rpc_errors
     async def DeleteJobs(self, request: pb.DeleteJobsRequest, context: Context) -> Any:
         return pb.DeleteJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.DELETE)
@@ -262,27 +270,41 @@ MAX_WATCH_BATCH = 1000
 MAX_PREVIEW = 1000
 
 
-def _require_id(job_id: str) -> None:
-    if not job_id:
-        raise InvalidArgument([FieldViolation("id", "is required")])
+def _require_id(job_id: str, field: str = "id") -> None:
+    errors = validate.Violations()
+    validate.check_id(job_id, field, errors)
+    errors.raise_if_any()
+
+
+def _check_reason(reason: str) -> None:
+    errors = validate.Violations()
+    check_text(reason, "reason", errors, max_chars=MAX_REASON)
+    errors.raise_if_any()
 
 
 def _delay(request: pb.RetryJobRequest | pb.RetryJobsRequest) -> int:
     if not request.HasField("delay"):
         return 0
     errors = validate.Violations()
-    delay = validate.micros_of_duration(request.delay, "delay", errors)
-    if delay is not None and delay < 0:
-        errors.add("delay", "must not be negative")
+    delay = validate.micros_of_duration(request.delay, "delay", errors, high=validate.MAX_WAIT)
     errors.raise_if_any()
     return delay or 0
 
 
+def matches_every_job(flt: model.JobFilter) -> bool:
+    """True for a filter that selects nothing out: empty, or every state and nothing else."""
+    return flt.empty or (set(flt.states) == set(model.JobState) and replace(flt, states=()).empty)
+
+
 def _bulk_filter(request: Any) -> model.JobFilter:
-    """The request's filter, validated; an empty one is refused (it would match every job)."""
+    """The request's filter, validated and limited to the caller's queues. A filter that
+    matches every job needs `all` set (one wrong call must not change everything)."""
     errors = validate.Violations()
     flt = validate.filter_from_proto(request.filter, "filter", errors)
-    if not errors.items and flt.empty:
-        errors.add("filter", "must not be empty: a bulk action on every job is not allowed")
+    if not errors.items and not request.all and matches_every_job(flt):
+        errors.add(
+            "filter",
+            "matches every job: narrow it, or set `all` to act on every job on purpose",
+        )
     errors.raise_if_any()
-    return flt
+    return narrow(flt)

@@ -22,11 +22,14 @@ from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.subscriptions import Subscriptions
 from jobwheel.server.storage.transitions import Transitions
+from jobwheel.server.storage.workers import Workers
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-class Store(Transitions, History, EventLog, Management, Queues, Leases, Subscriptions, Overview):
+class Store(
+    Transitions, History, EventLog, Management, Queues, Leases, Subscriptions, Workers, Overview
+):
     """Every database access of the server, for SQLite and PostgreSQL alike."""
 
     # -- jobs: create and read -----------------------------------------------------------------

@@ -12,10 +12,10 @@ from jobwheel.server.api import validate
 from jobwheel.server.api.errors import DomainError
 from jobwheel.server.storage import management
 from jobwheel.server.storage.management import Action
-from jobwheel.server.web.auth import Permission
+from jobwheel.server.web.auth import BULK_RPCS, JOB_RPCS, QUEUE_RPCS
 from jobwheel.server.web.forms import FormError, parse_job_query, parse_time, scoped
 from jobwheel.server.web.pages import ACTIONS, visible_job
-from jobwheel.server.web.site import Site, guarded, safe_next
+from jobwheel.server.web.site import Site, by_action, guarded, safe_next
 from jobwheel.v1 import job_pb2
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -24,7 +24,6 @@ from starlette.responses import RedirectResponse, Response
 MAX_REASON = 1024
 MAX_DELAY_SECONDS = 366 * 86_400
 MAX_CONCURRENCY = 100_000
-BULK_ACTIONS = ("cancel", "retry", "pause", "resume", "delete")
 
 
 def _delay(form: FormData) -> int:
@@ -101,7 +100,7 @@ def _job_action(name: str, form: FormData, job: model.Job, now: int) -> Action:
     }[name]
 
 
-@guarded(Permission.MANAGE_JOBS)
+@guarded(by_action(JOB_RPCS))
 async def job_action(site: Site, request: Request) -> Response:
     """GET: the confirmation form; POST: the action, then back to the job (or `next`)."""
     name = request.path_params["action"]
@@ -146,12 +145,12 @@ def _bulk_action(name: str, form: FormData) -> Action:
     }[name]
 
 
-@guarded(Permission.MANAGE_JOBS)
+@guarded(by_action(BULK_RPCS))
 async def bulk_action(site: Site, request: Request) -> Response:
     """GET: how many jobs of the current filter the action would change, and the form;
     POST: the action on every one of them, in batches."""
     name = request.path_params["action"]
-    if name not in BULK_ACTIONS:
+    if name not in BULK_RPCS:
         return site.render(request, "missing.html", status=404, what="action", missing=name)
     query = parse_job_query(request.query_params)
     flt = scoped(query.filter, request.state.principal.queues)
@@ -187,7 +186,7 @@ async def bulk_action(site: Site, request: Request) -> Response:
     )
 
 
-@guarded(Permission.MANAGE_QUEUES)
+@guarded(by_action(QUEUE_RPCS))
 async def queue_action(site: Site, request: Request) -> Response:
     """pause, resume or limits of one queue: GET confirms (or shows the limits form)."""
     name = request.path_params["name"]
@@ -197,7 +196,7 @@ async def queue_action(site: Site, request: Request) -> Response:
     if (
         errors.items
         or action not in ("pause", "resume", "limits")
-        or not request.state.principal.sees_queue(name)
+        or not request.state.principal.sees(name)
     ):
         return site.render(request, "missing.html", status=404, what="queue", missing=name)
     settings = (await site.core.store.queue_settings()).get(name, model.QueueSettings(name))

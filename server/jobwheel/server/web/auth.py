@@ -1,67 +1,70 @@
-"""Who is asking: principals, roles, the authenticator seam, sessions and CSRF tokens.
+"""Who is asking: principals, what the role table lets them do, the authenticator seam,
+sessions and CSRF tokens.
 
 A principal is resolved on every request. With authentication off (the default) everyone is
-an anonymous admin. With an authenticator that checks tokens, a browser signs in with a token
-once; the session (a random id in an HttpOnly, SameSite=Strict cookie, Secure under TLS) keeps
-the token server-side and it is checked again on each request, so a revoked token ends its
-sessions at once. Every state-changing request carries a CSRF token bound to the session.
+an anonymous admin. With --auth-tokens or --auth-jwks a browser signs in once with a token
+the server's Authenticator accepts (the one gRPC calls present); the session (a random id in
+an HttpOnly, SameSite=Strict cookie, Secure under TLS) keeps the token server-side and it is
+checked again on each request, so a revoked token ends its sessions at once. Every
+state-changing request carries a CSRF token bound to the session.
+
+There is one role table, security/roles.py: each page and action of the dashboard names the
+RPC that does the same thing, and a principal may use it when its role may call that RPC.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from jobwheel.server.security import interceptor, roles
+from jobwheel.server.security.principal import ANONYMOUS, Principal, Unauthenticated
+from jobwheel.server.security.roles import JOB_SERVICE
 
-class Role(enum.StrEnum):
-    READER = "reader"
-    PRODUCER = "producer"
-    OPERATOR = "operator"
-    WORKER = "worker"
-    ADMIN = "admin"
-
-
-class Permission(enum.StrEnum):
-    VIEW = "view"  # every page
-    MANAGE_JOBS = "manage_jobs"  # cancel, retry, trigger, pause, resume, reschedule, delete
-    MANAGE_QUEUES = "manage_queues"  # pause, resume, edit limits
-
-
-# The one role table: the buttons shown and the server's checks both read it.
-GRANTS: dict[Role, frozenset[Permission]] = {
-    Role.READER: frozenset({Permission.VIEW}),
-    Role.PRODUCER: frozenset({Permission.VIEW}),
-    Role.OPERATOR: frozenset(Permission),
-    Role.WORKER: frozenset(),
-    Role.ADMIN: frozenset(Permission),
+# every page: reading jobs (the reader row)
+VIEW = JOB_SERVICE + "ListJobs"
+# dashboard action -> the RPC it corresponds to
+JOB_RPCS = {
+    "cancel": JOB_SERVICE + "CancelJob",
+    "retry": JOB_SERVICE + "RetryJob",
+    "reschedule": JOB_SERVICE + "RescheduleJob",
+    "trigger": JOB_SERVICE + "TriggerJob",
+    "pause": JOB_SERVICE + "PauseJob",
+    "resume": JOB_SERVICE + "ResumeJob",
+    "delete": JOB_SERVICE + "DeleteJob",
+}
+BULK_RPCS = {
+    "cancel": JOB_SERVICE + "CancelJobs",
+    "retry": JOB_SERVICE + "RetryJobs",
+    "pause": JOB_SERVICE + "PauseJobs",
+    "resume": JOB_SERVICE + "ResumeJobs",
+    "delete": JOB_SERVICE + "DeleteJobs",
+}
+QUEUE_RPCS = {
+    "pause": JOB_SERVICE + "PauseQueue",
+    "resume": JOB_SERVICE + "ResumeQueue",
+    "limits": JOB_SERVICE + "UpdateQueue",
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    name: str
-    role: Role
-    # queues the principal may see and act on; empty: every queue
-    queues: frozenset[str] = frozenset()
-
-    def can(self, permission: Permission) -> bool:
-        return permission in GRANTS[self.role]
-
-    def sees_queue(self, queue: str) -> bool:
-        return not self.queues or queue in self.queues
+def may(principal: Principal, method: str) -> bool:
+    """Whether `principal` may do what the RPC `method` does (the role table's answer)."""
+    return roles.allowed(principal.role, method)
 
 
-ANONYMOUS_ADMIN = Principal("anonymous", Role.ADMIN)
+def allowed(principal: Principal, rpcs: Mapping[str, str]) -> frozenset[str]:
+    """The actions of `rpcs` (action -> RPC) that `principal` may take."""
+    return frozenset(name for name, method in rpcs.items() if may(principal, method))
 
 
 class Authenticator(Protocol):
-    """Checks a bearer token; the seam for the server's token store."""
+    """Checks a bearer token; the seam between the dashboard and the server's token store."""
 
     @property
     def required(self) -> bool:
@@ -74,27 +77,34 @@ class Authenticator(Protocol):
 
 
 class NoAuthentication:
-    """Authentication off: every request is an anonymous admin."""
+    """Authentication off: every request is an anonymous admin (main's ANONYMOUS). The
+    start-up checks allow that only on a loopback address, or with --insecure."""
 
     required = False
 
     async def authenticate(self, token: str) -> Principal | None:
-        return ANONYMOUS_ADMIN
+        return ANONYMOUS
 
 
-class StaticTokens:
-    """A fixed token -> principal table (for tests and small set-ups)."""
+class TokenAuthentication:
+    """Tokens checked by the server's Authenticator: the tokens file (--auth-tokens) and JWTs
+    (--auth-jwks), with the principal, role and queue scope they name."""
 
     required = True
 
-    def __init__(self, tokens: dict[str, Principal]) -> None:
-        self._tokens = dict(tokens)
+    def __init__(self, verifier: interceptor.Authenticator) -> None:
+        self.verifier = verifier
 
     async def authenticate(self, token: str) -> Principal | None:
-        for known, principal in self._tokens.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
-                return principal
-        return None
+        try:
+            return await self.verifier.verify(token)
+        except Unauthenticated:
+            return None
+
+
+def authentication(verifier: interceptor.Authenticator) -> Authenticator:
+    """The dashboard's authentication for the server's: tokens when it takes tokens."""
+    return TokenAuthentication(verifier) if verifier.uses_tokens else NoAuthentication()
 
 
 @dataclass(slots=True)

@@ -114,14 +114,14 @@ def parse_job_query(params: ImmutableMultiDict[str, Any]) -> JobQuery:
     return JobQuery(inputs, flt, errors)
 
 
-def scoped(flt: model.JobFilter, queues: frozenset[str]) -> model.JobFilter | None:
-    """`flt` limited to `queues` (empty: no limit); None when nothing can match."""
-    if not queues:
+def scoped(flt: model.JobFilter, queues: frozenset[str] | None) -> model.JobFilter | None:
+    """`flt` limited to a principal's `queues` (None: every queue); None when nothing can
+    match."""
+    if queues is None:
         return flt
-    if flt.queues:
-        allowed = tuple(q for q in flt.queues if q in queues)
-        return replace(flt, queues=allowed) if allowed else None
-    return replace(flt, queues=tuple(sorted(queues)))
+    wanted = flt.queues or tuple(sorted(queues))
+    allowed = tuple(q for q in wanted if q in queues)
+    return replace(flt, queues=allowed) if allowed else None
 
 
 def parse_time(text: str) -> int | None:

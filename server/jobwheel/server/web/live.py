@@ -135,7 +135,7 @@ def _row(
     site: Site, request: Request, flt: model.JobFilter | None, event: model.Event
 ) -> dict[str, object]:
     job = event.job
-    visible = request.state.principal.sees_queue(job.queue)
+    visible = request.state.principal.sees(job.queue)
     match = (
         flt is not None
         and visible

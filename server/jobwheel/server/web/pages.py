@@ -95,7 +95,7 @@ async def visible_job(site: Site, request: Request, job_id: str) -> model.Job | 
         job = await site.core.get(job_id)
     except NotFound:
         return None
-    return job if request.state.principal.sees_queue(job.queue) else None
+    return job if request.state.principal.sees(job.queue) else None
 
 
 @guarded()
@@ -131,7 +131,7 @@ async def queues_page(site: Site, request: Request) -> Response:
     depths = await store.queue_depths()
     done = await store.queue_throughput(site.core.clock.now() - 60 * model.SECOND)
     principal = request.state.principal
-    names = sorted(n for n in {*settings, *depths, *done} if principal.sees_queue(n))
+    names = sorted(n for n in {*settings, *depths, *done} if principal.sees(n))
     rows = []
     for name in names:
         qs = settings.get(name, model.QueueSettings(name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobwheel.server.web.auth import VIEW, may
 from jobwheel.server.web.site import (
     SESSION_COOKIE,
     Site,
@@ -20,7 +21,7 @@ async def signin(site: Site, request: Request) -> Response:
     """GET: the form; POST: checks the token and starts a new session holding it (a new id,
     so a session id known before sign-in is worth nothing after)."""
     back = safe_next(request.query_params.get("next") or "/jobs")
-    error = ""
+    error, status = "", 200
     if request.method == "POST":
         form = await request.form()
         back = safe_next(str(form.get("next") or back))
@@ -28,14 +29,17 @@ async def signin(site: Site, request: Request) -> Response:
         principal = None
         if token and len(token) <= MAX_TOKEN:
             principal = await site.authenticator.authenticate(token)
-        if principal is not None:
+        if principal is None:
+            error, status = "That token is not valid.", 401
+        elif not may(principal, VIEW):  # e.g. a worker's token: the API would refuse it too
+            error, status = f"The role {principal.role.value} may not use the dashboard.", 403
+        else:
             site.sessions.drop(request.state.session.id)
             session = site.sessions.create(token)
             response = RedirectResponse(back, status_code=303)
             set_session_cookie(site, response, session)
             return response
-        error = "That token is not valid."
-    return site.render(request, "signin.html", back=back, error=error, status=401 if error else 200)
+    return site.render(request, "signin.html", back=back, error=error, status=status)
 
 
 @guarded(permission=None)

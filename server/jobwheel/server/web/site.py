@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,15 +14,21 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jobwheel.server.core import Core
 from jobwheel.server.events import EventBus, Subscription
+from jobwheel.server.security import roles
+from jobwheel.server.security.principal import Principal
+from jobwheel.server.security.roles import Role
 from jobwheel.server.web import views
 from jobwheel.server.web.auth import (
+    BULK_RPCS,
+    JOB_RPCS,
+    QUEUE_RPCS,
+    VIEW,
     Authenticator,
     NoAuthentication,
-    Permission,
-    Principal,
-    Role,
     Session,
     Sessions,
+    allowed,
+    may,
 )
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -81,12 +87,15 @@ class Site:
     def render(
         self, request: Request, template: str, status: int = 200, **context: Any
     ) -> Response:
+        principal = request.state.principal
         html = self.templates.get_template(template).render(
             request=request,
-            principal=request.state.principal,
+            principal=principal,
             csrf_token=self.sessions.csrf_token(request.state.session),
-            can_manage_jobs=request.state.principal.can(Permission.MANAGE_JOBS),
-            can_manage_queues=request.state.principal.can(Permission.MANAGE_QUEUES),
+            # the buttons shown: the actions whose RPCs the principal's role may call
+            job_actions=allowed(principal, JOB_RPCS),
+            bulk_actions=allowed(principal, BULK_RPCS),
+            queue_actions=allowed(principal, QUEUE_RPCS),
             auth_required=self.authenticator.required,
             now=self.core.clock.now(),
             **context,
@@ -95,13 +104,21 @@ class Site:
 
 
 Handler = Callable[[Site, Request], Awaitable[Response]]
+# the RPC (full method path) a request corresponds to, for the role table
+Permission = str | Callable[[Request], str]
+
+
+def by_action(rpcs: Mapping[str, str]) -> Callable[[Request], str]:
+    """The RPC of the request's {action}; an unknown action needs only VIEW (it is a 404)."""
+    return lambda request: rpcs.get(request.path_params["action"], VIEW)
 
 
 def guarded(
-    permission: Permission | None = Permission.VIEW,
+    permission: Permission | None = VIEW,
 ) -> Callable[[Handler], Callable[[Site, Request], Awaitable[Response]]]:
     """Resolves the session and principal, refuses a POST without the session's CSRF token,
-    and checks `permission` (None: open to everyone, e.g. the sign-in page)."""
+    and checks that the principal's role may call the RPC `permission` names (None: open to
+    everyone, e.g. the sign-in page)."""
 
     def wrap(handler: Handler) -> Callable[[Site, Request], Awaitable[Response]]:
         @functools.wraps(handler)
@@ -141,9 +158,13 @@ def guarded(
                     else:
                         response = PlainTextResponse("sign in first", status_code=401)
                     return _with_cookie(site, response, session, fresh)
-                if not principal.can(permission):
+                method = permission if isinstance(permission, str) else permission(request)
+                if not may(principal, method):
+                    needed = roles.needed(method)
                     response = PlainTextResponse(
-                        f"the role {principal.role.value} may not do this", status_code=403
+                        f"this needs role {needed.value if needed else 'admin'}; "
+                        f"{principal.name!r} has role {principal.role.value}",
+                        status_code=403,
                     )
                     return _with_cookie(site, response, session, fresh)
             return _with_cookie(site, await handler(site, request), session, fresh)
@@ -154,7 +175,7 @@ def guarded(
 
 
 # before sign-in: a principal granted nothing (only the sign-in page is open to it)
-SIGNED_OUT = Principal("", Role.WORKER)
+SIGNED_OUT = Principal("", Role.WORKER, authenticated=False)
 
 
 async def resolve(site: Site, session: Session) -> Principal | None:

@@ -59,6 +59,9 @@ class WebServer:
             create_app(self.site),
             lifespan="off",
             log_config=None,
+            # the server logs the dashboard's address itself; uvicorn's "Started server
+            # process" lines would only repeat (and mislead about) the process
+            log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=max(1, round(grace)),
             proxy_headers=False,

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-server
 NODE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: serve test gen lint bench clean install
+.PHONY: serve test gen lint bench clean install screenshots chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 serve: $(if $(wildcard $(STAMP)),$(STAMP),$(SERVE_STAMP))
-	$(BIN)/jobwheel-server --metrics-listen 127.0.0.1:9464 $(ARGS)
+	$(BIN)/jobwheel-server --metrics-listen 127.0.0.1:9464 --http-listen 127.0.0.1:8080 $(ARGS)
 
 # The Node.js worker example's packages, for tests/workers/test_node.py; without npm the
 # test skips (and fails under CI=true).
@@ -32,8 +32,24 @@ $(NODE_STAMP): examples/node/package.json
 	npm install --prefix examples/node --no-audit --no-fund
 	touch $(NODE_STAMP)
 
-test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
+# The dashboard's browser tests drive Debian's Chromium, installed here where apt can (as
+# root, or with passwordless sudo); elsewhere those tests skip (and fail under CI=true).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+			sudo -n apt-get update -qq && sudo -n apt-get install -y -qq chromium >/dev/null; \
+		else echo "no $(CHROMIUM) and no apt to install it: the browser tests will skip"; fi; \
+	fi
+
+test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP)) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Screenshots of every dashboard page into docs/ (a server with sample jobs, on free ports).
+screenshots: $(STAMP) chromium
+	$(BIN)/python -m tests.web.screenshots docs
 
 gen: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=client --pyi_out=client \

@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-server
 NODE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: serve test test-unit test-integration test-acceptance gen lint bench clean install
+.PHONY: serve test test-unit test-integration test-acceptance gen lint bench clean install \
+	screenshots chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,29 +25,46 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 serve: $(if $(wildcard $(STAMP)),$(STAMP),$(SERVE_STAMP))
-	$(BIN)/jobwheel-server --metrics-listen 127.0.0.1:9464 $(ARGS)
+	$(BIN)/jobwheel-server --metrics-listen 127.0.0.1:9464 --http-listen 127.0.0.1:8080 $(ARGS)
 
-# The Node.js worker example's packages, for tests/integration/workers/test_node.py; without npm the
-# test skips (and fails under CI=true).
+# The Node.js worker example's packages, for tests/integration/workers/test_node.py; without
+# npm the test skips (and fails under CI=true).
 $(NODE_STAMP): examples/node/package.json
 	npm install --prefix examples/node --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+# The dashboard's browser tests drive Debian's Chromium, installed here where apt can (as
+# root, or with passwordless sudo); elsewhere those tests skip (and fail under CI=true).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+			sudo -n apt-get update -qq && sudo -n apt-get install -y -qq chromium >/dev/null; \
+		else echo "no $(CHROMIUM) and no apt to install it: the browser tests will skip"; fi; \
+	fi
+
 # Tests by cost: tests/unit (no I/O: seconds), tests/integration (real servers, SQLite and
-# PostgreSQL, HTTP, protoc and buf), tests/acceptance (server processes, the README, the CLI).
-# PostgreSQL tests run when JOBWHEEL_TEST_POSTGRES_URL is set, or when a PostgreSQL answers on
-# 127.0.0.1:5432 (then postgresql://postgres@127.0.0.1:5432/test; see tests/conftest.py).
-test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
+# PostgreSQL, HTTP, protoc and buf, the dashboard in a browser), tests/acceptance (server
+# processes, the README, the CLI). PostgreSQL tests run when JOBWHEEL_TEST_POSTGRES_URL is set,
+# or when a PostgreSQL answers on 127.0.0.1:5432 (then postgresql://postgres@127.0.0.1:5432/test;
+# see tests/conftest.py).
+test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP)) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test-integration: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP))
+test-integration: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP)) chromium
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test-acceptance: $(STAMP)
 	$(BIN)/python -m pytest tests/acceptance $(PYTEST_ARGS)
+
+# Screenshots of every dashboard page into docs/ (a server with sample jobs, on free ports).
+screenshots: $(STAMP) chromium
+	$(BIN)/python -m tests.integration.web.screenshots docs
 
 gen: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=client --pyi_out=client \

@@ -31,10 +31,14 @@ from jobwheel.server.execution.roster import Roster
 from jobwheel.server.observability import logs
 from jobwheel.server.observability.wiring import Observability
 from jobwheel.server.security import token_cli
+from jobwheel.server.security.settings import SecurityConfigError, check_exposure
 from jobwheel.server.security.setup import ServerSecurity
 from jobwheel.server.startup import StartupError, check_listen_address, describe, safe_url
 from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage.exclusive import ExclusiveUse
+from jobwheel.server.web.auth import authentication
+from jobwheel.server.web.server import WebServer
+from jobwheel.server.web.site import Site
 from jobwheel.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -71,10 +75,19 @@ class App:
         self.observability: Observability | None = None
         self.roster: Roster | None = None
         self._roster_task: asyncio.Task[None] | None = None
+        self.web: WebServer | None = None
+        self.http_port = 0
 
     async def start(self) -> int:
         check_listen_address(self.settings.listen)
         self.security = security = ServerSecurity(self.settings.listen, self.settings.security)
+        if self.settings.http_listen:
+            # the dashboard changes jobs as the API does: the same exposure rule
+            check_listen_address(self.settings.http_listen)
+            try:
+                check_exposure(self.settings.http_listen, self.settings.security)
+            except SecurityConfigError as exc:
+                raise SecurityConfigError(f"--http-listen: {exc}") from None
         handlers.load_modules(self.settings.handlers)
         loaded = sorted(handlers.registered())
         log.info(
@@ -204,12 +217,40 @@ class App:
             safe_url(self.settings.db),
             f", metrics on port {obs.port}" if obs.port else "",
         )
+        if self.settings.http_listen:
+            await self._start_web(core)
         return self.port
 
     async def _set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
+
+    async def _start_web(self, core: Core) -> None:
+        """The dashboard on --http-listen: the same TLS and the same tokens as gRPC."""
+        security = self.security
+        site = Site(
+            core,
+            self.bus,
+            self.settings.queue_concurrency,
+            authenticator=authentication(security.authenticator),
+        )
+        self.web = WebServer(site, self.settings.security if security.tls else None)
+        self.http_port = await self.web.start(self.settings.http_listen, self.settings.grace_period)
+        host = self.settings.http_listen.rsplit(":", 1)[0]
+        log.info(
+            "dashboard on %s://%s:%d/",
+            self.web.scheme,
+            host,
+            self.http_port,
+            extra={"dashboard": f"{self.web.scheme}://{host}:{self.http_port}/"},
+        )
+
+    def reload(self) -> None:
+        """SIGHUP: certificates (gRPC and dashboard) and the tokens file are read again."""
+        self.security.reload()
+        if self.web is not None:
+            self.web.reload()
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_period if grace is None else grace
@@ -220,6 +261,7 @@ class App:
             self.watcher.close()  # watch streams end now with UNAVAILABLE, likewise
         # in-flight calls and running attempts share one grace period
         await asyncio.gather(
+            *([self.web.stop()] if self.web is not None else []),
             *([self.server.stop(grace)] if self.server is not None else []),
             *([self.engine.stop(grace)] if self.engine is not None else []),
         )
@@ -260,7 +302,7 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, app.security.reload)
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
     await stopping.wait()
     log.info("signal received, draining (grace %.1fs)", settings.grace_period)
     await app.stop()

@@ -52,6 +52,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_listen: str = ""
+    http_listen: str = ""  # the web dashboard's HOST:PORT; empty: no dashboard
     security: security.SecuritySettings = field(default_factory=security.SecuritySettings)
 
 
@@ -288,6 +289,14 @@ def parse_settings(
         f"(JOBWHEEL_LISTEN, default {_DEFAULTS.listen})",
     )
     parser.add_argument(
+        "--http-listen",
+        type=_address("JOBWHEEL_HTTP_LISTEN", optional=True),
+        default=env.get("JOBWHEEL_HTTP_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="HOST:PORT to serve the web dashboard on, e.g. 127.0.0.1:8080 "
+        "(JOBWHEEL_HTTP_LISTEN, default: no dashboard)",
+    )
+    parser.add_argument(
         "--db",
         default=env.get("JOBWHEEL_DB", _DEFAULTS.db),
         help="database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
@@ -376,6 +385,7 @@ def parse_settings(
         log_level=args.log_level,
         log_format=args.log_format,
         metrics_listen=args.metrics_listen,
+        http_listen=args.http_listen,
         **numbers,
         security=security_settings,
     )

@@ -54,10 +54,16 @@ class Core:
         return job
 
     async def list(
-        self, flt: model.JobFilter, *, limit: int, after_seq: int | None, descending: bool
+        self,
+        flt: model.JobFilter,
+        *,
+        limit: int,
+        after_seq: int | None,
+        descending: bool,
+        seq_window: tuple[int, int] | None = None,
     ) -> list[model.Job]:
         return await self.store.list_jobs(
-            flt, limit=limit, after_seq=after_seq, descending=descending
+            flt, limit=limit, after_seq=after_seq, descending=descending, seq_window=seq_window
         )
 
     async def history(

@@ -31,6 +31,8 @@ def _in_range(value: Micros | None, r: TimeRange | None) -> bool:
 def matches(flt: JobFilter, job: Job) -> bool:
     if flt.ids and job.id not in flt.ids:
         return False
+    if flt.id_prefix and not job.id.startswith(flt.id_prefix):
+        return False
     if flt.states and job.state not in flt.states:
         return False
     if flt.queues and job.queue not in flt.queues:

@@ -272,6 +272,8 @@ class JobFilter:
     next_run_time: TimeRange | None = None
     end_time: TimeRange | None = None
     recurring: bool | None = None
+    # ids starting with this text (the dashboard's search by a shortened id)
+    id_prefix: str = ""
 
     @property
     def empty(self) -> bool:

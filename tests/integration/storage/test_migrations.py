@@ -122,6 +122,7 @@ def test_migration_list_is_gapless() -> None:
 
 # What each version added, undone newest first: takes a database back to an older shape.
 UNDO: dict[int, tuple[str, ...]] = {
+    4: ("DROP INDEX ix_events_job",),
     3: ("DROP TABLE workers", "ALTER TABLE jobs DROP COLUMN traceparent"),
     2: ("ALTER TABLE jobs DROP COLUMN released_attempts",),
 }
@@ -137,13 +138,23 @@ async def back_to(store: Store, version: int) -> None:
         await conn.execute(schema_version.update().values(version=version))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+def _indexes(conn: Connection, table: str) -> set[str]:
+    return {str(i["name"]) for i in inspect(conn).get_indexes(table)}
+
+
+async def indexes(store: Store, table: str) -> set[str]:
+    async with store.read_engine.connect() as conn:
+        return await conn.run_sync(_indexes, table)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_older_databases_gain_what_came_after(store_url: str, version: int) -> None:
     fresh = await open_store(store_url)
     [(job, _)] = await fresh.insert_jobs([new_job()])
     await back_to(fresh, version)
-    assert "traceparent" not in await columns(fresh, "jobs")
+    assert ("traceparent" in await columns(fresh, "jobs")) == (version >= 3)
     assert ("released_attempts" in await columns(fresh, "jobs")) == (version >= 2)
+    assert "ix_events_job" not in await indexes(fresh, "events")
     await fresh.close()
 
     upgraded = await open_store(store_url)
@@ -151,10 +162,13 @@ async def test_older_databases_gain_what_came_after(store_url: str, version: int
         assert await stamped(upgraded) == [latest_version()]
         assert {"traceparent", "released_attempts"} <= await columns(upgraded, "jobs")
         assert "workers" in await tables(upgraded)
+        assert "ix_events_job" in await indexes(upgraded, "events")
         got = await upgraded.get_job(job.id)
         assert got == job and got.traceparent == "" and got.released_attempts == 0
         # the upgraded schema takes writes to what the migrations added
         await upgraded.record_workers([WorkerRow("w1", "remote", 1, tasks=("t",))])
         assert [w.id for w in await upgraded.list_workers(0)] == ["w1"]
+        # the job page's timeline reads the event log by job (the index of version 4)
+        assert [e.revision for e in await upgraded.job_timeline(job.id)]
     finally:
         await upgraded.close()

@@ -103,6 +103,11 @@ class Authenticator:
         token = _bearer(context.invocation_metadata() or ())
         if token is None:
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
+        return await self.verify(token)
+
+    async def verify(self, token: str) -> Principal:
+        """The principal of a bearer token from the tokens file or a JWT (the dashboard's
+        sign-in checks tokens here too); Unauthenticated for any other token."""
         found: Principal | None = None
         if self.tokens is not None and token.startswith(PREFIX):
             found = self.tokens.lookup(token)

@@ -107,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> No
         "--insecure",
         action="store_true",
         default=_flag(env, "JOBWHEEL_INSECURE", parser),
-        help="allow a non-loopback --listen without TLS and authentication (JOBWHEEL_INSECURE)",
+        help="allow a non-loopback --listen (or --http-listen) without TLS and authentication "
+        "(JOBWHEEL_INSECURE)",
     )
 
 

@@ -24,11 +24,24 @@ def _time_range(column: ColumnElement[Any], rng: TimeRange | None) -> list[Colum
     return conds
 
 
-def job_conditions(dialect: Dialect, flt: JobFilter) -> list[ColumnElement[bool]]:
-    """Conditions that must all hold; an empty list matches every job."""
+def id_range(prefix: str) -> list[ColumnElement[bool]]:
+    """Ids starting with `prefix` as a range the unique index on id serves. Only for SQLite,
+    which compares text by code point (PostgreSQL's collations need not order prefixes so)."""
+    return [jobs.c.id >= prefix, jobs.c.id < prefix + "\U0010ffff"]
+
+
+def job_conditions(
+    dialect: Dialect, flt: JobFilter, *, narrow_ids: bool = False
+) -> list[ColumnElement[bool]]:
+    """Conditions that must all hold; an empty list matches every job. `narrow_ids` adds the
+    index range of `id_prefix` (SQLite), worth it when few ids have the prefix."""
     conds: list[ColumnElement[bool]] = []
     if flt.ids:
         conds.append(jobs.c.id.in_(flt.ids))
+    if flt.id_prefix:
+        if narrow_ids and dialect.name == "sqlite":
+            conds += id_range(flt.id_prefix)
+        conds.append(jobs.c.id.startswith(flt.id_prefix, autoescape=True))
     if flt.states:
         conds.append(jobs.c.state.in_([s.value for s in flt.states]))
     if flt.queues:

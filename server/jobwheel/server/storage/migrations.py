@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.outage import is_unreachable
-from jobwheel.server.storage.schema import event_head, metadata, schema_version, workers
+from jobwheel.server.storage.schema import (
+    event_head,
+    ix_events_job,
+    metadata,
+    schema_version,
+    workers,
+)
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -62,10 +68,15 @@ async def _traces_and_workers(conn: AsyncConnection, _dialect: Dialect) -> None:
     await conn.run_sync(lambda sync: workers.create(sync))  # with its index
 
 
+async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
     Migration(3, "trace context of jobs; the workers table", _traces_and_workers),
+    Migration(4, "index the event log by job", _index_events_by_job),
 )
 
 

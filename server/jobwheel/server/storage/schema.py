@@ -130,6 +130,8 @@ events = Table(
     Column("job", Text, nullable=False),
 )
 Index("ix_events_time", events.c.time)
+# one job's timeline (the dashboard's job page)
+ix_events_job = Index("ix_events_job", events.c.job_id, events.c.revision)
 
 # Row 1: the newest revision. Row 2: the revision up to which events were handed to event
 # subscriptions (deliveries are created idempotently, then this advances).

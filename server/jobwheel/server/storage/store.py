@@ -13,19 +13,20 @@ from jobwheel.server.storage.convert import (
     new_job_values,
 )
 from jobwheel.server.storage.events import EventLog, append_events
-from jobwheel.server.storage.filters import job_conditions
+from jobwheel.server.storage.filters import id_range, job_conditions
 from jobwheel.server.storage.history import History
 from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
+from jobwheel.server.storage.overview import Overview
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.subscriptions import Subscriptions
 from jobwheel.server.storage.workers import Workers
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Workers):
+class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Workers, Overview):
     """Every database access of the server, for SQLite and PostgreSQL alike."""
 
     # -- jobs: create and read -----------------------------------------------------------------
@@ -127,24 +128,44 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         limit: int,
         after_seq: int | None = None,
         descending: bool = True,
+        seq_window: tuple[int, int] | None = None,
     ) -> list[Job]:
         """One page of matching jobs ordered by seq, starting after the cursor `after_seq`.
 
         Keyset pagination: pages stay consistent while jobs are inserted (a new job sorts
-        after every existing one), unlike OFFSET.
+        after every existing one), unlike OFFSET. `seq_window` (lowest, highest), inclusive,
+        bounds the rows looked at: a filter no index serves then scans at most that many.
         """
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         if limit == 0:
             return []
-        conds = job_conditions(self.dialect, flt)
-        if after_seq is not None:
-            conds.append(jobs.c.seq < after_seq if descending else jobs.c.seq > after_seq)
-        order = jobs.c.seq.desc() if descending else jobs.c.seq.asc()
-        stmt = select(jobs).where(*conds).order_by(order).limit(limit)
         async with self._read() as conn:
+            narrow = bool(flt.id_prefix) and await self._few_with_prefix(conn, flt.id_prefix)
+            conds = job_conditions(self.dialect, flt, narrow_ids=narrow)
+            if after_seq is not None:
+                conds.append(jobs.c.seq < after_seq if descending else jobs.c.seq > after_seq)
+            if seq_window is not None:
+                conds.append(jobs.c.seq.between(*seq_window))
+            order = jobs.c.seq.desc() if descending else jobs.c.seq.asc()
+            stmt = select(jobs).where(*conds).order_by(order).limit(limit)
             rows = (await conn.execute(stmt)).mappings().all()
         return [job_from_row(r) for r in rows]
+
+    async def _few_with_prefix(self, conn: AsyncConnection, prefix: str, few: int = 2000) -> bool:
+        """Whether fewer than `few` ids start with `prefix` (SQLite, by the id index): then
+        reading them by id and sorting beats scanning newest first for matches."""
+        if self.dialect.name != "sqlite":
+            return False
+        probe = select(jobs.c.id).where(*id_range(prefix)).limit(few).subquery()
+        found = (await conn.execute(select(func.count()).select_from(probe))).scalar_one()
+        return int(found) < few
+
+    async def newest_seq(self) -> int:
+        """The seq of the newest job (0 when there is none)."""
+        async with self._read() as conn:
+            found = (await conn.execute(select(func.max(jobs.c.seq)))).scalar()
+        return int(found or 0)
 
     # -- claims, transitions and attempts are added here by the engine -------------------------
 

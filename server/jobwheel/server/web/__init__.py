@@ -1,0 +1,1 @@
+"""The web dashboard: pages, actions and live updates over the same core as the RPCs."""

@@ -1,0 +1,249 @@
+"""The read-only pages: jobs, one job, queues, recurring schedules, overview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobwheel.server import model
+from jobwheel.server.api.errors import NotFound
+from jobwheel.server.rules import triggers
+from jobwheel.server.rules.states import DELETE, PAUSE, RESUME, TRIGGER, cancel, retry
+from jobwheel.server.web.forms import parse_job_query, scoped
+from jobwheel.server.web.site import Site, guarded
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+STATES = [s.value for s in model.JobState]
+MAX_ATTEMPTS_SHOWN = 200
+SCAN_WINDOW = 25_000  # jobs one page of a label or payload filter looks through
+FIRES_SHOWN = 10
+
+# which job actions a job in each state offers (the store checks again: these are the
+# actions' allowed states)
+ACTIONS = {
+    "cancel": cancel("").allowed,
+    "retry": retry(0).allowed,
+    "trigger": TRIGGER.allowed,
+    "pause": PAUSE.allowed,
+    "resume": RESUME.allowed,
+    "reschedule": (
+        model.JobState.SCHEDULED,
+        model.JobState.QUEUED,
+        model.JobState.RETRYING,
+        model.JobState.PAUSED,
+    ),
+    "delete": DELETE.allowed,
+}
+
+
+def actions_for(job: model.Job) -> list[str]:
+    return [name for name, allowed in ACTIONS.items() if job.state in allowed]
+
+
+def _cursor(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if 0 < value < 1 << 62 else None
+
+
+@guarded()
+async def jobs_page(site: Site, request: Request) -> Response:
+    query = parse_job_query(request.query_params)
+    after = _cursor(request.query_params.get("after"))
+    flt = scoped(query.filter, request.state.principal.queues)
+    # the revision before the read: live updates start here, so none is missed
+    revision = site.bus.head
+    jobs: list[model.Job] = []
+    window: tuple[int, int] | None = None
+    if flt is not None and not query.errors:
+        if flt.payload or flt.labels:
+            # no index serves these: look through SCAN_WINDOW jobs per page at most
+            top = after - 1 if after else await site.core.store.newest_seq()
+            window = (max(1, top - SCAN_WINDOW + 1), top)
+        jobs = await site.core.list(
+            flt, limit=site.page_size + 1, after_seq=after, descending=True, seq_window=window
+        )
+    more = len(jobs) > site.page_size
+    jobs = jobs[: site.page_size]
+    next_cursor = jobs[-1].seq if more else None
+    searched_to = None
+    if not more and window is not None and window[0] > 1:
+        next_cursor = searched_to = window[0]
+    return site.render(
+        request,
+        "jobs.html",
+        query=query,
+        jobs=jobs,
+        states=STATES,
+        after=after,
+        next_cursor=next_cursor,
+        searched_to=searched_to,
+        scan_window=SCAN_WINDOW,
+        revision=revision,
+        page_size=site.page_size,
+        done=request.query_params.get("done", ""),
+        count=request.query_params.get("count", ""),
+    )
+
+
+async def visible_job(site: Site, request: Request, job_id: str) -> model.Job | None:
+    try:
+        job = await site.core.get(job_id)
+    except NotFound:
+        return None
+    return job if request.state.principal.sees(job.queue) else None
+
+
+@guarded()
+async def job_page(site: Site, request: Request) -> Response:
+    job_id = request.path_params["job_id"]
+    job = await visible_job(site, request, job_id)
+    if job is None:
+        return site.render(request, "missing.html", status=404, what="job", missing=job_id)
+    history = await site.core.history(job_id, limit=MAX_ATTEMPTS_SHOWN, after=None)
+    timeline = await site.core.store.job_timeline(job_id)
+    fires: list[triggers.Fire] = []
+    if job.schedule is not None and job.recurring and not job.state.terminal:
+        now = site.core.clock.now()
+        fires = triggers.next_fires(job.schedule, now, FIRES_SHOWN)
+    return site.render(
+        request,
+        "job.html",
+        job=job,
+        history=history,
+        timeline=timeline,
+        fires=fires,
+        zone=(job.schedule.time_zone if job.schedule else "") or "UTC",
+        actions=actions_for(job),
+        revision=site.bus.head,
+        done=request.query_params.get("done", ""),
+    )
+
+
+@guarded()
+async def queues_page(site: Site, request: Request) -> Response:
+    store = site.core.store
+    settings = await store.queue_settings()
+    depths = await store.queue_depths()
+    done = await store.queue_throughput(site.core.clock.now() - 60 * model.SECOND)
+    principal = request.state.principal
+    names = sorted(n for n in {*settings, *depths, *done} if principal.sees(n))
+    rows = []
+    for name in names:
+        qs = settings.get(name, model.QueueSettings(name))
+        rows.append(
+            {
+                "settings": qs,
+                "concurrency": qs.max_concurrency or site.default_concurrency,
+                "counts": depths.get(name, {}),
+                "total": sum(depths.get(name, {}).values()),
+                "last_minute": done.get(name, (0, 0)),
+            }
+        )
+    return site.render(
+        request,
+        "queues.html",
+        rows=rows,
+        states=list(model.JobState),
+        done=request.query_params.get("done", ""),
+    )
+
+
+@guarded()
+async def recurring_page(site: Site, request: Request) -> Response:
+    after = _cursor(request.query_params.get("after"))
+    flt = scoped(model.JobFilter(recurring=True), request.state.principal.queues)
+    jobs: list[model.Job] = []
+    if flt is not None:
+        jobs = await site.core.list(flt, limit=site.page_size + 1, after_seq=after, descending=True)
+    more = len(jobs) > site.page_size
+    jobs = jobs[: site.page_size]
+    last = await site.core.store.last_attempts([j.id for j in jobs])
+    return site.render(
+        request,
+        "recurring.html",
+        jobs=jobs,
+        last=last,
+        actions={j.id: actions_for(j) for j in jobs},
+        next_cursor=jobs[-1].seq if more else None,
+        after=after,
+    )
+
+
+WINDOWS = {"hour": (3600, 60), "day": (86_400, 1800)}  # seconds shown, seconds per slot
+
+
+@guarded()
+async def overview_page(site: Site, request: Request) -> Response:
+    window = request.query_params.get("window", "hour")
+    if window not in WINDOWS:
+        window = "hour"
+    span, _ = WINDOWS[window]
+    now = site.core.clock.now()
+    since = now - span * model.SECOND
+    stats = await site.core.store.job_stats(model.JobFilter(), now)
+    tasks = await site.core.store.task_summaries(since)
+    lateness = sorted(late for _, late in await site.core.store.start_lateness(since))
+    return site.render(
+        request,
+        "overview.html",
+        window=window,
+        stats=stats,
+        total=sum(stats.by_state.values()),
+        tasks=tasks,
+        lateness={
+            "count": len(lateness),
+            "p50": _rank(lateness, 0.5),
+            "p99": _rank(lateness, 0.99),
+            "max": lateness[-1] if lateness else None,
+        },
+        states=list(model.JobState),
+    )
+
+
+@guarded()
+async def overview_data(site: Site, request: Request) -> Response:
+    """Chart series as JSON: {"t": [slot start s], "succeeded": [...], "failed": [...],
+    "failure_rate": [%...], "lateness_ms": [max per slot]}."""
+    from starlette.responses import JSONResponse
+
+    window = request.query_params.get("window", "hour")
+    if window not in WINDOWS:
+        return PlainTextResponse("unknown window", status_code=400)
+    span, slot = WINDOWS[window]
+    now = site.core.clock.now()
+    slot_us = slot * model.SECOND
+    since = (now - span * model.SECOND) // slot_us * slot_us
+    count = (now - since) // slot_us + 1
+    ok = [0] * count
+    bad = [0] * count
+    for start, outcome, n in await site.core.store.attempt_buckets(since, slot_us):
+        i = min(count - 1, (start - since) // slot_us)
+        if outcome is model.AttemptOutcome.SUCCEEDED:
+            ok[i] += n
+        else:
+            bad[i] += n
+    late: list[float | None] = [None] * count
+    for start, lateness in await site.core.store.start_lateness(since):
+        i = min(count - 1, (start - since) // slot_us)
+        late[i] = max(late[i] or 0.0, lateness / 1000)
+    data: dict[str, Any] = {
+        "t": [(since + i * slot_us) // model.SECOND for i in range(count)],
+        "succeeded": ok,
+        "failed": bad,
+        "failure_rate": [
+            round(100 * b / (o + b), 1) if o + b else None for o, b in zip(ok, bad, strict=True)
+        ],
+        "lateness_ms": late,
+    }
+    return JSONResponse(data)
+
+
+def _rank(values: list[int], p: float) -> int | None:
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, round(p * len(values) + 0.5) - 1))]

@@ -218,7 +218,9 @@ class Dispatcher:
         return await self.webhooks.run(job, attempt_id or f"{job.id}/{job.attempt}", limit)
 
     async def _finish(self, settlement: outcomes.Settlement) -> None:
-        await self.settle([settlement])
+        [applied] = await self.settle([settlement])
+        if applied:
+            outcomes.log_if_failed(settlement)
 
     def cancel(self, job_id: str) -> None:
         """Stops this process's attempt of a job that was cancelled (if it runs one)."""

@@ -215,6 +215,7 @@ class RemoteWorkers:
                 raise NotFound("job", job_id)
             raise _not_held(current, epoch, worker_id)
         self._held.pop(job_id, None)
+        outcomes.log_if_failed(settlement)
         return settlement.after
 
     async def _holding(self, job_id: str, epoch: int, worker_id: str) -> model.Job:

@@ -114,6 +114,9 @@ class Schedule:
     catchup_window: Micros = DEFAULT_CATCHUP_WINDOW
     dst_gap_policy: DstGapPolicy = DstGapPolicy.SHIFT_FORWARD
     dst_fold_policy: DstFoldPolicy = DstFoldPolicy.FIRST
+    # An interval schedule without start_time: its first occurrence, fixed when the schedule
+    # is set; every occurrence is anchor + k * interval, start to start (not in the proto).
+    anchor: Micros | None = None
 
     @property
     def recurring(self) -> bool:

@@ -163,6 +163,8 @@ def schedule_from_proto(
         if catchup < 0:
             errors.add(f"{prefix}.catchup_window", "must not be negative")
     recurring = bool(s.cron) or s.HasField("interval")
+    # interval occurrences run start to start from the first one, now + interval
+    anchor = now + interval if interval and not s.cron and start is None else None
     if not recurring:
         for name in ("limit", "end_time"):
             if (name == "limit" and s.limit) or (name == "end_time" and s.HasField(name)):
@@ -200,6 +202,7 @@ def schedule_from_proto(
             f"{prefix}.dst_fold_policy",
             errors,
         ),
+        anchor=anchor,
     )
 
 

@@ -76,7 +76,8 @@ def parse_settings(
         "--max-payload-bytes",
         type=int,
         default=int(env.get("JOBWHEEL_MAX_PAYLOAD_BYTES", 1 << 20)),
-        help="largest accepted payload, encoded (JOBWHEEL_MAX_PAYLOAD_BYTES, default 1 MiB)",
+        help="largest accepted payload, encoded (JOBWHEEL_MAX_PAYLOAD_BYTES, default and "
+        "most 1 MiB)",
     )
     parser.add_argument(
         "--sqlite-synchronous",
@@ -182,8 +183,9 @@ def parse_settings(
         parser.error("--threads must be positive")
     if args.queue_concurrency <= 0:
         parser.error("--queue-concurrency must be positive")
-    if args.max_payload_bytes <= 0:
-        parser.error("--max-payload-bytes must be positive")
+    if not 0 < args.max_payload_bytes <= 1 << 20:
+        # at most 1 MiB: a job with payload, result and progress must fit one 4 MiB reply
+        parser.error("--max-payload-bytes must be between 1 and 1048576")
     return Settings(
         listen=args.listen,
         db=args.db,

@@ -15,6 +15,9 @@ Micros = int
 SECOND: Micros = 1_000_000
 DEFAULT_QUEUE = "default"
 DEFAULT_CATCHUP_WINDOW: Micros = 86_400 * SECOND
+# Payload, result and progress: at most this many bytes each, encoded as protobuf (so a job
+# always fits one 4 MiB reply; see api/reply_size.py).
+MAX_DOCUMENT_BYTES = 1 << 20
 
 
 class JobState(enum.StrEnum):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
 from jobwheel.server import model
-from jobwheel.server.api import pagination, validate
+from jobwheel.server.api import pagination, reply_size, validate
 from jobwheel.server.api.convert import attempt_to_proto, job_to_proto, timestamp
 from jobwheel.server.api.errors import (
     DomainError,
@@ -23,8 +24,8 @@ from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
 from jobwheel.server.storage import management as actions
+from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
-from jobwheel.v1 import job_service_pb2_grpc
 
 MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -85,12 +86,22 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         descending = request.order != pb.JOB_ORDER_CREATE_TIME_ASC
         scope = (request.filter, int(descending))
         after = pagination.decode_token(request.page_token, *scope)
-        jobs = await self.core.list(flt, limit=size + 1, after_seq=after, descending=descending)
-        token = ""
-        if len(jobs) > size:
-            jobs = jobs[:size]
-            token = pagination.encode_token(jobs[-1].seq, *scope)
-        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
+        budget = reply_size.Budget()
+        jobs, more = await self.core.list(
+            flt, limit=size, max_bytes=budget.limit, after_seq=after, descending=descending
+        )
+        page: list[job_pb2.Job] = []
+        last = None
+        for job in jobs:
+            proto = job_to_proto(job)
+            if not budget.take(proto) and page:
+                more = True  # this one starts the next page
+                break
+            page.append(proto)
+            last = job.seq
+            await asyncio.sleep(0)  # converting big jobs: let other calls run in between
+        token = pagination.encode_token(last, *scope) if more and last is not None else ""
+        return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
     @rpc_errors
     async def ListJobAttempts(self, request: pb.ListJobAttemptsRequest, context: Context) -> Any:
@@ -99,14 +110,25 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token, request.job_id)
         cursor = None if after is None else (after >> 20, after & 0xFFFFF)
-        history = await self.core.history(request.job_id, limit=size + 1, after=cursor)
-        items, token = history.attempts, ""
-        if len(items) > size:
-            items = items[:size]
-            last = items[-1]
-            token = pagination.encode_token(last.execution << 20 | last.number, request.job_id)
+        budget = reply_size.Budget()
+        history = await self.core.history(
+            request.job_id, limit=size, max_bytes=budget.limit, after=cursor
+        )
+        page: list[job_pb2.Attempt] = []
+        more = history.more
+        for attempt in history.attempts:
+            proto = attempt_to_proto(attempt)
+            if not budget.take(proto) and page:
+                more = True
+                break
+            page.append(proto)
+        token = ""
+        if more and page:
+            token = pagination.encode_token(
+                page[-1].execution << 20 | page[-1].number, request.job_id
+            )
         return pb.ListJobAttemptsResponse(
-            attempts=[attempt_to_proto(a) for a in items],
+            attempts=page,
             next_page_token=token,
             total_executions=history.job.execution_count,
             successful_executions=history.totals.succeeded,

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
+from jobwheel.server.api import reply_size
 from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 from jobwheel.server.scheduling import triggers
@@ -289,8 +290,10 @@ def new_job_from_proto(
     http = http_from_proto(req.http, f"{prefix}http", errors) if req.HasField("http") else None
     task = req.task or ("http" if http else "")
     check_name(task, f"{prefix}task", errors)
-    if req.payload.ByteSize() > limits.max_payload_bytes:
+    payload_bytes = req.payload.ByteSize()
+    if payload_bytes > limits.max_payload_bytes:
         errors.add(f"{prefix}payload", f"is larger than {limits.max_payload_bytes} bytes")
+    _check_other_fields(req, req.ByteSize() - payload_bytes, prefix, errors)
     if len(req.labels) > MAX_LABELS:
         errors.add(f"{prefix}labels", f"at most {MAX_LABELS} labels")
     for key, val in req.labels.items():
@@ -330,6 +333,26 @@ def new_job_from_proto(
         http=http,
         create_time=now,
         next_run_time=next_run,
+    )
+
+
+def _check_other_fields(
+    req: job_service_pb2.EnqueueJobRequest, size: int, prefix: str, errors: Violations
+) -> None:
+    """Everything but the payload together within MAX_JOB_FIELDS_BYTES, so that a job always
+    fits one reply; the largest part is named."""
+    if size <= reply_size.MAX_JOB_FIELDS_BYTES:
+        return
+    parts = {
+        "labels": sum(len(k.encode()) + len(v.encode()) for k, v in req.labels.items()),
+        "http": req.http.ByteSize(),
+        "schedule": req.schedule.ByteSize(),
+    }
+    largest = max(parts, key=lambda name: parts[name])
+    errors.add(
+        f"{prefix}{largest}",
+        f"the job's fields other than payload encode to {size} bytes, "
+        f"more than {reply_size.MAX_JOB_FIELDS_BYTES}",
     )
 
 

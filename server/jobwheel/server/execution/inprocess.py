@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobwheel.server import failures
-from jobwheel.server.execution.base import AttemptResult, Outcome
+from jobwheel.server.execution.base import AttemptResult, Outcome, oversized
 from jobwheel.server.handlers import Handler
+from jobwheel.server.model import MAX_DOCUMENT_BYTES
 
 
 @dataclass
@@ -88,10 +89,15 @@ class InProcessExecutor:
         except Exception as exc:  # the handler's failure is the attempt's outcome
             return AttemptResult(Outcome.FAILED, error=failures.error_text(exc))
         try:
-            json.dumps(result)
+            text = json.dumps(result)
         except (TypeError, ValueError) as exc:
             return AttemptResult(
                 Outcome.FAILED, error=f"ResultError: result is not JSON-serialisable: {exc}"
+            )
+        if oversized(result, len(text)):
+            return AttemptResult(
+                Outcome.FAILED,
+                error=f"ResultError: result is larger than {MAX_DOCUMENT_BYTES} bytes encoded",
             )
         return AttemptResult(Outcome.SUCCEEDED, result=result)
 

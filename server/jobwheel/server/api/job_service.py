@@ -9,7 +9,12 @@ from typing import Any, TypeAlias
 import grpc
 from jobwheel.server import model
 from jobwheel.server.api import pagination, reply_size, validate
-from jobwheel.server.api.convert import attempt_to_proto, job_to_proto, timestamp
+from jobwheel.server.api.convert import (
+    JOB_STATE_TO_PROTO,
+    attempt_to_proto,
+    job_to_proto,
+    timestamp,
+)
 from jobwheel.server.api.errors import (
     DomainError,
     FieldViolation,
@@ -24,6 +29,7 @@ from jobwheel.server.core import Core
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
 from jobwheel.server.storage import management as actions
+from jobwheel.server.storage.convert import job_from_new
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -61,13 +67,22 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
             for i, req in enumerate(request.jobs)
         ]
         errors.raise_if_any()
+        # the reply must fit one message: judged before anything is created
+        replies = [pb.EnqueueJobResponse(job=job_to_proto(job_from_new(n))) for n in news]
+        budget = reply_size.Budget()
+        if not all(budget.take(reply) for reply in replies):
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "jobs",
+                        f"the reply (every job as created) would exceed "
+                        f"{reply_size.MAX_MESSAGE_BYTES} bytes: send fewer or smaller jobs "
+                        "per call",
+                    )
+                ]
+            )
         results = await self.core.enqueue(news) if news else []
-        return pb.BatchEnqueueJobsResponse(
-            results=[
-                pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
-                for job, existed in results
-            ]
-        )
+        return pb.BatchEnqueueJobsResponse(results=_batch_replies(results, replies, budget.limit))
 
     @rpc_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
@@ -251,6 +266,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
 
     @rpc_errors
     async def CancelJobs(self, request: pb.CancelJobsRequest, context: Context) -> Any:
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument([FieldViolation("reason", f"longer than {MAX_REASON}")])
         count = await self.core.act_on_all(_bulk_filter(request), actions.cancel(request.reason))
         return pb.CancelJobsResponse(count=count)
 
@@ -277,6 +294,32 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         return pb.DeleteJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.DELETE)
         )
+
+
+def _batch_replies(
+    results: list[tuple[model.Job, bool]], fresh: list[pb.EnqueueJobResponse], limit: int
+) -> list[pb.EnqueueJobResponse]:
+    """One reply per job: the precomputed one of a created job; for a repeated idempotency
+    key the existing job, whole while the reply has room, else only its id and state (an
+    existing job may be larger than the request that named its key; the stub never is)."""
+    out = list(fresh)
+    stubs = {
+        i: pb.EnqueueJobResponse(
+            job=job_pb2.Job(id=job.id, state=JOB_STATE_TO_PROTO[job.state]), already_exists=True
+        )
+        for i, (job, existed) in enumerate(results)
+        if existed
+    }
+    used = sum(reply_size.framed_size(stubs.get(i, r)) for i, r in enumerate(fresh))
+    for i, stub in stubs.items():
+        whole = pb.EnqueueJobResponse(job=job_to_proto(results[i][0]), already_exists=True)
+        extra = reply_size.framed_size(whole) - reply_size.framed_size(stub)
+        if used + extra <= limit:
+            used += extra
+            out[i] = whole
+        else:
+            out[i] = stub
+    return out
 
 
 MAX_REASON = 1024

@@ -80,3 +80,8 @@ def deep_boom(payload: dict[str, Any]) -> None:
         down(payload.get("depth", 3))
     except KeyError as exc:
         raise RuntimeError("wrapped") from exc
+
+
+@task("test.big_result")
+async def big_result(payload: dict[str, Any]) -> str:
+    return "x" * int(payload["n"])

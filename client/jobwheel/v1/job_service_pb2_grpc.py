@@ -32,6 +32,13 @@ class JobServiceStub:
     google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow.
+
+    Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
+    (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
+    language; a larger request fails with RESOURCE_EXHAUSTED. One job always fits: its payload,
+    result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
+    together. Lists end a page early when the next item would not fit (next_page_token says
+    more follow), so a page may hold fewer items than page_size.
     """
 
     def __init__(self, channel):
@@ -184,6 +191,13 @@ class JobServiceServicer:
     google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow.
+
+    Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
+    (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
+    language; a larger request fails with RESOURCE_EXHAUSTED. One job always fits: its payload,
+    result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
+    together. Lists end a page early when the next item would not fit (next_page_token says
+    more follow), so a page may hold fewer items than page_size.
     """
 
     def EnqueueJob(self, request, context):
@@ -531,6 +545,13 @@ class JobService:
     google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow.
+
+    Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
+    (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
+    language; a larger request fails with RESOURCE_EXHAUSTED. One job always fits: its payload,
+    result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
+    together. Lists end a page early when the next item would not fit (next_page_token says
+    more follow), so a page may hold fewer items than page_size.
     """
 
     @staticmethod

@@ -25,10 +25,12 @@ def blob(size: int, **more: object) -> struct_pb2.Struct:
     return out
 
 
-async def enqueue_big(server: Running, n: int, size: int = MB, **kw: object) -> list[str]:
+async def enqueue_big(
+    server: Running, n: int, size: int = MB, task: str = "nobody.takes", **kw: object
+) -> list[str]:
     ids = []
     for i in range(n):
-        request = pb.EnqueueJobRequest(task="nobody.takes", payload=blob(size, i=i), **kw)  # type: ignore[arg-type]
+        request = pb.EnqueueJobRequest(task=task, payload=blob(size, i=i), **kw)  # type: ignore[arg-type]
         ids.append((await server.jobs.EnqueueJob(request)).job.id)
     return ids
 
@@ -228,3 +230,18 @@ async def test_messages_above_4_mib_are_refused_by_the_transport(server: Running
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await server.jobs.EnqueueJob(request)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_lease_reply_ends_on_size_and_the_rest_is_queued_again(server: Running) -> None:
+    ids = await enqueue_big(server, 6, task="remote.big")
+    first = await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w", max_jobs=100))
+    assert first.ByteSize() <= MAX_MESSAGE_BYTES
+    assert 1 <= len(first.leases) <= 4
+    rest = await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w", max_jobs=100))
+    more = await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w", max_jobs=100))
+    leased = [lease.job.id for r in (first, rest, more) for lease in r.leases]
+    assert sorted(leased) == sorted(ids)  # every job reached the worker exactly once
+    for lease in first.leases:  # the leases sent are held and can be completed
+        await server.workers.CompleteJob(
+            wpb.CompleteJobRequest(job_id=lease.job.id, epoch=lease.epoch, worker_id="w")
+        )

@@ -107,6 +107,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         )
         page: list[job_pb2.Job] = []
         last = None
+        converted = 0
         for job in jobs:
             proto = job_to_proto(job)
             if not budget.take(proto) and page:
@@ -114,7 +115,9 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
                 break
             page.append(proto)
             last = job.seq
-            await asyncio.sleep(0)  # converting big jobs: let other calls run in between
+            if budget.used - converted > YIELD_EVERY_BYTES:
+                converted = budget.used
+                await asyncio.sleep(0)  # converting big jobs: let other calls run between
         token = pagination.encode_token(last, *scope) if more and last is not None else ""
         return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
@@ -323,6 +326,7 @@ def _batch_replies(
 
 
 MAX_REASON = 1024
+YIELD_EVERY_BYTES = 256 << 10
 MAX_WATCH_BATCH = 1000
 MAX_PREVIEW = 1000
 

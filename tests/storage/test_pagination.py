@@ -156,3 +156,30 @@ async def test_page_size_limit_still_applies(store: Store) -> None:
     assert len(list(found)) == 3 and more
     found, more = await store.list_jobs_page(JobFilter(), limit=5, max_bytes=1 << 20)
     assert len(list(found)) == 5 and not more
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+async def test_size_lookups_continue_across_chunks(store: Store, descending: bool) -> None:
+    """More rows than one size query looks at: pages continue where the last one stopped."""
+    sizes = [10] * 40 + [60_000] * 3 + [10] * 57
+    jobs = [
+        job
+        for job, _ in await store.insert_jobs([new_job(payload={"blob": "x" * n}) for n in sizes])
+    ]
+    expected = [j.id for j in (reversed(jobs) if descending else jobs)]
+    found, more = await store.list_jobs_page(
+        JobFilter(), limit=1000, max_bytes=10 << 20, descending=descending
+    )
+    assert [j.id for j in found] == expected and not more
+    seen: list[str] = []
+    after: int | None = None
+    more = True
+    while more:
+        found, more = await store.list_jobs_page(
+            JobFilter(), limit=70, max_bytes=100_000, after_seq=after, descending=descending
+        )
+        page = list(found)
+        assert 1 <= len(page) <= 70
+        seen += [j.id for j in page]
+        after = page[-1].seq
+    assert seen == expected

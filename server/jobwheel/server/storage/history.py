@@ -57,6 +57,7 @@ class History(StoreBase):
                 sizes=sizes,
                 where=where,
                 order_by=[attempts.c.execution, attempts.c.number],
+                after=lambda last: tuple_(attempts.c.execution, attempts.c.number) > tuple_(*last),
                 limit=limit,
                 max_bytes=max_bytes,
                 max_in_list=self.dialect.max_in_list,

@@ -174,6 +174,7 @@ class Store(Transitions, History, EventLog, Management, Queues, Leases, Subscrip
                 sizes=sizes,
                 where=conds,
                 order_by=[jobs.c.seq.desc() if descending else jobs.c.seq.asc()],
+                after=lambda last: jobs.c.seq < last[0] if descending else jobs.c.seq > last[0],
                 limit=limit,
                 max_bytes=max_bytes,
                 max_in_list=self.dialect.max_in_list,

@@ -14,6 +14,7 @@ from jobwheel.v1 import worker_service_pb2 as wpb
 from tests.api.helpers import field_violations
 from tests.api.waiting import wait_for_state
 from tests.conftest import Running
+from tests.workers.helpers import error_info
 
 MB = 1_000_000
 
@@ -245,3 +246,20 @@ async def test_lease_reply_ends_on_size_and_the_rest_is_queued_again(server: Run
         await server.workers.CompleteJob(
             wpb.CompleteJobRequest(job_id=lease.job.id, epoch=lease.epoch, worker_id="w")
         )
+
+
+async def test_snapshot_beyond_its_byte_bound_is_refused(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobwheel.server.api import watch
+
+    monkeypatch.setattr(watch, "SNAPSHOT_MAX_BYTES", 2 * MB)  # 128 MiB would take long to fill
+    await enqueue_big(server, 3)
+    stream = server.jobs.WatchJobs(pb.WatchJobsRequest(include_snapshot=True))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stream:
+            pass
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    detail = error_info(info.value)
+    assert detail.reason == "SNAPSHOT_TOO_LARGE"
+    assert detail.metadata["max_bytes"] == str(2 * MB)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -105,19 +105,9 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         jobs, more = await self.core.list(
             flt, limit=size, max_bytes=budget.limit, after_seq=after, descending=descending
         )
-        page: list[job_pb2.Job] = []
-        last = None
-        converted = 0
-        for job in jobs:
-            proto = job_to_proto(job)
-            if not budget.take(proto) and page:
-                more = True  # this one starts the next page
-                break
-            page.append(proto)
-            last = job.seq
-            if budget.used - converted > YIELD_EVERY_BYTES:
-                converted = budget.used
-                await asyncio.sleep(0)  # converting big jobs: let other calls run between
+        # decoding and converting big documents takes a while: off the event loop
+        page, last, full = await asyncio.to_thread(_job_page, jobs, budget)
+        more = more or full
         token = pagination.encode_token(last, *scope) if more and last is not None else ""
         return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
@@ -132,14 +122,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         history = await self.core.history(
             request.job_id, limit=size, max_bytes=budget.limit, after=cursor
         )
-        page: list[job_pb2.Attempt] = []
-        more = history.more
-        for attempt in history.attempts:
-            proto = attempt_to_proto(attempt)
-            if not budget.take(proto) and page:
-                more = True
-                break
-            page.append(proto)
+        page = await asyncio.to_thread(_attempt_page, history.attempts, budget)
+        more = history.more or len(page) < len(history.attempts)
         token = ""
         if more and page:
             token = pagination.encode_token(
@@ -299,6 +283,33 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         )
 
 
+def _job_page(
+    jobs: Iterator[model.Job], budget: reply_size.Budget
+) -> tuple[list[job_pb2.Job], int | None, bool]:
+    """The jobs that fit `budget` as protos, the last one's seq, and True if one did not."""
+    page: list[job_pb2.Job] = []
+    last = None
+    for job in jobs:
+        proto = job_to_proto(job)
+        if not budget.take(proto) and page:
+            return page, last, True  # this one starts the next page
+        page.append(proto)
+        last = job.seq
+    return page, last, False
+
+
+def _attempt_page(
+    attempts: list[model.Attempt], budget: reply_size.Budget
+) -> list[job_pb2.Attempt]:
+    page: list[job_pb2.Attempt] = []
+    for attempt in attempts:
+        proto = attempt_to_proto(attempt)
+        if not budget.take(proto) and page:
+            break
+        page.append(proto)
+    return page
+
+
 def _batch_replies(
     results: list[tuple[model.Job, bool]], fresh: list[pb.EnqueueJobResponse], limit: int
 ) -> list[pb.EnqueueJobResponse]:
@@ -326,7 +337,6 @@ def _batch_replies(
 
 
 MAX_REASON = 1024
-YIELD_EVERY_BYTES = 256 << 10
 MAX_WATCH_BATCH = 1000
 MAX_PREVIEW = 1000
 

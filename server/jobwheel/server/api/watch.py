@@ -119,10 +119,10 @@ class Watcher:
                 held = 0
                 async with self.store.snapshot(flt, SNAPSHOT_CHUNK) as (revision, chunks):
                     async for jobs in chunks:
-                        for job in jobs:
-                            entry = self._snapshot_entry(job, revision)
-                            held += entry.ByteSize()
-                            snapshot.append(entry)
+                        # converting big documents takes a while: off the event loop
+                        entries = await asyncio.to_thread(_snapshot_entries, jobs, revision)
+                        held += sum(entry.ByteSize() for entry in entries)
+                        snapshot += entries
                         if len(snapshot) > SNAPSHOT_LIMIT or held > SNAPSHOT_MAX_BYTES:
                             raise FailedPrecondition(
                                 f"the snapshot would hold more than {SNAPSHOT_LIMIT} jobs or "
@@ -132,7 +132,6 @@ class Watcher:
                                 limit=str(SNAPSHOT_LIMIT),
                                 max_bytes=str(SNAPSHOT_MAX_BYTES),
                             )
-                        await asyncio.sleep(0)  # converting: let other calls run
                 for entry in snapshot:
                     yield entry
                 del snapshot
@@ -212,9 +211,16 @@ class Watcher:
                     )
                 )
 
-    @staticmethod
-    def _snapshot_entry(job: model.Job, revision: int) -> pb.WatchJobsResponse:
-        return pb.WatchJobsResponse(
+
+def _batch(events: list[job_pb2.JobEvent]) -> pb.WatchJobsResponse:
+    if len(events) == 1:
+        return pb.WatchJobsResponse(event=events[0])
+    return pb.WatchJobsResponse(batch=pb.EventBatch(events=events))
+
+
+def _snapshot_entries(jobs: list[model.Job], revision: int) -> list[pb.WatchJobsResponse]:
+    return [
+        pb.WatchJobsResponse(
             event=job_pb2.JobEvent(
                 revision=revision,
                 type=job_pb2.JOB_EVENT_TYPE_SNAPSHOT,
@@ -222,9 +228,5 @@ class Watcher:
                 event_time=timestamp(job.update_time),
             )
         )
-
-
-def _batch(events: list[job_pb2.JobEvent]) -> pb.WatchJobsResponse:
-    if len(events) == 1:
-        return pb.WatchJobsResponse(event=events[0])
-    return pb.WatchJobsResponse(batch=pb.EventBatch(events=events))
+        for job in jobs
+    ]

@@ -263,3 +263,14 @@ async def test_snapshot_beyond_its_byte_bound_is_refused(
     detail = error_info(info.value)
     assert detail.reason == "SNAPSHOT_TOO_LARGE"
     assert detail.metadata["max_bytes"] == str(2 * MB)
+
+
+async def test_bulk_cancel_reason_is_bounded_like_a_single_cancel(server: Running) -> None:
+    """The reason is stored on every job it cancels: 1024 characters at most, as CancelJob."""
+    flt = job_pb2.JobFilter(tasks=["nobody.takes"])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.jobs.CancelJobs(pb.CancelJobsRequest(filter=flt, reason="r" * 1025))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "reason" in field_violations(info.value)
+    reply = await server.jobs.CancelJobs(pb.CancelJobsRequest(filter=flt, reason="r" * 1024))
+    assert reply.count == 0

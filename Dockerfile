@@ -4,7 +4,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY client ./client
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install ".[server]"
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local
@@ -17,8 +17,9 @@ ENV JOBWHEEL_LISTEN=0.0.0.0:50051 \
     PYTHONUNBUFFERED=1
 EXPOSE 50051
 VOLUME ["/data"]
-# grpc.health.v1 reports NOT_SERVING while draining, so the check fails during shutdown
+# grpc.health.v1 reports NOT_SERVING while draining or while the database cannot be reached;
+# the check asks the address in JOBWHEEL_LISTEN, whatever it is set to
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import grpc, sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; ch = grpc.insecure_channel('127.0.0.1:50051'); r = g.HealthStub(ch).Check(h.HealthCheckRequest(), timeout=2); sys.exit(r.status != h.HealthCheckResponse.SERVING)"]
+    CMD ["python", "-m", "jobwheel.server.healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["jobwheel-server"]

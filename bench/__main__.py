@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench import batch_enqueue, drain, enqueue_rpc, env, lateness, profile, watch
+from bench import batch_enqueue, drain, enqueue_rpc, env, lateness, metrics_cost, profile, watch
 from bench.options import Options
 from bench.report import Row, notes, table
 
@@ -27,6 +27,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": drain.run,
     "lateness": lateness.run,
     "watch": watch.run,
+    "metrics": metrics_cost.run,
 }
 
 

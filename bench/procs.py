@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -83,7 +84,9 @@ class Subprocess:
         self.stop()
 
 
-def jobwheel_server(db_path: Path, log_path: Path, *, handlers: bool = True) -> Subprocess:
+def jobwheel_server(
+    db_path: Path, log_path: Path, *, handlers: bool = True, extra: Sequence[str] = ()
+) -> Subprocess:
     argv = [
         str(BIN / "jobwheel-server"),
         "--listen",
@@ -95,7 +98,7 @@ def jobwheel_server(db_path: Path, log_path: Path, *, handlers: bool = True) -> 
     ]
     if handlers:
         argv += ["--handlers", "bench.handlers"]
-    return Subprocess(argv, log_path)
+    return Subprocess([*argv, *extra], log_path)
 
 
 def echo_server(log_path: Path) -> Subprocess:

@@ -85,3 +85,11 @@ def deep_boom(payload: dict[str, Any]) -> None:
 @task("test.big_result")
 async def big_result(payload: dict[str, Any]) -> str:
     return "x" * int(payload["n"])
+
+
+@task("test.wait_then_fail")
+async def wait_then_fail(payload: dict[str, Any], ctx: TaskContext) -> None:
+    release = Path(payload["release"])
+    while not release.exists():  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"attempt {ctx.attempt} fails")

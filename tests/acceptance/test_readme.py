@@ -26,7 +26,7 @@ import pytest
 from tests.acceptance.process import BIN, ROOT, ServerProcess
 
 README_ADDRESS = "127.0.0.1:50051"
-SECTIONS = ("Try it with grpcurl", "Command line")
+SECTIONS = ("Try it with grpcurl", "Command line", "A worker in Python")
 MARKER = re.compile(r"<!-- example: ([\w-]+)(, not run: [^>]+)? -->\n```(\w+)\n(.*?)```", re.S)
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -199,7 +199,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         f"sqlite:///{tmp_path / 'jobwheel.db'}",
         tmp_path / "server.log",
         "--handlers",
-        "tests.acceptance.readme_tasks",
+        "examples.handlers",
     )
     try:
         yield proc.start()
@@ -230,6 +230,7 @@ RUN_BY_TESTS = {
     "cli-watch",
     "cli-errors",
     "python-client",
+    "worker",
 }
 
 
@@ -247,7 +248,7 @@ def test_every_example_block_is_marked_and_run() -> None:
 
 def test_serve_example_is_the_server_the_tests_run() -> None:
     serve = examples()["serve"].body
-    assert 'make serve ARGS="--handlers tests.acceptance.readme_tasks"' in serve
+    assert 'make serve ARGS="--handlers examples.handlers"' in serve
 
 
 # ---- grpcurl --------------------------------------------------------------------------------
@@ -381,7 +382,7 @@ def test_cli_examples(server: ServerProcess) -> None:
     # inspect: get, the filtered list (ada's job alone), the 2030 job as JSON, stats
     assert field(out, "payload")[2] == '{"to":"bob@example.com"}'
     rows = [line.split() for line in out.splitlines() if UUID.match(line)]
-    assert [(r[1], r[2]) for r in rows] == [("send_email", "emails")]
+    assert [(r[1], r[2]) for r in rows if r[1] != "completed,failed"] == [("send_email", "emails")]
     (report_list,) = (doc for doc in json_documents(out) if "jobs" in doc)
     assert [j["task"] for j in report_list["jobs"]] == ["send_report"]
     assert "total: 2" in out
@@ -391,7 +392,7 @@ def test_cli_examples(server: ServerProcess) -> None:
     assert states[3:8] == ["PAUSED", "SCHEDULED", "SCHEDULED", "CANCELLED", "COMPLETED"]
     assert field(out, "cancel reason") == ["customer left"]
     assert "retried 1 job\n" in out
-    assert "COMPLETED (attempt 1)" in result.err  # wait's progress
+    assert re.search(r"^\S+: COMPLETED \(attempt 1\)$", result.err, re.M)  # wait's progress
     assert field(out, "result")[0] == '{"sent_to":"bob@example.com"}'
     assert re.search(r"^1\s+1\s+SUCCEEDED\s", out, re.M)  # history
     assert re.search(rf"^deleted {UUID.pattern[1:]}", out, re.M)
@@ -402,8 +403,13 @@ def test_cli_examples(server: ServerProcess) -> None:
     # queues: the pause and the new limit show; preview: Paris time on weekdays
     assert re.search(r"^emails\s+yes\s+4\s", out, re.M)
     assert re.search(r"^emails\s+no\s+4\s", out, re.M)
-    fires = re.findall(r"^\S+ \S+Z\s+(\S+)$", out, re.M)
-    assert len(fires) == 5 and all("T09:00:00+0" in f for f in fires)
+    fires = re.findall(r"^(\S+ \S+Z)\s+(\S+ \S+)$", out, re.M)
+    assert len(fires) == 5 and all(" 09:00:00+0" in local for _, local in fires)  # one format
+
+    # subscriptions: the new one is listed, its generated secret printed once
+    assert re.search(r"^secret: whsec_\S+", out, re.M)
+    listed = re.findall(r"^(\S+)\s+completed,failed\s+\S+ \S+Z\s+(\S+)$", out, re.M)
+    assert [url for _, url in listed] == ["https://hooks.example.com/jobs"] * 2
 
 
 def test_cli_watch_until_ctrl_c(server: ServerProcess) -> None:
@@ -433,8 +439,8 @@ def test_cli_watch_until_ctrl_c(server: ServerProcess) -> None:
 
 def test_cli_errors_exit_codes_and_messages(server: ServerProcess) -> None:
     stated = commands(example("cli-errors"))
-    assert [code for _, code in stated] == [2, 3]
-    (bad, _), (unknown, _) = stated
+    assert [code for _, code in stated] == [2, 3, 2, 2, 2]
+    (bad, _), (unknown, _), (not_an_id, _), (typo, _), (negative, _) = stated
 
     result = run_sh(bad, server.address)
     assert result.code == 2
@@ -443,6 +449,13 @@ def test_cli_errors_exit_codes_and_messages(server: ServerProcess) -> None:
     result = run_sh(unknown, server.address)
     assert result.code == 3
     assert result.err == "jobwheel: job '01a21285-0000-7000-8000-000000000000' not found\n"
+
+    result = run_sh(not_an_id, server.address, errexit=False)
+    assert result.code == 2 and result.err.startswith("jobwheel: 'job-42' is not a job id"), result
+    result = run_sh(typo, server.address, errexit=False)
+    assert result.code == 2 and "did you mean 'list'?" in result.err, result
+    result = run_sh(negative, server.address, errexit=False)
+    assert result.code == 2 and "--limit: must be at least 1, not -5" in result.err, result
 
 
 # ---- the Python client ----------------------------------------------------------------------
@@ -479,3 +492,23 @@ def test_python_client_example(server: ServerProcess) -> None:
             ("COMPLETED", "COMPLETED"),
         )
     ]
+
+
+# ---- the worker SDK -------------------------------------------------------------------------
+
+
+def test_worker_example(server: ServerProcess) -> None:
+    result = run_sh(example("worker"), server.address)
+    assert result.code == 0, result.err
+    done = json.loads(run_sh("jobwheel list --task resize_image -o json", server.address).out)
+    (job,) = done["jobs"]
+    assert job["state"] == "JOB_STATE_COMPLETED"
+    assert job["result"] == {"url": f"https://img.example.com/{job['id']}-640.png"}
+    # the worker says where it connects and what it serves, and that it drains on SIGTERM
+    assert (
+        f"server {server.address}, queues images, tasks resize_image, concurrency 4" in result.err
+    )
+    assert "SIGTERM: stopping; draining 0 running job(s), 30s grace" in result.err
+    assert re.search(r"worker \S+ stopped", result.err)
+    # wait followed it (the worker is quick: it may have finished before wait started)
+    assert re.search(rf"^{job['id']}: COMPLETED \(attempt 1\)$", result.err, re.M)

@@ -53,7 +53,8 @@ async def test_in_process_failure_keeps_type_message_and_traceback(
     for record in records:
         assert record.task == "test.boom" and record.queue == "default"  # type: ignore[attr-defined]
         text = record.getMessage()
-        assert job.id in text and "test.boom" in text and "Traceback" in text
+        assert job.id in text and "test.boom" in text and text.endswith("ValueError: boom")
+        assert record.exc_text == tb and record.error_type == "ValueError"  # type: ignore[attr-defined]
     assert "will retry" in records[0].getMessage()
     assert "no retry" in records[1].getMessage()
 

@@ -182,16 +182,19 @@ async def test_misfire_policy_across_a_restart(db_url: str, policy: int) -> None
             await asyncio.sleep(0.02)
         assert count == 1
     await asyncio.sleep(max(0.0, s0 + 4.3 - time.time()))
+    expected = {
+        j.MISFIRE_POLICY_SKIP: (0, 2),
+        j.MISFIRE_POLICY_RUN_ONCE: (1, 1),
+        j.MISFIRE_POLICY_RUN_ALL: (2, 0),
+    }[policy]  # type: ignore[index]
     async with running_server(db_url, misfire_grace=0.3) as server:
-        await asyncio.sleep(max(0.2, s0 + 5.0 - time.time()))
-        count, skipped = await executions(server, job.id)
-        ran = count - 1
-        if policy == j.MISFIRE_POLICY_SKIP:
-            assert (ran, skipped) == (0, 2)
-        elif policy == j.MISFIRE_POLICY_RUN_ONCE:
-            assert (ran, skipped) == (1, 1)
-        else:
-            assert (ran, skipped) == (2, 0)
+        # the catch-up may take a while on a busy machine: wait for it until just before s0+6
+        while True:
+            count, skipped = await executions(server, job.id)
+            if (count - 1, skipped) == expected or time.time() > s0 + 5.8:
+                break
+            await asyncio.sleep(0.05)
+        assert (count - 1, skipped) == expected
         history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
         numbers = [a.execution for a in history.attempts]
         assert numbers == sorted(set(numbers))  # one attempt per execution: no duplicates

@@ -248,6 +248,36 @@ async def test_lease_reply_ends_on_size_and_the_rest_is_queued_again(server: Run
         )
 
 
+async def test_a_lease_not_sent_is_recorded_but_not_charged(server: Running) -> None:
+    """A job left out of a full LeaseJobs reply keeps its whole retry budget: with
+    max_attempts=2 it is leased again and may still fail once and retry."""
+    policy = job_pb2.RetryPolicy(max_attempts=2)
+    ids = await enqueue_big(server, 6, task="remote.big", retry_policy=policy)
+    first = await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w", max_jobs=100))
+    sent = {lease.job.id for lease in first.leases}
+    unsent = [i for i in ids if i not in sent]
+    assert unsent
+    job_id = unsent[0]
+    history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job_id))
+    [released] = history.attempts
+    assert released.outcome == job_pb2.ATTEMPT_OUTCOME_LOST
+    assert released.error == "LostAttempt: not sent: the LeaseJobs reply was full"
+    job = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
+    assert job.state == job_pb2.JOB_STATE_QUEUED
+    lease = None
+    while lease is None:  # each call takes as many as fit, in order
+        reply = await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w", max_jobs=1))
+        assert reply.leases
+        if reply.leases[0].job.id == job_id:
+            lease = reply.leases[0]
+    assert lease.epoch == 2
+    failed = await server.workers.FailJob(
+        wpb.FailJobRequest(job_id=job_id, epoch=lease.epoch, worker_id="w", error="E: x")
+    )
+    # attempt 2, but only one charged: a retry is left
+    assert failed.job.state == job_pb2.JOB_STATE_RETRYING
+
+
 async def test_snapshot_beyond_its_byte_bound_is_refused(
     server: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,7 +28,7 @@ async def test_enqueue_get_and_wait(client: AsyncClient) -> None:
     assert dict(job.labels) == {"team": "a"}
     assert job.priority == 3
     assert job.retry_policy.max_attempts == 2
-    done = await client.wait_job(job.id, poll_interval=0.02)
+    done = await client.wait_job(job.id)
     assert done.state == job_pb2.JOB_STATE_COMPLETED
     attempts = [a async for a in client.iter_job_attempts(job.id)]
     assert [a.outcome for a in attempts] == [job_pb2.ATTEMPT_OUTCOME_SUCCEEDED]

@@ -57,7 +57,7 @@ async def test_enqueue_get_wait_history(server: Running) -> None:
     assert job["payload"] == {"n": 3}  # whole numbers stay whole
     job_id = str(job["id"])
 
-    r = await jw(server.address, "wait", job_id, "--interval", "50ms", "-o", "json")
+    r = await jw(server.address, "wait", job_id, "-o", "json")
     assert r.code == 0, r.err
     assert r.json()["job"]["state"] == "JOB_STATE_COMPLETED"  # type: ignore[index]
     assert "COMPLETED" in r.err  # progress goes to stderr
@@ -148,7 +148,7 @@ async def test_exit_codes(server: Running) -> None:
     assert r.code == 2 and "JSON object" in r.err
     r = await jw(server.address, "frobnicate")
     assert r.code == 2
-    r = await jw("127.0.0.1:1", "get", "x")
+    r = await jw("127.0.0.1:1", "get", "0190c7f5-0000-7000-8000-000000000000")
     assert r.code == 1 and "cannot reach the server at 127.0.0.1:1" in r.err
     r = await jw(server.address, "--server", "127.0.0.1:1", "list")
     assert r.code == 1
@@ -157,7 +157,7 @@ async def test_exit_codes(server: Running) -> None:
 async def test_wait_on_a_failed_job(server: Running) -> None:
     r = await jw(server.address, "enqueue", "test.boom", "--max-attempts", "1", "-o", "json")
     job_id = str(r.json()["job"]["id"])  # type: ignore[index]
-    r = await jw(server.address, "wait", job_id, "--interval", "50ms")
+    r = await jw(server.address, "wait", job_id)
     assert r.code == 5 and "FAILED" in r.out and "ValueError: boom" in r.out
 
 
@@ -211,7 +211,7 @@ async def test_watch_without_a_terminal_prints_lines(server: Running, output: st
         pytest.skip("WatchJobs is not implemented by this server")
     text = line.decode()
     if output == "json":
-        assert "event" in json.loads(text) or "snapshotEnd" in json.loads(text)
+        assert "event" in json.loads(text) or "snapshot_end" in json.loads(text)
     else:
         assert "SNAPSHOT" in text or "ENQUEUED" in text
 

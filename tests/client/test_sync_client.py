@@ -17,7 +17,7 @@ def scenario(address: str) -> None:
         assert [j.id for j in c.iter_jobs(queues=["s"], page_size=2, order=1)] == ids
         page = c.list_jobs(queues=["s"], page_size=2)
         assert len(page.jobs) == 2 and page.next_page_token
-        done = c.wait_job(c.enqueue_job("test.echo", payload={"x": 1}).job.id, poll_interval=0.02)
+        done = c.wait_job(c.enqueue_job("test.echo", payload={"x": 1}).job.id)
         assert done.state == job_pb2.JOB_STATE_COMPLETED
         assert [a.number for a in c.iter_job_attempts(done.id)] == [1]
         with pytest.raises(NotFound):

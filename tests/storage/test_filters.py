@@ -68,6 +68,19 @@ async def test_labels_exact_match_on_every_pair(store: Store) -> None:
     assert await ids(store, JobFilter(labels=(("missing", ""),))) == set()
 
 
+TRICKY_STRINGS = ["acme", "acme x", "acm", 'a"c\\me', "é\u2028€", "😀", "a\tb", ""]
+
+
+async def test_string_values_match_exactly(store: Store) -> None:
+    # every string the API admits (no U+0000) matches itself only, in labels and payloads
+    jobs = await insert(
+        store, *(new_job(labels={"k": v}, payload={"k": v}) for v in TRICKY_STRINGS)
+    )
+    for job, value in zip(jobs, TRICKY_STRINGS, strict=True):
+        assert await ids(store, JobFilter(labels=(("k", value),))) == id_set(job), value
+        assert await ids(store, JobFilter(payload=(("k", value),))) == id_set(job), value
+
+
 PAYLOADS: list[dict[str, Any]] = [
     {"s": "abc", "n": 1, "f": 1.5, "b": True, "z": None, "o": {"x": 1, "y": [1, 2]}, "l": [1, 2]},
     {"s": "1", "n": 2, "f": 2.5, "b": False, "o": {"x": 1}, "l": [2, 1]},

@@ -15,6 +15,7 @@ from jobwheel.server.storage import (
 )
 from jobwheel.server.storage.migrations import latest_version
 from jobwheel.server.storage.schema import schema_version
+from jobwheel.server.storage.workers import WorkerRow
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,7 +40,7 @@ async def _add_note_column(conn: AsyncConnection, _dialect: Dialect) -> None:
     await conn.execute(text("ALTER TABLE jobs ADD COLUMN note TEXT NOT NULL DEFAULT 'none'"))
 
 
-# A step only this test knows: the schema after it is "version 2".
+# A step only this test knows, after the real ones.
 WITH_NOTE = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "add jobs.note", _add_note_column))
 
 
@@ -117,3 +118,43 @@ async def test_concurrent_first_opens_create_the_schema_once(store_url: str) -> 
 
 def test_migration_list_is_gapless() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+# What each version added, undone newest first: takes a database back to an older shape.
+UNDO: dict[int, tuple[str, ...]] = {
+    3: ("DROP TABLE workers", "ALTER TABLE jobs DROP COLUMN traceparent"),
+    2: ("ALTER TABLE jobs DROP COLUMN released_attempts",),
+}
+
+
+async def back_to(store: Store, version: int) -> None:
+    """Turns a current database into one of `version` (its shape and its stamp)."""
+    assert set(UNDO) == set(range(2, latest_version() + 1)), "a new migration needs its undo"
+    async with store.write_engine.begin() as conn:
+        for newer in range(latest_version(), version, -1):
+            for statement in UNDO[newer]:
+                await conn.execute(text(statement))
+        await conn.execute(schema_version.update().values(version=version))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_older_databases_gain_what_came_after(store_url: str, version: int) -> None:
+    fresh = await open_store(store_url)
+    [(job, _)] = await fresh.insert_jobs([new_job()])
+    await back_to(fresh, version)
+    assert "traceparent" not in await columns(fresh, "jobs")
+    assert ("released_attempts" in await columns(fresh, "jobs")) == (version >= 2)
+    await fresh.close()
+
+    upgraded = await open_store(store_url)
+    try:
+        assert await stamped(upgraded) == [latest_version()]
+        assert {"traceparent", "released_attempts"} <= await columns(upgraded, "jobs")
+        assert "workers" in await tables(upgraded)
+        got = await upgraded.get_job(job.id)
+        assert got == job and got.traceparent == "" and got.released_attempts == 0
+        # the upgraded schema takes writes to what the migrations added
+        await upgraded.record_workers([WorkerRow("w1", "remote", 1, tasks=("t",))])
+        assert [w.id for w in await upgraded.list_workers(0)] == ["w1"]
+    finally:
+        await upgraded.close()

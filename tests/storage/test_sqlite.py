@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from jobwheel.server.model import JobFilter
 from jobwheel.server.storage import StorageUrlError, Store, open_store
 from jobwheel.server.storage.dialect import parse_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -124,3 +125,15 @@ def test_url_mapping(url: str, driver: str, settings: dict[str, str]) -> None:
 def test_bad_urls(url: str) -> None:
     with pytest.raises(StorageUrlError):
         parse_url(url)
+
+
+async def test_string_filters_do_not_stop_at_nul(sqlite_store: Store) -> None:
+    # Rows written before the API refused U+0000: SQLite's json_extract cuts at it, so
+    # "acme\u0000x" once matched a filter for "acme" (and a bulk cancel took it along).
+    [(job, _)] = await sqlite_store.insert_jobs(
+        [new_job(labels={"k": "acme\x00x"}, payload={"c": "acme\x00x"})]
+    )
+    assert await sqlite_store.list_jobs(JobFilter(labels=(("k", "acme"),)), limit=10) == []
+    assert await sqlite_store.list_jobs(JobFilter(payload=(("c", "acme"),)), limit=10) == []
+    found = await sqlite_store.list_jobs(JobFilter(labels=(("k", "acme\x00x"),)), limit=10)
+    assert [j.id for j in found] == [job.id]

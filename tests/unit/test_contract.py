@@ -14,6 +14,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parents[2]
 STUBS = ROOT / "client" / "jobwheel" / "v1"
 BUF = Path(sys.executable).parent / "buf"
+MYPY_GRPC = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
 
 
 def test_generated_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
@@ -27,6 +28,8 @@ def test_generated_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
             f"--python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
+            f"--plugin=protoc-gen-mypy_grpc={MYPY_GRPC}",
+            f"--mypy_grpc_out={tmp_path}",
             *protos,
         ]
     )
@@ -37,6 +40,25 @@ def test_generated_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
     assert generated == committed, "run `make gen` and commit the result"
     _, mismatch, errors = filecmp.cmpfiles(fresh, STUBS, generated, shallow=False)
     assert not mismatch and not errors, f"stale stubs {mismatch}: run `make gen`"
+
+
+def test_served_descriptors_match_a_fresh_generation(tmp_path: Path) -> None:
+    """Reflection serves these (with the proto comments): they follow proto/ too."""
+    protos = sorted(str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto").rglob("*.proto"))
+    include = Path(protoc.__file__).parent / "_proto"
+    out = tmp_path / "descriptors.binpb"
+    rc = protoc.main(
+        [
+            "protoc",
+            f"-I{ROOT / 'proto'}",
+            f"-I{include}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *protos,
+        ]
+    )
+    assert rc == 0
+    assert out.read_bytes() == (STUBS / "descriptors.binpb").read_bytes(), "run `make gen`"
 
 
 def run_buf(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,4 +14,6 @@ def test_dockerfile_copies_what_exists_and_runs_the_server() -> None:
         for path in source.split():
             assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
     assert 'ENTRYPOINT ["jobwheel-server"]' in text
-    assert "HEALTHCHECK" in text and "grpc_health" in text
+    health = text[text.index("HEALTHCHECK") :].split("\n\n")[0]
+    # it follows JOBWHEEL_LISTEN: no fixed address in the check
+    assert "jobwheel.server.healthcheck" in health and "50051" not in health

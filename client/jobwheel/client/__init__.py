@@ -10,6 +10,7 @@ with Client() as jw:  # $JOBWHEEL_SERVER or 127.0.0.1:50051
 
 from jobwheel.client.aio import AsyncClient
 from jobwheel.client.calls import EnqueueArgs, ScheduleArgs, enqueue_request, schedule
+from jobwheel.client.connection import DEFAULT_SERVER, Connection, server_address
 from jobwheel.client.convert import parse_duration, parse_time
 from jobwheel.client.errors import (
     AlreadyExists,
@@ -29,7 +30,7 @@ from jobwheel.client.errors import (
     Unimplemented,
 )
 from jobwheel.client.filters import FilterArgs, job_filter, parse_state, state_name
-from jobwheel.client.policy import DEFAULT_SERVER, Retry, server_address
+from jobwheel.client.policy import Retry
 from jobwheel.client.sync import Client
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncClient",
     "Cancelled",
     "Client",
+    "Connection",
     "DeadlineExceeded",
     "EnqueueArgs",
     "FailedPrecondition",

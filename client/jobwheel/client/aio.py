@@ -1,24 +1,25 @@
-"""The asyncio client (grpc.aio): the same methods as `Client`, awaitable."""
+"""The asyncio client (grpc.aio): the same methods as `Client`, awaitable.
+
+This module is the source of both clients: `make gen` writes sync.py from it (see
+tools/gen_sync_client.py), so a change here is made once and a test fails on drift.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
 from typing import Self, TypeVar, Unpack
 
 import grpc
 from jobwheel.client import calls
 from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
+from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, TimeLike
-from jobwheel.client.errors import JobwheelError, Unavailable, from_rpc_error
+from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, from_rpc_error
 from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
-from jobwheel.client.policy import (
-    DEFAULT_TIMEOUT,
-    RETRYABLE,
-    Retry,
-    WatchCursor,
-    server_address,
-)
+from jobwheel.client.policy import DEFAULT_TIMEOUT, RETRYABLE, Retry, WatchCursor, events_of
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -30,13 +31,15 @@ Metadata = Sequence[tuple[str, str]]
 class AsyncClient:
     """A JobService client. Use as an async context manager, or await `close()`.
 
-    `timeout` is the deadline of each unary call in seconds (None: none); watches have none.
-    Reads and other idempotent calls are retried after UNAVAILABLE per `retry`.
+    `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
+    `Connection`. `timeout` is the deadline of each unary call in seconds (None: none);
+    watches have none unless asked. Reads and other idempotent calls are retried after
+    UNAVAILABLE per `retry`.
     """
 
     def __init__(
         self,
-        address: str | None = None,
+        address: str | Connection | None = None,
         *,
         channel: grpc.aio.Channel | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
@@ -45,9 +48,10 @@ class AsyncClient:
         watch_reconnects: int = 30,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.address = server_address(address)
+        self.connection = Connection.of(address)
+        self.address = self.connection.address
         self._own_channel = channel is None
-        self._channel = channel if channel is not None else grpc.aio.insecure_channel(self.address)
+        self._channel = channel if channel is not None else self.connection.aio_channel()
         self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
         self.timeout = timeout
         self.retry = retry or Retry()
@@ -193,20 +197,27 @@ class AsyncClient:
         self,
         job_id: str,
         *,
-        poll_interval: float = 0.2,
+        timeout: float | None = None,  # noqa: ASYNC109 (the gRPC deadline, as in grpc.aio)
         on_change: Callable[[job_pb2.Job], None] | None = None,
     ) -> job_pb2.Job:
-        """Polls until the job is COMPLETED, FAILED or CANCELLED (bound it with
-        `asyncio.timeout`). `on_change` sees every state or attempt change."""
-        last: tuple[int, int] | None = None
-        while True:
-            job = await self.get_job(job_id)
-            if on_change is not None and (job.state, job.attempt) != last:
-                on_change(job)
-            last = (job.state, job.attempt)
-            if job.state in TERMINAL_STATES:
-                return job
-            await self._sleep(poll_interval)
+        """Follows the job with WatchJobs until it is COMPLETED, FAILED or CANCELLED and
+        returns it. `on_change` sees the job as it is, then after every change. Raises
+        NotFound for an unknown (or deleted) job, DeadlineExceeded after `timeout` seconds."""
+        stream = self.watch_jobs(ids=[job_id], include_snapshot=True, timeout=timeout)
+        seen = False
+        async with aclosing(stream):
+            async for resp in stream:
+                if resp.WhichOneof("kind") == "snapshot_end" and not seen:
+                    await self.get_job(job_id)  # NOT_FOUND, with the server's details
+                for event in events_of(resp):
+                    if event.type == job_pb2.JOB_EVENT_TYPE_DELETED:
+                        raise NotFound(f"job {job_id!r} was deleted")
+                    seen = True
+                    if on_change is not None:
+                        on_change(event.job)
+                    if event.job.state in TERMINAL_STATES:
+                        return event.job
+        raise Unavailable("the watch ended")  # watch_jobs reconnects: not reached
 
     # -- watch ----------------------------------------------------------------
 
@@ -217,17 +228,22 @@ class AsyncClient:
         include_snapshot: bool = False,
         since_revision: int = 0,
         heartbeats: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (the gRPC deadline, as in grpc.aio)
         on_reconnect: Callable[[JobwheelError, int], None] | None = None,
         **where: Unpack[FilterArgs],
     ) -> AsyncGenerator[pb.WatchJobsResponse, None]:
         """Streams changes; after a dropped connection it reconnects with `since_revision`
         set to the last revision seen, so no change is lost or repeated. Heartbeats are
-        only yielded when `heartbeats` is true. Stop by closing the iterator."""
+        only yielded when `heartbeats` is true. `timeout` (seconds, None: none) bounds the
+        whole watch, reconnections included: DeadlineExceeded then. `on_reconnect` gets the
+        error and the failure count before each reconnection. Stop by closing the iterator."""
         cursor = WatchCursor(calls.watch_request(filter, where, include_snapshot, since_revision))
+        deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
         while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             stream = self._stub.WatchJobs(
-                cursor.resume_request(), timeout=None, metadata=self.metadata
+                cursor.resume_request(), timeout=left, metadata=self.metadata
             )
             try:
                 async for resp in stream:
@@ -279,6 +295,10 @@ class AsyncClient:
 
     async def list_queues(self) -> list[job_pb2.Queue]:
         return await self._run(calls.list_queues())
+
+    async def list_workers(self) -> list[pb.Worker]:
+        """Server replicas and the remote workers seen in the last 5 minutes."""
+        return await self._run(calls.list_workers())
 
     async def pause_queue(self, name: str) -> job_pb2.Queue:
         return await self._run(calls.queue_op("PauseQueue", name))

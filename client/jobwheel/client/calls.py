@@ -254,6 +254,10 @@ def list_queues() -> Call[list[job_pb2.Queue]]:
     return Call("ListQueues", pb.ListQueuesRequest(), lambda r: list(r.queues), idempotent=True)
 
 
+def list_workers() -> Call[list[pb.Worker]]:
+    return Call("ListWorkers", pb.ListWorkersRequest(), lambda r: list(r.workers), idempotent=True)
+
+
 def queue_op(method: str, name: str) -> Call[job_pb2.Queue]:
     """PauseQueue, ResumeQueue: setting a flag, so repeating it is harmless."""
     request_type = getattr(pb, f"{method}Request")

@@ -1,8 +1,7 @@
-"""Client settings shared by both clients: address, deadlines, retries, watch resumption."""
+"""Client settings shared by both clients: deadlines, retries, watch resumption."""
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,16 +10,10 @@ import grpc
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
-DEFAULT_SERVER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 # Only UNAVAILABLE says the call most likely never reached the server; anything else
 # may have had an effect or will fail the same way again.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
-
-
-def server_address(address: str | None = None) -> str:
-    """The explicit address, else $JOBWHEEL_SERVER, else 127.0.0.1:50051."""
-    return address or os.environ.get("JOBWHEEL_SERVER") or DEFAULT_SERVER
 
 
 @dataclass(frozen=True)
@@ -84,3 +77,13 @@ class WatchCursor:
             req.include_snapshot = False
             req.since_revision = self.revision
         return req
+
+
+def events_of(resp: pb.WatchJobsResponse) -> list[job_pb2.JobEvent]:
+    """The events a watch message carries: one, a batch, or none (heartbeats, snapshot end)."""
+    kind = resp.WhichOneof("kind")
+    if kind == "event":
+        return [resp.event]
+    if kind == "batch":
+        return list(resp.batch.events)
+    return []

@@ -1,24 +1,22 @@
-"""The blocking client (grpc): one method per JobService RPC."""
+# Generated from aio.py by tools/gen_sync_client.py (make gen): edit aio.py instead.
+"""The blocking client (grpc): one method per JobService RPC; `AsyncClient` has
+the same methods, awaitable."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing
 from typing import Self, TypeVar, Unpack
 
 import grpc
 from jobwheel.client import calls
 from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
+from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, TimeLike
-from jobwheel.client.errors import DeadlineExceeded, JobwheelError, Unavailable, from_rpc_error
+from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, from_rpc_error
 from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
-from jobwheel.client.policy import (
-    DEFAULT_TIMEOUT,
-    RETRYABLE,
-    Retry,
-    WatchCursor,
-    server_address,
-)
+from jobwheel.client.policy import DEFAULT_TIMEOUT, RETRYABLE, Retry, WatchCursor, events_of
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -30,13 +28,15 @@ Metadata = Sequence[tuple[str, str]]
 class Client:
     """A JobService client. Use as a context manager, or call `close()`.
 
-    `timeout` is the deadline of each unary call in seconds (None: none); watches have none.
-    Reads and other idempotent calls are retried after UNAVAILABLE per `retry`.
+    `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
+    `Connection`. `timeout` is the deadline of each unary call in seconds (None: none);
+    watches have none unless asked. Reads and other idempotent calls are retried after
+    UNAVAILABLE per `retry`.
     """
 
     def __init__(
         self,
-        address: str | None = None,
+        address: str | Connection | None = None,
         *,
         channel: grpc.Channel | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
@@ -45,9 +45,10 @@ class Client:
         watch_reconnects: int = 30,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.address = server_address(address)
+        self.connection = Connection.of(address)
+        self.address = self.connection.address
         self._own_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(self.address)
+        self._channel = channel if channel is not None else self.connection.channel()
         self._stub = job_service_pb2_grpc.JobServiceStub(self._channel)
         self.timeout = timeout
         self.retry = retry or Retry()
@@ -191,23 +192,26 @@ class Client:
         job_id: str,
         *,
         timeout: float | None = None,
-        poll_interval: float = 0.2,
         on_change: Callable[[job_pb2.Job], None] | None = None,
     ) -> job_pb2.Job:
-        """Polls until the job is COMPLETED, FAILED or CANCELLED; DeadlineExceeded after
-        `timeout` seconds. `on_change` sees every state or attempt change."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last: tuple[int, int] | None = None
-        while True:
-            job = self.get_job(job_id)
-            if on_change is not None and (job.state, job.attempt) != last:
-                on_change(job)
-            last = (job.state, job.attempt)
-            if job.state in TERMINAL_STATES:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceeded(f"job {job_id} not finished after {timeout:g}s")
-            self._sleep(poll_interval)
+        """Follows the job with WatchJobs until it is COMPLETED, FAILED or CANCELLED and
+        returns it. `on_change` sees the job as it is, then after every change. Raises
+        NotFound for an unknown (or deleted) job, DeadlineExceeded after `timeout` seconds."""
+        stream = self.watch_jobs(ids=[job_id], include_snapshot=True, timeout=timeout)
+        seen = False
+        with closing(stream):
+            for resp in stream:
+                if resp.WhichOneof("kind") == "snapshot_end" and not seen:
+                    self.get_job(job_id)  # NOT_FOUND, with the server's details
+                for event in events_of(resp):
+                    if event.type == job_pb2.JOB_EVENT_TYPE_DELETED:
+                        raise NotFound(f"job {job_id!r} was deleted")
+                    seen = True
+                    if on_change is not None:
+                        on_change(event.job)
+                    if event.job.state in TERMINAL_STATES:
+                        return event.job
+        raise Unavailable("the watch ended")  # watch_jobs reconnects: not reached
 
     # -- watch ----------------------------------------------------------------
 
@@ -218,17 +222,22 @@ class Client:
         include_snapshot: bool = False,
         since_revision: int = 0,
         heartbeats: bool = False,
+        timeout: float | None = None,
         on_reconnect: Callable[[JobwheelError, int], None] | None = None,
         **where: Unpack[FilterArgs],
     ) -> Generator[pb.WatchJobsResponse, None, None]:
         """Streams changes; after a dropped connection it reconnects with `since_revision`
         set to the last revision seen, so no change is lost or repeated. Heartbeats are
-        only yielded when `heartbeats` is true. Stop by closing the iterator."""
+        only yielded when `heartbeats` is true. `timeout` (seconds, None: none) bounds the
+        whole watch, reconnections included: DeadlineExceeded then. `on_reconnect` gets the
+        error and the failure count before each reconnection. Stop by closing the iterator."""
         cursor = WatchCursor(calls.watch_request(filter, where, include_snapshot, since_revision))
+        deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
         while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             stream = self._stub.WatchJobs(
-                cursor.resume_request(), timeout=None, metadata=self.metadata
+                cursor.resume_request(), timeout=left, metadata=self.metadata
             )
             try:
                 for resp in stream:
@@ -280,6 +289,10 @@ class Client:
 
     def list_queues(self) -> list[job_pb2.Queue]:
         return self._run(calls.list_queues())
+
+    def list_workers(self) -> list[pb.Worker]:
+        """Server replicas and the remote workers seen in the last 5 minutes."""
+        return self._run(calls.list_workers())
 
     def pause_queue(self, name: str) -> job_pb2.Queue:
         return self._run(calls.queue_op("PauseQueue", name))

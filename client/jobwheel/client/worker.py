@@ -42,8 +42,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from jobwheel.client import tracing
+from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, as_timedelta, to_duration, to_struct
-from jobwheel.client.policy import server_address
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
 from jobwheel.v1 import worker_service_pb2 as pb
 
@@ -138,7 +139,7 @@ class _Running:
 class Worker:
     def __init__(
         self,
-        address: str | None = None,
+        address: str | Connection | None = None,
         *,
         worker_id: str | None = None,
         queues: Iterable[str] = (),
@@ -150,7 +151,8 @@ class Worker:
     ) -> None:
         if concurrency <= 0:
             raise ValueError("concurrency must be positive")
-        self.address = server_address(address)
+        self.connection = Connection.of(address)
+        self.address = self.connection.address
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.queues = tuple(queues)
         self.concurrency = concurrency
@@ -166,6 +168,7 @@ class Worker:
         self._stopping = False
         self._poll: asyncio.Task[Any] | None = None
         self._done = asyncio.Event()
+        self._stopper: asyncio.Future[None] | None = None
         self.completed = 0  # jobs reported, for monitoring and benchmarks
         self.failed = 0
 
@@ -192,22 +195,42 @@ class Worker:
     # -- running -----------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        """Runs until SIGTERM or SIGINT, then stops gracefully (see `stop`)."""
+        """Runs until SIGTERM or SIGINT, then stops gracefully (see `stop`). Logs to stderr
+        at INFO (start, stop) unless the program has configured logging itself."""
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+                loop.add_signal_handler(sig, self._on_signal, sig)
             await self.run()
 
         asyncio.run(main())
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info(
+            "%s: stopping; draining %d running job(s), %gs grace",
+            sig.name,
+            len(self._running),
+            self.grace,
+        )
+        self._stopper = asyncio.ensure_future(self.stop())
 
     async def run(self) -> None:
         """Leases and runs jobs until `stop()`."""
         if not self.handlers:
             raise RuntimeError("no task registered: use @worker.task(name)")
+        log.info(
+            "worker %s: server %s, queues %s, tasks %s, concurrency %d",
+            self.worker_id,
+            self.address,
+            ", ".join(self.queues) or "(all)",
+            ", ".join(sorted(self.handlers)),
+            self.concurrency,
+        )
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = self.connection.aio_channel()
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
         beats = asyncio.create_task(self._heartbeats())
         failures = 0
@@ -235,6 +258,7 @@ class Worker:
                 for held in leases:
                     self._start(held)
             await self._drain()
+            log.info("worker %s stopped", self.worker_id)
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -286,7 +310,11 @@ class Worker:
         ctx = JobContext(lease.job, lease.epoch, self.worker_id)
         running = _Running(lease, ctx)
         self._running[lease.job.id] = running
-        running.task = asyncio.create_task(self._execute(running))
+        running.task = asyncio.create_task(self._traced(running))
+
+    async def _traced(self, running: _Running) -> None:
+        with tracing.attempt_span(running.lease, self.worker_id):  # the job's trace, if any
+            await self._execute(running)
 
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.lease.job, running.ctx

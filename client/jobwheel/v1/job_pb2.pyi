@@ -195,7 +195,7 @@ class HttpTarget(_message.Message):
     def __init__(self, url: _Optional[str] = ..., method: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "queue", "task", "payload", "labels", "priority", "state", "schedule", "retry_policy", "timeout", "idempotency_key", "attempt", "execution_count", "create_time", "update_time", "next_run_time", "start_time", "end_time", "last_error", "result", "http", "recurring", "cancel_reason", "skipped_count", "progress", "worker_id", "last_error_type", "last_error_traceback")
+    __slots__ = ("id", "queue", "task", "payload", "labels", "priority", "state", "schedule", "retry_policy", "timeout", "idempotency_key", "attempt", "execution_count", "create_time", "update_time", "next_run_time", "start_time", "end_time", "last_error", "result", "http", "recurring", "cancel_reason", "skipped_count", "progress", "worker_id", "waiting_reason", "last_error_type", "last_error_traceback")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,7 @@ class Job(_message.Message):
     SKIPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     id: str
@@ -257,9 +258,10 @@ class Job(_message.Message):
     skipped_count: int
     progress: _struct_pb2.Struct
     worker_id: str
+    waiting_reason: str
     last_error_type: str
     last_error_traceback: str
-    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., task: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., attempt: _Optional[int] = ..., execution_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., http: _Optional[_Union[HttpTarget, _Mapping]] = ..., recurring: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., skipped_count: _Optional[int] = ..., progress: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., worker_id: _Optional[str] = ..., last_error_type: _Optional[str] = ..., last_error_traceback: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., task: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., attempt: _Optional[int] = ..., execution_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., http: _Optional[_Union[HttpTarget, _Mapping]] = ..., recurring: _Optional[bool] = ..., cancel_reason: _Optional[str] = ..., skipped_count: _Optional[int] = ..., progress: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., worker_id: _Optional[str] = ..., waiting_reason: _Optional[str] = ..., last_error_type: _Optional[str] = ..., last_error_traceback: _Optional[str] = ...) -> None: ...
 
 class JobFilter(_message.Message):
     __slots__ = ("ids", "states", "queues", "tasks", "labels", "payload", "create_time", "next_run_time", "end_time", "recurring")

@@ -18,9 +18,18 @@ class JobOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_ORDER_UNSPECIFIED: _ClassVar[JobOrder]
     JOB_ORDER_CREATE_TIME_ASC: _ClassVar[JobOrder]
     JOB_ORDER_CREATE_TIME_DESC: _ClassVar[JobOrder]
+
+class WorkerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_KIND_UNSPECIFIED: _ClassVar[WorkerKind]
+    WORKER_KIND_REMOTE: _ClassVar[WorkerKind]
+    WORKER_KIND_SERVER: _ClassVar[WorkerKind]
 JOB_ORDER_UNSPECIFIED: JobOrder
 JOB_ORDER_CREATE_TIME_ASC: JobOrder
 JOB_ORDER_CREATE_TIME_DESC: JobOrder
+WORKER_KIND_UNSPECIFIED: WorkerKind
+WORKER_KIND_REMOTE: WorkerKind
+WORKER_KIND_SERVER: WorkerKind
 
 class EnqueueJobRequest(_message.Message):
     __slots__ = ("queue", "task", "payload", "labels", "priority", "schedule", "retry_policy", "timeout", "idempotency_key", "http")
@@ -484,3 +493,35 @@ class DeleteEventSubscriptionRequest(_message.Message):
 class DeleteEventSubscriptionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ("seen_within",)
+    SEEN_WITHIN_FIELD_NUMBER: _ClassVar[int]
+    seen_within: _duration_pb2.Duration
+    def __init__(self, seen_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Worker(_message.Message):
+    __slots__ = ("id", "kind", "last_seen_time", "queues", "tasks", "jobs_held", "version", "seen_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_HELD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEEN_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: WorkerKind
+    last_seen_time: _timestamp_pb2.Timestamp
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    jobs_held: int
+    version: str
+    seen_by: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[WorkerKind, str]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queues: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[str]] = ..., jobs_held: _Optional[int] = ..., version: _Optional[str] = ..., seen_by: _Optional[str] = ...) -> None: ...
+
+class ListWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[Worker]
+    def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...

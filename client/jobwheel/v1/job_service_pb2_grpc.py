@@ -29,9 +29,13 @@ class JobServiceStub:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
 
     Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
     (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
@@ -39,6 +43,21 @@ class JobServiceStub:
     result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     def __init__(self, channel):
@@ -167,6 +186,11 @@ class JobServiceStub:
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
                 response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/jobwheel.v1.JobService/ListWorkers',
+                request_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
         self.CreateEventSubscription = channel.unary_unary(
                 '/jobwheel.v1.JobService/CreateEventSubscription',
                 request_serializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.SerializeToString,
@@ -188,9 +212,13 @@ class JobServiceServicer:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
 
     Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
     (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
@@ -198,6 +226,21 @@ class JobServiceServicer:
     result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     def EnqueueJob(self, request, context):
@@ -370,6 +413,17 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
+        their last contact, the jobs they hold and the queues and tasks they asked for; and each
+        server replica with its in-process handlers. In JobService, beside ListQueues, because it
+        is an operator's read: WorkerService is what workers call, and a worker's credentials
+        need not show it the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateEventSubscription(self, request, context):
         """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
         subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
@@ -515,6 +569,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.FromString,
                     response_serializer=jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.SerializeToString,
             ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
             'CreateEventSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEventSubscription,
                     request_deserializer=jobwheel_dot_v1_dot_job__service__pb2.CreateEventSubscriptionRequest.FromString,
@@ -542,9 +601,13 @@ class JobService:
     """Enqueue, inspect and manage jobs.
 
     Errors carry google.rpc.Status details: INVALID_ARGUMENT comes with a
-    google.rpc.BadRequest naming each offending field; NOT_FOUND for unknown ids;
+    google.rpc.BadRequest naming each offending field (at most 10 fields per status; inputs are
+    quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
-    operation the job's state does not allow.
+    operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
+    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
+    "error_id" names the one server log record that holds its details.
 
     Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
     (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
@@ -552,6 +615,21 @@ class JobService:
     result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
+
+    Limits of every request of both services (beyond them: INVALID_ARGUMENT):
+    - A body that does not decode as the request message is refused.
+    - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
+    keys, worker ids, time zones, crons, URLs, header values, secrets) hold no control
+    character at all (U+0000-U+001F, U+007F-U+009F). Lengths count Unicode characters.
+    - Every Timestamp lies between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z
+    with nanos in [0, 999999999]; every Duration is well formed (seconds and nanos of the
+    same sign, |nanos| below one second) and within +/-315,576,000,000 s: the ranges that
+    every protobuf runtime decodes. Fields give narrower ranges where they say so.
+    - JSON documents (payload, result, progress, a filter's payload) nest objects and arrays
+    at most 20 deep (the document itself is level 1) and hold finite numbers only (no NaN
+    or Infinity). Deeper documents would exceed the nesting limit (100 messages) of the
+    protobuf runtimes of Python, Java and C++ when a Job is sent back.
+    - Job and event subscription ids are at most 64 characters.
     """
 
     @staticmethod
@@ -1192,6 +1270,33 @@ class JobService:
             '/jobwheel.v1.JobService/UpdateQueue',
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueRequest.SerializeToString,
             jobwheel_dot_v1_dot_job__service__pb2.UpdateQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.JobService/ListWorkers',
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+            jobwheel_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jobwheel.v1 import job_pb2 as jobwheel_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jobwheel/v1/worker_service.proto\x12\x0bjobwheel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15jobwheel/v1/job.proto\"\xb2\x01\n\x10LeaseJobsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\r\n\x05tasks\x18\x03 \x03(\t\x12\x10\n\x08max_jobs\x18\x04 \x01(\x05\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"f\n\x05Lease\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobwheel.v1.Job\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x11LeaseJobsResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.jobwheel.v1.Lease\"\xa5\x01\n\x13HeartbeatJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x08progress\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"x\n\x14HeartbeatJobResponse\x12/\n\x0b\x65xpire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\x12\x15\n\rcancel_reason\x18\x03 \x01(\t\"n\n\x12\x43ompleteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x06result\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"4\n\x13\x43ompleteJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobwheel.v1.Job\"\xa7\x01\n\x0e\x46\x61ilJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x16\n\tretryable\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\n\n_retryable\"0\n\x0f\x46\x61ilJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobwheel.v1.Job2\xc8\x02\n\rWorkerService\x12J\n\tLeaseJobs\x12\x1d.jobwheel.v1.LeaseJobsRequest\x1a\x1e.jobwheel.v1.LeaseJobsResponse\x12S\n\x0cHeartbeatJob\x12 .jobwheel.v1.HeartbeatJobRequest\x1a!.jobwheel.v1.HeartbeatJobResponse\x12P\n\x0b\x43ompleteJob\x12\x1f.jobwheel.v1.CompleteJobRequest\x1a .jobwheel.v1.CompleteJobResponse\x12\x44\n\x07\x46\x61ilJob\x12\x1b.jobwheel.v1.FailJobRequest\x1a\x1c.jobwheel.v1.FailJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jobwheel/v1/worker_service.proto\x12\x0bjobwheel.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15jobwheel/v1/job.proto\"\xb2\x01\n\x10LeaseJobsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\r\n\x05tasks\x18\x03 \x03(\t\x12\x10\n\x08max_jobs\x18\x04 \x01(\x05\x12\x31\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04wait\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"{\n\x05Lease\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobwheel.v1.Job\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\"7\n\x11LeaseJobsResponse\x12\"\n\x06leases\x18\x01 \x03(\x0b\x32\x12.jobwheel.v1.Lease\"\xa5\x01\n\x13HeartbeatJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x08progress\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"x\n\x14HeartbeatJobResponse\x12/\n\x0b\x65xpire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\x12\x15\n\rcancel_reason\x18\x03 \x01(\t\"n\n\x12\x43ompleteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12&\n\x06result\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"4\n\x13\x43ompleteJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobwheel.v1.Job\"\xa7\x01\n\x0e\x46\x61ilJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x16\n\tretryable\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\n\n_retryable\"0\n\x0f\x46\x61ilJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobwheel.v1.Job2\xc8\x02\n\rWorkerService\x12J\n\tLeaseJobs\x12\x1d.jobwheel.v1.LeaseJobsRequest\x1a\x1e.jobwheel.v1.LeaseJobsResponse\x12S\n\x0cHeartbeatJob\x12 .jobwheel.v1.HeartbeatJobRequest\x1a!.jobwheel.v1.HeartbeatJobResponse\x12P\n\x0b\x43ompleteJob\x12\x1f.jobwheel.v1.CompleteJobRequest\x1a .jobwheel.v1.CompleteJobResponse\x12\x44\n\x07\x46\x61ilJob\x12\x1b.jobwheel.v1.FailJobRequest\x1a\x1c.jobwheel.v1.FailJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,21 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEASEJOBSREQUEST']._serialized_start=168
   _globals['_LEASEJOBSREQUEST']._serialized_end=346
   _globals['_LEASE']._serialized_start=348
-  _globals['_LEASE']._serialized_end=450
-  _globals['_LEASEJOBSRESPONSE']._serialized_start=452
-  _globals['_LEASEJOBSRESPONSE']._serialized_end=507
-  _globals['_HEARTBEATJOBREQUEST']._serialized_start=510
-  _globals['_HEARTBEATJOBREQUEST']._serialized_end=675
-  _globals['_HEARTBEATJOBRESPONSE']._serialized_start=677
-  _globals['_HEARTBEATJOBRESPONSE']._serialized_end=797
-  _globals['_COMPLETEJOBREQUEST']._serialized_start=799
-  _globals['_COMPLETEJOBREQUEST']._serialized_end=909
-  _globals['_COMPLETEJOBRESPONSE']._serialized_start=911
-  _globals['_COMPLETEJOBRESPONSE']._serialized_end=963
-  _globals['_FAILJOBREQUEST']._serialized_start=966
-  _globals['_FAILJOBREQUEST']._serialized_end=1133
-  _globals['_FAILJOBRESPONSE']._serialized_start=1135
-  _globals['_FAILJOBRESPONSE']._serialized_end=1183
-  _globals['_WORKERSERVICE']._serialized_start=1186
-  _globals['_WORKERSERVICE']._serialized_end=1514
+  _globals['_LEASE']._serialized_end=471
+  _globals['_LEASEJOBSRESPONSE']._serialized_start=473
+  _globals['_LEASEJOBSRESPONSE']._serialized_end=528
+  _globals['_HEARTBEATJOBREQUEST']._serialized_start=531
+  _globals['_HEARTBEATJOBREQUEST']._serialized_end=696
+  _globals['_HEARTBEATJOBRESPONSE']._serialized_start=698
+  _globals['_HEARTBEATJOBRESPONSE']._serialized_end=818
+  _globals['_COMPLETEJOBREQUEST']._serialized_start=820
+  _globals['_COMPLETEJOBREQUEST']._serialized_end=930
+  _globals['_COMPLETEJOBRESPONSE']._serialized_start=932
+  _globals['_COMPLETEJOBRESPONSE']._serialized_end=984
+  _globals['_FAILJOBREQUEST']._serialized_start=987
+  _globals['_FAILJOBREQUEST']._serialized_end=1154
+  _globals['_FAILJOBRESPONSE']._serialized_start=1156
+  _globals['_FAILJOBRESPONSE']._serialized_end=1204
+  _globals['_WORKERSERVICE']._serialized_start=1207
+  _globals['_WORKERSERVICE']._serialized_end=1535
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,8 @@ class WorkerServiceStub:
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
+
+    Errors and the limits of every request are those of JobService (see its comment).
     """
 
     def __init__(self, channel):
@@ -77,6 +79,8 @@ class WorkerServiceServicer:
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
+
+    Errors and the limits of every request are those of JobService (see its comment).
     """
 
     def LeaseJobs(self, request, context):
@@ -149,6 +153,8 @@ class WorkerService:
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
+
+    Errors and the limits of every request are those of JobService (see its comment).
     """
 
     @staticmethod

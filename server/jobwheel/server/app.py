@@ -11,22 +11,28 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from jobwheel.server import handlers, model
-from jobwheel.server.api import reply_size
+from jobwheel.server import handlers, log_throttle, model
+from jobwheel.server.api import reflection, reply_size
+from jobwheel.server.api.guard import Guard
 from jobwheel.server.api.job_service import JobService
 from jobwheel.server.api.validate import Limits
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_service import WorkerService
+from jobwheel.server.availability import DatabaseHealth
 from jobwheel.server.clock import Clock, SystemClock
-from jobwheel.server.config import Settings, parse_settings
+from jobwheel.server.config import Settings, parse_settings, version
 from jobwheel.server.core import Core
 from jobwheel.server.engine import Engine
 from jobwheel.server.events import EventBus, LogTailer
+from jobwheel.server.execution.event_delivery import DELIVERY_TASK
 from jobwheel.server.execution.remote import RemoteWorkers
+from jobwheel.server.execution.roster import Roster
 from jobwheel.server.execution.webhook import WebhookSettings
-from jobwheel.server.storage import SchemaVersionError, StorageUrlError, Store, open_store
-from jobwheel.server.storage.exclusive import DatabaseInUse, ExclusiveUse
+from jobwheel.server.observability import logs
+from jobwheel.server.observability.wiring import Observability
+from jobwheel.server.startup import StartupError, check_listen_address, describe, safe_url
+from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.exclusive import ExclusiveUse
 from jobwheel.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -54,21 +60,48 @@ class App:
         self.engine: Engine | None = None
         self.exclusive = ExclusiveUse(settings.db)
         self.remote: RemoteWorkers | None = None
+        self.watcher: Watcher | None = None
         self._tailer: asyncio.Task[None] | None = None
+        self._db_health: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self.observability: Observability | None = None
+        self.roster: Roster | None = None
+        self._roster_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
+        check_listen_address(self.settings.listen)
         handlers.load_modules(self.settings.handlers)
+        loaded = sorted(handlers.registered())
+        log.info(
+            "jobwheel %s starting: database %s, listen %s, auth none, handlers %s",
+            version(),
+            safe_url(self.settings.db),
+            self.settings.listen,
+            ", ".join(loaded) or "none",
+            extra={
+                "version": version(),
+                "database": safe_url(self.settings.db),
+                "listen": self.settings.listen,
+                "auth": "none",
+                "handlers": loaded,
+            },
+        )
         if not self.settings.webhook_secrets:
             log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
+        self.observability = obs = Observability(self.settings.metrics_listen)
         self.exclusive.acquire()
         self.store = await open_store(
             self.settings.db, sqlite_synchronous=self.settings.sqlite_synchronous
         )
+        store = self.store
+        db_health = DatabaseHealth(store.head_revision, self._set_serving)
+        store.on_unreachable = db_health.suspect
+        self._db_health = asyncio.create_task(db_health.run(), name="jobwheel-db-health")
         self.bus = EventBus(await self.store.head_revision() + 1)
         self.store.event_sink = self.bus.publish
+        await obs.watch_store(self.store, self.bus)
         window = self.settings.idempotency_window
         self.store.idempotency_window = int(window * model.SECOND) if window > 0 else None
         core = Core(self.store, self.clock)
@@ -95,6 +128,14 @@ class App:
             settle=self.engine.dispatcher.settle,
         )
         self.bus.taps.append(self.remote.on_event)
+        self.roster = Roster(
+            self.store,
+            self.clock,
+            self.engine.worker_id,
+            [t for t in self.engine.executor.handlers if t != DELIVERY_TASK],
+            version=version(),
+        )
+        self.remote.roster = self.roster
         engine = self.engine
         core.on_queue_change = lambda q: engine.dispatcher.set_queues({q.name: q})
         core.on_subscriptions_change = engine.deliveries.refresh
@@ -102,24 +143,34 @@ class App:
         # on PostgreSQL other replicas write to the same log; on SQLite it only repairs gaps
         tailer = LogTailer(self.store, self.bus, always=not self.store.dialect.single_writer)
         self._tailer = asyncio.create_task(tailer.run())
+        self._roster_task = asyncio.create_task(self.roster.run())
         server = grpc.aio.server(
+            # outermost first: a span and the metrics/RPC line around the Guard, so that they
+            # see the status it maps every exception to (INVALID_ARGUMENT, INTERNAL, ...)
+            interceptors=[*obs.interceptors(), Guard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ]
+                # gRPC binds with SO_REUSEPORT by default: a second server on the same address
+                # would start and silently take part of the traffic
+                ("grpc.so_reuseport", 0),
+            ],
         )
+        self.watcher = watcher = Watcher(
+            self.store,
+            self.bus,
+            self.clock,
+            heartbeat=self.settings.watch_heartbeat,
+            buffer=self.settings.watch_buffer,
+        )
+        obs.watch_parts(core, self.engine, self.remote, self.roster, watcher)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 core,
                 Limits(self.settings.max_payload_bytes),
-                Watcher(
-                    self.store,
-                    self.bus,
-                    self.clock,
-                    heartbeat=self.settings.watch_heartbeat,
-                    buffer=self.settings.watch_buffer,
-                ),
+                watcher,
                 self.settings.queue_concurrency,
+                self.roster,
             ),
             server,
         )
@@ -127,34 +178,59 @@ class App:
             WorkerService(self.remote, Limits(self.settings.max_payload_bytes)), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        self.port = server.add_insecure_port(self.settings.listen)
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
+        try:
+            self.port = server.add_insecure_port(self.settings.listen)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen}")
+            raise StartupError(
+                f"cannot listen on {self.settings.listen}: the address is in use or not "
+                "available on this host"
+            )
         await server.start()
         self.server = server
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        obs.serve()
+        await self._set_serving(db_health.available)
         host = self.settings.listen.rsplit(":", 1)[0]
-        log.info("jobwheel listening on %s:%d (db %s)", host, self.port, self.settings.db)
+        log.info(
+            "jobwheel listening on %s:%d (db %s)%s",
+            host,
+            self.port,
+            safe_url(self.settings.db),
+            f", metrics on port {obs.port}" if obs.port else "",
+        )
         return self.port
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.grace_period if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self.remote is not None:
             self.remote.close()  # long-polls answer now instead of holding the grace period
+        if self.watcher is not None:
+            self.watcher.close()  # watch streams end now with UNAVAILABLE, likewise
         # in-flight calls and running attempts share one grace period
         await asyncio.gather(
             *([self.server.stop(grace)] if self.server is not None else []),
             *([self.engine.stop(grace)] if self.engine is not None else []),
         )
-        if self._tailer is not None:
-            self._tailer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tailer
+        for task in (self._tailer, self._db_health, self._roster_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.observability is not None:
+            await self.observability.close()
+        if self.roster is not None:
+            # briefly: with the database gone, the row ages out of ListWorkers by itself
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.roster.leave()
         if self.store is not None:
             await self.store.close()
         self.exclusive.release()
@@ -163,7 +239,19 @@ class App:
 
 async def run(settings: Settings) -> None:
     app = App(settings)
-    await app.start()
+    held = logs.HeldLines()  # until the start is known to have worked
+    try:
+        await app.start()
+    except Exception as exc:
+        held.drop()
+        logging.disable()  # the one line below says it all
+        with contextlib.suppress(Exception):  # whatever had started: best effort
+            await app.stop(0)
+        raise StartupError(describe(exc, settings.db)) from exc
+    except BaseException:  # interrupted: what was held is all there is to tell
+        held.release()
+        raise
+    held.release()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,15 +263,12 @@ async def run(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
+    log_throttle.install()
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run(settings))
-    except (DatabaseInUse, StorageUrlError, SchemaVersionError, OSError) as exc:
+    except StartupError as exc:
         # a start-up problem the operator must fix: one clear line, not a traceback
         sys.exit(f"jobwheel-server: {exc}")
 

@@ -30,6 +30,7 @@ class GroupCommit(Generic[I, O]):
         self._pending: deque[tuple[list[I], asyncio.Future[list[O]]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # for benchmarks and tests: how many writes were issued
+        self.observe: Callable[[int], None] | None = None  # told each merged batch's size
 
     async def __call__(self, items: Sequence[I]) -> list[O]:
         if not items:
@@ -56,6 +57,8 @@ class GroupCommit(Generic[I, O]):
             merged = [item for items, _ in calls for item in items]
             try:
                 self.batches += 1
+                if self.observe is not None:
+                    self.observe(len(merged))
                 results = list(await self._write(merged))
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled: nobody may wait forever

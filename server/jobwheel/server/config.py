@@ -1,14 +1,32 @@
-"""Settings from command-line flags and JOBWHEEL_* environment variables (flags win)."""
+"""Settings from command-line flags and JOBWHEEL_* environment variables (flags win).
+
+Every value is checked here, whether it came from a flag or the environment: a bad one ends
+the process with one line on stderr (exit code 2) before anything starts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import ip_network
+from typing import Any, NoReturn
+
+from jobwheel.server.execution.signing import secret_problem
+from jobwheel.server.observability.logs import FORMATS as LOG_FORMATS
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///jobwheel.db"
+# Docker sends SIGKILL 10 s after SIGTERM: the grace period plus releasing what still runs
+# must fit well inside that.
+DEFAULT_GRACE = 5.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
+DAY = 86_400.0
+YEAR = 365 * DAY
 
 
 @dataclass(frozen=True)
@@ -18,19 +36,178 @@ class Settings:
     handlers: tuple[str, ...] = ()
     max_payload_bytes: int = 1 << 20
     sqlite_synchronous: str = "FULL"
-    grace_period: float = 10.0
+    grace_period: float = DEFAULT_GRACE
     queue_concurrency: int = 256
     threads: int = 32
     watch_heartbeat: float = 15.0
     watch_buffer: int = 10_000
-    event_retention: float = 86_400.0
+    event_retention: float = DAY
     recover_interval: float = 5.0
-    retention: float = 7 * 86_400.0
-    idempotency_window: float = 86_400.0
+    retention: float = 7 * DAY
+    idempotency_window: float = DAY
     misfire_grace: float = 5.0
     webhook_secrets: tuple[str, ...] = ()
     webhook_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_listen: str = ""
+
+
+@dataclass(frozen=True)
+class Number:
+    """A numeric flag: its range, and whether 0 is allowed below `low` with a meaning."""
+
+    flag: str
+    env: str
+    kind: type[int] | type[float]
+    default: float
+    low: float
+    high: float
+    help: str
+    zero: str = ""  # what 0 means, when 0 is allowed below `low`
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def describe(self) -> str:
+        low, high = _num(self.low), _num(self.high)
+        zero = f", or 0: {self.zero}" if self.zero else ""
+        return f"{low} to {high}{zero}"
+
+    def parse(self, text: str) -> float:
+        try:
+            value: float = self.kind(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (
+            self.low <= value <= self.high or (bool(self.zero) and value == 0)
+        )
+        if not ok:
+            noun = "an integer" if self.kind is int else "a number"
+            raise argparse.ArgumentTypeError(
+                f"must be {noun} from {self.describe()} (flag or {self.env}), got {text!r}"
+            )
+        return value
+
+
+NUMBERS = (
+    Number(
+        "--max-payload-bytes",
+        "JOBWHEEL_MAX_PAYLOAD_BYTES",
+        int,
+        1 << 20,
+        1024,
+        # at most 1 MiB: a job with payload, result and progress at the limit fits one 4 MiB reply
+        1 << 20,
+        "largest accepted payload, encoded, in bytes",
+    ),
+    Number(
+        "--grace-period",
+        "JOBWHEEL_GRACE_PERIOD",
+        float,
+        DEFAULT_GRACE,
+        0,
+        3600,
+        "seconds in-flight calls and running attempts get to finish on SIGTERM/SIGINT; "
+        "attempts still running then are released without using up a retry",
+    ),
+    Number(
+        "--queue-concurrency",
+        "JOBWHEEL_QUEUE_CONCURRENCY",
+        int,
+        256,
+        1,
+        100_000,
+        "attempts one process runs at once per queue",
+    ),
+    Number(
+        "--threads",
+        "JOBWHEEL_THREADS",
+        int,
+        32,
+        1,
+        1024,
+        "threads that run plain (non-async) handlers; time waiting for one counts toward "
+        "a job's timeout",
+    ),
+    Number(
+        "--watch-heartbeat",
+        "JOBWHEEL_WATCH_HEARTBEAT",
+        float,
+        15.0,
+        1,
+        3600,
+        "seconds between heartbeats on an idle WatchJobs stream",
+    ),
+    Number(
+        "--watch-buffer",
+        "JOBWHEEL_WATCH_BUFFER",
+        int,
+        10_000,
+        100,
+        10_000_000,
+        "events a WatchJobs stream may fall behind before it is ended with RESOURCE_EXHAUSTED",
+    ),
+    Number(
+        "--event-retention",
+        "JOBWHEEL_EVENT_RETENTION",
+        float,
+        DAY,
+        60,
+        10 * YEAR,
+        "seconds the event log keeps changes for WatchJobs resumption",
+    ),
+    Number(
+        "--retention",
+        "JOBWHEEL_RETENTION",
+        float,
+        7 * DAY,
+        60,
+        100 * YEAR,
+        "seconds finished jobs (completed, failed, cancelled) are kept, with their attempts",
+        zero="keep them forever",
+    ),
+    Number(
+        "--idempotency-window",
+        "JOBWHEEL_IDEMPOTENCY_WINDOW",
+        float,
+        DAY,
+        1,
+        100 * YEAR,
+        "seconds an idempotency key maps to its job; a repeat after that creates a new job",
+        zero="forever",
+    ),
+    Number(
+        # at most a third of the 30 s lease: leases are renewed on this beat
+        "--recover-interval",
+        "JOBWHEEL_RECOVER_INTERVAL",
+        float,
+        5.0,
+        0.1,
+        10,
+        "seconds between checks for expired leases (whose jobs then run again) and lease renewals",
+    ),
+    Number(
+        "--misfire-grace",
+        "JOBWHEEL_MISFIRE_GRACE",
+        float,
+        5.0,
+        0,
+        30 * DAY,
+        "seconds a recurring job may be late before its misfire policy applies",
+    ),
+)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if value < 1e6 else f"{value:.0f}"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line, not the whole usage: the mistake is the thing to read
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _split(value: str) -> list[str]:
@@ -44,19 +221,67 @@ def _listed(flags: list[str] | None, env_value: str) -> tuple[str, ...]:
     return tuple(item for flag in flags for item in _split(flag))
 
 
+def _address(env: str, *, optional: bool = False) -> Callable[[str], str]:
+    """HOST:PORT with PORT 0..65535 (0 picks a free port); IPv6 hosts in brackets; empty
+    when `optional` (the thing is off)."""
+
+    def parse(text: str) -> str:
+        if optional and not text:
+            return text
+        host, sep, port = text.rpartition(":")
+        bracketed = host.startswith("[") == host.endswith("]")
+        if not sep or not host or not bracketed or not port.isdigit() or int(port) > 65535:
+            raise argparse.ArgumentTypeError(
+                f"expected HOST:PORT with a port from 0 to 65535 (flag or {env}), got {text!r}"
+            )
+        return text
+
+    return parse
+
+
+check_listen = _address("JOBWHEEL_LISTEN")
+
+
+def _choice(env: str, allowed: Sequence[str], *, upper: bool = True) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.upper() if upper else text.lower()
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(allowed)} (flag or {env}), got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _check_lists(parser: _Parser, secrets: Sequence[str], allow: Sequence[str]) -> None:
+    for index, secret in enumerate(secrets, 1):
+        problem = secret_problem(secret)
+        if problem:  # the secret itself stays out of the message: it would reach logs
+            parser.error(f"--webhook-secret #{index} (or JOBWHEEL_WEBHOOK_SECRETS): {problem}")
+    for cidr in allow:
+        try:
+            ip_network(cidr)
+        except ValueError as exc:
+            parser.error(f"--webhook-allow (or JOBWHEEL_WEBHOOK_ALLOW): {exc}")
+
+
 def parse_settings(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jobwheel-server",
         description="Run the jobwheel gRPC job-scheduling server.",
         epilog="Every flag can also be set by its JOBWHEEL_* environment variable.",
     )
+    # string defaults go through `type` too, so environment values are checked like flags
     parser.add_argument(
         "--listen",
+        type=check_listen,
         default=env.get("JOBWHEEL_LISTEN", DEFAULT_LISTEN),
-        help=f"HOST:PORT to serve gRPC on (JOBWHEEL_LISTEN, default {DEFAULT_LISTEN})",
+        help=f"HOST:PORT to serve gRPC on, port 0 picks a free one "
+        f"(JOBWHEEL_LISTEN, default {DEFAULT_LISTEN})",
     )
     parser.add_argument(
         "--db",
@@ -73,92 +298,27 @@ def parse_settings(
         "(JOBWHEEL_HANDLERS, comma-separated)",
     )
     parser.add_argument(
-        "--max-payload-bytes",
-        type=int,
-        default=int(env.get("JOBWHEEL_MAX_PAYLOAD_BYTES", 1 << 20)),
-        help="largest accepted payload, encoded (JOBWHEEL_MAX_PAYLOAD_BYTES, default and "
-        "most 1 MiB)",
-    )
-    parser.add_argument(
         "--sqlite-synchronous",
-        choices=["FULL", "NORMAL", "OFF"],
-        default=env.get("JOBWHEEL_SQLITE_SYNCHRONOUS", "FULL").upper(),
-        help="SQLite synchronous pragma (JOBWHEEL_SQLITE_SYNCHRONOUS, default FULL)",
+        type=_choice("JOBWHEEL_SQLITE_SYNCHRONOUS", SYNCHRONOUS),
+        default=env.get("JOBWHEEL_SQLITE_SYNCHRONOUS", "FULL"),
+        help="SQLite synchronous pragma: FULL, NORMAL or OFF "
+        "(JOBWHEEL_SQLITE_SYNCHRONOUS, default FULL)",
     )
-    parser.add_argument(
-        "--grace-period",
-        type=float,
-        default=float(env.get("JOBWHEEL_GRACE_PERIOD", 10.0)),
-        help="seconds in-flight calls get to finish on shutdown (JOBWHEEL_GRACE_PERIOD)",
-    )
-    parser.add_argument(
-        "--queue-concurrency",
-        type=int,
-        default=int(env.get("JOBWHEEL_QUEUE_CONCURRENCY", 256)),
-        help="attempts one process runs at once per queue (JOBWHEEL_QUEUE_CONCURRENCY)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=int(env.get("JOBWHEEL_THREADS", 32)),
-        help="threads that run plain (non-async) handlers; time waiting for one counts "
-        "toward a job's timeout (JOBWHEEL_THREADS, default 32)",
-    )
-    parser.add_argument(
-        "--watch-heartbeat",
-        type=float,
-        default=float(env.get("JOBWHEEL_WATCH_HEARTBEAT", 15.0)),
-        help="seconds between heartbeats on an idle WatchJobs stream (JOBWHEEL_WATCH_HEARTBEAT)",
-    )
-    parser.add_argument(
-        "--watch-buffer",
-        type=int,
-        default=int(env.get("JOBWHEEL_WATCH_BUFFER", 10_000)),
-        help="events a WatchJobs stream may fall behind before it is ended with "
-        "RESOURCE_EXHAUSTED (JOBWHEEL_WATCH_BUFFER)",
-    )
-    parser.add_argument(
-        "--event-retention",
-        type=float,
-        default=float(env.get("JOBWHEEL_EVENT_RETENTION", 86_400.0)),
-        help="seconds the event log keeps changes for WatchJobs resumption "
-        "(JOBWHEEL_EVENT_RETENTION, default one day)",
-    )
-    parser.add_argument(
-        "--retention",
-        type=float,
-        default=float(env.get("JOBWHEEL_RETENTION", 7 * 86_400.0)),
-        help="seconds finished jobs (completed, failed, cancelled) are kept, with their "
-        "attempts; 0 keeps them forever (JOBWHEEL_RETENTION, default 7 days)",
-    )
-    parser.add_argument(
-        "--idempotency-window",
-        type=float,
-        default=float(env.get("JOBWHEEL_IDEMPOTENCY_WINDOW", 86_400.0)),
-        help="seconds an idempotency key maps to its job; a repeat after that creates a new "
-        "job; 0 means forever (JOBWHEEL_IDEMPOTENCY_WINDOW, default 1 day)",
-    )
-    parser.add_argument(
-        "--recover-interval",
-        type=float,
-        default=float(env.get("JOBWHEEL_RECOVER_INTERVAL", 5.0)),
-        help="seconds between checks for expired leases, whose jobs then run again "
-        "(JOBWHEEL_RECOVER_INTERVAL, default 5)",
-    )
-    parser.add_argument(
-        "--misfire-grace",
-        type=float,
-        default=float(env.get("JOBWHEEL_MISFIRE_GRACE", 5.0)),
-        help="seconds a recurring job may be late before its misfire policy applies "
-        "(JOBWHEEL_MISFIRE_GRACE, default 5)",
-    )
+    for n in NUMBERS:
+        parser.add_argument(
+            n.flag,
+            type=n.parse,
+            default=env.get(n.env, str(n.default)),
+            metavar="N" if n.kind is int else "S",
+            help=f"{n.help} ({n.env}, default {_num(n.default)}; {n.describe()})",
+        )
     parser.add_argument(
         "--webhook-secret",
         action="append",
         default=None,
         metavar="whsec_...",
-        help="secret that signs HTTP job requests (Standard Webhooks); repeat to rotate "
-        "(JOBWHEEL_WEBHOOK_SECRETS, comma-separated)",
+        help="secret that signs HTTP job requests (Standard Webhooks: whsec_ and 24 to 64 "
+        "bytes in base64); repeat to rotate (JOBWHEEL_WEBHOOK_SECRETS, comma-separated)",
     )
     parser.add_argument(
         "--webhook-allow",
@@ -170,39 +330,53 @@ def parse_settings(
     )
     parser.add_argument(
         "--log-level",
+        type=_choice("JOBWHEEL_LOG_LEVEL", LOG_LEVELS),
         default=env.get("JOBWHEEL_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        type=_choice("JOBWHEEL_LOG_FORMAT", LOG_FORMATS, upper=False),
+        default=env.get("JOBWHEEL_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line with the job's fields "
+        "(JOBWHEEL_LOG_FORMAT, default text)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        type=_address("JOBWHEEL_METRICS_LISTEN", optional=True),
+        default=env.get("JOBWHEEL_METRICS_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; off unless set "
+        "(JOBWHEEL_METRICS_LISTEN)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = parser.parse_args(argv)
     handlers = args.handlers
     if handlers is None:
         handlers = _split(env.get("JOBWHEEL_HANDLERS", ""))
     else:
         handlers = [h for item in handlers for h in _split(item)]
-    if args.threads <= 0:
-        parser.error("--threads must be positive")
-    if args.queue_concurrency <= 0:
-        parser.error("--queue-concurrency must be positive")
-    if not 0 < args.max_payload_bytes <= 1 << 20:
-        # at most 1 MiB: a job with payload, result and progress must fit one 4 MiB reply
-        parser.error("--max-payload-bytes must be between 1 and 1048576")
+    secrets = _listed(args.webhook_secret, env.get("JOBWHEEL_WEBHOOK_SECRETS", ""))
+    allow = _listed(args.webhook_allow, env.get("JOBWHEEL_WEBHOOK_ALLOW", ""))
+    _check_lists(parser, secrets, allow)
+    numbers: dict[str, Any] = {n.dest: getattr(args, n.dest) for n in NUMBERS}
     return Settings(
         listen=args.listen,
         db=args.db,
         handlers=tuple(handlers),
-        max_payload_bytes=args.max_payload_bytes,
         sqlite_synchronous=args.sqlite_synchronous,
-        grace_period=args.grace_period,
-        queue_concurrency=args.queue_concurrency,
-        threads=args.threads,
-        watch_heartbeat=args.watch_heartbeat,
-        watch_buffer=args.watch_buffer,
-        event_retention=args.event_retention,
-        recover_interval=args.recover_interval,
-        retention=args.retention,
-        idempotency_window=args.idempotency_window,
-        misfire_grace=args.misfire_grace,
-        webhook_secrets=_listed(args.webhook_secret, env.get("JOBWHEEL_WEBHOOK_SECRETS", "")),
-        webhook_allow=_listed(args.webhook_allow, env.get("JOBWHEEL_WEBHOOK_ALLOW", "")),
-        log_level=args.log_level.upper(),
+        webhook_secrets=secrets,
+        webhook_allow=allow,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
+        **numbers,
     )
+
+
+def version() -> str:
+    """The installed jobwheel version."""
+    try:
+        return importlib.metadata.version("jobwheel")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from jobwheel.server import model
 from jobwheel.server.api.errors import FailedPrecondition, NotFound
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
+from jobwheel.server.observability import tracing
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.history import ExecutionTotals
 from jobwheel.server.storage.management import Action
@@ -32,8 +33,12 @@ class Core:
         self.on_queue_change: Callable[[model.QueueSettings], None] | None = None
         # concurrent enqueues share one transaction: one fsync for many callers
         self._insert = GroupCommit(store.insert_jobs)
+        self.group_commit = self._insert
 
     async def enqueue(self, jobs: Sequence[model.NewJob]) -> list[tuple[model.Job, bool]]:
+        traceparent = tracing.current_traceparent()  # attempts join the enqueue's trace
+        if traceparent:
+            jobs = [replace(job, traceparent=traceparent) for job in jobs]
         return await self._insert(jobs)
 
     async def get(self, job_id: str) -> model.Job:

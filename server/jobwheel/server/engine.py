@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
@@ -18,7 +19,7 @@ from jobwheel.server.execution.webhook import WebhookExecutor, WebhookSettings
 from jobwheel.server.handlers import Handler
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling.scheduler import Scheduler
-from jobwheel.server.storage import Store
+from jobwheel.server.storage import DatabaseUnavailable, Store
 from jobwheel.server.storage.leadership import Leadership
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class Engine:
         self.overlaps = Overlaps(store, clock, self.scheduler.add_timer, self.dispatcher.cancel)
         self._loops: list[asyncio.Task[None]] = []
         self.leadership = Leadership(store)
+        # told how many attempts' leases expired, at each recovery that found some (metrics)
+        self.on_lease_expired: Callable[[int], None] | None = None
 
     def _on_timer(self, key: tuple[str, str, int], due: model.Micros) -> None:
         if key[0] == "overlap":
@@ -128,6 +131,9 @@ class Engine:
                 ]
             )
             log.warning("re-queued %d jobs whose attempt was lost", len(lost))
+            expired = sum(1 for j in lost if not j.worker_id.startswith(dead))
+            if expired and self.on_lease_expired is not None:
+                self.on_lease_expired(expired)
             self.dispatcher.wake({j.queue for j in lost})
         return len(lost)
 
@@ -140,7 +146,8 @@ class Engine:
             now = self.clock.now()
             try:
                 if now >= next_renew:
-                    await self.store.renew_leases(self.worker_id, now, now + self.lease)
+                    held = self.dispatcher.held
+                    await self.store.renew_leases(self.worker_id, held, now, now + self.lease)
                     next_renew = now + renew_every
                 if await self.leadership.check():  # one replica does the upkeep of all
                     await self.recover()
@@ -155,6 +162,8 @@ class Engine:
                         while pruned == 1000:
                             pruned = await self.store.prune_finished(now - self.retention)
                     next_prune = now + 60 * model.SECOND
+            except DatabaseUnavailable as exc:
+                log.warning("upkeep paused: %s", exc)
             except Exception:
                 log.exception("upkeep failed; retrying")
 

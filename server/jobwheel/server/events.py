@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from jobwheel.server.matching import matches
 from jobwheel.server.model import SECOND, Event, JobFilter, Micros
-from jobwheel.server.storage import Store
+from jobwheel.server.storage import DatabaseUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class EventBus:
         self._broad: set[Subscription] = set()
         # called with every event, in revision order (the engine reacts to changes here)
         self.taps: list[Callable[[Event], None]] = []
+        # called with the events each publish delivered, in order: a transaction's events
+        # arrive together (the metrics tell a change's previous state from them)
+        self.batch_taps: list[Callable[[list[Event]], None]] = []
 
     @property
     def head(self) -> int:
@@ -86,15 +89,20 @@ class EventBus:
         for event in events:
             if event.revision >= self.next_revision:
                 self._waiting[event.revision] = event
+        delivered: list[Event] = []
         while self.next_revision in self._waiting:
             event = self._waiting.pop(self.next_revision)
             self.next_revision += 1
+            delivered.append(event)
             for tap in self.taps:
                 tap(event)
             for sub in self._by_job.get(event.job.id, ()):
                 sub.offer(event)
             for sub in self._broad:
                 sub.offer(event)
+        if delivered:
+            for batch_tap in self.batch_taps:
+                batch_tap(delivered)
 
     @property
     def gap(self) -> bool:
@@ -128,6 +136,17 @@ class LogTailer:
         self.check_every = check_every
 
     async def run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except DatabaseUnavailable as exc:
+                # the listening connection went with the outage: take a new one
+                log.warning("following the event log paused: %s", exc)
+            except Exception:
+                log.exception("following the event log failed; retrying")
+            await asyncio.sleep(self.check_every / SECOND)
+
+    async def _follow(self) -> None:
         notified = asyncio.Event()
         async with self.store.listening(notified.set) as listening:
             next_check = 0.0
@@ -141,6 +160,10 @@ class LogTailer:
                         events = await self.store.read_events(self.bus.head, 1000)
                         self.bus.publish(events)
                         behind = len(events) == 1000
+                except DatabaseUnavailable:
+                    if listening:
+                        raise
+                    await asyncio.sleep(self.check_every / SECOND)
                 except Exception:
                     log.exception("reading the event log failed; retrying")
                 if listening:  # woken by NOTIFY; a slow poll in case one was missed

@@ -102,16 +102,26 @@ def split(text: str) -> ErrorParts:
 def log_failed_attempt(
     *, job_id: str, task: str, queue: str, attempt: int, outcome: str, error: str, retry: bool
 ) -> None:
-    """One record per failed attempt; the fields are also given as `extra` for structured
-    formatters (job_id, task, queue, attempt)."""
-    log.warning(
+    """One WARNING record per failed attempt: the message ends with the summary, the job's
+    fields (job_id, task, queue, attempt) and `error_type` come as `extra`, and the traceback
+    as the record's exception text, so the text format prints it under the line and the JSON
+    format as `traceback`."""
+    if not log.isEnabledFor(logging.WARNING):
+        return
+    parts = split(error)
+    record = log.makeRecord(
+        log.name,
+        logging.WARNING,
+        __file__,
+        0,
         "job %s attempt %d failed (task %s, queue %s, %s, %s): %s",
-        job_id,
-        attempt,
-        task,
-        queue,
-        outcome,
-        "will retry" if retry else "no retry",
-        error,
-        extra={"job_id": job_id, "task": task, "queue": queue, "attempt": attempt},
-    )
+        (job_id, attempt, task, queue, outcome, "will retry" if retry else "no retry",
+         parts.summary),
+        None,
+        extra={"job_id": job_id, "task": task, "queue": queue, "attempt": attempt,
+               "error_type": parts.type},
+    )  # fmt: skip
+    # the traceback is text (a remote worker's, or one kept after its exception is gone):
+    # formatters print exc_text as they would a live exception's
+    record.exc_text = parts.traceback or None
+    log.handle(record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -42,4 +43,21 @@ def load_modules(modules: Iterable[str]) -> None:
     if modules and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     for module in modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise HandlersError(f"cannot load handlers module {module!r}: {_why(exc)}") from exc
+
+
+class HandlersError(Exception):
+    """A --handlers module is missing or failed while being imported."""
+
+
+def _why(exc: Exception) -> str:
+    """The error and where it was raised (the innermost frame), on one line."""
+    text = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if isinstance(exc, ModuleNotFoundError | SyntaxError) or exc.__traceback__ is None:
+        return what  # the message already names the module, or the file and line
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{what} (at {frame.filename}:{frame.lineno})"

@@ -18,6 +18,15 @@ DEFAULT_CATCHUP_WINDOW: Micros = 86_400 * SECOND
 # Payload, result and progress: at most this many bytes each, encoded as protobuf (so a job
 # always fits one 4 MiB reply; see api/reply_size.py).
 MAX_DOCUMENT_BYTES = 1 << 20
+# The range of google.protobuf.Timestamp (years 1 to 9999), which every client can decode:
+# no time outside it is accepted, computed or stored.
+MIN_TIME: Micros = -62_135_596_800 * SECOND  # 0001-01-01T00:00:00Z
+MAX_TIME: Micros = 253_402_300_800 * SECOND - 1  # 9999-12-31T23:59:59.999999Z
+
+
+def clamp_time(time: Micros) -> Micros:
+    """A computed time (now + a wait) held inside the Timestamp range."""
+    return max(MIN_TIME, min(time, MAX_TIME))
 
 
 class JobState(enum.StrEnum):
@@ -151,6 +160,8 @@ class NewJob:
     http: HttpTarget | None
     create_time: Micros
     next_run_time: Micros | None
+    # W3C trace context of the enqueue (empty without tracing): attempts join that trace
+    traceparent: str = ""
 
 
 @dataclass(slots=True)
@@ -172,6 +183,9 @@ class Job:
     next_run_time: Micros | None
     attempt: int = 0
     execution_count: int = 0
+    # attempts of this execution released by a graceful stop: on record, not charged against
+    # the retry policy's max_attempts
+    released_attempts: int = 0
     start_time: Micros | None = None
     end_time: Micros | None = None
     last_error: str = ""
@@ -181,6 +195,7 @@ class Job:
     progress: dict[str, Any] | None = None
     worker_id: str = ""
     lease_expire_time: Micros | None = None
+    traceparent: str = ""
     # Insertion order, assigned by the store: the key of stable pagination.
     seq: int = 0
 

@@ -1,14 +1,20 @@
-"""The `jobwheel` command line (stdlib argparse over the sync client)."""
+"""The `jobwheel` command line (argparse over the sync client).
+
+Shell completion (argcomplete): `eval "$(register-python-argcomplete jobwheel)"` in bash
+or zsh.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from jobwheel.client.cli import commands, live, parser
-from jobwheel.client.cli.commands import Command, UsageError
+import argcomplete
+from jobwheel.client.cli import parser
+from jobwheel.client.cli.base import Command, NoSuchJob, UsageError
+from jobwheel.client.connection import Connection
 from jobwheel.client.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -20,26 +26,6 @@ from jobwheel.client.errors import (
 from jobwheel.client.sync import Client
 
 OK, ERROR, USAGE, NOT_FOUND, PRECONDITION = 0, 1, 2, 3, 4
-
-HANDLERS: dict[str, Callable[[Command], int]] = {
-    "enqueue": commands.enqueue,
-    "get": commands.get,
-    "list": commands.list_jobs,
-    "cancel": commands.manage,
-    "retry": commands.manage,
-    "pause": commands.manage,
-    "resume": commands.manage,
-    "delete": commands.manage,
-    "reschedule": commands.reschedule,
-    "trigger": commands.trigger,
-    "history": commands.history,
-    "stats": commands.stats,
-    "queues": commands.queues,
-    "queue": commands.queue,
-    "preview": commands.preview,
-    "wait": commands.wait,
-    "watch": live.watch,
-}
 
 
 def _one_line(text: str) -> str:
@@ -67,19 +53,37 @@ def exit_code(err: JobwheelError) -> int:
     return ERROR
 
 
+def connection(args: argparse.Namespace) -> Connection:
+    """The connection the flags describe (see parser.connection_arguments)."""
+    try:
+        return Connection.of(args.server)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Parses and runs one command; returns the exit code."""
-    args: argparse.Namespace = parser.build().parse_args(argv)
-    client = Client(args.server)
+    tree = parser.build()
+    argcomplete.autocomplete(tree)
+    args: argparse.Namespace = tree.parse_args(argv)
     try:
-        return HANDLERS[args.command](Command(args, client))
+        client = Client(connection(args))
+    except UsageError as err:
+        print(f"jobwheel: {err}", file=sys.stderr)
+        return USAGE
+    try:
+        code: int = args.run(Command(args, client))
+        return code
     except BrokenPipeError:
         # the reader went away (`| head`): not an error; keep the exit-time flush quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return OK
     except UsageError as err:
-        print(f"jobwheel: {_one_line(str(err))}", file=sys.stderr)
+        print(f"jobwheel: {err}", file=sys.stderr)  # our own text, lines as written
         return USAGE
+    except NoSuchJob as err:
+        print(f"jobwheel: {err}", file=sys.stderr)
+        return NOT_FOUND
     except (ValueError, OSError) as err:  # bad duration/time text, unreadable payload file
         print(f"jobwheel: {_one_line(str(err))}", file=sys.stderr)
         return USAGE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
@@ -27,7 +27,8 @@ def _tidy(value: Any) -> Any:
 
 
 def to_dict(message: Message) -> Any:
-    return _tidy(json_format.MessageToDict(message))
+    """Protobuf JSON with the proto's own field names (snake_case), as grpcurl prints it."""
+    return _tidy(json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
 def to_json(message: Message, *, indent: int | None = 2) -> str:
@@ -49,10 +50,19 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def stamp(moment: datetime) -> str:
+    """The CLI's one time format: 2030-01-31 09:00:00Z in UTC, else with the offset."""
+    offset = moment.utcoffset()
+    if offset is None or not offset:
+        return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+    text = moment.strftime("%Y-%m-%d %H:%M:%S%z")
+    return f"{text[:-2]}:{text[-2:]}"
+
+
 def when(ts: timestamp_pb2.Timestamp) -> str:
     if ts.seconds == 0 and ts.nanos == 0:
         return "-"
-    return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return stamp(ts.ToDatetime(tzinfo=UTC))
 
 
 def duration(d: duration_pb2.Duration) -> str:
@@ -132,6 +142,7 @@ def job_detail(j: job_pb2.Job) -> str:
         ("idempotency key", j.idempotency_key),
         ("http", f"{j.http.method or 'POST'} {j.http.url}" if j.http.url else ""),
         ("worker", j.worker_id),
+        ("waiting", j.waiting_reason),
         ("last error", j.last_error),
         ("cancel reason", j.cancel_reason),
         ("skipped", str(j.skipped_count) if j.skipped_count else ""),
@@ -208,12 +219,50 @@ def queues_table(queues: Iterable[job_pb2.Queue]) -> str:
     return table(("QUEUE", "PAUSED", "CONCURRENCY", "RATE", "JOBS"), rows)
 
 
+def workers_table(workers: Iterable[pb.Worker]) -> str:
+    rows = [
+        [
+            w.id,
+            "server" if w.kind == pb.WORKER_KIND_SERVER else "remote",
+            when(w.last_seen_time),
+            str(w.jobs_held),
+            ",".join(w.queues) or "*",
+            ",".join(w.tasks) or ("-" if w.kind == pb.WORKER_KIND_SERVER else "*"),
+        ]
+        for w in workers
+    ]
+    return table(("WORKER", "KIND", "LAST SEEN", "HELD", "QUEUES", "TASKS"), rows)
+
+
 def preview_table(times: Iterable[pb.FireTime]) -> str:
     rows = []
     for t in times:
         flags = [name for name, on in (("dst-gap", t.dst_gap), ("dst-fold", t.dst_fold)) if on]
-        rows.append([when(t.time), t.local_time, ",".join(flags)])
+        rows.append([when(t.time), _local(t.local_time), ",".join(flags)])
     return table(("TIME (UTC)", "LOCAL", "NOTE"), rows)
+
+
+def _local(text: str) -> str:
+    try:
+        return stamp(datetime.fromisoformat(text))
+    except ValueError:
+        return text
+
+
+def subscriptions_table(subs: Iterable[pb.EventSubscription]) -> str:
+    rows = [
+        [
+            s.id,
+            ",".join(
+                job_pb2.JobEventType.Name(t).removeprefix("JOB_EVENT_TYPE_").lower()
+                for t in s.event_types
+            ),
+            when(s.create_time),
+            s.url,
+        ]
+        for s in subs
+    ]
+    return table(("ID", "EVENTS", "CREATED", "URL"), rows)
 
 
 def event_line(resp: pb.WatchJobsResponse) -> str:

@@ -56,7 +56,8 @@ EVENT_TYPE_TO_PROTO = {
 
 
 def timestamp(us: model.Micros) -> timestamp_pb2.Timestamp:
-    seconds, micros = divmod(us, 1_000_000)
+    # clamped: a row stored before times were checked must not make a reply undecodable
+    seconds, micros = divmod(model.clamp_time(us), 1_000_000)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1_000)
 
 

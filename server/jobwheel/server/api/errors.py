@@ -1,28 +1,30 @@
 """Domain errors and their gRPC form: a status code plus google.rpc details.
 
-Servicers raise these; `rpc_errors` turns them into rich statuses (BadRequest with one
+Servicers raise these; `expected_status` turns them into rich statuses (BadRequest with one
 field violation per offending field, ErrorInfo with the job's current state), which
-grpcurl, buf curl and the generated clients of every language can decode.
+grpcurl, buf curl and the generated clients of every language can decode. api/guard.py
+applies it to every call.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from jobwheel.server.storage.outage import DatabaseUnavailable
 from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
 DOMAIN = "jobwheel.dev"
 OVERLOADED = "the server is overloaded (all database connections busy); retry with backoff"
 UNAVAILABLE = "the database is unavailable; retry with backoff"
+QUOTE_CHARS = 40
+MAX_VIOLATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,34 @@ class DomainError(Exception):
         return []
 
 
+def quote(value: str, limit: int = QUOTE_CHARS) -> str:
+    """`value` as a Python literal, cut to its first `limit` characters: errors never echo
+    a whole input (a 1 MB id would not fit a client's metadata limit)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class InvalidArgument(DomainError):
+    """One violation per offending field; a status keeps the first MAX_VIOLATIONS, clipped,
+    so that it stays small whatever the request (a batch of 10,000 bad jobs included)."""
+
     code = code_pb2.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        kept = [
+            FieldViolation(_clip(v.field, 120), _clip(v.description, 300))
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        summary = "; ".join(f"{v.field}: {v.description}" for v in kept)
+        if len(violations) > len(kept):
+            summary += f"; and {len(violations) - len(kept)} more"
         super().__init__(f"invalid argument: {summary}")
-        self.violations = violations
+        self.violations = kept
 
     def details(self) -> list[Any]:
         return [
@@ -67,9 +90,9 @@ class NotFound(DomainError):
     code = code_pb2.NOT_FOUND
 
     def __init__(self, kind: str, name: str) -> None:
-        super().__init__(f"{kind} {name!r} not found")
+        super().__init__(f"{kind} {quote(name)} not found")
         self.kind = kind
-        self.name = name
+        self.name = _clip(name, QUOTE_CHARS)
 
     def details(self) -> list[Any]:
         return [error_details_pb2.ResourceInfo(resource_type=self.kind, resource_name=self.name)]
@@ -87,6 +110,12 @@ class FailedPrecondition(DomainError):
         return [
             error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
         ]
+
+
+class Unavailable(DomainError):
+    """The server cannot serve the call now (e.g. it is stopping); another try may work."""
+
+    code = code_pb2.UNAVAILABLE
 
 
 class OutOfRange(FailedPrecondition):
@@ -107,24 +136,41 @@ def to_grpc_status(err: DomainError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+def _plain(code: int, message: str) -> grpc.Status:
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message))
 
 
-def rpc_errors(method: F) -> F:
-    """Wraps a unary servicer method: a DomainError aborts the call with its rich status."""
+def expected_status(exc: Exception) -> grpc.Status | None:
+    """The status an exception raised while serving a call answers with.
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await method(self, request, context)
-        except DomainError as err:
-            await context.abort_with_status(to_grpc_status(err))
-        except sa_exc.TimeoutError:
-            # every database connection is busy: the server is overloaded, the call can wait
-            log.warning("database pool exhausted in %s", method.__name__)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED)
-        except sa_exc.OperationalError as exc:
-            log.warning("database unavailable in %s: %s", method.__name__, exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE)
+    The one exception -> status table of the server (api/guard.py applies it to every call).
+    None means the exception was not expected: a bug, answered with INTERNAL and logged.
+    UNAVAILABLE ("retrying will help") is for the server's own trouble, never a client's
+    mistake; a client's mistake is a DomainError raised by validation.
+    """
+    if isinstance(exc, DomainError):
+        return to_grpc_status(exc)
+    if isinstance(exc, DatabaseUnavailable):
+        # an outage, not the caller's mistake: the same call works once the database is back
+        return _plain(code_pb2.UNAVAILABLE, UNAVAILABLE)
+    if isinstance(exc, sa_exc.TimeoutError):
+        # every database connection is busy: the server is overloaded, the call can wait
+        log.warning("database pool exhausted")
+        return _plain(code_pb2.RESOURCE_EXHAUSTED, OVERLOADED)
+    if isinstance(exc, sa_exc.OperationalError):
+        log.warning("database unavailable: %s", exc)
+        return _plain(code_pb2.UNAVAILABLE, UNAVAILABLE)
+    return None
 
-    return wrapper  # type: ignore[return-value]
+
+def internal_status(error_id: str) -> grpc.Status:
+    """INTERNAL for an unexpected exception; `error_id` finds its traceback in the log."""
+    info = error_details_pb2.ErrorInfo(
+        reason="INTERNAL", domain=DOMAIN, metadata={"error_id": error_id}
+    )
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    message = f"internal error {error_id}: the server log holds its details"
+    return rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=[packed])
+    )

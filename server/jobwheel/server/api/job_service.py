@@ -15,17 +15,14 @@ from jobwheel.server.api.convert import (
     job_to_proto,
     timestamp,
 )
-from jobwheel.server.api.errors import (
-    DomainError,
-    FieldViolation,
-    InvalidArgument,
-    rpc_errors,
-    to_grpc_status,
-)
+from jobwheel.server.api.errors import FieldViolation, InvalidArgument
+from jobwheel.server.api.fields import check_text
 from jobwheel.server.api.queue_rpcs import QueueRpcs
 from jobwheel.server.api.subscription_rpcs import SubscriptionRpcs
 from jobwheel.server.api.watch import Watcher
+from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
+from jobwheel.server.execution.roster import Roster
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
 from jobwheel.server.storage import management as actions
@@ -37,16 +34,21 @@ MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceServicer):
+class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, core: Core, limits: validate.Limits, watcher: Watcher, default_concurrency: int
+        self,
+        core: Core,
+        limits: validate.Limits,
+        watcher: Watcher,
+        default_concurrency: int,
+        roster: Roster | None = None,
     ) -> None:
+        self.roster = roster
         self.core = core
         self.default_concurrency = default_concurrency
         self.limits = limits
         self.watcher = watcher
 
-    @rpc_errors
     async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Context) -> Any:
         errors = validate.Violations()
         new = validate.new_job_from_proto(
@@ -56,7 +58,6 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         [(job, existed)] = await self.core.enqueue([new])
         return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
 
-    @rpc_errors
     async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Context) -> Any:
         if len(request.jobs) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("jobs", f"at most {MAX_BATCH} jobs per call")])
@@ -84,13 +85,11 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         results = await self.core.enqueue(news) if news else []
         return pb.BatchEnqueueJobsResponse(results=_batch_replies(results, replies, budget.limit))
 
-    @rpc_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
-        if not request.id:
-            raise InvalidArgument([FieldViolation("id", "is required")])
-        return pb.GetJobResponse(job=job_to_proto(await self.core.get(request.id)))
+        _require_id(request.id)
+        job = await self.core.get(request.id)
+        return pb.GetJobResponse(job=self.explain(job, job_to_proto(job)))
 
-    @rpc_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> Any:
         size = pagination.page_size(request.page_size)
         errors = validate.Violations()
@@ -109,12 +108,13 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         page, last, full = await asyncio.to_thread(_job_page, jobs, budget)
         more = more or full
         token = pagination.encode_token(last, *scope) if more and last is not None else ""
-        return pb.ListJobsResponse(jobs=page, next_page_token=token)
+        # the roster is read on the event loop; _job_page left room for the reasons
+        return pb.ListJobsResponse(
+            jobs=[self.explain(job, proto) for job, proto in page], next_page_token=token
+        )
 
-    @rpc_errors
     async def ListJobAttempts(self, request: pb.ListJobAttemptsRequest, context: Context) -> Any:
-        if not request.job_id:
-            raise InvalidArgument([FieldViolation("job_id", "is required")])
+        _require_id(request.job_id, "job_id")
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token, request.job_id)
         cursor = None if after is None else (after >> 20, after & 0xFFFFF)
@@ -140,62 +140,51 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
     async def WatchJobs(
         self, request: pb.WatchJobsRequest, context: Context
     ) -> AsyncIterator[pb.WatchJobsResponse]:
-        try:
-            errors = validate.Violations()
-            flt = validate.filter_from_proto(request.filter, "filter", errors)
-            if not 0 <= request.max_batch <= MAX_WATCH_BATCH:
-                errors.add("max_batch", f"must be between 0 and {MAX_WATCH_BATCH}")
-            errors.raise_if_any()
-            stream = self.watcher.stream(
-                flt, request.include_snapshot, request.since_revision, request.max_batch
-            )
-            async for response in stream:
-                yield response
-        except DomainError as err:
-            await context.abort_with_status(to_grpc_status(err))
+        errors = validate.Violations()
+        flt = validate.filter_from_proto(request.filter, "filter", errors)
+        if not 0 <= request.max_batch <= MAX_WATCH_BATCH:
+            errors.add("max_batch", f"must be between 0 and {MAX_WATCH_BATCH}")
+        errors.raise_if_any()
+        stream = self.watcher.stream(
+            flt, request.include_snapshot, request.since_revision, request.max_batch
+        )
+        async for response in stream:
+            yield response
 
     # -- one job ----------------------------------------------------------------------------
 
-    @rpc_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> Any:
         _require_id(request.id)
-        if len(request.reason) > MAX_REASON:
-            raise InvalidArgument([FieldViolation("reason", f"longer than {MAX_REASON}")])
+        _check_reason(request.reason)
         job = await self.core.act_on(request.id, actions.cancel(request.reason))
         return pb.CancelJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> Any:
         _require_id(request.id)
         job = await self.core.act_on(request.id, actions.retry(_delay(request)))
         return pb.RetryJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def TriggerJob(self, request: pb.TriggerJobRequest, context: Context) -> Any:
         _require_id(request.id)
         job = await self.core.act_on(request.id, actions.TRIGGER)
         return pb.TriggerJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def PauseJob(self, request: pb.PauseJobRequest, context: Context) -> Any:
         _require_id(request.id)
         return pb.PauseJobResponse(
             job=job_to_proto(await self.core.act_on(request.id, actions.PAUSE))
         )
 
-    @rpc_errors
     async def ResumeJob(self, request: pb.ResumeJobRequest, context: Context) -> Any:
         _require_id(request.id)
         job = await self.core.act_on(request.id, actions.RESUME)
         return pb.ResumeJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> Any:
         _require_id(request.id)
         await self.core.act_on(request.id, actions.DELETE)
         return pb.DeleteJobResponse()
 
-    @rpc_errors
     async def RescheduleJob(self, request: pb.RescheduleJobRequest, context: Context) -> Any:
         _require_id(request.id)
         if not request.HasField("schedule"):
@@ -211,7 +200,6 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
             job=job_to_proto(await self.core.act_on(request.id, action))
         )
 
-    @rpc_errors
     async def PreviewSchedule(self, request: pb.PreviewScheduleRequest, context: Context) -> Any:
         count = request.count or 10
         errors = validate.Violations()
@@ -220,11 +208,14 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
         if not request.HasField("schedule"):
             errors.add("schedule", "is required")
         now = self.core.clock.now()
-        after = (
-            validate.micros_of_timestamp(request.after_time)
-            if request.HasField("after_time")
-            else now
-        )
+        after = now
+        if request.HasField("after_time"):
+            after = validate.micros_of_timestamp(request.after_time, "after_time", errors) or now
+            if not triggers.EARLIEST_FIRE <= after <= triggers.LATEST_FIRE:
+                errors.add(
+                    "after_time",
+                    f"must be between 0001-01-03T00:00:00Z and {triggers.LATEST_FIRE_TEXT}",
+                )
         schedule = validate.schedule_from_proto(
             request.schedule, "schedule", min(now, after), errors
         )
@@ -251,32 +242,27 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
 
     # -- many jobs --------------------------------------------------------------------------
 
-    @rpc_errors
     async def CancelJobs(self, request: pb.CancelJobsRequest, context: Context) -> Any:
-        if len(request.reason) > MAX_REASON:
-            raise InvalidArgument([FieldViolation("reason", f"longer than {MAX_REASON}")])
-        count = await self.core.act_on_all(_bulk_filter(request), actions.cancel(request.reason))
+        flt = _bulk_filter(request)
+        _check_reason(request.reason)
+        count = await self.core.act_on_all(flt, actions.cancel(request.reason))
         return pb.CancelJobsResponse(count=count)
 
-    @rpc_errors
     async def PauseJobs(self, request: pb.PauseJobsRequest, context: Context) -> Any:
         return pb.PauseJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.PAUSE)
         )
 
-    @rpc_errors
     async def ResumeJobs(self, request: pb.ResumeJobsRequest, context: Context) -> Any:
         return pb.ResumeJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.RESUME)
         )
 
-    @rpc_errors
     async def RetryJobs(self, request: pb.RetryJobsRequest, context: Context) -> Any:
         flt = _bulk_filter(request)
         count = await self.core.act_on_all(flt, actions.retry(_delay(request)))
         return pb.RetryJobsResponse(count=count)
 
-    @rpc_errors
     async def DeleteJobs(self, request: pb.DeleteJobsRequest, context: Context) -> Any:
         return pb.DeleteJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.DELETE)
@@ -285,15 +271,17 @@ class JobService(QueueRpcs, SubscriptionRpcs, job_service_pb2_grpc.JobServiceSer
 
 def _job_page(
     jobs: Iterator[model.Job], budget: reply_size.Budget
-) -> tuple[list[job_pb2.Job], int | None, bool]:
-    """The jobs that fit `budget` as protos, the last one's seq, and True if one did not."""
-    page: list[job_pb2.Job] = []
+) -> tuple[list[tuple[model.Job, job_pb2.Job]], int | None, bool]:
+    """The jobs that fit `budget` with their protos, the last one's seq, and True if one did
+    not. A QUEUED job is given room for a waiting_reason, set afterwards."""
+    page: list[tuple[model.Job, job_pb2.Job]] = []
     last = None
     for job in jobs:
         proto = job_to_proto(job)
-        if not budget.take(proto) and page:
+        room = reply_size.WAITING_REASON_BYTES if job.state is model.JobState.QUEUED else 0
+        if not budget.take(proto, room) and page:
             return page, last, True  # this one starts the next page
-        page.append(proto)
+        page.append((job, proto))
         last = job.seq
     return page, last, False
 
@@ -341,18 +329,23 @@ MAX_WATCH_BATCH = 1000
 MAX_PREVIEW = 1000
 
 
-def _require_id(job_id: str) -> None:
-    if not job_id:
-        raise InvalidArgument([FieldViolation("id", "is required")])
+def _require_id(job_id: str, field: str = "id") -> None:
+    errors = validate.Violations()
+    validate.check_id(job_id, field, errors)
+    errors.raise_if_any()
+
+
+def _check_reason(reason: str) -> None:
+    errors = validate.Violations()
+    check_text(reason, "reason", errors, max_chars=MAX_REASON)
+    errors.raise_if_any()
 
 
 def _delay(request: pb.RetryJobRequest | pb.RetryJobsRequest) -> int:
     if not request.HasField("delay"):
         return 0
     errors = validate.Violations()
-    delay = validate.micros_of_duration(request.delay, "delay", errors)
-    if delay is not None and delay < 0:
-        errors.add("delay", "must not be negative")
+    delay = validate.micros_of_duration(request.delay, "delay", errors, high=validate.MAX_WAIT)
     errors.raise_if_any()
     return delay or 0
 

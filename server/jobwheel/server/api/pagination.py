@@ -16,6 +16,9 @@ from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# Tokens this server makes are about 50 characters; a longer one is not ours.
+MAX_TOKEN = 256
+_MAX_KEY = 2**63 - 1  # keys are BIGINT on both backends
 
 
 def page_size(requested: int) -> int:
@@ -45,14 +48,17 @@ def decode_token(token: str, *scope: Message | int | str) -> int | None:
     """The key after which the next page starts; None for an empty token."""
     if not token:
         return None
+    malformed = InvalidArgument([FieldViolation("page_token", "malformed page token")])
+    if len(token) > MAX_TOKEN:
+        raise malformed
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         key, digest = data["k"], data["s"]
-        if not isinstance(key, int) or isinstance(key, bool):
-            raise ValueError("bad key")
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument([FieldViolation("page_token", "malformed page token")]) from exc
+    except (binascii.Error, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        raise malformed from exc
+    if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key <= _MAX_KEY:
+        raise malformed
     if digest != _digest(*scope):
         raise InvalidArgument(
             [FieldViolation("page_token", "belongs to a request with another filter or order")]

@@ -7,12 +7,13 @@ from typing import Any
 from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import JOB_STATE_TO_PROTO, duration
-from jobwheel.server.api.errors import FieldViolation, InvalidArgument, rpc_errors
+from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 from jobwheel.server.core import Core
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
 MAX_CONCURRENCY = 100_000
+MAX_RATE = 1_000_000.0
 
 
 def _state_counts(counts: dict[model.JobState, int]) -> list[job_pb2.StateCount]:
@@ -48,7 +49,6 @@ class QueueRpcs:
         depths = await self.core.store.queue_depths()
         return self._queue(settings, depths.get(settings.name, {}))
 
-    @rpc_errors
     async def ListQueues(self, request: pb.ListQueuesRequest, context: Any) -> Any:
         settings = await self.core.store.queue_settings()
         depths = await self.core.store.queue_depths()
@@ -60,19 +60,16 @@ class QueueRpcs:
             ]
         )
 
-    @rpc_errors
     async def PauseQueue(self, request: pb.PauseQueueRequest, context: Any) -> Any:
         _check_name(request.name)
         settings = await self.core.update_queue(request.name, paused=True)
         return pb.PauseQueueResponse(queue=await self._queue_reply(settings))
 
-    @rpc_errors
     async def ResumeQueue(self, request: pb.ResumeQueueRequest, context: Any) -> Any:
         _check_name(request.name)
         settings = await self.core.update_queue(request.name, paused=False)
         return pb.ResumeQueueResponse(queue=await self._queue_reply(settings))
 
-    @rpc_errors
     async def UpdateQueue(self, request: pb.UpdateQueueRequest, context: Any) -> Any:
         _check_name(request.name)
         errors = validate.Violations()
@@ -83,15 +80,14 @@ class QueueRpcs:
                 errors.add("max_concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
         if request.HasField("max_dispatches_per_second"):
             rate = request.max_dispatches_per_second
-            if not 0 <= rate < float("inf"):
-                errors.add("max_dispatches_per_second", "must be a number >= 0")
+            if not 0 <= rate <= MAX_RATE:  # NaN fails too
+                errors.add("max_dispatches_per_second", f"must be between 0 and {MAX_RATE:g}")
         errors.raise_if_any()
         settings = await self.core.update_queue(
             request.name, max_concurrency=concurrency, max_dispatches_per_second=rate
         )
         return pb.UpdateQueueResponse(queue=await self._queue_reply(settings))
 
-    @rpc_errors
     async def GetJobStats(self, request: pb.GetJobStatsRequest, context: Any) -> Any:
         errors = validate.Violations()
         flt = validate.filter_from_proto(request.filter, "filter", errors)

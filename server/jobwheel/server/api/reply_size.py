@@ -19,6 +19,8 @@ ENVELOPE_BYTES = 4 << 10
 # server-set fields stay below 160 KiB. So a job encodes to less than 3.25 MiB.
 MAX_JOB_FIELDS_BYTES = 64 << 10
 MAX_JOB_BYTES = 3 * MAX_DOCUMENT_BYTES + MAX_JOB_FIELDS_BYTES + (160 << 10)
+# Job.waiting_reason names a task and a queue (at most 128 characters each) in a fixed text.
+WAITING_REASON_BYTES = 512
 assert MAX_JOB_BYTES + ENVELOPE_BYTES < MAX_MESSAGE_BYTES
 
 
@@ -43,9 +45,10 @@ class Budget:
         self.limit = limit
         self.used = 0
 
-    def take(self, message: Message) -> bool:
-        """Adds `message` if it fits; False (and nothing added) if it does not."""
-        size = framed_size(message)
+    def take(self, message: Message, room: int = 0) -> bool:
+        """Adds `message`, and `room` bytes it may grow by, if they fit; False (and nothing
+        added) if they do not."""
+        size = framed_size(message) + room
         if self.used + size > self.limit:
             return False
         self.used += size

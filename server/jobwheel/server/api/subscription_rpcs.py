@@ -9,13 +9,15 @@ from typing import Any
 from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import EVENT_TYPE_TO_PROTO, timestamp
-from jobwheel.server.api.errors import FieldViolation, InvalidArgument, NotFound, rpc_errors
+from jobwheel.server.api.errors import NotFound
 from jobwheel.server.core import Core
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.ids import new_id
 from jobwheel.v1 import job_service_pb2 as pb
 
 _EVENT_TYPE_FROM_PROTO = {v: k for k, v in EVENT_TYPE_TO_PROTO.items()}
+MAX_SECRET = 1024
+MAX_EVENT_TYPES = 100
 
 
 def _to_proto(sub: model.EventSubscription) -> pb.EventSubscription:
@@ -30,13 +32,15 @@ def _to_proto(sub: model.EventSubscription) -> pb.EventSubscription:
 class SubscriptionRpcs:
     core: Core
 
-    @rpc_errors
     async def CreateEventSubscription(
         self, request: pb.CreateEventSubscriptionRequest, context: Any
     ) -> Any:
         errors = validate.Violations()
         validate.check_http_url(request.url, "url", errors)
         types = set()
+        if len(request.event_types) > MAX_EVENT_TYPES:
+            errors.add("event_types", f"at most {MAX_EVENT_TYPES} values")
+            errors.raise_if_any()
         for i, t in enumerate(request.event_types):
             if t not in _EVENT_TYPE_FROM_PROTO:
                 errors.add(f"event_types[{i}]", f"not an event type that is delivered: {t}")
@@ -44,7 +48,7 @@ class SubscriptionRpcs:
                 types.add(_EVENT_TYPE_FROM_PROTO[t])
         if not request.event_types:
             errors.add("event_types", "at least one is required")
-        if not _good_secret(request.secret):
+        if len(request.secret) > MAX_SECRET or not _good_secret(request.secret):
             errors.add("secret", 'must be "whsec_" followed by at least 16 bytes in base64')
         errors.raise_if_any()
         sub = model.EventSubscription(
@@ -58,19 +62,18 @@ class SubscriptionRpcs:
         await self.core.subscriptions_changed()
         return pb.CreateEventSubscriptionResponse(subscription=_to_proto(sub))
 
-    @rpc_errors
     async def ListEventSubscriptions(
         self, request: pb.ListEventSubscriptionsRequest, context: Any
     ) -> Any:
         subs = await self.core.store.subscriptions()
         return pb.ListEventSubscriptionsResponse(subscriptions=[_to_proto(s) for s in subs])
 
-    @rpc_errors
     async def DeleteEventSubscription(
         self, request: pb.DeleteEventSubscriptionRequest, context: Any
     ) -> Any:
-        if not request.id:
-            raise InvalidArgument([FieldViolation("id", "is required")])
+        errors = validate.Violations()
+        validate.check_id(request.id, "id", errors)
+        errors.raise_if_any()
         if not await self.core.store.delete_subscription(request.id):
             raise NotFound("event subscription", request.id)
         await self.core.subscriptions_changed()

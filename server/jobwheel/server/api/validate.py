@@ -10,71 +10,43 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
-from google.protobuf.json_format import MessageToDict
+from google.protobuf import struct_pb2
 from jobwheel.server import model
 from jobwheel.server.api import reply_size
 from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
-from jobwheel.server.api.errors import FieldViolation, InvalidArgument
+from jobwheel.server.api.errors import quote
+from jobwheel.server.api.fields import (
+    Violations,
+    check_text,
+    json_data,
+    micros_of_duration,
+    micros_of_timestamp,
+)
+from jobwheel.server.api.http_target import check_http_url, http_from_proto
 from jobwheel.server.scheduling import triggers
 from jobwheel.v1 import job_pb2, job_service_pb2
+
+__all__ = ["Violations", "check_http_url", "micros_of_duration", "micros_of_timestamp"]
 
 T = TypeVar("T")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/\-]{1,63}$")
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
-MAX_IDEMPOTENCY_KEY = 256
+MAX_IDEMPOTENCY_KEY = 255  # the column holds 255 characters on PostgreSQL
 MAX_ATTEMPTS = 1000
 MIN_INTERVAL = model.SECOND
+# The longest wait a field may ask for: timeouts, backoffs, jitter, catch-up windows.
+MAX_WAIT = 366 * 86_400 * model.SECOND
+MAX_ID = 64
+MAX_TIME_ZONE = 64
+MAX_CRON = 256
+MAX_FILTER_VALUES = 1000
+MAX_FILTER_PAYLOAD = 64 << 10
 # A start time this far in the past is taken as "now" (client clocks drift); beyond it the
 # request is more likely a bug than an intent.
 PAST_TOLERANCE = 60 * model.SECOND
-HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-FORBIDDEN_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-connection",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
-
-
-class Violations:
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument(self.items)
-
-
-def micros_of_timestamp(ts: timestamp_pb2.Timestamp) -> model.Micros:
-    return ts.seconds * 1_000_000 + ts.nanos // 1_000
-
-
-def micros_of_duration(
-    d: duration_pb2.Duration, field: str, errors: Violations
-) -> model.Micros | None:
-    if (d.seconds < 0 < d.nanos) or (d.nanos < 0 < d.seconds) or abs(d.nanos) >= 1_000_000_000:
-        errors.add(field, "malformed duration: seconds and nanos must have the same sign")
-        return None
-    return d.seconds * 1_000_000 + int(d.nanos / 1_000)
 
 
 def check_name(value: str, field: str, errors: Violations) -> None:
@@ -123,46 +95,53 @@ def schedule_from_proto(
 ) -> model.Schedule:
     """Validates a Schedule; a relative delay becomes an absolute start time."""
     start: model.Micros | None = None
+    latest = triggers.LATEST_FIRE
     if s.HasField("start_time") and s.HasField("delay"):
         errors.add(f"{prefix}.delay", "set start_time or delay, not both")
     if s.HasField("start_time"):
-        start = micros_of_timestamp(s.start_time)
-        if start < now - PAST_TOLERANCE:
+        start = micros_of_timestamp(s.start_time, f"{prefix}.start_time", errors)
+        if start is not None and start < now - PAST_TOLERANCE:
             errors.add(f"{prefix}.start_time", "is in the past")
+        elif start is not None and start > latest:
+            errors.add(f"{prefix}.start_time", f"must be before {triggers.LATEST_FIRE_TEXT}")
     elif s.HasField("delay"):
         delay = micros_of_duration(s.delay, f"{prefix}.delay", errors)
-        if delay is not None and delay < 0:
-            errors.add(f"{prefix}.delay", "must not be negative")
+        if delay is not None and now + delay > latest:
+            errors.add(f"{prefix}.delay", f"puts the start after {triggers.LATEST_FIRE_TEXT}")
         elif delay is not None:
             start = now + delay
-    if s.time_zone and (problem := triggers.validate_time_zone(s.time_zone)):
+    if (
+        s.time_zone
+        and check_text(
+            s.time_zone, f"{prefix}.time_zone", errors, max_chars=MAX_TIME_ZONE, identifier=True
+        )
+        and (problem := triggers.validate_time_zone(s.time_zone))
+    ):
         errors.add(f"{prefix}.time_zone", problem)
-    if s.cron and (problem := triggers.validate_cron(s.cron)):
+    cron_ok = bool(s.cron) and check_text(
+        s.cron, f"{prefix}.cron", errors, max_chars=MAX_CRON, identifier=True
+    )
+    if cron_ok and (problem := triggers.validate_cron(s.cron)):
         errors.add(f"{prefix}.cron", problem)
     interval: model.Micros | None = None
     if s.HasField("interval"):
-        interval = micros_of_duration(s.interval, f"{prefix}.interval", errors)
+        interval = micros_of_duration(s.interval, f"{prefix}.interval", errors, low=MIN_INTERVAL)
         if s.cron:
             errors.add(f"{prefix}.interval", "set cron or interval, not both")
-        elif interval is not None and interval < MIN_INTERVAL:
-            errors.add(f"{prefix}.interval", "must be at least 1s")
     if s.limit < 0:
         errors.add(f"{prefix}.limit", "must not be negative")
     end: model.Micros | None = None
     if s.HasField("end_time"):
-        end = micros_of_timestamp(s.end_time)
-        if end <= (start if start is not None else now):
+        end = micros_of_timestamp(s.end_time, f"{prefix}.end_time", errors)
+        if end is not None and end <= (start if start is not None else now):
             errors.add(f"{prefix}.end_time", "must be after the start time")
     jitter = 0
     if s.HasField("jitter"):
-        jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors) or 0
-        if jitter < 0:
-            errors.add(f"{prefix}.jitter", "must not be negative")
+        jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors, high=MAX_WAIT) or 0
     catchup = model.DEFAULT_CATCHUP_WINDOW
     if s.HasField("catchup_window"):
-        catchup = micros_of_duration(s.catchup_window, f"{prefix}.catchup_window", errors) or 0
-        if catchup < 0:
-            errors.add(f"{prefix}.catchup_window", "must not be negative")
+        field = f"{prefix}.catchup_window"
+        catchup = micros_of_duration(s.catchup_window, field, errors, high=MAX_WAIT) or 0
     recurring = bool(s.cron) or s.HasField("interval")
     # interval occurrences run start to start from the first one, now + interval
     anchor = now + interval if interval and not s.cron and start is None else None
@@ -216,14 +195,12 @@ def retry_policy_from_proto(
         errors.add(f"{prefix}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS}")
     initial = d.initial_backoff
     if p.HasField("initial_backoff"):
-        initial = micros_of_duration(p.initial_backoff, f"{prefix}.initial_backoff", errors) or 0
-        if initial < 0:
-            errors.add(f"{prefix}.initial_backoff", "must not be negative")
+        field = f"{prefix}.initial_backoff"
+        initial = micros_of_duration(p.initial_backoff, field, errors, high=MAX_WAIT) or 0
     cap = d.max_backoff
     if p.HasField("max_backoff"):
-        cap = micros_of_duration(p.max_backoff, f"{prefix}.max_backoff", errors) or 0
-        if cap < 0:
-            errors.add(f"{prefix}.max_backoff", "must not be negative")
+        field = f"{prefix}.max_backoff"
+        cap = micros_of_duration(p.max_backoff, field, errors, high=MAX_WAIT) or 0
     if initial > cap:
         errors.add(f"{prefix}.max_backoff", "must not be less than initial_backoff")
     multiplier = p.multiplier or d.multiplier
@@ -235,25 +212,35 @@ def retry_policy_from_proto(
     return model.RetryPolicy(max_attempts, initial, cap, multiplier, jitter)
 
 
-def check_http_url(url: str, field: str, errors: Violations) -> None:
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
-        errors.add(field, "must be an absolute http or https URL")
+def _key(name: str) -> str:
+    """A map key as it appears in a field path: itself, or quoted and cut if unwieldy."""
+    return name if len(name) <= 40 and name.isprintable() else quote(name, 20)
 
 
-def http_from_proto(h: job_pb2.HttpTarget, prefix: str, errors: Violations) -> model.HttpTarget:
-    check_http_url(h.url, f"{prefix}.url", errors)
-    method = (h.method or "POST").upper()
-    if method not in HTTP_METHODS:
-        errors.add(f"{prefix}.method", f"must be one of {', '.join(sorted(HTTP_METHODS))}")
-    for name in h.headers:
-        if name.lower() in FORBIDDEN_HEADERS:
-            errors.add(f"{prefix}.headers[{name}]", "this header may not be set")
-    return model.HttpTarget(url=h.url, method=method, headers=dict(h.headers))
+def check_labels(labels: Mapping[str, str], field: str, errors: Violations) -> None:
+    """At most MAX_LABELS; keys 1-63 of [A-Za-z0-9_.:/-], values up to 256 characters
+    without control characters."""
+    if not labels:
+        return
+    if len(labels) > MAX_LABELS:
+        errors.add(field, f"at most {MAX_LABELS} labels")
+    for key, val in labels.items():
+        if not LABEL_KEY_RE.match(key):
+            errors.add(f"{field}[{_key(key)}]", "key must be 1-63 characters of [A-Za-z0-9_.:/-]")
+        else:
+            check_text(val, f"{field}[{key}]", errors, max_chars=MAX_LABEL_VALUE, identifier=True)
+
+
+def json_document(
+    doc: struct_pb2.Struct | struct_pb2.Value, field: str, max_bytes: int, errors: Violations
+) -> tuple[bool, Any]:
+    """(True, the document as JSON data) if it is at most `max_bytes` encoded and keeps the
+    JSON rules (see fields.json_data); else (False, None) and a violation."""
+    if doc.ByteSize() > max_bytes:
+        errors.add(field, f"is larger than {max_bytes} bytes")
+        return False, None
+    ok, data = json_data(doc, field, errors)
+    return ok, _json_numbers(data) if ok else None
 
 
 def _json_numbers(data: Any) -> Any:
@@ -265,11 +252,6 @@ def _json_numbers(data: Any) -> Any:
     if isinstance(data, list):
         return [_json_numbers(v) for v in data]
     return data
-
-
-def payload_dict(payload: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = _json_numbers(MessageToDict(payload))
-    return result
 
 
 @dataclass(frozen=True)
@@ -290,22 +272,21 @@ def new_job_from_proto(
     http = http_from_proto(req.http, f"{prefix}http", errors) if req.HasField("http") else None
     task = req.task or ("http" if http else "")
     check_name(task, f"{prefix}task", errors)
-    payload_bytes = req.payload.ByteSize()
-    if payload_bytes > limits.max_payload_bytes:
-        errors.add(f"{prefix}payload", f"is larger than {limits.max_payload_bytes} bytes")
-    _check_other_fields(req, req.ByteSize() - payload_bytes, prefix, errors)
-    if len(req.labels) > MAX_LABELS:
-        errors.add(f"{prefix}labels", f"at most {MAX_LABELS} labels")
-    for key, val in req.labels.items():
-        if not LABEL_KEY_RE.match(key):
-            errors.add(f"{prefix}labels[{key}]", "key must be 1-63 characters of [A-Za-z0-9_.:/-]")
-        if len(val) > MAX_LABEL_VALUE:
-            errors.add(f"{prefix}labels[{key}]", f"value longer than {MAX_LABEL_VALUE}")
-    if len(req.idempotency_key) > MAX_IDEMPOTENCY_KEY:
-        errors.add(f"{prefix}idempotency_key", f"longer than {MAX_IDEMPOTENCY_KEY} characters")
+    payload_ok, payload = json_document(
+        req.payload, f"{prefix}payload", limits.max_payload_bytes, errors
+    )
+    _check_other_fields(req, req.ByteSize() - req.payload.ByteSize(), prefix, errors)
+    check_labels(req.labels, f"{prefix}labels", errors)
+    check_text(
+        req.idempotency_key,
+        f"{prefix}idempotency_key",
+        errors,
+        max_chars=MAX_IDEMPOTENCY_KEY,
+        identifier=True,
+    )
     timeout: model.Micros | None = None
     if req.HasField("timeout"):
-        timeout = micros_of_duration(req.timeout, f"{prefix}timeout", errors)
+        timeout = micros_of_duration(req.timeout, f"{prefix}timeout", errors, high=MAX_WAIT)
         if timeout is not None and timeout <= 0:
             errors.add(f"{prefix}timeout", "must be positive")
     schedule = (
@@ -322,7 +303,7 @@ def new_job_from_proto(
         id=job_id,
         queue=queue,
         task=task,
-        payload=payload_dict(req.payload),
+        payload=payload if payload_ok else {},
         labels=dict(req.labels),
         priority=req.priority,
         state=state,
@@ -375,14 +356,26 @@ def first_run(
 def _time_range(r: job_pb2.TimeRange, field: str, errors: Violations) -> model.TimeRange | None:
     if not (r.HasField("start_time") or r.HasField("end_time")):
         return None
-    start = micros_of_timestamp(r.start_time) if r.HasField("start_time") else None
-    end = micros_of_timestamp(r.end_time) if r.HasField("end_time") else None
+    start = end = None
+    if r.HasField("start_time"):
+        start = micros_of_timestamp(r.start_time, f"{field}.start_time", errors)
+    if r.HasField("end_time"):
+        end = micros_of_timestamp(r.end_time, f"{field}.end_time", errors)
     if start is not None and end is not None and start > end:
         errors.add(field, "start_time is after end_time")
     return model.TimeRange(start, end)
 
 
+def check_id(value: str, field: str, errors: Violations) -> bool:
+    """A job or subscription id: required, at most 64 characters, no control characters."""
+    return check_text(value, field, errors, max_chars=MAX_ID, identifier=True, required=True)
+
+
 def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> model.JobFilter:
+    for name in ("ids", "states", "queues", "tasks"):
+        if len(getattr(f, name)) > MAX_FILTER_VALUES:
+            errors.add(f"{prefix}.{name}", f"at most {MAX_FILTER_VALUES} values")
+    errors.raise_if_any()  # before looking at each of a million values
     states = []
     for i, s in enumerate(f.states):
         if s not in JOB_STATE_FROM_PROTO:
@@ -394,15 +387,19 @@ def filter_from_proto(f: job_pb2.JobFilter, prefix: str, errors: Violations) -> 
     for i, t in enumerate(f.tasks):
         check_name(t, f"{prefix}.tasks[{i}]", errors)
     for i, job_id in enumerate(f.ids):
-        if not job_id:
-            errors.add(f"{prefix}.ids[{i}]", "must not be empty")
+        check_id(job_id, f"{prefix}.ids[{i}]", errors)
+    check_labels(f.labels, f"{prefix}.labels", errors)
+    payload_ok, payload = json_document(f.payload, f"{prefix}.payload", MAX_FILTER_PAYLOAD, errors)
+    if len(f.payload.fields) > MAX_LABELS:  # one SQL condition each
+        errors.add(f"{prefix}.payload", f"at most {MAX_LABELS} fields")
+        payload_ok = False
     return model.JobFilter(
         ids=tuple(f.ids),
         states=tuple(states),
         queues=tuple(f.queues),
         tasks=tuple(f.tasks),
         labels=tuple(sorted(f.labels.items())),
-        payload=tuple(sorted(payload_dict(f.payload).items())),
+        payload=tuple(sorted(payload.items())) if payload_ok else (),
         create_time=_time_range(f.create_time, f"{prefix}.create_time", errors),
         next_run_time=_time_range(f.next_run_time, f"{prefix}.next_run_time", errors),
         end_time=_time_range(f.end_time, f"{prefix}.end_time", errors),

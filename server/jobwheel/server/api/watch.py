@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from jobwheel.server import model
 from jobwheel.server.api import reply_size
@@ -21,6 +21,7 @@ from jobwheel.server.api.errors import (
     InvalidArgument,
     OutOfRange,
     ResourceExhausted,
+    Unavailable,
 )
 from jobwheel.server.clock import Clock
 from jobwheel.server.events import EventBus, Subscription
@@ -82,6 +83,16 @@ class Watcher:
         self.heartbeat = heartbeat
         self.buffer = buffer
         self.protos = ProtoCache()
+        self.on_sent: Callable[[int], None] | None = None  # told how many events went out
+        self.closed = False
+        self._open: set[Subscription] = set()
+
+    def close(self) -> None:
+        """Ends every open stream now with UNAVAILABLE (the server is stopping): a watcher
+        reconnects elsewhere instead of holding the shutdown's grace period."""
+        self.closed = True
+        for sub in self._open:
+            sub.ready.set()
 
     async def check(self, since: int) -> None:
         if since < 0:
@@ -108,7 +119,9 @@ class Watcher:
         self, flt: model.JobFilter, include_snapshot: bool, since: int, max_batch: int = 1
     ) -> AsyncIterator[pb.WatchJobsResponse]:
         await self.check(since)
+        self._stop_if_closed()
         sub = self.bus.subscribe(flt, self.buffer)
+        self._open.add(sub)
         try:
             last = since if since else sub.start - 1
             if include_snapshot:
@@ -154,11 +167,18 @@ class Watcher:
             async for response in self._live(sub, last, max_batch):
                 yield response
         finally:
+            self._open.discard(sub)
             self.bus.unsubscribe(sub)
+
+    def _stop_if_closed(self) -> None:
+        if self.closed:
+            raise Unavailable("the server is stopping; reconnect and resume with since_revision")
 
     def _pack(self, events: list[model.Event], max_batch: int) -> Iterator[pb.WatchJobsResponse]:
         """One message per event, or up to `max_batch` events per message when asked; a batch
         also ends before it would pass the 4 MiB reply size."""
+        if self.on_sent is not None:
+            self.on_sent(len(events))
         if max_batch <= 1:
             yield from (self.protos.get(e) for e in events)
             return
@@ -179,6 +199,7 @@ class Watcher:
         self, sub: Subscription, last: int, max_batch: int = 1
     ) -> AsyncIterator[pb.WatchJobsResponse]:
         while True:
+            self._stop_if_closed()
             if sub.overflowed:
                 raise ResourceExhausted(
                     f"watcher fell more than {sub.capacity} events behind; resume with "
@@ -196,7 +217,7 @@ class Watcher:
                 for response in self._pack(waiting, max_batch):
                     yield response
             sub.ready.clear()
-            if sub.buffer or sub.overflowed:
+            if sub.buffer or sub.overflowed or self.closed:
                 continue
             woke = False
             # asyncio.timeout, not wait_for: no task per wake-up on this hot path

@@ -6,11 +6,10 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import duration_pb2
-from google.protobuf.json_format import MessageToDict
 from jobwheel.server import model
 from jobwheel.server.api import reply_size, validate
 from jobwheel.server.api.convert import job_to_proto, timestamp
-from jobwheel.server.api.errors import rpc_errors
+from jobwheel.server.api.fields import check_text
 from jobwheel.server.engine import INPROCESS_PREFIX
 from jobwheel.server.execution.remote import DEFAULT_LEASE, RemoteWorkers
 from jobwheel.v1 import worker_service_pb2 as pb
@@ -32,27 +31,21 @@ DEADLINE_MARGIN = 0.05
 def _duration(
     d: duration_pb2.Duration, field: str, top: model.Micros, errors: validate.Violations
 ) -> model.Micros:
-    value = validate.micros_of_duration(d, field, errors) or 0
-    if value < 0:
-        errors.add(field, "must not be negative")
-    elif value > top:
-        errors.add(field, f"must be at most {top // model.SECOND}s")
-    return value
+    return validate.micros_of_duration(d, field, errors, high=top) or 0
 
 
 def _worker_id(value: str, errors: validate.Violations) -> None:
-    if not value:
-        errors.add("worker_id", "is required")
-    elif len(value) > MAX_WORKER_ID:
-        errors.add("worker_id", f"longer than {MAX_WORKER_ID} characters")
-    elif value.startswith(INPROCESS_PREFIX):
+    if not check_text(
+        value, "worker_id", errors, max_chars=MAX_WORKER_ID, identifier=True, required=True
+    ):
+        return
+    if value.startswith(INPROCESS_PREFIX):
         # the server's own identities: its start-up recovery takes such attempts for dead
         errors.add("worker_id", f"must not start with {INPROCESS_PREFIX!r}")
 
 
 def _attempt_ids(request: Any, errors: validate.Violations) -> None:
-    if not request.job_id:
-        errors.add("job_id", "is required")
+    validate.check_id(request.job_id, "job_id", errors)
     if request.epoch <= 0:
         errors.add("epoch", "must be positive (the epoch of the lease)")
     _worker_id(request.worker_id, errors)
@@ -63,10 +56,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         self.remote = remote
         self.limits = limits
 
-    @rpc_errors
     async def LeaseJobs(self, request: pb.LeaseJobsRequest, context: Context) -> Any:
         errors = validate.Violations()
         _worker_id(request.worker_id, errors)
+        for name in ("queues", "tasks"):
+            if len(getattr(request, name)) > validate.MAX_FILTER_VALUES:
+                errors.add(name, f"at most {validate.MAX_FILTER_VALUES} values")
+        errors.raise_if_any()
         for i, queue in enumerate(request.queues):
             validate.check_name(queue, f"queues[{i}]", errors)
         for i, task in enumerate(request.tasks):
@@ -96,6 +92,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 job=job_to_proto(job),
                 epoch=job.attempt,
                 expire_time=timestamp(job.lease_expire_time or 0),
+                traceparent=job.traceparent,
             )
             # one lease always fits; once one does not, the rest wait for the next call
             if unsent or not budget.take(lease_pb):
@@ -106,16 +103,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             await self.remote.release(unsent, "not sent: the LeaseJobs reply was full")
         return pb.LeaseJobsResponse(leases=leases)
 
-    @rpc_errors
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Context) -> Any:
         errors = validate.Violations()
         _attempt_ids(request, errors)
         lease = _duration(request.lease_duration, "lease_duration", MAX_LEASE, errors)
         progress = None
         if request.HasField("progress"):
-            if request.progress.ByteSize() > self.limits.max_payload_bytes:
-                errors.add("progress", f"is larger than {self.limits.max_payload_bytes} bytes")
-            progress = validate.payload_dict(request.progress)
+            _, progress = validate.json_document(
+                request.progress, "progress", self.limits.max_payload_bytes, errors
+            )
         errors.raise_if_any()
         beat = await self.remote.heartbeat(
             request.job_id, request.epoch, request.worker_id, lease or None, progress
@@ -127,26 +123,25 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             out.expire_time.CopyFrom(timestamp(beat.expire_time))
         return out
 
-    @rpc_errors
     async def CompleteJob(self, request: pb.CompleteJobRequest, context: Context) -> Any:
         errors = validate.Violations()
         _attempt_ids(request, errors)
         result = None
         if request.HasField("result"):
-            if request.result.ByteSize() > self.limits.max_payload_bytes:
-                errors.add("result", f"is larger than {self.limits.max_payload_bytes} bytes")
-            result = validate._json_numbers(MessageToDict(request.result))
+            _, result = validate.json_document(
+                request.result, "result", self.limits.max_payload_bytes, errors
+            )
         errors.raise_if_any()
         job = await self.remote.complete(request.job_id, request.epoch, request.worker_id, result)
         return pb.CompleteJobResponse(job=job_to_proto(job))
 
-    @rpc_errors
     async def FailJob(self, request: pb.FailJobRequest, context: Context) -> Any:
         errors = validate.Violations()
         _attempt_ids(request, errors)
         retry_after = _duration(request.retry_after, "retry_after", MAX_RETRY_AFTER, errors)
         errors.raise_if_any()
-        error = request.error or "Error: failed (no message)"
+        # U+0000 cannot be stored: replaced rather than refused, as a long text is cut
+        error = (request.error or "Error: failed (no message)").replace("\x00", "\ufffd")
         if len(error) > MAX_ERROR:
             error = error[: MAX_ERROR - 1] + "…"
         job = await self.remote.fail(

@@ -21,10 +21,16 @@ from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
 from jobwheel.server.execution.ratelimit import TokenBucket
 from jobwheel.server.execution.webhook import WebhookExecutor
+from jobwheel.server.observability import tracing
 from jobwheel.server.scheduling import recurrence
-from jobwheel.server.storage import Store
+from jobwheel.server.storage import DatabaseUnavailable, Store
 
 log = logging.getLogger(__name__)
+# retries of a settlement during a database outage: seconds, doubling up to the cap
+SETTLE_RETRY_FIRST = 0.2
+SETTLE_RETRY_MAX = 2.0
+# after the grace period, how long releasing what still runs may take (seconds)
+RELEASE_WAIT = 2.0
 
 
 class Dispatcher:
@@ -66,8 +72,13 @@ class Dispatcher:
         return len(self._tasks)
 
     def holds(self, job_id: str) -> bool:
-        """True while this process runs an attempt of the job."""
+        """True while this process runs an attempt of the job (or is storing its end)."""
         return job_id in self._tasks
+
+    @property
+    def held(self) -> list[str]:
+        """Ids of the jobs `holds` is true for: the leases this process renews."""
+        return list(self._tasks)
 
     def set_queues(self, settings: dict[str, model.QueueSettings]) -> None:
         """Applies queue settings (pause, concurrency, rate); wakes queues that may run now."""
@@ -102,6 +113,10 @@ class Dispatcher:
                 break
             try:
                 await self._dispatch()
+            except DatabaseUnavailable as exc:
+                log.warning("dispatch paused: %s; retrying in a second", exc)
+                await asyncio.sleep(1)
+                self.wake()
             except Exception:
                 log.exception("dispatch failed; retrying in a second")
                 await asyncio.sleep(1)
@@ -132,15 +147,19 @@ class Dispatcher:
                 continue
             # out before the claim: a wake-up for this queue during the claim puts it back
             self._ready.discard(queue)
-            claimed = await self.store.claim(
-                queue,
-                tasks,
-                room,
-                self.worker_id,
-                now,
-                now + self.lease,
-                include_http=self.webhooks is not None,
-            )
+            try:
+                claimed = await self.store.claim(
+                    queue,
+                    tasks,
+                    room,
+                    self.worker_id,
+                    now,
+                    now + self.lease,
+                    include_http=self.webhooks is not None,
+                )
+            except BaseException:
+                self._ready.add(queue)  # e.g. the database is unreachable: try again later
+                raise
             if bucket is not None:
                 bucket.give_back(room - len(claimed))
             if len(claimed) == room:
@@ -206,11 +225,25 @@ class Dispatcher:
                     return
             await self._finish(outcomes.settle(job, result, self.clock.now(), random.random()))
         except Exception:
+            # not renewed any more (this process no longer holds it): the lease expires and
+            # the job runs again
             log.exception(
                 "settling job %s failed; its lease will expire and it will re-run", job.id
             )
 
     async def _run(self, job: model.Job, ctx: TaskContext, limit: float | None) -> AttemptResult:
+        # a span in the trace of the job's enqueue (a no-op without tracing)
+        with tracing.attempt_span(
+            f"attempt {job.task}", job.traceparent, tracing.job_attributes(job)
+        ):
+            result = await self._execute_attempt(job, ctx, limit)
+            if result.outcome is not Outcome.SUCCEEDED:
+                tracing.mark_failed(result.error)
+            return result
+
+    async def _execute_attempt(
+        self, job: model.Job, ctx: TaskContext, limit: float | None
+    ) -> AttemptResult:
         if job.http is None:
             return await self.executor.run(job.task, job.payload, ctx, limit)
         assert self.webhooks is not None
@@ -218,9 +251,21 @@ class Dispatcher:
         return await self.webhooks.run(job, attempt_id or f"{job.id}/{job.attempt}", limit)
 
     async def _finish(self, settlement: outcomes.Settlement) -> None:
-        [applied] = await self.settle([settlement])
-        if applied:
-            outcomes.log_if_failed(settlement)
+        """Stores an attempt's ending, retrying through a database outage until it is stored
+        (the job stays held meanwhile, so its lease is renewed while renewals work); a failed
+        attempt that was stored is logged."""
+        delay = SETTLE_RETRY_FIRST
+        while True:
+            try:
+                [applied] = await self.settle([settlement])
+                if applied:
+                    outcomes.log_if_failed(settlement)
+                return
+            except DatabaseUnavailable as exc:
+                job_id = settlement.job_id
+                log.warning("cannot store the end of job %s's attempt (%s); retrying", job_id, exc)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, SETTLE_RETRY_MAX)
 
     def cancel(self, job_id: str) -> None:
         """Stops this process's attempt of a job that was cancelled (if it runs one)."""
@@ -238,7 +283,7 @@ class Dispatcher:
             for task in still:
                 task.cancel()
             if still:
-                await asyncio.wait(still, timeout=5)
+                await asyncio.wait(still, timeout=RELEASE_WAIT)
 
 
 def _catch_up(job: model.Job, now: model.Micros) -> tuple[model.Micros | None, int]:

@@ -5,6 +5,8 @@ failed / timed out, attempts left and retryable -> RETRYING after the backoff
 failed / timed out, none left  -> FAILED, or the next occurrence of a recurring job
 lost (crash, expired lease)    -> QUEUED again at once (it counts as an attempt, so a job
                                   that crashes its executor every time still ends)
+released (graceful stop)       -> QUEUED again at once; the attempt is on record but not
+                                  charged: `released_attempts` grows with `attempt`
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Settlement:
     now: model.Micros
     events: tuple[model.EventType, ...]
     after: model.Job  # the job as it will be once this is applied
+    released_attempts: int  # attempts of the execution not charged against max_attempts
     skipped: int = 0  # occurrences dropped by the overlap policy
     # for a lost attempt: applies only if the lease still ends before this (a heartbeat in
     # between means the executor is alive after all)
@@ -79,6 +82,7 @@ def _settlement(job: model.Job, **fields: Any) -> Settlement:
         lease_expire_time=None,
         update_time=fields["now"],
         skipped_count=job.skipped_count + fields.get("skipped", 0),
+        released_attempts=fields["released_attempts"],
     )
     return Settlement(after=after, **fields)
 
@@ -95,7 +99,13 @@ def _attempt_end(
         "attempt_error": error,
         "attempt_result": result,
         "now": now,
+        "released_attempts": job.released_attempts,
     }
+
+
+def charged(job: model.Job) -> int:
+    """Attempts of the current execution that count against max_attempts."""
+    return job.attempt - job.released_attempts
 
 
 def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float) -> Settlement:
@@ -113,7 +123,7 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
         not succeeded
         and result.retryable
         and result.outcome is not Outcome.CANCELLED
-        and job.attempt < job.retry_policy.max_attempts
+        and charged(job) < job.retry_policy.max_attempts
     )
     if retry:
         wait = max(backoff.retry_delay(job.retry_policy, job.attempt, rand), result.retry_after)
@@ -121,7 +131,7 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
             job,
             **base,
             state=model.JobState.RETRYING,
-            next_run_time=now + wait,
+            next_run_time=model.clamp_time(now + wait),
             attempt=job.attempt,
             end_time=None,
             last_error=error,
@@ -186,13 +196,16 @@ def lost(
     """The settlement of an attempt whose executor vanished: run the job again at once.
 
     A lost attempt counts against max_attempts (`counts`), so a job that crashes every
-    executor still ends; an attempt released by a graceful stop does not count. A recurring
-    job out of attempts goes on with its next occurrence, like any failed execution.
+    executor still ends; an attempt released by a graceful stop is on record but not charged
+    (`released_attempts` grows). A recurring job out of attempts goes on with its next
+    occurrence, like any failed execution.
     """
     error = f"LostAttempt: {why}"
     base = _attempt_end(job, model.AttemptOutcome.LOST, error, None, now)
     base.update(last_error=error, result=job.result, attempt=job.attempt)
-    if not counts or job.attempt < job.retry_policy.max_attempts:
+    if not counts:
+        base["released_attempts"] = job.released_attempts + 1
+    if not counts or charged(job) < job.retry_policy.max_attempts:
         return _settlement(
             job,
             **base,

@@ -26,6 +26,7 @@ from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.execution import outcomes
 from jobwheel.server.execution.base import AttemptResult, Outcome
+from jobwheel.server.execution.roster import Roster
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.leases import Renewal
 
@@ -84,10 +85,18 @@ class RemoteWorkers:
         self.inprocess_tasks = frozenset(inprocess_tasks)
         self._settle: Settle = settle or GroupCommit(store.settle)
         self._renew = GroupCommit(store.renew)
+        self.renewals = self._renew
         self._waiters: set[_Waiter] = set()
         # Leases granted here: reports need the job as leased, and this spares a read.
         self._held: dict[str, _Held] = {}
         self._closed = False
+        # notes who asks for what (ListWorkers, Job.waiting_reason)
+        self.roster: Roster | None = None
+
+    @property
+    def held(self) -> int:
+        """Leases this replica granted that are still running."""
+        return len(self._held)
 
     # -- waking long-polls ----------------------------------------------------------------
 
@@ -123,6 +132,8 @@ class RemoteWorkers:
         wait: float,
     ) -> list[model.Job]:
         """Up to `limit` jobs, as soon as one is available or after `wait` seconds."""
+        if self.roster is not None:
+            self.roster.leased(worker_id, queues, tasks)
         waiter = _Waiter(frozenset(queues), frozenset(tasks), self.inprocess_tasks)
         deadline = time.monotonic() + wait
         # Registered before the first look: a job queued in between still wakes us.
@@ -167,6 +178,8 @@ class RemoteWorkers:
         lease: model.Micros | None,
         progress: dict[str, Any] | None,
     ) -> Heartbeat:
+        if self.roster is not None:
+            self.roster.touched(worker_id)
         held = self._held.get(job_id)
         if lease is None:
             # the original lease's length, when this replica granted it
@@ -213,6 +226,8 @@ class RemoteWorkers:
     async def _report(
         self, job_id: str, epoch: int, worker_id: str, result: AttemptResult
     ) -> model.Job:
+        if self.roster is not None:
+            self.roster.touched(worker_id)
         job = await self._holding(job_id, epoch, worker_id)
         settlement = outcomes.settle(job, result, self.clock.now(), random.random())
         [applied] = await self._settle([settlement])

@@ -36,3 +36,21 @@ class Signer:
                 webhook.sign(msg_id, when, body) for webhook in self._webhooks
             )
         return headers
+
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = (24, 64)  # what the Standard Webhooks specification asks of a secret
+
+
+def secret_problem(secret: str) -> str:
+    """What is wrong with a signing secret ("" if nothing): whsec_ and 24..64 bytes, base64."""
+    if not secret.startswith(SECRET_PREFIX):
+        return f'must start with "{SECRET_PREFIX}"'
+    try:
+        key = binascii.a2b_base64(secret.removeprefix(SECRET_PREFIX), strict_mode=True)
+    except binascii.Error:
+        return f'must be "{SECRET_PREFIX}" followed by base64'
+    low, high = SECRET_BYTES
+    if not low <= len(key) <= high:
+        return f"must hold {low} to {high} bytes (in base64), holds {len(key)}"
+    return ""

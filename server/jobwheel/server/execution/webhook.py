@@ -21,6 +21,7 @@ from jobwheel.server import model
 from jobwheel.server.execution.base import AttemptResult, Outcome, oversized
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.ssrf import AddressPolicy, SsrfBlocked, guarded_client
+from jobwheel.server.observability import tracing
 
 USER_AGENT = "jobwheel/0.1"
 _ERROR_BODY_CHARS = 200
@@ -122,6 +123,12 @@ class WebhookExecutor:
             AddressPolicy.from_cidrs(self.settings.allow_networks)
         )
         self._clock = clock
+        # told the status class ("2xx".."5xx") or "error" of every request sent (metrics)
+        self.on_delivery: Callable[[str], None] | None = None
+
+    def _delivered(self, status_class: str) -> None:
+        if self.on_delivery is not None:
+            self.on_delivery(status_class)
 
     def handles(self, job: model.Job) -> bool:
         return job.http is not None
@@ -137,6 +144,9 @@ class WebhookExecutor:
         # Raw bytes are read and capped; compressed bodies could expand past the cap.
         headers["Accept-Encoding"] = "identity"
         headers.update(signer.headers(message_id, int(self._clock()), body))
+        traceparent = tracing.current_traceparent()  # the attempt's span, when tracing
+        if traceparent:
+            headers["traceparent"] = traceparent
         return headers
 
     async def run(self, job: model.Job, attempt_id: str, time_limit: float | None) -> AttemptResult:
@@ -180,14 +190,18 @@ class WebhookExecutor:
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
+            self._delivered("error")
             return AttemptResult(Outcome.TIMED_OUT, error=f"TimeoutError: exceeded {limit:g}s")
         except SsrfBlocked as exc:
+            self._delivered("error")
             return AttemptResult(Outcome.FAILED, error=f"SsrfBlocked: {exc}", retryable=False)
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
             return AttemptResult(Outcome.FAILED, error=f"InvalidRequest: {exc}", retryable=False)
         except httpx.TransportError as exc:
             detail = str(exc) or type(exc).__name__
+            self._delivered("error")
             return AttemptResult(Outcome.FAILED, error=f"ConnectionError: {detail}")
+        self._delivered(f"{response.status_code // 100}xx")
         return self._outcome(response, content, truncated)
 
     async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:

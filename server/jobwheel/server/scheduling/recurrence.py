@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobwheel.server.model import Job, MisfirePolicy, OverlapPolicy, Schedule
+from jobwheel.server.model import Job, MisfirePolicy, OverlapPolicy, Schedule, clamp_time
 from jobwheel.server.model import Micros as Us
 from jobwheel.server.scheduling import triggers
 
@@ -40,7 +40,7 @@ def _exhausted(job: Job, schedule: Schedule) -> bool:
 
 def _future(schedule: Schedule, now: Us, rand: float) -> Us | None:
     fires = triggers.next_fires(schedule, now, 1)
-    return fires[0].time + int(schedule.jitter * rand) if fires else None
+    return clamp_time(fires[0].time + int(schedule.jitter * rand)) if fires else None
 
 
 def catch_up(job: Job, now: Us, rand: float) -> Next:

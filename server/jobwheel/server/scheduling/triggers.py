@@ -26,10 +26,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import CroniterBadDateError, croniter
-from jobwheel.server.model import SECOND, DstFoldPolicy, DstGapPolicy, Micros, Schedule
+from jobwheel.server.model import (
+    MAX_TIME,
+    MIN_TIME,
+    SECOND,
+    DstFoldPolicy,
+    DstGapPolicy,
+    Micros,
+    Schedule,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -44,6 +52,13 @@ _RANGE = re.compile(r"(?<![\w/-])(\w+)-(\w+)(/\d+)?(?![\w/-])")
 _ALIASES = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 )
+# Fires are computed within [EARLIEST_FIRE, LATEST_FIRE]: two days inside the Timestamp range,
+# so that every fire's local time, in any zone, is a date Python (and every client) can hold.
+EARLIEST_FIRE: Micros = MIN_TIME + 2 * 86_400 * SECOND  # 0001-01-03T00:00:00Z
+LATEST_FIRE: Micros = MAX_TIME - 2 * 86_400 * SECOND  # just before 9999-12-30T00:00:00Z
+LATEST_FIRE_TEXT = "9999-12-30T00:00:00Z"
+# Zone names of the IANA database; not folders ("America") nor the host's "localtime".
+_ZONES = frozenset(available_timezones()) - {"localtime", "posixrules"}
 
 
 @dataclass(frozen=True)
@@ -80,10 +95,9 @@ def validate_cron(expr: str) -> str | None:
 
 def validate_time_zone(name: str) -> str | None:
     """None if `name` is a known IANA zone; else why."""
-    try:
-        ZoneInfo(name)
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        return f"unknown time zone {name!r}; use an IANA name such as 'Europe/Paris'"
+    if name not in _ZONES:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        return f"unknown time zone {shown!r}; use an IANA name such as 'Europe/Paris'"
     return None
 
 
@@ -112,6 +126,9 @@ def _fires(schedule: Schedule, after: Micros) -> Iterator[Fire]:
     zone = ZoneInfo(schedule.time_zone) if schedule.time_zone else ZoneInfo("UTC")
     if schedule.start_time is not None:
         after = max(after, schedule.start_time - 1)
+    after = max(after, EARLIEST_FIRE - 1)
+    if after >= LATEST_FIRE:
+        return
     end = schedule.end_time
     if schedule.cron:
         source = _cron_fires(schedule, zone, after)
@@ -135,9 +152,10 @@ def _interval_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterat
     if base is None:  # stored before schedules had an anchor: counted from `after`
         time = after + step
     else:
+        # `after` may precede an anchor (start_time is applied to `after` above): k >= 0
         k = max(0, (after - base) // step + 1)
         time = base + k * step
-    while True:
+    while time <= LATEST_FIRE:
         yield Fire(time, _local(time, zone))
         time += step
 
@@ -155,15 +173,17 @@ def _cron_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterator[F
     while True:
         try:
             wall: datetime | None = it.get_next(datetime)
-        except CroniterBadDateError:
-            wall = None
+        except (CroniterBadDateError, OverflowError, ValueError):
+            wall = None  # no match, or the next one lies past year 9999
+        if wall is not None and (wall - _EPOCH_NAIVE) // _MICRO > LATEST_FIRE + _MAX_OFFSET:
+            wall = None  # every later match maps past LATEST_FIRE
         if wall is None:
             # No more matches: whatever is buffered is final.
             while pending:
                 yield _pop_fire(pending, zone)
             return
         for item in _instants(wall, zone, schedule):
-            if item[0] > after:
+            if after < item[0] <= LATEST_FIRE:
                 heapq.heappush(pending, item)
         wall_us = (wall - _EPOCH_NAIVE) // _MICRO
         released = False

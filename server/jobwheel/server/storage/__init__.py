@@ -8,15 +8,20 @@ from jobwheel.server.storage.dialect import Dialect, StorageUrlError, create_eng
 from jobwheel.server.storage.migrations import (
     MIGRATIONS,
     Migration,
+    ReadOnlyDatabase,
     SchemaVersionError,
+    check_writable,
     migrate,
 )
+from jobwheel.server.storage.outage import DatabaseUnavailable
 from jobwheel.server.storage.store import Store
 
 __all__ = [
     "MIGRATIONS",
+    "DatabaseUnavailable",
     "Dialect",
     "Migration",
+    "ReadOnlyDatabase",
     "SchemaVersionError",
     "StorageUrlError",
     "Store",
@@ -35,6 +40,7 @@ async def open_store(
     engines = create_engines(url, sqlite_synchronous=sqlite_synchronous)
     try:
         await migrate(engines, migrations)
+        await check_writable(engines)
     except BaseException:
         await engines.dispose()
         raise

@@ -8,11 +8,13 @@ single write connection, so the inner one would wait forever.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from jobwheel.server.model import Event
 from jobwheel.server.storage.dialect import Dialect, Engines
+from jobwheel.server.storage.outage import DatabaseUnavailable, is_unreachable, reason
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -23,6 +25,24 @@ class StoreBase:
         self.event_sink: Callable[[list[Event]], None] | None = None
         # how long an idempotency key holds (µs); None: forever
         self.idempotency_window: int | None = None
+        # told the kind ("read"/"write") and seconds of each transaction (metrics)
+        self.on_transaction: Callable[[str, float], None] | None = None
+        # Told when a call found the database unreachable (health follows it).
+        self.on_unreachable: Callable[[], None] | None = None
+
+    @asynccontextmanager
+    async def _outages(self) -> AsyncIterator[None]:
+        """Turns a lost or refused connection into DatabaseUnavailable; other errors pass."""
+        try:
+            yield
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            if self.on_unreachable is not None:
+                self.on_unreachable()
+            raise DatabaseUnavailable(f"the database is unreachable: {reason(exc)}") from exc
 
     def _emit(self, committed: list[Event]) -> None:
         if committed and self.event_sink is not None:
@@ -45,10 +65,16 @@ class StoreBase:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.write.begin() as conn:
+        start = time.perf_counter()
+        async with self._outages(), self._engines.write.begin() as conn:
             yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("write", time.perf_counter() - start)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engines.read.begin() as conn:
+        start = time.perf_counter()
+        async with self._outages(), self._engines.read.begin() as conn:
             yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("read", time.perf_counter() - start)

@@ -110,6 +110,7 @@ NEW_JOB_COLUMNS = (
     "update_time",
     "next_run_time",
     "recurring",
+    "traceparent",
 )
 
 
@@ -133,6 +134,7 @@ def new_job_values(job: NewJob) -> tuple[Any, ...]:
         job.create_time,
         job.next_run_time,
         schedule is not None and schedule.recurring,
+        job.traceparent,
     )
 
 
@@ -160,6 +162,7 @@ def job_from_new(job: NewJob, seq: int = 0) -> Job:
         create_time=job.create_time,
         update_time=job.create_time,
         next_run_time=job.next_run_time,
+        traceparent=job.traceparent,
         seq=seq,
     )
 
@@ -185,6 +188,7 @@ def job_from_row(row: RowMapping) -> Job:
         next_run_time=row["next_run_time"],
         attempt=row["attempt"],
         execution_count=row["execution_count"],
+        released_attempts=row["released_attempts"],
         start_time=row["start_time"],
         end_time=row["end_time"],
         last_error=row["last_error"],
@@ -194,6 +198,7 @@ def job_from_row(row: RowMapping) -> Job:
         progress=load_or_none(row["progress"]),
         worker_id=row["worker_id"],
         lease_expire_time=row["lease_expire_time"],
+        traceparent=row["traceparent"],
         seq=row["seq"],
     )
 
@@ -209,7 +214,8 @@ _retry_doc = functools.lru_cache(maxsize=256)(retry_to_doc)
 _SNAPSHOT_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(Job)
-    if f.name not in ("payload", "schedule", "retry_policy", "http")
+    # the trace context is read from the jobs table by those that continue the trace
+    if f.name not in ("payload", "schedule", "retry_policy", "http", "traceparent")
 )
 
 

@@ -39,6 +39,7 @@ SQLITE_WRITER_CACHE_KIB = 64 * 1024
 SQLITE_READER_CACHE_KIB = 16 * 1024
 # Writers queue for the single SQLite write connection; under a burst that can take a while.
 SQLITE_WRITER_WAIT_S = 300.0
+PG_CONNECT_TIMEOUT_S = 5.0
 # Arbitrary constant key for pg_advisory_xact_lock: "jw" + "migr" in ASCII.
 MIGRATION_LOCK_KEY = 0x6A77_6D69_6772
 
@@ -191,6 +192,10 @@ def _sqlite_field_equals(doc: ColumnElement[Any], key: str, value: Any) -> Colum
     typed = func.json_type(doc, path).in_(types)
     if compare is None:
         return typed
+    if isinstance(value, str):
+        # json_extract cuts a string at U+0000 ("acme\u0000x" would equal "acme"); `->` gives
+        # the member's JSON text, which the one encoder (`dumps`) made: equal strings, equal text.
+        return and_(typed, doc.op("->")(literal(path)) == literal(dumps(value)))
     return and_(typed, func.json_extract(doc, path) == compare)
 
 
@@ -246,7 +251,10 @@ def _parse_pg_options(options: str) -> dict[str, str]:
 def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
     dialect, sa_url, server_settings = parse_url(url)
     if dialect is POSTGRESQL:
-        connect_args = {"server_settings": server_settings} if server_settings else {}
+        # a host that does not answer fails a connection in seconds, not asyncpg's minute
+        connect_args: dict[str, Any] = {"timeout": PG_CONNECT_TIMEOUT_S}
+        if server_settings:
+            connect_args["server_settings"] = server_settings
         engine = create_async_engine(
             sa_url, pool_size=10, max_overflow=10, connect_args=connect_args
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -72,7 +73,7 @@ class EventLog(StoreBase):
         if not self.dialect.notify:
             yield False
             return
-        async with self.read_engine.connect() as conn:
+        async with self._outages(), self.read_engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
 
@@ -83,7 +84,8 @@ class EventLog(StoreBase):
             try:
                 yield True
             finally:
-                await driver.remove_listener(NOTIFY_CHANNEL, callback)
+                with contextlib.suppress(Exception):  # the connection may be gone
+                    await driver.remove_listener(NOTIFY_CHANNEL, callback)
 
     async def head_revision(self) -> int:
         async with self._read() as conn:
@@ -113,7 +115,7 @@ class EventLog(StoreBase):
     ) -> AsyncIterator[tuple[int, AsyncIterator[list[Job]]]]:
         """The revision R and the matching jobs as they are at R, from one consistent view
         (a SQLite read transaction; REPEATABLE READ on PostgreSQL), in chunks."""
-        async with self.read_engine.connect() as conn:
+        async with self._outages(), self.read_engine.connect() as conn:
             if self.dialect.name == "postgresql":
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():

@@ -20,6 +20,7 @@ from jobwheel.server.model import (
     JobState,
     Micros,
     Schedule,
+    clamp_time,
 )
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, schedule_text
@@ -90,7 +91,7 @@ def retry(delay: Micros) -> Action:
         EventType.RETRY_SCHEDULED,
         lambda now: {
             "state": (S.SCHEDULED if delay > 0 else S.QUEUED).value,
-            "next_run_time": now + delay,
+            "next_run_time": clamp_time(now + delay),
             "attempt": 0,
             "end_time": None,
             "cancel_reason": "",

@@ -16,13 +16,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server.storage.dialect import Dialect, Engines
-from jobwheel.server.storage.schema import event_head, metadata, schema_version
-from sqlalchemy import Connection, inspect, select
+from jobwheel.server.storage.outage import is_unreachable
+from jobwheel.server.storage.schema import event_head, metadata, schema_version, workers
+from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 class SchemaVersionError(RuntimeError):
     """The database's schema cannot be used by this version of the code."""
+
+
+class ReadOnlyDatabase(RuntimeError):
+    """The database (or, for SQLite, its file or directory) cannot be written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +49,24 @@ async def _initial(conn: AsyncConnection, _dialect: Dialect) -> None:
     await _create(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+async def _released_attempts(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(
+        text("ALTER TABLE jobs ADD COLUMN released_attempts INTEGER NOT NULL DEFAULT 0")
+    )
+
+
+async def _traces_and_workers(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(
+        text("ALTER TABLE jobs ADD COLUMN traceparent VARCHAR(55) NOT NULL DEFAULT ''")
+    )
+    await conn.run_sync(lambda sync: workers.create(sync))  # with its index
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial),
+    Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
+    Migration(3, "trace context of jobs; the workers table", _traces_and_workers),
+)
 
 
 def latest_version(steps: Sequence[Migration] = MIGRATIONS) -> int:
@@ -96,3 +119,22 @@ async def migrate(engines: Engines, steps: Sequence[Migration] = MIGRATIONS) -> 
             step = steps[current]  # versions are 1..n, so this is version current + 1
             await step.apply(conn, engines.dialect)
             await conn.execute(schema_version.update().values(version=step.version))
+
+
+async def check_writable(engines: Engines) -> None:
+    """A no-op write, so a read-only database refuses to start instead of failing every
+    write later. (An up-to-date schema is only read by `migrate`.)"""
+    try:
+        async with engines.write.begin() as conn:
+            await conn.execute(schema_version.update().values(version=schema_version.c.version))
+    except sa_exc.DBAPIError as exc:
+        if is_unreachable(exc):
+            raise
+        cause = str(exc.orig).strip().splitlines()[0]
+        where = engines.write.url.database or "the database"
+        need = (
+            "the server writes to the database file and creates files next to it"
+            if engines.dialect.single_writer
+            else "the server needs a database it can write to"
+        )
+        raise ReadOnlyDatabase(f"cannot write to {where} ({cause}): {need}") from exc

@@ -13,7 +13,7 @@ from jobwheel.server.model import (
 )
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.filters import job_conditions
-from jobwheel.server.storage.schema import attempts, jobs, queues
+from jobwheel.server.storage.schema import attempts, event_head, jobs, queues
 from sqlalchemy import func, select, update
 
 MAX_DURATION_SAMPLE = 100_000
@@ -65,6 +65,21 @@ class Queues(StoreBase):
             for queue, state, count in await conn.execute(stmt):
                 depths.setdefault(queue, {})[JobState(state)] = count
         return depths
+
+    async def active_counts(self) -> tuple[int, dict[tuple[JobState, str, str], int]]:
+        """Jobs in each non-terminal state by queue and task, and the event revision they are
+        as of (one transaction): the starting point the metrics keep current from events."""
+        stmt = (
+            select(jobs.c.state, jobs.c.queue, jobs.c.task, func.count())
+            .where(jobs.c.state.in_([s.value for s in JobState if not s.terminal]))
+            .group_by(jobs.c.state, jobs.c.queue, jobs.c.task)
+        )
+        head = select(event_head.c.revision).where(event_head.c.id == 1)
+        async with self._read() as conn:
+            revision = int((await conn.execute(head)).scalar_one())
+            rows = await conn.execute(stmt)
+            counts = {(JobState(s), q, t): int(n) for s, q, t, n in rows}
+        return revision, counts
 
     async def job_stats(self, flt: JobFilter, now: Micros) -> JobStats:
         conds = job_conditions(self.dialect, flt)

@@ -60,6 +60,7 @@ jobs = Table(
     Column("next_run_time", Micros, nullable=True),
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("execution_count", Integer, nullable=False, server_default="0"),
+    Column("released_attempts", Integer, nullable=False, server_default="0"),
     Column("start_time", Micros, nullable=True),
     Column("end_time", Micros, nullable=True),
     Column("last_error", Text, nullable=False, server_default=""),
@@ -71,6 +72,8 @@ jobs = Table(
     Column("lease_expire_time", Micros, nullable=True),
     # Derived from schedule at insert: lets list filters avoid parsing the schedule document.
     Column("recurring", Boolean, nullable=False, server_default=false()),
+    # W3C traceparent of the enqueue ('' without tracing): attempts continue that trace
+    Column("traceparent", String(55), nullable=False, server_default=""),
     sqlite_autoincrement=True,
 )
 
@@ -163,3 +166,19 @@ event_subscriptions = Table(
     # events after this revision are delivered
     Column("from_revision", BigInteger, nullable=False),
 )
+
+# Who runs jobs (ListWorkers), shared by replicas: each server's in-process handlers (kind
+# "server", refreshed by its upkeep) and the remote workers it saw lease or heartbeat
+# (kind "remote", written in batches). Rows not seen for a while are pruned.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("last_seen", Micros, nullable=False),
+    Column("queues", Text, nullable=False),  # JSON list; [] = any queue
+    Column("tasks", Text, nullable=False),  # JSON list; for a remote worker [] = any task
+    Column("server", String(255), nullable=False, server_default=""),  # which replica saw it
+    Column("info", Text, nullable=False, server_default="{}"),  # JSON: version, listen, ...
+)
+Index("ix_workers_last_seen", workers.c.last_seen)

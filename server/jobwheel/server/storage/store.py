@@ -22,11 +22,12 @@ from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.subscriptions import Subscriptions
 from jobwheel.server.storage.transitions import Transitions
+from jobwheel.server.storage.workers import Workers
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
-class Store(Transitions, History, EventLog, Management, Queues, Leases, Subscriptions):
+class Store(Transitions, History, EventLog, Management, Queues, Leases, Subscriptions, Workers):
     """Every database access of the server, for SQLite and PostgreSQL alike."""
 
     # -- jobs: create and read -----------------------------------------------------------------

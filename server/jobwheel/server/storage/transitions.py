@@ -39,6 +39,7 @@ _settle_job = (
         last_error=bindparam("b_last_error"),
         result=bindparam("b_result"),
         skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
+        released_attempts=bindparam("b_released"),
         worker_id="",
         lease_expire_time=None,
         update_time=bindparam("b_now"),
@@ -224,6 +225,7 @@ class Transitions(StoreBase):
                 state=JobState.RUNNING.value,
                 # A job that has not started its current execution begins a new one.
                 execution_count=jobs.c.execution_count + case((jobs.c.attempt == 0, 1), else_=0),
+                released_attempts=case((jobs.c.attempt == 0, 0), else_=jobs.c.released_attempts),
                 attempt=jobs.c.attempt + 1,
                 start_time=now,
                 update_time=now,
@@ -296,14 +298,28 @@ class Transitions(StoreBase):
                 held[r.id] = (r.execution_count, r.attempt, r.lease_expire_time)
         return held
 
-    async def renew_leases(self, worker_id: str, now: Micros, until: Micros) -> int:
-        stmt = (
-            update(jobs)
-            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.worker_id == worker_id)
-            .values(lease_expire_time=until)
-        )
+    async def renew_leases(
+        self, worker_id: str, job_ids: Sequence[str], now: Micros, until: Micros
+    ) -> int:
+        """Extends the leases of `job_ids` that `worker_id` still runs. Only the jobs the
+        caller holds: a RUNNING job it lost track of (its end could not be stored, or a claim
+        whose reply was lost) must expire and run again, not be kept alive forever."""
+        renewed = 0
+        if not job_ids:
+            return renewed
         async with self._write() as conn:
-            return (await conn.execute(stmt)).rowcount
+            for start in range(0, len(job_ids), self.dialect.max_in_list):
+                stmt = (
+                    update(jobs)
+                    .where(
+                        jobs.c.id.in_(job_ids[start : start + self.dialect.max_in_list]),
+                        jobs.c.state == JobState.RUNNING.value,
+                        jobs.c.worker_id == worker_id,
+                    )
+                    .values(lease_expire_time=until)
+                )
+                renewed += (await conn.execute(stmt)).rowcount
+        return renewed
 
     async def running_jobs_lost(
         self, now: Micros, dead_worker_prefix: str | None = None, limit: int = 1000
@@ -343,6 +359,7 @@ def _settlement_params(s: Settlement) -> dict[str, Any]:
         "b_result": job_result_doc(s.result),
         "b_now": s.now,
         "b_skipped": s.skipped,
+        "b_released": s.released_attempts,
         "b_outcome": s.attempt_outcome.value,
         "b_error": s.attempt_error,
         "b_attempt_result": job_result_doc(s.attempt_result),

@@ -1,7 +1,9 @@
-"""Handlers for the tasks the README's examples enqueue.
+"""In-process handlers for the README's first try-out.
 
-Run the examples against `PYTHONPATH=. make serve ARGS="--handlers tests.acceptance.readme_tasks"`
-and their jobs complete; without a handler, they wait QUEUED for a remote worker.
+    make serve ARGS="--handlers examples.handlers"
+
+Each `@task` function runs in the server when a job of its task is due; what it returns
+becomes the job's result, an exception fails the attempt (and the retry policy decides).
 """
 
 from __future__ import annotations
@@ -22,5 +24,5 @@ async def send_report(payload: dict[str, Any]) -> str:
 
 
 @task("daily_digest")
-async def daily_digest(payload: dict[str, Any]) -> str:
+def daily_digest(payload: dict[str, Any]) -> str:  # plain functions run in a thread pool
     return "digest sent"

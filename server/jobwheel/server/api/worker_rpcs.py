@@ -1,0 +1,51 @@
+"""JobService.ListWorkers and Job.waiting_reason (a part of JobService, kept apart for size)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobwheel.server import model
+from jobwheel.server.api import validate
+from jobwheel.server.api.convert import timestamp
+from jobwheel.server.execution.roster import FORGET_AFTER, SERVER, Roster
+from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_service_pb2 as pb
+
+DEFAULT_SEEN_WITHIN = 300 * model.SECOND
+
+
+class WorkerRpcs:
+    roster: Roster | None
+
+    def explain(self, job: model.Job, proto: job_pb2.Job) -> job_pb2.Job:
+        """Sets `waiting_reason` of a QUEUED job nobody can run."""
+        if self.roster is not None and job.state is model.JobState.QUEUED:
+            proto.waiting_reason = self.roster.waiting_reason(job)
+        return proto
+
+    async def ListWorkers(self, request: pb.ListWorkersRequest, context: Any) -> Any:
+        errors = validate.Violations()
+        within: int | None = DEFAULT_SEEN_WITHIN
+        if request.HasField("seen_within"):
+            within = validate.micros_of_duration(
+                request.seen_within, "seen_within", errors, high=FORGET_AFTER
+            )
+        errors.raise_if_any()
+        if self.roster is None:
+            return pb.ListWorkersResponse()
+        out = []
+        for row, held in await self.roster.workers(within or DEFAULT_SEEN_WITHIN):
+            server = row.kind == SERVER
+            out.append(
+                pb.Worker(
+                    id=row.id,
+                    kind=pb.WORKER_KIND_SERVER if server else pb.WORKER_KIND_REMOTE,
+                    last_seen_time=timestamp(row.last_seen),
+                    queues=row.queues,
+                    tasks=row.tasks,
+                    jobs_held=held,
+                    version=row.info.get("version", "") if server else "",
+                    seen_by="" if server else row.server,
+                )
+            )
+        return pb.ListWorkersResponse(workers=out)

@@ -1,0 +1,167 @@
+"""Who runs jobs (ListWorkers) and whether a QUEUED job has anyone to run it.
+
+Remote workers are noted in memory at each lease and heartbeat and written to the shared
+workers table every `flush_every` seconds (one transaction for all of them), together with
+this replica's own row (its in-process handlers), so ListWorkers on any replica sees every
+worker. Rows unseen for FORGET_AFTER are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import replace
+
+from jobwheel.server import model
+from jobwheel.server.clock import Clock
+from jobwheel.server.storage import Store
+from jobwheel.server.storage.workers import WorkerRow
+
+log = logging.getLogger(__name__)
+REMOTE = "remote"
+SERVER = "server"
+# a QUEUED job nobody asked for within this long says so (Job.waiting_reason)
+NO_WORKER_AFTER = 60 * model.SECOND
+FORGET_AFTER = 7 * 86_400 * model.SECOND
+
+
+class Roster:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        server_id: str,
+        handler_tasks: Collection[str],
+        *,
+        version: str = "",
+        flush_every: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.server_id = server_id
+        self.handler_tasks = tuple(sorted(handler_tasks))
+        self.version = version
+        self.flush_every = flush_every
+        self.started = clock.now()
+        self._local: dict[str, WorkerRow] = {}  # remote workers seen here
+        self._dirty: set[str] = set()
+        self._known: list[WorkerRow] = []  # every replica's rows, as of the last flush
+        self.after_flush: Callable[[], None] | None = None  # e.g. metrics that use the rows
+
+    # -- what this replica sees -------------------------------------------------------------
+
+    def leased(self, worker_id: str, queues: Collection[str], tasks: Collection[str]) -> None:
+        """A remote worker asked for jobs of `queues` (empty: any) and `tasks` (empty: any)."""
+        self._local[worker_id] = WorkerRow(
+            worker_id,
+            REMOTE,
+            self.clock.now(),
+            tuple(sorted(queues)),
+            tuple(sorted(tasks)),
+            server=self.server_id,
+        )
+        self._dirty.add(worker_id)
+
+    def touched(self, worker_id: str) -> None:
+        """A heartbeat or report: the worker is alive (its asks are unchanged)."""
+        row = self._local.get(worker_id)
+        now = self.clock.now()
+        self._local[worker_id] = (
+            replace(row, last_seen=now)
+            if row is not None
+            else WorkerRow(worker_id, REMOTE, now, server=self.server_id)
+        )
+        self._dirty.add(worker_id)
+
+    def _own_row(self) -> WorkerRow:
+        return WorkerRow(
+            self.server_id,
+            SERVER,
+            self.clock.now(),
+            tasks=self.handler_tasks,
+            info={"version": self.version},
+        )
+
+    # -- the shared table -----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        rows = [self._local[w] for w in sorted(self._dirty)]
+        self._dirty.clear()
+        await self.store.record_workers([self._own_row(), *rows])
+        now = self.clock.now()
+        self._known = await self.store.list_workers(now - 2 * NO_WORKER_AFTER)
+        # remote workers not seen here for a while need no memory here
+        stale = now - 2 * NO_WORKER_AFTER
+        for worker_id in [w for w, r in self._local.items() if r.last_seen < stale]:
+            del self._local[worker_id]
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.flush()
+                await self.store.forget_workers(self.clock.now() - FORGET_AFTER)
+                if self.after_flush is not None:
+                    self.after_flush()
+            except Exception:
+                log.exception("recording workers failed; retrying")
+            await asyncio.sleep(self.flush_every)
+
+    async def leave(self) -> None:
+        """This replica stops: its row goes (its in-process handlers run no more)."""
+        await self.store.remove_worker(self.server_id)
+
+    async def workers(self, seen_within: model.Micros) -> list[tuple[WorkerRow, int]]:
+        """Server replicas (seen within 3 flush periods) and remote workers seen within
+        `seen_within`, each with the jobs it holds."""
+        now = self.clock.now()
+        rows = {r.id: r for r in await self.store.list_workers(now - seen_within)}
+        for row in self._local.values():  # fresher than the table
+            if row.last_seen >= now - seen_within:
+                rows[row.id] = row
+        rows[self.server_id] = self._own_row()
+        server_since = now - int(3 * self.flush_every * model.SECOND) - seen_within
+        held = await self.store.jobs_held()
+        out = [
+            (r, held.get(r.id, 0))
+            for r in rows.values()
+            if r.kind == REMOTE or r.last_seen >= server_since or r.id == self.server_id
+        ]
+        out.sort(key=lambda item: (item[0].kind != SERVER, item[0].id))
+        return out
+
+    # -- a job with nobody to run it ----------------------------------------------------------
+
+    def waiting_reason(self, job: model.Job) -> str:
+        """Why a QUEUED job is not starting, when nobody can run it; '' otherwise."""
+        if job.state is not model.JobState.QUEUED or job.http is not None:
+            return ""
+        if not self.unserved(job.queue, job.task):
+            return ""
+        return (
+            f"no worker: no in-process handler for task {job.task!r} and no worker asked "
+            f"for it (queue {job.queue!r}) in the last {NO_WORKER_AFTER // model.SECOND}s"
+        )
+
+    def unserved(self, queue: str, task: str) -> bool:
+        """No replica runs `task` in-process and no remote worker asked for it in `queue`
+        within NO_WORKER_AFTER (False in a server's first NO_WORKER_AFTER)."""
+        now = self.clock.now()
+        if now - self.started < NO_WORKER_AFTER:
+            return False  # workers may not have asked yet
+        since = now - NO_WORKER_AFTER
+        rows = [*self._known, *self._local.values()]
+        in_process: set[str] = set(self.handler_tasks)
+        for row in rows:
+            if row.kind == SERVER and row.last_seen >= since:
+                in_process.update(row.tasks)
+        if task in in_process:
+            return False
+        for row in rows:
+            if row.kind != REMOTE or row.last_seen < since:
+                continue
+            if row.queues and queue not in row.queues:
+                continue
+            if not row.tasks or task in row.tasks:
+                return False
+        return True

@@ -1,0 +1,132 @@
+"""Log set-up: `text` for people, `json` (one object per line) for log pipelines.
+
+A JSON line holds `time` (RFC 3339, UTC), `level`, `logger`, `message`, the job's fields when
+the record carries them (`extra={"job_id": ..., ...}`: job_id, task, queue, attempt,
+worker_id, principal), any other `extra=` fields, and `traceback` when the record has
+exception info (the exception, also as `exc_type`/`exc_message`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+JOB_FIELDS = ("job_id", "task", "queue", "attempt", "worker_id", "principal")
+FORMATS = ("text", "json")
+# what every LogRecord has: anything else was given through `extra=`
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields given to the log call through `extra=`."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = extras(record)
+        for name in JOB_FIELDS:  # job fields first, in a fixed order
+            if name in fields:
+                out[name] = _plain(fields.pop(name))
+        for name, value in fields.items():
+            out.setdefault(name, _plain(value))
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, tb = record.exc_info
+            out["exc_type"] = exc_type.__name__
+            out["exc_message"] = str(exc)
+            out["traceback"] = "".join(traceback.format_exception(exc_type, exc, tb))
+        elif record.exc_text:
+            out["traceback"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = record.stack_info
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """The classic line, with the job's fields appended as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = extras(record)
+        tail = " ".join(f"{k}={fields[k]}" for k in JOB_FIELDS if fields.get(k) not in (None, ""))
+        return f"{line} [{tail}]" if tail else line
+
+
+def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Sends the root logger's records to `stream` (stderr) in `fmt`, at `level`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # asyncio's own debug lines ("Using selector") say nothing about jobwheel
+    logging.getLogger("asyncio").setLevel(max(root.level, logging.INFO))
+
+
+class _Hold(logging.Filter):
+    def __init__(
+        self, handler: logging.Handler, into: list[tuple[logging.Handler, logging.LogRecord]]
+    ) -> None:
+        super().__init__()
+        self.handler = handler
+        self.into = into
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.into.append((self.handler, record))
+        return False
+
+
+class HeldLines:
+    """Holds back what the root logger's handlers get until `release()` writes it (in order,
+    with its original times) or `drop()` forgets it. The server's start-up lines wait so that
+    a start that fails prints its one error line alone, and one that works begins with the
+    line saying what runs."""
+
+    def __init__(self) -> None:
+        self._held: list[tuple[logging.Handler, logging.LogRecord]] = []
+        self._holds: list[tuple[logging.Handler, _Hold]] = []
+        for handler in logging.getLogger().handlers:
+            hold = _Hold(handler, self._held)
+            handler.filters.insert(0, hold)  # before any other filter: they see it on release
+            self._holds.append((handler, hold))
+
+    def _stop(self) -> list[tuple[logging.Handler, logging.LogRecord]]:
+        for handler, hold in self._holds:
+            handler.removeFilter(hold)
+        self._holds = []
+        held, self._held = self._held, []
+        return held
+
+    def release(self) -> None:
+        for handler, record in self._stop():
+            handler.handle(record)
+
+    def drop(self) -> None:
+        self._stop()

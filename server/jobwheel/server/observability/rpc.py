@@ -1,0 +1,132 @@
+"""A grpc.aio server interceptor: per-RPC Prometheus metrics and, at debug level, one log line
+per RPC with its method, status code and duration."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from jobwheel.server.observability.metrics import Metrics
+
+RPC_LOGGER = "jobwheel.server.rpc"
+log = logging.getLogger(RPC_LOGGER)
+Behavior = Callable[..., Any]
+
+
+def _kind(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    if handler.response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+_CODE_NAMES: dict[int, str] = {s.value[0]: s.name for s in grpc.StatusCode}
+
+
+def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The status the call ended with: what the handler set or aborted with, else OK, or
+    UNKNOWN for an exception (CANCELLED when the call itself was cancelled)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):  # abort() may leave the raw number
+        return _CODE_NAMES.get(code, "UNKNOWN")
+    if error is None:
+        return "OK"
+    return "UNKNOWN" if isinstance(error, Exception) else "CANCELLED"
+
+
+class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method: str = details.method
+        service, _, name = method.lstrip("/").rpartition("/")
+        kind = _kind(handler)
+        labels = (kind, service, name)
+        observe = self._observer(method, labels)
+        if handler.response_streaming:
+            inner = handler.unary_stream or handler.stream_stream
+
+            async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+                start = time.perf_counter()
+                error: BaseException | None = None
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    observe(context, error, time.perf_counter() - start)
+
+            factory = (
+                grpc.unary_stream_rpc_method_handler
+                if not handler.request_streaming
+                else grpc.stream_stream_rpc_method_handler
+            )
+            return factory(
+                streaming,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        inner_unary = handler.unary_unary or handler.stream_unary
+
+        async def unary(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                return await inner_unary(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                observe(context, error, time.perf_counter() - start)
+
+        factory = (
+            grpc.unary_unary_rpc_method_handler
+            if not handler.request_streaming
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return factory(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _observer(
+        self, method: str, labels: tuple[str, str, str]
+    ) -> Callable[[Any, BaseException | None, float], None]:
+        m = self.metrics
+        if m is not None:
+            m.rpc_started.labels(*labels).inc()
+
+        def observe(context: Any, error: BaseException | None, took: float) -> None:
+            code = _code(context, error)
+            if m is not None:
+                m.rpc_handled.labels(*labels, code).inc()
+                m.rpc_seconds.labels(*labels).observe(took)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "rpc %s %s %.1fms",
+                    method,
+                    code,
+                    took * 1000,
+                    extra={"rpc_method": method, "grpc_code": code, "duration_ms": took * 1000},
+                )
+
+        return observe

@@ -1,0 +1,53 @@
+"""Telling a database that cannot be reached from every other database error.
+
+A refused, reset or lost connection (or PostgreSQL shutting down) is an outage: the same call
+will work once the database is back. The store raises `DatabaseUnavailable` for those, so the
+API answers UNAVAILABLE, the engine retries what it must store, and health reports
+NOT_SERVING, while every other error keeps its own meaning.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exc as sa_exc
+
+# PostgreSQL SQLSTATEs of a lost or refused connection: class 08 (connection exception),
+# admin/crash shutdown, cannot connect now (starting up or shutting down)
+_SHUTDOWN_STATES = ("57P01", "57P02", "57P03")
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached now; retrying later will help."""
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen) or len(seen) > 10:
+            continue
+        seen.append(item)
+        todo += [getattr(item, "orig", None), item.__cause__, item.__context__]
+    return seen
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached (not that a statement failed)."""
+    for item in _causes(exc):
+        if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
+            return True
+        if isinstance(item, OSError):  # refused, reset, unreachable, timed out, DNS
+            return True
+        state = getattr(item, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state in _SHUTDOWN_STATES):
+            return True
+        if type(item).__name__ == "InterfaceError" and "connection is closed" in str(item):
+            return True
+    return False
+
+
+def reason(exc: BaseException) -> str:
+    """A short description of the outage for logs: the innermost cause's type and message."""
+    inner = _causes(exc)[-1]
+    text = str(inner).splitlines()[0] if str(inner) else ""
+    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__

@@ -1,0 +1,96 @@
+"""The workers table behind ListWorkers: who runs jobs, as last seen by any replica."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from jobwheel.server.model import JobState, Micros
+from jobwheel.server.storage.base import StoreBase
+from jobwheel.server.storage.schema import jobs, workers
+from sqlalchemy import delete, func, select
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    id: str
+    kind: str  # "remote" or "server"
+    last_seen: Micros
+    queues: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    server: str = ""  # the replica that saw a remote worker
+    info: dict[str, str] = field(default_factory=dict)
+
+
+class Workers(StoreBase):
+    """Mixed into Store."""
+
+    async def record_workers(self, rows: Sequence[WorkerRow]) -> None:
+        """Inserts or replaces the rows (one transaction); a row seen later than the one
+        given is kept (another replica saw the worker more recently)."""
+        if not rows:
+            return
+        async with self._write() as conn:
+            ids = [r.id for r in rows]
+            seen = {
+                r.id: r.last_seen
+                for r in await conn.execute(
+                    select(workers.c.id, workers.c.last_seen).where(workers.c.id.in_(ids))
+                )
+            }
+            rows = [r for r in rows if seen.get(r.id, r.last_seen) <= r.last_seen]
+            if not rows:
+                return
+            await conn.execute(delete(workers).where(workers.c.id.in_([r.id for r in rows])))
+            await conn.execute(
+                workers.insert(),
+                [
+                    {
+                        "id": r.id,
+                        "kind": r.kind,
+                        "last_seen": r.last_seen,
+                        "queues": json.dumps(list(r.queues)),
+                        "tasks": json.dumps(list(r.tasks)),
+                        "server": r.server,
+                        "info": json.dumps(r.info),
+                    }
+                    for r in rows
+                ],
+            )
+
+    async def list_workers(self, seen_since: Micros) -> list[WorkerRow]:
+        stmt = select(workers).where(workers.c.last_seen >= seen_since).order_by(workers.c.id)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [
+            WorkerRow(
+                id=r["id"],
+                kind=r["kind"],
+                last_seen=r["last_seen"],
+                queues=tuple(json.loads(r["queues"])),
+                tasks=tuple(json.loads(r["tasks"])),
+                server=r["server"],
+                info=json.loads(r["info"]),
+            )
+            for r in rows
+        ]
+
+    async def remove_worker(self, worker_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(delete(workers).where(workers.c.id == worker_id))
+
+    async def forget_workers(self, seen_before: Micros) -> int:
+        async with self._write() as conn:
+            stmt = delete(workers).where(workers.c.last_seen < seen_before)
+            return (await conn.execute(stmt)).rowcount
+
+    async def jobs_held(self) -> dict[str, int]:
+        """RUNNING jobs by the worker holding them."""
+        stmt = (
+            select(jobs.c.worker_id, func.count())
+            .where(jobs.c.state == JobState.RUNNING.value)
+            .group_by(jobs.c.worker_id)
+        )
+        async with self._read() as conn:
+            return {w: int(n) for w, n in await conn.execute(stmt)}

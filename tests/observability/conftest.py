@@ -1,0 +1,3 @@
+from tests.api.conftest import receiver
+
+__all__ = ["receiver"]

@@ -1,0 +1,140 @@
+"""ListWorkers, `jobwheel workers`, and Job.waiting_reason."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from jobwheel.server import model
+from jobwheel.server.execution.roster import FORGET_AFTER, NO_WORKER_AFTER
+from jobwheel.v1 import job_service_pb2 as pb
+from jobwheel.v1 import worker_service_pb2 as wpb
+
+from tests.api.helpers import field_violations
+from tests.client.test_cli import jw
+from tests.conftest import Running, fresh_pg_schema, running_server
+
+
+def by_id(workers: list[pb.Worker]) -> dict[str, pb.Worker]:
+    return {w.id: w for w in workers}
+
+
+async def test_list_workers_after_a_worker_leases(server: Running) -> None:
+    job = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="remote.a", queue="q1"))).job
+    leased = await server.workers.LeaseJobs(
+        wpb.LeaseJobsRequest(worker_id="w-1", queues=["q1"], tasks=["remote.a"], max_jobs=5)
+    )
+    assert [lease.job.id for lease in leased.leases] == [job.id]
+    await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w-2"))  # any task
+
+    reply = await server.jobs.ListWorkers(pb.ListWorkersRequest())
+    kinds = [w.kind for w in reply.workers]
+    assert kinds == [pb.WORKER_KIND_SERVER, pb.WORKER_KIND_REMOTE, pb.WORKER_KIND_REMOTE]
+    workers = by_id(list(reply.workers))
+    roster = server.app.roster
+    assert roster is not None
+    me = workers[roster.server_id]
+    assert "test.echo" in me.tasks and "jobwheel.event_delivery" not in me.tasks
+    assert me.version and me.jobs_held == 0
+    w1 = workers["w-1"]
+    assert (list(w1.queues), list(w1.tasks), w1.jobs_held) == (["q1"], ["remote.a"], 1)
+    assert w1.seen_by == roster.server_id and w1.last_seen_time.seconds > 0
+    assert (list(workers["w-2"].tasks), workers["w-2"].jobs_held) == ([], 0)
+
+    # after its report the worker holds nothing; a heartbeat-free worker ages out of the list
+    [lease] = leased.leases
+    await server.workers.CompleteJob(
+        wpb.CompleteJobRequest(job_id=job.id, epoch=lease.epoch, worker_id="w-1")
+    )
+    await roster.flush()
+    reply = await server.jobs.ListWorkers(pb.ListWorkersRequest())
+    assert by_id(list(reply.workers))["w-1"].jobs_held == 0
+    recent = await server.jobs.ListWorkers(
+        pb.ListWorkersRequest(seen_within=duration_pb2.Duration(nanos=1000))
+    )
+    assert [w.kind for w in recent.workers] == [pb.WORKER_KIND_SERVER]
+
+
+async def test_seen_within_limits(server: Running) -> None:
+    week = FORGET_AFTER // model.SECOND
+    await server.jobs.ListWorkers(
+        pb.ListWorkersRequest(seen_within=duration_pb2.Duration(seconds=week))
+    )
+    for bad in (
+        duration_pb2.Duration(seconds=week + 1),
+        duration_pb2.Duration(seconds=-1),
+        duration_pb2.Duration(seconds=1, nanos=-1),  # malformed
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await server.jobs.ListWorkers(pb.ListWorkersRequest(seen_within=bad))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "seen_within" in field_violations(err.value)
+
+
+async def test_replicas_share_their_workers() -> None:
+    async with fresh_pg_schema() as url, running_server(url) as a:
+        assert a.app.roster is not None
+        async with running_server(url) as b:
+            assert b.app.roster is not None
+            await a.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w-a", queues=["qa"]))
+            await a.app.roster.flush()
+            await b.app.roster.flush()
+            for replica in (a, b):
+                reply = await replica.jobs.ListWorkers(pb.ListWorkersRequest())
+                workers = by_id(list(reply.workers))
+                assert {a.app.roster.server_id, b.app.roster.server_id, "w-a"} <= set(workers)
+                assert workers["w-a"].seen_by == a.app.roster.server_id
+            gone = b.app.roster.server_id
+        # a replica that stopped is no longer listed
+        reply = await a.jobs.ListWorkers(pb.ListWorkersRequest())
+        assert gone not in by_id(list(reply.workers))
+
+
+async def test_queued_job_nobody_asked_for_says_so(server: Running) -> None:
+    roster = server.app.roster
+    assert roster is not None
+    job = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="nobody.runs"))).job
+    served = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.hang"))).job
+
+    async def reason(job_id: str) -> str:
+        return (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job.waiting_reason
+
+    assert await reason(job.id) == ""  # the server just started: workers may come
+    roster.started -= NO_WORKER_AFTER
+    text = await reason(job.id)
+    assert text.startswith("no worker:") and "'nobody.runs'" in text
+    listed = await server.jobs.ListJobs(pb.ListJobsRequest())
+    assert {j.id: j.waiting_reason for j in listed.jobs}[job.id] == text
+    assert await reason(served.id) == ""  # an in-process handler runs it
+
+    shown = await jw(server.address, "get", job.id)
+    assert shown.code == 0 and "no worker:" in shown.out
+    waited = await jw(server.address, "wait", job.id, "--timeout", "1s")
+    assert waited.code == 1 and f"{job.id}: QUEUED: {text}" in waited.err
+
+    # a worker of another queue does not help; one that asks for any task does
+    await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w-x", queues=["other"]))
+    assert await reason(job.id) == text
+    await server.workers.LeaseJobs(
+        wpb.LeaseJobsRequest(worker_id="w-y", tasks=["nobody.else"], max_jobs=1)
+    )
+    assert await reason(job.id) == text
+    await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="w-z", queues=["default"]))
+    # it leased the job itself; a new one waits for w-z, which asked within the minute
+    later = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="nobody.runs"))).job
+    assert await reason(later.id) == ""
+
+
+async def test_workers_command(server: Running) -> None:
+    await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="cli-w", tasks=["t1", "t2"]))
+    table = await jw(server.address, "workers")
+    assert table.code == 0, table.err
+    header, *rows = table.out.splitlines()
+    assert header.split() == ["WORKER", "KIND", "LAST", "SEEN", "HELD", "QUEUES", "TASKS"]
+    [remote] = [r for r in rows if r.startswith("cli-w")]
+    assert remote.split()[1] == "remote" and remote.split()[-1] == "t1,t2"
+    as_json = await jw(server.address, "workers", "-o", "json")
+    ids = [w["id"] for w in json.loads(as_json.out)["workers"]]
+    assert "cli-w" in ids and any(i.startswith("inprocess@") for i in ids)

@@ -1,0 +1,64 @@
+"""The workers table (ListWorkers), held jobs, the metrics' starting count, trace context."""
+
+from __future__ import annotations
+
+from jobwheel.server.model import SECOND, JobState
+from jobwheel.server.storage import Store
+from jobwheel.server.storage.workers import WorkerRow
+
+from tests.storage.factories import T0, new_job
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_workers_are_recorded_replaced_listed_and_forgotten(store: Store) -> None:
+    await store.record_workers(
+        [
+            WorkerRow("inprocess@a", "server", T0, tasks=("t1",), info={"version": "1.0"}),
+            WorkerRow("w1", "remote", T0, queues=("q",), tasks=("t2",), server="inprocess@a"),
+            WorkerRow("w2", "remote", T0 - 100 * SECOND),
+        ]
+    )
+    # seen again, asking for something else; an older sighting never moves last_seen back
+    await store.record_workers([WorkerRow("w1", "remote", T0 + SECOND, tasks=("t3",))])
+    await store.record_workers([WorkerRow("inprocess@a", "server", T0 - SECOND, tasks=("t1",))])
+    rows = {r.id: r for r in await store.list_workers(T0 - 10 * SECOND)}
+    assert set(rows) == {"inprocess@a", "w1"}
+    assert rows["w1"].last_seen == T0 + SECOND and rows["w1"].tasks == ("t3",)
+    assert rows["inprocess@a"].last_seen == T0 and rows["inprocess@a"].info == {"version": "1.0"}
+    assert await store.forget_workers(T0 - 10 * SECOND) == 1
+    assert {r.id for r in await store.list_workers(0)} == {"inprocess@a", "w1"}
+    await store.record_workers([])
+
+
+async def test_jobs_held_counts_running_jobs_by_worker(store: Store) -> None:
+    await store.insert_jobs([new_job(task="t") for _ in range(3)])
+    await store.lease("w1", queue_names=(), tasks=("t",), skip_tasks=(), limit=2, now=T0,
+                      lease_until=T0 + 30 * SECOND)  # fmt: skip
+    await store.lease("w2", queue_names=(), tasks=("t",), skip_tasks=(), limit=5, now=T0,
+                      lease_until=T0 + 30 * SECOND)  # fmt: skip
+    assert await store.jobs_held() == {"w1": 2, "w2": 1}
+
+
+async def test_active_counts_by_state_queue_and_task(store: Store) -> None:
+    revision = await store.head_revision()
+    await store.insert_jobs(
+        [
+            new_job(task="a", queue="q1"),
+            new_job(task="a", queue="q1"),
+            new_job(task="b", queue="q2", state=JobState.SCHEDULED, next_run_time=T0 * 2),
+        ]
+    )
+    head, counts = await store.active_counts()
+    assert head == revision + 3
+    assert counts == {(JobState.QUEUED, "q1", "a"): 2, (JobState.SCHEDULED, "q2", "b"): 1}
+
+
+async def test_trace_context_is_kept_with_the_job(store: Store) -> None:
+    [(job, _)] = await store.insert_jobs([new_job(traceparent=TRACEPARENT)])
+    assert job.traceparent == TRACEPARENT
+    got = await store.get_job(job.id)
+    assert got is not None and got.traceparent == TRACEPARENT
+    [leased] = await store.lease("w", queue_names=(), tasks=(), skip_tasks=(), limit=1, now=T0,
+                                 lease_until=T0 + SECOND)  # fmt: skip
+    assert leased.traceparent == TRACEPARENT

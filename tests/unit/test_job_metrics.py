@@ -1,0 +1,111 @@
+"""The jobs gauge's reading of events: whatever an attempt's end writes, the events say the
+job left RUNNING (or that a recount is needed), and the counters see each outcome once."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+from jobwheel.server import model
+from jobwheel.server.execution import outcomes
+from jobwheel.server.execution.base import AttemptResult, Outcome
+from jobwheel.server.model import SECOND, Event, EventType, JobState
+from jobwheel.server.observability.job_metrics import UNKNOWN, changes, previous_state
+
+from tests.unit.test_outcomes import NOW, running
+
+RESULTS = st.builds(
+    AttemptResult,
+    outcome=st.sampled_from(list(Outcome)),
+    error=st.just("E: x"),
+    retryable=st.booleans(),
+    retry_after=st.integers(0, 60 * SECOND),
+)
+SCHEDULES = st.one_of(
+    st.none(),
+    st.builds(
+        model.Schedule,
+        start_time=st.just(NOW - 3600 * SECOND),
+        interval=st.integers(1, 3600).map(lambda s: s * SECOND),
+        limit=st.integers(0, 5),
+    ),
+)
+
+
+def events_of(settlement: outcomes.Settlement, first_revision: int = 1) -> list[Event]:
+    """The events the store appends for a settlement (one transaction, one time)."""
+    return [
+        Event(first_revision + i, etype, settlement.after, settlement.now)
+        for i, etype in enumerate(settlement.events)
+    ]
+
+
+@given(
+    attempt=st.integers(1, 6),
+    max_attempts=st.integers(1, 6),
+    executions=st.integers(1, 5),
+    schedule=SCHEDULES,
+    result=RESULTS,
+    lost=st.booleans(),
+    counts=st.booleans(),
+)
+def test_an_attempt_end_leaves_running(
+    attempt: int,
+    max_attempts: int,
+    executions: int,
+    schedule: model.Schedule | None,
+    result: AttemptResult,
+    lost: bool,
+    counts: bool,
+) -> None:
+    job = running(
+        attempt=min(attempt, max_attempts),
+        retry_policy=model.RetryPolicy(max_attempts=max_attempts),
+        schedule=schedule,
+        execution_count=executions,
+    )
+    settlement = (
+        outcomes.lost(job, NOW, "gone", counts=counts)
+        if lost
+        else outcomes.settle(job, result, NOW, 0.5)
+    )
+    events = events_of(settlement)
+    [group] = changes(events)  # one change of one job
+    prev = previous_state(group)
+    if prev is UNKNOWN:
+        # only an ended schedule's lone COMPLETED is ambiguous (a late job can end that way
+        # without running); the gauge then recounts
+        assert settlement.events == (EventType.COMPLETED,) and job.recurring
+    else:
+        assert prev is JobState.RUNNING
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=30))
+def test_changes_split_by_job_and_transaction(keys: list[tuple[int, int]]) -> None:
+    job = running()
+    events = [
+        Event(i + 1, EventType.PROGRESS, model.Job(**{**_fields(job), "id": f"j{j}"}), t)
+        for i, (j, t) in enumerate(keys)
+    ]
+    groups = changes(events)
+    assert [e for g in groups for e in g] == events  # nothing lost or reordered
+    for group in groups:
+        assert len({(e.job.id, e.time) for e in group}) == 1
+    for before, after in itertools.pairwise(groups):
+        assert (before[-1].job.id, before[-1].time) != (after[0].job.id, after[0].time)
+
+
+def _fields(job: model.Job) -> dict[str, object]:
+    return {name: getattr(job, name) for name in model.Job.__dataclass_fields__}
+
+
+def test_promotion_and_claim_are_read_from_the_job() -> None:
+    retrying = running(attempt=2, state=JobState.QUEUED)
+    first = running(attempt=0, state=JobState.QUEUED)
+    assert previous_state([Event(1, EventType.QUEUED, retrying, NOW)]) is JobState.RETRYING
+    assert previous_state([Event(1, EventType.QUEUED, first, NOW)]) is JobState.SCHEDULED
+    assert previous_state([Event(1, EventType.STARTED, running(), NOW)]) is JobState.QUEUED
+    assert previous_state([Event(1, EventType.ENQUEUED, first, NOW)]) is None
+    for ambiguous in (EventType.CANCELLED, EventType.PAUSED, EventType.DELETED):
+        assert previous_state([Event(1, ambiguous, first, NOW)]) is UNKNOWN

@@ -2,6 +2,7 @@
 // between plain JavaScript values and the protobuf well-known types it uses.
 "use strict";
 
+const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
@@ -27,12 +28,39 @@ function address() {
   return process.env.JOBWHEEL_SERVER || "127.0.0.1:50051";
 }
 
+// TLS when JOBWHEEL_TLS_CA is set (with JOBWHEEL_TLS_CERT and JOBWHEEL_TLS_KEY: mutual TLS).
+function channelCredentials() {
+  const ca = process.env.JOBWHEEL_TLS_CA;
+  if (!ca) return grpc.credentials.createInsecure();
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(
+    read(ca),
+    read(process.env.JOBWHEEL_TLS_KEY),
+    read(process.env.JOBWHEEL_TLS_CERT),
+  );
+}
+
+// JOBWHEEL_TOKEN goes on every call as `authorization: Bearer ...`. An interceptor rather
+// than call credentials, which grpc-js only allows over TLS.
+function clientOptions() {
+  const token = process.env.JOBWHEEL_TOKEN;
+  if (!token) return {};
+  const bearer = (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+  return { interceptors: [bearer] };
+}
+
 function jobService(addr = address()) {
-  return new v1.JobService(addr, grpc.credentials.createInsecure());
+  return new v1.JobService(addr, channelCredentials(), clientOptions());
 }
 
 function workerService(addr = address()) {
-  return new v1.WorkerService(addr, grpc.credentials.createInsecure());
+  return new v1.WorkerService(addr, channelCredentials(), clientOptions());
 }
 
 // google.protobuf.Value <-> JSON value. The bundled well-known types keep protobufjs's

@@ -99,3 +99,19 @@ async def test_event_subscriptions(client: AsyncClient) -> None:
     await client.delete_event_subscription(sub.id)
     with pytest.raises(NotFound):
         await client.delete_event_subscription(sub.id)
+
+
+async def test_bulk_actions_on_every_job_need_all(client: AsyncClient) -> None:
+    for _ in range(2):
+        await client.enqueue_job("test.noop", delay="1h")
+    with pytest.raises(InvalidArgument) as info:
+        await client.pause_jobs()
+    assert "filter" in {v.field for v in info.value.violations}
+    every_state = [s for s in job_pb2.JobState.values() if s != job_pb2.JOB_STATE_UNSPECIFIED]
+    with pytest.raises(InvalidArgument):
+        await client.delete_jobs(states=every_state)
+    assert await client.pause_jobs(all=True) == 2
+    assert await client.resume_jobs(states=every_state, all=True) == 2
+    assert await client.cancel_jobs(all=True, reason="clean slate") == 2
+    assert await client.retry_jobs(all=True, delay="1h") == 2
+    assert await client.delete_jobs(queues=["default"], all=True) == 2

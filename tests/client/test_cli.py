@@ -165,7 +165,39 @@ async def test_bulk_needs_yes_without_a_terminal(server: Running) -> None:
     r = await jw(server.address, "cancel", "--state", "failed")
     assert r.code == 2 and "--yes" in r.err
     r = await jw(server.address, "delete")
-    assert r.code == 2 and "give a job ID or filter flags" in r.err
+    assert r.code == 2 and "give a job ID, filter flags or --all" in r.err
+
+
+async def test_bulk_on_every_job_needs_all(server: Running) -> None:
+    for n in range(2):
+        r = await jw(
+            server.address, "enqueue", "test.echo", "--in", "1h", "--payload", f'{{"n": {n}}}'
+        )
+        assert r.code == 0, r.err
+    every_state = [
+        arg
+        for state in (
+            "scheduled",
+            "queued",
+            "running",
+            "retrying",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+        )
+        for arg in ("--state", state)
+    ]
+    # a filter naming every state matches every job: the server wants `all`
+    r = await jw(server.address, "pause", *every_state, "--yes")
+    assert r.code == 2 and "matches every job" in r.err, r.err
+    r = await jw(server.address, "pause", "--all", "--yes", "-o", "json")
+    assert r.code == 0, r.err
+    assert r.json() == {"count": "2"}  # int64 is a string in protobuf JSON
+    r = await jw(server.address, "resume", *every_state, "--all", "--yes")
+    assert r.code == 0 and "resumed 2 jobs" in r.out, r.err
+    r = await jw(server.address, "cancel", "0123456789", "--all", "--yes")
+    assert r.code == 2 and "--all" in r.err and "no IDs" in r.err
 
 
 async def test_help_documents_exit_codes() -> None:

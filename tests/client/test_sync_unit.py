@@ -200,8 +200,12 @@ def test_bulk_requests_and_counts(fake: Fake) -> None:
     assert result.result(5) == 7
     result = fake.start(lambda c: c.cancel_jobs(queues=["q"], reason="cleanup"))
     req = fake.reply("CancelJobs", pb.CancelJobsResponse(count=2))
-    assert list(req.filter.queues) == ["q"] and req.reason == "cleanup"
+    assert list(req.filter.queues) == ["q"] and req.reason == "cleanup" and not req.all
     assert result.result(5) == 2
+    result = fake.start(lambda c: c.pause_jobs(all=True))
+    req = fake.reply("PauseJobs", pb.PauseJobsResponse(count=3))
+    assert req.all and not req.filter.ByteSize()
+    assert result.result(5) == 3
 
 
 def test_filter_fields(fake: Fake) -> None:

@@ -32,9 +32,10 @@ class AsyncClient:
     """A JobService client. Use as an async context manager, or await `close()`.
 
     `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
-    `Connection`. `timeout` is the deadline of each unary call in seconds (None: none);
-    watches have none unless asked. Reads and other idempotent calls are retried after
-    UNAVAILABLE per `retry`.
+    `Connection`, which also carries a token and TLS files (see `Connection.of`; by default
+    JOBWHEEL_TOKEN and JOBWHEEL_TLS_*). `timeout` is the deadline of each unary call in
+    seconds (None: none); watches have none unless asked. Reads and other idempotent calls
+    are retried after UNAVAILABLE per `retry`.
     """
 
     def __init__(
@@ -266,30 +267,45 @@ class AsyncClient:
             await self._sleep(self.retry.delay(failures))
 
     # -- bulk -----------------------------------------------------------------
+    # Each acts on the jobs that match `filter` and the keyword filters; returns how many
+    # changed. A filter that matches every job (none given, or every state and nothing else)
+    # is refused with INVALID_ARGUMENT unless `all=True`: one slip must not change every job.
 
     async def cancel_jobs(
-        self, filter: Filter | None = None, *, reason: str = "", **where: Unpack[FilterArgs]
+        self,
+        filter: Filter | None = None,
+        *,
+        reason: str = "",
+        all: bool = False,
+        **where: Unpack[FilterArgs],
     ) -> int:
         """Cancels every matching non-terminal job; returns how many changed."""
-        return await self._run(calls.bulk("CancelJobs", filter, where, reason=reason))
+        return await self._run(calls.bulk("CancelJobs", filter, where, reason=reason, all=all))
 
-    async def pause_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
-        return await self._run(calls.bulk("PauseJobs", filter, where))
+    async def pause_jobs(
+        self, filter: Filter | None = None, *, all: bool = False, **where: Unpack[FilterArgs]
+    ) -> int:
+        return await self._run(calls.bulk("PauseJobs", filter, where, all=all))
 
-    async def resume_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
-        return await self._run(calls.bulk("ResumeJobs", filter, where))
+    async def resume_jobs(
+        self, filter: Filter | None = None, *, all: bool = False, **where: Unpack[FilterArgs]
+    ) -> int:
+        return await self._run(calls.bulk("ResumeJobs", filter, where, all=all))
 
     async def retry_jobs(
         self,
         filter: Filter | None = None,
         *,
         delay: DurationLike | None = None,
+        all: bool = False,
         **where: Unpack[FilterArgs],
     ) -> int:
-        return await self._run(calls.bulk("RetryJobs", filter, where, delay=delay))
+        return await self._run(calls.bulk("RetryJobs", filter, where, delay=delay, all=all))
 
-    async def delete_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
-        return await self._run(calls.bulk("DeleteJobs", filter, where))
+    async def delete_jobs(
+        self, filter: Filter | None = None, *, all: bool = False, **where: Unpack[FilterArgs]
+    ) -> int:
+        return await self._run(calls.bulk("DeleteJobs", filter, where, all=all))
 
     # -- queues ---------------------------------------------------------------
 

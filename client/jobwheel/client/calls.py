@@ -247,6 +247,7 @@ def bulk(
         req.reason = extra["reason"]
     if extra.get("delay") is not None:
         req.delay.CopyFrom(to_duration(extra["delay"]))
+    req.all = bool(extra.get("all"))  # needed when the filter matches every job
     return Call(method, req, _count, idempotent=False)
 
 

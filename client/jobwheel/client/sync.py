@@ -29,9 +29,10 @@ class Client:
     """A JobService client. Use as a context manager, or call `close()`.
 
     `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
-    `Connection`. `timeout` is the deadline of each unary call in seconds (None: none);
-    watches have none unless asked. Reads and other idempotent calls are retried after
-    UNAVAILABLE per `retry`.
+    `Connection`, which also carries a token and TLS files (see `Connection.of`; by default
+    JOBWHEEL_TOKEN and JOBWHEEL_TLS_*). `timeout` is the deadline of each unary call in
+    seconds (None: none); watches have none unless asked. Reads and other idempotent calls
+    are retried after UNAVAILABLE per `retry`.
     """
 
     def __init__(
@@ -260,30 +261,45 @@ class Client:
             self._sleep(self.retry.delay(failures))
 
     # -- bulk -----------------------------------------------------------------
+    # Each acts on the jobs that match `filter` and the keyword filters; returns how many
+    # changed. A filter that matches every job (none given, or every state and nothing else)
+    # is refused with INVALID_ARGUMENT unless `all=True`: one slip must not change every job.
 
     def cancel_jobs(
-        self, filter: Filter | None = None, *, reason: str = "", **where: Unpack[FilterArgs]
+        self,
+        filter: Filter | None = None,
+        *,
+        reason: str = "",
+        all: bool = False,
+        **where: Unpack[FilterArgs],
     ) -> int:
         """Cancels every matching non-terminal job; returns how many changed."""
-        return self._run(calls.bulk("CancelJobs", filter, where, reason=reason))
+        return self._run(calls.bulk("CancelJobs", filter, where, reason=reason, all=all))
 
-    def pause_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
-        return self._run(calls.bulk("PauseJobs", filter, where))
+    def pause_jobs(
+        self, filter: Filter | None = None, *, all: bool = False, **where: Unpack[FilterArgs]
+    ) -> int:
+        return self._run(calls.bulk("PauseJobs", filter, where, all=all))
 
-    def resume_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
-        return self._run(calls.bulk("ResumeJobs", filter, where))
+    def resume_jobs(
+        self, filter: Filter | None = None, *, all: bool = False, **where: Unpack[FilterArgs]
+    ) -> int:
+        return self._run(calls.bulk("ResumeJobs", filter, where, all=all))
 
     def retry_jobs(
         self,
         filter: Filter | None = None,
         *,
         delay: DurationLike | None = None,
+        all: bool = False,
         **where: Unpack[FilterArgs],
     ) -> int:
-        return self._run(calls.bulk("RetryJobs", filter, where, delay=delay))
+        return self._run(calls.bulk("RetryJobs", filter, where, delay=delay, all=all))
 
-    def delete_jobs(self, filter: Filter | None = None, **where: Unpack[FilterArgs]) -> int:
-        return self._run(calls.bulk("DeleteJobs", filter, where))
+    def delete_jobs(
+        self, filter: Filter | None = None, *, all: bool = False, **where: Unpack[FilterArgs]
+    ) -> int:
+        return self._run(calls.bulk("DeleteJobs", filter, where, all=all))
 
     # -- queues ---------------------------------------------------------------
 

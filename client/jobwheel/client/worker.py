@@ -24,6 +24,10 @@ gives running jobs `grace` seconds. Jobs still running then are cancelled and re
 FailJob(retryable) and the error "WorkerStopped: ...": the attempt is recorded as failed
 (it counts against max_attempts) and the job is retried after its backoff, instead of
 sitting RUNNING until its lease expires.
+
+Against a server with TLS or tokens, pass `Connection.of(address, token=..., tls_ca=...)`
+(jobwheel.client.connection) as the address, or set JOBWHEEL_TOKEN, JOBWHEEL_TLS_CA,
+JOBWHEEL_TLS_CERT and JOBWHEEL_TLS_KEY. The worker needs a token with the role `worker`.
 """
 
 from __future__ import annotations

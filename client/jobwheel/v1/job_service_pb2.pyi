@@ -333,12 +333,14 @@ class PreviewScheduleResponse(_message.Message):
     def __init__(self, fire_times: _Optional[_Iterable[_Union[FireTime, _Mapping]]] = ...) -> None: ...
 
 class CancelJobsRequest(_message.Message):
-    __slots__ = ("filter", "reason")
+    __slots__ = ("filter", "reason", "all")
     FILTER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     filter: _job_pb2.JobFilter
     reason: str
-    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    all: bool
+    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., reason: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class CancelJobsResponse(_message.Message):
     __slots__ = ("count",)
@@ -347,10 +349,12 @@ class CancelJobsResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class PauseJobsRequest(_message.Message):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "all")
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     filter: _job_pb2.JobFilter
-    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ...) -> None: ...
+    all: bool
+    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class PauseJobsResponse(_message.Message):
     __slots__ = ("count",)
@@ -359,10 +363,12 @@ class PauseJobsResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class ResumeJobsRequest(_message.Message):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "all")
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     filter: _job_pb2.JobFilter
-    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ...) -> None: ...
+    all: bool
+    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class ResumeJobsResponse(_message.Message):
     __slots__ = ("count",)
@@ -371,12 +377,14 @@ class ResumeJobsResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class RetryJobsRequest(_message.Message):
-    __slots__ = ("filter", "delay")
+    __slots__ = ("filter", "delay", "all")
     FILTER_FIELD_NUMBER: _ClassVar[int]
     DELAY_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     filter: _job_pb2.JobFilter
     delay: _duration_pb2.Duration
-    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    all: bool
+    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class RetryJobsResponse(_message.Message):
     __slots__ = ("count",)
@@ -385,10 +393,12 @@ class RetryJobsResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class DeleteJobsRequest(_message.Message):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "all")
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     filter: _job_pb2.JobFilter
-    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ...) -> None: ...
+    all: bool
+    def __init__(self, filter: _Optional[_Union[_job_pb2.JobFilter, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class DeleteJobsResponse(_message.Message):
     __slots__ = ("count",)

@@ -44,6 +44,23 @@ class JobServiceStub:
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
 
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
+
     Limits of every request of both services (beyond them: INVALID_ARGUMENT):
     - A body that does not decode as the request message is refused.
     - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
@@ -227,6 +244,23 @@ class JobServiceServicer:
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
 
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
+
     Limits of every request of both services (beyond them: INVALID_ARGUMENT):
     - A body that does not decode as the request message is refused.
     - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
@@ -246,6 +280,7 @@ class JobServiceServicer:
     def EnqueueJob(self, request, context):
         """Creates a job: run now, at a time, or on a schedule. Returns after the job is durably
         stored. With an idempotency key already in use, returns the existing job instead.
+        Role: producer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -254,6 +289,7 @@ class JobServiceServicer:
     def BatchEnqueueJobs(self, request, context):
         """Creates many jobs in one durable write. Validation is all-or-nothing: if any entry is
         invalid nothing is created and the BadRequest names it (field "jobs[3].task").
+        Role: producer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -261,6 +297,7 @@ class JobServiceServicer:
 
     def GetJob(self, request, context):
         """Returns one job.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,6 +305,7 @@ class JobServiceServicer:
 
     def ListJobs(self, request, context):
         """Lists jobs matching a filter, one page at a time.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -275,6 +313,7 @@ class JobServiceServicer:
 
     def CancelJob(self, request, context):
         """Cancels a job in any non-terminal state, RUNNING included.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,6 +321,7 @@ class JobServiceServicer:
 
     def RetryJob(self, request, context):
         """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -289,6 +329,7 @@ class JobServiceServicer:
 
     def RescheduleJob(self, request, context):
         """Changes a job's start time or whole schedule.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -296,6 +337,7 @@ class JobServiceServicer:
 
     def TriggerJob(self, request, context):
         """Runs a job now, without changing its schedule.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -303,6 +345,7 @@ class JobServiceServicer:
 
     def PauseJob(self, request, context):
         """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -310,6 +353,7 @@ class JobServiceServicer:
 
     def ResumeJob(self, request, context):
         """Resumes a PAUSED job; missed occurrences follow its misfire policy.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -317,6 +361,7 @@ class JobServiceServicer:
 
     def DeleteJob(self, request, context):
         """Deletes a job that is not RUNNING, with its attempts.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -324,6 +369,7 @@ class JobServiceServicer:
 
     def ListJobAttempts(self, request, context):
         """Lists a job's attempts (its execution history), oldest first.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -331,6 +377,7 @@ class JobServiceServicer:
 
     def GetJobStats(self, request, context):
         """Counts and rates for the jobs matching a filter.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -338,6 +385,7 @@ class JobServiceServicer:
 
     def WatchJobs(self, request, context):
         """Streams changes to the jobs matching a filter, optionally after a snapshot.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +393,7 @@ class JobServiceServicer:
 
     def PreviewSchedule(self, request, context):
         """Computes the next fire times of a schedule without creating anything.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -352,6 +401,7 @@ class JobServiceServicer:
 
     def CancelJobs(self, request, context):
         """Cancels every matching non-terminal job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -359,6 +409,7 @@ class JobServiceServicer:
 
     def PauseJobs(self, request, context):
         """Pauses every matching job that can be paused; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +417,7 @@ class JobServiceServicer:
 
     def ResumeJobs(self, request, context):
         """Resumes every matching PAUSED job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -373,6 +425,7 @@ class JobServiceServicer:
 
     def RetryJobs(self, request, context):
         """Retries every matching FAILED or CANCELLED job; returns how many changed.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -380,6 +433,7 @@ class JobServiceServicer:
 
     def DeleteJobs(self, request, context):
         """Deletes every matching job that is not RUNNING; returns how many were deleted.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -387,6 +441,7 @@ class JobServiceServicer:
 
     def ListQueues(self, request, context):
         """Lists the queues that hold jobs or have settings, with their depth per state.
+        Role: reader.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -394,6 +449,7 @@ class JobServiceServicer:
 
     def PauseQueue(self, request, context):
         """Pauses a queue: its due jobs stay QUEUED and none starts.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -401,6 +457,7 @@ class JobServiceServicer:
 
     def ResumeQueue(self, request, context):
         """Resumes a paused queue.
+        Role: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -408,6 +465,7 @@ class JobServiceServicer:
 
     def UpdateQueue(self, request, context):
         """Changes a queue's limits.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -419,6 +477,8 @@ class JobServiceServicer:
         server replica with its in-process handlers. In JobService, beside ListQueues, because it
         is an operator's read: WorkerService is what workers call, and a worker's credentials
         need not show it the others.
+        Role: reader, not limited to queues (workers span every queue): a token limited to
+        queues gets PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -427,6 +487,7 @@ class JobServiceServicer:
     def CreateEventSubscription(self, request, context):
         """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
         subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -434,6 +495,7 @@ class JobServiceServicer:
 
     def ListEventSubscriptions(self, request, context):
         """Lists the event subscriptions (without their secrets).
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -441,6 +503,7 @@ class JobServiceServicer:
 
     def DeleteEventSubscription(self, request, context):
         """Removes an event subscription; deliveries not yet made are dropped.
+        Role: admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -615,6 +678,23 @@ class JobService:
     result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+    reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+    ListWorkers
+    producer: EnqueueJob BatchEnqueueJobs
+    operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+    CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+    worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+    admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+    DeleteEventSubscription
 
     Limits of every request of both services (beyond them: INVALID_ARGUMENT):
     - A body that does not decode as the request message is refused.

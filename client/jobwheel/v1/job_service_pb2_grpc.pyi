@@ -45,6 +45,23 @@ class JobServiceStub:
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
 
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+      reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+                ListWorkers
+      producer: EnqueueJob BatchEnqueueJobs
+      operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+                CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+      worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+      admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+                DeleteEventSubscription
+
     Limits of every request of both services (beyond them: INVALID_ARGUMENT):
     - A body that does not decode as the request message is refused.
     - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
@@ -68,70 +85,123 @@ class JobServiceStub:
     EnqueueJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.EnqueueJobRequest, _job_service_pb2.EnqueueJobResponse]
     """Creates a job: run now, at a time, or on a schedule. Returns after the job is durably
     stored. With an idempotency key already in use, returns the existing job instead.
+    Role: producer.
     """
     BatchEnqueueJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.BatchEnqueueJobsRequest, _job_service_pb2.BatchEnqueueJobsResponse]
     """Creates many jobs in one durable write. Validation is all-or-nothing: if any entry is
     invalid nothing is created and the BadRequest names it (field "jobs[3].task").
+    Role: producer.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]
-    """Returns one job."""
+    """Returns one job.
+    Role: reader.
+    """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
-    """Lists jobs matching a filter, one page at a time."""
+    """Lists jobs matching a filter, one page at a time.
+    Role: reader.
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]
-    """Cancels a job in any non-terminal state, RUNNING included."""
+    """Cancels a job in any non-terminal state, RUNNING included.
+    Role: operator.
+    """
     RetryJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobRequest, _job_service_pb2.RetryJobResponse]
-    """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept."""
+    """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept.
+    Role: operator.
+    """
     RescheduleJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RescheduleJobRequest, _job_service_pb2.RescheduleJobResponse]
-    """Changes a job's start time or whole schedule."""
+    """Changes a job's start time or whole schedule.
+    Role: operator.
+    """
     TriggerJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.TriggerJobRequest, _job_service_pb2.TriggerJobResponse]
-    """Runs a job now, without changing its schedule."""
+    """Runs a job now, without changing its schedule.
+    Role: operator.
+    """
     PauseJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.PauseJobRequest, _job_service_pb2.PauseJobResponse]
-    """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed."""
+    """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed.
+    Role: operator.
+    """
     ResumeJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ResumeJobRequest, _job_service_pb2.ResumeJobResponse]
-    """Resumes a PAUSED job; missed occurrences follow its misfire policy."""
+    """Resumes a PAUSED job; missed occurrences follow its misfire policy.
+    Role: operator.
+    """
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.DeleteJobRequest, _job_service_pb2.DeleteJobResponse]
-    """Deletes a job that is not RUNNING, with its attempts."""
+    """Deletes a job that is not RUNNING, with its attempts.
+    Role: operator.
+    """
     ListJobAttempts: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobAttemptsRequest, _job_service_pb2.ListJobAttemptsResponse]
-    """Lists a job's attempts (its execution history), oldest first."""
+    """Lists a job's attempts (its execution history), oldest first.
+    Role: reader.
+    """
     GetJobStats: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobStatsRequest, _job_service_pb2.GetJobStatsResponse]
-    """Counts and rates for the jobs matching a filter."""
+    """Counts and rates for the jobs matching a filter.
+    Role: reader.
+    """
     WatchJobs: _grpc.UnaryStreamMultiCallable[_job_service_pb2.WatchJobsRequest, _job_service_pb2.WatchJobsResponse]
-    """Streams changes to the jobs matching a filter, optionally after a snapshot."""
+    """Streams changes to the jobs matching a filter, optionally after a snapshot.
+    Role: reader.
+    """
     PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.PreviewScheduleRequest, _job_service_pb2.PreviewScheduleResponse]
-    """Computes the next fire times of a schedule without creating anything."""
+    """Computes the next fire times of a schedule without creating anything.
+    Role: reader.
+    """
     CancelJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobsRequest, _job_service_pb2.CancelJobsResponse]
-    """Cancels every matching non-terminal job; returns how many changed."""
+    """Cancels every matching non-terminal job; returns how many changed.
+    Role: operator.
+    """
     PauseJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.PauseJobsRequest, _job_service_pb2.PauseJobsResponse]
-    """Pauses every matching job that can be paused; returns how many changed."""
+    """Pauses every matching job that can be paused; returns how many changed.
+    Role: operator.
+    """
     ResumeJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ResumeJobsRequest, _job_service_pb2.ResumeJobsResponse]
-    """Resumes every matching PAUSED job; returns how many changed."""
+    """Resumes every matching PAUSED job; returns how many changed.
+    Role: operator.
+    """
     RetryJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobsRequest, _job_service_pb2.RetryJobsResponse]
-    """Retries every matching FAILED or CANCELLED job; returns how many changed."""
+    """Retries every matching FAILED or CANCELLED job; returns how many changed.
+    Role: operator.
+    """
     DeleteJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.DeleteJobsRequest, _job_service_pb2.DeleteJobsResponse]
-    """Deletes every matching job that is not RUNNING; returns how many were deleted."""
+    """Deletes every matching job that is not RUNNING; returns how many were deleted.
+    Role: operator.
+    """
     ListQueues: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListQueuesRequest, _job_service_pb2.ListQueuesResponse]
-    """Lists the queues that hold jobs or have settings, with their depth per state."""
+    """Lists the queues that hold jobs or have settings, with their depth per state.
+    Role: reader.
+    """
     PauseQueue: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.PauseQueueRequest, _job_service_pb2.PauseQueueResponse]
-    """Pauses a queue: its due jobs stay QUEUED and none starts."""
+    """Pauses a queue: its due jobs stay QUEUED and none starts.
+    Role: operator.
+    """
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ResumeQueueRequest, _job_service_pb2.ResumeQueueResponse]
-    """Resumes a paused queue."""
+    """Resumes a paused queue.
+    Role: operator.
+    """
     UpdateQueue: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.UpdateQueueRequest, _job_service_pb2.UpdateQueueResponse]
-    """Changes a queue's limits."""
+    """Changes a queue's limits.
+    Role: admin.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]
     """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
     their last contact, the jobs they hold and the queues and tasks they asked for; and each
     server replica with its in-process handlers. In JobService, beside ListQueues, because it
     is an operator's read: WorkerService is what workers call, and a worker's credentials
     need not show it the others.
+    Role: reader, not limited to queues (workers span every queue): a token limited to
+    queues gets PERMISSION_DENIED.
     """
     CreateEventSubscription: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CreateEventSubscriptionRequest, _job_service_pb2.CreateEventSubscriptionResponse]
     """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
     subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
+    Role: admin.
     """
     ListEventSubscriptions: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListEventSubscriptionsRequest, _job_service_pb2.ListEventSubscriptionsResponse]
-    """Lists the event subscriptions (without their secrets)."""
+    """Lists the event subscriptions (without their secrets).
+    Role: admin.
+    """
     DeleteEventSubscription: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.DeleteEventSubscriptionRequest, _job_service_pb2.DeleteEventSubscriptionResponse]
-    """Removes an event subscription; deliveries not yet made are dropped."""
+    """Removes an event subscription; deliveries not yet made are dropped.
+    Role: admin.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -153,6 +223,23 @@ class JobServiceAsyncStub(JobServiceStub):
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
 
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+      reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+                ListWorkers
+      producer: EnqueueJob BatchEnqueueJobs
+      operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+                CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+      worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+      admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+                DeleteEventSubscription
+
     Limits of every request of both services (beyond them: INVALID_ARGUMENT):
     - A body that does not decode as the request message is refused.
     - No string holds U+0000. Identifiers (ids, names, label keys and values, idempotency
@@ -173,70 +260,123 @@ class JobServiceAsyncStub(JobServiceStub):
     EnqueueJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.EnqueueJobRequest, _job_service_pb2.EnqueueJobResponse]  # type: ignore[assignment]
     """Creates a job: run now, at a time, or on a schedule. Returns after the job is durably
     stored. With an idempotency key already in use, returns the existing job instead.
+    Role: producer.
     """
     BatchEnqueueJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.BatchEnqueueJobsRequest, _job_service_pb2.BatchEnqueueJobsResponse]  # type: ignore[assignment]
     """Creates many jobs in one durable write. Validation is all-or-nothing: if any entry is
     invalid nothing is created and the BadRequest names it (field "jobs[3].task").
+    Role: producer.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]  # type: ignore[assignment]
-    """Returns one job."""
+    """Returns one job.
+    Role: reader.
+    """
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Lists jobs matching a filter, one page at a time."""
+    """Lists jobs matching a filter, one page at a time.
+    Role: reader.
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]  # type: ignore[assignment]
-    """Cancels a job in any non-terminal state, RUNNING included."""
+    """Cancels a job in any non-terminal state, RUNNING included.
+    Role: operator.
+    """
     RetryJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobRequest, _job_service_pb2.RetryJobResponse]  # type: ignore[assignment]
-    """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept."""
+    """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept.
+    Role: operator.
+    """
     RescheduleJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RescheduleJobRequest, _job_service_pb2.RescheduleJobResponse]  # type: ignore[assignment]
-    """Changes a job's start time or whole schedule."""
+    """Changes a job's start time or whole schedule.
+    Role: operator.
+    """
     TriggerJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.TriggerJobRequest, _job_service_pb2.TriggerJobResponse]  # type: ignore[assignment]
-    """Runs a job now, without changing its schedule."""
+    """Runs a job now, without changing its schedule.
+    Role: operator.
+    """
     PauseJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.PauseJobRequest, _job_service_pb2.PauseJobResponse]  # type: ignore[assignment]
-    """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed."""
+    """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed.
+    Role: operator.
+    """
     ResumeJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ResumeJobRequest, _job_service_pb2.ResumeJobResponse]  # type: ignore[assignment]
-    """Resumes a PAUSED job; missed occurrences follow its misfire policy."""
+    """Resumes a PAUSED job; missed occurrences follow its misfire policy.
+    Role: operator.
+    """
     DeleteJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.DeleteJobRequest, _job_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
-    """Deletes a job that is not RUNNING, with its attempts."""
+    """Deletes a job that is not RUNNING, with its attempts.
+    Role: operator.
+    """
     ListJobAttempts: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobAttemptsRequest, _job_service_pb2.ListJobAttemptsResponse]  # type: ignore[assignment]
-    """Lists a job's attempts (its execution history), oldest first."""
+    """Lists a job's attempts (its execution history), oldest first.
+    Role: reader.
+    """
     GetJobStats: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobStatsRequest, _job_service_pb2.GetJobStatsResponse]  # type: ignore[assignment]
-    """Counts and rates for the jobs matching a filter."""
+    """Counts and rates for the jobs matching a filter.
+    Role: reader.
+    """
     WatchJobs: _aio.UnaryStreamMultiCallable[_job_service_pb2.WatchJobsRequest, _job_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
-    """Streams changes to the jobs matching a filter, optionally after a snapshot."""
+    """Streams changes to the jobs matching a filter, optionally after a snapshot.
+    Role: reader.
+    """
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_job_service_pb2.PreviewScheduleRequest, _job_service_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
-    """Computes the next fire times of a schedule without creating anything."""
+    """Computes the next fire times of a schedule without creating anything.
+    Role: reader.
+    """
     CancelJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobsRequest, _job_service_pb2.CancelJobsResponse]  # type: ignore[assignment]
-    """Cancels every matching non-terminal job; returns how many changed."""
+    """Cancels every matching non-terminal job; returns how many changed.
+    Role: operator.
+    """
     PauseJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.PauseJobsRequest, _job_service_pb2.PauseJobsResponse]  # type: ignore[assignment]
-    """Pauses every matching job that can be paused; returns how many changed."""
+    """Pauses every matching job that can be paused; returns how many changed.
+    Role: operator.
+    """
     ResumeJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ResumeJobsRequest, _job_service_pb2.ResumeJobsResponse]  # type: ignore[assignment]
-    """Resumes every matching PAUSED job; returns how many changed."""
+    """Resumes every matching PAUSED job; returns how many changed.
+    Role: operator.
+    """
     RetryJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RetryJobsRequest, _job_service_pb2.RetryJobsResponse]  # type: ignore[assignment]
-    """Retries every matching FAILED or CANCELLED job; returns how many changed."""
+    """Retries every matching FAILED or CANCELLED job; returns how many changed.
+    Role: operator.
+    """
     DeleteJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.DeleteJobsRequest, _job_service_pb2.DeleteJobsResponse]  # type: ignore[assignment]
-    """Deletes every matching job that is not RUNNING; returns how many were deleted."""
+    """Deletes every matching job that is not RUNNING; returns how many were deleted.
+    Role: operator.
+    """
     ListQueues: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListQueuesRequest, _job_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
-    """Lists the queues that hold jobs or have settings, with their depth per state."""
+    """Lists the queues that hold jobs or have settings, with their depth per state.
+    Role: reader.
+    """
     PauseQueue: _aio.UnaryUnaryMultiCallable[_job_service_pb2.PauseQueueRequest, _job_service_pb2.PauseQueueResponse]  # type: ignore[assignment]
-    """Pauses a queue: its due jobs stay QUEUED and none starts."""
+    """Pauses a queue: its due jobs stay QUEUED and none starts.
+    Role: operator.
+    """
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ResumeQueueRequest, _job_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
-    """Resumes a paused queue."""
+    """Resumes a paused queue.
+    Role: operator.
+    """
     UpdateQueue: _aio.UnaryUnaryMultiCallable[_job_service_pb2.UpdateQueueRequest, _job_service_pb2.UpdateQueueResponse]  # type: ignore[assignment]
-    """Changes a queue's limits."""
+    """Changes a queue's limits.
+    Role: admin.
+    """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Who runs jobs: the remote workers seen in the last `seen_within` (default 5 minutes), with
     their last contact, the jobs they hold and the queues and tasks they asked for; and each
     server replica with its in-process handlers. In JobService, beside ListQueues, because it
     is an operator's read: WorkerService is what workers call, and a worker's credentials
     need not show it the others.
+    Role: reader, not limited to queues (workers span every queue): a token limited to
+    queues gets PERMISSION_DENIED.
     """
     CreateEventSubscription: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CreateEventSubscriptionRequest, _job_service_pb2.CreateEventSubscriptionResponse]  # type: ignore[assignment]
     """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
     subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
+    Role: admin.
     """
     ListEventSubscriptions: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListEventSubscriptionsRequest, _job_service_pb2.ListEventSubscriptionsResponse]  # type: ignore[assignment]
-    """Lists the event subscriptions (without their secrets)."""
+    """Lists the event subscriptions (without their secrets).
+    Role: admin.
+    """
     DeleteEventSubscription: _aio.UnaryUnaryMultiCallable[_job_service_pb2.DeleteEventSubscriptionRequest, _job_service_pb2.DeleteEventSubscriptionResponse]  # type: ignore[assignment]
-    """Removes an event subscription; deliveries not yet made are dropped."""
+    """Removes an event subscription; deliveries not yet made are dropped.
+    Role: admin.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """Enqueue, inspect and manage jobs.
@@ -256,6 +396,23 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
     together. Lists end a page early when the next item would not fit (next_page_token says
     more follow), so a page may hold fewer items than page_size.
+
+    Access (when the server requires tokens; see the README's Security section): each RPC
+    below names the least role that may call it. Roles nest: reader < producer < operator,
+    admin may call everything, worker only WorkerService. A missing or invalid token is
+    UNAUTHENTICATED; a role without the RPC is PERMISSION_DENIED with a google.rpc.ErrorInfo
+    (reason ROLE_REQUIRED, metadata required_role). A token limited to queues sees only their
+    jobs: lists and watches are filtered, another queue's job is NOT_FOUND, and enqueueing to
+    or pausing another queue is PERMISSION_DENIED.
+
+      reader:   GetJob ListJobs WatchJobs GetJobStats PreviewSchedule ListJobAttempts ListQueues
+                ListWorkers
+      producer: EnqueueJob BatchEnqueueJobs
+      operator: CancelJob RetryJob RescheduleJob TriggerJob PauseJob ResumeJob DeleteJob
+                CancelJobs RetryJobs PauseJobs ResumeJobs DeleteJobs PauseQueue ResumeQueue
+      worker:   WorkerService: LeaseJobs HeartbeatJob CompleteJob FailJob
+      admin:    UpdateQueue CreateEventSubscription ListEventSubscriptions
+                DeleteEventSubscription
 
     Limits of every request of both services (beyond them: INVALID_ARGUMENT):
     - A body that does not decode as the request message is refused.
@@ -281,6 +438,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.EnqueueJobResponse, _abc.Awaitable[_job_service_pb2.EnqueueJobResponse]]:
         """Creates a job: run now, at a time, or on a schedule. Returns after the job is durably
         stored. With an idempotency key already in use, returns the existing job instead.
+        Role: producer.
         """
 
     @_abc_1.abstractmethod
@@ -291,6 +449,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.BatchEnqueueJobsResponse, _abc.Awaitable[_job_service_pb2.BatchEnqueueJobsResponse]]:
         """Creates many jobs in one durable write. Validation is all-or-nothing: if any entry is
         invalid nothing is created and the BadRequest names it (field "jobs[3].task").
+        Role: producer.
         """
 
     @_abc_1.abstractmethod
@@ -299,7 +458,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.GetJobResponse, _abc.Awaitable[_job_service_pb2.GetJobResponse]]:
-        """Returns one job."""
+        """Returns one job.
+        Role: reader.
+        """
 
     @_abc_1.abstractmethod
     def ListJobs(
@@ -307,7 +468,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ListJobsResponse, _abc.Awaitable[_job_service_pb2.ListJobsResponse]]:
-        """Lists jobs matching a filter, one page at a time."""
+        """Lists jobs matching a filter, one page at a time.
+        Role: reader.
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(
@@ -315,7 +478,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.CancelJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.CancelJobResponse, _abc.Awaitable[_job_service_pb2.CancelJobResponse]]:
-        """Cancels a job in any non-terminal state, RUNNING included."""
+        """Cancels a job in any non-terminal state, RUNNING included.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def RetryJob(
@@ -323,7 +488,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.RetryJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.RetryJobResponse, _abc.Awaitable[_job_service_pb2.RetryJobResponse]]:
-        """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept."""
+        """Runs a FAILED or CANCELLED job again, with fresh attempts; its history is kept.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def RescheduleJob(
@@ -331,7 +498,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.RescheduleJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.RescheduleJobResponse, _abc.Awaitable[_job_service_pb2.RescheduleJobResponse]]:
-        """Changes a job's start time or whole schedule."""
+        """Changes a job's start time or whole schedule.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def TriggerJob(
@@ -339,7 +508,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.TriggerJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.TriggerJobResponse, _abc.Awaitable[_job_service_pb2.TriggerJobResponse]]:
-        """Runs a job now, without changing its schedule."""
+        """Runs a job now, without changing its schedule.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def PauseJob(
@@ -347,7 +518,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.PauseJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.PauseJobResponse, _abc.Awaitable[_job_service_pb2.PauseJobResponse]]:
-        """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed."""
+        """Pauses a SCHEDULED, QUEUED or RETRYING job: it fires nothing until resumed.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def ResumeJob(
@@ -355,7 +528,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.ResumeJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ResumeJobResponse, _abc.Awaitable[_job_service_pb2.ResumeJobResponse]]:
-        """Resumes a PAUSED job; missed occurrences follow its misfire policy."""
+        """Resumes a PAUSED job; missed occurrences follow its misfire policy.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def DeleteJob(
@@ -363,7 +538,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.DeleteJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.DeleteJobResponse, _abc.Awaitable[_job_service_pb2.DeleteJobResponse]]:
-        """Deletes a job that is not RUNNING, with its attempts."""
+        """Deletes a job that is not RUNNING, with its attempts.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def ListJobAttempts(
@@ -371,7 +548,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.ListJobAttemptsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ListJobAttemptsResponse, _abc.Awaitable[_job_service_pb2.ListJobAttemptsResponse]]:
-        """Lists a job's attempts (its execution history), oldest first."""
+        """Lists a job's attempts (its execution history), oldest first.
+        Role: reader.
+        """
 
     @_abc_1.abstractmethod
     def GetJobStats(
@@ -379,7 +558,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.GetJobStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.GetJobStatsResponse, _abc.Awaitable[_job_service_pb2.GetJobStatsResponse]]:
-        """Counts and rates for the jobs matching a filter."""
+        """Counts and rates for the jobs matching a filter.
+        Role: reader.
+        """
 
     @_abc_1.abstractmethod
     def WatchJobs(
@@ -387,7 +568,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.WatchJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_job_service_pb2.WatchJobsResponse], _abc.AsyncIterator[_job_service_pb2.WatchJobsResponse]]:
-        """Streams changes to the jobs matching a filter, optionally after a snapshot."""
+        """Streams changes to the jobs matching a filter, optionally after a snapshot.
+        Role: reader.
+        """
 
     @_abc_1.abstractmethod
     def PreviewSchedule(
@@ -395,7 +578,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.PreviewScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.PreviewScheduleResponse, _abc.Awaitable[_job_service_pb2.PreviewScheduleResponse]]:
-        """Computes the next fire times of a schedule without creating anything."""
+        """Computes the next fire times of a schedule without creating anything.
+        Role: reader.
+        """
 
     @_abc_1.abstractmethod
     def CancelJobs(
@@ -403,7 +588,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.CancelJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.CancelJobsResponse, _abc.Awaitable[_job_service_pb2.CancelJobsResponse]]:
-        """Cancels every matching non-terminal job; returns how many changed."""
+        """Cancels every matching non-terminal job; returns how many changed.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def PauseJobs(
@@ -411,7 +598,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.PauseJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.PauseJobsResponse, _abc.Awaitable[_job_service_pb2.PauseJobsResponse]]:
-        """Pauses every matching job that can be paused; returns how many changed."""
+        """Pauses every matching job that can be paused; returns how many changed.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def ResumeJobs(
@@ -419,7 +608,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.ResumeJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ResumeJobsResponse, _abc.Awaitable[_job_service_pb2.ResumeJobsResponse]]:
-        """Resumes every matching PAUSED job; returns how many changed."""
+        """Resumes every matching PAUSED job; returns how many changed.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def RetryJobs(
@@ -427,7 +618,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.RetryJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.RetryJobsResponse, _abc.Awaitable[_job_service_pb2.RetryJobsResponse]]:
-        """Retries every matching FAILED or CANCELLED job; returns how many changed."""
+        """Retries every matching FAILED or CANCELLED job; returns how many changed.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def DeleteJobs(
@@ -435,7 +628,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.DeleteJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.DeleteJobsResponse, _abc.Awaitable[_job_service_pb2.DeleteJobsResponse]]:
-        """Deletes every matching job that is not RUNNING; returns how many were deleted."""
+        """Deletes every matching job that is not RUNNING; returns how many were deleted.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def ListQueues(
@@ -443,7 +638,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.ListQueuesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ListQueuesResponse, _abc.Awaitable[_job_service_pb2.ListQueuesResponse]]:
-        """Lists the queues that hold jobs or have settings, with their depth per state."""
+        """Lists the queues that hold jobs or have settings, with their depth per state.
+        Role: reader.
+        """
 
     @_abc_1.abstractmethod
     def PauseQueue(
@@ -451,7 +648,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.PauseQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.PauseQueueResponse, _abc.Awaitable[_job_service_pb2.PauseQueueResponse]]:
-        """Pauses a queue: its due jobs stay QUEUED and none starts."""
+        """Pauses a queue: its due jobs stay QUEUED and none starts.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def ResumeQueue(
@@ -459,7 +658,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.ResumeQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ResumeQueueResponse, _abc.Awaitable[_job_service_pb2.ResumeQueueResponse]]:
-        """Resumes a paused queue."""
+        """Resumes a paused queue.
+        Role: operator.
+        """
 
     @_abc_1.abstractmethod
     def UpdateQueue(
@@ -467,7 +668,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.UpdateQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.UpdateQueueResponse, _abc.Awaitable[_job_service_pb2.UpdateQueueResponse]]:
-        """Changes a queue's limits."""
+        """Changes a queue's limits.
+        Role: admin.
+        """
 
     @_abc_1.abstractmethod
     def ListWorkers(
@@ -480,6 +683,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         server replica with its in-process handlers. In JobService, beside ListQueues, because it
         is an operator's read: WorkerService is what workers call, and a worker's credentials
         need not show it the others.
+        Role: reader, not limited to queues (workers span every queue): a token limited to
+        queues gets PERMISSION_DENIED.
         """
 
     @_abc_1.abstractmethod
@@ -490,6 +695,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.CreateEventSubscriptionResponse, _abc.Awaitable[_job_service_pb2.CreateEventSubscriptionResponse]]:
         """Subscribes a URL to job events: each matching event is POSTed to it, signed with the
         subscription's secret (Standard Webhooks), and retried with backoff until it is accepted.
+        Role: admin.
         """
 
     @_abc_1.abstractmethod
@@ -498,7 +704,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.ListEventSubscriptionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.ListEventSubscriptionsResponse, _abc.Awaitable[_job_service_pb2.ListEventSubscriptionsResponse]]:
-        """Lists the event subscriptions (without their secrets)."""
+        """Lists the event subscriptions (without their secrets).
+        Role: admin.
+        """
 
     @_abc_1.abstractmethod
     def DeleteEventSubscription(
@@ -506,6 +714,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.DeleteEventSubscriptionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.DeleteEventSubscriptionResponse, _abc.Awaitable[_job_service_pb2.DeleteEventSubscriptionResponse]]:
-        """Removes an event subscription; deliveries not yet made are dropped."""
+        """Removes an event subscription; deliveries not yet made are dropped.
+        Role: admin.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -37,6 +37,10 @@ class WorkerServiceStub:
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
 
+    Access: role worker (or admin). A lease is held by the calling principal and the worker
+    id together: only the principal that leased a job can heartbeat, complete or fail it.
+    A token limited to queues leases only from them (no `queues` means all of its queues).
+
     Errors and the limits of every request are those of JobService (see its comment).
     """
 
@@ -80,11 +84,16 @@ class WorkerServiceServicer:
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
 
+    Access: role worker (or admin). A lease is held by the calling principal and the worker
+    id together: only the principal that leased a job can heartbeat, complete or fail it.
+    A token limited to queues leases only from them (no `queues` means all of its queues).
+
     Errors and the limits of every request are those of JobService (see its comment).
     """
 
     def LeaseJobs(self, request, context):
         """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
+        Role: worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +101,7 @@ class WorkerServiceServicer:
 
     def HeartbeatJob(self, request, context):
         """Extends a lease, reports progress, and tells whether the job was cancelled.
+        Role: worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +109,7 @@ class WorkerServiceServicer:
 
     def CompleteJob(self, request, context):
         """Reports success.
+        Role: worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +117,7 @@ class WorkerServiceServicer:
 
     def FailJob(self, request, context):
         """Reports failure; the job's retry policy decides what follows.
+        Role: worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +165,10 @@ class WorkerService:
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
+
+    Access: role worker (or admin). A lease is held by the calling principal and the worker
+    id together: only the principal that leased a job can heartbeat, complete or fail it.
+    A token limited to queues leases only from them (no `queues` means all of its queues).
 
     Errors and the limits of every request are those of JobService (see its comment).
     """

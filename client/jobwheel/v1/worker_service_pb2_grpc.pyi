@@ -38,6 +38,10 @@ class WorkerServiceStub:
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
 
+    Access: role worker (or admin). A lease is held by the calling principal and the worker
+    id together: only the principal that leased a job can heartbeat, complete or fail it.
+    A token limited to queues leases only from them (no `queues` means all of its queues).
+
     Errors and the limits of every request are those of JobService (see its comment).
     """
 
@@ -46,13 +50,21 @@ class WorkerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     LeaseJobs: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.LeaseJobsRequest, _worker_service_pb2.LeaseJobsResponse]
-    """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available."""
+    """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
+    Role: worker.
+    """
     HeartbeatJob: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatJobRequest, _worker_service_pb2.HeartbeatJobResponse]
-    """Extends a lease, reports progress, and tells whether the job was cancelled."""
+    """Extends a lease, reports progress, and tells whether the job was cancelled.
+    Role: worker.
+    """
     CompleteJob: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteJobRequest, _worker_service_pb2.CompleteJobResponse]
-    """Reports success."""
+    """Reports success.
+    Role: worker.
+    """
     FailJob: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.FailJobRequest, _worker_service_pb2.FailJobResponse]
-    """Reports failure; the job's retry policy decides what follows."""
+    """Reports failure; the job's retry policy decides what follows.
+    Role: worker.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -67,18 +79,30 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
 
+    Access: role worker (or admin). A lease is held by the calling principal and the worker
+    id together: only the principal that leased a job can heartbeat, complete or fail it.
+    A token limited to queues leases only from them (no `queues` means all of its queues).
+
     Errors and the limits of every request are those of JobService (see its comment).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     LeaseJobs: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.LeaseJobsRequest, _worker_service_pb2.LeaseJobsResponse]  # type: ignore[assignment]
-    """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available."""
+    """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
+    Role: worker.
+    """
     HeartbeatJob: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatJobRequest, _worker_service_pb2.HeartbeatJobResponse]  # type: ignore[assignment]
-    """Extends a lease, reports progress, and tells whether the job was cancelled."""
+    """Extends a lease, reports progress, and tells whether the job was cancelled.
+    Role: worker.
+    """
     CompleteJob: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteJobRequest, _worker_service_pb2.CompleteJobResponse]  # type: ignore[assignment]
-    """Reports success."""
+    """Reports success.
+    Role: worker.
+    """
     FailJob: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.FailJobRequest, _worker_service_pb2.FailJobResponse]  # type: ignore[assignment]
-    """Reports failure; the job's retry policy decides what follows."""
+    """Reports failure; the job's retry policy decides what follows.
+    Role: worker.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Remote workers, in any language, lease due jobs and report their outcome.
@@ -92,6 +116,10 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
     every worker that takes it ends FAILED instead of cycling forever.
 
+    Access: role worker (or admin). A lease is held by the calling principal and the worker
+    id together: only the principal that leased a job can heartbeat, complete or fail it.
+    A token limited to queues leases only from them (no `queues` means all of its queues).
+
     Errors and the limits of every request are those of JobService (see its comment).
     """
 
@@ -101,7 +129,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_service_pb2.LeaseJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.LeaseJobsResponse, _abc.Awaitable[_worker_service_pb2.LeaseJobsResponse]]:
-        """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available."""
+        """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
+        Role: worker.
+        """
 
     @_abc_1.abstractmethod
     def HeartbeatJob(
@@ -109,7 +139,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_service_pb2.HeartbeatJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.HeartbeatJobResponse, _abc.Awaitable[_worker_service_pb2.HeartbeatJobResponse]]:
-        """Extends a lease, reports progress, and tells whether the job was cancelled."""
+        """Extends a lease, reports progress, and tells whether the job was cancelled.
+        Role: worker.
+        """
 
     @_abc_1.abstractmethod
     def CompleteJob(
@@ -117,7 +149,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_service_pb2.CompleteJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.CompleteJobResponse, _abc.Awaitable[_worker_service_pb2.CompleteJobResponse]]:
-        """Reports success."""
+        """Reports success.
+        Role: worker.
+        """
 
     @_abc_1.abstractmethod
     def FailJob(
@@ -125,6 +159,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_service_pb2.FailJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.FailJobResponse, _abc.Awaitable[_worker_service_pb2.FailJobResponse]]:
-        """Reports failure; the job's retry policy decides what follows."""
+        """Reports failure; the job's retry policy decides what follows.
+        Role: worker.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

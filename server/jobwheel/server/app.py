@@ -30,6 +30,8 @@ from jobwheel.server.execution.roster import Roster
 from jobwheel.server.execution.webhook import WebhookSettings
 from jobwheel.server.observability import logs
 from jobwheel.server.observability.wiring import Observability
+from jobwheel.server.security import token_cli
+from jobwheel.server.security.setup import ServerSecurity
 from jobwheel.server.startup import StartupError, check_listen_address, describe, safe_url
 from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage.exclusive import ExclusiveUse
@@ -72,19 +74,22 @@ class App:
 
     async def start(self) -> int:
         check_listen_address(self.settings.listen)
+        self.security = security = ServerSecurity(self.settings.listen, self.settings.security)
         handlers.load_modules(self.settings.handlers)
         loaded = sorted(handlers.registered())
         log.info(
-            "jobwheel %s starting: database %s, listen %s, auth none, handlers %s",
+            "jobwheel %s starting: database %s, listen %s, auth %s, handlers %s",
             version(),
             safe_url(self.settings.db),
             self.settings.listen,
+            security.auth,
             ", ".join(loaded) or "none",
             extra={
                 "version": version(),
                 "database": safe_url(self.settings.db),
                 "listen": self.settings.listen,
-                "auth": "none",
+                "auth": security.auth,
+                "tls": security.tls_mode,
                 "handlers": loaded,
             },
         )
@@ -145,9 +150,11 @@ class App:
         self._tailer = asyncio.create_task(tailer.run())
         self._roster_task = asyncio.create_task(self.roster.run())
         server = grpc.aio.server(
-            # outermost first: a span and the metrics/RPC line around the Guard, so that they
-            # see the status it maps every exception to (INVALID_ARGUMENT, INTERNAL, ...)
-            interceptors=[*obs.interceptors(), Guard()],
+            # outermost first: a span and the metrics/RPC line around everything, so that they
+            # see every status; then authentication and roles, so that a caller who may not
+            # call learns nothing of its request; then the Guard, which maps the servicers'
+            # exceptions and undecodable bodies to statuses (INVALID_ARGUMENT, INTERNAL, ...)
+            interceptors=[*obs.interceptors(), *self.security.interceptors, Guard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -180,7 +187,7 @@ class App:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
         try:
-            self.port = server.add_insecure_port(self.settings.listen)
+            self.port = self.security.bind(server, self.settings.listen)
         except RuntimeError:
             self.port = 0
         if self.port == 0:
@@ -194,9 +201,10 @@ class App:
         await self._set_serving(db_health.available)
         host = self.settings.listen.rsplit(":", 1)[0]
         log.info(
-            "jobwheel listening on %s:%d (db %s)%s",
+            "jobwheel listening on %s:%d (%s; db %s)%s",
             host,
             self.port,
+            self.security.describe(),
             safe_url(self.settings.db),
             f", metrics on port {obs.port}" if obs.port else "",
         )
@@ -256,12 +264,16 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, app.security.reload)
     await stopping.wait()
     log.info("signal received, draining (grace %.1fs)", settings.grace_period)
     await app.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        sys.exit(token_cli.main(argv[1:]))
     settings = parse_settings(argv)
     logs.configure(settings.log_level, settings.log_format)
     log_throttle.install()

@@ -11,12 +11,13 @@ import importlib.metadata
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_network
 from typing import Any, NoReturn
 
 from jobwheel.server.execution.signing import secret_problem
 from jobwheel.server.observability.logs import FORMATS as LOG_FORMATS
+from jobwheel.server.security import settings as security
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///jobwheel.db"
@@ -51,6 +52,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_listen: str = ""
+    security: security.SecuritySettings = field(default_factory=security.SecuritySettings)
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,7 @@ def parse_settings(
         help="serve Prometheus metrics at http://HOST:PORT/metrics; off unless set "
         "(JOBWHEEL_METRICS_LISTEN)",
     )
+    security.add_arguments(parser, env)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     args = parser.parse_args(argv)
     handlers = args.handlers
@@ -359,6 +362,7 @@ def parse_settings(
     secrets = _listed(args.webhook_secret, env.get("JOBWHEEL_WEBHOOK_SECRETS", ""))
     allow = _listed(args.webhook_allow, env.get("JOBWHEEL_WEBHOOK_ALLOW", ""))
     _check_lists(parser, secrets, allow)
+    security_settings = security.from_arguments(args, parser)
     numbers: dict[str, Any] = {n.dest: getattr(args, n.dest) for n in NUMBERS}
     return Settings(
         listen=args.listen,
@@ -371,6 +375,7 @@ def parse_settings(
         log_format=args.log_format,
         metrics_listen=args.metrics_listen,
         **numbers,
+        security=security_settings,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from jobwheel.server.handlers import HandlersError
+from jobwheel.server.security.settings import SecurityConfigError
 from jobwheel.server.storage import ReadOnlyDatabase, SchemaVersionError, StorageUrlError
 from jobwheel.server.storage.exclusive import DatabaseInUse
 from jobwheel.server.storage.outage import is_unreachable, reason
@@ -39,7 +40,8 @@ def describe(exc: BaseException, db_url: str) -> str:
         | DatabaseInUse
         | StorageUrlError
         | SchemaVersionError
-        | ReadOnlyDatabase,
+        | ReadOnlyDatabase
+        | SecurityConfigError,
     ):
         return str(exc)
     db = safe_url(db_url)

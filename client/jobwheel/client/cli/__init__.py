@@ -56,7 +56,13 @@ def exit_code(err: JobwheelError) -> int:
 def connection(args: argparse.Namespace) -> Connection:
     """The connection the flags describe (see parser.connection_arguments)."""
     try:
-        return Connection.of(args.server)
+        return Connection.of(
+            args.server,
+            token=args.token,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
 
@@ -68,7 +74,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace = tree.parse_args(argv)
     try:
         client = Client(connection(args))
-    except UsageError as err:
+    except (UsageError, OSError) as err:  # OSError: a --tls-* file cannot be read
         print(f"jobwheel: {err}", file=sys.stderr)
         return USAGE
     try:

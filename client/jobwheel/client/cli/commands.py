@@ -28,8 +28,8 @@ from jobwheel.v1 import job_service_pb2 as pb
 
 BULK_HELP = (
     "a job ID (or an unambiguous prefix) calls the single-job RPC; several IDs or filter "
-    "flags call the bulk RPC, which asks for confirmation (or needs --yes when stdin is not "
-    "a terminal)"
+    "flags (or --all) call the bulk RPC, which asks for confirmation (or needs --yes when "
+    "stdin is not a terminal)"
 )
 ID_HELP = "job id, or an unambiguous prefix of one (at least 4 digits)"
 
@@ -146,7 +146,7 @@ def _confirm(c: Command, verb: str, flt: job_pb2.JobFilter) -> None:
         raise UsageError(
             f"refusing to {verb} jobs by filter without --yes (stdin is not a terminal)"
         )
-    described = render.to_json(flt, indent=None)
+    described = render.to_json(flt, indent=None) if flt.ByteSize() else "nothing: every job"
     try:
         count = f"{c.client.get_job_stats(flt).total} "
     except JobwheelError:
@@ -164,11 +164,11 @@ _SINGLE = {
     "delete": lambda c, i: c.client.delete_job(i),
 }
 _BULK = {
-    "cancel": lambda c, f: c.client.cancel_jobs(f, reason=c.args.reason),
-    "retry": lambda c, f: c.client.retry_jobs(f, delay=duration(c.args.delay)),
-    "pause": lambda c, f: c.client.pause_jobs(f),
-    "resume": lambda c, f: c.client.resume_jobs(f),
-    "delete": lambda c, f: c.client.delete_jobs(f),
+    "cancel": lambda c, f: c.client.cancel_jobs(f, reason=c.args.reason, all=c.args.all),
+    "retry": lambda c, f: c.client.retry_jobs(f, delay=duration(c.args.delay), all=c.args.all),
+    "pause": lambda c, f: c.client.pause_jobs(f, all=c.args.all),
+    "resume": lambda c, f: c.client.resume_jobs(f, all=c.args.all),
+    "delete": lambda c, f: c.client.delete_jobs(f, all=c.args.all),
 }
 _DONE = {
     "cancel": "cancelled",
@@ -182,11 +182,15 @@ _DONE = {
 def manage(c: Command) -> int:
     """cancel/retry/pause/resume/delete: one ID, several IDs, or a filter."""
     verb = c.args.command
+    if c.args.all and c.args.ids:
+        raise UsageError(f"{verb}: --all acts on every job the filter flags match; give no IDs")
     ids = [resolve(c.client, i) for i in c.args.ids]
     flt = filter_from(c.args, ids)
     by_filter = flt.ByteSize() != job_filter(ids=ids).ByteSize() or flt.HasField("recurring")
-    if not ids and not by_filter:
-        raise UsageError(f"{verb}: give a job ID or filter flags (see jobwheel {verb} --help)")
+    if not ids and not by_filter and not c.args.all:
+        raise UsageError(
+            f"{verb}: give a job ID, filter flags or --all (see jobwheel {verb} --help)"
+        )
     if len(ids) == 1 and not by_filter:
         job = _SINGLE[verb](c, ids[0])
         if verb == "delete":
@@ -194,7 +198,7 @@ def manage(c: Command) -> int:
         else:
             c.show_job(job, getattr(pb, f"{verb.capitalize()}JobResponse")(job=job))
         return 0
-    if by_filter:
+    if by_filter or c.args.all:
         _confirm(c, verb, flt)
     count = _BULK[verb](c, flt)
     response = getattr(pb, f"{verb.capitalize()}JobsResponse")(count=count)
@@ -206,6 +210,12 @@ def _manage_arguments(verb: str) -> Any:
     def arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("ids", nargs="*", metavar="ID", help=BULK_HELP)
         p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+        p.add_argument(
+            "--all",
+            action="store_true",
+            help="allow a filter that matches every job (no filter flags, or every --state): "
+            "the server refuses one without it",
+        )
         if verb == "cancel":
             p.add_argument("--reason", default="", help="stored as the cancel reason")
         if verb == "retry":

@@ -9,7 +9,14 @@ from importlib import metadata
 from typing import NoReturn
 
 from jobwheel.client.cli.base import REGISTRY, Spec
-from jobwheel.client.connection import DEFAULT_SERVER, ENV_SERVER
+from jobwheel.client.connection import (
+    DEFAULT_SERVER,
+    ENV_SERVER,
+    ENV_TLS_CA,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    ENV_TOKEN,
+)
 
 EXIT_CODES = """\
 exit codes:
@@ -60,6 +67,18 @@ def connection_arguments(p: argparse.ArgumentParser, suppress: bool) -> None:
         metavar="HOST[:PORT]",
         help=f"server address (default: ${ENV_SERVER} or {DEFAULT_SERVER}; port 50051 if omitted)",
     )
+    for flag, env, metavar, what in (
+        ("--token", ENV_TOKEN, "TOKEN", "bearer token"),
+        ("--tls-ca", ENV_TLS_CA, "PEM", "CA certificate that signed the server's (uses TLS)"),
+        ("--tls-cert", ENV_TLS_CERT, "PEM", "client certificate, for mutual TLS (uses TLS)"),
+        ("--tls-key", ENV_TLS_KEY, "PEM", "the private key of --tls-cert"),
+    ):
+        p.add_argument(
+            flag,
+            default=argparse.SUPPRESS if suppress else None,
+            metavar=metavar,
+            help=f"{what} (default: ${env})",
+        )
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:

@@ -57,7 +57,9 @@ def _guard_deserializer(deserializer: Callable[[bytes], Any]) -> Callable[[bytes
     return decode
 
 
-async def _fail(exc: Exception, context: Context, method: str) -> None:
+async def fail(exc: Exception, context: Context, method: str) -> None:
+    """Ends the call with the status `exc` maps to (INTERNAL with a logged error id for an
+    unexpected one); an abort the call made itself passes through."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc  # the servicer set the status itself
     status = errors.expected_status(exc)
@@ -75,7 +77,7 @@ def _guard_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callab
         try:
             return await behavior(request, context)
         except Exception as exc:
-            await _fail(exc, context, method)
+            await fail(exc, context, method)
 
     return call
 
@@ -88,7 +90,7 @@ def _guard_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> C
             async for response in behavior(request, context):
                 yield response
         except Exception as exc:
-            await _fail(exc, context, method)
+            await fail(exc, context, method)
 
     return call
 

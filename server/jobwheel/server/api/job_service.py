@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any, TypeAlias
 
 import grpc
@@ -25,6 +26,8 @@ from jobwheel.server.core import Core
 from jobwheel.server.execution.roster import Roster
 from jobwheel.server.ids import new_id
 from jobwheel.server.scheduling import triggers
+from jobwheel.server.security import principal as access
+from jobwheel.server.security.principal import narrow
 from jobwheel.server.storage import management as actions
 from jobwheel.server.storage.convert import job_from_new
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
@@ -55,6 +58,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
             request, "", self.core.clock.now(), self.limits, errors, new_id()
         )
         errors.raise_if_any()
+        access.check_queue(new.queue, "queue")
         [(job, existed)] = await self.core.enqueue([new])
         return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
 
@@ -68,6 +72,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
             for i, req in enumerate(request.jobs)
         ]
         errors.raise_if_any()
+        for i, new in enumerate(news):
+            access.check_queue(new.queue, f"jobs[{i}].queue")
         # the reply must fit one message: judged before anything is created
         replies = [pb.EnqueueJobResponse(job=job_to_proto(job_from_new(n))) for n in news]
         budget = reply_size.Budget()
@@ -87,7 +93,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
         _require_id(request.id)
-        job = await self.core.get(request.id)
+        job = access.visible(await self.core.get(request.id))
         return pb.GetJobResponse(job=self.explain(job, job_to_proto(job)))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> Any:
@@ -102,7 +108,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         after = pagination.decode_token(request.page_token, *scope)
         budget = reply_size.Budget()
         jobs, more = await self.core.list(
-            flt, limit=size, max_bytes=budget.limit, after_seq=after, descending=descending
+            narrow(flt), limit=size, max_bytes=budget.limit, after_seq=after, descending=descending
         )
         # decoding and converting big documents takes a while: off the event loop
         page, last, full = await asyncio.to_thread(_job_page, jobs, budget)
@@ -122,6 +128,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         history = await self.core.history(
             request.job_id, limit=size, max_bytes=budget.limit, after=cursor
         )
+        access.visible(history.job)
         page = await asyncio.to_thread(_attempt_page, history.attempts, budget)
         more = history.more or len(page) < len(history.attempts)
         token = ""
@@ -146,7 +153,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
             errors.add("max_batch", f"must be between 0 and {MAX_WATCH_BATCH}")
         errors.raise_if_any()
         stream = self.watcher.stream(
-            flt, request.include_snapshot, request.since_revision, request.max_batch
+            narrow(flt), request.include_snapshot, request.since_revision, request.max_batch
         )
         async for response in stream:
             yield response
@@ -156,37 +163,44 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> Any:
         _require_id(request.id)
         _check_reason(request.reason)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.cancel(request.reason))
         return pb.CancelJobResponse(job=job_to_proto(job))
 
     async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.retry(_delay(request)))
         return pb.RetryJobResponse(job=job_to_proto(job))
 
     async def TriggerJob(self, request: pb.TriggerJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.TRIGGER)
         return pb.TriggerJobResponse(job=job_to_proto(job))
 
     async def PauseJob(self, request: pb.PauseJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         return pb.PauseJobResponse(
             job=job_to_proto(await self.core.act_on(request.id, actions.PAUSE))
         )
 
     async def ResumeJob(self, request: pb.ResumeJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         job = await self.core.act_on(request.id, actions.RESUME)
         return pb.ResumeJobResponse(job=job_to_proto(job))
 
     async def DeleteJob(self, request: pb.DeleteJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         await self.core.act_on(request.id, actions.DELETE)
         return pb.DeleteJobResponse()
 
     async def RescheduleJob(self, request: pb.RescheduleJobRequest, context: Context) -> Any:
         _require_id(request.id)
+        await self._visible(request.id)
         if not request.HasField("schedule"):
             raise InvalidArgument([FieldViolation("schedule", "is required")])
         now = self.core.clock.now()
@@ -239,6 +253,11 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
                 for f in fires
             ]
         )
+
+    async def _visible(self, job_id: str) -> None:
+        """NOT_FOUND for a job outside the caller's queues (one read, only when scoped)."""
+        if access.current().queues is not None:
+            access.visible(await self.core.get(job_id))
 
     # -- many jobs --------------------------------------------------------------------------
 
@@ -350,11 +369,20 @@ def _delay(request: pb.RetryJobRequest | pb.RetryJobsRequest) -> int:
     return delay or 0
 
 
+def matches_every_job(flt: model.JobFilter) -> bool:
+    """True for a filter that selects nothing out: empty, or every state and nothing else."""
+    return flt.empty or (set(flt.states) == set(model.JobState) and replace(flt, states=()).empty)
+
+
 def _bulk_filter(request: Any) -> model.JobFilter:
-    """The request's filter, validated; an empty one is refused (it would match every job)."""
+    """The request's filter, validated and limited to the caller's queues. A filter that
+    matches every job needs `all` set (one wrong call must not change everything)."""
     errors = validate.Violations()
     flt = validate.filter_from_proto(request.filter, "filter", errors)
-    if not errors.items and flt.empty:
-        errors.add("filter", "must not be empty: a bulk action on every job is not allowed")
+    if not errors.items and not request.all and matches_every_job(flt):
+        errors.add(
+            "filter",
+            "matches every job: narrow it, or set `all` to act on every job on purpose",
+        )
     errors.raise_if_any()
-    return flt
+    return narrow(flt)

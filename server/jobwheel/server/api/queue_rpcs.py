@@ -9,6 +9,7 @@ from jobwheel.server.api import validate
 from jobwheel.server.api.convert import JOB_STATE_TO_PROTO, duration
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 from jobwheel.server.core import Core
+from jobwheel.server.security import principal as access
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -52,7 +53,7 @@ class QueueRpcs:
     async def ListQueues(self, request: pb.ListQueuesRequest, context: Any) -> Any:
         settings = await self.core.store.queue_settings()
         depths = await self.core.store.queue_depths()
-        names = sorted(set(settings) | set(depths))
+        names = [n for n in sorted(set(settings) | set(depths)) if access.current().sees(n)]
         return pb.ListQueuesResponse(
             queues=[
                 self._queue(settings.get(n, model.QueueSettings(n)), depths.get(n, {}))
@@ -62,16 +63,19 @@ class QueueRpcs:
 
     async def PauseQueue(self, request: pb.PauseQueueRequest, context: Any) -> Any:
         _check_name(request.name)
+        access.check_queue(request.name, "name")
         settings = await self.core.update_queue(request.name, paused=True)
         return pb.PauseQueueResponse(queue=await self._queue_reply(settings))
 
     async def ResumeQueue(self, request: pb.ResumeQueueRequest, context: Any) -> Any:
         _check_name(request.name)
+        access.check_queue(request.name, "name")
         settings = await self.core.update_queue(request.name, paused=False)
         return pb.ResumeQueueResponse(queue=await self._queue_reply(settings))
 
     async def UpdateQueue(self, request: pb.UpdateQueueRequest, context: Any) -> Any:
         _check_name(request.name)
+        access.check_queue(request.name, "name")
         errors = validate.Violations()
         concurrency = rate = None
         if request.HasField("max_concurrency"):
@@ -92,7 +96,7 @@ class QueueRpcs:
         errors = validate.Violations()
         flt = validate.filter_from_proto(request.filter, "filter", errors)
         errors.raise_if_any()
-        stats = await self.core.store.job_stats(flt, self.core.clock.now())
+        stats = await self.core.store.job_stats(access.narrow(flt), self.core.clock.now())
         completed = stats.by_state.get(model.JobState.COMPLETED, 0)
         failed = stats.by_state.get(model.JobState.FAILED, 0)
         durations = sorted(stats.recent_durations)

@@ -9,7 +9,9 @@ job is bounded so that it always fits (see MAX_JOB_BYTES).
 from __future__ import annotations
 
 from google.protobuf.message import Message
+from jobwheel.server.api.fields import Violations
 from jobwheel.server.model import MAX_DOCUMENT_BYTES
+from jobwheel.v1.job_service_pb2 import EnqueueJobRequest
 
 MAX_MESSAGE_BYTES = 4 << 20
 # Room for a reply's other fields (page token, totals) and a list's per-item framing slack.
@@ -53,3 +55,21 @@ class Budget:
             return False
         self.used += size
         return True
+
+
+def check_job_fields(req: EnqueueJobRequest, size: int, prefix: str, errors: Violations) -> None:
+    """Everything but the payload together within MAX_JOB_FIELDS_BYTES, so that a job always
+    fits one reply; the largest part is named."""
+    if size <= MAX_JOB_FIELDS_BYTES:
+        return
+    parts = {
+        "labels": sum(len(k.encode()) + len(v.encode()) for k, v in req.labels.items()),
+        "http": req.http.ByteSize(),
+        "schedule": req.schedule.ByteSize(),
+    }
+    largest = max(parts, key=lambda name: parts[name])
+    errors.add(
+        f"{prefix}{largest}",
+        f"the job's fields other than payload encode to {size} bytes, "
+        f"more than {MAX_JOB_FIELDS_BYTES}",
+    )

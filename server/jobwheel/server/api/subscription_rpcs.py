@@ -13,6 +13,7 @@ from jobwheel.server.api.errors import NotFound
 from jobwheel.server.core import Core
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.ids import new_id
+from jobwheel.server.security import principal as access
 from jobwheel.v1 import job_service_pb2 as pb
 
 _EVENT_TYPE_FROM_PROTO = {v: k for k, v in EVENT_TYPE_TO_PROTO.items()}
@@ -35,6 +36,7 @@ class SubscriptionRpcs:
     async def CreateEventSubscription(
         self, request: pb.CreateEventSubscriptionRequest, context: Any
     ) -> Any:
+        access.check_unscoped("event subscriptions (they see every queue)")
         errors = validate.Violations()
         validate.check_http_url(request.url, "url", errors)
         types = set()
@@ -65,12 +67,14 @@ class SubscriptionRpcs:
     async def ListEventSubscriptions(
         self, request: pb.ListEventSubscriptionsRequest, context: Any
     ) -> Any:
+        access.check_unscoped("event subscriptions (they see every queue)")
         subs = await self.core.store.subscriptions()
         return pb.ListEventSubscriptionsResponse(subscriptions=[_to_proto(s) for s in subs])
 
     async def DeleteEventSubscription(
         self, request: pb.DeleteEventSubscriptionRequest, context: Any
     ) -> Any:
+        access.check_unscoped("event subscriptions (they see every queue)")
         errors = validate.Violations()
         validate.check_id(request.id, "id", errors)
         errors.raise_if_any()

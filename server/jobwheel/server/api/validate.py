@@ -275,7 +275,7 @@ def new_job_from_proto(
     payload_ok, payload = json_document(
         req.payload, f"{prefix}payload", limits.max_payload_bytes, errors
     )
-    _check_other_fields(req, req.ByteSize() - req.payload.ByteSize(), prefix, errors)
+    reply_size.check_job_fields(req, req.ByteSize() - req.payload.ByteSize(), prefix, errors)
     check_labels(req.labels, f"{prefix}labels", errors)
     check_text(
         req.idempotency_key,
@@ -314,26 +314,6 @@ def new_job_from_proto(
         http=http,
         create_time=now,
         next_run_time=next_run,
-    )
-
-
-def _check_other_fields(
-    req: job_service_pb2.EnqueueJobRequest, size: int, prefix: str, errors: Violations
-) -> None:
-    """Everything but the payload together within MAX_JOB_FIELDS_BYTES, so that a job always
-    fits one reply; the largest part is named."""
-    if size <= reply_size.MAX_JOB_FIELDS_BYTES:
-        return
-    parts = {
-        "labels": sum(len(k.encode()) + len(v.encode()) for k, v in req.labels.items()),
-        "http": req.http.ByteSize(),
-        "schedule": req.schedule.ByteSize(),
-    }
-    largest = max(parts, key=lambda name: parts[name])
-    errors.add(
-        f"{prefix}{largest}",
-        f"the job's fields other than payload encode to {size} bytes, "
-        f"more than {reply_size.MAX_JOB_FIELDS_BYTES}",
     )
 
 

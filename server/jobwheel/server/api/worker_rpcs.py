@@ -8,6 +8,7 @@ from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import timestamp
 from jobwheel.server.execution.roster import FORGET_AFTER, SERVER, Roster
+from jobwheel.server.security import principal as access
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -24,6 +25,7 @@ class WorkerRpcs:
         return proto
 
     async def ListWorkers(self, request: pb.ListWorkersRequest, context: Any) -> Any:
+        access.check_unscoped("ListWorkers (workers span every queue)")
         errors = validate.Violations()
         within: int | None = DEFAULT_SEEN_WITHIN
         if request.HasField("seen_within"):

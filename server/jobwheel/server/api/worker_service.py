@@ -12,6 +12,7 @@ from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.api.fields import check_text
 from jobwheel.server.engine import INPROCESS_PREFIX
 from jobwheel.server.execution.remote import DEFAULT_LEASE, RemoteWorkers
+from jobwheel.server.security import principal as access
 from jobwheel.v1 import worker_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2_grpc
 
@@ -56,6 +57,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         self.remote = remote
         self.limits = limits
 
+    async def _visible(self, job_id: str) -> None:
+        """NOT_FOUND for a job outside a queue-scoped caller's queues, before a report could
+        tell it anything about the job (one read, only when scoped)."""
+        if access.current().queues is not None:
+            job = await self.remote.store.get_job(job_id)
+            if job is not None:
+                access.visible(job)
+
     async def LeaseJobs(self, request: pb.LeaseJobsRequest, context: Context) -> Any:
         errors = validate.Violations()
         _worker_id(request.worker_id, errors)
@@ -72,13 +81,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         lease = _duration(request.lease_duration, "lease_duration", MAX_LEASE, errors)
         wait = _duration(request.wait, "wait", MAX_WAIT, errors)
         errors.raise_if_any()
+        queues = _leasable_queues(tuple(request.queues))
+        owner = access.lease_owner(request.worker_id)
         wait_s = wait / model.SECOND
         remaining = context.time_remaining()
         if remaining is not None:
             wait_s = max(0.0, min(wait_s, remaining - DEADLINE_MARGIN))
         leased = await self.remote.lease(
-            request.worker_id,
-            queues=tuple(request.queues),
+            owner,
+            queues=queues,
             tasks=tuple(request.tasks),
             limit=request.max_jobs or 1,
             lease=lease or DEFAULT_LEASE,
@@ -113,8 +124,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 request.progress, "progress", self.limits.max_payload_bytes, errors
             )
         errors.raise_if_any()
+        await self._visible(request.job_id)
         beat = await self.remote.heartbeat(
-            request.job_id, request.epoch, request.worker_id, lease or None, progress
+            request.job_id,
+            request.epoch,
+            access.lease_owner(request.worker_id),
+            lease or None,
+            progress,
         )
         out = pb.HeartbeatJobResponse(
             cancel_requested=beat.cancel_requested, cancel_reason=beat.cancel_reason
@@ -132,7 +148,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 request.result, "result", self.limits.max_payload_bytes, errors
             )
         errors.raise_if_any()
-        job = await self.remote.complete(request.job_id, request.epoch, request.worker_id, result)
+        await self._visible(request.job_id)
+        job = await self.remote.complete(
+            request.job_id, request.epoch, access.lease_owner(request.worker_id), result
+        )
         return pb.CompleteJobResponse(job=job_to_proto(job))
 
     async def FailJob(self, request: pb.FailJobRequest, context: Context) -> Any:
@@ -140,6 +159,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         _attempt_ids(request, errors)
         retry_after = _duration(request.retry_after, "retry_after", MAX_RETRY_AFTER, errors)
         errors.raise_if_any()
+        await self._visible(request.job_id)
         # U+0000 cannot be stored: replaced rather than refused, as a long text is cut
         error = (request.error or "Error: failed (no message)").replace("\x00", "\ufffd")
         if len(error) > MAX_ERROR:
@@ -147,9 +167,20 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         job = await self.remote.fail(
             request.job_id,
             request.epoch,
-            request.worker_id,
+            access.lease_owner(request.worker_id),
             error,
             retryable=request.retryable if request.HasField("retryable") else True,
             retry_after=retry_after,
         )
         return pb.FailJobResponse(job=job_to_proto(job))
+
+
+def _leasable_queues(requested: tuple[str, ...]) -> tuple[str, ...]:
+    """The queues to lease from: all the caller's when none are named; PERMISSION_DENIED
+    for a named queue outside its scope."""
+    scope = access.current().queues
+    if scope is None:
+        return requested
+    for i, queue in enumerate(requested):
+        access.check_queue(queue, f"queues[{i}]")
+    return requested or tuple(sorted(scope))

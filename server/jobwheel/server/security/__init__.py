@@ -1,0 +1,1 @@
+"""Who may call what: TLS, principals from tokens or client certificates, roles, queue scopes."""

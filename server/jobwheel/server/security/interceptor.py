@@ -1,0 +1,220 @@
+"""The server interceptor: authenticate, check the role table, set the principal, audit.
+
+Every RPC of JobService and WorkerService passes through `_admit` before its servicer runs:
+a missing or bad token is UNAUTHENTICATED; a valid one whose role lacks the RPC's row is
+PERMISSION_DENIED with an ErrorInfo naming the role needed. Health is always open;
+reflection is open unless `--auth-reflection`. An RPC missing from the role table is refused
+for everyone (the table test makes that a test failure rather than a silent hole).
+
+It runs before api/guard.py's interceptor (which wraps the servicer inside it): a caller who
+may not call learns nothing about its request body, and an unexpected exception here is
+answered like one in a servicer, INTERNAL with an error id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from jobwheel.server.api import guard
+from jobwheel.server.api.errors import DOMAIN, DomainError, to_grpc_status
+from jobwheel.server.security import audit, roles
+from jobwheel.server.security.jwt_auth import JwtError, JwtVerifier
+from jobwheel.server.security.principal import (
+    ANONYMOUS,
+    PermissionDenied,
+    Principal,
+    Unauthenticated,
+    reset_current,
+    set_current,
+)
+from jobwheel.server.security.settings import SecuritySettings
+from jobwheel.server.security.tokens import PREFIX, TokensFile
+
+log = logging.getLogger(__name__)
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+HEALTH = "/grpc.health.v1.Health/"
+REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+
+
+class RoleRequired(PermissionDenied):
+    def __init__(self, principal: Principal, method: str, needed: roles.Role | None) -> None:
+        name = method.rsplit("/", 1)[-1]
+        if needed is None:
+            why = f"{name} is in no row of the role table"
+        else:
+            why = f"{name} needs role {needed.value}"
+        super().__init__(f"{why}; {principal.name!r} has role {principal.role.value}")
+        self.metadata = {
+            "method": method,
+            "role": principal.role.value,
+            "required_role": needed.value if needed else "",
+        }
+
+    def details(self) -> list[Any]:
+        return [
+            error_details_pb2.ErrorInfo(
+                reason="ROLE_REQUIRED", domain=DOMAIN, metadata=self.metadata
+            )
+        ]
+
+
+def certificate_subject(context: Context) -> str | None:
+    """The verified client certificate's subject (mutual TLS), else None."""
+    auth = context.auth_context()
+    for key in ("x509_subject", "x509_common_name"):
+        values = auth.get(key)
+        if values:
+            return bytes(values[0]).decode(errors="replace")
+    return None
+
+
+class Authenticator:
+    """Turns a call's metadata and peer certificate into a principal."""
+
+    def __init__(self, settings: SecuritySettings) -> None:
+        self.tokens = TokensFile(settings.auth_tokens) if settings.auth_tokens else None
+        self.jwt = (
+            JwtVerifier(
+                settings.auth_jwks,
+                issuer=settings.auth_jwt_issuer or "",
+                audience=settings.auth_jwt_audience or "",
+            )
+            if settings.auth_jwks
+            else None
+        )
+
+    @property
+    def uses_tokens(self) -> bool:
+        return self.tokens is not None or self.jwt is not None
+
+    async def principal(self, context: Context) -> Principal:
+        subject = certificate_subject(context)
+        if not self.uses_tokens:
+            # no token sources: a client certificate (if any) names an unrestricted caller
+            if subject is None:
+                return ANONYMOUS
+            return Principal(subject, roles.Role.ADMIN, None)
+        token = _bearer(context.invocation_metadata() or ())
+        if token is None:
+            raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
+        found: Principal | None = None
+        if self.tokens is not None and token.startswith(PREFIX):
+            found = self.tokens.lookup(token)
+        elif self.jwt is not None and token.count(".") == 2:
+            try:
+                found = await self.jwt.verify(token)
+            except JwtError as exc:
+                raise Unauthenticated(f"invalid token: {exc}") from None
+        if found is None:
+            raise Unauthenticated("invalid token")
+        return found
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, authenticator: Authenticator, *, protect_reflection: bool) -> None:
+        self.authenticator = authenticator
+        self.protect_reflection = protect_reflection
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(HEALTH):
+            return handler
+        if method.startswith(REFLECTION):
+            if not self.protect_reflection:
+                return handler
+            return _wrap(handler, self._admitter(method, any_role=True), None)
+        record = None if method in roles.NOT_AUDITED else method
+        return _wrap(handler, self._admitter(method, any_role=False), record)
+
+    def _admitter(self, method: str, any_role: bool) -> Callable[[Context], Awaitable[Principal]]:
+        async def admit(context: Context) -> Principal:
+            try:
+                principal = await self.authenticator.principal(context)
+                if not any_role and not roles.allowed(principal.role, method):
+                    raise RoleRequired(principal, method, roles.needed(method))
+            except DomainError as err:
+                log.warning("denied %s: %s", method, err.message)
+                await context.abort_with_status(to_grpc_status(err))
+                raise  # abort raises; this keeps the type checker informed
+            except Exception as exc:
+                # a bug or an unexpected failure while authenticating: INTERNAL with an
+                # error id (as the guard answers for servicers), never UNKNOWN
+                await guard.fail(exc, context, method)
+                raise
+            return principal
+
+        return admit
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler,
+    admit: Callable[[Context], Awaitable[Principal]],
+    audited: str | None,
+) -> grpc.RpcMethodHandler:
+    h: Any = handler
+    if h.unary_unary is not None:
+        inner_uu = h.unary_unary
+
+        async def unary_unary(request: Message, context: Context) -> Any:
+            principal = await admit(context)
+            token = set_current(principal)
+            try:
+                response = await inner_uu(request, context)
+            finally:
+                reset_current(token)
+            if audited is not None and response is not None:
+                try:
+                    audit.record(principal, audited, request, response)
+                except Exception as exc:
+                    await guard.fail(exc, context, audited)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, h.request_deserializer, h.response_serializer
+        )
+    if h.unary_stream is not None:
+        inner_us = h.unary_stream
+
+        async def unary_stream(request: Message, context: Context) -> AsyncIterator[Any]:
+            # each call runs in its own task: the principal needs no reset
+            set_current(await admit(context))
+            async for response in inner_us(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, h.request_deserializer, h.response_serializer
+        )
+    if h.stream_stream is not None:
+        inner_ss = h.stream_stream
+
+        async def stream_stream(
+            requests: AsyncIterator[Any], context: Context
+        ) -> AsyncIterator[Any]:
+            # each call runs in its own task: the principal needs no reset
+            set_current(await admit(context))
+            async for response in inner_ss(requests, context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, h.request_deserializer, h.response_serializer
+        )
+    raise TypeError(f"unsupported handler kind for {handler!r}")  # pragma: no cover

@@ -1,0 +1,157 @@
+"""The server's security flags (each also a JOBWHEEL_* variable) and the start-up rules."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SecurityConfigError(OSError):
+    """Start-up refused: the security set-up is unsafe or unreadable (one line says why)."""
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_tokens: str | None = None
+    auth_jwks: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_reflection: bool = False
+    insecure: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def tokens(self) -> bool:
+        return self.auth_tokens is not None or self.auth_jwks is not None
+
+    @property
+    def authenticates(self) -> bool:
+        """Callers are identified: by a token, or by a client certificate (mutual TLS)."""
+        return self.tokens or self.tls_client_ca is not None
+
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, parser: argparse.ArgumentParser) -> bool:
+    """A boolean variable; any other value stops the start (a typo must not turn it off)."""
+    value = env.get(name, "").strip().lower()
+    if value not in TRUE + FALSE:
+        parser.error(f"{name} must be true or false (or 1/0, yes/no, on/off), got {value!r}")
+    return value in TRUE
+
+
+def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    g = parser.add_argument_group("security (see the README's Security section)")
+    add = g.add_argument
+    add(
+        "--tls-cert",
+        default=env.get("JOBWHEEL_TLS_CERT"),
+        metavar="PEM",
+        help="serve TLS with this certificate chain; re-read on SIGHUP (JOBWHEEL_TLS_CERT)",
+    )
+    add(
+        "--tls-key",
+        default=env.get("JOBWHEEL_TLS_KEY"),
+        metavar="PEM",
+        help="the private key of --tls-cert (JOBWHEEL_TLS_KEY)",
+    )
+    add(
+        "--tls-client-ca",
+        default=env.get("JOBWHEEL_TLS_CLIENT_CA"),
+        metavar="PEM",
+        help="require client certificates issued by these CAs (mutual TLS); the certificate "
+        "subject names the caller (JOBWHEEL_TLS_CLIENT_CA)",
+    )
+    add(
+        "--auth-tokens",
+        default=env.get("JOBWHEEL_AUTH_TOKENS"),
+        metavar="FILE",
+        help="require bearer tokens listed (as SHA-256 hashes) in this TOML file, re-read "
+        "when it changes; add one with `jobwheel-server token create` (JOBWHEEL_AUTH_TOKENS)",
+    )
+    add(
+        "--auth-jwks",
+        default=env.get("JOBWHEEL_AUTH_JWKS"),
+        metavar="FILE|URL",
+        help="also accept JWTs signed by a key of this JWKS (JOBWHEEL_AUTH_JWKS)",
+    )
+    add(
+        "--auth-jwt-issuer",
+        default=env.get("JOBWHEEL_AUTH_JWT_ISSUER"),
+        metavar="ISS",
+        help="the issuer (iss) JWTs must carry (JOBWHEEL_AUTH_JWT_ISSUER)",
+    )
+    add(
+        "--auth-jwt-audience",
+        default=env.get("JOBWHEEL_AUTH_JWT_AUDIENCE"),
+        metavar="AUD",
+        help="the audience (aud) JWTs must carry (JOBWHEEL_AUTH_JWT_AUDIENCE)",
+    )
+    add(
+        "--auth-reflection",
+        action="store_true",
+        default=_flag(env, "JOBWHEEL_AUTH_REFLECTION", parser),
+        help="server reflection needs a valid token too (JOBWHEEL_AUTH_REFLECTION)",
+    )
+    add(
+        "--insecure",
+        action="store_true",
+        default=_flag(env, "JOBWHEEL_INSECURE", parser),
+        help="allow a non-loopback --listen without TLS and authentication (JOBWHEEL_INSECURE)",
+    )
+
+
+def from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SecuritySettings:
+    s = SecuritySettings(
+        tls_cert=args.tls_cert or None,
+        tls_key=args.tls_key or None,
+        tls_client_ca=args.tls_client_ca or None,
+        auth_tokens=args.auth_tokens or None,
+        auth_jwks=args.auth_jwks or None,
+        auth_jwt_issuer=args.auth_jwt_issuer or None,
+        auth_jwt_audience=args.auth_jwt_audience or None,
+        auth_reflection=args.auth_reflection,
+        insecure=args.insecure,
+    )
+    if (s.tls_cert is None) != (s.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if s.tls_client_ca is not None and s.tls_cert is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if s.auth_jwks is not None and not (s.auth_jwt_issuer and s.auth_jwt_audience):
+        parser.error("--auth-jwks needs --auth-jwt-issuer and --auth-jwt-audience")
+    return s
+
+
+def is_loopback(listen: str) -> bool:
+    """True when HOST of HOST:PORT only accepts connections from this machine."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or an empty/wildcard host: every interface
+
+
+def check_exposure(listen: str, s: SecuritySettings) -> None:
+    """Refuses a listener reachable from other machines without TLS and authentication."""
+    if is_loopback(listen) or s.insecure or (s.tls and s.authenticates):
+        return
+    missing = " and ".join(
+        what for what, ok in (("TLS", s.tls), ("authentication", s.authenticates)) if not ok
+    )
+    raise SecurityConfigError(
+        f"refusing to listen on {listen} without {missing}: anyone who reaches the port could "
+        "change every job. Add --tls-cert/--tls-key and --auth-tokens (or --tls-client-ca), "
+        "or pass --insecure"
+    )

@@ -1,0 +1,204 @@
+"""TLS and mutual TLS with certificates made here, and certificate reload."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any, TypedDict
+
+import grpc
+import pytest
+import trustme
+from jobwheel.client.connection import Connection
+from jobwheel.server.security.settings import SecuritySettings
+from jobwheel.v1 import job_service_pb2 as jpb
+from jobwheel.v1 import job_service_pb2_grpc
+
+from tests.acceptance.process import ServerProcess
+from tests.conftest import running_server
+from tests.security.conftest import Pems, Tokens
+
+LIST = jpb.ListJobsRequest()
+
+
+class Creds(TypedDict, total=False):
+    """What a Connection carries besides its address (the address is known later)."""
+
+    token: str
+    tls_ca: str
+    tls_cert: str
+    tls_key: str
+
+
+def server_files(pems: Pems, ca: trustme.CA, prefix: str = "server") -> tuple[str, str]:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    return (
+        pems.write(f"{prefix}.pem", b"".join(b.bytes() for b in cert.cert_chain_pems)),
+        pems.write(f"{prefix}.key", cert.private_key_pem.bytes()),
+    )
+
+
+def client_files(pems: Pems, ca: trustme.CA, name: str) -> tuple[str, str]:
+    cert = ca.issue_cert(f"{name}.example", common_name=name)
+    return (
+        pems.write(f"{name}.pem", b"".join(b.bytes() for b in cert.cert_chain_pems)),
+        pems.write(f"{name}.key", cert.private_key_pem.bytes()),
+    )
+
+
+async def list_code(address: str, creds: Creds) -> grpc.StatusCode:
+    async with Connection(address, **creds).aio_channel() as channel:
+        try:
+            await job_service_pb2_grpc.JobServiceStub(channel).ListJobs(LIST, timeout=5)
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK
+
+
+async def test_tls_with_tokens(tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens) -> None:
+    cert, key = server_files(pems, ca)
+    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
+    settings = SecuritySettings(tls_cert=cert, tls_key=key, auth_tokens=str(tokens.path))
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+        token = tokens.plain["reader"]
+        assert await list_code(server.address, Creds(token=token, tls_ca=ca_file)) is (
+            grpc.StatusCode.OK
+        )
+        assert await list_code(server.address, Creds(tls_ca=ca_file)) is (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+        # plaintext, or a CA that did not sign the server: no connection at all
+        other = pems.write("other-ca.pem", trustme.CA().cert_pem.bytes())
+        for creds in (Creds(token=token), Creds(token=token, tls_ca=other)):
+            assert await list_code(server.address, creds) is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mutual_tls_names_the_caller_by_its_certificate(
+    tmp_path: Path, pems: Pems, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = server_files(pems, ca)
+    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
+    client_ca = trustme.CA()
+    settings = SecuritySettings(
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
+    )
+    good_cert, good_key = client_files(pems, client_ca, "billing-worker")
+    stranger_cert, stranger_key = client_files(pems, trustme.CA(), "stranger")
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+        good = Creds(tls_ca=ca_file, tls_cert=good_cert, tls_key=good_key)
+        caplog.set_level(logging.INFO, logger="jobwheel.audit")
+        async with Connection(server.address, **good).aio_channel() as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            await stub.PauseQueue(jpb.PauseQueueRequest(name="emails"), timeout=5)
+        [line] = [r for r in caplog.records if r.name == "jobwheel.audit"]
+        principal: Any = line.__dict__["principal"]
+        assert "CN=billing-worker" in principal, principal
+
+        no_cert = Creds(tls_ca=ca_file)
+        other_ca = Creds(tls_ca=ca_file, tls_cert=stranger_cert, tls_key=stranger_key)
+        for creds in (no_cert, other_ca):
+            assert await list_code(server.address, creds) is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_reload_serves_new_certificates_and_keeps_open_connections(
+    tmp_path: Path, pems: Pems, ca: trustme.CA
+) -> None:
+    cert, key = server_files(pems, ca)
+    old_ca = Creds(tls_ca=pems.write("ca.pem", ca.cert_pem.bytes()))
+    settings = SecuritySettings(tls_cert=cert, tls_key=key)
+    db = f"sqlite:///{tmp_path / 'jw.db'}"
+    async with (
+        running_server(db, security=settings) as server,
+        Connection(server.address, **old_ca).aio_channel() as kept,
+    ):
+        stub = job_service_pb2_grpc.JobServiceStub(kept)
+        await stub.ListJobs(LIST, timeout=5)
+        rotated = trustme.CA()
+        server_files(pems, rotated)  # the same paths, new contents
+        new_ca = Creds(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
+        assert await list_code(server.address, new_ca) is grpc.StatusCode.UNAVAILABLE
+        server.app.security.reload()
+        assert await list_code(server.address, new_ca) is grpc.StatusCode.OK
+        assert await list_code(server.address, old_ca) is grpc.StatusCode.UNAVAILABLE
+        await stub.ListJobs(LIST, timeout=5)  # the open connection was not dropped
+
+
+def test_sighup_reloads_certificates(tmp_path: Path, pems: Pems, ca: trustme.CA) -> None:
+    cert, key = server_files(pems, ca)
+    proc = ServerProcess(
+        f"sqlite:///{tmp_path / 'jw.db'}",
+        tmp_path / "server.log",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    )
+    proc.start()
+    try:
+        rotated = trustme.CA()
+        server_files(pems, rotated)
+        new_ca = Creds(tls_ca=pems.write("new-ca.pem", rotated.cert_pem.bytes()))
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGHUP)
+        with Connection(proc.address, **new_ca).channel() as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            # the signal is handled asynchronously: wait for the server to be ready with it
+            reply = stub.ListJobs(LIST, timeout=10, wait_for_ready=True)
+            assert not reply.jobs
+    finally:
+        proc.stop()
+
+
+async def test_mutual_tls_with_tokens_lets_the_token_decide(
+    tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens
+) -> None:
+    cert, key = server_files(pems, ca)
+    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
+    client_ca = trustme.CA()
+    settings = SecuritySettings(
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
+        auth_tokens=str(tokens.path),
+    )
+    client_cert, client_key = client_files(pems, client_ca, "ci")
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+        with_cert = Creds(tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key)
+        assert await list_code(server.address, with_cert) is grpc.StatusCode.UNAUTHENTICATED
+        both = Creds(
+            token=tokens.plain["reader"], tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key
+        )
+        assert await list_code(server.address, both) is grpc.StatusCode.OK
+        token_only = Creds(token=tokens.plain["reader"], tls_ca=ca_file)
+        assert await list_code(server.address, token_only) is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_first_line_names_the_auth_and_tls_modes(
+    tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = server_files(pems, ca)
+    clients = pems.write("clients.pem", trustme.CA().cert_pem.bytes())
+    cases = [
+        (SecuritySettings(), "none", "off"),
+        (
+            SecuritySettings(tls_cert=cert, tls_key=key, auth_tokens=str(tokens.path)),
+            "tokens",
+            "on",
+        ),
+        (
+            SecuritySettings(tls_cert=cert, tls_key=key, tls_client_ca=clients),
+            "client-certificates",
+            "mutual",
+        ),
+    ]
+    caplog.set_level(logging.INFO, logger="jobwheel.server")
+    for settings, auth, tls in cases:
+        caplog.clear()
+        async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings):
+            pass
+        [first] = [r for r in caplog.records if " starting: " in r.getMessage()]
+        assert f", auth {auth}, " in first.getMessage()
+        assert (first.__dict__["auth"], first.__dict__["tls"]) == (auth, tls)

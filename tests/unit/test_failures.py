@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jobwheel.server import failures
@@ -49,3 +50,18 @@ def test_exception_without_traceback_is_just_the_summary() -> None:
     assert failures.error_text(KeyError("k")) == "KeyError: 'k'"
     assert failures.split("TimeoutError: exceeded 1s").type == "TimeoutError"
     assert failures.split("something broke: badly").type == ""
+
+
+def test_a_reported_failure_is_stored_without_a_traceback() -> None:
+    class Refused(failures.Reported):
+        pass
+
+    try:
+        raise Refused("HttpError: 503 Service Unavailable")
+    except Refused as exc:
+        assert failures.error_text(exc) == "Refused: HttpError: 503 Service Unavailable"
+
+
+@pytest.mark.parametrize("text", [" A", "A B: c", "\nX: y"])
+def test_a_type_is_a_name_at_the_very_start(text: str) -> None:
+    assert failures.split(text).type == ""

@@ -37,6 +37,12 @@ _PLUMBING = tuple(
 log = logging.getLogger("jobwheel.server.attempts")
 
 
+class Reported(Exception):
+    """An expected failure whose message says all there is (a subscriber that refused an
+    event): stored and logged without a traceback, which would only show the server's own
+    frames."""
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorParts:
     """`summary` "Type: message", `type` the exception class name ("" if unknown)."""
@@ -85,8 +91,9 @@ def format_traceback(exc: BaseException) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """What is stored for an attempt that raised `exc`: summary, blank line, traceback."""
-    tb = format_traceback(exc)
+    """What is stored for an attempt that raised `exc`: summary, blank line, traceback
+    (none for a Reported failure)."""
+    tb = "" if isinstance(exc, Reported) else format_traceback(exc)
     head = summary(exc)
     return f"{head}\n\n{tb}" if tb else head
 
@@ -95,7 +102,7 @@ def split(text: str) -> ErrorParts:
     """The parts of a stored error text (any text: remote workers send their own)."""
     at = text.find(_SEPARATOR)
     head, tb = (text, "") if at < 0 else (text[:at], text[at + 2 :])
-    name = head.split(":", 1)[0].strip() if head else ""
+    name = head.split(":", 1)[0] if head else ""
     return ErrorParts(summary=head, type=name if _TYPE.match(name) else "", traceback=tb)
 
 

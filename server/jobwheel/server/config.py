@@ -101,7 +101,8 @@ NUMBERS = (
         int,
         1 << 20,
         1024,
-        4 << 20,
+        # at most 1 MiB: a job with payload, result and progress at the limit fits one 4 MiB reply
+        1 << 20,
         "largest accepted payload, encoded, in bytes",
     ),
     Number(

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2
 from jobwheel.server import model
+from jobwheel.server.api import reply_size
 from jobwheel.server.api.convert import JOB_STATE_FROM_PROTO
 from jobwheel.server.api.errors import quote
 from jobwheel.server.api.fields import (
@@ -142,6 +143,8 @@ def schedule_from_proto(
         field = f"{prefix}.catchup_window"
         catchup = micros_of_duration(s.catchup_window, field, errors, high=MAX_WAIT) or 0
     recurring = bool(s.cron) or s.HasField("interval")
+    # interval occurrences run start to start from the first one, now + interval
+    anchor = now + interval if interval and not s.cron and start is None else None
     if not recurring:
         for name in ("limit", "end_time"):
             if (name == "limit" and s.limit) or (name == "end_time" and s.HasField(name)):
@@ -179,6 +182,7 @@ def schedule_from_proto(
             f"{prefix}.dst_fold_policy",
             errors,
         ),
+        anchor=anchor,
     )
 
 
@@ -271,6 +275,7 @@ def new_job_from_proto(
     payload_ok, payload = json_document(
         req.payload, f"{prefix}payload", limits.max_payload_bytes, errors
     )
+    reply_size.check_job_fields(req, req.ByteSize() - req.payload.ByteSize(), prefix, errors)
     check_labels(req.labels, f"{prefix}labels", errors)
     check_text(
         req.idempotency_key,

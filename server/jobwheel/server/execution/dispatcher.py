@@ -252,11 +252,14 @@ class Dispatcher:
 
     async def _finish(self, settlement: outcomes.Settlement) -> None:
         """Stores an attempt's ending, retrying through a database outage until it is stored
-        (the job stays held meanwhile, so its lease is renewed while renewals work)."""
+        (the job stays held meanwhile, so its lease is renewed while renewals work); a failed
+        attempt that was stored is logged."""
         delay = SETTLE_RETRY_FIRST
         while True:
             try:
-                await self.settle([settlement])
+                [applied] = await self.settle([settlement])
+                if applied:
+                    outcomes.log_if_failed(settlement)
                 return
             except DatabaseUnavailable as exc:
                 job_id = settlement.job_id

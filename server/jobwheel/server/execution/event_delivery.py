@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.clock import Clock
 from jobwheel.server.execution.base import Outcome
@@ -39,8 +39,9 @@ DELIVERY_RETRY = model.RetryPolicy(
 )
 
 
-class DeliveryFailed(Exception):
-    """The subscriber did not accept the event (the delivery job retries)."""
+class DeliveryFailed(failures.Reported):
+    """The subscriber did not accept the event (the delivery job retries); the error says
+    why."""
 
 
 def event_document(event: model.Event) -> dict[str, Any]:

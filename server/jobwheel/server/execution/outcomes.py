@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.execution.base import AttemptResult, Outcome
 from jobwheel.server.scheduling import backoff, recurrence
 
@@ -50,6 +50,23 @@ class Settlement:
     # for a lost attempt: applies only if the lease still ends before this (a heartbeat in
     # between means the executor is alive after all)
     lease_expired_before: model.Micros | None = None
+
+
+_FAILED = (model.AttemptOutcome.FAILED, model.AttemptOutcome.TIMED_OUT)
+
+
+def log_if_failed(s: Settlement) -> None:
+    """The log record of an applied settlement that ends a failed or timed-out attempt."""
+    if s.attempt_outcome in _FAILED:
+        failures.log_failed_attempt(
+            job_id=s.job_id,
+            task=s.after.task,
+            queue=s.after.queue,
+            attempt=s.epoch,
+            outcome=s.attempt_outcome.value,
+            error=s.attempt_error,
+            retry=s.state is model.JobState.RETRYING,
+        )
 
 
 def _settlement(job: model.Job, **fields: Any) -> Settlement:

@@ -162,6 +162,14 @@ class RemoteWorkers:
             self._held[job.id] = _Held(job, lease)
         return leased
 
+    async def release(self, leased: list[model.Job], why: str) -> None:
+        """Gives back leases that were never sent: the jobs are QUEUED again at once, and
+        the attempt is recorded as LOST without counting against max_attempts."""
+        now = self.clock.now()
+        await self._settle([outcomes.lost(job, now, why, counts=False) for job in leased])
+        for job in leased:
+            self._held.pop(job.id, None)
+
     async def heartbeat(
         self,
         job_id: str,
@@ -230,6 +238,7 @@ class RemoteWorkers:
                 raise NotFound("job", job_id)
             raise _not_held(current, epoch, worker_id)
         self._held.pop(job_id, None)
+        outcomes.log_if_failed(settlement)
         return settlement.after
 
     async def _holding(self, job_id: str, epoch: int, worker_id: str) -> model.Job:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 from jobwheel.server import model
-from jobwheel.server.execution.base import AttemptResult, Outcome
+from jobwheel.server.execution.base import AttemptResult, Outcome, oversized
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.ssrf import AddressPolicy, SsrfBlocked, guarded_client
 from jobwheel.server.observability import tracing
@@ -220,9 +220,10 @@ class WebhookExecutor:
         status = response.status_code
         if 200 <= status < 300:
             # A truncated body is never valid JSON; say nothing rather than guess.
-            return AttemptResult(
-                Outcome.SUCCEEDED, result=None if truncated else _json_or_none(content)
-            )
+            result = None if truncated else _json_or_none(content)
+            if result is not None and oversized(result, len(content)):
+                result = None  # kept within the job's bounds: too large to store
+            return AttemptResult(Outcome.SUCCEEDED, result=result)
         error = f"HttpError: {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
         if 300 <= status < 400:
             error += ": redirects are not followed"

@@ -65,6 +65,28 @@ async def not_json(payload: dict[str, Any]) -> object:
     return object()
 
 
+@task("test.deep_boom")
+def deep_boom(payload: dict[str, Any]) -> None:
+    """Raises from `depth` nested calls, in the thread pool, with a `size`-character message."""
+
+    def down(level: int) -> None:
+        if level <= 0:
+            raise KeyError("x" * payload.get("size", 10))
+        down(level - 1)
+
+    if not payload.get("wrap", True):
+        down(payload.get("depth", 3))
+    try:
+        down(payload.get("depth", 3))
+    except KeyError as exc:
+        raise RuntimeError("wrapped") from exc
+
+
+@task("test.big_result")
+async def big_result(payload: dict[str, Any]) -> str:
+    return "x" * int(payload["n"])
+
+
 @task("test.wait_then_fail")
 async def wait_then_fail(payload: dict[str, Any], ctx: TaskContext) -> None:
     release = Path(payload["release"])

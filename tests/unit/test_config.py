@@ -42,6 +42,15 @@ def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
     assert info.value.code == 2
 
 
+@pytest.mark.parametrize(("value", "ok"), [("1048576", True), ("1048577", False), ("0", False)])
+def test_payload_limit_is_at_most_1_mib(value: str, ok: bool) -> None:
+    """A job with payload, result and progress at the limit must fit one 4 MiB reply."""
+    if ok:
+        assert parse_settings(["--max-payload-bytes", value], env={}).max_payload_bytes == 1 << 20
+        return
+    _refused(["--max-payload-bytes", value])
+
+
 def _refused(argv: list[str], env: dict[str, str] | None = None) -> str:
     with pytest.raises(SystemExit) as info:
         parse_settings(argv, env=env or {})

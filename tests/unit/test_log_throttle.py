@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any
 
+from jobwheel.server import failures
 from jobwheel.server.log_throttle import Throttle
 from jobwheel.server.storage import DatabaseUnavailable
 
@@ -60,3 +61,31 @@ def test_memory_stays_bounded() -> None:
     for i in range(1000):
         throttle.filter(record(f"distinct {i}"))
     assert len(throttle._seen) <= 100
+
+
+def test_failed_attempts_are_never_held_back() -> None:
+    """One line per failed attempt, however many fail at once."""
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    handler = Collect()
+    handler.addFilter(Throttle(clock=Clock()))
+    failures.log.addHandler(handler)
+    try:
+        for i in range(50):
+            failures.log_failed_attempt(
+                job_id=f"j{i}", task="t", queue="q", attempt=1, outcome="failed",
+                error="ValueError: boom", retry=False,
+            )  # fmt: skip
+    finally:
+        failures.log.removeHandler(handler)
+    assert [r.job_id for r in handler.records] == [f"j{i}" for i in range(50)]  # type: ignore[attr-defined]
+    # the same template elsewhere is held back
+    throttle = Throttle(clock=Clock())
+    assert [throttle.filter(record("job %s failed", i)) for i in range(3)] == [True, False, False]

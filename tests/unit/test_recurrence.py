@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jobwheel.server import model
 from jobwheel.server.model import SECOND, MisfirePolicy, OverlapPolicy
 from jobwheel.server.rules import recurrence
@@ -73,3 +77,27 @@ def test_limit_and_end_time_end_the_schedule() -> None:
     assert recurrence.after_execution(job(T0, execution=3, limit=3), T0 + 1, 0.5).time is None
     ending = job(T0, end_time=T0 + 30 * SECOND)
     assert recurrence.after_execution(ending, T0 + 1, 0.5).time is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(SECOND, 10 * MIN),
+    st.lists(st.floats(0.0, 0.95), min_size=1, max_size=20),
+    st.booleans(),
+)
+def test_interval_runs_start_to_start(interval: int, runs: list[float], anchored: bool) -> None:
+    """Executions shorter than the interval never shift the grid: with or without a start
+    time, every occurrence is first + k * interval and none is skipped."""
+    first = T0 + interval
+    schedule = (
+        model.Schedule(start_time=first, interval=interval)
+        if anchored
+        else model.Schedule(interval=interval, anchor=first)
+    )
+    current = replace(job(first), schedule=schedule)
+    for k, share in enumerate(runs):
+        assert current.next_run_time == first + k * interval  # the oracle: a plain grid
+        ends = current.next_run_time + int(share * interval)
+        nxt = recurrence.after_execution(current, ends, 0.5)
+        assert nxt.skipped == 0 and nxt.time is not None
+        current = replace(current, next_run_time=nxt.time, execution_count=k + 2)

@@ -122,7 +122,12 @@ def test_interval_anchoring() -> None:
     assert [f.time for f in next_fires(anchored, start - 1, 2)] == [start, start + 10 * MINUTE]
     assert next_fires(anchored, start + 25 * MINUTE, 1)[0].time == start + 30 * MINUTE
     assert next_fires(anchored, start + 30 * MINUTE, 1)[0].time == start + 40 * MINUTE
-    floating = Schedule(interval=90 * SECOND)
+    # without start_time the schedule carries its first occurrence (set at enqueue)
+    first = utc(2026, 1, 1, 0, 1, 30)
+    fixed = Schedule(interval=90 * SECOND, anchor=first)
+    assert next_fires(fixed, first - HOUR, 1)[0].time == first
+    assert next_fires(fixed, first + 100 * SECOND, 1)[0].time == first + 180 * SECOND
+    floating = Schedule(interval=90 * SECOND)  # stored before anchors: counted from `after`
     assert [f.time for f in next_fires(floating, 1_000, 2)] == [
         1_000 + 90 * SECOND,
         1_000 + 180 * SECOND,
@@ -228,7 +233,8 @@ def _matcher(cron: str) -> Callable[[datetime], bool]:
     minutes, hours = _allowed(f[0], 0, 59), _allowed(f[1], 0, 23)
     days, weekdays = _allowed(f[2], 1, 31), _allowed(f[4], 0, 6)
     seconds = _allowed(f[5], 0, 59) if len(f) == 6 else {0}
-    either = f[2] != "*" and f[4] != "*"  # cron's rule: both restricted -> either matches
+    # Vixie cron / cronie: a field starting with '*' makes a day match both, else either
+    either = not f[2].startswith("*") and not f[4].startswith("*")
 
     def matches(wall: datetime) -> bool:
         if wall.minute not in minutes or wall.hour not in hours or wall.second not in seconds:
@@ -364,6 +370,11 @@ def test_interval_matches_arithmetic(
     got = [f.time for f in next_fires(schedule, after, count)]
     anchor = after if start is None else start
     first = anchor + interval if start is None else start
+    # the same grid given as an anchor (no start_time) fires at the same times
+    if start is not None:
+        assert next_fires(Schedule(interval=interval, anchor=start), after, count) == (
+            next_fires(schedule, after, count)
+        )
     expected = []
     t = first
     while len(expected) < count:
@@ -386,3 +397,43 @@ def test_fire_counter_sanity() -> None:
     per_day = Counter(f.local.date() for f in got)
     assert per_day[datetime(2026, 3, 29).date()] == 23
     assert per_day[datetime(2026, 10, 25).date()] == 24
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["*", "*/2", "*/3", "1-31/2", "1,15", "13", "1-7", "31", "*/10", "L"]),
+    st.sampled_from(["*", "*/2", "1", "5", "0,6", "1-5", "*/3", "mon"]),
+    st.integers(utc(2020, 1, 1), utc(2030, 1, 1)),
+)
+def test_day_of_month_and_week_follow_vixie_cron(dom: str, dow: str, after: int) -> None:
+    """Daily scan: a day matches both fields when either starts with '*', else either one."""
+    schedule = Schedule(cron=f"0 0 {dom} * {dow}")
+    got = [f.time for f in next_fires(schedule, after, 5)]
+    start = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=after)).date()
+
+    def days(spec: str, last: int, low: int, high: int) -> set[int]:
+        if spec == "L":
+            return {last}
+        return _allowed(spec.replace("mon", "1"), low, high)
+
+    expected: list[int] = []
+    day = start
+    while len(expected) < 5 and day < start + timedelta(days=800):
+        last = ((day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)).day
+        in_month = day.day in days(dom, last, 1, 31)
+        in_week = (day.isoweekday() % 7) in days(dow, last, 0, 6)
+        both = dom.startswith("*") or dow.startswith("*")
+        if (in_month and in_week) if both else (in_month or in_week):
+            t = us(datetime(day.year, day.month, day.day, tzinfo=UTC))
+            if t > after:
+                expected.append(t)
+        day += timedelta(days=1)
+    assert got[: len(expected)] == expected
+
+
+def test_vixie_examples() -> None:
+    after = utc(2026, 1, 1)
+    mondays_on_odd_days = next_fires(Schedule(cron="0 0 */2 * 1"), after, 3)
+    assert [f.local.day for f in mondays_on_odd_days] == [5, 19, 9]  # Jan 5, Jan 19, Feb 9
+    first_fifteenth_or_monday = next_fires(Schedule(cron="0 0 1,15 * 1"), after, 4)
+    assert [f.local.day for f in first_fifteenth_or_monday] == [5, 12, 15, 19]

@@ -38,6 +38,13 @@ class JobServiceStub:
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
+    Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
+    (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
+    language; a larger request fails with RESOURCE_EXHAUSTED. One job always fits: its payload,
+    result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
+    together. Lists end a page early when the next item would not fit (next_page_token says
+    more follow), so a page may hold fewer items than page_size.
+
     Access (when the server requires tokens; see the README's Security section): each RPC
     below names the least role that may call it. Roles nest: reader < producer < operator,
     admin may call everything, worker only WorkerService. A missing or invalid token is
@@ -209,6 +216,13 @@ class JobServiceAsyncStub(JobServiceStub):
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
+    Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
+    (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
+    language; a larger request fails with RESOURCE_EXHAUSTED. One job always fits: its payload,
+    result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
+    together. Lists end a page early when the next item would not fit (next_page_token says
+    more follow), so a page may hold fewer items than page_size.
+
     Access (when the server requires tokens; see the README's Security section): each RPC
     below names the least role that may call it. Roles nest: reader < producer < operator,
     admin may call everything, worker only WorkerService. A missing or invalid token is
@@ -375,6 +389,13 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     (retrying helps); it never answers a mistake in the request. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
+
+    Message sizes: every request and every reply (each message of a stream) is at most 4 MiB
+    (4,194,304 bytes) encoded, the receive limit gRPC clients have by default in every
+    language; a larger request fails with RESOURCE_EXHAUSTED. One job always fits: its payload,
+    result and progress are at most 1 MiB encoded each and its other fields at most 64 KiB
+    together. Lists end a page early when the next item would not fit (next_page_token says
+    more follow), so a page may hold fewer items than page_size.
 
     Access (when the server requires tokens; see the README's Security section): each RPC
     below names the least role that may call it. Roles nest: reader < producer < operator,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from jobwheel.server import handlers, log_throttle, model
-from jobwheel.server.api import reflection
+from jobwheel.server.api import reflection, reply_size
 from jobwheel.server.api.convert import event_document
 from jobwheel.server.api.guard import Guard
 from jobwheel.server.api.job_service import JobService
@@ -47,9 +47,9 @@ from jobwheel.v1 import (
 )
 
 log = logging.getLogger("jobwheel.server")
-
-
-MAX_MESSAGE_BYTES = 64 << 20
+# Requests and replies alike: what gRPC clients accept by default (see api/reply_size.py);
+# the largest valid request (a job with a 1 MiB payload) fits with room to spare.
+MAX_MESSAGE_BYTES = reply_size.MAX_MESSAGE_BYTES
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,

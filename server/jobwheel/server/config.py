@@ -104,7 +104,8 @@ NUMBERS = (
         int,
         _DEFAULTS.max_payload_bytes,
         1024,
-        4 << 20,
+        # at most 1 MiB: a job with payload, result and progress at the limit fits one 4 MiB reply
+        1 << 20,
         "largest accepted payload, encoded, in bytes",
     ),
     Number(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from jobwheel.server import model
@@ -20,6 +20,7 @@ class JobHistory:
     job: model.Job
     attempts: list[model.Attempt]
     totals: ExecutionTotals
+    more: bool = False  # attempts follow the page
 
 
 class Core:
@@ -66,8 +67,22 @@ class Core:
             flt, limit=limit, after_seq=after_seq, descending=descending, seq_window=seq_window
         )
 
+    async def list_page(
+        self,
+        flt: model.JobFilter,
+        *,
+        limit: int,
+        max_bytes: int,
+        after_seq: int | None,
+        descending: bool,
+    ) -> tuple[Iterator[model.Job], bool]:
+        """A page of jobs (decoded as iterated) and whether more follow."""
+        return await self.store.list_jobs_page(
+            flt, limit=limit, max_bytes=max_bytes, after_seq=after_seq, descending=descending
+        )
+
     async def history(
-        self, job_id: str, *, limit: int, after: tuple[int, int] | None
+        self, job_id: str, *, limit: int, max_bytes: int, after: tuple[int, int] | None
     ) -> JobHistory:
         job = await self.get(job_id)
         open_execution = (
@@ -76,9 +91,11 @@ class Core:
             or (job.state is model.JobState.QUEUED and job.attempt > 0)
             else None
         )
-        attempts = await self.store.list_attempts(job_id, limit=limit, after=after)
+        attempts, more = await self.store.list_attempts_page(
+            job_id, limit=limit, max_bytes=max_bytes, after=after
+        )
         totals = await self.store.execution_totals(job_id, open_execution)
-        return JobHistory(job, attempts, totals)
+        return JobHistory(job, attempts, totals, more)
 
     async def act_on(self, job_id: str, action: Action) -> model.Job:
         """Applies `action` to one job, or says why it cannot."""

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from jobwheel.server.storage import DatabaseUnavailable
 
 DEFAULT_INTERVAL = 10.0
+# Loggers never throttled: one line per failed attempt is promised (failures.py)
+UNTHROTTLED = frozenset({"jobwheel.server.attempts"})
 
 
 class Throttle(logging.Filter):
@@ -37,7 +39,7 @@ class Throttle(logging.Filter):
         self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.level:
+        if record.levelno < self.level or record.name in UNTHROTTLED:
             return True
         key = (record.name, record.levelno, str(record.msg))
         exc = record.exc_info[1] if record.exc_info else None

@@ -15,6 +15,9 @@ Micros = int
 SECOND: Micros = 1_000_000
 DEFAULT_QUEUE = "default"
 DEFAULT_CATCHUP_WINDOW: Micros = 86_400 * SECOND
+# Payload, result and progress: at most this many bytes each, encoded as protobuf (so a job
+# always fits one 4 MiB reply; see api/reply_size.py).
+MAX_DOCUMENT_BYTES = 1 << 20
 # The range of google.protobuf.Timestamp (years 1 to 9999), which every client can decode:
 # no time outside it is accepted, computed or stored.
 MIN_TIME: Micros = -62_135_596_800 * SECOND  # 0001-01-01T00:00:00Z
@@ -162,6 +165,9 @@ class Schedule:
     catchup_window: Micros = DEFAULT_CATCHUP_WINDOW
     dst_gap_policy: DstGapPolicy = DstGapPolicy.SHIFT_FORWARD
     dst_fold_policy: DstFoldPolicy = DstFoldPolicy.FIRST
+    # An interval schedule without start_time: its first occurrence, fixed when the schedule
+    # is set; every occurrence is anchor + k * interval, start to start (not in the proto).
+    anchor: Micros | None = None
 
     @property
     def recurring(self) -> bool:

@@ -246,3 +246,14 @@ async def test_watch_without_a_terminal_prints_lines(server: Running, output: st
         assert "event" in json.loads(text) or "snapshot_end" in json.loads(text)
     else:
         assert "SNAPSHOT" in text or "ENQUEUED" in text
+
+
+async def test_get_and_attempts_show_the_traceback(server: Running) -> None:
+    r = await jw(server.address, "enqueue", "test.boom", "--max-attempts", "1", "-o", "json")
+    job_id = str(r.json()["job"]["id"])  # type: ignore[index]
+    await jw(server.address, "wait", job_id, "--interval", "50ms")
+    r = await jw(server.address, "get", job_id)
+    assert "ValueError: boom" in r.out and "last traceback:" in r.out
+    assert 'raise ValueError("boom")' in r.out
+    r = await jw(server.address, "history", job_id)
+    assert "attempt 1.1 traceback:" in r.out and 'raise ValueError("boom")' in r.out

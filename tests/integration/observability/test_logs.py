@@ -123,9 +123,6 @@ def test_server_json_log(json_server: ServerProcess, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason="the failed-attempt log line arrives with the attempt-traceback work"
-)
 def test_failed_attempt_logs_one_line_with_job_fields_and_traceback(
     json_server: ServerProcess, tmp_path: Path
 ) -> None:

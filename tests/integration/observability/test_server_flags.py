@@ -59,7 +59,7 @@ def test_first_text_line_says_what_runs(tmp_path: Path) -> None:
     finally:
         proc.stop()
     assert f"jobwheel {version()} starting: database sqlite:///" in first
-    assert "listen 127.0.0.1:0, auth none, handlers test.block, test.boom," in first
+    assert "listen 127.0.0.1:0, auth none, handlers test.big_result, test.block," in first
 
 
 def test_database_password_is_hidden_in_logs() -> None:

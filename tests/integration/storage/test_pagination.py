@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from jobwheel.server.model import Job, JobFilter
@@ -116,3 +117,69 @@ async def test_paging_while_inserting_concurrently(store: Store, descending: boo
         await task
     assert len(seen) == len(set(seen))
     assert {j.id for j in before} <= set(seen)
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+async def test_pages_bounded_by_stored_size(store: Store, descending: bool) -> None:
+    """list_jobs_page: every job once, in order; a page of several jobs holds at most
+    max_bytes of stored documents; only the last page says no more follow."""
+    sizes = [10, 40_000, 5, 90_000, 30_000, 30_000, 30_000, 1, 120_000, 7]
+    jobs = [
+        job
+        for job, _ in await store.insert_jobs([new_job(payload={"blob": "x" * n}) for n in sizes])
+    ]
+    budget = 100_000
+    pages: list[list[Job]] = []
+    after: int | None = None
+    more = True
+    while more:
+        found, more = await store.list_jobs_page(
+            JobFilter(), limit=1000, max_bytes=budget, after_seq=after, descending=descending
+        )
+        page = list(found)
+        assert page, "a page is never empty while more follow"
+        pages.append(page)
+        after = page[-1].seq
+    flat = [j.id for page in pages for j in page]
+    assert flat == [j.id for j in (reversed(jobs) if descending else jobs)]
+    for page in pages:
+        stored = sum(len(json.dumps(j.payload, separators=(",", ":"))) for j in page)
+        assert len(page) == 1 or stored <= budget
+    # the 120,000-character payload is alone on its page, and pages are not cut short
+    assert any(len(p) == 1 and len(p[0].payload["blob"]) == 120_000 for p in pages)
+    assert len(pages) < len(sizes)
+
+
+async def test_page_size_limit_still_applies(store: Store) -> None:
+    await insert_n(store, 5)
+    found, more = await store.list_jobs_page(JobFilter(), limit=3, max_bytes=1 << 20)
+    assert len(list(found)) == 3 and more
+    found, more = await store.list_jobs_page(JobFilter(), limit=5, max_bytes=1 << 20)
+    assert len(list(found)) == 5 and not more
+
+
+@pytest.mark.parametrize("descending", [True, False], ids=["desc", "asc"])
+async def test_size_lookups_continue_across_chunks(store: Store, descending: bool) -> None:
+    """More rows than one size query looks at: pages continue where the last one stopped."""
+    sizes = [10] * 40 + [60_000] * 3 + [10] * 57
+    jobs = [
+        job
+        for job, _ in await store.insert_jobs([new_job(payload={"blob": "x" * n}) for n in sizes])
+    ]
+    expected = [j.id for j in (reversed(jobs) if descending else jobs)]
+    found, more = await store.list_jobs_page(
+        JobFilter(), limit=1000, max_bytes=10 << 20, descending=descending
+    )
+    assert [j.id for j in found] == expected and not more
+    seen: list[str] = []
+    after: int | None = None
+    more = True
+    while more:
+        found, more = await store.list_jobs_page(
+            JobFilter(), limit=70, max_bytes=100_000, after_seq=after, descending=descending
+        )
+        page = list(found)
+        assert 1 <= len(page) <= 70
+        seen += [j.id for j in page]
+        after = page[-1].seq
+    assert seen == expected

@@ -151,7 +151,10 @@ def job_detail(j: job_pb2.Job) -> str:
     ]
     rows += [(k, v) for k, v in optional if v]
     width = max(len(k) for k, _ in rows) + 1
-    return "\n".join(f"{(k + ':').ljust(width)} {v}" for k, v in rows)
+    text = "\n".join(f"{(k + ':').ljust(width)} {v}" for k, v in rows)
+    return text + (
+        f"\n\nlast traceback:\n{j.last_error_traceback}" if j.last_error_traceback else ""
+    )
 
 
 def attempts_table(resp: pb.ListJobAttemptsResponse) -> str:
@@ -172,7 +175,12 @@ def attempts_table(resp: pb.ListJobAttemptsResponse) -> str:
         f"executions: {resp.total_executions} started, {resp.successful_executions} succeeded, "
         f"{resp.failed_executions} failed"
     )
-    return f"{body}\n\n{totals}"
+    tracebacks = [
+        f"\nattempt {a.execution}.{a.number} traceback:\n{a.traceback}"
+        for a in resp.attempts
+        if a.traceback
+    ]
+    return "\n".join([body, "", totals, *tracebacks])
 
 
 def stats_text(s: pb.GetJobStatsResponse) -> str:

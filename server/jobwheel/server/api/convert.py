@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.v1 import job_pb2
 
 JOB_STATE_TO_PROTO = {
@@ -140,12 +140,16 @@ def job_to_proto(job: model.Job) -> job_pb2.Job:
         execution_count=job.execution_count,
         create_time=timestamp(job.create_time),
         update_time=timestamp(job.update_time),
-        last_error=job.last_error,
         recurring=job.recurring,
         cancel_reason=job.cancel_reason,
         skipped_count=job.skipped_count,
         worker_id=job.worker_id,
     )
+    if job.last_error:
+        error = failures.split(job.last_error)
+        out.last_error = error.summary
+        out.last_error_type = error.type
+        out.last_error_traceback = error.traceback
     if job.schedule is not None:
         out.schedule.CopyFrom(schedule_to_proto(job.schedule))
     if job.timeout is not None:
@@ -175,9 +179,13 @@ def attempt_to_proto(a: model.Attempt) -> job_pb2.Attempt:
         number=a.number,
         start_time=timestamp(a.start_time),
         outcome=ATTEMPT_OUTCOME_TO_PROTO[a.outcome],
-        error=a.error,
         worker_id=a.worker_id,
     )
+    if a.error:
+        error = failures.split(a.error)
+        out.error = error.summary
+        out.error_type = error.type
+        out.traceback = error.traceback
     if a.end_time is not None:
         out.end_time.CopyFrom(timestamp(a.end_time))
         out.duration.CopyFrom(duration(a.end_time - a.start_time))

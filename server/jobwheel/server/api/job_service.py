@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any, TypeAlias
 
 import grpc
 from jobwheel.server import model
-from jobwheel.server.api import pagination, validate
-from jobwheel.server.api.convert import attempt_to_proto, job_to_proto, timestamp
+from jobwheel.server.api import pagination, reply_size, validate
+from jobwheel.server.api.convert import (
+    JOB_STATE_TO_PROTO,
+    attempt_to_proto,
+    job_to_proto,
+    timestamp,
+)
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 from jobwheel.server.api.fields import check_text
 from jobwheel.server.api.queue_rpcs import QueueRpcs
@@ -23,8 +29,9 @@ from jobwheel.server.rules import states as actions
 from jobwheel.server.rules import triggers
 from jobwheel.server.security import principal as access
 from jobwheel.server.security.principal import narrow
+from jobwheel.server.storage.convert import job_from_new
+from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
-from jobwheel.v1 import job_service_pb2_grpc
 
 MAX_BATCH = 10_000
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -67,13 +74,22 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         errors.raise_if_any()
         for i, new in enumerate(news):
             access.check_queue(new.queue, f"jobs[{i}].queue")
+        # the reply must fit one message: judged before anything is created
+        replies = [pb.EnqueueJobResponse(job=job_to_proto(job_from_new(n))) for n in news]
+        budget = reply_size.Budget()
+        if not all(budget.take(reply) for reply in replies):
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "jobs",
+                        f"the reply (every job as created) would exceed "
+                        f"{reply_size.MAX_MESSAGE_BYTES} bytes: send fewer or smaller jobs "
+                        "per call",
+                    )
+                ]
+            )
         results = await self.core.enqueue(news) if news else []
-        return pb.BatchEnqueueJobsResponse(
-            results=[
-                pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
-                for job, existed in results
-            ]
-        )
+        return pb.BatchEnqueueJobsResponse(results=_batch_replies(results, replies, budget.limit))
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
         _require_id(request.id)
@@ -90,15 +106,17 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         descending = request.order != pb.JOB_ORDER_CREATE_TIME_ASC
         scope = (request.filter, int(descending))
         after = pagination.decode_token(request.page_token, *scope)
-        jobs = await self.core.list(
-            narrow(flt), limit=size + 1, after_seq=after, descending=descending
+        budget = reply_size.Budget()
+        jobs, more = await self.core.list_page(
+            narrow(flt), limit=size, max_bytes=budget.limit, after_seq=after, descending=descending
         )
-        token = ""
-        if len(jobs) > size:
-            jobs = jobs[:size]
-            token = pagination.encode_token(jobs[-1].seq, *scope)
+        # decoding and converting big documents takes a while: off the event loop
+        page, last, full = await asyncio.to_thread(_job_page, jobs, budget)
+        more = more or full
+        token = pagination.encode_token(last, *scope) if more and last is not None else ""
+        # the roster is read on the event loop; _job_page left room for the reasons
         return pb.ListJobsResponse(
-            jobs=[self.explain(j, job_to_proto(j)) for j in jobs], next_page_token=token
+            jobs=[self.explain(job, proto) for job, proto in page], next_page_token=token
         )
 
     async def ListJobAttempts(self, request: pb.ListJobAttemptsRequest, context: Context) -> Any:
@@ -106,15 +124,20 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token, request.job_id)
         cursor = None if after is None else (after >> 20, after & 0xFFFFF)
-        history = await self.core.history(request.job_id, limit=size + 1, after=cursor)
+        budget = reply_size.Budget()
+        history = await self.core.history(
+            request.job_id, limit=size, max_bytes=budget.limit, after=cursor
+        )
         access.visible(history.job)
-        items, token = history.attempts, ""
-        if len(items) > size:
-            items = items[:size]
-            last = items[-1]
-            token = pagination.encode_token(last.execution << 20 | last.number, request.job_id)
+        page = await asyncio.to_thread(_attempt_page, history.attempts, budget)
+        more = history.more or len(page) < len(history.attempts)
+        token = ""
+        if more and page:
+            token = pagination.encode_token(
+                page[-1].execution << 20 | page[-1].number, request.job_id
+            )
         return pb.ListJobAttemptsResponse(
-            attempts=[attempt_to_proto(a) for a in items],
+            attempts=page,
             next_page_token=token,
             total_executions=history.job.execution_count,
             successful_executions=history.totals.succeeded,
@@ -263,6 +286,61 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         return pb.DeleteJobsResponse(
             count=await self.core.act_on_all(_bulk_filter(request), actions.DELETE)
         )
+
+
+def _job_page(
+    jobs: Iterator[model.Job], budget: reply_size.Budget
+) -> tuple[list[tuple[model.Job, job_pb2.Job]], int | None, bool]:
+    """The jobs that fit `budget` with their protos, the last one's seq, and True if one did
+    not. A QUEUED job is given room for a waiting_reason, set afterwards."""
+    page: list[tuple[model.Job, job_pb2.Job]] = []
+    last = None
+    for job in jobs:
+        proto = job_to_proto(job)
+        room = reply_size.WAITING_REASON_BYTES if job.state is model.JobState.QUEUED else 0
+        if not budget.take(proto, room) and page:
+            return page, last, True  # this one starts the next page
+        page.append((job, proto))
+        last = job.seq
+    return page, last, False
+
+
+def _attempt_page(
+    attempts: list[model.Attempt], budget: reply_size.Budget
+) -> list[job_pb2.Attempt]:
+    page: list[job_pb2.Attempt] = []
+    for attempt in attempts:
+        proto = attempt_to_proto(attempt)
+        if not budget.take(proto) and page:
+            break
+        page.append(proto)
+    return page
+
+
+def _batch_replies(
+    results: list[tuple[model.Job, bool]], fresh: list[pb.EnqueueJobResponse], limit: int
+) -> list[pb.EnqueueJobResponse]:
+    """One reply per job: the precomputed one of a created job; for a repeated idempotency
+    key the existing job, whole while the reply has room, else only its id and state (an
+    existing job may be larger than the request that named its key; the stub never is)."""
+    out = list(fresh)
+    stubs = {
+        i: pb.EnqueueJobResponse(
+            job=job_pb2.Job(id=job.id, state=JOB_STATE_TO_PROTO[job.state]), already_exists=True
+        )
+        for i, (job, existed) in enumerate(results)
+        if existed
+    }
+    used = sum(reply_size.framed_size(stubs.get(i, r)) for i, r in enumerate(fresh))
+    for i, stub in stubs.items():
+        whole = pb.EnqueueJobResponse(job=job_to_proto(results[i][0]), already_exists=True)
+        extra = reply_size.framed_size(whole) - reply_size.framed_size(stub)
+        if used + extra <= limit:
+            used += extra
+            out[i] = whole
+        else:
+            out[i] = stub
+    return out
 
 
 MAX_REASON = 1024

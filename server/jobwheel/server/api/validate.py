@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2
 from jobwheel.server import model
+from jobwheel.server.api import reply_size
 from jobwheel.server.api.convert import (
     DST_FOLD_TO_PROTO,
     DST_GAP_TO_PROTO,
@@ -125,6 +126,8 @@ def schedule_from_proto(
     if s.HasField("catchup_window"):
         field = f"{prefix}.catchup_window"
         catchup = micros_of_duration(s.catchup_window, field, errors, high=MAX_WAIT) or 0
+    # interval occurrences run start to start from the first one, now + interval
+    anchor = now + interval if interval and not s.cron and start is None else None
     schedule = model.Schedule(
         start_time=start,
         cron=s.cron,
@@ -164,6 +167,7 @@ def schedule_from_proto(
             f"{prefix}.dst_fold_policy",
             errors,
         ),
+        anchor=anchor,
     )
 
 
@@ -256,6 +260,7 @@ def new_job_from_proto(
     payload_ok, payload = json_document(
         req.payload, f"{prefix}payload", limits.max_payload_bytes, errors
     )
+    reply_size.check_job_fields(req, req.ByteSize() - req.payload.ByteSize(), prefix, errors)
     check_labels(req.labels, f"{prefix}labels", errors)
     check_text(
         req.idempotency_key,

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from jobwheel.server import model
+from jobwheel.server.api import reply_size
 from jobwheel.server.api.convert import EVENT_TYPE_TO_PROTO, job_to_proto, timestamp
 from jobwheel.server.api.errors import (
     FailedPrecondition,
@@ -32,29 +33,38 @@ from jobwheel.v1 import job_service_pb2 as pb
 
 REPLAY_PAGE = 1000
 SNAPSHOT_LIMIT = 50_000
+SNAPSHOT_MAX_BYTES = 128 << 20
+SNAPSHOT_CHUNK = 64  # rows read at a time: 64 big jobs are already many megabytes
 
 
 class ProtoCache:
-    """Each event is converted once, however many watchers receive it."""
+    """Each event is converted once, however many watchers receive it. Holds at most `size`
+    events and `max_bytes` of encoded events (events of big jobs are big)."""
 
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int = 20_000, max_bytes: int = 64 << 20) -> None:
         self.size = size
-        self._items: OrderedDict[int, pb.WatchJobsResponse] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[int, tuple[pb.WatchJobsResponse, int]] = OrderedDict()
 
     def get(self, event: model.Event) -> pb.WatchJobsResponse:
-        found = self._items.get(event.revision)
-        if found is None:
-            found = pb.WatchJobsResponse(
-                event=job_pb2.JobEvent(
-                    revision=event.revision,
-                    type=EVENT_TYPE_TO_PROTO[event.type],
-                    job=job_to_proto(event.job),
-                    event_time=timestamp(event.time),
-                )
+        cached = self._items.get(event.revision)
+        if cached is not None:
+            return cached[0]
+        found = pb.WatchJobsResponse(
+            event=job_pb2.JobEvent(
+                revision=event.revision,
+                type=EVENT_TYPE_TO_PROTO[event.type],
+                job=job_to_proto(event.job),
+                event_time=timestamp(event.time),
             )
-            self._items[event.revision] = found
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
+        )
+        size = found.ByteSize()
+        self._items[event.revision] = (found, size)
+        self.bytes += size
+        while len(self._items) > self.size or self.bytes > self.max_bytes:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped
         return found
 
 
@@ -120,20 +130,27 @@ class Watcher:
             last = since if since else sub.start - 1
             if include_snapshot:
                 # read it all before sending: a client that does not read must not hold a
-                # database transaction (and a pooled connection) open
-                snapshot: list[model.Job] = []
-                async with self.store.snapshot(flt) as (revision, chunks):
+                # database transaction (and a pooled connection) open. Kept as messages, the
+                # compact form, and bounded in count and bytes.
+                snapshot: list[pb.WatchJobsResponse] = []
+                held = 0
+                async with self.store.snapshot(flt, SNAPSHOT_CHUNK) as (revision, chunks):
                     async for jobs in chunks:
-                        snapshot += jobs
-                        if len(snapshot) > SNAPSHOT_LIMIT:
+                        # converting big documents takes a while: off the event loop
+                        entries = await asyncio.to_thread(_snapshot_entries, jobs, revision)
+                        held += sum(entry.ByteSize() for entry in entries)
+                        snapshot += entries
+                        if len(snapshot) > SNAPSHOT_LIMIT or held > SNAPSHOT_MAX_BYTES:
                             raise FailedPrecondition(
-                                f"the snapshot would hold more than {SNAPSHOT_LIMIT} jobs: "
-                                "narrow the filter, or watch without a snapshot",
+                                f"the snapshot would hold more than {SNAPSHOT_LIMIT} jobs or "
+                                f"{SNAPSHOT_MAX_BYTES} bytes: narrow the filter, or watch "
+                                "without a snapshot",
                                 "SNAPSHOT_TOO_LARGE",
                                 limit=str(SNAPSHOT_LIMIT),
+                                max_bytes=str(SNAPSHOT_MAX_BYTES),
                             )
-                for job in snapshot:
-                    yield self._snapshot_entry(job, revision)
+                for entry in snapshot:
+                    yield entry
                 del snapshot
                 last = revision
                 yield pb.WatchJobsResponse(snapshot_end=pb.SnapshotEnd(revision=revision))
@@ -162,19 +179,25 @@ class Watcher:
             raise Unavailable("the server is stopping; reconnect and resume with since_revision")
 
     def _pack(self, events: list[model.Event], max_batch: int) -> Iterator[pb.WatchJobsResponse]:
-        """One message per event, or up to `max_batch` events per message when asked."""
+        """One message per event, or up to `max_batch` events per message when asked; a batch
+        also ends before it would pass the 4 MiB reply size."""
         if self.on_sent is not None:
             self.on_sent(len(events))
         if max_batch <= 1:
             yield from (self.protos.get(e) for e in events)
             return
-        for start in range(0, len(events), max_batch):
-            chunk = events[start : start + max_batch]
-            if len(chunk) == 1:
-                yield self.protos.get(chunk[0])
-            else:
-                batch = pb.EventBatch(events=[self.protos.get(e).event for e in chunk])
-                yield pb.WatchJobsResponse(batch=batch)
+        chunk: list[job_pb2.JobEvent] = []
+        budget = reply_size.Budget()
+        for event in events:
+            message = self.protos.get(event).event
+            # one event always fits: only a non-empty batch can be full
+            if len(chunk) == max_batch or not budget.take(message):
+                yield _batch(chunk)
+                chunk, budget = [], reply_size.Budget()
+                budget.take(message)
+            chunk.append(message)
+        if chunk:
+            yield _batch(chunk)
 
     async def _live(
         self, sub: Subscription, last: int, max_batch: int = 1
@@ -213,9 +236,16 @@ class Watcher:
                     )
                 )
 
-    @staticmethod
-    def _snapshot_entry(job: model.Job, revision: int) -> pb.WatchJobsResponse:
-        return pb.WatchJobsResponse(
+
+def _batch(events: list[job_pb2.JobEvent]) -> pb.WatchJobsResponse:
+    if len(events) == 1:
+        return pb.WatchJobsResponse(event=events[0])
+    return pb.WatchJobsResponse(batch=pb.EventBatch(events=events))
+
+
+def _snapshot_entries(jobs: list[model.Job], revision: int) -> list[pb.WatchJobsResponse]:
+    return [
+        pb.WatchJobsResponse(
             event=job_pb2.JobEvent(
                 revision=revision,
                 type=job_pb2.JOB_EVENT_TYPE_SNAPSHOT,
@@ -223,3 +253,5 @@ class Watcher:
                 event_time=timestamp(job.update_time),
             )
         )
+        for job in jobs
+    ]

@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf import duration_pb2
 from jobwheel.server import model
-from jobwheel.server.api import validate
+from jobwheel.server.api import reply_size, validate
 from jobwheel.server.api.convert import job_to_proto, timestamp
 from jobwheel.server.api.fields import check_text
 from jobwheel.server.execution.remote import RemoteWorkers
@@ -94,17 +94,24 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             lease=lease or model.DEFAULT_LEASE,
             wait=wait_s,
         )
-        return pb.LeaseJobsResponse(
-            leases=[
-                pb.Lease(
-                    job=job_to_proto(job),
-                    epoch=job.attempt,
-                    expire_time=timestamp(job.lease_expire_time or 0),
-                    traceparent=job.traceparent,
-                )
-                for job in leased
-            ]
-        )
+        budget = reply_size.Budget()
+        leases: list[pb.Lease] = []
+        unsent: list[model.Job] = []
+        for job in leased:
+            lease_pb = pb.Lease(
+                job=job_to_proto(job),
+                epoch=job.attempt,
+                expire_time=timestamp(job.lease_expire_time or 0),
+                traceparent=job.traceparent,
+            )
+            # one lease always fits; once one does not, the rest wait for the next call
+            if unsent or not budget.take(lease_pb):
+                unsent.append(job)
+            else:
+                leases.append(lease_pb)
+        if unsent:
+            await self.remote.release(unsent, "not sent: the LeaseJobs reply was full")
+        return pb.LeaseJobsResponse(leases=leases)
 
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Context) -> Any:
         errors = validate.Violations()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.engine_storage import EngineStore
@@ -255,11 +255,14 @@ class Dispatcher:
 
     async def _finish(self, settlement: states.Settlement) -> None:
         """Stores an attempt's ending, retrying through a database outage until it is stored
-        (the job stays held meanwhile, so its lease is renewed while renewals work)."""
+        (the job stays held meanwhile, so its lease is renewed while renewals work); a failed
+        attempt that was stored is logged."""
         delay = SETTLE_RETRY_FIRST
         while True:
             try:
-                await self.settle([settlement])
+                [applied] = await self.settle([settlement])
+                if applied:
+                    failures.log_if_failed(settlement)
                 return
             except DatabaseUnavailable as exc:
                 job_id = settlement.ended.job_id

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.clock import Clock
 from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.execution.signing import Signer
@@ -42,8 +42,9 @@ DELIVERY_RETRY = model.RetryPolicy(
 EventRenderer = Callable[[model.Event], dict[str, Any]]
 
 
-class DeliveryFailed(Exception):
-    """The subscriber did not accept the event (the delivery job retries)."""
+class DeliveryFailed(failures.Reported):
+    """The subscriber did not accept the event (the delivery job retries); the error says
+    why."""
 
 
 class EventDeliveries:

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobwheel.server import failures
 from jobwheel.server.handlers import Handler
-from jobwheel.server.model import AttemptOutcome
-from jobwheel.server.rules.attempt import AttemptResult
+from jobwheel.server.model import MAX_DOCUMENT_BYTES, AttemptOutcome
+from jobwheel.server.rules.attempt import AttemptResult, oversized
 
 
 @dataclass
@@ -47,10 +48,6 @@ def _arity(fn: Handler) -> int:
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         return 2
     return min(len(positional), 2)
-
-
-def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class InProcessExecutor:
@@ -92,12 +89,17 @@ class InProcessExecutor:
             ctx._cancel.set()
             raise
         except Exception as exc:  # the handler's failure is the attempt's outcome
-            return AttemptResult(AttemptOutcome.FAILED, error=describe_error(exc))
+            return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
         try:
-            json.dumps(result)
+            text = json.dumps(result)
         except (TypeError, ValueError) as exc:
             return AttemptResult(
                 AttemptOutcome.FAILED, error=f"ResultError: result is not JSON-serialisable: {exc}"
+            )
+        if oversized(result, len(text)):
+            return AttemptResult(
+                AttemptOutcome.FAILED,
+                error=f"ResultError: result is larger than {MAX_DOCUMENT_BYTES} bytes encoded",
             )
         return AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.errors import LeaseNotHeld, NotFound
@@ -165,6 +165,14 @@ class RemoteWorkers:
             self._held[job.id] = _Held(job, lease)
         return leased
 
+    async def release(self, leased: list[model.Job], why: str) -> None:
+        """Gives back leases that were never sent: the jobs are QUEUED again at once, and
+        the attempt is recorded as LOST without counting against max_attempts."""
+        now = self.clock.now()
+        await self._settle([states.lost(job, now, why, counts=False) for job in leased])
+        for job in leased:
+            self._held.pop(job.id, None)
+
     async def heartbeat(
         self,
         job_id: str,
@@ -237,6 +245,7 @@ class RemoteWorkers:
                 raise NotFound("job", job_id)
             raise LeaseNotHeld(current, attempt, worker_id)
         self._held.pop(job_id, None)
+        failures.log_if_failed(settlement)
         return settlement.after
 
     async def _holding(self, job_id: str, attempt: int, worker_id: str) -> model.Job:

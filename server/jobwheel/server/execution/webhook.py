@@ -22,7 +22,7 @@ from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.ssrf import AddressPolicy, SsrfBlocked, guarded_client
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.observability import tracing
-from jobwheel.server.rules.attempt import AttemptResult
+from jobwheel.server.rules.attempt import AttemptResult, oversized
 
 USER_AGENT = "jobwheel/0.1"
 _ERROR_BODY_CHARS = 200
@@ -233,9 +233,10 @@ class WebhookExecutor:
         status = response.status_code
         if 200 <= status < 300:
             # A truncated body is never valid JSON; say nothing rather than guess.
-            return AttemptResult(
-                AttemptOutcome.SUCCEEDED, result=None if truncated else _json_or_none(content)
-            )
+            result = None if truncated else _json_or_none(content)
+            if result is not None and oversized(result, len(content)):
+                result = None  # kept within the job's bounds: too large to store
+            return AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
         error = f"HttpError: {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
         if 300 <= status < 400:
             error += ": redirects are not followed"

@@ -5,7 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jobwheel.server.model import AttemptOutcome
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import ParseDict
+from jobwheel.server.model import MAX_DOCUMENT_BYTES, AttemptOutcome
+
+# JSON text grows at most about 5.5 times as a protobuf Value (an array of small numbers).
+_GROWTH = 6
+
+
+def oversized(value: Any, text_bytes: int) -> bool:
+    """True when the JSON value `value` (whose JSON text has `text_bytes` bytes) encodes to
+    more than MAX_DOCUMENT_BYTES as a google.protobuf.Value. Short texts are not measured."""
+    if text_bytes * _GROWTH <= MAX_DOCUMENT_BYTES:
+        return False
+    return ParseDict(value, struct_pb2.Value()).ByteSize() > MAX_DOCUMENT_BYTES
 
 
 @dataclass(frozen=True, slots=True)

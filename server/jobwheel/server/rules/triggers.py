@@ -105,7 +105,8 @@ def next_fires(schedule: Schedule, after: Micros, count: int) -> list[Fire]:
     """The next `count` fires strictly after `after`, within [start_time, end_time).
 
     `limit` is not applied: the caller counts executions. Interval schedules fire at
-    start_time + k * interval (k >= 0), or after + k * interval (k >= 1) without a start_time.
+    base + k * interval (k >= 0), start to start, where base is start_time or else the anchor
+    (the first occurrence, fixed at enqueue); with neither, at after + k * interval (k >= 1).
     A schedule with neither cron nor interval fires once, at start_time.
     """
     if count <= 0:
@@ -147,12 +148,13 @@ def _interval_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterat
     step = schedule.interval
     if step is None or step <= 0:
         return
-    if schedule.start_time is None:
+    base = schedule.start_time if schedule.start_time is not None else schedule.anchor
+    if base is None:  # stored before schedules had an anchor: counted from `after`
         time = after + step
     else:
-        # `after` >= start - 1 here, so k is never negative.
-        k = (after - schedule.start_time) // step + 1
-        time = schedule.start_time + k * step
+        # `after` may precede an anchor (start_time is applied to `after` above): k >= 0
+        k = max(0, (after - base) // step + 1)
+        time = base + k * step
     while time <= LATEST_FIRE:
         yield Fire(time, _local(time, zone))
         time += step
@@ -164,7 +166,8 @@ def _cron_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterator[F
     low = min(_offset(after - SECOND, zone), _offset(after + 2 * _MAX_OFFSET, zone))
     low = min(low, _offset(after, zone))
     begin = _naive(after + low).replace(microsecond=0) - timedelta(seconds=1)
-    it = croniter(_normalize(schedule.cron), begin, ret_type=datetime)
+    cron = _normalize(schedule.cron)
+    it = croniter(cron, begin, ret_type=datetime, day_or=day_or(cron))
     pending: list[tuple[int, bool, bool]] = []
     silent = 0
     while True:
@@ -192,6 +195,17 @@ def _cron_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterator[F
         silent = 0 if released else silent + 1
         if silent > _MAX_SILENT:
             return
+
+
+def day_or(expr: str) -> bool:
+    """How day-of-month and day-of-week combine, as in Vixie cron and cronie: when either
+    field starts with '*' (or '?', croniter's synonym) a day must match both (AND), otherwise
+    either (OR). "0 0 */2 * 1" is Mondays that are odd days of the month; "0 0 1,15 * 1" is
+    the 1st, the 15th and every Monday."""
+    fields = expr.split()
+    if len(fields) < 5:  # an @alias: one of the two fields is '*'
+        return False
+    return not fields[2].startswith(("*", "?")) and not fields[4].startswith(("*", "?"))
 
 
 def _normalize(expr: str) -> str:

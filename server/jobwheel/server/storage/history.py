@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jobwheel.server.model import Attempt, AttemptOutcome
+from jobwheel.server.storage import paging
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import attempt_from_row
 from jobwheel.server.storage.schema import attempts
@@ -33,6 +34,35 @@ class History(StoreBase):
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [attempt_from_row(r) for r in rows]
+
+    async def list_attempts_page(
+        self,
+        job_id: str,
+        *,
+        limit: int,
+        max_bytes: int,
+        after: tuple[int, int] | None = None,
+    ) -> tuple[list[Attempt], bool]:
+        """Like list_attempts, but only the attempts whose stored result and error add up to
+        at most `max_bytes` (at least one; see paging.py); True when more follow."""
+        where = [attempts.c.job_id == job_id]
+        if after is not None:
+            where.append(tuple_(attempts.c.execution, attempts.c.number) > tuple_(*after))
+        sizes = paging.stored_bytes(self.dialect.name, attempts.c.result, attempts.c.error)
+        async with self._read() as conn:
+            rows, more = await paging.bounded_rows(
+                conn,
+                attempts,
+                key=attempts.c.id,
+                sizes=sizes,
+                where=where,
+                order_by=[attempts.c.execution, attempts.c.number],
+                after=lambda last: tuple_(attempts.c.execution, attempts.c.number) > tuple_(*last),
+                limit=limit,
+                max_bytes=max_bytes,
+                max_in_list=self.dialect.max_in_list,
+            )
+        return [attempt_from_row(r) for r in rows], more
 
     async def attempt_id(self, job_id: str, execution: int, number: int) -> str | None:
         stmt = select(attempts.c.id).where(

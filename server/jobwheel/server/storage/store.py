@@ -3,9 +3,10 @@ for transactions)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
+from jobwheel.server.storage import paging
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
     job_from_new,
@@ -167,7 +168,54 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             found = (await conn.execute(select(func.max(jobs.c.seq)))).scalar()
         return int(found or 0)
 
+    async def list_jobs_page(
+        self,
+        flt: JobFilter,
+        *,
+        limit: int,
+        max_bytes: int,
+        after_seq: int | None = None,
+        descending: bool = True,
+    ) -> tuple[Iterator[Job], bool]:
+        """Like list_jobs, but also bounded by the stored size of the jobs (see paging.py):
+        up to `limit` jobs while their documents add up to at most `max_bytes` (at least one
+        job). Returns the jobs, decoded one at a time as they are iterated, and True when more
+        jobs match after them."""
+        if limit <= 0:
+            raise ValueError(f"limit must be > 0, got {limit}")
+        conds = job_conditions(self.dialect, flt)
+        if after_seq is not None:
+            conds.append(jobs.c.seq < after_seq if descending else jobs.c.seq > after_seq)
+        sizes = paging.stored_bytes(self.dialect.name, *(jobs.c[name] for name in _DOCUMENTS))
+        async with self._read() as conn:
+            rows, more = await paging.bounded_rows(
+                conn,
+                jobs,
+                key=jobs.c.seq,
+                sizes=sizes,
+                where=conds,
+                order_by=[jobs.c.seq.desc() if descending else jobs.c.seq.asc()],
+                after=lambda last: jobs.c.seq < last[0] if descending else jobs.c.seq > last[0],
+                limit=limit,
+                max_bytes=max_bytes,
+                max_in_list=self.dialect.max_in_list,
+            )
+        return (job_from_row(r) for r in rows), more
+
     # -- claims, transitions and attempts are added here by the engine -------------------------
+
+
+# the columns of a job row that can be large
+_DOCUMENTS = (
+    "payload",
+    "result",
+    "progress",
+    "last_error",
+    "labels",
+    "http",
+    "schedule",
+    "cancel_reason",
+)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -15,6 +15,8 @@ from starlette.responses import PlainTextResponse, Response
 
 STATES = [s.value for s in model.JobState]
 MAX_ATTEMPTS_SHOWN = 200
+# attempts read for one page, by stored size (each error keeps a traceback of up to 8 KiB)
+MAX_ATTEMPT_BYTES = 4 << 20
 SCAN_WINDOW = 25_000  # jobs one page of a label or payload filter looks through
 FIRES_SHOWN = 10
 
@@ -104,7 +106,9 @@ async def job_page(site: Site, request: Request) -> Response:
     job = await visible_job(site, request, job_id)
     if job is None:
         return site.render(request, "missing.html", status=404, what="job", missing=job_id)
-    history = await site.core.history(job_id, limit=MAX_ATTEMPTS_SHOWN, after=None)
+    history = await site.core.history(
+        job_id, limit=MAX_ATTEMPTS_SHOWN, max_bytes=MAX_ATTEMPT_BYTES, after=None
+    )
     timeline = await site.core.store.job_timeline(job_id)
     fires: list[triggers.Fire] = []
     if job.schedule is not None and job.recurring and not job.state.terminal:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jobwheel.server.model import SECOND, DstFoldPolicy, DstGapPolicy, Schedule
 from jobwheel.server.rules.triggers import (
@@ -245,12 +245,12 @@ def _matcher(cron: str) -> Callable[[datetime], bool]:
     return matches
 
 
-def _offsets_differ(naive: datetime, zone: ZoneInfo) -> bool:
-    """True for a wall time in a gap or a fold (fold=0 and fold=1 disagree)."""
-    return (
-        naive.replace(tzinfo=zone, fold=0).utcoffset()
-        != naive.replace(tzinfo=zone, fold=1).utcoffset()
-    )
+def _offsets(naive: datetime, zone: ZoneInfo) -> tuple[timedelta, timedelta]:
+    """The offsets fold=0 and fold=1 give: equal normally, falling in a fold, rising in a gap."""
+    first = naive.replace(tzinfo=zone, fold=0).utcoffset()
+    second = naive.replace(tzinfo=zone, fold=1).utcoffset()
+    assert first is not None and second is not None
+    return first, second
 
 
 def _oracle(schedule: Schedule, after: int, until: int) -> list[int]:
@@ -264,7 +264,8 @@ def _oracle(schedule: Schedule, after: int, until: int) -> list[int]:
         at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t)
         wall = at.astimezone(zone)
         naive = wall.replace(tzinfo=None)
-        ambiguous = _offsets_differ(naive, zone)
+        first, second = _offsets(naive, zone)
+        ambiguous = first != second
         keep = matches(naive) and (
             not ambiguous
             or schedule.dst_fold_policy == DstFoldPolicy.BOTH
@@ -275,8 +276,9 @@ def _oracle(schedule: Schedule, after: int, until: int) -> list[int]:
             before = (at - timedelta(hours=3)).astimezone(zone).utcoffset()
             assert before is not None
             gap_wall = (at + before).replace(tzinfo=None)
-            exists = not _offsets_differ(gap_wall, zone)
-            keep = not exists and matches(gap_wall)
+            # only a skipped wall time: one in a fold (01:59 EDT on fall-back day) exists
+            skipped_first, skipped_second = _offsets(gap_wall, zone)
+            keep = skipped_first < skipped_second and matches(gap_wall)
         if keep:
             out.append(t)
         t += step
@@ -312,6 +314,26 @@ TRANSITIONS = [
     st.sampled_from(DstGapPolicy),
     st.sampled_from(DstFoldPolicy),
     st.integers(1, 8),
+)
+# 03:30 EDT, just past New York's spring-forward jump: the gap's 02:31..02:59, shifted
+# forward, still lie ahead (the scan once began at 03:29 wall time and fired 20.5 h late).
+@example(
+    "* 0,2 * * *",
+    ("America/New_York", utc(2026, 3, 8, 7)),
+    30 * MINUTE,
+    DstGapPolicy.SHIFT_FORWARD,
+    DstFoldPolicy.FIRST,
+    3,
+)
+# 01:58:59 EDT on fall-back day under SECOND: 01:59 EDT exists (in the fold), so it is not
+# a skipped wall time to shift, and the first fire is 01:00 EST.
+@example(
+    "* * * * *",
+    ("America/New_York", utc(2026, 11, 1, 6)),
+    -MINUTE - 1,
+    DstGapPolicy.SHIFT_FORWARD,
+    DstFoldPolicy.SECOND,
+    1,
 )
 def test_dst_cron_matches_scan(
     cron: str,

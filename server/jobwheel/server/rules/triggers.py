@@ -161,10 +161,17 @@ def _interval_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterat
 
 
 def _cron_fires(schedule: Schedule, zone: ZoneInfo, after: Micros) -> Iterator[Fire]:
-    # Start early enough that a wall time in a fold just ahead is not missed: any instant
-    # u > after has wall time >= after + (the smallest offset in force around it).
-    low = min(_offset(after - SECOND, zone), _offset(after + 2 * _MAX_OFFSET, zone))
-    low = min(low, _offset(after, zone))
+    # Start early enough that no wall time mapping past `after` is missed. A wall time maps
+    # to u = wall - offset, with the offset in force at u, or for a shifted gap time the one
+    # in force before the jump; a gap is shorter than 2 * _MAX_OFFSET, so that offset was in
+    # force somewhere in [after - 2 * _MAX_OFFSET, after] when u > after (03:30 EDT just past
+    # New York's 02:00 jump is the shifted 02:30 EST wall time: the scan starts at 02:30).
+    # Hence wall >= after + (the smallest offset in force within 2 * _MAX_OFFSET of after),
+    # sampled at the ends and around `after`: no zone changes offset twice in that window.
+    low = min(
+        _offset(at, zone)
+        for at in (after - 2 * _MAX_OFFSET, after - SECOND, after, after + 2 * _MAX_OFFSET)
+    )
     begin = _naive(after + low).replace(microsecond=0) - timedelta(seconds=1)
     cron = _normalize(schedule.cron)
     it = croniter(cron, begin, ret_type=datetime, day_or=day_or(cron))

@@ -12,6 +12,7 @@ takes a database of the previous version to the same shape.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -109,6 +110,26 @@ async def current_version(conn: AsyncConnection) -> int | None:
 async def migrate(engines: Engines, steps: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database to the newest version in `steps`; returns that version."""
     _check_steps(steps)
+    for delay in LOCKED_RETRY_DELAYS:
+        try:
+            return await _migrate(engines, steps)
+        except sa_exc.OperationalError as exc:
+            if not _locked(exc):
+                raise
+        await asyncio.sleep(delay)
+    return await _migrate(engines, steps)
+
+
+# SQLite answers "database is locked" without waiting out busy_timeout in a few cases (several
+# connections opening a brand-new file while one of them switches it to WAL): retry a few times.
+LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def _locked(exc: sa_exc.OperationalError) -> bool:
+    return "database is locked" in str(exc.orig)
+
+
+async def _migrate(engines: Engines, steps: Sequence[Migration]) -> int:
     latest = latest_version(steps)
     lock = engines.dialect.migration_lock()
     while True:

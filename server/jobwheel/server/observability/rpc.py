@@ -3,9 +3,10 @@ per RPC with its method, status code and duration."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -63,16 +64,9 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner = handler.unary_stream or handler.stream_stream
 
             async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
-                start = time.perf_counter()
-                error: BaseException | None = None
-                try:
+                with _observed(observe, context):
                     async for response in inner(request, context):
                         yield response
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    observe(context, error, time.perf_counter() - start)
 
             factory = (
                 grpc.unary_stream_rpc_method_handler
@@ -87,15 +81,8 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         inner_unary = handler.unary_unary or handler.stream_unary
 
         async def unary(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
-            error: BaseException | None = None
-            try:
+            with _observed(observe, context):
                 return await inner_unary(request, context)
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                observe(context, error, time.perf_counter() - start)
 
         factory = (
             grpc.unary_unary_rpc_method_handler
@@ -130,3 +117,19 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
 
         return observe
+
+
+@contextlib.contextmanager
+def _observed(
+    observe: Callable[[Any, BaseException | None, float], None], context: Any
+) -> Iterator[None]:
+    """Times the block and hands its outcome (the exception that ended it, if any) to `observe`."""
+    start = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        observe(context, error, time.perf_counter() - start)

@@ -50,66 +50,50 @@ def _flag(env: Mapping[str, str], name: str, parser: argparse.ArgumentParser) ->
     return value in TRUE
 
 
+# (flag, metavar, help): each a path or name; its variable is JOBWHEEL_ and the flag in capitals
+_VALUES = (
+    ("--tls-cert", "PEM", "serve TLS with this certificate chain; re-read on SIGHUP"),
+    ("--tls-key", "PEM", "the private key of --tls-cert"),
+    (
+        "--tls-client-ca",
+        "PEM",
+        "require client certificates issued by these CAs (mutual TLS); the certificate "
+        "subject names the caller",
+    ),
+    (
+        "--auth-tokens",
+        "FILE",
+        "require bearer tokens listed (as SHA-256 hashes) in this TOML file, re-read when it "
+        "changes; add one with `jobwheel-server token create`",
+    ),
+    ("--auth-jwks", "FILE|URL", "also accept JWTs signed by a key of this JWKS"),
+    ("--auth-jwt-issuer", "ISS", "the issuer (iss) JWTs must carry"),
+    ("--auth-jwt-audience", "AUD", "the audience (aud) JWTs must carry"),
+)
+# (flag, help): switches, also true when their variable is
+_SWITCHES = (
+    ("--auth-reflection", "server reflection needs a valid token too"),
+    (
+        "--insecure",
+        "allow a non-loopback --listen (or --http-listen) without TLS and authentication",
+    ),
+)
+
+
+def _variable(flag: str) -> str:
+    return "JOBWHEEL_" + flag.removeprefix("--").replace("-", "_").upper()
+
+
 def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     g = parser.add_argument_group("security (see the README's Security section)")
-    add = g.add_argument
-    add(
-        "--tls-cert",
-        default=env.get("JOBWHEEL_TLS_CERT"),
-        metavar="PEM",
-        help="serve TLS with this certificate chain; re-read on SIGHUP (JOBWHEEL_TLS_CERT)",
-    )
-    add(
-        "--tls-key",
-        default=env.get("JOBWHEEL_TLS_KEY"),
-        metavar="PEM",
-        help="the private key of --tls-cert (JOBWHEEL_TLS_KEY)",
-    )
-    add(
-        "--tls-client-ca",
-        default=env.get("JOBWHEEL_TLS_CLIENT_CA"),
-        metavar="PEM",
-        help="require client certificates issued by these CAs (mutual TLS); the certificate "
-        "subject names the caller (JOBWHEEL_TLS_CLIENT_CA)",
-    )
-    add(
-        "--auth-tokens",
-        default=env.get("JOBWHEEL_AUTH_TOKENS"),
-        metavar="FILE",
-        help="require bearer tokens listed (as SHA-256 hashes) in this TOML file, re-read "
-        "when it changes; add one with `jobwheel-server token create` (JOBWHEEL_AUTH_TOKENS)",
-    )
-    add(
-        "--auth-jwks",
-        default=env.get("JOBWHEEL_AUTH_JWKS"),
-        metavar="FILE|URL",
-        help="also accept JWTs signed by a key of this JWKS (JOBWHEEL_AUTH_JWKS)",
-    )
-    add(
-        "--auth-jwt-issuer",
-        default=env.get("JOBWHEEL_AUTH_JWT_ISSUER"),
-        metavar="ISS",
-        help="the issuer (iss) JWTs must carry (JOBWHEEL_AUTH_JWT_ISSUER)",
-    )
-    add(
-        "--auth-jwt-audience",
-        default=env.get("JOBWHEEL_AUTH_JWT_AUDIENCE"),
-        metavar="AUD",
-        help="the audience (aud) JWTs must carry (JOBWHEEL_AUTH_JWT_AUDIENCE)",
-    )
-    add(
-        "--auth-reflection",
-        action="store_true",
-        default=_flag(env, "JOBWHEEL_AUTH_REFLECTION", parser),
-        help="server reflection needs a valid token too (JOBWHEEL_AUTH_REFLECTION)",
-    )
-    add(
-        "--insecure",
-        action="store_true",
-        default=_flag(env, "JOBWHEEL_INSECURE", parser),
-        help="allow a non-loopback --listen (or --http-listen) without TLS and authentication "
-        "(JOBWHEEL_INSECURE)",
-    )
+    for flag, metavar, text in _VALUES:
+        var = _variable(flag)
+        g.add_argument(flag, default=env.get(var), metavar=metavar, help=f"{text} ({var})")
+    for flag, text in _SWITCHES:
+        var = _variable(flag)
+        g.add_argument(
+            flag, action="store_true", default=_flag(env, var, parser), help=f"{text} ({var})"
+        )
 
 
 def from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SecuritySettings:

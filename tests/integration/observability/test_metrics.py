@@ -217,7 +217,7 @@ async def test_webhooks_lease_expiries_and_jobs_without_worker(
         waiting = [await enqueue(server, task="nobody.runs", queue="lonely") for _ in range(2)]
         roster.started -= NO_WORKER_AFTER  # as if the server had run for a minute
         await roster.flush()
-        roster.after_flush()
+        roster.after_flush(roster.unserved)
         samples = await scrape(server)
         assert value(samples, "jobwheel_webhook_deliveries_total", status_class="5xx") == 1
         assert value(samples, "jobwheel_webhook_deliveries_total", status_class="2xx") == 1
@@ -239,7 +239,7 @@ async def test_webhooks_lease_expiries_and_jobs_without_worker(
             samples = await scrape(server)
         assert value(samples, "jobwheel_jobs_lost_total", queue="lonely", task="nobody.runs") == 1
         await roster.flush()
-        roster.after_flush()
+        roster.after_flush(roster.unserved)
         samples = await scrape(server)  # w-gone asked for the task within the minute
         assert value(samples, "jobwheel_jobs_without_worker", queue="lonely",
                      task="nobody.runs") == 0  # fmt: skip

@@ -77,6 +77,7 @@ class Watcher:
         *,
         heartbeat: float = 15.0,
         buffer: int = 10_000,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -84,7 +85,7 @@ class Watcher:
         self.heartbeat = heartbeat
         self.buffer = buffer
         self.protos = ProtoCache()
-        self.on_sent: Callable[[int], None] | None = None  # told how many events went out
+        self.on_sent = on_sent  # told how many events went out
         self.closed = False
         self._open: set[Subscription] = set()
         # fired when a stream has subscribed to the bus (events from then on reach it)

@@ -75,10 +75,13 @@ class Watcher:
         bus: EventBus,
         clock: Clock,
         *,
-        heartbeat: float = 15.0,
-        buffer: int = 10_000,
+        heartbeat: float,
+        buffer: int,
         on_sent: Callable[[int], None] | None = None,
     ) -> None:
+        """WatchJobs streams: a heartbeat after `heartbeat` idle seconds, at most `buffer`
+        events waiting per stream (defaults: Settings.watch_heartbeat, watch_buffer);
+        `on_sent(n)` is told how many events each send carried."""
         self.store = store
         self.bus = bus
         self.clock = clock

@@ -102,6 +102,7 @@ async def test_counts_after_a_known_workload(server: Running) -> None:
     assert value(samples, "grpc_server_handling_seconds_count", **rpc,
                  grpc_method="EnqueueJob") == 10  # fmt: skip
     assert value(samples, "jobwheel_group_commit_batch_size_count", operation="enqueue") >= 1
+    assert value(samples, "jobwheel_group_commit_batch_size_count", operation="settle") >= 1
     assert value(samples, "jobwheel_db_transaction_seconds_count", kind="write") >= 10
 
     # a remote worker leases one (running) and completes it
@@ -112,6 +113,11 @@ async def test_counts_after_a_known_workload(server: Running) -> None:
     samples = await scrape(server)
     assert value(samples, "jobwheel_attempts_running", executor="remote") == 1
     assert value(samples, "jobwheel_jobs", state="running", queue="rq") == 1
+    await server.workers.HeartbeatJob(
+        wpb.HeartbeatJobRequest(job_id=lease.job.id, epoch=lease.epoch, worker_id="w1")
+    )
+    samples = await scrape(server)
+    assert value(samples, "jobwheel_group_commit_batch_size_count", operation="renew") == 1
     await server.workers.CompleteJob(
         wpb.CompleteJobRequest(job_id=lease.job.id, epoch=lease.epoch, worker_id="w1")
     )

@@ -42,7 +42,6 @@ class Core:
         # concurrent enqueues share one transaction: one fsync for many callers (each
         # merged batch's size told to `observe_enqueues`)
         self._insert = GroupCommit(store.insert_jobs, observe=observe_enqueues)
-        self.group_commit = self._insert
 
     async def enqueue(self, jobs: Sequence[model.NewJob]) -> list[tuple[model.Job, bool]]:
         traceparent = tracing.current_traceparent()  # attempts join the enqueue's trace

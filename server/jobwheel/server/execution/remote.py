@@ -86,7 +86,6 @@ class RemoteWorkers:
         self.inprocess_tasks = frozenset(inprocess_tasks)
         self._settle: Settle = settle or GroupCommit(store.settle)
         self._renew = GroupCommit(store.renew, observe=observe_renewals)
-        self.renewals = self._renew
         self._waiters: set[_Waiter] = set()
         # Leases granted here: reports need the job as leased, and this spares a read.
         self._held: dict[str, _Held] = {}

@@ -68,6 +68,7 @@ class Observability:
 
     @property
     def after_roster_flush(self) -> Callable[[Callable[[str, str], bool]], None] | None:
+        """Given the roster's `unserved(queue, task)` after each flush: jobs without a worker."""
         return None if self.jobs is None else self.jobs.publish_unserved
 
     async def start(self, bus: EventBus, dispatcher: Dispatcher, remote: RemoteWorkers) -> None:

@@ -119,7 +119,7 @@ def schedule_from_proto(
     end: model.Micros | None = None
     if s.HasField("end_time"):
         end = micros_of_timestamp(s.end_time, f"{prefix}.end_time", errors)
-    jitter = 0
+    jitter = _SCHEDULE.jitter
     if s.HasField("jitter"):
         jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors, high=MAX_WAIT) or 0
     catchup = _SCHEDULE.catchup_window
@@ -241,7 +241,7 @@ def _json_numbers(data: Any) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
-    max_payload_bytes: int = 1 << 20
+    max_payload_bytes: int  # Settings.max_payload_bytes holds the default
 
 
 def new_job_from_proto(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from jobwheel.server import failures, model
 from jobwheel.server.batching import GroupCommit
@@ -45,6 +46,7 @@ class Dispatcher:
         concurrency: int,
         misfire_grace: model.Micros,
         lease: model.Micros = model.DEFAULT_LEASE,
+        observe_settles: Callable[[int], None] | None = None,
     ) -> None:
         self.misfire_grace = misfire_grace
         self.store = store
@@ -54,7 +56,7 @@ class Dispatcher:
         self.worker_id = worker_id
         self.concurrency = concurrency
         self.lease = lease
-        self.settle = GroupCommit(store.settle)
+        self.settle = GroupCommit(store.settle, observe=observe_settles)
         # fired after each dispatch cycle (promote, claim, start): tests wait on it
         self.cycles = Signal()
         self._ready: set[str] = set()

@@ -78,14 +78,14 @@ class RemoteWorkers:
         inprocess_tasks: Collection[str] = (),
         settle: Settle | None = None,
         roster: Roster | None = None,
+        observe_renewals: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         # Tasks the server runs itself: a worker gets them only by naming them.
         self.inprocess_tasks = frozenset(inprocess_tasks)
         self._settle: Settle = settle or GroupCommit(store.settle)
-        self._renew = GroupCommit(store.renew)
-        self.renewals = self._renew
+        self._renew = GroupCommit(store.renew, observe=observe_renewals)
         self._waiters: set[_Waiter] = set()
         # Leases granted here: reports need the job as leased, and this spares a read.
         self._held: dict[str, _Held] = {}

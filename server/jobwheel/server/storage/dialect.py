@@ -72,6 +72,9 @@ class Dialect:
     notify: bool
     # Largest number of bind parameters we put in one IN (...) list.
     max_in_list: int = 1000
+    # A search by id prefix gains from an explicit range over the id index when few ids
+    # have the prefix (SQLite's LIKE does not use the index).
+    id_prefix_range: bool = False
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -106,6 +109,11 @@ class Dialect:
         """`conn` with every statement of its next transaction reading one snapshot."""
         return conn  # a SQLite read transaction is one snapshot already
 
+    def text_bytes(self, column: Any) -> ColumnElement[int]:
+        """The stored size of a text column (NULL for NULL): bytes, or characters where the
+        backend counts no bytes cheaply (SQLite)."""
+        return func.length(column)
+
     # -- JSON document filters -----------------------------------------------------------------
 
     def json_field_equals(
@@ -124,6 +132,7 @@ class SqliteDialect(Dialect):
     single_writer = True
     advisory_locks = False
     notify = False
+    id_prefix_range = True
 
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
@@ -144,6 +153,9 @@ class PostgresDialect(Dialect):
     single_writer = False
     advisory_locks = True
     notify = True
+
+    def text_bytes(self, column: Any) -> ColumnElement[int]:
+        return func.octet_length(column)
 
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]

@@ -156,7 +156,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
     async def _few_with_prefix(self, conn: AsyncConnection, prefix: str, few: int = 2000) -> bool:
         """Whether fewer than `few` ids start with `prefix` (SQLite, by the id index): then
         reading them by id and sorting beats scanning newest first for matches."""
-        if self.dialect.name != "sqlite":
+        if not self.dialect.id_prefix_range:
             return False
         probe = select(jobs.c.id).where(*id_range(prefix)).limit(few).subquery()
         found = (await conn.execute(select(func.count()).select_from(probe))).scalar_one()
@@ -186,7 +186,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         conds = job_conditions(self.dialect, flt)
         if after_seq is not None:
             conds.append(jobs.c.seq < after_seq if descending else jobs.c.seq > after_seq)
-        sizes = paging.stored_bytes(self.dialect.name, *(jobs.c[name] for name in _DOCUMENTS))
+        sizes = paging.stored_bytes(self.dialect, *(jobs.c[name] for name in _DOCUMENTS))
         async with self._read() as conn:
             rows, more = await paging.bounded_rows(
                 conn,

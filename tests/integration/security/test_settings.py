@@ -90,6 +90,9 @@ def test_the_server_refuses_with_one_line(tmp_path: Path, flag: str, says: str) 
         (["--tls-key", "k.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
         (["--auth-jwks", "k.json", "--auth-jwt-issuer", "i"], "--auth-jwt-audience"),
+        (["--auth-jwt-role-claim", "r" * 257], "1-256 printable characters"),
+        (["--auth-jwt-queues-claim", "q\x00"], "1-256 printable characters"),
+        (["--auth-jwt-role-claim", "scope", "--auth-jwt-queues-claim", "scope"], "must differ"),
     ],
 )
 def test_flags_that_go_together(
@@ -124,6 +127,10 @@ def test_flags_and_environment() -> None:
         insecure=True,
     )
     assert parse_settings([], env={}).security == SecuritySettings()
+    claims = ["--auth-jwt-role-claim", "r" * 256]
+    env = {"JOBWHEEL_AUTH_JWT_QUEUES_CLAIM": "https://jobwheel.example/queues"}
+    s = parse_settings(claims, env=env).security
+    assert (s.auth_jwt_role_claim, s.auth_jwt_queues_claim) == ("r" * 256, env[next(iter(env))])
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from jobwheel.server.api import guard
 from jobwheel.server.api.errors import DOMAIN, to_grpc_status
-from jobwheel.server.errors import DomainError
+from jobwheel.server.errors import DomainError, quote
 from jobwheel.server.security import audit, roles
 from jobwheel.server.security.jwt_auth import JwtError, JwtVerifier
 from jobwheel.server.security.principal import (
@@ -39,6 +39,7 @@ from jobwheel.server.security.tokens import PREFIX, TokensFile
 log = logging.getLogger(__name__)
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 HEALTH = "/grpc.health.v1.Health/"
+MAX_QUOTED_SUBJECT = 200  # an operator copies it into the tokens file
 REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 
 
@@ -84,6 +85,8 @@ class Authenticator:
                 settings.auth_jwks,
                 issuer=settings.auth_jwt_issuer or "",
                 audience=settings.auth_jwt_audience or "",
+                role_claim=settings.auth_jwt_role_claim,
+                queues_claim=settings.auth_jwt_queues_claim,
             )
             if settings.auth_jwks
             else None
@@ -101,9 +104,18 @@ class Authenticator:
                 return ANONYMOUS
             return Principal(subject, roles.Role.ADMIN, None)
         token = _bearer(context.invocation_metadata() or ())
-        if token is None:
+        if token is not None:
+            return await self.verify(token)
+        if subject is None or self.tokens is None:
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
-        return await self.verify(token)
+        # no token, a verified client certificate: the tokens file may list its subject
+        found = self.tokens.certificate(subject)
+        if found is None:
+            raise Unauthenticated(
+                f"no bearer token, and client certificate {quote(subject, MAX_QUOTED_SUBJECT)} "
+                "is not listed in the tokens file"
+            )
+        return found
 
     async def verify(self, token: str) -> Principal:
         """The principal of a bearer token from the tokens file or a JWT (the dashboard's

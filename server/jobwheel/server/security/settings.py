@@ -21,6 +21,8 @@ class SecuritySettings:
     auth_jwks: str | None = None
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
+    auth_jwt_role_claim: str = "role"
+    auth_jwt_queues_claim: str = "queues"
     auth_reflection: bool = False
     insecure: bool = False
 
@@ -69,7 +71,14 @@ _VALUES = (
     ("--auth-jwks", "FILE|URL", "also accept JWTs signed by a key of this JWKS"),
     ("--auth-jwt-issuer", "ISS", "the issuer (iss) JWTs must carry"),
     ("--auth-jwt-audience", "AUD", "the audience (aud) JWTs must carry"),
+    ("--auth-jwt-role-claim", "NAME", "the JWT claim that holds the role (default: role)"),
+    (
+        "--auth-jwt-queues-claim",
+        "NAME",
+        "the JWT claim that holds the queue scope (default: queues)",
+    ),
 )
+MAX_CLAIM_NAME = 256
 # (flag, help): switches, also true when their variable is
 _SWITCHES = (
     ("--auth-reflection", "server reflection needs a valid token too"),
@@ -105,6 +114,8 @@ def from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         auth_jwks=args.auth_jwks or None,
         auth_jwt_issuer=args.auth_jwt_issuer or None,
         auth_jwt_audience=args.auth_jwt_audience or None,
+        auth_jwt_role_claim=args.auth_jwt_role_claim or "role",
+        auth_jwt_queues_claim=args.auth_jwt_queues_claim or "queues",
         auth_reflection=args.auth_reflection,
         insecure=args.insecure,
     )
@@ -114,6 +125,14 @@ def from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     if s.auth_jwks is not None and not (s.auth_jwt_issuer and s.auth_jwt_audience):
         parser.error("--auth-jwks needs --auth-jwt-issuer and --auth-jwt-audience")
+    for flag, claim in (
+        ("--auth-jwt-role-claim", s.auth_jwt_role_claim),
+        ("--auth-jwt-queues-claim", s.auth_jwt_queues_claim),
+    ):
+        if len(claim) > MAX_CLAIM_NAME or not claim.isprintable():
+            parser.error(f"{flag} must be 1-{MAX_CLAIM_NAME} printable characters")
+    if s.auth_jwt_role_claim == s.auth_jwt_queues_claim:
+        parser.error("--auth-jwt-role-claim and --auth-jwt-queues-claim must differ")
     return s
 
 

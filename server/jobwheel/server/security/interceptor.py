@@ -19,17 +19,15 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2
 from jobwheel.server.api import guard
-from jobwheel.server.api.errors import DOMAIN, to_grpc_status
-from jobwheel.server.errors import DomainError, quote
+from jobwheel.server.api.errors import DOMAIN, ApiError, to_grpc_status
+from jobwheel.server.errors import DomainError, Unauthenticated, quote
 from jobwheel.server.security import audit, roles
 from jobwheel.server.security.jwt_auth import JwtError, JwtVerifier
 from jobwheel.server.security.principal import (
     ANONYMOUS,
-    PermissionDenied,
     Principal,
-    Unauthenticated,
     reset_current,
     set_current,
 )
@@ -43,7 +41,9 @@ MAX_QUOTED_SUBJECT = 200  # an operator copies it into the tokens file
 REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 
 
-class RoleRequired(PermissionDenied):
+class RoleRequired(ApiError):
+    code = code_pb2.PERMISSION_DENIED
+
     def __init__(self, principal: Principal, method: str, needed: roles.Role | None) -> None:
         name = method.rsplit("/", 1)[-1]
         if needed is None:

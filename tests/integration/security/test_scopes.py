@@ -208,3 +208,19 @@ async def test_only_the_principal_that_leased_a_job_can_report_on_it(
 
     done = await secured.workers.CompleteJob(forged, metadata=tokens.bearer("team-a"))
     assert done.job.state == job_pb2.JOB_STATE_COMPLETED
+
+
+async def test_a_worker_id_with_its_principal_name_stays_within_the_limit(
+    secured: Running, tokens: Tokens
+) -> None:
+    tokens.add("w" * 10, Role.WORKER)
+    mine = tokens.bearer("w" * 10)
+    # the stored owner is "<principal>/<worker id>": 10 + 1 + 244 = 255 characters, the limit
+    ok = await secured.workers.LeaseJobs(lease_request("x" * 244), metadata=mine)
+    assert list(ok.leases) == []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await secured.workers.LeaseJobs(lease_request("x" * 245), metadata=mine)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "worker_id: with the principal name it is longer than 255" in (
+        caught.value.details() or ""
+    )

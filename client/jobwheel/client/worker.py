@@ -515,8 +515,10 @@ class Worker:
                 beat.progress.CopyFrom(to_struct(progress))
             beats.append(beat)
         lease = to_duration(self.lease)
-        results = await heartbeat_batch(self._stub, self.worker_id, lease, beats)
-        if results is None:
+        results = None
+        if self._batches is None or self._batches.batched:
+            results = await heartbeat_batch(self._stub, self.worker_id, lease, beats)
+        if results is None:  # an older server: job by job
             await asyncio.gather(*(self._beat(r, b) for r, b in zip(due, beats, strict=True)))
             return
         for running, result in zip(due, results, strict=True):

@@ -1,8 +1,9 @@
 """The worker SDK's round trips in batches: outcomes and heartbeats of many jobs per call.
 
-Outcomes queue up while a call is in flight and go together in the next one (CompleteJobs,
-FailJobs: up to `max_batch` items), after waiting at most `delay` seconds for neighbours: a
-worker running many short jobs pays one round trip, and the server one transaction, for many.
+Outcomes queue up while calls are in flight (two at most) and go together in the next one
+(CompleteJobs, FailJobs: up to `max_batch` items), after waiting at most `delay` seconds for
+neighbours: a worker running many short jobs pays one round trip, and the server one
+transaction, for many.
 Against a server without the batch RPCs (UNIMPLEMENTED) every item goes by the single-job RPC.
 """
 
@@ -24,6 +25,8 @@ log = logging.getLogger("jobwheel.worker")
 CALL_TIMEOUT = 10.0
 # the server's limit of items per batch call (worker_service.proto)
 MAX_BATCH = 1000
+# report calls of one kind out at once
+INFLIGHT = 2
 # The server's answer is final for these: reporting again cannot help.
 GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
 _GONE_CODES = (code_pb2.FAILED_PRECONDITION, code_pb2.NOT_FOUND)
@@ -165,24 +168,32 @@ class Batches:
 
 
 class _Queue:
-    """Items waiting for the next call of one kind; one call in flight at a time."""
+    """Items waiting for a call of one kind; up to INFLIGHT calls out at a time (the server
+    merges concurrent ones into one transaction, and PostgreSQL overlaps them)."""
 
     def __init__(self, send: Callable[[list[Any]], Awaitable[list[Outcome]]]) -> None:
         self.send = send
         self.pending: list[tuple[Any, asyncio.Future[Outcome]]] = []
-        self.flusher: asyncio.Task[None] | None = None
+        self.flushers: set[asyncio.Task[None]] = set()
+        self.gathering = False  # a flusher waits for neighbours: new items join it
 
     async def put(self, item: Any, batches: Batches) -> Outcome:
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.pending.append((item, fut))
-        if self.flusher is None or self.flusher.done():
-            self.flusher = asyncio.create_task(self._flush(batches))
+        if not self.gathering and len(self.flushers) < INFLIGHT:
+            flusher = asyncio.create_task(self._flush(batches))
+            self.flushers.add(flusher)
+            flusher.add_done_callback(self.flushers.discard)
         # shield: a job cancelled while its report is out must not cancel its neighbours'
         return await asyncio.shield(fut)
 
     async def _flush(self, batches: Batches) -> None:
         if batches.delay > 0 and len(self.pending) < batches.max_batch:
-            await asyncio.sleep(batches.delay)  # neighbours finishing now join this call
+            self.gathering = True
+            try:
+                await asyncio.sleep(batches.delay)  # neighbours finishing now join this call
+            finally:
+                self.gathering = False
         while self.pending:
             taken = self.pending[: batches.max_batch]
             del self.pending[: batches.max_batch]

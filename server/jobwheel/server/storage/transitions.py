@@ -266,6 +266,12 @@ class Transitions(StoreBase):
         async with self._write() as conn:
             held = await self._held_attempts(conn, [s.ended.job_id for s in settlements])
             applies = [_holds(held.get(s.ended.job_id), s) for s in settlements]
+            # the same attempt settled twice in one batch (two reports merged): the first wins
+            taken: set[str] = set()
+            for i, s in enumerate(settlements):
+                if applies[i]:
+                    applies[i] = s.ended.job_id not in taken
+                    taken.add(s.ended.job_id)
             applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
             committed: list[Event] = []
             if applied:

@@ -1,5 +1,8 @@
 """Dispatch: due jobs become QUEUED, then RUNNING on an in-process handler, queue by queue.
 
+Jobs that come due are promoted and claimed in one transaction (`fire_due`); jobs queued
+otherwise (enqueued to run now, a slot freed) are claimed queue by queue.
+
 Each queue runs at most `concurrency` attempts of this process at once. A claim takes the best
 jobs of a queue (higher priority first, FIFO within a priority) in one transaction; endings
 are settled through group commit, so a busy server writes one transaction for many jobs.
@@ -24,6 +27,7 @@ from jobwheel.server.rules import recurrence, states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.signals import Signal
 from jobwheel.server.storage import DatabaseUnavailable
+from jobwheel.server.storage.transitions import FireClaim
 
 log = logging.getLogger(__name__)
 # retries of a settlement during a database outage: seconds, doubling up to the cap
@@ -129,27 +133,12 @@ class Dispatcher:
         now = self.clock.now()
         if self._due:  # something came due: only then is there anything to promote
             self._due = False
-            self._ready |= await self.store.promote_due(
-                now, now - self.misfire_grace, lambda job: _catch_up(job, now, self.clock.random())
-            )
+            await self._fire(now)
         tasks = self.executor.handlers.keys()
         for queue in sorted(self._ready):
-            settings = self._queues.get(queue)
-            if settings is not None and settings.paused:
-                self._ready.discard(queue)  # resuming it wakes it again
-                continue
-            limit = (settings and settings.max_concurrency) or self.concurrency
-            room = limit - self._running[queue]
-            bucket = self._buckets.get(queue)
-            if bucket is not None and room > 0:
-                allowed = bucket.take(room, self.clock.monotonic())
-                if allowed < room:
-                    self._wake_later(bucket.wait(self.clock.monotonic()))
-                room = allowed
+            room = self._room(queue)
             if room <= 0:
                 continue
-            # out before the claim: a wake-up for this queue during the claim puts it back
-            self._ready.discard(queue)
             try:
                 claimed = await self.store.claim(
                     queue,
@@ -163,12 +152,77 @@ class Dispatcher:
             except BaseException:
                 self._ready.add(queue)  # e.g. the database is unreachable: try again later
                 raise
-            if bucket is not None:
-                bucket.give_back(room - len(claimed))
-            if len(claimed) == room:
-                self._ready.add(queue)  # there may be more
+            self._claimed(queue, room, len(claimed))
             for job in claimed:
                 self._start(job)
+
+    async def _fire(self, now: model.Micros) -> None:
+        """Promotes what came due and claims the promoted jobs' queues in one transaction, so
+        a due job starts after a single commit."""
+        rooms: dict[str, int] = {}
+
+        def room(queue: str) -> int:
+            rooms[queue] = self._room(queue)
+            return rooms[queue]
+
+        def started(claimed: list[model.Job]) -> None:
+            # before the events are published: the engine need not wake a queue for a job
+            # that already runs here
+            for job in claimed:
+                self._start(job)
+
+        fire = FireClaim(
+            room,
+            started,
+            self.executor.handlers.keys(),
+            self.worker_id,
+            now + self.lease,
+            include_http=self.webhooks is not None,
+        )
+        try:
+            promoted, claimed = await self.store.fire_due(
+                now,
+                now - self.misfire_grace,
+                lambda job: _catch_up(job, now, self.clock.random()),
+                fire,
+            )
+        except BaseException:
+            self._ready |= rooms.keys()
+            raise
+        self._ready |= promoted - rooms.keys()
+        per_queue = Counter(job.queue for job in claimed)
+        for queue, given in rooms.items():
+            self._claimed(queue, given, per_queue[queue])
+
+    def _room(self, queue: str) -> int:
+        """How many jobs of `queue` to claim now (its limit, rate, pause), taking the rate's
+        tokens; a queue with room leaves `_ready` (a wake-up during the claim puts it back)."""
+        settings = self._queues.get(queue)
+        if settings is not None and settings.paused:
+            self._ready.discard(queue)  # resuming it wakes it again
+            return 0
+        limit = (settings and settings.max_concurrency) or self.concurrency
+        room = limit - self._running[queue]
+        bucket = self._buckets.get(queue)
+        if bucket is not None and room > 0:
+            allowed = bucket.take(room, self.clock.monotonic())
+            if allowed < room:
+                self._wake_later(bucket.wait(self.clock.monotonic()))
+            room = allowed
+        if room > 0:
+            self._ready.discard(queue)
+        return room
+
+    def _claimed(self, queue: str, room: int, got: int) -> None:
+        """After a claim of `got` of up to `room` jobs of `queue`: unused rate tokens go back;
+        a full claim leaves the queue ready (there may be more)."""
+        if room <= 0:
+            return
+        bucket = self._buckets.get(queue)
+        if bucket is not None:
+            bucket.give_back(room - got)
+        if got == room:
+            self._ready.add(queue)
 
     def _wake_later(self, delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -122,7 +122,7 @@ async def run(db: Path, pending: int, soon: int, workdir: Path) -> None:
                 left = await stub.ListJobs(
                     pb.ListJobsRequest(
                         filter=job_pb2.JobFilter(
-                            labels={"run": label, "due": str(due)},
+                            labels={"run": label},
                             states=[job_pb2.JOB_STATE_SCHEDULED],
                         ),
                         page_size=1,

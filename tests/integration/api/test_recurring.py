@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from datetime import UTC, datetime
@@ -10,11 +9,13 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from jobwheel.server.clock import FakeClock
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running, running_server
 from tests.integration.api.helpers import field_violations
+from tests.integration.api.waiting import until
 
 
 def ts(text: str) -> timestamp_pb2.Timestamp:
@@ -151,53 +152,54 @@ async def test_reschedule(server: Running) -> None:
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def executions(server: Running, job_id: str) -> tuple[int, int]:
-    job = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
-    return job.execution_count, job.skipped_count
-
-
 @pytest.mark.parametrize(
     "policy", [j.MISFIRE_POLICY_SKIP, j.MISFIRE_POLICY_RUN_ONCE, j.MISFIRE_POLICY_RUN_ALL]
 )
 async def test_misfire_policy_across_a_restart(db_url: str, policy: int) -> None:
-    # occurrences at s0, s0+2, s0+4, s0+6, ...: down from just after s0 to s0+4.3, so s0+2
-    # and s0+4 are missed; checked at about s0+5, a second before s0+6
-    s0 = time.time() + 0.5
+    # on a FakeClock: occurrences at s0, s0+2, s0+4, s0+6, ...; down from just after s0 to
+    # s0+4.5, so s0+2 and s0+4 are missed (by more than the 0.3 s grace); the clock stays at
+    # s0+4.5 while the restarted server catches up, so s0+6 never comes due
+    clock = FakeClock(time.time_ns() // 1000)
+    s0 = clock.now() + 500_000
     start = timestamp_pb2.Timestamp()
-    start.FromNanoseconds(int(s0 * 1e9))
+    start.FromMicroseconds(s0)
     schedule = j.Schedule(
         start_time=start,
         interval=duration_pb2.Duration(seconds=2),
         misfire_policy=policy,  # type: ignore[arg-type]
     )
-    async with running_server(db_url, misfire_grace=0.3) as server:
+    async with running_server(db_url, clock, misfire_grace=0.3) as server:
         req = pb.EnqueueJobRequest(task="test.echo", schedule=schedule)
         job = (await server.jobs.EnqueueJob(req)).job
-        await asyncio.sleep(max(0.0, s0 - time.time()))
-        for _ in range(100):
-            count, _ = await executions(server, job.id)
-            done = (await server.jobs.GetJob(pb.GetJobRequest(id=job.id))).job
-            if count == 1 and done.state == j.JOB_STATE_SCHEDULED:
-                break
-            await asyncio.sleep(0.02)
-        assert count == 1
-    await asyncio.sleep(max(0.0, s0 + 4.3 - time.time()))
+        clock.advance(500_000)
+        await until_state(server, job.id, (1, 0))
+    clock.advance(4_500_000)
     expected = {
         j.MISFIRE_POLICY_SKIP: (0, 2),
         j.MISFIRE_POLICY_RUN_ONCE: (1, 1),
         j.MISFIRE_POLICY_RUN_ALL: (2, 0),
     }[policy]  # type: ignore[index]
-    async with running_server(db_url, misfire_grace=0.3) as server:
-        # the catch-up may take a while on a busy machine: wait for it until just before s0+6
-        while True:
-            count, skipped = await executions(server, job.id)
-            if (count - 1, skipped) == expected or time.time() > s0 + 5.8:
-                break
-            await asyncio.sleep(0.05)
-        assert (count - 1, skipped) == expected
+    async with running_server(db_url, clock, misfire_grace=0.3) as server:
+        done = await until_state(server, job.id, (1 + expected[0], expected[1]))
+        assert done.next_run_time.ToMicroseconds() == s0 + 6_000_000
         history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
         numbers = [a.execution for a in history.attempts]
-        assert numbers == sorted(set(numbers))  # one attempt per execution: no duplicates
+        assert numbers == list(range(1, 2 + expected[0]))  # one attempt per execution
+        assert all(a.start_time.ToMicroseconds() == s0 + 4_500_000 for a in history.attempts[1:])
+
+
+async def until_state(server: Running, job_id: str, counts: tuple[int, int]) -> j.Job:
+    """The job once it rests SCHEDULED with (execution_count, skipped_count) == `counts`."""
+    got = j.Job()
+
+    async def check() -> bool:
+        nonlocal got
+        got = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
+        now = (got.execution_count, got.skipped_count)
+        return now == counts and got.state == j.JOB_STATE_SCHEDULED
+
+    await until(server, check)
+    return got
 
 
 async def test_interval_without_start_time_runs_start_to_start(server: Running) -> None:

@@ -66,6 +66,11 @@ class Scheduler:
         if woken is not None and due < (self._sleeping_until or due + 1):
             _resolve(woken)
 
+    @property
+    def sleeping_until(self) -> Micros | None:
+        """When the loop wakes next (µs) while it sleeps; None while it works or is woken."""
+        return None if self._wake is None or self._wake.done() else self._sleeping_until
+
     def forget(self, job_id: str) -> None:
         self.wheel.cancel(job_id)
 

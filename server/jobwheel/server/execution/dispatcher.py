@@ -196,7 +196,8 @@ class Dispatcher:
 
     def _room(self, queue: str) -> int:
         """How many jobs of `queue` to claim now (its limit, rate, pause), taking the rate's
-        tokens; a queue with room leaves `_ready` (a wake-up during the claim puts it back)."""
+        tokens; a queue with room leaves `_ready` (a wake-up during the claim puts it back),
+        one without stays there until a slot frees or tokens come."""
         settings = self._queues.get(queue)
         if settings is not None and settings.paused:
             self._ready.discard(queue)  # resuming it wakes it again
@@ -211,6 +212,8 @@ class Dispatcher:
             room = allowed
         if room > 0:
             self._ready.discard(queue)
+        else:
+            self._ready.add(queue)
         return room
 
     def _claimed(self, queue: str, room: int, got: int) -> None:
@@ -245,8 +248,10 @@ class Dispatcher:
     def _done(self, job: model.Job, task: asyncio.Task[None]) -> None:
         self._tasks.pop(job.id, None)
         self._running[job.queue] -= 1
-        self._ready.add(job.queue)
-        self._wake.set()
+        # a queue has claimable jobs left only if it is ready (its last claim was full, or
+        # it had no room): a drained one needs no claim after each ending
+        if job.queue in self._ready:
+            self._wake.set()
         if job.id in self._started:
             self._started.discard(job.id)
         elif task.cancelled():  # cancelled before it began: settle it all the same

@@ -132,9 +132,7 @@ async def test_cancel_other_cuts_the_running_execution_short(
     assert history[1].start_time.ToMicroseconds() == T0 + 1300 * MS
 
 
-async def test_allow_all_starts_the_occurrence_alongside(
-    server: Running, clock: FakeClock
-) -> None:
+async def test_allow_all_starts_the_occurrence_alongside(server: Running, clock: FakeClock) -> None:
     name = gate()
     job = await recurring(server, "test.gate", j.OVERLAP_POLICY_ALLOW_ALL, gate=name)
     clock.advance(300 * MS)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from datetime import UTC, datetime
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from jobwheel.server.clock import FakeClock
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running, running_server
+from tests.handlers import open_gate
 from tests.integration.api.helpers import field_violations
 from tests.integration.api.waiting import until
 
@@ -188,49 +190,49 @@ async def test_misfire_policy_across_a_restart(db_url: str, policy: int) -> None
         assert all(a.start_time.ToMicroseconds() == s0 + 4_500_000 for a in history.attempts[1:])
 
 
-async def until_state(server: Running, job_id: str, counts: tuple[int, int]) -> j.Job:
-    """The job once it rests SCHEDULED with (execution_count, skipped_count) == `counts`."""
+async def until_state(
+    server: Running, job_id: str, counts: tuple[int, int], state: int = j.JOB_STATE_SCHEDULED
+) -> j.Job:
+    """The job once it is in `state` with (execution_count, skipped_count) == `counts`."""
     got = j.Job()
 
     async def check() -> bool:
         nonlocal got
         got = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
         now = (got.execution_count, got.skipped_count)
-        return now == counts and got.state == j.JOB_STATE_SCHEDULED
+        return now == counts and got.state == state
 
     await until(server, check)
     return got
 
 
-async def test_interval_without_start_time_runs_start_to_start(server: Running) -> None:
-    """A 0.3 s handler on an every-1 s job: occurrences stay on the grid of the first one."""
-    payload = struct_pb2.Struct()
-    payload.update({"seconds": 0.3})
-    watch = server.jobs.WatchJobs(pb.WatchJobsRequest(filter=j.JobFilter(tasks=["test.block"])))
-    job = (
-        await server.jobs.EnqueueJob(
-            pb.EnqueueJobRequest(
-                task="test.block",
-                payload=payload,
-                schedule=j.Schedule(interval=duration_pb2.Duration(seconds=1), limit=3),
-            )
+async def test_interval_without_start_time_runs_start_to_start(db_url: str) -> None:
+    """A 0.3 s run of an every-1 s job (on a FakeClock): occurrences stay on the grid of the
+    first one."""
+    clock = FakeClock(time.time_ns() // 1000)
+    gate = uuid.uuid4().hex
+    async with running_server(db_url, clock) as server:
+        req = pb.EnqueueJobRequest(
+            task="test.gate",
+            schedule=j.Schedule(interval=duration_pb2.Duration(seconds=1), limit=3),
         )
-    ).job
-    assert not job.schedule.HasField("start_time")  # the anchor is internal
-    first = job.next_run_time.ToMicroseconds()
-    assert first == job.create_time.ToMicroseconds() + 1_000_000
-    planned = []
-    async for message in watch:
-        event = message.event
-        due = event.job.next_run_time.ToMicroseconds()
-        if event.job.state == j.JOB_STATE_SCHEDULED and due not in planned:
-            planned.append(due)
-        if event.job.state == j.JOB_STATE_COMPLETED:
-            break
-    watch.cancel()
-    # every occurrence is exactly first + k s: a run's length never shifts the next one
-    assert planned == [first + k * 1_000_000 for k in range(3)]
-    history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
-    starts = [a.start_time.ToMicroseconds() for a in history.attempts]
-    assert len(starts) == 3
-    assert all(first + k * 1_000_000 <= t for k, t in enumerate(starts))
+        req.payload.update({"gate": gate})
+        job = (await server.jobs.EnqueueJob(req)).job
+        assert not job.schedule.HasField("start_time")  # the anchor is internal
+        first = job.next_run_time.ToMicroseconds()
+        assert first == job.create_time.ToMicroseconds() + 1_000_000
+        clock.advance(1_000_000)
+        await until_state(server, job.id, (1, 0), j.JOB_STATE_RUNNING)
+        clock.advance(300_000)  # the run takes 0.3 s
+        open_gate(gate)
+        waiting = await until_state(server, job.id, (1, 0))
+        # every occurrence is exactly first + k s: a run's length never shifts the next one
+        assert waiting.next_run_time.ToMicroseconds() == first + 1_000_000
+        clock.advance(700_000)  # the gate stays open: the later runs end at once
+        waiting = await until_state(server, job.id, (2, 0))
+        assert waiting.next_run_time.ToMicroseconds() == first + 2_000_000
+        clock.advance(1_000_000)
+        await until_state(server, job.id, (3, 0), j.JOB_STATE_COMPLETED)
+        history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
+        starts = [a.start_time.ToMicroseconds() for a in history.attempts]
+        assert starts == [first + k * 1_000_000 for k in range(3)]

@@ -61,6 +61,8 @@ class Dispatcher:
         self.settle = GroupCommit(store.settle)
         # fired after each dispatch cycle (promote, claim, start): tests wait on it
         self.cycles = Signal()
+        # fired after each attempt's end is stored (a drained queue runs no cycle after it)
+        self.settled = Signal()
         self._ready: set[str] = set()
         self._running: Counter[str] = Counter()
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -320,6 +322,7 @@ class Dispatcher:
         while True:
             try:
                 [applied] = await self.settle([settlement])
+                self.settled.fire()
                 if applied:
                     failures.log_if_failed(settlement)
                 return

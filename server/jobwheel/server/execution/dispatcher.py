@@ -74,6 +74,7 @@ class Dispatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._started: set[str] = set()
         self._settling: set[asyncio.Future[None]] = set()
+        self._fired: set[str] = set()
 
     @property
     def running(self) -> int:
@@ -168,8 +169,9 @@ class Dispatcher:
             return rooms[queue]
 
         def started(claimed: list[model.Job]) -> None:
-            # before the events are published: the engine need not wake a queue for a job
-            # that already runs here
+            # before the fire's events are published: the engine need not wake a queue for a
+            # job this fire started (`fired`)
+            self._fired = {job.id for job in claimed}
             for job in claimed:
                 self._start(job)
 
@@ -191,10 +193,17 @@ class Dispatcher:
         except BaseException:
             self._ready |= rooms.keys()
             raise
+        finally:
+            self._fired = set()
         self._ready |= promoted - rooms.keys()
         per_queue = Counter(job.queue for job in claimed)
         for queue, given in rooms.items():
             self._claimed(queue, given, per_queue[queue])
+
+    def fired(self, job_id: str) -> bool:
+        """True while the events of the fire that started the job are told (its QUEUED event
+        needs no dispatch cycle)."""
+        return job_id in self._fired
 
     def _room(self, queue: str) -> int:
         """How many jobs of `queue` to claim now (its limit, rate, pause), taking the rate's

@@ -109,8 +109,10 @@ class Engine:
         self.overlaps.changed(job)
         self.deliveries.wake(event)
         if state is model.JobState.QUEUED:
-            # jobs only remote workers run need no dispatch cycle here
-            if job.http is not None or self.executor.handles(job.task):
+            # jobs only remote workers run, or that a fire here started in the promoting
+            # transaction, need no dispatch cycle here
+            runnable = job.http is not None or self.executor.handles(job.task)
+            if runnable and not self.dispatcher.fired(job.id):
                 self.dispatcher.wake({job.queue})
         elif state in WAITING and job.next_run_time is not None:
             self.scheduler.add(job.id, job.next_run_time)

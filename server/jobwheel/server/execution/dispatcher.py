@@ -1,5 +1,8 @@
 """Dispatch: due jobs become QUEUED, then RUNNING on an in-process handler, queue by queue.
 
+Jobs that come due are promoted and claimed in one transaction (`fire_due`); jobs queued
+otherwise (enqueued to run now, a slot freed) are claimed queue by queue.
+
 Each queue runs at most `concurrency` attempts of this process at once. A claim takes the best
 jobs of a queue (higher priority first, FIFO within a priority) in one transaction; endings
 are settled through group commit, so a busy server writes one transaction for many jobs.
@@ -25,6 +28,7 @@ from jobwheel.server.rules import recurrence, states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.signals import Signal
 from jobwheel.server.storage import DatabaseUnavailable
+from jobwheel.server.storage.transitions import FireClaim
 
 log = logging.getLogger(__name__)
 # retries of a settlement during a database outage: seconds, doubling up to the cap
@@ -59,6 +63,8 @@ class Dispatcher:
         self.settle = GroupCommit(store.settle, observe=observe_settles)
         # fired after each dispatch cycle (promote, claim, start): tests wait on it
         self.cycles = Signal()
+        # fired after each attempt's end is stored (a drained queue runs no cycle after it)
+        self.settled = Signal()
         self._ready: set[str] = set()
         self._running: Counter[str] = Counter()
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -70,6 +76,7 @@ class Dispatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._started: set[str] = set()
         self._settling: set[asyncio.Future[None]] = set()
+        self._fired: set[str] = set()
 
     @property
     def running(self) -> int:
@@ -131,27 +138,12 @@ class Dispatcher:
         now = self.clock.now()
         if self._due:  # something came due: only then is there anything to promote
             self._due = False
-            self._ready |= await self.store.promote_due(
-                now, now - self.misfire_grace, lambda job: _catch_up(job, now, self.clock.random())
-            )
+            await self._fire(now)
         tasks = self.executor.handlers.keys()
         for queue in sorted(self._ready):
-            settings = self._queues.get(queue)
-            if settings is not None and settings.paused:
-                self._ready.discard(queue)  # resuming it wakes it again
-                continue
-            limit = (settings and settings.max_concurrency) or self.concurrency
-            room = limit - self._running[queue]
-            bucket = self._buckets.get(queue)
-            if bucket is not None and room > 0:
-                allowed = bucket.take(room, self.clock.monotonic())
-                if allowed < room:
-                    self._wake_later(bucket.wait(self.clock.monotonic()))
-                room = allowed
+            room = self._room(queue)
             if room <= 0:
                 continue
-            # out before the claim: a wake-up for this queue during the claim puts it back
-            self._ready.discard(queue)
             try:
                 claimed = await self.store.claim(
                     queue,
@@ -165,12 +157,88 @@ class Dispatcher:
             except BaseException:
                 self._ready.add(queue)  # e.g. the database is unreachable: try again later
                 raise
-            if bucket is not None:
-                bucket.give_back(room - len(claimed))
-            if len(claimed) == room:
-                self._ready.add(queue)  # there may be more
+            self._claimed(queue, room, len(claimed))
             for job in claimed:
                 self._start(job)
+
+    async def _fire(self, now: model.Micros) -> None:
+        """Promotes what came due and claims the promoted jobs' queues in one transaction, so
+        a due job starts after a single commit."""
+        rooms: dict[str, int] = {}
+
+        def room(queue: str) -> int:
+            rooms[queue] = self._room(queue)
+            return rooms[queue]
+
+        def started(claimed: list[model.Job]) -> None:
+            # before the fire's events are published: the engine need not wake a queue for a
+            # job this fire started (`fired`)
+            self._fired = {job.id for job in claimed}
+            for job in claimed:
+                self._start(job)
+
+        fire = FireClaim(
+            room,
+            started,
+            self.executor.handlers.keys(),
+            self.worker_id,
+            now + self.lease,
+            include_http=self.webhooks is not None,
+        )
+        try:
+            promoted, claimed = await self.store.fire_due(
+                now,
+                now - self.misfire_grace,
+                lambda job: _catch_up(job, now, self.clock.random()),
+                fire,
+            )
+        except BaseException:
+            self._ready |= rooms.keys()
+            raise
+        finally:
+            self._fired = set()
+        self._ready |= promoted - rooms.keys()
+        per_queue = Counter(job.queue for job in claimed)
+        for queue, given in rooms.items():
+            self._claimed(queue, given, per_queue[queue])
+
+    def fired(self, job_id: str) -> bool:
+        """True while the events of the fire that started the job are told (its QUEUED event
+        needs no dispatch cycle)."""
+        return job_id in self._fired
+
+    def _room(self, queue: str) -> int:
+        """How many jobs of `queue` to claim now (its limit, rate, pause), taking the rate's
+        tokens; a queue with room leaves `_ready` (a wake-up during the claim puts it back),
+        one without stays there until a slot frees or tokens come."""
+        settings = self._queues.get(queue)
+        if settings is not None and settings.paused:
+            self._ready.discard(queue)  # resuming it wakes it again
+            return 0
+        limit = (settings and settings.max_concurrency) or self.concurrency
+        room = limit - self._running[queue]
+        bucket = self._buckets.get(queue)
+        if bucket is not None and room > 0:
+            allowed = bucket.take(room, self.clock.monotonic())
+            if allowed < room:
+                self._wake_later(bucket.wait(self.clock.monotonic()))
+            room = allowed
+        if room > 0:
+            self._ready.discard(queue)
+        else:
+            self._ready.add(queue)
+        return room
+
+    def _claimed(self, queue: str, room: int, got: int) -> None:
+        """After a claim of `got` of up to `room` jobs of `queue`: unused rate tokens go back;
+        a full claim leaves the queue ready (there may be more)."""
+        if room <= 0:
+            return
+        bucket = self._buckets.get(queue)
+        if bucket is not None:
+            bucket.give_back(room - got)
+        if got == room:
+            self._ready.add(queue)
 
     def _wake_later(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -193,8 +261,10 @@ class Dispatcher:
     def _done(self, job: model.Job, task: asyncio.Task[None]) -> None:
         self._tasks.pop(job.id, None)
         self._running[job.queue] -= 1
-        self._ready.add(job.queue)
-        self._wake.set()
+        # a queue has claimable jobs left only if it is ready (its last claim was full, or
+        # it had no room): a drained one needs no claim after each ending
+        if job.queue in self._ready:
+            self._wake.set()
         if job.id in self._started:
             self._started.discard(job.id)
         elif task.cancelled():  # cancelled before it began: settle it all the same
@@ -263,6 +333,7 @@ class Dispatcher:
         while True:
             try:
                 [applied] = await self.settle([settlement])
+                self.settled.fire()
                 if applied:
                     failures.log_if_failed(settlement)
                 return

@@ -7,7 +7,7 @@ attempt number it holds), so a late or duplicate report changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jobwheel.server.ids import new_id
@@ -62,6 +62,18 @@ _settle_attempt = (
 )
 
 
+@dataclass(frozen=True)
+class FireClaim:
+    """What `fire_due` claims for an in-process executor, queue by queue, once promoted."""
+
+    room: Callable[[str], int]  # how many jobs of a queue to claim now (called in the transaction)
+    started: Callable[[list[Job]], None]  # told of the claimed jobs after commit
+    tasks: Collection[str]  # the tasks it runs
+    worker_id: str
+    lease_until: Micros  # µs
+    include_http: bool = False  # and jobs with an HTTP target
+
+
 class Transitions(StoreBase):
     """Mixed into Store, which provides the connections, the dialect and `_emit`."""
 
@@ -92,26 +104,49 @@ class Transitions(StoreBase):
         A recurring job found due before `misfire_before` missed its time (downtime, pause):
         `catch_up` gives its new next run time (None: the schedule ended) and how many
         occurrences it dropped, before the promotion."""
+        promoted, _ = await self.fire_due(now, misfire_before, catch_up)
+        return promoted
+
+    async def fire_due(
+        self,
+        now: Micros,
+        misfire_before: Micros | None = None,
+        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+        claim: FireClaim | None = None,
+    ) -> tuple[set[str], list[Job]]:
+        """`promote_due`, and with `claim` the claim of the promoted jobs' queues in the same
+        transaction: a job comes due and starts in one commit. Returns the promoted jobs'
+        queues and the jobs claimed (RUNNING, best priority first, FIFO within one, per queue
+        in name order); `claim.started` sees them after the commit, before anyone is told of
+        the events."""
         stmt = (
             update(jobs)
             .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time <= now)
             .values(state=CLAIMABLE.value, update_time=now)
             .returning(*jobs.c)
         )
+        claimed: list[Job] = []
         async with self._write() as conn:
             changes: list[tuple[EventType, Job]] = []
             if catch_up is not None and misfire_before is not None:
-                after_seq: int | None = 0
-                while after_seq is not None:
-                    batch, after_seq = await self._catch_up(
-                        conn, now, misfire_before, catch_up, after_seq
-                    )
-                    changes += batch
+                changes += await self._catch_up(conn, now, misfire_before, catch_up)
             promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
             changes += [(EventType.QUEUED, job) for job in promoted]
+            queues = {job.queue for job in promoted}
+            if claim is not None:
+                for queue in sorted(queues):
+                    room = claim.room(queue)
+                    where = self._claimable(queue, claim.tasks, claim.include_http)
+                    if room > 0 and where is not None:
+                        claimed += await self._claim_in(
+                            conn, where, room, claim.worker_id, now, claim.lease_until
+                        )
+                changes += [(EventType.STARTED, job) for job in claimed]
             committed = await append_events(conn, changes, now)
+        if claim is not None:
+            claim.started(claimed)
         self._emit(committed)
-        return {job.queue for job in promoted}
+        return queues, claimed
 
     async def _catch_up(
         self,
@@ -119,20 +154,40 @@ class Transitions(StoreBase):
         now: Micros,
         before: Micros,
         catch_up: Callable[[Job], tuple[Micros | None, int]],
-        after_seq: int,
-    ) -> tuple[list[tuple[EventType, Job]], int | None]:
-        """One batch of late recurring jobs (by seq, after `after_seq`); the last seq seen,
-        or None when there are no more."""
+    ) -> list[tuple[EventType, Job]]:
+        """Recurring jobs due before `before` move on (`catch_up`), in batches by seq."""
+        # Only the due-time index finds them cheaply: ordered by seq with a limit, a planner
+        # may walk the (state, seq) index through every pending job instead (1 s at 1M).
+        found = select(jobs.c.seq).where(
+            jobs.c.state == JobState.SCHEDULED.value,
+            jobs.c.next_run_time < before,
+            jobs.c.recurring.is_(True),
+        )
+        seqs = sorted(r.seq for r in await conn.execute(found))
+        changes: list[tuple[EventType, Job]] = []
+        batch = min(_CATCH_UP_BATCH, self.dialect.max_in_list)
+        for start in range(0, len(seqs), batch):
+            changes += await self._catch_up_batch(
+                conn, now, before, catch_up, seqs[start : start + batch]
+            )
+        return changes
+
+    async def _catch_up_batch(
+        self,
+        conn: AsyncConnection,
+        now: Micros,
+        before: Micros,
+        catch_up: Callable[[Job], tuple[Micros | None, int]],
+        seqs: list[int],
+    ) -> list[tuple[EventType, Job]]:
         late_stmt = (
             select(jobs)
             .where(
+                jobs.c.seq.in_(seqs),
                 jobs.c.state == JobState.SCHEDULED.value,
-                jobs.c.recurring.is_(True),
                 jobs.c.next_run_time < before,
-                jobs.c.seq > after_seq,
             )
             .order_by(jobs.c.seq)
-            .limit(_CATCH_UP_BATCH)
         )
         late_stmt = self.dialect.lock_rows(late_stmt, skip_locked=True)
         late = [job_from_row(r) for r in (await conn.execute(late_stmt)).mappings()]
@@ -162,8 +217,7 @@ class Transitions(StoreBase):
                 changes.append((EventType.MISFIRE_SKIPPED, after))
             if next_run is None:
                 changes.append((EventType.COMPLETED, after))
-        more = len(late) == _CATCH_UP_BATCH
-        return changes, (late[-1].seq if more else None)
+        return changes
 
     async def claim(
         self,
@@ -179,24 +233,25 @@ class Transitions(StoreBase):
         """Moves up to `limit` QUEUED jobs of `queue` (best priority first, FIFO within one)
         whose task is in `tasks` (or, with `include_http`, that have an HTTP target) to
         RUNNING, opening an attempt for each."""
+        where = self._claimable(queue, tasks, include_http)
+        if limit <= 0 or where is None:
+            return []
+        return await self._start_attempts(where, limit, worker_id, now, lease_until)
+
+    @staticmethod
+    def _claimable(
+        queue: str, tasks: Collection[str], include_http: bool
+    ) -> list[ColumnElement[bool]] | None:
+        """The claim's filter: QUEUED jobs of `queue` with a task in `tasks` (or an HTTP
+        target, with `include_http`); None when nothing could match."""
         runnable: list[ColumnElement[bool]] = []
         if tasks:
             runnable.append(jobs.c.task.in_(list(tasks)))
         if include_http:
             runnable.append(jobs.c.http.isnot(None))
-        if limit <= 0 or not runnable:
-            return []
-        return await self._start_attempts(
-            [
-                jobs.c.state == CLAIMABLE.value,
-                jobs.c.queue == queue,
-                or_(*runnable),
-            ],
-            limit,
-            worker_id,
-            now,
-            lease_until,
-        )
+        if not runnable:
+            return None
+        return [jobs.c.state == CLAIMABLE.value, jobs.c.queue == queue, or_(*runnable)]
 
     async def _start_attempts(
         self,
@@ -209,6 +264,24 @@ class Transitions(StoreBase):
         """QUEUED jobs matching `where` (up to `limit`, best priority first, FIFO within one)
         become RUNNING for `worker_id`, each with a new attempt: the in-process claim and a
         remote worker's lease are this one transition."""
+        async with self._write() as conn:
+            claimed = await self._claim_in(conn, where, limit, worker_id, now, lease_until)
+            committed = await append_events(
+                conn, [(EventType.STARTED, job) for job in claimed], now
+            )
+        self._emit(committed)
+        return claimed
+
+    async def _claim_in(
+        self,
+        conn: AsyncConnection,
+        where: list[ColumnElement[bool]],
+        limit: int,
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+    ) -> list[Job]:
+        """`_start_attempts` within the caller's transaction, without its events."""
         pick = (
             select(jobs.c.seq)
             .where(*where)
@@ -232,29 +305,24 @@ class Transitions(StoreBase):
             )
             .returning(*jobs.c)
         )
-        async with self._write() as conn:
-            claimed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
-            if claimed:
-                await conn.execute(
-                    attempts.insert(),
-                    [
-                        {
-                            "id": new_id(),
-                            "job_id": job.id,
-                            "execution": job.execution_count,
-                            "number": job.attempt,
-                            "start_time": now,
-                            "outcome": AttemptOutcome.RUNNING.value,
-                            "worker_id": worker_id,
-                        }
-                        for job in claimed
-                    ],
-                )
-            claimed.sort(key=lambda j: (-j.priority, j.seq))
-            committed = await append_events(
-                conn, [(EventType.STARTED, job) for job in claimed], now
+        claimed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+        if claimed:
+            await conn.execute(
+                attempts.insert(),
+                [
+                    {
+                        "id": new_id(),
+                        "job_id": job.id,
+                        "execution": job.execution_count,
+                        "number": job.attempt,
+                        "start_time": now,
+                        "outcome": AttemptOutcome.RUNNING.value,
+                        "worker_id": worker_id,
+                    }
+                    for job in claimed
+                ],
             )
-        self._emit(committed)
+        claimed.sort(key=lambda j: (-j.priority, j.seq))
         return claimed
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:

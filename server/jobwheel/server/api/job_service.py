@@ -8,10 +8,12 @@ from dataclasses import replace
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf import struct_pb2
 from jobwheel.server import model
 from jobwheel.server.api import pagination, reply_size, validate
 from jobwheel.server.api.convert import (
     JOB_STATE_TO_PROTO,
+    CreatedJobs,
     attempt_to_proto,
     job_to_proto,
     timestamp,
@@ -24,16 +26,17 @@ from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
 from jobwheel.server.execution.roster import Roster
-from jobwheel.server.ids import new_id
+from jobwheel.server.ids import new_id, new_ids
 from jobwheel.server.rules import states as actions
 from jobwheel.server.rules import triggers
 from jobwheel.server.security import principal as access
 from jobwheel.server.security.principal import narrow
-from jobwheel.server.storage.convert import job_from_new
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
 MAX_BATCH = 10_000
+# replies of created jobs (its templates are shared by calls: one event loop, no locks)
+_CREATED = CreatedJobs()
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -54,28 +57,38 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
 
     async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Context) -> Any:
         errors = validate.Violations()
+        payloads: list[struct_pb2.Struct | None] = []
         new = validate.new_job_from_proto(
-            request, "", self.core.clock.now(), self.limits, errors, new_id()
+            request, "", self.core.clock.now(), self.limits, errors, new_id(), payloads
         )
         errors.raise_if_any()
         access.check_queue(new.queue, "queue")
         [(job, existed)] = await self.core.enqueue([new])
-        return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
+        # a created job is the request as validated: its reply needs no conversion of the Job
+        proto = job_to_proto(job) if existed else _CREATED.proto(new, payloads[0])
+        return pb.EnqueueJobResponse(job=proto, already_exists=existed)
 
     async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Context) -> Any:
         if len(request.jobs) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("jobs", f"at most {MAX_BATCH} jobs per call")])
         now = self.core.clock.now()
         errors = validate.Violations()
+        payloads: list[struct_pb2.Struct | None] = []
+        limits = self.limits
         news = [
-            validate.new_job_from_proto(req, f"jobs[{i}].", now, self.limits, errors, new_id())
-            for i, req in enumerate(request.jobs)
+            validate.new_job_from_proto(req, f"jobs[{i}].", now, limits, errors, job_id, payloads)
+            for i, (req, job_id) in enumerate(
+                zip(request.jobs, new_ids(len(request.jobs)), strict=True)
+            )
         ]
         errors.raise_if_any()
         for i, new in enumerate(news):
             access.check_queue(new.queue, f"jobs[{i}].queue")
         # the reply must fit one message: judged before anything is created
-        replies = [pb.EnqueueJobResponse(job=job_to_proto(job_from_new(n))) for n in news]
+        replies = [
+            pb.EnqueueJobResponse(job=_CREATED.proto(new, payload))
+            for new, payload in zip(news, payloads, strict=True)
+        ]
         budget = reply_size.Budget()
         if not all(budget.take(reply) for reply in replies):
             raise InvalidArgument(

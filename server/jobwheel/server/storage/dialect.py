@@ -7,6 +7,7 @@ the migration lock).
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from collections.abc import Sequence
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.schema import events, jobs
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
+    Integer,
     Select,
     String,
     Table,
@@ -85,6 +88,10 @@ class Dialect:
         """
         raise NotImplementedError
 
+    async def insert_events(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert event rows: (revision, job_id, type, time, job snapshot) each."""
+        raise NotImplementedError
+
     def insert_ignore(self, table: Table, key: str) -> Any:
         """INSERT that does nothing when a row with the same `key` exists."""
         raise NotImplementedError
@@ -130,6 +137,10 @@ class SqliteDialect(Dialect):
     ) -> Sequence[int | None]:
         return await _sqlite_insert_jobs(conn, columns, rows)
 
+    async def insert_events(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        # a bare driver executemany: one thread hop, no per-row parameter processing
+        await conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, rows)
+
     def insert_ignore(self, table: Table, key: str) -> Any:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
 
@@ -148,12 +159,19 @@ class PostgresDialect(Dialect):
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> Sequence[int | None]:
-        # insertmanyvalues: multi-row VALUES ... RETURNING, a few round trips per batch.
-        stmt = postgresql.insert(jobs).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        params = [dict(zip(columns, row, strict=True)) for row in rows]
-        result = await conn.execute(stmt.returning(jobs.c.id, jobs.c.seq), params)
-        seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
+        # One statement whatever the batch size: each column travels as one array parameter
+        # and unnest() turns them back into rows (a prepared statement asyncpg caches; no
+        # per-row SQL, parameters or round trips).
+        sql = _pg_unnest_insert(
+            jobs, columns, "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, seq"
+        )
+        result = await conn.exec_driver_sql(sql, tuple(_columns_of(rows, len(columns))))
+        seq_by_id: dict[str, int] = {r[0]: r[1] for r in result}
         return [seq_by_id.get(row[0]) for row in rows]
+
+    async def insert_events(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        sql = _pg_unnest_insert(events, _EVENT_COLUMNS, "")
+        await conn.exec_driver_sql(sql, tuple(_columns_of(rows, len(_EVENT_COLUMNS))))
 
     def insert_ignore(self, table: Table, key: str) -> Any:
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
@@ -215,6 +233,37 @@ async def _sqlite_insert_jobs(
     result = await conn.execute(select(jobs.c.id, jobs.c.seq).where(jobs.c.seq > before))
     seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
     return [seq_by_id[row[0]] for row in rows]
+
+
+_EVENT_COLUMNS = ("revision", "job_id", "type", "time", "job")
+_SQLITE_INSERT_EVENTS = f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) VALUES (?,?,?,?,?)"
+
+
+def _columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _pg_array_type(column_type: Any) -> str:
+    for sa_type, name in ((BigInteger, "int8"), (Integer, "int4"), (Boolean, "bool")):
+        if isinstance(column_type, sa_type):
+            return name
+    assert isinstance(column_type, String), column_type  # Text too
+    return "text"
+
+
+@functools.lru_cache(maxsize=32)
+def _pg_unnest_insert(table: Table, columns: Sequence[str], tail: str) -> str:
+    """INSERT INTO table (columns) SELECT FROM unnest($1::type[], ...), rows in array order."""
+    # unbounded element types: an explicit cast to VARCHAR(n) would cut a long value, where
+    # the assignment to the column refuses it
+    arrays = ", ".join(
+        f"${i}::{_pg_array_type(table.c[name].type)}[]" for i, name in enumerate(columns, 1)
+    )
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS t({names}, ord) ORDER BY ord {tail}"
+    ).strip()
 
 
 def _pg_field_equals(doc: ColumnElement[Any], key: str, value: Any) -> ColumnElement[bool]:

@@ -11,6 +11,7 @@ from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
     job_from_new,
     job_from_row,
+    new_job_snapshots,
     new_job_values,
 )
 from jobwheel.server.storage.events import EventLog, append_events
@@ -79,7 +80,10 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                     existing.update(await self._jobs_by_key(conn, keys))
                 created = [(EventType.ENQUEUED, r[0]) for i in pending if (r := results[i])]
                 if created:
-                    committed = await append_events(conn, created, created[0][1].create_time)
+                    snapshots = new_job_snapshots([job for _, job in created])
+                    committed = await append_events(
+                        conn, created, created[0][1].create_time, snapshots
+                    )
             self._emit(committed)
             for i in candidates:
                 key = new_jobs[i].idempotency_key

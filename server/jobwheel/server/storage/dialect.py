@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import shlex
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jobwheel.server.storage.schema import events, jobs
+from jobwheel.server.storage.schema import jobs
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -88,8 +89,10 @@ class Dialect:
         """
         raise NotImplementedError
 
-    async def insert_events(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-        """Insert event rows: (revision, job_id, type, time, job snapshot) each."""
+    async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        """Takes the next len(`rows`) revisions from the head row (locking it until commit),
+        inserts the rows ((job_id, type, time, job snapshot) each) under them in order, tells
+        other processes at commit (see `notify`), and returns the last revision."""
         raise NotImplementedError
 
     def insert_ignore(self, table: Table, key: str) -> Any:
@@ -105,9 +108,6 @@ class Dialect:
         transaction holds (`skip_locked`): for concurrent claims across processes. Where
         there is one writer (SQLite), the write transaction already excludes the others."""
         return stmt
-
-    async def events_appended(self, conn: AsyncConnection, revision: int) -> None:
-        """Tells other processes, at commit, that the event log grew to `revision`."""
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         """`conn` with every statement of its next transaction reading one snapshot."""
@@ -135,11 +135,12 @@ class SqliteDialect(Dialect):
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> Sequence[int | None]:
-        return await _sqlite_insert_jobs(conn, columns, rows)
+        placeholders = ",".join("?" * len(columns))
+        sql = f"INSERT INTO {jobs.name} ({','.join(columns)}) VALUES ({placeholders})"
+        return await in_sqlite_thread(conn, _sqlite_insert_jobs, sql, rows)
 
-    async def insert_events(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-        # a bare driver executemany: one thread hop, no per-row parameter processing
-        await conn.exec_driver_sql(_SQLITE_INSERT_EVENTS, rows)
+    async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        return await in_sqlite_thread(conn, _sqlite_append_events, rows)
 
     def insert_ignore(self, table: Table, key: str) -> Any:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
@@ -166,12 +167,16 @@ class PostgresDialect(Dialect):
             jobs, columns, "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, seq"
         )
         result = await conn.exec_driver_sql(sql, tuple(_columns_of(rows, len(columns))))
-        seq_by_id: dict[str, int] = {r[0]: r[1] for r in result}
+        returned: Sequence[Any] = result.all()
+        seq_by_id: dict[str, int] = {job_id: seq for job_id, seq in returned}
         return [seq_by_id.get(row[0]) for row in rows]
 
-    async def insert_events(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-        sql = _pg_unnest_insert(events, _EVENT_COLUMNS, "")
-        await conn.exec_driver_sql(sql, tuple(_columns_of(rows, len(_EVENT_COLUMNS))))
+    async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        # One round trip: take the revisions, insert the rows, notify (delivered at commit:
+        # other replicas' tailers read the new revisions at once).
+        columns = _columns_of(rows, len(_EVENT_COLUMNS) - 1)
+        result = await conn.exec_driver_sql(_PG_APPEND_EVENTS, (len(rows), *columns))
+        return int(result.scalar_one())
 
     def insert_ignore(self, table: Table, key: str) -> Any:
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
@@ -181,10 +186,6 @@ class PostgresDialect(Dialect):
 
     def lock_rows(self, stmt: SelectT, *, skip_locked: bool = False) -> SelectT:
         return stmt.with_for_update(skip_locked=skip_locked)
-
-    async def events_appended(self, conn: AsyncConnection, revision: int) -> None:
-        # delivered at commit: other replicas' tailers read the new revisions at once
-        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(revision))))
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         return await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -214,29 +215,65 @@ def lock_file_of(url: URL) -> Path | None:
     return None
 
 
-async def _sqlite_insert_jobs(
-    conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
-) -> list[int]:
+T = TypeVar("T")
+
+
+async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args: Any) -> T:
+    """Runs `work(sqlite3_connection, *args)` in the driver's thread, inside the transaction
+    `conn` holds: a few statements cost one thread hop, where each one through SQLAlchemy
+    costs three or four (cursor, execute, fetch, close), each waiting for a turn of a busy
+    event loop."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    done: T = await driver._execute(work, driver._conn, *args)
+    return done
+
+
+_MAX_SEQ = f"SELECT coalesce(max(seq), 0) FROM {jobs.name}"
+
+
+def _sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
     # The caller holds the only write lock and has excluded taken keys, so nothing conflicts.
-    # A bare driver executemany (one thread hop, no per-row SQLAlchemy parameter processing)
-    # is markedly faster than INSERT ... RETURNING through SQLAlchemy.
-    max_seq = select(func.coalesce(func.max(jobs.c.seq), 0))
-    before: int = (await conn.execute(max_seq)).scalar_one()
-    placeholders = ",".join("?" * len(columns))
-    sql = f"INSERT INTO {jobs.name} ({','.join(columns)}) VALUES ({placeholders})"
-    await conn.exec_driver_sql(sql, rows)
-    after: int = (await conn.execute(max_seq)).scalar_one()
+    before: int = db.execute(_MAX_SEQ).fetchone()[0]
+    db.executemany(sql, rows)
+    after: int = db.execute(_MAX_SEQ).fetchone()[0]
     if after - before == len(rows):
         # Each row took max(seq) + 1 in turn, so the seqs are consecutive in input order.
         return list(range(before + 1, after + 1))
     # Gaps (AUTOINCREMENT skips the seqs of deleted newest rows): read them back.
-    result = await conn.execute(select(jobs.c.id, jobs.c.seq).where(jobs.c.seq > before))
-    seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
+    found = db.execute(f"SELECT id, seq FROM {jobs.name} WHERE seq > ?", (before,)).fetchall()
+    seq_by_id: dict[str, int] = dict(found)
     return [seq_by_id[row[0]] for row in rows]
 
 
 _EVENT_COLUMNS = ("revision", "job_id", "type", "time", "job")
+_SQLITE_TAKE_REVISIONS = (
+    "UPDATE event_head SET revision = revision + ? WHERE id = 1 RETURNING revision"
+)
 _SQLITE_INSERT_EVENTS = f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) VALUES (?,?,?,?,?)"
+
+
+def _sqlite_append_events(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    last: int = db.execute(_SQLITE_TAKE_REVISIONS, (len(rows),)).fetchall()[0][0]
+    first = last - len(rows) + 1
+    db.executemany(_SQLITE_INSERT_EVENTS, [(first + i, *row) for i, row in enumerate(rows)])
+    return last
+
+
+# $1: how many; $2..$5: job_id, type, time and job arrays. The data-modifying CTEs run whatever
+# the SELECT reads; pg_notify's message is delivered at commit.
+_PG_APPEND_EVENTS = f"""
+WITH head AS (
+    UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
+), added AS (
+    INSERT INTO events (revision, job_id, type, time, job)
+    SELECT head.revision - $1::int8 + t.ord, t.job_id, t.type, t.time, t.job
+    FROM head, unnest($2::text[], $3::text[], $4::int8[], $5::text[])
+        WITH ORDINALITY AS t(job_id, type, time, job, ord)
+    ORDER BY t.ord
+)
+SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text) FROM head
+"""
 
 
 def _columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -14,7 +14,7 @@ from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job
 from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, dialect_of
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import event_head, events, jobs
-from sqlalchemy import BigInteger, bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Change = tuple[EventType, Job]
@@ -36,33 +36,19 @@ async def append_events(
     """
     if not changes:
         return []
-    head = await conn.execute(_ADVANCE, {"n": len(changes)})
-    last = head.scalar_one()
+    texts = snapshots if snapshots is not None else [job_snapshot(job) for _, job in changes]
+    last = await dialect_of(conn).append_event_rows(
+        conn,
+        [
+            (job.id, etype.value, now, text)
+            for (etype, job), text in zip(changes, texts, strict=True)
+        ],
+    )
     first = last - len(changes) + 1
-    out = [
+    return [
         Event(revision=first + i, type=etype, job=job, time=now)
         for i, (etype, job) in enumerate(changes)
     ]
-    texts = snapshots if snapshots is not None else [job_snapshot(job) for _, job in changes]
-    dialect = dialect_of(conn)
-    await dialect.insert_events(
-        conn,
-        [
-            (e.revision, e.job.id, e.type.value, now, text)
-            for e, text in zip(out, texts, strict=True)
-        ],
-    )
-    await dialect.events_appended(conn, last)
-    return out
-
-
-# Takes the next `n` revisions (one constant statement: compiled once, cached by the driver).
-_ADVANCE = (
-    update(event_head)
-    .where(event_head.c.id == 1)
-    .values(revision=event_head.c.revision + bindparam("n", type_=BigInteger))
-    .returning(event_head.c.revision)
-)
 
 
 class EventLog(StoreBase):

@@ -32,12 +32,16 @@ from sqlalchemy import (
     literal,
     select,
 )
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import util as sa_util
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
+# runs a coroutine from SQLAlchemy's synchronous event hooks (its name before 2.1: await_only)
+_await: Callable[[Any], Any] = getattr(sa_util, "await_", None) or sa_util.await_only
 # the LISTEN/NOTIFY channel of event log appends
 NOTIFY_CHANNEL = "jobwheel_events"
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -225,8 +229,16 @@ async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args:
     event loop."""
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    done: T = await driver._execute(work, driver._conn, *args)
+    try:
+        done: T = await driver._execute(work, driver._conn, *args)
+    except sqlite3.Error as exc:  # as SQLAlchemy would raise it (errors.py maps those)
+        raise _wrapped(getattr(work, "__name__", "sqlite"), exc) from exc
     return done
+
+
+def _wrapped(statement: str, exc: sqlite3.Error) -> Exception:
+    wrapped: Exception = sa_exc.DBAPIError.instance(statement, None, exc, sqlite3.Error)
+    return wrapped
 
 
 _MAX_SEQ = f"SELECT coalesce(max(seq), 0) FROM {jobs.name}"
@@ -424,14 +436,18 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
     database = sa_url.database or ""
     if database in ("", ":memory:"):
         # One shared connection, or every connection would see its own empty database.
-        engine = create_async_engine(sa_url, poolclass=StaticPool)
+        engine = create_async_engine(sa_url, poolclass=StaticPool, pool_reset_on_return=None)
         _sqlite_setup(engine, sync, SQLITE_WRITER_CACHE_KIB, begin="BEGIN IMMEDIATE")
         return Engines(dialect, engine, engine)
     write = create_async_engine(
-        sa_url, pool_size=1, max_overflow=0, pool_timeout=SQLITE_WRITER_WAIT_S
+        sa_url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=SQLITE_WRITER_WAIT_S,
+        pool_reset_on_return=None,  # see _on_reset
     )
     _sqlite_setup(write, sync, SQLITE_WRITER_CACHE_KIB, begin="BEGIN IMMEDIATE")
-    read = create_async_engine(sa_url, pool_size=4, max_overflow=4)
+    read = create_async_engine(sa_url, pool_size=4, max_overflow=4, pool_reset_on_return=None)
     _sqlite_setup(read, sync, SQLITE_READER_CACHE_KIB, begin="BEGIN")
     return Engines(dialect, write, read)
 
@@ -453,4 +469,20 @@ def _sqlite_setup(engine: AsyncEngine, synchronous: str, cache_kib: int, *, begi
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: no deadlock-prone lock upgrade mid-transaction.
-        conn.exec_driver_sql(begin)
+        # Sent straight to the driver's thread: one hop where a statement through SQLAlchemy
+        # takes three (cursor, execute, close), each waiting for a turn of the event loop.
+        driver = conn.connection.driver_connection
+        try:
+            _await(driver._execute(driver._conn.execute, begin))
+        except sqlite3.Error as exc:
+            raise _wrapped(begin, exc) from exc
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(_dbapi_conn: Any, record: Any, state: Any) -> None:
+        # In place of the pool's unconditional ROLLBACK on every check-in (another hop): only
+        # a transaction left open needs one.
+        if state.transaction_was_reset or state.terminate_only or not state.asyncio_safe:
+            return
+        driver = record.driver_connection
+        if driver is not None and driver._conn.in_transaction:
+            _await(driver._execute(driver._conn.rollback))

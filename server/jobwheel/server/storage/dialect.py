@@ -141,10 +141,10 @@ class SqliteDialect(Dialect):
     ) -> Sequence[int | None]:
         placeholders = ",".join("?" * len(columns))
         sql = f"INSERT INTO {jobs.name} ({','.join(columns)}) VALUES ({placeholders})"
-        return await in_sqlite_thread(conn, _sqlite_insert_jobs, sql, rows)
+        return await in_sqlite_thread(conn, sqlite_insert_jobs, sql, rows)
 
     async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
-        return await in_sqlite_thread(conn, _sqlite_append_events, rows)
+        return await in_sqlite_thread(conn, sqlite_append_events, rows)
 
     def insert_ignore(self, table: Table, key: str) -> Any:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
@@ -244,7 +244,7 @@ def _wrapped(statement: str, exc: sqlite3.Error) -> Exception:
 _MAX_SEQ = f"SELECT coalesce(max(seq), 0) FROM {jobs.name}"
 
 
-def _sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+def sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
     # The caller holds the only write lock and has excluded taken keys, so nothing conflicts.
     before: int = db.execute(_MAX_SEQ).fetchone()[0]
     db.executemany(sql, rows)
@@ -265,7 +265,7 @@ _SQLITE_TAKE_REVISIONS = (
 _SQLITE_INSERT_EVENTS = f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) VALUES (?,?,?,?,?)"
 
 
-def _sqlite_append_events(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+def sqlite_append_events(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
     last: int = db.execute(_SQLITE_TAKE_REVISIONS, (len(rows),)).fetchall()[0][0]
     first = last - len(rows) + 1
     db.executemany(_SQLITE_INSERT_EVENTS, [(first + i, *row) for i, row in enumerate(rows)])

@@ -220,6 +220,11 @@ class CreatedJobs:
 
     def proto(self, new: model.NewJob, payload: struct_pb2.Struct | None) -> job_pb2.Job:
         out = job_pb2.Job()
+        self.fill(out, new, payload)
+        return out
+
+    def fill(self, out: job_pb2.Job, new: model.NewJob, payload: struct_pb2.Struct | None) -> None:
+        """Makes `out` (an empty message, or a field of a reply) the created job's message."""
         out.CopyFrom(self._template(new))
         out.id = new.id
         if new.labels:
@@ -232,7 +237,6 @@ class CreatedJobs:
         out.update_time.CopyFrom(created)
         if new.next_run_time is not None:
             out.next_run_time.CopyFrom(self._time(new.next_run_time))
-        return out
 
     def _time(self, us: model.Micros) -> timestamp_pb2.Timestamp:
         ts = self._times.get(us)

@@ -84,13 +84,13 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         errors.raise_if_any()
         for i, new in enumerate(news):
             access.check_queue(new.queue, f"jobs[{i}].queue")
-        # the reply must fit one message: judged before anything is created
-        replies = [
-            pb.EnqueueJobResponse(job=_CREATED.proto(new, payload))
-            for new, payload in zip(news, payloads, strict=True)
-        ]
-        budget = reply_size.Budget()
-        if not all(budget.take(reply) for reply in replies):
+        # the reply must fit one message: judged before anything is created (built in place:
+        # its size is the sum of the results' framed sizes)
+        reply = pb.BatchEnqueueJobsResponse()
+        for new, payload in zip(news, payloads, strict=True):
+            _CREATED.fill(reply.results.add().job, new, payload)
+        size, limit = reply.ByteSize(), reply_size.Budget().limit
+        if size > limit:
             raise InvalidArgument(
                 [
                     FieldViolation(
@@ -102,7 +102,9 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
                 ]
             )
         results = await self.core.enqueue(news) if news else []
-        return pb.BatchEnqueueJobsResponse(results=_batch_replies(results, replies, budget.limit))
+        if any(existed for _, existed in results):
+            _existing_replies(reply, results, size, limit)
+        return reply
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
         _require_id(request.id)
@@ -330,13 +332,16 @@ def _attempt_page(
     return page
 
 
-def _batch_replies(
-    results: list[tuple[model.Job, bool]], fresh: list[pb.EnqueueJobResponse], limit: int
-) -> list[pb.EnqueueJobResponse]:
-    """One reply per job: the precomputed one of a created job; for a repeated idempotency
-    key the existing job, whole while the reply has room, else only its id and state (an
-    existing job may be larger than the request that named its key; the stub never is)."""
-    out = list(fresh)
+def _existing_replies(
+    reply: pb.BatchEnqueueJobsResponse,
+    results: list[tuple[model.Job, bool]],
+    size: int,
+    limit: int,
+) -> None:
+    """Replaces the reply of each job whose idempotency key was taken (`reply` holds the jobs
+    as created, `size` bytes) by the existing job, whole while the reply has room, else only
+    its id and state (an existing job may be larger than the request that named its key; the
+    stub never is)."""
     stubs = {
         i: pb.EnqueueJobResponse(
             job=job_pb2.Job(id=job.id, state=JOB_STATE_TO_PROTO[job.state]), already_exists=True
@@ -344,16 +349,18 @@ def _batch_replies(
         for i, (job, existed) in enumerate(results)
         if existed
     }
-    used = sum(reply_size.framed_size(stubs.get(i, r)) for i, r in enumerate(fresh))
+    used = size + sum(
+        reply_size.framed_size(stub) - reply_size.framed_size(reply.results[i])
+        for i, stub in stubs.items()
+    )
     for i, stub in stubs.items():
         whole = pb.EnqueueJobResponse(job=job_to_proto(results[i][0]), already_exists=True)
         extra = reply_size.framed_size(whole) - reply_size.framed_size(stub)
         if used + extra <= limit:
             used += extra
-            out[i] = whole
+            reply.results[i].CopyFrom(whole)
         else:
-            out[i] = stub
-    return out
+            reply.results[i].CopyFrom(stub)
 
 
 MAX_REASON = 1024

@@ -7,7 +7,6 @@ the migration lock).
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import sqlite3
@@ -16,12 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobwheel.server.storage.bulk_writes import (
+    EVENT_COLUMNS,
+    columns_of,
+    in_sqlite_thread,
+    pg_unnest_insert,
+    sqlite_append_events,
+    sqlite_insert_jobs,
+    wrapped_error,
+)
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     ColumnElement,
-    Integer,
     Select,
     String,
     Table,
@@ -32,7 +38,6 @@ from sqlalchemy import (
     literal,
     select,
 )
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import util as sa_util
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
@@ -167,10 +172,10 @@ class PostgresDialect(Dialect):
         # One statement whatever the batch size: each column travels as one array parameter
         # and unnest() turns them back into rows (a prepared statement asyncpg caches; no
         # per-row SQL, parameters or round trips).
-        sql = _pg_unnest_insert(
+        sql = pg_unnest_insert(
             jobs, columns, "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, seq"
         )
-        result = await conn.exec_driver_sql(sql, tuple(_columns_of(rows, len(columns))))
+        result = await conn.exec_driver_sql(sql, tuple(columns_of(rows, len(columns))))
         returned: Sequence[Any] = result.all()
         seq_by_id: dict[str, int] = {job_id: seq for job_id, seq in returned}
         return [seq_by_id.get(row[0]) for row in rows]
@@ -178,7 +183,7 @@ class PostgresDialect(Dialect):
     async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
         # One round trip: take the revisions, insert the rows, notify (delivered at commit:
         # other replicas' tailers read the new revisions at once).
-        columns = _columns_of(rows, len(_EVENT_COLUMNS) - 1)
+        columns = columns_of(rows, len(EVENT_COLUMNS) - 1)
         result = await conn.exec_driver_sql(_PG_APPEND_EVENTS, (len(rows), *columns))
         return int(result.scalar_one())
 
@@ -219,59 +224,6 @@ def lock_file_of(url: URL) -> Path | None:
     return None
 
 
-T = TypeVar("T")
-
-
-async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args: Any) -> T:
-    """Runs `work(sqlite3_connection, *args)` in the driver's thread, inside the transaction
-    `conn` holds: a few statements cost one thread hop, where each one through SQLAlchemy
-    costs three or four (cursor, execute, fetch, close), each waiting for a turn of a busy
-    event loop."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    try:
-        done: T = await driver._execute(work, driver._conn, *args)
-    except sqlite3.Error as exc:  # as SQLAlchemy would raise it (errors.py maps those)
-        raise _wrapped(getattr(work, "__name__", "sqlite"), exc) from exc
-    return done
-
-
-def _wrapped(statement: str, exc: sqlite3.Error) -> Exception:
-    wrapped: Exception = sa_exc.DBAPIError.instance(statement, None, exc, sqlite3.Error)
-    return wrapped
-
-
-_MAX_SEQ = f"SELECT coalesce(max(seq), 0) FROM {jobs.name}"
-
-
-def sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
-    # The caller holds the only write lock and has excluded taken keys, so nothing conflicts.
-    before: int = db.execute(_MAX_SEQ).fetchone()[0]
-    db.executemany(sql, rows)
-    after: int = db.execute(_MAX_SEQ).fetchone()[0]
-    if after - before == len(rows):
-        # Each row took max(seq) + 1 in turn, so the seqs are consecutive in input order.
-        return list(range(before + 1, after + 1))
-    # Gaps (AUTOINCREMENT skips the seqs of deleted newest rows): read them back.
-    found = db.execute(f"SELECT id, seq FROM {jobs.name} WHERE seq > ?", (before,)).fetchall()
-    seq_by_id: dict[str, int] = dict(found)
-    return [seq_by_id[row[0]] for row in rows]
-
-
-_EVENT_COLUMNS = ("revision", "job_id", "type", "time", "job")
-_SQLITE_TAKE_REVISIONS = (
-    "UPDATE event_head SET revision = revision + ? WHERE id = 1 RETURNING revision"
-)
-_SQLITE_INSERT_EVENTS = f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) VALUES (?,?,?,?,?)"
-
-
-def sqlite_append_events(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
-    last: int = db.execute(_SQLITE_TAKE_REVISIONS, (len(rows),)).fetchall()[0][0]
-    first = last - len(rows) + 1
-    db.executemany(_SQLITE_INSERT_EVENTS, [(first + i, *row) for i, row in enumerate(rows)])
-    return last
-
-
 # $1: how many; $2..$5: job_id, type, time and job arrays. The data-modifying CTEs run whatever
 # the SELECT reads; pg_notify's message is delivered at commit.
 _PG_APPEND_EVENTS = f"""
@@ -286,33 +238,6 @@ WITH head AS (
 )
 SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text) FROM head
 """
-
-
-def _columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
-
-
-def _pg_array_type(column_type: Any) -> str:
-    for sa_type, name in ((BigInteger, "int8"), (Integer, "int4"), (Boolean, "bool")):
-        if isinstance(column_type, sa_type):
-            return name
-    assert isinstance(column_type, String), column_type  # Text too
-    return "text"
-
-
-@functools.lru_cache(maxsize=32)
-def _pg_unnest_insert(table: Table, columns: Sequence[str], tail: str) -> str:
-    """INSERT INTO table (columns) SELECT FROM unnest($1::type[], ...), rows in array order."""
-    # unbounded element types: an explicit cast to VARCHAR(n) would cut a long value, where
-    # the assignment to the column refuses it
-    arrays = ", ".join(
-        f"${i}::{_pg_array_type(table.c[name].type)}[]" for i, name in enumerate(columns, 1)
-    )
-    names = ", ".join(columns)
-    return (
-        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest({arrays}) "
-        f"WITH ORDINALITY AS t({names}, ord) ORDER BY ord {tail}"
-    ).strip()
 
 
 def _pg_field_equals(doc: ColumnElement[Any], key: str, value: Any) -> ColumnElement[bool]:
@@ -475,7 +400,7 @@ def _sqlite_setup(engine: AsyncEngine, synchronous: str, cache_kib: int, *, begi
         try:
             _await(driver._execute(driver._conn.execute, begin))
         except sqlite3.Error as exc:
-            raise _wrapped(begin, exc) from exc
+            raise wrapped_error(begin, exc) from exc
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(_dbapi_conn: Any, record: Any, state: Any) -> None:

@@ -9,17 +9,17 @@ from typing import Any
 
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage import paging
+from jobwheel.server.storage.bulk_writes import (
+    in_sqlite_thread,
+    sqlite_append_events,
+    sqlite_insert_jobs,
+)
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
     job_from_new,
     job_from_row,
     new_job_snapshots,
     new_job_values,
-)
-from jobwheel.server.storage.dialect import (
-    in_sqlite_thread,
-    sqlite_append_events,
-    sqlite_insert_jobs,
 )
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import id_range, job_conditions

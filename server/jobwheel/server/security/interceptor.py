@@ -146,6 +146,8 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticator: Authenticator, *, protect_reflection: bool) -> None:
         self.authenticator = authenticator
         self.protect_reflection = protect_reflection
+        # method -> (the handler wrapped, its wrapping): built once, not on every call
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -156,12 +158,18 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or method.startswith(HEALTH):
             return handler
+        if method.startswith(REFLECTION) and not self.protect_reflection:
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if method.startswith(REFLECTION):
-            if not self.protect_reflection:
-                return handler
-            return _wrap(handler, self._admitter(method, any_role=True), None)
-        record = None if method in roles.NOT_AUDITED else method
-        return _wrap(handler, self._admitter(method, any_role=False), record)
+            wrapped = _wrap(handler, self._admitter(method, any_role=True), None)
+        else:
+            record = None if method in roles.NOT_AUDITED else method
+            wrapped = _wrap(handler, self._admitter(method, any_role=False), record)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _admitter(self, method: str, any_role: bool) -> Callable[[Context], Awaitable[Principal]]:
         async def admit(context: Context) -> Principal:

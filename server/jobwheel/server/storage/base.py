@@ -80,6 +80,16 @@ class StoreBase:
             self.on_transaction("write", time.perf_counter() - start)
 
     @asynccontextmanager
+    async def _raw_write(self) -> AsyncIterator[AsyncConnection]:
+        """The write connection with no transaction begun: for work that runs its own
+        transaction on the driver's connection (see dialect.in_sqlite_thread)."""
+        start = time.perf_counter()
+        async with self._outages(), self._engines.write.connect() as conn:
+            yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("write", time.perf_counter() - start)
+
+    @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         start = time.perf_counter()
         async with self._outages(), self._engines.read.begin() as conn:

@@ -20,9 +20,12 @@ from jobwheel.server.api.fields import (
     json_data,
     plain_json,
 )
+from jobwheel.server.config import Settings
 from jobwheel.server.storage.convert import job_from_new
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
+
+LIMITS = validate.Limits(Settings().max_payload_bytes)
 
 NOW = 1_700_000_000_123_456
 
@@ -161,9 +164,7 @@ def test_created_job_messages_equal_the_general_conversion(shared: bool) -> None
         for i, req in enumerate(_requests()):
             errors = Violations()
             payloads: list[struct_pb2.Struct | None] = []
-            new = validate.new_job_from_proto(
-                req, "", NOW + i, validate.Limits(), errors, f"id-{i}", payloads
-            )
+            new = validate.new_job_from_proto(req, "", NOW + i, LIMITS, errors, f"id-{i}", payloads)
             assert not errors.items
             built = (created if shared else CreatedJobs()).proto(new, payloads[0])
             expected = job_to_proto(job_from_new(new))

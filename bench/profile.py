@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,8 @@ def sampled(pid: int, out: Path | None, rate: int = 250) -> Iterator[None]:
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking"]
     argv += ["--function"]  # aggregate by function, not by line
+    if os.environ.get("JOBWHEEL_PROFILE_GIL"):  # only samples that hold the GIL: CPU, not waits
+        argv += ["--gil"]
     argv += ["--format", "raw", "--output", str(out)]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -17,46 +17,63 @@ from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import Change
-from jobwheel.server.storage.schema import attempts, jobs
-from sqlalchemy import ColumnElement, bindparam, case, select, update
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_settle_job = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.state == JobState.RUNNING.value,
-        jobs.c.attempt == bindparam("b_held_attempt"),
-        jobs.c.execution_count == bindparam("b_execution"),
-    )
-    .values(
-        state=bindparam("b_state"),
-        next_run_time=bindparam("b_next_run_time"),
-        attempt=bindparam("b_attempt"),
-        end_time=bindparam("b_end_time"),
-        last_error=bindparam("b_last_error"),
-        result=bindparam("b_result"),
-        skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
-        released_attempts=bindparam("b_released"),
-        worker_id="",
-        lease_expire_time=None,
-        update_time=bindparam("b_now"),
-    )
+_RUNNING = JobState.RUNNING.value
+_ATTEMPT_RUNNING = AttemptOutcome.RUNNING.value
+
+# Driver-level statements (no per-row work in SQLAlchemy): `?` for SQLite's executemany;
+# PostgreSQL gets each column as one array, unnested: one statement, one round trip.
+_SQLITE_SETTLE_JOB = (
+    "UPDATE jobs SET state = ?, next_run_time = ?, attempt = ?, end_time = ?, last_error = ?,"
+    " result = ?, skipped_count = skipped_count + ?, released_attempts = ?, worker_id = '',"
+    " lease_expire_time = NULL, update_time = ?"
+    f" WHERE id = ? AND state = '{_RUNNING}' AND attempt = ? AND execution_count = ?"
 )
-_settle_attempt = (
-    update(attempts)
-    .where(
-        attempts.c.job_id == bindparam("b_id"),
-        attempts.c.execution == bindparam("b_execution"),
-        attempts.c.number == bindparam("b_held_attempt"),
-        attempts.c.outcome == AttemptOutcome.RUNNING.value,
-    )
-    .values(
-        end_time=bindparam("b_now"),
-        outcome=bindparam("b_outcome"),
-        error=bindparam("b_error"),
-        result=bindparam("b_attempt_result"),
-    )
+_SQLITE_SETTLE_ATTEMPT = (
+    "UPDATE attempts SET end_time = ?, outcome = ?, error = ?, result = ?"
+    f" WHERE job_id = ? AND execution = ? AND number = ? AND outcome = '{_ATTEMPT_RUNNING}'"
+)
+_SQLITE_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# Fenced like SQLite's (the attempt held, and for a lost attempt an expired lease), in one
+# statement that ends the attempt rows of the jobs it settled and returns their ids.
+_PG_SETTLE = f"""
+WITH v AS (
+  SELECT * FROM unnest(
+    $1::varchar[], $2::int[], $3::int[], $4::varchar[], $5::bigint[], $6::int[],
+    $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::int[], $12::int[],
+    $13::bigint[], $14::varchar[], $15::text[], $16::text[]
+  ) AS v(id, held, execution, state, next_run_time, attempt, end_time, last_error, result,
+         now, skipped, released, lease_before, outcome, error, attempt_result)
+), settled AS (
+  UPDATE jobs SET state = v.state, next_run_time = v.next_run_time, attempt = v.attempt,
+    end_time = v.end_time, last_error = v.last_error, result = v.result,
+    skipped_count = jobs.skipped_count + v.skipped, released_attempts = v.released,
+    worker_id = '', lease_expire_time = NULL, update_time = v.now
+  FROM v
+  WHERE jobs.id = v.id AND jobs.state = '{_RUNNING}' AND jobs.attempt = v.held
+    AND jobs.execution_count = v.execution
+    AND (v.lease_before IS NULL OR jobs.lease_expire_time < v.lease_before)
+  RETURNING jobs.id
+), ended AS (
+  UPDATE attempts SET end_time = v.now, outcome = v.outcome, error = v.error,
+    result = v.attempt_result
+  FROM v JOIN settled ON settled.id = v.id
+  WHERE attempts.job_id = v.id AND attempts.execution = v.execution
+    AND attempts.number = v.held AND attempts.outcome = '{_ATTEMPT_RUNNING}'
+)
+SELECT id FROM settled
+"""
+_PG_INSERT_ATTEMPTS = (
+    "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
+    f" SELECT a.id, a.job_id, a.execution, a.number, $5, '{_ATTEMPT_RUNNING}', $6"
+    " FROM unnest($1::varchar[], $2::varchar[], $3::int[], $4::int[])"
+    " AS a(id, job_id, execution, number)"
 )
 
 
@@ -91,23 +108,31 @@ async def start_attempts(
         )
         .returning(*jobs.c)
     )
-    claimed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
-    if claimed:
-        await conn.execute(
-            attempts.insert(),
-            [
-                {
-                    "id": new_id(),
-                    "job_id": job.id,
-                    "execution": job.execution_count,
-                    "number": job.attempt,
-                    "start_time": now,
-                    "outcome": AttemptOutcome.RUNNING.value,
-                    "worker_id": worker_id,
-                }
-                for job in claimed
-            ],
-        )
+    rows = (await conn.execute(stmt)).mappings().all()
+    if rows:
+        ids = [new_id() for _ in rows]
+        if dialect.array_params:
+            await conn.exec_driver_sql(
+                _PG_INSERT_ATTEMPTS,
+                (
+                    ids,
+                    [r["id"] for r in rows],
+                    [r["execution_count"] for r in rows],
+                    [r["attempt"] for r in rows],
+                    now,
+                    worker_id,
+                ),
+            )
+        else:
+            running = _ATTEMPT_RUNNING
+            await conn.exec_driver_sql(
+                _SQLITE_INSERT_ATTEMPT,
+                [
+                    (i, r["id"], r["execution_count"], r["attempt"], now, running, worker_id)
+                    for i, r in zip(ids, rows, strict=True)
+                ],
+            )
+    claimed = [job_from_row(r) for r in rows]
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed
 
@@ -120,17 +145,60 @@ async def settle_endings(
     conn: AsyncConnection, dialect: Dialect, settlements: Sequence[Settlement]
 ) -> tuple[list[bool], list[Change]]:
     """Applies the settlements whose attempt the job still holds; says which applied, and
-    the event changes of those."""
+    the event changes of those. Of two settlements of one job, only the first can apply."""
     if not settlements:
         return [], []
-    held = await _held_attempts(conn, dialect, [s.ended.job_id for s in settlements])
-    applies = [_holds(held.get(s.ended.job_id), s) for s in settlements]
-    applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
-    if applied:
-        params = [_settlement_params(s) for s in applied]
-        await conn.execute(_settle_job, params)
-        await conn.execute(_settle_attempt, params)
-    return applies, [(etype, s.after) for s in applied for etype in s.events]
+    firsts: dict[str, int] = {}
+    for i, s in enumerate(settlements):
+        firsts.setdefault(s.ended.job_id, i)
+    candidates = [settlements[i] for i in firsts.values()]
+    if dialect.array_params:
+        applied_ids = await _settle_arrays(conn, candidates)
+    else:
+        held = await _held_attempts(conn, dialect, list(firsts))
+        applied = [s for s in candidates if _holds(held.get(s.ended.job_id), s)]
+        if applied:
+            await conn.exec_driver_sql(_SQLITE_SETTLE_JOB, [_job_params(s) for s in applied])
+            await conn.exec_driver_sql(
+                _SQLITE_SETTLE_ATTEMPT, [_attempt_params(s) for s in applied]
+            )
+        applied_ids = {s.ended.job_id for s in applied}
+    applies = [
+        firsts[s.ended.job_id] == i and s.ended.job_id in applied_ids
+        for i, s in enumerate(settlements)
+    ]
+    changes = [
+        (etype, s.after)
+        for s, ok in zip(settlements, applies, strict=True)
+        if ok
+        for etype in s.events
+    ]
+    return applies, changes
+
+
+async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement]) -> set[str]:
+    """PostgreSQL: the ids of the jobs whose settlement applied."""
+    ended = [s.ended for s in settlements]
+    after = [s.after for s in settlements]
+    params = (
+        [e.job_id for e in ended],
+        [e.attempt for e in ended],
+        [e.execution for e in ended],
+        [a.state.value for a in after],
+        [a.next_run_time for a in after],
+        [a.attempt for a in after],
+        [a.end_time for a in after],
+        [a.last_error for a in after],
+        [job_result_doc(a.result) for a in after],
+        [e.now for e in ended],
+        [s.skipped for s in settlements],
+        [a.released_attempts for a in after],
+        [s.lease_expired_before for s in settlements],
+        [e.outcome.value for e in ended],
+        [e.error for e in ended],
+        [job_result_doc(e.result) for e in ended],
+    )
+    return {r[0] for r in await conn.exec_driver_sql(_PG_SETTLE, params)}
 
 
 async def _held_attempts(
@@ -160,22 +228,32 @@ def _holds(held: tuple[int, int, Micros | None] | None, s: Settlement) -> bool:
     return limit is None or (held[2] is not None and held[2] < limit)
 
 
-def _settlement_params(s: Settlement) -> dict[str, Any]:
+def _job_params(s: Settlement) -> tuple[Any, ...]:
     ended, after = s.ended, s.after
-    return {
-        "b_id": ended.job_id,
-        "b_held_attempt": ended.attempt,
-        "b_execution": ended.execution,
-        "b_state": after.state.value,
-        "b_next_run_time": after.next_run_time,
-        "b_attempt": after.attempt,
-        "b_end_time": after.end_time,
-        "b_last_error": after.last_error,
-        "b_result": job_result_doc(after.result),
-        "b_now": ended.now,
-        "b_skipped": s.skipped,
-        "b_released": after.released_attempts,
-        "b_outcome": ended.outcome.value,
-        "b_error": ended.error,
-        "b_attempt_result": job_result_doc(ended.result),
-    }
+    return (
+        after.state.value,
+        after.next_run_time,
+        after.attempt,
+        after.end_time,
+        after.last_error,
+        job_result_doc(after.result),
+        s.skipped,
+        after.released_attempts,
+        ended.now,
+        ended.job_id,
+        ended.attempt,
+        ended.execution,
+    )
+
+
+def _attempt_params(s: Settlement) -> tuple[Any, ...]:
+    ended = s.ended
+    return (
+        ended.now,
+        ended.outcome.value,
+        ended.error,
+        job_result_doc(ended.result),
+        ended.job_id,
+        ended.execution,
+        ended.attempt,
+    )

@@ -72,6 +72,8 @@ class Dialect:
     notify: bool
     # Largest number of bind parameters we put in one IN (...) list.
     max_in_list: int = 1000
+    # Array parameters (unnest): a batch of rows is one statement instead of executemany.
+    array_params: bool = False
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class PostgresDialect(Dialect):
     single_writer = False
     advisory_locks = True
     notify = True
+    array_params = True
 
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]

@@ -106,7 +106,8 @@ def run_once(admin_url: str, n: int, replicas: int, work: Path) -> str:
         )
     return (
         f"{replicas} replica(s): {n / span:,.0f} jobs/s ({span:.2f} s); "
-        f"CPU s per 1,000 jobs: servers {1000 * ours_cpu / n:.2f}, PostgreSQL {1000 * pg_cpu / n:.2f}; "
+        f"CPU s per 1,000 jobs: servers {1000 * ours_cpu / n:.2f}, "
+        f"PostgreSQL {1000 * pg_cpu / n:.2f}; "
         f"attempts per replica {per_replica}"
     )
 

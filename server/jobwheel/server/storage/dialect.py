@@ -8,7 +8,9 @@ the migration lock).
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -168,8 +170,10 @@ class PostgresDialect(Dialect):
         return stmt.with_for_update(skip_locked=skip_locked)
 
     async def events_appended(self, conn: AsyncConnection, revision: int) -> None:
-        # delivered at commit: other replicas' tailers read the new revisions at once
-        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(revision))))
+        # delivered at commit: other replicas' tailers read the new revisions at once; the
+        # payload names the writing engine, whose own process hands its events over itself
+        payload = f"{revision} {notify_token(conn.sync_engine)}"
+        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, payload)))
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         return await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -183,6 +187,15 @@ class PostgresDialect(Dialect):
 SQLITE: Dialect = SqliteDialect()
 POSTGRESQL: Dialect = PostgresDialect()
 _BY_SQLALCHEMY_NAME = {"sqlite": SQLITE, "postgresql": POSTGRESQL}
+
+
+_NOTIFY_TOKENS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def notify_token(engine: Engine) -> str:
+    """A random name of `engine` for the payload of its event notifications (the last word),
+    so that a listener can tell its own process's appends from other replicas'."""
+    return _NOTIFY_TOKENS.setdefault(engine, secrets.token_hex(8))
 
 
 def dialect_of(conn: AsyncConnection) -> Dialect:

@@ -39,6 +39,21 @@ def block(payload: dict[str, Any], ctx: TaskContext) -> str:
     return "slept"
 
 
+# gates of test.gate, by name: an in-process test opens one (`open_gate`) to end the runs
+GATES: dict[str, asyncio.Event] = {}
+
+
+@task("test.gate")
+async def gate(payload: dict[str, Any]) -> str:
+    """Runs until the test opens the gate named `payload["gate"]` (no wall-clock wait)."""
+    await GATES.setdefault(payload["gate"], asyncio.Event()).wait()
+    return "opened"
+
+
+def open_gate(name: str) -> None:
+    GATES.setdefault(name, asyncio.Event()).set()
+
+
 @task("test.record")
 async def record(payload: dict[str, Any]) -> None:
     RECORDED.append(payload["n"])

@@ -29,7 +29,8 @@ from bench.peers import adapters, table
 from bench.peers.spec import WORKLOADS, Adapter, Env, Result, Sizes
 
 VENV = procs.ROOT / ".bench-peers-venv"
-# Celery pinned where its Redis client overlaps arq's (redis < 6)
+# Celery pinned where its Redis client overlaps arq's; redis capped at what kombu[redis] 5.5
+# accepts, or pip backtracks into kombu releases whose setup no longer runs
 PACKAGES = (
     "procrastinate>=3",
     "psycopg[binary]>=3.1",
@@ -39,7 +40,7 @@ PACKAGES = (
     "arq>=0.26",
     "dramatiq[redis]>=1.16",
     "huey>=2.5",
-    "redis>=5,<6",
+    "redis>=5,<=5.2.1",
     "celery[redis]>=5.4,<5.6",
     "apscheduler>=3.10,<4",
 )

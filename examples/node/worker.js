@@ -1,10 +1,14 @@
 // A jobwheel remote worker in Node.js: leases jobs of one task, runs them, reports back.
 //
 //   node worker.js --task node.echo [--address 127.0.0.1:50051] [--worker-id ID]
-//                  [--concurrency 10] [--lease 30] [--max-jobs N]
+//                  [--concurrency 10] [--prefetch 500] [--lease 30] [--max-jobs N]
 //
+// The batched path of worker_service.proto: LeaseJobs takes jobs ahead of the handlers (up
+// to --prefetch wait in memory, no more than finished in the last second), outcomes go out
+// in CompleteJobs/FailJobs calls of up to 500 items (a call waits at most 2 ms for
+// neighbours), and one HeartbeatJobs call every lease/3 keeps every held lease alive.
 // --max-jobs N exits after N jobs were reported (used by the tests). SIGTERM/SIGINT stop
-// leasing and exit once running jobs are reported.
+// leasing and exit once the jobs held are reported.
 "use strict";
 
 const os = require("node:os");
@@ -17,15 +21,20 @@ const { values: opts } = parseArgs({
     task: { type: "string", default: "node.echo" },
     "worker-id": { type: "string", default: `node-${os.hostname()}-${process.pid}` },
     concurrency: { type: "string", default: "10" },
+    prefetch: { type: "string", default: "500" },
     lease: { type: "string", default: "30" },
     "max-jobs": { type: "string", default: "0" },
   },
 });
 const workerId = opts["worker-id"];
 const concurrency = Number(opts.concurrency);
+const prefetch = Number(opts.prefetch);
 const leaseSeconds = Number(opts.lease);
 const maxJobs = Number(opts["max-jobs"]);
 const client = jw.workerService(opts.address);
+const REPORT_BATCH = 500; // the server takes up to 1000 items per call
+const REPORT_DELAY_MS = 2;
+const OK = 0;
 
 // The handler: whatever it returns (any JSON value) becomes the job's result; a throw fails
 // the attempt and the job's retry policy decides what follows.
@@ -34,58 +43,148 @@ async function handle(payload, lease) {
   return { echo: payload, by: workerId, attempt: lease.epoch };
 }
 
-let running = 0;
+const held = new Map(); // job id -> { lease, abandoned }: leased and not yet reported
+const waiting = []; // leased, waiting for a free handler slot
+let active = 0; // handlers running
 let reported = 0;
 let stopping = false;
+const finished = { second: 0, previous: 0, current: 0 }; // handlers finished per second
+let wake = () => {};
 
 function errorText(err) {
   return `${(err && err.name) || "Error"}: ${(err && err.message) || String(err)}`;
 }
 
-async function run(lease) {
-  const ids = { job_id: lease.job.id, epoch: lease.epoch, worker_id: workerId };
-  let abandoned = false;
-  // Heartbeats keep the lease while the handler runs, and tell us about a cancellation.
-  const beat = setInterval(async () => {
-    try {
-      const resp = await jw.call(client, "HeartbeatJob", {
-        ...ids,
-        lease_duration: jw.duration(leaseSeconds),
-      });
-      if (resp.cancel_requested) abandoned = true;
-    } catch (err) {
-      if (err.code === jw.grpc.status.FAILED_PRECONDITION) abandoned = true; // lease lost
-    }
-  }, (leaseSeconds * 1000) / 3);
-  try {
-    let outcome;
-    try {
-      const result = await handle(jw.fromStruct(lease.job.payload), lease);
-      outcome = ["CompleteJob", { ...ids, result: jw.toValue(result) }];
-    } catch (err) {
-      outcome = ["FailJob", { ...ids, error: errorText(err) }];
-    }
-    if (!abandoned) {
-      const resp = await jw.call(client, outcome[0], outcome[1]);
-      console.log(JSON.stringify({ job: lease.job.id, state: resp.job.state }));
-    }
-  } catch (err) {
-    console.error(`reporting job ${lease.job.id} failed: ${err.message}`);
-  } finally {
-    clearInterval(beat);
-    running -= 1;
-    reported += 1;
+function tick() {
+  const second = Math.floor(Date.now() / 1000);
+  if (second !== finished.second) {
+    finished.previous = second === finished.second + 1 ? finished.current : 0;
+    finished.current = 0;
+    finished.second = second;
   }
+}
+
+// Outcomes of one kind ("CompleteJobs" with `completions`, "FailJobs" with `failures`)
+// queue up while a call is out and go together in the next one.
+function reporter(method, field) {
+  let pending = [];
+  let flushing = false;
+  async function flush() {
+    flushing = true;
+    await new Promise((r) => setTimeout(r, REPORT_DELAY_MS));
+    while (pending.length > 0) {
+      const batch = pending.splice(0, REPORT_BATCH);
+      let results;
+      try {
+        const resp = await jw.call(client, method, {
+          worker_id: workerId,
+          [field]: batch.map((p) => p.item),
+        });
+        results = resp.results;
+      } catch (err) {
+        console.error(`${method} failed: ${err.message}`);
+        results = batch.map(() => ({ status: { code: err.code, message: err.message } }));
+      }
+      batch.forEach((p, i) => p.done(results[i]));
+    }
+    flushing = false;
+  }
+  return (item) =>
+    new Promise((done) => {
+      pending.push({ item, done });
+      if (!flushing) flush();
+    });
+}
+const complete = reporter("CompleteJobs", "completions");
+const fail = reporter("FailJobs", "failures");
+
+async function run(lease) {
+  const id = lease.job.id;
+  const ids = { job_id: id, epoch: lease.epoch };
+  let report;
+  try {
+    const result = await handle(jw.fromStruct(lease.job.payload), lease);
+    report = () => complete({ ...ids, result: jw.toValue(result) });
+  } catch (err) {
+    report = () => fail({ ...ids, error: errorText(err) });
+  }
+  active -= 1;
+  tick();
+  finished.current += 1;
+  startWaiting();
+  try {
+    if (!held.get(id).abandoned) {
+      const res = await report();
+      if (res.status && res.status.code !== OK) {
+        console.error(`report of job ${id} refused: ${res.status.reason} ${res.status.message}`);
+      } else {
+        console.log(JSON.stringify({ job: id, state: res.state }));
+      }
+    }
+  } finally {
+    held.delete(id);
+    reported += 1;
+    wake();
+  }
+}
+
+function startWaiting() {
+  while (waiting.length > 0 && active < concurrency) {
+    const lease = waiting.shift();
+    if (held.get(lease.job.id).abandoned) {
+      held.delete(lease.job.id);
+      continue;
+    }
+    active += 1;
+    run(lease);
+  }
+  wake();
+}
+
+// One HeartbeatJobs call for every lease held; a cancelled job or a lost lease is dropped
+// (the handler of this example is too quick to stop; a real one would be told).
+async function beatAll() {
+  const ids = [...held.entries()].filter(([, h]) => !h.abandoned);
+  for (let start = 0; start < ids.length; start += 1000) {
+    const chunk = ids.slice(start, start + 1000);
+    try {
+      const resp = await jw.call(client, "HeartbeatJobs", {
+        worker_id: workerId,
+        lease_duration: jw.duration(leaseSeconds),
+        heartbeats: chunk.map(([, h]) => ({ job_id: h.lease.job.id, epoch: h.lease.epoch })),
+      });
+      resp.results.forEach((r, i) => {
+        const gone = r.status && r.status.code !== OK;
+        if (gone || r.cancel_requested) chunk[i][1].abandoned = true;
+      });
+    } catch (err) {
+      console.error(`HeartbeatJobs failed: ${err.message}; retrying`);
+    }
+  }
+}
+
+// How many to lease now: free slots plus prefetch (at most what finished in the last
+// second); nothing while more than half of that prefetch still waits.
+function room() {
+  tick();
+  const ahead = Math.min(prefetch, Math.max(finished.previous, finished.current));
+  if (waiting.length > 0 && waiting.length > Math.floor(ahead / 2)) return 0;
+  let free = concurrency + ahead - active - waiting.length;
+  if (maxJobs > 0) free = Math.min(free, maxJobs - reported - held.size);
+  return Math.min(free, 1000);
 }
 
 async function main() {
   process.on("SIGTERM", () => (stopping = true));
   process.on("SIGINT", () => (stopping = true));
-  while (!stopping && (maxJobs === 0 || reported + running < maxJobs)) {
-    let free = concurrency - running;
-    if (maxJobs > 0) free = Math.min(free, maxJobs - reported - running);
+  const beats = setInterval(beatAll, (leaseSeconds * 1000) / 3);
+  while (!stopping && (maxJobs === 0 || reported + held.size < maxJobs)) {
+    const free = room();
     if (free <= 0) {
-      await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => {
+        wake = r;
+        setTimeout(r, 100);
+      });
       continue;
     }
     let resp;
@@ -108,11 +207,13 @@ async function main() {
       continue;
     }
     for (const lease of resp.leases) {
-      running += 1;
-      run(lease);
+      held.set(lease.job.id, { lease, abandoned: false });
+      waiting.push(lease);
     }
+    startWaiting();
   }
-  while (running > 0) await new Promise((r) => setTimeout(r, 10));
+  while (held.size > 0) await new Promise((r) => setTimeout(r, 10));
+  clearInterval(beats);
   client.close();
 }
 

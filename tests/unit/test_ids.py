@@ -1,6 +1,6 @@
 import uuid
 
-from jobwheel.server.ids import new_id
+from jobwheel.server.ids import new_id, new_ids
 
 
 def test_ids_are_uuid7_and_strictly_increasing() -> None:
@@ -8,3 +8,13 @@ def test_ids_are_uuid7_and_strictly_increasing() -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     parsed = uuid.UUID(ids[0])
     assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+def test_batches_of_ids_keep_increasing_across_calls_and_the_millisecond_counter() -> None:
+    # 5,000 in one call exhaust the 12-bit counter of a millisecond: the next one is borrowed
+    ids = [*new_ids(5_000), new_id(), *new_ids(3)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for text in (ids[0], ids[-1]):
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert new_ids(0) == []

@@ -107,5 +107,14 @@ def test_promotion_and_claim_are_read_from_the_job() -> None:
     assert previous_state([Event(1, EventType.QUEUED, first, NOW)]) is JobState.SCHEDULED
     assert previous_state([Event(1, EventType.STARTED, running(), NOW)]) is JobState.QUEUED
     assert previous_state([Event(1, EventType.ENQUEUED, first, NOW)]) is None
+    # a fire promotes and claims in one transaction: one change of the job
+    fired = [Event(1, EventType.QUEUED, first, NOW), Event(2, EventType.STARTED, running(), NOW)]
+    assert changes(fired) == [fired]
+    assert previous_state(fired) is JobState.SCHEDULED
+    refired = [
+        Event(1, EventType.QUEUED, retrying, NOW),
+        Event(2, EventType.STARTED, running(attempt=3), NOW),
+    ]
+    assert previous_state(refired) is JobState.RETRYING
     for ambiguous in (EventType.CANCELLED, EventType.PAUSED, EventType.DELETED):
         assert previous_state([Event(1, ambiguous, first, NOW)]) is UNKNOWN

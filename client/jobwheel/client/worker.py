@@ -14,14 +14,21 @@
 A handler that raises fails the attempt with "Type: message" and the job's retry policy
 decides what follows; raise `JobFailed(..., retryable=False)` to fail it for good.
 
-Leases are kept alive by heartbeats every lease/3. When a heartbeat says the job was cancelled,
-or that the lease is gone (it expired and the job was given to another worker), the handler is
-cancelled (`ctx.cancelled` turns true for plain functions, which run in threads) and nothing
-is reported: the server has moved on.
+Throughput: the worker leases ahead of its handlers (`prefetch`: up to that many jobs wait in
+memory, no more than it finished in the last second, so slow handlers hoard nothing) and
+reports outcomes in batches (CompleteJobs/FailJobs: up to `report_batch` per call, each call
+waiting at most `report_delay` seconds for neighbours). With the defaults a worker of no-op
+handlers drains thousands of jobs a second; `prefetch=0` leases only for free slots.
+
+Leases are kept alive by heartbeats every lease/3 (all due ones in one HeartbeatJobs call).
+When a heartbeat says the job was cancelled, or that the lease is gone (it expired and the job
+was given to another worker), the handler is cancelled (`ctx.cancelled` turns true for plain
+functions, which run in threads) and nothing is reported: the server has moved on.
 
 Stopping (`await worker.stop(grace)`, or SIGTERM under `run_forever`) leases nothing more and
-gives running jobs `grace` seconds. Jobs still running then are cancelled and reported with
-FailJob(retryable) and the error "WorkerStopped: ...": the attempt is recorded as failed
+gives the jobs it holds `grace` seconds (prefetched ones start meanwhile as slots free up).
+Jobs still running (or not started) then are cancelled and reported as failed (retryable)
+with the error "WorkerStopped: ...": the attempt is recorded as failed
 (it counts against max_attempts) and the job is retried after its backoff, instead of
 sitting RUNNING until its lease expires.
 
@@ -40,6 +47,7 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,14 +57,22 @@ from google.protobuf import json_format, struct_pb2
 from jobwheel.client import tracing
 from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, as_timedelta, to_duration, to_struct
+from jobwheel.client.worker_batches import (
+    CALL_TIMEOUT,
+    GONE,
+    MAX_BATCH,
+    Batches,
+    Outcome,
+    heartbeat_batch,
+    outcome_of,
+)
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
 from jobwheel.v1 import worker_service_pb2 as pb
 
 log = logging.getLogger("jobwheel.worker")
 Handler = Callable[..., Any]
-# The server's answer is final for these: reporting again cannot help.
-_GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
-_CALL_TIMEOUT = 10.0
+_GONE = GONE
+_CALL_TIMEOUT = CALL_TIMEOUT
 
 
 class JobFailed(Exception):
@@ -152,9 +168,20 @@ class Worker:
         poll_wait: DurationLike = 30.0,
         grace: float = 30.0,
         channel: grpc.aio.Channel | None = None,
+        prefetch: int = 500,
+        report_batch: int = 500,
+        report_delay: float = 0.002,
     ) -> None:
+        """`concurrency`: handlers running at once. `prefetch`: jobs leased ahead, waiting
+        for a slot (at most as many as finished in the last second). `report_batch` (at most
+        1000) and `report_delay` (seconds): outcomes per report call, and how long a report
+        waits for neighbours."""
         if concurrency <= 0:
             raise ValueError("concurrency must be positive")
+        if prefetch < 0 or not 0 < report_batch <= MAX_BATCH or report_delay < 0:
+            raise ValueError(
+                f"need prefetch >= 0, 0 < report_batch <= {MAX_BATCH} and report_delay >= 0"
+            )
         self.connection = Connection.of(address)
         self.address = self.connection.address
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -167,7 +194,16 @@ class Worker:
         self._channel = channel
         self._own_channel = channel is None
         self._stub: worker_service_pb2_grpc.WorkerServiceStub | None = None
+        self.prefetch = prefetch
+        self.report_batch = report_batch
+        self.report_delay = report_delay
+        # every job held (leased and not yet reported): heartbeats go to all of them
         self._running: dict[str, _Running] = {}
+        self._waiting: deque[_Running] = deque()  # leased, not started (prefetched)
+        self._active = 0  # handlers running
+        self._finished = [0, 0]  # handlers finished in the previous and the current second
+        self._second = 0
+        self._batches: Batches | None = None
         self._slot_free = asyncio.Event()
         self._stopping = False
         self._poll: asyncio.Task[Any] | None = None
@@ -236,11 +272,18 @@ class Worker:
         if self._channel is None:
             self._channel = self.connection.aio_channel()
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        self._batches = Batches(
+            self._stub,
+            self.worker_id,
+            max_batch=self.report_batch,
+            delay=self.report_delay,
+            give_up=self.lease,
+        )
         beats = asyncio.create_task(self._heartbeats())
         failures = 0
         try:
             while not self._stopping:
-                free = self.concurrency - len(self._running)
+                free = self._room()
                 if free <= 0:
                     self._slot_free.clear()
                     await self._slot_free.wait()
@@ -260,7 +303,7 @@ class Worker:
                     await asyncio.sleep(pause)
                     continue
                 for held in leases:
-                    self._start(held)
+                    self._take(held)
             await self._drain()
             log.info("worker %s stopped", self.worker_id)
         finally:
@@ -295,13 +338,33 @@ class Worker:
         resp = await self._stub.LeaseJobs(request, timeout=self.poll_wait + _CALL_TIMEOUT)
         return list(resp.leases)
 
+    def _room(self) -> int:
+        """How many jobs to lease now: free slots, plus prefetch up to what the handlers
+        finished in the last second; 0 while more than half that prefetch still waits."""
+        self._tick()
+        ahead = min(self.prefetch, max(self._finished[0], self._finished[1]))
+        if self._waiting and len(self._waiting) > ahead // 2:
+            return 0
+        return self.concurrency + ahead - self._active - len(self._waiting)
+
+    def _tick(self) -> None:
+        second = int(time.monotonic())
+        if second != self._second:
+            self._finished = [self._finished[1] if second == self._second + 1 else 0, 0]
+            self._second = second
+
     async def _drain(self) -> None:
-        pending = [r.task for r in self._running.values() if r.task is not None]
-        if not pending:
-            return
-        _, late = await asyncio.wait(pending, timeout=self.grace)
+        deadline = time.monotonic() + self.grace
+        while self._running and time.monotonic() < deadline:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), deadline - time.monotonic())
+        while self._waiting:  # never started: released like the jobs cut short
+            running = self._waiting.popleft()
+            running.task = asyncio.create_task(self._release(running))
+        late = [r.task for r in self._running.values() if r.task is not None]
         for running in list(self._running.values()):
-            if running.task in late:
+            if running.task is not None and not running.task.done():
                 running.ctx._cancelled = True
                 running.ctx.cancel_reason = "worker stopping"
                 running.task.cancel()
@@ -310,11 +373,28 @@ class Worker:
 
     # -- one job -----------------------------------------------------------------------------
 
-    def _start(self, lease: pb.Lease) -> None:
-        ctx = JobContext(lease.job, lease.epoch, self.worker_id)
-        running = _Running(lease, ctx)
+    def _take(self, lease: pb.Lease) -> None:
+        running = _Running(lease, JobContext(lease.job, lease.epoch, self.worker_id))
         self._running[lease.job.id] = running
+        if self._active < self.concurrency and not self._waiting:
+            self._start(running)
+        else:
+            self._waiting.append(running)
+
+    def _start(self, running: _Running) -> None:
+        self._active += 1
         running.task = asyncio.create_task(self._traced(running))
+
+    def _slot_done(self) -> None:
+        """A handler finished: the next waiting job starts in its slot."""
+        self._active -= 1
+        self._tick()
+        self._finished[1] += 1
+        while self._waiting and self._active < self.concurrency:
+            running = self._waiting.popleft()
+            if not running.abandoned:
+                self._start(running)
+        self._slot_free.set()
 
     async def _traced(self, running: _Running) -> None:
         with tracing.attempt_span(running.lease, self.worker_id):  # the job's trace, if any
@@ -322,20 +402,25 @@ class Worker:
 
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.lease.job, running.ctx
+        slot = True
         try:
             try:
                 result = await self._call(job, ctx)
             except asyncio.CancelledError:
                 if running.abandoned or not self._stopping:
                     return  # cancelled or lease lost: the server expects nothing
+                slot = self._free(slot)
                 await self._fail(running, "WorkerStopped: the worker stopped first", True, None)
                 return
             except JobFailed as exc:
+                slot = self._free(slot)
                 await self._fail(running, error_text(exc), exc.retryable, exc.retry_after)
                 return
             except Exception as exc:
+                slot = self._free(slot)
                 await self._fail(running, error_text(exc), True, None)
                 return
+            slot = self._free(slot)
             if running.abandoned:
                 return
             try:
@@ -343,14 +428,28 @@ class Worker:
             except (json_format.ParseError, TypeError, ValueError) as exc:
                 await self._fail(running, f"TypeError: result is not JSON: {exc}", False, None)
                 return
-            request = pb.CompleteJobRequest(
-                job_id=job.id, epoch=ctx.epoch, worker_id=self.worker_id, result=value
-            )
-            if await self._report(running, "CompleteJob", request):
+            item = pb.JobCompletion(job_id=job.id, epoch=ctx.epoch, result=value)
+            assert self._batches is not None
+            if self._reported(running, "CompleteJob", await self._batches.complete(item)):
                 self.completed += 1
         finally:
+            self._free(slot)
             self._running.pop(job.id, None)
             self._slot_free.set()
+
+    async def _release(self, running: _Running) -> None:
+        try:
+            await self._fail(
+                running, "WorkerStopped: the worker stopped before it began", True, None
+            )
+        finally:
+            self._running.pop(running.lease.job.id, None)
+
+    def _free(self, slot: bool) -> bool:
+        """Frees the handler's slot (once) before its outcome is reported."""
+        if slot:
+            self._slot_done()
+        return False
 
     async def _call(self, job: job_pb2.Job, ctx: JobContext) -> Any:
         entry = self.handlers.get(job.task)
@@ -368,43 +467,27 @@ class Worker:
     ) -> None:
         if running.abandoned:
             return
-        request = pb.FailJobRequest(
-            job_id=running.lease.job.id,
-            epoch=running.ctx.epoch,
-            worker_id=self.worker_id,
-            error=error,
-            retryable=retryable,
+        item = pb.JobFailure(
+            job_id=running.lease.job.id, epoch=running.ctx.epoch, error=error, retryable=retryable
         )
         if retry_after is not None:
-            request.retry_after.CopyFrom(to_duration(retry_after))
-        if await self._report(running, "FailJob", request):
+            item.retry_after.CopyFrom(to_duration(retry_after))
+        assert self._batches is not None
+        if self._reported(running, "FailJob", await self._batches.fail(item)):
             self.failed += 1
 
-    async def _report(self, running: _Running, method: str, request: Any) -> bool:
-        """Sends the outcome, retrying transient errors while the lease may still hold."""
-        assert self._stub is not None
-        call = getattr(self._stub, method)
-        give_up = time.monotonic() + self.lease
-        pause = 0.1
-        while True:
-            try:
-                await call(request, timeout=_CALL_TIMEOUT)
-                return True
-            except grpc.aio.AioRpcError as err:
-                if err.code() in _GONE:
-                    log.warning(
-                        "%s of job %s refused (%s: %s): the lease was lost",
-                        method,
-                        request.job_id,
-                        err.code().name,
-                        err.details(),
-                    )
-                    return False
-                if time.monotonic() + pause > give_up:
-                    log.error("%s of job %s failed: %s", method, request.job_id, err.code())
-                    return False
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
+    def _reported(self, running: _Running, method: str, outcome: Outcome) -> bool:
+        """True when the outcome was stored; logs why not otherwise."""
+        if outcome.ok:
+            return True
+        job_id = running.lease.job.id
+        if outcome.gone:
+            log.warning(
+                "%s of job %s refused (%s): the lease was lost", method, job_id, outcome.message
+            )
+        else:
+            log.error("%s of job %s failed: %s", method, job_id, outcome.message)
+        return False
 
     # -- heartbeats ----------------------------------------------------------------------------
 
@@ -415,9 +498,42 @@ class Worker:
             now = time.monotonic()
             due = [r for r in self._running.values() if now - r.last_beat >= every]
             if due:
-                await asyncio.gather(*(self._beat(r) for r in due))
+                try:
+                    await self._beat_all(due)
+                except grpc.aio.AioRpcError as err:
+                    log.info("heartbeats of %d job(s) failed (%s); retrying", len(due), err.code())
 
-    async def _beat(self, running: _Running) -> None:
+    async def _beat_all(self, due: list[_Running]) -> None:
+        """One HeartbeatJobs call for all of `due` (job by job on an older server)."""
+        assert self._stub is not None
+        beats = []
+        for running in due:
+            ctx = running.ctx
+            beat = pb.JobHeartbeat(job_id=ctx.job_id, epoch=ctx.epoch)
+            progress, ctx._progress = ctx._progress, None
+            if progress is not None:
+                beat.progress.CopyFrom(to_struct(progress))
+            beats.append(beat)
+        lease = to_duration(self.lease)
+        results = None
+        if self._batches is None or self._batches.batched:
+            results = await heartbeat_batch(self._stub, self.worker_id, lease, beats)
+        if results is None:  # an older server: job by job
+            await asyncio.gather(*(self._beat(r, b) for r, b in zip(due, beats, strict=True)))
+            return
+        for running, result in zip(due, results, strict=True):
+            outcome = outcome_of(result.status)
+            if outcome.ok:
+                self._beaten(running, result.cancel_requested, result.cancel_reason)
+            elif outcome.gone:
+                log.warning(
+                    "job %s abandoned: lease lost (%s)", running.ctx.job_id, outcome.message
+                )
+                self._abandon(running, "lease lost")
+            else:
+                log.error("heartbeat of job %s refused: %s", running.ctx.job_id, outcome.message)
+
+    async def _beat(self, running: _Running, beat: pb.JobHeartbeat) -> None:
         assert self._stub is not None
         ctx = running.ctx
         request = pb.HeartbeatJobRequest(
@@ -426,9 +542,8 @@ class Worker:
             worker_id=self.worker_id,
             lease_duration=to_duration(self.lease),
         )
-        progress, ctx._progress = ctx._progress, None
-        if progress is not None:
-            request.progress.CopyFrom(to_struct(progress))
+        if beat.HasField("progress"):
+            request.progress.CopyFrom(beat.progress)
         try:
             resp = await self._stub.HeartbeatJob(request, timeout=_CALL_TIMEOUT)
         except grpc.aio.AioRpcError as err:
@@ -443,10 +558,13 @@ class Worker:
             else:
                 log.info("heartbeat of job %s failed (%s); retrying", ctx.job_id, err.code())
             return
+        self._beaten(running, resp.cancel_requested, resp.cancel_reason)
+
+    def _beaten(self, running: _Running, cancel_requested: bool, cancel_reason: str) -> None:
         running.last_beat = time.monotonic()
-        if resp.cancel_requested:
-            log.info("job %s cancelled: %s", ctx.job_id, resp.cancel_reason or "no reason")
-            self._abandon(running, resp.cancel_reason or "cancelled")
+        if cancel_requested:
+            log.info("job %s cancelled: %s", running.ctx.job_id, cancel_reason or "no reason")
+            self._abandon(running, cancel_reason or "cancelled")
 
     def _abandon(self, running: _Running, reason: str) -> None:
         running.abandoned = True
@@ -454,3 +572,7 @@ class Worker:
         running.ctx.cancel_reason = reason
         if running.task is not None:
             running.task.cancel()
+        elif running in self._waiting:  # not started: dropped (the server expects nothing)
+            self._waiting.remove(running)
+            self._running.pop(running.ctx.job_id, None)
+            self._slot_free.set()

@@ -43,6 +43,15 @@ class WorkerServiceStub:
     A token limited to queues leases only from them (no `queues` means all of its queues).
 
     Errors and the limits of every request are those of JobService (see its comment).
+
+    Batches: HeartbeatJobs, CompleteJobs and FailJobs carry up to 1000 items of one worker in one
+    call (a worker running many short jobs pays one round trip, and the server one transaction,
+    for many of them). Each item gets its own status in the reply, in request order: a lease
+    that is not held, an unknown job or an invalid item fails that item alone, never its
+    neighbours. The call itself fails (INVALID_ARGUMENT) only for what concerns the whole batch:
+    a bad `worker_id`, no items, more than 1000 items. A job id repeated within one batch is
+    refused for every repeat after the first (INVALID_ARGUMENT, reason DUPLICATE_ITEM). The
+    whole request is at most the server's message size limit (4 MiB by default).
     """
 
     def __init__(self, channel):
@@ -71,6 +80,21 @@ class WorkerServiceStub:
                 request_serializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobRequest.SerializeToString,
                 response_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobResponse.FromString,
                 _registered_method=True)
+        self.HeartbeatJobs = channel.unary_unary(
+                '/jobwheel.v1.WorkerService/HeartbeatJobs',
+                request_serializer=jobwheel_dot_v1_dot_worker__service__pb2.HeartbeatJobsRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.HeartbeatJobsResponse.FromString,
+                _registered_method=True)
+        self.CompleteJobs = channel.unary_unary(
+                '/jobwheel.v1.WorkerService/CompleteJobs',
+                request_serializer=jobwheel_dot_v1_dot_worker__service__pb2.CompleteJobsRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.CompleteJobsResponse.FromString,
+                _registered_method=True)
+        self.FailJobs = channel.unary_unary(
+                '/jobwheel.v1.WorkerService/FailJobs',
+                request_serializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -91,6 +115,15 @@ class WorkerServiceServicer:
     A token limited to queues leases only from them (no `queues` means all of its queues).
 
     Errors and the limits of every request are those of JobService (see its comment).
+
+    Batches: HeartbeatJobs, CompleteJobs and FailJobs carry up to 1000 items of one worker in one
+    call (a worker running many short jobs pays one round trip, and the server one transaction,
+    for many of them). Each item gets its own status in the reply, in request order: a lease
+    that is not held, an unknown job or an invalid item fails that item alone, never its
+    neighbours. The call itself fails (INVALID_ARGUMENT) only for what concerns the whole batch:
+    a bad `worker_id`, no items, more than 1000 items. A job id repeated within one batch is
+    refused for every repeat after the first (INVALID_ARGUMENT, reason DUPLICATE_ITEM). The
+    whole request is at most the server's message size limit (4 MiB by default).
     """
 
     def LeaseJobs(self, request, context):
@@ -125,6 +158,32 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HeartbeatJobs(self, request, context):
+        """Extends many leases (HeartbeatJob for each item). At most 1000 items.
+        Role: worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteJobs(self, request, context):
+        """Reports the success of many jobs in one transaction (CompleteJob for each item). At
+        most 1000 items.
+        Role: worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FailJobs(self, request, context):
+        """Reports the failure of many jobs in one transaction (FailJob for each item). At most
+        1000 items.
+        Role: worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +206,21 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.FailJob,
                     request_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobRequest.FromString,
                     response_serializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobResponse.SerializeToString,
+            ),
+            'HeartbeatJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeartbeatJobs,
+                    request_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.HeartbeatJobsRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_worker__service__pb2.HeartbeatJobsResponse.SerializeToString,
+            ),
+            'CompleteJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteJobs,
+                    request_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.CompleteJobsRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_worker__service__pb2.CompleteJobsResponse.SerializeToString,
+            ),
+            'FailJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailJobs,
+                    request_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +248,15 @@ class WorkerService:
     A token limited to queues leases only from them (no `queues` means all of its queues).
 
     Errors and the limits of every request are those of JobService (see its comment).
+
+    Batches: HeartbeatJobs, CompleteJobs and FailJobs carry up to 1000 items of one worker in one
+    call (a worker running many short jobs pays one round trip, and the server one transaction,
+    for many of them). Each item gets its own status in the reply, in request order: a lease
+    that is not held, an unknown job or an invalid item fails that item alone, never its
+    neighbours. The call itself fails (INVALID_ARGUMENT) only for what concerns the whole batch:
+    a bad `worker_id`, no items, more than 1000 items. A job id repeated within one batch is
+    refused for every repeat after the first (INVALID_ARGUMENT, reason DUPLICATE_ITEM). The
+    whole request is at most the server's message size limit (4 MiB by default).
     """
 
     @staticmethod
@@ -274,6 +357,87 @@ class WorkerService:
             '/jobwheel.v1.WorkerService/FailJob',
             jobwheel_dot_v1_dot_worker__service__pb2.FailJobRequest.SerializeToString,
             jobwheel_dot_v1_dot_worker__service__pb2.FailJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.WorkerService/HeartbeatJobs',
+            jobwheel_dot_v1_dot_worker__service__pb2.HeartbeatJobsRequest.SerializeToString,
+            jobwheel_dot_v1_dot_worker__service__pb2.HeartbeatJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.WorkerService/CompleteJobs',
+            jobwheel_dot_v1_dot_worker__service__pb2.CompleteJobsRequest.SerializeToString,
+            jobwheel_dot_v1_dot_worker__service__pb2.CompleteJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.WorkerService/FailJobs',
+            jobwheel_dot_v1_dot_worker__service__pb2.FailJobsRequest.SerializeToString,
+            jobwheel_dot_v1_dot_worker__service__pb2.FailJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

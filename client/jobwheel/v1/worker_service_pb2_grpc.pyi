@@ -44,6 +44,15 @@ class WorkerServiceStub:
     A token limited to queues leases only from them (no `queues` means all of its queues).
 
     Errors and the limits of every request are those of JobService (see its comment).
+
+    Batches: HeartbeatJobs, CompleteJobs and FailJobs carry up to 1000 items of one worker in one
+    call (a worker running many short jobs pays one round trip, and the server one transaction,
+    for many of them). Each item gets its own status in the reply, in request order: a lease
+    that is not held, an unknown job or an invalid item fails that item alone, never its
+    neighbours. The call itself fails (INVALID_ARGUMENT) only for what concerns the whole batch:
+    a bad `worker_id`, no items, more than 1000 items. A job id repeated within one batch is
+    refused for every repeat after the first (INVALID_ARGUMENT, reason DUPLICATE_ITEM). The
+    whole request is at most the server's message size limit (4 MiB by default).
     """
 
     @_typing.overload
@@ -66,6 +75,20 @@ class WorkerServiceStub:
     """Reports failure; the job's retry policy decides what follows.
     Role: worker.
     """
+    HeartbeatJobs: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatJobsRequest, _worker_service_pb2.HeartbeatJobsResponse]
+    """Extends many leases (HeartbeatJob for each item). At most 1000 items.
+    Role: worker.
+    """
+    CompleteJobs: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteJobsRequest, _worker_service_pb2.CompleteJobsResponse]
+    """Reports the success of many jobs in one transaction (CompleteJob for each item). At
+    most 1000 items.
+    Role: worker.
+    """
+    FailJobs: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.FailJobsRequest, _worker_service_pb2.FailJobsResponse]
+    """Reports the failure of many jobs in one transaction (FailJob for each item). At most
+    1000 items.
+    Role: worker.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -86,6 +109,15 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     A token limited to queues leases only from them (no `queues` means all of its queues).
 
     Errors and the limits of every request are those of JobService (see its comment).
+
+    Batches: HeartbeatJobs, CompleteJobs and FailJobs carry up to 1000 items of one worker in one
+    call (a worker running many short jobs pays one round trip, and the server one transaction,
+    for many of them). Each item gets its own status in the reply, in request order: a lease
+    that is not held, an unknown job or an invalid item fails that item alone, never its
+    neighbours. The call itself fails (INVALID_ARGUMENT) only for what concerns the whole batch:
+    a bad `worker_id`, no items, more than 1000 items. A job id repeated within one batch is
+    refused for every repeat after the first (INVALID_ARGUMENT, reason DUPLICATE_ITEM). The
+    whole request is at most the server's message size limit (4 MiB by default).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -103,6 +135,20 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
     FailJob: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.FailJobRequest, _worker_service_pb2.FailJobResponse]  # type: ignore[assignment]
     """Reports failure; the job's retry policy decides what follows.
+    Role: worker.
+    """
+    HeartbeatJobs: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatJobsRequest, _worker_service_pb2.HeartbeatJobsResponse]  # type: ignore[assignment]
+    """Extends many leases (HeartbeatJob for each item). At most 1000 items.
+    Role: worker.
+    """
+    CompleteJobs: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteJobsRequest, _worker_service_pb2.CompleteJobsResponse]  # type: ignore[assignment]
+    """Reports the success of many jobs in one transaction (CompleteJob for each item). At
+    most 1000 items.
+    Role: worker.
+    """
+    FailJobs: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.FailJobsRequest, _worker_service_pb2.FailJobsResponse]  # type: ignore[assignment]
+    """Reports the failure of many jobs in one transaction (FailJob for each item). At most
+    1000 items.
     Role: worker.
     """
 
@@ -124,6 +170,15 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     A token limited to queues leases only from them (no `queues` means all of its queues).
 
     Errors and the limits of every request are those of JobService (see its comment).
+
+    Batches: HeartbeatJobs, CompleteJobs and FailJobs carry up to 1000 items of one worker in one
+    call (a worker running many short jobs pays one round trip, and the server one transaction,
+    for many of them). Each item gets its own status in the reply, in request order: a lease
+    that is not held, an unknown job or an invalid item fails that item alone, never its
+    neighbours. The call itself fails (INVALID_ARGUMENT) only for what concerns the whole batch:
+    a bad `worker_id`, no items, more than 1000 items. A job id repeated within one batch is
+    refused for every repeat after the first (INVALID_ARGUMENT, reason DUPLICATE_ITEM). The
+    whole request is at most the server's message size limit (4 MiB by default).
     """
 
     @_abc_1.abstractmethod
@@ -163,6 +218,38 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.FailJobResponse, _abc.Awaitable[_worker_service_pb2.FailJobResponse]]:
         """Reports failure; the job's retry policy decides what follows.
+        Role: worker.
+        """
+
+    @_abc_1.abstractmethod
+    def HeartbeatJobs(
+        self,
+        request: _worker_service_pb2.HeartbeatJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.HeartbeatJobsResponse, _abc.Awaitable[_worker_service_pb2.HeartbeatJobsResponse]]:
+        """Extends many leases (HeartbeatJob for each item). At most 1000 items.
+        Role: worker.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteJobs(
+        self,
+        request: _worker_service_pb2.CompleteJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.CompleteJobsResponse, _abc.Awaitable[_worker_service_pb2.CompleteJobsResponse]]:
+        """Reports the success of many jobs in one transaction (CompleteJob for each item). At
+        most 1000 items.
+        Role: worker.
+        """
+
+    @_abc_1.abstractmethod
+    def FailJobs(
+        self,
+        request: _worker_service_pb2.FailJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.FailJobsResponse, _abc.Awaitable[_worker_service_pb2.FailJobsResponse]]:
+        """Reports the failure of many jobs in one transaction (FailJob for each item). At most
+        1000 items.
         Role: worker.
         """
 

@@ -24,7 +24,7 @@ from jobwheel.server.clock import Clock, SystemClock
 from jobwheel.server.config import Settings, parse_settings, version
 from jobwheel.server.core import Core
 from jobwheel.server.engine import Engine
-from jobwheel.server.events import EventBus, LogTailer
+from jobwheel.server.events import EventBus, EventRelay, LogTailer
 from jobwheel.server.execution.event_delivery import DELIVERY_TASK
 from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.execution.roster import Roster
@@ -108,22 +108,36 @@ class App:
         )
         if not self.settings.webhook_secrets:
             log.info("no --webhook-secret set: HTTP jobs are sent unsigned")
+        # metrics, logs and traces: their hooks go to each part below as it is built
         self.observability = obs = Observability(self.settings.metrics_listen)
         self.exclusive.acquire()
+        db_health = DatabaseHealth(self._set_serving)
+        # committed events leave the store through `committed`, which the bus joins below
+        committed = EventRelay()
         window = self.settings.idempotency_window
-        self.store = await open_store(
+        self.store = store = await open_store(
             self.settings.db,
             sqlite_synchronous=self.settings.sqlite_synchronous,
             idempotency_window=int(window * model.SECOND) if window > 0 else None,
+            event_sink=committed,
+            on_unreachable=db_health.suspect,
+            on_transaction=obs.on_transaction,
         )
-        store = self.store
-        db_health = DatabaseHealth(store.head_revision, self._set_serving)
-        store.on_unreachable = db_health.suspect
-        self._db_health = asyncio.create_task(db_health.run(), name="jobwheel-db-health")
+        self._db_health = asyncio.create_task(
+            db_health.run(store.head_revision), name="jobwheel-db-health"
+        )
+        obs.count_jobs(store.active_counts)
         # The data path: enqueue (core) -> store -> wheel (engine.scheduler) -> executors
         # (engine.dispatcher in process, remote for workers) -> store -> events (bus).
         self.engine = engine = Engine(
-            store, self.clock, handlers.registered(), event_document, self.settings
+            store,
+            self.clock,
+            handlers.registered(),
+            event_document,
+            self.settings,
+            on_lease_expired=obs.on_lease_expired,
+            on_webhook_delivery=obs.on_webhook_delivery,
+            observe_settles=obs.batch_sizes("settle"),
         )
         self.roster = Roster(
             store,
@@ -131,6 +145,7 @@ class App:
             engine.worker_id,
             [t for t in engine.executor.handlers if t != DELIVERY_TASK],
             version=version(),
+            after_flush=obs.after_roster_flush,
         )
         self.remote = RemoteWorkers(
             store,
@@ -138,19 +153,25 @@ class App:
             inprocess_tasks=engine.executor.handlers.keys(),
             settle=engine.dispatcher.settle,
             roster=self.roster,
+            observe_renewals=obs.batch_sizes("renew"),
         )
         core = Core(
             store,
             self.clock,
             on_subscriptions_change=engine.deliveries.refresh,
             on_queue_change=lambda q: engine.dispatcher.set_queues({q.name: q}),
+            observe_enqueues=obs.batch_sizes("enqueue"),
         )
-        # the engine and remote leases react to every committed event
+        # the bus starts after the opened store's newest revision; the engine and remote
+        # leases react to every committed event
         self.bus = EventBus(
-            await store.head_revision() + 1, taps=[engine.on_event, self.remote.on_event]
+            await store.head_revision() + 1,
+            taps=[engine.on_event, self.remote.on_event],
+            batch_taps=obs.bus_batch_taps,
         )
-        store.event_sink = self.bus.publish
-        await obs.watch_store(store, self.bus)
+        # from here on the store's committed events reach the bus (counted on the way)
+        committed.connect(*obs.event_counters, self.bus.publish)
+        await obs.start(self.bus, engine.dispatcher, self.remote)
         await self.engine.start()
         # on PostgreSQL other replicas write to the same log; on SQLite it only repairs gaps
         tailer = LogTailer(
@@ -178,8 +199,8 @@ class App:
             self.clock,
             heartbeat=self.settings.watch_heartbeat,
             buffer=self.settings.watch_buffer,
+            on_sent=obs.on_events_sent,
         )
-        obs.watch_parts(core, self.engine, self.remote, self.roster, watcher)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 core,

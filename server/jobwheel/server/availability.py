@@ -21,17 +21,15 @@ log = logging.getLogger(__name__)
 class DatabaseHealth:
     def __init__(
         self,
-        probe: Callable[[], Awaitable[object]],
         on_change: Callable[[bool], Awaitable[None]],
         *,
         every: float = 2.0,
         while_down: float = 0.5,
         timeout: float = 3.0,
     ) -> None:
-        """`probe` is a cheap read; `on_change(available)` is awaited on every change.
-        Probes run every `every` seconds (`while_down` while unreachable), each given
-        `timeout` seconds."""
-        self.probe = probe
+        """`on_change(available)` is awaited on every change. Probes run every `every`
+        seconds (`while_down` while unreachable), each given `timeout` seconds. Built before
+        the store, which is told `suspect`; `run` takes the probe, a cheap read of it."""
         self.on_change = on_change
         self.every = every
         self.while_down = while_down
@@ -45,24 +43,25 @@ class DatabaseHealth:
         if self.available:
             self._suspect.set()
 
-    async def _reachable(self) -> tuple[bool, str]:
+    async def _reachable(self, probe: Callable[[], Awaitable[object]]) -> tuple[bool, str]:
         try:
             async with asyncio.timeout(self.timeout):
-                await self.probe()
+                await probe()
         except DatabaseUnavailable as exc:
             return False, str(exc)
         except TimeoutError:
             return False, f"no answer within {self.timeout:g}s"
         return True, ""
 
-    async def run(self) -> None:
+    async def run(self, probe: Callable[[], Awaitable[object]]) -> None:
+        """Probes until cancelled: `probe()` raises DatabaseUnavailable when unreachable."""
         while True:
             wait = self.every if self.available else self.while_down
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._suspect.wait()
             try:
-                ok, why = await self._reachable()
+                ok, why = await self._reachable(probe)
             except Exception:
                 log.exception("database probe failed")
                 continue

@@ -23,14 +23,18 @@ log = logging.getLogger(__name__)
 
 class GroupCommit(Generic[I, O]):
     def __init__(
-        self, write: Callable[[list[I]], Awaitable[Sequence[O]]], max_batch: int = 2000
+        self,
+        write: Callable[[list[I]], Awaitable[Sequence[O]]],
+        max_batch: int = 2000,
+        *,
+        observe: Callable[[int], None] | None = None,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._pending: deque[tuple[list[I], asyncio.Future[list[O]]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # for benchmarks and tests: how many writes were issued
-        self.observe: Callable[[int], None] | None = None  # told each merged batch's size
+        self.observe = observe  # told each merged batch's size
 
     async def __call__(self, items: Sequence[I]) -> list[O]:
         if not items:

@@ -11,6 +11,7 @@ import heapq
 import itertools
 import random as _random
 import time
+from collections.abc import Awaitable
 from typing import Protocol
 
 from jobwheel.server.model import SECOND, Micros
@@ -21,7 +22,7 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
-    async def sleep(self, seconds: float) -> None: ...
+    def sleep(self, seconds: float) -> Awaitable[None]: ...
 
     def random(self) -> float: ...
 
@@ -60,11 +61,13 @@ class FakeClock:
     def monotonic(self) -> float:
         return (self._now - self._start) / SECOND
 
-    async def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> asyncio.Future[None]:
+        """Counted from the call, not from the first await: a sleep decided before the clock
+        moves on ends when it would have."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         wake = self._now + max(0, round(seconds * SECOND))
         heapq.heappush(self._sleepers, (wake, next(self._order), future))
-        await future
+        return future
 
     def random(self) -> float:
         return self.rand

@@ -31,6 +31,7 @@ class Core:
         *,
         on_subscriptions_change: Callable[[], Awaitable[None]] | None = None,
         on_queue_change: Callable[[model.QueueSettings], None] | None = None,
+        observe_enqueues: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -38,9 +39,9 @@ class Core:
         self.on_subscriptions_change = on_subscriptions_change
         # told of queue setting changes (the dispatcher applies them at once)
         self.on_queue_change = on_queue_change
-        # concurrent enqueues share one transaction: one fsync for many callers
-        self._insert = GroupCommit(store.insert_jobs)
-        self.group_commit = self._insert
+        # concurrent enqueues share one transaction: one fsync for many callers (each
+        # merged batch's size told to `observe_enqueues`)
+        self._insert = GroupCommit(store.insert_jobs, observe=observe_enqueues)
 
     async def enqueue(self, jobs: Sequence[model.NewJob]) -> list[tuple[model.Job, bool]]:
         traceparent = tracing.current_traceparent()  # attempts join the enqueue's trace

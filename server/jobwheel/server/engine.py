@@ -45,9 +45,15 @@ class Engine:
         settings: Settings,
         *,
         lease: model.Micros = model.DEFAULT_LEASE,
+        on_lease_expired: Callable[[int], None] | None = None,
+        on_webhook_delivery: Callable[[str], None] | None = None,
+        observe_settles: Callable[[int], None] | None = None,
     ) -> None:
         """The in-process side of the server: the wheel, the dispatcher and executors,
-        maintenance, tuned by `settings` (whose fields hold the defaults); `lease` in µs."""
+        maintenance, tuned by `settings` (whose fields hold the defaults); `lease` in µs.
+        Told (for metrics): `on_lease_expired(n)` at each recovery that found n expired
+        leases, `on_webhook_delivery(status_class)` per HTTP request ("2xx".."5xx", "error"),
+        `observe_settles(n)` the size of each merged settle batch."""
         seconds = model.SECOND
         self.event_retention = int(settings.event_retention * seconds)
         self.retention = int(settings.retention * seconds)
@@ -64,7 +70,7 @@ class Engine:
         self.recover_every = recover_every
         # A fresh identity per start: attempts held by an earlier process are recognisable.
         self.worker_id = f"{model.INPROCESS_PREFIX}{new_id()}"
-        self.webhooks = WebhookExecutor(webhooks)
+        self.webhooks = WebhookExecutor(webhooks, on_delivery=on_webhook_delivery)
         self.deliveries = EventDeliveries(store, clock, self.webhooks, render_event)
         self.executor = InProcessExecutor(
             {**handlers, DELIVERY_TASK: self.deliveries.deliver}, max_threads=threads
@@ -78,6 +84,7 @@ class Engine:
             concurrency=concurrency,
             lease=lease,
             misfire_grace=misfire_grace,
+            observe_settles=observe_settles,
         )
         self.scheduler = Scheduler(
             store, clock, on_due=self.dispatcher.wake, on_timer=self._on_timer
@@ -89,7 +96,7 @@ class Engine:
             clock, self._duties(), self.leadership.check, tick=recover_every
         )
         # told how many attempts' leases expired, at each recovery that found some (metrics)
-        self.on_lease_expired: Callable[[int], None] | None = None
+        self.on_lease_expired = on_lease_expired
 
     def _on_timer(self, key: tuple[str, str, int], due: model.Micros) -> None:
         if key[0] == "overlap":
@@ -102,8 +109,10 @@ class Engine:
         self.overlaps.changed(job)
         self.deliveries.wake(event)
         if state is model.JobState.QUEUED:
-            # jobs only remote workers run need no dispatch cycle here
-            if job.http is not None or self.executor.handles(job.task):
+            # jobs only remote workers run, or that a fire here started in the promoting
+            # transaction, need no dispatch cycle here
+            runnable = job.http is not None or self.executor.handles(job.task)
+            if runnable and not self.dispatcher.fired(job.id):
                 self.dispatcher.wake({job.queue})
         elif state in WAITING and job.next_run_time is not None:
             self.scheduler.add(job.id, job.next_run_time)

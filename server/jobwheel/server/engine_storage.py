@@ -13,6 +13,7 @@ from typing import Protocol
 from jobwheel.server.model import Event, EventSubscription, Job, Micros, NewJob, QueueSettings
 from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.transitions import FireClaim
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
@@ -34,6 +35,14 @@ class EngineStore(Protocol):
         misfire_before: Micros | None = None,
         catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
     ) -> set[str]: ...
+
+    async def fire_due(
+        self,
+        now: Micros,
+        misfire_before: Micros | None = None,
+        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+        claim: FireClaim | None = None,
+    ) -> tuple[set[str], list[Job]]: ...
 
     async def claim(
         self,

@@ -64,3 +64,20 @@ class LeaseNotHeld(DomainError):
             f"worker {worker_id!r} does not hold attempt {attempt} of job {job.id}: {why}"
         )
         self.job = job
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this (its role or its queue scope)."""
+
+
+class Unauthenticated(DomainError):
+    """The caller could not be identified (no token, a bad one, an unlisted certificate)."""
+
+
+class InvalidField(DomainError):
+    """One field of the request is not acceptable: `field` is its path, `description` why."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"invalid argument: {field}: {description}")
+        self.field = field
+        self.description = description

@@ -47,7 +47,10 @@ class Subscription:
 
 class EventBus:
     def __init__(
-        self, next_revision: int = 1, taps: Sequence[Callable[[Event], None]] = ()
+        self,
+        next_revision: int = 1,
+        taps: Sequence[Callable[[Event], None]] = (),
+        batch_taps: Sequence[Callable[[list[Event]], None]] = (),
     ) -> None:
         self.next_revision = next_revision  # the first revision not yet delivered
         self._waiting: dict[int, Event] = {}
@@ -57,7 +60,7 @@ class EventBus:
         self.taps: list[Callable[[Event], None]] = list(taps)
         # called with the events each publish delivered, in order: a transaction's events
         # arrive together (the metrics tell a change's previous state from them)
-        self.batch_taps: list[Callable[[list[Event]], None]] = []
+        self.batch_taps: list[Callable[[list[Event]], None]] = list(batch_taps)
 
     @property
     def head(self) -> int:
@@ -110,6 +113,22 @@ class EventBus:
     def gap(self) -> bool:
         """Events wait for an earlier revision (one committed by another replica)."""
         return bool(self._waiting)
+
+
+class EventRelay:
+    """The store's event sink, passed to it when it opens: committed events go on to the
+    receivers connected since, in order. The bus starts after the opened store's newest
+    revision, so it is built after the store and connected then, before anything writes."""
+
+    def __init__(self) -> None:
+        self._receivers: list[Callable[[list[Event]], None]] = []
+
+    def connect(self, *receivers: Callable[[list[Event]], None]) -> None:
+        self._receivers.extend(receivers)
+
+    def __call__(self, events: list[Event]) -> None:
+        for receiver in self._receivers:
+            receiver(events)
 
 
 class LogTailer:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
+import uuid
 from datetime import UTC, datetime
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+from jobwheel.server.clock import FakeClock
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running, running_server
+from tests.handlers import open_gate
 from tests.integration.api.helpers import field_violations
+from tests.integration.api.waiting import until
 
 
 def ts(text: str) -> timestamp_pb2.Timestamp:
@@ -151,84 +154,85 @@ async def test_reschedule(server: Running) -> None:
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def executions(server: Running, job_id: str) -> tuple[int, int]:
-    job = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
-    return job.execution_count, job.skipped_count
-
-
 @pytest.mark.parametrize(
     "policy", [j.MISFIRE_POLICY_SKIP, j.MISFIRE_POLICY_RUN_ONCE, j.MISFIRE_POLICY_RUN_ALL]
 )
 async def test_misfire_policy_across_a_restart(db_url: str, policy: int) -> None:
-    # occurrences at s0, s0+2, s0+4, s0+6, ...: down from just after s0 to s0+4.3, so s0+2
-    # and s0+4 are missed; checked at about s0+5, a second before s0+6
-    s0 = time.time() + 0.5
+    # on a FakeClock: occurrences at s0, s0+2, s0+4, s0+6, ...; down from just after s0 to
+    # s0+4.5, so s0+2 and s0+4 are missed (by more than the 0.3 s grace); the clock stays at
+    # s0+4.5 while the restarted server catches up, so s0+6 never comes due
+    clock = FakeClock(time.time_ns() // 1000)
+    s0 = clock.now() + 500_000
     start = timestamp_pb2.Timestamp()
-    start.FromNanoseconds(int(s0 * 1e9))
+    start.FromMicroseconds(s0)
     schedule = j.Schedule(
         start_time=start,
         interval=duration_pb2.Duration(seconds=2),
         misfire_policy=policy,  # type: ignore[arg-type]
     )
-    async with running_server(db_url, misfire_grace=0.3) as server:
+    async with running_server(db_url, clock, misfire_grace=0.3) as server:
         req = pb.EnqueueJobRequest(task="test.echo", schedule=schedule)
         job = (await server.jobs.EnqueueJob(req)).job
-        await asyncio.sleep(max(0.0, s0 - time.time()))
-        for _ in range(100):
-            count, _ = await executions(server, job.id)
-            done = (await server.jobs.GetJob(pb.GetJobRequest(id=job.id))).job
-            if count == 1 and done.state == j.JOB_STATE_SCHEDULED:
-                break
-            await asyncio.sleep(0.02)
-        assert count == 1
-    await asyncio.sleep(max(0.0, s0 + 4.3 - time.time()))
+        clock.advance(500_000)
+        await until_state(server, job.id, (1, 0))
+    clock.advance(4_500_000)
     expected = {
         j.MISFIRE_POLICY_SKIP: (0, 2),
         j.MISFIRE_POLICY_RUN_ONCE: (1, 1),
         j.MISFIRE_POLICY_RUN_ALL: (2, 0),
     }[policy]  # type: ignore[index]
-    async with running_server(db_url, misfire_grace=0.3) as server:
-        # the catch-up may take a while on a busy machine: wait for it until just before s0+6
-        while True:
-            count, skipped = await executions(server, job.id)
-            if (count - 1, skipped) == expected or time.time() > s0 + 5.8:
-                break
-            await asyncio.sleep(0.05)
-        assert (count - 1, skipped) == expected
+    async with running_server(db_url, clock, misfire_grace=0.3) as server:
+        done = await until_state(server, job.id, (1 + expected[0], expected[1]))
+        assert done.next_run_time.ToMicroseconds() == s0 + 6_000_000
         history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
         numbers = [a.execution for a in history.attempts]
-        assert numbers == sorted(set(numbers))  # one attempt per execution: no duplicates
+        assert numbers == list(range(1, 2 + expected[0]))  # one attempt per execution
+        assert all(a.start_time.ToMicroseconds() == s0 + 4_500_000 for a in history.attempts[1:])
 
 
-async def test_interval_without_start_time_runs_start_to_start(server: Running) -> None:
-    """A 0.3 s handler on an every-1 s job: occurrences stay on the grid of the first one."""
-    payload = struct_pb2.Struct()
-    payload.update({"seconds": 0.3})
-    watch = server.jobs.WatchJobs(pb.WatchJobsRequest(filter=j.JobFilter(tasks=["test.block"])))
-    job = (
-        await server.jobs.EnqueueJob(
-            pb.EnqueueJobRequest(
-                task="test.block",
-                payload=payload,
-                schedule=j.Schedule(interval=duration_pb2.Duration(seconds=1), limit=3),
-            )
+async def until_state(
+    server: Running, job_id: str, counts: tuple[int, int], state: int = j.JOB_STATE_SCHEDULED
+) -> j.Job:
+    """The job once it is in `state` with (execution_count, skipped_count) == `counts`."""
+    got = j.Job()
+
+    async def check() -> bool:
+        nonlocal got
+        got = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
+        now = (got.execution_count, got.skipped_count)
+        return now == counts and got.state == state
+
+    await until(server, check)
+    return got
+
+
+async def test_interval_without_start_time_runs_start_to_start(db_url: str) -> None:
+    """A 0.3 s run of an every-1 s job (on a FakeClock): occurrences stay on the grid of the
+    first one."""
+    clock = FakeClock(time.time_ns() // 1000)
+    gate = uuid.uuid4().hex
+    async with running_server(db_url, clock) as server:
+        req = pb.EnqueueJobRequest(
+            task="test.gate",
+            schedule=j.Schedule(interval=duration_pb2.Duration(seconds=1), limit=3),
         )
-    ).job
-    assert not job.schedule.HasField("start_time")  # the anchor is internal
-    first = job.next_run_time.ToMicroseconds()
-    assert first == job.create_time.ToMicroseconds() + 1_000_000
-    planned = []
-    async for message in watch:
-        event = message.event
-        due = event.job.next_run_time.ToMicroseconds()
-        if event.job.state == j.JOB_STATE_SCHEDULED and due not in planned:
-            planned.append(due)
-        if event.job.state == j.JOB_STATE_COMPLETED:
-            break
-    watch.cancel()
-    # every occurrence is exactly first + k s: a run's length never shifts the next one
-    assert planned == [first + k * 1_000_000 for k in range(3)]
-    history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
-    starts = [a.start_time.ToMicroseconds() for a in history.attempts]
-    assert len(starts) == 3
-    assert all(first + k * 1_000_000 <= t for k, t in enumerate(starts))
+        req.payload.update({"gate": gate})
+        job = (await server.jobs.EnqueueJob(req)).job
+        assert not job.schedule.HasField("start_time")  # the anchor is internal
+        first = job.next_run_time.ToMicroseconds()
+        assert first == job.create_time.ToMicroseconds() + 1_000_000
+        clock.advance(1_000_000)
+        await until_state(server, job.id, (1, 0), j.JOB_STATE_RUNNING)
+        clock.advance(300_000)  # the run takes 0.3 s
+        open_gate(gate)
+        waiting = await until_state(server, job.id, (1, 0))
+        # every occurrence is exactly first + k s: a run's length never shifts the next one
+        assert waiting.next_run_time.ToMicroseconds() == first + 1_000_000
+        clock.advance(700_000)  # the gate stays open: the later runs end at once
+        waiting = await until_state(server, job.id, (2, 0))
+        assert waiting.next_run_time.ToMicroseconds() == first + 2_000_000
+        clock.advance(1_000_000)
+        await until_state(server, job.id, (3, 0), j.JOB_STATE_COMPLETED)
+        history = await server.jobs.ListJobAttempts(pb.ListJobAttemptsRequest(job_id=job.id))
+        starts = [a.start_time.ToMicroseconds() for a in history.attempts]
+        assert starts == [first + k * 1_000_000 for k in range(3)]

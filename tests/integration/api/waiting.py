@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,15 +34,20 @@ async def until(
     server: Running, check: Callable[[], Awaitable[bool]], within: float = 15.0
 ) -> None:
     """Returns once `check()` holds, looking again after each dispatch cycle of the server
-    (a job starting, or coming due), or every half second at the latest."""
+    (a job starting, or coming due) or stored attempt end, or every half second at the
+    latest."""
     assert server.app.engine is not None
-    cycles = server.app.engine.dispatcher.cycles
+    dispatcher = server.app.engine.dispatcher
     deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"still not so after {within} s")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(cycles.next(), 0.5)
+        waits = [asyncio.ensure_future(s.next()) for s in (dispatcher.cycles, dispatcher.settled)]
+        try:
+            await asyncio.wait(waits, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 async def until_watching(server: Running, count: int, within: float = 10.0) -> None:

@@ -178,14 +178,17 @@ async def test_wait_on_a_paused_queue_reports_it(server: Running) -> None:
     await server.jobs.PauseQueue(pb.PauseQueueRequest(name="held"))
     r = await jw(server.address, "enqueue", "test.noop", "--queue", "held", "-o", "json")
     job_id = str(r.json()["job"]["id"])  # type: ignore[index]
-    waiting = asyncio.create_task(jw(server.address, "wait", job_id[:23], "--timeout", "30s"))
-    await asyncio.sleep(1.5)  # let wait print why it waits, then let the job run
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobwheel.client.cli", "wait", job_id[:23], "--timeout", "30s",
+        env={**os.environ, "JOBWHEEL_SERVER": server.address},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    # wait says why it waits before the job may run
+    first = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+    assert first == f"{job_id}: QUEUED: queue 'held' is paused (jobwheel queue resume held)\n"
     await server.jobs.ResumeQueue(pb.ResumeQueueRequest(name="held"))
-    done = await waiting
-    assert done.code == 0, done.err
-    lines = done.err.splitlines()
-    assert lines[0] == (f"{job_id}: QUEUED: queue 'held' is paused (jobwheel queue resume held)"), (
-        done.err
-    )
-    assert lines[-1] == f"{job_id}: COMPLETED (attempt 1)"
-    assert "state:" in done.out and "COMPLETED" in done.out
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert err.decode().splitlines()[-1] == f"{job_id}: COMPLETED (attempt 1)"
+    assert "state:" in out.decode() and "COMPLETED" in out.decode()

@@ -102,6 +102,7 @@ async def test_counts_after_a_known_workload(server: Running) -> None:
     assert value(samples, "grpc_server_handling_seconds_count", **rpc,
                  grpc_method="EnqueueJob") == 10  # fmt: skip
     assert value(samples, "jobwheel_group_commit_batch_size_count", operation="enqueue") >= 1
+    assert value(samples, "jobwheel_group_commit_batch_size_count", operation="settle") >= 1
     assert value(samples, "jobwheel_db_transaction_seconds_count", kind="write") >= 10
 
     # a remote worker leases one (running) and completes it
@@ -112,6 +113,11 @@ async def test_counts_after_a_known_workload(server: Running) -> None:
     samples = await scrape(server)
     assert value(samples, "jobwheel_attempts_running", executor="remote") == 1
     assert value(samples, "jobwheel_jobs", state="running", queue="rq") == 1
+    await server.workers.HeartbeatJob(
+        wpb.HeartbeatJobRequest(job_id=lease.job.id, epoch=lease.epoch, worker_id="w1")
+    )
+    samples = await scrape(server)
+    assert value(samples, "jobwheel_group_commit_batch_size_count", operation="renew") == 1
     await server.workers.CompleteJob(
         wpb.CompleteJobRequest(job_id=lease.job.id, epoch=lease.epoch, worker_id="w1")
     )
@@ -217,7 +223,7 @@ async def test_webhooks_lease_expiries_and_jobs_without_worker(
         waiting = [await enqueue(server, task="nobody.runs", queue="lonely") for _ in range(2)]
         roster.started -= NO_WORKER_AFTER  # as if the server had run for a minute
         await roster.flush()
-        roster.after_flush()
+        roster.after_flush(roster.unserved)
         samples = await scrape(server)
         assert value(samples, "jobwheel_webhook_deliveries_total", status_class="5xx") == 1
         assert value(samples, "jobwheel_webhook_deliveries_total", status_class="2xx") == 1
@@ -239,7 +245,7 @@ async def test_webhooks_lease_expiries_and_jobs_without_worker(
             samples = await scrape(server)
         assert value(samples, "jobwheel_jobs_lost_total", queue="lonely", task="nobody.runs") == 1
         await roster.flush()
-        roster.after_flush()
+        roster.after_flush(roster.unserved)
         samples = await scrape(server)  # w-gone asked for the task within the minute
         assert value(samples, "jobwheel_jobs_without_worker", queue="lonely",
                      task="nobody.runs") == 0  # fmt: skip

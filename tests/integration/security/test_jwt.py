@@ -180,6 +180,27 @@ def test_claims_that_name_no_valid_principal(claims: dict[str, Any]) -> None:
         principal_of(claims)
 
 
+async def test_namespaced_claim_names_are_settings(tmp_path: Path) -> None:
+    issuer = Issuer(tmp_path / "jwks.json")
+    role, queues = "https://jobwheel.example/role", "https://jobwheel.example/queues"
+    settings = SecuritySettings(
+        auth_jwks=str(issuer.path),
+        auth_jwt_issuer=ISSUER,
+        auth_jwt_audience=AUDIENCE,
+        auth_jwt_role_claim=role,
+        auth_jwt_queues_claim=queues,
+    )
+    emails = jpb.EnqueueJobRequest(task="remote.work", queue="emails")
+    sms = jpb.EnqueueJobRequest(task="remote.work", queue="sms")
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+        producer = issuer.token(**{role: "producer", queues: ["emails"]})
+        assert await code(server, producer, emails) is grpc.StatusCode.OK
+        assert await code(server, producer, sms) is grpc.StatusCode.PERMISSION_DENIED
+        # the default names mean nothing now: no role claim
+        plain = issuer.token(role="admin")
+        assert await code(server, plain) is grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_a_jwks_url_is_fetched(tmp_path: Path) -> None:
     """A real HTTP server on a free port serves the key set."""
     issuer = Issuer(tmp_path / "jwks.json")

@@ -208,3 +208,66 @@ async def test_only_the_principal_that_leased_a_job_can_report_on_it(
 
     done = await secured.workers.CompleteJob(forged, metadata=tokens.bearer("team-a"))
     assert done.job.state == job_pb2.JOB_STATE_COMPLETED
+
+
+async def test_a_worker_id_with_its_principal_name_stays_within_the_limit(
+    secured: Running, tokens: Tokens
+) -> None:
+    tokens.add("w" * 10, Role.WORKER)
+    mine = tokens.bearer("w" * 10)
+    # the stored owner is "<principal>/<worker id>": 10 + 1 + 244 = 255 characters, the limit
+    ok = await secured.workers.LeaseJobs(lease_request("x" * 244), metadata=mine)
+    assert list(ok.leases) == []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await secured.workers.LeaseJobs(lease_request("x" * 245), metadata=mine)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "worker_id: with the principal name it is longer than 255" in (
+        caught.value.details() or ""
+    )
+
+
+async def test_batch_reports_hold_ownership_and_scope_per_item(
+    secured: Running, tokens: Tokens
+) -> None:
+    tokens.add("team-a", Role.WORKER)
+    tokens.add("team-b", Role.WORKER, ("emails",))
+    theirs = await enqueue(secured, tokens, "shared")
+    email = await enqueue(secured, tokens, "emails")
+    [a] = (
+        await secured.workers.LeaseJobs(
+            lease_request("w1", "shared"), metadata=tokens.bearer("team-a")
+        )
+    ).leases
+    [b] = (
+        await secured.workers.LeaseJobs(lease_request("w1"), metadata=tokens.bearer("team-b"))
+    ).leases
+    assert (a.job.id, b.job.id) == (theirs.id, email.id)
+    # team-b names its own lease and team-a's (same worker id, right epoch) in one batch: its
+    # own completes, team-a's is outside its queues and does not exist for it
+    items = [
+        wpb.JobCompletion(job_id=b.job.id, epoch=b.epoch),
+        wpb.JobCompletion(job_id=a.job.id, epoch=a.epoch),
+    ]
+    resp = await secured.workers.CompleteJobs(
+        wpb.CompleteJobsRequest(worker_id="w1", completions=items), metadata=tokens.bearer("team-b")
+    )
+    assert [r.status.code for r in resp.results] == [0, grpc.StatusCode.NOT_FOUND.value[0]]
+    # an unscoped principal sees the job, but does not hold team-a's lease
+    tokens.add("team-c", Role.WORKER)
+    beats = wpb.HeartbeatJobsRequest(
+        worker_id="w1", heartbeats=[wpb.JobHeartbeat(job_id=a.job.id, epoch=a.epoch)]
+    )
+    fails = wpb.FailJobsRequest(
+        worker_id="w1", failures=[wpb.JobFailure(job_id=a.job.id, epoch=a.epoch, error="x")]
+    )
+    for reply in (
+        await secured.workers.HeartbeatJobs(beats, metadata=tokens.bearer("team-c")),
+        await secured.workers.FailJobs(fails, metadata=tokens.bearer("team-c")),
+    ):
+        [result] = reply.results
+        assert result.status.reason == "LEASE_NOT_HELD"
+        assert result.status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    current = await secured.jobs.GetJob(
+        jpb.GetJobRequest(id=a.job.id), metadata=tokens.bearer("admin")
+    )
+    assert current.job.state == job_pb2.JOB_STATE_RUNNING

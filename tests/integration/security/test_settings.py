@@ -60,15 +60,16 @@ def test_a_public_listener_needs_tls_and_authentication(
             check_exposure("0.0.0.0:50051", settings)
 
 
-def test_the_server_refuses_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--listen", "refusing to listen on 0.0.0.0:0 without TLS"),
+        ("--http-listen", "--http-listen: refusing to listen on 0.0.0.0:0"),
+    ],
+)
+def test_the_server_refuses_with_one_line(tmp_path: Path, flag: str, says: str) -> None:
     proc = subprocess.run(
-        [
-            str(BIN / "jobwheel-server"),
-            "--listen",
-            "0.0.0.0:0",
-            "--db",
-            f"sqlite:///{tmp_path}/x.db",
-        ],
+        [str(BIN / "jobwheel-server"), flag, "0.0.0.0:0", "--db", f"sqlite:///{tmp_path}/x.db"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -77,7 +78,7 @@ def test_the_server_refuses_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("jobwheel-server: refusing to listen on 0.0.0.0:0 without TLS")
+    assert lines[0].startswith(f"jobwheel-server: {says}")
     assert "--insecure" in lines[0]
     assert not (tmp_path / "x.db").exists()  # refused before touching anything
 
@@ -89,6 +90,9 @@ def test_the_server_refuses_with_one_line(tmp_path: Path) -> None:
         (["--tls-key", "k.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
         (["--auth-jwks", "k.json", "--auth-jwt-issuer", "i"], "--auth-jwt-audience"),
+        (["--auth-jwt-role-claim", "r" * 257], "1-256 printable characters"),
+        (["--auth-jwt-queues-claim", "q\x00"], "1-256 printable characters"),
+        (["--auth-jwt-role-claim", "scope", "--auth-jwt-queues-claim", "scope"], "must differ"),
     ],
 )
 def test_flags_that_go_together(
@@ -123,6 +127,10 @@ def test_flags_and_environment() -> None:
         insecure=True,
     )
     assert parse_settings([], env={}).security == SecuritySettings()
+    claims = ["--auth-jwt-role-claim", "r" * 256]
+    env = {"JOBWHEEL_AUTH_JWT_QUEUES_CLAIM": "https://jobwheel.example/queues"}
+    s = parse_settings(claims, env=env).security
+    assert (s.auth_jwt_role_claim, s.auth_jwt_queues_claim) == ("r" * 256, env[next(iter(env))])
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,47 @@ async def test_mutual_tls_with_tokens_lets_the_token_decide(
         assert await list_code(server.address, token_only) is grpc.StatusCode.UNAVAILABLE
 
 
+async def test_the_tokens_file_gives_a_client_certificate_its_role(
+    tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens
+) -> None:
+    cert, key = server_files(pems, ca)
+    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
+    client_ca = trustme.CA()
+    settings = SecuritySettings(
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
+        auth_tokens=str(tokens.path),
+    )
+    worker_cert, worker_key = client_files(pems, client_ca, "billing-worker")
+    worker = Creds(tls_ca=ca_file, tls_cert=worker_cert, tls_key=worker_key)
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+        # not listed yet: refused, and the message quotes the subject to list
+        async with Connection(server.address, **worker).aio_channel() as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await job_service_pb2_grpc.JobServiceStub(channel).ListJobs(LIST, timeout=5)
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        message = caught.value.details() or ""
+        assert "is not listed in the tokens file" in message, message
+        subject = message.split("client certificate ", 1)[1].split(" is not listed")[0]
+        subject = subject.strip("'")
+        assert "CN=billing-worker" in subject, subject
+        with tokens.path.open("a") as f:
+            f.write(f'\n[[certificate]]\nsubject = "{subject}"\nrole = "reader"\n')
+        # listed as a reader, re-read without a restart: reads pass, changes are refused
+        assert await list_code(server.address, worker) is grpc.StatusCode.OK
+        async with Connection(server.address, **worker).aio_channel() as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await stub.PauseQueue(jpb.PauseQueueRequest(name="emails"), timeout=5)
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        # a token still decides when one is sent
+        both = Creds(**worker, token=tokens.plain["operator"])
+        async with Connection(server.address, **both).aio_channel() as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            await stub.PauseQueue(jpb.PauseQueueRequest(name="emails"), timeout=5)
+
+
 async def test_the_first_line_names_the_auth_and_tls_modes(
     tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -52,6 +52,15 @@ HASH = "a" * 64
             ('[[token]]\nname = "ci"\nrole = "reader"\nsha256 = "' + HASH + '"\n') * 2,
             "used twice",
         ),
+        ('[[tokens]]\nname = "ci"\n', "unknown tables"),
+        ("certificate = 1\n", "array of tables"),
+        ('[[certificate]]\nrole = "worker"\n', r"certificate\[0\]: subject must be"),
+        ('[[certificate]]\nsubject = ""\nrole = "worker"\n', "subject must be 1-1024"),
+        ('[[certificate]]\nsubject = "CN=a\\n"\nrole = "worker"\n', "printable"),
+        ('[[certificate]]\nsubject = "' + "x" * 1025 + '"\nrole = "worker"\n', "1-1024"),
+        ('[[certificate]]\nsubject = "CN=a"\nrole = "root"\n', "unknown role"),
+        ('[[certificate]]\nsubject = "CN=a"\nrole = "worker"\nsha256 = "x"\n', "unknown keys"),
+        (('[[certificate]]\nsubject = "CN=a"\nrole = "worker"\n') * 2, "listed twice"),
     ],
 )
 def test_a_malformed_file_is_refused_with_the_reason(text: str, complaint: str) -> None:
@@ -68,9 +77,23 @@ def test_a_malformed_file_is_refused_with_the_reason(text: str, complaint: str) 
 def test_entries_round_trip_and_only_the_token_matches(
     name: str, role: Role, queues: list[str], token: str
 ) -> None:
-    [entry] = parse(entry_text(name, role, queues, token))
+    [entry] = parse(entry_text(name, role, queues, token)).tokens
     assert entry.principal == Principal(name, role, frozenset(queues) if queues else None)
     assert entry.digest == hashlib.sha256(token.encode()).digest()
+
+
+def test_certificate_entries_name_a_principal_by_subject() -> None:
+    subject = "CN=" + "w" * 1021  # at the limit: 1,024 characters
+    text = (
+        f'[[certificate]]\nsubject = "{subject}"\nrole = "worker"\nqueues = ["billing"]\n'
+        '[[certificate]]\nsubject = "CN=ops,O=Example"\nrole = "operator"\n'
+    )
+    parsed = parse(text)
+    assert parsed.tokens == []
+    assert parsed.certificates == {
+        subject: Principal(subject, Role.WORKER, frozenset({"billing"})),
+        "CN=ops,O=Example": Principal("CN=ops,O=Example", Role.OPERATOR, None),
+    }
 
 
 def test_token_create_prints_a_token_once_and_stores_its_hash(

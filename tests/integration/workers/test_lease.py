@@ -242,3 +242,22 @@ async def test_bad_arguments_name_the_field(server: Running) -> None:
             wpb.HeartbeatJobRequest(job_id="j", epoch=1, worker_id="w", lease_duration=seconds(1e5))
         )
     assert "lease_duration" in field_violations(err.value)
+
+
+async def test_a_lease_across_queues_takes_the_best_of_all(server: Running) -> None:
+    first = await enqueue(server, queue="q3")
+    low = await enqueue(server, queue="q1")
+    high = await enqueue(server, queue="q2", priority=5)
+    later = await enqueue(server, queue="q3")
+    got = await lease(server, max_jobs=3)  # every queue
+    assert [h.job.id for h in got] == [high.id, first.id, low.id]
+    [last] = await lease(server, queues=["q1", "q3"], max_jobs=5)
+    assert last.job.id == later.id
+
+
+async def test_a_lease_across_many_queues(server: Running) -> None:
+    # more queues than a lease probes one by one (64 on SQLite): one query over all of them
+    requests = [jpb.EnqueueJobRequest(task="remote.work", queue=f"m{i:02}") for i in range(70)]
+    await server.jobs.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=requests))
+    got = await lease(server, max_jobs=100)
+    assert sorted(h.job.queue for h in got) == [f"m{i:02}" for i in range(70)]

@@ -203,3 +203,81 @@ def event_document(event: model.Event) -> dict[str, Any]:
         "timestamp": timestamp(event.time).ToJsonString(),
         "job": MessageToDict(job_to_proto(event.job)),
     }
+
+
+class CreatedJobs:
+    """Job messages of jobs just created, equal to job_to_proto of the Job the insert stores
+    (storage.convert.job_from_new), built without that Job: what jobs share (queue, task,
+    state, policies, schedule...) is converted once into a template that each job's message
+    copies, then its own fields are set. A reply copies the request's payload message when it
+    is the stored payload's message (see validate.new_job_from_proto's `reply_payloads`)."""
+
+    MAX_TEMPLATES = 256
+
+    def __init__(self) -> None:
+        self._templates: dict[tuple[Any, ...], job_pb2.Job] = {}
+        self._times: dict[model.Micros, timestamp_pb2.Timestamp] = {}
+
+    def proto(self, new: model.NewJob, payload: struct_pb2.Struct | None) -> job_pb2.Job:
+        out = job_pb2.Job()
+        self.fill(out, new, payload)
+        return out
+
+    def fill(self, out: job_pb2.Job, new: model.NewJob, payload: struct_pb2.Struct | None) -> None:
+        """Makes `out` (an empty message, or a field of a reply) the created job's message."""
+        out.CopyFrom(self._template(new))
+        out.id = new.id
+        if new.labels:
+            out.labels.update(new.labels)
+        if new.idempotency_key:
+            out.idempotency_key = new.idempotency_key
+        out.payload.CopyFrom(struct(new.payload) if payload is None else payload)
+        created = self._time(new.create_time)
+        out.create_time.CopyFrom(created)
+        out.update_time.CopyFrom(created)
+        if new.next_run_time is not None:
+            out.next_run_time.CopyFrom(self._time(new.next_run_time))
+
+    def _time(self, us: model.Micros) -> timestamp_pb2.Timestamp:
+        ts = self._times.get(us)
+        if ts is None:
+            if len(self._times) >= self.MAX_TEMPLATES:
+                self._times.clear()
+            ts = self._times[us] = timestamp(us)
+        return ts
+
+    def _template(self, new: model.NewJob) -> job_pb2.Job:
+        http = new.http
+        key = (
+            new.queue,
+            new.task,
+            new.priority,
+            new.state,
+            new.schedule,
+            new.retry_policy,
+            new.timeout,
+            None if http is None else (http.url, http.method, tuple(sorted(http.headers.items()))),
+        )
+        found = self._templates.get(key)
+        if found is None:
+            if len(self._templates) >= self.MAX_TEMPLATES:
+                self._templates.clear()
+            shared = model.Job(
+                id="",
+                queue=new.queue,
+                task=new.task,
+                payload={},
+                labels={},
+                priority=new.priority,
+                state=new.state,
+                schedule=new.schedule,
+                retry_policy=new.retry_policy,
+                timeout=new.timeout,
+                idempotency_key=None,
+                http=http,
+                create_time=0,
+                update_time=0,
+                next_run_time=None,
+            )
+            found = self._templates[key] = job_to_proto(shared)
+        return found

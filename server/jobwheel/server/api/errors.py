@@ -133,7 +133,14 @@ def api_error(err: domain.DomainError) -> ApiError:
             current_epoch=str(job.attempt),
             current_worker_id=job.worker_id,
         )
-    return ApiError(err.message)
+    if isinstance(err, domain.InvalidField):
+        return InvalidArgument([FieldViolation(err.field, err.description)])
+    plain = ApiError(err.message)
+    if isinstance(err, domain.PermissionDenied):
+        plain.code = code_pb2.PERMISSION_DENIED
+    elif isinstance(err, domain.Unauthenticated):
+        plain.code = code_pb2.UNAUTHENTICATED
+    return plain
 
 
 class _NotFound(ApiError):

@@ -126,6 +126,9 @@ def json_data(
 ) -> tuple[bool, Any]:
     """(True, the document as Python data) if it nests at most MAX_JSON_DEPTH deep, its numbers
     are finite and its strings and keys hold no U+0000; else (False, None) and a violation."""
+    fast = plain_json(doc)
+    if fast is not None:
+        return True, fast[0]
     try:
         data = MessageToDict(doc)
     except ValueError:  # json_format refuses NaN and Infinity (they are not JSON)
@@ -140,6 +143,71 @@ def json_data(
     more = "..." if len(path) > 8 else ""
     errors.add(field, f"{problem} at ${where}{more}" if path else problem)
     return False, None
+
+
+class _Refused(Exception):
+    """The fast walk met something json_data refuses (or would have to explain)."""
+
+
+_INF = float("inf")
+
+
+def plain_json(doc: struct_pb2.Struct | struct_pb2.Value, whole_ints: bool = False) -> Any:
+    """(data, canonical) for a document that passes json_data's rules, else None (then
+    json_data names the problem). `data` is what MessageToDict gives, walked in one pass
+    (json_format's walk costs ~10x more); with `whole_ints` whole numbers up to 2**53 are ints.
+    `canonical`: converting `data` back gives the same message (no unset Value, no -0.0)."""
+    state = [True]
+    try:
+        if isinstance(doc, struct_pb2.Struct):
+            data: Any = _plain_struct(doc, 0, whole_ints, state)
+        else:
+            data = _plain_value(doc, 0, whole_ints, state)
+    except _Refused:
+        return None
+    return data, state[0]
+
+
+def _plain_struct(
+    s: struct_pb2.Struct, depth: int, whole: bool, state: list[bool]
+) -> dict[str, Any]:
+    if depth >= MAX_JSON_DEPTH:
+        raise _Refused
+    out: dict[str, Any] = {}
+    for key, item in s.fields.items():
+        if _NUL in key:
+            raise _Refused
+        out[key] = _plain_value(item, depth + 1, whole, state)
+    return out
+
+
+def _plain_value(v: struct_pb2.Value, depth: int, whole: bool, state: list[bool]) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        text = v.string_value
+        if _NUL in text:
+            raise _Refused
+        return text
+    if kind == "number_value":
+        x = v.number_value
+        if x != x or x == _INF or x == -_INF:
+            raise _Refused
+        if x == 0.0 and str(x)[0] == "-":
+            state[0] = False
+        if whole and x.is_integer() and -(2**53) <= x <= 2**53:
+            return int(x)
+        return x
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "struct_value":
+        return _plain_struct(v.struct_value, depth, whole, state)
+    if kind == "list_value":
+        if depth >= MAX_JSON_DEPTH:
+            raise _Refused
+        return [_plain_value(item, depth + 1, whole, state) for item in v.list_value.values]
+    if kind is None:
+        state[0] = False
+    return None
 
 
 Problem = tuple[str, tuple[str, ...]]

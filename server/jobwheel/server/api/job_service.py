@@ -8,10 +8,12 @@ from dataclasses import replace
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf import struct_pb2
 from jobwheel.server import model
 from jobwheel.server.api import pagination, reply_size, validate
 from jobwheel.server.api.convert import (
     JOB_STATE_TO_PROTO,
+    CreatedJobs,
     attempt_to_proto,
     job_to_proto,
     timestamp,
@@ -24,16 +26,17 @@ from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
 from jobwheel.server.execution.roster import Roster
-from jobwheel.server.ids import new_id
+from jobwheel.server.ids import new_id, new_ids
 from jobwheel.server.rules import states as actions
 from jobwheel.server.rules import triggers
 from jobwheel.server.security import principal as access
 from jobwheel.server.security.principal import narrow
-from jobwheel.server.storage.convert import job_from_new
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
 MAX_BATCH = 10_000
+# replies of created jobs (its templates are shared by calls: one event loop, no locks)
+_CREATED = CreatedJobs()
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -54,30 +57,40 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
 
     async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Context) -> Any:
         errors = validate.Violations()
+        payloads: list[struct_pb2.Struct | None] = []
         new = validate.new_job_from_proto(
-            request, "", self.core.clock.now(), self.limits, errors, new_id()
+            request, "", self.core.clock.now(), self.limits, errors, new_id(), payloads
         )
         errors.raise_if_any()
         access.check_queue(new.queue, "queue")
         [(job, existed)] = await self.core.enqueue([new])
-        return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=existed)
+        # a created job is the request as validated: its reply needs no conversion of the Job
+        proto = job_to_proto(job) if existed else _CREATED.proto(new, payloads[0])
+        return pb.EnqueueJobResponse(job=proto, already_exists=existed)
 
     async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Context) -> Any:
         if len(request.jobs) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("jobs", f"at most {MAX_BATCH} jobs per call")])
         now = self.core.clock.now()
         errors = validate.Violations()
+        payloads: list[struct_pb2.Struct | None] = []
+        limits = self.limits
         news = [
-            validate.new_job_from_proto(req, f"jobs[{i}].", now, self.limits, errors, new_id())
-            for i, req in enumerate(request.jobs)
+            validate.new_job_from_proto(req, f"jobs[{i}].", now, limits, errors, job_id, payloads)
+            for i, (req, job_id) in enumerate(
+                zip(request.jobs, new_ids(len(request.jobs)), strict=True)
+            )
         ]
         errors.raise_if_any()
         for i, new in enumerate(news):
             access.check_queue(new.queue, f"jobs[{i}].queue")
-        # the reply must fit one message: judged before anything is created
-        replies = [pb.EnqueueJobResponse(job=job_to_proto(job_from_new(n))) for n in news]
-        budget = reply_size.Budget()
-        if not all(budget.take(reply) for reply in replies):
+        # the reply must fit one message: judged before anything is created (built in place:
+        # its size is the sum of the results' framed sizes)
+        reply = pb.BatchEnqueueJobsResponse()
+        for new, payload in zip(news, payloads, strict=True):
+            _CREATED.fill(reply.results.add().job, new, payload)
+        size, limit = reply.ByteSize(), reply_size.Budget().limit
+        if size > limit:
             raise InvalidArgument(
                 [
                     FieldViolation(
@@ -89,7 +102,9 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
                 ]
             )
         results = await self.core.enqueue(news) if news else []
-        return pb.BatchEnqueueJobsResponse(results=_batch_replies(results, replies, budget.limit))
+        if any(existed for _, existed in results):
+            _existing_replies(reply, results, size, limit)
+        return reply
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
         _require_id(request.id)
@@ -317,13 +332,16 @@ def _attempt_page(
     return page
 
 
-def _batch_replies(
-    results: list[tuple[model.Job, bool]], fresh: list[pb.EnqueueJobResponse], limit: int
-) -> list[pb.EnqueueJobResponse]:
-    """One reply per job: the precomputed one of a created job; for a repeated idempotency
-    key the existing job, whole while the reply has room, else only its id and state (an
-    existing job may be larger than the request that named its key; the stub never is)."""
-    out = list(fresh)
+def _existing_replies(
+    reply: pb.BatchEnqueueJobsResponse,
+    results: list[tuple[model.Job, bool]],
+    size: int,
+    limit: int,
+) -> None:
+    """Replaces the reply of each job whose idempotency key was taken (`reply` holds the jobs
+    as created, `size` bytes) by the existing job, whole while the reply has room, else only
+    its id and state (an existing job may be larger than the request that named its key; the
+    stub never is)."""
     stubs = {
         i: pb.EnqueueJobResponse(
             job=job_pb2.Job(id=job.id, state=JOB_STATE_TO_PROTO[job.state]), already_exists=True
@@ -331,16 +349,18 @@ def _batch_replies(
         for i, (job, existed) in enumerate(results)
         if existed
     }
-    used = sum(reply_size.framed_size(stubs.get(i, r)) for i, r in enumerate(fresh))
+    used = size + sum(
+        reply_size.framed_size(stub) - reply_size.framed_size(reply.results[i])
+        for i, stub in stubs.items()
+    )
     for i, stub in stubs.items():
         whole = pb.EnqueueJobResponse(job=job_to_proto(results[i][0]), already_exists=True)
         extra = reply_size.framed_size(whole) - reply_size.framed_size(stub)
         if used + extra <= limit:
             used += extra
-            out[i] = whole
+            reply.results[i].CopyFrom(whole)
         else:
-            out[i] = stub
-    return out
+            reply.results[i].CopyFrom(stub)
 
 
 MAX_REASON = 1024

@@ -28,6 +28,7 @@ from jobwheel.server.api.fields import (
     json_data,
     micros_of_duration,
     micros_of_timestamp,
+    plain_json,
 )
 from jobwheel.server.api.http_target import check_http_url, http_from_proto
 from jobwheel.server.rules import schedules, states, triggers
@@ -119,7 +120,7 @@ def schedule_from_proto(
     end: model.Micros | None = None
     if s.HasField("end_time"):
         end = micros_of_timestamp(s.end_time, f"{prefix}.end_time", errors)
-    jitter = 0
+    jitter = _SCHEDULE.jitter
     if s.HasField("jitter"):
         jitter = micros_of_duration(s.jitter, f"{prefix}.jitter", errors, high=MAX_WAIT) or 0
     catchup = _SCHEDULE.catchup_window
@@ -197,6 +198,10 @@ def retry_policy_from_proto(
     return model.RetryPolicy(max_attempts, initial, cap, multiplier, jitter)
 
 
+# An unset policy is all defaults (RetryPolicy is frozen: one instance serves every job).
+_DEFAULT_RETRY = model.RetryPolicy()
+
+
 def _key(name: str) -> str:
     """A map key as it appears in a field path: itself, or quoted and cut if unwieldy."""
     return name if len(name) <= 40 and name.isprintable() else quote(name, 20)
@@ -221,11 +226,23 @@ def json_document(
 ) -> tuple[bool, Any]:
     """(True, the document as JSON data) if it is at most `max_bytes` encoded and keeps the
     JSON rules (see fields.json_data); else (False, None) and a violation."""
+    ok, data, _ = _json_document(doc, field, max_bytes, errors)
+    return ok, data
+
+
+def _json_document(
+    doc: struct_pb2.Struct | struct_pb2.Value, field: str, max_bytes: int, errors: Violations
+) -> tuple[bool, Any, bool]:
+    """json_document, and whether `doc` itself equals the message the data converts back to
+    (then a reply may copy it instead of converting)."""
     if doc.ByteSize() > max_bytes:
         errors.add(field, f"is larger than {max_bytes} bytes")
-        return False, None
+        return False, None, False
+    fast = plain_json(doc, whole_ints=True)
+    if fast is not None:
+        return True, fast[0], fast[1]
     ok, data = json_data(doc, field, errors)
-    return ok, _json_numbers(data) if ok else None
+    return ok, _json_numbers(data) if ok else None, False
 
 
 def _json_numbers(data: Any) -> Any:
@@ -241,7 +258,7 @@ def _json_numbers(data: Any) -> Any:
 
 @dataclass(frozen=True)
 class Limits:
-    max_payload_bytes: int = 1 << 20
+    max_payload_bytes: int  # Settings.max_payload_bytes holds the default
 
 
 def new_job_from_proto(
@@ -251,15 +268,21 @@ def new_job_from_proto(
     limits: Limits,
     errors: Violations,
     job_id: str,
+    reply_payloads: list[struct_pb2.Struct | None] | None = None,
 ) -> model.NewJob:
+    """The validated job of an enqueue request (violations go to `errors`). Given
+    `reply_payloads`, appends the request's payload when a reply may copy it as the stored
+    payload's message, else None."""
     queue = req.queue or model.DEFAULT_QUEUE
     check_name(queue, f"{prefix}queue", errors)
     http = http_from_proto(req.http, f"{prefix}http", errors) if req.HasField("http") else None
     task = req.task or ("http" if http else "")
     check_name(task, f"{prefix}task", errors)
-    payload_ok, payload = json_document(
+    payload_ok, payload, same = _json_document(
         req.payload, f"{prefix}payload", limits.max_payload_bytes, errors
     )
+    if reply_payloads is not None:
+        reply_payloads.append(req.payload if same else None)
     reply_size.check_job_fields(req, req.ByteSize() - req.payload.ByteSize(), prefix, errors)
     check_labels(req.labels, f"{prefix}labels", errors)
     check_text(
@@ -279,7 +302,11 @@ def new_job_from_proto(
         if req.HasField("schedule")
         else None
     )
-    retry = retry_policy_from_proto(req.retry_policy, f"{prefix}retry_policy", errors)
+    retry = (
+        retry_policy_from_proto(req.retry_policy, f"{prefix}retry_policy", errors)
+        if req.HasField("retry_policy")
+        else _DEFAULT_RETRY
+    )
     next_run = now
     if schedule is not None and not errors.items:
         next_run = first_run(schedule, now, f"{prefix}schedule", errors)

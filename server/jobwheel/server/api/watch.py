@@ -75,16 +75,20 @@ class Watcher:
         bus: EventBus,
         clock: Clock,
         *,
-        heartbeat: float = 15.0,
-        buffer: int = 10_000,
+        heartbeat: float,
+        buffer: int,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
+        """WatchJobs streams: a heartbeat after `heartbeat` idle seconds, at most `buffer`
+        events waiting per stream (defaults: Settings.watch_heartbeat, watch_buffer);
+        `on_sent(n)` is told how many events each send carried."""
         self.store = store
         self.bus = bus
         self.clock = clock
         self.heartbeat = heartbeat
         self.buffer = buffer
         self.protos = ProtoCache()
-        self.on_sent: Callable[[int], None] | None = None  # told how many events went out
+        self.on_sent = on_sent  # told how many events went out
         self.closed = False
         self._open: set[Subscription] = set()
         # fired when a stream has subscribed to the bus (events from then on reach it)

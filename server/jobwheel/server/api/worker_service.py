@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import duration_pb2
+from google.rpc import code_pb2
 from jobwheel.server import model
 from jobwheel.server.api import reply_size, validate
-from jobwheel.server.api.convert import job_to_proto, timestamp
+from jobwheel.server.api.convert import JOB_STATE_TO_PROTO, job_to_proto, timestamp
+from jobwheel.server.api.errors import api_error
 from jobwheel.server.api.fields import check_text
-from jobwheel.server.execution.remote import RemoteWorkers
+from jobwheel.server.errors import DomainError, LeaseNotHeld
+from jobwheel.server.execution.remote import Beat, RemoteWorkers, Report
+from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.security import principal as access
 from jobwheel.v1 import worker_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2_grpc
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 MAX_JOBS = 1000
+# items of one HeartbeatJobs, CompleteJobs or FailJobs call
+MAX_BATCH = 1000
 MAX_WAIT = 60 * model.SECOND
 MAX_LEASE = 3600 * model.SECOND
 MAX_RETRY_AFTER = 366 * 86_400 * model.SECOND
@@ -159,19 +166,189 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         retry_after = _duration(request.retry_after, "retry_after", MAX_RETRY_AFTER, errors)
         errors.raise_if_any()
         await self._visible(request.job_id)
-        # U+0000 cannot be stored: replaced rather than refused, as a long text is cut
-        error = (request.error or "Error: failed (no message)").replace("\x00", "\ufffd")
-        if len(error) > MAX_ERROR:
-            error = error[: MAX_ERROR - 1] + "…"
         job = await self.remote.fail(
             request.job_id,
             request.epoch,
             access.lease_owner(request.worker_id),
-            error,
+            _error_text(request.error),
             retryable=request.retryable if request.HasField("retryable") else True,
             retry_after=retry_after,
         )
         return pb.FailJobResponse(job=job_to_proto(job))
+
+    # -- batches: one call, one write, a status per item --------------------------------------
+
+    async def HeartbeatJobs(self, request: pb.HeartbeatJobsRequest, context: Context) -> Any:
+        _check_batch(request.worker_id, request.heartbeats, "heartbeats")
+        errors = validate.Violations()
+        lease = _duration(request.lease_duration, "lease_duration", MAX_LEASE, errors)
+        errors.raise_if_any()
+        bad = _item_checks(request.heartbeats, "heartbeats")
+        beats: list[Beat] = []
+        for i, item in enumerate(request.heartbeats):
+            if i in bad:
+                continue
+            progress = None
+            if item.HasField("progress"):
+                found = validate.Violations()
+                _, progress = validate.json_document(
+                    item.progress, f"heartbeats[{i}].progress", self.limits.max_payload_bytes, found
+                )
+                if found.items:
+                    bad[i] = _invalid(found)
+                    continue
+            beats.append(Beat(item.job_id, item.epoch, progress))
+        owner = access.lease_owner(request.worker_id)
+        done = iter(await self.remote.heartbeat_many(owner, beats, lease or None, _sees()))
+        out = pb.HeartbeatJobsResponse()
+        for i, item in enumerate(request.heartbeats):
+            result = out.results.add(job_id=item.job_id)
+            if i in bad:
+                result.status.CopyFrom(bad[i])
+                continue
+            beat = next(done)
+            if isinstance(beat, DomainError):
+                result.status.CopyFrom(_status(beat))
+                continue
+            result.cancel_requested = beat.cancel_requested
+            result.cancel_reason = beat.cancel_reason
+            if beat.expire_time is not None:
+                result.expire_time.CopyFrom(timestamp(beat.expire_time))
+        return out
+
+    async def CompleteJobs(self, request: pb.CompleteJobsRequest, context: Context) -> Any:
+        _check_batch(request.worker_id, request.completions, "completions")
+        bad = _item_checks(request.completions, "completions")
+        reports: list[Report] = []
+        for i, item in enumerate(request.completions):
+            if i in bad:
+                continue
+            result = None
+            if item.HasField("result"):
+                found = validate.Violations()
+                _, result = validate.json_document(
+                    item.result, f"completions[{i}].result", self.limits.max_payload_bytes, found
+                )
+                if found.items:
+                    bad[i] = _invalid(found)
+                    continue
+            outcome = AttemptResult(model.AttemptOutcome.SUCCEEDED, result=result)
+            reports.append(Report(item.job_id, item.epoch, outcome))
+        return pb.CompleteJobsResponse(
+            results=await self._reports(request.worker_id, request.completions, reports, bad)
+        )
+
+    async def FailJobs(self, request: pb.FailJobsRequest, context: Context) -> Any:
+        _check_batch(request.worker_id, request.failures, "failures")
+        bad = _item_checks(request.failures, "failures")
+        reports: list[Report] = []
+        for i, item in enumerate(request.failures):
+            if i in bad:
+                continue
+            found = validate.Violations()
+            retry_after = _duration(
+                item.retry_after, f"failures[{i}].retry_after", MAX_RETRY_AFTER, found
+            )
+            if found.items:
+                bad[i] = _invalid(found)
+                continue
+            outcome = AttemptResult(
+                model.AttemptOutcome.FAILED,
+                error=_error_text(item.error),
+                retryable=item.retryable if item.HasField("retryable") else True,
+                retry_after=retry_after,
+            )
+            reports.append(Report(item.job_id, item.epoch, outcome))
+        return pb.FailJobsResponse(
+            results=await self._reports(request.worker_id, request.failures, reports, bad)
+        )
+
+    async def _reports(
+        self,
+        worker_id: str,
+        items: Sequence[Any],
+        reports: list[Report],
+        bad: dict[int, pb.ItemStatus],
+    ) -> list[pb.JobReportResult]:
+        owner = access.lease_owner(worker_id)
+        done = iter(await self.remote.report_many(owner, reports, _sees()))
+        out: list[pb.JobReportResult] = []
+        for i, item in enumerate(items):
+            if i in bad:
+                out.append(pb.JobReportResult(job_id=item.job_id, status=bad[i]))
+                continue
+            job = next(done)
+            if isinstance(job, DomainError):
+                out.append(pb.JobReportResult(job_id=item.job_id, status=_status(job)))
+            else:
+                out.append(
+                    pb.JobReportResult(job_id=item.job_id, state=JOB_STATE_TO_PROTO[job.state])
+                )
+        return out
+
+
+def _error_text(error: str) -> str:
+    """A reported error as stored: U+0000 cannot be stored and is replaced, a long text is
+    cut (refusing the report would leave the job RUNNING until its lease expires)."""
+    text = (error or "Error: failed (no message)").replace("\x00", "\ufffd")
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+def _check_batch(worker_id: str, items: Sequence[Any], field: str) -> None:
+    """INVALID_ARGUMENT for what concerns the whole batch: its worker id and size."""
+    errors = validate.Violations()
+    _worker_id(worker_id, errors)
+    if not items:
+        errors.add(field, "needs at least one item")
+    elif len(items) > MAX_BATCH:
+        errors.add(field, f"at most {MAX_BATCH} items (got {len(items)})")
+    errors.raise_if_any()
+
+
+def _item_checks(items: Sequence[Any], field: str) -> dict[int, pb.ItemStatus]:
+    """The status of each item whose job id or epoch is malformed, or whose job id an
+    earlier item has, by index."""
+    bad: dict[int, pb.ItemStatus] = {}
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        errors = validate.Violations()
+        validate.check_id(item.job_id, f"{field}[{i}].job_id", errors)
+        if item.epoch <= 0:
+            errors.add(f"{field}[{i}].epoch", "must be positive (the epoch of the lease)")
+        if errors.items:
+            bad[i] = _invalid(errors)
+        elif item.job_id in seen:
+            bad[i] = pb.ItemStatus(
+                code=code_pb2.INVALID_ARGUMENT,
+                reason="DUPLICATE_ITEM",
+                message=f"{field}[{i}].job_id: repeats an earlier item's job id",
+            )
+        seen.add(item.job_id)
+    return bad
+
+
+def _invalid(errors: validate.Violations) -> pb.ItemStatus:
+    message = "; ".join(f"{v.field}: {v.description}" for v in errors.items)
+    return pb.ItemStatus(code=code_pb2.INVALID_ARGUMENT, reason="INVALID_ARGUMENT", message=message)
+
+
+def _status(err: DomainError) -> pb.ItemStatus:
+    """What the single-job call would have answered, as an item's status."""
+    api = api_error(err)
+    status = pb.ItemStatus(code=api.code, message=api.message)
+    if isinstance(err, LeaseNotHeld):
+        status.reason = "LEASE_NOT_HELD"
+        status.current_state = JOB_STATE_TO_PROTO[err.job.state]
+        status.current_epoch = err.job.attempt
+    elif api.code == code_pb2.NOT_FOUND:
+        status.reason = "NOT_FOUND"
+    return status
+
+
+def _sees() -> Callable[[str], bool] | None:
+    """A queue-scoped caller's view: reports about other queues' jobs are NOT_FOUND."""
+    principal = access.current()
+    return principal.sees if principal.queues is not None else None
 
 
 def _leasable_queues(requested: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,7 +5,8 @@ in cycles of one write transaction each: the attempts that ended since the last 
 settled and, in the same transaction, each ready queue claims its best jobs (higher priority
 first, FIFO within a priority) for the room those endings and earlier ones left. A busy server
 thus writes one transaction per cycle for many jobs, and a job's end and its successor's start
-cost one commit together.
+cost one commit together. Jobs that come due are promoted and their queues claimed in one
+transaction too (`fire_due`), so a due job starts after a single commit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import functools
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from jobwheel.server import failures, model
 from jobwheel.server.batching import GroupCommit
@@ -29,6 +31,7 @@ from jobwheel.server.rules import recurrence, states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.signals import Signal
 from jobwheel.server.storage import DatabaseUnavailable
+from jobwheel.server.storage.transitions import FireClaim
 
 log = logging.getLogger(__name__)
 # after a failed cycle (e.g. the database is unreachable), seconds until the next try
@@ -61,6 +64,7 @@ class Dispatcher:
         concurrency: int,
         misfire_grace: model.Micros,
         lease: model.Micros = model.DEFAULT_LEASE,
+        observe_settles: Callable[[int], None] | None = None,
     ) -> None:
         self.misfire_grace = misfire_grace
         self.store = store
@@ -71,10 +75,13 @@ class Dispatcher:
         self.concurrency = concurrency
         self.lease = lease
         # Settlements from elsewhere (remote workers' reports), merged by group commit; the
-        # in-process attempts' endings go through the dispatch cycle instead.
-        self.settle = GroupCommit(store.settle)
+        # in-process attempts' endings go through the dispatch cycle instead (`observe` is
+        # told the size of either's batches).
+        self.settle = GroupCommit(store.settle, observe=observe_settles)
         # fired after each dispatch cycle (promote, settle and claim, start): tests wait on it
         self.cycles = Signal()
+        # fired after each attempt's end is stored (a drained queue runs no cycle after it)
+        self.settled = Signal()
         self._ready: set[str] = set()
         self._running: Counter[str] = Counter()  # held attempts per queue
         self._held: dict[str, _Held] = {}
@@ -87,6 +94,7 @@ class Dispatcher:
         self._buckets: dict[str, TokenBucket] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
+        self._fired: set[str] = set()
 
     @property
     def running(self) -> int:
@@ -150,9 +158,7 @@ class Dispatcher:
         now = self.clock.now()
         if self._due and self._accepting:  # something came due: only then is there anything
             self._due = False
-            self._ready |= await self.store.promote_due(
-                now, now - self.misfire_grace, lambda job: _catch_up(job, now, self.clock.random())
-            )
+            await self._fire(now)
         endings = self._outbox
         freed = Counter(h.job.queue for h, _ in endings)
         claims = self._claims(freed) if self._accepting else []
@@ -179,44 +185,29 @@ class Dispatcher:
             else:
                 self._outbox[:0] = endings  # stored by a later cycle; their jobs stay held
             raise
-        if endings and self.settle.observe is not None:
-            self.settle.observe(len(endings))
-        for (held, settlement), applied in zip(endings, applies, strict=True):
-            self._release(held)
-            if applied:
-                failures.log_if_failed(settlement)
+        if endings:
+            if self.settle.observe is not None:
+                self.settle.observe(len(endings))
+            for (held, settlement), applied in zip(endings, applies, strict=True):
+                self._release(held)
+                if applied:
+                    failures.log_if_failed(settlement)
+            self.settled.fire()
         for (queue, room), jobs in zip(claims, claimed, strict=True):
-            if (bucket := self._buckets.get(queue)) is not None:
-                bucket.give_back(room - len(jobs))
-            if len(jobs) == room:
-                self._ready.add(queue)  # there may be more
+            self._claimed(queue, room, len(jobs))
             for job in jobs:
                 self._start(job)
 
     def _claims(self, freed: Counter[str]) -> list[tuple[str, int]]:
         """(queue, how many to claim) for each ready queue with room, counting the attempts
-        whose end this cycle stores (`freed`, by queue) as ended."""
+        whose end this cycle stores (`freed`, by queue) as ended. Only a ready queue may hold
+        more (its last claim was full, it had no room, or a wake-up named it): a drained one
+        claims nothing after each ending."""
         claims: list[tuple[str, int]] = []
-        # a queue whose attempts end looks for more (another replica may have taken its
-        # jobs, or a wake-up came while it had no room)
-        for queue in sorted(self._ready.union(freed)):
-            settings = self._queues.get(queue)
-            if settings is not None and settings.paused:
-                self._ready.discard(queue)  # resuming it wakes it again
-                continue
-            limit = (settings and settings.max_concurrency) or self.concurrency
-            room = limit - self._running[queue] + freed[queue]
-            bucket = self._buckets.get(queue)
-            if bucket is not None and room > 0:
-                allowed = bucket.take(room, self.clock.monotonic())
-                if allowed < room:
-                    self._wake_later(bucket.wait(self.clock.monotonic()))
-                room = allowed
-            if room <= 0:
-                continue
-            # out before the claim: a wake-up for this queue during the claim puts it back
-            self._ready.discard(queue)
-            claims.append((queue, room))
+        for queue in sorted(self._ready):
+            room = self._room(queue, freed[queue])
+            if room > 0:
+                claims.append((queue, room))
         return claims
 
     async def _settle_alone(self, endings: list[tuple[_Held, states.Settlement]]) -> None:
@@ -236,8 +227,89 @@ class Dispatcher:
                 self._release(held, wake=True)
                 continue
             self._release(held)
+            self.settled.fire()
             if applied:
                 failures.log_if_failed(settlement)
+
+    async def _fire(self, now: model.Micros) -> None:
+        """Promotes what came due and claims the promoted jobs' queues in one transaction, so
+        a due job starts after a single commit."""
+        rooms: dict[str, int] = {}
+
+        def room(queue: str) -> int:
+            rooms[queue] = self._room(queue)
+            return rooms[queue]
+
+        def started(claimed: list[model.Job]) -> None:
+            # before the fire's events are published: the engine need not wake a queue for a
+            # job this fire started (`fired`)
+            self._fired = {job.id for job in claimed}
+            for job in claimed:
+                self._start(job)
+
+        fire = FireClaim(
+            room,
+            started,
+            self.executor.handlers.keys(),
+            self.worker_id,
+            now + self.lease,
+            include_http=self.webhooks is not None,
+        )
+        try:
+            promoted, claimed = await self.store.fire_due(
+                now,
+                now - self.misfire_grace,
+                lambda job: _catch_up(job, now, self.clock.random()),
+                fire,
+            )
+        except BaseException:
+            self._ready |= rooms.keys()
+            raise
+        finally:
+            self._fired = set()
+        self._ready |= promoted - rooms.keys()
+        per_queue = Counter(job.queue for job in claimed)
+        for queue, given in rooms.items():
+            self._claimed(queue, given, per_queue[queue])
+
+    def fired(self, job_id: str) -> bool:
+        """True while the events of the fire that started the job are told (its QUEUED event
+        needs no dispatch cycle)."""
+        return job_id in self._fired
+
+    def _room(self, queue: str, freed: int = 0) -> int:
+        """How many jobs of `queue` to claim now (its limit, rate, pause), with `freed` of its
+        held attempts counted as ended, taking the rate's tokens; a queue with room leaves
+        `_ready` (a wake-up during the claim puts it back), one without stays there until a
+        slot frees or tokens come."""
+        settings = self._queues.get(queue)
+        if settings is not None and settings.paused:
+            self._ready.discard(queue)  # resuming it wakes it again
+            return 0
+        limit = (settings and settings.max_concurrency) or self.concurrency
+        room = limit - self._running[queue] + freed
+        bucket = self._buckets.get(queue)
+        if bucket is not None and room > 0:
+            allowed = bucket.take(room, self.clock.monotonic())
+            if allowed < room:
+                self._wake_later(bucket.wait(self.clock.monotonic()))
+            room = allowed
+        if room > 0:
+            self._ready.discard(queue)
+        else:
+            self._ready.add(queue)
+        return room
+
+    def _claimed(self, queue: str, room: int, got: int) -> None:
+        """After a claim of `got` of up to `room` jobs of `queue`: unused rate tokens go back;
+        a full claim leaves the queue ready (there may be more)."""
+        if room <= 0:
+            return
+        bucket = self._buckets.get(queue)
+        if bucket is not None:
+            bucket.give_back(room - got)
+        if got == room:
+            self._ready.add(queue)
 
     def _wake_later(self, delay: float) -> None:
         loop = asyncio.get_running_loop()

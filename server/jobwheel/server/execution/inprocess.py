@@ -66,7 +66,7 @@ def _arity(fn: Handler) -> int:
 
 
 class InProcessExecutor:
-    def __init__(self, handlers: dict[str, Handler], max_threads: int = 32) -> None:
+    def __init__(self, handlers: dict[str, Handler], max_threads: int) -> None:
         self.handlers = handlers
         self._arity = {name: _arity(fn) for name, fn in handlers.items()}
         self._async = {name: inspect.iscoroutinefunction(fn) for name, fn in handlers.items()}

@@ -21,7 +21,7 @@ from typing import Any
 from jobwheel.server import failures, model
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
-from jobwheel.server.errors import LeaseNotHeld, NotFound
+from jobwheel.server.errors import DomainError, LeaseNotHeld, NotFound
 from jobwheel.server.execution.roster import Roster
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.rules import states
@@ -42,6 +42,24 @@ class Heartbeat:
     expire_time: model.Micros | None
     cancel_requested: bool = False
     cancel_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heartbeat of a batch: the lease of attempt `attempt` of `job_id`."""
+
+    job_id: str
+    attempt: int
+    progress: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One outcome of a batch: attempt `attempt` of `job_id` ended with `result`."""
+
+    job_id: str
+    attempt: int
+    result: AttemptResult
 
 
 @dataclass(slots=True)
@@ -78,14 +96,14 @@ class RemoteWorkers:
         inprocess_tasks: Collection[str] = (),
         settle: Settle | None = None,
         roster: Roster | None = None,
+        observe_renewals: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         # Tasks the server runs itself: a worker gets them only by naming them.
         self.inprocess_tasks = frozenset(inprocess_tasks)
         self._settle: Settle = settle or GroupCommit(store.settle)
-        self._renew = GroupCommit(store.renew)
-        self.renewals = self._renew
+        self._renew = GroupCommit(store.renew, observe=observe_renewals)
         self._waiters: set[_Waiter] = set()
         # Leases granted here: reports need the job as leased, and this spares a read.
         self._held: dict[str, _Held] = {}
@@ -181,34 +199,54 @@ class RemoteWorkers:
         lease: model.Micros | None,
         progress: dict[str, Any] | None,
     ) -> Heartbeat:
+        [beat] = await self.heartbeat_many(worker_id, [Beat(job_id, attempt, progress)], lease)
+        if isinstance(beat, DomainError):
+            raise beat
+        return beat
+
+    async def heartbeat_many(
+        self,
+        worker_id: str,
+        beats: Sequence[Beat],
+        lease: model.Micros | None,
+        sees: Callable[[str], bool] | None = None,
+    ) -> list[Heartbeat | DomainError]:
+        """Extends the leases of `beats` held by `worker_id` in one write; per item the new
+        lease end (or the cancellation), else NotFound / LeaseNotHeld. `lease` None: each
+        lease's original length. `sees` (a queue-scoped caller's queues) hides other jobs."""
         if self.roster is not None:
             self.roster.touched(worker_id)
-        held = self._held.get(job_id)
-        if lease is None:
-            # the original lease's length, when this replica granted it
-            lease = (
-                held.lease
-                if held is not None and held.job.attempt == attempt
-                else model.DEFAULT_LEASE
-            )
         now = self.clock.now()
-        renewal = Renewal(job_id, attempt, worker_id, now + lease, now, progress)
-        [renewed] = await self._renew([renewal])
-        job = renewed.job
-        if job is None:
-            raise NotFound("job", job_id)
-        if renewed.applied:
-            if held is not None and held.job.attempt == attempt:
-                held.job.progress = job.progress
-            return Heartbeat(job.lease_expire_time)
-        if job.state is model.JobState.CANCELLED and job.attempt == attempt:
-            # The attempt ended by cancellation: the worker should stop, and need not report.
-            return Heartbeat(None, cancel_requested=True, cancel_reason=job.cancel_reason)
-        raise LeaseNotHeld(job, attempt, worker_id)
+        renewals = []
+        for b in beats:
+            held = self._held.get(b.job_id)
+            length = lease
+            if length is None:  # the original lease's length, when this replica granted it
+                mine = held is not None and held.job.attempt == b.attempt
+                length = held.lease if mine and held is not None else model.DEFAULT_LEASE
+            renewals.append(Renewal(b.job_id, b.attempt, worker_id, now + length, now, b.progress))
+        renewed = await self._renew(renewals)
+        out: list[Heartbeat | DomainError] = []
+        for b, r in zip(beats, renewed, strict=True):
+            job = r.job
+            if job is None or (sees is not None and not sees(job.queue)):
+                out.append(NotFound("job", b.job_id))
+            elif r.applied:
+                held = self._held.get(b.job_id)
+                if held is not None and held.job.attempt == b.attempt:
+                    held.job.progress = job.progress
+                out.append(Heartbeat(job.lease_expire_time))
+            elif job.state is model.JobState.CANCELLED and job.attempt == b.attempt:
+                # The attempt ended by cancellation: the worker should stop, and need not report.
+                out.append(Heartbeat(None, True, job.cancel_reason))
+            else:
+                out.append(LeaseNotHeld(job, b.attempt, worker_id))
+        return out
 
     async def complete(self, job_id: str, attempt: int, worker_id: str, result: Any) -> model.Job:
         return await self._report(
-            job_id, attempt, worker_id, AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
+            worker_id,
+            Report(job_id, attempt, AttemptResult(AttemptOutcome.SUCCEEDED, result=result)),
         )
 
     async def fail(
@@ -221,45 +259,79 @@ class RemoteWorkers:
         retryable: bool,
         retry_after: model.Micros,
     ) -> model.Job:
-        return await self._report(
-            job_id,
-            attempt,
-            worker_id,
-            AttemptResult(
-                AttemptOutcome.FAILED, error=error, retryable=retryable, retry_after=retry_after
-            ),
+        result = AttemptResult(
+            AttemptOutcome.FAILED, error=error, retryable=retryable, retry_after=retry_after
         )
+        return await self._report(worker_id, Report(job_id, attempt, result))
 
-    async def _report(
-        self, job_id: str, attempt: int, worker_id: str, result: AttemptResult
-    ) -> model.Job:
+    async def _report(self, worker_id: str, report: Report) -> model.Job:
+        [out] = await self.report_many(worker_id, [report])
+        if isinstance(out, DomainError):
+            raise out
+        return out
+
+    async def report_many(
+        self,
+        worker_id: str,
+        reports: Sequence[Report],
+        sees: Callable[[str], bool] | None = None,
+    ) -> list[model.Job | DomainError]:
+        """Ends the attempts of `reports` held by `worker_id`, all in one settlement write.
+        Per item the job after it, else NotFound / LeaseNotHeld (that item changed nothing).
+        `sees` (a queue-scoped caller's queues) hides other jobs."""
         if self.roster is not None:
             self.roster.touched(worker_id)
-        job = await self._holding(job_id, attempt, worker_id)
-        settlement = states.settle(job, result, self.clock.now(), self.clock.random())
-        [applied] = await self._settle([settlement])
-        if not applied:
-            # Lost between the check and the write (cancelled, or the lease expired).
-            current = await self.store.get_job(job_id)
-            if current is None:
-                raise NotFound("job", job_id)
-            raise LeaseNotHeld(current, attempt, worker_id)
-        self._held.pop(job_id, None)
-        failures.log_if_failed(settlement)
-        return settlement.after
+        jobs = await self._jobs_of(reports, worker_id)
+        out: list[model.Job | DomainError] = []
+        todo: list[tuple[int, states.Settlement]] = []
+        now = self.clock.now()
+        for i, r in enumerate(reports):
+            job = jobs.get(r.job_id)
+            if job is None or (sees is not None and not sees(job.queue)):
+                out.append(NotFound("job", r.job_id))
+                continue
+            if (
+                job.state is not model.JobState.RUNNING
+                or job.attempt != r.attempt
+                or job.worker_id != worker_id
+            ):
+                out.append(LeaseNotHeld(job, r.attempt, worker_id))
+                continue
+            out.append(job)  # replaced below by the job after its settlement
+            todo.append((i, states.settle(job, r.result, now, self.clock.random())))
+        applied = await self._settle([s for _, s in todo]) if todo else []
+        lost: list[int] = []
+        for (i, settlement), ok in zip(todo, applied, strict=True):
+            if ok:
+                self._held.pop(settlement.ended.job_id, None)
+                failures.log_if_failed(settlement)
+                out[i] = settlement.after
+            else:
+                lost.append(i)
+        for i in lost:  # lost between the check and the write (cancelled, lease expired)
+            current = await self.store.get_job(reports[i].job_id)
+            out[i] = (
+                NotFound("job", reports[i].job_id)
+                if current is None
+                else LeaseNotHeld(current, reports[i].attempt, worker_id)
+            )
+        return out
 
-    async def _holding(self, job_id: str, attempt: int, worker_id: str) -> model.Job:
-        """The job as leased, if `worker_id` holds attempt `attempt` of it; else why not."""
-        held = self._held.get(job_id)
-        if held is not None and held.job.attempt == attempt and held.job.worker_id == worker_id:
-            return held.job
-        job = await self.store.get_job(job_id)  # leased by another replica, or stale
-        if job is None:
-            raise NotFound("job", job_id)
-        if (
-            job.state is not model.JobState.RUNNING
-            or job.attempt != attempt
-            or job.worker_id != worker_id
-        ):
-            raise LeaseNotHeld(job, attempt, worker_id)
-        return job
+    async def _jobs_of(self, reports: Sequence[Report], worker_id: str) -> dict[str, model.Job]:
+        """The jobs as leased here when `worker_id` holds the reported attempt (no read), the
+        others as stored (leased by another replica, or stale reports)."""
+        found: dict[str, model.Job] = {}
+        for r in reports:
+            held = self._held.get(r.job_id)
+            if (
+                held is not None
+                and held.job.attempt == r.attempt
+                and held.job.worker_id == worker_id
+            ):
+                found[r.job_id] = held.job
+        missing = [j for j in dict.fromkeys(r.job_id for r in reports) if j not in found]
+        if missing:
+            flt = model.JobFilter(ids=tuple(missing))
+            for job in await self.store.list_jobs(flt, limit=len(missing)):
+                found[job.id] = job
+        return found

@@ -36,6 +36,7 @@ class Roster:
         *,
         version: str = "",
         flush_every: float = 5.0,
+        after_flush: Callable[[Callable[[str, str], bool]], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -47,7 +48,8 @@ class Roster:
         self._local: dict[str, WorkerRow] = {}  # remote workers seen here
         self._dirty: set[str] = set()
         self._known: list[WorkerRow] = []  # every replica's rows, as of the last flush
-        self.after_flush: Callable[[], None] | None = None  # e.g. metrics that use the rows
+        # given `unserved` after each flush (the metrics count jobs without a worker)
+        self.after_flush = after_flush
 
     # -- what this replica sees -------------------------------------------------------------
 
@@ -102,7 +104,7 @@ class Roster:
                 await self.flush()
                 await self.store.forget_workers(self.clock.now() - FORGET_AFTER)
                 if self.after_flush is not None:
-                    self.after_flush()
+                    self.after_flush(self.unserved)
             except Exception:
                 log.exception("recording workers failed; retrying")
             await asyncio.sleep(self.flush_every)

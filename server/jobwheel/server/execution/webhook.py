@@ -116,6 +116,7 @@ class WebhookExecutor:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        on_delivery: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings or WebhookSettings()
         self._signer = Signer(self.settings.secrets)
@@ -125,7 +126,7 @@ class WebhookExecutor:
         )
         self._clock = clock
         # told the status class ("2xx".."5xx") or "error" of every request sent (metrics)
-        self.on_delivery: Callable[[str], None] | None = None
+        self.on_delivery = on_delivery
 
     def _delivered(self, status_class: str) -> None:
         if self.on_delivery is not None:

@@ -59,7 +59,8 @@ def previous_state(group: Sequence[Event]) -> JobState | object | None:
     if first is E.MISFIRE_SKIPPED:
         return S.SCHEDULED
     if first is E.QUEUED:  # promotion: retries wait in RETRYING, first runs in SCHEDULED
-        return S.RETRYING if job.attempt > 0 else S.SCHEDULED
+        # (read from the promotion's own snapshot: a fire's claim may follow in the group)
+        return S.RETRYING if group[0].job.attempt > 0 else S.SCHEDULED
     if first is E.RESUMED:
         return S.PAUSED
     if first is E.PROGRESS:
@@ -199,7 +200,8 @@ class JobMetrics:
                 if counter is not None:
                     getattr(m, counter).labels(*labels).inc()
             due, start = job.next_run_time, job.start_time
-            if types[0] is E.STARTED and start is not None and due is not None:
+            # a start, alone or right after its promotion (a fire claims in that transaction)
+            if E.STARTED in types and start is not None and due is not None:
                 m.lateness.labels(labels[0]).observe(max(0, start - due) / SECOND)
             outcome = _attempt_outcome(types, job)
             if outcome is not None and job.start_time is not None:

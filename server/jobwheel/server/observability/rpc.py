@@ -46,6 +46,8 @@ def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | No
 class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
+        # method -> (the handler, its wrapping, its started counter): built once per method
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler, Any]] = {}
 
     async def intercept_service(
         self,
@@ -56,10 +58,23 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            started = None
+            if self.metrics is not None:
+                started = self.metrics.rpc_started.labels(*self._labels(method, handler))
+            cached = self._wrapped[method] = (handler, self._wrap(method, handler), started)
+        if cached[2] is not None:
+            cached[2].inc()
+        return cached[1]
+
+    @staticmethod
+    def _labels(method: str, handler: grpc.RpcMethodHandler) -> tuple[str, str, str]:
         service, _, name = method.lstrip("/").rpartition("/")
-        kind = _kind(handler)
-        labels = (kind, service, name)
-        observe = self._observer(method, labels)
+        return _kind(handler), service, name
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        observe = self._observer(method, self._labels(method, handler))
         if handler.response_streaming:
             inner = handler.unary_stream or handler.stream_stream
 
@@ -99,14 +114,17 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, method: str, labels: tuple[str, str, str]
     ) -> Callable[[Any, BaseException | None, float], None]:
         m = self.metrics
-        if m is not None:
-            m.rpc_started.labels(*labels).inc()
+        seconds = m.rpc_seconds.labels(*labels) if m is not None else None
+        handled: dict[str, Any] = {}  # code -> its counter
 
         def observe(context: Any, error: BaseException | None, took: float) -> None:
             code = _code(context, error)
-            if m is not None:
-                m.rpc_handled.labels(*labels, code).inc()
-                m.rpc_seconds.labels(*labels).observe(took)
+            if m is not None and seconds is not None:
+                counter = handled.get(code)
+                if counter is None:
+                    counter = handled[code] = m.rpc_handled.labels(*labels, code)
+                counter.inc()
+                seconds.observe(took)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "rpc %s %s %.1fms",

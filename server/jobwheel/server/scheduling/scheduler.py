@@ -3,14 +3,13 @@
 The database is the source of truth; the wheel is an index of what comes due within the
 horizon. At start and every `reload_every` the jobs due within the horizon are (re)loaded;
 an enqueue, retry or next occurrence inside the horizon goes straight in. The loop sleeps
-until the earliest due time (no polling while idle) and is woken early when an earlier one
-arrives.
+(on the clock, so tests can drive it with a FakeClock) until the earliest due time, with no
+polling while idle, and is woken early when an earlier one arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ from jobwheel.server.clock import Clock
 from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.model import SECOND, Micros
 from jobwheel.server.scheduling.timer_wheel import TimerWheel
+from jobwheel.server.signals import Signal
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,33 @@ class Scheduler:
         self.load_limit = load_limit
         # job ids (something comes due) and other timers (tuples, told to `on_timer`)
         self.wheel: TimerWheel[str | tuple[str, str, int]] = TimerWheel(clock.now())
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None
         self._sleeping_until: Micros | None = None
+        # fired after each pass of the loop (timers fired, next wake-up chosen): tests wait on it
+        self.passes = Signal()
 
     def add(self, job_id: str, due: Micros) -> None:
         """Indexes a due time; ignored beyond the horizon (the next reload picks it up)."""
         if due >= self.clock.now() + self.horizon:
             return
         self.wheel.insert(job_id, due)
-        if self._sleeping_until is None or due < self._sleeping_until:
-            self._wake.set()
+        self._wake_if_before(due)
 
     def add_timer(self, key: tuple[str, str, int], due: Micros) -> None:
         """A timer for `on_timer`, whatever the horizon."""
         self.wheel.insert(key, due)
-        if self._sleeping_until is None or due < self._sleeping_until:
-            self._wake.set()
+        self._wake_if_before(due)
+
+    def _wake_if_before(self, due: Micros) -> None:
+        woken = self._wake
+        # while awake, the loop looks at the wheel before it sleeps again
+        if woken is not None and due < (self._sleeping_until or due + 1):
+            _resolve(woken)
+
+    @property
+    def sleeping_until(self) -> Micros | None:
+        """When the loop wakes next (µs) while it sleeps; None while it works or is woken."""
+        return None if self._wake is None or self._wake.done() else self._sleeping_until
 
     def forget(self, job_id: str) -> None:
         self.wheel.cancel(job_id)
@@ -85,10 +96,26 @@ class Scheduler:
                     self.on_timer(key, when)
             due = self.wheel.next_due()
             target = next_reload if due is None else min(due, next_reload)
-            self._sleeping_until = target
-            self._wake.clear()
-            delay = max(0, target - self.clock.now()) / SECOND
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+            self.passes.fire()
+            await self._sleep_until(target)
+
+    async def _sleep_until(self, target: Micros) -> None:
+        """Sleeps on the clock until `target` (µs), or until `add` brings an earlier time."""
+        delay = (target - self.clock.now()) / SECOND
+        if delay <= 0:
+            return
+        woken = self._wake = asyncio.get_running_loop().create_future()
+        self._sleeping_until = target
+        sleep = asyncio.ensure_future(self.clock.sleep(delay))
+        sleep.add_done_callback(lambda _: _resolve(woken))
+        try:
+            await woken
+        finally:
             self._sleeping_until = None
+            self._wake = None
+            sleep.cancel()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -28,10 +28,11 @@ def _targets(request: Message, response: Message | None) -> list[str]:
         return []
     if "job" in response.DESCRIPTOR.fields_by_name and response.HasField("job"):
         return [response.job.id]  # type: ignore[attr-defined]
-    if "results" in response.DESCRIPTOR.fields_by_name:  # BatchEnqueueJobs
-        return [r.job.id for r in response.results][:MAX_TARGETS]  # type: ignore[attr-defined]
+    if "results" in response.DESCRIPTOR.fields_by_name:  # BatchEnqueueJobs, CompleteJobs, ...
+        results = response.results[:MAX_TARGETS]  # type: ignore[attr-defined]
+        return [r.job_id if hasattr(r, "job_id") else r.job.id for r in results]
     if "leases" in response.DESCRIPTOR.fields_by_name:  # LeaseJobs
-        return [lease.job.id for lease in response.leases][:MAX_TARGETS]  # type: ignore[attr-defined]
+        return [lease.job.id for lease in response.leases[:MAX_TARGETS]]  # type: ignore[attr-defined]
     if "subscription" in response.DESCRIPTOR.fields_by_name:
         return [response.subscription.id]  # type: ignore[attr-defined]
     return []

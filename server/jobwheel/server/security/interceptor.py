@@ -19,17 +19,15 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2
 from jobwheel.server.api import guard
-from jobwheel.server.api.errors import DOMAIN, to_grpc_status
-from jobwheel.server.errors import DomainError
+from jobwheel.server.api.errors import DOMAIN, ApiError, to_grpc_status
+from jobwheel.server.errors import DomainError, Unauthenticated, quote
 from jobwheel.server.security import audit, roles
 from jobwheel.server.security.jwt_auth import JwtError, JwtVerifier
 from jobwheel.server.security.principal import (
     ANONYMOUS,
-    PermissionDenied,
     Principal,
-    Unauthenticated,
     reset_current,
     set_current,
 )
@@ -39,10 +37,13 @@ from jobwheel.server.security.tokens import PREFIX, TokensFile
 log = logging.getLogger(__name__)
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 HEALTH = "/grpc.health.v1.Health/"
+MAX_QUOTED_SUBJECT = 200  # an operator copies it into the tokens file
 REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 
 
-class RoleRequired(PermissionDenied):
+class RoleRequired(ApiError):
+    code = code_pb2.PERMISSION_DENIED
+
     def __init__(self, principal: Principal, method: str, needed: roles.Role | None) -> None:
         name = method.rsplit("/", 1)[-1]
         if needed is None:
@@ -84,6 +85,8 @@ class Authenticator:
                 settings.auth_jwks,
                 issuer=settings.auth_jwt_issuer or "",
                 audience=settings.auth_jwt_audience or "",
+                role_claim=settings.auth_jwt_role_claim,
+                queues_claim=settings.auth_jwt_queues_claim,
             )
             if settings.auth_jwks
             else None
@@ -101,9 +104,18 @@ class Authenticator:
                 return ANONYMOUS
             return Principal(subject, roles.Role.ADMIN, None)
         token = _bearer(context.invocation_metadata() or ())
-        if token is None:
+        if token is not None:
+            return await self.verify(token)
+        if subject is None or self.tokens is None:
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
-        return await self.verify(token)
+        # no token, a verified client certificate: the tokens file may list its subject
+        found = self.tokens.certificate(subject)
+        if found is None:
+            raise Unauthenticated(
+                f"no bearer token, and client certificate {quote(subject, MAX_QUOTED_SUBJECT)} "
+                "is not listed in the tokens file"
+            )
+        return found
 
     async def verify(self, token: str) -> Principal:
         """The principal of a bearer token from the tokens file or a JWT (the dashboard's
@@ -134,6 +146,8 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticator: Authenticator, *, protect_reflection: bool) -> None:
         self.authenticator = authenticator
         self.protect_reflection = protect_reflection
+        # method -> (the handler wrapped, its wrapping): built once, not on every call
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -144,12 +158,18 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or method.startswith(HEALTH):
             return handler
+        if method.startswith(REFLECTION) and not self.protect_reflection:
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if method.startswith(REFLECTION):
-            if not self.protect_reflection:
-                return handler
-            return _wrap(handler, self._admitter(method, any_role=True), None)
-        record = None if method in roles.NOT_AUDITED else method
-        return _wrap(handler, self._admitter(method, any_role=False), record)
+            wrapped = _wrap(handler, self._admitter(method, any_role=True), None)
+        else:
+            record = None if method in roles.NOT_AUDITED else method
+            wrapped = _wrap(handler, self._admitter(method, any_role=False), record)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _admitter(self, method: str, any_role: bool) -> Callable[[Context], Awaitable[Principal]]:
         async def admit(context: Context) -> Principal:

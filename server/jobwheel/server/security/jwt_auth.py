@@ -3,7 +3,8 @@
 A token must be signed by a key of the set (asymmetric algorithms only), unexpired, and carry
 the configured issuer (`iss`) and audience (`aud`). Its claims map to a principal: `sub` is the
 name, `role` one of the role names, and the optional `queues` (a list, or a space-separated
-string) the queue scope.
+string) the queue scope; the last two claims' names are settings (an issuer may namespace them,
+e.g. `https://example.com/role`).
 """
 
 from __future__ import annotations
@@ -68,9 +69,19 @@ class _JwksFile:
 class JwtVerifier:
     """Verifies tokens against `jwks` (a file path, or an http(s) URL fetched and cached)."""
 
-    def __init__(self, jwks: str, *, issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        jwks: str,
+        *,
+        issuer: str,
+        audience: str,
+        role_claim: str = "role",
+        queues_claim: str = "queues",
+    ) -> None:
         self.issuer = issuer
         self.audience = audience
+        self.role_claim = role_claim
+        self.queues_claim = queues_claim
         self._url = jwks.startswith(("https://", "http://"))
         self._file = None if self._url else _JwksFile(jwks)
         self._client = (
@@ -105,7 +116,7 @@ class JwtVerifier:
             )
         except jwt.InvalidTokenError as exc:
             raise JwtError(str(exc)) from None
-        principal = principal_of(claims)
+        principal = principal_of(claims, self.role_claim, self.queues_claim)
         until = min(float(claims["exp"]), time.time() + CACHE_SECONDS)
         self._verified[hashlib.sha256(token.encode()).digest()] = (until, principal)
         if len(self._verified) > CACHE_SIZE:
@@ -122,16 +133,18 @@ class JwtVerifier:
         return self._verify(token)
 
 
-def principal_of(claims: dict[str, Any]) -> Principal:
+def principal_of(
+    claims: dict[str, Any], role_claim: str = "role", queues_claim: str = "queues"
+) -> Principal:
     """The principal named by verified claims; JwtError when they do not name a role."""
-    name, role = claims.get("sub"), claims.get("role")
+    name, role = claims.get("sub"), claims.get(role_claim)
     if not isinstance(name, str) or not name:
         raise JwtError("claim 'sub' must be a non-empty string")
     try:
         parsed = parse_role(role if isinstance(role, str) else "")
     except ValueError as exc:
-        raise JwtError(f"claim 'role': {exc}") from None
-    raw = claims.get("queues")
+        raise JwtError(f"claim {role_claim!r}: {exc}") from None
+    raw = claims.get(queues_claim)
     queues: frozenset[str] | None
     if raw is None:
         queues = None
@@ -140,7 +153,9 @@ def principal_of(claims: dict[str, Any]) -> Principal:
     elif isinstance(raw, list) and all(isinstance(q, str) for q in raw):
         queues = frozenset(raw)
     else:
-        raise JwtError("claim 'queues' must be a list of queue names or a space-separated string")
+        raise JwtError(
+            f"claim {queues_claim!r} must be a list of queue names or a space-separated string"
+        )
     if queues is not None and not queues:
-        raise JwtError("claim 'queues' must not be empty (leave it out for every queue)")
+        raise JwtError(f"claim {queues_claim!r} must not be empty (leave it out for every queue)")
     return Principal(name, parsed, queues)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass, replace
 
-from google.rpc import code_pb2
 from jobwheel.server import model
-from jobwheel.server.api.errors import ApiError, FieldViolation, InvalidArgument, NotFound
+from jobwheel.server.errors import InvalidField, NotFound, PermissionDenied
 from jobwheel.server.security.roles import Role
 
 # A queue name no job can have (names are validated letters, digits and _-.:): a scoped
@@ -50,14 +49,6 @@ def set_current(principal: Principal) -> contextvars.Token[Principal]:
 
 def reset_current(token: contextvars.Token[Principal]) -> None:
     _current.reset(token)
-
-
-class PermissionDenied(ApiError):
-    code = code_pb2.PERMISSION_DENIED
-
-
-class Unauthenticated(ApiError):
-    code = code_pb2.UNAUTHENTICATED
 
 
 def narrow(flt: model.JobFilter) -> model.JobFilter:
@@ -104,12 +95,7 @@ def lease_owner(worker_id: str) -> str:
         return worker_id
     owner = f"{principal.name}/{worker_id}"
     if len(owner) > MAX_WORKER_ID:
-        raise InvalidArgument(
-            [
-                FieldViolation(
-                    "worker_id",
-                    f"with the principal name it is longer than {MAX_WORKER_ID} characters",
-                )
-            ]
+        raise InvalidField(
+            "worker_id", f"with the principal name it is longer than {MAX_WORKER_ID} characters"
         )
     return owner

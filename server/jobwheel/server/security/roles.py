@@ -57,7 +57,16 @@ ROWS: dict[Role, tuple[str, ...]] = {
         )
     ),
     Role.WORKER: tuple(
-        WORKER_SERVICE + m for m in ("LeaseJobs", "HeartbeatJob", "CompleteJob", "FailJob")
+        WORKER_SERVICE + m
+        for m in (
+            "LeaseJobs",
+            "HeartbeatJob",
+            "CompleteJob",
+            "FailJob",
+            "HeartbeatJobs",
+            "CompleteJobs",
+            "FailJobs",
+        )
     ),
     Role.ADMIN: tuple(
         JOB_SERVICE + m
@@ -86,7 +95,7 @@ if len(ROW_OF) != sum(len(methods) for methods in ROWS.values()):  # pragma: no 
 # Calls that change something and are written to the audit log. HeartbeatJob only extends a
 # lease the caller already holds, and would repeat every few seconds per running job.
 READ_ONLY = frozenset({*ROWS[Role.READER], JOB_SERVICE + "ListEventSubscriptions"})
-NOT_AUDITED = READ_ONLY | {WORKER_SERVICE + "HeartbeatJob"}
+NOT_AUDITED = READ_ONLY | {WORKER_SERVICE + "HeartbeatJob", WORKER_SERVICE + "HeartbeatJobs"}
 
 
 def allowed(role: Role, method: str) -> bool:

@@ -21,6 +21,8 @@ class SecuritySettings:
     auth_jwks: str | None = None
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
+    auth_jwt_role_claim: str = "role"
+    auth_jwt_queues_claim: str = "queues"
     auth_reflection: bool = False
     insecure: bool = False
 
@@ -50,66 +52,57 @@ def _flag(env: Mapping[str, str], name: str, parser: argparse.ArgumentParser) ->
     return value in TRUE
 
 
+# (flag, metavar, help): each a path or name; its variable is JOBWHEEL_ and the flag in capitals
+_VALUES = (
+    ("--tls-cert", "PEM", "serve TLS with this certificate chain; re-read on SIGHUP"),
+    ("--tls-key", "PEM", "the private key of --tls-cert"),
+    (
+        "--tls-client-ca",
+        "PEM",
+        "require client certificates issued by these CAs (mutual TLS); the certificate "
+        "subject names the caller",
+    ),
+    (
+        "--auth-tokens",
+        "FILE",
+        "require bearer tokens listed (as SHA-256 hashes) in this TOML file, re-read when it "
+        "changes; add one with `jobwheel-server token create`",
+    ),
+    ("--auth-jwks", "FILE|URL", "also accept JWTs signed by a key of this JWKS"),
+    ("--auth-jwt-issuer", "ISS", "the issuer (iss) JWTs must carry"),
+    ("--auth-jwt-audience", "AUD", "the audience (aud) JWTs must carry"),
+    ("--auth-jwt-role-claim", "NAME", "the JWT claim that holds the role (default: role)"),
+    (
+        "--auth-jwt-queues-claim",
+        "NAME",
+        "the JWT claim that holds the queue scope (default: queues)",
+    ),
+)
+MAX_CLAIM_NAME = 256
+# (flag, help): switches, also true when their variable is
+_SWITCHES = (
+    ("--auth-reflection", "server reflection needs a valid token too"),
+    (
+        "--insecure",
+        "allow a non-loopback --listen (or --http-listen) without TLS and authentication",
+    ),
+)
+
+
+def _variable(flag: str) -> str:
+    return "JOBWHEEL_" + flag.removeprefix("--").replace("-", "_").upper()
+
+
 def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     g = parser.add_argument_group("security (see the README's Security section)")
-    add = g.add_argument
-    add(
-        "--tls-cert",
-        default=env.get("JOBWHEEL_TLS_CERT"),
-        metavar="PEM",
-        help="serve TLS with this certificate chain; re-read on SIGHUP (JOBWHEEL_TLS_CERT)",
-    )
-    add(
-        "--tls-key",
-        default=env.get("JOBWHEEL_TLS_KEY"),
-        metavar="PEM",
-        help="the private key of --tls-cert (JOBWHEEL_TLS_KEY)",
-    )
-    add(
-        "--tls-client-ca",
-        default=env.get("JOBWHEEL_TLS_CLIENT_CA"),
-        metavar="PEM",
-        help="require client certificates issued by these CAs (mutual TLS); the certificate "
-        "subject names the caller (JOBWHEEL_TLS_CLIENT_CA)",
-    )
-    add(
-        "--auth-tokens",
-        default=env.get("JOBWHEEL_AUTH_TOKENS"),
-        metavar="FILE",
-        help="require bearer tokens listed (as SHA-256 hashes) in this TOML file, re-read "
-        "when it changes; add one with `jobwheel-server token create` (JOBWHEEL_AUTH_TOKENS)",
-    )
-    add(
-        "--auth-jwks",
-        default=env.get("JOBWHEEL_AUTH_JWKS"),
-        metavar="FILE|URL",
-        help="also accept JWTs signed by a key of this JWKS (JOBWHEEL_AUTH_JWKS)",
-    )
-    add(
-        "--auth-jwt-issuer",
-        default=env.get("JOBWHEEL_AUTH_JWT_ISSUER"),
-        metavar="ISS",
-        help="the issuer (iss) JWTs must carry (JOBWHEEL_AUTH_JWT_ISSUER)",
-    )
-    add(
-        "--auth-jwt-audience",
-        default=env.get("JOBWHEEL_AUTH_JWT_AUDIENCE"),
-        metavar="AUD",
-        help="the audience (aud) JWTs must carry (JOBWHEEL_AUTH_JWT_AUDIENCE)",
-    )
-    add(
-        "--auth-reflection",
-        action="store_true",
-        default=_flag(env, "JOBWHEEL_AUTH_REFLECTION", parser),
-        help="server reflection needs a valid token too (JOBWHEEL_AUTH_REFLECTION)",
-    )
-    add(
-        "--insecure",
-        action="store_true",
-        default=_flag(env, "JOBWHEEL_INSECURE", parser),
-        help="allow a non-loopback --listen (or --http-listen) without TLS and authentication "
-        "(JOBWHEEL_INSECURE)",
-    )
+    for flag, metavar, text in _VALUES:
+        var = _variable(flag)
+        g.add_argument(flag, default=env.get(var), metavar=metavar, help=f"{text} ({var})")
+    for flag, text in _SWITCHES:
+        var = _variable(flag)
+        g.add_argument(
+            flag, action="store_true", default=_flag(env, var, parser), help=f"{text} ({var})"
+        )
 
 
 def from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SecuritySettings:
@@ -121,6 +114,8 @@ def from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         auth_jwks=args.auth_jwks or None,
         auth_jwt_issuer=args.auth_jwt_issuer or None,
         auth_jwt_audience=args.auth_jwt_audience or None,
+        auth_jwt_role_claim=args.auth_jwt_role_claim or "role",
+        auth_jwt_queues_claim=args.auth_jwt_queues_claim or "queues",
         auth_reflection=args.auth_reflection,
         insecure=args.insecure,
     )
@@ -130,6 +125,14 @@ def from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     if s.auth_jwks is not None and not (s.auth_jwt_issuer and s.auth_jwt_audience):
         parser.error("--auth-jwks needs --auth-jwt-issuer and --auth-jwt-audience")
+    for flag, claim in (
+        ("--auth-jwt-role-claim", s.auth_jwt_role_claim),
+        ("--auth-jwt-queues-claim", s.auth_jwt_queues_claim),
+    ):
+        if len(claim) > MAX_CLAIM_NAME or not claim.isprintable():
+            parser.error(f"{flag} must be 1-{MAX_CLAIM_NAME} printable characters")
+    if s.auth_jwt_role_claim == s.auth_jwt_queues_claim:
+        parser.error("--auth-jwt-role-claim and --auth-jwt-queues-claim must differ")
     return s
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from jobwheel.server.model import Event
 from jobwheel.server.storage.dialect import Dialect, StorageUrlError, create_engines
 from jobwheel.server.storage.migrations import (
     MIGRATIONS,
@@ -35,10 +36,16 @@ async def open_store(
     sqlite_synchronous: str = "FULL",
     migrations: Sequence[Migration] = MIGRATIONS,
     idempotency_window: int | None = None,
+    event_sink: Callable[[list[Event]], None] | None = None,
+    on_unreachable: Callable[[], None] | None = None,
+    on_transaction: Callable[[str, float], None] | None = None,
 ) -> Store:
     """Connect to `url` (sqlite:///rel.db, sqlite:////abs.db, postgresql://user@host:port/db)
     and bring its schema up to date. An idempotency key holds for `idempotency_window` µs
-    (None: forever). `migrations` is replaceable for tests only."""
+    (None: forever). The store tells `event_sink` the events of each committed transaction,
+    `on_unreachable()` when a call found the database unreachable, and `on_transaction(kind,
+    seconds)` the duration of each "read" or "write" transaction. `migrations` is replaceable
+    for tests only."""
     engines = create_engines(url, sqlite_synchronous=sqlite_synchronous)
     try:
         await migrate(engines, migrations)
@@ -46,4 +53,10 @@ async def open_store(
     except BaseException:
         await engines.dispose()
         raise
-    return Store(engines, idempotency_window=idempotency_window)
+    return Store(
+        engines,
+        idempotency_window=idempotency_window,
+        event_sink=event_sink,
+        on_unreachable=on_unreachable,
+        on_transaction=on_transaction,
+    )

@@ -41,33 +41,42 @@ _SQLITE_INSERT_ATTEMPT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 # Fenced like SQLite's (the attempt held, and for a lost attempt an expired lease), in one
-# statement that ends the attempt rows of the jobs it settled and returns their ids.
+# statement: of a job's settlements that pass the fence (its rows locked first), the first in
+# the batch applies; it ends the attempt rows of the jobs it settled and returns the indexes
+# (1-based) of the settlements that applied.
 _PG_SETTLE = f"""
 WITH v AS (
   SELECT * FROM unnest(
     $1::varchar[], $2::int[], $3::int[], $4::varchar[], $5::bigint[], $6::int[],
     $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::int[], $12::int[],
     $13::bigint[], $14::varchar[], $15::text[], $16::text[]
-  ) AS v(id, held, execution, state, next_run_time, attempt, end_time, last_error, result,
-         now, skipped, released, lease_before, outcome, error, attempt_result)
-), settled AS (
-  UPDATE jobs SET state = v.state, next_run_time = v.next_run_time, attempt = v.attempt,
-    end_time = v.end_time, last_error = v.last_error, result = v.result,
-    skipped_count = jobs.skipped_count + v.skipped, released_attempts = v.released,
-    worker_id = '', lease_expire_time = NULL, update_time = v.now
-  FROM v
-  WHERE jobs.id = v.id AND jobs.state = '{_RUNNING}' AND jobs.attempt = v.held
-    AND jobs.execution_count = v.execution
+  ) WITH ORDINALITY AS v(id, held, execution, state, next_run_time, attempt, end_time,
+         last_error, result, now, skipped, released, lease_before, outcome, error,
+         attempt_result, ord)
+), holding AS (
+  SELECT v.* FROM v JOIN jobs ON jobs.id = v.id
+  WHERE jobs.state = '{_RUNNING}' AND jobs.attempt = v.held AND jobs.execution_count = v.execution
     AND (v.lease_before IS NULL OR jobs.lease_expire_time < v.lease_before)
-  RETURNING jobs.id
+  FOR UPDATE OF jobs
+), w AS (
+  SELECT DISTINCT ON (id) * FROM holding ORDER BY id, ord
+), settled AS (
+  UPDATE jobs SET state = w.state, next_run_time = w.next_run_time, attempt = w.attempt,
+    end_time = w.end_time, last_error = w.last_error, result = w.result,
+    skipped_count = jobs.skipped_count + w.skipped, released_attempts = w.released,
+    worker_id = '', lease_expire_time = NULL, update_time = w.now
+  FROM w
+  WHERE jobs.id = w.id AND jobs.state = '{_RUNNING}' AND jobs.attempt = w.held
+    AND jobs.execution_count = w.execution
+  RETURNING jobs.id, w.ord
 ), ended AS (
-  UPDATE attempts SET end_time = v.now, outcome = v.outcome, error = v.error,
-    result = v.attempt_result
-  FROM v JOIN settled ON settled.id = v.id
-  WHERE attempts.job_id = v.id AND attempts.execution = v.execution
-    AND attempts.number = v.held AND attempts.outcome = '{_ATTEMPT_RUNNING}'
+  UPDATE attempts SET end_time = w.now, outcome = w.outcome, error = w.error,
+    result = w.attempt_result
+  FROM w JOIN settled ON settled.id = w.id
+  WHERE attempts.job_id = w.id AND attempts.execution = w.execution
+    AND attempts.number = w.held AND attempts.outcome = '{_ATTEMPT_RUNNING}'
 )
-SELECT id FROM settled
+SELECT ord FROM settled
 """
 _PG_INSERT_ATTEMPTS = (
     "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
@@ -145,28 +154,26 @@ async def settle_endings(
     conn: AsyncConnection, dialect: Dialect, settlements: Sequence[Settlement]
 ) -> tuple[list[bool], list[Change]]:
     """Applies the settlements whose attempt the job still holds; says which applied, and
-    the event changes of those. Of two settlements of one job, only the first can apply."""
+    the event changes of those. Of a job's settlements in one batch (two reports merged),
+    the first that holds applies, the others do not."""
     if not settlements:
         return [], []
-    firsts: dict[str, int] = {}
-    for i, s in enumerate(settlements):
-        firsts.setdefault(s.ended.job_id, i)
-    candidates = [settlements[i] for i in firsts.values()]
     if dialect.array_params:
-        applied_ids = await _settle_arrays(conn, candidates)
+        applies = await _settle_arrays(conn, settlements)
     else:
-        held = await _held_attempts(conn, dialect, list(firsts))
-        applied = [s for s in candidates if _holds(held.get(s.ended.job_id), s)]
+        held = await _held_attempts(conn, dialect, list({s.ended.job_id for s in settlements}))
+        applies = []
+        for s in settlements:
+            ok = _holds(held.get(s.ended.job_id), s)
+            if ok:
+                held.pop(s.ended.job_id)  # settled: a later one of the job holds nothing
+            applies.append(ok)
+        applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
         if applied:
             await conn.exec_driver_sql(_SQLITE_SETTLE_JOB, [_job_params(s) for s in applied])
             await conn.exec_driver_sql(
                 _SQLITE_SETTLE_ATTEMPT, [_attempt_params(s) for s in applied]
             )
-        applied_ids = {s.ended.job_id for s in applied}
-    applies = [
-        firsts[s.ended.job_id] == i and s.ended.job_id in applied_ids
-        for i, s in enumerate(settlements)
-    ]
     changes = [
         (etype, s.after)
         for s, ok in zip(settlements, applies, strict=True)
@@ -176,8 +183,8 @@ async def settle_endings(
     return applies, changes
 
 
-async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement]) -> set[str]:
-    """PostgreSQL: the ids of the jobs whose settlement applied."""
+async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement]) -> list[bool]:
+    """PostgreSQL: settles in one statement; which of `settlements` applied."""
     ended = [s.ended for s in settlements]
     after = [s.after for s in settlements]
     params = (
@@ -198,7 +205,8 @@ async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement
         [e.error for e in ended],
         [job_result_doc(e.result) for e in ended],
     )
-    return {r[0] for r in await conn.exec_driver_sql(_PG_SETTLE, params)}
+    applied = {int(r[0]) for r in await conn.exec_driver_sql(_PG_SETTLE, params)}
+    return [i + 1 in applied for i in range(len(settlements))]
 
 
 async def _held_attempts(

@@ -19,16 +19,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class StoreBase:
-    def __init__(self, engines: Engines, *, idempotency_window: int | None = None) -> None:
+    def __init__(
+        self,
+        engines: Engines,
+        *,
+        idempotency_window: int | None = None,
+        event_sink: Callable[[list[Event]], None] | None = None,
+        on_unreachable: Callable[[], None] | None = None,
+        on_transaction: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._engines = engines
         # Told of every event after its transaction committed (the WatchJobs bus).
-        self.event_sink: Callable[[list[Event]], None] | None = None
+        self.event_sink = event_sink
         # how long an idempotency key holds (µs); None: forever
         self.idempotency_window = idempotency_window
         # told the kind ("read"/"write") and seconds of each transaction (metrics)
-        self.on_transaction: Callable[[str, float], None] | None = None
+        self.on_transaction = on_transaction
         # Told when a call found the database unreachable (health follows it).
-        self.on_unreachable: Callable[[], None] | None = None
+        self.on_unreachable = on_unreachable
 
     @asynccontextmanager
     async def _outages(self) -> AsyncIterator[None]:
@@ -67,6 +75,16 @@ class StoreBase:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         start = time.perf_counter()
         async with self._outages(), self._engines.write.begin() as conn:
+            yield conn
+        if self.on_transaction is not None:
+            self.on_transaction("write", time.perf_counter() - start)
+
+    @asynccontextmanager
+    async def _raw_write(self) -> AsyncIterator[AsyncConnection]:
+        """The write connection with no transaction begun: for work that runs its own
+        transaction on the driver's connection (see dialect.in_sqlite_thread)."""
+        start = time.perf_counter()
+        async with self._outages(), self._engines.write.connect() as conn:
             yield conn
         if self.on_transaction is not None:
             self.on_transaction("write", time.perf_counter() - start)

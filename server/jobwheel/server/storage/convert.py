@@ -223,31 +223,92 @@ def job_result_doc(value: Any) -> str | None:
 # read-only uses: the cached documents are never modified
 _schedule_doc = functools.lru_cache(maxsize=256)(schedule_to_doc)
 _retry_doc = functools.lru_cache(maxsize=256)(retry_to_doc)
-_SNAPSHOT_FIELDS = tuple(
+# Snapshot fields every snapshot holds (Job's fields without a default); the others only when
+# they differ from their default: a reader (this one or an older one) fills in the defaults.
+_REQUIRED_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(Job)
     # the trace context is read from the jobs table by those that continue the trace
     if f.name not in ("payload", "schedule", "retry_policy", "http", "traceparent")
+    and f.default is dataclasses.MISSING
+    and f.default_factory is dataclasses.MISSING
+)
+_OPTIONAL_FIELDS = tuple(
+    (f.name, f.default)
+    for f in dataclasses.fields(Job)
+    if f.name != "traceparent"
+    and f.name not in _REQUIRED_FIELDS
+    and f.name != "payload"
+    and f.name not in ("schedule", "retry_policy", "http")
 )
 
 
-def job_snapshot(job: Job) -> str:
-    """The job without its payload, as stored in the event log."""
-    doc = {name: getattr(job, name) for name in _SNAPSHOT_FIELDS}
+def _shared_snapshot_doc(job: Job) -> dict[str, Any]:
+    doc = {name: getattr(job, name) for name in _REQUIRED_FIELDS}
     # schedules and policies are shared by many jobs: their encodings are cached
     doc["schedule"] = None if job.schedule is None else _schedule_doc(job.schedule)
     doc["retry_policy"] = _retry_doc(job.retry_policy)
     doc["http"] = None if job.http is None else http_to_doc(job.http)
+    return doc
+
+
+def job_snapshot(job: Job) -> str:
+    """The job without its payload, as stored in the event log: compact (fields at their
+    default are left out), decoded by job_from_snapshot."""
+    doc = _shared_snapshot_doc(job)
+    for name, default in _OPTIONAL_FIELDS:
+        value = getattr(job, name)
+        if value != default or type(value) is not type(default):
+            doc[name] = value
     return dumps(doc)
+
+
+# per job in new_job_snapshots; the rest of a new job's snapshot is shared by its batch
+_OWN_FIELDS = ("id", "idempotency_key", "labels", "seq")
+
+
+def new_job_snapshots(new_jobs: list[Job]) -> list[str]:
+    """job_snapshot of each just-created job (every field past the required ones at its
+    default, but seq), the parts that jobs of a batch share encoded once."""
+    tails: dict[tuple[Any, ...], str] = {}
+    out: list[str] = []
+    for job in new_jobs:
+        http = job.http
+        key = (
+            job.queue,
+            job.task,
+            job.priority,
+            job.state,
+            job.schedule,
+            job.retry_policy,
+            job.timeout,
+            job.create_time,
+            job.update_time,
+            job.next_run_time,
+            None if http is None else (http.url, http.method, tuple(sorted(http.headers.items()))),
+        )
+        tail = tails.get(key)
+        if tail is None:
+            doc = _shared_snapshot_doc(job)
+            for name in _OWN_FIELDS:
+                doc.pop(name, None)
+            tail = tails[key] = dumps(doc)[1:]  # without its "{"
+        labels = dumps(job.labels) if job.labels else "{}"
+        out.append(
+            f'{{"id":{dumps(job.id)},"idempotency_key":{dumps(job.idempotency_key)},'
+            f'"labels":{labels},"seq":{job.seq},{tail}'
+        )
+    return out
 
 
 def job_from_snapshot(text: str, payload: dict[str, Any]) -> Job:
     doc = json.loads(text)
     fields = _known_fields(Job, doc)
     fields["state"] = JobState(doc["state"])
-    fields["schedule"] = None if doc["schedule"] is None else schedule_from_doc(doc["schedule"])
-    fields["retry_policy"] = retry_from_doc(doc["retry_policy"])
-    fields["http"] = None if doc["http"] is None else http_from_doc(doc["http"])
+    schedule, http = doc.get("schedule"), doc.get("http")
+    fields["schedule"] = None if schedule is None else schedule_from_doc(schedule)
+    fields["retry_policy"] = retry_from_doc(doc.get("retry_policy") or {})
+    fields["http"] = None if http is None else http_from_doc(http)
     return Job(payload=payload, **fields)
 
 

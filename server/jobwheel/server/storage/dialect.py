@@ -10,12 +10,22 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+import sqlite3
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobwheel.server.storage.bulk_writes import (
+    EVENT_COLUMNS,
+    columns_of,
+    in_sqlite_thread,
+    pg_unnest_insert,
+    sqlite_append_events,
+    sqlite_insert_jobs,
+    wrapped_error,
+)
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy import (
     Boolean,
@@ -30,12 +40,15 @@ from sqlalchemy import (
     literal,
     select,
 )
+from sqlalchemy import util as sa_util
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
+# runs a coroutine from SQLAlchemy's synchronous event hooks (its name before 2.1: await_only)
+_await: Callable[[Any], Any] = getattr(sa_util, "await_", None) or sa_util.await_only
 # the LISTEN/NOTIFY channel of event log appends
 NOTIFY_CHANNEL = "jobwheel_events"
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -76,6 +89,9 @@ class Dialect:
     max_in_list: int = 1000
     # Array parameters (unnest): a batch of rows is one statement instead of executemany.
     array_params: bool = False
+    # A search by id prefix gains from an explicit range over the id index when few ids
+    # have the prefix (SQLite's LIKE does not use the index).
+    id_prefix_range: bool = False
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -87,6 +103,12 @@ class Dialect:
         Returns each row's seq, or None where the row was skipped because its idempotency key
         is taken (the caller then looks up the owner).
         """
+        raise NotImplementedError
+
+    async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        """Takes the next len(`rows`) revisions from the head row (locking it until commit),
+        inserts the rows ((job_id, type, time, job snapshot) each) under them in order, tells
+        other processes at commit (see `notify`), and returns the last revision."""
         raise NotImplementedError
 
     def insert_ignore(self, table: Table, key: str) -> Any:
@@ -103,12 +125,14 @@ class Dialect:
         there is one writer (SQLite), the write transaction already excludes the others."""
         return stmt
 
-    async def events_appended(self, conn: AsyncConnection, revision: int) -> None:
-        """Tells other processes, at commit, that the event log grew to `revision`."""
-
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         """`conn` with every statement of its next transaction reading one snapshot."""
         return conn  # a SQLite read transaction is one snapshot already
+
+    def text_bytes(self, column: Any) -> ColumnElement[int]:
+        """The stored size of a text column (NULL for NULL): bytes, or characters where the
+        backend counts no bytes cheaply (SQLite)."""
+        return func.length(column)
 
     # -- JSON document filters -----------------------------------------------------------------
 
@@ -128,11 +152,17 @@ class SqliteDialect(Dialect):
     single_writer = True
     advisory_locks = False
     notify = False
+    id_prefix_range = True
 
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> Sequence[int | None]:
-        return await _sqlite_insert_jobs(conn, columns, rows)
+        placeholders = ",".join("?" * len(columns))
+        sql = f"INSERT INTO {jobs.name} ({','.join(columns)}) VALUES ({placeholders})"
+        return await in_sqlite_thread(conn, sqlite_insert_jobs, sql, rows)
+
+    async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        return await in_sqlite_thread(conn, sqlite_append_events, rows)
 
     def insert_ignore(self, table: Table, key: str) -> Any:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
@@ -150,15 +180,31 @@ class PostgresDialect(Dialect):
     notify = True
     array_params = True
 
+    def text_bytes(self, column: Any) -> ColumnElement[int]:
+        return func.octet_length(column)
+
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> Sequence[int | None]:
-        # insertmanyvalues: multi-row VALUES ... RETURNING, a few round trips per batch.
-        stmt = postgresql.insert(jobs).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        params = [dict(zip(columns, row, strict=True)) for row in rows]
-        result = await conn.execute(stmt.returning(jobs.c.id, jobs.c.seq), params)
-        seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
+        # One statement whatever the batch size: each column travels as one array parameter
+        # and unnest() turns them back into rows (a prepared statement asyncpg caches; no
+        # per-row SQL, parameters or round trips).
+        sql = pg_unnest_insert(
+            jobs, columns, "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, seq"
+        )
+        result = await conn.exec_driver_sql(sql, tuple(columns_of(rows, len(columns))))
+        returned: Sequence[Any] = result.all()
+        seq_by_id: dict[str, int] = {job_id: seq for job_id, seq in returned}
         return [seq_by_id.get(row[0]) for row in rows]
+
+    async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
+        # One round trip: take the revisions, insert the rows, notify (delivered at commit:
+        # other replicas' tailers read the new revisions at once; the payload names the
+        # writing engine, whose own process hands its events over itself).
+        columns = columns_of(rows, len(EVENT_COLUMNS) - 1)
+        token = notify_token(conn.sync_engine)
+        result = await conn.exec_driver_sql(_PG_APPEND_EVENTS, (len(rows), *columns, token))
+        return int(result.scalar_one())
 
     def insert_ignore(self, table: Table, key: str) -> Any:
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
@@ -168,12 +214,6 @@ class PostgresDialect(Dialect):
 
     def lock_rows(self, stmt: SelectT, *, skip_locked: bool = False) -> SelectT:
         return stmt.with_for_update(skip_locked=skip_locked)
-
-    async def events_appended(self, conn: AsyncConnection, revision: int) -> None:
-        # delivered at commit: other replicas' tailers read the new revisions at once; the
-        # payload names the writing engine, whose own process hands its events over itself
-        payload = f"{revision} {notify_token(conn.sync_engine)}"
-        await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, payload)))
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         return await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -212,25 +252,21 @@ def lock_file_of(url: URL) -> Path | None:
     return None
 
 
-async def _sqlite_insert_jobs(
-    conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
-) -> list[int]:
-    # The caller holds the only write lock and has excluded taken keys, so nothing conflicts.
-    # A bare driver executemany (one thread hop, no per-row SQLAlchemy parameter processing)
-    # is markedly faster than INSERT ... RETURNING through SQLAlchemy.
-    max_seq = select(func.coalesce(func.max(jobs.c.seq), 0))
-    before: int = (await conn.execute(max_seq)).scalar_one()
-    placeholders = ",".join("?" * len(columns))
-    sql = f"INSERT INTO {jobs.name} ({','.join(columns)}) VALUES ({placeholders})"
-    await conn.exec_driver_sql(sql, rows)
-    after: int = (await conn.execute(max_seq)).scalar_one()
-    if after - before == len(rows):
-        # Each row took max(seq) + 1 in turn, so the seqs are consecutive in input order.
-        return list(range(before + 1, after + 1))
-    # Gaps (AUTOINCREMENT skips the seqs of deleted newest rows): read them back.
-    result = await conn.execute(select(jobs.c.id, jobs.c.seq).where(jobs.c.seq > before))
-    seq_by_id: dict[str, int] = {r.id: r.seq for r in result}
-    return [seq_by_id[row[0]] for row in rows]
+# $1: how many; $2..$5: job_id, type, time and job arrays; $6: the writer's notify_token. The
+# data-modifying CTEs run whatever the SELECT reads; pg_notify's message ("revision token") is
+# delivered at commit.
+_PG_APPEND_EVENTS = f"""
+WITH head AS (
+    UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
+), added AS (
+    INSERT INTO events (revision, job_id, type, time, job)
+    SELECT head.revision - $1::int8 + t.ord, t.job_id, t.type, t.time, t.job
+    FROM head, unnest($2::text[], $3::text[], $4::int8[], $5::text[])
+        WITH ORDINALITY AS t(job_id, type, time, job, ord)
+    ORDER BY t.ord
+)
+SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text || ' ' || $6::text) FROM head
+"""
 
 
 def _pg_field_equals(doc: ColumnElement[Any], key: str, value: Any) -> ColumnElement[bool]:
@@ -354,14 +390,18 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
     database = sa_url.database or ""
     if database in ("", ":memory:"):
         # One shared connection, or every connection would see its own empty database.
-        engine = create_async_engine(sa_url, poolclass=StaticPool)
+        engine = create_async_engine(sa_url, poolclass=StaticPool, pool_reset_on_return=None)
         _sqlite_setup(engine, sync, SQLITE_WRITER_CACHE_KIB, begin="BEGIN IMMEDIATE")
         return Engines(dialect, engine, engine)
     write = create_async_engine(
-        sa_url, pool_size=1, max_overflow=0, pool_timeout=SQLITE_WRITER_WAIT_S
+        sa_url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=SQLITE_WRITER_WAIT_S,
+        pool_reset_on_return=None,  # see _on_reset
     )
     _sqlite_setup(write, sync, SQLITE_WRITER_CACHE_KIB, begin="BEGIN IMMEDIATE")
-    read = create_async_engine(sa_url, pool_size=4, max_overflow=4)
+    read = create_async_engine(sa_url, pool_size=4, max_overflow=4, pool_reset_on_return=None)
     _sqlite_setup(read, sync, SQLITE_READER_CACHE_KIB, begin="BEGIN")
     return Engines(dialect, write, read)
 
@@ -383,4 +423,20 @@ def _sqlite_setup(engine: AsyncEngine, synchronous: str, cache_kib: int, *, begi
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: no deadlock-prone lock upgrade mid-transaction.
-        conn.exec_driver_sql(begin)
+        # Sent straight to the driver's thread: one hop where a statement through SQLAlchemy
+        # takes three (cursor, execute, close), each waiting for a turn of the event loop.
+        driver = conn.connection.driver_connection
+        try:
+            _await(driver._execute(driver._conn.execute, begin))
+        except sqlite3.Error as exc:
+            raise wrapped_error(begin, exc) from exc
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(_dbapi_conn: Any, record: Any, state: Any) -> None:
+        # In place of the pool's unconditional ROLLBACK on every check-in (another hop): only
+        # a transaction left open needs one.
+        if state.transaction_was_reset or state.terminate_only or not state.asyncio_safe:
+            return
+        driver = record.driver_connection
+        if driver is not None and driver._conn.in_transaction:
+            _await(driver._execute(driver._conn.rollback))

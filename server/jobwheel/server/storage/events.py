@@ -14,7 +14,7 @@ from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job
 from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, dialect_of, notify_token
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import event_head, events, jobs
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Change = tuple[EventType, Job]
@@ -23,42 +23,32 @@ _HEAD = select(event_head.c.revision).where(event_head.c.id == 1)
 
 
 async def append_events(
-    conn: AsyncConnection, changes: Sequence[Change], now: Micros
+    conn: AsyncConnection,
+    changes: Sequence[Change],
+    now: Micros,
+    snapshots: Sequence[str] | None = None,
 ) -> list[Event]:
     """Appends events for `changes` (the job as it is after each) and returns them.
+    `snapshots`: each job's job_snapshot, when the caller has them already.
 
     Call it last in a write transaction: the head row stays locked until commit, which keeps
     revisions gap-free and in commit order across writers (PostgreSQL replicas included).
     """
     if not changes:
         return []
-    head = await conn.execute(
-        update(event_head)
-        .where(event_head.c.id == 1)
-        .values(revision=event_head.c.revision + len(changes))
-        .returning(event_head.c.revision)
+    texts = snapshots if snapshots is not None else [job_snapshot(job) for _, job in changes]
+    last = await dialect_of(conn).append_event_rows(
+        conn,
+        [
+            (job.id, etype.value, now, text)
+            for (etype, job), text in zip(changes, texts, strict=True)
+        ],
     )
-    last = head.scalar_one()
     first = last - len(changes) + 1
-    out = [
+    return [
         Event(revision=first + i, type=etype, job=job, time=now)
         for i, (etype, job) in enumerate(changes)
     ]
-    await conn.execute(
-        events.insert(),
-        [
-            {
-                "revision": e.revision,
-                "job_id": e.job.id,
-                "type": e.type.value,
-                "time": e.time,
-                "job": job_snapshot(e.job),
-            }
-            for e in out
-        ],
-    )
-    await dialect_of(conn).events_appended(conn, out[-1].revision)
-    return out
 
 
 class EventLog(StoreBase):

@@ -39,7 +39,7 @@ def job_conditions(
     if flt.ids:
         conds.append(jobs.c.id.in_(flt.ids))
     if flt.id_prefix:
-        if narrow_ids and dialect.name == "sqlite":
+        if narrow_ids and dialect.id_prefix_range:
             conds += id_range(flt.id_prefix)
         conds.append(jobs.c.id.startswith(flt.id_prefix, autoescape=True))
     if flt.states:

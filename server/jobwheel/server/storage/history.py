@@ -48,7 +48,7 @@ class History(StoreBase):
         where = [attempts.c.job_id == job_id]
         if after is not None:
             where.append(tuple_(attempts.c.execution, attempts.c.number) > tuple_(*after))
-        sizes = paging.stored_bytes(self.dialect.name, attempts.c.result, attempts.c.error)
+        sizes = paging.stored_bytes(self.dialect, attempts.c.result, attempts.c.error)
         async with self._read() as conn:
             rows, more = await paging.bounded_rows(
                 conn,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from jobwheel.server.storage.dialect import Dialect
 from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,12 +57,11 @@ def fit(keyed: Sequence[tuple[K, int]], limit: int, max_bytes: int) -> tuple[lis
     return picker.chosen, picker.more
 
 
-def stored_bytes(dialect: str, *columns: Any) -> ColumnElement[int]:
+def stored_bytes(dialect: Dialect, *columns: Any) -> ColumnElement[int]:
     """The summed byte (SQLite: character) length of text `columns`, NULL counting 0."""
-    length = func.octet_length if dialect == "postgresql" else func.length
     total: ColumnElement[int] | None = None
     for column in columns:
-        part = func.coalesce(length(column), 0)
+        part = func.coalesce(dialect.text_bytes(column), 0)
         total = part if total is None else total + part
     assert total is not None
     return total

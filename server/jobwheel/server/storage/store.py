@@ -3,14 +3,22 @@ for transactions)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage import paging
+from jobwheel.server.storage.bulk_writes import (
+    in_sqlite_thread,
+    sqlite_append_events,
+    sqlite_insert_jobs,
+)
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
     job_from_new,
     job_from_row,
+    new_job_snapshots,
     new_job_values,
 )
 from jobwheel.server.storage.events import EventLog, append_events
@@ -56,6 +64,21 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
 
         committed: list[Event] = []
+        if candidates and not first_with_key and self.dialect.single_writer:
+            # SQLite, no keys to look up: the whole transaction in one driver-thread hop
+            jobs_in = [fresh[i] for i in candidates]
+            now = jobs_in[0].create_time
+            async with self._raw_write() as conn:
+                last = await in_sqlite_thread(
+                    conn, _sqlite_enqueue, [rows[i] for i in candidates], jobs_in, now
+                )
+            first = last - len(jobs_in) + 1
+            committed = [
+                Event(revision=first + n, type=EventType.ENQUEUED, job=job, time=now)
+                for n, job in enumerate(jobs_in)
+            ]
+            self._emit(committed)
+            return [(job, False) for job in jobs_in]
         if candidates:
             async with self._write() as conn:
                 existing = await self._jobs_by_key(conn, first_with_key)
@@ -79,7 +102,10 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                     existing.update(await self._jobs_by_key(conn, keys))
                 created = [(EventType.ENQUEUED, r[0]) for i in pending if (r := results[i])]
                 if created:
-                    committed = await append_events(conn, created, created[0][1].create_time)
+                    snapshots = new_job_snapshots([job for _, job in created])
+                    committed = await append_events(
+                        conn, created, created[0][1].create_time, snapshots
+                    )
             self._emit(committed)
             for i in candidates:
                 key = new_jobs[i].idempotency_key
@@ -156,7 +182,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
     async def _few_with_prefix(self, conn: AsyncConnection, prefix: str, few: int = 2000) -> bool:
         """Whether fewer than `few` ids start with `prefix` (SQLite, by the id index): then
         reading them by id and sorting beats scanning newest first for matches."""
-        if self.dialect.name != "sqlite":
+        if not self.dialect.id_prefix_range:
             return False
         probe = select(jobs.c.id).where(*id_range(prefix)).limit(few).subquery()
         found = (await conn.execute(select(func.count()).select_from(probe))).scalar_one()
@@ -186,7 +212,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         conds = job_conditions(self.dialect, flt)
         if after_seq is not None:
             conds.append(jobs.c.seq < after_seq if descending else jobs.c.seq > after_seq)
-        sizes = paging.stored_bytes(self.dialect.name, *(jobs.c[name] for name in _DOCUMENTS))
+        sizes = paging.stored_bytes(self.dialect, *(jobs.c[name] for name in _DOCUMENTS))
         async with self._read() as conn:
             rows, more = await paging.bounded_rows(
                 conn,
@@ -216,6 +242,35 @@ _DOCUMENTS = (
     "schedule",
     "cancel_reason",
 )
+
+
+_INSERT_NEW_JOBS = (
+    f"INSERT INTO {jobs.name} ({','.join(NEW_JOB_COLUMNS)}) "
+    f"VALUES ({','.join('?' * len(NEW_JOB_COLUMNS))})"
+)
+
+
+def _sqlite_enqueue(
+    db: sqlite3.Connection, rows: list[tuple[Any, ...]], created: list[Job], now: int
+) -> int:
+    """One write transaction on SQLite's own connection (in the driver's thread): insert the
+    rows, set each job's seq, append their ENQUEUED events; returns the last revision."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        seqs = sqlite_insert_jobs(db, _INSERT_NEW_JOBS, rows)
+        for job, seq in zip(created, seqs, strict=True):
+            job.seq = seq
+        snapshots = new_job_snapshots(created)
+        kind = EventType.ENQUEUED.value
+        last = sqlite_append_events(
+            db, [(job.id, kind, now, text) for job, text in zip(created, snapshots, strict=True)]
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return last
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -7,7 +7,7 @@ attempt number it holds), so a late or duplicate report changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from jobwheel.server.model import EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement
@@ -21,6 +21,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CATCH_UP_BATCH = 1000
 _WAITING = [s.value for s in WAITING]
+
+
+@dataclass(frozen=True)
+class FireClaim:
+    """What `fire_due` claims for an in-process executor, queue by queue, once promoted."""
+
+    room: Callable[[str], int]  # how many jobs of a queue to claim now (called in the transaction)
+    started: Callable[[list[Job]], None]  # told of the claimed jobs after commit
+    tasks: Collection[str]  # the tasks it runs
+    worker_id: str
+    lease_until: Micros  # µs
+    include_http: bool = False  # and jobs with an HTTP target
 
 
 class Transitions(StoreBase):
@@ -53,26 +65,53 @@ class Transitions(StoreBase):
         A recurring job found due before `misfire_before` missed its time (downtime, pause):
         `catch_up` gives its new next run time (None: the schedule ended) and how many
         occurrences it dropped, before the promotion."""
+        promoted, _ = await self.fire_due(now, misfire_before, catch_up)
+        return promoted
+
+    async def fire_due(
+        self,
+        now: Micros,
+        misfire_before: Micros | None = None,
+        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+        claim: FireClaim | None = None,
+    ) -> tuple[set[str], list[Job]]:
+        """`promote_due`, and with `claim` the claim of the promoted jobs' queues in the same
+        transaction: a job comes due and starts in one commit. Returns the promoted jobs'
+        queues and the jobs claimed (RUNNING, best priority first, FIFO within one, per queue
+        in name order); `claim.started` sees them after the commit, before anyone is told of
+        the events."""
         stmt = (
             update(jobs)
             .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time <= now)
             .values(state=CLAIMABLE.value, update_time=now)
             .returning(*jobs.c)
         )
+        claimed: list[Job] = []
         async with self._write() as conn:
             changes: list[tuple[EventType, Job]] = []
             if catch_up is not None and misfire_before is not None:
-                after_seq: int | None = 0
-                while after_seq is not None:
-                    batch, after_seq = await self._catch_up(
-                        conn, now, misfire_before, catch_up, after_seq
-                    )
-                    changes += batch
+                changes += await self._catch_up(conn, now, misfire_before, catch_up)
             promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
             changes += [(EventType.QUEUED, job) for job in promoted]
+            queues = {job.queue for job in promoted}
+            if claim is not None:
+                for queue in sorted(queues):
+                    claimed += await self._claim_in(
+                        conn,
+                        queue,
+                        claim.room(queue),
+                        claim.tasks,
+                        claim.worker_id,
+                        now,
+                        claim.lease_until,
+                        include_http=claim.include_http,
+                    )
+                changes += started(claimed)
             committed = await append_events(conn, changes, now)
+        if claim is not None:
+            claim.started(claimed)
         self._emit(committed)
-        return {job.queue for job in promoted}
+        return queues, claimed
 
     async def _catch_up(
         self,
@@ -80,20 +119,40 @@ class Transitions(StoreBase):
         now: Micros,
         before: Micros,
         catch_up: Callable[[Job], tuple[Micros | None, int]],
-        after_seq: int,
-    ) -> tuple[list[tuple[EventType, Job]], int | None]:
-        """One batch of late recurring jobs (by seq, after `after_seq`); the last seq seen,
-        or None when there are no more."""
+    ) -> list[tuple[EventType, Job]]:
+        """Recurring jobs due before `before` move on (`catch_up`), in batches by seq."""
+        # Only the due-time index finds them cheaply: ordered by seq with a limit, a planner
+        # may walk the (state, seq) index through every pending job instead (1 s at 1M).
+        found = select(jobs.c.seq).where(
+            jobs.c.state == JobState.SCHEDULED.value,
+            jobs.c.next_run_time < before,
+            jobs.c.recurring.is_(True),
+        )
+        seqs = sorted(r.seq for r in await conn.execute(found))
+        changes: list[tuple[EventType, Job]] = []
+        batch = min(_CATCH_UP_BATCH, self.dialect.max_in_list)
+        for start in range(0, len(seqs), batch):
+            changes += await self._catch_up_batch(
+                conn, now, before, catch_up, seqs[start : start + batch]
+            )
+        return changes
+
+    async def _catch_up_batch(
+        self,
+        conn: AsyncConnection,
+        now: Micros,
+        before: Micros,
+        catch_up: Callable[[Job], tuple[Micros | None, int]],
+        seqs: list[int],
+    ) -> list[tuple[EventType, Job]]:
         late_stmt = (
             select(jobs)
             .where(
+                jobs.c.seq.in_(seqs),
                 jobs.c.state == JobState.SCHEDULED.value,
-                jobs.c.recurring.is_(True),
                 jobs.c.next_run_time < before,
-                jobs.c.seq > after_seq,
             )
             .order_by(jobs.c.seq)
-            .limit(_CATCH_UP_BATCH)
         )
         late_stmt = self.dialect.lock_rows(late_stmt, skip_locked=True)
         late = [job_from_row(r) for r in (await conn.execute(late_stmt)).mappings()]
@@ -123,8 +182,7 @@ class Transitions(StoreBase):
                 changes.append((EventType.MISFIRE_SKIPPED, after))
             if next_run is None:
                 changes.append((EventType.COMPLETED, after))
-        more = len(late) == _CATCH_UP_BATCH
-        return changes, (late[-1].seq if more else None)
+        return changes
 
     async def claim(
         self,
@@ -140,10 +198,10 @@ class Transitions(StoreBase):
         """Moves up to `limit` QUEUED jobs of `queue` (best priority first, FIFO within one)
         whose task is in `tasks` (or, with `include_http`, that have an HTTP target) to
         RUNNING, opening an attempt for each."""
-        _, [claimed] = await self.dispatch_cycle(
-            [], [(queue, limit)], tasks, worker_id, now, lease_until, include_http=include_http
-        )
-        return claimed
+        where = _claimable(queue, tasks, include_http)
+        if limit <= 0 or where is None:
+            return []
+        return await self._start_attempts(where, limit, worker_id, now, lease_until)
 
     async def dispatch_cycle(
         self,
@@ -159,27 +217,45 @@ class Transitions(StoreBase):
         """One transaction of the dispatcher: settles attempt endings (as `settle`), then
         claims, for each (queue, limit) of `claims`, as `claim` does. Returns whether each
         settlement applied, and the jobs claimed for each claim."""
-        runnable: list[ColumnElement[bool]] = []
-        if tasks:
-            runnable.append(jobs.c.task.in_(list(tasks)))
-        if include_http:
-            runnable.append(jobs.c.http.isnot(None))
         claimed: list[list[Job]] = [[] for _ in claims]
-        wanted = [i for i, (_, limit) in enumerate(claims) if limit > 0 and runnable]
-        if not settlements and not wanted:
+        if not settlements and not any(limit > 0 for _, limit in claims):
             return [], claimed
         async with self._write() as conn:
             applies, changes = await settle_endings(conn, self.dialect, settlements)
-            for i in wanted:
-                queue, limit = claims[i]
-                where = [jobs.c.state == CLAIMABLE.value, jobs.c.queue == queue, or_(*runnable)]
-                claimed[i] = await start_attempts(
-                    conn, self.dialect, where, limit, worker_id, now, lease_until
+            for i, (queue, limit) in enumerate(claims):
+                claimed[i] = await self._claim_in(
+                    conn,
+                    queue,
+                    limit,
+                    tasks,
+                    worker_id,
+                    now,
+                    lease_until,
+                    include_http=include_http,
                 )
                 changes += started(claimed[i])
             committed = await append_events(conn, changes, now)
         self._emit(committed)
         return applies, claimed
+
+    async def _claim_in(
+        self,
+        conn: AsyncConnection,
+        queue: str,
+        limit: int,
+        tasks: Collection[str],
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+        *,
+        include_http: bool,
+    ) -> list[Job]:
+        """`claim` within the caller's transaction, without its events (the in-process
+        claims of a dispatch cycle and of a fire)."""
+        where = _claimable(queue, tasks, include_http)
+        if limit <= 0 or where is None:
+            return []
+        return await start_attempts(conn, self.dialect, where, limit, worker_id, now, lease_until)
 
     async def _start_attempts(
         self,
@@ -250,3 +326,18 @@ class Transitions(StoreBase):
         )
         async with self._read() as conn:
             return [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+def _claimable(
+    queue: str, tasks: Collection[str], include_http: bool
+) -> list[ColumnElement[bool]] | None:
+    """The in-process claim's filter: QUEUED jobs of `queue` with a task in `tasks` (or an
+    HTTP target, with `include_http`); None when nothing could match."""
+    runnable: list[ColumnElement[bool]] = []
+    if tasks:
+        runnable.append(jobs.c.task.in_(list(tasks)))
+    if include_http:
+        runnable.append(jobs.c.http.isnot(None))
+    if not runnable:
+        return None
+    return [jobs.c.state == CLAIMABLE.value, jobs.c.queue == queue, or_(*runnable)]

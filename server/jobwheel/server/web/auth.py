@@ -23,8 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from jobwheel.server.errors import Unauthenticated
 from jobwheel.server.security import interceptor, roles
-from jobwheel.server.security.principal import ANONYMOUS, Principal, Unauthenticated
+from jobwheel.server.security.principal import ANONYMOUS, Principal
 from jobwheel.server.security.roles import JOB_SERVICE
 
 # every page: reading jobs (the reader row)

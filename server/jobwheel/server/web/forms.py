@@ -32,7 +32,13 @@ class JobQuery:
 
     def query(self, **extra: str | int) -> str:
         """The filter's query string, with `extra` parameters added."""
-        pairs = [(k, v) for k, values in self.inputs.items() for v in values if v]
+        # only `state` repeats; of the other fields the filter used the first value alone
+        pairs = [
+            (k, v)
+            for k, values in self.inputs.items()
+            for v in (values if k == "state" else values[:1])
+            if v
+        ]
         pairs += [(k, str(v)) for k, v in extra.items()]
         return urlencode(pairs)
 

@@ -1,0 +1,103 @@
+"""Bulk writes below SQLAlchemy's per-statement layer: the enqueue path's hot statements.
+
+On SQLite, work runs on the driver's own connection in aiosqlite's thread, several statements
+per hop; on PostgreSQL, a batch travels as one array parameter per column (unnest), one
+statement and one round trip whatever its size.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import BigInteger, Boolean, Integer, String, Table
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+T = TypeVar("T")
+
+
+async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args: Any) -> T:
+    """Runs `work(sqlite3_connection, *args)` in the driver's thread, inside the transaction
+    `conn` holds: a few statements cost one thread hop, where each one through SQLAlchemy
+    costs three or four (cursor, execute, fetch, close), each waiting for a turn of a busy
+    event loop."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    try:
+        done: T = await driver._execute(work, driver._conn, *args)
+    except sqlite3.Error as exc:  # as SQLAlchemy would raise it (errors.py maps those)
+        raise wrapped_error(getattr(work, "__name__", "sqlite"), exc) from exc
+    return done
+
+
+def wrapped_error(statement: str, exc: sqlite3.Error) -> Exception:
+    """`exc` as the sqlalchemy.exc.DBAPIError subclass SQLAlchemy raises for it."""
+    wrapped: Exception = sa_exc.DBAPIError.instance(statement, None, exc, sqlite3.Error)
+    return wrapped
+
+
+_MAX_SEQ = f"SELECT coalesce(max(seq), 0) FROM {jobs.name}"
+
+
+def sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Inserts `rows` with `sql` (INSERT INTO jobs ... VALUES (?, ...)); returns each row's
+    seq, in order. Runs in the driver's thread (see in_sqlite_thread)."""
+    # The caller holds the only write lock and has excluded taken keys, so nothing conflicts.
+    before: int = db.execute(_MAX_SEQ).fetchone()[0]
+    db.executemany(sql, rows)
+    after: int = db.execute(_MAX_SEQ).fetchone()[0]
+    if after - before == len(rows):
+        # Each row took max(seq) + 1 in turn, so the seqs are consecutive in input order.
+        return list(range(before + 1, after + 1))
+    # Gaps (AUTOINCREMENT skips the seqs of deleted newest rows): read them back.
+    found = db.execute(f"SELECT id, seq FROM {jobs.name} WHERE seq > ?", (before,)).fetchall()
+    seq_by_id: dict[str, int] = dict(found)
+    return [seq_by_id[row[0]] for row in rows]
+
+
+EVENT_COLUMNS = ("revision", "job_id", "type", "time", "job")
+_SQLITE_TAKE_REVISIONS = (
+    "UPDATE event_head SET revision = revision + ? WHERE id = 1 RETURNING revision"
+)
+_SQLITE_INSERT_EVENTS = f"INSERT INTO events ({','.join(EVENT_COLUMNS)}) VALUES (?,?,?,?,?)"
+
+
+def sqlite_append_events(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Takes the next len(`rows`) revisions and inserts the rows ((job_id, type, time, job
+    snapshot) each) under them in order; returns the last one. In the driver's thread."""
+    last: int = db.execute(_SQLITE_TAKE_REVISIONS, (len(rows),)).fetchall()[0][0]
+    first = last - len(rows) + 1
+    db.executemany(_SQLITE_INSERT_EVENTS, [(first + i, *row) for i, row in enumerate(rows)])
+    return last
+
+
+def columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of `width` values turned into `width` columns (the arrays unnest() takes)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _pg_array_type(column_type: Any) -> str:
+    for sa_type, name in ((BigInteger, "int8"), (Integer, "int4"), (Boolean, "bool")):
+        if isinstance(column_type, sa_type):
+            return name
+    assert isinstance(column_type, String), column_type  # Text too
+    return "text"
+
+
+@functools.lru_cache(maxsize=32)
+def pg_unnest_insert(table: Table, columns: Sequence[str], tail: str) -> str:
+    """INSERT INTO table (columns) SELECT FROM unnest($1::type[], ...), rows in array order."""
+    # unbounded element types: an explicit cast to VARCHAR(n) would cut a long value, where
+    # the assignment to the column refuses it
+    arrays = ", ".join(
+        f"${i}::{_pg_array_type(table.c[name].type)}[]" for i, name in enumerate(columns, 1)
+    )
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS t({names}, ord) ORDER BY ord {tail}"
+    ).strip()

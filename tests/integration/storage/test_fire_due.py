@@ -1,0 +1,78 @@
+"""Firing: due jobs promoted and claimed in one transaction, and the misfire catch-up."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from jobwheel.server.model import SECOND, EventType, Job, JobState, MisfirePolicy
+from jobwheel.server.storage import Store
+from jobwheel.server.storage.transitions import FireClaim
+
+from tests.integration.storage.factories import T0, full_job, new_job
+
+WORKER = "inprocess@me"
+
+
+def fire_claim(rooms: dict[str, int], started: list[Job]) -> FireClaim:
+    return FireClaim(
+        lambda queue: rooms.get(queue, 0), started.extend, {"noop"}, WORKER, T0 + 10 * SECOND
+    )
+
+
+async def test_due_jobs_start_in_the_promote_transaction(store: Store) -> None:
+    due = [new_job(state=JobState.SCHEDULED, next_run_time=T0 - i) for i in range(3)]
+    later = new_job(state=JobState.SCHEDULED, next_run_time=T0 + 1)
+    other = new_job(state=JobState.SCHEDULED, next_run_time=T0, queue="full")
+    await store.insert_jobs([*due, later, other])
+    head = await store.head_revision()
+    started: list[Job] = []
+    queues, claimed = await store.fire_due(T0, claim=fire_claim({"default": 2}, started))
+    assert queues == {"default", "full"}
+    assert started == claimed and len(claimed) == 2  # the room given, FIFO by seq
+    assert [j.id for j in claimed] == [due[0].id, due[1].id]
+    assert all(j.state is JobState.RUNNING and j.start_time == T0 for j in claimed)
+    assert all(j.attempt == 1 and j.execution_count == 1 for j in claimed)
+    for job in claimed:
+        [attempt] = await store.list_attempts(job.id, limit=10)
+        assert attempt.start_time == T0
+    states = {j.id: (await store.get_job(j.id)) for j in [*due, later, other]}
+    assert states[due[2].id].state is JobState.QUEUED  # beyond the room
+    assert states[other.id].state is JobState.QUEUED  # a queue without room
+    assert states[later.id].state is JobState.SCHEDULED  # never early
+    events = await store.read_events(head, 100)
+    assert [e.revision for e in events] == list(range(head + 1, head + 7))  # gap-free
+    kinds = [(e.type, e.job.id) for e in events]
+    queued = [k for k in kinds if k[0] is EventType.QUEUED]
+    assert len(queued) == 4 and kinds[:4] == queued  # each promotion, then each start
+    assert kinds[4:] == [(EventType.STARTED, j.id) for j in claimed]
+
+
+async def test_without_a_claim_it_only_promotes(store: Store) -> None:
+    await store.insert_jobs([new_job(state=JobState.SCHEDULED, next_run_time=T0)])
+    assert await store.fire_due(T0) == ({"default"}, [])
+    assert await store.fire_due(T0) == (set(), [])
+
+
+async def test_catch_up_moves_every_late_recurring_job_in_batches(store: Store) -> None:
+    # more than one batch of late recurring jobs, among one-offs that are simply due
+    base = full_job(http=None, idempotency_key=None, task="noop")
+    assert base.schedule is not None
+    schedule = replace(
+        base.schedule, misfire_policy=MisfirePolicy.SKIP, cron=None, interval=SECOND, end_time=None
+    )
+    late = [
+        replace(base, id=f"late-{i}", schedule=schedule, next_run_time=T0 - 60 * SECOND)
+        for i in range(1_200)
+    ]
+    one_off = new_job(state=JobState.SCHEDULED, next_run_time=T0 - 60 * SECOND)
+    for start in range(0, len(late), 500):
+        await store.insert_jobs(late[start : start + 500])
+    await store.insert_jobs([one_off])
+    now = T0
+    queues, _ = await store.fire_due(now, now - SECOND, lambda job: (now + SECOND, 5))
+    assert queues == {"default"}  # the one-off; the recurring ones moved past now
+    moved = [await store.get_job(j.id) for j in late]
+    assert all(j is not None and j.state is JobState.SCHEDULED for j in moved)
+    assert all(
+        j is not None and (j.next_run_time, j.skipped_count) == (now + SECOND, 5) for j in moved
+    )

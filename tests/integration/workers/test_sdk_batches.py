@@ -1,0 +1,101 @@
+"""The worker SDK's batched path: many outcomes per call, and single calls to an older server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from jobwheel.client.worker import Worker
+from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
+from jobwheel.v1 import job_service_pb2 as jpb
+
+from tests.conftest import Running
+from tests.integration.api.waiting import wait_for_state
+from tests.integration.workers.helpers import enqueue
+from tests.integration.workers.test_sdk import make_worker, running
+
+JOBS = 300
+
+
+async def test_many_short_jobs_share_report_calls(server: Running) -> None:
+    requests = [jpb.EnqueueJobRequest(task="sdk.quick") for _ in range(JOBS)]
+    await server.jobs.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=requests))
+    worker = make_worker(server)
+
+    ran = 0
+    all_ran = asyncio.Event()
+
+    @worker.task("sdk.quick")
+    async def quick(payload: dict[str, Any]) -> int:
+        nonlocal ran
+        ran += 1
+        if ran == JOBS:
+            all_ran.set()
+        return 1
+
+    async with running(worker):
+        await asyncio.wait_for(all_ran.wait(), 60)
+    # stopping waited for the outcomes held to be reported
+    assert worker._batches is not None
+    assert worker._batches.calls < JOBS // 2, "outcomes went out one call per job"
+    assert worker.completed == JOBS and worker.failed == 0
+
+
+class _OldWorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    """A server of the first contract: the single-job RPCs only (the batch RPCs answer
+    UNIMPLEMENTED), forwarded to the real server."""
+
+    def __init__(self, real: worker_service_pb2_grpc.WorkerServiceStub) -> None:
+        self.real = real
+        self.calls: list[str] = []
+
+    async def LeaseJobs(self, request: Any, context: Any) -> Any:
+        return await self.real.LeaseJobs(request, timeout=context.time_remaining())
+
+    async def HeartbeatJob(self, request: Any, context: Any) -> Any:
+        self.calls.append("HeartbeatJob")
+        return await self.real.HeartbeatJob(request)
+
+    async def CompleteJob(self, request: Any, context: Any) -> Any:
+        self.calls.append("CompleteJob")
+        return await self.real.CompleteJob(request)
+
+    async def FailJob(self, request: Any, context: Any) -> Any:
+        self.calls.append("FailJob")
+        return await self.real.FailJob(request)
+
+
+async def old_server(server: Running) -> AsyncIterator[tuple[str, _OldWorkerService]]:
+    old = _OldWorkerService(server.workers)
+    proxy = grpc.aio.server()
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(old, proxy)
+    port = proxy.add_insecure_port("127.0.0.1:0")
+    await proxy.start()
+    try:
+        yield f"127.0.0.1:{port}", old
+    finally:
+        await proxy.stop(None)
+
+
+async def test_an_older_server_gets_single_reports(server: Running) -> None:
+    ok = await enqueue(server, "sdk.old", payload={"fail": False})
+    bad = await enqueue(server, "sdk.old", payload={"fail": True})
+    async for address, old in old_server(server):
+        worker = Worker(address, worker_id="sdk-old", poll_wait=1.0, lease_duration=0.9)
+
+        @worker.task("sdk.old")
+        async def maybe(payload: dict[str, Any]) -> str:
+            if payload["fail"]:
+                raise ValueError("asked to")
+            await asyncio.sleep(0.5)  # long enough for a heartbeat (every lease/3)
+            return "done"
+
+        async with running(worker):
+            done = await wait_for_state(server.jobs, ok.id)
+            failed = await wait_for_state(server.jobs, bad.id, (job_pb2.JOB_STATE_RETRYING,))
+        assert done.state == job_pb2.JOB_STATE_COMPLETED and done.result.string_value == "done"
+        assert failed.last_error == "ValueError: asked to"
+        assert worker._batches is not None and not worker._batches.batched
+        assert {"CompleteJob", "FailJob", "HeartbeatJob"} <= set(old.calls)

@@ -1,0 +1,173 @@
+"""The enqueue fast paths give what the general conversions give: payload documents walked in
+one pass, and reply messages of created jobs built from templates."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.json_format import MessageToDict
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jobwheel.server.api import validate
+from jobwheel.server.api.convert import CreatedJobs, job_to_proto
+from jobwheel.server.api.fields import (
+    MAX_JSON_DEPTH,
+    Violations,
+    _json_problem,
+    json_data,
+    plain_json,
+)
+from jobwheel.server.config import Settings
+from jobwheel.server.storage.convert import job_from_new
+from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_service_pb2 as pb
+
+LIMITS = validate.Limits(Settings().max_payload_bytes)
+
+NOW = 1_700_000_000_123_456
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 5.0, 2.0**53, 2.0**53 + 2, -(2.0**60), 1.5]),
+    st.text(alphabet=st.sampled_from("ab\x00é")),
+    st.just("unset"),  # a Value with no kind set
+)
+
+
+def _value(data: Any) -> struct_pb2.Value:
+    v = struct_pb2.Value()
+    if data == "unset":
+        return v
+    if data is None:
+        v.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(data, bool):
+        v.bool_value = data
+    elif isinstance(data, float):
+        v.number_value = data
+    elif isinstance(data, str):
+        v.string_value = data
+    elif isinstance(data, dict):
+        v.struct_value.CopyFrom(_struct(data))
+    else:
+        v.list_value.values.extend(_value(item) for item in data)
+    return v
+
+
+def _struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    for key, item in data.items():
+        s.fields[key].CopyFrom(_value(item))
+    return s
+
+
+documents = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.text(alphabet=st.sampled_from("kx\x00"), max_size=2), inner, max_size=3
+        )
+    ),
+    max_leaves=12,
+)
+
+
+def _reference(doc: struct_pb2.Struct | struct_pb2.Value) -> tuple[bool, Any]:
+    """json_data as it was before the one-pass walk: MessageToDict, then the rules."""
+    try:
+        data = MessageToDict(doc)
+    except ValueError:
+        return False, None
+    return _json_problem(data, 0, ()) is None, data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(alphabet="ab\x00", max_size=2), documents, max_size=4))
+def test_one_pass_walk_agrees_with_message_to_dict(data: dict[str, Any]) -> None:
+    doc = _struct(data)
+    ok, expected = _reference(doc)
+    fast = plain_json(doc)
+    assert (fast is not None) == ok
+    if fast is not None:
+        assert _same(fast[0], expected)
+        assert json_data(doc, "payload", Violations()) == (True, fast[0])
+        # canonical: the stored data converts back to this very message
+        back = struct_pb2.Struct()
+        back.update(plain_json(doc, whole_ints=True)[0])
+        assert fast[1] == (
+            back.SerializeToString(deterministic=True) == doc.SerializeToString(deterministic=True)
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with floats compared by bits (-0.0 is not 0.0)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.copysign(1, a) == math.copysign(1, b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def test_nesting_limit_is_the_same_on_both_paths() -> None:
+    data: Any = "leaf"
+    for _ in range(MAX_JSON_DEPTH - 1):
+        data = {"k": data}
+    assert plain_json(_struct(data)) is not None
+    assert plain_json(_struct({"k": [data]})) is None
+    assert not json_data(_struct({"k": [data]}), "p", Violations())[0]
+
+
+def _requests() -> list[pb.EnqueueJobRequest]:
+    payload = _struct({"to": "ada@example.com", "n": 5.0, "neg": -0.0, "none": None})
+    odd = _struct({"unset": "unset", "deep": {"x": [1.5, True]}})
+    return [
+        pb.EnqueueJobRequest(task="t"),
+        pb.EnqueueJobRequest(task="t", payload=_struct({"n": 5.0, "s": "x", "l": [1.0]})),
+        pb.EnqueueJobRequest(task="t", payload=payload, labels={"a": "b", "c": "d"}),
+        pb.EnqueueJobRequest(task="t", payload=odd, queue="q", priority=7, idempotency_key="k"),
+        pb.EnqueueJobRequest(
+            task="t",
+            retry_policy=job_pb2.RetryPolicy(
+                max_attempts=3, initial_backoff=duration_pb2.Duration(seconds=2), jitter=0.0
+            ),
+            timeout=duration_pb2.Duration(seconds=10, nanos=5000),
+        ),
+        pb.EnqueueJobRequest(
+            task="t", schedule=job_pb2.Schedule(delay=duration_pb2.Duration(seconds=30))
+        ),
+        pb.EnqueueJobRequest(
+            task="t",
+            schedule=job_pb2.Schedule(
+                start_time=timestamp_pb2.Timestamp(seconds=1_800_000_000), cron="*/5 * * * *"
+            ),
+        ),
+        pb.EnqueueJobRequest(
+            task="t", schedule=job_pb2.Schedule(interval=duration_pb2.Duration(seconds=60))
+        ),
+        pb.EnqueueJobRequest(
+            http=job_pb2.HttpTarget(url="https://example.com/hook", headers={"X-A": "1"})
+        ),
+    ]
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["fresh", "shared-templates"])
+def test_created_job_messages_equal_the_general_conversion(shared: bool) -> None:
+    created = CreatedJobs()
+    for _ in range(2 if shared else 1):  # the second round reuses every template
+        for i, req in enumerate(_requests()):
+            errors = Violations()
+            payloads: list[struct_pb2.Struct | None] = []
+            new = validate.new_job_from_proto(req, "", NOW + i, LIMITS, errors, f"id-{i}", payloads)
+            assert not errors.items
+            built = (created if shared else CreatedJobs()).proto(new, payloads[0])
+            expected = job_to_proto(job_from_new(new))
+            assert built.SerializeToString(deterministic=True) == expected.SerializeToString(
+                deterministic=True
+            ), req

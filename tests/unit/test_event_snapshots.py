@@ -1,0 +1,66 @@
+"""Event log snapshots: compact (fields at their default left out), the same document whether
+built one job at a time or for a batch of new jobs, and readable by readers that expect the
+full form."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from jobwheel.server.model import HttpTarget, Job, JobState
+from jobwheel.server.storage.convert import (
+    job_from_new,
+    job_from_snapshot,
+    job_snapshot,
+    new_job_snapshots,
+)
+
+from tests.integration.storage.factories import full_job, new_job
+
+
+def _created() -> list[Job]:
+    jobs = [
+        job_from_new(new_job(), seq=1),
+        job_from_new(new_job(labels={"a": "b"}, idempotency_key="k"), seq=2),
+        job_from_new(full_job(), seq=3),
+        job_from_new(new_job(http=HttpTarget("https://example.com/h", "PUT", {"X": "1"})), seq=4),
+        job_from_new(new_job(), seq=5),  # shares the first one's encoded part
+    ]
+    return jobs
+
+
+def test_batch_snapshots_equal_one_at_a_time() -> None:
+    jobs = _created()
+    for job, text in zip(jobs, new_job_snapshots(jobs), strict=True):
+        assert json.loads(text) == json.loads(job_snapshot(job))
+
+
+def test_snapshots_leave_defaults_out_and_read_back_whole() -> None:
+    job = _created()[2]
+    running = dataclasses.replace(
+        job,
+        state=JobState.RUNNING,
+        attempt=2,
+        execution_count=1,
+        start_time=job.create_time + 5,
+        worker_id="w1",
+        result={"ok": True},
+        traceparent="",
+    )
+    fresh = dataclasses.replace(_created()[0], traceparent="")
+    for original in (fresh, running):
+        doc = json.loads(job_snapshot(original))
+        assert job_from_snapshot(job_snapshot(original), original.payload) == original
+        # readers before compact snapshots index these keys directly
+        assert {"schedule", "retry_policy", "http", "state", "id", "seq"} <= doc.keys()
+    assert "attempt" not in json.loads(job_snapshot(fresh))
+    assert json.loads(job_snapshot(running))["attempt"] == 2
+
+
+def test_full_snapshots_written_before_still_read() -> None:
+    job = dataclasses.replace(_created()[1], traceparent="")
+    full = json.loads(job_snapshot(job))
+    for field in dataclasses.fields(Job):
+        if field.name not in ("payload", "traceparent") and field.name not in full:
+            full[field.name] = getattr(job, field.name)
+    assert job_from_snapshot(json.dumps(full), job.payload) == job

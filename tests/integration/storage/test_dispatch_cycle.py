@@ -95,3 +95,25 @@ async def test_a_lost_attempt_is_settled_only_once_its_lease_ran_out(store: Stor
     assert claimed[0].attempt == 2
     outcomes = [a.outcome for a in await store.list_attempts(job.id, limit=10, after=None)]
     assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.RUNNING]
+
+
+async def test_of_a_jobs_settlements_in_one_batch_the_first_that_holds_applies(
+    store: Store,
+) -> None:
+    await store.insert_jobs([new_job()])
+    [first] = await store.claim("default", {"noop"}, 1, WORKER, T0, T0 + 10)
+    lost = states.lost(first, T0 + 11, "lease expired", lease_expired_before=T0 + 11)
+    assert await store.settle([lost]) == [True]
+    [second] = await store.claim("default", {"noop"}, 1, WORKER, T0 + 12, T0 + 30)
+    stale = states.settle(first, OK, T0 + 13, 0.5)  # attempt 1: fenced off
+    early = states.lost(second, T0 + 13, "lease expired", lease_expired_before=T0 + 13)
+    done = states.settle(second, OK, T0 + 13, 0.5)
+    seen = _recorder(store)
+    # neither the stale report nor the early loss holds: the completion after them applies
+    applies, _ = await store.dispatch_cycle(
+        [stale, early, done, done], [], {"noop"}, WORKER, T0 + 13, T0 + 40
+    )
+    assert applies == [False, False, True, False]
+    assert [(e.type, e.job.id) for e in seen] == [(EventType.COMPLETED, first.id)]
+    outcomes = [a.outcome for a in await store.list_attempts(first.id, limit=10, after=None)]
+    assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]

@@ -1,9 +1,10 @@
 """Starting and ending attempts inside a caller's write transaction.
 
-The claim (a remote worker's lease too) and the settlement of attempt endings are steps that
-the dispatch cycle runs together in one transaction: each returns the event changes it made,
-and the caller appends them once, last (storage/events.py). Each step is set-based, a few
-statements whatever the number of jobs.
+The only claim statement (the dispatch cycle's claims, a fire's claim of the queues it
+promoted, a remote worker's lease) and the settlement of attempt endings (the dispatch cycle,
+remote workers' reports) are steps a caller combines in one transaction: each returns the
+event changes it made, and the caller appends them once, last (storage/events.py). Each step
+is set-based, a few statements whatever the number of jobs.
 """
 
 from __future__ import annotations

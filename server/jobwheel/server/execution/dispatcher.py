@@ -95,6 +95,8 @@ class Dispatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._fired: set[str] = set()
+        # a cycle of endings alone, stored while the loop goes on (one at a time)
+        self._storing: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> int:
@@ -152,6 +154,8 @@ class Dispatcher:
                     self.wake()
                 self.cycles.fire()
         finally:
+            if self._storing is not None:  # cancelled: its jobs' leases expire, they re-run
+                self._storing.cancel()
             self._finished.set()
 
     async def _dispatch(self) -> None:
@@ -162,9 +166,36 @@ class Dispatcher:
         endings = self._outbox
         freed = Counter(h.job.queue for h, _ in endings)
         claims = self._claims(freed) if self._accepting else []
-        if not endings and not claims:
-            return
+        if not claims and (not endings or self._storing is not None):
+            return  # endings wait for the store in flight, which wakes the loop when done
         self._outbox = []
+        if not claims:
+            # nothing to claim with them (drained queues, or stopping): stored beside the
+            # loop, so that a fire coming due meanwhile need not wait for their transaction
+            self._storing = asyncio.create_task(self._cycle(now, endings, claims))
+            self._storing.add_done_callback(self._stored)
+            return
+        await self._cycle(now, endings, claims)
+
+    def _stored(self, task: asyncio.Task[None]) -> None:
+        self._storing = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, DatabaseUnavailable):
+                log.warning("storing attempt ends paused: %s; retrying in a second", exc)
+            else:
+                log.error("storing attempt ends failed", exc_info=exc)
+            self._wake_later(RETRY_AFTER)
+            return
+        self._wake.set()  # endings that came meanwhile go next; stopping: maybe nothing held
+
+    async def _cycle(
+        self,
+        now: model.Micros,
+        endings: list[tuple[_Held, states.Settlement]],
+        claims: list[tuple[str, int]],
+    ) -> None:
+        """One dispatch cycle's transaction: stores `endings`, claims `claims`, starts what
+        it claimed."""
         try:
             applies, claimed = await self.store.dispatch_cycle(
                 [settlement for _, settlement in endings],

@@ -58,6 +58,18 @@ class EngineStore(Protocol):
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]: ...
 
+    async def dispatch_cycle(
+        self,
+        settlements: Sequence[Settlement],
+        claims: Sequence[tuple[str, int]],
+        tasks: Collection[str],
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+        *,
+        include_http: bool = False,
+    ) -> tuple[list[bool], list[list[Job]]]: ...
+
     async def attempt_id(self, job_id: str, execution: int, number: int) -> str | None: ...
 
     async def queue_settings(self) -> dict[str, QueueSettings]: ...

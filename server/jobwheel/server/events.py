@@ -171,7 +171,9 @@ class LogTailer:
 
     async def _follow(self) -> None:
         notified = asyncio.Event()
-        async with self.store.listening(notified.set) as listening:
+        # this process hands its own events to the bus itself: reading them back from the
+        # log would decode every event twice (a lost hand-over is found by the slow poll)
+        async with self.store.listening(notified.set, others_only=True) as listening:
             next_check = 0.0
             while True:
                 try:

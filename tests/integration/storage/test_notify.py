@@ -34,3 +34,27 @@ async def test_sqlite_has_no_listener(tmp_path: Path) -> None:
             assert not listening
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_listener_of_others_only_is_not_woken_by_its_own_store() -> None:
+    async with fresh_pg_schema() as url:
+        listener, writer = await open_store(url), await open_store(url)
+        try:
+            woken: list[int] = []
+            others = asyncio.Event()
+
+            def wake() -> None:
+                woken.append(1)
+                others.set()
+
+            async with listener.listening(wake, others_only=True) as listening:
+                assert listening
+                await listener.insert_jobs([new_job()])
+                await writer.insert_jobs([new_job()])
+                # one connection gets notifications in commit order: the writer's came last
+                await asyncio.wait_for(others.wait(), 5)
+                assert len(woken) == 1
+        finally:
+            await listener.close()
+            await writer.close()

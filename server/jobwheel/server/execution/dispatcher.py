@@ -1,16 +1,19 @@
 """Dispatch: due jobs become QUEUED, then RUNNING on an in-process handler, queue by queue.
 
-Jobs that come due are promoted and claimed in one transaction (`fire_due`); jobs queued
-otherwise (enqueued to run now, a slot freed) are claimed queue by queue.
-
-Each queue runs at most `concurrency` attempts of this process at once. A claim takes the best
-jobs of a queue (higher priority first, FIFO within a priority) in one transaction; endings
-are settled through group commit, so a busy server writes one transaction for many jobs.
+Each queue runs at most `concurrency` attempts of this process at once. The dispatcher works
+in cycles of one write transaction each: the attempts that ended since the last cycle are
+settled and, in the same transaction, each ready queue claims its best jobs (higher priority
+first, FIFO within a priority) for the room those endings and earlier ones left. A busy server
+thus writes one transaction per cycle for many jobs, and a job's end and its successor's start
+cost one commit together. Jobs that come due are promoted and their queues claimed in one
+transaction too (`fire_due`), so a due job starts after a single commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -31,11 +34,22 @@ from jobwheel.server.storage import DatabaseUnavailable
 from jobwheel.server.storage.transitions import FireClaim
 
 log = logging.getLogger(__name__)
-# retries of a settlement during a database outage: seconds, doubling up to the cap
-SETTLE_RETRY_FIRST = 0.2
-SETTLE_RETRY_MAX = 2.0
+# after a failed cycle (e.g. the database is unreachable), seconds until the next try
+RETRY_AFTER = 1.0
 # after the grace period, how long releasing what still runs may take (seconds)
 RELEASE_WAIT = 2.0
+
+
+class _Held:
+    """An attempt this process runs: from its claim until its end is stored."""
+
+    __slots__ = ("ended", "job", "started", "task")
+
+    def __init__(self, job: model.Job) -> None:
+        self.job = job
+        self.task: asyncio.Task[None] | None = None
+        self.started = False  # its task began (a task cancelled before that runs no code)
+        self.ended = False  # its settlement is in the outbox (or stored)
 
 
 class Dispatcher:
@@ -60,36 +74,42 @@ class Dispatcher:
         self.worker_id = worker_id
         self.concurrency = concurrency
         self.lease = lease
+        # Settlements from elsewhere (remote workers' reports), merged by group commit; the
+        # in-process attempts' endings go through the dispatch cycle instead (`observe` is
+        # told the size of either's batches).
         self.settle = GroupCommit(store.settle, observe=observe_settles)
-        # fired after each dispatch cycle (promote, claim, start): tests wait on it
+        # fired after each dispatch cycle (promote, settle and claim, start): tests wait on it
         self.cycles = Signal()
         # fired after each attempt's end is stored (a drained queue runs no cycle after it)
         self.settled = Signal()
         self._ready: set[str] = set()
-        self._running: Counter[str] = Counter()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running: Counter[str] = Counter()  # held attempts per queue
+        self._held: dict[str, _Held] = {}
+        # attempts that ended, with their settlements, for the next cycle to store
+        self._outbox: list[tuple[_Held, states.Settlement]] = []
         self._wake = asyncio.Event()
         self._accepting = True
         self._due = True
         self._queues: dict[str, model.QueueSettings] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._started: set[str] = set()
-        self._settling: set[asyncio.Future[None]] = set()
+        self._finished = asyncio.Event()
         self._fired: set[str] = set()
+        # a cycle of endings alone, stored while the loop goes on (one at a time)
+        self._storing: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> int:
-        return len(self._tasks)
+        return len(self._held)
 
     def holds(self, job_id: str) -> bool:
         """True while this process runs an attempt of the job (or is storing its end)."""
-        return job_id in self._tasks
+        return job_id in self._held
 
     @property
     def held(self) -> list[str]:
         """Ids of the jobs `holds` is true for: the leases this process renews."""
-        return list(self._tasks)
+        return list(self._held)
 
     def set_queues(self, settings: dict[str, model.QueueSettings]) -> None:
         """Applies queue settings (pause, concurrency, rate); wakes queues that may run now."""
@@ -115,51 +135,132 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        self._ready |= await self.store.queues_with_queued_jobs()
-        self._wake.set()
-        while self._accepting:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._accepting:
-                break
-            try:
-                await self._dispatch()
-            except DatabaseUnavailable as exc:
-                log.warning("dispatch paused: %s; retrying in a second", exc)
-                await self.clock.sleep(1)
-                self.wake()
-            except Exception:
-                log.exception("dispatch failed; retrying in a second")
-                await self.clock.sleep(1)
-                self.wake()
-            self.cycles.fire()
+        """Dispatch cycles until `stop`, and after it until every attempt's end is stored."""
+        try:
+            self._ready |= await self.store.queues_with_queued_jobs()
+            self._wake.set()
+            while self._accepting or self._held:
+                await self._wake.wait()
+                self._wake.clear()
+                try:
+                    await self._dispatch()
+                except DatabaseUnavailable as exc:
+                    log.warning("dispatch paused: %s; retrying in a second", exc)
+                    await self.clock.sleep(RETRY_AFTER)
+                    self.wake()
+                except Exception:
+                    log.exception("dispatch failed; retrying in a second")
+                    await self.clock.sleep(RETRY_AFTER)
+                    self.wake()
+                self.cycles.fire()
+        finally:
+            if self._storing is not None:  # cancelled: its jobs' leases expire, they re-run
+                self._storing.cancel()
+            self._finished.set()
 
     async def _dispatch(self) -> None:
         now = self.clock.now()
-        if self._due:  # something came due: only then is there anything to promote
+        if self._due and self._accepting:  # something came due: only then is there anything
             self._due = False
             await self._fire(now)
-        tasks = self.executor.handlers.keys()
-        for queue in sorted(self._ready):
-            room = self._room(queue)
-            if room <= 0:
-                continue
-            try:
-                claimed = await self.store.claim(
-                    queue,
-                    tasks,
-                    room,
-                    self.worker_id,
-                    now,
-                    now + self.lease,
-                    include_http=self.webhooks is not None,
-                )
-            except BaseException:
+        endings = self._outbox
+        freed = Counter(h.job.queue for h, _ in endings)
+        claims = self._claims(freed) if self._accepting else []
+        if not claims and (not endings or self._storing is not None):
+            return  # endings wait for the store in flight, which wakes the loop when done
+        self._outbox = []
+        if not claims:
+            # nothing to claim with them (drained queues, or stopping): stored beside the
+            # loop, so that a fire coming due meanwhile need not wait for their transaction
+            self._storing = asyncio.create_task(self._cycle(now, endings, claims))
+            self._storing.add_done_callback(self._stored)
+            return
+        await self._cycle(now, endings, claims)
+
+    def _stored(self, task: asyncio.Task[None]) -> None:
+        self._storing = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, DatabaseUnavailable):
+                log.warning("storing attempt ends paused: %s; retrying in a second", exc)
+            else:
+                log.error("storing attempt ends failed", exc_info=exc)
+            self._wake_later(RETRY_AFTER)
+            return
+        self._wake.set()  # endings that came meanwhile go next; stopping: maybe nothing held
+
+    async def _cycle(
+        self,
+        now: model.Micros,
+        endings: list[tuple[_Held, states.Settlement]],
+        claims: list[tuple[str, int]],
+    ) -> None:
+        """One dispatch cycle's transaction: stores `endings`, claims `claims`, starts what
+        it claimed."""
+        try:
+            applies, claimed = await self.store.dispatch_cycle(
+                [settlement for _, settlement in endings],
+                claims,
+                self.executor.handlers.keys(),
+                self.worker_id,
+                now,
+                now + self.lease,
+                include_http=self.webhooks is not None,
+            )
+        except BaseException as exc:
+            for queue, room in claims:
                 self._ready.add(queue)  # e.g. the database is unreachable: try again later
-                raise
-            self._claimed(queue, room, len(claimed))
-            for job in claimed:
+                if (bucket := self._buckets.get(queue)) is not None:
+                    bucket.give_back(room)
+            if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable):
+                await self._settle_alone(endings)  # one bad settlement must not hold the rest
+            else:
+                self._outbox[:0] = endings  # stored by a later cycle; their jobs stay held
+            raise
+        if endings:
+            if self.settle.observe is not None:
+                self.settle.observe(len(endings))
+            for (held, settlement), applied in zip(endings, applies, strict=True):
+                self._release(held)
+                if applied:
+                    failures.log_if_failed(settlement)
+            self.settled.fire()
+        for (queue, room), jobs in zip(claims, claimed, strict=True):
+            self._claimed(queue, room, len(jobs))
+            for job in jobs:
                 self._start(job)
+
+    def _claims(self, freed: Counter[str]) -> list[tuple[str, int]]:
+        """(queue, how many to claim) for each ready queue with room, counting the attempts
+        whose end this cycle stores (`freed`, by queue) as ended. Only a ready queue may hold
+        more (its last claim was full, it had no room, or a wake-up named it): a drained one
+        claims nothing after each ending."""
+        claims: list[tuple[str, int]] = []
+        for queue in sorted(self._ready):
+            room = self._room(queue, freed[queue])
+            if room > 0:
+                claims.append((queue, room))
+        return claims
+
+    async def _settle_alone(self, endings: list[tuple[_Held, states.Settlement]]) -> None:
+        """After a failed cycle: each ending in a transaction of its own. One that cannot be
+        stored is given up: this process stops renewing its lease, so the job runs again."""
+        for held, settlement in endings:
+            try:
+                [applied] = await self.store.settle([settlement])
+            except DatabaseUnavailable:
+                self._outbox.append((held, settlement))
+                continue
+            except Exception:
+                log.exception(
+                    "settling job %s failed; its lease will expire and it will re-run",
+                    held.job.id,
+                )
+                self._release(held, wake=True)
+                continue
+            self._release(held)
+            self.settled.fire()
+            if applied:
+                failures.log_if_failed(settlement)
 
     async def _fire(self, now: model.Micros) -> None:
         """Promotes what came due and claims the promoted jobs' queues in one transaction, so
@@ -207,16 +308,17 @@ class Dispatcher:
         needs no dispatch cycle)."""
         return job_id in self._fired
 
-    def _room(self, queue: str) -> int:
-        """How many jobs of `queue` to claim now (its limit, rate, pause), taking the rate's
-        tokens; a queue with room leaves `_ready` (a wake-up during the claim puts it back),
-        one without stays there until a slot frees or tokens come."""
+    def _room(self, queue: str, freed: int = 0) -> int:
+        """How many jobs of `queue` to claim now (its limit, rate, pause), with `freed` of its
+        held attempts counted as ended, taking the rate's tokens; a queue with room leaves
+        `_ready` (a wake-up during the claim puts it back), one without stays there until a
+        slot frees or tokens come."""
         settings = self._queues.get(queue)
         if settings is not None and settings.paused:
             self._ready.discard(queue)  # resuming it wakes it again
             return 0
         limit = (settings and settings.max_concurrency) or self.concurrency
-        room = limit - self._running[queue]
+        room = limit - self._running[queue] + freed
         bucket = self._buckets.get(queue)
         if bucket is not None and room > 0:
             allowed = bucket.take(room, self.clock.monotonic())
@@ -252,114 +354,117 @@ class Dispatcher:
         self._wake.set()
 
     def _start(self, job: model.Job) -> None:
+        held = _Held(job)
+        self._held[job.id] = held
         self._running[job.queue] += 1
-        task = asyncio.create_task(self._execute(job))
-        self._tasks[job.id] = task
+        held.task = task = asyncio.create_task(self._execute(held))
         # in a callback, not a `finally`: a task cancelled before its first step runs no code
-        task.add_done_callback(lambda done: self._done(job, done))
+        task.add_done_callback(functools.partial(self._task_done, held))
 
-    def _done(self, job: model.Job, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(job.id, None)
-        self._running[job.queue] -= 1
-        # a queue has claimable jobs left only if it is ready (its last claim was full, or
-        # it had no room): a drained one needs no claim after each ending
-        if job.queue in self._ready:
+    def _release(self, held: _Held, *, wake: bool = False) -> None:
+        """The attempt is no longer this process's (its end is stored, or given up)."""
+        job = held.job
+        if self._held.pop(job.id, None) is not None:
+            self._running[job.queue] -= 1
+        if wake:
+            self._ready.add(job.queue)
             self._wake.set()
-        if job.id in self._started:
-            self._started.discard(job.id)
-        elif task.cancelled():  # cancelled before it began: settle it all the same
-            result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
-            settlement = (
-                states.settle(job, result, self.clock.now(), self.clock.random())
+
+    def _end(self, held: _Held, settlement: states.Settlement) -> None:
+        """The attempt ended: the next cycle stores its settlement."""
+        held.ended = True
+        self._outbox.append((held, settlement))
+        self._wake.set()
+
+    def _task_done(self, held: _Held, task: asyncio.Task[None]) -> None:
+        if held.ended:
+            return
+        job = held.job
+        if task.cancelled() and not held.started:  # cancelled before it began: settle it
+            now = self.clock.now()
+            self._end(
+                held,
+                states.settle(
+                    job,
+                    AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled"),
+                    now,
+                    self.clock.random(),
+                )
                 if self._accepting
-                else states.lost(job, self.clock.now(), "server stopped", counts=False)
+                else states.lost(job, now, "server stopped", counts=False),
             )
-            self._settling.add(settle := asyncio.ensure_future(self._finish(settlement)))
-            settle.add_done_callback(self._settling.discard)
-
-    async def _execute(self, job: model.Job) -> None:
-        ctx = TaskContext(
-            job_id=job.id,
-            task=job.task,
-            queue=job.queue,
-            attempt=job.attempt,
-            execution=job.execution_count,
-            labels=job.labels,
+            return
+        # not renewed any more (this process no longer holds it): the lease expires and the
+        # job runs again
+        error = None if task.cancelled() else task.exception()
+        log.error(
+            "settling job %s failed; its lease will expire and it will re-run",
+            job.id,
+            exc_info=error,
         )
-        limit = None if job.timeout is None else job.timeout / model.SECOND
-        self._started.add(job.id)
-        try:
-            try:
-                result = await self._run(job, ctx, limit)
-            except asyncio.CancelledError:
-                if self._accepting:  # a cancel of this job, not a shutdown
-                    result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
-                else:  # released: it runs again at the next start, no attempt used up
-                    lost = states.lost(job, self.clock.now(), "server stopped", counts=False)
-                    await self._finish(lost)
-                    return
-            await self._finish(states.settle(job, result, self.clock.now(), self.clock.random()))
-        except Exception:
-            # not renewed any more (this process no longer holds it): the lease expires and
-            # the job runs again
-            log.exception(
-                "settling job %s failed; its lease will expire and it will re-run", job.id
-            )
+        self._release(held, wake=True)
 
-    async def _run(self, job: model.Job, ctx: TaskContext, limit: float | None) -> AttemptResult:
-        # a span in the trace of the job's enqueue (a no-op without tracing)
+    async def _execute(self, held: _Held) -> None:
+        held.started = True
+        job = held.job
+        try:
+            result = await self._run(job)
+        except asyncio.CancelledError:
+            if not self._accepting:  # released: it runs again at the next start, unused
+                self._end(held, states.lost(job, self.clock.now(), "server stopped", counts=False))
+                return
+            result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")  # this job's
+        self._end(held, states.settle(job, result, self.clock.now(), self.clock.random()))
+
+    async def _run(self, job: model.Job) -> AttemptResult:
+        limit = None if job.timeout is None else job.timeout / model.SECOND
+        if not job.traceparent:  # no trace to continue: no span (tracing.attempt_span's rule)
+            return await self._execute_attempt(job, limit)
+        # a span in the trace of the job's enqueue
         with tracing.attempt_span(
             f"attempt {job.task}", job.traceparent, tracing.job_attributes(job)
         ):
-            result = await self._execute_attempt(job, ctx, limit)
+            result = await self._execute_attempt(job, limit)
             if result.outcome is not AttemptOutcome.SUCCEEDED:
                 tracing.mark_failed(result.error)
             return result
 
-    async def _execute_attempt(
-        self, job: model.Job, ctx: TaskContext, limit: float | None
-    ) -> AttemptResult:
+    async def _execute_attempt(self, job: model.Job, limit: float | None) -> AttemptResult:
         if job.http is None:
+            ctx = TaskContext(
+                job_id=job.id,
+                task=job.task,
+                queue=job.queue,
+                attempt=job.attempt,
+                execution=job.execution_count,
+                labels=job.labels,
+            )
             return await self.executor.run(job.task, job.payload, ctx, limit)
         assert self.webhooks is not None
         attempt_id = await self.store.attempt_id(job.id, job.execution_count, job.attempt)
         return await self.webhooks.run(job, attempt_id or f"{job.id}/{job.attempt}", limit)
 
-    async def _finish(self, settlement: states.Settlement) -> None:
-        """Stores an attempt's ending, retrying through a database outage until it is stored
-        (the job stays held meanwhile, so its lease is renewed while renewals work); a failed
-        attempt that was stored is logged."""
-        delay = SETTLE_RETRY_FIRST
-        while True:
-            try:
-                [applied] = await self.settle([settlement])
-                self.settled.fire()
-                if applied:
-                    failures.log_if_failed(settlement)
-                return
-            except DatabaseUnavailable as exc:
-                job_id = settlement.ended.job_id
-                log.warning("cannot store the end of job %s's attempt (%s); retrying", job_id, exc)
-            await self.clock.sleep(delay * (0.5 + self.clock.random()))
-            delay = min(delay * 2, SETTLE_RETRY_MAX)
-
     def cancel(self, job_id: str) -> None:
         """Stops this process's attempt of a job that was cancelled (if it runs one)."""
-        task = self._tasks.get(job_id)
-        if task is not None:
-            task.cancel()
+        held = self._held.get(job_id)
+        if held is not None and held.task is not None:
+            held.task.cancel()
 
     async def stop(self, grace: float) -> None:
-        """Claims nothing more; running attempts get `grace` seconds, then are released."""
+        """Claims nothing more; running attempts get `grace` seconds, then are released; the
+        ends of all are stored (within RELEASE_WAIT more seconds)."""
         self._accepting = False
         self._wake.set()
-        pending = list(self._tasks.values())
+        pending = [h.task for h in self._held.values() if h.task is not None and not h.task.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=RELEASE_WAIT)
+        if self._held:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), RELEASE_WAIT)
 
 
 def _catch_up(job: model.Job, now: model.Micros, rand: float) -> tuple[model.Micros | None, int]:

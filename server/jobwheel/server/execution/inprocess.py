@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,22 @@ from jobwheel.server import failures
 from jobwheel.server.handlers import Handler
 from jobwheel.server.model import MAX_DOCUMENT_BYTES, AttemptOutcome
 from jobwheel.server.rules.attempt import AttemptResult, oversized
+
+
+class _Flag:
+    """A set-once flag a handler's thread may poll: threading.Event's `set`/`is_set` without
+    its lock and condition (one attribute read or write is atomic), made for every attempt."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
 
 
 @dataclass
@@ -31,7 +46,7 @@ class TaskContext:
     attempt: int
     execution: int
     labels: dict[str, str] = field(default_factory=dict)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: _Flag = field(default_factory=_Flag, repr=False)
 
     @property
     def cancelled(self) -> bool:

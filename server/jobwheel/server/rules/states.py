@@ -23,7 +23,7 @@ released (graceful stop)       -> QUEUED again at once; the attempt is on record
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from jobwheel.server import model
@@ -210,7 +210,7 @@ def _settlement(
 ) -> Settlement:
     """`job` with its current attempt ended; `attempt` and `released_attempts` default to
     the job's own."""
-    after = replace(
+    after = _job_with(
         job,
         state=state,
         next_run_time=next_run_time,
@@ -227,6 +227,17 @@ def _settlement(
         ),
     )
     return Settlement(ended, after, events, skipped, lease_expired_before)
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(model.Job))
+
+
+def _job_with(job: model.Job, **changes: Any) -> model.Job:
+    """`dataclasses.replace` for a Job, minus its per-call introspection of the fields (one
+    settlement per attempt)."""
+    values = {name: getattr(job, name) for name in _JOB_FIELDS}
+    values.update(changes)
+    return model.Job(**values)
 
 
 def charged(job: model.Job) -> int:

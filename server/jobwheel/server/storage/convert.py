@@ -167,6 +167,18 @@ def job_from_new(job: NewJob, seq: int = 0) -> Job:
     )
 
 
+# Policies and schedules are immutable and shared by many jobs: each stored text is decoded
+# once (a claim reads hundreds of rows per transaction).
+@functools.lru_cache(maxsize=256)
+def _retry_from_text(text: str) -> RetryPolicy:
+    return retry_from_doc(json.loads(text))
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule_from_text(text: str) -> Schedule:
+    return schedule_from_doc(json.loads(text))
+
+
 def job_from_row(row: RowMapping) -> Job:
     schedule = row["schedule"]
     http = row["http"]
@@ -178,8 +190,8 @@ def job_from_row(row: RowMapping) -> Job:
         labels=json.loads(row["labels"]),
         priority=row["priority"],
         state=JobState(row["state"]),
-        schedule=None if schedule is None else schedule_from_doc(json.loads(schedule)),
-        retry_policy=retry_from_doc(json.loads(row["retry_policy"])),
+        schedule=None if schedule is None else _schedule_from_text(schedule),
+        retry_policy=_retry_from_text(row["retry_policy"]),
         timeout=row["timeout"],
         idempotency_key=row["idempotency_key"],
         http=None if http is None else http_from_doc(json.loads(http)),

@@ -8,8 +8,10 @@ the migration lock).
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import sqlite3
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import util as sa_util
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -85,6 +87,8 @@ class Dialect:
     notify: bool
     # Largest number of bind parameters we put in one IN (...) list.
     max_in_list: int = 1000
+    # Array parameters (unnest): a batch of rows is one statement instead of executemany.
+    array_params: bool = False
     # A search by id prefix gains from an explicit range over the id index when few ids
     # have the prefix (SQLite's LIKE does not use the index).
     id_prefix_range: bool = False
@@ -174,6 +178,7 @@ class PostgresDialect(Dialect):
     single_writer = False
     advisory_locks = True
     notify = True
+    array_params = True
 
     def text_bytes(self, column: Any) -> ColumnElement[int]:
         return func.octet_length(column)
@@ -194,9 +199,11 @@ class PostgresDialect(Dialect):
 
     async def append_event_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> int:
         # One round trip: take the revisions, insert the rows, notify (delivered at commit:
-        # other replicas' tailers read the new revisions at once).
+        # other replicas' tailers read the new revisions at once; the payload names the
+        # writing engine, whose own process hands its events over itself).
         columns = columns_of(rows, len(EVENT_COLUMNS) - 1)
-        result = await conn.exec_driver_sql(_PG_APPEND_EVENTS, (len(rows), *columns))
+        token = notify_token(conn.sync_engine)
+        result = await conn.exec_driver_sql(_PG_APPEND_EVENTS, (len(rows), *columns, token))
         return int(result.scalar_one())
 
     def insert_ignore(self, table: Table, key: str) -> Any:
@@ -222,6 +229,15 @@ POSTGRESQL: Dialect = PostgresDialect()
 _BY_SQLALCHEMY_NAME = {"sqlite": SQLITE, "postgresql": POSTGRESQL}
 
 
+_NOTIFY_TOKENS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def notify_token(engine: Engine) -> str:
+    """A random name of `engine` for the payload of its event notifications (the last word),
+    so that a listener can tell its own process's appends from other replicas'."""
+    return _NOTIFY_TOKENS.setdefault(engine, secrets.token_hex(8))
+
+
 def dialect_of(conn: AsyncConnection) -> Dialect:
     """The Dialect of a connection (for functions handed only a connection)."""
     return _BY_SQLALCHEMY_NAME[conn.dialect.name]
@@ -236,8 +252,9 @@ def lock_file_of(url: URL) -> Path | None:
     return None
 
 
-# $1: how many; $2..$5: job_id, type, time and job arrays. The data-modifying CTEs run whatever
-# the SELECT reads; pg_notify's message is delivered at commit.
+# $1: how many; $2..$5: job_id, type, time and job arrays; $6: the writer's notify_token. The
+# data-modifying CTEs run whatever the SELECT reads; pg_notify's message ("revision token") is
+# delivered at commit.
 _PG_APPEND_EVENTS = f"""
 WITH head AS (
     UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
@@ -248,7 +265,7 @@ WITH head AS (
         WITH ORDINALITY AS t(job_id, type, time, job, ord)
     ORDER BY t.ord
 )
-SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text) FROM head
+SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text || ' ' || $6::text) FROM head
 """
 
 

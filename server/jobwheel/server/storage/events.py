@@ -11,7 +11,7 @@ from typing import Any
 from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
-from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, dialect_of
+from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, dialect_of, notify_token
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import event_head, events, jobs
 from sqlalchemy import delete, func, select
@@ -55,18 +55,23 @@ class EventLog(StoreBase):
     """Mixed into Store."""
 
     @asynccontextmanager
-    async def listening(self, on_notify: Callable[[], None]) -> AsyncIterator[bool]:
+    async def listening(
+        self, on_notify: Callable[[], None], *, others_only: bool = False
+    ) -> AsyncIterator[bool]:
         """While inside, `on_notify` is called when any process appends events (PostgreSQL
-        LISTEN/NOTIFY, on a connection held for the purpose). Yields False elsewhere."""
+        LISTEN/NOTIFY, on a connection held for the purpose), or with `others_only` any
+        process but this store's own. Yields False elsewhere."""
         if not self.dialect.notify:
             yield False
             return
+        own = " " + notify_token(self.write_engine.sync_engine)
         async with self._outages(), self.read_engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
 
-            def callback(*_: object) -> None:
-                on_notify()
+            def callback(_conn: object, _pid: object, _channel: object, payload: object) -> None:
+                if not (others_only and isinstance(payload, str) and payload.endswith(own)):
+                    on_notify()
 
             await driver.add_listener(NOTIFY_CHANNEL, callback)
             try:

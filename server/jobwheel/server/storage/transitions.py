@@ -8,58 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
-from jobwheel.server.ids import new_id
-from jobwheel.server.model import AttemptOutcome, Event, EventType, Job, JobState, Micros
+from jobwheel.server.model import EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement
+from jobwheel.server.storage.attempt_writes import settle_endings, start_attempts, started
 from jobwheel.server.storage.base import StoreBase
-from jobwheel.server.storage.convert import job_from_row, job_result_doc
+from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.events import append_events
-from jobwheel.server.storage.schema import attempts, jobs
-from sqlalchemy import ColumnElement, and_, bindparam, case, or_, select, update
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CATCH_UP_BATCH = 1000
 _WAITING = [s.value for s in WAITING]
-
-_settle_job = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("b_id"),
-        jobs.c.state == JobState.RUNNING.value,
-        jobs.c.attempt == bindparam("b_held_attempt"),
-        jobs.c.execution_count == bindparam("b_execution"),
-    )
-    .values(
-        state=bindparam("b_state"),
-        next_run_time=bindparam("b_next_run_time"),
-        attempt=bindparam("b_attempt"),
-        end_time=bindparam("b_end_time"),
-        last_error=bindparam("b_last_error"),
-        result=bindparam("b_result"),
-        skipped_count=jobs.c.skipped_count + bindparam("b_skipped"),
-        released_attempts=bindparam("b_released"),
-        worker_id="",
-        lease_expire_time=None,
-        update_time=bindparam("b_now"),
-    )
-)
-_settle_attempt = (
-    update(attempts)
-    .where(
-        attempts.c.job_id == bindparam("b_id"),
-        attempts.c.execution == bindparam("b_execution"),
-        attempts.c.number == bindparam("b_held_attempt"),
-        attempts.c.outcome == AttemptOutcome.RUNNING.value,
-    )
-    .values(
-        end_time=bindparam("b_now"),
-        outcome=bindparam("b_outcome"),
-        error=bindparam("b_error"),
-        result=bindparam("b_attempt_result"),
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -135,13 +96,17 @@ class Transitions(StoreBase):
             queues = {job.queue for job in promoted}
             if claim is not None:
                 for queue in sorted(queues):
-                    room = claim.room(queue)
-                    where = self._claimable(queue, claim.tasks, claim.include_http)
-                    if room > 0 and where is not None:
-                        claimed += await self._claim_in(
-                            conn, where, room, claim.worker_id, now, claim.lease_until
-                        )
-                changes += [(EventType.STARTED, job) for job in claimed]
+                    claimed += await self._claim_in(
+                        conn,
+                        queue,
+                        claim.room(queue),
+                        claim.tasks,
+                        claim.worker_id,
+                        now,
+                        claim.lease_until,
+                        include_http=claim.include_http,
+                    )
+                changes += started(claimed)
             committed = await append_events(conn, changes, now)
         if claim is not None:
             claim.started(claimed)
@@ -233,25 +198,64 @@ class Transitions(StoreBase):
         """Moves up to `limit` QUEUED jobs of `queue` (best priority first, FIFO within one)
         whose task is in `tasks` (or, with `include_http`, that have an HTTP target) to
         RUNNING, opening an attempt for each."""
-        where = self._claimable(queue, tasks, include_http)
+        where = _claimable(queue, tasks, include_http)
         if limit <= 0 or where is None:
             return []
         return await self._start_attempts(where, limit, worker_id, now, lease_until)
 
-    @staticmethod
-    def _claimable(
-        queue: str, tasks: Collection[str], include_http: bool
-    ) -> list[ColumnElement[bool]] | None:
-        """The claim's filter: QUEUED jobs of `queue` with a task in `tasks` (or an HTTP
-        target, with `include_http`); None when nothing could match."""
-        runnable: list[ColumnElement[bool]] = []
-        if tasks:
-            runnable.append(jobs.c.task.in_(list(tasks)))
-        if include_http:
-            runnable.append(jobs.c.http.isnot(None))
-        if not runnable:
-            return None
-        return [jobs.c.state == CLAIMABLE.value, jobs.c.queue == queue, or_(*runnable)]
+    async def dispatch_cycle(
+        self,
+        settlements: Sequence[Settlement],
+        claims: Sequence[tuple[str, int]],
+        tasks: Collection[str],
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+        *,
+        include_http: bool = False,
+    ) -> tuple[list[bool], list[list[Job]]]:
+        """One transaction of the dispatcher: settles attempt endings (as `settle`), then
+        claims, for each (queue, limit) of `claims`, as `claim` does. Returns whether each
+        settlement applied, and the jobs claimed for each claim."""
+        claimed: list[list[Job]] = [[] for _ in claims]
+        if not settlements and not any(limit > 0 for _, limit in claims):
+            return [], claimed
+        async with self._write() as conn:
+            applies, changes = await settle_endings(conn, self.dialect, settlements)
+            for i, (queue, limit) in enumerate(claims):
+                claimed[i] = await self._claim_in(
+                    conn,
+                    queue,
+                    limit,
+                    tasks,
+                    worker_id,
+                    now,
+                    lease_until,
+                    include_http=include_http,
+                )
+                changes += started(claimed[i])
+            committed = await append_events(conn, changes, now)
+        self._emit(committed)
+        return applies, claimed
+
+    async def _claim_in(
+        self,
+        conn: AsyncConnection,
+        queue: str,
+        limit: int,
+        tasks: Collection[str],
+        worker_id: str,
+        now: Micros,
+        lease_until: Micros,
+        *,
+        include_http: bool,
+    ) -> list[Job]:
+        """`claim` within the caller's transaction, without its events (the in-process
+        claims of a dispatch cycle and of a fire)."""
+        where = _claimable(queue, tasks, include_http)
+        if limit <= 0 or where is None:
+            return []
+        return await start_attempts(conn, self.dialect, where, limit, worker_id, now, lease_until)
 
     async def _start_attempts(
         self,
@@ -265,64 +269,11 @@ class Transitions(StoreBase):
         become RUNNING for `worker_id`, each with a new attempt: the in-process claim and a
         remote worker's lease are this one transition."""
         async with self._write() as conn:
-            claimed = await self._claim_in(conn, where, limit, worker_id, now, lease_until)
-            committed = await append_events(
-                conn, [(EventType.STARTED, job) for job in claimed], now
+            claimed = await start_attempts(
+                conn, self.dialect, where, limit, worker_id, now, lease_until
             )
+            committed = await append_events(conn, started(claimed), now)
         self._emit(committed)
-        return claimed
-
-    async def _claim_in(
-        self,
-        conn: AsyncConnection,
-        where: list[ColumnElement[bool]],
-        limit: int,
-        worker_id: str,
-        now: Micros,
-        lease_until: Micros,
-    ) -> list[Job]:
-        """`_start_attempts` within the caller's transaction, without its events."""
-        pick = (
-            select(jobs.c.seq)
-            .where(*where)
-            .order_by(jobs.c.priority.desc(), jobs.c.seq)
-            .limit(limit)
-        )
-        pick = self.dialect.lock_rows(pick, skip_locked=True)
-        stmt = (
-            update(jobs)
-            .where(jobs.c.seq.in_(pick.scalar_subquery()))
-            .values(
-                state=JobState.RUNNING.value,
-                # A job that has not started its current execution begins a new one.
-                execution_count=jobs.c.execution_count + case((jobs.c.attempt == 0, 1), else_=0),
-                released_attempts=case((jobs.c.attempt == 0, 0), else_=jobs.c.released_attempts),
-                attempt=jobs.c.attempt + 1,
-                start_time=now,
-                update_time=now,
-                worker_id=worker_id,
-                lease_expire_time=lease_until,
-            )
-            .returning(*jobs.c)
-        )
-        claimed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
-        if claimed:
-            await conn.execute(
-                attempts.insert(),
-                [
-                    {
-                        "id": new_id(),
-                        "job_id": job.id,
-                        "execution": job.execution_count,
-                        "number": job.attempt,
-                        "start_time": now,
-                        "outcome": AttemptOutcome.RUNNING.value,
-                        "worker_id": worker_id,
-                    }
-                    for job in claimed
-                ],
-            )
-        claimed.sort(key=lambda j: (-j.priority, j.seq))
         return claimed
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
@@ -332,42 +283,10 @@ class Transitions(StoreBase):
         if not settlements:
             return []
         async with self._write() as conn:
-            held = await self._held_attempts(conn, [s.ended.job_id for s in settlements])
-            applies = [_holds(held.get(s.ended.job_id), s) for s in settlements]
-            # the same attempt settled twice in one batch (two reports merged): the first wins
-            taken: set[str] = set()
-            for i, s in enumerate(settlements):
-                if applies[i]:
-                    applies[i] = s.ended.job_id not in taken
-                    taken.add(s.ended.job_id)
-            applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
-            committed: list[Event] = []
-            if applied:
-                params = [_settlement_params(s) for s in applied]
-                await conn.execute(_settle_job, params)
-                await conn.execute(_settle_attempt, params)
-                changes = [(etype, s.after) for s in applied for etype in s.events]
-                committed = await append_events(conn, changes, settlements[0].now)
+            applies, changes = await settle_endings(conn, self.dialect, settlements)
+            committed = await append_events(conn, changes, settlements[0].now)
         self._emit(committed)
         return applies
-
-    async def _held_attempts(
-        self, conn: AsyncConnection, job_ids: list[str]
-    ) -> dict[str, tuple[int, int, Micros | None]]:
-        """(execution, attempt, lease end) of each RUNNING job among `job_ids`, locked until
-        commit."""
-        held: dict[str, tuple[int, int, Micros | None]] = {}
-        for start in range(0, len(job_ids), self.dialect.max_in_list):
-            stmt = select(
-                jobs.c.id, jobs.c.execution_count, jobs.c.attempt, jobs.c.lease_expire_time
-            ).where(
-                jobs.c.id.in_(job_ids[start : start + self.dialect.max_in_list]),
-                jobs.c.state == JobState.RUNNING.value,
-            )
-            stmt = self.dialect.lock_rows(stmt)
-            for r in await conn.execute(stmt):
-                held[r.id] = (r.execution_count, r.attempt, r.lease_expire_time)
-        return held
 
     async def renew_leases(
         self, worker_id: str, job_ids: Sequence[str], now: Micros, until: Micros
@@ -409,30 +328,16 @@ class Transitions(StoreBase):
             return [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
 
 
-def _holds(held: tuple[int, int, Micros | None] | None, s: Settlement) -> bool:
-    """The job still runs the attempt `s` settles (and, for a lost one, its lease ran out)."""
-    if held is None or held[:2] != (s.ended.execution, s.ended.attempt):
-        return False
-    limit = s.lease_expired_before
-    return limit is None or (held[2] is not None and held[2] < limit)
-
-
-def _settlement_params(s: Settlement) -> dict[str, Any]:
-    ended, after = s.ended, s.after
-    return {
-        "b_id": ended.job_id,
-        "b_held_attempt": ended.attempt,
-        "b_execution": ended.execution,
-        "b_state": after.state.value,
-        "b_next_run_time": after.next_run_time,
-        "b_attempt": after.attempt,
-        "b_end_time": after.end_time,
-        "b_last_error": after.last_error,
-        "b_result": job_result_doc(after.result),
-        "b_now": ended.now,
-        "b_skipped": s.skipped,
-        "b_released": after.released_attempts,
-        "b_outcome": ended.outcome.value,
-        "b_error": ended.error,
-        "b_attempt_result": job_result_doc(ended.result),
-    }
+def _claimable(
+    queue: str, tasks: Collection[str], include_http: bool
+) -> list[ColumnElement[bool]] | None:
+    """The in-process claim's filter: QUEUED jobs of `queue` with a task in `tasks` (or an
+    HTTP target, with `include_http`); None when nothing could match."""
+    runnable: list[ColumnElement[bool]] = []
+    if tasks:
+        runnable.append(jobs.c.task.in_(list(tasks)))
+    if include_http:
+        runnable.append(jobs.c.http.isnot(None))
+    if not runnable:
+        return None
+    return [jobs.c.state == CLAIMABLE.value, jobs.c.queue == queue, or_(*runnable)]

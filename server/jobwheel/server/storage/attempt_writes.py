@@ -1,0 +1,268 @@
+"""Starting and ending attempts inside a caller's write transaction.
+
+The only claim statement (the dispatch cycle's claims, a fire's claim of the queues it
+promoted, a remote worker's lease) and the settlement of attempt endings (the dispatch cycle,
+remote workers' reports) are steps a caller combines in one transaction: each returns the
+event changes it made, and the caller appends them once, last (storage/events.py). Each step
+is set-based, a few statements whatever the number of jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jobwheel.server.ids import new_id
+from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micros
+from jobwheel.server.rules.states import Settlement
+from jobwheel.server.storage.convert import job_from_row, job_result_doc
+from jobwheel.server.storage.dialect import Dialect
+from jobwheel.server.storage.events import Change
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_RUNNING = JobState.RUNNING.value
+_ATTEMPT_RUNNING = AttemptOutcome.RUNNING.value
+
+# Driver-level statements (no per-row work in SQLAlchemy): `?` for SQLite's executemany;
+# PostgreSQL gets each column as one array, unnested: one statement, one round trip.
+_SQLITE_SETTLE_JOB = (
+    "UPDATE jobs SET state = ?, next_run_time = ?, attempt = ?, end_time = ?, last_error = ?,"
+    " result = ?, skipped_count = skipped_count + ?, released_attempts = ?, worker_id = '',"
+    " lease_expire_time = NULL, update_time = ?"
+    f" WHERE id = ? AND state = '{_RUNNING}' AND attempt = ? AND execution_count = ?"
+)
+_SQLITE_SETTLE_ATTEMPT = (
+    "UPDATE attempts SET end_time = ?, outcome = ?, error = ?, result = ?"
+    f" WHERE job_id = ? AND execution = ? AND number = ? AND outcome = '{_ATTEMPT_RUNNING}'"
+)
+_SQLITE_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# Fenced like SQLite's (the attempt held, and for a lost attempt an expired lease), in one
+# statement: of a job's settlements that pass the fence (its rows locked first), the first in
+# the batch applies; it ends the attempt rows of the jobs it settled and returns the indexes
+# (1-based) of the settlements that applied.
+_PG_SETTLE = f"""
+WITH v AS (
+  SELECT * FROM unnest(
+    $1::varchar[], $2::int[], $3::int[], $4::varchar[], $5::bigint[], $6::int[],
+    $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::int[], $12::int[],
+    $13::bigint[], $14::varchar[], $15::text[], $16::text[]
+  ) WITH ORDINALITY AS v(id, held, execution, state, next_run_time, attempt, end_time,
+         last_error, result, now, skipped, released, lease_before, outcome, error,
+         attempt_result, ord)
+), holding AS (
+  SELECT v.* FROM v JOIN jobs ON jobs.id = v.id
+  WHERE jobs.state = '{_RUNNING}' AND jobs.attempt = v.held AND jobs.execution_count = v.execution
+    AND (v.lease_before IS NULL OR jobs.lease_expire_time < v.lease_before)
+  FOR UPDATE OF jobs
+), w AS (
+  SELECT DISTINCT ON (id) * FROM holding ORDER BY id, ord
+), settled AS (
+  UPDATE jobs SET state = w.state, next_run_time = w.next_run_time, attempt = w.attempt,
+    end_time = w.end_time, last_error = w.last_error, result = w.result,
+    skipped_count = jobs.skipped_count + w.skipped, released_attempts = w.released,
+    worker_id = '', lease_expire_time = NULL, update_time = w.now
+  FROM w
+  WHERE jobs.id = w.id AND jobs.state = '{_RUNNING}' AND jobs.attempt = w.held
+    AND jobs.execution_count = w.execution
+  RETURNING jobs.id, w.ord
+), ended AS (
+  UPDATE attempts SET end_time = w.now, outcome = w.outcome, error = w.error,
+    result = w.attempt_result
+  FROM w JOIN settled ON settled.id = w.id
+  WHERE attempts.job_id = w.id AND attempts.execution = w.execution
+    AND attempts.number = w.held AND attempts.outcome = '{_ATTEMPT_RUNNING}'
+)
+SELECT ord FROM settled
+"""
+_PG_INSERT_ATTEMPTS = (
+    "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
+    f" SELECT a.id, a.job_id, a.execution, a.number, $5, '{_ATTEMPT_RUNNING}', $6"
+    " FROM unnest($1::varchar[], $2::varchar[], $3::int[], $4::int[])"
+    " AS a(id, job_id, execution, number)"
+)
+
+
+async def start_attempts(
+    conn: AsyncConnection,
+    dialect: Dialect,
+    where: list[ColumnElement[bool]],
+    limit: int,
+    worker_id: str,
+    now: Micros,
+    lease_until: Micros,
+) -> list[Job]:
+    """QUEUED jobs matching `where` (up to `limit`, best priority first, FIFO within one)
+    become RUNNING for `worker_id`, each with a new attempt row; returned in that order."""
+    pick = (
+        select(jobs.c.seq).where(*where).order_by(jobs.c.priority.desc(), jobs.c.seq).limit(limit)
+    )
+    pick = dialect.lock_rows(pick, skip_locked=True)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.seq.in_(pick.scalar_subquery()))
+        .values(
+            state=JobState.RUNNING.value,
+            # A job that has not started its current execution begins a new one.
+            execution_count=jobs.c.execution_count + case((jobs.c.attempt == 0, 1), else_=0),
+            released_attempts=case((jobs.c.attempt == 0, 0), else_=jobs.c.released_attempts),
+            attempt=jobs.c.attempt + 1,
+            start_time=now,
+            update_time=now,
+            worker_id=worker_id,
+            lease_expire_time=lease_until,
+        )
+        .returning(*jobs.c)
+    )
+    rows = (await conn.execute(stmt)).mappings().all()
+    if rows:
+        ids = [new_id() for _ in rows]
+        if dialect.array_params:
+            await conn.exec_driver_sql(
+                _PG_INSERT_ATTEMPTS,
+                (
+                    ids,
+                    [r["id"] for r in rows],
+                    [r["execution_count"] for r in rows],
+                    [r["attempt"] for r in rows],
+                    now,
+                    worker_id,
+                ),
+            )
+        else:
+            running = _ATTEMPT_RUNNING
+            await conn.exec_driver_sql(
+                _SQLITE_INSERT_ATTEMPT,
+                [
+                    (i, r["id"], r["execution_count"], r["attempt"], now, running, worker_id)
+                    for i, r in zip(ids, rows, strict=True)
+                ],
+            )
+    claimed = [job_from_row(r) for r in rows]
+    claimed.sort(key=lambda j: (-j.priority, j.seq))
+    return claimed
+
+
+def started(claimed: Sequence[Job]) -> list[Change]:
+    return [(EventType.STARTED, job) for job in claimed]
+
+
+async def settle_endings(
+    conn: AsyncConnection, dialect: Dialect, settlements: Sequence[Settlement]
+) -> tuple[list[bool], list[Change]]:
+    """Applies the settlements whose attempt the job still holds; says which applied, and
+    the event changes of those. Of a job's settlements in one batch (two reports merged),
+    the first that holds applies, the others do not."""
+    if not settlements:
+        return [], []
+    if dialect.array_params:
+        applies = await _settle_arrays(conn, settlements)
+    else:
+        held = await _held_attempts(conn, dialect, list({s.ended.job_id for s in settlements}))
+        applies = []
+        for s in settlements:
+            ok = _holds(held.get(s.ended.job_id), s)
+            if ok:
+                held.pop(s.ended.job_id)  # settled: a later one of the job holds nothing
+            applies.append(ok)
+        applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
+        if applied:
+            await conn.exec_driver_sql(_SQLITE_SETTLE_JOB, [_job_params(s) for s in applied])
+            await conn.exec_driver_sql(
+                _SQLITE_SETTLE_ATTEMPT, [_attempt_params(s) for s in applied]
+            )
+    changes = [
+        (etype, s.after)
+        for s, ok in zip(settlements, applies, strict=True)
+        if ok
+        for etype in s.events
+    ]
+    return applies, changes
+
+
+async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement]) -> list[bool]:
+    """PostgreSQL: settles in one statement; which of `settlements` applied."""
+    ended = [s.ended for s in settlements]
+    after = [s.after for s in settlements]
+    params = (
+        [e.job_id for e in ended],
+        [e.attempt for e in ended],
+        [e.execution for e in ended],
+        [a.state.value for a in after],
+        [a.next_run_time for a in after],
+        [a.attempt for a in after],
+        [a.end_time for a in after],
+        [a.last_error for a in after],
+        [job_result_doc(a.result) for a in after],
+        [e.now for e in ended],
+        [s.skipped for s in settlements],
+        [a.released_attempts for a in after],
+        [s.lease_expired_before for s in settlements],
+        [e.outcome.value for e in ended],
+        [e.error for e in ended],
+        [job_result_doc(e.result) for e in ended],
+    )
+    applied = {int(r[0]) for r in await conn.exec_driver_sql(_PG_SETTLE, params)}
+    return [i + 1 in applied for i in range(len(settlements))]
+
+
+async def _held_attempts(
+    conn: AsyncConnection, dialect: Dialect, job_ids: list[str]
+) -> dict[str, tuple[int, int, Micros | None]]:
+    """(execution, attempt, lease end) of each RUNNING job among `job_ids`, locked until
+    commit."""
+    held: dict[str, tuple[int, int, Micros | None]] = {}
+    for start in range(0, len(job_ids), dialect.max_in_list):
+        stmt = select(
+            jobs.c.id, jobs.c.execution_count, jobs.c.attempt, jobs.c.lease_expire_time
+        ).where(
+            jobs.c.id.in_(job_ids[start : start + dialect.max_in_list]),
+            jobs.c.state == JobState.RUNNING.value,
+        )
+        stmt = dialect.lock_rows(stmt)
+        for r in await conn.execute(stmt):
+            held[r.id] = (r.execution_count, r.attempt, r.lease_expire_time)
+    return held
+
+
+def _holds(held: tuple[int, int, Micros | None] | None, s: Settlement) -> bool:
+    """The job still runs the attempt `s` settles (and, for a lost one, its lease ran out)."""
+    if held is None or held[:2] != (s.ended.execution, s.ended.attempt):
+        return False
+    limit = s.lease_expired_before
+    return limit is None or (held[2] is not None and held[2] < limit)
+
+
+def _job_params(s: Settlement) -> tuple[Any, ...]:
+    ended, after = s.ended, s.after
+    return (
+        after.state.value,
+        after.next_run_time,
+        after.attempt,
+        after.end_time,
+        after.last_error,
+        job_result_doc(after.result),
+        s.skipped,
+        after.released_attempts,
+        ended.now,
+        ended.job_id,
+        ended.attempt,
+        ended.execution,
+    )
+
+
+def _attempt_params(s: Settlement) -> tuple[Any, ...]:
+    ended = s.ended
+    return (
+        ended.now,
+        ended.outcome.value,
+        ended.error,
+        job_result_doc(ended.result),
+        ended.job_id,
+        ended.execution,
+        ended.attempt,
+    )

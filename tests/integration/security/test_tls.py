@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -47,6 +48,32 @@ def client_files(pems: Pems, ca: trustme.CA, name: str) -> tuple[str, str]:
     )
 
 
+@dataclass
+class Mutual:
+    """A server set-up for mutual TLS: its settings, the CA file clients trust, and the CA
+    that issues client certificates."""
+
+    settings: SecuritySettings
+    ca_file: str
+    client_ca: trustme.CA
+
+    def client(self, pems: Pems, name: str) -> Creds:
+        cert, key = client_files(pems, self.client_ca, name)
+        return Creds(tls_ca=self.ca_file, tls_cert=cert, tls_key=key)
+
+
+def mutual(pems: Pems, ca: trustme.CA, tokens: Tokens | None = None) -> Mutual:
+    cert, key = server_files(pems, ca)
+    client_ca = trustme.CA()
+    settings = SecuritySettings(
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
+        auth_tokens=str(tokens.path) if tokens else None,
+    )
+    return Mutual(settings, pems.write("ca.pem", ca.cert_pem.bytes()), client_ca)
+
+
 async def list_code(address: str, creds: Creds) -> grpc.StatusCode:
     async with Connection(address, **creds).aio_channel() as channel:
         try:
@@ -77,18 +104,11 @@ async def test_tls_with_tokens(tmp_path: Path, pems: Pems, ca: trustme.CA, token
 async def test_mutual_tls_names_the_caller_by_its_certificate(
     tmp_path: Path, pems: Pems, ca: trustme.CA, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cert, key = server_files(pems, ca)
-    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
-    client_ca = trustme.CA()
-    settings = SecuritySettings(
-        tls_cert=cert,
-        tls_key=key,
-        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
-    )
-    good_cert, good_key = client_files(pems, client_ca, "billing-worker")
+    m = mutual(pems, ca)
+    ca_file = m.ca_file
     stranger_cert, stranger_key = client_files(pems, trustme.CA(), "stranger")
-    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
-        good = Creds(tls_ca=ca_file, tls_cert=good_cert, tls_key=good_key)
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=m.settings) as server:
+        good = m.client(pems, "billing-worker")
         caplog.set_level(logging.INFO, logger="jobwheel.audit")
         async with Connection(server.address, **good).aio_channel() as channel:
             stub = job_service_pb2_grpc.JobServiceStub(channel)
@@ -155,22 +175,12 @@ def test_sighup_reloads_certificates(tmp_path: Path, pems: Pems, ca: trustme.CA)
 async def test_mutual_tls_with_tokens_lets_the_token_decide(
     tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens
 ) -> None:
-    cert, key = server_files(pems, ca)
-    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
-    client_ca = trustme.CA()
-    settings = SecuritySettings(
-        tls_cert=cert,
-        tls_key=key,
-        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
-        auth_tokens=str(tokens.path),
-    )
-    client_cert, client_key = client_files(pems, client_ca, "ci")
-    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
-        with_cert = Creds(tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key)
+    m = mutual(pems, ca, tokens)
+    ca_file = m.ca_file
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=m.settings) as server:
+        with_cert = m.client(pems, "ci")
         assert await list_code(server.address, with_cert) is grpc.StatusCode.UNAUTHENTICATED
-        both = Creds(
-            token=tokens.plain["reader"], tls_ca=ca_file, tls_cert=client_cert, tls_key=client_key
-        )
+        both = Creds(**with_cert, token=tokens.plain["reader"])
         assert await list_code(server.address, both) is grpc.StatusCode.OK
         token_only = Creds(token=tokens.plain["reader"], tls_ca=ca_file)
         assert await list_code(server.address, token_only) is grpc.StatusCode.UNAVAILABLE
@@ -179,18 +189,9 @@ async def test_mutual_tls_with_tokens_lets_the_token_decide(
 async def test_the_tokens_file_gives_a_client_certificate_its_role(
     tmp_path: Path, pems: Pems, ca: trustme.CA, tokens: Tokens
 ) -> None:
-    cert, key = server_files(pems, ca)
-    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
-    client_ca = trustme.CA()
-    settings = SecuritySettings(
-        tls_cert=cert,
-        tls_key=key,
-        tls_client_ca=pems.write("clients.pem", client_ca.cert_pem.bytes()),
-        auth_tokens=str(tokens.path),
-    )
-    worker_cert, worker_key = client_files(pems, client_ca, "billing-worker")
-    worker = Creds(tls_ca=ca_file, tls_cert=worker_cert, tls_key=worker_key)
-    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+    m = mutual(pems, ca, tokens)
+    worker = m.client(pems, "billing-worker")
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=m.settings) as server:
         # not listed yet: refused, and the message quotes the subject to list
         async with Connection(server.address, **worker).aio_channel() as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:

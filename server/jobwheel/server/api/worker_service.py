@@ -178,6 +178,22 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     # -- batches: one call, one write, a status per item --------------------------------------
 
+    def _document(
+        self, item: Any, name: str, path: str, bad: dict[int, pb.ItemStatus], i: int
+    ) -> tuple[bool, Any]:
+        """The batch item's JSON field `name` (None when unset), checked like a single report's;
+        (False, None) when it is refused, with its status noted in `bad` at `i`."""
+        if not item.HasField(name):
+            return True, None
+        found = validate.Violations()
+        _, doc = validate.json_document(
+            getattr(item, name), f"{path}.{name}", self.limits.max_payload_bytes, found
+        )
+        if found.items:
+            bad[i] = _invalid(found)
+            return False, None
+        return True, doc
+
     async def HeartbeatJobs(self, request: pb.HeartbeatJobsRequest, context: Context) -> Any:
         _check_batch(request.worker_id, request.heartbeats, "heartbeats")
         errors = validate.Violations()
@@ -188,15 +204,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         for i, item in enumerate(request.heartbeats):
             if i in bad:
                 continue
-            progress = None
-            if item.HasField("progress"):
-                found = validate.Violations()
-                _, progress = validate.json_document(
-                    item.progress, f"heartbeats[{i}].progress", self.limits.max_payload_bytes, found
-                )
-                if found.items:
-                    bad[i] = _invalid(found)
-                    continue
+            ok, progress = self._document(item, "progress", f"heartbeats[{i}]", bad, i)
+            if not ok:
+                continue
             beats.append(Beat(item.job_id, item.epoch, progress))
         owner = access.lease_owner(request.worker_id)
         done = iter(await self.remote.heartbeat_many(owner, beats, lease or None, _sees()))
@@ -223,15 +233,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         for i, item in enumerate(request.completions):
             if i in bad:
                 continue
-            result = None
-            if item.HasField("result"):
-                found = validate.Violations()
-                _, result = validate.json_document(
-                    item.result, f"completions[{i}].result", self.limits.max_payload_bytes, found
-                )
-                if found.items:
-                    bad[i] = _invalid(found)
-                    continue
+            ok, result = self._document(item, "result", f"completions[{i}]", bad, i)
+            if not ok:
+                continue
             outcome = AttemptResult(model.AttemptOutcome.SUCCEEDED, result=result)
             reports.append(Report(item.job_id, item.epoch, outcome))
         return pb.CompleteJobsResponse(

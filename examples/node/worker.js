@@ -8,7 +8,8 @@
 // in CompleteJobs/FailJobs calls of up to 500 items (a call waits at most 2 ms for
 // neighbours), and one HeartbeatJobs call every lease/3 keeps every held lease alive.
 // --max-jobs N exits after N jobs were reported (used by the tests). SIGTERM/SIGINT stop
-// leasing and exit once the jobs held are reported.
+// leasing, give the prefetched jobs not begun back (ReleaseJobs) and exit once the running
+// ones are reported.
 "use strict";
 
 const os = require("node:os");
@@ -141,6 +142,25 @@ function startWaiting() {
   wake();
 }
 
+// On a stop, the prefetched jobs not begun go back at once (ReleaseJobs): another worker
+// takes them, and their attempts are not charged.
+async function releaseWaiting() {
+  const give = waiting.splice(0);
+  for (let start = 0; start < give.length; start += 1000) {
+    const chunk = give.slice(start, start + 1000);
+    try {
+      await jw.call(client, "ReleaseJobs", {
+        worker_id: workerId,
+        releases: chunk.map((l) => ({ job_id: l.job.id, epoch: l.epoch })),
+        reason: "the worker stopped",
+      });
+    } catch (err) {
+      console.error(`ReleaseJobs failed: ${err.message}; the leases will expire`);
+    }
+    for (const lease of chunk) held.delete(lease.job.id);
+  }
+}
+
 // One HeartbeatJobs call for every lease held; a cancelled job or a lost lease is dropped
 // (the handler of this example is too quick to stop; a real one would be told).
 async function beatAll() {
@@ -212,6 +232,7 @@ async function main() {
     }
     startWaiting();
   }
+  if (stopping) await releaseWaiting();
   while (held.size > 0) await new Promise((r) => setTimeout(r, 10));
   clearInterval(beats);
   client.close();

@@ -27,10 +27,11 @@ functions, which run in threads) and nothing is reported: the server has moved o
 
 Stopping (`await worker.stop(grace)`, or SIGTERM under `run_forever`) leases nothing more and
 gives the jobs it holds `grace` seconds (prefetched ones start meanwhile as slots free up).
-Jobs still running (or not started) then are cancelled and reported as failed (retryable)
-with the error "WorkerStopped: ...": the attempt is recorded as failed
-(it counts against max_attempts) and the job is retried after its backoff, instead of
-sitting RUNNING until its lease expires.
+Jobs still running (or not started) then are cancelled and given back (ReleaseJobs): each is
+QUEUED again at once for another worker, and its attempt is on record as LOST without
+counting against max_attempts, so a deploy uses up no job's retries. (Against a server
+without ReleaseJobs they are reported as failed and retryable instead, "WorkerStopped: ...",
+which counts.) Either way no job sits RUNNING until its lease expires.
 
 Against a server with TLS or tokens, pass `Connection.of(address, token=..., tls_ca=...)`
 (jobwheel.client.connection) as the address, or set JOBWHEEL_TOKEN, JOBWHEEL_TLS_CA,
@@ -410,7 +411,7 @@ class Worker:
                 if running.abandoned or not self._stopping:
                     return  # cancelled or lease lost: the server expects nothing
                 slot = self._free(slot)
-                await self._fail(running, "WorkerStopped: the worker stopped first", True, None)
+                await self._give_back(running)
                 return
             except JobFailed as exc:
                 slot = self._free(slot)
@@ -439,11 +440,17 @@ class Worker:
 
     async def _release(self, running: _Running) -> None:
         try:
-            await self._fail(
-                running, "WorkerStopped: the worker stopped before it began", True, None
-            )
+            await self._give_back(running)
         finally:
             self._running.pop(running.lease.job.id, None)
+
+    async def _give_back(self, running: _Running) -> None:
+        """Returns a job the stop cut short (or that never began) to the queue."""
+        if running.abandoned:
+            return
+        item = pb.JobRelease(job_id=running.lease.job.id, epoch=running.ctx.epoch)
+        assert self._batches is not None
+        self._reported(running, "ReleaseJobs", await self._batches.release(item))
 
     def _free(self, slot: bool) -> bool:
         """Frees the handler's slot (once) before its outcome is reported."""

@@ -29,6 +29,8 @@ MAX_BATCH = 1000
 INFLIGHT = 2
 # The server's answer is final for these: reporting again cannot help.
 GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+RELEASE_REASON = "the worker stopped"
+STOPPED = "WorkerStopped: the worker stopped first"  # a release, to a server without ReleaseJobs
 _GONE_CODES = (code_pb2.FAILED_PRECONDITION, code_pb2.NOT_FOUND)
 
 
@@ -78,6 +80,8 @@ class Batches:
         self.batched = True  # False once the server answered UNIMPLEMENTED
         self._complete = _Queue(self._send_completions)
         self._fail = _Queue(self._send_failures)
+        self._release = _Queue(self._send_releases)
+        self.releases = True  # False once the server answered ReleaseJobs with UNIMPLEMENTED
         self.calls = 0  # report calls made, for tests and benchmarks
 
     async def complete(self, item: pb.JobCompletion) -> Outcome:
@@ -85,6 +89,35 @@ class Batches:
 
     async def fail(self, item: pb.JobFailure) -> Outcome:
         return await self._fail.put(item, self)
+
+    async def release(self, item: pb.JobRelease) -> Outcome:
+        """Gives a lease back (ReleaseJobs: the job runs again, its attempt is not charged).
+        A server without ReleaseJobs gets a retryable failure instead, which is charged."""
+        return await self._release.put(item, self)
+
+    async def _send_releases(self, items: list[pb.JobRelease]) -> list[Outcome]:
+        if self.releases:
+            req = pb.ReleaseJobsRequest(
+                worker_id=self.worker_id, releases=items, reason=RELEASE_REASON
+            )
+            resp = await self._retrying(self.stub.ReleaseJobs, req, self._no_releases)
+            if isinstance(resp, pb.ReleaseJobsResponse):
+                return [outcome_of(r.status) for r in resp.results]
+            if resp is not None:
+                return [resp] * len(items)
+        failures = [
+            pb.JobFailure(job_id=i.job_id, epoch=i.epoch, error=STOPPED, retryable=True)
+            for i in items
+        ]
+        return await self._send_failures(failures)
+
+    def _no_releases(self) -> None:
+        log.info("the server has no ReleaseJobs: jobs a stop cuts short are reported as failed")
+        self.releases = False
+
+    def _no_batches(self) -> None:
+        log.info("the server has no batch reports: reporting job by job")
+        self.batched = False
 
     async def _send_completions(self, items: list[pb.JobCompletion]) -> list[Outcome]:
         if self.batched:
@@ -131,9 +164,15 @@ class Batches:
             singles.append(self._single(self.stub.FailJob, single))
         return list(await asyncio.gather(*singles))
 
-    async def _retrying(self, call: Callable[..., Awaitable[Any]], request: Any) -> Any:
+    async def _retrying(
+        self,
+        call: Callable[..., Awaitable[Any]],
+        request: Any,
+        unimplemented: Callable[[], None] | None = None,
+    ) -> Any:
         """The response; an Outcome for every item when the call failed for good; None
-        when the server has no batch RPCs (then the caller sends singles)."""
+        when the server does not have the RPC (`unimplemented` is told; by default the
+        batch RPCs are given up, and the caller sends singles)."""
         give_up = time.monotonic() + self.give_up
         pause = 0.1
         while True:
@@ -142,8 +181,7 @@ class Batches:
                 return await call(request, timeout=CALL_TIMEOUT)
             except grpc.aio.AioRpcError as err:
                 if err.code() is grpc.StatusCode.UNIMPLEMENTED:
-                    log.info("the server has no batch reports: reporting job by job")
-                    self.batched = False
+                    (unimplemented or self._no_batches)()
                     return None
                 if err.code() in GONE or err.code() is grpc.StatusCode.INVALID_ARGUMENT:
                     return _error_outcome(err)

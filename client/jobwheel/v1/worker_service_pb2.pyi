@@ -225,3 +225,27 @@ class FailJobsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[JobReportResult]
     def __init__(self, results: _Optional[_Iterable[_Union[JobReportResult, _Mapping]]] = ...) -> None: ...
+
+class JobRelease(_message.Message):
+    __slots__ = ("job_id", "epoch")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    epoch: int
+    def __init__(self, job_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ReleaseJobsRequest(_message.Message):
+    __slots__ = ("worker_id", "releases", "reason")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    releases: _containers.RepeatedCompositeFieldContainer[JobRelease]
+    reason: str
+    def __init__(self, worker_id: _Optional[str] = ..., releases: _Optional[_Iterable[_Union[JobRelease, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseJobsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[JobReportResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[JobReportResult, _Mapping]]] = ...) -> None: ...

@@ -95,6 +95,11 @@ class WorkerServiceStub:
                 request_serializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsRequest.SerializeToString,
                 response_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsResponse.FromString,
                 _registered_method=True)
+        self.ReleaseJobs = channel.unary_unary(
+                '/jobwheel.v1.WorkerService/ReleaseJobs',
+                request_serializer=jobwheel_dot_v1_dot_worker__service__pb2.ReleaseJobsRequest.SerializeToString,
+                response_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.ReleaseJobsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -184,6 +189,17 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseJobs(self, request, context):
+        """Hands leased jobs back without using up their attempts: a stopping worker returns the
+        jobs it has not begun or could not finish. Each job is QUEUED again at once; its attempt
+        stays on record as LOST but is not charged against max_attempts (as when the server
+        itself stops gracefully). At most 1000 items.
+        Role: worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +237,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.FailJobs,
                     request_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsRequest.FromString,
                     response_serializer=jobwheel_dot_v1_dot_worker__service__pb2.FailJobsResponse.SerializeToString,
+            ),
+            'ReleaseJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseJobs,
+                    request_deserializer=jobwheel_dot_v1_dot_worker__service__pb2.ReleaseJobsRequest.FromString,
+                    response_serializer=jobwheel_dot_v1_dot_worker__service__pb2.ReleaseJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +459,33 @@ class WorkerService:
             '/jobwheel.v1.WorkerService/FailJobs',
             jobwheel_dot_v1_dot_worker__service__pb2.FailJobsRequest.SerializeToString,
             jobwheel_dot_v1_dot_worker__service__pb2.FailJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwheel.v1.WorkerService/ReleaseJobs',
+            jobwheel_dot_v1_dot_worker__service__pb2.ReleaseJobsRequest.SerializeToString,
+            jobwheel_dot_v1_dot_worker__service__pb2.ReleaseJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,13 @@ class WorkerServiceStub:
     1000 items.
     Role: worker.
     """
+    ReleaseJobs: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.ReleaseJobsRequest, _worker_service_pb2.ReleaseJobsResponse]
+    """Hands leased jobs back without using up their attempts: a stopping worker returns the
+    jobs it has not begun or could not finish. Each job is QUEUED again at once; its attempt
+    stays on record as LOST but is not charged against max_attempts (as when the server
+    itself stops gracefully). At most 1000 items.
+    Role: worker.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -149,6 +156,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     FailJobs: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.FailJobsRequest, _worker_service_pb2.FailJobsResponse]  # type: ignore[assignment]
     """Reports the failure of many jobs in one transaction (FailJob for each item). At most
     1000 items.
+    Role: worker.
+    """
+    ReleaseJobs: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.ReleaseJobsRequest, _worker_service_pb2.ReleaseJobsResponse]  # type: ignore[assignment]
+    """Hands leased jobs back without using up their attempts: a stopping worker returns the
+    jobs it has not begun or could not finish. Each job is QUEUED again at once; its attempt
+    stays on record as LOST but is not charged against max_attempts (as when the server
+    itself stops gracefully). At most 1000 items.
     Role: worker.
     """
 
@@ -250,6 +264,19 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_worker_service_pb2.FailJobsResponse, _abc.Awaitable[_worker_service_pb2.FailJobsResponse]]:
         """Reports the failure of many jobs in one transaction (FailJob for each item). At most
         1000 items.
+        Role: worker.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseJobs(
+        self,
+        request: _worker_service_pb2.ReleaseJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_service_pb2.ReleaseJobsResponse, _abc.Awaitable[_worker_service_pb2.ReleaseJobsResponse]]:
+        """Hands leased jobs back without using up their attempts: a stopping worker returns the
+        jobs it has not begun or could not finish. Each job is QUEUED again at once; its attempt
+        stays on record as LOST but is not charged against max_attempts (as when the server
+        itself stops gracefully). At most 1000 items.
         Role: worker.
         """
 

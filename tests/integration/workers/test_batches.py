@@ -132,6 +132,7 @@ async def test_heartbeats_extend_many_and_tell_a_cancellation(server: Running) -
         ("HeartbeatJobs", "heartbeats", wpb.JobHeartbeat(job_id="j", epoch=1)),
         ("CompleteJobs", "completions", wpb.JobCompletion(job_id="j", epoch=1)),
         ("FailJobs", "failures", wpb.JobFailure(job_id="j", epoch=1)),
+        ("ReleaseJobs", "releases", wpb.JobRelease(job_id="j", epoch=1)),
     ],
 )
 async def test_batch_limits(server: Running, method: str, field: str, item: object) -> None:
@@ -140,6 +141,7 @@ async def test_batch_limits(server: Running, method: str, field: str, item: obje
         "HeartbeatJobs": wpb.HeartbeatJobsRequest,
         "CompleteJobs": wpb.CompleteJobsRequest,
         "FailJobs": wpb.FailJobsRequest,
+        "ReleaseJobs": wpb.ReleaseJobsRequest,
     }[method]
 
     def items(n: int) -> list[object]:
@@ -198,3 +200,51 @@ async def test_garbage_items_fail_alone(server: Running) -> None:
     assert failed.results[0].status.code == code_pb2.INVALID_ARGUMENT
     assert "retry_after" in failed.results[0].status.message
     assert failed.results[1].status.code == code_pb2.NOT_FOUND  # the text is cut, not refused
+
+
+async def test_released_jobs_run_again_without_using_an_attempt(server: Running) -> None:
+    first, second = await enqueue(server), await enqueue(server)
+    held = {h.job.id: h for h in await lease(server, "w1", max_jobs=2)}
+    reason = "deploy " + "x" * 2000  # cut to 1,024 characters, not refused
+    resp = await server.workers.ReleaseJobs(
+        wpb.ReleaseJobsRequest(
+            worker_id="w1",
+            reason=reason,
+            releases=[
+                wpb.JobRelease(job_id=first.id, epoch=held[first.id].epoch),
+                wpb.JobRelease(job_id=second.id, epoch=held[second.id].epoch + 1),
+                wpb.JobRelease(job_id=first.id, epoch=held[first.id].epoch),
+                wpb.JobRelease(job_id="", epoch=1),
+            ],
+        )
+    )
+    statuses = [r.status for r in resp.results]
+    assert statuses[0].code == 0 and resp.results[0].state == job_pb2.JOB_STATE_QUEUED
+    assert statuses[1].code == code_pb2.FAILED_PRECONDITION
+    assert statuses[1].reason == "LEASE_NOT_HELD"
+    assert statuses[2].reason == "DUPLICATE_ITEM"
+    assert statuses[3].code == code_pb2.INVALID_ARGUMENT
+    again = await get(server, first.id)
+    assert again.state == job_pb2.JOB_STATE_QUEUED and not again.worker_id
+    assert again.last_error.startswith("LostAttempt: released by the worker: deploy xxx")
+    assert len(again.last_error) <= len("LostAttempt: released by the worker: ") + 1024
+    [attempt] = await attempts(server, first.id)
+    assert attempt.outcome == job_pb2.ATTEMPT_OUTCOME_LOST
+    # not charged: a job of max_attempts 1 that is released still runs, again and again
+    one = await enqueue(server, retry_policy=job_pb2.RetryPolicy(max_attempts=1))
+    for _ in range(3):
+        [h] = [h for h in await lease(server, "w2", max_jobs=5) if h.job.id == one.id]
+        resp = await server.workers.ReleaseJobs(
+            wpb.ReleaseJobsRequest(
+                worker_id="w2", releases=[wpb.JobRelease(job_id=one.id, epoch=h.epoch)]
+            )
+        )
+        assert resp.results[0].state == job_pb2.JOB_STATE_QUEUED
+    [h] = [h for h in await lease(server, "w2", max_jobs=5) if h.job.id == one.id]
+    done = await server.workers.CompleteJobs(
+        wpb.CompleteJobsRequest(
+            worker_id="w2", completions=[wpb.JobCompletion(job_id=one.id, epoch=h.epoch)]
+        )
+    )
+    assert done.results[0].state == job_pb2.JOB_STATE_COMPLETED
+    assert len(await attempts(server, one.id)) == 4

@@ -136,5 +136,10 @@ async def test_graceful_stop_finishes_or_releases_running_jobs(server: Running) 
     finished = await wait_for_state(server.jobs, quick.id)
     assert finished.state == job_pb2.JOB_STATE_COMPLETED
     released = (await server.jobs.GetJob(jpb.GetJobRequest(id=slow.id))).job
-    assert released.state == job_pb2.JOB_STATE_RETRYING
-    assert released.last_error.startswith("WorkerStopped:")
+    # given back: queued again at once, the attempt on record but not charged
+    assert released.state == job_pb2.JOB_STATE_QUEUED
+    assert released.last_error == "LostAttempt: released by the worker: the worker stopped"
+    [attempt] = (
+        await server.jobs.ListJobAttempts(jpb.ListJobAttemptsRequest(job_id=slow.id))
+    ).attempts
+    assert attempt.outcome == job_pb2.ATTEMPT_OUTCOME_LOST

@@ -31,6 +31,7 @@ MAX_WORKER_ID = 255
 # Longer error texts (whole tracebacks) are cut rather than rejected: refusing the report
 # would leave the job RUNNING until its lease expires.
 MAX_ERROR = 16_384
+MAX_RELEASE_REASON = 1024  # characters of ReleaseJobsRequest.reason kept
 # Answer a long-poll this long before the caller's deadline, so the answer arrives.
 DEADLINE_MARGIN = 0.05
 
@@ -265,6 +266,21 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             reports.append(Report(item.job_id, item.epoch, outcome))
         return pb.FailJobsResponse(
             results=await self._reports(request.worker_id, request.failures, reports, bad)
+        )
+
+    async def ReleaseJobs(self, request: pb.ReleaseJobsRequest, context: Context) -> Any:
+        _check_batch(request.worker_id, request.releases, "releases")
+        bad = _item_checks(request.releases, "releases")
+        why = "released by the worker"
+        if request.reason:
+            why += ": " + _error_text(request.reason)[:MAX_RELEASE_REASON]
+        reports = [
+            Report(item.job_id, item.epoch, None, why)
+            for i, item in enumerate(request.releases)
+            if i not in bad
+        ]
+        return pb.ReleaseJobsResponse(
+            results=await self._reports(request.worker_id, request.releases, reports, bad)
         )
 
     async def _reports(

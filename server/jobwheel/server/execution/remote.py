@@ -55,11 +55,13 @@ class Beat:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """One outcome of a batch: attempt `attempt` of `job_id` ended with `result`."""
+    """One outcome of a batch: attempt `attempt` of `job_id` ended with `result`, or (None)
+    was released by the worker for `why`: the job runs again, the attempt is not charged."""
 
     job_id: str
     attempt: int
-    result: AttemptResult
+    result: AttemptResult | None
+    why: str = ""
 
 
 @dataclass(slots=True)
@@ -298,7 +300,11 @@ class RemoteWorkers:
                 out.append(LeaseNotHeld(job, r.attempt, worker_id))
                 continue
             out.append(job)  # replaced below by the job after its settlement
-            todo.append((i, states.settle(job, r.result, now, self.clock.random())))
+            if r.result is None:
+                settlement = states.lost(job, now, r.why, counts=False)
+            else:
+                settlement = states.settle(job, r.result, now, self.clock.random())
+            todo.append((i, settlement))
         applied = await self._settle([s for _, s in todo]) if todo else []
         lost: list[int] = []
         for (i, settlement), ok in zip(todo, applied, strict=True):

@@ -66,6 +66,7 @@ ROWS: dict[Role, tuple[str, ...]] = {
             "HeartbeatJobs",
             "CompleteJobs",
             "FailJobs",
+            "ReleaseJobs",
         )
     ),
     Role.ADMIN: tuple(

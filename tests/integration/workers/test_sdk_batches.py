@@ -99,3 +99,28 @@ async def test_an_older_server_gets_single_reports(server: Running) -> None:
         assert failed.last_error == "ValueError: asked to"
         assert worker._batches is not None and not worker._batches.batched
         assert {"CompleteJob", "FailJob", "HeartbeatJob"} <= set(old.calls)
+
+
+async def test_a_stop_against_an_older_server_reports_a_retryable_failure(
+    server: Running,
+) -> None:
+    slow = await enqueue(server, "sdk.slow")
+    began = asyncio.Event()
+    async for address, old in old_server(server):
+        worker = Worker(address, worker_id="sdk-old", poll_wait=1.0)
+
+        @worker.task("sdk.slow")
+        async def sleepy(payload: dict[str, Any]) -> str:
+            began.set()
+            await asyncio.sleep(30)
+            return "never"
+
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(began.wait(), 5)
+        await worker.stop(0.1)
+        await task
+        # no ReleaseJobs there: the attempt is reported failed and retryable instead
+        stopped = await wait_for_state(server.jobs, slow.id, (job_pb2.JOB_STATE_RETRYING,))
+        assert stopped.last_error.startswith("WorkerStopped:")
+        assert worker._batches is not None and not worker._batches.releases
+        assert "FailJob" in old.calls

@@ -59,19 +59,19 @@ async def test_in_process_failure_keeps_type_message_and_traceback(
     assert "no retry" in records[1].getMessage()
 
 
+async def boom_once(server: Running, **payload: object) -> tuple[job_pb2.Job, job_pb2.Job]:
+    """A test.deep_boom job with one attempt, as enqueued and as it ended."""
+    doc = struct_pb2.Struct()
+    doc.update(payload)
+    request = pb.EnqueueJobRequest(
+        task="test.deep_boom", payload=doc, retry_policy=job_pb2.RetryPolicy(max_attempts=1)
+    )
+    job = (await server.jobs.EnqueueJob(request)).job
+    return job, await wait_for_state(server.jobs, job.id)
+
+
 async def test_traceback_and_message_are_bounded(server: Running) -> None:
-    payload = struct_pb2.Struct()
-    payload.update({"depth": 500, "size": 100_000})
-    job = (
-        await server.jobs.EnqueueJob(
-            pb.EnqueueJobRequest(
-                task="test.deep_boom",
-                payload=payload,
-                retry_policy=job_pb2.RetryPolicy(max_attempts=1),
-            )
-        )
-    ).job
-    done = await wait_for_state(server.jobs, job.id)
+    job, done = await boom_once(server, depth=500, size=100_000)
     assert done.last_error == "RuntimeError: wrapped"
     tb = done.last_error_traceback
     assert len(tb) <= failures.MAX_TRACEBACK
@@ -91,18 +91,7 @@ async def test_traceback_and_message_are_bounded(server: Running) -> None:
 
 
 async def test_huge_message_is_cut(server: Running) -> None:
-    payload = struct_pb2.Struct()
-    payload.update({"depth": 0, "size": 100_000, "wrap": False})
-    job = (
-        await server.jobs.EnqueueJob(
-            pb.EnqueueJobRequest(
-                task="test.deep_boom",
-                payload=payload,
-                retry_policy=job_pb2.RetryPolicy(max_attempts=1),
-            )
-        )
-    ).job
-    done = await wait_for_state(server.jobs, job.id)
+    _, done = await boom_once(server, depth=0, size=100_000, wrap=False)
     assert len(done.last_error) == failures.MAX_SUMMARY
     assert done.last_error.startswith("KeyError: 'xxx") and done.last_error.endswith("…")
     assert done.last_error_type == "KeyError"

@@ -7,7 +7,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,10 @@ from jobwheel.server.app import App
 from jobwheel.server.config import Settings
 from jobwheel.server.security.roles import Role
 from jobwheel.server.security.settings import SecuritySettings
-from jobwheel.server.security.tokens import entry_text, new_token
 from jobwheel.v1 import job_service_pb2_grpc
 
 from tests.conftest import unavailable
+from tests.integration.security.conftest import Tokens
 
 CHROMIUM = os.environ.get("JOBWHEEL_TEST_CHROMIUM", "/usr/bin/chromium")
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -36,19 +36,9 @@ PRINCIPALS: dict[str, tuple[Role, tuple[str, ...]]] = {
 }
 
 
-@dataclass
-class TokensFile:
-    """A tokens file as `jobwheel-server token create` writes it, and its plain tokens."""
-
-    path: Path
-    plain: dict[str, str] = field(default_factory=dict)
-
-    def add(self, name: str, role: Role, queues: tuple[str, ...] = ()) -> str:
-        token = new_token()
-        with self.path.open("a") as out:
-            out.write(entry_text(name, role, queues, token))
-        self.plain[name] = token
-        return token
+class TokensFile(Tokens):
+    """A tokens file as `jobwheel-server token create` writes it, and its plain tokens; entries
+    can be revoked, and it can hold the dashboards' PRINCIPALS."""
 
     def remove(self, name: str) -> None:
         """Revokes `name`'s token: the file is rewritten without its entry."""

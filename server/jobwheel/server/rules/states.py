@@ -290,21 +290,13 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
                 skipped=upcoming.skipped,
                 events=(done_event, *skipped_events, model.EventType.SCHEDULED),
             )
-        # The schedule is exhausted: the job as a whole is complete.
-        return _settlement(
-            job,
-            ended,
-            state=model.JobState.COMPLETED,
-            next_run_time=None,
-            end_time=now,
-            last_error=last_error,
-            result=new_result,
-            events=(done_event,),
-        )
+    # A one-off job ends with its attempt; a recurring one whose schedule is exhausted is
+    # complete as a whole, whatever its last execution did.
+    complete = succeeded or job.recurring
     return _settlement(
         job,
         ended,
-        state=model.JobState.COMPLETED if succeeded else model.JobState.FAILED,
+        state=model.JobState.COMPLETED if complete else model.JobState.FAILED,
         next_run_time=None,
         end_time=now,
         last_error=last_error,

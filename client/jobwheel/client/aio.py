@@ -310,7 +310,15 @@ class AsyncClient:
     # -- queues ---------------------------------------------------------------
 
     async def list_queues(self) -> list[job_pb2.Queue]:
-        return await self._run(calls.list_queues())
+        """Every known queue, by name (all pages)."""
+        queues: list[job_pb2.Queue] = []
+        token = ""
+        while True:
+            page = await self._run(calls.list_queues(token))
+            queues.extend(page.queues)
+            token = page.next_page_token
+            if not token:
+                return queues
 
     async def list_workers(self) -> list[pb.Worker]:
         """Server replicas and the remote workers seen in the last 5 minutes."""

@@ -251,8 +251,9 @@ def bulk(
     return Call(method, req, _count, idempotent=False)
 
 
-def list_queues() -> Call[list[job_pb2.Queue]]:
-    return Call("ListQueues", pb.ListQueuesRequest(), lambda r: list(r.queues), idempotent=True)
+def list_queues(page_token: str) -> Call[pb.ListQueuesResponse]:
+    req = pb.ListQueuesRequest(page_token=page_token)
+    return Call("ListQueues", req, _same, idempotent=True)
 
 
 def list_workers() -> Call[list[pb.Worker]]:

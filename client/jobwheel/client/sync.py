@@ -304,7 +304,15 @@ class Client:
     # -- queues ---------------------------------------------------------------
 
     def list_queues(self) -> list[job_pb2.Queue]:
-        return self._run(calls.list_queues())
+        """Every known queue, by name (all pages)."""
+        queues: list[job_pb2.Queue] = []
+        token = ""
+        while True:
+            page = self._run(calls.list_queues(token))
+            queues.extend(page.queues)
+            token = page.next_page_token
+            if not token:
+                return queues
 
     def list_workers(self) -> list[pb.Worker]:
         """Server replicas and the remote workers seen in the last 5 minutes."""

@@ -241,7 +241,7 @@ class QueueCount(_message.Message):
     def __init__(self, queue: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetJobStatsResponse(_message.Message):
-    __slots__ = ("total", "state_counts", "queue_counts", "success_rate", "completed_per_second", "run_duration_p50", "run_duration_p90", "run_duration_p99")
+    __slots__ = ("total", "state_counts", "queue_counts", "success_rate", "completed_per_second", "run_duration_p50", "run_duration_p90", "run_duration_p99", "queue_counts_truncated")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     STATE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_COUNTS_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +250,7 @@ class GetJobStatsResponse(_message.Message):
     RUN_DURATION_P50_FIELD_NUMBER: _ClassVar[int]
     RUN_DURATION_P90_FIELD_NUMBER: _ClassVar[int]
     RUN_DURATION_P99_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_COUNTS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     total: int
     state_counts: _containers.RepeatedCompositeFieldContainer[_job_pb2.StateCount]
     queue_counts: _containers.RepeatedCompositeFieldContainer[QueueCount]
@@ -258,7 +259,8 @@ class GetJobStatsResponse(_message.Message):
     run_duration_p50: _duration_pb2.Duration
     run_duration_p90: _duration_pb2.Duration
     run_duration_p99: _duration_pb2.Duration
-    def __init__(self, total: _Optional[int] = ..., state_counts: _Optional[_Iterable[_Union[_job_pb2.StateCount, _Mapping]]] = ..., queue_counts: _Optional[_Iterable[_Union[QueueCount, _Mapping]]] = ..., success_rate: _Optional[float] = ..., completed_per_second: _Optional[float] = ..., run_duration_p50: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_duration_p90: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_duration_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    queue_counts_truncated: bool
+    def __init__(self, total: _Optional[int] = ..., state_counts: _Optional[_Iterable[_Union[_job_pb2.StateCount, _Mapping]]] = ..., queue_counts: _Optional[_Iterable[_Union[QueueCount, _Mapping]]] = ..., success_rate: _Optional[float] = ..., completed_per_second: _Optional[float] = ..., run_duration_p50: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_duration_p90: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_duration_p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., queue_counts_truncated: _Optional[bool] = ...) -> None: ...
 
 class WatchJobsRequest(_message.Message):
     __slots__ = ("filter", "include_snapshot", "since_revision", "max_batch")
@@ -407,14 +409,20 @@ class DeleteJobsResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class ListQueuesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListQueuesResponse(_message.Message):
-    __slots__ = ("queues",)
+    __slots__ = ("queues", "next_page_token")
     QUEUES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[_job_pb2.Queue]
-    def __init__(self, queues: _Optional[_Iterable[_Union[_job_pb2.Queue, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, queues: _Optional[_Iterable[_Union[_job_pb2.Queue, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PauseQueueRequest(_message.Message):
     __slots__ = ("name",)

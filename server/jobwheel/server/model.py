@@ -323,6 +323,8 @@ class JobStats:
     completed_last_minute: int
     # durations of successful attempts in the last hour, for percentiles
     recent_durations: list[Micros]
+    # more queues hold matching jobs than by_queue lists (the MAX_STATS_QUEUES largest)
+    queues_truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,3 +95,82 @@ async def test_job_stats(server: Running) -> None:
     assert stats.run_duration_p99.ToMicroseconds() >= stats.run_duration_p50.ToMicroseconds() > 0
     everything = await server.jobs.GetJobStats(pb.GetJobStatsRequest())
     assert {(c.queue, c.count) for c in everything.queue_counts} == {("s", 4), ("t", 1)}
+
+
+async def enqueue_into_queues(server: Running, names: list[str]) -> None:
+    """One job (of a task no handler takes, so it stays QUEUED) in each queue."""
+    for start in range(0, len(names), 1000):
+        batch = [
+            pb.EnqueueJobRequest(task="nobody", queue=name) for name in names[start : start + 1000]
+        ]
+        await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=batch))
+
+
+async def list_queue_pages(server: Running, page_size: int) -> list[list[str]]:
+    pages, token = [], ""
+    while True:
+        reply = await server.jobs.ListQueues(
+            pb.ListQueuesRequest(page_size=page_size, page_token=token)
+        )
+        pages.append([q.name for q in reply.queues])
+        token = reply.next_page_token
+        if not token:
+            return pages
+
+
+async def test_list_queues_pages_by_name(server: Running) -> None:
+    # queues known by their settings only, by their jobs only, and by both
+    for name in ("a", "d", "g"):
+        await server.jobs.UpdateQueue(pb.UpdateQueueRequest(name=name, max_concurrency=3))
+    await enqueue_into_queues(server, ["b", "c", "d", "e", "f"])
+    assert await list_queue_pages(server, 3) == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+    assert await list_queue_pages(server, 7) == [["a", "b", "c", "d", "e", "f", "g"]]
+    first = await server.jobs.ListQueues(pb.ListQueuesRequest(page_size=3))
+    queues = {q.name: q for q in first.queues}
+    assert queues["a"].max_concurrency == 3 and not queues["a"].state_counts
+    assert [(c.state, c.count) for c in queues["b"].state_counts] == [(j.JOB_STATE_QUEUED, 1)]
+
+
+async def test_list_queues_page_size_limit(server: Running) -> None:
+    names = [f"q{i:04d}" for i in range(1001)]
+    await enqueue_into_queues(server, names)
+    for size in (0, 1000, 1001, 2**31 - 1):  # 0 and anything above mean the 1000 limit
+        reply = await server.jobs.ListQueues(pb.ListQueuesRequest(page_size=size))
+        assert [q.name for q in reply.queues] == names[:1000] and reply.next_page_token
+    last = await server.jobs.ListQueues(pb.ListQueuesRequest(page_token=reply.next_page_token))
+    assert [q.name for q in last.queues] == names[1000:] and not last.next_page_token
+
+
+async def test_list_queues_refuses_bad_paging(server: Running) -> None:
+    await enqueue_into_queues(server, ["a", "b"])
+    jobs_token = (await server.jobs.ListJobs(pb.ListJobsRequest(page_size=1))).next_page_token
+    queues_token = (await server.jobs.ListQueues(pb.ListQueuesRequest(page_size=1))).next_page_token
+    bad = {
+        "page_size": pb.ListQueuesRequest(page_size=-1),
+        "page_token": pb.ListQueuesRequest(page_token="not a token"),
+    }
+    for field, request in [
+        *bad.items(),
+        ("page_token", pb.ListQueuesRequest(page_token=jobs_token)),  # another list's
+        ("page_token", pb.ListQueuesRequest(page_token=queues_token + "A" * 256)),  # too long
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await server.jobs.ListQueues(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in field_violations(info.value)
+    # and a ListQueues token is no ListJobs token
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.jobs.ListJobs(pb.ListJobsRequest(page_token=queues_token))
+    assert "page_token" in field_violations(info.value)
+
+
+@pytest.mark.parametrize("queues", [1000, 1001])
+async def test_job_stats_lists_the_largest_queues(server: Running, queues: int) -> None:
+    names = [f"q{i:04d}" for i in range(queues)]
+    await enqueue_into_queues(server, [*names, "q0999", "q0999"])  # q0999: the largest
+    stats = await server.jobs.GetJobStats(pb.GetJobStatsRequest())
+    counts = {c.queue: c.count for c in stats.queue_counts}
+    assert len(counts) == 1000 and counts["q0999"] == 3
+    assert [c.queue for c in stats.queue_counts] == sorted(counts)
+    assert stats.queue_counts_truncated == (queues > 1000)
+    assert stats.total == queues + 2

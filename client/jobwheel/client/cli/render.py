@@ -194,6 +194,8 @@ def stats_text(s: pb.GetJobStatsResponse) -> str:
         ]
     if s.queue_counts:
         lines += ["", table(("QUEUE", "COUNT"), [[c.queue, str(c.count)] for c in s.queue_counts])]
+        if s.queue_counts_truncated:
+            lines.append(f"(the {len(s.queue_counts)} largest queues; more hold matching jobs)")
     lines += [
         "",
         f"success rate: {s.success_rate:.1%}",

@@ -19,12 +19,13 @@ MAX_PAGE_SIZE = 1000
 # Tokens this server makes are about 50 characters; a longer one is not ours.
 MAX_TOKEN = 256
 _MAX_KEY = 2**63 - 1  # keys are BIGINT on both backends
+_MAX_NAME = 128  # name keys are queue names (api/validate.py NAME_RE)
 
 
-def page_size(requested: int) -> int:
+def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
     if requested < 0:
         raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return min(requested or default, MAX_PAGE_SIZE)
 
 
 def _digest(*scope: Message | int | str) -> str:
@@ -39,16 +40,17 @@ def _digest(*scope: Message | int | str) -> str:
     return h.hexdigest()[:16]
 
 
-def encode_token(last_key: int, *scope: Message | int | str) -> str:
+def encode_token(last_key: int | str, *scope: Message | int | str) -> str:
     raw = json.dumps({"k": last_key, "s": _digest(*scope)}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_token(token: str, *scope: Message | int | str) -> int | None:
-    """The key after which the next page starts; None for an empty token."""
-    if not token:
-        return None
-    malformed = InvalidArgument([FieldViolation("page_token", "malformed page token")])
+def _malformed() -> InvalidArgument:
+    return InvalidArgument([FieldViolation("page_token", "malformed page token")])
+
+
+def _decode(token: str, scope: tuple[Message | int | str, ...]) -> object:
+    malformed = _malformed()
     if len(token) > MAX_TOKEN:
         raise malformed
     try:
@@ -57,10 +59,33 @@ def decode_token(token: str, *scope: Message | int | str) -> int | None:
         key, digest = data["k"], data["s"]
     except (binascii.Error, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
         raise malformed from exc
-    if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key <= _MAX_KEY:
+    if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= _MAX_KEY:
+        pass
+    elif not isinstance(key, str) or not 0 < len(key) <= _MAX_NAME:
         raise malformed
     if digest != _digest(*scope):
         raise InvalidArgument(
             [FieldViolation("page_token", "belongs to a request with another filter or order")]
         )
+    return key
+
+
+def decode_token(token: str, *scope: Message | int | str) -> int | None:
+    """The key after which the next page starts; None for an empty token."""
+    if not token:
+        return None
+    key = _decode(token, scope)
+    if not isinstance(key, int):
+        raise _malformed()
+    return key
+
+
+def decode_name_token(token: str, *scope: Message | int | str) -> str | None:
+    """The name after which the next page of a list ordered by name starts; None for an
+    empty token."""
+    if not token:
+        return None
+    key = _decode(token, scope)
+    if not isinstance(key, str):
+        raise _malformed()
     return key

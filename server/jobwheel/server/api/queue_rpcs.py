@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobwheel.server import model
-from jobwheel.server.api import validate
+from jobwheel.server.api import pagination, validate
 from jobwheel.server.api.convert import JOB_STATE_TO_PROTO, duration
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 from jobwheel.server.core import Core
@@ -15,6 +15,8 @@ from jobwheel.v1 import job_service_pb2 as pb
 
 MAX_CONCURRENCY = 100_000
 MAX_RATE = 1_000_000.0
+# ListQueues tokens belong to no filter; this tells them from other lists' tokens.
+_QUEUES_SCOPE = "ListQueues"
 
 
 def _state_counts(counts: dict[model.JobState, int]) -> list[job_pb2.StateCount]:
@@ -47,18 +49,24 @@ class QueueRpcs:
         )
 
     async def _queue_reply(self, settings: model.QueueSettings) -> Any:
-        depths = await self.core.store.queue_depths()
+        depths = await self.core.store.queue_depths([settings.name])
         return self._queue(settings, depths.get(settings.name, {}))
 
     async def ListQueues(self, request: pb.ListQueuesRequest, context: Any) -> Any:
-        settings = await self.core.store.queue_settings()
-        depths = await self.core.store.queue_depths()
-        names = [n for n in sorted(set(settings) | set(depths)) if access.current().sees(n)]
+        size = pagination.page_size(request.page_size, default=pagination.MAX_PAGE_SIZE)
+        after = pagination.decode_name_token(request.page_token, _QUEUES_SCOPE)
+        store = self.core.store
+        # One more than the page, to know whether another follows.
+        names = await store.queue_names(after, size + 1, access.current().queues)
+        page, more = names[:size], len(names) > size
+        settings = await store.queue_settings(page)
+        depths = await store.queue_depths(page)
         return pb.ListQueuesResponse(
             queues=[
                 self._queue(settings.get(n, model.QueueSettings(n)), depths.get(n, {}))
-                for n in names
-            ]
+                for n in page
+            ],
+            next_page_token=pagination.encode_token(page[-1], _QUEUES_SCOPE) if more else "",
         )
 
     async def PauseQueue(self, request: pb.PauseQueueRequest, context: Any) -> Any:
@@ -106,6 +114,7 @@ class QueueRpcs:
             queue_counts=[
                 pb.QueueCount(queue=q, count=n) for q, n in sorted(stats.by_queue.items())
             ],
+            queue_counts_truncated=stats.queues_truncated,
             success_rate=completed / (completed + failed) if completed + failed else 0.0,
             completed_per_second=stats.completed_last_minute / 60,
             run_duration_p50=duration(percentile(durations, 0.50)),

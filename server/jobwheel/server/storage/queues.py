@@ -17,6 +17,8 @@ from jobwheel.server.storage.schema import attempts, event_head, jobs, queues
 from sqlalchemy import func, select, update
 
 MAX_DURATION_SAMPLE = 100_000
+# GetJobStats lists this many queues at most, the largest (proto: queue_counts)
+MAX_STATS_QUEUES = 1000
 
 
 def _settings(row: object) -> QueueSettings:
@@ -31,9 +33,13 @@ def _settings(row: object) -> QueueSettings:
 class Queues(StoreBase):
     """Mixed into Store."""
 
-    async def queue_settings(self) -> dict[str, QueueSettings]:
+    async def queue_settings(self, names: list[str] | None = None) -> dict[str, QueueSettings]:
+        """Queues with settings (of `names` only, when given), by name."""
+        stmt = select(queues)
+        if names is not None:
+            stmt = stmt.where(queues.c.name.in_(names))
         async with self._read() as conn:
-            return {r.name: _settings(r) for r in await conn.execute(select(queues))}
+            return {r.name: _settings(r) for r in await conn.execute(stmt)}
 
     async def update_queue(
         self,
@@ -58,8 +64,29 @@ class Queues(StoreBase):
             row = (await conn.execute(select(queues).where(queues.c.name == name))).one()
         return _settings(row)
 
-    async def queue_depths(self) -> dict[str, dict[JobState, int]]:
+    async def queue_names(
+        self, after: str | None, limit: int, only: frozenset[str] | None = None
+    ) -> list[str]:
+        """Up to `limit` names of known queues (with settings or jobs) after `after`, in
+        order; `only` narrows them to these names."""
+        named = select(queues.c.name).order_by(queues.c.name).limit(limit)
+        used = select(jobs.c.queue).distinct().order_by(jobs.c.queue).limit(limit)
+        if after is not None:
+            named = named.where(queues.c.name > after)
+            used = used.where(jobs.c.queue > after)
+        if only is not None:
+            named = named.where(queues.c.name.in_(sorted(only)))
+            used = used.where(jobs.c.queue.in_(sorted(only)))
+        async with self._read() as conn:
+            names = set((await conn.execute(named)).scalars())
+            names.update((await conn.execute(used)).scalars())
+        return sorted(names)[:limit]
+
+    async def queue_depths(self, names: list[str] | None = None) -> dict[str, dict[JobState, int]]:
+        """Jobs per state of each queue (of `names` only, when given)."""
         stmt = select(jobs.c.queue, jobs.c.state, func.count()).group_by(jobs.c.queue, jobs.c.state)
+        if names is not None:
+            stmt = stmt.where(jobs.c.queue.in_(names))
         depths: dict[str, dict[JobState, int]] = {}
         async with self._read() as conn:
             for queue, state, count in await conn.execute(stmt):
@@ -84,7 +111,13 @@ class Queues(StoreBase):
     async def job_stats(self, flt: JobFilter, now: Micros) -> JobStats:
         conds = job_conditions(self.dialect, flt)
         by_state_stmt = select(jobs.c.state, func.count()).where(*conds).group_by(jobs.c.state)
-        by_queue_stmt = select(jobs.c.queue, func.count()).where(*conds).group_by(jobs.c.queue)
+        by_queue_stmt = (
+            select(jobs.c.queue, func.count().label("n"))
+            .where(*conds)
+            .group_by(jobs.c.queue)
+            .order_by(func.count().desc(), jobs.c.queue)
+            .limit(MAX_STATS_QUEUES + 1)
+        )
         recent = (
             select((attempts.c.end_time - attempts.c.start_time).label("duration"))
             .select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id))
@@ -110,4 +143,7 @@ class Queues(StoreBase):
             by_queue = {q: n for q, n in await conn.execute(by_queue_stmt)}
             durations = [r.duration for r in await conn.execute(recent)]
             last_minute = (await conn.execute(minute)).scalar_one()
-        return JobStats(by_state, by_queue, int(last_minute), durations)
+        truncated = len(by_queue) > MAX_STATS_QUEUES
+        if truncated:
+            by_queue.pop(next(reversed(by_queue)))  # the smallest: rows come largest first
+        return JobStats(by_state, by_queue, int(last_minute), durations, truncated)

@@ -226,6 +226,8 @@ async def test_bad_arguments_name_the_field(server: Running) -> None:
         (wpb.LeaseJobsRequest(worker_id="w", wait=seconds(61)), "wait"),
         (wpb.LeaseJobsRequest(worker_id="w", lease_duration=seconds(-1)), "lease_duration"),
         (wpb.LeaseJobsRequest(worker_id="w", queues=["bad queue"]), "queues[0]"),
+        (wpb.LeaseJobsRequest(worker_id="w", queues=["q"] * 1001), "queues"),
+        (wpb.LeaseJobsRequest(worker_id="w", tasks=["t"] * 1001), "tasks"),
     ]
     for request, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -261,3 +263,15 @@ async def test_a_lease_across_many_queues(server: Running) -> None:
     await server.jobs.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=requests))
     got = await lease(server, max_jobs=100)
     assert sorted(h.job.queue for h in got) == [f"m{i:02}" for i in range(70)]
+
+
+async def test_a_lease_naming_1000_queues_and_1000_tasks(server: Running) -> None:
+    # the limits of both lists at once: every queue probe would repeat every task
+    queues = [f"q{i:04d}".ljust(128, "x") for i in range(1000)]
+    tasks = [f"t{i:04d}".ljust(128, "y") for i in range(1000)]
+    requests = [
+        jpb.EnqueueJobRequest(task=tasks[i], queue=queues[i]) for i in range(0, 1000, 100)
+    ] + [jpb.EnqueueJobRequest(task="remote.other", queue=queues[0])]
+    await server.jobs.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=requests))
+    got = await lease(server, queues=queues, tasks=tasks, max_jobs=1000)
+    assert sorted(h.job.task for h in got) == tasks[::100]

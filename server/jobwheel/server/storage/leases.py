@@ -22,6 +22,9 @@ from sqlalchemy import ColumnElement, Select, select, text, union_all, update
 # the dispatch index (queue, state, priority, seq), then the best of those. One query ordering
 # every QUEUED job instead reads and sorts the whole backlog on each lease (19 ms for 20,000).
 _MAX_QUEUE_PROBES = 64
+# Each probe repeats the task filter: past this many bound values in all (1000 queues of
+# 1000 tasks would be a million), one query over the named queues instead.
+_MAX_PROBE_VALUES = 4096
 _QUEUE_SKIP_SCAN = text(
     "WITH RECURSIVE q(name) AS (SELECT MIN(queue) FROM jobs UNION ALL "
     "SELECT (SELECT MIN(queue) FROM jobs WHERE queue > q.name) FROM q WHERE q.name IS NOT NULL) "
@@ -98,7 +101,8 @@ class Leases(Transitions):
             named = list(queue_names) or await self._queue_names()
             if named == []:
                 return []  # no job at all
-            if named is not None:
+            per_probe = max(len(tasks), len(skip_tasks), 1)
+            if named is not None and len(named) * per_probe <= _MAX_PROBE_VALUES:
                 where.append(jobs.c.seq.in_(_best_of_each(where, named, limit)))
             elif queue_names:
                 where.append(jobs.c.queue.in_(list(queue_names)))

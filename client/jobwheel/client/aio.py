@@ -321,8 +321,15 @@ class AsyncClient:
                 return queues
 
     async def list_workers(self) -> list[pb.Worker]:
-        """Server replicas and the remote workers seen in the last 5 minutes."""
-        return await self._run(calls.list_workers())
+        """Server replicas and the remote workers seen in the last 5 minutes (all pages)."""
+        workers: list[pb.Worker] = []
+        token = ""
+        while True:
+            page = await self._run(calls.list_workers(token))
+            workers.extend(page.workers)
+            token = page.next_page_token
+            if not token:
+                return workers
 
     async def pause_queue(self, name: str) -> job_pb2.Queue:
         return await self._run(calls.queue_op("PauseQueue", name))

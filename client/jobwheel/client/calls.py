@@ -256,8 +256,9 @@ def list_queues(page_token: str) -> Call[pb.ListQueuesResponse]:
     return Call("ListQueues", req, _same, idempotent=True)
 
 
-def list_workers() -> Call[list[pb.Worker]]:
-    return Call("ListWorkers", pb.ListWorkersRequest(), lambda r: list(r.workers), idempotent=True)
+def list_workers(page_token: str) -> Call[pb.ListWorkersResponse]:
+    req = pb.ListWorkersRequest(page_token=page_token)
+    return Call("ListWorkers", req, _same, idempotent=True)
 
 
 def queue_op(method: str, name: str) -> Call[job_pb2.Queue]:

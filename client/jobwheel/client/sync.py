@@ -315,8 +315,15 @@ class Client:
                 return queues
 
     def list_workers(self) -> list[pb.Worker]:
-        """Server replicas and the remote workers seen in the last 5 minutes."""
-        return self._run(calls.list_workers())
+        """Server replicas and the remote workers seen in the last 5 minutes (all pages)."""
+        workers: list[pb.Worker] = []
+        token = ""
+        while True:
+            page = self._run(calls.list_workers(token))
+            workers.extend(page.workers)
+            token = page.next_page_token
+            if not token:
+                return workers
 
     def pause_queue(self, name: str) -> job_pb2.Queue:
         return self._run(calls.queue_op("PauseQueue", name))

@@ -513,10 +513,14 @@ class DeleteEventSubscriptionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ListWorkersRequest(_message.Message):
-    __slots__ = ("seen_within",)
+    __slots__ = ("seen_within", "page_size", "page_token")
     SEEN_WITHIN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     seen_within: _duration_pb2.Duration
-    def __init__(self, seen_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, seen_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Worker(_message.Message):
     __slots__ = ("id", "kind", "last_seen_time", "queues", "tasks", "jobs_held", "version", "seen_by")
@@ -539,7 +543,9 @@ class Worker(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[WorkerKind, str]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queues: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[str]] = ..., jobs_held: _Optional[int] = ..., version: _Optional[str] = ..., seen_by: _Optional[str] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
-    __slots__ = ("workers",)
+    __slots__ = ("workers", "next_page_token")
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[Worker]
-    def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

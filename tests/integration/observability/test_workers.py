@@ -138,3 +138,61 @@ async def test_workers_command(server: Running) -> None:
     as_json = await jw(server.address, "workers", "-o", "json")
     ids = [w["id"] for w in json.loads(as_json.out)["workers"]]
     assert "cli-w" in ids and any(i.startswith("inprocess@") for i in ids)
+
+
+async def list_worker_pages(server: Running, **request: object) -> list[list[str]]:
+    pages, token = [], ""
+    while True:
+        reply = await server.jobs.ListWorkers(
+            pb.ListWorkersRequest(page_token=token, **request)  # type: ignore[arg-type]
+        )
+        pages.append([w.id for w in reply.workers])
+        token = reply.next_page_token
+        if not token:
+            return pages
+
+
+async def test_list_workers_pages(server: Running) -> None:
+    longest = "w" * 255  # the worker id limit
+    ids = ["a-1", "b-2", "ü-3", longest]
+    for worker_id in ids:
+        await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id=worker_id))
+    assert server.app.roster is not None
+    me = server.app.roster.server_id
+    assert await list_worker_pages(server, page_size=2) == [
+        [me, "a-1"],
+        ["b-2", longest],
+        ["ü-3"],
+    ]
+    assert await list_worker_pages(server, page_size=5) == [[me, "a-1", "b-2", longest, "ü-3"]]
+    first = await server.jobs.ListWorkers(pb.ListWorkersRequest(page_size=4))
+    assert len(first.next_page_token) <= 2048
+    # a token belongs to its seen_within
+    week = duration_pb2.Duration(seconds=FORGET_AFTER // model.SECOND)
+    queues_token = (await server.jobs.ListQueues(pb.ListQueuesRequest())).next_page_token
+    for request in (
+        pb.ListWorkersRequest(page_token=first.next_page_token, seen_within=week),
+        pb.ListWorkersRequest(page_size=-1),
+        pb.ListWorkersRequest(page_token="garbage!"),
+        pb.ListWorkersRequest(page_token="A" * 2049),
+        pb.ListWorkersRequest(page_token=queues_token or "e30"),  # another list's, or {}
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await server.jobs.ListWorkers(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert set(field_violations(err.value)) & {"page_size", "page_token"}
+
+
+async def test_list_workers_pages_stay_under_4_mib(server: Running) -> None:
+    # each worker asks for 1000 queues and 1000 tasks of 128 characters: about 260 KB
+    queues = [f"q{i:04d}".ljust(128, "x") for i in range(1000)]
+    tasks = [f"t{i:04d}".ljust(128, "y") for i in range(1000)]
+    ids = [f"big-{i:02d}" for i in range(20)]
+    for worker_id in ids:
+        await server.workers.LeaseJobs(
+            wpb.LeaseJobsRequest(worker_id=worker_id, queues=queues, tasks=tasks)
+        )
+    pages = await list_worker_pages(server)  # the default page size, 100, is not reached
+    assert len(pages) > 1 and [w for page in pages for w in page][1:] == ids
+    client_pages = await list_worker_pages(server, page_size=1000)
+    assert client_pages == pages

@@ -19,7 +19,7 @@ MAX_PAGE_SIZE = 1000
 # Tokens this server makes are about 50 characters; a longer one is not ours.
 MAX_TOKEN = 256
 _MAX_KEY = 2**63 - 1  # keys are BIGINT on both backends
-_MAX_NAME = 128  # name keys are queue names (api/validate.py NAME_RE)
+MAX_NAME = 128  # queue names (api/validate.py NAME_RE): their tokens fit in MAX_TOKEN
 
 
 def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
@@ -41,7 +41,8 @@ def _digest(*scope: Message | int | str) -> str:
 
 
 def encode_token(last_key: int | str, *scope: Message | int | str) -> str:
-    raw = json.dumps({"k": last_key, "s": _digest(*scope)}, separators=(",", ":"))
+    data = {"k": last_key, "s": _digest(*scope)}
+    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -49,20 +50,15 @@ def _malformed() -> InvalidArgument:
     return InvalidArgument([FieldViolation("page_token", "malformed page token")])
 
 
-def _decode(token: str, scope: tuple[Message | int | str, ...]) -> object:
-    malformed = _malformed()
-    if len(token) > MAX_TOKEN:
-        raise malformed
+def _decode(token: str, scope: tuple[Message | int | str, ...], max_token: int) -> object:
+    if len(token) > max_token:
+        raise _malformed()
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         key, digest = data["k"], data["s"]
     except (binascii.Error, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
-        raise malformed from exc
-    if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= _MAX_KEY:
-        pass
-    elif not isinstance(key, str) or not 0 < len(key) <= _MAX_NAME:
-        raise malformed
+        raise _malformed() from exc
     if digest != _digest(*scope):
         raise InvalidArgument(
             [FieldViolation("page_token", "belongs to a request with another filter or order")]
@@ -74,18 +70,20 @@ def decode_token(token: str, *scope: Message | int | str) -> int | None:
     """The key after which the next page starts; None for an empty token."""
     if not token:
         return None
-    key = _decode(token, scope)
-    if not isinstance(key, int):
+    key = _decode(token, scope, MAX_TOKEN)
+    if not isinstance(key, int) or isinstance(key, bool) or not 0 <= key <= _MAX_KEY:
         raise _malformed()
     return key
 
 
-def decode_name_token(token: str, *scope: Message | int | str) -> str | None:
-    """The name after which the next page of a list ordered by name starts; None for an
-    empty token."""
+def decode_text_token(
+    token: str, *scope: Message | int | str, max_chars: int = MAX_NAME, max_token: int = MAX_TOKEN
+) -> str | None:
+    """The text key (at most `max_chars` characters, in a token of at most `max_token`)
+    after which the next page of a list ordered by text starts; None for an empty token."""
     if not token:
         return None
-    key = _decode(token, scope)
-    if not isinstance(key, str):
+    key = _decode(token, scope, max_token)
+    if not isinstance(key, str) or not 0 < len(key) <= max_chars:
         raise _malformed()
     return key

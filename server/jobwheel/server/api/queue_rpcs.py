@@ -54,7 +54,7 @@ class QueueRpcs:
 
     async def ListQueues(self, request: pb.ListQueuesRequest, context: Any) -> Any:
         size = pagination.page_size(request.page_size, default=pagination.MAX_PAGE_SIZE)
-        after = pagination.decode_name_token(request.page_token, _QUEUES_SCOPE)
+        after = pagination.decode_text_token(request.page_token, _QUEUES_SCOPE)
         store = self.core.store
         # One more than the page, to know whether another follows.
         names = await store.queue_names(after, size + 1, access.current().queues)

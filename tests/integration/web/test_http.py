@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from google.protobuf import duration_pb2, struct_pb2
+from jobwheel.server.web.pages import QUEUES_PER_PAGE
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -262,6 +263,25 @@ async def test_queue_pause_resume_and_limits(dash: Dashboard, http: httpx.AsyncC
     assert queues["mail"].max_concurrency == 5
     assert queues["mail"].max_dispatches_per_second == 2.5
     assert (await http.get("/queues/bad%20name/pause")).status_code == 404
+
+
+async def test_the_queues_page_pages_by_name(dash: Dashboard, http: httpx.AsyncClient) -> None:
+    names = [f"q{i:04d}" for i in range(QUEUES_PER_PAGE + 1)]
+    jobs = [pb.EnqueueJobRequest(task="nobody", queue=name) for name in names]
+    for start in range(0, len(jobs), 1000):
+        await dash.jobs.BatchEnqueueJobs(
+            pb.BatchEnqueueJobsRequest(jobs=jobs[start : start + 1000])
+        )
+    first = (await http.get("/queues")).text
+    shown = re.findall(r'data-queue="([^"]+)"', first)
+    assert shown == names[:QUEUES_PER_PAGE]
+    assert f'href="/queues?after={names[QUEUES_PER_PAGE - 1]}"' in first
+    last = (await http.get(f"/queues?after={names[QUEUES_PER_PAGE - 1]}")).text
+    assert re.findall(r'data-queue="([^"]+)"', last) == names[QUEUES_PER_PAGE:]
+    assert "/queues?after=" not in last and 'href="/queues"' in last
+    for garbage in ("bad%20name", "x" * 129, "%00"):  # not a queue name: the first page
+        page = await http.get(f"/queues?after={garbage}")
+        assert page.status_code == 200 and 'data-queue="q0000"' in page.text
 
 
 async def test_signing_in_roles_and_queue_scopes(dash_auth: Dashboard) -> None:

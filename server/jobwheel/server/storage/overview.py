@@ -82,9 +82,11 @@ class Overview(StoreBase):
             for task, e in sorted(found.items())
         ]
 
-    async def queue_throughput(self, since: Micros) -> dict[str, tuple[int, int]]:
-        """Per queue, (succeeded, other ended outcomes) of the attempts that ended at or after
-        `since`."""
+    async def queue_throughput(
+        self, since: Micros, names: list[str] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Per queue (of `names` only, when given), (succeeded, other ended outcomes) of the
+        attempts that ended at or after `since`."""
         ok = attempts.c.outcome == AttemptOutcome.SUCCEEDED.value
         stmt = (
             select(jobs.c.queue, ok.label("ok"), func.count())
@@ -92,6 +94,8 @@ class Overview(StoreBase):
             .where(attempts.c.end_time >= since, attempts.c.outcome.in_(ENDED))
             .group_by(jobs.c.queue, ok)
         )
+        if names is not None:
+            stmt = stmt.where(jobs.c.queue.in_(names))
         found: dict[str, tuple[int, int]] = {}
         async with self._read() as conn:
             for queue, succeeded, count in await conn.execute(stmt):

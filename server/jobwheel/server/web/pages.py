@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobwheel.server import model
+from jobwheel.server.api import validate
 from jobwheel.server.api.errors import NotFound
 from jobwheel.server.rules import triggers
 from jobwheel.server.rules.states import DELETE, PAUSE, RESUME, TRIGGER, cancel, retry
@@ -128,14 +129,20 @@ async def job_page(site: Site, request: Request) -> Response:
     )
 
 
+# Queues on one page of the dashboard, by name
+QUEUES_PER_PAGE = 500
+
+
 @guarded()
 async def queues_page(site: Site, request: Request) -> Response:
     store = site.core.store
-    settings = await store.queue_settings()
-    depths = await store.queue_depths()
-    done = await store.queue_throughput(site.core.clock.now() - 60 * model.SECOND)
-    principal = request.state.principal
-    names = sorted(n for n in {*settings, *depths, *done} if principal.sees(n))
+    asked = request.query_params.get("after", "")
+    after = asked if validate.NAME_RE.match(asked) else None  # else the first page
+    found = await store.queue_names(after, QUEUES_PER_PAGE + 1, request.state.principal.queues)
+    names, more = found[:QUEUES_PER_PAGE], len(found) > QUEUES_PER_PAGE
+    settings = await store.queue_settings(names)
+    depths = await store.queue_depths(names)
+    done = await store.queue_throughput(site.core.clock.now() - 60 * model.SECOND, names)
     rows = []
     for name in names:
         qs = settings.get(name, model.QueueSettings(name))
@@ -152,6 +159,8 @@ async def queues_page(site: Site, request: Request) -> Response:
         request,
         "queues.html",
         rows=rows,
+        after=after,
+        next_after=names[-1] if more else None,
         states=list(model.JobState),
         done=request.query_params.get("done", ""),
     )

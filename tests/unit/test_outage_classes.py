@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
+from pathlib import Path
 
+import grpc
 import pytest
+from jobwheel.server.api.errors import expected_status
 from jobwheel.server.storage.outage import is_unreachable, reason
 from sqlalchemy import exc as sa_exc
 
@@ -52,3 +56,47 @@ def test_outages(exc: BaseException) -> None:
 )
 def test_not_outages(exc: BaseException) -> None:
     assert not is_unreachable(exc)
+
+
+def sqlite_error(sql: str, params: list[object] | None = None) -> sa_exc.OperationalError:
+    """The OperationalError SQLAlchemy raises for what a real SQLite says to `sql`."""
+    conn = sqlite3.connect(":memory:", timeout=0)
+    try:
+        conn.execute(sql, params or [])
+    except sqlite3.OperationalError as inner:
+        return sa_exc.OperationalError(sql, params, inner)
+    finally:
+        conn.close()
+    raise AssertionError(f"{sql!r} ran")
+
+
+def test_a_statement_sqlite_refuses_is_internal_not_unavailable() -> None:
+    too_many = sqlite_error("SELECT " + ",".join("?" * 300_000), [1] * 300_000)
+    assert "too many SQL variables" in str(too_many)
+    for refused in (too_many, sqlite_error("SELEC 1"), sqlite_error("SELECT * FROM nowhere")):
+        assert expected_status(refused) is None  # INTERNAL, logged with an error id
+
+
+def test_a_locked_sqlite_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        locked = sqlite_error_at(path, "SELECT * FROM t")
+    finally:
+        holder.close()
+    status = expected_status(locked)
+    assert status is not None and status.code == grpc.StatusCode.UNAVAILABLE
+
+
+def sqlite_error_at(path: Path, sql: str) -> sa_exc.OperationalError:
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute(sql)
+    except sqlite3.OperationalError as inner:
+        assert inner.sqlite_errorname == "SQLITE_BUSY"
+        return sa_exc.OperationalError(sql, {}, inner)
+    finally:
+        conn.close()
+    raise AssertionError(f"{sql!r} ran")

@@ -186,10 +186,17 @@ def expected_status(exc: Exception) -> grpc.Status | None:
         # every database connection is busy: the server is overloaded, the call can wait
         log.warning("database pool exhausted")
         return _plain(code_pb2.RESOURCE_EXHAUSTED, OVERLOADED)
-    if isinstance(exc, sa_exc.OperationalError):
+    if isinstance(exc, sa_exc.OperationalError) and not _statement_refused(exc):
         log.warning("database unavailable: %s", exc)
         return _plain(code_pb2.UNAVAILABLE, UNAVAILABLE)
     return None
+
+
+def _statement_refused(exc: sa_exc.OperationalError) -> bool:
+    """SQLite's generic SQLITE_ERROR (too many bound values, a syntax error, a missing table):
+    a statement the server should not have sent, so retrying cannot help. Busy, locked, I/O
+    and full-disk errors have codes of their own and stay UNAVAILABLE."""
+    return getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_ERROR"
 
 
 def internal_status(error_id: str) -> grpc.Status:

@@ -33,6 +33,11 @@ def median(results: list[Result]) -> Result:
     return out
 
 
+def _ms(value: float) -> str:
+    """Milliseconds: a tenth below 10 ms, where whole ones would round sub-ms lateness to 0."""
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
+
+
 def cell(workload: str, result: Result | None) -> str:
     if result is None:
         return "-"
@@ -41,7 +46,7 @@ def cell(workload: str, result: Result | None) -> str:
         return "failed" if math.isnan(rate) else f"{rate:,.0f}"
     if math.isnan(result.get("p99", math.nan)):
         return "failed"
-    text = f"{result['p50']:,.0f}/{result['p99']:,.0f} ({result.get('early', 0):.0f} early"
+    text = f"{_ms(result['p50'])}/{_ms(result['p99'])} ({result.get('early', 0):.0f} early"
     missed = result.get("missed", 0)
     return text + (f", {missed:.0f} missed)" if missed else ")")
 

@@ -71,7 +71,7 @@ def test_ratios_against_the_best_reference_of_each_class() -> None:
         line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
         for line in text.splitlines()[2:]
     }
-    assert rows["jobwheel/SQLite"] == ["3,000", "-", "-", "5/20 (0 early)"]
+    assert rows["jobwheel/SQLite"] == ["3,000", "-", "-", "5.0/20 (0 early)"]
     assert rows["jobwheel/SQLite vs huey/SQLite"] == ["1.50x", "-", "-", "50.00x"]
     assert rows["jobwheel/SQLite vs arq / dramatiq"] == ["0.50x", "-", "-", "-"]  # best: dramatiq
     assert rows["jobwheel/SQLite vs grpc.aio echo"] == ["0.75x", "-", "-", "-"]
@@ -82,8 +82,9 @@ def test_ratios_against_the_best_reference_of_each_class() -> None:
 def test_failed_and_missed_cells() -> None:
     assert table.cell("w1", {"rate": math.nan}) == "failed"
     assert table.cell("w4", {"p50": 1.0, "p99": 900.0, "early": 2.0, "missed": 3.0}) == (
-        "1/900 (2 early, 3 missed)"
+        "1.0/900 (2 early, 3 missed)"
     )
+    assert table.cell("w4", {"p50": 0.34, "p99": 0.96, "early": 0.0}) == "0.3/1.0 (0 early)"
     assert table.ratio("w2", {"rate": 5.0}, []) == "-"
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from jobwheel.v1 import job_pb2
@@ -163,6 +164,44 @@ async def test_stalled_watcher_is_dropped_and_hurts_no_one(db_url: str) -> None:
         detail = error_details_pb2.ErrorInfo()
         assert status.details[0].Unpack(detail)
         assert detail.reason == "WATCHER_TOO_SLOW" and int(detail.metadata["last_revision"]) >= 0
+
+
+async def test_snapshots_share_a_memory_budget(server: Running) -> None:
+    watcher = server.app.watcher
+    payload = struct_pb2.Struct()
+    payload.update({"blob": "x" * 900_000})
+    ids = [
+        (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="big.one", payload=payload))).job.id
+        for _ in range(10)
+    ]
+    request = pb.WatchJobsRequest(filter=E.JobFilter(tasks=["big.one"]), include_snapshot=True)
+    stalled = server.jobs.WatchJobs(request)  # not read yet: its snapshot waits in the server
+    one = pb.WatchJobsRequest(filter=E.JobFilter(ids=ids[:1]), include_snapshot=True)
+    held, deadline = -1, time.monotonic() + 10
+    while watcher.snapshot_bytes != held and time.monotonic() < deadline:
+        held = watcher.snapshot_bytes
+        await asyncio.sleep(0.3)  # until gRPC's send buffers are full
+    assert held > 900_000  # what the transport would not take
+    watcher.snapshots_max_bytes = held + 500_000  # no room for one more job
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in server.jobs.WatchJobs(one):
+            pass
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    assert status is not None
+    detail = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(detail) and detail.reason == "SNAPSHOTS_BUSY"
+    assert watcher.snapshot_bytes == held  # the refused one gave back what it read
+
+    # once the stalled watcher reads its snapshot, the bytes are free for the next one
+    got = await take(stalled, 11)
+    assert got[-1].HasField("snapshot_end") and watcher.snapshot_bytes == 0
+    stalled.cancel()
+    retried = server.jobs.WatchJobs(one)
+    again = await take(retried, 2)
+    retried.cancel()
+    assert again[0].event.job.id == ids[0] and again[1].HasField("snapshot_end")
 
 
 async def test_cancelled_streams_leave_nothing_behind(server: Running) -> None:

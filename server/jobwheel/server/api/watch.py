@@ -35,6 +35,9 @@ REPLAY_PAGE = 1000
 SNAPSHOT_LIMIT = 50_000
 SNAPSHOT_MAX_BYTES = 128 << 20
 SNAPSHOT_CHUNK = 64  # rows read at a time: 64 big jobs are already many megabytes
+# What all snapshots read and not yet sent may hold together: a few of the largest at once,
+# however many streams ask (a reader that stops reading keeps its part until it goes).
+SNAPSHOTS_MAX_BYTES = 512 << 20
 
 
 class ProtoCache:
@@ -78,10 +81,14 @@ class Watcher:
         heartbeat: float,
         buffer: int,
         on_sent: Callable[[int], None] | None = None,
+        snapshots_max_bytes: int = SNAPSHOTS_MAX_BYTES,
     ) -> None:
         """WatchJobs streams: a heartbeat after `heartbeat` idle seconds, at most `buffer`
         events waiting per stream (defaults: Settings.watch_heartbeat, watch_buffer);
-        `on_sent(n)` is told how many events each send carried."""
+        `on_sent(n)` is told how many events each send carried. Snapshots read and not yet
+        sent hold at most `snapshots_max_bytes` (encoded) across all streams."""
+        self.snapshots_max_bytes = snapshots_max_bytes
+        self.snapshot_bytes = 0  # held now, across streams
         self.store = store
         self.bus = bus
         self.clock = clock
@@ -133,28 +140,14 @@ class Watcher:
         try:
             last = since if since else sub.start - 1
             if include_snapshot:
-                # read it all before sending: a client that does not read must not hold a
-                # database transaction (and a pooled connection) open. Kept as messages, the
-                # compact form, and bounded in count and bytes.
-                snapshot: list[pb.WatchJobsResponse] = []
-                held = 0
-                async with self.store.snapshot(flt, SNAPSHOT_CHUNK) as (revision, chunks):
-                    async for jobs in chunks:
-                        # converting big documents takes a while: off the event loop
-                        entries = await asyncio.to_thread(_snapshot_entries, jobs, revision)
-                        held += sum(entry.ByteSize() for entry in entries)
-                        snapshot += entries
-                        if len(snapshot) > SNAPSHOT_LIMIT or held > SNAPSHOT_MAX_BYTES:
-                            raise FailedPrecondition(
-                                f"the snapshot would hold more than {SNAPSHOT_LIMIT} jobs or "
-                                f"{SNAPSHOT_MAX_BYTES} bytes: narrow the filter, or watch "
-                                "without a snapshot",
-                                "SNAPSHOT_TOO_LARGE",
-                                limit=str(SNAPSHOT_LIMIT),
-                                max_bytes=str(SNAPSHOT_MAX_BYTES),
-                            )
-                for entry in snapshot:
-                    yield entry
+                held = Held(self)
+                try:
+                    snapshot, revision = await self._read_snapshot(flt, held)
+                    for entry in snapshot:
+                        yield entry
+                        held.release(entry.ByteSize())
+                finally:
+                    held.release_all()
                 del snapshot
                 last = revision
                 yield pb.WatchJobsResponse(snapshot_end=pb.SnapshotEnd(revision=revision))
@@ -177,6 +170,39 @@ class Watcher:
         finally:
             self._open.discard(sub)
             self.bus.unsubscribe(sub)
+
+    async def _read_snapshot(
+        self, flt: model.JobFilter, held: Held
+    ) -> tuple[list[pb.WatchJobsResponse], int]:
+        """The matching jobs as messages, and the revision they are as of. Read whole before
+        sending: a client that does not read must not hold a database transaction (and a
+        pooled connection) open. Kept as messages, the compact form, and bounded in count and
+        bytes, per stream and across streams (`held` counts them)."""
+        snapshot: list[pb.WatchJobsResponse] = []
+        async with self.store.snapshot(flt, SNAPSHOT_CHUNK) as (revision, chunks):
+            async for jobs in chunks:
+                # converting big documents takes a while: off the event loop
+                entries = await asyncio.to_thread(_snapshot_entries, jobs, revision)
+                held.take(sum(entry.ByteSize() for entry in entries))
+                snapshot += entries
+                if len(snapshot) > SNAPSHOT_LIMIT or held.bytes > SNAPSHOT_MAX_BYTES:
+                    raise FailedPrecondition(
+                        f"the snapshot would hold more than {SNAPSHOT_LIMIT} jobs or "
+                        f"{SNAPSHOT_MAX_BYTES} bytes: narrow the filter, or watch "
+                        "without a snapshot",
+                        "SNAPSHOT_TOO_LARGE",
+                        limit=str(SNAPSHOT_LIMIT),
+                        max_bytes=str(SNAPSHOT_MAX_BYTES),
+                    )
+                if self.snapshot_bytes > self.snapshots_max_bytes:
+                    raise ResourceExhausted(
+                        "snapshots being sent to other watchers hold the server's "
+                        f"{self.snapshots_max_bytes} bytes for them: retry with backoff, or "
+                        "watch without a snapshot",
+                        "SNAPSHOTS_BUSY",
+                        max_bytes=str(self.snapshots_max_bytes),
+                    )
+        return snapshot, revision
 
     def _stop_if_closed(self) -> None:
         if self.closed:
@@ -239,6 +265,26 @@ class Watcher:
                         revision=self.bus.head, time=timestamp(self.clock.now())
                     )
                 )
+
+
+class Held:
+    """One stream's snapshot bytes, counted in its Watcher's total until sent or dropped."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.bytes = 0
+
+    def take(self, n: int) -> None:
+        self.bytes += n
+        self.watcher.snapshot_bytes += n
+
+    def release(self, n: int) -> None:
+        n = min(n, self.bytes)
+        self.bytes -= n
+        self.watcher.snapshot_bytes -= n
+
+    def release_all(self) -> None:
+        self.release(self.bytes)
 
 
 def _batch(events: list[job_pb2.JobEvent]) -> pb.WatchJobsResponse:

@@ -16,6 +16,7 @@ from tests.conftest import Running, running_server
 from tests.integration.api.helpers import field_violations
 from tests.integration.api.receiver import Receiver
 from tests.integration.api.waiting import until, wait_for_state
+from tests.integration.workers.helpers import error_info
 
 SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
@@ -120,3 +121,27 @@ async def test_subscription_bad_input_and_delete(server: Running) -> None:
     await server.jobs.DeleteEventSubscription(pb.DeleteEventSubscriptionRequest(id=sub.id))
     listed = await server.jobs.ListEventSubscriptions(pb.ListEventSubscriptionsRequest())
     assert list(listed.subscriptions) == []
+
+
+async def test_a_server_keeps_at_most_100_subscriptions(server: Running) -> None:
+    def create(n: int) -> pb.CreateEventSubscriptionRequest:
+        return pb.CreateEventSubscriptionRequest(
+            url=f"https://example.com/hook/{n}",
+            event_types=[j.JOB_EVENT_TYPE_FAILED],
+            secret=SECRET,
+        )
+
+    created = [
+        (await server.jobs.CreateEventSubscription(create(n))).subscription for n in range(100)
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.jobs.CreateEventSubscription(create(100))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(info.value).reason == "TOO_MANY_SUBSCRIPTIONS"
+    listed = await server.jobs.ListEventSubscriptions(pb.ListEventSubscriptionsRequest())
+    assert len(listed.subscriptions) == 100
+    # deleting one makes room for one
+    await server.jobs.DeleteEventSubscription(pb.DeleteEventSubscriptionRequest(id=created[0].id))
+    await server.jobs.CreateEventSubscription(create(100))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await server.jobs.CreateEventSubscription(create(101))

@@ -18,6 +18,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 from tests.conftest import Running, running_server
 from tests.integration.api.helpers import field_violations
 from tests.integration.api.waiting import until_watching
+from tests.integration.workers.helpers import error_info
 
 E = job_pb2
 
@@ -188,10 +189,7 @@ async def test_snapshots_share_a_memory_budget(server: Running) -> None:
         async for _ in server.jobs.WatchJobs(one):
             pass
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
-    assert status is not None
-    detail = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(detail) and detail.reason == "SNAPSHOTS_BUSY"
+    assert error_info(info.value).reason == "SNAPSHOTS_BUSY"
     assert watcher.snapshot_bytes == held  # the refused one gave back what it read
 
     # once the stalled watcher reads its snapshot, the bytes are free for the next one

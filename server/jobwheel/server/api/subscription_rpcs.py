@@ -9,7 +9,7 @@ from typing import Any
 from jobwheel.server import model
 from jobwheel.server.api import validate
 from jobwheel.server.api.convert import EVENT_TYPE_TO_PROTO, timestamp
-from jobwheel.server.api.errors import NotFound
+from jobwheel.server.api.errors import NotFound, ResourceExhausted
 from jobwheel.server.core import Core
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.ids import new_id
@@ -19,6 +19,9 @@ from jobwheel.v1 import job_service_pb2 as pb
 _EVENT_TYPE_FROM_PROTO = {v: k for k, v in EVENT_TYPE_TO_PROTO.items()}
 MAX_SECRET = 1024
 MAX_EVENT_TYPES = 100
+# Every event is delivered once per subscription: the fan-out, and ListEventSubscriptions'
+# reply, stay bounded.
+MAX_SUBSCRIPTIONS = 100
 
 
 def _to_proto(sub: model.EventSubscription) -> pb.EventSubscription:
@@ -60,7 +63,13 @@ class SubscriptionRpcs:
             secret=request.secret,
             create_time=self.core.clock.now(),
         )
-        await self.core.store.add_subscription(sub)
+        if not await self.core.store.add_subscription(sub, MAX_SUBSCRIPTIONS):
+            raise ResourceExhausted(
+                f"there are {MAX_SUBSCRIPTIONS} event subscriptions already, the most a server "
+                "keeps: delete one first",
+                "TOO_MANY_SUBSCRIPTIONS",
+                limit=str(MAX_SUBSCRIPTIONS),
+            )
         await self.core.subscriptions_changed()
         return pb.CreateEventSubscriptionResponse(subscription=_to_proto(sub))
 

@@ -8,12 +8,16 @@ from jobwheel.server.model import EventSubscription, EventType
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.schema import event_head
 from jobwheel.server.storage.schema import event_subscriptions as subs
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 
 class Subscriptions(StoreBase):
-    async def add_subscription(self, sub: EventSubscription) -> None:
+    async def add_subscription(self, sub: EventSubscription, limit: int) -> bool:
+        """Stores `sub` unless `limit` subscriptions exist already (False then)."""
         async with self._write() as conn:
+            count = (await conn.execute(select(func.count()).select_from(subs))).scalar_one()
+            if count >= limit:
+                return False
             await conn.execute(
                 subs.insert().values(
                     id=sub.id,
@@ -26,6 +30,7 @@ class Subscriptions(StoreBase):
                     .scalar_subquery(),
                 )
             )
+        return True
 
     async def subscriptions(self) -> list[EventSubscription]:
         async with self._read() as conn:

@@ -112,7 +112,7 @@ class Queues(StoreBase):
         conds = job_conditions(self.dialect, flt)
         by_state_stmt = select(jobs.c.state, func.count()).where(*conds).group_by(jobs.c.state)
         by_queue_stmt = (
-            select(jobs.c.queue, func.count().label("n"))
+            select(jobs.c.queue, func.count())
             .where(*conds)
             .group_by(jobs.c.queue)
             .order_by(func.count().desc(), jobs.c.queue)

@@ -179,17 +179,21 @@ def _schedule_from_text(text: str) -> Schedule:
     return schedule_from_doc(json.loads(text))
 
 
+_STATES = {state.value: state for state in JobState}
+
+
 def job_from_row(row: Mapping[Any, Any]) -> Job:
     schedule = row["schedule"]
     http = row["http"]
+    labels = row["labels"]
     return Job(
         id=row["id"],
         queue=row["queue"],
         task=row["task"],
         payload=json.loads(row["payload"]),
-        labels=json.loads(row["labels"]),
+        labels={} if labels == "{}" else json.loads(labels),  # most jobs have none
         priority=row["priority"],
-        state=JobState(row["state"]),
+        state=_STATES[row["state"]],
         schedule=None if schedule is None else _schedule_from_text(schedule),
         retry_policy=_retry_from_text(row["retry_policy"]),
         timeout=row["timeout"],

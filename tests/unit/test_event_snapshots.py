@@ -9,11 +9,15 @@ import json
 
 from jobwheel.server.model import HttpTarget, Job, JobState
 from jobwheel.server.storage.convert import (
+    http_to_doc,
     job_from_new,
     job_from_snapshot,
     job_snapshot,
     new_job_snapshots,
+    retry_to_doc,
+    schedule_to_doc,
 )
+from jobwheel.server.storage.dialect import dumps
 
 from tests.integration.storage.factories import full_job, new_job
 
@@ -64,3 +68,48 @@ def test_full_snapshots_written_before_still_read() -> None:
         if field.name not in ("payload", "traceparent") and field.name not in full:
             full[field.name] = getattr(job, field.name)
     assert job_from_snapshot(json.dumps(full), job.payload) == job
+
+
+def _document(job: Job) -> dict[str, object]:
+    """The snapshot's document as first defined: every field but the payload and the trace
+    context, those past the required ones only when not at their default."""
+    doc: dict[str, object] = {}
+    for f in dataclasses.fields(Job):
+        if f.name in ("payload", "traceparent"):
+            continue
+        value = getattr(job, f.name)
+        optional = f.default is not dataclasses.MISSING
+        if optional and value == f.default and type(value) is type(f.default):
+            continue
+        doc[f.name] = value
+    doc["schedule"] = None if job.schedule is None else schedule_to_doc(job.schedule)
+    doc["retry_policy"] = retry_to_doc(job.retry_policy)
+    doc["http"] = None if job.http is None else http_to_doc(job.http)
+    return doc
+
+
+def test_a_snapshot_is_the_one_encoding_of_its_document() -> None:
+    base = _created()[2]
+    jobs = [
+        *_created(),
+        dataclasses.replace(
+            base,
+            state=JobState.FAILED,
+            attempt=3,
+            execution_count=2,
+            released_attempts=1,
+            start_time=base.create_time + 1,
+            end_time=base.create_time + 2,
+            last_error='ValueError: "bad" \u00e9 ☃',
+            result={"z": [1.5, None, True], "a": "grüße"},
+            cancel_reason="stop",
+            skipped_count=4,
+            progress={"done": 0.5},
+            worker_id="wé",
+            lease_expire_time=base.create_time + 3,
+        ),
+        dataclasses.replace(base, result=0),  # a default's value of another type is kept
+        dataclasses.replace(base, result=False, last_error="", progress={}),
+    ]
+    for job in jobs:
+        assert job_snapshot(job) == dumps(_document(job))

@@ -3,7 +3,7 @@ fenced like separate settlements and claims, one attempt row per attempt, gap-fr
 
 from __future__ import annotations
 
-from jobwheel.server.model import AttemptOutcome, Event, EventType, JobState
+from jobwheel.server.model import AttemptOutcome, Event, EventType, HttpTarget, JobState
 from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import Store
@@ -117,3 +117,40 @@ async def test_of_a_jobs_settlements_in_one_batch_the_first_that_holds_applies(
     assert [(e.type, e.job.id) for e in seen] == [(EventType.COMPLETED, first.id)]
     outcomes = [a.outcome for a in await store.list_attempts(first.id, limit=10, after=None)]
     assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+
+
+async def test_a_cycle_claims_the_tasks_it_runs_best_priority_first(store: Store) -> None:
+    hook = HttpTarget("https://example.com/hook", "POST", {})
+    elsewhere = new_job(task="other", payload={"n": 0})  # no handler here, no HTTP target
+    await store.insert_jobs(
+        [
+            elsewhere,
+            new_job(payload={"n": 1}),
+            new_job(task="other", http=hook, payload={"n": 2}),
+            new_job(payload={"n": 3}, priority=5),
+            new_job(task="other", queue="q2", http=hook, payload={"n": 4}),
+        ]
+    )
+    _, [claimed] = await store.dispatch_cycle([], [("default", 5)], {"noop"}, WORKER, T0, T0 + 9)
+    assert [j.payload["n"] for j in claimed] == [3, 1]  # no HTTP targets: not asked for
+    _, [hooks, none, q2] = await store.dispatch_cycle(
+        [],
+        [("default", 5), ("empty", 1), ("q2", 1)],
+        set(),
+        WORKER,
+        T0 + 1,
+        T0 + 9,
+        include_http=True,
+    )
+    assert [j.payload["n"] for j in hooks] == [2] and none == []
+    assert [j.payload["n"] for j in q2] == [4]
+    for job in [*claimed, *hooks, *q2]:
+        stored = await store.get_job(job.id)
+        assert stored == job and (job.attempt, job.execution_count) == (1, 1)
+        assert (job.worker_id, job.start_time, job.lease_expire_time) == (
+            WORKER,
+            job.update_time,
+            T0 + 9,
+        )
+    waiting = await store.get_job(elsewhere.id)
+    assert waiting is not None and waiting.state is JobState.QUEUED

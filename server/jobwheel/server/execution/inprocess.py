@@ -19,6 +19,9 @@ from jobwheel.server.handlers import Handler
 from jobwheel.server.model import MAX_DOCUMENT_BYTES, AttemptOutcome
 from jobwheel.server.rules.attempt import AttemptResult, oversized
 
+# the report of a handler that returned nothing (most do): one shared immutable object
+_DONE = AttemptResult(AttemptOutcome.SUCCEEDED)
+
 
 class _Flag:
     """A set-once flag a handler's thread may poll: threading.Event's `set`/`is_set` without
@@ -94,7 +97,10 @@ class InProcessExecutor:
     ) -> AttemptResult:
         """Runs one attempt; never raises except CancelledError when the caller cancels."""
         try:
-            result = await asyncio.wait_for(self._invoke(task, payload, ctx), time_limit)
+            if time_limit is None:  # no timer to arm (wait_for's layer costs per attempt)
+                result = await self._invoke(task, payload, ctx)
+            else:
+                result = await asyncio.wait_for(self._invoke(task, payload, ctx), time_limit)
         except TimeoutError:
             ctx._cancel.set()
             return AttemptResult(
@@ -105,6 +111,8 @@ class InProcessExecutor:
             raise
         except Exception as exc:  # the handler's failure is the attempt's outcome
             return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
+        if result is None:
+            return _DONE
         try:
             text = json.dumps(result)
         except (TypeError, ValueError) as exc:

@@ -9,12 +9,14 @@ is set-based, a few statements whatever the number of jobs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobwheel.server.ids import new_id
 from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import Settlement
+from jobwheel.server.storage.bulk_writes import in_sqlite_thread
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import Change
@@ -36,6 +38,10 @@ _SQLITE_SETTLE_JOB = (
 _SQLITE_SETTLE_ATTEMPT = (
     "UPDATE attempts SET end_time = ?, outcome = ?, error = ?, result = ?"
     f" WHERE job_id = ? AND execution = ? AND number = ? AND outcome = '{_ATTEMPT_RUNNING}'"
+)
+_SQLITE_HELD = (
+    "SELECT id, execution_count, attempt, lease_expire_time FROM jobs"
+    f" WHERE state = '{_RUNNING}' AND id IN ({{}})"
 )
 _SQLITE_INSERT_ATTEMPT = (
     "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
@@ -134,14 +140,7 @@ async def start_attempts(
                 ),
             )
         else:
-            running = _ATTEMPT_RUNNING
-            await conn.exec_driver_sql(
-                _SQLITE_INSERT_ATTEMPT,
-                [
-                    (i, r["id"], r["execution_count"], r["attempt"], now, running, worker_id)
-                    for i, r in zip(ids, rows, strict=True)
-                ],
-            )
+            await in_sqlite_thread(conn, sqlite_open_attempts, rows, ids, now, worker_id)
     claimed = [job_from_row(r) for r in rows]
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed
@@ -162,19 +161,7 @@ async def settle_endings(
     if dialect.array_params:
         applies = await _settle_arrays(conn, settlements)
     else:
-        held = await _held_attempts(conn, dialect, list({s.ended.job_id for s in settlements}))
-        applies = []
-        for s in settlements:
-            ok = _holds(held.get(s.ended.job_id), s)
-            if ok:
-                held.pop(s.ended.job_id)  # settled: a later one of the job holds nothing
-            applies.append(ok)
-        applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
-        if applied:
-            await conn.exec_driver_sql(_SQLITE_SETTLE_JOB, [_job_params(s) for s in applied])
-            await conn.exec_driver_sql(
-                _SQLITE_SETTLE_ATTEMPT, [_attempt_params(s) for s in applied]
-            )
+        applies = await in_sqlite_thread(conn, sqlite_settle, settlements, dialect.max_in_list)
     changes = [
         (etype, s.after)
         for s, ok in zip(settlements, applies, strict=True)
@@ -210,23 +197,52 @@ async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement
     return [i + 1 in applied for i in range(len(settlements))]
 
 
-async def _held_attempts(
-    conn: AsyncConnection, dialect: Dialect, job_ids: list[str]
-) -> dict[str, tuple[int, int, Micros | None]]:
-    """(execution, attempt, lease end) of each RUNNING job among `job_ids`, locked until
-    commit."""
+def sqlite_settle(
+    db: sqlite3.Connection, settlements: Sequence[Settlement], max_in_list: int
+) -> list[bool]:
+    """SQLite: applies the settlements that hold (see settle_endings) on the driver's own
+    connection, in the caller's write transaction (in the driver's thread: in_sqlite_thread);
+    which of `settlements` applied."""
+    job_ids = list({s.ended.job_id for s in settlements})
+    # (execution, attempt, lease end) of each RUNNING job among them; the write transaction
+    # keeps them so until commit
     held: dict[str, tuple[int, int, Micros | None]] = {}
-    for start in range(0, len(job_ids), dialect.max_in_list):
-        stmt = select(
-            jobs.c.id, jobs.c.execution_count, jobs.c.attempt, jobs.c.lease_expire_time
-        ).where(
-            jobs.c.id.in_(job_ids[start : start + dialect.max_in_list]),
-            jobs.c.state == JobState.RUNNING.value,
-        )
-        stmt = dialect.lock_rows(stmt)
-        for r in await conn.execute(stmt):
-            held[r.id] = (r.execution_count, r.attempt, r.lease_expire_time)
-    return held
+    for start in range(0, len(job_ids), max_in_list):
+        chunk = job_ids[start : start + max_in_list]
+        for job_id, execution, attempt, lease in db.execute(
+            _SQLITE_HELD.format(",".join("?" * len(chunk))), chunk
+        ):
+            held[job_id] = (execution, attempt, lease)
+    applies = []
+    for s in settlements:
+        ok = _holds(held.get(s.ended.job_id), s)
+        if ok:
+            held.pop(s.ended.job_id)  # settled: a later one of the job holds nothing
+        applies.append(ok)
+    applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
+    if applied:
+        db.executemany(_SQLITE_SETTLE_JOB, [_job_params(s) for s in applied])
+        db.executemany(_SQLITE_SETTLE_ATTEMPT, [_attempt_params(s) for s in applied])
+    return applies
+
+
+def sqlite_open_attempts(
+    db: sqlite3.Connection,
+    rows: Sequence[Mapping[Any, Any]],
+    ids: Sequence[str],
+    now: Micros,
+    worker_id: str,
+) -> None:
+    """SQLite: the RUNNING attempt row (id from `ids`) of each claimed job row of `rows`, in
+    the caller's write transaction (in the driver's thread: in_sqlite_thread)."""
+    running = _ATTEMPT_RUNNING
+    db.executemany(
+        _SQLITE_INSERT_ATTEMPT,
+        [
+            (i, r["id"], r["execution_count"], r["attempt"], now, running, worker_id)
+            for i, r in zip(ids, rows, strict=True)
+        ],
+    )
 
 
 def _holds(held: tuple[int, int, Micros | None] | None, s: Settlement) -> bool:

@@ -34,6 +34,21 @@ async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args:
     return done
 
 
+def in_write_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
+    """`work(db, *args)` in a write transaction of its own (BEGIN IMMEDIATE), committed when it
+    returns, rolled back when it raises. In the driver's thread (see in_sqlite_thread), on a
+    connection with no transaction open (Store._raw_write)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = work(db, *args)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return done
+
+
 def wrapped_error(statement: str, exc: sqlite3.Error) -> Exception:
     """`exc` as the sqlalchemy.exc.DBAPIError subclass SQLAlchemy raises for it."""
     wrapped: Exception = sa_exc.DBAPIError.instance(statement, None, exc, sqlite3.Error)

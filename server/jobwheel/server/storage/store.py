@@ -11,6 +11,7 @@ from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage import paging
 from jobwheel.server.storage.bulk_writes import (
     in_sqlite_thread,
+    in_write_transaction,
     sqlite_append_events,
     sqlite_insert_jobs,
 )
@@ -70,7 +71,12 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             now = jobs_in[0].create_time
             async with self._raw_write() as conn:
                 last = await in_sqlite_thread(
-                    conn, _sqlite_enqueue, [rows[i] for i in candidates], jobs_in, now
+                    conn,
+                    in_write_transaction,
+                    _sqlite_enqueue,
+                    [rows[i] for i in candidates],
+                    jobs_in,
+                    now,
                 )
             first = last - len(jobs_in) + 1
             committed = [
@@ -253,24 +259,16 @@ _INSERT_NEW_JOBS = (
 def _sqlite_enqueue(
     db: sqlite3.Connection, rows: list[tuple[Any, ...]], created: list[Job], now: int
 ) -> int:
-    """One write transaction on SQLite's own connection (in the driver's thread): insert the
+    """In a write transaction on SQLite's own connection (in the driver's thread): insert the
     rows, set each job's seq, append their ENQUEUED events; returns the last revision."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        seqs = sqlite_insert_jobs(db, _INSERT_NEW_JOBS, rows)
-        for job, seq in zip(created, seqs, strict=True):
-            job.seq = seq
-        snapshots = new_job_snapshots(created)
-        kind = EventType.ENQUEUED.value
-        last = sqlite_append_events(
-            db, [(job.id, kind, now, text) for job, text in zip(created, snapshots, strict=True)]
-        )
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return last
+    seqs = sqlite_insert_jobs(db, _INSERT_NEW_JOBS, rows)
+    for job, seq in zip(created, seqs, strict=True):
+        job.seq = seq
+    snapshots = new_job_snapshots(created)
+    kind = EventType.ENQUEUED.value
+    return sqlite_append_events(
+        db, [(job.id, kind, now, text) for job, text in zip(created, snapshots, strict=True)]
+    )
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -16,6 +16,7 @@ from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.sqlite_cycle import sqlite_dispatch_cycle
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -220,6 +221,21 @@ class Transitions(StoreBase):
         claimed: list[list[Job]] = [[] for _ in claims]
         if not settlements and not any(limit > 0 for _, limit in claims):
             return [], claimed
+        if self.dialect.single_writer:  # the transaction in one driver-thread hop
+            async with self._raw_write() as conn:
+                applies, claimed, committed = await sqlite_dispatch_cycle(
+                    conn,
+                    settlements,
+                    claims,
+                    tasks,
+                    worker_id,
+                    now,
+                    lease_until,
+                    include_http=include_http,
+                    max_in_list=self.dialect.max_in_list,
+                )
+            self._emit(committed)
+            return applies, claimed
         async with self._write() as conn:
             applies, changes = await settle_endings(conn, self.dialect, settlements)
             for i, (queue, limit) in enumerate(claims):

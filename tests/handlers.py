@@ -108,3 +108,8 @@ async def wait_then_fail(payload: dict[str, Any], ctx: TaskContext) -> None:
     while not release.exists():  # noqa: ASYNC110, ASYNC240
         await asyncio.sleep(0.05)
     raise RuntimeError(f"attempt {ctx.attempt} fails")
+
+
+@task("test.own_timeout")
+async def own_timeout(payload: dict[str, Any]) -> None:
+    raise TimeoutError("the upstream call timed out")

@@ -93,6 +93,23 @@ async def test_hanging_handler_times_out(server: Running) -> None:
     assert all(a.duration.ToMilliseconds() >= 100 for a in history.attempts)
 
 
+@pytest.mark.parametrize("timeout", [None, duration_pb2.Duration(seconds=30)])
+async def test_a_handlers_own_timeout_error_is_its_failure(
+    server: Running, timeout: duration_pb2.Duration | None
+) -> None:
+    job = await enqueue(
+        server,
+        task="test.own_timeout",
+        timeout=timeout,
+        retry_policy=job_pb2.RetryPolicy(max_attempts=1),
+    )
+    done = await wait_for_state(server.jobs, job.id)
+    assert done.state == job_pb2.JOB_STATE_FAILED
+    assert done.last_error.startswith("TimeoutError: the upstream call timed out")
+    [attempt] = (await attempts(server, job.id)).attempts
+    assert attempt.outcome == job_pb2.ATTEMPT_OUTCOME_FAILED
+
+
 async def test_blocking_sync_handler_does_not_stall_the_loop(server: Running) -> None:
     slow = await enqueue(server, task="test.block", payload=payload(seconds=3.0))
     await wait_for_state(server.jobs, slow.id, (job_pb2.JOB_STATE_RUNNING,))

@@ -96,12 +96,17 @@ class InProcessExecutor:
         self, task: str, payload: dict[str, Any], ctx: TaskContext, time_limit: float | None
     ) -> AttemptResult:
         """Runs one attempt; never raises except CancelledError when the caller cancels."""
+        deadline: asyncio.Timeout | None = None
         try:
-            if time_limit is None:  # no timer to arm (wait_for's layer costs per attempt)
+            if time_limit is None:  # no timer to arm
                 result = await self._invoke(task, payload, ctx)
             else:
-                result = await asyncio.wait_for(self._invoke(task, payload, ctx), time_limit)
-        except TimeoutError:
+                async with asyncio.timeout(time_limit) as deadline:
+                    result = await self._invoke(task, payload, ctx)
+        except TimeoutError as exc:
+            if deadline is None or not deadline.expired():
+                # the handler's own TimeoutError (say, of a call it made) is its failure
+                return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
             ctx._cancel.set()
             return AttemptResult(
                 AttemptOutcome.TIMED_OUT, error=f"TimeoutError: exceeded {time_limit:g}s"

@@ -93,14 +93,14 @@ async def test_hanging_handler_times_out(server: Running) -> None:
     assert all(a.duration.ToMilliseconds() >= 100 for a in history.attempts)
 
 
-@pytest.mark.parametrize("timeout", [None, duration_pb2.Duration(seconds=30)])
+@pytest.mark.parametrize("limit", [None, duration_pb2.Duration(seconds=30)])
 async def test_a_handlers_own_timeout_error_is_its_failure(
-    server: Running, timeout: duration_pb2.Duration | None
+    server: Running, limit: duration_pb2.Duration | None
 ) -> None:
     job = await enqueue(
         server,
         task="test.own_timeout",
-        timeout=timeout,
+        timeout=limit,
         retry_policy=job_pb2.RetryPolicy(max_attempts=1),
     )
     done = await wait_for_state(server.jobs, job.id)

@@ -54,6 +54,11 @@ class _ByMethod(grpc.GenericRpcHandler):  # type: ignore[misc]
         return self._handlers.get(handler_call_details.method)
 
 
+def serve_by_method(server: grpc.aio.Server, handlers: Handlers) -> None:
+    """Serves `handlers` (by full method name) through one generic handler."""
+    server.add_generic_rpc_handlers((_ByMethod(handlers),))
+
+
 class RpcStack:
     """Collects the services' methods, then serves each through its wrapper."""
 
@@ -76,7 +81,7 @@ class RpcStack:
 
     def serve(self, server: grpc.aio.Server) -> None:
         """Adds every collected method to `server`, wrapped, as one generic handler."""
-        server.add_generic_rpc_handlers((_ByMethod(self.wrapped()),))
+        serve_by_method(server, self.wrapped())
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         observed = self.observer.stage(method, handler) if self.observer is not None else None

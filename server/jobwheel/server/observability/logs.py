@@ -110,6 +110,8 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # neither format prints the process or thread: not looked up for every record
+    logging.logProcesses = logging.logMultiprocessing = logging.logThreads = False
     # asyncio's own debug lines ("Using selector") say nothing about jobwheel
     logging.getLogger("asyncio").setLevel(max(root.level, logging.INFO))
 

@@ -3,7 +3,7 @@
 It serves the same method with the same message types as jobwheel, so one client drives both
 and the difference is what jobwheel does per call (validate, commit, convert). The server is
 set up as jobwheel's is: its methods served through one generic handler (api/rpc_stack.py),
-and what start-up built frozen out of the garbage collector's sight (app.py).
+and the same garbage collector settings (app.py).
 Run as `python -m bench.echo_server`; it logs "echo listening on 127.0.0.1:PORT" on stderr.
 """
 
@@ -37,6 +37,7 @@ async def serve() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     print(f"echo listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,7 +3,7 @@
 It serves the same method with the same message types as jobwheel, so one client drives both
 and the difference is what jobwheel does per call (validate, commit, convert). The server is
 set up as jobwheel's is: its methods served through one generic handler (api/rpc_stack.py),
-and the same garbage collector settings (app.py).
+and the same garbage collector settings (collector.py).
 Run as `python -m bench.echo_server`; it logs "echo listening on 127.0.0.1:PORT" on stderr.
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import sys
 from typing import Any
 
 import grpc
-from jobwheel.server.api.rpc_stack import Collector, serve_by_method
+from jobwheel.server import collector
+from jobwheel.server.api.rpc_stack import MethodCollector, serve_by_method
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -31,13 +31,12 @@ class EchoJobService(job_service_pb2_grpc.JobServiceServicer):
 
 async def serve() -> None:
     server = grpc.aio.server()
-    methods = Collector()
+    methods = MethodCollector()
     job_service_pb2_grpc.add_JobServiceServicer_to_server(EchoJobService(), methods)
     serve_by_method(server, methods.handlers)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    collector.tune_for_serving()
     print(f"echo listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -31,7 +31,7 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handlers: TypeAlias = dict[str, grpc.RpcMethodHandler]
 
 
-class Collector:
+class MethodCollector:
     """Stands in for the server in the generated `add_*Servicer_to_server` functions, which
     hand over each service's methods twice: as a generic handler (dropped here) and by name."""
 
@@ -65,10 +65,10 @@ class RpcStack:
     def __init__(self, observer: RpcObserver | None, gate: Gate) -> None:
         self.observer = observer
         self.gate = gate
-        self.collector = Collector()
+        self.collector = MethodCollector()
 
     @property
-    def target(self) -> Collector:
+    def target(self) -> MethodCollector:
         """What to pass as `server` to the generated add_*Servicer_to_server functions."""
         return self.collector
 

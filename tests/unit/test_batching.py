@@ -89,3 +89,24 @@ async def test_a_cancelled_write_settles_every_waiting_caller() -> None:
     for call in (first, second):
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(call, 2)
+
+
+async def test_a_cancelled_caller_ends_once_its_batch_is_written() -> None:
+    written: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def write(items: list[int]) -> list[int]:
+        await release.wait()
+        written.append(items)
+        return items
+
+    gc: GroupCommit[int, int] = GroupCommit(write)
+    caller = asyncio.create_task(gc([1]))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    await asyncio.sleep(0.01)
+    assert not caller.done()  # its items are in a write in progress
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert written == [[1]]

@@ -14,8 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from jobwheel.server import collector, handlers, log_throttle, model
 from jobwheel.server.api import reflection, reply_size
 from jobwheel.server.api.convert import event_document
-from jobwheel.server.api.guard import Guard
 from jobwheel.server.api.job_service import JobService
+from jobwheel.server.api.rpc_stack import RpcStack
 from jobwheel.server.api.validate import Limits
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_service import WorkerService
@@ -180,11 +180,9 @@ class App:
         self._tailer = asyncio.create_task(tailer.run())
         self._roster_task = asyncio.create_task(self.roster.run())
         server = grpc.aio.server(
-            # outermost first: a span and the metrics/RPC line around everything, so that they
-            # see every status; then authentication and roles, so that a caller who may not
-            # call learns nothing of its request; then the Guard, which maps the servicers'
-            # exceptions and undecodable bodies to statuses (INVALID_ARGUMENT, INTERNAL, ...)
-            interceptors=[*obs.interceptors(), *self.security.interceptors, Guard()],
+            # traces (when on) around everything; the rest of each call's handling is one
+            # wrapper per method (api/rpc_stack.py)
+            interceptors=obs.interceptors(),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -201,6 +199,9 @@ class App:
             buffer=self.settings.watch_buffer,
             on_sent=obs.on_events_sent,
         )
+        # the metrics and RPC line, then authentication and roles, then the guard (statuses of
+        # undecodable bodies and the servicers' exceptions), then the audit line
+        stack = RpcStack(obs.rpc_observer(), self.security.gate)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobService(
                 core,
@@ -209,13 +210,14 @@ class App:
                 self.settings.queue_concurrency,
                 self.roster,
             ),
-            server,
+            stack.target,
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
-            WorkerService(self.remote, Limits(self.settings.max_payload_bytes)), server
+            WorkerService(self.remote, Limits(self.settings.max_payload_bytes)), stack.target
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, stack.target)
+        reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), stack.target)
+        stack.serve(server)
         try:
             self.port = self.security.bind(server, self.settings.listen)
         except RuntimeError:

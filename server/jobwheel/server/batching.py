@@ -4,7 +4,8 @@ While a batch is being written, new calls queue up; when it is done, everything 
 written together. Under load that means one transaction (one fsync) for many callers; when
 idle a call is written at once, with no added delay. Each caller gets its own slice of the
 result only after the batch committed. If a merged batch fails, every call is retried on its
-own, so one bad call cannot fail its neighbours.
+own, so one bad call cannot fail its neighbours. A caller that is cancelled meanwhile ends
+(cancelled) when its batch has settled; the batch is written regardless.
 """
 
 from __future__ import annotations
@@ -13,12 +14,39 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
 log = logging.getLogger(__name__)
+
+
+class _Batch(asyncio.Future[list[Any]]):
+    """One merged write, awaited by all of its callers: its result holds each call's outcome
+    (its results, or the exception its own retry raised), by the call's position.
+
+    One future per batch, not one per caller plus a shield: a caller that gives up must not
+    cancel what its neighbours wait for, so `cancel()` is refused, and the task that asked is
+    cancelled when the batch settles (asyncio cancels a task whose awaited future refuses as
+    soon as the task wakes)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.calls: list[list[Any]] = []
+        self.size = 0
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        return False
+
+    def abandon(self, exc: BaseException) -> None:
+        """Ends the batch unwritten: every caller gets `exc` (cancelled for a cancellation)."""
+        if self.done():
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            super().cancel()
+        else:
+            self.set_exception(exc)
 
 
 class GroupCommit(Generic[I, O]):
@@ -31,7 +59,7 @@ class GroupCommit(Generic[I, O]):
     ) -> None:
         self._write = write
         self._max_batch = max_batch
-        self._pending: deque[tuple[list[I], asyncio.Future[list[O]]]] = deque()
+        self._waiting: deque[_Batch] = deque()  # batches not yet written, oldest first
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # for benchmarks and tests: how many writes were issued
         self.observe = observe  # told each merged batch's size
@@ -39,65 +67,59 @@ class GroupCommit(Generic[I, O]):
     async def __call__(self, items: Sequence[I]) -> list[O]:
         if not items:
             return []
-        fut: asyncio.Future[list[O]] = asyncio.get_running_loop().create_future()
-        self._pending.append((list(items), fut))
+        calls = list(items)
+        waiting = self._waiting
+        batch = waiting[-1] if waiting else None
+        if batch is None or batch.size + len(calls) > self._max_batch:
+            batch = _Batch(asyncio.get_running_loop())
+            waiting.append(batch)
+        index = len(batch.calls)
+        batch.calls.append(calls)
+        batch.size += len(calls)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
-        # shield: a caller that gives up must not cancel the batch its neighbours wait for
-        return await asyncio.shield(fut)
-
-    def _take(self) -> list[tuple[list[I], asyncio.Future[list[O]]]]:
-        taken: list[tuple[list[I], asyncio.Future[list[O]]]] = []
-        size = 0
-        while self._pending and (not taken or size + len(self._pending[0][0]) <= self._max_batch):
-            call = self._pending.popleft()
-            taken.append(call)
-            size += len(call[0])
-        return taken
+        outcome = (await batch)[index]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
 
     async def _flush_all(self) -> None:
-        while self._pending:
-            calls = self._take()
-            merged = [item for items, _ in calls for item in items]
-            try:
-                self.batches += 1
-                if self.observe is not None:
-                    self.observe(len(merged))
-                results = list(await self._write(merged))
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # cancelled: nobody may wait forever
-                    for _, fut in calls:
-                        self._settle_error(fut, exc)
-                    for _, fut in self._pending:
-                        self._settle_error(fut, exc)
-                    self._pending.clear()
-                    raise
-                if len(calls) == 1:
-                    self._settle_error(calls[0][1], exc)
-                    continue
-                log.debug("merged write of %d calls failed; retrying one by one", len(calls))
-                for items, fut in calls:
-                    try:
-                        self.batches += 1
-                        self._settle(fut, list(await self._write(items)))
-                    except Exception as exc:
-                        self._settle_error(fut, exc)
-                continue
-            start = 0
-            for items, fut in calls:
-                self._settle(fut, results[start : start + len(items)])
-                start += len(items)
+        batch: _Batch | None = None
+        try:
+            while self._waiting:
+                batch = self._waiting.popleft()
+                batch.set_result(await self._outcomes(batch.calls))
+        except BaseException as exc:  # cancelled: nobody may wait forever
+            for waiting in (batch, *self._waiting):
+                if waiting is not None:
+                    waiting.abandon(exc)
+            self._waiting.clear()
+            raise
 
-    @staticmethod
-    def _settle(fut: asyncio.Future[list[O]], value: list[O]) -> None:
-        if not fut.done():
-            fut.set_result(value)
-
-    @staticmethod
-    def _settle_error(fut: asyncio.Future[list[O]], exc: BaseException) -> None:
-        if fut.done():
-            return
-        if isinstance(exc, asyncio.CancelledError):
-            fut.cancel()
-        else:
-            fut.set_exception(exc)
+    async def _outcomes(self, calls: list[list[Any]]) -> list[Any]:
+        merged = calls[0] if len(calls) == 1 else [item for items in calls for item in items]
+        try:
+            self.batches += 1
+            if self.observe is not None:
+                self.observe(len(merged))
+            results = list(await self._write(merged))
+        except Exception as exc:
+            if len(calls) == 1:
+                return [exc]
+            log.debug("merged write of %d calls failed; retrying one by one", len(calls))
+            outcomes: list[Any] = []
+            for items in calls:
+                try:
+                    self.batches += 1
+                    outcomes.append(list(await self._write(items)))
+                except Exception as exc:
+                    outcomes.append(exc)
+            return outcomes
+        if len(calls) == 1:
+            return [results]
+        outcomes = []
+        start = 0
+        for items in calls:
+            outcomes.append(results[start : start + len(items)])
+            start += len(items)
+        return outcomes

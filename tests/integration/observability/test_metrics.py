@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobwheel.server import model
 from jobwheel.server.execution.roster import NO_WORKER_AFTER
 from jobwheel.server.observability.wiring import Observability
@@ -143,7 +144,7 @@ async def test_counts_after_a_known_workload(server: Running) -> None:
 async def test_rpc_metrics_count_the_status_the_guard_answers(
     server: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Guard maps exceptions to statuses inside the metrics interceptor: what is counted
+    """The guard maps exceptions to statuses inside the metrics stage: what is counted
     is what the caller got, a bug's INTERNAL and an undecodable body's INVALID_ARGUMENT too."""
 
     async def broken(*args: object, **kwargs: object) -> None:
@@ -168,6 +169,24 @@ async def test_rpc_metrics_count_the_status_the_guard_answers(
         for code in ("NOT_FOUND", "INVALID_ARGUMENT", "INTERNAL", "UNKNOWN", "OK")
     }
     assert handled == {"NOT_FOUND": 1, "INVALID_ARGUMENT": 1, "INTERNAL": 1, "UNKNOWN": 0, "OK": 0}
+
+
+async def test_health_check_and_watch_are_answered_and_counted(server: Running) -> None:
+    """Health's Watch writes its stream with context.write (a coroutine, not a generator):
+    observed like every other RPC, it still answers."""
+    health = health_pb2_grpc.HealthStub(server.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    watch = health.Watch(health_pb2.HealthCheckRequest())
+    first = await watch.read()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    samples = await scrape(server)
+    service = "grpc.health.v1.Health"
+    check = {"grpc_type": "unary", "grpc_service": service, "grpc_method": "Check"}
+    assert value(samples, "grpc_server_handled_total", **check, grpc_code="OK") == 1
+    watched = {"grpc_type": "server_stream", "grpc_service": service, "grpc_method": "Watch"}
+    assert value(samples, "grpc_server_started_total", **watched) == 1
 
 
 async def test_watchers_and_events_sent(server: Running) -> None:

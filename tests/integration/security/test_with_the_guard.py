@@ -1,4 +1,4 @@
-"""The security interceptor and the guard together: authentication and roles come first,
+"""Admission (security) and the guard together: authentication and roles come first,
 then the guard's statuses; an unexpected failure in either is INTERNAL with an error id."""
 
 from __future__ import annotations

@@ -64,9 +64,12 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         errors.raise_if_any()
         access.check_queue(new.queue, "queue")
         [(job, existed)] = await self.core.enqueue([new])
+        if existed:
+            return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=True)
         # a created job is the request as validated: its reply needs no conversion of the Job
-        proto = job_to_proto(job) if existed else _CREATED.proto(new, payloads[0])
-        return pb.EnqueueJobResponse(job=proto, already_exists=existed)
+        reply = pb.EnqueueJobResponse()
+        _CREATED.fill(reply.job, new, payloads[0])
+        return reply
 
     async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Context) -> Any:
         if len(request.jobs) > MAX_BATCH:

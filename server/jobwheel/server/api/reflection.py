@@ -83,20 +83,19 @@ def _register_v1_descriptor() -> None:
     pool.AddSerializedFile(v1.SerializeToString())
 
 
-def enable(service_names: Iterable[str], server: grpc.aio.Server) -> None:
+def enable(service_names: Iterable[str], server: Any) -> None:
     """Serves reflection (both versions) for `service_names` and the two reflection
     services themselves."""
     _register_v1_descriptor()
     servicer = Reflection((*service_names, V1ALPHA_SERVICE, V1_SERVICE))
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1 = grpc.method_handlers_generic_handler(
-        V1_SERVICE,
-        {
-            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-                servicer.ServerReflectionInfo,
-                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-            )
-        },
-    )
-    server.add_generic_rpc_handlers((v1,))
+    v1 = {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    }
+    # both ways, as generated code adds a service (api/rpc_stack.py collects the second)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(V1_SERVICE, v1),))
+    server.add_registered_method_handlers(V1_SERVICE, v1)

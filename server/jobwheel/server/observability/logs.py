@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -67,12 +68,35 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # the date and time to the second, formatted once per second (lines come in bursts)
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
-        fields = extras(record)
+        fields = record.__dict__  # the job fields are never standard attributes
         tail = " ".join(f"{k}={fields[k]}" for k in JOB_FIELDS if fields.get(k) not in (None, ""))
         return f"{line} [{tail}]" if tail else line
+
+
+def emit(logger: logging.Logger, level: int, message: str, extra: dict[str, Any]) -> None:
+    """`logger.log(level, message, extra=extra)` for a line written on every call: `message`
+    is final (no %-arguments), and the caller's file and line, which neither format prints,
+    are not looked up."""
+    if logger.isEnabledFor(level):
+        record = logger.makeRecord(
+            logger.name, level, "(unknown file)", 0, message, (), None, "(unknown function)", extra
+        )
+        logger.handle(record)
 
 
 def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> None:
@@ -86,6 +110,8 @@ def configure(level: str, fmt: str = "text", stream: TextIO | None = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # neither format prints the process or thread: not looked up for every record
+    logging.logProcesses = logging.logMultiprocessing = logging.logThreads = False
     # asyncio's own debug lines ("Using selector") say nothing about jobwheel
     logging.getLogger("asyncio").setLevel(max(root.level, logging.INFO))
 

@@ -1,12 +1,11 @@
-"""A grpc.aio server interceptor: per-RPC Prometheus metrics and, at debug level, one log line
-per RPC with its method, status code and duration."""
+"""Per-RPC Prometheus metrics and, at debug level, one log line per RPC with its method, status
+code and duration."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -43,72 +42,41 @@ def _code(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | No
     return "UNKNOWN" if isinstance(error, Exception) else "CANCELLED"
 
 
-class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One method's observation: `started()` as a call begins, `done(context, error, took)`
+    as it ends (the exception that ended it, if any; seconds)."""
+
+    started: Callable[[], None] | None
+    done: Callable[[Any, BaseException | None, float], None]
+
+
+class RpcObserver:
+    """Per-RPC Prometheus metrics and the debug RPC line, per method: api/rpc_stack.py puts
+    each method's `Observed` outermost in its wrapper, so that it sees every status."""
+
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
-        # method -> (the handler, its wrapping, its started counter): built once per method
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            started = None
-            if self.metrics is not None:
-                started = self.metrics.rpc_started.labels(*self._labels(method, handler))
-            cached = self._wrapped[method] = (handler, self._wrap(method, handler), started)
-        if cached[2] is not None:
-            cached[2].inc()
-        return cached[1]
+    @property
+    def active(self) -> bool:
+        """Whether calls are observed at all (metrics on, or the RPC line at debug level)."""
+        return self.metrics is not None or log.isEnabledFor(logging.DEBUG)
+
+    def stage(self, method: str, handler: grpc.RpcMethodHandler) -> Observed | None:
+        """What `method`'s calls tell (None: nothing is observed)."""
+        if not self.active:
+            return None
+        labels = self._labels(method, handler)
+        started = None
+        if self.metrics is not None:
+            started = self.metrics.rpc_started.labels(*labels).inc
+        return Observed(started, self._observer(method, labels))
 
     @staticmethod
     def _labels(method: str, handler: grpc.RpcMethodHandler) -> tuple[str, str, str]:
         service, _, name = method.lstrip("/").rpartition("/")
         return _kind(handler), service, name
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        observe = self._observer(method, self._labels(method, handler))
-        if handler.response_streaming:
-            inner = handler.unary_stream or handler.stream_stream
-
-            async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
-                with _observed(observe, context):
-                    async for response in inner(request, context):
-                        yield response
-
-            factory = (
-                grpc.unary_stream_rpc_method_handler
-                if not handler.request_streaming
-                else grpc.stream_stream_rpc_method_handler
-            )
-            return factory(
-                streaming,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        inner_unary = handler.unary_unary or handler.stream_unary
-
-        async def unary(request: Any, context: Any) -> Any:
-            with _observed(observe, context):
-                return await inner_unary(request, context)
-
-        factory = (
-            grpc.unary_unary_rpc_method_handler
-            if not handler.request_streaming
-            else grpc.stream_unary_rpc_method_handler
-        )
-        return factory(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
     def _observer(
         self, method: str, labels: tuple[str, str, str]
@@ -135,19 +103,3 @@ class RpcObserver(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
 
         return observe
-
-
-@contextlib.contextmanager
-def _observed(
-    observe: Callable[[Any, BaseException | None, float], None], context: Any
-) -> Iterator[None]:
-    """Times the block and hands its outcome (the exception that ended it, if any) to `observe`."""
-    start = time.perf_counter()
-    error: BaseException | None = None
-    try:
-        yield
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        observe(context, error, time.perf_counter() - start)

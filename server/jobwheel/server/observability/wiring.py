@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ from jobwheel.server.execution.remote import RemoteWorkers
 from jobwheel.server.observability import tracing
 from jobwheel.server.observability.job_metrics import Counts, JobMetrics
 from jobwheel.server.observability.metrics import Metrics, MetricsServer
-from jobwheel.server.observability.rpc import RPC_LOGGER, RpcObserver
+from jobwheel.server.observability.rpc import RpcObserver
 
 
 class Observability:
@@ -84,12 +83,13 @@ class Observability:
         await jobs.start()
 
     def interceptors(self) -> list[Any]:
-        out: list[Any] = []
-        if self.tracing:
-            out.append(tracing.server_interceptor())
-        if self.metrics is not None or logging.getLogger(RPC_LOGGER).isEnabledFor(logging.DEBUG):
-            out.append(RpcObserver(self.metrics))
-        return out
+        """The server's interceptors: OpenTelemetry's span per RPC when tracing is on."""
+        return [tracing.server_interceptor()] if self.tracing else []
+
+    def rpc_observer(self) -> RpcObserver | None:
+        """The per-RPC metrics and debug line (None: neither is on)."""
+        observer = RpcObserver(self.metrics)
+        return observer if observer.active else None
 
     def serve(self) -> None:
         """Starts serving /metrics (when asked for)."""

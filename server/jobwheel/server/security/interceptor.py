@@ -1,36 +1,32 @@
-"""The server interceptor: authenticate, check the role table, set the principal, audit.
+"""Admission of every call: authenticate, check the role table, set the principal, audit.
 
-Every RPC of JobService and WorkerService passes through `_admit` before its servicer runs:
+Every RPC of JobService and WorkerService passes through its `Admission` before its servicer
+runs (api/rpc_stack.py composes it into each method's wrapper):
 a missing or bad token is UNAUTHENTICATED; a valid one whose role lacks the RPC's row is
 PERMISSION_DENIED with an ErrorInfo naming the role needed. Health is always open;
 reflection is open unless `--auth-reflection`. An RPC missing from the role table is refused
 for everyone (the table test makes that a test failure rather than a silent hole).
 
-It runs before api/guard.py's interceptor (which wraps the servicer inside it): a caller who
-may not call learns nothing about its request body, and an unexpected exception here is
+It runs before api/guard.py's checks (which wrap the servicer inside it): a caller who may
+not call learns nothing about its request body, and an unexpected exception here is
 answered like one in a servicer, INTERNAL with an error id.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2
 from jobwheel.server.api import guard
 from jobwheel.server.api.errors import DOMAIN, ApiError, to_grpc_status
 from jobwheel.server.errors import DomainError, Unauthenticated, quote
 from jobwheel.server.security import audit, roles
 from jobwheel.server.security.jwt_auth import JwtError, JwtVerifier
-from jobwheel.server.security.principal import (
-    ANONYMOUS,
-    Principal,
-    reset_current,
-    set_current,
-)
+from jobwheel.server.security.principal import ANONYMOUS, Principal
 from jobwheel.server.security.settings import SecuritySettings
 from jobwheel.server.security.tokens import PREFIX, TokensFile
 
@@ -142,34 +138,46 @@ def _bearer(metadata: Any) -> str | None:
     return None
 
 
-class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, authenticator: Authenticator, *, protect_reflection: bool) -> None:
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """How one method's calls are let in. `principal` set: every caller is that principal,
+    known without looking at the call (no tokens, no client certificates); else
+    `admit(context)` names the caller or ends the call (UNAUTHENTICATED, PERMISSION_DENIED,
+    or INTERNAL for a failure while authenticating). `audit` logs a call that succeeded."""
+
+    admit: Callable[[Context], Awaitable[Principal]]
+    principal: Principal | None
+    audit: audit.Recorder | None
+
+
+class Gate:
+    """Authentication, the role table and the audit line, per method: api/rpc_stack.py puts
+    each method's `Admission` in its wrapper, inside the metrics and outside the guard."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        protect_reflection: bool,
+        client_certificates: bool,
+    ) -> None:
         self.authenticator = authenticator
         self.protect_reflection = protect_reflection
-        # method -> (the handler wrapped, its wrapping): built once, not on every call
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        # without tokens or client certificates every caller is ANONYMOUS
+        self.client_certificates = client_certificates
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method: str = details.method
-        if handler is None or method.startswith(HEALTH):
-            return handler
-        if method.startswith(REFLECTION) and not self.protect_reflection:
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+    def admission(self, method: str) -> Admission | None:
+        """How `method` admits its callers (None: open to all, unaudited)."""
+        if method.startswith(HEALTH):
+            return None
         if method.startswith(REFLECTION):
-            wrapped = _wrap(handler, self._admitter(method, any_role=True), None)
-        else:
-            record = None if method in roles.NOT_AUDITED else method
-            wrapped = _wrap(handler, self._admitter(method, any_role=False), record)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+            if not self.protect_reflection:
+                return None
+            return Admission(self._admitter(method, any_role=True), None, None)
+        anonymous = not self.authenticator.uses_tokens and not self.client_certificates
+        fixed = ANONYMOUS if anonymous and roles.allowed(ANONYMOUS.role, method) else None
+        recorder = None if method in roles.NOT_AUDITED else audit.Recorder(method)
+        return Admission(self._admitter(method, any_role=False), fixed, recorder)
 
     def _admitter(self, method: str, any_role: bool) -> Callable[[Context], Awaitable[Principal]]:
         async def admit(context: Context) -> Principal:
@@ -189,58 +197,3 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return principal
 
         return admit
-
-
-def _wrap(
-    handler: grpc.RpcMethodHandler,
-    admit: Callable[[Context], Awaitable[Principal]],
-    audited: str | None,
-) -> grpc.RpcMethodHandler:
-    h: Any = handler
-    if h.unary_unary is not None:
-        inner_uu = h.unary_unary
-
-        async def unary_unary(request: Message, context: Context) -> Any:
-            principal = await admit(context)
-            token = set_current(principal)
-            try:
-                response = await inner_uu(request, context)
-            finally:
-                reset_current(token)
-            if audited is not None and response is not None:
-                try:
-                    audit.record(principal, audited, request, response)
-                except Exception as exc:
-                    await guard.fail(exc, context, audited)
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, h.request_deserializer, h.response_serializer
-        )
-    if h.unary_stream is not None:
-        inner_us = h.unary_stream
-
-        async def unary_stream(request: Message, context: Context) -> AsyncIterator[Any]:
-            # each call runs in its own task: the principal needs no reset
-            set_current(await admit(context))
-            async for response in inner_us(request, context):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, h.request_deserializer, h.response_serializer
-        )
-    if h.stream_stream is not None:
-        inner_ss = h.stream_stream
-
-        async def stream_stream(
-            requests: AsyncIterator[Any], context: Context
-        ) -> AsyncIterator[Any]:
-            # each call runs in its own task: the principal needs no reset
-            set_current(await admit(context))
-            async for response in inner_ss(requests, context):
-                yield response
-
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, h.request_deserializer, h.response_serializer
-        )
-    raise TypeError(f"unsupported handler kind for {handler!r}")  # pragma: no cover

@@ -1,8 +1,8 @@
 """The caller of the current RPC and what its queue scope lets it see and touch.
 
-The security interceptor sets the principal for the duration of each call (a context variable,
-so servicers need no extra parameter). Without authentication every caller is ANONYMOUS: an
-unscoped admin, which keeps the local set-up free of configuration.
+Each call's admission (security/interceptor.py) sets the principal for the duration of the
+call (a context variable, so servicers need no extra parameter). Without authentication every
+caller is ANONYMOUS: an unscoped admin, which keeps the local set-up free of configuration.
 """
 
 from __future__ import annotations

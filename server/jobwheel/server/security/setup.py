@@ -1,11 +1,11 @@
-"""What the composition root needs: interceptors, the listening port, and reload()."""
+"""What the composition root needs: the gate of every call, the listening port, and reload()."""
 
 from __future__ import annotations
 
 import logging
 
 import grpc
-from jobwheel.server.security.interceptor import Authenticator, SecurityInterceptor
+from jobwheel.server.security.interceptor import Authenticator, Gate
 from jobwheel.server.security.jwt_auth import JwtError
 from jobwheel.server.security.settings import SecurityConfigError, SecuritySettings, check_exposure
 from jobwheel.server.security.tls import ServerTls
@@ -25,9 +25,11 @@ class ServerSecurity:
         except (TokensFileError, JwtError, OSError) as exc:
             raise SecurityConfigError(str(exc)) from None
         self.tls = ServerTls(settings) if settings.tls else None
-        self.interceptors = [
-            SecurityInterceptor(self.authenticator, protect_reflection=settings.auth_reflection)
-        ]
+        self.gate = Gate(
+            self.authenticator,
+            protect_reflection=settings.auth_reflection,
+            client_certificates=self.tls is not None,
+        )
 
     def bind(self, server: grpc.aio.Server, listen: str) -> int:
         """Adds the listening port (TLS or plaintext); returns its number (0: failed)."""

@@ -13,6 +13,7 @@ from jobwheel.server.api import reply_size, validate
 from jobwheel.server.api.convert import JOB_STATE_TO_PROTO, job_to_proto, timestamp
 from jobwheel.server.api.errors import api_error
 from jobwheel.server.api.fields import check_text
+from jobwheel.server.api.lease_reply import LeaseReplies
 from jobwheel.server.errors import DomainError, LeaseNotHeld
 from jobwheel.server.execution.remote import Beat, RemoteWorkers, Report
 from jobwheel.server.rules.attempt import AttemptResult
@@ -103,23 +104,17 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             wait=wait_s,
         )
         budget = reply_size.Budget()
-        leases: list[pb.Lease] = []
-        unsent: list[model.Job] = []
-        for job in leased:
-            lease_pb = pb.Lease(
-                job=job_to_proto(job),
-                epoch=job.attempt,
-                expire_time=timestamp(job.lease_expire_time or 0),
-                traceparent=job.traceparent,
-            )
+        reply = pb.LeaseJobsResponse()
+        fill = LeaseReplies().fill
+        for i, job in enumerate(leased):
+            lease_pb = reply.leases.add()
+            fill(lease_pb, job)
             # one lease always fits; once one does not, the rest wait for the next call
-            if unsent or not budget.take(lease_pb):
-                unsent.append(job)
-            else:
-                leases.append(lease_pb)
-        if unsent:
-            await self.remote.release(unsent, "not sent: the LeaseJobs reply was full")
-        return pb.LeaseJobsResponse(leases=leases)
+            if not budget.take(lease_pb):
+                del reply.leases[-1]
+                await self.remote.release(leased[i:], "not sent: the LeaseJobs reply was full")
+                break
+        return reply
 
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Context) -> Any:
         errors = validate.Violations()

@@ -175,15 +175,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     # -- batches: one call, one write, a status per item --------------------------------------
 
     def _document(
-        self, item: Any, name: str, path: str, bad: dict[int, pb.ItemStatus], i: int
+        self, item: Any, name: str, field: str, bad: dict[int, pb.ItemStatus], i: int
     ) -> tuple[bool, Any]:
-        """The batch item's JSON field `name` (None when unset), checked like a single report's;
-        (False, None) when it is refused, with its status noted in `bad` at `i`."""
+        """The JSON field `name` of item `i` of the batch's `field` (None when unset), checked
+        like a single report's; (False, None) when it is refused, with its status in `bad`."""
         if not item.HasField(name):
             return True, None
         found = validate.Violations()
         _, doc = validate.json_document(
-            getattr(item, name), f"{path}.{name}", self.limits.max_payload_bytes, found
+            getattr(item, name), f"{field}[{i}].{name}", self.limits.max_payload_bytes, found
         )
         if found.items:
             bad[i] = _invalid(found)
@@ -200,7 +200,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         for i, item in enumerate(request.heartbeats):
             if i in bad:
                 continue
-            ok, progress = self._document(item, "progress", f"heartbeats[{i}]", bad, i)
+            ok, progress = self._document(item, "progress", "heartbeats", bad, i)
             if not ok:
                 continue
             beats.append(Beat(item.job_id, item.epoch, progress))
@@ -229,14 +229,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         for i, item in enumerate(request.completions):
             if i in bad:
                 continue
-            ok, result = self._document(item, "result", f"completions[{i}]", bad, i)
+            ok, result = self._document(item, "result", "completions", bad, i)
             if not ok:
                 continue
             outcome = AttemptResult(model.AttemptOutcome.SUCCEEDED, result=result)
             reports.append(Report(item.job_id, item.epoch, outcome))
-        return pb.CompleteJobsResponse(
-            results=await self._reports(request.worker_id, request.completions, reports, bad)
-        )
+        out = pb.CompleteJobsResponse()
+        await self._reports(request.worker_id, request.completions, reports, bad, out.results)
+        return out
 
     async def FailJobs(self, request: pb.FailJobsRequest, context: Context) -> Any:
         _check_batch(request.worker_id, request.failures, "failures")
@@ -259,9 +259,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 retry_after=retry_after,
             )
             reports.append(Report(item.job_id, item.epoch, outcome))
-        return pb.FailJobsResponse(
-            results=await self._reports(request.worker_id, request.failures, reports, bad)
-        )
+        out = pb.FailJobsResponse()
+        await self._reports(request.worker_id, request.failures, reports, bad, out.results)
+        return out
 
     async def ReleaseJobs(self, request: pb.ReleaseJobsRequest, context: Context) -> Any:
         _check_batch(request.worker_id, request.releases, "releases")
@@ -274,9 +274,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             for i, item in enumerate(request.releases)
             if i not in bad
         ]
-        return pb.ReleaseJobsResponse(
-            results=await self._reports(request.worker_id, request.releases, reports, bad)
-        )
+        out = pb.ReleaseJobsResponse()
+        await self._reports(request.worker_id, request.releases, reports, bad, out.results)
+        return out
 
     async def _reports(
         self,
@@ -284,22 +284,22 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         items: Sequence[Any],
         reports: list[Report],
         bad: dict[int, pb.ItemStatus],
-    ) -> list[pb.JobReportResult]:
+        out: Any,
+    ) -> None:
+        """Settles `reports` and adds a result per item of `items` to `out` (the reply's
+        repeated field, filled in place: a reply built from a list copies every item)."""
         owner = access.lease_owner(worker_id)
         done = iter(await self.remote.report_many(owner, reports, _sees()))
-        out: list[pb.JobReportResult] = []
         for i, item in enumerate(items):
+            result = out.add(job_id=item.job_id)
             if i in bad:
-                out.append(pb.JobReportResult(job_id=item.job_id, status=bad[i]))
+                result.status.CopyFrom(bad[i])
                 continue
             job = next(done)
             if isinstance(job, DomainError):
-                out.append(pb.JobReportResult(job_id=item.job_id, status=_status(job)))
+                result.status.CopyFrom(_status(job))
             else:
-                out.append(
-                    pb.JobReportResult(job_id=item.job_id, state=JOB_STATE_TO_PROTO[job.state])
-                )
-        return out
+                result.state = JOB_STATE_TO_PROTO[job.state]
 
 
 def _error_text(error: str) -> str:

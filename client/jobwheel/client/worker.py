@@ -195,8 +195,8 @@ class Worker:
         milliseconds each whatever their size, so a worker of short jobs leasing about
         prefetch/2 jobs a call (it leases again once half the prefetch is taken) and reporting
         up to 1000 a call spends the least server time per job (with 500 and 500, some
-        10-20% more). Slow handlers still hoard nothing: the prefetch is bounded by the jobs finished
-        in the last second."""
+        10-20% more). Slow handlers still hoard nothing: the prefetch is bounded by the jobs
+        finished in the last second."""
         if concurrency <= 0:
             raise ValueError("concurrency must be positive")
         if prefetch < 0 or not 0 < report_batch <= MAX_BATCH or report_delay < 0:

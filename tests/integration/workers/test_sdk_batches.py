@@ -133,7 +133,7 @@ async def test_a_report_cancelled_while_batched_leaves_its_neighbours_reported(
 ) -> None:
     first, second = await enqueue(server), await enqueue(server)
     held = {h.job.id: h for h in await lease(server, "w1", max_jobs=2)}
-    batches = Batches(server.workers, "w1", max_batch=10, delay=0.2, give_up=5.0)
+    batches = Batches(server.workers, "w1", max_batch=10, delay=1.0, give_up=5.0)
     items = [wpb.JobCompletion(job_id=j.id, epoch=held[j.id].epoch) for j in (first, second)]
     cancelled = asyncio.create_task(batches.complete(items[0]))
     kept = asyncio.create_task(batches.complete(items[1]))

@@ -65,3 +65,22 @@ def test_a_released_attempt_of_a_recurring_job_stays_in_its_execution() -> None:
     # a success ends the execution; the next claim starts a fresh count
     done = states.settle(claimed(released), AttemptResult(AttemptOutcome.SUCCEEDED), NOW, 0.5)
     assert done.after.attempt == 0 and claimed(done.after).released_attempts == 0
+
+
+def test_a_worker_release_is_charged_past_the_cap() -> None:
+    cap = states.MAX_RELEASED_ATTEMPTS
+    policy = model.RetryPolicy(max_attempts=2)
+    # the cap-th release of an execution is still free
+    at_cap = running(attempt=cap, released_attempts=cap - 1, retry_policy=policy)
+    free = states.released(at_cap, NOW, "released by the worker").after
+    assert (free.state, free.released_attempts) == (JobState.QUEUED, cap)
+    assert free.last_error == "LostAttempt: released by the worker"
+    # one past it is charged like a lost attempt: the job runs again while it has attempts
+    past = running(attempt=cap + 1, released_attempts=cap, retry_policy=policy)
+    charged = states.released(past, NOW, "released by the worker")
+    assert charged.ended.outcome is AttemptOutcome.LOST
+    assert (charged.after.state, charged.after.released_attempts) == (JobState.QUEUED, cap)
+    assert "charged: released more than" in charged.after.last_error
+    # and the charge counts: with its one charged attempt used, the next one past fails it
+    spent = running(attempt=cap + 2, released_attempts=cap, retry_policy=policy)
+    assert states.released(spent, NOW, "released by the worker").after.state is JobState.FAILED

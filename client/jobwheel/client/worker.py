@@ -87,15 +87,28 @@ class JobFailed(Exception):
         self.retry_after = retry_after
 
 
-def _plain_numbers(data: Any) -> Any:
-    # JSON numbers travel as doubles; give handlers 5, not 5.0, when it is whole.
-    if isinstance(data, float) and data.is_integer() and abs(data) <= 2**53:
-        return int(data)
-    if isinstance(data, dict):
-        return {k: _plain_numbers(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_plain_numbers(v) for v in data]
-    return data
+def _plain(value: struct_pb2.Value) -> Any:
+    """A Value as JSON data, like json_format.MessageToDict at a fraction of its cost (it
+    runs for every job). JSON numbers travel as doubles; handlers get 5, not 5.0, when it is
+    whole."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        n = value.number_value
+        return int(n) if n.is_integer() and abs(n) <= 2**53 else n
+    if kind == "struct_value":
+        return payload_of(value.struct_value)
+    if kind == "list_value":
+        return [_plain(v) for v in value.list_value.values]
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def payload_of(payload: struct_pb2.Struct) -> dict[str, Any]:
+    """A job's payload as the handler gets it (JSON data, whole numbers as int)."""
+    return {k: _plain(v) for k, v in payload.fields.items()}
 
 
 def error_text(exc: BaseException) -> str:
@@ -169,14 +182,21 @@ class Worker:
         poll_wait: DurationLike = 30.0,
         grace: float = 30.0,
         channel: grpc.aio.Channel | None = None,
-        prefetch: int = 500,
-        report_batch: int = 500,
+        prefetch: int = 1000,
+        report_batch: int = 1000,
         report_delay: float = 0.002,
     ) -> None:
         """`concurrency`: handlers running at once. `prefetch`: jobs leased ahead, waiting
         for a slot (at most as many as finished in the last second). `report_batch` (at most
         1000) and `report_delay` (seconds): outcomes per report call, and how long a report
-        waits for neighbours."""
+        waits for neighbours.
+
+        The defaults are sized for short jobs: a lease and a report cost the server a few
+        milliseconds each whatever their size, so a worker of short jobs leasing about
+        prefetch/2 jobs a call (it leases again once half the prefetch is taken) and reporting
+        up to 1000 a call spends the least server time per job (with 500 and 500, some
+        10-20% more). Slow handlers still hoard nothing: the prefetch is bounded by the jobs
+        finished in the last second."""
         if concurrency <= 0:
             raise ValueError("concurrency must be positive")
         if prefetch < 0 or not 0 < report_batch <= MAX_BATCH or report_delay < 0:
@@ -424,12 +444,14 @@ class Worker:
             slot = self._free(slot)
             if running.abandoned:
                 return
-            try:
-                value = json_format.ParseDict(result, struct_pb2.Value())
-            except (json_format.ParseError, TypeError, ValueError) as exc:
-                await self._fail(running, f"TypeError: result is not JSON: {exc}", False, None)
-                return
-            item = pb.JobCompletion(job_id=job.id, epoch=ctx.epoch, result=value)
+            item = pb.JobCompletion(job_id=job.id, epoch=ctx.epoch)
+            if result is not None:  # None: no result (the server stores a JSON null as none)
+                try:
+                    item.result.CopyFrom(json_format.ParseDict(result, struct_pb2.Value()))
+                except (json_format.ParseError, TypeError, ValueError) as exc:
+                    error = f"TypeError: result is not JSON: {exc}"
+                    await self._fail(running, error, False, None)
+                    return
             assert self._batches is not None
             if self._reported(running, "CompleteJob", await self._batches.complete(item)):
                 self.completed += 1
@@ -463,7 +485,7 @@ class Worker:
         if entry is None:  # asked only for registered tasks, so only if the server erred
             raise JobFailed(f"no handler for task {job.task!r} in worker {self.worker_id}")
         fn, wants_ctx = entry
-        payload = _plain_numbers(json_format.MessageToDict(job.payload))
+        payload = payload_of(job.payload)
         args = (payload, ctx) if wants_ctx else (payload,)
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)

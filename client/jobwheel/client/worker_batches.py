@@ -222,8 +222,9 @@ class _Queue:
             flusher = asyncio.create_task(self._flush(batches))
             self.flushers.add(flusher)
             flusher.add_done_callback(self.flushers.discard)
-        # shield: a job cancelled while its report is out must not cancel its neighbours'
-        return await asyncio.shield(fut)
+        # A job cancelled while its report is out cancels only its own future: the batch goes
+        # on (the flusher skips futures already done), so no shield is needed.
+        return await fut
 
     async def _flush(self, batches: Batches) -> None:
         if batches.delay > 0 and len(self.pending) < batches.max_batch:

@@ -93,7 +93,10 @@ class WorkerServiceStub:
     """Hands leased jobs back without using up their attempts: a stopping worker returns the
     jobs it has not begun or could not finish. Each job is QUEUED again at once; its attempt
     stays on record as LOST but is not charged against max_attempts (as when the server
-    itself stops gracefully). At most 1000 items.
+    itself stops gracefully). At most 10 releases of one execution of a job go uncharged: a
+    release past that is charged like a lost attempt (the item is OK; the job is QUEUED
+    again while it has attempts left, else FAILED), so a job handed back again and again
+    still ends. At most 1000 items.
     Role: worker.
     """
 
@@ -162,7 +165,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Hands leased jobs back without using up their attempts: a stopping worker returns the
     jobs it has not begun or could not finish. Each job is QUEUED again at once; its attempt
     stays on record as LOST but is not charged against max_attempts (as when the server
-    itself stops gracefully). At most 1000 items.
+    itself stops gracefully). At most 10 releases of one execution of a job go uncharged: a
+    release past that is charged like a lost attempt (the item is OK; the job is QUEUED
+    again while it has attempts left, else FAILED), so a job handed back again and again
+    still ends. At most 1000 items.
     Role: worker.
     """
 
@@ -276,7 +282,10 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Hands leased jobs back without using up their attempts: a stopping worker returns the
         jobs it has not begun or could not finish. Each job is QUEUED again at once; its attempt
         stays on record as LOST but is not charged against max_attempts (as when the server
-        itself stops gracefully). At most 1000 items.
+        itself stops gracefully). At most 10 releases of one execution of a job go uncharged: a
+        release past that is charged like a lost attempt (the item is OK; the job is QUEUED
+        again while it has attempts left, else FAILED), so a job handed back again and again
+        still ends. At most 1000 items.
         Role: worker.
         """
 

@@ -15,6 +15,7 @@ from tests.integration.api.helpers import field_violations
 from tests.integration.workers.helpers import attempts, enqueue, lease, seconds, struct
 
 MAX_BATCH = 1000  # worker_service.proto
+MAX_RELEASED_ATTEMPTS = 10  # worker_service.proto: uncharged releases per execution
 
 
 def value(**fields: object) -> struct_pb2.Value:
@@ -248,3 +249,30 @@ async def test_released_jobs_run_again_without_using_an_attempt(server: Running)
     )
     assert done.results[0].state == job_pb2.JOB_STATE_COMPLETED
     assert len(await attempts(server, one.id)) == 4
+
+
+async def test_releases_past_the_cap_are_charged(server: Running) -> None:
+    """A worker handing a job back again and again: the first MAX_RELEASED_ATTEMPTS releases
+    of the execution are free, the next one is charged (with max_attempts 1: FAILED)."""
+    one = await enqueue(server, retry_policy=job_pb2.RetryPolicy(max_attempts=1))
+
+    async def release() -> wpb.JobReportResult:
+        [h] = await lease(server, "w1")
+        resp = await server.workers.ReleaseJobs(
+            wpb.ReleaseJobsRequest(
+                worker_id="w1", releases=[wpb.JobRelease(job_id=one.id, epoch=h.epoch)]
+            )
+        )
+        return resp.results[0]
+
+    for _ in range(MAX_RELEASED_ATTEMPTS):  # up to the cap: queued again, uncharged
+        at_cap = await release()
+        assert at_cap.status.code == 0 and at_cap.state == job_pb2.JOB_STATE_QUEUED
+    past = await release()
+    assert past.status.code == 0 and past.state == job_pb2.JOB_STATE_FAILED
+    job = await get(server, one.id)
+    assert job.attempt == MAX_RELEASED_ATTEMPTS + 1
+    assert "charged: released more than 10 times" in job.last_error
+    tried = await attempts(server, one.id)
+    assert len(tried) == MAX_RELEASED_ATTEMPTS + 1
+    assert all(a.outcome == job_pb2.ATTEMPT_OUTCOME_LOST for a in tried)

@@ -8,12 +8,14 @@ from typing import Any
 
 import grpc
 from jobwheel.client.worker import Worker
+from jobwheel.client.worker_batches import Batches
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as jpb
+from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.conftest import Running
 from tests.integration.api.waiting import wait_for_state
-from tests.integration.workers.helpers import enqueue
+from tests.integration.workers.helpers import enqueue, lease
 from tests.integration.workers.test_sdk import make_worker, running
 
 JOBS = 300
@@ -124,3 +126,23 @@ async def test_a_stop_against_an_older_server_reports_a_retryable_failure(
         assert stopped.last_error.startswith("WorkerStopped:")
         assert worker._batches is not None and not worker._batches.releases
         assert "FailJob" in old.calls
+
+
+async def test_a_report_cancelled_while_batched_leaves_its_neighbours_reported(
+    server: Running,
+) -> None:
+    first, second = await enqueue(server), await enqueue(server)
+    held = {h.job.id: h for h in await lease(server, "w1", max_jobs=2)}
+    batches = Batches(server.workers, "w1", max_batch=10, delay=1.0, give_up=5.0)
+    items = [wpb.JobCompletion(job_id=j.id, epoch=held[j.id].epoch) for j in (first, second)]
+    cancelled = asyncio.create_task(batches.complete(items[0]))
+    kept = asyncio.create_task(batches.complete(items[1]))
+    await asyncio.sleep(0.05)  # both wait in one batch for neighbours
+    cancelled.cancel()
+    assert (await kept).ok
+    assert cancelled.cancelled()
+    # the cancelled item's report went out with its neighbour's: both jobs are done
+    for job in (first, second):
+        done = await wait_for_state(server.jobs, job.id)
+        assert done.state == job_pb2.JOB_STATE_COMPLETED
+    assert batches.calls == 1

@@ -13,6 +13,7 @@ from jobwheel.server.api import reply_size, validate
 from jobwheel.server.api.convert import JOB_STATE_TO_PROTO, job_to_proto, timestamp
 from jobwheel.server.api.errors import api_error
 from jobwheel.server.api.fields import check_text
+from jobwheel.server.api.lease_reply import LeaseReplies
 from jobwheel.server.errors import DomainError, LeaseNotHeld
 from jobwheel.server.execution.remote import Beat, RemoteWorkers, Report
 from jobwheel.server.rules.attempt import AttemptResult
@@ -103,23 +104,17 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             wait=wait_s,
         )
         budget = reply_size.Budget()
-        leases: list[pb.Lease] = []
-        unsent: list[model.Job] = []
-        for job in leased:
-            lease_pb = pb.Lease(
-                job=job_to_proto(job),
-                epoch=job.attempt,
-                expire_time=timestamp(job.lease_expire_time or 0),
-                traceparent=job.traceparent,
-            )
+        reply = pb.LeaseJobsResponse()
+        fill = LeaseReplies().fill
+        for i, job in enumerate(leased):
+            lease_pb = reply.leases.add()
+            fill(lease_pb, job)
             # one lease always fits; once one does not, the rest wait for the next call
-            if unsent or not budget.take(lease_pb):
-                unsent.append(job)
-            else:
-                leases.append(lease_pb)
-        if unsent:
-            await self.remote.release(unsent, "not sent: the LeaseJobs reply was full")
-        return pb.LeaseJobsResponse(leases=leases)
+            if not budget.take(lease_pb):
+                del reply.leases[-1]
+                await self.remote.release(leased[i:], "not sent: the LeaseJobs reply was full")
+                break
+        return reply
 
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Context) -> Any:
         errors = validate.Violations()
@@ -180,15 +175,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     # -- batches: one call, one write, a status per item --------------------------------------
 
     def _document(
-        self, item: Any, name: str, path: str, bad: dict[int, pb.ItemStatus], i: int
+        self, item: Any, name: str, field: str, bad: dict[int, pb.ItemStatus], i: int
     ) -> tuple[bool, Any]:
-        """The batch item's JSON field `name` (None when unset), checked like a single report's;
-        (False, None) when it is refused, with its status noted in `bad` at `i`."""
+        """The JSON field `name` of item `i` of the batch's `field` (None when unset), checked
+        like a single report's; (False, None) when it is refused, with its status in `bad`."""
         if not item.HasField(name):
             return True, None
         found = validate.Violations()
         _, doc = validate.json_document(
-            getattr(item, name), f"{path}.{name}", self.limits.max_payload_bytes, found
+            getattr(item, name), f"{field}[{i}].{name}", self.limits.max_payload_bytes, found
         )
         if found.items:
             bad[i] = _invalid(found)
@@ -205,7 +200,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         for i, item in enumerate(request.heartbeats):
             if i in bad:
                 continue
-            ok, progress = self._document(item, "progress", f"heartbeats[{i}]", bad, i)
+            ok, progress = self._document(item, "progress", "heartbeats", bad, i)
             if not ok:
                 continue
             beats.append(Beat(item.job_id, item.epoch, progress))
@@ -234,14 +229,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         for i, item in enumerate(request.completions):
             if i in bad:
                 continue
-            ok, result = self._document(item, "result", f"completions[{i}]", bad, i)
+            ok, result = self._document(item, "result", "completions", bad, i)
             if not ok:
                 continue
             outcome = AttemptResult(model.AttemptOutcome.SUCCEEDED, result=result)
             reports.append(Report(item.job_id, item.epoch, outcome))
-        return pb.CompleteJobsResponse(
-            results=await self._reports(request.worker_id, request.completions, reports, bad)
-        )
+        out = pb.CompleteJobsResponse()
+        await self._reports(request.worker_id, request.completions, reports, bad, out.results)
+        return out
 
     async def FailJobs(self, request: pb.FailJobsRequest, context: Context) -> Any:
         _check_batch(request.worker_id, request.failures, "failures")
@@ -264,9 +259,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 retry_after=retry_after,
             )
             reports.append(Report(item.job_id, item.epoch, outcome))
-        return pb.FailJobsResponse(
-            results=await self._reports(request.worker_id, request.failures, reports, bad)
-        )
+        out = pb.FailJobsResponse()
+        await self._reports(request.worker_id, request.failures, reports, bad, out.results)
+        return out
 
     async def ReleaseJobs(self, request: pb.ReleaseJobsRequest, context: Context) -> Any:
         _check_batch(request.worker_id, request.releases, "releases")
@@ -279,9 +274,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             for i, item in enumerate(request.releases)
             if i not in bad
         ]
-        return pb.ReleaseJobsResponse(
-            results=await self._reports(request.worker_id, request.releases, reports, bad)
-        )
+        out = pb.ReleaseJobsResponse()
+        await self._reports(request.worker_id, request.releases, reports, bad, out.results)
+        return out
 
     async def _reports(
         self,
@@ -289,22 +284,22 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         items: Sequence[Any],
         reports: list[Report],
         bad: dict[int, pb.ItemStatus],
-    ) -> list[pb.JobReportResult]:
+        out: Any,
+    ) -> None:
+        """Settles `reports` and adds a result per item of `items` to `out` (the reply's
+        repeated field, filled in place: a reply built from a list copies every item)."""
         owner = access.lease_owner(worker_id)
         done = iter(await self.remote.report_many(owner, reports, _sees()))
-        out: list[pb.JobReportResult] = []
         for i, item in enumerate(items):
+            result = out.add(job_id=item.job_id)
             if i in bad:
-                out.append(pb.JobReportResult(job_id=item.job_id, status=bad[i]))
+                result.status.CopyFrom(bad[i])
                 continue
             job = next(done)
             if isinstance(job, DomainError):
-                out.append(pb.JobReportResult(job_id=item.job_id, status=_status(job)))
+                result.status.CopyFrom(_status(job))
             else:
-                out.append(
-                    pb.JobReportResult(job_id=item.job_id, state=JOB_STATE_TO_PROTO[job.state])
-                )
-        return out
+                result.state = JOB_STATE_TO_PROTO[job.state]
 
 
 def _error_text(error: str) -> str:

@@ -56,7 +56,8 @@ class Beat:
 @dataclass(frozen=True, slots=True)
 class Report:
     """One outcome of a batch: attempt `attempt` of `job_id` ended with `result`, or (None)
-    was released by the worker for `why`: the job runs again, the attempt is not charged."""
+    was released by the worker for `why`: the job runs again, the attempt is not charged
+    (up to states.MAX_RELEASED_ATTEMPTS per execution)."""
 
     job_id: str
     attempt: int
@@ -301,7 +302,7 @@ class RemoteWorkers:
                 continue
             out.append(job)  # replaced below by the job after its settlement
             if r.result is None:
-                settlement = states.lost(job, now, r.why, counts=False)
+                settlement = states.released(job, now, r.why)
             else:
                 settlement = states.settle(job, r.result, now, self.clock.random())
             todo.append((i, settlement))

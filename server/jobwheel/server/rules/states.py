@@ -353,3 +353,23 @@ def lost(
         lease_expired_before=lease_expired_before,
         events=(model.EventType.ATTEMPT_LOST, model.EventType.FAILED),
     )
+
+
+# A worker's releases (ReleaseJobs) left uncharged per execution. A deploy or scale-down hands
+# a job back once or twice; a job released this often is rather what keeps its workers from
+# finishing (or a worker hands back what it will not run), and uncharged releases would let it
+# cycle forever with an attempt row each. Past the cap a release is charged like any lost
+# attempt: max_attempts ends the loop, and the job still runs again at once while it has
+# attempts left (refusing the release instead would leave it RUNNING until its lease expired,
+# to be charged then anyway).
+MAX_RELEASED_ATTEMPTS = 10
+
+
+def released(job: model.Job, now: model.Micros, why: str) -> Settlement:
+    """A worker gave the lease of `job`'s current attempt back: QUEUED again at once,
+    uncharged while the execution has had fewer than MAX_RELEASED_ATTEMPTS uncharged
+    attempts; past that charged like a lost attempt (`lost`)."""
+    if job.released_attempts < MAX_RELEASED_ATTEMPTS:
+        return lost(job, now, why, counts=False)
+    past = f"charged: released more than {MAX_RELEASED_ATTEMPTS} times in this execution"
+    return lost(job, now, f"{why} ({past})")

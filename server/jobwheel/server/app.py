@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from jobwheel.server import handlers, log_throttle, model
+from jobwheel.server import gc_policy, handlers, log_throttle, model
 from jobwheel.server.api import reflection, reply_size
 from jobwheel.server.api.convert import event_document
 from jobwheel.server.api.guard import Guard
@@ -319,6 +319,7 @@ async def run(settings: Settings) -> None:
         held.release()
         raise
     held.release()
+    gc_policy.after_start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

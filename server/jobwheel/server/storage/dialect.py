@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from jobwheel.server.storage.bulk_writes import (
     EVENT_COLUMNS,
     columns_of,
@@ -72,6 +73,16 @@ class StorageUrlError(ValueError):
 # text, which SQLite's nested-value comparison relies on). A shared encoder: json.dumps with
 # options builds a new one per call, which shows up at 50k+ rows/s.
 dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+
+def dumps_floatless(value: Any) -> str:
+    """dumps(`value`) for a document that holds no float, ~10x faster: orjson spells strings,
+    ints and the key order as dumps does (floats it may spell otherwise, 1e-07 as 1e-7).
+    What orjson refuses (ints beyond 64 bits, say) goes to dumps."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return dumps(value)
 
 
 class Dialect:

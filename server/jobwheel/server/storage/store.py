@@ -59,26 +59,23 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             else:
                 first_with_key[key] = i
                 candidates.append(i)
-        # Converted before taking the write lock: a concurrent batch's database work overlaps.
-        rows = {i: new_job_values(new_jobs[i]) for i in candidates}
-        fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
-
         committed: list[Event] = []
         if candidates and not first_with_key and self.dialect.single_writer:
-            # SQLite, no keys to look up: the whole transaction in one driver-thread hop
-            jobs_in = [fresh[i] for i in candidates]
+            # SQLite, no keys to look up (every job a candidate): the whole transaction in one
+            # driver-thread hop; rows converted before taking the write lock, so a concurrent
+            # batch's database work overlaps
+            all_rows = [new_job_values(job) for job in new_jobs]
+            jobs_in = [job_from_new(job) for job in new_jobs]
             now = jobs_in[0].create_time
             async with self._raw_write() as conn:
-                last = await in_sqlite_thread(
-                    conn, _sqlite_enqueue, [rows[i] for i in candidates], jobs_in, now
-                )
+                last = await in_sqlite_thread(conn, _sqlite_enqueue, all_rows, jobs_in, now)
             first = last - len(jobs_in) + 1
-            committed = [
-                Event(revision=first + n, type=EventType.ENQUEUED, job=job, time=now)
-                for n, job in enumerate(jobs_in)
-            ]
+            enqueued = EventType.ENQUEUED
+            committed = [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
             self._emit(committed)
             return [(job, False) for job in jobs_in]
+        rows = {i: new_job_values(new_jobs[i]) for i in candidates}
+        fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
         if candidates:
             async with self._write() as conn:
                 existing = await self._jobs_by_key(conn, first_with_key)

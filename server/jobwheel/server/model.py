@@ -201,9 +201,6 @@ class NewJob:
     next_run_time: Micros | None
     # W3C trace context of the enqueue (empty without tracing): attempts join that trace
     traceparent: str = ""
-    # False when the payload holds no float (every number an int): the store may then encode
-    # it with a faster encoder that spells everything else the same
-    payload_floats: bool = True
 
 
 @dataclass(slots=True)

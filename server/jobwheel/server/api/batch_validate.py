@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from google.protobuf import struct_pb2
 from jobwheel.server import model
 from jobwheel.server.api import validate
-from jobwheel.server.api.fields import Violations, check_text, plain_json_doc
+from jobwheel.server.api.fields import Violations, check_text, plain_json
 from jobwheel.server.api.reply_size import MAX_JOB_FIELDS_BYTES
 from jobwheel.server.rules.states import initial_state
 from jobwheel.v1 import job_service_pb2
@@ -70,10 +70,10 @@ def _plain_job(
             if not validate.NAME_RE.match(name):
                 return None
             names.add(name)
-    found = plain_json_doc(req.payload, whole_ints=True)
+    found = plain_json(req.payload, whole_ints=True)
     if found is None:
         return None
-    payload, same, ints_only = found
+    payload, same = found
     labels: dict[str, str] = {}
     if req.labels:
         labels = dict(req.labels)
@@ -102,6 +102,4 @@ def _plain_job(
         None,
         now,
         now,
-        "",
-        not ints_only,
     )

@@ -157,16 +157,7 @@ def plain_json(doc: struct_pb2.Struct | struct_pb2.Value, whole_ints: bool = Fal
     json_data names the problem). `data` is what MessageToDict gives, walked in one pass
     (json_format's walk costs ~10x more); with `whole_ints` whole numbers up to 2**53 are ints.
     `canonical`: converting `data` back gives the same message (no unset Value, no -0.0)."""
-    found = plain_json_doc(doc, whole_ints)
-    return None if found is None else found[:2]
-
-
-def plain_json_doc(
-    doc: struct_pb2.Struct | struct_pb2.Value, whole_ints: bool = False
-) -> tuple[Any, bool, bool] | None:
-    """plain_json's (data, canonical), and whether `data` holds no float (every number an int:
-    then encoders that spell floats differently agree on its text), or None."""
-    state = [True, True]  # canonical, float-free
+    state = [True]
     try:
         if isinstance(doc, struct_pb2.Struct):
             data: Any = _plain_struct(doc, 0, whole_ints, state)
@@ -174,7 +165,7 @@ def plain_json_doc(
             data = _plain_value(doc, 0, whole_ints, state)
     except _Refused:
         return None
-    return data, state[0], state[1]
+    return data, state[0]
 
 
 def _plain_struct(
@@ -206,7 +197,6 @@ def _plain_value(v: struct_pb2.Value, depth: int, whole: bool, state: list[bool]
             state[0] = False
         if whole and x.is_integer() and -(2**53) <= x <= 2**53:
             return int(x)
-        state[1] = False
         return x
     if kind == "bool_value":
         return v.bool_value

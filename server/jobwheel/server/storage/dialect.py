@@ -20,8 +20,10 @@ from typing import Any, TypeVar
 import orjson
 from jobwheel.server.storage.bulk_writes import (
     EVENT_COLUMNS,
+    PG_COPY_MIN_ROWS,
     columns_of,
     in_sqlite_thread,
+    pg_copy_jobs,
     pg_unnest_insert,
     sqlite_append_events,
     sqlite_insert_jobs,
@@ -197,6 +199,9 @@ class PostgresDialect(Dialect):
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> Sequence[int | None]:
+        key_at = columns.index("idempotency_key")
+        if len(rows) >= PG_COPY_MIN_ROWS and all(row[key_at] is None for row in rows):
+            return await pg_copy_jobs(conn, columns, rows)
         # One statement whatever the batch size: each column travels as one array parameter
         # and unnest() turns them back into rows (a prepared statement asyncpg caches; no
         # per-row SQL, parameters or round trips).

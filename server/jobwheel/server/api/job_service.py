@@ -84,12 +84,10 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
             if new.queue not in checked:  # the first job naming a denied queue is reported
                 access.check_queue(new.queue, f"jobs[{i}].queue")
                 checked.add(new.queue)
-        # the reply must fit one message: judged before anything is created (built in place:
-        # its size is the sum of the results' framed sizes)
-        reply = pb.BatchEnqueueJobsResponse()
-        for new, payload in zip(news, payloads, strict=True):
-            _CREATED.fill(reply.results.add().job, new, payload)
-        size, limit = reply.ByteSize(), reply_size.Budget().limit
+        # the reply must fit one message: judged before anything is created (built as bytes,
+        # as long as the message's encoding)
+        encoded = b"".join(map(_CREATED.encoded, news, payloads))
+        size, limit = len(encoded), reply_size.Budget().limit
         if size > limit:
             raise InvalidArgument(
                 [
@@ -102,6 +100,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
                 ]
             )
         results = await self.core.enqueue(news) if news else []
+        reply = pb.BatchEnqueueJobsResponse.FromString(encoded)
         if any(existed for _, existed in results):
             _existing_replies(reply, results, size, limit)
         return reply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
@@ -266,21 +267,50 @@ class CreatedJobs:
         if new.next_run_time is not None:
             out.next_run_time.CopyFrom(self._time(new.next_run_time))
 
-    def encoded(self, new: model.NewJob, payload: struct_pb2.Struct | None) -> bytes:
-        """What fill gives, as an element of BatchEnqueueJobsResponse.results on the wire
-        (tag, length, EnqueueJobResponse); as long as the reply's canonical encoding of it."""
-        job_id = new.id.encode()
-        body = payload.SerializeToString() if payload is not None else _struct_bytes(new.payload)
-        parts = [self._template_bytes(new), _ID, wire.varint(len(job_id)), job_id]
-        parts += (_PAYLOAD, wire.varint(len(body)), body)
-        for key, value in new.labels.items():
-            parts.append(wire.field(_LABELS, wire.string_map_entry(key, value)))
-        if new.idempotency_key:
-            parts.append(wire.field(_IDEMPOTENCY_KEY, new.idempotency_key.encode()))
-        parts.append(self._times_bytes(new.create_time, new.next_run_time))
-        job = b"".join(parts)
-        result = wire.field(_JOB, job)  # EnqueueJobResponse.job (already_exists: false)
-        return wire.field(_RESULTS, result)
+    def encoded(
+        self, news: Sequence[model.NewJob], payloads: Sequence[struct_pb2.Struct | None]
+    ) -> bytes:
+        """BatchEnqueueJobsResponse.results of the jobs `news` as created (what fill gives),
+        on the wire; as long as the reply's canonical encoding."""
+        out: list[bytes] = []
+        append = out.append
+        varint = wire.varint
+        shared: tuple[Any, ...] = ()
+        prefix = b""
+        for new, payload in zip(news, payloads, strict=True):
+            # consecutive jobs of a batch mostly share all but their own fields (ids of objects
+            # the jobs in `news` hold: none is freed and its id reused during the loop)
+            key = (
+                new.queue,
+                new.task,
+                new.priority,
+                new.state,
+                new.timeout,
+                new.create_time,
+                new.next_run_time,
+                id(new.schedule),
+                id(new.retry_policy),
+                id(new.http),
+            )
+            if key != shared:
+                shared = key
+                times = self._times_bytes(new.create_time, new.next_run_time)
+                prefix = self._template_bytes(new) + times
+            job_id = new.id.encode()
+            body = (
+                payload.SerializeToString() if payload is not None else _struct_bytes(new.payload)
+            )
+            parts = [prefix, _ID, varint(len(job_id)), job_id, _PAYLOAD, varint(len(body)), body]
+            for label, value in new.labels.items():
+                parts.append(wire.field(_LABELS, wire.string_map_entry(label, value)))
+            if new.idempotency_key:
+                parts.append(wire.field(_IDEMPOTENCY_KEY, new.idempotency_key.encode()))
+            job = b"".join(parts)
+            size = varint(len(job))
+            # results entry: EnqueueJobResponse { job } (already_exists: false)
+            append(_RESULTS + varint(len(_JOB) + len(size) + len(job)) + _JOB + size)
+            append(job)
+        return b"".join(out)
 
     def _template_bytes(self, new: model.NewJob) -> bytes:
         template = self._template(new)

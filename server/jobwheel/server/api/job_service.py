@@ -86,7 +86,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
                 checked.add(new.queue)
         # the reply must fit one message: judged before anything is created (built as bytes,
         # as long as the message's encoding)
-        encoded = b"".join(map(_CREATED.encoded, news, payloads))
+        encoded = _CREATED.encoded(news, payloads)
         size, limit = len(encoded), reply_size.Budget().limit
         if size > limit:
             raise InvalidArgument(

@@ -203,6 +203,21 @@ async def test_a_large_batch_without_keys_fails_or_commits_whole(store: Store) -
     assert [e.job for e in events] == [j for j, _ in results]
 
 
+async def test_a_batch_of_differing_jobs_round_trips(store: Store) -> None:
+    # jobs alike but for id, payload and times share one statement's values; these do not
+    makers = [
+        lambda: new_job(queue="a"),
+        lambda: full_job(idempotency_key=None),  # keys take the general path
+        lambda: new_job(labels={"k": "it's"}),
+        lambda: new_job(priority=-3),
+    ]
+    batch = [makers[i % 4]() for i in range(80)]
+    results = await store.insert_jobs(batch)
+    for (job, _), new in zip(results, batch, strict=True):
+        assert_matches_new(job, new)
+    assert [await store.get_job(j.id) for j, _ in results[:4]] == [j for j, _ in results[:4]]
+
+
 async def test_committed_jobs_survive_close_and_reopen(store_url: str) -> None:
     first = await open_store(store_url)
     batch = [full_job(), new_job(), new_job(idempotency_key="durable")]

@@ -60,6 +60,33 @@ def sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, .
     return [seq_by_id[row[0]] for row in rows]
 
 
+def sqlite_insert_shared(
+    table: str, columns: Sequence[str], own: Sequence[str], shared: tuple[Any, ...]
+) -> str:
+    """INSERT INTO table (columns) with a parameter for each of the `own` columns (in their
+    order in `columns`) and, for the others, their value in `shared` (values for `columns`)
+    written into the statement: a row then binds a few values instead of seventeen (each a
+    conversion), which saves a quarter of the insert. Values: None, bool, int or str."""
+    values = ", ".join(
+        "?" if name in own else sqlite_literal(value)
+        for name, value in zip(columns, shared, strict=True)
+    )
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
+
+
+def sqlite_literal(value: bool | int | str | None) -> str:
+    """`value` as an SQLite literal that stores what binding it would."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):  # bound as the integer 1 or 0
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQLite literal for {type(value).__name__}")
+
+
 EVENT_COLUMNS = ("revision", "job_id", "type", "time", "job")
 _SQLITE_TAKE_REVISIONS = (
     "UPDATE event_head SET revision = revision + ? WHERE id = 1 RETURNING revision"

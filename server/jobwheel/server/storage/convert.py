@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobwheel.server.model import (
@@ -147,6 +147,43 @@ def new_job_values(job: NewJob) -> tuple[Any, ...]:
         schedule is not None and schedule.recurring,
         job.traceparent,
     )
+
+
+# the NEW_JOB_COLUMNS that differ between the jobs of a typical batch, or between batches
+OWN_JOB_COLUMNS = ("id", "payload", "create_time", "update_time", "next_run_time")
+
+
+def shared_job_values(new_jobs: Sequence[NewJob]) -> tuple[Any, ...] | None:
+    """new_job_values of the first job when every job of the batch has the same values in
+    all columns but OWN_JOB_COLUMNS; else None."""
+    first = new_jobs[0]
+    shape = _shape(first)
+    for job in new_jobs:
+        # compared as tuples: an object is equal to itself without a call of its __eq__
+        if _shape(job) != shape:
+            return None
+    return new_job_values(first)
+
+
+def _shape(job: NewJob) -> tuple[Any, ...]:
+    return (
+        job.queue,
+        job.task,
+        job.labels,
+        job.priority,
+        job.state,
+        job.schedule,
+        job.retry_policy,
+        job.timeout,
+        job.idempotency_key,
+        job.http,
+        job.traceparent,
+    )
+
+
+def own_job_values(job: NewJob) -> tuple[Any, ...]:
+    """Values for OWN_JOB_COLUMNS."""
+    return job.id, payload_text(job.payload), job.create_time, job.create_time, job.next_run_time
 
 
 def job_from_new(job: NewJob, seq: int = 0) -> Job:

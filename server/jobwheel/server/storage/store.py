@@ -13,13 +13,17 @@ from jobwheel.server.storage.bulk_writes import (
     in_sqlite_thread,
     sqlite_append_events,
     sqlite_insert_jobs,
+    sqlite_insert_shared,
 )
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
+    OWN_JOB_COLUMNS,
     job_from_new,
     job_from_row,
     new_job_snapshots,
     new_job_values,
+    own_job_values,
+    shared_job_values,
 )
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import id_range, job_conditions
@@ -64,11 +68,16 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             # SQLite, no keys to look up (every job a candidate): the whole transaction in one
             # driver-thread hop; rows converted before taking the write lock, so a concurrent
             # batch's database work overlaps
-            all_rows = [new_job_values(job) for job in new_jobs]
+            shared = shared_job_values(new_jobs)
+            if shared is None:
+                sql, all_rows = _INSERT_NEW_JOBS, [new_job_values(job) for job in new_jobs]
+            else:  # the usual batch: only ids and payloads differ
+                sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared)
+                all_rows = [own_job_values(job) for job in new_jobs]
             jobs_in = [job_from_new(job) for job in new_jobs]
             now = jobs_in[0].create_time
             async with self._raw_write() as conn:
-                last = await in_sqlite_thread(conn, _sqlite_enqueue, all_rows, jobs_in, now)
+                last = await in_sqlite_thread(conn, _sqlite_enqueue, sql, all_rows, jobs_in, now)
             first = last - len(jobs_in) + 1
             enqueued = EventType.ENQUEUED
             committed = [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
@@ -248,13 +257,14 @@ _INSERT_NEW_JOBS = (
 
 
 def _sqlite_enqueue(
-    db: sqlite3.Connection, rows: list[tuple[Any, ...]], created: list[Job], now: int
+    db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]], created: list[Job], now: int
 ) -> int:
     """One write transaction on SQLite's own connection (in the driver's thread): insert the
-    rows, set each job's seq, append their ENQUEUED events; returns the last revision."""
+    rows with `sql` (rows start with the id), set each job's seq, append their ENQUEUED
+    events; returns the last revision."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        seqs = sqlite_insert_jobs(db, _INSERT_NEW_JOBS, rows)
+        seqs = sqlite_insert_jobs(db, sql, rows)
         for job, seq in zip(created, seqs, strict=True):
             job.seq = seq
         snapshots = new_job_snapshots(created)

@@ -37,5 +37,7 @@ def test_a_literal_stores_what_binding_stores(value: bool | int | str | None) ->
 def test_the_shared_insert_binds_only_the_own_columns() -> None:
     sql = sqlite_insert_shared("t", ("id", "q", "p", "n"), ("id", "p"), ("x", "it's", "y", 5))
     assert sql == "INSERT INTO t (id, q, p, n) VALUES (?, 'it''s', ?, 5)"
+    # U+0000 cannot stand in a statement: such a value must be bound
+    assert sqlite_insert_shared("t", ("id", "q"), ("id",), ("x", "a\x00b")) is None
     with pytest.raises(TypeError):
         sqlite_literal(1.5)  # type: ignore[arg-type]

@@ -62,11 +62,14 @@ def sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, .
 
 def sqlite_insert_shared(
     table: str, columns: Sequence[str], own: Sequence[str], shared: tuple[Any, ...]
-) -> str:
+) -> str | None:
     """INSERT INTO table (columns) with a parameter for each of the `own` columns (in their
     order in `columns`) and, for the others, their value in `shared` (values for `columns`)
     written into the statement: a row then binds a few values instead of seventeen (each a
-    conversion), which saves a quarter of the insert. Values: None, bool, int or str."""
+    conversion), which saves a quarter of the insert. Values: None, bool, int or str; None
+    when a text holds U+0000, which no statement may (it must be bound)."""
+    if any(isinstance(value, str) and "\x00" in value for value in shared):
+        return None
     values = ", ".join(
         "?" if name in own else sqlite_literal(value)
         for name, value in zip(columns, shared, strict=True)

@@ -69,10 +69,12 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             # driver-thread hop; rows converted before taking the write lock, so a concurrent
             # batch's database work overlaps
             shared = shared_job_values(new_jobs)
-            if shared is None:
-                sql, all_rows = _INSERT_NEW_JOBS, [new_job_values(job) for job in new_jobs]
-            else:  # the usual batch: only ids and payloads differ
+            sql = None
+            if shared is not None:  # the usual batch: only ids, payloads and times differ
                 sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared)
+            if sql is None:
+                sql, all_rows = _INSERT_NEW_JOBS, [new_job_values(job) for job in new_jobs]
+            else:
                 all_rows = [own_job_values(job) for job in new_jobs]
             jobs_in = [job_from_new(job) for job in new_jobs]
             now = jobs_in[0].create_time

@@ -1,5 +1,6 @@
 """The enqueue fast paths give what the general conversions give: payload documents walked in
-one pass, and reply messages of created jobs built from templates."""
+one pass, batches of plain jobs validated by quick checks, reply messages of created jobs built
+from templates (as messages and as bytes), payload text from the faster encoder."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jobwheel.server.api import validate
+from jobwheel.server.api.batch_validate import new_jobs_from_batch
 from jobwheel.server.api.convert import CreatedJobs, job_to_proto
 from jobwheel.server.api.fields import (
     MAX_JSON_DEPTH,
@@ -21,7 +23,8 @@ from jobwheel.server.api.fields import (
     plain_json,
 )
 from jobwheel.server.config import Settings
-from jobwheel.server.storage.convert import job_from_new
+from jobwheel.server.storage.convert import job_from_new, payload_text
+from jobwheel.server.storage.dialect import dumps
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -171,3 +174,79 @@ def test_created_job_messages_equal_the_general_conversion(shared: bool) -> None
             assert built.SerializeToString(deterministic=True) == expected.SerializeToString(
                 deterministic=True
             ), req
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["fresh", "shared-templates"])
+def test_encoded_results_equal_the_general_conversion(shared: bool) -> None:
+    created = CreatedJobs()
+    extra = [pb.EnqueueJobRequest(task="t", labels={"": "x", "k": "", "é": "ü"})]
+    for _ in range(2 if shared else 1):
+        for i, req in enumerate([*_requests(), *extra]):
+            errors = Violations()
+            payloads: list[struct_pb2.Struct | None] = []
+            new = validate.new_job_from_proto(req, "", NOW + i, LIMITS, errors, f"id-{i}", payloads)
+            encoded = (created if shared else CreatedJobs()).encoded([new, new], payloads * 2)
+            reply = pb.BatchEnqueueJobsResponse.FromString(encoded)
+            expected = job_to_proto(job_from_new(new))
+            assert len(encoded) == reply.ByteSize()  # the reply size check counts on it
+            for result in reply.results:
+                assert not result.already_exists
+                assert result.job.SerializeToString(
+                    deterministic=True
+                ) == expected.SerializeToString(deterministic=True), req
+
+
+def _batch_cases() -> list[pb.EnqueueJobRequest]:
+    big = struct_pb2.Struct()
+    big.update({"x": "y" * (LIMITS.max_payload_bytes + 1)})
+    nul = struct_pb2.Struct()
+    nul.update({"a\x00": 1})
+    return [
+        *_requests(),
+        pb.EnqueueJobRequest(task="t", queue="q", labels={"team": "a"}, idempotency_key="k1"),
+        pb.EnqueueJobRequest(task=""),
+        pb.EnqueueJobRequest(task="bad name"),
+        pb.EnqueueJobRequest(task="t", queue="bad queue"),
+        pb.EnqueueJobRequest(task="t", payload=big),
+        pb.EnqueueJobRequest(task="t", payload=nul),
+        pb.EnqueueJobRequest(task="t", labels={"bad key": "v", "k": "\x01"}),
+        pb.EnqueueJobRequest(task="t", idempotency_key="k\x02"),
+        pb.EnqueueJobRequest(task="t", idempotency_key="k" * 256),
+        pb.EnqueueJobRequest(task="t", labels={"l": "v" * 70_000}),
+        pb.EnqueueJobRequest(task="t", timeout=duration_pb2.Duration(seconds=-1)),
+    ]
+
+
+def test_batch_validation_equals_new_job_from_proto() -> None:
+    reqs = _batch_cases()
+    ids = [f"id-{i}" for i in range(len(reqs))]
+    errors, payloads = Violations(), list[struct_pb2.Struct | None]()
+    news = new_jobs_from_batch(reqs, ids, NOW, LIMITS, errors, payloads)
+    expected_errors, expected_payloads = Violations(), list[struct_pb2.Struct | None]()
+    expected = [
+        validate.new_job_from_proto(
+            req, f"jobs[{i}].", NOW, LIMITS, expected_errors, ids[i], expected_payloads
+        )
+        for i, req in enumerate(reqs)
+    ]
+    assert news == expected
+    assert [p is None for p in payloads] == [p is None for p in expected_payloads]
+    assert [p for p in payloads if p is not None] == [p for p in expected_payloads if p is not None]
+    assert errors.items == expected_errors.items
+    assert len({v.field.split(".")[0] for v in errors.items}) >= 9  # each bad job is named
+
+
+flat_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.text(), flat_values, max_size=6))
+def test_payload_text_is_dumps(payload: dict[str, Any]) -> None:
+    assert payload_text(payload) == dumps(payload)

@@ -8,6 +8,7 @@ from dataclasses import fields
 import pytest
 from jobwheel.server.model import HttpTarget, Job, JobState, NewJob, Schedule
 from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.bulk_writes import PG_COPY_MIN_ROWS
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy import delete
 
@@ -177,6 +178,44 @@ async def test_duplicate_id_is_an_error_and_inserts_nothing(store: Store) -> Non
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         await store.insert_jobs([fresh, new_job(id=job.id)])
     assert await store.get_job(fresh.id) is None  # the whole batch rolled back
+
+
+async def test_a_large_batch_without_keys_fails_or_commits_whole(store: Store) -> None:
+    # enough jobs without keys for the bulk path (COPY on PostgreSQL)
+    size = 2 * PG_COPY_MIN_ROWS
+    [(job, _)] = await store.insert_jobs([new_job()])
+    head = await store.head_revision()
+    batch = [new_job(payload={"i": i}) for i in range(size)]
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await store.insert_jobs([*batch, new_job(id=job.id)])
+    assert [await store.get_job(n.id) for n in batch[:3]] == [None] * 3
+    assert await store.head_revision() == head
+
+    results = await store.insert_jobs(batch)
+    seqs = [j.seq for j, _ in results]
+    assert seqs == sorted(seqs) and len(set(seqs)) == size
+    assert [await store.get_job(j.id) for j, _ in results[:: size // 4]] == [
+        j for j, _ in results[:: size // 4]
+    ]
+    # one ENQUEUED event per job, gap-free revisions in input order, each the job as stored
+    events = await store.read_events(head, size + 1)
+    assert [e.revision for e in events] == list(range(head + 1, head + size + 1))
+    assert [e.job for e in events] == [j for j, _ in results]
+
+
+async def test_a_batch_of_differing_jobs_round_trips(store: Store) -> None:
+    # jobs alike but for id, payload and times share one statement's values; these do not
+    makers = [
+        lambda: new_job(queue="a"),
+        lambda: full_job(idempotency_key=None),  # keys take the general path
+        lambda: new_job(labels={"k": "it's"}),
+        lambda: new_job(priority=-3),
+    ]
+    batch = [makers[i % 4]() for i in range(80)]
+    results = await store.insert_jobs(batch)
+    for (job, _), new in zip(results, batch, strict=True):
+        assert_matches_new(job, new)
+    assert [await store.get_job(j.id) for j, _ in results[:4]] == [j for j, _ in results[:4]]
 
 
 async def test_committed_jobs_survive_close_and_reopen(store_url: str) -> None:

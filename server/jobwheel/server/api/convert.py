@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict, ParseDict
 from jobwheel.server import failures, model
-from jobwheel.v1 import job_pb2
+from jobwheel.server.api import wire
+from jobwheel.v1 import job_pb2, job_service_pb2
 
 JOB_STATE_TO_PROTO = {
     model.JobState.SCHEDULED: job_pb2.JOB_STATE_SCHEDULED,
@@ -205,6 +207,30 @@ def event_document(event: model.Event) -> dict[str, Any]:
     }
 
 
+# Job fields (and their numbers) that CreatedJobs sets per job
+_OWN_FIELDS = (
+    "id",
+    "payload",
+    "labels",
+    "idempotency_key",
+    "create_time",
+    "update_time",
+    "next_run_time",
+)
+_FIELDS = job_pb2.Job.DESCRIPTOR.fields_by_name
+_ID, _PAYLOAD, _LABELS, _IDEMPOTENCY_KEY, _CREATE_TIME, _UPDATE_TIME, _NEXT_RUN_TIME = (
+    wire.tag(_FIELDS[name].number) for name in _OWN_FIELDS
+)
+_JOB = wire.tag(job_service_pb2.EnqueueJobResponse.DESCRIPTOR.fields_by_name["job"].number)
+_RESULTS = wire.tag(
+    job_service_pb2.BatchEnqueueJobsResponse.DESCRIPTOR.fields_by_name["results"].number
+)
+
+
+def _struct_bytes(data: dict[str, Any]) -> bytes:
+    return struct(data).SerializeToString()
+
+
 class CreatedJobs:
     """Job messages of jobs just created, equal to job_to_proto of the Job the insert stores
     (storage.convert.job_from_new), built without that Job: what jobs share (queue, task,
@@ -217,6 +243,9 @@ class CreatedJobs:
     def __init__(self) -> None:
         self._templates: dict[tuple[Any, ...], job_pb2.Job] = {}
         self._times: dict[model.Micros, timestamp_pb2.Timestamp] = {}
+        # by id() of a template (which it keeps alive): its encoding without _OWN_FIELDS
+        self._encoded_templates: dict[int, tuple[job_pb2.Job, bytes]] = {}
+        self._encoded_times: dict[tuple[model.Micros, model.Micros | None], bytes] = {}
 
     def proto(self, new: model.NewJob, payload: struct_pb2.Struct | None) -> job_pb2.Job:
         out = job_pb2.Job()
@@ -237,6 +266,79 @@ class CreatedJobs:
         out.update_time.CopyFrom(created)
         if new.next_run_time is not None:
             out.next_run_time.CopyFrom(self._time(new.next_run_time))
+
+    def encoded(
+        self, news: Sequence[model.NewJob], payloads: Sequence[struct_pb2.Struct | None]
+    ) -> bytes:
+        """BatchEnqueueJobsResponse.results of the jobs `news` as created (what fill gives),
+        on the wire; as long as the reply's canonical encoding."""
+        out: list[bytes] = []
+        append = out.append
+        varint = wire.varint
+        shared: tuple[Any, ...] = ()
+        prefix = b""
+        for new, payload in zip(news, payloads, strict=True):
+            # consecutive jobs of a batch mostly share all but their own fields (ids of objects
+            # the jobs in `news` hold: none is freed and its id reused during the loop)
+            key = (
+                new.queue,
+                new.task,
+                new.priority,
+                new.state,
+                new.timeout,
+                new.create_time,
+                new.next_run_time,
+                id(new.schedule),
+                id(new.retry_policy),
+                id(new.http),
+            )
+            if key != shared:
+                shared = key
+                times = self._times_bytes(new.create_time, new.next_run_time)
+                prefix = self._template_bytes(new) + times
+            job_id = new.id.encode()
+            body = (
+                payload.SerializeToString() if payload is not None else _struct_bytes(new.payload)
+            )
+            parts = [prefix, _ID, varint(len(job_id)), job_id, _PAYLOAD, varint(len(body)), body]
+            for label, value in new.labels.items():
+                parts.append(wire.field(_LABELS, wire.string_map_entry(label, value)))
+            if new.idempotency_key:
+                parts.append(wire.field(_IDEMPOTENCY_KEY, new.idempotency_key.encode()))
+            job = b"".join(parts)
+            size = varint(len(job))
+            # results entry: EnqueueJobResponse { job } (already_exists: false)
+            append(_RESULTS + varint(len(_JOB) + len(size) + len(job)) + _JOB + size)
+            append(job)
+        return b"".join(out)
+
+    def _template_bytes(self, new: model.NewJob) -> bytes:
+        template = self._template(new)
+        found = self._encoded_templates.get(id(template))
+        if found is None or found[0] is not template:
+            # the fields each job sets itself are left out: every field is then written once
+            # and the bytes are as long as the reply's canonical encoding
+            shared = job_pb2.Job()
+            shared.CopyFrom(template)
+            for name in _OWN_FIELDS:
+                shared.ClearField(name)
+            if len(self._encoded_templates) >= self.MAX_TEMPLATES:
+                self._encoded_templates.clear()
+            found = self._encoded_templates[id(template)] = (template, shared.SerializeToString())
+        return found[1]
+
+    def _times_bytes(self, created: model.Micros, next_run: model.Micros | None) -> bytes:
+        """create_time, update_time (= created) and next_run_time fields, encoded."""
+        found = self._encoded_times.get((created, next_run))
+        if found is None:
+            stamp = self._time(created).SerializeToString()
+            found = wire.field(_CREATE_TIME, stamp) + wire.field(_UPDATE_TIME, stamp)
+            if next_run is not None:
+                found += wire.field(_NEXT_RUN_TIME, self._time(next_run).SerializeToString())
+            if len(self._encoded_times) >= self.MAX_TEMPLATES:
+                self._encoded_times.clear()
+            self._encoded_times[(created, next_run)] = found
+        return found
 
     def _time(self, us: model.Micros) -> timestamp_pb2.Timestamp:
         ts = self._times.get(us)

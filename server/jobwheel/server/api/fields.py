@@ -174,10 +174,11 @@ def _plain_struct(
     if depth >= MAX_JSON_DEPTH:
         raise _Refused
     out: dict[str, Any] = {}
-    for key, item in s.fields.items():
+    fields = s.fields
+    for key in fields:  # keys, then look-ups: the map's items() is a slow Python view
         if _NUL in key:
             raise _Refused
-        out[key] = _plain_value(item, depth + 1, whole, state)
+        out[key] = _plain_value(fields[key], depth + 1, whole, state)
     return out
 
 

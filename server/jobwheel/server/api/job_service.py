@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import struct_pb2
 from jobwheel.server import model
 from jobwheel.server.api import pagination, reply_size, validate
+from jobwheel.server.api.batch_validate import new_jobs_from_batch
 from jobwheel.server.api.convert import (
     JOB_STATE_TO_PROTO,
     CreatedJobs,
@@ -77,22 +78,19 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         now = self.core.clock.now()
         errors = validate.Violations()
         payloads: list[struct_pb2.Struct | None] = []
-        limits = self.limits
-        news = [
-            validate.new_job_from_proto(req, f"jobs[{i}].", now, limits, errors, job_id, payloads)
-            for i, (req, job_id) in enumerate(
-                zip(request.jobs, new_ids(len(request.jobs)), strict=True)
-            )
-        ]
+        news = new_jobs_from_batch(
+            request.jobs, new_ids(len(request.jobs)), now, self.limits, errors, payloads
+        )
         errors.raise_if_any()
+        checked: set[str] = set()
         for i, new in enumerate(news):
-            access.check_queue(new.queue, f"jobs[{i}].queue")
-        # the reply must fit one message: judged before anything is created (built in place:
-        # its size is the sum of the results' framed sizes)
-        reply = pb.BatchEnqueueJobsResponse()
-        for new, payload in zip(news, payloads, strict=True):
-            _CREATED.fill(reply.results.add().job, new, payload)
-        size, limit = reply.ByteSize(), reply_size.Budget().limit
+            if new.queue not in checked:  # the first job naming a denied queue is reported
+                access.check_queue(new.queue, f"jobs[{i}].queue")
+                checked.add(new.queue)
+        # the reply must fit one message: judged before anything is created (built as bytes,
+        # as long as the message's encoding)
+        encoded = _CREATED.encoded(news, payloads)
+        size, limit = len(encoded), reply_size.Budget().limit
         if size > limit:
             raise InvalidArgument(
                 [
@@ -105,6 +103,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
                 ]
             )
         results = await self.core.enqueue(news) if news else []
+        reply = pb.BatchEnqueueJobsResponse.FromString(encoded)
         if any(existed for _, existed in results):
             _existing_replies(reply, results, size, limit)
         return reply

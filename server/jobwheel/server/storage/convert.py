@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobwheel.server.model import (
@@ -26,7 +26,7 @@ from jobwheel.server.model import (
     RetryPolicy,
     Schedule,
 )
-from jobwheel.server.storage.dialect import dumps
+from jobwheel.server.storage.dialect import dumps, dumps_floatless
 from sqlalchemy.engine import RowMapping
 
 T = TypeVar("T")
@@ -114,6 +114,17 @@ NEW_JOB_COLUMNS = (
 )
 
 
+# the types of a flat document's values that dumps_floatless spells as dumps does
+_PLAIN_VALUES = frozenset((str, int, bool, type(None)))
+
+
+def payload_text(payload: dict[str, Any]) -> str:
+    """dumps(`payload`): most payloads are flat and float-free, which a faster encoder takes."""
+    if all(type(value) in _PLAIN_VALUES for value in payload.values()):
+        return dumps_floatless(payload)
+    return dumps(payload)
+
+
 def new_job_values(job: NewJob) -> tuple[Any, ...]:
     """Values for NEW_JOB_COLUMNS, in that order (a tuple: the bulk insert binds by position)."""
     schedule = job.schedule
@@ -121,8 +132,8 @@ def new_job_values(job: NewJob) -> tuple[Any, ...]:
         job.id,
         job.queue,
         job.task,
-        dumps(job.payload),
-        dumps(job.labels) if job.labels else "{}",
+        payload_text(job.payload),
+        dumps_floatless(job.labels) if job.labels else "{}",
         job.priority,
         job.state.value,
         None if schedule is None else schedule_text(schedule),
@@ -138,33 +149,71 @@ def new_job_values(job: NewJob) -> tuple[Any, ...]:
     )
 
 
+# the NEW_JOB_COLUMNS that differ between the jobs of a typical batch, or between batches
+OWN_JOB_COLUMNS = ("id", "payload", "create_time", "update_time", "next_run_time")
+
+
+def shared_job_values(new_jobs: Sequence[NewJob]) -> tuple[Any, ...] | None:
+    """new_job_values of the first job when every job of the batch has the same values in
+    all columns but OWN_JOB_COLUMNS; else None."""
+    first = new_jobs[0]
+    shape = _shape(first)
+    for job in new_jobs:
+        # compared as tuples: an object is equal to itself without a call of its __eq__
+        if _shape(job) != shape:
+            return None
+    return new_job_values(first)
+
+
+def _shape(job: NewJob) -> tuple[Any, ...]:
+    return (
+        job.queue,
+        job.task,
+        job.labels,
+        job.priority,
+        job.state,
+        job.schedule,
+        job.retry_policy,
+        job.timeout,
+        job.idempotency_key,
+        job.http,
+        job.traceparent,
+    )
+
+
+def own_job_values(job: NewJob) -> tuple[Any, ...]:
+    """Values for OWN_JOB_COLUMNS."""
+    return job.id, payload_text(job.payload), job.create_time, job.create_time, job.next_run_time
+
+
 def job_from_new(job: NewJob, seq: int = 0) -> Job:
     """The Job a fresh insert of `job` reads back as, without reading it back.
 
     Top-level documents are copied, not re-decoded (decoding costs more than the insert);
     validated payloads are JSON-native, so they equal what a later read decodes.
     """
-    return Job(
-        id=job.id,
-        queue=job.queue,
-        task=job.task,
-        payload=dict(job.payload),
-        labels=dict(job.labels),
-        priority=job.priority,
-        state=job.state,
-        schedule=job.schedule,
-        retry_policy=job.retry_policy,
-        timeout=job.timeout,
-        idempotency_key=job.idempotency_key,
-        http=None
-        if job.http is None
-        else HttpTarget(job.http.url, job.http.method, dict(job.http.headers)),
-        create_time=job.create_time,
-        update_time=job.create_time,
-        next_run_time=job.next_run_time,
-        traceparent=job.traceparent,
-        seq=seq,
+    http = job.http
+    # positional: Job's fields in order, through next_run_time (keywords cost twice as much)
+    created = Job(
+        job.id,
+        job.queue,
+        job.task,
+        dict(job.payload),
+        dict(job.labels),
+        job.priority,
+        job.state,
+        job.schedule,
+        job.retry_policy,
+        job.timeout,
+        job.idempotency_key,
+        None if http is None else HttpTarget(http.url, http.method, dict(http.headers)),
+        job.create_time,
+        job.create_time,
+        job.next_run_time,
     )
+    created.traceparent = job.traceparent
+    created.seq = seq
+    return created
 
 
 # Policies and schedules are immutable and shared by many jobs: each stored text is decoded
@@ -337,9 +386,11 @@ def new_job_snapshots(new_jobs: list[Job]) -> list[str]:
             for name in _OWN_FIELDS:
                 doc.pop(name, None)
             tail = tails[key] = dumps(doc)[1:]  # without its "{"
-        labels = dumps(job.labels) if job.labels else "{}"
+        # strings (and None) only: the fast encoder spells them as dumps does
+        labels = dumps_floatless(job.labels) if job.labels else "{}"
+        idem = "null" if job.idempotency_key is None else dumps_floatless(job.idempotency_key)
         out.append(
-            f'{{"id":{dumps(job.id)},"idempotency_key":{dumps(job.idempotency_key)},'
+            f'{{"id":{dumps_floatless(job.id)},"idempotency_key":{idem},'
             f'"labels":{labels},"seq":{job.seq},{tail}'
         )
     return out

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from jobwheel.server.storage.bulk_writes import (
     EVENT_COLUMNS,
+    PG_COPY_MIN_ROWS,
     columns_of,
     in_sqlite_thread,
+    pg_copy_jobs,
     pg_unnest_insert,
     sqlite_append_events,
     sqlite_insert_jobs,
@@ -72,6 +75,16 @@ class StorageUrlError(ValueError):
 # text, which SQLite's nested-value comparison relies on). A shared encoder: json.dumps with
 # options builds a new one per call, which shows up at 50k+ rows/s.
 dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+
+def dumps_floatless(value: Any) -> str:
+    """dumps(`value`) for a document that holds no float, ~10x faster: orjson spells strings,
+    ints and the key order as dumps does (floats it may spell otherwise, 1e-07 as 1e-7).
+    What orjson refuses (ints beyond 64 bits, say) goes to dumps."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return dumps(value)
 
 
 class Dialect:
@@ -186,6 +199,9 @@ class PostgresDialect(Dialect):
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> Sequence[int | None]:
+        key_at = columns.index("idempotency_key")
+        if len(rows) >= PG_COPY_MIN_ROWS and all(row[key_at] is None for row in rows):
+            return await pg_copy_jobs(conn, columns, rows)
         # One statement whatever the batch size: each column travels as one array parameter
         # and unnest() turns them back into rows (a prepared statement asyncpg caches; no
         # per-row SQL, parameters or round trips).

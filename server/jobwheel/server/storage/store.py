@@ -14,13 +14,17 @@ from jobwheel.server.storage.bulk_writes import (
     in_write_transaction,
     sqlite_append_events,
     sqlite_insert_jobs,
+    sqlite_insert_shared,
 )
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
+    OWN_JOB_COLUMNS,
     job_from_new,
     job_from_row,
     new_job_snapshots,
     new_job_values,
+    own_job_values,
+    shared_job_values,
 )
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import id_range, job_conditions
@@ -60,31 +64,32 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             else:
                 first_with_key[key] = i
                 candidates.append(i)
-        # Converted before taking the write lock: a concurrent batch's database work overlaps.
-        rows = {i: new_job_values(new_jobs[i]) for i in candidates}
-        fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
-
         committed: list[Event] = []
         if candidates and not first_with_key and self.dialect.single_writer:
-            # SQLite, no keys to look up: the whole transaction in one driver-thread hop
-            jobs_in = [fresh[i] for i in candidates]
+            # SQLite, no keys to look up (every job a candidate): the whole transaction in one
+            # driver-thread hop; rows converted before taking the write lock, so a concurrent
+            # batch's database work overlaps
+            shared = shared_job_values(new_jobs)
+            sql = None
+            if shared is not None:  # the usual batch: only ids, payloads and times differ
+                sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared)
+            if sql is None:
+                sql, all_rows = _INSERT_NEW_JOBS, [new_job_values(job) for job in new_jobs]
+            else:
+                all_rows = [own_job_values(job) for job in new_jobs]
+            jobs_in = [job_from_new(job) for job in new_jobs]
             now = jobs_in[0].create_time
             async with self._raw_write() as conn:
                 last = await in_sqlite_thread(
-                    conn,
-                    in_write_transaction,
-                    _sqlite_enqueue,
-                    [rows[i] for i in candidates],
-                    jobs_in,
-                    now,
+                    conn, in_write_transaction, _sqlite_enqueue, sql, all_rows, jobs_in, now
                 )
             first = last - len(jobs_in) + 1
-            committed = [
-                Event(revision=first + n, type=EventType.ENQUEUED, job=job, time=now)
-                for n, job in enumerate(jobs_in)
-            ]
+            enqueued = EventType.ENQUEUED
+            committed = [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
             self._emit(committed)
             return [(job, False) for job in jobs_in]
+        rows = {i: new_job_values(new_jobs[i]) for i in candidates}
+        fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
         if candidates:
             async with self._write() as conn:
                 existing = await self._jobs_by_key(conn, first_with_key)
@@ -257,11 +262,12 @@ _INSERT_NEW_JOBS = (
 
 
 def _sqlite_enqueue(
-    db: sqlite3.Connection, rows: list[tuple[Any, ...]], created: list[Job], now: int
+    db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]], created: list[Job], now: int
 ) -> int:
     """In a write transaction on SQLite's own connection (in the driver's thread): insert the
-    rows, set each job's seq, append their ENQUEUED events; returns the last revision."""
-    seqs = sqlite_insert_jobs(db, _INSERT_NEW_JOBS, rows)
+    rows with `sql` (rows start with the id), set each job's seq, append their ENQUEUED
+    events; returns the last revision."""
+    seqs = sqlite_insert_jobs(db, sql, rows)
     for job, seq in zip(created, seqs, strict=True):
         job.seq = seq
     snapshots = new_job_snapshots(created)

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
-from typing import Self, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import grpc
 from jobwheel.client import calls
@@ -311,25 +311,22 @@ class AsyncClient:
 
     async def list_queues(self) -> list[job_pb2.Queue]:
         """Every known queue, by name (all pages)."""
-        queues: list[job_pb2.Queue] = []
-        token = ""
-        while True:
-            page = await self._run(calls.list_queues(token))
-            queues.extend(page.queues)
-            token = page.next_page_token
-            if not token:
-                return queues
+        return await self._every_page(calls.list_queues, "queues")
 
     async def list_workers(self) -> list[pb.Worker]:
         """Server replicas and the remote workers seen in the last 5 minutes (all pages)."""
-        workers: list[pb.Worker] = []
+        return await self._every_page(calls.list_workers, "workers")
+
+    async def _every_page(self, call: Callable[[str], calls.Call[Any]], field: str) -> list[Any]:
+        """The `field` items of every page of a list, following next_page_token."""
+        items: list[Any] = []
         token = ""
         while True:
-            page = await self._run(calls.list_workers(token))
-            workers.extend(page.workers)
+            page = await self._run(call(token))
+            items.extend(getattr(page, field))
             token = page.next_page_token
             if not token:
-                return workers
+                return items
 
     async def pause_queue(self, name: str) -> job_pb2.Queue:
         return await self._run(calls.queue_op("PauseQueue", name))

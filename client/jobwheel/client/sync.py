@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
-from typing import Self, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 import grpc
 from jobwheel.client import calls
@@ -305,25 +305,22 @@ class Client:
 
     def list_queues(self) -> list[job_pb2.Queue]:
         """Every known queue, by name (all pages)."""
-        queues: list[job_pb2.Queue] = []
-        token = ""
-        while True:
-            page = self._run(calls.list_queues(token))
-            queues.extend(page.queues)
-            token = page.next_page_token
-            if not token:
-                return queues
+        return self._every_page(calls.list_queues, "queues")
 
     def list_workers(self) -> list[pb.Worker]:
         """Server replicas and the remote workers seen in the last 5 minutes (all pages)."""
-        workers: list[pb.Worker] = []
+        return self._every_page(calls.list_workers, "workers")
+
+    def _every_page(self, call: Callable[[str], calls.Call[Any]], field: str) -> list[Any]:
+        """The `field` items of every page of a list, following next_page_token."""
+        items: list[Any] = []
         token = ""
         while True:
-            page = self._run(calls.list_workers(token))
-            workers.extend(page.workers)
+            page = self._run(call(token))
+            items.extend(getattr(page, field))
             token = page.next_page_token
             if not token:
-                return workers
+                return items
 
     def pause_queue(self, name: str) -> job_pb2.Queue:
         return self._run(calls.queue_op("PauseQueue", name))

@@ -12,14 +12,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobwheel.server.ids import new_id
+from jobwheel.server.ids import new_ids
 from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import Change
-from jobwheel.server.storage.schema import jobs
-from sqlalchemy import ColumnElement, case, select, update
+from jobwheel.server.storage.schema import attempts, jobs
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _RUNNING = JobState.RUNNING.value
@@ -79,12 +94,6 @@ WITH v AS (
 )
 SELECT ord FROM settled
 """
-_PG_INSERT_ATTEMPTS = (
-    "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
-    f" SELECT a.id, a.job_id, a.execution, a.number, $5, '{_ATTEMPT_RUNNING}', $6"
-    " FROM unnest($1::varchar[], $2::varchar[], $3::int[], $4::int[])"
-    " AS a(id, job_id, execution, number)"
-)
 
 
 async def start_attempts(
@@ -118,22 +127,12 @@ async def start_attempts(
         )
         .returning(*jobs.c)
     )
-    rows = (await conn.execute(stmt)).mappings().all()
-    if rows:
-        ids = [new_id() for _ in rows]
-        if dialect.array_params:
-            await conn.exec_driver_sql(
-                _PG_INSERT_ATTEMPTS,
-                (
-                    ids,
-                    [r["id"] for r in rows],
-                    [r["execution_count"] for r in rows],
-                    [r["attempt"] for r in rows],
-                    now,
-                    worker_id,
-                ),
-            )
-        else:
+    if dialect.array_params:
+        rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id, now))).mappings()
+    else:
+        rows = (await conn.execute(stmt)).mappings().all()
+        if rows:
+            ids = new_ids(len(rows))
             running = _ATTEMPT_RUNNING
             await conn.exec_driver_sql(
                 _SQLITE_INSERT_ATTEMPT,
@@ -145,6 +144,39 @@ async def start_attempts(
     claimed = [job_from_row(r) for r in rows]
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed
+
+
+def _with_attempt_rows(
+    claim: ReturningUpdate, limit: int, worker_id: str, now: Micros
+) -> Select[Any]:
+    """PostgreSQL: `claim` (an UPDATE of jobs RETURNING them) and the insert of an attempt
+    row for each job it returns, in one statement (one round trip): the claimed rows, of
+    which the n-th gets the n-th of `limit` fresh attempt ids."""
+    claimed = claim.cte("claimed")
+    numbered = select(
+        claimed.c.id,
+        claimed.c.execution_count,
+        claimed.c.attempt,
+        func.row_number().over().label("n"),
+    ).subquery("numbered")
+    ids = Grouping(bindparam("attempt_ids", new_ids(limit), type_=ARRAY(String)))
+    opened = (
+        insert(attempts)
+        .from_select(
+            ["id", "job_id", "execution", "number", "start_time", "outcome", "worker_id"],
+            select(
+                ids[numbered.c.n],
+                numbered.c.id,
+                numbered.c.execution_count,
+                numbered.c.attempt,
+                literal(now, BigInteger),
+                literal(_ATTEMPT_RUNNING, String),
+                literal(worker_id, String),
+            ),
+        )
+        .cte("opened")
+    )
+    return select(claimed).add_cte(opened)
 
 
 def started(claimed: Sequence[Job]) -> list[Change]:

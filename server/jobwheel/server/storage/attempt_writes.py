@@ -9,7 +9,7 @@ is set-based, a few statements whatever the number of jobs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from jobwheel.server.ids import new_ids
@@ -95,6 +95,34 @@ WITH v AS (
 SELECT ord FROM settled
 """
 
+# The in-process claim of one queue (tasks this process runs, or with $3 HTTP targets) with
+# the insert of the attempt rows, as start_attempts on PostgreSQL, in SQL text: no statement
+# to build per call; asyncpg prepares it once per connection. The n-th row claimed gets the
+# n-th of the fresh attempt ids ($8).
+_PG_CLAIM_QUEUE = f"""
+WITH picked AS (
+  SELECT seq FROM jobs
+  WHERE state = '{JobState.QUEUED.value}' AND queue = $1::varchar
+    AND (task = ANY($2::varchar[]) OR ($3::boolean AND http IS NOT NULL))
+  ORDER BY priority DESC, seq LIMIT $4::int
+  FOR UPDATE SKIP LOCKED
+), claimed AS (
+  UPDATE jobs SET state = '{_RUNNING}',
+    execution_count = jobs.execution_count + CASE WHEN jobs.attempt = 0 THEN 1 ELSE 0 END,
+    released_attempts = CASE WHEN jobs.attempt = 0 THEN 0 ELSE jobs.released_attempts END,
+    attempt = jobs.attempt + 1, start_time = $5::bigint, update_time = $5::bigint,
+    worker_id = $6::varchar, lease_expire_time = $7::bigint
+  FROM picked WHERE jobs.seq = picked.seq
+  RETURNING jobs.*
+), opened AS (
+  INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)
+  SELECT ($8::varchar[])[n], id, execution_count, attempt, $5::bigint, '{_ATTEMPT_RUNNING}',
+    $6::varchar
+  FROM (SELECT id, execution_count, attempt, row_number() OVER () AS n FROM claimed) AS c
+)
+SELECT * FROM claimed
+"""
+
 
 async def start_attempts(
     conn: AsyncConnection,
@@ -141,6 +169,34 @@ async def start_attempts(
                     for i, r in zip(ids, rows, strict=True)
                 ],
             )
+    claimed = [job_from_row(r) for r in rows]
+    claimed.sort(key=lambda j: (-j.priority, j.seq))
+    return claimed
+
+
+async def pg_claim_queue(
+    conn: AsyncConnection,
+    queue: str,
+    tasks: Collection[str],
+    include_http: bool,
+    limit: int,
+    worker_id: str,
+    now: Micros,
+    lease_until: Micros,
+) -> list[Job]:
+    """PostgreSQL: start_attempts for the in-process claim of `queue` (jobs whose task is in
+    `tasks`, or with `include_http` an HTTP target), in one prepared statement."""
+    params = (
+        queue,
+        list(tasks),
+        include_http,
+        limit,
+        now,
+        worker_id,
+        lease_until,
+        new_ids(limit),
+    )
+    rows = (await conn.exec_driver_sql(_PG_CLAIM_QUEUE, params)).mappings()
     claimed = [job_from_row(r) for r in rows]
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed

@@ -11,7 +11,12 @@ from dataclasses import dataclass, replace
 
 from jobwheel.server.model import EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement
-from jobwheel.server.storage.attempt_writes import settle_endings, start_attempts, started
+from jobwheel.server.storage.attempt_writes import (
+    pg_claim_queue,
+    settle_endings,
+    start_attempts,
+    started,
+)
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.events import append_events
@@ -255,6 +260,10 @@ class Transitions(StoreBase):
         where = _claimable(queue, tasks, include_http)
         if limit <= 0 or where is None:
             return []
+        if self.dialect.array_params:
+            return await pg_claim_queue(
+                conn, queue, tasks, include_http, limit, worker_id, now, lease_until
+            )
         return await start_attempts(conn, self.dialect, where, limit, worker_id, now, lease_until)
 
     async def _start_attempts(

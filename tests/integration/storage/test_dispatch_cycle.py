@@ -117,3 +117,29 @@ async def test_of_a_jobs_settlements_in_one_batch_the_first_that_holds_applies(
     assert [(e.type, e.job.id) for e in seen] == [(EventType.COMPLETED, first.id)]
     outcomes = [a.outcome for a in await store.list_attempts(first.id, limit=10, after=None)]
     assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+
+
+async def test_concurrent_claims_share_out_jobs_with_one_attempt_row_each(store: Store) -> None:
+    # the claim and its attempt rows are one statement on PostgreSQL: claims racing (SKIP
+    # LOCKED) never take a job twice, and each claimed attempt has exactly its own row
+    import asyncio
+
+    await store.insert_jobs([new_job() for _ in range(60)])
+    lost = await store.claim("default", {"noop"}, 5, WORKER, T0, T0 + 10)
+    for job in lost:  # back to QUEUED: their next claim is attempt 2 of the same execution
+        assert await store.settle([states.lost(job, T0 + 20, "gone", lease_expired_before=T0 + 20)])
+    cycles = [
+        store.dispatch_cycle([], [("default", 20)], {"noop"}, f"w{i}", T0 + 30, T0 + 90)
+        for i in range(2)
+    ]
+    leases = [store.claim("default", {"noop"}, 20, "remote", T0 + 30, T0 + 90)]
+    got = await asyncio.gather(*cycles, *leases)
+    claimed = [j for _, [jobs] in got[:2] for j in jobs] + [j for j in got[2]]
+    assert len(claimed) == 60 and len({j.id for j in claimed}) == 60
+    for job in claimed:
+        rows = await store.list_attempts(job.id, limit=10, after=None)
+        running = [a for a in rows if a.outcome is AttemptOutcome.RUNNING]
+        assert [(a.number, a.execution) for a in running] == [(job.attempt, job.execution_count)]
+        assert running[0].worker_id == job.worker_id and running[0].start_time == T0 + 30
+        assert len(rows) == job.attempt  # one row per attempt, the lost one included
+    assert {j.attempt for j in claimed if j.id in {x.id for x in lost}} == {2}

@@ -216,18 +216,25 @@ class Dispatcher:
             else:
                 self._outbox[:0] = endings  # stored by a later cycle; their jobs stay held
             raise
-        if endings:
-            if self.settle.observe is not None:
-                self.settle.observe(len(endings))
-            for (held, settlement), applied in zip(endings, applies, strict=True):
-                self._release(held)
-                if applied:
-                    failures.log_if_failed(settlement)
-            self.settled.fire()
+        self._stored_endings(endings, applies)
         for (queue, room), jobs in zip(claims, claimed, strict=True):
             self._claimed(queue, room, len(jobs))
             for job in jobs:
                 self._start(job)
+
+    def _stored_endings(
+        self, endings: list[tuple[_Held, states.Settlement]], applies: list[bool]
+    ) -> None:
+        """After the commit that stored `endings` (`applies`: whether each applied)."""
+        if not endings:
+            return
+        if self.settle.observe is not None:
+            self.settle.observe(len(endings))
+        for (held, settlement), applied in zip(endings, applies, strict=True):
+            self._release(held)
+            if applied:
+                failures.log_if_failed(settlement)
+        self.settled.fire()
 
     def _claims(self, freed: Counter[str]) -> list[tuple[str, int]]:
         """(queue, how many to claim) for each ready queue with room, counting the attempts
@@ -264,12 +271,21 @@ class Dispatcher:
 
     async def _fire(self, now: model.Micros) -> None:
         """Promotes what came due and claims the promoted jobs' queues in one transaction, so
-        a due job starts after a single commit."""
+        a due job starts after a single commit. The endings waiting in the outbox (unless a
+        store of endings is in flight) are stored in it too: one commit, and no second
+        transaction for the fire to wait on."""
         rooms: dict[str, int] = {}
+        endings: list[tuple[_Held, states.Settlement]] = []
+        if self._storing is None:
+            endings, self._outbox = self._outbox, []
+        freed = Counter(h.job.queue for h, _ in endings)
 
         def room(queue: str) -> int:
-            rooms[queue] = self._room(queue)
+            rooms[queue] = self._room(queue, freed[queue])
             return rooms[queue]
+
+        def settled(applies: list[bool]) -> None:
+            self._stored_endings(endings, applies)
 
         def started(claimed: list[model.Job]) -> None:
             # before the fire's events are published: the engine need not wake a queue for a
@@ -285,6 +301,8 @@ class Dispatcher:
             self.worker_id,
             now + self.lease,
             include_http=self.webhooks is not None,
+            settlements=[settlement for _, settlement in endings],
+            settled=settled,
         )
         try:
             promoted, claimed = await self.store.fire_due(
@@ -293,8 +311,13 @@ class Dispatcher:
                 lambda job: _catch_up(job, now, self.clock.random()),
                 fire,
             )
-        except BaseException:
+        except BaseException as exc:
             self._ready |= rooms.keys()
+            if endings:
+                if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable):
+                    await self._settle_alone(endings)  # one bad settlement must not hold the rest
+                else:
+                    self._outbox[:0] = endings  # stored by a later cycle; their jobs stay held
             raise
         finally:
             self._fired = set()

@@ -33,9 +33,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import Grouping
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 _RUNNING = JobState.RUNNING.value
 _ATTEMPT_RUNNING = AttemptOutcome.RUNNING.value
@@ -203,7 +203,7 @@ async def pg_claim_queue(
 
 
 def _with_attempt_rows(
-    claim: ReturningUpdate, limit: int, worker_id: str, now: Micros
+    claim: ReturningUpdate[Any], limit: int, worker_id: str, now: Micros
 ) -> Select[Any]:
     """PostgreSQL: `claim` (an UPDATE of jobs RETURNING them) and the insert of an attempt
     row for each job it returns, in one statement (one round trip): the claimed rows, of

@@ -38,6 +38,11 @@ class FireClaim:
     worker_id: str
     lease_until: Micros  # µs
     include_http: bool = False  # and jobs with an HTTP target
+    # attempt endings stored first in the same transaction (as `settle`): a fire and the
+    # endings waiting beside it cost one commit, and neither waits for the other's
+    settlements: Sequence[Settlement] = ()
+    # told, after the commit and before `started`, whether each of `settlements` applied
+    settled: Callable[[list[bool]], None] | None = None
 
 
 class Transitions(StoreBase):
@@ -92,8 +97,11 @@ class Transitions(StoreBase):
             .returning(*jobs.c)
         )
         claimed: list[Job] = []
+        applies: list[bool] = []
         async with self._write() as conn:
             changes: list[tuple[EventType, Job]] = []
+            if claim is not None and claim.settlements:
+                applies, changes = await settle_endings(conn, self.dialect, claim.settlements)
             if catch_up is not None and misfire_before is not None:
                 changes += await self._catch_up(conn, now, misfire_before, catch_up)
             promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
@@ -114,6 +122,8 @@ class Transitions(StoreBase):
                 changes += started(claimed)
             committed = await append_events(conn, changes, now)
         if claim is not None:
+            if claim.settled is not None and claim.settlements:
+                claim.settled(applies)
             claim.started(claimed)
         self._emit(committed)
         return queues, claimed

@@ -38,18 +38,22 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 1.0
 # after the grace period, how long releasing what still runs may take (seconds)
 RELEASE_WAIT = 2.0
+# Where writers do not exclude each other (PostgreSQL): dispatch cycles in flight at once,
+# so that the database works on one while this process starts and ends the jobs of another.
+CYCLES_IN_FLIGHT = 2
 
 
 class _Held:
     """An attempt this process runs: from its claim until its end is stored."""
 
-    __slots__ = ("ended", "job", "started", "task")
+    __slots__ = ("ended", "job", "settling", "started", "task")
 
     def __init__(self, job: model.Job) -> None:
         self.job = job
         self.task: asyncio.Task[None] | None = None
         self.started = False  # its task began (a task cancelled before that runs no code)
         self.ended = False  # its settlement is in the outbox (or stored)
+        self.settling = False  # its settlement is in a cycle in flight beside the loop
 
 
 class Dispatcher:
@@ -97,6 +101,12 @@ class Dispatcher:
         self._fired: set[str] = set()
         # a cycle of endings alone, stored while the loop goes on (one at a time)
         self._storing: asyncio.Task[None] | None = None
+        # PostgreSQL: every cycle runs beside the loop, up to CYCLES_IN_FLIGHT at once
+        self._overlap = not store.dialect.single_writer
+        self._beside: set[asyncio.Task[None]] = set()
+        self._in_flight: Counter[str] = Counter()  # rooms of the claims not back yet
+        self._settling: Counter[str] = Counter()  # held attempts whose end is being stored
+        self._full: set[str] = set()  # queues whose last claim took all the room it had
 
     @property
     def running(self) -> int:
@@ -154,8 +164,10 @@ class Dispatcher:
                     self.wake()
                 self.cycles.fire()
         finally:
-            if self._storing is not None:  # cancelled: its jobs' leases expire, they re-run
-                self._storing.cancel()
+            # cancelled: the jobs of the cycles in flight lose their leases and re-run
+            for task in [self._storing, *self._beside]:
+                if task is not None:
+                    task.cancel()
             self._finished.set()
 
     async def _dispatch(self) -> None:
@@ -165,6 +177,9 @@ class Dispatcher:
             await self._fire(now)
         endings = self._outbox
         freed = Counter(h.job.queue for h, _ in endings)
+        if self._overlap:
+            self._dispatch_beside(now, endings, freed)
+            return
         claims = self._claims(freed) if self._accepting else []
         if not claims and (not endings or self._storing is not None):
             return  # endings wait for the store in flight, which wakes the loop when done
@@ -176,6 +191,64 @@ class Dispatcher:
             self._storing.add_done_callback(self._stored)
             return
         await self._cycle(now, endings, claims)
+
+    def _dispatch_beside(
+        self, now: model.Micros, endings: list[tuple[_Held, states.Settlement]], freed: Counter[str]
+    ) -> None:
+        """PostgreSQL: the cycle runs beside the loop, while up to CYCLES_IN_FLIGHT - 1
+        others are in flight (their claims' rooms counted as taken; a queue whose last claim
+        was full claims again before its claim in flight is back)."""
+        if len(self._beside) >= CYCLES_IN_FLIGHT:
+            return  # the first back wakes the loop
+        claims = self._claims(freed) if self._accepting else []
+        if not claims and not endings:
+            return
+        self._outbox = []
+        for queue, room in claims:
+            self._in_flight[queue] += room
+        for held, _ in endings:
+            held.settling = True
+            self._settling[held.job.queue] += 1
+        task = asyncio.create_task(self._cycle_beside(now, endings, claims))
+        self._beside.add(task)
+        task.add_done_callback(self._back)
+
+    async def _cycle_beside(
+        self,
+        now: model.Micros,
+        endings: list[tuple[_Held, states.Settlement]],
+        claims: list[tuple[str, int]],
+    ) -> None:
+        try:
+            await self._cycle(now, endings, claims)
+        finally:
+            # in the step that started the claimed jobs (or gave the claims back): the room
+            # is never counted twice
+            for queue, room in claims:
+                self._in_flight[queue] -= room
+                if self._in_flight[queue] <= 0:
+                    del self._in_flight[queue]
+            for held, _ in endings:
+                self._unsettling(held)  # not stored: back in the outbox, or given up
+
+    def _unsettling(self, held: _Held) -> None:
+        if held.settling:
+            held.settling = False
+            self._settling[held.job.queue] -= 1
+
+    def _back(self, task: asyncio.Task[None]) -> None:
+        """A cycle beside the loop is done (its claimed jobs started, or it failed)."""
+        self._beside.discard(task)
+        self.cycles.fire()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, DatabaseUnavailable):
+                log.warning("dispatch paused: %s; retrying in a second", exc)
+            else:
+                log.error("dispatch failed; retrying in a second", exc_info=exc)
+            self._due = True  # as after a failed cycle in the loop
+            self._wake_later(RETRY_AFTER)
+            return
+        self._wake.set()
 
     def _stored(self, task: asyncio.Task[None]) -> None:
         self._storing = None
@@ -242,7 +315,9 @@ class Dispatcher:
         more (its last claim was full, it had no room, or a wake-up named it): a drained one
         claims nothing after each ending."""
         claims: list[tuple[str, int]] = []
-        for queue in sorted(self._ready):
+        # a full claim not back yet: its queue likely holds more (PostgreSQL, see _overlap)
+        again = {q for q in self._in_flight if q in self._full}
+        for queue in sorted(self._ready | again):
             room = self._room(queue, freed[queue])
             if room > 0:
                 claims.append((queue, room))
@@ -341,7 +416,9 @@ class Dispatcher:
             self._ready.discard(queue)  # resuming it wakes it again
             return 0
         limit = (settings and settings.max_concurrency) or self.concurrency
-        room = limit - self._running[queue] + freed
+        # cycles in flight: their endings free room as their claims take it
+        taken = self._running[queue] - self._settling[queue] + self._in_flight[queue]
+        room = limit - taken + freed
         bucket = self._buckets.get(queue)
         if bucket is not None and room > 0:
             allowed = bucket.take(room, self.clock.monotonic())
@@ -364,6 +441,9 @@ class Dispatcher:
             bucket.give_back(room - got)
         if got == room:
             self._ready.add(queue)
+            self._full.add(queue)
+        else:
+            self._full.discard(queue)
 
     def _wake_later(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -389,6 +469,7 @@ class Dispatcher:
         job = held.job
         if self._held.pop(job.id, None) is not None:
             self._running[job.queue] -= 1
+            self._unsettling(held)
         if wake:
             self._ready.add(job.queue)
             self._wake.set()

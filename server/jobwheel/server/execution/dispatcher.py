@@ -171,10 +171,13 @@ class Dispatcher:
             self._finished.set()
 
     async def _dispatch(self) -> None:
-        now = self.clock.now()
         if self._due and self._accepting:  # something came due: only then is there anything
             self._due = False
-            await self._fire(now)
+            if self._beside:
+                # their claims must not find a job this fire queues, due after their time
+                await asyncio.wait(list(self._beside))
+            await self._fire(self.clock.now())
+        now = self.clock.now()
         endings = self._outbox
         freed = Counter(h.job.queue for h, _ in endings)
         if self._overlap:

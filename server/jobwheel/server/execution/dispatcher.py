@@ -422,6 +422,11 @@ class Dispatcher:
         # cycles in flight: their endings free room as their claims take it
         taken = self._running[queue] - self._settling[queue] + self._in_flight[queue]
         room = limit - taken + freed
+        if self._overlap:
+            # a share of the limit per cycle: while one is in flight, the jobs another
+            # started end, and their endings make the next cycle (short jobs would all end
+            # before a claim of the whole limit is back, leaving nothing to overlap)
+            room = min(room, -(-limit // CYCLES_IN_FLIGHT))
         bucket = self._buckets.get(queue)
         if bucket is not None and room > 0:
             allowed = bucket.take(room, self.clock.monotonic())

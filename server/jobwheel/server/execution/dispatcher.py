@@ -103,7 +103,7 @@ class Dispatcher:
         self._storing: asyncio.Task[None] | None = None
         # PostgreSQL: every cycle runs beside the loop, up to CYCLES_IN_FLIGHT at once
         self._overlap = not store.dialect.single_writer
-        self._beside: set[asyncio.Task[None]] = set()
+        self._beside: dict[asyncio.Task[None], bool] = {}  # each, and whether it claims
         self._in_flight: Counter[str] = Counter()  # rooms of the claims not back yet
         self._settling: Counter[str] = Counter()  # held attempts whose end is being stored
         self._full: set[str] = set()  # queues whose last claim took all the room it had
@@ -173,9 +173,10 @@ class Dispatcher:
     async def _dispatch(self) -> None:
         if self._due and self._accepting:  # something came due: only then is there anything
             self._due = False
-            if self._beside:
+            claiming = [task for task, claims in self._beside.items() if claims]
+            if claiming:
                 # their claims must not find a job this fire queues, due after their time
-                await asyncio.wait(list(self._beside))
+                await asyncio.wait(claiming)
             await self._fire(self.clock.now())
         now = self.clock.now()
         endings = self._outbox
@@ -213,7 +214,7 @@ class Dispatcher:
             held.settling = True
             self._settling[held.job.queue] += 1
         task = asyncio.create_task(self._cycle_beside(now, endings, claims))
-        self._beside.add(task)
+        self._beside[task] = bool(claims)
         task.add_done_callback(self._back)
 
     async def _cycle_beside(
@@ -241,7 +242,7 @@ class Dispatcher:
 
     def _back(self, task: asyncio.Task[None]) -> None:
         """A cycle beside the loop is done (its claimed jobs started, or it failed)."""
-        self._beside.discard(task)
+        self._beside.pop(task, None)
         self.cycles.fire()
         if not task.cancelled() and (exc := task.exception()) is not None:
             if isinstance(exc, DatabaseUnavailable):

@@ -54,6 +54,22 @@ def open_gate(name: str) -> None:
     GATES.setdefault(name, asyncio.Event()).set()
 
 
+# test.overlap: how many of its runs are in progress at once, by queue, and the most seen
+OVERLAP_NOW: dict[str, int] = {}
+OVERLAP_MOST: dict[str, int] = {}
+
+
+@task("test.overlap")
+async def overlap(payload: dict[str, Any], ctx: TaskContext) -> None:
+    queue = ctx.queue
+    OVERLAP_NOW[queue] = OVERLAP_NOW.get(queue, 0) + 1
+    OVERLAP_MOST[queue] = max(OVERLAP_MOST.get(queue, 0), OVERLAP_NOW[queue])
+    try:
+        await asyncio.sleep(payload.get("ms", 0) / 1000)
+    finally:
+        OVERLAP_NOW[queue] -= 1
+
+
 @task("test.record")
 async def record(payload: dict[str, Any]) -> None:
     RECORDED.append(payload["n"])

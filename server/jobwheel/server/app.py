@@ -169,6 +169,10 @@ class App:
             taps=[engine.on_event, self.remote.on_event],
             batch_taps=obs.bus_batch_taps,
         )
+        remote = self.remote
+        self.bus.taps_need = lambda etype, job_id, recurring: (
+            engine.needs_event(etype, job_id, recurring) or remote.holds(job_id)
+        )
         # from here on the store's committed events reach the bus (counted on the way)
         committed.connect(*obs.event_counters, self.bus.publish)
         await obs.start(self.bus, engine.dispatcher, self.remote)

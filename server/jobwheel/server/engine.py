@@ -29,6 +29,16 @@ from jobwheel.server.rules.states import WAITING
 from jobwheel.server.scheduling.scheduler import Scheduler
 from jobwheel.server.storage.leadership import Leadership
 
+# event types that move a one-off job only between RUNNING and an end (or report progress)
+_PASSING = frozenset(
+    {
+        model.EventType.STARTED,
+        model.EventType.COMPLETED,
+        model.EventType.FAILED,
+        model.EventType.PROGRESS,
+    }
+)
+
 log = logging.getLogger(__name__)
 # Finished jobs past their retention are deleted this many per transaction.
 PRUNE_BATCH = 1000
@@ -120,6 +130,18 @@ class Engine:
             self.scheduler.forget(job.id)
             if state is model.JobState.CANCELLED:
                 self.dispatcher.cancel(job.id)
+
+    def needs_event(self, etype: model.EventType, job_id: str, recurring: bool) -> bool:
+        """Whether `on_event` would act on an event of another process: not on a one-off
+        job's start, end or progress, unless the job is in the wheel or held here, or event
+        subscriptions look at every event (see EventBus.wants)."""
+        return (
+            etype not in _PASSING
+            or recurring
+            or bool(self.deliveries.subscriptions)
+            or job_id in self.scheduler.wheel
+            or self.dispatcher.holds(job_id)
+        )
 
     async def start(self) -> None:
         # With one process per SQLite file, every in-process attempt still RUNNING belongs to

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from jobwheel.server.clock import SYSTEM_CLOCK, Clock
 from jobwheel.server.matching import matches
-from jobwheel.server.model import SECOND, Event, JobFilter, Micros
+from jobwheel.server.model import SECOND, Event, EventType, JobFilter, Micros
 from jobwheel.server.storage import DatabaseUnavailable, Store
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class EventBus:
         batch_taps: Sequence[Callable[[list[Event]], None]] = (),
     ) -> None:
         self.next_revision = next_revision  # the first revision not yet delivered
-        self._waiting: dict[int, Event] = {}
+        self._waiting: dict[int, Event | None] = {}  # None: a skipped revision
         self._by_job: dict[str, set[Subscription]] = {}
         self._broad: set[Subscription] = set()
         # called with every event, in revision order (the engine reacts to changes here)
@@ -61,6 +61,10 @@ class EventBus:
         # called with the events each publish delivered, in order: a transaction's events
         # arrive together (the metrics tell a change's previous state from them)
         self.batch_taps: list[Callable[[list[Event]], None]] = list(batch_taps)
+        # what the taps need of other processes' events (type, job id, recurring): the log
+        # tailer decodes only those (and all while watchers or batch taps look at every one);
+        # None: all
+        self.taps_need: Callable[[EventType, str, bool], bool] | None = None
 
     @property
     def head(self) -> int:
@@ -90,14 +94,29 @@ class EventBus:
                 if not subs:
                     del self._by_job[job_id]
 
-    def publish(self, events: list[Event]) -> None:
+    def wants(self, etype: EventType, job_id: str, recurring: bool) -> bool:
+        """Whether an event of another process must be published in full now: a broad
+        watcher, a watcher of the job or a batch tap sees it, or the taps need it."""
+        if self._broad or self.batch_taps or job_id in self._by_job:
+            return True
+        return self.taps_need is None or self.taps_need(etype, job_id, recurring)
+
+    def publish(self, events: list[Event], skipped: Sequence[int] = ()) -> None:
+        """Delivers `events` in revision order, once their predecessors are in;
+        `skipped`: revisions that no one `wants`, passed over without an event."""
         for event in events:
             if event.revision >= self.next_revision:
                 self._waiting[event.revision] = event
+        for revision in skipped:
+            if revision >= self.next_revision:
+                self._waiting.setdefault(revision, None)
         delivered: list[Event] = []
         while self.next_revision in self._waiting:
-            event = self._waiting.pop(self.next_revision)
+            waiting = self._waiting.pop(self.next_revision)
             self.next_revision += 1
+            if waiting is None:
+                continue
+            event = waiting
             delivered.append(event)
             for tap in self.taps:
                 tap(event)
@@ -182,9 +201,11 @@ class LogTailer:
                         next_check = self.clock.monotonic() + self.check_every / SECOND
                         behind = await self.store.head_revision() > self.bus.head
                     while behind:
-                        events = await self.store.read_events(self.bus.head, 1000)
-                        self.bus.publish(events)
-                        behind = len(events) == 1000
+                        events, skipped = await self.store.read_events_kept(
+                            self.bus.head, 1000, self.bus.wants
+                        )
+                        self.bus.publish(events, skipped)  # at once: as `wants` said
+                        behind = len(events) + len(skipped) == 1000
                 except DatabaseUnavailable:
                     if listening:
                         raise

@@ -49,6 +49,25 @@ async def test_queue_concurrency_limit(server: Running) -> None:
     assert second.start_time.ToMicroseconds() >= first.end_time.ToMicroseconds()
 
 
+async def test_a_queues_limit_holds_while_dispatch_cycles_overlap(server: Running) -> None:
+    # on PostgreSQL two dispatch cycles are in flight at once: the room of a claim not back
+    # yet is taken, the room of endings being stored is not free until they are
+    from tests import handlers
+
+    queue = "narrow"
+    await server.jobs.UpdateQueue(pb.UpdateQueueRequest(name=queue, max_concurrency=5))
+    reqs = [
+        pb.EnqueueJobRequest(task="test.overlap", queue=queue, payload={"ms": i % 7})
+        for i in range(300)
+    ]
+    resp = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
+    for result in resp.results:
+        done = await wait_for_state(server.jobs, result.job.id)
+        assert done.state == j.JOB_STATE_COMPLETED and done.attempt == 1
+    assert 1 <= handlers.OVERLAP_MOST[queue] <= 5
+    assert handlers.OVERLAP_NOW[queue] == 0
+
+
 async def test_queue_rate_limit(server: Running) -> None:
     q = (
         await server.jobs.UpdateQueue(

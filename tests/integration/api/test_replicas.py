@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
+from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.conftest import fresh_pg_schema, running_server
 from tests.integration.api.waiting import until_watching, wait_for_state
@@ -51,3 +52,37 @@ async def test_two_replicas_share_work_and_events() -> None:
         await asyncio.wait_for(read(), 15)
         watch.cancel()
         assert all(job_pb2.JOB_EVENT_TYPE_ENQUEUED in seen[i] for i in ids)
+
+
+async def test_a_watcher_of_one_job_sees_another_replicas_run_of_it() -> None:
+    # b has no broad watcher: it decodes a's start and end of a one-off job only because a
+    # watcher of that job is on it (the tailer skips what no one on b wants)
+    async with (
+        fresh_pg_schema() as url,
+        running_server(url) as a,
+        running_server(url) as b,
+    ):
+        resp = await a.jobs.EnqueueJob(pb.EnqueueJobRequest(task="remote.only"))
+        job_id = resp.job.id
+        watch = b.jobs.WatchJobs(pb.WatchJobsRequest(filter=job_pb2.JobFilter(ids=[job_id])))
+        await until_watching(b, 1)
+        lease = await a.workers.LeaseJobs(
+            wpb.LeaseJobsRequest(worker_id="w1", tasks=["remote.only"], max_jobs=1)
+        )
+        [leased] = lease.leases
+        await a.workers.CompleteJob(
+            wpb.CompleteJobRequest(job_id=job_id, epoch=leased.epoch, worker_id="w1")
+        )
+        seen: list[int] = []
+
+        async def read() -> None:
+            async for msg in watch:
+                if msg.HasField("event"):
+                    seen.append(msg.event.type)
+                    if msg.event.type == job_pb2.JOB_EVENT_TYPE_COMPLETED:
+                        return
+
+        await asyncio.wait_for(read(), 15)
+        watch.cancel()
+        # (its ENQUEUED too, when b's bus had not passed it yet as the watch began)
+        assert seen[-2:] == [job_pb2.JOB_EVENT_TYPE_STARTED, job_pb2.JOB_EVENT_TYPE_COMPLETED]

@@ -3,6 +3,8 @@ fenced like separate settlements and claims, one attempt row per attempt, gap-fr
 
 from __future__ import annotations
 
+import asyncio
+
 from jobwheel.server.model import AttemptOutcome, Event, EventType, HttpTarget, JobState
 from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
@@ -154,3 +156,27 @@ async def test_a_cycle_claims_the_tasks_it_runs_best_priority_first(store: Store
         )
     waiting = await store.get_job(elsewhere.id)
     assert waiting is not None and waiting.state is JobState.QUEUED
+
+
+async def test_concurrent_claims_share_out_jobs_with_one_attempt_row_each(store: Store) -> None:
+    # the claim and its attempt rows are one statement on PostgreSQL: claims racing (SKIP
+    # LOCKED) never take a job twice, and each claimed attempt has exactly its own row
+    await store.insert_jobs([new_job() for _ in range(60)])
+    lost = await store.claim("default", {"noop"}, 5, WORKER, T0, T0 + 10)
+    for job in lost:  # back to QUEUED: their next claim is attempt 2 of the same execution
+        assert await store.settle([states.lost(job, T0 + 20, "gone", lease_expired_before=T0 + 20)])
+    cycles = [
+        store.dispatch_cycle([], [("default", 20)], {"noop"}, f"w{i}", T0 + 30, T0 + 90)
+        for i in range(2)
+    ]
+    leases = [store.claim("default", {"noop"}, 20, "remote", T0 + 30, T0 + 90)]
+    got = await asyncio.gather(*cycles, *leases)
+    claimed = [j for _, [jobs] in got[:2] for j in jobs] + [j for j in got[2]]
+    assert len(claimed) == 60 and len({j.id for j in claimed}) == 60
+    for job in claimed:
+        rows = await store.list_attempts(job.id, limit=10, after=None)
+        running = [a for a in rows if a.outcome is AttemptOutcome.RUNNING]
+        assert [(a.number, a.execution) for a in running] == [(job.attempt, job.execution_count)]
+        assert running[0].worker_id == job.worker_id and running[0].start_time == T0 + 30
+        assert len(rows) == job.attempt  # one row per attempt, the lost one included
+    assert {j.attempt for j in claimed if j.id in {x.id for x in lost}} == {2}

@@ -76,3 +76,39 @@ async def test_catch_up_moves_every_late_recurring_job_in_batches(store: Store) 
     assert all(
         j is not None and (j.next_run_time, j.skipped_count) == (now + SECOND, 5) for j in moved
     )
+
+
+async def test_a_fire_stores_the_endings_beside_it_in_its_transaction(store: Store) -> None:
+    from jobwheel.server.model import AttemptOutcome
+    from jobwheel.server.rules import states
+    from jobwheel.server.rules.attempt import AttemptResult
+
+    await store.insert_jobs([new_job(payload={"n": i}) for i in range(2)])
+    running = await store.claim("default", {"noop"}, 2, WORKER, T0, T0 + 10 * SECOND)
+    due = new_job(state=JobState.SCHEDULED, next_run_time=T0 + 5)
+    await store.insert_jobs([due])
+    head = await store.head_revision()
+    ok = AttemptResult(AttemptOutcome.SUCCEEDED)
+    ended = states.settle(running[0], ok, T0 + 5, 0.5)
+    stale = states.settle(replace(running[1], attempt=7), ok, T0 + 5, 0.5)  # not held: fenced
+    told: list[list[bool]] = []
+    started: list[Job] = []
+    claim = replace(
+        fire_claim({"default": 1}, started), settlements=[ended, stale], settled=told.append
+    )
+    queues, claimed = await store.fire_due(T0 + 5, claim=claim)
+    assert told == [[True, False]] and queues == {"default"}
+    assert [j.id for j in claimed] == [due.id] and started == claimed
+    done = await store.get_job(running[0].id)
+    assert done is not None and done.state is JobState.COMPLETED
+    still = await store.get_job(running[1].id)
+    assert still is not None and still.state is JobState.RUNNING
+    [attempt] = await store.list_attempts(running[0].id, limit=10)
+    assert attempt.outcome is AttemptOutcome.SUCCEEDED
+    events = await store.read_events(head, 100)
+    assert [e.revision for e in events] == list(range(head + 1, head + 4))  # gap-free
+    assert [(e.type, e.job.id) for e in events] == [
+        (EventType.COMPLETED, running[0].id),  # the endings first, then the fire
+        (EventType.QUEUED, due.id),
+        (EventType.STARTED, due.id),
+    ]

@@ -38,18 +38,22 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 1.0
 # after the grace period, how long releasing what still runs may take (seconds)
 RELEASE_WAIT = 2.0
+# Where writers do not exclude each other (PostgreSQL): dispatch cycles in flight at once,
+# so that the database works on one while this process starts and ends the jobs of another.
+CYCLES_IN_FLIGHT = 2
 
 
 class _Held:
     """An attempt this process runs: from its claim until its end is stored."""
 
-    __slots__ = ("ended", "job", "started", "task")
+    __slots__ = ("ended", "job", "settling", "started", "task")
 
     def __init__(self, job: model.Job) -> None:
         self.job = job
         self.task: asyncio.Task[None] | None = None
         self.started = False  # its task began (a task cancelled before that runs no code)
         self.ended = False  # its settlement is in the outbox (or stored)
+        self.settling = False  # its settlement is in a cycle in flight beside the loop
 
 
 class Dispatcher:
@@ -97,6 +101,12 @@ class Dispatcher:
         self._fired: set[str] = set()
         # a cycle of endings alone, stored while the loop goes on (one at a time)
         self._storing: asyncio.Task[None] | None = None
+        # PostgreSQL: every cycle runs beside the loop, up to CYCLES_IN_FLIGHT at once
+        self._overlap = not store.dialect.single_writer
+        self._beside: dict[asyncio.Task[None], bool] = {}  # each, and whether it claims
+        self._in_flight: Counter[str] = Counter()  # rooms of the claims not back yet
+        self._settling: Counter[str] = Counter()  # held attempts whose end is being stored
+        self._full: set[str] = set()  # queues whose last claim took all the room it had
 
     @property
     def running(self) -> int:
@@ -154,17 +164,26 @@ class Dispatcher:
                     self.wake()
                 self.cycles.fire()
         finally:
-            if self._storing is not None:  # cancelled: its jobs' leases expire, they re-run
-                self._storing.cancel()
+            # cancelled: the jobs of the cycles in flight lose their leases and re-run
+            for task in [self._storing, *self._beside]:
+                if task is not None:
+                    task.cancel()
             self._finished.set()
 
     async def _dispatch(self) -> None:
-        now = self.clock.now()
         if self._due and self._accepting:  # something came due: only then is there anything
             self._due = False
-            await self._fire(now)
+            claiming = [task for task, claims in self._beside.items() if claims]
+            if claiming:
+                # their claims must not find a job this fire queues, due after their time
+                await asyncio.wait(claiming)
+            await self._fire(self.clock.now())
+        now = self.clock.now()
         endings = self._outbox
         freed = Counter(h.job.queue for h, _ in endings)
+        if self._overlap:
+            self._dispatch_beside(now, endings, freed)
+            return
         claims = self._claims(freed) if self._accepting else []
         if not claims and (not endings or self._storing is not None):
             return  # endings wait for the store in flight, which wakes the loop when done
@@ -176,6 +195,64 @@ class Dispatcher:
             self._storing.add_done_callback(self._stored)
             return
         await self._cycle(now, endings, claims)
+
+    def _dispatch_beside(
+        self, now: model.Micros, endings: list[tuple[_Held, states.Settlement]], freed: Counter[str]
+    ) -> None:
+        """PostgreSQL: the cycle runs beside the loop, while up to CYCLES_IN_FLIGHT - 1
+        others are in flight (their claims' rooms counted as taken; a queue whose last claim
+        was full claims again before its claim in flight is back)."""
+        if len(self._beside) >= CYCLES_IN_FLIGHT:
+            return  # the first back wakes the loop
+        claims = self._claims(freed) if self._accepting else []
+        if not claims and not endings:
+            return
+        self._outbox = []
+        for queue, room in claims:
+            self._in_flight[queue] += room
+        for held, _ in endings:
+            held.settling = True
+            self._settling[held.job.queue] += 1
+        task = asyncio.create_task(self._cycle_beside(now, endings, claims))
+        self._beside[task] = bool(claims)
+        task.add_done_callback(self._back)
+
+    async def _cycle_beside(
+        self,
+        now: model.Micros,
+        endings: list[tuple[_Held, states.Settlement]],
+        claims: list[tuple[str, int]],
+    ) -> None:
+        try:
+            await self._cycle(now, endings, claims)
+        finally:
+            # in the step that started the claimed jobs (or gave the claims back): the room
+            # is never counted twice
+            for queue, room in claims:
+                self._in_flight[queue] -= room
+                if self._in_flight[queue] <= 0:
+                    del self._in_flight[queue]
+            for held, _ in endings:
+                self._unsettling(held)  # not stored: back in the outbox, or given up
+
+    def _unsettling(self, held: _Held) -> None:
+        if held.settling:
+            held.settling = False
+            self._settling[held.job.queue] -= 1
+
+    def _back(self, task: asyncio.Task[None]) -> None:
+        """A cycle beside the loop is done (its claimed jobs started, or it failed)."""
+        self._beside.pop(task, None)
+        self.cycles.fire()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, DatabaseUnavailable):
+                log.warning("dispatch paused: %s; retrying in a second", exc)
+            else:
+                log.error("dispatch failed; retrying in a second", exc_info=exc)
+            self._due = True  # as after a failed cycle in the loop
+            self._wake_later(RETRY_AFTER)
+            return
+        self._wake.set()
 
     def _stored(self, task: asyncio.Task[None]) -> None:
         self._storing = None
@@ -216,18 +293,25 @@ class Dispatcher:
             else:
                 self._outbox[:0] = endings  # stored by a later cycle; their jobs stay held
             raise
-        if endings:
-            if self.settle.observe is not None:
-                self.settle.observe(len(endings))
-            for (held, settlement), applied in zip(endings, applies, strict=True):
-                self._release(held)
-                if applied:
-                    failures.log_if_failed(settlement)
-            self.settled.fire()
+        self._stored_endings(endings, applies)
         for (queue, room), jobs in zip(claims, claimed, strict=True):
             self._claimed(queue, room, len(jobs))
             for job in jobs:
                 self._start(job)
+
+    def _stored_endings(
+        self, endings: list[tuple[_Held, states.Settlement]], applies: list[bool]
+    ) -> None:
+        """After the commit that stored `endings` (`applies`: whether each applied)."""
+        if not endings:
+            return
+        if self.settle.observe is not None:
+            self.settle.observe(len(endings))
+        for (held, settlement), applied in zip(endings, applies, strict=True):
+            self._release(held)
+            if applied:
+                failures.log_if_failed(settlement)
+        self.settled.fire()
 
     def _claims(self, freed: Counter[str]) -> list[tuple[str, int]]:
         """(queue, how many to claim) for each ready queue with room, counting the attempts
@@ -235,7 +319,9 @@ class Dispatcher:
         more (its last claim was full, it had no room, or a wake-up named it): a drained one
         claims nothing after each ending."""
         claims: list[tuple[str, int]] = []
-        for queue in sorted(self._ready):
+        # a full claim not back yet: its queue likely holds more (PostgreSQL, see _overlap)
+        again = {q for q in self._in_flight if q in self._full}
+        for queue in sorted(self._ready | again):
             room = self._room(queue, freed[queue])
             if room > 0:
                 claims.append((queue, room))
@@ -264,12 +350,21 @@ class Dispatcher:
 
     async def _fire(self, now: model.Micros) -> None:
         """Promotes what came due and claims the promoted jobs' queues in one transaction, so
-        a due job starts after a single commit."""
+        a due job starts after a single commit. The endings waiting in the outbox (unless a
+        store of endings is in flight) are stored in it too: one commit, and no second
+        transaction for the fire to wait on."""
         rooms: dict[str, int] = {}
+        endings: list[tuple[_Held, states.Settlement]] = []
+        if self._storing is None:
+            endings, self._outbox = self._outbox, []
+        freed = Counter(h.job.queue for h, _ in endings)
 
         def room(queue: str) -> int:
-            rooms[queue] = self._room(queue)
+            rooms[queue] = self._room(queue, freed[queue])
             return rooms[queue]
+
+        def settled(applies: list[bool]) -> None:
+            self._stored_endings(endings, applies)
 
         def started(claimed: list[model.Job]) -> None:
             # before the fire's events are published: the engine need not wake a queue for a
@@ -285,6 +380,8 @@ class Dispatcher:
             self.worker_id,
             now + self.lease,
             include_http=self.webhooks is not None,
+            settlements=[settlement for _, settlement in endings],
+            settled=settled,
         )
         try:
             promoted, claimed = await self.store.fire_due(
@@ -293,8 +390,13 @@ class Dispatcher:
                 lambda job: _catch_up(job, now, self.clock.random()),
                 fire,
             )
-        except BaseException:
+        except BaseException as exc:
             self._ready |= rooms.keys()
+            if endings:
+                if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable):
+                    await self._settle_alone(endings)  # one bad settlement must not hold the rest
+                else:
+                    self._outbox[:0] = endings  # stored by a later cycle; their jobs stay held
             raise
         finally:
             self._fired = set()
@@ -318,7 +420,14 @@ class Dispatcher:
             self._ready.discard(queue)  # resuming it wakes it again
             return 0
         limit = (settings and settings.max_concurrency) or self.concurrency
-        room = limit - self._running[queue] + freed
+        # cycles in flight: their endings free room as their claims take it
+        taken = self._running[queue] - self._settling[queue] + self._in_flight[queue]
+        room = limit - taken + freed
+        if self._overlap:
+            # a share of the limit per cycle: while one is in flight, the jobs another
+            # started end, and their endings make the next cycle (short jobs would all end
+            # before a claim of the whole limit is back, leaving nothing to overlap)
+            room = min(room, -(-limit // CYCLES_IN_FLIGHT))
         bucket = self._buckets.get(queue)
         if bucket is not None and room > 0:
             allowed = bucket.take(room, self.clock.monotonic())
@@ -341,6 +450,9 @@ class Dispatcher:
             bucket.give_back(room - got)
         if got == room:
             self._ready.add(queue)
+            self._full.add(queue)
+        else:
+            self._full.discard(queue)
 
     def _wake_later(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -366,6 +478,7 @@ class Dispatcher:
         job = held.job
         if self._held.pop(job.id, None) is not None:
             self._running[job.queue] -= 1
+            self._unsettling(held)
         if wake:
             self._ready.add(job.queue)
             self._wake.set()

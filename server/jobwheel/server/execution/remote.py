@@ -121,6 +121,10 @@ class RemoteWorkers:
         """Leases this replica granted that are still running."""
         return len(self._held)
 
+    def holds(self, job_id: str) -> bool:
+        """This replica granted the job's running lease (`on_event` follows its end)."""
+        return job_id in self._held
+
     # -- waking long-polls ----------------------------------------------------------------
 
     def on_event(self, event: model.Event) -> None:

@@ -10,19 +10,34 @@ is set-based, a few statements whatever the number of jobs.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from jobwheel.server.ids import new_id
+from jobwheel.server.ids import new_ids
 from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.bulk_writes import in_sqlite_thread
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import Change
-from jobwheel.server.storage.schema import jobs
-from sqlalchemy import ColumnElement, case, select, update
+from jobwheel.server.storage.schema import attempts, jobs
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import Grouping
 
 _RUNNING = JobState.RUNNING.value
 _ATTEMPT_RUNNING = AttemptOutcome.RUNNING.value
@@ -85,12 +100,34 @@ WITH v AS (
 )
 SELECT ord FROM settled
 """
-_PG_INSERT_ATTEMPTS = (
-    "INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)"
-    f" SELECT a.id, a.job_id, a.execution, a.number, $5, '{_ATTEMPT_RUNNING}', $6"
-    " FROM unnest($1::varchar[], $2::varchar[], $3::int[], $4::int[])"
-    " AS a(id, job_id, execution, number)"
+
+# The in-process claim of one queue (tasks this process runs, or with $3 HTTP targets) with
+# the insert of the attempt rows, as start_attempts on PostgreSQL, in SQL text: no statement
+# to build per call; asyncpg prepares it once per connection. The n-th row claimed gets the
+# n-th of the fresh attempt ids ($8).
+_PG_CLAIM_QUEUE = f"""
+WITH picked AS (
+  SELECT seq FROM jobs
+  WHERE state = '{JobState.QUEUED.value}' AND queue = $1::varchar
+    AND (task = ANY($2::varchar[]) OR ($3::boolean AND http IS NOT NULL))
+  ORDER BY priority DESC, seq LIMIT $4::int
+  FOR UPDATE SKIP LOCKED
+), claimed AS (
+  UPDATE jobs SET state = '{_RUNNING}',
+    execution_count = jobs.execution_count + CASE WHEN jobs.attempt = 0 THEN 1 ELSE 0 END,
+    released_attempts = CASE WHEN jobs.attempt = 0 THEN 0 ELSE jobs.released_attempts END,
+    attempt = jobs.attempt + 1, start_time = $5::bigint, update_time = $5::bigint,
+    worker_id = $6::varchar, lease_expire_time = $7::bigint
+  FROM picked WHERE jobs.seq = picked.seq
+  RETURNING jobs.*
+), opened AS (
+  INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)
+  SELECT ($8::varchar[])[n], id, execution_count, attempt, $5::bigint, '{_ATTEMPT_RUNNING}',
+    $6::varchar
+  FROM (SELECT id, execution_count, attempt, row_number() OVER () AS n FROM claimed) AS c
 )
+SELECT * FROM claimed
+"""
 
 
 async def start_attempts(
@@ -124,26 +161,77 @@ async def start_attempts(
         )
         .returning(*jobs.c)
     )
-    rows = (await conn.execute(stmt)).mappings().all()
-    if rows:
-        ids = [new_id() for _ in rows]
-        if dialect.array_params:
-            await conn.exec_driver_sql(
-                _PG_INSERT_ATTEMPTS,
-                (
-                    ids,
-                    [r["id"] for r in rows],
-                    [r["execution_count"] for r in rows],
-                    [r["attempt"] for r in rows],
-                    now,
-                    worker_id,
-                ),
-            )
-        else:
+    if dialect.array_params:
+        rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id, now))).mappings()
+    else:
+        rows = (await conn.execute(stmt)).mappings().all()
+        if rows:
+            ids = new_ids(len(rows))
             await in_sqlite_thread(conn, sqlite_open_attempts, rows, ids, now, worker_id)
     claimed = [job_from_row(r) for r in rows]
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed
+
+
+async def pg_claim_queue(
+    conn: AsyncConnection,
+    queue: str,
+    tasks: Collection[str],
+    include_http: bool,
+    limit: int,
+    worker_id: str,
+    now: Micros,
+    lease_until: Micros,
+) -> list[Job]:
+    """PostgreSQL: start_attempts for the in-process claim of `queue` (jobs whose task is in
+    `tasks`, or with `include_http` an HTTP target), in one prepared statement."""
+    params = (
+        queue,
+        list(tasks),
+        include_http,
+        limit,
+        now,
+        worker_id,
+        lease_until,
+        new_ids(limit),
+    )
+    rows = (await conn.exec_driver_sql(_PG_CLAIM_QUEUE, params)).mappings()
+    claimed = [job_from_row(r) for r in rows]
+    claimed.sort(key=lambda j: (-j.priority, j.seq))
+    return claimed
+
+
+def _with_attempt_rows(
+    claim: ReturningUpdate[Any], limit: int, worker_id: str, now: Micros
+) -> Select[Any]:
+    """PostgreSQL: `claim` (an UPDATE of jobs RETURNING them) and the insert of an attempt
+    row for each job it returns, in one statement (one round trip): the claimed rows, of
+    which the n-th gets the n-th of `limit` fresh attempt ids."""
+    claimed = claim.cte("claimed")
+    numbered = select(
+        claimed.c.id,
+        claimed.c.execution_count,
+        claimed.c.attempt,
+        func.row_number().over().label("n"),
+    ).subquery("numbered")
+    ids = Grouping(bindparam("attempt_ids", new_ids(limit), type_=ARRAY(String)))
+    opened = (
+        insert(attempts)
+        .from_select(
+            ["id", "job_id", "execution", "number", "start_time", "outcome", "worker_id"],
+            select(
+                ids[numbered.c.n],
+                numbered.c.id,
+                numbered.c.execution_count,
+                numbered.c.attempt,
+                literal(now, BigInteger),
+                literal(_ATTEMPT_RUNNING, String),
+                literal(worker_id, String),
+            ),
+        )
+        .cte("opened")
+    )
+    return select(claimed).add_cte(opened)
 
 
 def started(claimed: Sequence[Job]) -> list[Change]:

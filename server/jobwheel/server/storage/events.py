@@ -91,8 +91,16 @@ class EventLog(StoreBase):
 
     async def read_events(self, after: int, limit: int) -> list[Event]:
         """Events with revision > `after`, in order, with each job's payload joined in."""
+        return (await self.read_events_kept(after, limit, None))[0]
+
+    async def read_events_kept(
+        self, after: int, limit: int, keep: Callable[[EventType, str, bool], bool] | None
+    ) -> tuple[list[Event], list[int]]:
+        """`read_events`, decoding only the events `keep` (type, job id, whether the job is
+        recurring) wants; the revisions of the others come second. `keep` is asked after the
+        last await, so the caller can act on the answers before anything else runs."""
         stmt = (
-            select(events, jobs.c.payload)
+            select(events, jobs.c.payload, jobs.c.recurring)
             .select_from(events.outerjoin(jobs, jobs.c.id == events.c.job_id))
             .where(events.c.revision > after)
             .order_by(events.c.revision)
@@ -100,7 +108,20 @@ class EventLog(StoreBase):
         )
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-        return [_event_from_row(r) for r in rows]
+        kept: list[Event] = []
+        skipped: list[int] = []
+        for r in rows:
+            # a deleted job (no row): its events are kept, whoever asks
+            recurring = r["recurring"]
+            if (
+                keep is None
+                or recurring is None
+                or keep(EventType(r["type"]), r["job_id"], recurring)
+            ):
+                kept.append(_event_from_row(r))
+            else:
+                skipped.append(r["revision"])
+        return kept, skipped
 
     @asynccontextmanager
     async def snapshot(

@@ -11,7 +11,12 @@ from dataclasses import dataclass, replace
 
 from jobwheel.server.model import EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement
-from jobwheel.server.storage.attempt_writes import settle_endings, start_attempts, started
+from jobwheel.server.storage.attempt_writes import (
+    pg_claim_queue,
+    settle_endings,
+    start_attempts,
+    started,
+)
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.events import append_events
@@ -34,6 +39,11 @@ class FireClaim:
     worker_id: str
     lease_until: Micros  # µs
     include_http: bool = False  # and jobs with an HTTP target
+    # attempt endings stored first in the same transaction (as `settle`): a fire and the
+    # endings waiting beside it cost one commit, and neither waits for the other's
+    settlements: Sequence[Settlement] = ()
+    # told, after the commit and before `started`, whether each of `settlements` applied
+    settled: Callable[[list[bool]], None] | None = None
 
 
 class Transitions(StoreBase):
@@ -88,8 +98,11 @@ class Transitions(StoreBase):
             .returning(*jobs.c)
         )
         claimed: list[Job] = []
+        applies: list[bool] = []
         async with self._write() as conn:
             changes: list[tuple[EventType, Job]] = []
+            if claim is not None and claim.settlements:
+                applies, changes = await settle_endings(conn, self.dialect, claim.settlements)
             if catch_up is not None and misfire_before is not None:
                 changes += await self._catch_up(conn, now, misfire_before, catch_up)
             promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
@@ -110,6 +123,8 @@ class Transitions(StoreBase):
                 changes += started(claimed)
             committed = await append_events(conn, changes, now)
         if claim is not None:
+            if claim.settled is not None and claim.settlements:
+                claim.settled(applies)
             claim.started(claimed)
         self._emit(committed)
         return queues, claimed
@@ -271,6 +286,10 @@ class Transitions(StoreBase):
         where = _claimable(queue, tasks, include_http)
         if limit <= 0 or where is None:
             return []
+        if self.dialect.array_params:
+            return await pg_claim_queue(
+                conn, queue, tasks, include_http, limit, worker_id, now, lease_until
+            )
         return await start_attempts(conn, self.dialect, where, limit, worker_id, now, lease_until)
 
     async def _start_attempts(

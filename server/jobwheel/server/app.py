@@ -179,7 +179,11 @@ class App:
         await self.engine.start()
         # on PostgreSQL other replicas write to the same log; on SQLite it only repairs gaps
         tailer = LogTailer(
-            store, self.bus, always=not store.dialect.single_writer, clock=self.clock
+            store,
+            self.bus,
+            always=not store.dialect.single_writer,
+            clock=self.clock,
+            on_settings=self.engine.settings_changed,
         )
         self._tailer = asyncio.create_task(tailer.run())
         self._roster_task = asyncio.create_task(self.roster.run())

@@ -101,6 +101,8 @@ class Engine:
         )
         self.overlaps = Overlaps(store, clock, self.scheduler.add_timer, self.dispatcher.cancel)
         self._loops: list[asyncio.Task[None]] = []
+        self._following: asyncio.Task[None] | None = None  # settings_changed's read
+        self._follow_again = False
         self.leadership = Leadership(store)
         self.maintenance = Maintenance(
             clock, self._duties(), self.leadership.check, tick=recover_every
@@ -196,9 +198,7 @@ class Engine:
             await self.recover()
 
         async def follow_settings(now: model.Micros) -> None:
-            # other replicas may have changed queue settings or subscriptions
-            self.dispatcher.set_queues(await self.store.queue_settings())
-            await self.deliveries.refresh()
+            await self.follow_settings()
 
         async def prune(now: model.Micros) -> None:
             await self.store.prune_events(now - self.event_retention)
@@ -216,6 +216,31 @@ class Engine:
             Duty("pruning", PRUNE_EVERY, prune, leader_only=True),
         ]
 
+    async def follow_settings(self) -> None:
+        """Reads queue settings and event subscriptions again: other replicas may have changed
+        them (periodically, and at once when one says so: `settings_changed`)."""
+        self.dispatcher.set_queues(await self.store.queue_settings())
+        await self.deliveries.refresh()
+
+    def settings_changed(self) -> None:
+        """Another replica changed queue settings or subscriptions: follow them now rather
+        than at the next periodic refresh (one read at a time; a change told during it is
+        read after it)."""
+        if self._following is not None and not self._following.done():
+            self._follow_again = True
+            return
+
+        async def follow() -> None:
+            self._follow_again = True
+            while self._follow_again:
+                self._follow_again = False
+                try:
+                    await self.follow_settings()
+                except Exception as exc:  # the periodic refresh catches up
+                    log.warning("following changed settings failed: %s", exc)
+
+        self._following = asyncio.create_task(follow(), name="jobwheel-follow-settings")
+
     async def stop(self, grace: float) -> None:
         for loop in self._loops:
             if loop.get_name() != "jobwheel-dispatcher":
@@ -223,6 +248,8 @@ class Engine:
         await self.dispatcher.stop(grace)
         for loop in self._loops:
             loop.cancel()
+        if self._following is not None:
+            self._following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         self.executor.close()

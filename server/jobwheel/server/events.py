@@ -169,11 +169,15 @@ class LogTailer:
         every: Micros = SECOND // 20,
         check_every: Micros = SECOND,
         clock: Clock = SYSTEM_CLOCK,
+        on_settings: Callable[[], None] | None = None,
     ) -> None:
+        """`on_settings` is called when another replica changed queue settings or event
+        subscriptions (PostgreSQL)."""
         self.clock = clock
         self.store = store
         self.bus = bus
         self.always = always
+        self.on_settings = on_settings
         self.every = every
         self.check_every = check_every
 
@@ -192,7 +196,9 @@ class LogTailer:
         notified = asyncio.Event()
         # this process hands its own events to the bus itself: reading them back from the
         # log would decode every event twice (a lost hand-over is found by the slow poll)
-        async with self.store.listening(notified.set, others_only=True) as listening:
+        async with self.store.listening(
+            notified.set, others_only=True, on_settings=self.on_settings
+        ) as listening:
             next_check = 0.0
             while True:
                 try:

@@ -10,7 +10,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.conftest import fresh_pg_schema, running_server
-from tests.integration.api.waiting import until_watching, wait_for_state
+from tests.integration.api.waiting import eventually, until_watching, wait_for_state
 
 pytestmark = pytest.mark.postgres
 
@@ -86,3 +86,36 @@ async def test_a_watcher_of_one_job_sees_another_replicas_run_of_it() -> None:
         watch.cancel()
         # (its ENQUEUED too, when b's bus had not passed it yet as the watch began)
         assert seen[-2:] == [job_pb2.JOB_EVENT_TYPE_STARTED, job_pb2.JOB_EVENT_TYPE_COMPLETED]
+
+
+async def test_queue_settings_and_subscriptions_reach_other_replicas_at_once() -> None:
+    # the periodic refresh is an hour away: only the notification can tell b
+    async with (
+        fresh_pg_schema() as url,
+        running_server(url, recover_interval=3600.0) as a,
+        running_server(url, recover_interval=3600.0) as b,
+    ):
+        dispatcher = b.app.engine.dispatcher
+        await a.jobs.PauseQueue(pb.PauseQueueRequest(name="mail"))
+        await a.jobs.UpdateQueue(pb.UpdateQueueRequest(name="mail", max_concurrency=3))
+        settings = dispatcher._queues
+        await eventually(lambda: "mail" in settings and settings["mail"].paused, "the pause")
+        await eventually(lambda: settings["mail"].max_concurrency == 3, "the concurrency")
+        # a job of the paused queue stays QUEUED on b too; resumed on a, b runs it
+        job = (await b.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo", queue="mail"))).job
+        await a.jobs.ResumeQueue(pb.ResumeQueueRequest(name="mail"))
+        assert (await wait_for_state(a.jobs, job.id)).state == job_pb2.JOB_STATE_COMPLETED
+
+        deliveries = b.app.engine.deliveries
+        sub = await a.jobs.CreateEventSubscription(
+            pb.CreateEventSubscriptionRequest(
+                url="https://example.com/hook",
+                event_types=[job_pb2.JOB_EVENT_TYPE_FAILED],
+                secret="whsec_" + "A" * 24,
+            )
+        )
+        await eventually(lambda: len(deliveries.subscriptions) == 1, "the subscription")
+        await a.jobs.DeleteEventSubscription(
+            pb.DeleteEventSubscriptionRequest(id=sub.subscription.id)
+        )
+        await eventually(lambda: not deliveries.subscriptions, "the deletion")

@@ -55,3 +55,14 @@ async def until_watching(server: Running, count: int, within: float = 10.0) -> N
     events from then on reach them)."""
     assert server.app.watcher is not None
     await asyncio.wait_for(server.app.watcher.subscribed.reach(count), within)
+
+
+async def eventually(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Returns once `check()` holds, looking every 50 ms (for what no signal tells)."""
+    deadline = time.monotonic() + within
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

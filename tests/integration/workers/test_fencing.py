@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.acceptance.process import ROOT
 from tests.conftest import Running
-from tests.integration.api.waiting import wait_for_state
+from tests.integration.api.waiting import eventually, wait_for_state
 from tests.integration.workers.helpers import attempts, enqueue, error_info
 
 pytestmark = pytest.mark.slow
@@ -46,16 +44,6 @@ def worker_process(
             proc.kill()
         proc.wait(10)
         log.close()
-
-
-async def eventually(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_paused_worker_cannot_complete_a_job_taken_over(

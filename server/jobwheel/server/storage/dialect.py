@@ -42,6 +42,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
 )
 from sqlalchemy import util as sa_util
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,6 +55,8 @@ SelectT = TypeVar("SelectT", bound=Select[Any])
 _await: Callable[[Any], Any] = getattr(sa_util, "await_", None) or sa_util.await_only
 # the LISTEN/NOTIFY channel of event log appends
 NOTIFY_CHANNEL = "jobwheel_events"
+# the payload, on that channel, of a change to queue settings or event subscriptions
+SETTINGS_CHANGED = "settings"
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Page cache per connection, KiB. The default 2 MiB thrashes once the jobs indexes outgrow it
@@ -252,6 +255,16 @@ def notify_token(engine: Engine) -> str:
     """A random name of `engine` for the payload of its event notifications (the last word),
     so that a listener can tell its own process's appends from other replicas'."""
     return _NOTIFY_TOKENS.setdefault(engine, secrets.token_hex(8))
+
+
+async def notify_settings_changed(conn: AsyncConnection) -> None:
+    """Tells the other replicas, at commit, that queue settings or event subscriptions
+    changed (PostgreSQL; nothing to tell elsewhere)."""
+    if dialect_of(conn).notify:
+        await conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": NOTIFY_CHANNEL, "payload": SETTINGS_CHANGED},
+        )
 
 
 def dialect_of(conn: AsyncConnection) -> Dialect:

@@ -11,7 +11,12 @@ from typing import Any
 from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
-from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, dialect_of, notify_token
+from jobwheel.server.storage.dialect import (
+    NOTIFY_CHANNEL,
+    SETTINGS_CHANGED,
+    dialect_of,
+    notify_token,
+)
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import event_head, events, jobs
 from sqlalchemy import delete, func, select
@@ -56,11 +61,16 @@ class EventLog(StoreBase):
 
     @asynccontextmanager
     async def listening(
-        self, on_notify: Callable[[], None], *, others_only: bool = False
+        self,
+        on_notify: Callable[[], None],
+        *,
+        others_only: bool = False,
+        on_settings: Callable[[], None] | None = None,
     ) -> AsyncIterator[bool]:
         """While inside, `on_notify` is called when any process appends events (PostgreSQL
         LISTEN/NOTIFY, on a connection held for the purpose), or with `others_only` any
-        process but this store's own. Yields False elsewhere."""
+        process but this store's own; `on_settings` when a process changed queue settings or
+        event subscriptions. Yields False elsewhere."""
         if not self.dialect.notify:
             yield False
             return
@@ -70,7 +80,10 @@ class EventLog(StoreBase):
             assert driver is not None
 
             def callback(_conn: object, _pid: object, _channel: object, payload: object) -> None:
-                if not (others_only and isinstance(payload, str) and payload.endswith(own)):
+                if payload == SETTINGS_CHANGED:
+                    if on_settings is not None:
+                        on_settings()
+                elif not (others_only and isinstance(payload, str) and payload.endswith(own)):
                     on_notify()
 
             await driver.add_listener(NOTIFY_CHANNEL, callback)

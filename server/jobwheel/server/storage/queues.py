@@ -12,6 +12,7 @@ from jobwheel.server.model import (
     QueueSettings,
 )
 from jobwheel.server.storage.base import StoreBase
+from jobwheel.server.storage.dialect import notify_settings_changed
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import attempts, event_head, jobs, queues
 from sqlalchemy import func, select, update
@@ -62,6 +63,7 @@ class Queues(StoreBase):
             if values:
                 await conn.execute(update(queues).where(queues.c.name == name).values(values))
             row = (await conn.execute(select(queues).where(queues.c.name == name))).one()
+            await notify_settings_changed(conn)
         return _settings(row)
 
     async def queue_names(

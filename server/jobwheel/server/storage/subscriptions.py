@@ -6,6 +6,7 @@ import json
 
 from jobwheel.server.model import EventSubscription, EventType
 from jobwheel.server.storage.base import StoreBase
+from jobwheel.server.storage.dialect import notify_settings_changed
 from jobwheel.server.storage.schema import event_head
 from jobwheel.server.storage.schema import event_subscriptions as subs
 from sqlalchemy import delete, func, select, update
@@ -30,6 +31,7 @@ class Subscriptions(StoreBase):
                     .scalar_subquery(),
                 )
             )
+            await notify_settings_changed(conn)
         return True
 
     async def subscriptions(self) -> list[EventSubscription]:
@@ -49,7 +51,10 @@ class Subscriptions(StoreBase):
 
     async def delete_subscription(self, sub_id: str) -> bool:
         async with self._write() as conn:
-            return (await conn.execute(delete(subs).where(subs.c.id == sub_id))).rowcount > 0
+            deleted = (await conn.execute(delete(subs).where(subs.c.id == sub_id))).rowcount > 0
+            if deleted:
+                await notify_settings_changed(conn)
+            return deleted
 
     async def delivery_cursor(self) -> tuple[int, int]:
         """(revision handed to subscriptions so far, newest revision)."""

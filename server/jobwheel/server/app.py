@@ -317,6 +317,9 @@ class App:
 async def run(settings: Settings) -> None:
     app = App(settings)
     held = logs.HeldLines()  # until the start is known to have worked
+    loop = asyncio.get_running_loop()
+    # before the listening line: a SIGHUP sent once it shows must reload, never kill
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
     try:
         await app.start()
     except Exception as exc:
@@ -329,12 +332,10 @@ async def run(settings: Settings) -> None:
         held.release()
         raise
     held.release()
-    collector.tune_for_serving()
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, app.reload)
+    collector.tune_for_serving()
     await stopping.wait()
     log.info("signal received, draining (grace %.1fs)", settings.grace_period)
     await app.stop()

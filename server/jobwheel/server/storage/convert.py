@@ -327,12 +327,14 @@ _encode_str: Callable[[str], str] = json.encoder.encode_basestring
 def _json_value(value: Any) -> str:
     """`dumps(value)`, for the common scalars without the encoder's set-up."""
     kind = type(value)
-    if kind is str or kind is JobState:
-        return _encode_str(value)
     if kind is int:
         return int.__repr__(value)
+    if kind is str or kind is JobState:
+        return _encode_str(value)
     if value is None:
         return "null"
+    if kind is dict and not value:  # labels, mostly
+        return "{}"
     return dumps(value)
 
 

@@ -155,9 +155,9 @@ class LogTailer:
 
     On PostgreSQL it reads every revision the bus has not seen: those of other replicas
     sharing the database, woken by LISTEN/NOTIFY as they commit. On SQLite there is one
-    process, so it only repairs: when an event waits for a predecessor that never arrived, or
-    the log is ahead of the bus (a writer was cancelled between its commit and handing over
-    its events), it reads the missing ones.
+    process, so it only repairs: when an event has waited a tick (`every`) for a predecessor,
+    or the bus is still behind the log's head of the previous check (`check_every`; a writer
+    was cancelled between its commit and handing over its events), it reads the missing ones.
     """
 
     def __init__(
@@ -200,12 +200,23 @@ class LogTailer:
             notified.set, others_only=True, on_settings=self.on_settings
         ) as listening:
             next_check = 0.0
+            gap_at = 0  # the revision the bus waited for at the previous tick (0: none)
+            log_head = 0  # the log's head at the previous check
             while True:
                 try:
-                    behind = self.always or self.bus.gap
+                    behind = self.always
+                    if not behind:
+                        # This process's writers hand their events over just after their
+                        # commit: a gap, or a log ahead of the bus, is repaired only once it
+                        # has lasted a tick (a gap) or a check (the log's head), so the events
+                        # about to arrive anyway are not read back and decoded.
+                        waiting = self.bus.next_revision if self.bus.gap else 0
+                        behind = waiting != 0 and waiting == gap_at
+                        gap_at = waiting
                     if not behind and self.clock.monotonic() >= next_check:
                         next_check = self.clock.monotonic() + self.check_every / SECOND
-                        behind = await self.store.head_revision() > self.bus.head
+                        behind = self.bus.head < log_head
+                        log_head = await self.store.head_revision()
                     while behind:
                         events, skipped = await self.store.read_events_kept(
                             self.bus.head, 1000, self.bus.wants

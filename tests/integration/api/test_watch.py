@@ -242,6 +242,23 @@ async def test_events_a_writer_never_handed_over_are_read_from_the_log(server: R
     assert [m.event.job.id for m in msgs] == [*lost, *after]
 
 
+async def test_the_last_events_a_writer_never_handed_over_are_read_from_the_log(
+    server: Running,
+) -> None:
+    """With no later event to show a gap, the log's head being ahead of the bus for a whole
+    check is what sends the log tailer to read them."""
+    store = server.app.store
+    assert store is not None
+    call = server.jobs.WatchJobs(pb.WatchJobsRequest())
+    await until_watching(server, 1)
+    sink, store.event_sink = store.event_sink, None  # committed, never handed over
+    lost = await enqueue_many(server, 2)
+    store.event_sink = sink
+    msgs = await take(call, 2, within=10)
+    call.cancel()
+    assert [m.event.job.id for m in msgs] == lost
+
+
 async def test_batches_when_asked(server: Running) -> None:
     await enqueue_many(server, 1)  # so the replay below starts after a real revision
     call = server.jobs.WatchJobs(pb.WatchJobsRequest(max_batch=50))

@@ -22,11 +22,11 @@ from jobwheel.server import failures, model
 from jobwheel.server.batching import GroupCommit
 from jobwheel.server.clock import Clock
 from jobwheel.server.engine_storage import EngineStore
-from jobwheel.server.execution.inprocess import InProcessExecutor, TaskContext
+from jobwheel.server.execution.attempts import run_attempt
+from jobwheel.server.execution.inprocess import InProcessExecutor
 from jobwheel.server.execution.ratelimit import TokenBucket
 from jobwheel.server.execution.webhook import WebhookExecutor
 from jobwheel.server.model import AttemptOutcome
-from jobwheel.server.observability import tracing
 from jobwheel.server.rules import recurrence, states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.signals import Signal
@@ -521,41 +521,13 @@ class Dispatcher:
         held.started = True
         job = held.job
         try:
-            result = await self._run(job)
+            result = await run_attempt(job, self.executor, self.webhooks, self.store)
         except asyncio.CancelledError:
             if not self._accepting:  # released: it runs again at the next start, unused
                 self._end(held, states.lost(job, self.clock.now(), "server stopped", counts=False))
                 return
             result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")  # this job's
         self._end(held, states.settle(job, result, self.clock.now(), self.clock.random()))
-
-    async def _run(self, job: model.Job) -> AttemptResult:
-        limit = None if job.timeout is None else job.timeout / model.SECOND
-        if not job.traceparent:  # no trace to continue: no span (tracing.attempt_span's rule)
-            return await self._execute_attempt(job, limit)
-        # a span in the trace of the job's enqueue
-        with tracing.attempt_span(
-            f"attempt {job.task}", job.traceparent, tracing.job_attributes(job)
-        ):
-            result = await self._execute_attempt(job, limit)
-            if result.outcome is not AttemptOutcome.SUCCEEDED:
-                tracing.mark_failed(result.error)
-            return result
-
-    async def _execute_attempt(self, job: model.Job, limit: float | None) -> AttemptResult:
-        if job.http is None:
-            ctx = TaskContext(
-                job_id=job.id,
-                task=job.task,
-                queue=job.queue,
-                attempt=job.attempt,
-                execution=job.execution_count,
-                labels=job.labels,
-            )
-            return await self.executor.run(job.task, job.payload, ctx, limit)
-        assert self.webhooks is not None
-        attempt_id = await self.store.attempt_id(job.id, job.execution_count, job.attempt)
-        return await self.webhooks.run(job, attempt_id or f"{job.id}/{job.attempt}", limit)
 
     def cancel(self, job_id: str) -> None:
         """Stops this process's attempt of a job that was cancelled (if it runs one)."""

@@ -17,11 +17,13 @@ from tests.conftest import Running
 from tests.integration.workers.test_sdk import make_worker, running
 
 JOBS = 3000
+AHEAD_JOBS = 500  # enough for the prefetch to grow past one lease call
+HOLD = 0.2  # seconds a lease reply waits, at most, for the next request
 
 
 class _SlowLeases(worker_service_pb2_grpc.WorkerServiceServicer):
     """Forwards to the real server; holds each LeaseJobs reply until the next LeaseJobs
-    request arrives (or a second passes), so a worker leasing one call at a time shows
+    request arrives (or HOLD seconds pass), so a worker leasing one call at a time shows
     one call out, and one leasing ahead shows two."""
 
     def __init__(self, real: worker_service_pb2_grpc.WorkerServiceStub) -> None:
@@ -40,7 +42,7 @@ class _SlowLeases(worker_service_pb2_grpc.WorkerServiceServicer):
             if reply.leases:
                 next_request = self.arrived
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(next_request.wait(), 1.0)
+                    await asyncio.wait_for(next_request.wait(), HOLD)
             return reply
         finally:
             self.out -= 1
@@ -90,7 +92,7 @@ async def _states(server: Running) -> dict[int, int]:
 
 
 async def test_the_next_lease_goes_out_before_the_last_ones_jobs_ran(server: Running) -> None:
-    await _enqueue(server, "sdk.ahead", JOBS)
+    await _enqueue(server, "sdk.ahead", AHEAD_JOBS)
     async with slow_leases(server) as (address, proxy):
         worker = Worker(address, worker_id="sdk-ahead", poll_wait=5.0)
         ran = 0
@@ -100,14 +102,14 @@ async def test_the_next_lease_goes_out_before_the_last_ones_jobs_ran(server: Run
         async def quick(payload: dict[str, Any]) -> None:
             nonlocal ran
             ran += 1
-            if ran == JOBS:
+            if ran == AHEAD_JOBS:
                 done.set()
 
         async with running(worker):
             await asyncio.wait_for(done.wait(), 120)
         # a reply held until the next request came: the worker asked again while it waited
         assert proxy.most_out >= 2
-    assert (await _states(server)) == {job_pb2.JOB_STATE_COMPLETED: JOBS}
+    assert (await _states(server)) == {job_pb2.JOB_STATE_COMPLETED: AHEAD_JOBS}
 
 
 async def test_a_stop_gives_back_every_job_leased_ahead(server: Running) -> None:

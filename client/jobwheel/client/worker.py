@@ -78,7 +78,7 @@ _CALL_TIMEOUT = CALL_TIMEOUT
 # wait, so the handlers do not run dry for a lease round trip
 LEASES_INFLIGHT = 2
 # a lease is asked for once a LEASE_SHARE-th of the prefetch has room
-LEASE_SHARE = 3
+LEASE_SHARE = 2
 
 
 class JobFailed(Exception):
@@ -198,7 +198,7 @@ class Worker:
 
         The defaults are sized for short jobs: a lease and a report cost the server a few
         milliseconds each whatever their size, so a worker of short jobs leases about
-        prefetch/3 jobs a call (with up to two calls out: the next lease is asked for while
+        prefetch/2 jobs a call (with up to two calls out: the next lease is asked for while
         the last one's jobs still wait) and reports up to 1000 a call. Slow handlers still
         hoard nothing: the prefetch is bounded by the jobs finished in the last second."""
         if concurrency <= 0:

@@ -53,7 +53,7 @@ async def jobwheel_drain(opts: Options, n: int) -> Drain:
             stub = jobs.stub(ch)
             out = opts.profile / "drain.txt" if opts.profile else None
             with profile.sampled(srv.pid, out), CpuShare(srv.pid) as cpu:
-                seen_done = await jobs.wait_drained(stub, every=0.01, within=600)
+                seen_done = await jobs.wait_drained(stub, every=jobs.DRAIN_POLL, within=600)
             done = await jobs.list_all(stub)
     starts = [_micros(j.start_time) for j in done if j.HasField("start_time")]
     ends = [_micros(j.end_time) for j in done if j.HasField("end_time")]

@@ -62,6 +62,11 @@ async def pending(jobs: job_service_pb2_grpc.JobServiceStub) -> bool:
     return bool(reply.jobs)
 
 
+# How often a drain's end is polled (seconds): the end is seen up to this late, which can only
+# lower the rate measured; polling every 10 ms cost the server 4-13% of its CPU in a drain.
+DRAIN_POLL = 0.05
+
+
 async def wait_drained(
     jobs: job_service_pb2_grpc.JobServiceStub, every: float, within: float
 ) -> float:

@@ -105,7 +105,7 @@ def w3_remote(postgres: bool) -> Hook:
 
             running = asyncio.create_task(worker.run())
             try:
-                seen = await jobs.wait_drained(stub, every=0.01, within=900)
+                seen = await jobs.wait_drained(stub, every=jobs.DRAIN_POLL, within=900)
             finally:
                 await worker.stop(5)
                 await running

@@ -74,6 +74,11 @@ log = logging.getLogger("jobwheel.worker")
 Handler = Callable[..., Any]
 _GONE = GONE
 _CALL_TIMEOUT = CALL_TIMEOUT
+# LeaseJobs calls out at once: the next lease is asked for while the last one's jobs still
+# wait, so the handlers do not run dry for a lease round trip
+LEASES_INFLIGHT = 2
+# a lease is asked for once a LEASE_SHARE-th of the prefetch has room
+LEASE_SHARE = 2
 
 
 class JobFailed(Exception):
@@ -192,11 +197,10 @@ class Worker:
         waits for neighbours.
 
         The defaults are sized for short jobs: a lease and a report cost the server a few
-        milliseconds each whatever their size, so a worker of short jobs leasing about
-        prefetch/2 jobs a call (it leases again once half the prefetch is taken) and reporting
-        up to 1000 a call spends the least server time per job (with 500 and 500, some
-        10-20% more). Slow handlers still hoard nothing: the prefetch is bounded by the jobs
-        finished in the last second."""
+        milliseconds each whatever their size, so a worker of short jobs leases about
+        prefetch/2 jobs a call (with up to two calls out: the next lease is asked for while
+        the last one's jobs still wait) and reports up to 1000 a call. Slow handlers still
+        hoard nothing: the prefetch is bounded by the jobs finished in the last second."""
         if concurrency <= 0:
             raise ValueError("concurrency must be positive")
         if prefetch < 0 or not 0 < report_batch <= MAX_BATCH or report_delay < 0:
@@ -227,7 +231,9 @@ class Worker:
         self._batches: Batches | None = None
         self._slot_free = asyncio.Event()
         self._stopping = False
-        self._poll: asyncio.Task[Any] | None = None
+        self._leasing: set[asyncio.Task[None]] = set()  # LeaseJobs calls out
+        self._asked = 0  # jobs those calls asked for
+        self._failures = 0  # LeaseJobs failures in a row
         self._done = asyncio.Event()
         self._stopper: asyncio.Future[None] | None = None
         self.completed = 0  # jobs reported, for monitoring and benchmarks
@@ -301,30 +307,14 @@ class Worker:
             give_up=self.lease,
         )
         beats = asyncio.create_task(self._heartbeats())
-        failures = 0
         try:
             while not self._stopping:
                 free = self._room()
-                if free <= 0:
+                if free <= 0 or len(self._leasing) >= LEASES_INFLIGHT:
                     self._slot_free.clear()
                     await self._slot_free.wait()
                     continue
-                self._poll = asyncio.create_task(self._lease(free))
-                try:
-                    leases = await self._poll
-                    failures = 0
-                except asyncio.CancelledError:
-                    if not self._stopping:
-                        raise
-                    break
-                except grpc.aio.AioRpcError as err:
-                    failures += 1
-                    pause = min(5.0, 0.1 * 2 ** min(failures, 6))
-                    log.warning("LeaseJobs failed (%s); retrying in %.1fs", err.code(), pause)
-                    await asyncio.sleep(pause)
-                    continue
-                for held in leases:
-                    self._take(held)
+                self._lease_ahead(min(free, 1000))
             await self._drain()
             log.info("worker %s stopped", self.worker_id)
         finally:
@@ -341,8 +331,6 @@ class Worker:
         if grace is not None:
             self.grace = grace
         self._stopping = True
-        if self._poll is not None:
-            self._poll.cancel()
         self._slot_free.set()
         await self._done.wait()
 
@@ -359,14 +347,46 @@ class Worker:
         resp = await self._stub.LeaseJobs(request, timeout=self.poll_wait + _CALL_TIMEOUT)
         return list(resp.leases)
 
+    def _lease_ahead(self, n: int) -> None:
+        """Starts a LeaseJobs call for `n` jobs; its leases are taken as it returns."""
+        self._asked += n
+        call = asyncio.create_task(self._lease_and_take(n))
+        self._leasing.add(call)
+        call.add_done_callback(self._leased)
+
+    def _leased(self, call: asyncio.Task[None]) -> None:
+        self._leasing.discard(call)
+        self._slot_free.set()  # the run loop may lease again
+        if not call.cancelled() and call.exception() is not None:
+            log.error("leasing failed", exc_info=call.exception())
+
+    async def _lease_and_take(self, n: int) -> None:
+        try:
+            leases = await self._lease(n)
+        except grpc.aio.AioRpcError as err:
+            self._failures += 1
+            pause = min(5.0, 0.1 * 2 ** min(self._failures, 6))
+            log.warning("LeaseJobs failed (%s); retrying in %.1fs", err.code(), pause)
+            await asyncio.sleep(pause)  # holds this call's place: no storm of retries
+            return
+        finally:
+            self._asked -= n
+        self._failures = 0
+        for held in leases:
+            self._take(held)
+
     def _room(self) -> int:
         """How many jobs to lease now: free slots, plus prefetch up to what the handlers
-        finished in the last second; 0 while more than half that prefetch still waits."""
+        finished in the last second, less what is waiting or asked for; 0 while that is
+        under a LEASE_SHARE-th of the prefetch (a lease costs the server about the same
+        whatever its size), unless nothing is waiting or asked for."""
         self._tick()
         ahead = min(self.prefetch, max(self._finished[0], self._finished[1]))
-        if self._waiting and len(self._waiting) > ahead // 2:
+        queued = len(self._waiting) + self._asked
+        room = self.concurrency + ahead - self._active - queued
+        if queued and room < ahead // LEASE_SHARE:
             return 0
-        return self.concurrency + ahead - self._active - len(self._waiting)
+        return room
 
     def _tick(self) -> None:
         second = int(time.monotonic())
@@ -376,19 +396,25 @@ class Worker:
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.grace
+        if self._leasing:  # leases on their way are taken, then run or given back below
+            await asyncio.wait(set(self._leasing), timeout=self.grace)
+        for call in list(self._leasing):  # a long poll of an empty queue has leased nothing
+            call.cancel()
         while self._running and time.monotonic() < deadline:
             self._slot_free.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), deadline - time.monotonic())
-        while self._waiting:  # never started: released like the jobs cut short
-            running = self._waiting.popleft()
-            running.task = asyncio.create_task(self._release(running))
-        late = [r.task for r in self._running.values() if r.task is not None]
         for running in list(self._running.values()):
             if running.task is not None and not running.task.done():
                 running.ctx._cancelled = True
                 running.ctx.cancel_reason = "worker stopping"
                 running.task.cancel()
+        # never started: released like the jobs cut short (after the cancelling above, which
+        # would otherwise cancel these releases before they begin)
+        while self._waiting:
+            running = self._waiting.popleft()
+            running.task = asyncio.create_task(self._release(running))
+        late = [r.task for r in self._running.values() if r.task is not None]
         if late:
             await asyncio.wait(late, timeout=_CALL_TIMEOUT + 5)
 

@@ -141,11 +141,34 @@ async def start_attempts(
 ) -> list[Job]:
     """QUEUED jobs matching `where` (up to `limit`, best priority first, FIFO within one)
     become RUNNING for `worker_id`, each with a new attempt row; returned in that order."""
+    stmt = claim_statement(dialect, where, limit, worker_id, now, lease_until)
+    if dialect.array_params:
+        rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id, now))).mappings()
+    else:
+        rows = (await conn.execute(stmt)).mappings().all()
+        if rows:
+            ids = new_ids(len(rows))
+            await in_sqlite_thread(conn, sqlite_open_attempts, rows, ids, now, worker_id)
+    claimed = [job_from_row(r) for r in rows]
+    claimed.sort(key=lambda j: (-j.priority, j.seq))
+    return claimed
+
+
+def claim_statement(
+    dialect: Dialect,
+    where: list[ColumnElement[bool]],
+    limit: int,
+    worker_id: str,
+    now: Micros,
+    lease_until: Micros,
+) -> ReturningUpdate[Any]:
+    """The UPDATE ... RETURNING every column that makes the QUEUED jobs matching `where`
+    (up to `limit`, best priority first, FIFO within one) RUNNING for `worker_id`."""
     pick = (
         select(jobs.c.seq).where(*where).order_by(jobs.c.priority.desc(), jobs.c.seq).limit(limit)
     )
     pick = dialect.lock_rows(pick, skip_locked=True)
-    stmt = (
+    return (
         update(jobs)
         .where(jobs.c.seq.in_(pick.scalar_subquery()))
         .values(
@@ -161,16 +184,6 @@ async def start_attempts(
         )
         .returning(*jobs.c)
     )
-    if dialect.array_params:
-        rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id, now))).mappings()
-    else:
-        rows = (await conn.execute(stmt)).mappings().all()
-        if rows:
-            ids = new_ids(len(rows))
-            await in_sqlite_thread(conn, sqlite_open_attempts, rows, ids, now, worker_id)
-    claimed = [job_from_row(r) for r in rows]
-    claimed.sort(key=lambda j: (-j.priority, j.seq))
-    return claimed
 
 
 async def pg_claim_queue(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from jobwheel.server.ids import new_ids
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
@@ -26,6 +27,7 @@ from jobwheel.server.storage.bulk_writes import (
 from jobwheel.server.storage.convert import job_from_row, job_snapshot
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningUpdate
 
 _COLUMNS = tuple(c.name for c in jobs.c)
 
@@ -83,12 +85,7 @@ async def sqlite_dispatch_cycle(
         lease_until,
         max_in_list,
     )
-    first = last - len(changes) + 1
-    committed = [
-        Event(revision=first + i, type=etype, job=job, time=now)
-        for i, (etype, job) in enumerate(changes)
-    ]
-    return applies, claimed, committed
+    return applies, claimed, _events(changes, last, now)
 
 
 def _cycle(
@@ -118,17 +115,61 @@ def _cycle(
         if sql is None or limit <= 0:
             claimed.append([])
             continue
-        rows = db.execute(sql, (now, now, worker_id, lease_until, queue, *tasks, limit))
-        found = [dict(zip(_COLUMNS, row, strict=True)) for row in rows.fetchall()]
-        if found:
-            sqlite_open_attempts(db, found, new_ids(len(found)), now, worker_id)
-        started = [job_from_row(r) for r in found]
-        started.sort(key=lambda j: (-j.priority, j.seq))
+        params = (now, now, worker_id, lease_until, queue, *tasks, limit)
+        started = _start(db, sql, params, now, worker_id)
         claimed.append(started)
         changes += [(EventType.STARTED, job) for job in started]
+    return applies, claimed, changes, _append(db, changes, now)
+
+
+def _start(
+    db: sqlite3.Connection, sql: str, params: Sequence[object], now: Micros, worker_id: str
+) -> list[Job]:
+    """Runs a claim (`sql` returning _COLUMNS of the jobs it made RUNNING) and opens their
+    attempt rows; the jobs best priority first, FIFO within one."""
+    found = [dict(zip(_COLUMNS, row, strict=True)) for row in db.execute(sql, params)]
+    if found:
+        sqlite_open_attempts(db, found, new_ids(len(found)), now, worker_id)
+    started = [job_from_row(r) for r in found]
+    started.sort(key=lambda j: (-j.priority, j.seq))
+    return started
+
+
+def _append(db: sqlite3.Connection, changes: list[tuple[EventType, Job]], now: Micros) -> int:
+    """Appends the events of `changes`; the last revision (0 without any)."""
     if not changes:
-        return applies, claimed, changes, 0
-    last = sqlite_append_events(
+        return 0
+    return sqlite_append_events(
         db, [(job.id, etype.value, now, job_snapshot(job)) for etype, job in changes]
     )
-    return applies, claimed, changes, last
+
+
+def _events(changes: list[tuple[EventType, Job]], last: int, now: Micros) -> list[Event]:
+    first = last - len(changes) + 1
+    return [
+        Event(revision=first + i, type=etype, job=job, time=now)
+        for i, (etype, job) in enumerate(changes)
+    ]
+
+
+async def sqlite_start_attempts(
+    conn: AsyncConnection, claim: ReturningUpdate[Any], worker_id: str, now: Micros
+) -> tuple[list[Job], list[Event]]:
+    """Transitions._start_attempts on SQLite in one driver-thread hop, on `conn`
+    (Store._raw_write): `claim` (attempt_writes.claim_statement) runs, the attempt rows are
+    opened and the STARTED events appended in one write transaction. Returns the jobs
+    started and the events committed, for the caller to emit."""
+    compiled = claim.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = [compiled.params[name] for name in compiled.positiontup or ()]
+    started, changes, last = await in_sqlite_thread(
+        conn, in_write_transaction, _lease, str(compiled), params, worker_id, now
+    )
+    return started, _events(changes, last, now)
+
+
+def _lease(
+    db: sqlite3.Connection, sql: str, params: Sequence[object], worker_id: str, now: Micros
+) -> tuple[list[Job], list[tuple[EventType, Job]], int]:
+    started = _start(db, sql, params, now, worker_id)
+    changes = [(EventType.STARTED, job) for job in started]
+    return started, changes, _append(db, changes, now)

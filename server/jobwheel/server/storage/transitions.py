@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from jobwheel.server.model import EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement
 from jobwheel.server.storage.attempt_writes import (
+    claim_statement,
     pg_claim_queue,
     settle_endings,
     start_attempts,
@@ -21,7 +22,7 @@ from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.schema import jobs
-from jobwheel.server.storage.sqlite_cycle import sqlite_dispatch_cycle
+from jobwheel.server.storage.sqlite_cycle import sqlite_dispatch_cycle, sqlite_start_attempts
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -303,6 +304,12 @@ class Transitions(StoreBase):
         """QUEUED jobs matching `where` (up to `limit`, best priority first, FIFO within one)
         become RUNNING for `worker_id`, each with a new attempt: the in-process claim and a
         remote worker's lease are this one transition."""
+        if self.dialect.single_writer:  # the transaction in one driver-thread hop
+            claim = claim_statement(self.dialect, where, limit, worker_id, now, lease_until)
+            async with self._raw_write() as conn:
+                claimed, events = await sqlite_start_attempts(conn, claim, worker_id, now)
+            self._emit(events)
+            return claimed
         async with self._write() as conn:
             claimed = await start_attempts(
                 conn, self.dialect, where, limit, worker_id, now, lease_until
@@ -317,6 +324,9 @@ class Transitions(StoreBase):
         cancelled, or re-run after its lease expired) changes nothing."""
         if not settlements:
             return []
+        if self.dialect.single_writer:  # a dispatch cycle that claims nothing: one hop
+            applies, _ = await self.dispatch_cycle(settlements, [], (), "", settlements[0].now, 0)
+            return applies
         async with self._write() as conn:
             applies, changes = await settle_endings(conn, self.dialect, settlements)
             committed = await append_events(conn, changes, settlements[0].now)

@@ -49,7 +49,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,7 @@ from google.protobuf import json_format, struct_pb2
 from jobwheel.client import tracing
 from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, as_timedelta, to_duration, to_struct
+from jobwheel.client.job_context import JobContext, JobFailed, error_text, payload_of
 from jobwheel.client.worker_batches import (
     CALL_TIMEOUT,
     GONE,
@@ -70,6 +71,8 @@ from jobwheel.client.worker_batches import (
 from jobwheel.v1 import job_pb2, worker_service_pb2_grpc
 from jobwheel.v1 import worker_service_pb2 as pb
 
+__all__ = ["JobContext", "JobFailed", "Worker", "payload_of"]
+
 log = logging.getLogger("jobwheel.worker")
 Handler = Callable[..., Any]
 _GONE = GONE
@@ -79,91 +82,6 @@ _CALL_TIMEOUT = CALL_TIMEOUT
 LEASES_INFLIGHT = 2
 # a lease is asked for once a LEASE_SHARE-th of the prefetch has room
 LEASE_SHARE = 2
-
-
-class JobFailed(Exception):
-    """Raise from a handler to control the failure: no retry, or a minimum wait."""
-
-    def __init__(
-        self, message: str, *, retryable: bool = True, retry_after: DurationLike | None = None
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-def _plain(value: struct_pb2.Value) -> Any:
-    """A Value as JSON data, like json_format.MessageToDict at a fraction of its cost (it
-    runs for every job). JSON numbers travel as doubles; handlers get 5, not 5.0, when it is
-    whole."""
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        n = value.number_value
-        return int(n) if n.is_integer() and abs(n) <= 2**53 else n
-    if kind == "struct_value":
-        return payload_of(value.struct_value)
-    if kind == "list_value":
-        return [_plain(v) for v in value.list_value.values]
-    if kind == "bool_value":
-        return value.bool_value
-    return None
-
-
-def payload_of(payload: struct_pb2.Struct) -> dict[str, Any]:
-    """A job's payload as the handler gets it (JSON data, whole numbers as int)."""
-    return {k: _plain(v) for k, v in payload.fields.items()}
-
-
-def error_text(exc: BaseException) -> str:
-    """The "Type: message" form the server stores."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-@dataclass
-class JobContext:
-    """What a handler knows about the attempt it runs."""
-
-    job: job_pb2.Job
-    epoch: int
-    worker_id: str
-    cancel_reason: str = ""
-    _cancelled: bool = False
-    _progress: dict[str, Any] | None = field(default=None, repr=False)
-
-    @property
-    def job_id(self) -> str:
-        return self.job.id
-
-    @property
-    def task(self) -> str:
-        return self.job.task
-
-    @property
-    def queue(self) -> str:
-        return self.job.queue
-
-    @property
-    def attempt(self) -> int:
-        return self.epoch
-
-    @property
-    def execution(self) -> int:
-        return self.job.execution_count
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.job.labels)
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the job was cancelled, the lease was lost or the worker stops."""
-        return self._cancelled
-
-    def report_progress(self, progress: Mapping[str, Any]) -> None:
-        """Sent with the next heartbeat; stored on the job and streamed to watchers."""
-        self._progress = dict(progress)
 
 
 @dataclass

@@ -199,6 +199,8 @@ class LogTailer:
         async with self.store.listening(
             notified.set, others_only=True, on_settings=self.on_settings
         ) as listening:
+            if listening and self.on_settings is not None:
+                self.on_settings()  # what changed before the LISTEN took effect was not told
             next_check = 0.0
             gap_at = 0  # the revision the bus waited for at the previous tick (0: none)
             log_head = 0  # the log's head at the previous check

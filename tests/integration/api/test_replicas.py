@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from jobwheel.server.events import LogTailer
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
@@ -119,3 +120,18 @@ async def test_queue_settings_and_subscriptions_reach_other_replicas_at_once() -
             pb.DeleteEventSubscriptionRequest(id=sub.subscription.id)
         )
         await eventually(lambda: not deliveries.subscriptions, "the deletion")
+
+
+async def test_a_replica_reads_the_settings_again_once_it_listens() -> None:
+    # a change told before a replica's LISTEN took effect reached no one: the replica reads
+    # the settings again as soon as it listens (a bench resuming a queue right after its
+    # replicas said they listened left the last one idle until the periodic refresh)
+    async with fresh_pg_schema() as url, running_server(url, recover_interval=3600.0) as a:
+        assert a.app.store is not None
+        told: list[int] = []
+        tailer = LogTailer(a.app.store, a.app.bus, always=True, on_settings=lambda: told.append(1))
+        following = asyncio.create_task(tailer.run())
+        try:
+            await eventually(lambda: bool(told), "a settings read once listening")
+        finally:
+            following.cancel()

@@ -180,6 +180,10 @@ class HttpTarget:
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)
 
+    def key(self) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        """A hashable form (headers sorted), for caches of what jobs with equal targets share."""
+        return self.url, self.method, tuple(sorted(self.headers.items()))
+
 
 @dataclass(frozen=True, slots=True)
 class NewJob:

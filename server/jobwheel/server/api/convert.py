@@ -358,7 +358,7 @@ class CreatedJobs:
             new.schedule,
             new.retry_policy,
             new.timeout,
-            None if http is None else (http.url, http.method, tuple(sorted(http.headers.items()))),
+            None if http is None else http.key(),
         )
         found = self._templates.get(key)
         if found is None:

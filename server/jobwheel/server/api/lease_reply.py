@@ -35,7 +35,7 @@ def _shared(job: model.Job) -> tuple[Any, ...]:
         job.start_time,
         job.update_time,
         job.lease_expire_time,
-        None if http is None else (http.url, http.method, tuple(sorted(http.headers.items()))),
+        None if http is None else http.key(),
     )
 
 

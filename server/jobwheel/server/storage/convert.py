@@ -382,7 +382,7 @@ def new_job_snapshots(new_jobs: list[Job]) -> list[str]:
             job.create_time,
             job.update_time,
             job.next_run_time,
-            None if http is None else (http.url, http.method, tuple(sorted(http.headers.items()))),
+            None if http is None else http.key(),
         )
         tail = tails.get(key)
         if tail is None:

@@ -185,7 +185,9 @@ class JobServiceStub:
     their last contact, the jobs they hold and the queues and tasks they asked for; and each
     server replica with its in-process handlers. In JobService, beside ListQueues, because it
     is an operator's read: WorkerService is what workers call, and a worker's credentials
-    need not show it the others.
+    need not show it the others. Bounded whatever workers do: each replica remembers at most
+    10,000 remote workers and 64 MiB of distinct asked queue and task lists, and the shared
+    list keeps at most 10,000 remote workers; past either, the least recently seen go first.
     Role: reader, not limited to queues (workers span every queue): a token limited to
     queues gets PERMISSION_DENIED.
     """
@@ -360,7 +362,9 @@ class JobServiceAsyncStub(JobServiceStub):
     their last contact, the jobs they hold and the queues and tasks they asked for; and each
     server replica with its in-process handlers. In JobService, beside ListQueues, because it
     is an operator's read: WorkerService is what workers call, and a worker's credentials
-    need not show it the others.
+    need not show it the others. Bounded whatever workers do: each replica remembers at most
+    10,000 remote workers and 64 MiB of distinct asked queue and task lists, and the shared
+    list keeps at most 10,000 remote workers; past either, the least recently seen go first.
     Role: reader, not limited to queues (workers span every queue): a token limited to
     queues gets PERMISSION_DENIED.
     """
@@ -682,7 +686,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         their last contact, the jobs they hold and the queues and tasks they asked for; and each
         server replica with its in-process handlers. In JobService, beside ListQueues, because it
         is an operator's read: WorkerService is what workers call, and a worker's credentials
-        need not show it the others.
+        need not show it the others. Bounded whatever workers do: each replica remembers at most
+        10,000 remote workers and 64 MiB of distinct asked queue and task lists, and the shared
+        list keeps at most 10,000 remote workers; past either, the least recently seen go first.
         Role: reader, not limited to queues (workers span every queue): a token limited to
         queues gets PERMISSION_DENIED.
         """

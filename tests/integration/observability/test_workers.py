@@ -8,6 +8,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from jobwheel.server import model
+from jobwheel.server.execution import roster as roster_module
 from jobwheel.server.execution.roster import FORGET_AFTER, NO_WORKER_AFTER
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
@@ -196,3 +197,48 @@ async def test_list_workers_pages_stay_under_4_mib(server: Running) -> None:
     assert len(pages) > 1 and [w for page in pages for w in page][1:] == ids
     client_pages = await list_worker_pages(server, page_size=1000)
     assert client_pages == pages
+
+
+async def test_remembered_workers_are_bounded(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a worker taking a new id at every call: the replica keeps the most recently seen
+    monkeypatch.setattr(roster_module, "MAX_REMOTE_WORKERS", 5)
+    roster = server.app.roster
+    assert roster is not None
+    for i in range(8):
+        await server.workers.LeaseJobs(
+            wpb.LeaseJobsRequest(worker_id=f"cycling-{i}", queues=["q1", "q2"], tasks=["t"])
+        )
+    # a heartbeat-like touch moves a worker to the most recently seen end
+    roster.touched("cycling-3")
+    await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="cycling-8", queues=["q1"]))
+    await roster.flush()
+    reply = await server.jobs.ListWorkers(pb.ListWorkersRequest())
+    remote = [w.id for w in reply.workers if w.kind == pb.WORKER_KIND_REMOTE]
+    assert remote == ["cycling-3", "cycling-5", "cycling-6", "cycling-7", "cycling-8"]
+    # identical asks are held once, and freed with their last holder
+    assert set(roster._asks) == {(("q1", "q2"), ("t",)), (("q1",), ())}
+    assert roster._asks[("q1", "q2"), ("t",)].holders == 4
+
+
+async def test_remembered_asks_are_bounded_in_bytes(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roster = server.app.roster
+    assert roster is not None
+    queues = [f"q{i:04d}".ljust(128, "x") for i in range(1000)]  # the limits: 192,000 bytes
+    monkeypatch.setattr(roster_module, "ASKS_BUDGET", 600_000)
+    for i in range(6):  # each asks for other queues: none shared
+        await server.workers.LeaseJobs(
+            wpb.LeaseJobsRequest(worker_id=f"big-{i}", queues=[f"{i}{q}"[:128] for q in queues])
+        )
+        assert roster._asks_bytes <= 600_000
+    assert list(roster._local) == ["big-3", "big-4", "big-5"]
+    # one worker past the budget alone is still remembered (the newest is never forgotten)
+    monkeypatch.setattr(roster_module, "ASKS_BUDGET", 1_000)
+    await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="big-6", queues=queues))
+    assert list(roster._local) == ["big-6"] and len(roster._asks) == 1
+    # a worker asking again with other asks frees the old ones
+    await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="big-6", tasks=["t"]))
+    assert set(roster._asks) == {((), ("t",))} and roster._asks_bytes == 1 + 64

@@ -62,3 +62,18 @@ async def test_trace_context_is_kept_with_the_job(store: Store) -> None:
     [leased] = await store.lease("w", queue_names=(), tasks=(), skip_tasks=(), limit=1, now=T0,
                                  lease_until=T0 + SECOND)  # fmt: skip
     assert leased.traceparent == TRACEPARENT
+
+
+async def test_forget_workers_keeps_the_most_recently_seen_remote_rows(store: Store) -> None:
+    await store.record_workers(
+        [
+            WorkerRow("inprocess@a", "server", T0 - 50 * SECOND),
+            *(WorkerRow(f"w{i}", "remote", T0 + i * SECOND) for i in range(6)),
+        ]
+    )
+    assert await store.forget_workers(T0 - 100 * SECOND, keep_remote=10) == 0
+    assert await store.forget_workers(T0 - 100 * SECOND, keep_remote=4) == 2
+    assert {r.id for r in await store.list_workers(0)} == {"inprocess@a", "w2", "w3", "w4", "w5"}
+    # the old rule still applies, to every kind
+    assert await store.forget_workers(T0 + 3 * SECOND, keep_remote=4) == 2
+    assert {r.id for r in await store.list_workers(0)} == {"w3", "w4", "w5"}

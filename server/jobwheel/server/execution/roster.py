@@ -4,6 +4,11 @@ Remote workers are noted in memory at each lease and heartbeat and written to th
 workers table every `flush_every` seconds (one transaction for all of them), together with
 this replica's own row (its in-process handlers), so ListWorkers on any replica sees every
 worker. Rows unseen for FORGET_AFTER are deleted.
+
+Memory and the table stay bounded whatever callers do (a worker that takes a new id at every
+call, say): a replica remembers at most MAX_REMOTE_WORKERS remote workers and ASKS_BUDGET bytes
+of distinct asks (identical asks are held once), forgetting the least recently seen first, and
+the table keeps at most MAX_WORKER_ROWS remote rows, the most recently seen.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
@@ -24,6 +29,24 @@ SERVER = "server"
 # a QUEUED job nobody asked for within this long says so (Job.waiting_reason)
 NO_WORKER_AFTER = 60 * model.SECOND
 FORGET_AFTER = 7 * 86_400 * model.SECOND
+MAX_REMOTE_WORKERS = 10_000  # remembered by one replica
+ASKS_BUDGET = 64 * 1024 * 1024  # bytes of distinct queue and task lists held by one replica
+MAX_WORKER_ROWS = 10_000  # remote rows in the shared table
+_ASK_OVERHEAD = 64  # bytes a held name costs beyond its characters (str header, tuple slot)
+
+Asks = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+@dataclass(slots=True)
+class _Held:
+    """One distinct pair of asks, held once for every worker asking the same."""
+
+    asks: Asks
+    holders: int = 0
+
+    @property
+    def size(self) -> int:
+        return sum(len(name) + _ASK_OVERHEAD for names in self.asks for name in names)
 
 
 class Roster:
@@ -45,7 +68,10 @@ class Roster:
         self.version = version
         self.flush_every = flush_every
         self.started = clock.now()
-        self._local: dict[str, WorkerRow] = {}  # remote workers seen here
+        # remote workers seen here, least recently seen first
+        self._local: dict[str, WorkerRow] = {}
+        self._asks: dict[Asks, _Held] = {}
+        self._asks_bytes = 0
         self._dirty: set[str] = set()
         self._known: list[WorkerRow] = []  # every replica's rows, as of the last flush
         # given `unserved` after each flush (the metrics count jobs without a worker)
@@ -55,26 +81,48 @@ class Roster:
 
     def leased(self, worker_id: str, queues: Collection[str], tasks: Collection[str]) -> None:
         """A remote worker asked for jobs of `queues` (empty: any) and `tasks` (empty: any)."""
-        self._local[worker_id] = WorkerRow(
-            worker_id,
-            REMOTE,
-            self.clock.now(),
-            tuple(sorted(queues)),
-            tuple(sorted(tasks)),
-            server=self.server_id,
-        )
-        self._dirty.add(worker_id)
+        asks = self._hold((tuple(sorted(queues)), tuple(sorted(tasks))))
+        self._forget(worker_id)
+        self._remember(WorkerRow(worker_id, REMOTE, self.clock.now(), *asks, server=self.server_id))
 
     def touched(self, worker_id: str) -> None:
         """A heartbeat or report: the worker is alive (its asks are unchanged)."""
-        row = self._local.get(worker_id)
+        row = self._local.pop(worker_id, None)
         now = self.clock.now()
-        self._local[worker_id] = (
-            replace(row, last_seen=now)
-            if row is not None
-            else WorkerRow(worker_id, REMOTE, now, server=self.server_id)
-        )
-        self._dirty.add(worker_id)
+        if row is None:
+            self._hold(((), ()))
+            row = WorkerRow(worker_id, REMOTE, now, server=self.server_id)
+        self._remember(replace(row, last_seen=now))
+
+    def _remember(self, row: WorkerRow) -> None:
+        """Adds `row` as the most recently seen (its asks already held), then forgets the least
+        recently seen workers while past a bound (never `row` itself)."""
+        self._local[row.id] = row
+        self._dirty.add(row.id)
+        while len(self._local) > 1 and (
+            len(self._local) > MAX_REMOTE_WORKERS or self._asks_bytes > ASKS_BUDGET
+        ):
+            self._forget(next(iter(self._local)))
+
+    def _hold(self, asks: Asks) -> Asks:
+        """The held copy of `asks` (shared by every worker asking the same), counted once more."""
+        held = self._asks.get(asks)
+        if held is None:
+            held = self._asks[asks] = _Held(asks)
+            self._asks_bytes += held.size
+        held.holders += 1
+        return held.asks
+
+    def _forget(self, worker_id: str) -> None:
+        row = self._local.pop(worker_id, None)
+        if row is None:
+            return
+        self._dirty.discard(worker_id)
+        held = self._asks[row.queues, row.tasks]
+        held.holders -= 1
+        if held.holders == 0:
+            del self._asks[held.asks]
+            self._asks_bytes -= held.size
 
     def _own_row(self) -> WorkerRow:
         return WorkerRow(
@@ -88,7 +136,7 @@ class Roster:
     # -- the shared table -----------------------------------------------------------------
 
     async def flush(self) -> None:
-        rows = [self._local[w] for w in sorted(self._dirty)]
+        rows = [self._local[w] for w in sorted(self._dirty) if w in self._local]
         self._dirty.clear()
         await self.store.record_workers([self._own_row(), *rows])
         now = self.clock.now()
@@ -96,13 +144,15 @@ class Roster:
         # remote workers not seen here for a while need no memory here
         stale = now - 2 * NO_WORKER_AFTER
         for worker_id in [w for w, r in self._local.items() if r.last_seen < stale]:
-            del self._local[worker_id]
+            self._forget(worker_id)
 
     async def run(self) -> None:
         while True:
             try:
                 await self.flush()
-                await self.store.forget_workers(self.clock.now() - FORGET_AFTER)
+                await self.store.forget_workers(
+                    self.clock.now() - FORGET_AFTER, keep_remote=MAX_WORKER_ROWS
+                )
                 if self.after_flush is not None:
                     self.after_flush(self.unserved)
             except Exception:

@@ -80,10 +80,26 @@ class Workers(StoreBase):
         async with self._write() as conn:
             await conn.execute(delete(workers).where(workers.c.id == worker_id))
 
-    async def forget_workers(self, seen_before: Micros) -> int:
+    async def forget_workers(self, seen_before: Micros, *, keep_remote: int | None = None) -> int:
+        """Deletes the rows last seen before `seen_before` and, given `keep_remote`, the remote
+        rows beyond the `keep_remote` most recently seen; returns how many went."""
         async with self._write() as conn:
             stmt = delete(workers).where(workers.c.last_seen < seen_before)
-            return (await conn.execute(stmt)).rowcount
+            gone = (await conn.execute(stmt)).rowcount
+            if keep_remote is not None:
+                newest = (
+                    select(workers.c.last_seen)
+                    .where(workers.c.kind == "remote")
+                    .order_by(workers.c.last_seen.desc())
+                    .offset(keep_remote)
+                    .limit(1)
+                    .scalar_subquery()
+                )
+                stmt = delete(workers).where(
+                    workers.c.kind == "remote", workers.c.last_seen <= newest
+                )
+                gone += (await conn.execute(stmt)).rowcount
+            return gone
 
     async def jobs_held(self) -> dict[str, int]:
         """RUNNING jobs by the worker holding them."""

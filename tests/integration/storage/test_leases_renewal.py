@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from jobwheel.server.model import AttemptOutcome, JobState, RetryPolicy
+from jobwheel.server.model import AttemptOutcome, EventType, JobState, RetryPolicy
 from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.leases import Renewal
 
 from tests.integration.storage.factories import T0, new_job
 from tests.integration.storage.test_migrations import back_to
@@ -70,3 +71,44 @@ async def test_a_version_1_database_gains_released_attempts(store_url: str) -> N
         assert running.released_attempts == 0
     finally:
         await upgraded.close()
+
+
+async def test_heartbeats_of_many_jobs_extend_only_held_leases(store: Store) -> None:
+    await store.insert_jobs([new_job(task="t") for _ in range(4)])
+    mine = await store.lease("w1", queue_names=(), tasks=("t",), skip_tasks=(), limit=3, now=T0,
+                             lease_until=T0 + 10)  # fmt: skip
+    (theirs,) = await store.lease("w2", queue_names=(), tasks=("t",), skip_tasks=(), limit=1,
+                                  now=T0, lease_until=T0 + 10)  # fmt: skip
+    a, b, c = mine
+    head = await store.head_revision()
+    renewals = [
+        Renewal(a.id, a.attempt, "w1", T0 + 50, T0 + 1),
+        Renewal(b.id, b.attempt, "w1", T0 + 60, T0 + 1, {"done": 5}),
+        Renewal(c.id, c.attempt + 1, "w1", T0 + 70, T0 + 1),  # not its attempt
+        Renewal(theirs.id, theirs.attempt, "w1", T0 + 80, T0 + 1),  # another worker's
+        Renewal("missing", 1, "w1", T0 + 90, T0 + 1),
+    ]
+    renewed = await store.renew(renewals)
+    assert [r.applied for r in renewed] == [True, True, False, False, False]
+    assert [r.job.lease_expire_time if r.job else None for r in renewed] == [
+        T0 + 50, T0 + 60, T0 + 10, T0 + 10, None,
+    ]  # fmt: skip
+    assert renewed[1].job is not None and renewed[1].job.progress == {"done": 5}
+    assert renewed[1].job.update_time == T0 + 1 and renewed[0].job is not None
+    assert renewed[0].job.update_time == a.update_time  # a plain heartbeat changes nothing else
+    # one PROGRESS event, for the job whose heartbeat carried progress
+    events = await store.read_events(head, limit=10)
+    assert [(e.type, e.job.id) for e in events] == [(EventType.PROGRESS, b.id)]
+    # the same job twice in one batch: each heartbeat answers with the lease it set
+    twice = await store.renew(
+        [
+            Renewal(a.id, a.attempt, "w1", T0 + 200, T0 + 2),
+            Renewal(a.id, a.attempt, "w1", T0 + 300, T0 + 2),
+        ]
+    )
+    assert [(r.applied, r.job.lease_expire_time if r.job else None) for r in twice] == [
+        (True, T0 + 200), (True, T0 + 300),
+    ]  # fmt: skip
+    many = [Renewal(f"missing-{i}", 1, "w1", T0, T0) for i in range(1200)]  # past one read back
+    *missing, held = await store.renew([*many, renewals[0]])
+    assert held.applied and not any(r.applied or r.job for r in missing)

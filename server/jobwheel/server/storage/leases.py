@@ -16,7 +16,8 @@ from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import Change, append_events
 from jobwheel.server.storage.schema import jobs, queues
 from jobwheel.server.storage.transitions import Transitions
-from sqlalchemy import ColumnElement, Select, select, text, union_all, update
+from sqlalchemy import ColumnElement, Select, bindparam, select, text, union_all, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 # A lease from several queues (or all) on SQLite: the best `limit` jobs of each queue through
 # the dispatch index (queue, state, priority, seq), then the best of those. One query ordering
@@ -118,40 +119,83 @@ class Leases(Transitions):
         return None if len(rows) > _MAX_QUEUE_PROBES else [r[0] for r in rows]
 
     async def renew(self, renewals: Sequence[Renewal]) -> list[Renewed]:
-        """Applies heartbeats in one transaction (shaped for GroupCommit)."""
+        """Applies heartbeats in one transaction (shaped for GroupCommit): one UPDATE run for
+        all of them and one read back, or, when a job is named twice, one UPDATE each (each
+        heartbeat then answers with the lease it set)."""
         if not renewals:
             return []
-        out: list[Renewed] = []
-        changes: list[Change] = []
         async with self._write() as conn:
-            for r in renewals:
-                values: dict[str, Any] = {"lease_expire_time": r.until}
-                if r.progress is not None:
-                    values.update(progress=job_result_doc(r.progress), update_time=r.now)
-                stmt = (
-                    update(jobs)
-                    .where(
-                        jobs.c.id == r.job_id,
-                        jobs.c.state == JobState.RUNNING.value,
-                        jobs.c.attempt == r.attempt,
-                        jobs.c.worker_id == r.worker_id,
-                    )
-                    .values(values)
-                    .returning(*jobs.c)
-                )
-                row = (await conn.execute(stmt)).mappings().first()
-                if row is None:
-                    current = (
-                        (await conn.execute(select(jobs).where(jobs.c.id == r.job_id)))
-                        .mappings()
-                        .first()
-                    )
-                    out.append(Renewed(False, None if current is None else job_from_row(current)))
-                    continue
-                job = job_from_row(row)
-                out.append(Renewed(True, job))
-                if r.progress is not None:
-                    changes.append((EventType.PROGRESS, job))
+            if len({r.job_id for r in renewals}) == len(renewals):
+                out = await _renew_distinct(conn, renewals)
+            else:
+                out = [await _renew_one(conn, r) for r in renewals]
+            changes: list[Change] = [
+                (EventType.PROGRESS, done.job)
+                for r, done in zip(renewals, out, strict=True)
+                if r.progress is not None and done.applied and done.job is not None
+            ]
             committed = await append_events(conn, changes, renewals[0].now)
         self._emit(committed)
         return out
+
+
+# Fenced like a settlement: only the worker holding the job's current attempt extends it.
+_HELD = (
+    jobs.c.id == bindparam("r_id"),
+    jobs.c.state == JobState.RUNNING.value,
+    jobs.c.attempt == bindparam("r_attempt"),
+    jobs.c.worker_id == bindparam("r_worker"),
+)
+_EXTEND = update(jobs).where(*_HELD).values(lease_expire_time=bindparam("r_until"))
+_EXTEND_WITH_PROGRESS = _EXTEND.values(
+    progress=bindparam("r_progress"), update_time=bindparam("r_now")
+)
+# ids read back at once: well under every backend's bound-parameter limit
+_READ_BACK = 500
+
+
+def _params(r: Renewal) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "r_id": r.job_id,
+        "r_attempt": r.attempt,
+        "r_worker": r.worker_id,
+        "r_until": r.until,
+    }
+    if r.progress is not None:
+        params.update(r_progress=job_result_doc(r.progress), r_now=r.now)
+    return params
+
+
+async def _renew_distinct(conn: AsyncConnection, renewals: Sequence[Renewal]) -> list[Renewed]:
+    """Renewals of distinct jobs: each UPDATE (one executemany per shape) only extends a lease
+    and leaves state, attempt and worker as they were, so a job read back afterwards still
+    held by the renewal's attempt and worker is one the UPDATE applied to."""
+    for stmt, progress in ((_EXTEND, False), (_EXTEND_WITH_PROGRESS, True)):
+        batch = [_params(r) for r in renewals if (r.progress is not None) is progress]
+        if batch:
+            await conn.execute(stmt, batch)
+    ids = [r.job_id for r in renewals]
+    now: dict[str, Job] = {}
+    for start in range(0, len(ids), _READ_BACK):
+        part = ids[start : start + _READ_BACK]
+        rows = (await conn.execute(select(jobs).where(jobs.c.id.in_(part)))).mappings()
+        now.update((row["id"], job_from_row(row)) for row in rows)
+    out = []
+    for r in renewals:
+        job = now.get(r.job_id)
+        held = (
+            job is not None
+            and job.state is JobState.RUNNING
+            and (job.attempt, job.worker_id) == (r.attempt, r.worker_id)
+        )
+        out.append(Renewed(held, job))
+    return out
+
+
+async def _renew_one(conn: AsyncConnection, r: Renewal) -> Renewed:
+    stmt = _EXTEND_WITH_PROGRESS if r.progress is not None else _EXTEND
+    row = (await conn.execute(stmt.returning(*jobs.c), _params(r))).mappings().first()
+    if row is not None:
+        return Renewed(True, job_from_row(row))
+    current = (await conn.execute(select(jobs).where(jobs.c.id == r.job_id))).mappings().first()
+    return Renewed(False, None if current is None else job_from_row(current))

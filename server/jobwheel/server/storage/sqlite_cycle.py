@@ -35,8 +35,8 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 _COLUMNS = tuple(c.name for c in jobs.c)
 _PRIORITY, _SEQ = _COLUMNS.index("priority"), _COLUMNS.index("seq")
-# the snapshots of jobs by id (after their settlement)
-_SNAPSHOTS = f"SELECT id, {JOB_SNAPSHOT_SQL} FROM jobs WHERE id IN "
+# (id, snapshot) of jobs by seq (the rowid: no index to search) or by id
+_SNAPSHOTS = f"SELECT id, {JOB_SNAPSHOT_SQL} FROM jobs WHERE "
 # (event type, the job after the change, its snapshot)
 _Change = tuple[EventType, Job, str]
 
@@ -137,11 +137,23 @@ def _settled(
     """The event changes of the settlements that applied, with the snapshots of their jobs
     as the settlements left them."""
     applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
-    texts: dict[str, str] = {}
-    for start in range(0, len(applied), max_in_list):
-        ids = [s.after.id for s in applied[start : start + max_in_list]]
-        texts.update(db.execute(f"{_SNAPSHOTS}({','.join('?' * len(ids))})", ids))
+    texts = _snapshots(db, "seq", [s.after.seq for s in applied], max_in_list)
+    # a job known without its seq (0) is read by id
+    missing = [s.after.id for s in applied if s.after.id not in texts]
+    if missing:
+        texts.update(_snapshots(db, "id", missing, max_in_list))
     return [(etype, s.after, texts[s.after.id]) for s in applied for etype in s.events]
+
+
+def _snapshots(
+    db: sqlite3.Connection, column: str, keys: Sequence[object], max_in_list: int
+) -> dict[str, str]:
+    """The snapshots of the jobs whose `column` is one of `keys`, by job id."""
+    texts: dict[str, str] = {}
+    for start in range(0, len(keys), max_in_list):
+        chunk = keys[start : start + max_in_list]
+        texts.update(db.execute(f"{_SNAPSHOTS}{column} IN ({','.join('?' * len(chunk))})", chunk))
+    return texts
 
 
 def _start(

@@ -22,8 +22,8 @@ _DOCUMENTS = frozenset(("labels", "schedule", "retry_policy", "http", "result", 
 
 
 def _value(name: str) -> tuple[str, str]:
-    """(printf conversion, SQL expression) for the JSON text of column `name`'s value; NULL
-    for NULL, but a string's (null)."""
+    """(printf conversion, SQL expression) for the JSON text of column `name`'s value: NULL
+    for a NULL document or integer, null for a NULL string."""
     column = jobs.c[name]
     if name in _DOCUMENTS:
         return "%s", name

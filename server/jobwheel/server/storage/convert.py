@@ -360,6 +360,12 @@ _SNAPSHOT_MEMBERS: tuple[tuple[str, str, Callable[[Any], str], Any], ...] = tupl
 )
 
 
+def snapshot_members() -> list[tuple[str, bool, Any]]:
+    """(field, whether every snapshot holds it, its default) of the members job_snapshot
+    writes, in its order (sqlite_snapshot writes the same text in SQL)."""
+    return [(name, default is _ALWAYS, default) for name, _, _, default in _SNAPSHOT_MEMBERS]
+
+
 # per job in new_job_snapshots; the rest of a new job's snapshot is shared by its batch
 _OWN_FIELDS = ("id", "idempotency_key", "labels", "seq")
 

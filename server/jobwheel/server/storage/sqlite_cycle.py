@@ -5,7 +5,9 @@ thread and back, waiting for a turn of a busy event loop; here the whole write t
 (settle the attempts that ended, claim each queue's next jobs, open their attempt rows,
 append the events, commit) runs on the driver's own connection in one hop. The fences are
 those of attempt_writes (sqlite_settle is the same code); the claim is start_attempts' for
-the in-process filter of transitions._claimable, written out in SQL.
+the in-process filter of transitions._claimable, written out in SQL. The events' snapshots
+come from SQL too (sqlite_snapshot): the claim returns its jobs' texts, a read after the
+settlement those of the jobs it ended.
 """
 
 from __future__ import annotations
@@ -24,19 +26,26 @@ from jobwheel.server.storage.bulk_writes import (
     in_write_transaction,
     sqlite_append_events,
 )
-from jobwheel.server.storage.convert import job_from_row, job_snapshot
+from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.sqlite_snapshot import JOB_SNAPSHOT_SQL
+from sqlalchemy import literal_column
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate
 
 _COLUMNS = tuple(c.name for c in jobs.c)
+_PRIORITY, _SEQ = _COLUMNS.index("priority"), _COLUMNS.index("seq")
+# (id, snapshot) of jobs by seq (the rowid: no index to search) or by id
+_SNAPSHOTS = f"SELECT id, {JOB_SNAPSHOT_SQL} FROM jobs WHERE "
+# (event type, the job after the change, its snapshot)
+_Change = tuple[EventType, Job, str]
 
 
 @functools.lru_cache(maxsize=64)
 def _claim_sql(tasks: int, include_http: bool) -> str:
     """QUEUED jobs of a queue with one of `tasks` tasks (or an HTTP target) become RUNNING,
     best priority first, FIFO within one; parameters: now, now, worker id, lease end, queue,
-    the tasks, limit. Returns the claimed rows (_COLUMNS)."""
+    the tasks, limit. Returns the claimed rows (_COLUMNS, then the job's snapshot)."""
     runnable = []
     if tasks:
         runnable.append(f"task IN ({','.join('?' * tasks)})")
@@ -51,7 +60,7 @@ def _claim_sql(tasks: int, include_http: bool) -> str:
         " WHERE seq IN (SELECT seq FROM jobs"
         f" WHERE state = '{CLAIMABLE.value}' AND queue = ? AND ({' OR '.join(runnable)})"
         " ORDER BY priority DESC, seq LIMIT ?)"
-        f" RETURNING {', '.join(_COLUMNS)}"
+        f" RETURNING {', '.join(_COLUMNS)}, {JOB_SNAPSHOT_SQL}"
     )
 
 
@@ -98,57 +107,84 @@ def _cycle(
     now: Micros,
     lease_until: Micros,
     max_in_list: int,
-) -> tuple[list[bool], list[list[Job]], list[tuple[EventType, Job]], int]:
+) -> tuple[list[bool], list[list[Job]], list[_Change], int]:
     """In the driver's thread, in a write transaction: returns which settlements applied,
     the jobs claimed for each claim (none where `sql`, the claim, is None: nothing could
     match), the event changes in revision order and the last revision they took (0 without
     any)."""
     applies = sqlite_settle(db, settlements, max_in_list) if settlements else []
-    changes = [
-        (etype, s.after)
-        for s, ok in zip(settlements, applies, strict=True)
-        if ok
-        for etype in s.events
-    ]
+    changes = _settled(db, settlements, applies, max_in_list)
     claimed: list[list[Job]] = []
     for queue, limit in claims:
         if sql is None or limit <= 0:
             claimed.append([])
             continue
         params = (now, now, worker_id, lease_until, queue, *tasks, limit)
-        started = _start(db, sql, params, now, worker_id)
+        started, snapshots = _start(db, sql, params, now, worker_id)
         claimed.append(started)
-        changes += [(EventType.STARTED, job) for job in started]
+        changes += [
+            (EventType.STARTED, job, text) for job, text in zip(started, snapshots, strict=True)
+        ]
     return applies, claimed, changes, _append(db, changes, now)
+
+
+def _settled(
+    db: sqlite3.Connection,
+    settlements: Sequence[Settlement],
+    applies: list[bool],
+    max_in_list: int,
+) -> list[_Change]:
+    """The event changes of the settlements that applied, with the snapshots of their jobs
+    as the settlements left them."""
+    applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
+    texts = _snapshots(db, "seq", [s.after.seq for s in applied], max_in_list)
+    # a job known without its seq (0) is read by id
+    missing = [s.after.id for s in applied if s.after.id not in texts]
+    if missing:
+        texts.update(_snapshots(db, "id", missing, max_in_list))
+    return [(etype, s.after, texts[s.after.id]) for s in applied for etype in s.events]
+
+
+def _snapshots(
+    db: sqlite3.Connection, column: str, keys: Sequence[object], max_in_list: int
+) -> dict[str, str]:
+    """The snapshots of the jobs whose `column` is one of `keys`, by job id."""
+    texts: dict[str, str] = {}
+    for start in range(0, len(keys), max_in_list):
+        chunk = keys[start : start + max_in_list]
+        texts.update(db.execute(f"{_SNAPSHOTS}{column} IN ({','.join('?' * len(chunk))})", chunk))
+    return texts
 
 
 def _start(
     db: sqlite3.Connection, sql: str, params: Sequence[object], now: Micros, worker_id: str
-) -> list[Job]:
-    """Runs a claim (`sql` returning _COLUMNS of the jobs it made RUNNING) and opens their
-    attempt rows; the jobs best priority first, FIFO within one."""
-    found = [dict(zip(_COLUMNS, row, strict=True)) for row in db.execute(sql, params)]
-    if found:
-        sqlite_open_attempts(db, found, new_ids(len(found)), now, worker_id)
-    started = [job_from_row(r) for r in found]
-    started.sort(key=lambda j: (-j.priority, j.seq))
-    return started
+) -> tuple[list[Job], list[str]]:
+    """Runs a claim (`sql` returning _COLUMNS and the snapshot of the jobs it made RUNNING)
+    and opens their attempt rows; the jobs best priority first, FIFO within one, and their
+    snapshots."""
+    rows = db.execute(sql, params).fetchall()
+    if not rows:
+        return [], []
+    rows.sort(key=lambda r: (-r[_PRIORITY], r[_SEQ]))
+    found = [dict(zip(_COLUMNS, row, strict=False)) for row in rows]  # the snapshot left out
+    sqlite_open_attempts(db, found, new_ids(len(found)), now, worker_id)
+    return [job_from_row(r) for r in found], [row[-1] for row in rows]
 
 
-def _append(db: sqlite3.Connection, changes: list[tuple[EventType, Job]], now: Micros) -> int:
+def _append(db: sqlite3.Connection, changes: list[_Change], now: Micros) -> int:
     """Appends the events of `changes`; the last revision (0 without any)."""
     if not changes:
         return 0
     return sqlite_append_events(
-        db, [(job.id, etype.value, now, job_snapshot(job)) for etype, job in changes]
+        db, [(job.id, etype.value, now, text) for etype, job, text in changes]
     )
 
 
-def _events(changes: list[tuple[EventType, Job]], last: int, now: Micros) -> list[Event]:
+def _events(changes: list[_Change], last: int, now: Micros) -> list[Event]:
     first = last - len(changes) + 1
     return [
         Event(revision=first + i, type=etype, job=job, time=now)
-        for i, (etype, job) in enumerate(changes)
+        for i, (etype, job, _) in enumerate(changes)
     ]
 
 
@@ -159,6 +195,7 @@ async def sqlite_start_attempts(
     (Store._raw_write): `claim` (attempt_writes.claim_statement) runs, the attempt rows are
     opened and the STARTED events appended in one write transaction. Returns the jobs
     started and the events committed, for the caller to emit."""
+    claim = claim.returning(literal_column(JOB_SNAPSHOT_SQL))  # after the jobs' columns
     compiled = claim.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = [compiled.params[name] for name in compiled.positiontup or ()]
     started, changes, last = await in_sqlite_thread(
@@ -169,7 +206,7 @@ async def sqlite_start_attempts(
 
 def _lease(
     db: sqlite3.Connection, sql: str, params: Sequence[object], worker_id: str, now: Micros
-) -> tuple[list[Job], list[tuple[EventType, Job]], int]:
-    started = _start(db, sql, params, now, worker_id)
-    changes = [(EventType.STARTED, job) for job in started]
+) -> tuple[list[Job], list[_Change], int]:
+    started, snapshots = _start(db, sql, params, now, worker_id)
+    changes = [(EventType.STARTED, job, text) for job, text in zip(started, snapshots, strict=True)]
     return started, changes, _append(db, changes, now)

@@ -19,14 +19,18 @@ from dataclasses import dataclass
 from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.outage import is_unreachable
 from jobwheel.server.storage.schema import (
+    attempts,
     event_head,
+    events,
     ix_events_job,
+    jobs,
     metadata,
     schema_version,
     workers,
 )
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine.interfaces import ReflectedUniqueConstraint
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -73,11 +77,40 @@ async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None
     await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
 
 
+# The indexes of version 5, which changed only on PostgreSQL (partial, or BRIN)
+_NARROWED = {
+    jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key"),
+    attempts: ("ix_attempts_end_time",),
+    events: ("ix_events_time",),
+}
+
+
+def _unique_constraints_of_jobs(sync: Connection) -> list[ReflectedUniqueConstraint]:
+    return inspect(sync).get_unique_constraints(jobs.name)
+
+
+async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
+    if dialect.name != "postgresql":
+        return  # SQLite's indexes are as they were
+    # the unique constraint that held idempotency keys (by whatever name it was created)
+    for uq in await conn.run_sync(_unique_constraints_of_jobs):
+        if uq["column_names"] == ["idempotency_key"]:
+            await conn.execute(text(f'ALTER TABLE jobs DROP CONSTRAINT "{uq["name"]}"'))
+    for table, names in _NARROWED.items():
+        for index in table.indexes:
+            if index.name in names:
+                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+                await conn.run_sync(index.create)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
     Migration(3, "trace context of jobs; the workers table", _traces_and_workers),
     Migration(4, "index the event log by job", _index_events_by_job),
+    Migration(
+        5, "PostgreSQL: partial indexes where a state change need not write", _narrow_indexes
+    ),
 )
 
 

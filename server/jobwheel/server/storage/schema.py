@@ -7,10 +7,12 @@ inside a document go through dialect.py.
 
 from __future__ import annotations
 
+from jobwheel.server.model import JobState
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Float,
     ForeignKey,
     Index,
@@ -19,7 +21,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     false,
+    literal,
 )
 
 # Run-time columns carry server defaults: inserts bind only what an enqueue sets.
@@ -52,8 +56,7 @@ jobs = Table(
     Column("schedule", Text, nullable=True),
     Column("retry_policy", Text, nullable=False),
     Column("timeout", Micros, nullable=True),
-    # NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free.
-    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("idempotency_key", String(255), nullable=True),  # unique: uq_jobs_idempotency_key
     Column("http", Text, nullable=True),
     Column("create_time", Micros, nullable=False),
     Column("update_time", Micros, nullable=False),
@@ -77,17 +80,43 @@ jobs = Table(
     sqlite_autoincrement=True,
 )
 
-# Each index is paid for on every insert, so only the access paths the service uses:
-Index("ix_jobs_due", jobs.c.state, jobs.c.next_run_time)  # scheduler: due soon
+# Each index is paid for on every insert, so only the access paths the service uses. A state
+# change is never a HOT update on PostgreSQL (state is indexed), so every index gets an entry
+# for the new row version unless it is partial and neither version is in it: PostgreSQL's
+# indexes that serve one kind of job hold only those (SQLite keeps them whole). A query reaches
+# a partial index when its conditions imply the predicate: states go into the SQL as constants
+# (state_is), since a prepared statement's generic plan proves nothing from a bound value.
+_waiting = jobs.c.state.in_([JobState.SCHEDULED.value, JobState.RETRYING.value])
+_queued = jobs.c.state == JobState.QUEUED.value
+Index("ix_jobs_due", jobs.c.state, jobs.c.next_run_time, postgresql_where=_waiting)  # due soon
 Index(  # dispatch: best job of a queue, FIFO within a priority
-    "ix_jobs_dispatch", jobs.c.queue, jobs.c.state, jobs.c.priority.desc(), jobs.c.seq
+    "ix_jobs_dispatch",
+    jobs.c.queue,
+    jobs.c.state,
+    jobs.c.priority.desc(),
+    jobs.c.seq,
+    postgresql_where=_queued,
 )
 Index("ix_jobs_state_seq", jobs.c.state, jobs.c.seq)  # list by state, newest first
 Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq)  # list by queue
 Index("ix_jobs_task_seq", jobs.c.task, jobs.c.seq)  # list by task
+# NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free (and,
+# on PostgreSQL, not in it; an ON CONFLICT naming it repeats the predicate: KEYED).
+_keyed = jobs.c.idempotency_key.isnot(None)
+Index("uq_jobs_idempotency_key", jobs.c.idempotency_key, unique=True, postgresql_where=_keyed)
+KEYED = "idempotency_key IS NOT NULL"
 # Retention pruning of finished jobs; partial, so inserting and running jobs skip it.
 _finished = jobs.c.end_time.isnot(None)
 Index("ix_jobs_end_time", jobs.c.end_time, sqlite_where=_finished, postgresql_where=_finished)
+
+
+def state_is(*states: JobState) -> ColumnElement[bool]:
+    """jobs.state is one of `states`, written into the statement as constants (see above)."""
+    values = [s.value for s in states]
+    if len(values) == 1:
+        return jobs.c.state == literal(values[0], literal_execute=True)
+    return jobs.c.state.in_(bindparam(None, values, expanding=True, literal_execute=True))
+
 
 attempts = Table(
     "attempts",
@@ -129,7 +158,9 @@ events = Table(
     Column("time", Micros, nullable=False),
     Column("job", Text, nullable=False),
 )
-Index("ix_events_time", events.c.time)
+# Pruning by time. Events are appended in time order, so on PostgreSQL a BRIN index (a few
+# pages, next to nothing per insert) finds the old ones as well as a b-tree would.
+Index("ix_events_time", events.c.time, postgresql_using="brin")
 # one job's timeline (the dashboard's job page)
 ix_events_job = Index("ix_events_job", events.c.job_id, events.c.revision)
 
@@ -154,7 +185,8 @@ queues = Table(
 )
 
 # GetJobStats: recent successful attempts
-Index("ix_attempts_end_time", attempts.c.end_time)
+_ended = attempts.c.end_time.isnot(None)  # implied by the queries' end_time >= since
+Index("ix_attempts_end_time", attempts.c.end_time, postgresql_where=_ended)
 
 # Event subscriptions: URLs that receive job events (the secret signs the deliveries).
 event_subscriptions = Table(

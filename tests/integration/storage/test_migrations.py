@@ -140,8 +140,6 @@ UNDO_POSTGRES: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD CONSTRAINT uq_jobs_idempotency_key UNIQUE (idempotency_key)",
         "DROP INDEX ix_attempts_end_time",
         "CREATE INDEX ix_attempts_end_time ON attempts (end_time)",
-        "DROP INDEX ix_events_time",
-        "CREATE INDEX ix_events_time ON events (time)",
     ),
 }
 

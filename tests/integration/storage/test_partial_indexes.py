@@ -110,7 +110,6 @@ PARTIAL = {
     "uq_jobs_idempotency_key": "jobs USING btree (idempotency_key) "
     "WHERE (idempotency_key IS NOT NULL)",
     "ix_attempts_end_time": "attempts USING btree (end_time) WHERE (end_time IS NOT NULL)",
-    "ix_events_time": 'events USING brin ("time")',
 }
 
 

@@ -21,7 +21,6 @@ from jobwheel.server.storage.outage import is_unreachable
 from jobwheel.server.storage.schema import (
     attempts,
     event_head,
-    events,
     ix_events_job,
     jobs,
     metadata,
@@ -77,11 +76,10 @@ async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None
     await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
 
 
-# The indexes of version 5, which changed only on PostgreSQL (partial, or BRIN)
+# The indexes of version 5, which became partial on PostgreSQL
 _NARROWED = {
     jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key"),
     attempts: ("ix_attempts_end_time",),
-    events: ("ix_events_time",),
 }
 
 

@@ -158,9 +158,7 @@ events = Table(
     Column("time", Micros, nullable=False),
     Column("job", Text, nullable=False),
 )
-# Pruning by time. Events are appended in time order, so on PostgreSQL a BRIN index (a few
-# pages, next to nothing per insert) finds the old ones as well as a b-tree would.
-Index("ix_events_time", events.c.time, postgresql_using="brin")
+Index("ix_events_time", events.c.time)
 # one job's timeline (the dashboard's job page)
 ix_events_job = Index("ix_events_job", events.c.job_id, events.c.revision)
 

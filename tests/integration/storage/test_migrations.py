@@ -138,6 +138,8 @@ UNDO_POSTGRES: dict[int, tuple[str, ...]] = {
         "CREATE INDEX ix_jobs_dispatch ON jobs (queue, state, priority DESC, seq)",
         "DROP INDEX uq_jobs_idempotency_key",
         "ALTER TABLE jobs ADD CONSTRAINT uq_jobs_idempotency_key UNIQUE (idempotency_key)",
+        "ALTER TABLE attempts ADD CONSTRAINT fk_attempts_job_id_jobs FOREIGN KEY (job_id)"
+        " REFERENCES jobs (id) ON DELETE CASCADE",
         "DROP INDEX ix_attempts_end_time",
         "CREATE INDEX ix_attempts_end_time ON attempts (end_time)",
     ),

@@ -1,6 +1,7 @@
-"""Version 5's indexes: PostgreSQL's partial ones (a state change writes fewer index entries)
-still serve the queries that need them, and the lists and counts over every state are right,
-on a fresh database and on one upgraded from version 4."""
+"""Version 5: PostgreSQL's partial indexes (a state change writes fewer index entries) still
+serve the queries that need them, the lists and counts over every state are right, and
+deleting jobs deletes their attempts without a foreign key, on a fresh database and on one
+upgraded from version 4."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from jobwheel.server.model import JobFilter, JobState
+from jobwheel.server.model import AttemptOutcome, JobFilter, JobState
+from jobwheel.server.rules import states
+from jobwheel.server.rules.attempt import AttemptResult
+from jobwheel.server.rules.states import DELETE
 from jobwheel.server.storage import Store, open_store
-from sqlalchemy import event, text
+from jobwheel.server.storage.schema import attempts
+from sqlalchemy import event, func, inspect, select, text
 
 from tests.integration.storage.factories import T0, new_job, set_columns
 from tests.integration.storage.test_migrations import back_to, stamped
@@ -93,6 +98,9 @@ async def test_a_version_4_database_upgrades_and_keeps_its_jobs(store_url: str) 
         assert await stamped(upgraded) == [5]
         if upgraded.dialect.name == "postgresql":
             assert await index_definitions(upgraded) == PARTIAL
+            async with upgraded.read_engine.connect() as conn:
+                keys = await conn.run_sync(lambda c: inspect(c).get_foreign_keys("attempts"))
+            assert keys == []
         await check_reads(upgraded, ids)
         # claims and settlements go on through the narrowed dispatch index
         claimed = await upgraded.claim("emails", {"send"}, 10, WORKER, T0, T0 + 10)
@@ -217,3 +225,24 @@ async def test_queries_reach_the_partial_indexes_in_generic_plans(
         assert found, index
         for statement, params in found:
             assert index in await generic_plan(store, statement, params), statement[:300]
+
+
+async def attempt_count(store: Store, job_ids: list[str]) -> int:
+    stmt = select(func.count()).select_from(attempts).where(attempts.c.job_id.in_(job_ids))
+    async with store.read_engine.connect() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def test_deleting_jobs_deletes_their_attempts(store: Store) -> None:
+    await store.insert_jobs([new_job() for _ in range(4)])
+    claimed = await store.claim("default", {"noop"}, 4, WORKER, T0, T0 + 10)
+    ok = AttemptResult(AttemptOutcome.SUCCEEDED, result=None)
+    assert await store.settle([states.settle(j, ok, T0 + 1, 0.5) for j in claimed]) == [True] * 4
+    ids = [j.id for j in claimed]
+    assert await attempt_count(store, ids) == 4
+    deleted = await store.apply_action(JobFilter(ids=tuple(ids[:2])), DELETE, T0 + 2)
+    assert sorted(j.id for j in deleted) == sorted(ids[:2])
+    assert await attempt_count(store, ids[:2]) == 0
+    assert await attempt_count(store, ids[2:]) == 2  # others' attempts stay
+    assert await store.prune_finished(T0 + 3) == 2
+    assert await attempt_count(store, ids) == 0

@@ -29,7 +29,10 @@ from jobwheel.server.storage.schema import (
 )
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine.interfaces import ReflectedUniqueConstraint
+from sqlalchemy.engine.interfaces import (
+    ReflectedForeignKeyConstraint,
+    ReflectedUniqueConstraint,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -76,7 +79,7 @@ async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None
     await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
 
 
-# The indexes of version 5, which became partial on PostgreSQL
+# Version 5, on PostgreSQL: these indexes became partial, attempts lost their foreign key
 _NARROWED = {
     jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key"),
     attempts: ("ix_attempts_end_time",),
@@ -87,9 +90,15 @@ def _unique_constraints_of_jobs(sync: Connection) -> list[ReflectedUniqueConstra
     return inspect(sync).get_unique_constraints(jobs.name)
 
 
+def _foreign_keys_of_attempts(sync: Connection) -> list[ReflectedForeignKeyConstraint]:
+    return inspect(sync).get_foreign_keys(attempts.name)
+
+
 async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
     if dialect.name != "postgresql":
-        return  # SQLite's indexes are as they were
+        return  # SQLite's schema is as it was
+    for fk in await conn.run_sync(_foreign_keys_of_attempts):
+        await conn.execute(text(f'ALTER TABLE attempts DROP CONSTRAINT "{fk["name"]}"'))
     # the unique constraint that held idempotency keys (by whatever name it was created)
     for uq in await conn.run_sync(_unique_constraints_of_jobs):
         if uq["column_names"] == ["idempotency_key"]:
@@ -107,7 +116,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "trace context of jobs; the workers table", _traces_and_workers),
     Migration(4, "index the event log by job", _index_events_by_job),
     Migration(
-        5, "PostgreSQL: partial indexes where a state change need not write", _narrow_indexes
+        5,
+        "PostgreSQL: partial indexes where a state change need not write; attempts without "
+        "a foreign key",
+        _narrow_indexes,
     ),
 )
 

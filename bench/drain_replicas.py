@@ -8,8 +8,10 @@ For each round and replica count: a fresh database (created beside the one in --
 dropped after), the jobs enqueued into a paused queue, the replicas started with the bench
 handlers, then the queue resumed, so every replica is up when the drain begins. The rate is
 N over first attempt start -> last attempt end (the servers' clocks, read from the database).
-Also printed: the database's CPU seconds per 1,000 jobs (PostgreSQL backends, from /proc)
-beside the servers', which says whether the database saturates first. Not a test.
+Also printed: the database's CPU seconds per 1,000 jobs (PostgreSQL processes, from /proc; and
+of them the backends serving the bench's database, which other databases' load on a shared
+server does not blur) beside the servers', which says whether the database saturates first,
+and the WAL written per job. Not a test.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ def _postgres_pids() -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def _backends_of(url: str) -> list[int]:
+    """The PostgreSQL backends serving the bench's database (not the other databases on a
+    shared server, whose load would count in `_postgres_pids`)."""
+    pids = _psql(url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    return [int(p) for p in pids.split()]
+
+
+def _wal_lsn(url: str) -> int:
+    return int(_psql(url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
+
+
 async def _load(address: str, n: int) -> None:
     async with jobs.channel(address) as ch:
         stub = jobs.stub(ch)
@@ -90,6 +103,8 @@ def run_once(admin_url: str, n: int, replicas: int, work: Path) -> str:
             ]
             pg = _postgres_pids()
             pg_before = _cpu_seconds(pg)
+            own_before = {p: _cpu_seconds([p]) for p in _backends_of(url)}
+            wal_before = _wal_lsn(url)
             ours_before = _cpu_seconds([s.pid for s in servers])
             asyncio.run(_resume(servers[0].address))
             left = "1"
@@ -98,6 +113,8 @@ def run_once(admin_url: str, n: int, replicas: int, work: Path) -> str:
                 left = _psql(url, "SELECT count(*) FROM jobs WHERE end_time IS NULL")
             pg_cpu = _cpu_seconds(pg) - pg_before
             ours_cpu = _cpu_seconds([s.pid for s in servers]) - ours_before
+            own_cpu = sum(_cpu_seconds([p]) - own_before.get(p, 0.0) for p in _backends_of(url))
+            wal = _wal_lsn(url) - wal_before
         span = float(_psql(url, "SELECT (max(end_time) - min(start_time)) / 1e6 FROM jobs"))
         per_replica = _psql(
             url,
@@ -107,7 +124,8 @@ def run_once(admin_url: str, n: int, replicas: int, work: Path) -> str:
     return (
         f"{replicas} replica(s): {n / span:,.0f} jobs/s ({span:.2f} s); "
         f"CPU s per 1,000 jobs: servers {1000 * ours_cpu / n:.2f}, "
-        f"PostgreSQL {1000 * pg_cpu / n:.2f}; "
+        f"PostgreSQL {1000 * pg_cpu / n:.2f} (this database's backends {1000 * own_cpu / n:.3f}); "
+        f"WAL per job {wal / n:,.0f} bytes (whole server); "
         f"attempts per replica {per_replica}"
     )
 

@@ -65,7 +65,9 @@ _SQLITE_INSERT_ATTEMPT = (
 # Fenced like SQLite's (the attempt held, and for a lost attempt an expired lease), in one
 # statement: of a job's settlements that pass the fence (its rows locked first), the first in
 # the batch applies; it ends the attempt rows of the jobs it settled and returns the indexes
-# (1-based) of the settlements that applied.
+# (1-based) of the settlements that applied. The fence reads each job by id (LIMIT 1 keeps the
+# lateral subquery apart): joined, the planner may hash every RUNNING job instead, through the
+# state index, whose entries for the versions claims left behind it visits until a vacuum.
 _PG_SETTLE = f"""
 WITH v AS (
   SELECT * FROM unnest(
@@ -76,10 +78,12 @@ WITH v AS (
          last_error, result, now, skipped, released, lease_before, outcome, error,
          attempt_result, ord)
 ), holding AS (
-  SELECT v.* FROM v JOIN jobs ON jobs.id = v.id
-  WHERE jobs.state = '{_RUNNING}' AND jobs.attempt = v.held AND jobs.execution_count = v.execution
-    AND (v.lease_before IS NULL OR jobs.lease_expire_time < v.lease_before)
-  FOR UPDATE OF jobs
+  SELECT v.* FROM v CROSS JOIN LATERAL (
+    SELECT FROM jobs WHERE jobs.id = v.id AND jobs.state = '{_RUNNING}'
+      AND jobs.attempt = v.held AND jobs.execution_count = v.execution
+      AND (v.lease_before IS NULL OR jobs.lease_expire_time < v.lease_before)
+    LIMIT 1 FOR UPDATE
+  ) AS held
 ), w AS (
   SELECT DISTINCT ON (id) * FROM holding ORDER BY id, ord
 ), settled AS (

@@ -29,7 +29,7 @@ from jobwheel.server.storage.bulk_writes import (
     sqlite_insert_jobs,
     wrapped_error,
 )
-from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.schema import KEYED, jobs
 from sqlalchemy import (
     Boolean,
     ColumnElement,
@@ -209,7 +209,9 @@ class PostgresDialect(Dialect):
         # and unnest() turns them back into rows (a prepared statement asyncpg caches; no
         # per-row SQL, parameters or round trips).
         sql = pg_unnest_insert(
-            jobs, columns, "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, seq"
+            jobs,
+            columns,
+            f"ON CONFLICT (idempotency_key) WHERE {KEYED} DO NOTHING RETURNING id, seq",
         )
         result = await conn.exec_driver_sql(sql, tuple(columns_of(rows, len(columns))))
         returned: Sequence[Any] = result.all()

@@ -14,7 +14,7 @@ from typing import Any
 from jobwheel.server.model import EventType, Job, JobState, Micros
 from jobwheel.server.storage.convert import job_from_row, job_result_doc
 from jobwheel.server.storage.events import Change, append_events
-from jobwheel.server.storage.schema import jobs, queues
+from jobwheel.server.storage.schema import jobs, queues, state_is
 from jobwheel.server.storage.transitions import Transitions
 from sqlalchemy import ColumnElement, Select, bindparam, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -84,7 +84,7 @@ class Leases(Transitions):
         if limit <= 0:
             return []
         where = [
-            jobs.c.state == JobState.QUEUED.value,
+            state_is(JobState.QUEUED),
             jobs.c.http.is_(None),  # the server itself sends HTTP jobs
             # a paused queue starts nothing, whoever asks
             jobs.c.queue.not_in(select(queues.c.name).where(queues.c.paused)),

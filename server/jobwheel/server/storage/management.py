@@ -18,6 +18,7 @@ from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import attempts, jobs
 from sqlalchemy import ColumnElement, case, delete, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 S = JobState
 
@@ -81,6 +82,8 @@ class Management(StoreBase):
             stmt = update(jobs).where(chosen, allowed).values(values).returning(*jobs.c)
         async with self._write() as conn:
             changed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+            if changed and action.deletes:
+                await _delete_attempts(conn, attempts.c.job_id.in_([j.id for j in changed]))
             if changed and action.ends_attempts is not None:
                 outcome, error = action.ends_attempts
                 await conn.execute(
@@ -111,5 +114,13 @@ class Management(StoreBase):
             seqs = [r.seq for r in await conn.execute(pick)]
             if not seqs:
                 return 0
+            ids = select(jobs.c.id).where(jobs.c.seq.in_(seqs))
+            await _delete_attempts(conn, attempts.c.job_id.in_(ids.scalar_subquery()))
             await conn.execute(delete(jobs).where(jobs.c.seq.in_(seqs)))
         return len(seqs)
+
+
+async def _delete_attempts(conn: AsyncConnection, of_jobs: ColumnElement[bool]) -> None:
+    """The attempts of jobs deleted in the same transaction (on SQLite the foreign key's
+    cascade would; PostgreSQL has no such key, see schema.attempts)."""
+    await conn.execute(delete(attempts).where(of_jobs))

@@ -19,14 +19,20 @@ from dataclasses import dataclass
 from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.outage import is_unreachable
 from jobwheel.server.storage.schema import (
+    attempts,
     event_head,
     ix_events_job,
+    jobs,
     metadata,
     schema_version,
     workers,
 )
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine.interfaces import (
+    ReflectedForeignKeyConstraint,
+    ReflectedUniqueConstraint,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -73,11 +79,48 @@ async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None
     await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
 
 
+# Version 5, on PostgreSQL: these indexes became partial, attempts lost their foreign key
+_NARROWED = {
+    jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key"),
+    attempts: ("ix_attempts_end_time",),
+}
+
+
+def _unique_constraints_of_jobs(sync: Connection) -> list[ReflectedUniqueConstraint]:
+    return inspect(sync).get_unique_constraints(jobs.name)
+
+
+def _foreign_keys_of_attempts(sync: Connection) -> list[ReflectedForeignKeyConstraint]:
+    return inspect(sync).get_foreign_keys(attempts.name)
+
+
+async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
+    if dialect.name != "postgresql":
+        return  # SQLite's schema is as it was
+    for fk in await conn.run_sync(_foreign_keys_of_attempts):
+        await conn.execute(text(f'ALTER TABLE attempts DROP CONSTRAINT "{fk["name"]}"'))
+    # the unique constraint that held idempotency keys (by whatever name it was created)
+    for uq in await conn.run_sync(_unique_constraints_of_jobs):
+        if uq["column_names"] == ["idempotency_key"]:
+            await conn.execute(text(f'ALTER TABLE jobs DROP CONSTRAINT "{uq["name"]}"'))
+    for table, names in _NARROWED.items():
+        for index in table.indexes:
+            if index.name in names:
+                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+                await conn.run_sync(index.create)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
     Migration(3, "trace context of jobs; the workers table", _traces_and_workers),
     Migration(4, "index the event log by job", _index_events_by_job),
+    Migration(
+        5,
+        "PostgreSQL: partial indexes where a state change need not write; attempts without "
+        "a foreign key",
+        _narrow_indexes,
+    ),
 )
 
 

@@ -7,19 +7,23 @@ inside a document go through dialect.py.
 
 from __future__ import annotations
 
+from jobwheel.server.model import JobState
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Float,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    bindparam,
     false,
+    literal,
 )
 
 # Run-time columns carry server defaults: inserts bind only what an enqueue sets.
@@ -52,8 +56,7 @@ jobs = Table(
     Column("schedule", Text, nullable=True),
     Column("retry_policy", Text, nullable=False),
     Column("timeout", Micros, nullable=True),
-    # NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free.
-    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("idempotency_key", String(255), nullable=True),  # unique: uq_jobs_idempotency_key
     Column("http", Text, nullable=True),
     Column("create_time", Micros, nullable=False),
     Column("update_time", Micros, nullable=False),
@@ -77,28 +80,49 @@ jobs = Table(
     sqlite_autoincrement=True,
 )
 
-# Each index is paid for on every insert, so only the access paths the service uses:
-Index("ix_jobs_due", jobs.c.state, jobs.c.next_run_time)  # scheduler: due soon
+# Each index is paid for on every insert, so only the access paths the service uses. A state
+# change is never a HOT update on PostgreSQL (state is indexed), so every index gets an entry
+# for the new row version unless it is partial and neither version is in it: PostgreSQL's
+# indexes that serve one kind of job hold only those (SQLite keeps them whole). A query reaches
+# a partial index when its conditions imply the predicate: states go into the SQL as constants
+# (state_is), since a prepared statement's generic plan proves nothing from a bound value.
+_waiting = jobs.c.state.in_([JobState.SCHEDULED.value, JobState.RETRYING.value])
+_queued = jobs.c.state == JobState.QUEUED.value
+Index("ix_jobs_due", jobs.c.state, jobs.c.next_run_time, postgresql_where=_waiting)  # due soon
 Index(  # dispatch: best job of a queue, FIFO within a priority
-    "ix_jobs_dispatch", jobs.c.queue, jobs.c.state, jobs.c.priority.desc(), jobs.c.seq
+    "ix_jobs_dispatch",
+    jobs.c.queue,
+    jobs.c.state,
+    jobs.c.priority.desc(),
+    jobs.c.seq,
+    postgresql_where=_queued,
 )
 Index("ix_jobs_state_seq", jobs.c.state, jobs.c.seq)  # list by state, newest first
 Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq)  # list by queue
 Index("ix_jobs_task_seq", jobs.c.task, jobs.c.seq)  # list by task
+# NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free (and,
+# on PostgreSQL, not in it; an ON CONFLICT naming it repeats the predicate: KEYED).
+_keyed = jobs.c.idempotency_key.isnot(None)
+Index("uq_jobs_idempotency_key", jobs.c.idempotency_key, unique=True, postgresql_where=_keyed)
+KEYED = "idempotency_key IS NOT NULL"
 # Retention pruning of finished jobs; partial, so inserting and running jobs skip it.
 _finished = jobs.c.end_time.isnot(None)
 Index("ix_jobs_end_time", jobs.c.end_time, sqlite_where=_finished, postgresql_where=_finished)
+
+
+def state_is(*states: JobState) -> ColumnElement[bool]:
+    """jobs.state is one of `states`, written into the statement as constants (see above)."""
+    values = [s.value for s in states]
+    if len(values) == 1:
+        return jobs.c.state == literal(values[0], literal_execute=True)
+    return jobs.c.state.in_(bindparam(None, values, expanding=True, literal_execute=True))
+
 
 attempts = Table(
     "attempts",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column(
-        "job_id",
-        String(36),
-        ForeignKey("jobs.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    Column("job_id", String(36), nullable=False),
     Column("execution", Integer, nullable=False),
     Column("number", Integer, nullable=False),
     Column("start_time", Micros, nullable=False),
@@ -107,6 +131,10 @@ attempts = Table(
     Column("error", Text, nullable=False, server_default=""),
     Column("worker_id", String(255), nullable=False, server_default=""),
     Column("result", Text, nullable=True),
+    # On SQLite only. On PostgreSQL the check of each attempt inserted (a key-share lock of
+    # its job's row) cost a tenth of a drained job's database time; the job's row is locked
+    # by the claim that inserts it, and deleting jobs deletes their attempts (management.py).
+    ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE").ddl_if(dialect="sqlite"),
 )
 Index("ix_attempts_job", attempts.c.job_id, attempts.c.execution, attempts.c.number)
 
@@ -154,7 +182,8 @@ queues = Table(
 )
 
 # GetJobStats: recent successful attempts
-Index("ix_attempts_end_time", attempts.c.end_time)
+_ended = attempts.c.end_time.isnot(None)  # implied by the queries' end_time >= since
+Index("ix_attempts_end_time", attempts.c.end_time, postgresql_where=_ended)
 
 # Event subscriptions: URLs that receive job events (the secret signs the deliveries).
 event_subscriptions = Table(

@@ -21,13 +21,12 @@ from jobwheel.server.storage.attempt_writes import (
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.events import append_events
-from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.schema import jobs, state_is
 from jobwheel.server.storage.sqlite_cycle import sqlite_dispatch_cycle, sqlite_start_attempts
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CATCH_UP_BATCH = 1000
-_WAITING = [s.value for s in WAITING]
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class Transitions(StoreBase):
         """(id, due time) of waiting jobs due before `until`, earliest first: the wheel's load."""
         stmt = (
             select(jobs.c.id, jobs.c.next_run_time)
-            .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time < until)
+            .where(state_is(*WAITING), jobs.c.next_run_time < until)
             .order_by(jobs.c.next_run_time)
             .limit(limit)
         )
@@ -62,7 +61,7 @@ class Transitions(StoreBase):
             return [(r.id, r.next_run_time) for r in await conn.execute(stmt)]
 
     async def queues_with_queued_jobs(self) -> set[str]:
-        stmt = select(jobs.c.queue).where(jobs.c.state == CLAIMABLE.value).distinct()
+        stmt = select(jobs.c.queue).where(state_is(CLAIMABLE)).distinct()
         async with self._read() as conn:
             return {r.queue for r in await conn.execute(stmt)}
 
@@ -94,7 +93,7 @@ class Transitions(StoreBase):
         the events."""
         stmt = (
             update(jobs)
-            .where(jobs.c.state.in_(_WAITING), jobs.c.next_run_time <= now)
+            .where(state_is(*WAITING), jobs.c.next_run_time <= now)
             .values(state=CLAIMABLE.value, update_time=now)
             .returning(*jobs.c)
         )
@@ -141,7 +140,7 @@ class Transitions(StoreBase):
         # Only the due-time index finds them cheaply: ordered by seq with a limit, a planner
         # may walk the (state, seq) index through every pending job instead (1 s at 1M).
         found = select(jobs.c.seq).where(
-            jobs.c.state == JobState.SCHEDULED.value,
+            state_is(JobState.SCHEDULED),
             jobs.c.next_run_time < before,
             jobs.c.recurring.is_(True),
         )
@@ -166,7 +165,7 @@ class Transitions(StoreBase):
             select(jobs)
             .where(
                 jobs.c.seq.in_(seqs),
-                jobs.c.state == JobState.SCHEDULED.value,
+                state_is(JobState.SCHEDULED),
                 jobs.c.next_run_time < before,
             )
             .order_by(jobs.c.seq)
@@ -385,4 +384,4 @@ def _claimable(
         runnable.append(jobs.c.http.isnot(None))
     if not runnable:
         return None
-    return [jobs.c.state == CLAIMABLE.value, jobs.c.queue == queue, or_(*runnable)]
+    return [state_is(CLAIMABLE), jobs.c.queue == queue, or_(*runnable)]

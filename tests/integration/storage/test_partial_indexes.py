@@ -1,0 +1,248 @@
+"""Version 5: PostgreSQL's partial indexes (a state change writes fewer index entries) still
+serve the queries that need them, the lists and counts over every state are right, and
+deleting jobs deletes their attempts without a foreign key, on a fresh database and on one
+upgraded from version 4."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from jobwheel.server.model import AttemptOutcome, JobFilter, JobState
+from jobwheel.server.rules import states
+from jobwheel.server.rules.attempt import AttemptResult
+from jobwheel.server.rules.states import DELETE
+from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.schema import attempts
+from sqlalchemy import event, func, inspect, select, text
+
+from tests.integration.storage.factories import T0, new_job, set_columns
+from tests.integration.storage.test_migrations import back_to, stamped
+
+WORKER = "w1"
+# (queue, task, state) of the jobs of `populate`, in insertion order
+MIX = [
+    (queue, task, state)
+    for queue in ("emails", "reports")
+    for task in ("send", "render")
+    for state in (
+        JobState.QUEUED,
+        JobState.SCHEDULED,
+        JobState.RETRYING,
+        JobState.RUNNING,
+        JobState.COMPLETED,
+        JobState.FAILED,
+    )
+]
+
+
+async def populate(store: Store) -> list[str]:
+    """One job of each (queue, task, state) of MIX, each with an idempotency key; their ids."""
+    inserted = await store.insert_jobs(
+        [
+            new_job(queue=q, task=t, idempotency_key=f"k{i}", next_run_time=T0 + i)
+            for i, (q, t, _) in enumerate(MIX)
+        ]
+    )
+    ids = [job.id for job, _ in inserted]
+    for job_id, (_, _, state) in zip(ids, MIX, strict=True):
+        ended = state in (JobState.COMPLETED, JobState.FAILED)
+        await set_columns(store, job_id, state=state.value, end_time=T0 + 100 if ended else None)
+    return ids
+
+
+async def check_reads(store: Store, ids: list[str]) -> None:
+    """Lists by state, queue and task (newest first), counts and idempotency keys."""
+    newest_first = list(reversed(list(zip(ids, MIX, strict=True))))
+    for state in JobState:
+        want = [i for i, (_, _, s) in newest_first if s is state]
+        got = await store.list_jobs(JobFilter(states=(state,)), limit=100)
+        assert [j.id for j in got] == want, state
+    for queue in ("emails", "reports"):
+        got = await store.list_jobs(JobFilter(queues=(queue,)), limit=100)
+        assert [j.id for j in got] == [i for i, (q, _, _) in newest_first if q == queue]
+    got = await store.list_jobs(JobFilter(tasks=("render",), states=(JobState.QUEUED,)), limit=9)
+    assert [j.id for j in got] == [
+        i for i, (_, t, s) in newest_first if t == "render" and s is JobState.QUEUED
+    ]
+    stats = await store.job_stats(JobFilter(), T0)
+    assert stats.by_state == {s: 4 for s in {s for _, _, s in MIX}}
+    assert stats.by_queue == {"emails": 12, "reports": 12}
+    depths = await store.queue_depths()
+    assert depths["emails"] == {s: 2 for _, _, s in MIX[:6]}
+    # a key taken is still taken (by the job that holds it); jobs without one never collide
+    [(again, existed)] = await store.insert_jobs([new_job(idempotency_key="k3")])
+    assert existed and again.id == ids[3]
+    fresh = await store.insert_jobs([new_job(), new_job()])
+    assert [existed for _, existed in fresh] == [False, False]
+    due = await store.due_before(T0 + 10**9, 100)
+    waiting = (JobState.SCHEDULED, JobState.RETRYING)
+    assert sorted(i for i, _ in due) == sorted(
+        i for i, (_, _, s) in zip(ids, MIX, strict=True) if s in waiting
+    )
+
+
+async def test_every_state_lists_and_counts(store: Store) -> None:
+    await check_reads(store, await populate(store))
+
+
+async def test_a_version_4_database_upgrades_and_keeps_its_jobs(store_url: str) -> None:
+    old = await open_store(store_url)
+    ids = await populate(old)
+    await back_to(old, 4)
+    await old.close()
+    upgraded = await open_store(store_url)
+    try:
+        assert await stamped(upgraded) == [5]
+        if upgraded.dialect.name == "postgresql":
+            assert await index_definitions(upgraded) == PARTIAL
+            async with upgraded.read_engine.connect() as conn:
+                keys = await conn.run_sync(lambda c: inspect(c).get_foreign_keys("attempts"))
+            assert keys == []
+        await check_reads(upgraded, ids)
+        # claims and settlements go on through the narrowed dispatch index
+        claimed = await upgraded.claim("emails", {"send"}, 10, WORKER, T0, T0 + 10)
+        assert [j.id for j in claimed] == [ids[0]]
+    finally:
+        await upgraded.close()
+
+
+# what version 5 narrowed, as pg_indexes spells it (each index's definition after ON)
+PARTIAL = {
+    "ix_jobs_due": "jobs USING btree (state, next_run_time) WHERE ((state)::text = ANY "
+    "((ARRAY['scheduled'::character varying, 'retrying'::character varying])::text[]))",
+    "ix_jobs_dispatch": "jobs USING btree (queue, state, priority DESC, seq) "
+    "WHERE ((state)::text = 'queued'::text)",
+    "uq_jobs_idempotency_key": "jobs USING btree (idempotency_key) "
+    "WHERE (idempotency_key IS NOT NULL)",
+    "ix_attempts_end_time": "attempts USING btree (end_time) WHERE (end_time IS NOT NULL)",
+}
+
+
+async def index_definitions(store: Store) -> dict[str, str]:
+    sql = text(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+        "AND indexname = ANY(:names)"
+    )
+    async with store.read_engine.connect() as conn:
+        rows = await conn.execute(sql, {"names": list(PARTIAL)})
+        # "CREATE INDEX name ON schema.table USING ..." -> "table USING ..."
+        return {
+            name: definition.partition(" ON ")[2].partition(".")[2] for name, definition in rows
+        }
+
+
+async def test_fresh_postgresql_database_has_the_partial_indexes(
+    store: Store, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's indexes")
+    assert await index_definitions(store) == PARTIAL
+
+
+@contextmanager
+def statements(store: Store) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL (and parameters) the store sends while inside."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
+        seen.append((statement, params))
+
+    engine = store.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def sql_literal(value: Any) -> str:
+    """`value` (a parameter the store sent) as an SQL constant of undecided type."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool | int):
+        return str(value).upper() if isinstance(value, bool) else str(value)
+    if isinstance(value, list):
+        quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+        return sql_literal("{" + ",".join(quoted) + "}")
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def generic_plan(store: Store, statement: str, params: Any) -> str:
+    """The plan PostgreSQL's plan cache may settle on for a prepared statement (one that
+    knows nothing of its parameters' values), sequential scans discouraged."""
+    async with store.write_engine.connect() as conn:
+        await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        await conn.exec_driver_sql("SET enable_seqscan = off")
+        await conn.exec_driver_sql(f"PREPARE probe AS {statement}")
+        args = f"({', '.join(sql_literal(p) for p in params)})" if params else ""
+        plan = await conn.exec_driver_sql(f"EXPLAIN EXECUTE probe{args}")
+        lines = [row[0] for row in plan]
+        await conn.exec_driver_sql("DEALLOCATE probe")
+        await conn.rollback()
+    return "\n".join(lines)
+
+
+async def test_queries_reach_the_partial_indexes_in_generic_plans(
+    store: Store, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's plans")
+    # many finished jobs beside a few waiting and queued ones, as in a busy database
+    done = await store.insert_jobs([new_job(queue="bulk") for _ in range(3000)])
+    async with store.write_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE jobs SET state = 'completed', end_time = :t WHERE queue = 'bulk'"),
+            {"t": T0},
+        )
+    assert len(done) == 3000
+    await populate(store)
+    async with store.write_engine.connect() as conn:
+        await conn.exec_driver_sql("ANALYZE")
+        await conn.commit()
+    with statements(store) as seen:
+        await store.due_before(T0 + 10**9, 10)
+        await store.queues_with_queued_jobs()
+        await store.fire_due(T0 + 10**9)
+        await store.lease(
+            WORKER,
+            queue_names=["emails"],
+            tasks=["send"],
+            skip_tasks=(),
+            limit=5,
+            now=T0,
+            lease_until=T0 + 10,
+        )
+        await store.prune_finished(T0 + 1)
+    wanted = {
+        "ix_jobs_due": [s for s in seen if "next_run_time <" in s[0] and "SELECT" in s[0]],
+        "ix_jobs_dispatch": [s for s in seen if "FOR UPDATE SKIP LOCKED" in s[0]],
+        "ix_jobs_end_time": [s for s in seen if "end_time <" in s[0] and "DELETE" not in s[0]],
+    }
+    for index, found in wanted.items():
+        assert found, index
+        for statement, params in found:
+            assert index in await generic_plan(store, statement, params), statement[:300]
+
+
+async def attempt_count(store: Store, job_ids: list[str]) -> int:
+    stmt = select(func.count()).select_from(attempts).where(attempts.c.job_id.in_(job_ids))
+    async with store.read_engine.connect() as conn:
+        return int((await conn.execute(stmt)).scalar_one())
+
+
+async def test_deleting_jobs_deletes_their_attempts(store: Store) -> None:
+    await store.insert_jobs([new_job() for _ in range(4)])
+    claimed = await store.claim("default", {"noop"}, 4, WORKER, T0, T0 + 10)
+    ok = AttemptResult(AttemptOutcome.SUCCEEDED, result=None)
+    assert await store.settle([states.settle(j, ok, T0 + 1, 0.5) for j in claimed]) == [True] * 4
+    ids = [j.id for j in claimed]
+    assert await attempt_count(store, ids) == 4
+    deleted = await store.apply_action(JobFilter(ids=tuple(ids[:2])), DELETE, T0 + 2)
+    assert sorted(j.id for j in deleted) == sorted(ids[:2])
+    assert await attempt_count(store, ids[:2]) == 0
+    assert await attempt_count(store, ids[2:]) == 2  # others' attempts stay
+    assert await store.prune_finished(T0 + 3) == 2
+    assert await attempt_count(store, ids) == 0

@@ -205,7 +205,7 @@ def columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
-def _pg_array_type(column_type: Any) -> str:
+def pg_array_type(column_type: Any) -> str:
     for sa_type, name in ((BigInteger, "int8"), (Integer, "int4"), (Boolean, "bool")):
         if isinstance(column_type, sa_type):
             return name
@@ -219,7 +219,7 @@ def pg_unnest_insert(table: Table, columns: Sequence[str], tail: str) -> str:
     # unbounded element types: an explicit cast to VARCHAR(n) would cut a long value, where
     # the assignment to the column refuses it
     arrays = ", ".join(
-        f"${i}::{_pg_array_type(table.c[name].type)}[]" for i, name in enumerate(columns, 1)
+        f"${i}::{pg_array_type(table.c[name].type)}[]" for i, name in enumerate(columns, 1)
     )
     names = ", ".join(columns)
     return (

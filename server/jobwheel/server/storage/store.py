@@ -10,6 +10,7 @@ from typing import Any
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage import paging
 from jobwheel.server.storage.bulk_writes import (
+    PG_COPY_MIN_ROWS,
     events_of_new_jobs,
     in_sqlite_thread,
     in_write_transaction,
@@ -36,6 +37,7 @@ from jobwheel.server.storage.history import History
 from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.overview import Overview
+from jobwheel.server.storage.pg_enqueue import pg_enqueue_alike
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.subscriptions import Subscriptions
@@ -76,6 +78,11 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             committed = await self._sqlite_insert_new(new_jobs)
             self._emit(committed)
             return [(event.job, False) for event in committed]
+        if candidates and not first_with_key and len(new_jobs) >= PG_COPY_MIN_ROWS:
+            found = await self._pg_insert_alike(new_jobs)
+            if found is not None:
+                self._emit(found)
+                return [(event.job, False) for event in found]
         rows = {i: new_job_values(new_jobs[i]) for i in candidates}
         fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
         if candidates:
@@ -148,6 +155,26 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                     jobs_in,
                     now,
                 )
+        first = last - len(jobs_in) + 1
+        return [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
+
+    async def _pg_insert_alike(self, new_jobs: Sequence[NewJob]) -> list[Event] | None:
+        """Inserts jobs without idempotency keys on PostgreSQL when they are alike (see
+        pg_enqueue.py); returns their ENQUEUED events, or None (nothing done) when not."""
+        shared = shared_job_values(new_jobs)
+        if shared is None or not events_of_new_jobs([job.id for job in new_jobs]):
+            return None
+        jobs_in = [job_from_new(job) for job in new_jobs]
+        now = jobs_in[0].create_time
+        rows = [own_job_values(job) for job in new_jobs]
+        tails = new_job_snapshot_tails(jobs_in)
+        enqueued = EventType.ENQUEUED
+        async with self._write() as conn:
+            seqs, last = await pg_enqueue_alike(
+                conn, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared, rows, tails, enqueued.value, now
+            )
+        for job, seq in zip(jobs_in, seqs, strict=True):
+            job.seq = seq
         first = last - len(jobs_in) + 1
         return [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
 

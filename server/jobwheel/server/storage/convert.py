@@ -380,14 +380,22 @@ def new_job_snapshots(new_jobs: list[Job]) -> list[str]:
     return out
 
 
-def new_job_snapshot_tails(new_jobs: list[Job]) -> list[tuple[int, str]]:
+def new_job_snapshot_tails(new_jobs: list[Job], alike: bool = False) -> list[tuple[int, str]]:
     """The new_job_snapshots texts as runs of consecutive jobs, (count, tail) each: a job's
     text is `{"id":<id>,"idempotency_key":<key>,"labels":<labels>,"seq":<seq>` + its run's
-    tail (id, key and labels as dumps_floatless spells them, labels "{}" when empty)."""
+    tail (id, key and labels as dumps_floatless spells them, labels "{}" when empty).
+    `alike`: the jobs differ in nothing but ids, payloads and times (see shared_job_values),
+    so only a change of times can start a run."""
     tails: dict[tuple[Any, ...], str] = {}
     runs: list[tuple[int, str]] = []
-    count, last = 0, ""
+    count, last, times = 0, "", None
     for job in new_jobs:
+        if alike:
+            now = (job.create_time, job.update_time, job.next_run_time)
+            if now == times:
+                count += 1
+                continue
+            times = now
         tail = _snapshot_tail(job, tails)
         if tail is not last and count:
             runs.append((count, last))

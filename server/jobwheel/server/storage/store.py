@@ -167,7 +167,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         jobs_in = [job_from_new(job) for job in new_jobs]
         now = jobs_in[0].create_time
         rows = [own_job_values(job) for job in new_jobs]
-        tails = new_job_snapshot_tails(jobs_in)
+        tails = new_job_snapshot_tails(jobs_in, alike=True)
         enqueued = EventType.ENQUEUED
         async with self._write() as conn:
             seqs, last = await pg_enqueue_alike(
@@ -328,7 +328,7 @@ def _json_enqueue(
         rows = json_rows([own_job_values(job) for job in new_jobs])
     if sql is None or rows is None or not events_of_new_jobs([job.id for job in new_jobs]):
         return None
-    return sql, rows, new_job_snapshot_tails(created)
+    return sql, rows, new_job_snapshot_tails(created, alike=shared is not None)
 
 
 def _sqlite_enqueue(

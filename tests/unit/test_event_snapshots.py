@@ -13,11 +13,12 @@ from jobwheel.server.storage.convert import (
     job_from_new,
     job_from_snapshot,
     job_snapshot,
+    new_job_snapshot_tails,
     new_job_snapshots,
     retry_to_doc,
     schedule_to_doc,
 )
-from jobwheel.server.storage.dialect import dumps
+from jobwheel.server.storage.dialect import dumps, dumps_floatless
 
 from tests.integration.storage.factories import full_job, new_job
 
@@ -113,3 +114,21 @@ def test_a_snapshot_is_the_one_encoding_of_its_document() -> None:
     ]
     for job in jobs:
         assert job_snapshot(job) == dumps(_document(job))
+
+
+def test_snapshot_tails_rebuild_the_batch_snapshots() -> None:
+    jobs = _created()
+    alike = [
+        job_from_new(new_job(create_time=t, next_run_time=t), seq=s)
+        for s, t in enumerate([1, 1, 2, 2, 2, 1], 1)
+    ]
+    for batch, flag in ((jobs, False), (alike, False), (alike, True)):
+        tails = [tail for n, tail in new_job_snapshot_tails(batch, alike=flag) for _ in range(n)]
+        texts = [
+            f'{{"id":{dumps_floatless(job.id)},"idempotency_key":'
+            f"{'null' if job.idempotency_key is None else dumps_floatless(job.idempotency_key)},"
+            f'"labels":{dumps_floatless(job.labels) if job.labels else "{}"},"seq":{job.seq}{tail}'
+            for job, tail in zip(batch, tails, strict=True)
+        ]
+        assert texts == new_job_snapshots(batch)
+    assert len(new_job_snapshot_tails(alike, alike=True)) == 3

@@ -34,17 +34,24 @@ def _stamps(n: int) -> list[tuple[int, int]]:
     return out
 
 
+# the variant nibble (0b10xx) of an id whose random bits start with hex digit d: _VARIANT[d]
+_VARIANT = {f"{d:x}": f"{d & 0x3 | 0x8:x}" for d in range(16)}
+
+
 def new_ids(n: int) -> list[str]:
     """`n` fresh ids in increasing order (one lock and one urandom call for all of them)."""
     if n <= 0:
         return []
-    rand = os.urandom(8 * n)
+    rand = os.urandom(8 * n).hex()
     ids: list[str] = []
+    append = ids.append
+    head_ms, head = -1, ""
     for i, (ms, counter) in enumerate(_stamps(n)):
-        low = int.from_bytes(rand[8 * i : 8 * i + 8], "big") & ((1 << 62) - 1)
-        value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | low
-        h = f"{value:032x}"
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        if ms != head_ms:  # the millisecond and version part, shared by most ids of a call
+            h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+            head_ms, head = ms, f"{h[:8]}-{h[8:]}-7"
+        r = rand[16 * i : 16 * i + 16]
+        append(f"{head}{counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}")
     return ids
 
 

@@ -185,7 +185,9 @@ class HttpTarget:
         return self.url, self.method, tuple(sorted(self.headers.items()))
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+# costs a batch of 1,000 jobs ~2.5 ms; nothing changes a NewJob after validation (replace())
+@dataclass(slots=True)
 class NewJob:
     """A validated enqueue request; the store assigns nothing but the row order."""
 

@@ -376,34 +376,67 @@ def new_job_snapshots(new_jobs: list[Job]) -> list[str]:
     tails: dict[tuple[Any, ...], str] = {}
     out: list[str] = []
     for job in new_jobs:
-        http = job.http
-        key = (
-            job.queue,
-            job.task,
-            job.priority,
-            job.state,
-            job.schedule,
-            job.retry_policy,
-            job.timeout,
-            job.create_time,
-            job.update_time,
-            job.next_run_time,
-            None if http is None else http.key(),
-        )
-        tail = tails.get(key)
-        if tail is None:
-            doc = _shared_snapshot_doc(job)
-            for name in _OWN_FIELDS:
-                doc.pop(name, None)
-            tail = tails[key] = dumps(doc)[1:]  # without its "{"
         # strings (and None) only: the fast encoder spells them as dumps does
         labels = dumps_floatless(job.labels) if job.labels else "{}"
         idem = "null" if job.idempotency_key is None else dumps_floatless(job.idempotency_key)
         out.append(
             f'{{"id":{dumps_floatless(job.id)},"idempotency_key":{idem},'
-            f'"labels":{labels},"seq":{job.seq},{tail}'
+            f'"labels":{labels},"seq":{job.seq}{_snapshot_tail(job, tails)}'
         )
     return out
+
+
+def new_job_snapshot_tails(new_jobs: list[Job], alike: bool = False) -> list[tuple[int, str]]:
+    """The new_job_snapshots texts as runs of consecutive jobs, (count, tail) each: a job's
+    text is `{"id":<id>,"idempotency_key":<key>,"labels":<labels>,"seq":<seq>` + its run's
+    tail (id, key and labels as dumps_floatless spells them, labels "{}" when empty).
+    `alike`: the jobs differ in nothing but ids, payloads and times (see shared_job_values),
+    so only a change of times can start a run."""
+    tails: dict[tuple[Any, ...], str] = {}
+    runs: list[tuple[int, str]] = []
+    count, last, times = 0, "", None
+    for job in new_jobs:
+        if alike:
+            now = (job.create_time, job.update_time, job.next_run_time)
+            if now == times:
+                count += 1
+                continue
+            times = now
+        tail = _snapshot_tail(job, tails)
+        if tail is not last and count:
+            runs.append((count, last))
+            count = 0
+        count += 1
+        last = tail
+    if count:
+        runs.append((count, last))
+    return runs
+
+
+def _snapshot_tail(job: Job, tails: dict[tuple[Any, ...], str]) -> str:
+    """What follows the seq in job_snapshot of a just-created job (encoded once per batch for
+    the jobs that share it, in `tails`)."""
+    http = job.http
+    key = (
+        job.queue,
+        job.task,
+        job.priority,
+        job.state,
+        job.schedule,
+        job.retry_policy,
+        job.timeout,
+        job.create_time,
+        job.update_time,
+        job.next_run_time,
+        None if http is None else http.key(),
+    )
+    tail = tails.get(key)
+    if tail is None:
+        doc = _shared_snapshot_doc(job)
+        for name in _OWN_FIELDS:
+            doc.pop(name, None)
+        tail = tails[key] = "," + dumps(doc)[1:]  # without its "{"
+    return tail
 
 
 def job_from_snapshot(text: str, payload: dict[str, Any]) -> Job:

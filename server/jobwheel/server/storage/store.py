@@ -10,9 +10,13 @@ from typing import Any
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage import paging
 from jobwheel.server.storage.bulk_writes import (
+    PG_COPY_MIN_ROWS,
+    events_of_new_jobs,
     in_sqlite_thread,
     in_write_transaction,
+    json_rows,
     sqlite_append_events,
+    sqlite_enqueue_json,
     sqlite_insert_jobs,
     sqlite_insert_shared,
 )
@@ -21,6 +25,7 @@ from jobwheel.server.storage.convert import (
     OWN_JOB_COLUMNS,
     job_from_new,
     job_from_row,
+    new_job_snapshot_tails,
     new_job_snapshots,
     new_job_values,
     own_job_values,
@@ -32,6 +37,7 @@ from jobwheel.server.storage.history import History
 from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.overview import Overview
+from jobwheel.server.storage.pg_enqueue import pg_enqueue_alike
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.subscriptions import Subscriptions
@@ -69,25 +75,14 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             # SQLite, no keys to look up (every job a candidate): the whole transaction in one
             # driver-thread hop; rows converted before taking the write lock, so a concurrent
             # batch's database work overlaps
-            shared = shared_job_values(new_jobs)
-            sql = None
-            if shared is not None:  # the usual batch: only ids, payloads and times differ
-                sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared)
-            if sql is None:
-                sql, all_rows = _INSERT_NEW_JOBS, [new_job_values(job) for job in new_jobs]
-            else:
-                all_rows = [own_job_values(job) for job in new_jobs]
-            jobs_in = [job_from_new(job) for job in new_jobs]
-            now = jobs_in[0].create_time
-            async with self._raw_write() as conn:
-                last = await in_sqlite_thread(
-                    conn, in_write_transaction, _sqlite_enqueue, sql, all_rows, jobs_in, now
-                )
-            first = last - len(jobs_in) + 1
-            enqueued = EventType.ENQUEUED
-            committed = [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
+            committed = await self._sqlite_insert_new(new_jobs)
             self._emit(committed)
-            return [(job, False) for job in jobs_in]
+            return [(event.job, False) for event in committed]
+        if candidates and not first_with_key and len(new_jobs) >= PG_COPY_MIN_ROWS:
+            found = await self._pg_insert_alike(new_jobs)
+            if found is not None:
+                self._emit(found)
+                return [(event.job, False) for event in found]
         rows = {i: new_job_values(new_jobs[i]) for i in candidates}
         fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
         if candidates:
@@ -130,6 +125,58 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             assert first_result is not None
             results[i] = (first_result[0], True)
         return [r for r in results if r is not None]
+
+    async def _sqlite_insert_new(self, new_jobs: Sequence[NewJob]) -> list[Event]:
+        """Inserts jobs without idempotency keys on SQLite; returns their ENQUEUED events."""
+        jobs_in = [job_from_new(job) for job in new_jobs]
+        now = jobs_in[0].create_time
+        enqueued = EventType.ENQUEUED
+        batched = _json_enqueue(new_jobs, jobs_in)
+        async with self._raw_write() as conn:
+            if batched is not None:
+                first, last = await in_sqlite_thread(
+                    conn,
+                    in_write_transaction,
+                    sqlite_enqueue_json,
+                    *batched,
+                    enqueued.value,
+                    now,
+                )
+                for n, job in enumerate(jobs_in):
+                    job.seq = first + n
+            else:  # a text holds U+0000: bound row by row
+                values = [new_job_values(job) for job in new_jobs]
+                last = await in_sqlite_thread(
+                    conn,
+                    in_write_transaction,
+                    _sqlite_enqueue,
+                    _INSERT_NEW_JOBS,
+                    values,
+                    jobs_in,
+                    now,
+                )
+        first = last - len(jobs_in) + 1
+        return [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
+
+    async def _pg_insert_alike(self, new_jobs: Sequence[NewJob]) -> list[Event] | None:
+        """Inserts jobs without idempotency keys on PostgreSQL when they are alike (see
+        pg_enqueue.py); returns their ENQUEUED events, or None (nothing done) when not."""
+        shared = shared_job_values(new_jobs)
+        if shared is None or not events_of_new_jobs([job.id for job in new_jobs]):
+            return None
+        jobs_in = [job_from_new(job) for job in new_jobs]
+        now = jobs_in[0].create_time
+        rows = [own_job_values(job) for job in new_jobs]
+        tails = new_job_snapshot_tails(jobs_in, alike=True)
+        enqueued = EventType.ENQUEUED
+        async with self._write() as conn:
+            seqs, last = await pg_enqueue_alike(
+                conn, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared, rows, tails, enqueued.value, now
+            )
+        for job, seq in zip(jobs_in, seqs, strict=True):
+            job.seq = seq
+        first = last - len(jobs_in) + 1
+        return [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
 
     async def _expire_keys(self, conn: AsyncConnection, holders: dict[str, Job], now: int) -> None:
         """Frees keys whose holder is older than the idempotency window: a repeat after the
@@ -259,6 +306,29 @@ _INSERT_NEW_JOBS = (
     f"INSERT INTO {jobs.name} ({','.join(NEW_JOB_COLUMNS)}) "
     f"VALUES ({','.join('?' * len(NEW_JOB_COLUMNS))})"
 )
+_INSERT_NEW_JOBS_JSON = sqlite_insert_shared(
+    jobs.name, NEW_JOB_COLUMNS, NEW_JOB_COLUMNS, (None,) * len(NEW_JOB_COLUMNS), from_json=True
+)
+
+
+def _json_enqueue(
+    new_jobs: Sequence[NewJob], created: list[Job]
+) -> tuple[str, str, list[tuple[int, str]]] | None:
+    """The statement, job rows and snapshot tails of sqlite_enqueue_json for `new_jobs` (as
+    `created`), or None when their texts cannot go that way (see json_rows,
+    events_of_new_jobs)."""
+    shared = shared_job_values(new_jobs)
+    if shared is None:
+        sql: str | None = _INSERT_NEW_JOBS_JSON
+        rows = json_rows([new_job_values(job) for job in new_jobs])
+    else:  # the usual batch: only ids, payloads and times differ
+        sql = sqlite_insert_shared(
+            jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared, from_json=True
+        )
+        rows = json_rows([own_job_values(job) for job in new_jobs])
+    if sql is None or rows is None or not events_of_new_jobs([job.id for job in new_jobs]):
+        return None
+    return sql, rows, new_job_snapshot_tails(created, alike=shared is not None)
 
 
 def _sqlite_enqueue(

@@ -1,0 +1,100 @@
+"""PostgreSQL: a batch of jobs without idempotency keys, alike in all but their ids, payloads and
+times (the usual BatchEnqueueJobs), in two statements: one inserts the jobs, their seqs taken
+in input order, the other their ENQUEUED events, built from the same arrays. The values the
+jobs share travel once, as scalars, and no snapshot is encoded per job; COPY of whole rows
+plus an events statement of whole snapshots cost twice the time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jobwheel.server.storage.bulk_writes import EVENT_COLUMNS, pg_array_type
+from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, notify_token
+from jobwheel.server.storage.schema import jobs
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def _insert_jobs(columns: Sequence[str], own: Sequence[str]) -> str:
+    """$1: how many; $2..: an array per `own` column (in their order), then a scalar per
+    other column (in `columns` order). Returns the seqs, in input order."""
+    arrays = {name: f"${i}" for i, name in enumerate(own, 2)}
+    scalars = {
+        name: f"${i}" for i, name in enumerate((c for c in columns if c not in own), 2 + len(own))
+    }
+    values = ", ".join(
+        f"t.{name}" if name in arrays else f"{scalars[name]}::{pg_array_type(jobs.c[name].type)}"
+        for name in columns
+    )
+    unnest = ", ".join(f"{arrays[name]}::{pg_array_type(jobs.c[name].type)}[]" for name in own)
+    return f"""
+WITH taken AS (
+    SELECT nextval(pg_get_serial_sequence('{jobs.name}', 'seq')) AS seq
+    FROM generate_series(1, $1::int4)
+), numbered AS (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS ord FROM taken
+), added AS (
+    INSERT INTO {jobs.name} (seq, {", ".join(columns)})
+    SELECT numbered.seq, {values}
+    FROM unnest({unnest}) WITH ORDINALITY AS t({", ".join(own)}, ord)
+    JOIN numbered USING (ord)
+)
+SELECT array_agg(seq ORDER BY seq) FROM numbered
+"""
+
+
+# $1: how many; $2: type; $3: time; $4: ids; $5: seqs; $6: labels (the jobs'); $7: tails;
+# $8: each job's tail (1-based into $7); $9: the writer's notify_token. The snapshot is the
+# text storage.convert.new_job_snapshots writes (to_json spells an id without control
+# characters as orjson does). Last in the transaction: the head row stays locked until commit.
+_INSERT_EVENTS = f"""
+WITH head AS (
+    UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
+), added AS (
+    INSERT INTO events ({", ".join(EVENT_COLUMNS)})
+    SELECT head.revision - $1::int8 + t.ord, t.id, $2::text, $3::int8,
+        '{{"id":' || to_json(t.id)::text || ',"idempotency_key":null,"labels":' || $6::text
+        || ',"seq":' || t.seq || ($7::text[])[t.tail]
+    FROM head, unnest($4::text[], $5::int8[], $8::int4[]) WITH ORDINALITY AS t(id, seq, tail, ord)
+)
+SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text || ' ' || $9::text) FROM head
+"""
+
+
+async def pg_enqueue_alike(
+    conn: AsyncConnection,
+    columns: Sequence[str],
+    own: Sequence[str],
+    values: tuple[Any, ...],
+    rows: list[tuple[Any, ...]],
+    tails: list[tuple[int, str]],
+    event_type: str,
+    now: int,
+) -> tuple[list[int], int]:
+    """Inserts jobs without idempotency keys whose values for `columns` are `values` but in
+    the `own` columns (`rows`: theirs, in `own` order), and their events (`tails`: see
+    new_job_snapshot_tails; the jobs' labels are values' "labels"); returns the jobs' seqs
+    and the last revision. In `conn`'s write transaction."""
+    shared = [value for name, value in zip(columns, values, strict=True) if name not in own]
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    taken = await conn.exec_driver_sql(
+        _insert_jobs_sql(tuple(columns), tuple(own)), (len(rows), *arrays, *shared)
+    )
+    seqs: list[int] = taken.scalar_one()
+    numbers = [k for k, (n, _) in enumerate(tails, 1) for _ in range(n)]
+    ids = arrays[own.index("id")]
+    labels = values[columns.index("labels")]
+    token = notify_token(conn.sync_engine)
+    params = (len(rows), event_type, now, ids, seqs, labels, [t for _, t in tails], numbers, token)
+    result = await conn.exec_driver_sql(_INSERT_EVENTS, params)
+    return seqs, int(result.scalar_one())
+
+
+_STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def _insert_jobs_sql(columns: tuple[str, ...], own: tuple[str, ...]) -> str:
+    found = _STATEMENTS.get((columns, own))
+    if found is None:
+        found = _STATEMENTS[(columns, own)] = _insert_jobs(columns, own)
+    return found

@@ -99,7 +99,7 @@ async def test_queue_settings_and_subscriptions_reach_other_replicas_at_once() -
         dispatcher = b.app.engine.dispatcher
         await a.jobs.PauseQueue(pb.PauseQueueRequest(name="mail"))
         await a.jobs.UpdateQueue(pb.UpdateQueueRequest(name="mail", max_concurrency=3))
-        settings = dispatcher._queues
+        settings = dispatcher.rooms.settings
         await eventually(lambda: "mail" in settings and settings["mail"].paused, "the pause")
         await eventually(lambda: settings["mail"].max_concurrency == 3, "the concurrency")
         # a job of the paused queue stays QUEUED on b too; resumed on a, b runs it

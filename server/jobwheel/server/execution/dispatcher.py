@@ -6,7 +6,8 @@ settled and, in the same transaction, each ready queue claims its best jobs (hig
 first, FIFO within a priority) for the room those endings and earlier ones left. A busy server
 thus writes one transaction per cycle for many jobs, and a job's end and its successor's start
 cost one commit together. Jobs that come due are promoted and their queues claimed in one
-transaction too (`fire_due`), so a due job starts after a single commit.
+transaction too (`fire_due`), so a due job starts after a single commit. Which queues a cycle
+claims, and how many of each, is queue_rooms.py's arithmetic (limits, rates, cycles in flight).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from jobwheel.server.clock import Clock
 from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.execution.attempts import run_attempt
 from jobwheel.server.execution.inprocess import InProcessExecutor
-from jobwheel.server.execution.ratelimit import TokenBucket
+from jobwheel.server.execution.queue_rooms import Claim, QueueRooms
 from jobwheel.server.execution.webhook import WebhookExecutor
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.rules import recurrence, states
@@ -76,7 +77,6 @@ class Dispatcher:
         self.executor = executor
         self.webhooks = webhooks
         self.worker_id = worker_id
-        self.concurrency = concurrency
         self.lease = lease
         # Settlements from elsewhere (remote workers' reports), merged by group commit; the
         # in-process attempts' endings go through the dispatch cycle instead (`observe` is
@@ -86,16 +86,12 @@ class Dispatcher:
         self.cycles = Signal()
         # fired after each attempt's end is stored (a drained queue runs no cycle after it)
         self.settled = Signal()
-        self._ready: set[str] = set()
-        self._running: Counter[str] = Counter()  # held attempts per queue
         self._held: dict[str, _Held] = {}
         # attempts that ended, with their settlements, for the next cycle to store
         self._outbox: list[tuple[_Held, states.Settlement]] = []
         self._wake = asyncio.Event()
         self._accepting = True
         self._due = True
-        self._queues: dict[str, model.QueueSettings] = {}
-        self._buckets: dict[str, TokenBucket] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._fired: set[str] = set()
@@ -104,9 +100,13 @@ class Dispatcher:
         # PostgreSQL: every cycle runs beside the loop, up to CYCLES_IN_FLIGHT at once
         self._overlap = not store.dialect.single_writer
         self._beside: dict[asyncio.Task[None], bool] = {}  # each, and whether it claims
-        self._in_flight: Counter[str] = Counter()  # rooms of the claims not back yet
-        self._settling: Counter[str] = Counter()  # held attempts whose end is being stored
-        self._full: set[str] = set()  # queues whose last claim took all the room it had
+        # which queues to claim and how many: kept in step with `_held` and the claims
+        self.rooms = QueueRooms(
+            concurrency,
+            cycles_in_flight=CYCLES_IN_FLIGHT if self._overlap else 1,
+            monotonic=clock.monotonic,
+            wake_later=self._wake_later,
+        )
 
     @property
     def running(self) -> int:
@@ -123,23 +123,13 @@ class Dispatcher:
 
     def set_queues(self, settings: dict[str, model.QueueSettings]) -> None:
         """Applies queue settings (pause, concurrency, rate); wakes queues that may run now."""
-        for name, queue in settings.items():
-            if self._queues.get(name) == queue:
-                continue
-            self._queues[name] = queue
-            rate = queue.max_dispatches_per_second
-            if rate <= 0:
-                self._buckets.pop(name, None)
-            elif name not in self._buckets or self._buckets[name].rate != rate:
-                self._buckets[name] = TokenBucket(rate, self.clock.monotonic())
-            if not queue.paused:
-                self._ready.add(name)
+        self.rooms.set_queues(settings)
         self._wake.set()
 
     def wake(self, queues: set[str] | None = None) -> None:
         """Something may be due (no queues given) or queued in `queues`."""
         if queues:
-            self._ready |= queues
+            self.rooms.ready |= queues
         else:
             self._due = True
         self._wake.set()
@@ -147,7 +137,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Dispatch cycles until `stop`, and after it until every attempt's end is stored."""
         try:
-            self._ready |= await self.store.queues_with_queued_jobs()
+            self.rooms.ready |= await self.store.queues_with_queued_jobs()
             self._wake.set()
             while self._accepting or self._held:
                 await self._wake.wait()
@@ -184,7 +174,7 @@ class Dispatcher:
         if self._overlap:
             self._dispatch_beside(now, endings, freed)
             return
-        claims = self._claims(freed) if self._accepting else []
+        claims = self.rooms.claims(freed) if self._accepting else []
         if not claims and (not endings or self._storing is not None):
             return  # endings wait for the store in flight, which wakes the loop when done
         self._outbox = []
@@ -204,15 +194,15 @@ class Dispatcher:
         was full claims again before its claim in flight is back)."""
         if len(self._beside) >= CYCLES_IN_FLIGHT:
             return  # the first back wakes the loop
-        claims = self._claims(freed) if self._accepting else []
+        claims = self.rooms.claims(freed) if self._accepting else []
         if not claims and not endings:
             return
         self._outbox = []
-        for queue, room in claims:
-            self._in_flight[queue] += room
+        self.rooms.sent(claims)
+        settling = self.rooms.settling
         for held, _ in endings:
             held.settling = True
-            self._settling[held.job.queue] += 1
+            settling[held.job.queue] += 1
         task = asyncio.create_task(self._cycle_beside(now, endings, claims))
         self._beside[task] = bool(claims)
         task.add_done_callback(self._back)
@@ -221,24 +211,21 @@ class Dispatcher:
         self,
         now: model.Micros,
         endings: list[tuple[_Held, states.Settlement]],
-        claims: list[tuple[str, int]],
+        claims: list[Claim],
     ) -> None:
         try:
             await self._cycle(now, endings, claims)
         finally:
             # in the step that started the claimed jobs (or gave the claims back): the room
             # is never counted twice
-            for queue, room in claims:
-                self._in_flight[queue] -= room
-                if self._in_flight[queue] <= 0:
-                    del self._in_flight[queue]
+            self.rooms.back(claims)
             for held, _ in endings:
                 self._unsettling(held)  # not stored: back in the outbox, or given up
 
     def _unsettling(self, held: _Held) -> None:
         if held.settling:
             held.settling = False
-            self._settling[held.job.queue] -= 1
+            self.rooms.settling[held.job.queue] -= 1
 
     def _back(self, task: asyncio.Task[None]) -> None:
         """A cycle beside the loop is done (its claimed jobs started, or it failed)."""
@@ -269,7 +256,7 @@ class Dispatcher:
         self,
         now: model.Micros,
         endings: list[tuple[_Held, states.Settlement]],
-        claims: list[tuple[str, int]],
+        claims: list[Claim],
     ) -> None:
         """One dispatch cycle's transaction: stores `endings`, claims `claims`, starts what
         it claimed."""
@@ -284,10 +271,7 @@ class Dispatcher:
                 include_http=self.webhooks is not None,
             )
         except BaseException as exc:
-            for queue, room in claims:
-                self._ready.add(queue)  # e.g. the database is unreachable: try again later
-                if (bucket := self._buckets.get(queue)) is not None:
-                    bucket.give_back(room)
+            self.rooms.not_claimed(claims)  # e.g. the database is unreachable: try again later
             if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable):
                 await self._settle_alone(endings)  # one bad settlement must not hold the rest
             else:
@@ -295,7 +279,7 @@ class Dispatcher:
             raise
         self._stored_endings(endings, applies)
         for (queue, room), jobs in zip(claims, claimed, strict=True):
-            self._claimed(queue, room, len(jobs))
+            self.rooms.claimed(queue, room, len(jobs))
             for job in jobs:
                 self._start(job)
 
@@ -312,20 +296,6 @@ class Dispatcher:
             if applied:
                 failures.log_if_failed(settlement)
         self.settled.fire()
-
-    def _claims(self, freed: Counter[str]) -> list[tuple[str, int]]:
-        """(queue, how many to claim) for each ready queue with room, counting the attempts
-        whose end this cycle stores (`freed`, by queue) as ended. Only a ready queue may hold
-        more (its last claim was full, it had no room, or a wake-up named it): a drained one
-        claims nothing after each ending."""
-        claims: list[tuple[str, int]] = []
-        # a full claim not back yet: its queue likely holds more (PostgreSQL, see _overlap)
-        again = {q for q in self._in_flight if q in self._full}
-        for queue in sorted(self._ready | again):
-            room = self._room(queue, freed[queue])
-            if room > 0:
-                claims.append((queue, room))
-        return claims
 
     async def _settle_alone(self, endings: list[tuple[_Held, states.Settlement]]) -> None:
         """After a failed cycle: each ending in a transaction of its own. One that cannot be
@@ -353,15 +323,15 @@ class Dispatcher:
         a due job starts after a single commit. The endings waiting in the outbox (unless a
         store of endings is in flight) are stored in it too: one commit, and no second
         transaction for the fire to wait on."""
-        rooms: dict[str, int] = {}
+        given: dict[str, int] = {}  # the room each claimed queue was given
         endings: list[tuple[_Held, states.Settlement]] = []
         if self._storing is None:
             endings, self._outbox = self._outbox, []
         freed = Counter(h.job.queue for h, _ in endings)
 
         def room(queue: str) -> int:
-            rooms[queue] = self._room(queue, freed[queue])
-            return rooms[queue]
+            given[queue] = self.rooms.room(queue, freed[queue])
+            return given[queue]
 
         def settled(applies: list[bool]) -> None:
             self._stored_endings(endings, applies)
@@ -391,7 +361,7 @@ class Dispatcher:
                 fire,
             )
         except BaseException as exc:
-            self._ready |= rooms.keys()
+            self.rooms.ready |= given.keys()
             if endings:
                 if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable):
                     await self._settle_alone(endings)  # one bad settlement must not hold the rest
@@ -400,59 +370,15 @@ class Dispatcher:
             raise
         finally:
             self._fired = set()
-        self._ready |= promoted - rooms.keys()
+        self.rooms.ready |= promoted - given.keys()
         per_queue = Counter(job.queue for job in claimed)
-        for queue, given in rooms.items():
-            self._claimed(queue, given, per_queue[queue])
+        for queue, queue_room in given.items():
+            self.rooms.claimed(queue, queue_room, per_queue[queue])
 
     def fired(self, job_id: str) -> bool:
         """True while the events of the fire that started the job are told (its QUEUED event
         needs no dispatch cycle)."""
         return job_id in self._fired
-
-    def _room(self, queue: str, freed: int = 0) -> int:
-        """How many jobs of `queue` to claim now (its limit, rate, pause), with `freed` of its
-        held attempts counted as ended, taking the rate's tokens; a queue with room leaves
-        `_ready` (a wake-up during the claim puts it back), one without stays there until a
-        slot frees or tokens come."""
-        settings = self._queues.get(queue)
-        if settings is not None and settings.paused:
-            self._ready.discard(queue)  # resuming it wakes it again
-            return 0
-        limit = (settings and settings.max_concurrency) or self.concurrency
-        # cycles in flight: their endings free room as their claims take it
-        taken = self._running[queue] - self._settling[queue] + self._in_flight[queue]
-        room = limit - taken + freed
-        if self._overlap:
-            # a share of the limit per cycle: while one is in flight, the jobs another
-            # started end, and their endings make the next cycle (short jobs would all end
-            # before a claim of the whole limit is back, leaving nothing to overlap)
-            room = min(room, -(-limit // CYCLES_IN_FLIGHT))
-        bucket = self._buckets.get(queue)
-        if bucket is not None and room > 0:
-            allowed = bucket.take(room, self.clock.monotonic())
-            if allowed < room:
-                self._wake_later(bucket.wait(self.clock.monotonic()))
-            room = allowed
-        if room > 0:
-            self._ready.discard(queue)
-        else:
-            self._ready.add(queue)
-        return room
-
-    def _claimed(self, queue: str, room: int, got: int) -> None:
-        """After a claim of `got` of up to `room` jobs of `queue`: unused rate tokens go back;
-        a full claim leaves the queue ready (there may be more)."""
-        if room <= 0:
-            return
-        bucket = self._buckets.get(queue)
-        if bucket is not None:
-            bucket.give_back(room - got)
-        if got == room:
-            self._ready.add(queue)
-            self._full.add(queue)
-        else:
-            self._full.discard(queue)
 
     def _wake_later(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -468,7 +394,7 @@ class Dispatcher:
     def _start(self, job: model.Job) -> None:
         held = _Held(job)
         self._held[job.id] = held
-        self._running[job.queue] += 1
+        self.rooms.running[job.queue] += 1
         held.task = task = asyncio.create_task(self._execute(held))
         # in a callback, not a `finally`: a task cancelled before its first step runs no code
         task.add_done_callback(functools.partial(self._task_done, held))
@@ -477,10 +403,10 @@ class Dispatcher:
         """The attempt is no longer this process's (its end is stored, or given up)."""
         job = held.job
         if self._held.pop(job.id, None) is not None:
-            self._running[job.queue] -= 1
+            self.rooms.running[job.queue] -= 1
             self._unsettling(held)
         if wake:
-            self._ready.add(job.queue)
+            self.rooms.ready.add(job.queue)
             self._wake.set()
 
     def _end(self, held: _Held, settlement: states.Settlement) -> None:

@@ -361,7 +361,7 @@ class Dispatcher:
                 fire,
             )
         except BaseException as exc:
-            self.rooms.ready |= given.keys()
+            self.rooms.not_claimed(given.items())  # as a failed cycle: ready, tokens back
             if endings:
                 if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable):
                     await self._settle_alone(endings)  # one bad settlement must not hold the rest

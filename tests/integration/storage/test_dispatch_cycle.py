@@ -177,6 +177,31 @@ async def test_concurrent_claims_share_out_jobs_with_one_attempt_row_each(store:
         rows = await store.list_attempts(job.id, limit=10, after=None)
         running = [a for a in rows if a.outcome is AttemptOutcome.RUNNING]
         assert [(a.number, a.execution) for a in running] == [(job.attempt, job.execution_count)]
-        assert running[0].worker_id == job.worker_id and running[0].start_time == T0 + 30
+        assert running[0].worker_id == job.worker_id
+        assert running[0].start_time == job.start_time >= T0 + 30  # never before the claim
         assert len(rows) == job.attempt  # one row per attempt, the lost one included
     assert {j.attempt for j in claimed if j.id in {x.id for x in lost}} == {2}
+
+
+async def test_a_start_is_never_before_the_jobs_last_change(store: Store) -> None:
+    # Another replica queued these (a fire) with a clock reading later than this claim's
+    # `now`, taken before the claim waited for that commit: the start is the later time, and
+    # the attempt row agrees.
+    later = T0 + 1_000
+    await store.insert_jobs([new_job(create_time=later, next_run_time=later) for _ in range(3)])
+    await store.insert_jobs([new_job(task="remote", create_time=later, next_run_time=later)])
+    await store.insert_jobs([new_job(create_time=T0 - 5, next_run_time=T0 - 5)])
+    (by_claim,) = await store.claim("default", {"noop"}, 1, WORKER, T0, T0 + 100)
+    _, [by_cycle] = await store.dispatch_cycle([], [("default", 2)], {"noop"}, WORKER, T0, T0 + 99)
+    (by_lease,) = await store.lease("w1", queue_names=(), tasks=("remote",), skip_tasks=(),
+                                    limit=1, now=T0, lease_until=T0 + 100)  # fmt: skip
+    started = [by_claim, *by_cycle, by_lease]
+    assert len(started) == 4
+    for job in started:
+        expected = T0 if job.create_time < T0 else later
+        stored = await store.get_job(job.id)
+        assert stored is not None
+        assert (job.start_time, job.update_time) == (expected, expected)
+        assert (stored.start_time, stored.update_time) == (expected, expected)
+        [attempt] = await store.list_attempts(job.id, limit=10, after=None)
+        assert attempt.start_time == expected

@@ -22,7 +22,6 @@ from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import Change
 from jobwheel.server.storage.schema import attempts, jobs
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Select,
     String,
@@ -120,15 +119,17 @@ WITH picked AS (
   UPDATE jobs SET state = '{_RUNNING}',
     execution_count = jobs.execution_count + CASE WHEN jobs.attempt = 0 THEN 1 ELSE 0 END,
     released_attempts = CASE WHEN jobs.attempt = 0 THEN 0 ELSE jobs.released_attempts END,
-    attempt = jobs.attempt + 1, start_time = $5::bigint, update_time = $5::bigint,
+    attempt = jobs.attempt + 1, start_time = GREATEST($5::bigint, jobs.update_time),
+    update_time = GREATEST($5::bigint, jobs.update_time),
     worker_id = $6::varchar, lease_expire_time = $7::bigint
   FROM picked WHERE jobs.seq = picked.seq
   RETURNING jobs.*
 ), opened AS (
   INSERT INTO attempts (id, job_id, execution, number, start_time, outcome, worker_id)
-  SELECT ($8::varchar[])[n], id, execution_count, attempt, $5::bigint, '{_ATTEMPT_RUNNING}',
+  SELECT ($8::varchar[])[n], id, execution_count, attempt, start_time, '{_ATTEMPT_RUNNING}',
     $6::varchar
-  FROM (SELECT id, execution_count, attempt, row_number() OVER () AS n FROM claimed) AS c
+  FROM (SELECT id, execution_count, attempt, start_time, row_number() OVER () AS n
+    FROM claimed) AS c
 )
 SELECT * FROM claimed
 """
@@ -147,12 +148,12 @@ async def start_attempts(
     become RUNNING for `worker_id`, each with a new attempt row; returned in that order."""
     stmt = claim_statement(dialect, where, limit, worker_id, now, lease_until)
     if dialect.array_params:
-        rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id, now))).mappings()
+        rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id))).mappings()
     else:
         rows = (await conn.execute(stmt)).mappings().all()
         if rows:
             ids = new_ids(len(rows))
-            await in_sqlite_thread(conn, sqlite_open_attempts, rows, ids, now, worker_id)
+            await in_sqlite_thread(conn, sqlite_open_attempts, rows, ids, worker_id)
     claimed = [job_from_row(r) for r in rows]
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed
@@ -172,6 +173,9 @@ def claim_statement(
         select(jobs.c.seq).where(*where).order_by(jobs.c.priority.desc(), jobs.c.seq).limit(limit)
     )
     pick = dialect.lock_rows(pick, skip_locked=True)
+    # never before the job's last change: another replica may have queued it (a fire) with a
+    # later clock reading than `now`, taken before this claim waited for that commit
+    started_at = case((jobs.c.update_time > now, jobs.c.update_time), else_=now)
     return (
         update(jobs)
         .where(jobs.c.seq.in_(pick.scalar_subquery()))
@@ -181,8 +185,8 @@ def claim_statement(
             execution_count=jobs.c.execution_count + case((jobs.c.attempt == 0, 1), else_=0),
             released_attempts=case((jobs.c.attempt == 0, 0), else_=jobs.c.released_attempts),
             attempt=jobs.c.attempt + 1,
-            start_time=now,
-            update_time=now,
+            start_time=started_at,
+            update_time=started_at,
             worker_id=worker_id,
             lease_expire_time=lease_until,
         )
@@ -218,9 +222,7 @@ async def pg_claim_queue(
     return claimed
 
 
-def _with_attempt_rows(
-    claim: ReturningUpdate[Any], limit: int, worker_id: str, now: Micros
-) -> Select[Any]:
+def _with_attempt_rows(claim: ReturningUpdate[Any], limit: int, worker_id: str) -> Select[Any]:
     """PostgreSQL: `claim` (an UPDATE of jobs RETURNING them) and the insert of an attempt
     row for each job it returns, in one statement (one round trip): the claimed rows, of
     which the n-th gets the n-th of `limit` fresh attempt ids."""
@@ -229,6 +231,7 @@ def _with_attempt_rows(
         claimed.c.id,
         claimed.c.execution_count,
         claimed.c.attempt,
+        claimed.c.start_time,
         func.row_number().over().label("n"),
     ).subquery("numbered")
     ids = Grouping(bindparam("attempt_ids", new_ids(limit), type_=ARRAY(String)))
@@ -241,7 +244,7 @@ def _with_attempt_rows(
                 numbered.c.id,
                 numbered.c.execution_count,
                 numbered.c.attempt,
-                literal(now, BigInteger),
+                numbered.c.start_time,
                 literal(_ATTEMPT_RUNNING, String),
                 literal(worker_id, String),
             ),
@@ -335,16 +338,16 @@ def sqlite_open_attempts(
     db: sqlite3.Connection,
     rows: Sequence[Mapping[Any, Any]],
     ids: Sequence[str],
-    now: Micros,
     worker_id: str,
 ) -> None:
-    """SQLite: the RUNNING attempt row (id from `ids`) of each claimed job row of `rows`, in
-    the caller's write transaction (in the driver's thread: in_sqlite_thread)."""
+    """SQLite: the RUNNING attempt row (id from `ids`, started when the job did) of each
+    claimed job row of `rows`, in the caller's write transaction (in the driver's thread:
+    in_sqlite_thread)."""
     running = _ATTEMPT_RUNNING
     db.executemany(
         _SQLITE_INSERT_ATTEMPT,
         [
-            (i, r["id"], r["execution_count"], r["attempt"], now, running, worker_id)
+            (i, r["id"], r["execution_count"], r["attempt"], r["start_time"], running, worker_id)
             for i, r in zip(ids, rows, strict=True)
         ],
     )

@@ -52,11 +52,13 @@ def _claim_sql(tasks: int, include_http: bool) -> str:
     if include_http:
         runnable.append("http IS NOT NULL")
     return (
-        f"UPDATE jobs SET state = '{JobState.RUNNING.value}', update_time = ?,"
+        # never before the job's last change (another writer's, with a later clock reading)
+        f"UPDATE jobs SET state = '{JobState.RUNNING.value}', update_time = max(?, update_time),"
         # a job that has not started its current execution begins a new one
         " execution_count = execution_count + CASE WHEN attempt = 0 THEN 1 ELSE 0 END,"
         " released_attempts = CASE WHEN attempt = 0 THEN 0 ELSE released_attempts END,"
-        " attempt = attempt + 1, start_time = ?, worker_id = ?, lease_expire_time = ?"
+        " attempt = attempt + 1, start_time = max(?, update_time), worker_id = ?,"
+        " lease_expire_time = ?"
         " WHERE seq IN (SELECT seq FROM jobs"
         f" WHERE state = '{CLAIMABLE.value}' AND queue = ? AND ({' OR '.join(runnable)})"
         " ORDER BY priority DESC, seq LIMIT ?)"
@@ -167,7 +169,7 @@ def _start(
         return [], []
     rows.sort(key=lambda r: (-r[_PRIORITY], r[_SEQ]))
     found = [dict(zip(_COLUMNS, row, strict=False)) for row in rows]  # the snapshot left out
-    sqlite_open_attempts(db, found, new_ids(len(found)), now, worker_id)
+    sqlite_open_attempts(db, found, new_ids(len(found)), worker_id)
     return [job_from_row(r) for r in found], [row[-1] for row in rows]
 
 

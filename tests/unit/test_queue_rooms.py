@@ -145,6 +145,20 @@ def test_tokens_a_claim_did_not_use_can_be_claimed_at_once() -> None:
     assert rooms.claims(Counter()) == [("q", 7)]
 
 
+def test_a_failed_claim_over_the_limit_takes_no_tokens() -> None:
+    # the limit lowered below what runs: the room is negative, and a failed fire or cycle
+    # given it must not take tokens away
+    rooms, waits = rooms_of(1)
+    rooms.set_queues(
+        {"q": model.QueueSettings("q", max_concurrency=5, max_dispatches_per_second=10)}
+    )
+    rooms.running["q"] = 50
+    assert rooms.room("q") <= 0
+    rooms.not_claimed([("q", rooms.room("q")), ("q", 0)])
+    rooms.running["q"] = 0
+    assert rooms.claims(Counter()) == [("q", 5)] and not waits  # all 10 tokens still there
+
+
 @dataclass
 class Cycle:
     claims: list[Claim]

@@ -125,7 +125,8 @@ class QueueRooms:
         ready again and their tokens go back."""
         for queue, room in claims:
             self.ready.add(queue)
-            if (bucket := self.buckets.get(queue)) is not None:
+            # a room of 0 or less (the queue over its limit) took no tokens
+            if room > 0 and (bucket := self.buckets.get(queue)) is not None:
                 bucket.give_back(room)
 
     def sent(self, claims: Iterable[Claim]) -> None:

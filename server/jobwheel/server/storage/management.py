@@ -102,22 +102,16 @@ class Management(StoreBase):
     async def prune_finished(self, ended_before: Micros, limit: int = 1000) -> int:
         """Deletes up to `limit` terminal jobs (with their attempts) that ended before the
         given time: retention. No events: nobody asked for these deletions one by one."""
-        pick = (
-            select(jobs.c.seq)
-            .where(
-                jobs.c.end_time < ended_before,
-                jobs.c.state.in_([s.value for s in TERMINAL]),
-            )
-            .limit(limit)
-        )
+        ended = (jobs.c.end_time < ended_before, jobs.c.state.in_([s.value for s in TERMINAL]))
+        pick = select(jobs.c.seq).where(*ended).limit(limit)
         async with self._write() as conn:
-            seqs = [r.seq for r in await conn.execute(pick)]
-            if not seqs:
-                return 0
-            ids = select(jobs.c.id).where(jobs.c.seq.in_(seqs))
-            await _delete_attempts(conn, attempts.c.job_id.in_(ids.scalar_subquery()))
-            await conn.execute(delete(jobs).where(jobs.c.seq.in_(seqs)))
-        return len(seqs)
+            # the DELETE checks again: a job retried (and maybe claimed) since the pick is
+            # no longer terminal, and keeps its row and its attempts
+            stmt = delete(jobs).where(jobs.c.seq.in_(pick.scalar_subquery()), *ended)
+            ids = [r.id for r in await conn.execute(stmt.returning(jobs.c.id))]
+            if ids:
+                await _delete_attempts(conn, attempts.c.job_id.in_(ids))
+        return len(ids)
 
 
 async def _delete_attempts(conn: AsyncConnection, of_jobs: ColumnElement[bool]) -> None:

@@ -219,7 +219,7 @@ async def test_queries_reach_the_partial_indexes_in_generic_plans(
     wanted = {
         "ix_jobs_due": [s for s in seen if "next_run_time <" in s[0] and "SELECT" in s[0]],
         "ix_jobs_dispatch": [s for s in seen if "FOR UPDATE SKIP LOCKED" in s[0]],
-        "ix_jobs_end_time": [s for s in seen if "end_time <" in s[0] and "DELETE" not in s[0]],
+        "ix_jobs_end_time": [s for s in seen if "end_time <" in s[0]],  # the pick in the DELETE
     }
     for index, found in wanted.items():
         assert found, index

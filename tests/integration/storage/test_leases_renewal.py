@@ -103,11 +103,14 @@ async def test_heartbeats_of_many_jobs_extend_only_held_leases(store: Store) -> 
     twice = await store.renew(
         [
             Renewal(a.id, a.attempt, "w1", T0 + 200, T0 + 2),
+            Renewal(b.id, b.attempt, "w1", T0 + 210, T0 + 2),
             Renewal(a.id, a.attempt, "w1", T0 + 300, T0 + 2),
+            Renewal(theirs.id, theirs.attempt, "w2", T0 + 220, T0 + 2),
+            Renewal(a.id, a.attempt + 1, "w1", T0 + 400, T0 + 2),  # not its attempt
         ]
     )
     assert [(r.applied, r.job.lease_expire_time if r.job else None) for r in twice] == [
-        (True, T0 + 200), (True, T0 + 300),
+        (True, T0 + 200), (True, T0 + 210), (True, T0 + 300), (True, T0 + 220), (False, T0 + 300),
     ]  # fmt: skip
     many = [Renewal(f"missing-{i}", 1, "w1", T0, T0) for i in range(1200)]  # past one read back
     *missing, held = await store.renew([*many, renewals[0]])

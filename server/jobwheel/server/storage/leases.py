@@ -120,15 +120,24 @@ class Leases(Transitions):
 
     async def renew(self, renewals: Sequence[Renewal]) -> list[Renewed]:
         """Applies heartbeats in one transaction (shaped for GroupCommit): one UPDATE run for
-        all of them and one read back, or, when a job is named twice, one UPDATE each (each
-        heartbeat then answers with the lease it set)."""
+        the first heartbeat of each job and one read back, then any later heartbeat of a job
+        already named (an expired lease's old and new holders, say) one UPDATE each, in
+        order, so that each answers with the lease it set."""
         if not renewals:
             return []
+        named: set[str] = set()
+        firsts: list[int] = []
+        repeats: list[int] = []
+        for i, r in enumerate(renewals):
+            (repeats if r.job_id in named else firsts).append(i)
+            named.add(r.job_id)
+        out: list[Renewed] = [_NOT_RENEWED] * len(renewals)
         async with self._write() as conn:
-            if len({r.job_id for r in renewals}) == len(renewals):
-                out = await _renew_distinct(conn, renewals)
-            else:
-                out = [await _renew_one(conn, r) for r in renewals]
+            distinct = await _renew_distinct(conn, [renewals[i] for i in firsts])
+            for i, done in zip(firsts, distinct, strict=True):
+                out[i] = done
+            for i in repeats:
+                out[i] = await _renew_one(conn, renewals[i])
             changes: list[Change] = [
                 (EventType.PROGRESS, done.job)
                 for r, done in zip(renewals, out, strict=True)
@@ -150,6 +159,7 @@ _EXTEND = update(jobs).where(*_HELD).values(lease_expire_time=bindparam("r_until
 _EXTEND_WITH_PROGRESS = _EXTEND.values(
     progress=bindparam("r_progress"), update_time=bindparam("r_now")
 )
+_NOT_RENEWED = Renewed(False, None)
 # ids read back at once: well under every backend's bound-parameter limit
 _READ_BACK = 500
 
@@ -170,8 +180,11 @@ async def _renew_distinct(conn: AsyncConnection, renewals: Sequence[Renewal]) ->
     """Renewals of distinct jobs: each UPDATE (one executemany per shape) only extends a lease
     and leaves state, attempt and worker as they were, so a job read back afterwards still
     held by the renewal's attempt and worker is one the UPDATE applied to."""
+    # rows locked in id order (ids grow with seq, the order bulk actions lock them in): fewer
+    # deadlocks with another replica's batch or a CancelJobs
+    ordered = sorted(renewals, key=lambda r: r.job_id)
     for stmt, progress in ((_EXTEND, False), (_EXTEND_WITH_PROGRESS, True)):
-        batch = [_params(r) for r in renewals if (r.progress is not None) is progress]
+        batch = [_params(r) for r in ordered if (r.progress is not None) is progress]
         if batch:
             await conn.execute(stmt, batch)
     ids = [r.job_id for r in renewals]

@@ -70,7 +70,7 @@ class Management(StoreBase):
         allowed = jobs.c.state.in_([s.value for s in action.allowed])
         conds: list[ColumnElement[bool]] = [*job_conditions(self.dialect, flt), allowed]
         pick = select(jobs.c.seq).where(*conds).order_by(jobs.c.seq).limit(limit)
-        # wait for rows a settle or heartbeat holds (short transactions, taken in seq order):
+        # wait for rows a settle or heartbeat holds (short transactions; seq order here):
         # skipping them would report a job as not allowed, or miss it in bulk
         pick = self.dialect.lock_rows(pick)
         chosen = jobs.c.seq.in_(pick.scalar_subquery())

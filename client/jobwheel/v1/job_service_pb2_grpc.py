@@ -478,7 +478,8 @@ class JobServiceServicer:
         is an operator's read: WorkerService is what workers call, and a worker's credentials
         need not show it the others. Bounded whatever workers do: each replica remembers at most
         10,000 remote workers and 64 MiB of distinct asked queue and task lists, and the shared
-        list keeps at most 10,000 remote workers; past either, the least recently seen go first.
+        list keeps at most 10,000 remote workers and 64 Mi characters of their asked lists; past
+        a bound, the least recently seen go first.
         Role: reader, not limited to queues (workers span every queue): a token limited to
         queues gets PERMISSION_DENIED.
         """

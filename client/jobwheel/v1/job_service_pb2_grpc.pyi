@@ -187,7 +187,8 @@ class JobServiceStub:
     is an operator's read: WorkerService is what workers call, and a worker's credentials
     need not show it the others. Bounded whatever workers do: each replica remembers at most
     10,000 remote workers and 64 MiB of distinct asked queue and task lists, and the shared
-    list keeps at most 10,000 remote workers; past either, the least recently seen go first.
+    list keeps at most 10,000 remote workers and 64 Mi characters of their asked lists; past
+    a bound, the least recently seen go first.
     Role: reader, not limited to queues (workers span every queue): a token limited to
     queues gets PERMISSION_DENIED.
     """
@@ -364,7 +365,8 @@ class JobServiceAsyncStub(JobServiceStub):
     is an operator's read: WorkerService is what workers call, and a worker's credentials
     need not show it the others. Bounded whatever workers do: each replica remembers at most
     10,000 remote workers and 64 MiB of distinct asked queue and task lists, and the shared
-    list keeps at most 10,000 remote workers; past either, the least recently seen go first.
+    list keeps at most 10,000 remote workers and 64 Mi characters of their asked lists; past
+    a bound, the least recently seen go first.
     Role: reader, not limited to queues (workers span every queue): a token limited to
     queues gets PERMISSION_DENIED.
     """
@@ -688,7 +690,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         is an operator's read: WorkerService is what workers call, and a worker's credentials
         need not show it the others. Bounded whatever workers do: each replica remembers at most
         10,000 remote workers and 64 MiB of distinct asked queue and task lists, and the shared
-        list keeps at most 10,000 remote workers; past either, the least recently seen go first.
+        list keeps at most 10,000 remote workers and 64 Mi characters of their asked lists; past
+        a bound, the least recently seen go first.
         Role: reader, not limited to queues (workers span every queue): a token limited to
         queues gets PERMISSION_DENIED.
         """

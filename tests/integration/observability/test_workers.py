@@ -242,3 +242,20 @@ async def test_remembered_asks_are_bounded_in_bytes(
     # a worker asking again with other asks frees the old ones
     await server.workers.LeaseJobs(wpb.LeaseJobsRequest(worker_id="big-6", tasks=["t"]))
     assert set(roster._asks) == {((), ("t",))} and roster._asks_bytes == 1 + 64
+
+
+async def test_a_flush_writes_no_more_than_the_table_keeps(
+    server: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roster = server.app.roster
+    assert roster is not None
+    queues = [f"q{i:03d}" for i in range(100)]  # about 1,000 characters of JSON a worker
+    monkeypatch.setattr(roster_module, "TABLE_ASKS_BUDGET", 2_100)
+    for i in range(5):
+        await server.workers.LeaseJobs(
+            wpb.LeaseJobsRequest(worker_id=f"many-{i}", queues=[f"{q}-{i}" for q in queues])
+        )
+    await roster.flush()  # writes what the table keeps, no more
+    since = roster.clock.now() - 60 * model.SECOND
+    stored = [r.id for r in await server.app.store.list_workers(since) if r.kind == "remote"]
+    assert stored == ["many-3", "many-4"]  # the most recently seen, within the budget

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from jobwheel.server.model import SECOND, JobState
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.workers import WorkerRow
@@ -77,3 +79,16 @@ async def test_forget_workers_keeps_the_most_recently_seen_remote_rows(store: St
     # the old rule still applies, to every kind
     assert await store.forget_workers(T0 + 3 * SECOND, keep_remote=4) == 2
     assert {r.id for r in await store.list_workers(0)} == {"w3", "w4", "w5"}
+
+
+async def test_forget_workers_keeps_asks_within_a_budget(store: Store) -> None:
+    asks = tuple(f"q{i}" for i in range(10))  # 50 characters of JSON: ["q0", "q1", ...]
+    size = len(json.dumps(list(asks))) + len("[]")
+    await store.record_workers(
+        [WorkerRow(f"w{i}", "remote", T0 + i * SECOND, queues=asks) for i in range(5)]
+    )
+    # room for two rows and a half: the two most recently seen stay
+    assert await store.forget_workers(T0 - SECOND, keep_asks=size * 5 // 2) == 3
+    rows = await store.list_workers(0)
+    assert [r.id for r in rows] == ["w3", "w4"]
+    assert rows[0].queues == asks and rows[0].queues is rows[1].queues  # one tuple, shared

@@ -8,7 +8,8 @@ worker. Rows unseen for FORGET_AFTER are deleted.
 Memory and the table stay bounded whatever callers do (a worker that takes a new id at every
 call, say): a replica remembers at most MAX_REMOTE_WORKERS remote workers and ASKS_BUDGET bytes
 of distinct asks (identical asks are held once), forgetting the least recently seen first, and
-the table keeps at most MAX_WORKER_ROWS remote rows, the most recently seen.
+the table keeps at most MAX_WORKER_ROWS remote rows and TABLE_ASKS_BUDGET characters of asks
+in them (each row holds its own copy), the most recently seen; a flush writes no more.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
 from jobwheel.server.storage import Store
-from jobwheel.server.storage.workers import WorkerRow
+from jobwheel.server.storage.workers import WorkerRow, asks_size
 
 log = logging.getLogger(__name__)
 REMOTE = "remote"
@@ -32,13 +33,14 @@ FORGET_AFTER = 7 * 86_400 * model.SECOND
 MAX_REMOTE_WORKERS = 10_000  # remembered by one replica
 ASKS_BUDGET = 64 * 1024 * 1024  # bytes of distinct queue and task lists held by one replica
 MAX_WORKER_ROWS = 10_000  # remote rows in the shared table
+TABLE_ASKS_BUDGET = 64 * 1024 * 1024  # characters of asks (JSON) in the table's remote rows
 _ASK_OVERHEAD = 64  # bytes a held name costs beyond its characters (str header, tuple slot)
 
 Asks = tuple[tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(slots=True)
-class _Held:
+class _SharedAsks:
     """One distinct pair of asks, held once for every worker asking the same."""
 
     asks: Asks
@@ -70,7 +72,7 @@ class Roster:
         self.started = clock.now()
         # remote workers seen here, least recently seen first
         self._local: dict[str, WorkerRow] = {}
-        self._asks: dict[Asks, _Held] = {}
+        self._asks: dict[Asks, _SharedAsks] = {}
         self._asks_bytes = 0
         self._dirty: set[str] = set()
         self._known: list[WorkerRow] = []  # every replica's rows, as of the last flush
@@ -108,7 +110,7 @@ class Roster:
         """The held copy of `asks` (shared by every worker asking the same), counted once more."""
         held = self._asks.get(asks)
         if held is None:
-            held = self._asks[asks] = _Held(asks)
+            held = self._asks[asks] = _SharedAsks(asks)
             self._asks_bytes += held.size
         held.holders += 1
         return held.asks
@@ -136,9 +138,7 @@ class Roster:
     # -- the shared table -----------------------------------------------------------------
 
     async def flush(self) -> None:
-        rows = [self._local[w] for w in sorted(self._dirty) if w in self._local]
-        self._dirty.clear()
-        await self.store.record_workers([self._own_row(), *rows])
+        await self.store.record_workers([self._own_row(), *self._to_record()])
         now = self.clock.now()
         self._known = await self.store.list_workers(now - 2 * NO_WORKER_AFTER)
         # remote workers not seen here for a while need no memory here
@@ -146,12 +146,30 @@ class Roster:
         for worker_id in [w for w, r in self._local.items() if r.last_seen < stale]:
             self._forget(worker_id)
 
+    def _to_record(self) -> list[WorkerRow]:
+        """The workers seen since the last flush, the most recently seen first, up to what
+        the table keeps (the rest would be pruned at once)."""
+        rows: list[WorkerRow] = []
+        size = 0
+        for worker_id in reversed(self._local):  # the most recently seen first
+            if worker_id not in self._dirty:
+                continue
+            row = self._local[worker_id]
+            size += asks_size(row)
+            if len(rows) >= MAX_WORKER_ROWS or size > TABLE_ASKS_BUDGET:
+                break
+            rows.append(row)
+        self._dirty.clear()
+        return rows
+
     async def run(self) -> None:
         while True:
             try:
                 await self.flush()
                 await self.store.forget_workers(
-                    self.clock.now() - FORGET_AFTER, keep_remote=MAX_WORKER_ROWS
+                    self.clock.now() - FORGET_AFTER,
+                    keep_remote=MAX_WORKER_ROWS,
+                    keep_asks=TABLE_ASKS_BUDGET,
                 )
                 if self.after_flush is not None:
                     self.after_flush(self.unserved)

@@ -23,6 +23,16 @@ class WorkerRow:
     info: dict[str, str] = field(default_factory=dict)
 
 
+def names_json(names: Sequence[str]) -> str:
+    """The stored text of a worker's asked queues or tasks."""
+    return json.dumps(list(names))
+
+
+def asks_size(row: WorkerRow) -> int:
+    """Characters of the row's asked queues and tasks as stored (forget_workers' keep_asks)."""
+    return len(names_json(row.queues)) + len(names_json(row.tasks))
+
+
 class Workers(StoreBase):
     """Mixed into Store."""
 
@@ -50,8 +60,8 @@ class Workers(StoreBase):
                         "id": r.id,
                         "kind": r.kind,
                         "last_seen": r.last_seen,
-                        "queues": json.dumps(list(r.queues)),
-                        "tasks": json.dumps(list(r.tasks)),
+                        "queues": names_json(r.queues),
+                        "tasks": names_json(r.tasks),
                         "server": r.server,
                         "info": json.dumps(r.info),
                     }
@@ -63,13 +73,22 @@ class Workers(StoreBase):
         stmt = select(workers).where(workers.c.last_seen >= seen_since).order_by(workers.c.id)
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
+        # workers asking for the same queues or tasks share one tuple
+        names: dict[str, tuple[str, ...]] = {}
+
+        def parsed(text: str) -> tuple[str, ...]:
+            found = names.get(text)
+            if found is None:
+                found = names[text] = tuple(json.loads(text))
+            return found
+
         return [
             WorkerRow(
                 id=r["id"],
                 kind=r["kind"],
                 last_seen=r["last_seen"],
-                queues=tuple(json.loads(r["queues"])),
-                tasks=tuple(json.loads(r["tasks"])),
+                queues=parsed(r["queues"]),
+                tasks=parsed(r["tasks"]),
                 server=r["server"],
                 info=json.loads(r["info"]),
             )
@@ -80,24 +99,39 @@ class Workers(StoreBase):
         async with self._write() as conn:
             await conn.execute(delete(workers).where(workers.c.id == worker_id))
 
-    async def forget_workers(self, seen_before: Micros, *, keep_remote: int | None = None) -> int:
-        """Deletes the rows last seen before `seen_before` and, given `keep_remote`, the remote
-        rows beyond the `keep_remote` most recently seen; returns how many went."""
+    async def forget_workers(
+        self,
+        seen_before: Micros,
+        *,
+        keep_remote: int | None = None,
+        keep_asks: int | None = None,
+    ) -> int:
+        """Deletes the rows last seen before `seen_before` and, of the remote rows, those
+        beyond the `keep_remote` most recently seen or past `keep_asks` characters of asked
+        queues and tasks (JSON) in all, counted from the most recently seen; returns how many
+        went."""
         async with self._write() as conn:
             stmt = delete(workers).where(workers.c.last_seen < seen_before)
             gone = (await conn.execute(stmt)).rowcount
-            if keep_remote is not None:
-                newest = (
-                    select(workers.c.last_seen)
-                    .where(workers.c.kind == "remote")
-                    .order_by(workers.c.last_seen.desc())
-                    .offset(keep_remote)
-                    .limit(1)
-                    .scalar_subquery()
-                )
-                stmt = delete(workers).where(
-                    workers.c.kind == "remote", workers.c.last_seen <= newest
-                )
+            if keep_remote is None and keep_asks is None:
+                return gone
+            sizes = (
+                select(workers.c.id, func.length(workers.c.queues) + func.length(workers.c.tasks))
+                .where(workers.c.kind == "remote")
+                .order_by(workers.c.last_seen.desc(), workers.c.id)
+            )
+            kept, total, extra = 0, 0, []
+            for worker_id, size in await conn.execute(sizes):
+                total += size
+                if (keep_remote is not None and kept >= keep_remote) or (
+                    keep_asks is not None and total > keep_asks
+                ):
+                    extra.append(worker_id)
+                else:
+                    kept += 1
+            step = self.dialect.max_in_list
+            for start in range(0, len(extra), step):
+                stmt = delete(workers).where(workers.c.id.in_(extra[start : start + step]))
                 gone += (await conn.execute(stmt)).rowcount
             return gone
 

@@ -36,7 +36,16 @@ def test_a_literal_stores_what_binding_stores(value: bool | int | str | None) ->
 
 def test_the_shared_insert_binds_only_the_own_columns() -> None:
     sql = sqlite_insert_shared("t", ("id", "q", "p", "n"), ("id", "p"), ("x", "it's", "y", 5))
-    assert sql == "INSERT INTO t (id, q, p, n) VALUES (?, 'it''s', ?, 5)"
+    assert sql == (
+        "INSERT INTO t (id, q, p, n) SELECT json_extract(value, '$[0]'), 'it''s', "
+        "json_extract(value, '$[1]'), 5 FROM json_each(?) ORDER BY key"
+    )
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (id TEXT, q TEXT, p TEXT, n INTEGER)")
+    db.execute(sql, ('[["a", "1"], ["b", "2"]]',))
+    assert db.execute("SELECT * FROM t ORDER BY rowid").fetchall() == [
+        ("a", "it's", "1", 5), ("b", "it's", "2", 5),
+    ]  # fmt: skip
     # U+0000 cannot stand in a statement: such a value must be bound
     assert sqlite_insert_shared("t", ("id", "q"), ("id",), ("x", "a\x00b")) is None
     with pytest.raises(TypeError):

@@ -82,26 +82,16 @@ def sqlite_insert_shared(
     columns: Sequence[str],
     own: Sequence[str],
     shared: tuple[Any, ...],
-    *,
-    from_json: bool = False,
 ) -> str | None:
-    """INSERT INTO table (columns) with a parameter for each of the `own` columns (in their
-    order in `columns`) and, for the others, their value in `shared` (values for `columns`)
-    written into the statement: a row then binds a few values instead of seventeen (each a
-    conversion), which saves a quarter of the insert. Values: None, bool, int or str; None
-    when a text holds U+0000, which no statement may (it must be bound).
-
-    `from_json`: one statement for every row, bound as one JSON array (see json_rows) of
-    arrays of the `own` values; it stores what binding each row would."""
+    """INSERT INTO table (columns) SELECT ... FROM json_each(?): one statement for every
+    row, bound as one JSON array (see json_rows) of arrays of the `own` values (in their order
+    in `columns`); for the other columns, their value in `shared` (values for `columns`) is
+    written into the statement, so a row carries only what differs. It stores what binding
+    each row would. Values: None, bool, int or str; None when a text holds U+0000, which no
+    statement may (it must be bound)."""
     if any(isinstance(value, str) and "\x00" in value for value in shared):
         return None
     names = ", ".join(columns)
-    if not from_json:
-        values = ", ".join(
-            "?" if name in own else sqlite_literal(value)
-            for name, value in zip(columns, shared, strict=True)
-        )
-        return f"INSERT INTO {table} ({names}) VALUES ({values})"
     index = {name: i for i, name in enumerate(own)}
     values = ", ".join(
         f"json_extract(value, '$[{index[name]}]')" if name in own else sqlite_literal(value)
@@ -111,8 +101,8 @@ def sqlite_insert_shared(
 
 
 def json_rows(rows: list[tuple[Any, ...]]) -> str | None:
-    """`rows` (of None, bool, int and str values) as the JSON array that a `from_json` insert
-    binds, or None when a value holds U+0000 (which json_extract cuts off: such rows must be
+    """`rows` (of None, bool, int and str values) as the JSON array a sqlite_insert_shared
+    statement binds, or None when a value holds U+0000 (which json_extract cuts off: such rows must be
     bound one by one). A statement per batch, not a step per row: each step of executemany
     hands the GIL back and forth, and while the event loop is busy each hand-back waits."""
     text = orjson.dumps(rows).decode()
@@ -179,12 +169,12 @@ def sqlite_enqueue_json(
     event_type: str,
     now: int,
 ) -> tuple[int, int]:
-    """Inserts jobs without idempotency keys (`jobs_sql`, a from_json sqlite_insert_shared,
+    """Inserts jobs without idempotency keys (`jobs_sql`, a sqlite_insert_shared statement,
     with `job_rows`) and their events (`tails`: see new_job_snapshot_tails) in a few
     statements whatever their number; returns (first seq, last revision). Runs in the
     driver's thread, in a write transaction."""
     count = sum(n for n, _ in tails)
-    # The caller holds the only write lock and has excluded taken keys, so nothing conflicts.
+    # The caller holds the only write lock and these jobs have no keys: nothing conflicts.
     db.execute(jobs_sql, (job_rows,))
     last_seq, inserted = db.execute(_SQLITE_SEQS_TAKEN).fetchone()
     if inserted != count:

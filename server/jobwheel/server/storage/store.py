@@ -144,7 +144,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                 )
                 for n, job in enumerate(jobs_in):
                     job.seq = first + n
-            else:  # a text holds U+0000: bound row by row
+            else:  # a text holds U+0000 or an id a control character: row by row
                 values = [new_job_values(job) for job in new_jobs]
                 last = await in_sqlite_thread(
                     conn,
@@ -307,7 +307,7 @@ _INSERT_NEW_JOBS = (
     f"VALUES ({','.join('?' * len(NEW_JOB_COLUMNS))})"
 )
 _INSERT_NEW_JOBS_JSON = sqlite_insert_shared(
-    jobs.name, NEW_JOB_COLUMNS, NEW_JOB_COLUMNS, (None,) * len(NEW_JOB_COLUMNS), from_json=True
+    jobs.name, NEW_JOB_COLUMNS, NEW_JOB_COLUMNS, (None,) * len(NEW_JOB_COLUMNS)
 )
 
 
@@ -322,9 +322,7 @@ def _json_enqueue(
         sql: str | None = _INSERT_NEW_JOBS_JSON
         rows = json_rows([new_job_values(job) for job in new_jobs])
     else:  # the usual batch: only ids, payloads and times differ
-        sql = sqlite_insert_shared(
-            jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared, from_json=True
-        )
+        sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared)
         rows = json_rows([own_job_values(job) for job in new_jobs])
     if sql is None or rows is None or not events_of_new_jobs([job.id for job in new_jobs]):
         return None

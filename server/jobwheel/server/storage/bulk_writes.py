@@ -103,8 +103,9 @@ def sqlite_insert_shared(
 def json_rows(rows: list[tuple[Any, ...]]) -> str | None:
     """`rows` (of None, bool, int and str values) as the JSON array a sqlite_insert_shared
     statement binds, or None when a value holds U+0000 (which json_extract cuts off: such
-    rows must be bound one by one). A statement per batch, not a step per row: each step of executemany
-    hands the GIL back and forth, and while the event loop is busy each hand-back waits."""
+    rows must be bound one by one). A statement per batch, not a step per row: each step of
+    executemany hands the GIL back and forth, and while the event loop is busy each hand-back
+    waits."""
     text = orjson.dumps(rows).decode()
     # orjson spells U+0000 so; the test also catches an escaped one in a document (harmless)
     return None if "\\u0000" in text else text

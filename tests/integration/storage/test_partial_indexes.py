@@ -1,7 +1,7 @@
-"""Version 5: PostgreSQL's partial indexes (a state change writes fewer index entries) still
-serve the queries that need them, the lists and counts over every state are right, and
-deleting jobs deletes their attempts without a foreign key, on a fresh database and on one
-upgraded from version 4."""
+"""Partial indexes (a state change writes fewer index entries; PostgreSQL's since version 5,
+SQLite's since version 6) still serve the queries that need them, the lists and counts over
+every state are right, and deleting jobs deletes their attempts (without a foreign key on
+PostgreSQL), on a fresh database and on one upgraded from an older version."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.rules.states import DELETE
 from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.migrations import latest_version
 from jobwheel.server.storage.schema import attempts
 from sqlalchemy import event, func, inspect, select, text
 
@@ -88,16 +89,17 @@ async def test_every_state_lists_and_counts(store: Store) -> None:
     await check_reads(store, await populate(store))
 
 
-async def test_a_version_4_database_upgrades_and_keeps_its_jobs(store_url: str) -> None:
+@pytest.mark.parametrize("version", [4, 5])
+async def test_an_older_database_upgrades_and_keeps_its_jobs(store_url: str, version: int) -> None:
     old = await open_store(store_url)
     ids = await populate(old)
-    await back_to(old, 4)
+    await back_to(old, version)
     await old.close()
     upgraded = await open_store(store_url)
     try:
-        assert await stamped(upgraded) == [5]
+        assert await stamped(upgraded) == [latest_version()]
+        assert await index_definitions(upgraded) == partial_indexes(upgraded)
         if upgraded.dialect.name == "postgresql":
-            assert await index_definitions(upgraded) == PARTIAL
             async with upgraded.read_engine.connect() as conn:
                 keys = await conn.run_sync(lambda c: inspect(c).get_foreign_keys("attempts"))
             assert keys == []
@@ -110,7 +112,7 @@ async def test_a_version_4_database_upgrades_and_keeps_its_jobs(store_url: str) 
 
 
 # what version 5 narrowed, as pg_indexes spells it (each index's definition after ON)
-PARTIAL = {
+PARTIAL_POSTGRES = {
     "ix_jobs_due": "jobs USING btree (state, next_run_time) WHERE ((state)::text = ANY "
     "((ARRAY['scheduled'::character varying, 'retrying'::character varying])::text[]))",
     "ix_jobs_dispatch": "jobs USING btree (queue, state, priority DESC, seq) "
@@ -121,25 +123,46 @@ PARTIAL = {
 }
 
 
+# what version 6 narrowed on SQLite, as sqlite_master keeps it (after ON)
+PARTIAL_SQLITE = {
+    "ix_jobs_due": "jobs (state, next_run_time) WHERE state = 'scheduled' OR state = 'retrying'",
+    "ix_jobs_dispatch": "jobs (queue, state, priority DESC, seq) WHERE state = 'queued'",
+    "uq_jobs_idempotency_key": "jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "ix_attempts_end_time": "attempts (end_time) WHERE end_time IS NOT NULL",
+}
+
+
+def partial_indexes(store: Store) -> dict[str, str]:
+    return PARTIAL_POSTGRES if store.dialect.name == "postgresql" else PARTIAL_SQLITE
+
+
 async def index_definitions(store: Store) -> dict[str, str]:
+    """The definitions of the indexes of `partial_indexes`, by name, each after its ON."""
+    names = list(partial_indexes(store))
+    if store.dialect.name == "sqlite":
+        sql = text(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN "
+            f"({', '.join(repr(n) for n in names)})"
+        )
+        async with store.read_engine.connect() as conn:
+            return {
+                name: definition.partition(" ON ")[2]
+                for name, definition in await conn.execute(sql)
+            }
     sql = text(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
         "AND indexname = ANY(:names)"
     )
     async with store.read_engine.connect() as conn:
-        rows = await conn.execute(sql, {"names": list(PARTIAL)})
+        rows = await conn.execute(sql, {"names": names})
         # "CREATE INDEX name ON schema.table USING ..." -> "table USING ..."
         return {
             name: definition.partition(" ON ")[2].partition(".")[2] for name, definition in rows
         }
 
 
-async def test_fresh_postgresql_database_has_the_partial_indexes(
-    store: Store, backend: str
-) -> None:
-    if backend != "postgres":
-        pytest.skip("PostgreSQL's indexes")
-    assert await index_definitions(store) == PARTIAL
+async def test_a_fresh_database_has_the_partial_indexes(store: Store) -> None:
+    assert await index_definitions(store) == partial_indexes(store)
 
 
 @contextmanager

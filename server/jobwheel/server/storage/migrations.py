@@ -110,6 +110,31 @@ async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
                 await conn.run_sync(index.create)
 
 
+def _unique_autoindexes_of_jobs(sync: Connection) -> list[str]:
+    """The columns of the indexes SQLite made for the jobs table's own UNIQUE constraints."""
+    found = []
+    for name, origin in sync.exec_driver_sql("SELECT name, origin FROM pragma_index_list('jobs')"):
+        if origin == "u":
+            found += [
+                c for (c,) in sync.exec_driver_sql("SELECT name FROM pragma_index_info(?)", (name,))
+            ]
+    return found
+
+
+async def _narrow_sqlite_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
+    if dialect.name != "sqlite":
+        return  # version 5 narrowed PostgreSQL's
+    # A database made before version 5 holds its keys unique by the table's own constraint,
+    # whose index only rebuilding the table would drop: it stays whole there.
+    keyed_by_table = "idempotency_key" in await conn.run_sync(_unique_autoindexes_of_jobs)
+    for table, names in _NARROWED.items():
+        for index in table.indexes:
+            if index.name in names:
+                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+                if not (keyed_by_table and index.name == "uq_jobs_idempotency_key"):
+                    await conn.run_sync(index.create)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
@@ -121,6 +146,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "a foreign key",
         _narrow_indexes,
     ),
+    Migration(6, "SQLite: the partial indexes of version 5", _narrow_sqlite_indexes),
 )
 
 

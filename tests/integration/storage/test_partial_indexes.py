@@ -5,6 +5,7 @@ PostgreSQL), on a fresh database and on one upgraded from an older version."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -111,6 +112,56 @@ async def test_an_older_database_upgrades_and_keeps_its_jobs(store_url: str, ver
         await upgraded.close()
 
 
+def hold_keys_by_the_table(path: str) -> None:
+    """Rebuilds the jobs table of the SQLite file at `path` as a database made before version
+    5 had it: its keys unique by the table's own constraint (an index SQLite names itself and
+    only a rebuild drops), no uq_jobs_idempotency_key."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA foreign_keys = OFF")  # attempts keep their rows
+        db.execute("BEGIN IMMEDIATE")
+        [(table,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'")
+        others = [
+            sql
+            for name, sql in db.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"
+            )
+            if sql is not None and name != "uq_jobs_idempotency_key"
+        ]
+        head, _, _ = table.rpartition(")")
+        keyed = ", CONSTRAINT uq_jobs_idempotency_key UNIQUE (idempotency_key))"
+        db.execute(head.replace("CREATE TABLE jobs", "CREATE TABLE old_jobs", 1) + keyed)
+        db.execute("INSERT INTO old_jobs SELECT * FROM jobs")
+        db.execute("DROP TABLE jobs")
+        db.execute("ALTER TABLE old_jobs RENAME TO jobs")
+        for sql in others:
+            db.execute(sql)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def test_a_sqlite_database_keyed_by_its_table_keeps_its_constraint(
+    store_url: str, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite's table constraint")
+    old = await open_store(store_url)
+    ids = await populate(old)
+    await back_to(old, 4)
+    await old.close()
+    hold_keys_by_the_table(store_url.removeprefix("sqlite:///"))
+    upgraded = await open_store(store_url)
+    try:
+        assert await stamped(upgraded) == [latest_version()]
+        narrowed = dict(PARTIAL_SQLITE)
+        del narrowed["uq_jobs_idempotency_key"]  # no second index beside the constraint's
+        assert await index_definitions(upgraded) == narrowed
+        await check_reads(upgraded, ids)  # keys taken stay taken
+    finally:
+        await upgraded.close()
+
+
 # what version 5 narrowed, as pg_indexes spells it (each index's definition after ON)
 PARTIAL_POSTGRES = {
     "ix_jobs_due": "jobs USING btree (state, next_run_time) WHERE ((state)::text = ANY "
@@ -173,12 +224,14 @@ def statements(store: Store) -> Iterator[list[tuple[str, Any]]]:
     def record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
         seen.append((statement, params))
 
-    engine = store.write_engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    engines = {store.write_engine.sync_engine, store.read_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def sql_literal(value: Any) -> str:

@@ -107,21 +107,21 @@ def _state_in(values: tuple[str, ...], *, sqlite: bool) -> ColumnElement[bool]:
     return jobs.c.state.in_(bindparam(None, list(values), expanding=True, literal_execute=True))
 
 
-def _partial(values: tuple[str, ...]) -> dict[str, ColumnElement[bool]]:
-    return {
-        "postgresql_where": _state_in(values, sqlite=False),
-        "sqlite_where": _state_in(values, sqlite=True),
-    }
-
-
-Index("ix_jobs_due", jobs.c.state, jobs.c.next_run_time, **_partial(_WAITING))  # due soon
+Index(  # due soon
+    "ix_jobs_due",
+    jobs.c.state,
+    jobs.c.next_run_time,
+    postgresql_where=_state_in(_WAITING, sqlite=False),
+    sqlite_where=_state_in(_WAITING, sqlite=True),
+)
 Index(  # dispatch: best job of a queue, FIFO within a priority
     "ix_jobs_dispatch",
     jobs.c.queue,
     jobs.c.state,
     jobs.c.priority.desc(),
     jobs.c.seq,
-    **_partial(_QUEUED),
+    postgresql_where=_state_in(_QUEUED, sqlite=False),
+    sqlite_where=_state_in(_QUEUED, sqlite=True),
 )
 Index("ix_jobs_state_seq", jobs.c.state, jobs.c.seq)  # list by state, newest first
 Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq)  # list by queue
@@ -148,7 +148,7 @@ class StateIs(ColumnElement[bool]):
     an IN list on PostgreSQL, an OR of equalities on SQLite, the states as constants."""
 
     # the states are part of a statement's cache key
-    _traverse_internals = [("states", InternalTraversal.dp_plain_obj)]
+    _traverse_internals = [("states", InternalTraversal.dp_plain_obj)]  # noqa: RUF012
     type = Boolean()
     _is_implicitly_boolean = True  # a condition, not a column SQLite compares with 1
 

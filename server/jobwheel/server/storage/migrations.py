@@ -79,7 +79,8 @@ async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None
     await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
 
 
-# Version 5, on PostgreSQL: these indexes became partial, attempts lost their foreign key
+# These indexes became partial: in version 5 on PostgreSQL (where attempts also lost their
+# foreign key), in version 6 on SQLite
 _NARROWED = {
     jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key"),
     attempts: ("ix_attempts_end_time",),
@@ -110,15 +111,15 @@ async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
                 await conn.run_sync(index.create)
 
 
-def _unique_autoindexes_of_jobs(sync: Connection) -> list[str]:
-    """The columns of the indexes SQLite made for the jobs table's own UNIQUE constraints."""
-    found = []
-    for name, origin in sync.exec_driver_sql("SELECT name, origin FROM pragma_index_list('jobs')"):
-        if origin == "u":
-            found += [
-                c for (c,) in sync.exec_driver_sql("SELECT name FROM pragma_index_info(?)", (name,))
-            ]
-    return found
+def _table_unique_keys_of_jobs(sync: Connection) -> list[list[str]]:
+    """The columns of each UNIQUE constraint of the jobs table itself (SQLite's autoindexes)."""
+    indexes = sync.exec_driver_sql("SELECT name, origin FROM pragma_index_list('jobs')").all()
+    info = "SELECT name FROM pragma_index_info(?) ORDER BY seqno"
+    return [
+        [c for (c,) in sync.exec_driver_sql(info, (name,))]
+        for name, origin in indexes
+        if origin == "u"
+    ]
 
 
 async def _narrow_sqlite_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
@@ -126,7 +127,7 @@ async def _narrow_sqlite_indexes(conn: AsyncConnection, dialect: Dialect) -> Non
         return  # version 5 narrowed PostgreSQL's
     # A database made before version 5 holds its keys unique by the table's own constraint,
     # whose index only rebuilding the table would drop: it stays whole there.
-    keyed_by_table = "idempotency_key" in await conn.run_sync(_unique_autoindexes_of_jobs)
+    keyed_by_table = ["idempotency_key"] in await conn.run_sync(_table_unique_keys_of_jobs)
     for table, names in _NARROWED.items():
         for index in table.indexes:
             if index.name in names:

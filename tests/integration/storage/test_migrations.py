@@ -122,6 +122,7 @@ def test_migration_list_is_gapless() -> None:
 
 # What each version added, undone newest first: takes a database back to an older shape.
 UNDO: dict[int, tuple[str, ...]] = {
+    6: (),  # on PostgreSQL; on SQLite, UNDO_SQLITE
     5: (),  # on SQLite; on PostgreSQL, UNDO_POSTGRES
     4: ("DROP INDEX ix_events_job",),
     3: ("DROP TABLE workers", "ALTER TABLE jobs DROP COLUMN traceparent"),
@@ -146,10 +147,25 @@ UNDO_POSTGRES: dict[int, tuple[str, ...]] = {
 }
 
 
+# Version 6 made SQLite's indexes partial as well: back to the whole indexes of version 5.
+UNDO_SQLITE: dict[int, tuple[str, ...]] = {
+    6: (
+        "DROP INDEX ix_jobs_due",
+        "CREATE INDEX ix_jobs_due ON jobs (state, next_run_time)",
+        "DROP INDEX ix_jobs_dispatch",
+        "CREATE INDEX ix_jobs_dispatch ON jobs (queue, state, priority DESC, seq)",
+        "DROP INDEX uq_jobs_idempotency_key",
+        "CREATE UNIQUE INDEX uq_jobs_idempotency_key ON jobs (idempotency_key)",
+        "DROP INDEX ix_attempts_end_time",
+        "CREATE INDEX ix_attempts_end_time ON attempts (end_time)",
+    ),
+}
+
+
 async def back_to(store: Store, version: int) -> None:
     """Turns a current database into one of `version` (its shape and its stamp)."""
     assert set(UNDO) == set(range(2, latest_version() + 1)), "a new migration needs its undo"
-    undo = UNDO_POSTGRES if store.dialect.name == "postgresql" else {}
+    undo = UNDO_POSTGRES if store.dialect.name == "postgresql" else UNDO_SQLITE
     async with store.write_engine.begin() as conn:
         for newer in range(latest_version(), version, -1):
             for statement in undo.get(newer, UNDO[newer]):

@@ -1,10 +1,11 @@
-"""Version 5: PostgreSQL's partial indexes (a state change writes fewer index entries) still
-serve the queries that need them, the lists and counts over every state are right, and
-deleting jobs deletes their attempts without a foreign key, on a fresh database and on one
-upgraded from version 4."""
+"""Partial indexes (a state change writes fewer index entries; PostgreSQL's since version 5,
+SQLite's since version 6) still serve the queries that need them, the lists and counts over
+every state are right, and deleting jobs deletes their attempts (without a foreign key on
+PostgreSQL), on a fresh database and on one upgraded from an older version."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.rules.states import DELETE
 from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.migrations import latest_version
 from jobwheel.server.storage.schema import attempts
 from sqlalchemy import event, func, inspect, select, text
 
@@ -88,16 +90,17 @@ async def test_every_state_lists_and_counts(store: Store) -> None:
     await check_reads(store, await populate(store))
 
 
-async def test_a_version_4_database_upgrades_and_keeps_its_jobs(store_url: str) -> None:
+@pytest.mark.parametrize("version", [4, 5])
+async def test_an_older_database_upgrades_and_keeps_its_jobs(store_url: str, version: int) -> None:
     old = await open_store(store_url)
     ids = await populate(old)
-    await back_to(old, 4)
+    await back_to(old, version)
     await old.close()
     upgraded = await open_store(store_url)
     try:
-        assert await stamped(upgraded) == [5]
+        assert await stamped(upgraded) == [latest_version()]
+        assert await index_definitions(upgraded) == partial_indexes(upgraded)
         if upgraded.dialect.name == "postgresql":
-            assert await index_definitions(upgraded) == PARTIAL
             async with upgraded.read_engine.connect() as conn:
                 keys = await conn.run_sync(lambda c: inspect(c).get_foreign_keys("attempts"))
             assert keys == []
@@ -109,8 +112,58 @@ async def test_a_version_4_database_upgrades_and_keeps_its_jobs(store_url: str) 
         await upgraded.close()
 
 
+def hold_keys_by_the_table(path: str) -> None:
+    """Rebuilds the jobs table of the SQLite file at `path` as a database made before version
+    5 had it: its keys unique by the table's own constraint (an index SQLite names itself and
+    only a rebuild drops), no uq_jobs_idempotency_key."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA foreign_keys = OFF")  # attempts keep their rows
+        db.execute("BEGIN IMMEDIATE")
+        [(table,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'")
+        others = [
+            sql
+            for name, sql in db.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs'"
+            )
+            if sql is not None and name != "uq_jobs_idempotency_key"
+        ]
+        head, _, _ = table.rpartition(")")
+        keyed = ", CONSTRAINT uq_jobs_idempotency_key UNIQUE (idempotency_key))"
+        db.execute(head.replace("CREATE TABLE jobs", "CREATE TABLE old_jobs", 1) + keyed)
+        db.execute("INSERT INTO old_jobs SELECT * FROM jobs")
+        db.execute("DROP TABLE jobs")
+        db.execute("ALTER TABLE old_jobs RENAME TO jobs")
+        for sql in others:
+            db.execute(sql)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
+async def test_a_sqlite_database_keyed_by_its_table_keeps_its_constraint(
+    store_url: str, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite's table constraint")
+    old = await open_store(store_url)
+    ids = await populate(old)
+    await back_to(old, 4)
+    await old.close()
+    hold_keys_by_the_table(store_url.removeprefix("sqlite:///"))
+    upgraded = await open_store(store_url)
+    try:
+        assert await stamped(upgraded) == [latest_version()]
+        narrowed = dict(PARTIAL_SQLITE)
+        del narrowed["uq_jobs_idempotency_key"]  # no second index beside the constraint's
+        assert await index_definitions(upgraded) == narrowed
+        await check_reads(upgraded, ids)  # keys taken stay taken
+    finally:
+        await upgraded.close()
+
+
 # what version 5 narrowed, as pg_indexes spells it (each index's definition after ON)
-PARTIAL = {
+PARTIAL_POSTGRES = {
     "ix_jobs_due": "jobs USING btree (state, next_run_time) WHERE ((state)::text = ANY "
     "((ARRAY['scheduled'::character varying, 'retrying'::character varying])::text[]))",
     "ix_jobs_dispatch": "jobs USING btree (queue, state, priority DESC, seq) "
@@ -121,25 +174,46 @@ PARTIAL = {
 }
 
 
+# what version 6 narrowed on SQLite, as sqlite_master keeps it (after ON)
+PARTIAL_SQLITE = {
+    "ix_jobs_due": "jobs (state, next_run_time) WHERE state = 'scheduled' OR state = 'retrying'",
+    "ix_jobs_dispatch": "jobs (queue, state, priority DESC, seq) WHERE state = 'queued'",
+    "uq_jobs_idempotency_key": "jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "ix_attempts_end_time": "attempts (end_time) WHERE end_time IS NOT NULL",
+}
+
+
+def partial_indexes(store: Store) -> dict[str, str]:
+    return PARTIAL_POSTGRES if store.dialect.name == "postgresql" else PARTIAL_SQLITE
+
+
 async def index_definitions(store: Store) -> dict[str, str]:
+    """The definitions of the indexes of `partial_indexes`, by name, each after its ON."""
+    names = list(partial_indexes(store))
+    if store.dialect.name == "sqlite":
+        sql = text(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN "
+            f"({', '.join(repr(n) for n in names)})"
+        )
+        async with store.read_engine.connect() as conn:
+            return {
+                name: definition.partition(" ON ")[2]
+                for name, definition in await conn.execute(sql)
+            }
     sql = text(
         "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
         "AND indexname = ANY(:names)"
     )
     async with store.read_engine.connect() as conn:
-        rows = await conn.execute(sql, {"names": list(PARTIAL)})
+        rows = await conn.execute(sql, {"names": names})
         # "CREATE INDEX name ON schema.table USING ..." -> "table USING ..."
         return {
             name: definition.partition(" ON ")[2].partition(".")[2] for name, definition in rows
         }
 
 
-async def test_fresh_postgresql_database_has_the_partial_indexes(
-    store: Store, backend: str
-) -> None:
-    if backend != "postgres":
-        pytest.skip("PostgreSQL's indexes")
-    assert await index_definitions(store) == PARTIAL
+async def test_a_fresh_database_has_the_partial_indexes(store: Store) -> None:
+    assert await index_definitions(store) == partial_indexes(store)
 
 
 @contextmanager
@@ -150,12 +224,14 @@ def statements(store: Store) -> Iterator[list[tuple[str, Any]]]:
     def record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
         seen.append((statement, params))
 
-    engine = store.write_engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    engines = {store.write_engine.sync_engine, store.read_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def sql_literal(value: Any) -> str:

@@ -79,7 +79,8 @@ async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None
     await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
 
 
-# Version 5, on PostgreSQL: these indexes became partial, attempts lost their foreign key
+# These indexes became partial: in version 5 on PostgreSQL (where attempts also lost their
+# foreign key), in version 6 on SQLite
 _NARROWED = {
     jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key"),
     attempts: ("ix_attempts_end_time",),
@@ -110,6 +111,31 @@ async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
                 await conn.run_sync(index.create)
 
 
+def _table_unique_keys_of_jobs(sync: Connection) -> list[list[str]]:
+    """The columns of each UNIQUE constraint of the jobs table itself (SQLite's autoindexes)."""
+    indexes = sync.exec_driver_sql("SELECT name, origin FROM pragma_index_list('jobs')").all()
+    info = "SELECT name FROM pragma_index_info(?) ORDER BY seqno"
+    return [
+        [c for (c,) in sync.exec_driver_sql(info, (name,))]
+        for name, origin in indexes
+        if origin == "u"
+    ]
+
+
+async def _narrow_sqlite_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
+    if dialect.name != "sqlite":
+        return  # version 5 narrowed PostgreSQL's
+    # A database made before version 5 holds its keys unique by the table's own constraint,
+    # whose index only rebuilding the table would drop: it stays whole there.
+    keyed_by_table = ["idempotency_key"] in await conn.run_sync(_table_unique_keys_of_jobs)
+    for table, names in _NARROWED.items():
+        for index in table.indexes:
+            if index.name in names:
+                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+                if not (keyed_by_table and index.name == "uq_jobs_idempotency_key"):
+                    await conn.run_sync(index.create)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
@@ -121,6 +147,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "a foreign key",
         _narrow_indexes,
     ),
+    Migration(6, "SQLite: the partial indexes of version 5", _narrow_sqlite_indexes),
 )
 
 

@@ -7,6 +7,8 @@ inside a document go through dialect.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from jobwheel.server.model import JobState
 from sqlalchemy import (
     BigInteger,
@@ -24,7 +26,12 @@ from sqlalchemy import (
     bindparam,
     false,
     literal,
+    or_,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 # Run-time columns carry server defaults: inserts bind only what an enqueue sets.
 metadata = MetaData(
@@ -81,41 +88,88 @@ jobs = Table(
 )
 
 # Each index is paid for on every insert, so only the access paths the service uses. A state
-# change is never a HOT update on PostgreSQL (state is indexed), so every index gets an entry
-# for the new row version unless it is partial and neither version is in it: PostgreSQL's
-# indexes that serve one kind of job hold only those (SQLite keeps them whole). A query reaches
-# a partial index when its conditions imply the predicate: states go into the SQL as constants
-# (state_is), since a prepared statement's generic plan proves nothing from a bound value.
-_waiting = jobs.c.state.in_([JobState.SCHEDULED.value, JobState.RETRYING.value])
-_queued = jobs.c.state == JobState.QUEUED.value
-Index("ix_jobs_due", jobs.c.state, jobs.c.next_run_time, postgresql_where=_waiting)  # due soon
+# change rewrites the entries of every index on a changed column (on PostgreSQL of every index:
+# state is indexed, so it is never a HOT update), unless the index is partial and neither
+# version of the row is in it: the indexes that serve one kind of job hold only those. A query
+# reaches a partial index when its conditions imply the predicate, which both planners prove
+# only from constants: states go into the SQL as literals (state_is). SQLite proves little
+# more than "the same expression", or one branch of an OR: its predicate for several states
+# is an OR of equalities, which state_is writes there, and one of those states implies it.
+_QUEUED = (JobState.QUEUED.value,)
+_WAITING = (JobState.SCHEDULED.value, JobState.RETRYING.value)
+
+
+def _state_in(values: tuple[str, ...], *, sqlite: bool) -> ColumnElement[bool]:
+    if len(values) == 1:
+        return jobs.c.state == literal(values[0], literal_execute=True)
+    if sqlite:
+        return or_(*(jobs.c.state == literal(v, literal_execute=True) for v in values))
+    return jobs.c.state.in_(bindparam(None, list(values), expanding=True, literal_execute=True))
+
+
+Index(  # due soon
+    "ix_jobs_due",
+    jobs.c.state,
+    jobs.c.next_run_time,
+    postgresql_where=_state_in(_WAITING, sqlite=False),
+    sqlite_where=_state_in(_WAITING, sqlite=True),
+)
 Index(  # dispatch: best job of a queue, FIFO within a priority
     "ix_jobs_dispatch",
     jobs.c.queue,
     jobs.c.state,
     jobs.c.priority.desc(),
     jobs.c.seq,
-    postgresql_where=_queued,
+    postgresql_where=_state_in(_QUEUED, sqlite=False),
+    sqlite_where=_state_in(_QUEUED, sqlite=True),
 )
 Index("ix_jobs_state_seq", jobs.c.state, jobs.c.seq)  # list by state, newest first
 Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq)  # list by queue
 Index("ix_jobs_task_seq", jobs.c.task, jobs.c.seq)  # list by task
-# NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free (and,
-# on PostgreSQL, not in it; an ON CONFLICT naming it repeats the predicate: KEYED).
+# NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free, and not
+# in it. An ON CONFLICT naming it repeats the predicate (KEYED); a query implies the predicate
+# by comparing the key with anything but IS.
 _keyed = jobs.c.idempotency_key.isnot(None)
-Index("uq_jobs_idempotency_key", jobs.c.idempotency_key, unique=True, postgresql_where=_keyed)
+Index(
+    "uq_jobs_idempotency_key",
+    jobs.c.idempotency_key,
+    unique=True,
+    postgresql_where=_keyed,
+    sqlite_where=_keyed,
+)
 KEYED = "idempotency_key IS NOT NULL"
 # Retention pruning of finished jobs; partial, so inserting and running jobs skip it.
 _finished = jobs.c.end_time.isnot(None)
 Index("ix_jobs_end_time", jobs.c.end_time, sqlite_where=_finished, postgresql_where=_finished)
 
 
+class StateIs(ColumnElement[bool]):
+    """jobs.state is one of `states`, as the partial indexes' predicates write it (see above):
+    an IN list on PostgreSQL, an OR of equalities on SQLite, the states as constants."""
+
+    # the states are part of a statement's cache key
+    _traverse_internals = [("states", InternalTraversal.dp_plain_obj)]  # noqa: RUF012
+    type = Boolean()
+    _is_implicitly_boolean = True  # a condition, not a column SQLite compares with 1
+
+    def __init__(self, states: tuple[str, ...]) -> None:
+        self.states = states
+
+
+@compiles(StateIs)
+def _state_is_default(element: StateIs, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(_state_in(element.states, sqlite=False), **kw)
+
+
+@compiles(StateIs, "sqlite")
+def _state_is_sqlite(element: StateIs, compiler: SQLCompiler, **kw: Any) -> str:
+    condition = _state_in(element.states, sqlite=True)
+    return compiler.process(condition.self_group(against=operators.and_), **kw)
+
+
 def state_is(*states: JobState) -> ColumnElement[bool]:
-    """jobs.state is one of `states`, written into the statement as constants (see above)."""
-    values = [s.value for s in states]
-    if len(values) == 1:
-        return jobs.c.state == literal(values[0], literal_execute=True)
-    return jobs.c.state.in_(bindparam(None, values, expanding=True, literal_execute=True))
+    """jobs.state is one of `states`, in the form the partial indexes' predicates take."""
+    return StateIs(tuple(s.value for s in states))
 
 
 attempts = Table(
@@ -183,7 +237,7 @@ queues = Table(
 
 # GetJobStats: recent successful attempts
 _ended = attempts.c.end_time.isnot(None)  # implied by the queries' end_time >= since
-Index("ix_attempts_end_time", attempts.c.end_time, postgresql_where=_ended)
+Index("ix_attempts_end_time", attempts.c.end_time, postgresql_where=_ended, sqlite_where=_ended)
 
 # Event subscriptions: URLs that receive job events (the secret signs the deliveries).
 event_subscriptions = Table(

@@ -79,10 +79,11 @@ async def _index_events_by_job(conn: AsyncConnection, _dialect: Dialect) -> None
     await conn.run_sync(lambda sync: ix_events_job.create(sync, checkfirst=True))
 
 
-# These indexes became partial: in version 5 on PostgreSQL (where attempts also lost their
-# foreign key), in version 6 on SQLite
+# These indexes became partial (and the queue index took the state, for the counts the whole
+# dispatch index served): in version 5 on PostgreSQL (where attempts also lost their foreign
+# key), in version 6 on SQLite
 _NARROWED = {
-    jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key"),
+    jobs: ("ix_jobs_due", "ix_jobs_dispatch", "uq_jobs_idempotency_key", "ix_jobs_queue_seq"),
     attempts: ("ix_attempts_end_time",),
 }
 

@@ -124,7 +124,9 @@ Index(  # dispatch: best job of a queue, FIFO within a priority
     sqlite_where=_state_in(_QUEUED, sqlite=True),
 )
 Index("ix_jobs_state_seq", jobs.c.state, jobs.c.seq)  # list by state, newest first
-Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq)  # list by queue
+# list by queue; with the state, counts by queue and state (ListQueues) read only the index
+# (the dispatch index served them while it held every job)
+Index("ix_jobs_queue_seq", jobs.c.queue, jobs.c.seq, jobs.c.state)
 Index("ix_jobs_task_seq", jobs.c.task, jobs.c.seq)  # list by task
 # NULLs never collide in a UNIQUE index on either dialect: jobs without a key are free, and not
 # in it. An ON CONFLICT naming it repeats the predicate (KEYED); a query implies the predicate

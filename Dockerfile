@@ -18,7 +18,8 @@ ENV JOBWHEEL_LISTEN=0.0.0.0:50051 \
 EXPOSE 50051
 VOLUME ["/data"]
 # grpc.health.v1 reports NOT_SERVING while draining or while the database cannot be reached;
-# the check asks the address in JOBWHEEL_LISTEN, whatever it is set to
+# the check asks the address in JOBWHEEL_LISTEN, whatever it is set to, with TLS when the server
+# has it (JOBWHEEL_TLS_CERT)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-m", "jobwheel.server.healthcheck"]
 STOPSIGNAL SIGTERM

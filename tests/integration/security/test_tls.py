@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import grpc
 import pytest
 import trustme
 from jobwheel.client.connection import Connection
+from jobwheel.server import healthcheck
 from jobwheel.server.security.settings import SecuritySettings
 from jobwheel.v1 import job_service_pb2 as jpb
 from jobwheel.v1 import job_service_pb2_grpc
@@ -244,3 +246,47 @@ async def test_the_first_line_names_the_auth_and_tls_modes(
         [first] = [r for r in caplog.records if " starting: " in r.getMessage()]
         assert f", auth {auth}, " in first.getMessage()
         assert (first.__dict__["auth"], first.__dict__["tls"]) == (auth, tls)
+
+
+async def test_health_check_speaks_tls_as_the_server_does(
+    tmp_path: Path, pems: Pems, ca: trustme.CA
+) -> None:
+    cert, key = server_files(pems, ca)
+    ca_file = pems.write("ca.pem", ca.cert_pem.bytes())
+    tls = {"JOBWHEEL_TLS_CERT": cert, "JOBWHEEL_TLS_KEY": key}
+    settings = SecuritySettings(tls_cert=cert, tls_key=key)
+    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}", security=settings) as server:
+        listen = {"JOBWHEEL_LISTEN": f"0.0.0.0:{server.address.rpartition(':')[2]}"}
+
+        async def check(env: dict[str, str]) -> int:
+            return await asyncio.to_thread(healthcheck.main, 5.0, {**listen, **env})
+
+        assert await check({**tls, "JOBWHEEL_TLS_CA": ca_file}) == 0
+        assert await check({}) == 1  # plaintext to a TLS server
+        assert await check(tls) == 0  # its own chain trusted, no CA file given
+        assert await check({**tls, "JOBWHEEL_TLS_CERT": str(tmp_path / "missing.pem")}) == 1
+    # mutual TLS: the check presents the server's certificate, accepted when the client CA
+    # issued it, refused otherwise
+    for client_ca, expected in ((ca, 0), (trustme.CA(), 1)):
+        clients = pems.write("clients.pem", client_ca.cert_pem.bytes())
+        settings = SecuritySettings(tls_cert=cert, tls_key=key, tls_client_ca=clients)
+        async with running_server(f"sqlite:///{tmp_path / 'm.db'}", security=settings) as server:
+            env = {**tls, "JOBWHEEL_TLS_CA": ca_file, "JOBWHEEL_TLS_CLIENT_CA": clients}
+            env["JOBWHEEL_LISTEN"] = server.address
+            assert await asyncio.to_thread(healthcheck.main, 5.0, env) == expected
+
+
+def test_the_certificate_name_is_its_first_dns_name_else_address_else_common_name(
+    ca: trustme.CA,
+) -> None:
+    assert (
+        healthcheck.certificate_name(
+            ca.issue_cert("127.0.0.1", "jw.example").cert_chain_pems[0].bytes()
+        )
+        == "jw.example"
+    )
+    assert (
+        healthcheck.certificate_name(ca.issue_cert("10.0.0.7").cert_chain_pems[0].bytes())
+        == "10.0.0.7"
+    )
+    assert healthcheck.certificate_name(ca.cert_pem.bytes()) == ""  # this CA names nothing

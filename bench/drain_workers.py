@@ -46,13 +46,12 @@ def _worker_main(address: str, name: str, concurrency: int, total: Any, done: An
     asyncio.run(_work(address, name, concurrency, total, done))
 
 
-async def _enqueue(address: str, jobs: int) -> None:
+async def enqueue(address: str, jobs: int, task: str = "bench.noop") -> None:
+    """`jobs` jobs of `task`, in BatchEnqueueJobs calls of 1,000."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = job_service_pb2_grpc.JobServiceStub(channel)
         for start in range(0, jobs, 1000):
-            batch = [
-                jpb.EnqueueJobRequest(task="bench.noop") for _ in range(min(1000, jobs - start))
-            ]
+            batch = [jpb.EnqueueJobRequest(task=task) for _ in range(min(1000, jobs - start))]
             await stub.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=batch))
 
 
@@ -67,7 +66,7 @@ def main() -> None:
         db = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
         server = ServerProcess(db, Path(tmp) / "server.log").start()
         try:
-            asyncio.run(_enqueue(server.address, args.jobs))
+            asyncio.run(enqueue(server.address, args.jobs))
             done = multiprocessing.Event()
             total = multiprocessing.Value("q", 0)
             procs = [

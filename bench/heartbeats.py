@@ -16,24 +16,19 @@ import time
 from pathlib import Path
 
 import grpc
-from jobwheel.v1 import job_service_pb2 as jpb
-from jobwheel.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from jobwheel.v1 import worker_service_pb2 as wpb
+from jobwheel.v1 import worker_service_pb2_grpc
 
+from bench.drain_workers import enqueue
 from tests.acceptance.process import ServerProcess
 
 WORKER = "bench-heartbeats"
 
 
 async def _measure(address: str, jobs: int, calls: int) -> list[float]:
+    await enqueue(address, jobs, "bench.held")
     async with grpc.aio.insecure_channel(address) as channel:
-        job_stub = job_service_pb2_grpc.JobServiceStub(channel)
         worker_stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
-        for start in range(0, jobs, 1000):
-            batch = [
-                jpb.EnqueueJobRequest(task="bench.held") for _ in range(min(1000, jobs - start))
-            ]
-            await job_stub.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=batch))
         held: list[wpb.Lease] = []
         while len(held) < jobs:
             reply = await worker_stub.LeaseJobs(

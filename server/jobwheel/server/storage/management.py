@@ -115,6 +115,7 @@ class Management(StoreBase):
 
 
 async def _delete_attempts(conn: AsyncConnection, of_jobs: ColumnElement[bool]) -> None:
-    """The attempts of jobs deleted in the same transaction (on SQLite the foreign key's
-    cascade would; PostgreSQL has no such key, see schema.attempts)."""
-    await conn.execute(delete(attempts).where(of_jobs))
+    """The attempts of jobs deleted in the same transaction, on PostgreSQL, which has no
+    foreign key to cascade (see schema.attempts); on SQLite the key's cascade already did."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(delete(attempts).where(of_jobs))

@@ -143,3 +143,22 @@ async def test_remote_worker_continues_the_trace(
     assert (attempt.attributes or {})["jobwheel.worker.id"] == "traced-1"
     assert attempt.instrumentation_scope is not None
     assert attempt.instrumentation_scope.name == "jobwheel.client.worker"
+
+
+async def test_batch_enqueue_is_traced_and_its_jobs_join_the_trace(
+    server: Running, spans: InMemorySpanExporter
+) -> None:
+    """The batch's reply goes out as built, through OpenTelemetry's interceptor too."""
+    reqs = [pb.EnqueueJobRequest(task="test.echo", payload=payload(i=i)) for i in range(3)]
+    reply = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
+    assert [r.job.payload for r in reply.results] == [payload(i=i) for i in range(3)]
+    job_id = reply.results[1].job.id
+    await wait_for_state(server.jobs, job_id)
+    [attempt] = await attempt_spans(spans, job_id, 1)
+    [batch] = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "/jobwheel.v1.JobService/BatchEnqueueJobs"
+        and s.context.trace_id == attempt.context.trace_id
+    ]
+    assert batch.status.status_code is not StatusCode.ERROR

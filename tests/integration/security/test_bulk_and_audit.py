@@ -80,3 +80,31 @@ async def test_changing_calls_write_one_audit_line(
     assert len(lines[1].__dict__["targets"]) == 3
     assert lines[3].__dict__["filter"] == '{"queues": ["q"]}'
     assert any("UpdateQueue needs role admin" in r.getMessage() for r in caplog.records)
+
+
+async def test_batch_audit_names_the_first_jobs_and_counts_all(
+    secured: Running, tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whether the reply went out as built (every job created) or parsed (a stored key)."""
+    caplog.set_level(logging.INFO, logger="jobwheel.audit")
+    op = tokens.bearer("operator")
+    created = await secured.jobs.BatchEnqueueJobs(
+        jpb.BatchEnqueueJobsRequest(jobs=[jpb.EnqueueJobRequest(task="t", queue="q")] * 150),
+        metadata=op,
+    )
+    mixed = await secured.jobs.BatchEnqueueJobs(
+        jpb.BatchEnqueueJobsRequest(
+            jobs=[
+                jpb.EnqueueJobRequest(task="t", queue="q"),
+                jpb.EnqueueJobRequest(task="t", queue="q", idempotency_key="k"),
+                jpb.EnqueueJobRequest(task="t", queue="q", idempotency_key="k"),
+            ]
+        ),
+        metadata=op,
+    )
+    lines = [r.__dict__ for r in caplog.records if r.name == "jobwheel.audit"]
+    assert [(line["count"], line["targets"]) for line in lines] == [
+        (150, [r.job.id for r in created.results[:100]]),
+        (3, [r.job.id for r in mixed.results]),
+    ]
+    assert [r.already_exists for r in mixed.results] == [False, False, True]

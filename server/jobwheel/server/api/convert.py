@@ -221,6 +221,12 @@ _FIELDS = job_pb2.Job.DESCRIPTOR.fields_by_name
 _ID, _PAYLOAD, _LABELS, _IDEMPOTENCY_KEY, _CREATE_TIME, _UPDATE_TIME, _NEXT_RUN_TIME = (
     wire.tag(_FIELDS[name].number) for name in _OWN_FIELDS
 )
+# the last field of each run of a job's own fields (id | payload, labels | idempotency_key |
+# the three times): the template's fields numbered between one and the next follow that run,
+# so that every field is written in field number order, as the protobuf runtime writes it
+_OWN_SPOTS = tuple(_FIELDS[name].number for name in ("id", "labels", "idempotency_key"))
+_OWN_SPOTS += (_FIELDS["next_run_time"].number,)
+_Cuts = tuple[bytes, bytes, bytes, bytes]
 _JOB = wire.tag(job_service_pb2.EnqueueJobResponse.DESCRIPTOR.fields_by_name["job"].number)
 _RESULTS = wire.tag(
     job_service_pb2.BatchEnqueueJobsResponse.DESCRIPTOR.fields_by_name["results"].number
@@ -244,7 +250,7 @@ class CreatedJobs:
         self._templates: dict[tuple[Any, ...], job_pb2.Job] = {}
         self._times: dict[model.Micros, timestamp_pb2.Timestamp] = {}
         # by id() of a template (which it keeps alive): its encoding without _OWN_FIELDS
-        self._encoded_templates: dict[int, tuple[job_pb2.Job, bytes]] = {}
+        self._encoded_templates: dict[int, tuple[job_pb2.Job, _Cuts]] = {}
         self._encoded_times: dict[tuple[model.Micros, model.Micros | None], bytes] = {}
 
     def proto(self, new: model.NewJob, payload: struct_pb2.Struct | None) -> job_pb2.Job:
@@ -276,7 +282,7 @@ class CreatedJobs:
         append = out.append
         varint = wire.varint
         shared: tuple[Any, ...] = ()
-        prefix = b""
+        after_id = after_labels = after_key = times = b""
         for new, payload in zip(news, payloads, strict=True):
             # consecutive jobs of a batch mostly share all but their own fields (ids of objects
             # the jobs in `news` hold: none is freed and its id reused during the loop)
@@ -294,17 +300,20 @@ class CreatedJobs:
             )
             if key != shared:
                 shared = key
-                times = self._times_bytes(new.create_time, new.next_run_time)
-                prefix = self._template_bytes(new) + times
+                after_id, after_labels, after_key, after_times = self._template_bytes(new)
+                times = self._times_bytes(new.create_time, new.next_run_time) + after_times
             job_id = new.id.encode()
             body = (
                 payload.SerializeToString() if payload is not None else _struct_bytes(new.payload)
             )
-            parts = [prefix, _ID, varint(len(job_id)), job_id, _PAYLOAD, varint(len(body)), body]
+            parts = [_ID, varint(len(job_id)), job_id, after_id, _PAYLOAD, varint(len(body)), body]
             for label, value in new.labels.items():
                 parts.append(wire.field(_LABELS, wire.string_map_entry(label, value)))
+            parts.append(after_labels)
             if new.idempotency_key:
                 parts.append(wire.field(_IDEMPOTENCY_KEY, new.idempotency_key.encode()))
+            parts.append(after_key)
+            parts.append(times)
             job = b"".join(parts)
             size = varint(len(job))
             # results entry: EnqueueJobResponse { job } (already_exists: false)
@@ -312,19 +321,26 @@ class CreatedJobs:
             append(job)
         return b"".join(out)
 
-    def _template_bytes(self, new: model.NewJob) -> bytes:
+    def _template_bytes(self, new: model.NewJob) -> _Cuts:
+        """The template's encoding without the fields each job sets itself, cut where those
+        go (see _OWN_SPOTS): every field is then written once, in field number order, as the
+        protobuf runtime writes the reply."""
         template = self._template(new)
         found = self._encoded_templates.get(id(template))
         if found is None or found[0] is not template:
-            # the fields each job sets itself are left out: every field is then written once
-            # and the bytes are as long as the reply's canonical encoding
-            shared = job_pb2.Job()
-            shared.CopyFrom(template)
-            for name in _OWN_FIELDS:
-                shared.ClearField(name)
+            cuts: list[bytes] = []
+            for low, high in zip(_OWN_SPOTS, (*_OWN_SPOTS[1:], 1 << 29), strict=True):
+                part = job_pb2.Job()
+                part.CopyFrom(template)
+                for field, _ in part.ListFields():
+                    if field.name in _OWN_FIELDS or not low < field.number < high:
+                        part.ClearField(field.name)
+                cuts.append(part.SerializeToString())
             if len(self._encoded_templates) >= self.MAX_TEMPLATES:
                 self._encoded_templates.clear()
-            found = self._encoded_templates[id(template)] = (template, shared.SerializeToString())
+            after_id, after_labels, after_key, after_times = cuts
+            found = (template, (after_id, after_labels, after_key, after_times))
+            self._encoded_templates[id(template)] = found
         return found[1]
 
     def _times_bytes(self, created: model.Micros, next_run: model.Micros | None) -> bytes:

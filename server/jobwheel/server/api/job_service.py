@@ -19,6 +19,7 @@ from jobwheel.server.api.convert import (
     job_to_proto,
     timestamp,
 )
+from jobwheel.server.api.encoded_reply import EncodedReply, encoded_replies
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument
 from jobwheel.server.api.fields import check_text
 from jobwheel.server.api.queue_rpcs import QueueRpcs
@@ -72,15 +73,15 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         _CREATED.fill(reply.job, new, payloads[0])
         return reply
 
+    @encoded_replies
     async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Context) -> Any:
         if len(request.jobs) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("jobs", f"at most {MAX_BATCH} jobs per call")])
         now = self.core.clock.now()
         errors = validate.Violations()
         payloads: list[struct_pb2.Struct | None] = []
-        news = new_jobs_from_batch(
-            request.jobs, new_ids(len(request.jobs)), now, self.limits, errors, payloads
-        )
+        ids = new_ids(len(request.jobs))
+        news = new_jobs_from_batch(request.jobs, ids, now, self.limits, errors, payloads)
         errors.raise_if_any()
         checked: set[str] = set()
         for i, new in enumerate(news):
@@ -103,9 +104,11 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
                 ]
             )
         results = await self.core.enqueue(news) if news else []
+        if not any(existed for _, existed in results):
+            # every job created: the reply goes out as built (the ids its results name)
+            return EncodedReply(pb.BatchEnqueueJobsResponse, encoded, ids)
         reply = pb.BatchEnqueueJobsResponse.FromString(encoded)
-        if any(existed for _, existed in results):
-            _existing_replies(reply, results, size, limit)
+        _existing_replies(reply, results, size, limit)
         return reply
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:

@@ -5,6 +5,8 @@ line (observability/rpc.py: every status counted); authentication, roles and the
 (security/interceptor.py: a caller who may not call learns nothing of its request); the
 guard (api/guard.py: an undecodable body is INVALID_ARGUMENT, a servicer's exception its
 status or INTERNAL); the audit line of a changing call that succeeded (security/audit.py).
+A method that returns replies already encoded (api/encoded_reply.py) gets a response
+serializer that passes them through.
 Traces, when on, come from OpenTelemetry's interceptor around all of it.
 
 One coroutine per call instead of one per interceptor, and no interceptor chain to find the
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
 import grpc
-from jobwheel.server.api import guard
+from jobwheel.server.api import encoded_reply, guard
 from jobwheel.server.observability.rpc import Observed, RpcObserver
 from jobwheel.server.security.interceptor import Admission, Gate
 from jobwheel.server.security.principal import reset_current, set_current
@@ -90,7 +92,10 @@ class RpcStack:
         deserializer = guard.guard_deserializer(handler) if guarded else None
         deserializer = deserializer or handler.request_deserializer
         serializer = handler.response_serializer
-        if observed is None and admission is None and not guarded:
+        encoded = serializer is not None and encoded_reply.returns_encoded(handler)
+        if encoded:
+            serializer = encoded_reply.passing_serializer(serializer)
+        if observed is None and admission is None and not guarded and not encoded:
             return handler
         if not handler.response_streaming:
             if handler.request_streaming:

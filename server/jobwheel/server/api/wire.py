@@ -1,6 +1,7 @@
 """Protobuf wire format, the little of it that building a reply as bytes needs: messages made
 of a shared serialized part and a few fields of their own cost a fraction of setting those
-fields on message objects, and one parse (in C) turns the bytes back into a message."""
+fields on message objects; the bytes go out as they are (api/encoded_reply.py), or one parse
+(in C) turns them back into a message."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 The line goes to the "jobwheel.audit" logger with the fields as `extra` (principal, method,
 targets, filter, count), so a JSON log formatter emits them as fields; the message repeats
 them for plain-text logs. It is written on every changing call, so each method's `Recorder`
-works out once which fields of its messages name the targets and the count.
+works out once which fields of its messages name the targets and the count. A reply handed
+over encoded (api/encoded_reply.py) is not parsed: it carries the job ids of its results.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from jobwheel.server.api.encoded_reply import EncodedReply
 from jobwheel.server.observability.logs import emit
 from jobwheel.server.security.principal import Principal
 
@@ -34,7 +36,7 @@ class _Plan:
     count: str  # "count" (a number), "results"/"leases" (a list), "" (the targets)
 
 
-def _plan(request: Message, response: Message) -> _Plan:
+def _plan(request: Message, response: Message | type[Message]) -> _Plan:
     asked = request.DESCRIPTOR.fields_by_name
     fields = response.DESCRIPTOR.fields_by_name
     return _Plan(
@@ -46,11 +48,13 @@ def _plan(request: Message, response: Message) -> _Plan:
     )
 
 
-def _targets(plan: _Plan, request: Message, response: Message) -> list[str]:
+def _targets(plan: _Plan, request: Message, response: Message | EncodedReply) -> list[str]:
     for name in plan.request_targets:
         value = getattr(request, name)
         if value:
             return [value]
+    if isinstance(response, EncodedReply):
+        return list(response.ids[:MAX_TARGETS])
     kind = plan.reply_target
     if kind == "job":
         return [response.job.id] if response.HasField("job") else []  # type: ignore[attr-defined]
@@ -75,19 +79,24 @@ class Recorder:
         self._plan: _Plan | None = None
         self._skip_empty = method.endswith("/LeaseJobs")  # an empty long-poll changed nothing
 
-    def __call__(self, principal: Principal, request: Message, response: Message) -> None:
+    def __call__(
+        self, principal: Principal, request: Message, response: Message | EncodedReply
+    ) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
         plan = self._plan
         if plan is None:
-            plan = self._plan = _plan(request, response)
+            shape = response.message if isinstance(response, EncodedReply) else response
+            plan = self._plan = _plan(request, shape)
         targets = _targets(plan, request, response)
         flt = ""
         if plan.has_filter and request.HasField("filter"):
             flt = json.dumps(MessageToDict(request.filter), sort_keys=True)  # type: ignore[attr-defined]
         if plan.has_all and request.all:  # type: ignore[attr-defined]
             flt = f"all {flt}" if flt else "all"
-        if plan.count == "count":
+        if isinstance(response, EncodedReply):  # one result per id
+            count = len(response.ids)
+        elif plan.count == "count":
             count = int(response.count)  # type: ignore[attr-defined]
         elif plan.count:
             count = len(getattr(response, plan.count))

@@ -33,7 +33,9 @@ class JobServiceStub:
     quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
-    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    (retrying helps); it never answers a mistake in the request. ABORTED means the call's
+    transaction met a concurrent one on the database (PostgreSQL chose it to roll back):
+    nothing changed, and sending the same call again is safe. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
@@ -233,7 +235,9 @@ class JobServiceServicer:
     quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
-    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    (retrying helps); it never answers a mistake in the request. ABORTED means the call's
+    transaction met a concurrent one on the database (PostgreSQL chose it to roll back):
+    nothing changed, and sending the same call again is safe. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
@@ -671,7 +675,9 @@ class JobService:
     quoted by their first 40 characters at most); NOT_FOUND for unknown ids;
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
-    (retrying helps); it never answers a mistake in the request. An unexpected server error
+    (retrying helps); it never answers a mistake in the request. ABORTED means the call's
+    transaction met a concurrent one on the database (PostgreSQL chose it to roll back):
+    nothing changed, and sending the same call again is safe. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 

@@ -29,6 +29,12 @@ __all__ = ["QUOTE_CHARS", "NotFound", "quote"]
 DOMAIN = "jobwheel.dev"
 OVERLOADED = "the server is overloaded (all database connections busy); retry with backoff"
 UNAVAILABLE = "the database is unavailable; retry with backoff"
+CONFLICT = (
+    "the call's transaction met a concurrent one (deadlock or serialization failure) and was"
+    " rolled back: nothing changed; retry it"
+)
+# PostgreSQL's transaction rollback class: serialization failure, deadlock detected
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 MAX_VIOLATIONS = 10
 
 
@@ -186,10 +192,19 @@ def expected_status(exc: Exception) -> grpc.Status | None:
         # every database connection is busy: the server is overloaded, the call can wait
         log.warning("database pool exhausted")
         return _plain(code_pb2.RESOURCE_EXHAUSTED, OVERLOADED)
+    if isinstance(exc, sa_exc.DBAPIError) and _conflict(exc):
+        # the database picked this call's transaction to roll back; the same call, sent
+        # again, finds the other one committed
+        log.info("transaction rolled back by the database: %s", exc.orig)
+        return _plain(code_pb2.ABORTED, CONFLICT)
     if isinstance(exc, sa_exc.OperationalError) and not _statement_refused(exc):
         log.warning("database unavailable: %s", exc)
         return _plain(code_pb2.UNAVAILABLE, UNAVAILABLE)
     return None
+
+
+def _conflict(exc: sa_exc.DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES
 
 
 def _statement_refused(exc: sa_exc.OperationalError) -> bool:

@@ -281,6 +281,10 @@ async def settle_endings(
 
 async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement]) -> list[bool]:
     """PostgreSQL: settles in one statement; which of `settlements` applied."""
+    # sent in seq order, the order the statement locks rows in and bulk actions lock them in
+    # (two settlements of one job keep theirs: the first that holds applies)
+    order = sorted(range(len(settlements)), key=lambda i: settlements[i].after.seq)
+    settlements = [settlements[i] for i in order]
     ended = [s.ended for s in settlements]
     after = [s.after for s in settlements]
     params = (
@@ -301,8 +305,8 @@ async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement
         [e.error for e in ended],
         [job_result_doc(e.result) for e in ended],
     )
-    applied = {int(r[0]) for r in await conn.exec_driver_sql(_PG_SETTLE, params)}
-    return [i + 1 in applied for i in range(len(settlements))]
+    applied = {order[int(r[0]) - 1] for r in await conn.exec_driver_sql(_PG_SETTLE, params)}
+    return [i in applied for i in range(len(settlements))]
 
 
 def sqlite_settle(

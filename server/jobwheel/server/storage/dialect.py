@@ -70,6 +70,9 @@ PG_CONNECT_TIMEOUT_S = 5.0
 MIGRATION_LOCK_KEY = 0x6A77_6D69_6772
 
 
+_PG_LOCK_JOBS = f"SELECT seq FROM {jobs.name} WHERE id = ANY($1::varchar[]) ORDER BY seq FOR UPDATE"
+
+
 class StorageUrlError(ValueError):
     """The database URL names no supported backend or is malformed."""
 
@@ -140,6 +143,11 @@ class Dialect:
         transaction holds (`skip_locked`): for concurrent claims across processes. Where
         there is one writer (SQLite), the write transaction already excludes the others."""
         return stmt
+
+    async def lock_jobs(self, conn: AsyncConnection, job_ids: Sequence[str]) -> None:
+        """Locks the rows of `job_ids` until commit, in seq order: the order bulk actions lock
+        rows in, so that a write naming jobs by id cannot deadlock with one. Where there is
+        one writer (SQLite), the write transaction already excludes the others."""
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         """`conn` with every statement of its next transaction reading one snapshot."""
@@ -235,6 +243,10 @@ class PostgresDialect(Dialect):
 
     def lock_rows(self, stmt: SelectT, *, skip_locked: bool = False) -> SelectT:
         return stmt.with_for_update(skip_locked=skip_locked)
+
+    async def lock_jobs(self, conn: AsyncConnection, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            await conn.exec_driver_sql(_PG_LOCK_JOBS, (list(job_ids),))
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         return await conn.execution_options(isolation_level="REPEATABLE READ")

@@ -133,6 +133,9 @@ class Leases(Transitions):
             named.add(r.job_id)
         out: list[Renewed] = [_NOT_RENEWED] * len(renewals)
         async with self._write() as conn:
+            # the UPDATEs below run one statement per shape: a job with progress locked after
+            # one without could deadlock with a CancelJobs on another replica
+            await self.dialect.lock_jobs(conn, [r.job_id for r in renewals])
             distinct = await _renew_distinct(conn, [renewals[i] for i in firsts])
             for i, done in zip(firsts, distinct, strict=True):
                 out[i] = done
@@ -180,11 +183,8 @@ async def _renew_distinct(conn: AsyncConnection, renewals: Sequence[Renewal]) ->
     """Renewals of distinct jobs: each UPDATE (one executemany per shape) only extends a lease
     and leaves state, attempt and worker as they were, so a job read back afterwards still
     held by the renewal's attempt and worker is one the UPDATE applied to."""
-    # rows locked in id order (ids grow with seq, the order bulk actions lock them in): fewer
-    # deadlocks with another replica's batch or a CancelJobs
-    ordered = sorted(renewals, key=lambda r: r.job_id)
     for stmt, progress in ((_EXTEND, False), (_EXTEND_WITH_PROGRESS, True)):
-        batch = [_params(r) for r in ordered if (r.progress is not None) is progress]
+        batch = [_params(r) for r in renewals if (r.progress is not None) is progress]
         if batch:
             await conn.execute(stmt, batch)
     ids = [r.job_id for r in renewals]

@@ -342,6 +342,8 @@ class Transitions(StoreBase):
         if not job_ids:
             return renewed
         async with self._write() as conn:
+            # an UPDATE locks in the order its plan reads rows (by id here)
+            await self.dialect.lock_jobs(conn, job_ids)
             for start in range(0, len(job_ids), self.dialect.max_in_list):
                 stmt = (
                     update(jobs)

@@ -13,6 +13,7 @@ from jobwheel.client.calls import EnqueueArgs, ScheduleArgs, enqueue_request, sc
 from jobwheel.client.connection import DEFAULT_SERVER, Connection, server_address
 from jobwheel.client.convert import parse_duration, parse_time
 from jobwheel.client.errors import (
+    Aborted,
     AlreadyExists,
     Cancelled,
     DeadlineExceeded,
@@ -35,6 +36,7 @@ from jobwheel.client.sync import Client
 
 __all__ = [
     "DEFAULT_SERVER",
+    "Aborted",
     "AlreadyExists",
     "AsyncClient",
     "Cancelled",

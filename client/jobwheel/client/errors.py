@@ -103,6 +103,13 @@ class Unavailable(JobwheelError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Aborted(JobwheelError):
+    """The call's transaction was rolled back for a concurrent one: nothing changed, and the
+    same call may be sent again."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class DeadlineExceeded(JobwheelError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -137,6 +144,7 @@ _BY_CODE: dict[grpc.StatusCode, type[JobwheelError]] = {
         OutOfRange,
         ResourceExhausted,
         Unavailable,
+        Aborted,
         DeadlineExceeded,
         Unimplemented,
         Cancelled,

@@ -16,9 +16,16 @@ DEFAULT_TIMEOUT = 10.0
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 
+def may_resend(code: grpc.StatusCode, idempotent: bool) -> bool:
+    """Whether a call that failed with `code` may be sent again: after UNAVAILABLE only an
+    idempotent one (it may have reached the server); after ABORTED any (the server rolled its
+    transaction back: nothing changed)."""
+    return code == grpc.StatusCode.ABORTED or (idempotent and code in RETRYABLE)
+
+
 @dataclass(frozen=True)
 class Retry:
-    """Retries of idempotent calls after UNAVAILABLE: capped exponential backoff."""
+    """Retries after UNAVAILABLE or ABORTED (see may_resend): capped exponential backoff."""
 
     attempts: int = 4  # total tries, the first included; 1 disables retries
     initial_backoff: float = 0.1

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2 as ed
 from jobwheel.client import (
+    Aborted,
     Client,
     DeadlineExceeded,
     FailedPrecondition,
@@ -48,6 +49,20 @@ def test_reads_retry_unavailable_with_backoff(fake: Fake) -> None:
     assert result.result(5) == JOB
     assert fake.sleeps == [0.1, 0.2]
     assert fake.timeouts == [10.0, 10.0, 10.0]
+
+
+def test_aborted_is_retried_like_unavailable(fake: Fake) -> None:
+    # ABORTED: the server rolled the call's transaction back, nothing changed
+    result = fake.start(lambda c: c.cancel_job("j1"))
+    fake.fail("CancelJob", grpc.StatusCode.ABORTED, "deadlock")
+    assert fake.reply("CancelJob", pb.CancelJobResponse(job=JOB)).id == "j1"
+    assert result.result(5) == JOB
+    assert fake.sleeps == [0.1]
+    result = fake.start(lambda c: c.get_job("j1"))
+    for _ in range(4):
+        fake.fail("GetJob", grpc.StatusCode.ABORTED, "deadlock")
+    with pytest.raises(Aborted, match="deadlock"):
+        result.result(5)
 
 
 def test_retries_give_up_with_unavailable(fake: Fake) -> None:

@@ -5,7 +5,8 @@ a wildcard host (0.0.0.0, [::]) asked on loopback. When the server serves TLS
 (JOBWHEEL_TLS_CERT), so does the check: it trusts JOBWHEEL_TLS_CA if set, else the server's own
 certificate chain, and expects the certificate's first name whatever address it asks; under
 mutual TLS (JOBWHEEL_TLS_CLIENT_CA) it presents the server's own certificate and key, which a
-CA the server accepts for clients must then have issued.
+CA the server accepts for clients must then have issued. It reads only those variables: a
+server given its address or TLS files by flags needs a health command of its own.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def channel(address: str, env: Mapping[str, str]) -> grpc.Channel:
     roots = Path(ca).read_bytes() if ca else chain
     key = chain_for_client = None
     if env.get("JOBWHEEL_TLS_CLIENT_CA"):
-        key, chain_for_client = Path(env["JOBWHEEL_TLS_KEY"]).read_bytes(), chain
+        key_file = env.get("JOBWHEEL_TLS_KEY")
+        if not key_file:  # the server's key came by a flag: nothing to present
+            raise ValueError("JOBWHEEL_TLS_KEY is not set: under mutual TLS the check presents it")
+        key, chain_for_client = Path(key_file).read_bytes(), chain
     credentials = grpc.ssl_channel_credentials(roots, key, chain_for_client)
     options = []
     if name := certificate_name(chain):

@@ -274,6 +274,9 @@ async def test_health_check_speaks_tls_as_the_server_does(
             env = {**tls, "JOBWHEEL_TLS_CA": ca_file, "JOBWHEEL_TLS_CLIENT_CA": clients}
             env["JOBWHEEL_LISTEN"] = server.address
             assert await asyncio.to_thread(healthcheck.main, 5.0, env) == expected
+            # the key given by a flag, not the variable: a clear failure, not a traceback
+            keyless = {k: v for k, v in env.items() if k != "JOBWHEEL_TLS_KEY"}
+            assert await asyncio.to_thread(healthcheck.main, 5.0, keyless) == 1
 
 
 def test_the_certificate_name_is_its_first_dns_name_else_address_else_common_name(

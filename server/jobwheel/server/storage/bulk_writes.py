@@ -140,7 +140,6 @@ def sqlite_append_events(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) ->
     return last
 
 
-_SQLITE_SEQS_TAKEN = "SELECT last_insert_rowid(), changes()"
 # ENQUEUED events of the jobs of seqs ?5..?6, read back from their rows: revision ?1 + seq,
 # the snapshot that new_job_snapshots writes, its tail bound (see new_job_snapshot_tails);
 # jobs without keys
@@ -176,9 +175,10 @@ def sqlite_enqueue_json(
     driver's thread, in a write transaction."""
     count = sum(n for n, _ in tails)
     # The caller holds the only write lock and these jobs have no keys: nothing conflicts.
-    db.execute(jobs_sql, (job_rows,))
-    last_seq, inserted = db.execute(_SQLITE_SEQS_TAKEN).fetchone()
-    if inserted != count:
+    # the cursor knows the last seq and the rows inserted: no statement (a GIL hand-off) more
+    inserting = db.execute(jobs_sql, (job_rows,))
+    last_seq, inserted = inserting.lastrowid, inserting.rowcount
+    if last_seq is None or inserted != count:
         raise RuntimeError(f"inserted {inserted} of {count} jobs")
     # one INSERT ... SELECT: AUTOINCREMENT gives its rows consecutive seqs, in order
     first_seq = last_seq - count + 1

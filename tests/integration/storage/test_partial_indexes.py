@@ -241,7 +241,10 @@ def sql_literal(value: Any) -> str:
     if isinstance(value, bool | int):
         return str(value).upper() if isinstance(value, bool) else str(value)
     if isinstance(value, list):
-        quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value)
+        quoted = (
+            "NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for v in value
+        )
         return sql_literal("{" + ",".join(quoted) + "}")
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -328,3 +331,32 @@ async def test_deleting_jobs_deletes_their_attempts(store: Store) -> None:
     assert await attempt_count(store, ids[2:]) == 2  # others' attempts stay
     assert await store.prune_finished(T0 + 3) == 2
     assert await attempt_count(store, ids) == 0
+
+
+async def test_settlements_find_their_jobs_by_id_not_by_state(store: Store, backend: str) -> None:
+    """The settlement's update reads each job by id: through the state index it would visit
+    every RUNNING version claims left behind since the last vacuum (a long drain's cost grew
+    with its length)."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's plans")
+    await store.insert_jobs([new_job() for _ in range(600)])
+    ok = AttemptResult(AttemptOutcome.SUCCEEDED, result=None)
+    claimed = await store.claim("default", {"noop"}, 500, WORKER, T0, T0 + 10)
+    await store.settle([states.settle(j, ok, T0 + 1, 0.5) for j in claimed])
+    async with store.write_engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.exec_driver_sql("ANALYZE")  # few RUNNING jobs, as the statistics say
+    running = await store.claim("default", {"noop"}, 5, WORKER, T0 + 2, T0 + 10)
+    with statements(store) as seen:
+        assert (
+            await store.settle([states.settle(j, ok, T0 + 3, 0.5) for j in running]) == [True] * 5
+        )
+    [(statement, params)] = [s for s in seen if "UPDATE jobs" in s[0]]
+    async with store.write_engine.connect() as conn:
+        await conn.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
+        await conn.exec_driver_sql(f"PREPARE probe AS {statement}")
+        args = ", ".join(sql_literal(p) for p in params)
+        plan = "\n".join(r[0] for r in await conn.exec_driver_sql(f"EXPLAIN EXECUTE probe({args})"))
+        await conn.rollback()
+    assert "ix_jobs_state_seq" not in plan, plan
+    assert "uq_jobs_id" in plan, plan

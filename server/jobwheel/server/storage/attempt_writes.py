@@ -64,9 +64,12 @@ _SQLITE_INSERT_ATTEMPT = (
 # Fenced like SQLite's (the attempt held, and for a lost attempt an expired lease), in one
 # statement: of a job's settlements that pass the fence (its rows locked first), the first in
 # the batch applies; it ends the attempt rows of the jobs it settled and returns the indexes
-# (1-based) of the settlements that applied. The fence reads each job by id (LIMIT 1 keeps the
-# lateral subquery apart): joined, the planner may hash every RUNNING job instead, through the
-# state index, whose entries for the versions claims left behind it visits until a vacuum.
+# (1-based) of the settlements that applied. The fence locks each job by its id alone and
+# checks the row it locked (LIMIT 1 keeps the lateral subquery apart, and the check out of it);
+# the update, of rows so locked, reads them by id too (by ctid it would miss a row changed
+# since the statement began). A condition on the state beside the id lets the planner read
+# every RUNNING job instead, through the state index, whose entries for the versions claims
+# left behind it visits until a vacuum: each settlement of a long drain cost more than the last.
 _PG_SETTLE = f"""
 WITH v AS (
   SELECT * FROM unnest(
@@ -78,11 +81,11 @@ WITH v AS (
          attempt_result, ord)
 ), holding AS (
   SELECT v.* FROM v CROSS JOIN LATERAL (
-    SELECT FROM jobs WHERE jobs.id = v.id AND jobs.state = '{_RUNNING}'
-      AND jobs.attempt = v.held AND jobs.execution_count = v.execution
-      AND (v.lease_before IS NULL OR jobs.lease_expire_time < v.lease_before)
+    SELECT state, attempt, execution_count, lease_expire_time FROM jobs WHERE jobs.id = v.id
     LIMIT 1 FOR UPDATE
   ) AS held
+  WHERE held.state = '{_RUNNING}' AND held.attempt = v.held AND held.execution_count = v.execution
+    AND (v.lease_before IS NULL OR held.lease_expire_time < v.lease_before)
 ), w AS (
   SELECT DISTINCT ON (id) * FROM holding ORDER BY id, ord
 ), settled AS (
@@ -91,8 +94,7 @@ WITH v AS (
     skipped_count = jobs.skipped_count + w.skipped, released_attempts = w.released,
     worker_id = '', lease_expire_time = NULL, update_time = w.now
   FROM w
-  WHERE jobs.id = w.id AND jobs.state = '{_RUNNING}' AND jobs.attempt = w.held
-    AND jobs.execution_count = w.execution
+  WHERE jobs.id = w.id AND jobs.attempt = w.held AND jobs.execution_count = w.execution
   RETURNING jobs.id, w.ord
 ), ended AS (
   UPDATE attempts SET end_time = w.now, outcome = w.outcome, error = w.error,

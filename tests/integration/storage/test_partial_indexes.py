@@ -334,9 +334,9 @@ async def test_deleting_jobs_deletes_their_attempts(store: Store) -> None:
 
 
 async def test_settlements_find_their_jobs_by_id_not_by_state(store: Store, backend: str) -> None:
-    """The settlement's update reads each job by id: through the state index it would visit
-    every RUNNING version claims left behind since the last vacuum (a long drain's cost grew
-    with its length)."""
+    """The settlement reads each job by id: through the state index it would visit every
+    RUNNING version claims left behind since the last vacuum (a long drain's cost grew with its
+    length). Each attempt it ends it finds by the attempts' index."""
     if backend != "postgres":
         pytest.skip("PostgreSQL's plans")
     await store.insert_jobs([new_job() for _ in range(600)])
@@ -360,3 +360,5 @@ async def test_settlements_find_their_jobs_by_id_not_by_state(store: Store, back
         await conn.rollback()
     assert "ix_jobs_state_seq" not in plan, plan
     assert "uq_jobs_id" in plan, plan
+    # each attempt by its index, never a comparison of every settled job with every ending
+    assert "Join Filter" not in plan and "ix_attempts_job" in plan, plan

@@ -70,6 +70,8 @@ _SQLITE_INSERT_ATTEMPT = (
 # since the statement began). A condition on the state beside the id lets the planner read
 # every RUNNING job instead, through the state index, whose entries for the versions claims
 # left behind it visits until a vacuum: each settlement of a long drain cost more than the last.
+# The attempts' update takes what it needs from the rows the jobs' update returns: a join of
+# two CTEs, whose sizes the planner cannot know, may compare every pair of their rows.
 _PG_SETTLE = f"""
 WITH v AS (
   SELECT * FROM unnest(
@@ -95,13 +97,13 @@ WITH v AS (
     worker_id = '', lease_expire_time = NULL, update_time = w.now
   FROM w
   WHERE jobs.id = w.id AND jobs.attempt = w.held AND jobs.execution_count = w.execution
-  RETURNING jobs.id, w.ord
+  RETURNING jobs.id, w.ord, w.held, w.execution, w.now, w.outcome, w.error, w.attempt_result
 ), ended AS (
-  UPDATE attempts SET end_time = w.now, outcome = w.outcome, error = w.error,
-    result = w.attempt_result
-  FROM w JOIN settled ON settled.id = w.id
-  WHERE attempts.job_id = w.id AND attempts.execution = w.execution
-    AND attempts.number = w.held AND attempts.outcome = '{_ATTEMPT_RUNNING}'
+  UPDATE attempts SET end_time = s.now, outcome = s.outcome, error = s.error,
+    result = s.attempt_result
+  FROM settled AS s
+  WHERE attempts.job_id = s.id AND attempts.execution = s.execution
+    AND attempts.number = s.held AND attempts.outcome = '{_ATTEMPT_RUNNING}'
 )
 SELECT ord FROM settled
 """

@@ -3,7 +3,10 @@
 Remote workers are noted in memory at each lease and heartbeat and written to the shared
 workers table every `flush_every` seconds (one transaction for all of them), together with
 this replica's own row (its in-process handlers), so ListWorkers on any replica sees every
-worker. Rows unseen for FORGET_AFTER are deleted.
+worker. A worker's asks are written only when they changed since this replica wrote them
+(or another replica wrote the row since, or the row was pruned); otherwise a flush only moves
+its last_seen. A flush reads back the other replicas' rows, not the ones it holds itself.
+Rows unseen for FORGET_AFTER are deleted.
 
 Memory and the table stay bounded whatever callers do (a worker that takes a new id at every
 call, say): a replica remembers at most MAX_REMOTE_WORKERS remote workers and ASKS_BUDGET bytes
@@ -22,7 +25,7 @@ from dataclasses import dataclass, replace
 from jobwheel.server import model
 from jobwheel.server.clock import Clock
 from jobwheel.server.storage import Store
-from jobwheel.server.storage.workers import WorkerRow, asks_size
+from jobwheel.server.storage.workers import WorkerRow, stored_size
 
 log = logging.getLogger(__name__)
 REMOTE = "remote"
@@ -44,11 +47,22 @@ class _SharedAsks:
     """One distinct pair of asks, held once for every worker asking the same."""
 
     asks: Asks
+    stored: int  # characters of its JSON as stored in a row (TABLE_ASKS_BUDGET)
     holders: int = 0
 
     @property
     def size(self) -> int:
         return sum(len(name) + _ASK_OVERHEAD for names in self.asks for name in names)
+
+
+@dataclass(slots=True)
+class _Remote:
+    """A remote worker as this replica last saw it."""
+
+    row: WorkerRow
+    held: _SharedAsks  # row.queues and row.tasks
+    # this replica wrote these asks to the table (record_workers checks nobody wrote since)
+    written: bool = False
 
 
 class Roster:
@@ -71,11 +85,15 @@ class Roster:
         self.flush_every = flush_every
         self.started = clock.now()
         # remote workers seen here, least recently seen first
-        self._local: dict[str, WorkerRow] = {}
+        self._local: dict[str, _Remote] = {}
         self._asks: dict[Asks, _SharedAsks] = {}
         self._asks_bytes = 0
         self._dirty: set[str] = set()
-        self._known: list[WorkerRow] = []  # every replica's rows, as of the last flush
+        # the latest last_seen of a worker forgotten for a bound: the rows this replica wrote
+        # and no longer holds are seen no later (flush reads them back, not the later ones)
+        self._forgot_until: model.Micros = 0
+        # the table's rows as of the last flush but the remote ones _local holds
+        self._known: list[WorkerRow] = []
         # given `unserved` after each flush (the metrics count jobs without a worker)
         self.after_flush = after_flush
 
@@ -83,48 +101,59 @@ class Roster:
 
     def leased(self, worker_id: str, queues: Collection[str], tasks: Collection[str]) -> None:
         """A remote worker asked for jobs of `queues` (empty: any) and `tasks` (empty: any)."""
-        asks = self._hold((tuple(sorted(queues)), tuple(sorted(tasks))))
+        held = self._hold((tuple(sorted(queues)), tuple(sorted(tasks))))
+        seen = self._local.get(worker_id)
+        if seen is not None and seen.held is held:  # the same asks: as a heartbeat
+            self._release(held)
+            self.touched(worker_id)
+            return
         self._forget(worker_id)
-        self._remember(WorkerRow(worker_id, REMOTE, self.clock.now(), *asks, server=self.server_id))
+        row = WorkerRow(worker_id, REMOTE, self.clock.now(), *held.asks, server=self.server_id)
+        self._remember(_Remote(row, held))
 
     def touched(self, worker_id: str) -> None:
         """A heartbeat or report: the worker is alive (its asks are unchanged)."""
-        row = self._local.pop(worker_id, None)
+        seen = self._local.pop(worker_id, None)
         now = self.clock.now()
-        if row is None:
-            self._hold(((), ()))
+        if seen is None:
             row = WorkerRow(worker_id, REMOTE, now, server=self.server_id)
-        self._remember(replace(row, last_seen=now))
+            seen = _Remote(row, self._hold(((), ())))
+        else:
+            seen.row = replace(seen.row, last_seen=now)
+        self._remember(seen)
 
-    def _remember(self, row: WorkerRow) -> None:
-        """Adds `row` as the most recently seen (its asks already held), then forgets the least
-        recently seen workers while past a bound (never `row` itself)."""
-        self._local[row.id] = row
-        self._dirty.add(row.id)
+    def _remember(self, seen: _Remote) -> None:
+        """Adds `seen` as the most recently seen (its asks already held), then forgets the least
+        recently seen workers while past a bound (never `seen` itself)."""
+        self._local[seen.row.id] = seen
+        self._dirty.add(seen.row.id)
         while len(self._local) > 1 and (
             len(self._local) > MAX_REMOTE_WORKERS or self._asks_bytes > ASKS_BUDGET
         ):
-            self._forget(next(iter(self._local)))
+            oldest = next(iter(self._local.values()))
+            self._forgot_until = max(self._forgot_until, oldest.row.last_seen)
+            self._forget(oldest.row.id)
 
-    def _hold(self, asks: Asks) -> Asks:
+    def _hold(self, asks: Asks) -> _SharedAsks:
         """The held copy of `asks` (shared by every worker asking the same), counted once more."""
         held = self._asks.get(asks)
         if held is None:
-            held = self._asks[asks] = _SharedAsks(asks)
+            held = self._asks[asks] = _SharedAsks(asks, stored_size(*asks))
             self._asks_bytes += held.size
         held.holders += 1
-        return held.asks
+        return held
 
-    def _forget(self, worker_id: str) -> None:
-        row = self._local.pop(worker_id, None)
-        if row is None:
-            return
-        self._dirty.discard(worker_id)
-        held = self._asks[row.queues, row.tasks]
+    def _release(self, held: _SharedAsks) -> None:
         held.holders -= 1
         if held.holders == 0:
             del self._asks[held.asks]
             self._asks_bytes -= held.size
+
+    def _forget(self, worker_id: str) -> None:
+        seen = self._local.pop(worker_id, None)
+        if seen is not None:
+            self._dirty.discard(worker_id)
+            self._release(seen.held)
 
     def _own_row(self) -> WorkerRow:
         return WorkerRow(
@@ -138,29 +167,36 @@ class Roster:
     # -- the shared table -----------------------------------------------------------------
 
     async def flush(self) -> None:
-        await self.store.record_workers([self._own_row(), *self._to_record()])
+        sent = self._to_record()
+        await self.store.record_workers(
+            [self._own_row(), *(s.row for s in sent)],
+            unchanged={s.row.id for s in sent if s.written},
+        )
+        for seen in sent:
+            seen.written = True
         now = self.clock.now()
-        self._known = await self.store.list_workers(now - 2 * NO_WORKER_AFTER)
-        # remote workers not seen here for a while need no memory here
         stale = now - 2 * NO_WORKER_AFTER
-        for worker_id in [w for w, r in self._local.items() if r.last_seen < stale]:
+        held = (self.server_id, self._forgot_until)  # its own rows, fresher in _local
+        self._known = await self.store.list_workers(stale, omit=held)
+        # remote workers not seen here for a while need no memory here
+        for worker_id in [w for w, s in self._local.items() if s.row.last_seen < stale]:
             self._forget(worker_id)
 
-    def _to_record(self) -> list[WorkerRow]:
+    def _to_record(self) -> list[_Remote]:
         """The workers seen since the last flush, the most recently seen first, up to what
         the table keeps (the rest would be pruned at once)."""
-        rows: list[WorkerRow] = []
+        sent: list[_Remote] = []
         size = 0
         for worker_id in reversed(self._local):  # the most recently seen first
             if worker_id not in self._dirty:
                 continue
-            row = self._local[worker_id]
-            size += asks_size(row)
-            if len(rows) >= MAX_WORKER_ROWS or size > TABLE_ASKS_BUDGET:
+            seen = self._local[worker_id]
+            size += seen.held.stored
+            if len(sent) >= MAX_WORKER_ROWS or size > TABLE_ASKS_BUDGET:
                 break
-            rows.append(row)
+            sent.append(seen)
         self._dirty.clear()
-        return rows
+        return sent
 
     async def run(self) -> None:
         while True:
@@ -186,9 +222,9 @@ class Roster:
         `seen_within`, each with the jobs it holds."""
         now = self.clock.now()
         rows = {r.id: r for r in await self.store.list_workers(now - seen_within)}
-        for row in self._local.values():  # fresher than the table
-            if row.last_seen >= now - seen_within:
-                rows[row.id] = row
+        for seen in self._local.values():  # fresher than the table
+            if seen.row.last_seen >= now - seen_within:
+                rows[seen.row.id] = seen.row
         rows[self.server_id] = self._own_row()
         server_since = now - int(3 * self.flush_every * model.SECOND) - seen_within
         held = await self.store.jobs_held()
@@ -220,7 +256,7 @@ class Roster:
         if now - self.started < NO_WORKER_AFTER:
             return False  # workers may not have asked yet
         since = now - NO_WORKER_AFTER
-        rows = [*self._known, *self._local.values()]
+        rows = [*self._known, *(seen.row for seen in self._local.values())]
         in_process: set[str] = set(self.handler_tasks)
         for row in rows:
             if row.kind == SERVER and row.last_seen >= since:

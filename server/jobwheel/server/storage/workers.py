@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from jobwheel.server.model import JobState, Micros
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.schema import jobs, workers
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, not_, select, update
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,49 +28,89 @@ def names_json(names: Sequence[str]) -> str:
     return json.dumps(list(names))
 
 
-def asks_size(row: WorkerRow) -> int:
-    """Characters of the row's asked queues and tasks as stored (forget_workers' keep_asks)."""
-    return len(names_json(row.queues)) + len(names_json(row.tasks))
+def stored_size(queues: Sequence[str], tasks: Sequence[str]) -> int:
+    """Characters of a row's asked queues and tasks as stored (forget_workers' keep_asks)."""
+    return len(names_json(queues)) + len(names_json(tasks))
+
+
+def _stored_rows(rows: Sequence[WorkerRow]) -> list[dict[str, object]]:
+    """The rows as the table holds them; workers asking the same share one tuple (the roster
+    holds each distinct list once), encoded once."""
+    texts: dict[int, tuple[Sequence[str], str]] = {}  # by id(); the value keeps the id taken
+
+    def stored(names: Sequence[str]) -> str:
+        found = texts.get(id(names))
+        if found is None:
+            found = texts[id(names)] = (names, names_json(names))
+        return found[1]
+
+    return [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "last_seen": r.last_seen,
+            "queues": stored(r.queues),
+            "tasks": stored(r.tasks),
+            "server": r.server,
+            "info": json.dumps(r.info),
+        }
+        for r in rows
+    ]
 
 
 class Workers(StoreBase):
     """Mixed into Store."""
 
-    async def record_workers(self, rows: Sequence[WorkerRow]) -> None:
+    async def record_workers(
+        self, rows: Sequence[WorkerRow], *, unchanged: Collection[str] = ()
+    ) -> None:
         """Inserts or replaces the rows (one transaction); a row seen later than the one
-        given is kept (another replica saw the worker more recently)."""
+        given is kept (another replica saw the worker more recently). Of a row whose id is in
+        `unchanged` (its queues and tasks are as the same server wrote them last), only
+        last_seen is written, if the stored row is still the one that server wrote."""
         if not rows:
             return
         async with self._write() as conn:
-            ids = [r.id for r in rows]
-            seen = {
-                r.id: r.last_seen
-                for r in await conn.execute(
-                    select(workers.c.id, workers.c.last_seen).where(workers.c.id.in_(ids))
-                )
-            }
-            rows = [r for r in rows if seen.get(r.id, r.last_seen) <= r.last_seen]
-            if not rows:
-                return
-            await conn.execute(delete(workers).where(workers.c.id.in_([r.id for r in rows])))
-            await conn.execute(
-                workers.insert(),
-                [
-                    {
-                        "id": r.id,
-                        "kind": r.kind,
-                        "last_seen": r.last_seen,
-                        "queues": names_json(r.queues),
-                        "tasks": names_json(r.tasks),
-                        "server": r.server,
-                        "info": json.dumps(r.info),
-                    }
-                    for r in rows
-                ],
+            stmt = select(workers.c.id, workers.c.last_seen, workers.c.server).where(
+                workers.c.id.in_([r.id for r in rows])
             )
+            stored = {
+                worker_id: (seen, server) for worker_id, seen, server in await conn.execute(stmt)
+            }
+            moved: list[dict[str, object]] = []
+            full: list[WorkerRow] = []
+            for r in rows:
+                seen, server = stored.get(r.id, (None, ""))
+                if seen is None:
+                    full.append(r)
+                elif seen <= r.last_seen:
+                    if server == r.server and r.id in unchanged:
+                        moved.append({"b_id": r.id, "b_seen": r.last_seen})
+                    else:
+                        full.append(r)
+            if moved:
+                touch = (
+                    update(workers)
+                    .where(workers.c.id == bindparam("b_id"))
+                    .values(last_seen=bindparam("b_seen"))
+                )
+                await conn.execute(touch, moved)
+            if full:
+                await conn.execute(delete(workers).where(workers.c.id.in_([r.id for r in full])))
+                await conn.execute(workers.insert(), _stored_rows(full))
 
-    async def list_workers(self, seen_since: Micros) -> list[WorkerRow]:
+    async def list_workers(
+        self, seen_since: Micros, *, omit: tuple[str, Micros] | None = None
+    ) -> list[WorkerRow]:
+        """The rows last seen at or after `seen_since`, by id; omit=(server, after) leaves
+        out the remote rows `server` wrote and last saw after `after` (what it holds)."""
         stmt = select(workers).where(workers.c.last_seen >= seen_since).order_by(workers.c.id)
+        if omit is not None:
+            server, after = omit
+            held = and_(
+                workers.c.kind == "remote", workers.c.server == server, workers.c.last_seen > after
+            )
+            stmt = stmt.where(not_(held))
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         # workers asking for the same queues or tasks share one tuple

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from jobwheel.server.model import SECOND, JobState
 from jobwheel.server.storage import Store
+from jobwheel.server.storage.schema import workers
 from jobwheel.server.storage.workers import WorkerRow
+from sqlalchemy import update
 
 from tests.integration.storage.factories import T0, new_job
 
@@ -92,3 +95,48 @@ async def test_forget_workers_keeps_asks_within_a_budget(store: Store) -> None:
     rows = await store.list_workers(0)
     assert [r.id for r in rows] == ["w3", "w4"]
     assert rows[0].queues == asks and rows[0].queues is rows[1].queues  # one tuple, shared
+
+
+async def set_stored_queues(store: Store, worker_id: str, text: str) -> None:
+    """Changes a row behind the store's back: a write of the asks would undo it."""
+    async with store.write_engine.begin() as conn:
+        await conn.execute(update(workers).where(workers.c.id == worker_id).values(queues=text))
+
+
+async def test_unchanged_workers_only_move_last_seen(store: Store) -> None:
+    await store.record_workers(
+        [
+            WorkerRow("w1", "remote", T0, queues=("q",), server="a"),
+            WorkerRow("w2", "remote", T0, queues=("q",), server="b"),
+            WorkerRow("w3", "remote", T0, queues=("q",), server="a"),
+        ]
+    )
+    for worker_id in ("w1", "w2", "w3"):
+        await set_stored_queues(store, worker_id, '["sentinel"]')
+    again = [
+        WorkerRow(f"w{i}", "remote", T0 + SECOND, queues=("q",), server="a") for i in (1, 2, 3, 4)
+    ]
+    await store.record_workers(again, unchanged={"w1", "w2", "w4"})
+    rows = {r.id: r for r in await store.list_workers(0)}
+    assert {w: r.last_seen for w, r in rows.items()} == {w: T0 + SECOND for w in rows}
+    # w1: unchanged and still as "a" wrote it; w2: "b" wrote it; w3: changed; w4: no row
+    assert rows["w1"].queues == ("sentinel",)
+    assert rows["w2"].queues == rows["w3"].queues == rows["w4"].queues == ("q",)
+    assert {rows[w].server for w in ("w2", "w3", "w4")} == {"a"}
+    # an older sighting moves nothing, unchanged or not
+    await store.record_workers([replace(again[0], last_seen=T0)], unchanged={"w1"})
+    assert {r.id: r.last_seen for r in await store.list_workers(0)}["w1"] == T0 + SECOND
+
+
+async def test_listed_workers_may_omit_what_a_replica_holds(store: Store) -> None:
+    await store.record_workers(
+        [
+            WorkerRow("inprocess@a", "server", T0 + 5 * SECOND),
+            WorkerRow("w1", "remote", T0, server="inprocess@a"),
+            WorkerRow("w2", "remote", T0 + SECOND, server="inprocess@a"),
+            WorkerRow("w3", "remote", T0 + 2 * SECOND, server="inprocess@a"),
+            WorkerRow("w4", "remote", T0 + 2 * SECOND, server="inprocess@b"),
+        ]
+    )
+    listed = await store.list_workers(0, omit=("inprocess@a", T0 + SECOND))
+    assert [r.id for r in listed] == ["inprocess@a", "w1", "w2", "w4"]

@@ -1,0 +1,121 @@
+"""What a replica's roster writes to the shared workers table, and what it reads back."""
+
+from __future__ import annotations
+
+import pytest
+from jobwheel.server.clock import FakeClock
+from jobwheel.server.execution import roster as roster_module
+from jobwheel.server.execution.roster import NO_WORKER_AFTER, Roster
+from jobwheel.server.model import SECOND
+from jobwheel.server.storage import Store
+from jobwheel.server.storage.workers import WorkerRow
+
+from tests.integration.storage.factories import T0
+from tests.integration.storage.test_workers_and_counts import set_stored_queues
+
+A, B = "inprocess@a", "inprocess@b"
+SENTINEL = ("sentinel",)
+
+
+async def stored(store: Store) -> dict[str, WorkerRow]:
+    return {r.id: r for r in await store.list_workers(0)}
+
+
+async def written_once(store: Store, clock: FakeClock, *worker_ids: str) -> Roster:
+    """Replica A's roster after one flush of the workers (queue q1, task t), whose stored
+    queues were then set to SENTINEL behind its back, and a second later."""
+    roster = Roster(store, clock, A, [])
+    for worker_id in worker_ids:
+        roster.leased(worker_id, ["q1"], ["t"])
+    await roster.flush()
+    for worker_id in worker_ids:
+        await set_stored_queues(store, worker_id, '["sentinel"]')
+    clock.advance(SECOND)
+    return roster
+
+
+async def test_a_heartbeat_or_the_same_asks_move_only_last_seen(store: Store) -> None:
+    clock = FakeClock(T0)
+    roster = await written_once(store, clock, "w1", "w2", "w3")
+    roster.touched("w1")
+    roster.leased("w2", ["q1"], ["t"])
+    roster.leased("w3", ["q2"], ["t"])  # asks changed: written in full
+    await roster.flush()
+    rows = await stored(store)
+    assert (rows["w1"].queues, rows["w2"].queues, rows["w3"].queues) == (
+        SENTINEL,
+        SENTINEL,
+        ("q2",),
+    )
+    assert {rows[w].last_seen for w in ("w1", "w2", "w3")} == {T0 + SECOND}
+    # changed back: written again
+    clock.advance(SECOND)
+    roster.leased("w3", ["q1"], ["t"])
+    await roster.flush()
+    assert (await stored(store))["w3"].queues == ("q1",)
+
+
+async def test_a_row_another_replica_wrote_since_is_written_in_full(store: Store) -> None:
+    clock = FakeClock(T0)
+    roster = await written_once(store, clock, "w1", "w2")
+    other = Roster(store, clock, B, [])
+    other.leased("w1", ["q9"], [])
+    await other.flush()
+    clock.advance(SECOND)
+    roster.touched("w1")
+    roster.touched("w2")
+    await roster.flush()
+    rows = await stored(store)
+    assert (rows["w1"].server, rows["w1"].queues, rows["w1"].tasks) == (A, ("q1",), ("t",))
+    assert rows["w1"].last_seen == T0 + 2 * SECOND
+    assert rows["w2"].queues == SENTINEL
+
+
+async def test_a_pruned_row_is_written_in_full(store: Store) -> None:
+    clock = FakeClock(T0)
+    roster = await written_once(store, clock, "w1", "w2")
+    await store.remove_worker("w1")  # as forget_workers would
+    roster.touched("w1")
+    roster.touched("w2")
+    await roster.flush()
+    rows = await stored(store)
+    assert (rows["w1"].server, rows["w1"].queues, rows["w1"].tasks) == (A, ("q1",), ("t",))
+    assert rows["w2"].queues == SENTINEL
+
+
+async def test_a_worker_forgotten_and_heard_again_is_written_in_full(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(T0)
+    roster = await written_once(store, clock, "w1", "w2")
+    monkeypatch.setattr(roster_module, "MAX_REMOTE_WORKERS", 2)
+    roster.touched("w2")
+    roster.leased("w3", [], [])  # w1 is forgotten
+    roster.touched("w2")
+    roster.leased("w1", ["q1"], ["t"])  # w3 is forgotten
+    assert list(roster._local) == ["w2", "w1"]
+    await roster.flush()
+    rows = await stored(store)
+    assert (rows["w1"].queues, rows["w2"].queues) == (("q1",), SENTINEL)
+
+
+async def test_a_flush_reads_back_only_the_rows_it_does_not_hold(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(T0)
+    roster = Roster(store, clock, A, ["in.a"])
+    roster.started -= NO_WORKER_AFTER  # past the time workers take to ask
+    other = Roster(store, clock, B, ["in.b"])
+    other.leased("w-b", ["qb"], [])
+    await other.flush()
+    monkeypatch.setattr(roster_module, "MAX_REMOTE_WORKERS", 1)
+    roster.leased("w1", ["q1"], [])
+    await roster.flush()
+    assert {r.id for r in roster._known} == {A, B, "w-b"}
+    clock.advance(1)
+    roster.leased("w2", ["q2"], [])  # w1 is forgotten here, its row stays
+    await roster.flush()
+    assert {r.id for r in roster._known} == {A, B, "w-b", "w1"}
+    for queue, task in (("q1", "x"), ("q2", "x"), ("qb", "x"), ("q9", "in.b"), ("q9", "in.a")):
+        assert not roster.unserved(queue, task)
+    assert roster.unserved("q9", "x")

@@ -119,3 +119,40 @@ async def test_a_flush_reads_back_only_the_rows_it_does_not_hold(
     for queue, task in (("q1", "x"), ("q2", "x"), ("qb", "x"), ("q9", "in.b"), ("q9", "in.a")):
         assert not roster.unserved(queue, task)
     assert roster.unserved("q9", "x")
+
+
+async def test_a_worker_heard_only_in_heartbeats_keeps_the_asks_another_replica_wrote(
+    store: Store,
+) -> None:
+    clock = FakeClock(T0)
+    leasing = Roster(store, clock, A, [])
+    leasing.leased("w1", ["q1"], ["t"])
+    await leasing.flush()
+    beating = Roster(store, clock, B, [])  # its heartbeats reach another replica
+    beating.started -= NO_WORKER_AFTER
+    clock.advance(SECOND)
+    beating.touched("w1")
+    beating.touched("w2")  # nobody knows what it asks for yet
+    await beating.flush()
+    rows = await stored(store)
+    assert (rows["w1"].queues, rows["w1"].tasks, rows["w1"].server) == (("q1",), ("t",), A)
+    assert rows["w1"].last_seen == T0 + SECOND
+    assert (rows["w2"].queues, rows["w2"].tasks, rows["w2"].server) == ((), (), B)
+    # an empty ask would mean any queue and any task: only what w1 asked for is served
+    assert not beating.unserved("q1", "t")
+    assert beating.unserved("q2", "t")
+    listed = {row.id: row for row, _ in await beating.workers(60 * SECOND)}
+    assert (listed["w1"].queues, listed["w1"].last_seen) == (("q1",), T0 + SECOND)
+    # asked for something at last: written in full, and kept by later heartbeats elsewhere
+    clock.advance(SECOND)
+    leasing.leased("w2", ["q2"], [])
+    await leasing.flush()
+    clock.advance(SECOND)
+    beating.touched("w2")
+    await beating.flush()
+    rows = await stored(store)
+    assert (rows["w2"].queues, rows["w2"].server, rows["w2"].last_seen) == (
+        ("q2",),
+        A,
+        T0 + 3 * SECOND,
+    )

@@ -63,6 +63,9 @@ class _Remote:
     held: _SharedAsks  # row.queues and row.tasks
     # this replica wrote these asks to the table (record_workers checks nobody wrote since)
     written: bool = False
+    # False for a worker only heard from in heartbeats and reports here (it leases through
+    # another replica): its row's asks are empty here, not what it asked for
+    asks_known: bool = True
 
 
 class Roster:
@@ -103,7 +106,7 @@ class Roster:
         """A remote worker asked for jobs of `queues` (empty: any) and `tasks` (empty: any)."""
         held = self._hold((tuple(sorted(queues)), tuple(sorted(tasks))))
         seen = self._local.get(worker_id)
-        if seen is not None and seen.held is held:  # the same asks: as a heartbeat
+        if seen is not None and seen.asks_known and seen.held is held:  # as a heartbeat
             self._release(held)
             self.touched(worker_id)
             return
@@ -117,7 +120,7 @@ class Roster:
         now = self.clock.now()
         if seen is None:
             row = WorkerRow(worker_id, REMOTE, now, server=self.server_id)
-            seen = _Remote(row, self._hold(((), ())))
+            seen = _Remote(row, self._hold(((), ())), asks_known=False)
         else:
             seen.row = replace(seen.row, last_seen=now)
         self._remember(seen)
@@ -171,6 +174,7 @@ class Roster:
         await self.store.record_workers(
             [self._own_row(), *(s.row for s in sent)],
             unchanged={s.row.id for s in sent if s.written},
+            asks_unknown={s.row.id for s in sent if not s.asks_known},
         )
         for seen in sent:
             seen.written = True
@@ -223,8 +227,13 @@ class Roster:
         now = self.clock.now()
         rows = {r.id: r for r in await self.store.list_workers(now - seen_within)}
         for seen in self._local.values():  # fresher than the table
-            if seen.row.last_seen >= now - seen_within:
+            if seen.row.last_seen < now - seen_within:
+                continue
+            stored = rows.get(seen.row.id)
+            if seen.asks_known or stored is None:
                 rows[seen.row.id] = seen.row
+            elif stored.last_seen < seen.row.last_seen:  # its asks as the table knows them
+                rows[seen.row.id] = replace(stored, last_seen=seen.row.last_seen)
         rows[self.server_id] = self._own_row()
         server_since = now - int(3 * self.flush_every * model.SECOND) - seen_within
         held = await self.store.jobs_held()
@@ -256,7 +265,10 @@ class Roster:
         if now - self.started < NO_WORKER_AFTER:
             return False  # workers may not have asked yet
         since = now - NO_WORKER_AFTER
-        rows = [*self._known, *(seen.row for seen in self._local.values())]
+        # a worker only heard from in heartbeats here asked another replica: its row there says
+        # what for (empty asks here would mean any queue and any task)
+        here = (seen.row for seen in self._local.values() if seen.asks_known)
+        rows = [*self._known, *here]
         in_process: set[str] = set(self.handler_tasks)
         for row in rows:
             if row.kind == SERVER and row.last_seen >= since:

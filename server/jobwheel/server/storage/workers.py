@@ -62,12 +62,17 @@ class Workers(StoreBase):
     """Mixed into Store."""
 
     async def record_workers(
-        self, rows: Sequence[WorkerRow], *, unchanged: Collection[str] = ()
+        self,
+        rows: Sequence[WorkerRow],
+        *,
+        unchanged: Collection[str] = (),
+        asks_unknown: Collection[str] = (),
     ) -> None:
         """Inserts or replaces the rows (one transaction); a row seen later than the one
         given is kept (another replica saw the worker more recently). Of a row whose id is in
         `unchanged` (its queues and tasks are as the same server wrote them last), only
-        last_seen is written, if the stored row is still the one that server wrote."""
+        last_seen is written, if the stored row is still the one that server wrote; of one in
+        `asks_unknown` (the writer does not know them), only last_seen, if a row is stored."""
         if not rows:
             return
         async with self._write() as conn:
@@ -84,7 +89,7 @@ class Workers(StoreBase):
                 if seen is None:
                     full.append(r)
                 elif seen <= r.last_seen:
-                    if server == r.server and r.id in unchanged:
+                    if (server == r.server and r.id in unchanged) or r.id in asks_unknown:
                         moved.append({"b_id": r.id, "b_seen": r.last_seen})
                     else:
                         full.append(r)

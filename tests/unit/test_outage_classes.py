@@ -51,6 +51,7 @@ def test_outages(exc: BaseException) -> None:
         wrapped(PgError("28000", 'role "x" does not exist')),
         wrapped(PgError("23505", "duplicate key")),
         wrapped(PgError("22P05", "unsupported Unicode escape sequence")),
+        wrapped(PgError("40P01", "deadlock detected")),  # a conflict: ABORTED, not an outage
         sa_exc.TimeoutError("QueuePool limit reached"),  # overload, not an outage
     ],
 )

@@ -19,14 +19,7 @@ from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, TimeLike
 from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, from_rpc_error
 from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
-from jobwheel.client.policy import (
-    DEFAULT_TIMEOUT,
-    RETRYABLE,
-    Retry,
-    WatchCursor,
-    events_of,
-    may_resend,
-)
+from jobwheel.client.policy import DEFAULT_TIMEOUT, RETRYABLE, Retry, WatchCursor, events_of
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -42,7 +35,7 @@ class AsyncClient:
     `Connection`, which also carries a token and TLS files (see `Connection.of`; by default
     JOBWHEEL_TOKEN and JOBWHEEL_TLS_*). `timeout` is the deadline of each unary call in
     seconds (None: none); watches have none unless asked. Reads and other idempotent calls
-    are retried after UNAVAILABLE, and any call after ABORTED, per `retry`.
+    are retried after UNAVAILABLE or ABORTED per `retry`.
     """
 
     def __init__(
@@ -79,12 +72,12 @@ class AsyncClient:
 
     async def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stub, call.method)
-        delays = iter(self.retry.delays())
+        delays = iter(self.retry.delays() if call.idempotent else ())
         while True:
             try:
                 resp = await method(call.request, timeout=self.timeout, metadata=self.metadata)
             except grpc.aio.AioRpcError as err:
-                delay = next(delays, None) if may_resend(err.code(), call.idempotent) else None
+                delay = next(delays, None) if err.code() in RETRYABLE else None
                 if delay is None:
                     raise from_rpc_error(err) from err
                 await self._sleep(delay)

@@ -104,8 +104,8 @@ class Unavailable(JobwheelError):
 
 
 class Aborted(JobwheelError):
-    """The call's transaction was rolled back for a concurrent one: nothing changed, and the
-    same call may be sent again."""
+    """The database rolled the call's transaction back for a concurrent one; retrying helps
+    (a bulk call keeps the batches it committed before)."""
 
     code = grpc.StatusCode.ABORTED
 

@@ -11,21 +11,16 @@ from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 
 DEFAULT_TIMEOUT = 10.0
-# Only UNAVAILABLE says the call most likely never reached the server; anything else
-# may have had an effect or will fail the same way again.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
-
-
-def may_resend(code: grpc.StatusCode, idempotent: bool) -> bool:
-    """Whether a call that failed with `code` may be sent again: after UNAVAILABLE only an
-    idempotent one (it may have reached the server); after ABORTED any (the server rolled its
-    transaction back: nothing changed)."""
-    return code == grpc.StatusCode.ABORTED or (idempotent and code in RETRYABLE)
+# UNAVAILABLE: the call most likely never reached the server; ABORTED: the database rolled
+# its transaction back for a concurrent one. Anything else may have had an effect or will
+# fail the same way again. Either may have had an effect (a bulk call keeps the batches it
+# committed), so only idempotent calls are sent again.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 
 
 @dataclass(frozen=True)
 class Retry:
-    """Retries after UNAVAILABLE or ABORTED (see may_resend): capped exponential backoff."""
+    """Retries of idempotent calls after UNAVAILABLE or ABORTED: capped exponential backoff."""
 
     attempts: int = 4  # total tries, the first included; 1 disables retries
     initial_backoff: float = 0.1

@@ -16,14 +16,7 @@ from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, TimeLike
 from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, from_rpc_error
 from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
-from jobwheel.client.policy import (
-    DEFAULT_TIMEOUT,
-    RETRYABLE,
-    Retry,
-    WatchCursor,
-    events_of,
-    may_resend,
-)
+from jobwheel.client.policy import DEFAULT_TIMEOUT, RETRYABLE, Retry, WatchCursor, events_of
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -39,7 +32,7 @@ class Client:
     `Connection`, which also carries a token and TLS files (see `Connection.of`; by default
     JOBWHEEL_TOKEN and JOBWHEEL_TLS_*). `timeout` is the deadline of each unary call in
     seconds (None: none); watches have none unless asked. Reads and other idempotent calls
-    are retried after UNAVAILABLE, and any call after ABORTED, per `retry`.
+    are retried after UNAVAILABLE or ABORTED per `retry`.
     """
 
     def __init__(
@@ -76,12 +69,12 @@ class Client:
 
     def _run(self, call: calls.Call[T]) -> T:
         method = getattr(self._stub, call.method)
-        delays = iter(self.retry.delays())
+        delays = iter(self.retry.delays() if call.idempotent else ())
         while True:
             try:
                 resp = method(call.request, timeout=self.timeout, metadata=self.metadata)
             except grpc.RpcError as err:
-                delay = next(delays, None) if may_resend(err.code(), call.idempotent) else None
+                delay = next(delays, None) if err.code() in RETRYABLE else None
                 if delay is None:
                     raise from_rpc_error(err) from err
                 self._sleep(delay)

@@ -34,8 +34,9 @@ class JobServiceStub:
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
     (retrying helps); it never answers a mistake in the request. ABORTED means the call's
-    transaction met a concurrent one on the database (PostgreSQL chose it to roll back):
-    nothing changed, and sending the same call again is safe. An unexpected server error
+    transaction met a concurrent one on the database (PostgreSQL chose it to roll back) and
+    changed nothing; a bulk call (one transaction per 1,000 jobs) keeps the batches before it.
+    Retrying helps. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
@@ -236,8 +237,9 @@ class JobServiceServicer:
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
     (retrying helps); it never answers a mistake in the request. ABORTED means the call's
-    transaction met a concurrent one on the database (PostgreSQL chose it to roll back):
-    nothing changed, and sending the same call again is safe. An unexpected server error
+    transaction met a concurrent one on the database (PostgreSQL chose it to roll back) and
+    changed nothing; a bulk call (one transaction per 1,000 jobs) keeps the batches before it.
+    Retrying helps. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
@@ -676,8 +678,9 @@ class JobService:
     FAILED_PRECONDITION (with a google.rpc.ErrorInfo giving the current state) for an
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
     (retrying helps); it never answers a mistake in the request. ABORTED means the call's
-    transaction met a concurrent one on the database (PostgreSQL chose it to roll back):
-    nothing changed, and sending the same call again is safe. An unexpected server error
+    transaction met a concurrent one on the database (PostgreSQL chose it to roll back) and
+    changed nothing; a bulk call (one transaction per 1,000 jobs) keeps the batches before it.
+    Retrying helps. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 

@@ -13,6 +13,9 @@ from jobwheel.server.observability import tracing
 from jobwheel.server.rules.states import Action
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.history import ExecutionTotals
+from jobwheel.server.storage.outage import is_conflict
+
+CONFLICT_TRIES = 3  # runs of one batch of a bulk action that deadlocks
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,20 @@ class Core:
         raise IllegalTransition(await self.get(job_id), action.name, action.allowed)
 
     async def act_on_all(self, flt: model.JobFilter, action: Action, batch: int = 1000) -> int:
-        """Applies `action` to every matching job, one short transaction per batch."""
+        """Applies `action` to every matching job, one short transaction per batch. A batch
+        the database rolls back for a concurrent transaction (a deadlock) runs again, up to
+        CONFLICT_TRIES times in all: earlier batches stay committed."""
         total = 0
         while True:
-            changed = await self.store.apply_action(flt, action, self.clock.now(), limit=batch)
+            for tries_left in range(CONFLICT_TRIES - 1, -1, -1):
+                try:
+                    changed = await self.store.apply_action(
+                        flt, action, self.clock.now(), limit=batch
+                    )
+                    break
+                except Exception as exc:
+                    if not tries_left or not is_conflict(exc):
+                        raise
             total += len(changed)
             if len(changed) < batch:
                 return total

@@ -157,4 +157,4 @@ async def test_a_deadlock_the_database_reports_answers_aborted(
     assert len(errors) == 1 and isinstance(errors[0], sa_exc.DBAPIError)
     status = expected_status(errors[0])
     assert status is not None and status.code == grpc.StatusCode.ABORTED
-    assert "nothing changed" in status.details
+    assert "rolled back; retry it" in status.details

@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 from jobwheel.server import errors as domain
 from jobwheel.server.api.convert import JOB_STATE_TO_PROTO
 from jobwheel.server.errors import QUOTE_CHARS, NotFound, clip, quote
-from jobwheel.server.storage.outage import DatabaseUnavailable
+from jobwheel.server.storage.outage import DatabaseUnavailable, is_conflict
 from jobwheel.v1 import job_pb2
 from sqlalchemy import exc as sa_exc
 
@@ -31,10 +31,8 @@ OVERLOADED = "the server is overloaded (all database connections busy); retry wi
 UNAVAILABLE = "the database is unavailable; retry with backoff"
 CONFLICT = (
     "the call's transaction met a concurrent one (deadlock or serialization failure) and was"
-    " rolled back: nothing changed; retry it"
+    " rolled back; retry it"
 )
-# PostgreSQL's transaction rollback class: serialization failure, deadlock detected
-_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 MAX_VIOLATIONS = 10
 
 
@@ -192,19 +190,15 @@ def expected_status(exc: Exception) -> grpc.Status | None:
         # every database connection is busy: the server is overloaded, the call can wait
         log.warning("database pool exhausted")
         return _plain(code_pb2.RESOURCE_EXHAUSTED, OVERLOADED)
-    if isinstance(exc, sa_exc.DBAPIError) and _conflict(exc):
+    if is_conflict(exc):
         # the database picked this call's transaction to roll back; the same call, sent
         # again, finds the other one committed
-        log.info("transaction rolled back by the database: %s", exc.orig)
+        log.info("transaction rolled back by the database: %s", exc)
         return _plain(code_pb2.ABORTED, CONFLICT)
     if isinstance(exc, sa_exc.OperationalError) and not _statement_refused(exc):
         log.warning("database unavailable: %s", exc)
         return _plain(code_pb2.UNAVAILABLE, UNAVAILABLE)
     return None
-
-
-def _conflict(exc: sa_exc.DBAPIError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES
 
 
 def _statement_refused(exc: sa_exc.OperationalError) -> bool:

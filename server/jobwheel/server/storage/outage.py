@@ -46,6 +46,18 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
+# PostgreSQL's transaction rollback class: serialization failure, deadlock detected
+_CONFLICT_STATES = ("40001", "40P01")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True when the database rolled the transaction back for a concurrent one (a deadlock
+    or a serialization failure): the same transaction, run again, may well commit."""
+    return isinstance(exc, sa_exc.DBAPIError) and any(
+        getattr(item, "sqlstate", None) in _CONFLICT_STATES for item in _causes(exc)
+    )
+
+
 def reason(exc: BaseException) -> str:
     """A short description of the outage for logs: the innermost cause's type and message."""
     inner = _causes(exc)[-1]

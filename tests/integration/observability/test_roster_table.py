@@ -137,7 +137,7 @@ async def test_a_worker_heard_only_in_heartbeats_keeps_the_asks_another_replica_
     rows = await stored(store)
     assert (rows["w1"].queues, rows["w1"].tasks, rows["w1"].server) == (("q1",), ("t",), A)
     assert rows["w1"].last_seen == T0 + SECOND
-    assert (rows["w2"].queues, rows["w2"].tasks, rows["w2"].server) == ((), (), B)
+    assert "w2" not in rows  # an empty ask would say any queue and any task
     # an empty ask would mean any queue and any task: only what w1 asked for is served
     assert not beating.unserved("q1", "t")
     assert beating.unserved("q2", "t")
@@ -156,3 +156,44 @@ async def test_a_worker_heard_only_in_heartbeats_keeps_the_asks_another_replica_
         A,
         T0 + 3 * SECOND,
     )
+
+
+async def test_new_asks_stay_written_when_another_replica_saw_the_worker_later(
+    store: Store,
+) -> None:
+    clock = FakeClock(T0)
+    leasing = Roster(store, clock, A, [])
+    leasing.leased("w1", ["q1"], ["t"])
+    await leasing.flush()
+    clock.advance(SECOND)
+    leasing.leased("w1", ["q2"], ["t"])  # asks changed, not flushed yet
+    clock.advance(SECOND)
+    beating = Roster(store, clock, B, [])
+    beating.touched("w1")
+    await beating.flush()  # the stored row is now seen later than the new asks
+    await leasing.flush()
+    clock.advance(SECOND)
+    leasing.leased("w1", ["q2"], ["t"])  # the same asks again: only last_seen moves
+    await leasing.flush()
+    row = (await stored(store))["w1"]
+    assert (row.queues, row.last_seen) == (("q2",), T0 + 3 * SECOND)
+
+
+async def test_a_worker_heard_only_elsewhere_stays_known_after_this_replica_forgets_it(
+    store: Store,
+) -> None:
+    clock = FakeClock(T0)
+    leasing = Roster(store, clock, A, [])
+    leasing.started -= NO_WORKER_AFTER
+    leasing.leased("w1", ["q1"], ["t"])
+    await leasing.flush()
+    beating = Roster(store, clock, B, [])
+    # a long job: its heartbeats reach only the other replica
+    for _ in range(3):
+        clock.advance(NO_WORKER_AFTER)
+        beating.touched("w1")
+        await beating.flush()
+    await leasing.flush()
+    assert "w1" not in leasing._local  # not heard from here for a while: forgotten
+    assert not leasing.unserved("q1", "t")
+    assert leasing.unserved("q2", "t")

@@ -138,5 +138,33 @@ async def test_listed_workers_may_omit_what_a_replica_holds(store: Store) -> Non
             WorkerRow("w4", "remote", T0 + 2 * SECOND, server="inprocess@b"),
         ]
     )
-    listed = await store.list_workers(0, omit=("inprocess@a", T0 + SECOND))
-    assert [r.id for r in listed] == ["inprocess@a", "w1", "w2", "w4"]
+    listed = await store.list_workers(0, omit=("inprocess@a", {"w2", "w3"}))
+    assert [r.id for r in listed] == ["inprocess@a", "w1", "w4"]
+    everything = await store.list_workers(0, omit=("inprocess@a", ()))
+    assert [r.id for r in everything] == ["inprocess@a", "w1", "w2", "w3", "w4"]
+
+
+async def test_asks_a_writer_does_not_know_are_never_written(store: Store) -> None:
+    await store.record_workers([WorkerRow("w1", "remote", T0, queues=("q",), server="a")])
+    unknown = [
+        WorkerRow(w, "remote", T0 + SECOND, server="b") for w in ("w1", "w2")
+    ]  # heard from at "b", leased through "a"
+    assert await store.record_workers(unknown, asks_unknown={"w1", "w2"}) == {"w2"}
+    rows = {r.id: r for r in await store.list_workers(0)}
+    assert set(rows) == {"w1"}  # no row saying "any queue, any task" for w2
+    assert (rows["w1"].queues, rows["w1"].server, rows["w1"].last_seen) == (
+        ("q",),
+        "a",
+        T0 + SECOND,
+    )
+
+
+async def test_changed_asks_are_written_even_when_seen_later_elsewhere(store: Store) -> None:
+    await store.record_workers([WorkerRow("w1", "remote", T0, queues=("q1",), server="a")])
+    # another replica's heartbeat moved last_seen past this replica's lease with new asks
+    await store.record_workers(
+        [WorkerRow("w1", "remote", T0 + 2 * SECOND, server="b")], asks_unknown={"w1"}
+    )
+    await store.record_workers([WorkerRow("w1", "remote", T0 + SECOND, queues=("q2",), server="a")])
+    (row,) = await store.list_workers(0)
+    assert (row.queues, row.server, row.last_seen) == (("q2",), "a", T0 + 2 * SECOND)

@@ -5,8 +5,10 @@ workers table every `flush_every` seconds (one transaction for all of them), tog
 this replica's own row (its in-process handlers), so ListWorkers on any replica sees every
 worker. A worker's asks are written only when they changed since this replica wrote them
 (or another replica wrote the row since, or the row was pruned); otherwise a flush only moves
-its last_seen. A flush reads back the other replicas' rows, not the ones it holds itself.
-Rows unseen for FORGET_AFTER are deleted.
+its last_seen. A worker heard from here only in heartbeats and reports (it leases through
+another replica) has asks this replica does not know: it only moves the stored row's
+last_seen, never writes asks for it, and counts it as serving nothing itself. A flush reads
+back every row but those of the workers it holds. Rows unseen for FORGET_AFTER are deleted.
 
 Memory and the table stay bounded whatever callers do (a worker that takes a new id at every
 call, say): a replica remembers at most MAX_REMOTE_WORKERS remote workers and ASKS_BUDGET bytes
@@ -92,9 +94,6 @@ class Roster:
         self._asks: dict[Asks, _SharedAsks] = {}
         self._asks_bytes = 0
         self._dirty: set[str] = set()
-        # the latest last_seen of a worker forgotten for a bound: the rows this replica wrote
-        # and no longer holds are seen no later (flush reads them back, not the later ones)
-        self._forgot_until: model.Micros = 0
         # the table's rows as of the last flush but the remote ones _local holds
         self._known: list[WorkerRow] = []
         # given `unserved` after each flush (the metrics count jobs without a worker)
@@ -133,9 +132,7 @@ class Roster:
         while len(self._local) > 1 and (
             len(self._local) > MAX_REMOTE_WORKERS or self._asks_bytes > ASKS_BUDGET
         ):
-            oldest = next(iter(self._local.values()))
-            self._forgot_until = max(self._forgot_until, oldest.row.last_seen)
-            self._forget(oldest.row.id)
+            self._forget(next(iter(self._local)))
 
     def _hold(self, asks: Asks) -> _SharedAsks:
         """The held copy of `asks` (shared by every worker asking the same), counted once more."""
@@ -171,20 +168,22 @@ class Roster:
 
     async def flush(self) -> None:
         sent = self._to_record()
-        await self.store.record_workers(
+        unwritten = await self.store.record_workers(
             [self._own_row(), *(s.row for s in sent)],
             unchanged={s.row.id for s in sent if s.written},
             asks_unknown={s.row.id for s in sent if not s.asks_known},
         )
         for seen in sent:
             seen.written = True
+        # heard from here, asked elsewhere, not stored yet: tried again at the next flush
+        self._dirty.update(unwritten)
         now = self.clock.now()
         stale = now - 2 * NO_WORKER_AFTER
-        held = (self.server_id, self._forgot_until)  # its own rows, fresher in _local
-        self._known = await self.store.list_workers(stale, omit=held)
         # remote workers not seen here for a while need no memory here
         for worker_id in [w for w, s in self._local.items() if s.row.last_seen < stale]:
             self._forget(worker_id)
+        # every row but those of the workers it holds (fresher in _local)
+        self._known = await self.store.list_workers(stale, omit=(self.server_id, self._local))
 
     def _to_record(self) -> list[_Remote]:
         """The workers seen since the last flush, the most recently seen first, up to what

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from jobwheel.server.model import JobState, Micros
 from jobwheel.server.storage.base import StoreBase
@@ -67,14 +67,18 @@ class Workers(StoreBase):
         *,
         unchanged: Collection[str] = (),
         asks_unknown: Collection[str] = (),
-    ) -> None:
-        """Inserts or replaces the rows (one transaction); a row seen later than the one
-        given is kept (another replica saw the worker more recently). Of a row whose id is in
+    ) -> set[str]:
+        """Inserts or replaces the rows (one transaction); a row seen later than the one given
+        is kept (another replica saw the worker more recently), but for a remote row whose
+        stored last_seen only another replica's heartbeats moved: its asks are written, its
+        last_seen stays. Of a row whose id is in
         `unchanged` (its queues and tasks are as the same server wrote them last), only
         last_seen is written, if the stored row is still the one that server wrote; of one in
-        `asks_unknown` (the writer does not know them), only last_seen, if a row is stored."""
+        `asks_unknown` (the writer does not know them), only last_seen, and nothing when no
+        row is stored (an empty ask would mean any queue and any task): returns those ids."""
+        unwritten: set[str] = set()
         if not rows:
-            return
+            return unwritten
         async with self._write() as conn:
             stmt = select(workers.c.id, workers.c.last_seen, workers.c.server).where(
                 workers.c.id.in_([r.id for r in rows])
@@ -87,12 +91,19 @@ class Workers(StoreBase):
             for r in rows:
                 seen, server = stored.get(r.id, (None, ""))
                 if seen is None:
-                    full.append(r)
-                elif seen <= r.last_seen:
-                    if (server == r.server and r.id in unchanged) or r.id in asks_unknown:
-                        moved.append({"b_id": r.id, "b_seen": r.last_seen})
+                    if r.id in asks_unknown:
+                        unwritten.add(r.id)
                     else:
                         full.append(r)
+                elif r.id in asks_unknown or (server == r.server and r.id in unchanged):
+                    if seen < r.last_seen:
+                        moved.append({"b_id": r.id, "b_seen": r.last_seen})
+                elif seen <= r.last_seen:  # its asks changed, or another replica wrote it
+                    full.append(r)
+                elif r.kind == "remote" and server == r.server:
+                    # seen later only in heartbeats elsewhere (which leave the server as it
+                    # was): these asks are the newest known
+                    full.append(replace(r, last_seen=seen))
             if moved:
                 touch = (
                     update(workers)
@@ -103,21 +114,29 @@ class Workers(StoreBase):
             if full:
                 await conn.execute(delete(workers).where(workers.c.id.in_([r.id for r in full])))
                 await conn.execute(workers.insert(), _stored_rows(full))
+        return unwritten
 
     async def list_workers(
-        self, seen_since: Micros, *, omit: tuple[str, Micros] | None = None
+        self, seen_since: Micros, *, omit: tuple[str, Collection[str]] | None = None
     ) -> list[WorkerRow]:
-        """The rows last seen at or after `seen_since`, by id; omit=(server, after) leaves
-        out the remote rows `server` wrote and last saw after `after` (what it holds)."""
-        stmt = select(workers).where(workers.c.last_seen >= seen_since).order_by(workers.c.id)
-        if omit is not None:
-            server, after = omit
-            held = and_(
-                workers.c.kind == "remote", workers.c.server == server, workers.c.last_seen > after
-            )
-            stmt = stmt.where(not_(held))
+        """The rows last seen at or after `seen_since`, by id; omit=(server, held) leaves out
+        the remote rows `server` wrote of the workers in `held` (what it holds itself)."""
+        recent = workers.c.last_seen >= seen_since
         async with self._read() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
+            if omit is None:
+                rows = list((await conn.execute(select(workers).where(recent))).mappings())
+            else:
+                server, held = omit
+                mine = and_(workers.c.kind == "remote", workers.c.server == server)
+                others = select(workers).where(recent, not_(mine))
+                rows = list((await conn.execute(others)).mappings())
+                ids = await conn.execute(select(workers.c.id).where(recent, mine))
+                missing = [worker_id for (worker_id,) in ids if worker_id not in held]
+                step = self.dialect.max_in_list
+                for start in range(0, len(missing), step):
+                    part = select(workers).where(workers.c.id.in_(missing[start : start + step]))
+                    rows += (await conn.execute(part)).mappings()
+        rows.sort(key=lambda r: r["id"])
         # workers asking for the same queues or tasks share one tuple
         names: dict[str, tuple[str, ...]] = {}
 

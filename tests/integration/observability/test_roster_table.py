@@ -138,7 +138,7 @@ async def test_a_worker_heard_only_in_heartbeats_keeps_the_asks_another_replica_
     assert (rows["w1"].queues, rows["w1"].tasks, rows["w1"].server) == (("q1",), ("t",), A)
     assert rows["w1"].last_seen == T0 + SECOND
     assert "w2" not in rows  # an empty ask would say any queue and any task
-    # an empty ask would mean any queue and any task: only what w1 asked for is served
+    # only what w1 asked for is served
     assert not beating.unserved("q1", "t")
     assert beating.unserved("q2", "t")
     listed = {row.id: row for row, _ in await beating.workers(60 * SECOND)}

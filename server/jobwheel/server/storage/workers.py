@@ -71,11 +71,11 @@ class Workers(StoreBase):
         """Inserts or replaces the rows (one transaction); a row seen later than the one given
         is kept (another replica saw the worker more recently), but for a remote row whose
         stored last_seen only another replica's heartbeats moved: its asks are written, its
-        last_seen stays. Of a row whose id is in
-        `unchanged` (its queues and tasks are as the same server wrote them last), only
-        last_seen is written, if the stored row is still the one that server wrote; of one in
-        `asks_unknown` (the writer does not know them), only last_seen, and nothing when no
-        row is stored (an empty ask would mean any queue and any task): returns those ids."""
+        last_seen stays. Of a row whose id is in `unchanged` (its queues and tasks are as the
+        same server wrote them last), only last_seen is written, if the stored row is still
+        the one that server wrote; of one in `asks_unknown` (the writer does not know them),
+        only last_seen, and nothing when no row is stored (an empty ask would mean any queue
+        and any task): returns those ids."""
         unwritten: set[str] = set()
         if not rows:
             return unwritten

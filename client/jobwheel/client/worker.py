@@ -314,10 +314,12 @@ class Worker:
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.grace
-        if self._leasing:  # leases on their way are taken, then run or given back below
-            await asyncio.wait(set(self._leasing), timeout=self.grace)
-        for call in list(self._leasing):  # a long poll of an empty queue has leased nothing
+        # a long poll in flight would hold the stop for up to poll_wait: it is cancelled, and
+        # the server gives back at once what a cancelled LeaseJobs leased
+        for call in list(self._leasing):
             call.cancel()
+        if self._leasing:
+            await asyncio.wait(set(self._leasing))
         while self._running and time.monotonic() < deadline:
             self._slot_free.clear()
             with contextlib.suppress(TimeoutError):

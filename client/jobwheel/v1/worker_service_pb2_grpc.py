@@ -133,7 +133,9 @@ class WorkerServiceServicer:
 
     def LeaseJobs(self, request, context):
         """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
-        Role: worker.
+        A call the caller cancels (or whose deadline passes) before the reply reaches it leaves
+        nothing leased: its jobs are queued again at once (a LOST attempt "not sent: the
+        LeaseJobs caller went away", not counted against max_attempts). Role: worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

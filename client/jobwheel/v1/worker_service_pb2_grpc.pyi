@@ -61,7 +61,9 @@ class WorkerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     LeaseJobs: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.LeaseJobsRequest, _worker_service_pb2.LeaseJobsResponse]
     """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
-    Role: worker.
+    A call the caller cancels (or whose deadline passes) before the reply reaches it leaves
+    nothing leased: its jobs are queued again at once (a LOST attempt "not sent: the
+    LeaseJobs caller went away", not counted against max_attempts). Role: worker.
     """
     HeartbeatJob: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatJobRequest, _worker_service_pb2.HeartbeatJobResponse]
     """Extends a lease, reports progress, and tells whether the job was cancelled.
@@ -133,7 +135,9 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     LeaseJobs: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.LeaseJobsRequest, _worker_service_pb2.LeaseJobsResponse]  # type: ignore[assignment]
     """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
-    Role: worker.
+    A call the caller cancels (or whose deadline passes) before the reply reaches it leaves
+    nothing leased: its jobs are queued again at once (a LOST attempt "not sent: the
+    LeaseJobs caller went away", not counted against max_attempts). Role: worker.
     """
     HeartbeatJob: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatJobRequest, _worker_service_pb2.HeartbeatJobResponse]  # type: ignore[assignment]
     """Extends a lease, reports progress, and tells whether the job was cancelled.
@@ -208,7 +212,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.LeaseJobsResponse, _abc.Awaitable[_worker_service_pb2.LeaseJobsResponse]]:
         """Leases up to `max_jobs` due jobs; waits up to `wait` for one to become available.
-        Role: worker.
+        A call the caller cancels (or whose deadline passes) before the reply reaches it leaves
+        nothing leased: its jobs are queued again at once (a LOST attempt "not sent: the
+        LeaseJobs caller went away", not counted against max_attempts). Role: worker.
         """
 
     @_abc_1.abstractmethod

@@ -103,6 +103,11 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             lease=lease or model.DEFAULT_LEASE,
             wait=wait_s,
         )
+        sent = leased
+        if leased:
+            # a caller gone before the reply reaches it (a worker stopping during its long
+            # poll cancels it) gets nothing: its leases go back at once, not at their expiry
+            context.add_done_callback(lambda done: self._unless_delivered(done, sent))
         budget = reply_size.Budget()
         reply = pb.LeaseJobsResponse()
         fill = LeaseReplies().fill
@@ -112,9 +117,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             # one lease always fits; once one does not, the rest wait for the next call
             if not budget.take(lease_pb):
                 del reply.leases[-1]
+                sent = leased[:i]  # what the caller gets (the callback reads it when done)
                 await self.remote.release(leased[i:], "not sent: the LeaseJobs reply was full")
                 break
         return reply
+
+    def _unless_delivered(self, done: Context, sent: list[model.Job]) -> None:
+        if done.cancelled():
+            self.remote.give_back(sent, "not sent: the LeaseJobs caller went away")
 
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Context) -> Any:
         errors = validate.Violations()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.signals import Signal
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.leases import Renewal
+
+log = logging.getLogger(__name__)
 
 # Jobs can be made due where no event reaches this process (clock-driven promotion happens
 # in every replica, but a bug or a missed notification must not strand a long-poll).
@@ -111,6 +114,7 @@ class RemoteWorkers:
         # Leases granted here: reports need the job as leased, and this spares a read.
         self._held: dict[str, _Held] = {}
         self._closed = False
+        self._giving_back: set[asyncio.Task[None]] = set()
         # fired when a long-poll found nothing and waits (tests wait on it)
         self.polls_waiting = Signal()
         # notes who asks for what (ListWorkers, Job.waiting_reason)
@@ -169,15 +173,23 @@ class RemoteWorkers:
             while True:
                 waiter.ready.clear()
                 now = self.clock.now()
-                leased = await self.store.lease(
-                    worker_id,
-                    queue_names=queues,
-                    tasks=tasks,
-                    skip_tasks=self.inprocess_tasks,
-                    limit=limit,
-                    now=now,
-                    lease_until=now + lease,
+                taking = asyncio.ensure_future(
+                    self.store.lease(
+                        worker_id,
+                        queue_names=queues,
+                        tasks=tasks,
+                        skip_tasks=self.inprocess_tasks,
+                        limit=limit,
+                        now=now,
+                        lease_until=now + lease,
+                    )
                 )
+                try:
+                    leased = await asyncio.shield(taking)
+                except asyncio.CancelledError:
+                    # the caller went away while its jobs were being leased: they go back
+                    taking.add_done_callback(self._give_back_taken)
+                    raise
                 left = deadline - self.clock.monotonic()
                 if leased or left <= 0 or self._closed:
                     break
@@ -189,6 +201,21 @@ class RemoteWorkers:
         for job in leased:
             self._held[job.id] = _Held(job, lease)
         return leased
+
+    def give_back(self, leased: list[model.Job], why: str) -> None:
+        """`release`, in the background: for leases whose caller went away."""
+        task = asyncio.ensure_future(self.release(leased, why))
+        self._giving_back.add(task)
+        task.add_done_callback(self._given_back)
+
+    def _give_back_taken(self, taking: asyncio.Future[list[model.Job]]) -> None:
+        if not taking.cancelled() and taking.exception() is None and taking.result():
+            self.give_back(taking.result(), "not sent: the LeaseJobs caller went away")
+
+    def _given_back(self, task: asyncio.Task[None]) -> None:
+        self._giving_back.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("giving back leases failed", exc_info=task.exception())
 
     async def release(self, leased: list[model.Job], why: str) -> None:
         """Gives back leases that were never sent: the jobs are QUEUED again at once, and

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,18 @@ async def enqueue(address: str, jobs: int, task: str = "bench.noop") -> None:
             await stub.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=batch))
 
 
+@contextlib.contextmanager
+def served(db: str) -> Iterator[str]:
+    """The address of a server process on `db` (a temporary SQLite file when it is '')."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(db or f"sqlite:///{Path(tmp) / 'bench.db'}", Path(tmp) / "s.log")
+        server.start()
+        try:
+            yield server.address
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -62,35 +76,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--db", default="")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        server = ServerProcess(db, Path(tmp) / "server.log").start()
-        try:
-            asyncio.run(enqueue(server.address, args.jobs))
-            done = multiprocessing.Event()
-            total = multiprocessing.Value("q", 0)
-            procs = [
-                multiprocessing.Process(
-                    target=_worker_main,
-                    args=(server.address, f"bench-{i}", args.concurrency, total, done),
-                )
-                for i in range(args.workers)
-            ]
-            began = time.monotonic()
-            for p in procs:
-                p.start()
-            while total.value < args.jobs:
-                time.sleep(0.01)
-            elapsed = time.monotonic() - began
-            done.set()
-            for p in procs:
-                p.join(10)
-            print(
-                f"{args.jobs} jobs, {args.workers} worker process(es) x {args.concurrency}: "
-                f"{elapsed:.2f}s, {args.jobs / elapsed:,.0f} jobs/s"
+    with served(args.db) as address:
+        asyncio.run(enqueue(address, args.jobs))
+        done = multiprocessing.Event()
+        total = multiprocessing.Value("q", 0)
+        procs = [
+            multiprocessing.Process(
+                target=_worker_main,
+                args=(address, f"bench-{i}", args.concurrency, total, done),
             )
-        finally:
-            server.stop()
+            for i in range(args.workers)
+        ]
+        began = time.monotonic()
+        for p in procs:
+            p.start()
+        while total.value < args.jobs:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - began
+        done.set()
+        for p in procs:
+            p.join(10)
+        print(
+            f"{args.jobs} jobs, {args.workers} worker process(es) x {args.concurrency}: "
+            f"{elapsed:.2f}s, {args.jobs / elapsed:,.0f} jobs/s"
+        )
 
 
 if __name__ == "__main__":

@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
 from jobwheel.v1 import worker_service_pb2 as wpb
 from jobwheel.v1 import worker_service_pb2_grpc
 
-from bench.drain_workers import enqueue
-from tests.acceptance.process import ServerProcess
+from bench.drain_workers import enqueue, served
 
 WORKER = "bench-heartbeats"
 
@@ -57,13 +54,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--db", default="")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        server = ServerProcess(db, Path(tmp) / "server.log").start()
-        try:
-            took = asyncio.run(_measure(server.address, args.jobs, args.calls))
-        finally:
-            server.stop()
+    with served(args.db) as address:
+        took = asyncio.run(_measure(address, args.jobs, args.calls))
     per_call = min(1000, args.jobs)
     print(
         f"HeartbeatJobs of {per_call} leases ({args.jobs} held, {len(took)} calls): "

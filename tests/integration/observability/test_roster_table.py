@@ -121,15 +121,22 @@ async def test_a_flush_reads_back_only_the_rows_it_does_not_hold(
     assert roster.unserved("q9", "x")
 
 
+async def replicas(store: Store) -> tuple[FakeClock, Roster, Roster]:
+    """Replica A's roster, which saw worker w1 lease (queue q1, task t) and flushed, and
+    replica B's, which has heard of nobody yet; both past the time workers take to ask."""
+    clock = FakeClock(T0)
+    leasing, beating = Roster(store, clock, A, []), Roster(store, clock, B, [])
+    for roster in (leasing, beating):
+        roster.started -= NO_WORKER_AFTER
+    leasing.leased("w1", ["q1"], ["t"])
+    await leasing.flush()
+    return clock, leasing, beating
+
+
 async def test_a_worker_heard_only_in_heartbeats_keeps_the_asks_another_replica_wrote(
     store: Store,
 ) -> None:
-    clock = FakeClock(T0)
-    leasing = Roster(store, clock, A, [])
-    leasing.leased("w1", ["q1"], ["t"])
-    await leasing.flush()
-    beating = Roster(store, clock, B, [])  # its heartbeats reach another replica
-    beating.started -= NO_WORKER_AFTER
+    clock, leasing, beating = await replicas(store)  # w1's heartbeats reach B
     clock.advance(SECOND)
     beating.touched("w1")
     beating.touched("w2")  # nobody knows what it asks for yet
@@ -161,14 +168,10 @@ async def test_a_worker_heard_only_in_heartbeats_keeps_the_asks_another_replica_
 async def test_new_asks_stay_written_when_another_replica_saw_the_worker_later(
     store: Store,
 ) -> None:
-    clock = FakeClock(T0)
-    leasing = Roster(store, clock, A, [])
-    leasing.leased("w1", ["q1"], ["t"])
-    await leasing.flush()
+    clock, leasing, beating = await replicas(store)
     clock.advance(SECOND)
     leasing.leased("w1", ["q2"], ["t"])  # asks changed, not flushed yet
     clock.advance(SECOND)
-    beating = Roster(store, clock, B, [])
     beating.touched("w1")
     await beating.flush()  # the stored row is now seen later than the new asks
     await leasing.flush()
@@ -182,12 +185,7 @@ async def test_new_asks_stay_written_when_another_replica_saw_the_worker_later(
 async def test_a_worker_heard_only_elsewhere_stays_known_after_this_replica_forgets_it(
     store: Store,
 ) -> None:
-    clock = FakeClock(T0)
-    leasing = Roster(store, clock, A, [])
-    leasing.started -= NO_WORKER_AFTER
-    leasing.leased("w1", ["q1"], ["t"])
-    await leasing.flush()
-    beating = Roster(store, clock, B, [])
+    clock, leasing, beating = await replicas(store)
     # a long job: its heartbeats reach only the other replica
     for _ in range(3):
         clock.advance(NO_WORKER_AFTER)

@@ -15,7 +15,7 @@ from jobwheel.server.api.errors import api_error
 from jobwheel.server.api.fields import check_text
 from jobwheel.server.api.lease_reply import LeaseReplies
 from jobwheel.server.errors import DomainError, LeaseNotHeld
-from jobwheel.server.execution.remote import Beat, RemoteWorkers, Report
+from jobwheel.server.execution.remote import CALLER_GONE, Beat, RemoteWorkers, Report
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.security import principal as access
 from jobwheel.v1 import worker_service_pb2 as pb
@@ -124,7 +124,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     def _unless_delivered(self, done: Context, sent: list[model.Job]) -> None:
         if done.cancelled():
-            self.remote.give_back(sent, "not sent: the LeaseJobs caller went away")
+            self.remote.give_back(sent, CALLER_GONE)
 
     async def HeartbeatJob(self, request: pb.HeartbeatJobRequest, context: Context) -> Any:
         errors = validate.Violations()

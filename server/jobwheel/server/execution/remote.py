@@ -33,6 +33,9 @@ from jobwheel.server.storage.leases import Renewal
 
 log = logging.getLogger(__name__)
 
+# the LOST attempt's error of a lease whose LeaseJobs caller went away before the reply
+CALLER_GONE = "not sent: the LeaseJobs caller went away"
+
 # Jobs can be made due where no event reaches this process (clock-driven promotion happens
 # in every replica, but a bug or a missed notification must not strand a long-poll).
 RECHECK_EVERY = 1.0
@@ -210,7 +213,7 @@ class RemoteWorkers:
 
     def _give_back_taken(self, taking: asyncio.Future[list[model.Job]]) -> None:
         if not taking.cancelled() and taking.exception() is None and taking.result():
-            self.give_back(taking.result(), "not sent: the LeaseJobs caller went away")
+            self.give_back(taking.result(), CALLER_GONE)
 
     def _given_back(self, task: asyncio.Task[None]) -> None:
         self._giving_back.discard(task)

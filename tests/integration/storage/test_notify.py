@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 import pytest
 from jobwheel.server.storage import open_store
+from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL
+from sqlalchemy import text
 
 from tests.conftest import fresh_pg_schema
 from tests.integration.storage.factories import new_job
@@ -58,3 +61,51 @@ async def test_a_listener_of_others_only_is_not_woken_by_its_own_store() -> None
         finally:
             await listener.close()
             await writer.close()
+
+
+@pytest.mark.postgres
+async def test_deployments_in_other_schemas_do_not_wake_each_other() -> None:
+    async with fresh_pg_schema() as ours, fresh_pg_schema() as theirs:
+        listener, writer = await open_store(ours), await open_store(ours)
+        neighbour = await open_store(theirs)
+        try:
+            woken: list[int] = []
+            ours_woken = asyncio.Event()
+
+            def wake() -> None:
+                woken.append(1)
+                ours_woken.set()
+
+            async with listener.listening(wake, on_settings=lambda: woken.append(2)) as listening:
+                assert listening
+                await neighbour.insert_jobs([new_job()])
+                await neighbour.update_queue("q", paused=True)
+                await writer.insert_jobs([new_job()])
+                # one connection gets notifications in commit order: ours came last
+                await asyncio.wait_for(ours_woken.wait(), 5)
+                assert woken == [1]
+        finally:
+            for store in (listener, writer, neighbour):
+                await store.close()
+
+
+@pytest.mark.postgres
+async def test_the_channel_is_named_by_the_schema() -> None:
+    async with fresh_pg_schema() as url:
+        store = await open_store(url)
+        try:
+            async with store.read_engine.connect() as conn:
+                schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
+                channel = (await conn.execute(text(f"SELECT {NOTIFY_CHANNEL_SQL}"))).scalar_one()
+                assert channel == f"jobwheel_events.{schema}"
+                long = "s" * 63  # PostgreSQL's longest name: the channel takes its md5
+                await conn.execute(text(f'CREATE SCHEMA "{long}"'))
+                await conn.execute(text(f'SET LOCAL search_path = "{long}"'))
+                hashed = (await conn.execute(text(f"SELECT {NOTIFY_CHANNEL_SQL}"))).scalar_one()
+                assert hashed == f"jobwheel_events.{hashlib.md5(long.encode()).hexdigest()}"
+                await conn.execute(text("SET LOCAL search_path = public"))
+                public = (await conn.execute(text(f"SELECT {NOTIFY_CHANNEL_SQL}"))).scalar_one()
+                assert public == "jobwheel_events"
+                await conn.rollback()
+        finally:
+            await store.close()

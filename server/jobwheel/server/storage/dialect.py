@@ -53,8 +53,16 @@ from sqlalchemy.pool import StaticPool
 SelectT = TypeVar("SelectT", bound=Select[Any])
 # runs a coroutine from SQLAlchemy's synchronous event hooks (its name before 2.1: await_only)
 _await: Callable[[Any], Any] = getattr(sa_util, "await_", None) or sa_util.await_only
-# the LISTEN/NOTIFY channel of event log appends
-NOTIFY_CHANNEL = "jobwheel_events"
+# The LISTEN/NOTIFY channel of event log appends and settings changes (an SQL expression),
+# one per schema (the search_path's first, which holds the tables), so that deployments sharing
+# a database do not wake each other: "jobwheel_events" in public (the name earlier versions
+# use everywhere, so a rolling upgrade keeps its wake-ups), "jobwheel_events.<schema>"
+# elsewhere, or the schema's md5 where the name would pass PostgreSQL's 63-byte limit.
+NOTIFY_CHANNEL_SQL = (
+    "CASE WHEN current_schema() = 'public' THEN 'jobwheel_events' "
+    "WHEN octet_length(current_schema()) <= 47 THEN 'jobwheel_events.' || current_schema() "
+    "ELSE 'jobwheel_events.' || md5(current_schema()) END"
+)
 # the payload, on that channel, of a change to queue settings or event subscriptions
 SETTINGS_CHANGED = "settings"
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -276,8 +284,8 @@ async def notify_settings_changed(conn: AsyncConnection) -> None:
     changed (PostgreSQL; nothing to tell elsewhere)."""
     if dialect_of(conn).notify:
         await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": NOTIFY_CHANNEL, "payload": SETTINGS_CHANGED},
+            text(f"SELECT pg_notify({NOTIFY_CHANNEL_SQL}, :payload)"),
+            {"payload": SETTINGS_CHANGED},
         )
 
 
@@ -308,7 +316,7 @@ WITH head AS (
         WITH ORDINALITY AS t(job_id, type, time, job, ord)
     ORDER BY t.ord
 )
-SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text || ' ' || $6::text) FROM head
+SELECT revision, pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || $6::text) FROM head
 """
 
 

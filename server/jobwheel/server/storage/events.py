@@ -12,7 +12,7 @@ from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
 from jobwheel.server.storage.dialect import (
-    NOTIFY_CHANNEL,
+    NOTIFY_CHANNEL_SQL,
     SETTINGS_CHANGED,
     dialect_of,
     notify_token,
@@ -86,12 +86,13 @@ class EventLog(StoreBase):
                 elif not (others_only and isinstance(payload, str) and payload.endswith(own)):
                     on_notify()
 
-            await driver.add_listener(NOTIFY_CHANNEL, callback)
+            channel = str(await driver.fetchval(f"SELECT {NOTIFY_CHANNEL_SQL}"))
+            await driver.add_listener(channel, callback)
             try:
                 yield True
             finally:
                 with contextlib.suppress(Exception):  # the connection may be gone
-                    await driver.remove_listener(NOTIFY_CHANNEL, callback)
+                    await driver.remove_listener(channel, callback)
 
     async def head_revision(self) -> int:
         async with self._read() as conn:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobwheel.server.storage.bulk_writes import EVENT_COLUMNS, pg_array_type
-from jobwheel.server.storage.dialect import NOTIFY_CHANNEL, notify_token
+from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL, notify_token
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -57,7 +57,7 @@ WITH head AS (
         || ',"seq":' || t.seq || ($7::text[])[t.tail]
     FROM head, unnest($4::text[], $5::int8[], $8::int4[]) WITH ORDINALITY AS t(id, seq, tail, ord)
 )
-SELECT revision, pg_notify('{NOTIFY_CHANNEL}', revision::text || ' ' || $9::text) FROM head
+SELECT revision, pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || $9::text) FROM head
 """
 
 

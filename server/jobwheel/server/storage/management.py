@@ -16,7 +16,7 @@ from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, schedule_text
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.filters import job_conditions
-from jobwheel.server.storage.schema import attempts, jobs
+from jobwheel.server.storage.schema import Unindexed, attempts, jobs
 from sqlalchemy import ColumnElement, case, delete, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -102,8 +102,12 @@ class Management(StoreBase):
     async def prune_finished(self, ended_before: Micros, limit: int = 1000) -> int:
         """Deletes up to `limit` terminal jobs (with their attempts) that ended before the
         given time: retention. No events: nobody asked for these deletions one by one."""
-        ended = (jobs.c.end_time < ended_before, jobs.c.state.in_([s.value for s in TERMINAL]))
-        pick = select(jobs.c.seq).where(*ended).limit(limit)
+        terminal = [s.value for s in TERMINAL]
+        ended = (jobs.c.end_time < ended_before, jobs.c.state.in_(terminal))
+        # through the end time's index: by the state's, SQLite read every finished job
+        # (300,000 of them: 0.3 s with the write lock held) when none had passed retention
+        by_end_time = (jobs.c.end_time < ended_before, Unindexed(jobs.c.state).in_(terminal))
+        pick = select(jobs.c.seq).where(*by_end_time).limit(limit)
         async with self._write() as conn:
             # the DELETE checks again: a job retried (and maybe claimed) since the pick is
             # no longer terminal, and keeps its row and its attempts

@@ -169,6 +169,30 @@ def _state_is_sqlite(element: StateIs, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(condition.self_group(against=operators.and_), **kw)
 
 
+class Unindexed(ColumnElement[Any]):
+    """A column that SQLite's planner may not search by (its unary +), for a condition that
+    only filters what another index found; the column itself elsewhere. SQLite runs no
+    ANALYZE here, so it guesses, and prefers an equality's index to a range's."""
+
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+
+@compiles(Unindexed)
+def _unindexed_default(element: Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(Unindexed, "sqlite")
+def _unindexed_sqlite(element: Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.column, **kw)
+
+
 def state_is(*states: JobState) -> ColumnElement[bool]:
     """jobs.state is one of `states`, in the form the partial indexes' predicates take."""
     return StateIs(tuple(s.value for s in states))

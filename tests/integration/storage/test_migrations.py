@@ -122,6 +122,11 @@ def test_migration_list_is_gapless() -> None:
 
 # What each version added, undone newest first: takes a database back to an older shape.
 UNDO: dict[int, tuple[str, ...]] = {
+    7: (
+        "DROP INDEX ix_jobs_dispatch",
+        "CREATE INDEX ix_jobs_dispatch ON jobs (queue, state, priority DESC, seq)"
+        " WHERE state = 'queued'",
+    ),
     6: (),  # on PostgreSQL; on SQLite, UNDO_SQLITE
     5: (),  # on SQLite; on PostgreSQL, UNDO_POSTGRES
     4: ("DROP INDEX ix_events_job",),

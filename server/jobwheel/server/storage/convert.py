@@ -186,6 +186,20 @@ def own_job_values(job: NewJob) -> tuple[Any, ...]:
     return job.id, payload_text(job.payload), job.create_time, job.create_time, job.next_run_time
 
 
+# the OWN_JOB_COLUMNS that differ between the jobs of a batch whose times are all the same
+_OWN_UNTIMED = ("id", "payload")
+
+
+def own_batch_values(new_jobs: Sequence[NewJob]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The columns (of OWN_JOB_COLUMNS) whose values differ between `new_jobs`, and each job's
+    values for them: the times only when they differ (else they are shared_job_values')."""
+    first = new_jobs[0]
+    created, due = first.create_time, first.next_run_time
+    if all(job.create_time == created and job.next_run_time == due for job in new_jobs):
+        return _OWN_UNTIMED, [(job.id, payload_text(job.payload)) for job in new_jobs]
+    return OWN_JOB_COLUMNS, [own_job_values(job) for job in new_jobs]
+
+
 def job_from_new(job: NewJob, seq: int = 0) -> Job:
     """The Job a fresh insert of `job` reads back as, without reading it back.
 

@@ -22,6 +22,7 @@ from jobwheel.server.storage.schema import (
     attempts,
     event_head,
     ix_events_job,
+    ix_jobs_dispatch,
     jobs,
     metadata,
     schema_version,
@@ -137,6 +138,11 @@ async def _narrow_sqlite_indexes(conn: AsyncConnection, dialect: Dialect) -> Non
                     await conn.run_sync(index.create)
 
 
+async def _dispatch_without_state(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(text(f"DROP INDEX IF EXISTS {ix_jobs_dispatch.name}"))
+    await conn.run_sync(lambda sync: ix_jobs_dispatch.create(sync))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
@@ -149,6 +155,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         _narrow_indexes,
     ),
     Migration(6, "SQLite: the partial indexes of version 5", _narrow_sqlite_indexes),
+    Migration(
+        7, "the dispatch index without the state its predicate fixes", _dispatch_without_state
+    ),
 )
 
 

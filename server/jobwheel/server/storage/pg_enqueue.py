@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobwheel.server.storage.bulk_writes import EVENT_COLUMNS, pg_array_type
+from jobwheel.server.storage.bulk_writes import EVENT_COLUMNS, PG_NEXT_SEQ, pg_array_type
 from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL, notify_token
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,7 +29,7 @@ def _insert_jobs(columns: Sequence[str], own: Sequence[str]) -> str:
     unnest = ", ".join(f"{arrays[name]}::{pg_array_type(jobs.c[name].type)}[]" for name in own)
     return f"""
 WITH taken AS (
-    SELECT nextval(pg_get_serial_sequence('{jobs.name}', 'seq')) AS seq
+    SELECT {PG_NEXT_SEQ} AS seq
     FROM generate_series(1, $1::int4)
 ), numbered AS (
     SELECT seq, row_number() OVER (ORDER BY seq) AS ord FROM taken

@@ -114,10 +114,12 @@ Index(  # due soon
     postgresql_where=_state_in(_WAITING, sqlite=False),
     sqlite_where=_state_in(_WAITING, sqlite=True),
 )
-Index(  # dispatch: best job of a queue, FIFO within a priority
+# dispatch: best job of a queue, FIFO within a priority. Without the state, which its
+# predicate fixes: a key column more to compare at each step of every insert's descent cost
+# PostgreSQL a tenth of a batch enqueue's time (version 7).
+ix_jobs_dispatch = Index(
     "ix_jobs_dispatch",
     jobs.c.queue,
-    jobs.c.state,
     jobs.c.priority.desc(),
     jobs.c.seq,
     postgresql_where=_state_in(_QUEUED, sqlite=False),

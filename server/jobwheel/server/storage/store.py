@@ -28,6 +28,7 @@ from jobwheel.server.storage.convert import (
     new_job_snapshot_tails,
     new_job_snapshots,
     new_job_values,
+    own_batch_values,
     own_job_values,
     shared_job_values,
 )
@@ -166,12 +167,12 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             return None
         jobs_in = [job_from_new(job) for job in new_jobs]
         now = jobs_in[0].create_time
-        rows = [own_job_values(job) for job in new_jobs]
+        own, rows = own_batch_values(new_jobs)
         tails = new_job_snapshot_tails(jobs_in, alike=True)
         enqueued = EventType.ENQUEUED
         async with self._write() as conn:
             seqs, last = await pg_enqueue_alike(
-                conn, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared, rows, tails, enqueued.value, now
+                conn, NEW_JOB_COLUMNS, own, shared, rows, tails, enqueued.value, now
             )
         for job, seq in zip(jobs_in, seqs, strict=True):
             job.seq = seq

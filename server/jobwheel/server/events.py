@@ -153,11 +153,11 @@ class EventRelay:
 class LogTailer:
     """Fills the bus from the event log.
 
-    On PostgreSQL it reads every revision the bus has not seen: those of other replicas
-    sharing the database, woken by LISTEN/NOTIFY as they commit. On SQLite there is one
-    process, so it only repairs: when an event has waited a tick (`every`) for a predecessor,
-    or the bus is still behind the log's head of the previous check (`check_every`; a writer
-    was cancelled between its commit and handing over its events), it reads the missing ones.
+    On PostgreSQL it reads every revision the bus has not seen when another replica sharing
+    the database tells of its commit (LISTEN/NOTIFY). Otherwise it only repairs: when an
+    event has waited a tick (`every`) for a predecessor, or the bus is still behind the log's
+    head of the previous check (`check_every`; a notification was missed, or a writer was
+    cancelled between its commit and handing over its events), it reads the missing ones.
     """
 
     def __init__(
@@ -204,14 +204,17 @@ class LogTailer:
             next_check = 0.0
             gap_at = 0  # the revision the bus waited for at the previous tick (0: none)
             log_head = 0  # the log's head at the previous check
+            told = True  # another process committed events (at first: whatever came before)
             while True:
                 try:
-                    behind = self.always
+                    behind = self.always and told
                     if not behind:
                         # This process's writers hand their events over just after their
                         # commit: a gap, or a log ahead of the bus, is repaired only once it
                         # has lasted a tick (a gap) or a check (the log's head), so the events
-                        # about to arrive anyway are not read back and decoded.
+                        # about to arrive anyway are not read back and decoded (a batch
+                        # enqueue's thousand, when a slow poll fell between its commit and
+                        # its hand-over).
                         waiting = self.bus.next_revision if self.bus.gap else 0
                         behind = waiting != 0 and waiting == gap_at
                         gap_at = waiting
@@ -235,6 +238,7 @@ class LogTailer:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.check_every / SECOND):
                             await notified.wait()
+                    told = notified.is_set()
                     notified.clear()
                 else:
                     await self.clock.sleep(self.every / SECOND)

@@ -110,3 +110,51 @@ async def test_a_cancelled_caller_ends_once_its_batch_is_written() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert written == [[1]]
+
+
+async def _turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_under_load_a_batch_waits_a_few_turns_for_more_calls() -> None:
+    writes: list[list[str]] = []
+    late: list[asyncio.Task[list[str]]] = []
+
+    async def write(items: list[str]) -> list[str]:
+        writes.append(items)
+        await asyncio.sleep(0.01)
+        if len(writes) == 1:  # a call that reaches the group commit two turns after this write
+            late.append(asyncio.create_task(_after_turns(2, "late")))
+        return items
+
+    async def _after_turns(n: int, item: str) -> list[str]:
+        await _turns(n)
+        return await gc([item])
+
+    gc: GroupCommit[str, str] = GroupCommit(write, gather_turns=4)
+    first = await asyncio.gather(gc(["a"]), gc(["b"]), _after_turns(1, "c"))
+    assert first == [["a"], ["b"], ["c"]]
+    assert await late[0] == ["late"]
+    # "c" waited for the first write; "late" came in the turns waited before the second
+    assert writes == [["a", "b"], ["c", "late"]]
+
+
+async def test_when_idle_a_call_is_written_without_waiting_turns() -> None:
+    writes: list[list[str]] = []
+
+    async def write(items: list[str]) -> list[str]:
+        writes.append(items)
+        await asyncio.sleep(0.01)
+        return items
+
+    async def after_turns(n: int, item: str) -> list[str]:
+        await _turns(n)
+        return await gc([item])
+
+    gc: GroupCommit[str, str] = GroupCommit(write, gather_turns=8)
+    # written alone, so the next write (under no load) does not wait either
+    assert await asyncio.gather(gc(["a"]), after_turns(2, "b")) == [["a"], ["b"]]
+    assert writes == [["a"], ["b"]]
+    assert await asyncio.gather(gc(["c"]), after_turns(2, "d")) == [["c"], ["d"]]
+    assert writes == [["a"], ["b"], ["c"], ["d"]]

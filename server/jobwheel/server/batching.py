@@ -2,7 +2,9 @@
 
 While a batch is being written, new calls queue up; when it is done, everything queued is
 written together. Under load that means one transaction (one fsync) for many callers; when
-idle a call is written at once, with no added delay. Each caller gets its own slice of the
+idle a call is written at once, with no added delay. Under load (the previous write merged
+several calls) the next batch may wait a few turns of the event loop first (`gather_turns`),
+so that calls the server has already received join it. Each caller gets its own slice of the
 result only after the batch committed. If a merged batch fails, every call is retried on its
 own, so one bad call cannot fail its neighbours. A caller that is cancelled meanwhile ends
 (cancelled) when its batch has settled; the batch is written regardless.
@@ -56,9 +58,12 @@ class GroupCommit(Generic[I, O]):
         max_batch: int = 2000,
         *,
         observe: Callable[[int], None] | None = None,
+        gather_turns: int = 0,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._gather_turns = gather_turns
+        self._merged = False  # whether the last write merged several calls
         self._waiting: deque[_Batch] = deque()  # batches not yet written, oldest first
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # for benchmarks and tests: how many writes were issued
@@ -87,7 +92,11 @@ class GroupCommit(Generic[I, O]):
         batch: _Batch | None = None
         try:
             while self._waiting:
+                if self._merged and len(self._waiting) == 1:
+                    for _ in range(self._gather_turns):
+                        await asyncio.sleep(0)
                 batch = self._waiting.popleft()
+                self._merged = len(batch.calls) > 1
                 batch.set_result(await self._outcomes(batch.calls))
         except BaseException as exc:  # cancelled: nobody may wait forever
             for waiting in (batch, *self._waiting):

@@ -16,6 +16,11 @@ from jobwheel.server.storage.history import ExecutionTotals
 from jobwheel.server.storage.outage import is_conflict
 
 CONFLICT_TRIES = 3  # runs of one batch of a bulk action that deadlocks
+# Under load, event-loop turns an enqueue batch waits for more calls (see GroupCommit): a
+# call takes grpc.aio several turns to reach its handler, and each write has a fixed cost.
+# Measured with 64 single-enqueue callers on SQLite: batches of ~9 grew to ~14 and the
+# server's CPU per call fell by 4-13%; 16 or 32 turns gained little more.
+ENQUEUE_GATHER_TURNS = 8
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,9 @@ class Core:
         self.on_queue_change = on_queue_change
         # concurrent enqueues share one transaction: one fsync for many callers (each
         # merged batch's size told to `observe_enqueues`)
-        self._insert = GroupCommit(store.insert_jobs, observe=observe_enqueues)
+        self._insert = GroupCommit(
+            store.insert_jobs, observe=observe_enqueues, gather_turns=ENQUEUE_GATHER_TURNS
+        )
 
     async def enqueue(self, jobs: Sequence[model.NewJob]) -> list[tuple[model.Job, bool]]:
         traceparent = tracing.current_traceparent()  # attempts join the enqueue's trace

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jobwheel.server.events import EventBus, LogTailer
+from jobwheel.server.model import SECOND
 from jobwheel.server.storage import open_store
 from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL
 from sqlalchemy import text
 
 from tests.conftest import fresh_pg_schema
+from tests.integration.api.waiting import eventually
 from tests.integration.storage.factories import new_job
 
 
@@ -109,3 +113,39 @@ async def test_the_channel_is_named_by_the_schema() -> None:
                 await conn.rollback()
         finally:
             await store.close()
+
+
+@pytest.mark.postgres
+async def test_the_log_follower_reads_at_once_only_what_other_replicas_tell_of() -> None:
+    # this store hands nothing to the bus (no event sink): its commits stand for a writer
+    # between its commit and its hand-over, which the follower must not read back at once
+    async with fresh_pg_schema() as url:
+        ours, theirs = await open_store(url), await open_store(url)
+        bus = EventBus()
+        tailer = LogTailer(ours, bus, always=True, check_every=SECOND // 20)
+        reads: list[int] = []
+        read_events_kept = ours.read_events_kept
+
+        async def counted(after: int, limit: int, keep: Any) -> Any:
+            reads.append(after)
+            return await read_events_kept(after, limit, keep)
+
+        ours.read_events_kept = counted  # type: ignore[method-assign]
+        following = asyncio.create_task(tailer.run())
+        try:
+            await asyncio.sleep(0.3)
+            first = len(reads)  # the read on starting to listen
+            await ours.insert_jobs([new_job()])
+            await asyncio.sleep(0.04)  # less than a slow poll: not read back yet
+            assert bus.head == 0 and len(reads) == first
+            # repaired by a check once the log's head stayed ahead of the bus for one
+            await eventually(lambda: bus.head == 1, "the repair", within=5)
+            repaired = len(reads)
+            await asyncio.sleep(0.3)  # idle slow polls read nothing
+            assert len(reads) == repaired
+            await theirs.insert_jobs([new_job()])  # told: read
+            await eventually(lambda: bus.head == 2, "the other replica's event", within=5)
+        finally:
+            following.cancel()
+            await ours.close()
+            await theirs.close()

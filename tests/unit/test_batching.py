@@ -158,3 +158,26 @@ async def test_when_idle_a_call_is_written_without_waiting_turns() -> None:
     assert writes == [["a"], ["b"]]
     assert await asyncio.gather(gc(["c"]), after_turns(2, "d")) == [["c"], ["d"]]
     assert writes == [["a"], ["b"], ["c"], ["d"]]
+
+
+async def test_after_a_burst_an_idle_call_is_written_without_waiting_turns() -> None:
+    writes: list[list[str]] = []
+
+    async def write(items: list[str]) -> list[str]:
+        writes.append(items)
+        await asyncio.sleep(0.01)
+        return items
+
+    async def after_turns(n: int, item: str) -> list[str]:
+        await _turns(n)
+        return await gc([item])
+
+    gc: GroupCommit[str, str] = GroupCommit(write, gather_turns=8)
+    # a burst whose last write merged calls: "a" alone, then "b" and "c" together
+    burst = await asyncio.gather(gc(["a"]), after_turns(1, "b"), after_turns(1, "c"))
+    assert burst == [["a"], ["b"], ["c"]]
+    assert writes == [["a"], ["b", "c"]]
+    await asyncio.sleep(0.05)  # idle
+    # a call then is written at once: one arriving two turns later is not gathered into it
+    assert await asyncio.gather(gc(["d"]), after_turns(2, "e")) == [["d"], ["e"]]
+    assert writes[2:] == [["d"], ["e"]]

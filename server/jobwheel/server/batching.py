@@ -98,6 +98,7 @@ class GroupCommit(Generic[I, O]):
                 batch = self._waiting.popleft()
                 self._merged = len(batch.calls) > 1
                 batch.set_result(await self._outcomes(batch.calls))
+            self._merged = False  # nothing waited: the next call finds the server idle
         except BaseException as exc:  # cancelled: nobody may wait forever
             for waiting in (batch, *self._waiting):
                 if waiting is not None:

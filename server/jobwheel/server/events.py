@@ -194,10 +194,16 @@ class LogTailer:
 
     async def _follow(self) -> None:
         notified = asyncio.Event()
+        lost = asyncio.Event()
+
+        def on_lost() -> None:
+            lost.set()
+            notified.set()
+
         # this process hands its own events to the bus itself: reading them back from the
         # log would decode every event twice (a lost hand-over is found by the slow poll)
         async with self.store.listening(
-            notified.set, others_only=True, on_settings=self.on_settings
+            notified.set, others_only=True, on_settings=self.on_settings, on_lost=on_lost
         ) as listening:
             if listening and self.on_settings is not None:
                 self.on_settings()  # what changed before the LISTEN took effect was not told
@@ -234,10 +240,14 @@ class LogTailer:
                     await self.clock.sleep(self.check_every / SECOND)
                 except Exception:
                     log.exception("reading the event log failed; retrying")
-                if listening:  # woken by NOTIFY; a slow poll in case one was missed
+                if listening:  # woken by NOTIFY; a slow poll in case one was missed, a
+                    # tick while the bus waits for a revision (as above)
+                    wait = self.every if self.bus.gap else self.check_every
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.check_every / SECOND):
+                        async with asyncio.timeout(wait / SECOND):
                             await notified.wait()
+                    if lost.is_set():  # nothing more would be told: listen again
+                        raise DatabaseUnavailable("the connection listening for commits closed")
                     told = notified.is_set()
                     notified.clear()
                 else:

@@ -122,7 +122,7 @@ async def test_the_log_follower_reads_at_once_only_what_other_replicas_tell_of()
     async with fresh_pg_schema() as url:
         ours, theirs = await open_store(url), await open_store(url)
         bus = EventBus()
-        tailer = LogTailer(ours, bus, always=True, check_every=SECOND // 20)
+        tailer = LogTailer(ours, bus, always=True, check_every=SECOND // 2)
         reads: list[int] = []
         read_events_kept = ours.read_events_kept
 
@@ -133,15 +133,15 @@ async def test_the_log_follower_reads_at_once_only_what_other_replicas_tell_of()
         ours.read_events_kept = counted  # type: ignore[method-assign]
         following = asyncio.create_task(tailer.run())
         try:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.6)
             first = len(reads)  # the read on starting to listen
             await ours.insert_jobs([new_job()])
-            await asyncio.sleep(0.04)  # less than a slow poll: not read back yet
+            await asyncio.sleep(0.1)  # a check now only notes the log's head
             assert bus.head == 0 and len(reads) == first
             # repaired by a check once the log's head stayed ahead of the bus for one
             await eventually(lambda: bus.head == 1, "the repair", within=5)
             repaired = len(reads)
-            await asyncio.sleep(0.3)  # idle slow polls read nothing
+            await asyncio.sleep(1.1)  # idle slow polls read nothing
             assert len(reads) == repaired
             await theirs.insert_jobs([new_job()])  # told: read
             await eventually(lambda: bus.head == 2, "the other replica's event", within=5)
@@ -149,3 +149,47 @@ async def test_the_log_follower_reads_at_once_only_what_other_replicas_tell_of()
             following.cancel()
             await ours.close()
             await theirs.close()
+
+
+@pytest.mark.postgres
+async def test_earlier_versions_notifications_are_heard_in_any_schema() -> None:
+    # they tell of their appends on "jobwheel_events" whatever the schema (a rolling upgrade)
+    async with fresh_pg_schema() as url:
+        store = await open_store(url)
+        try:
+            woken, told = asyncio.Event(), asyncio.Event()
+            async with store.listening(woken.set, on_settings=told.set) as listening:
+                assert listening
+                async with store.write_engine.begin() as conn:
+                    await conn.execute(text("SELECT pg_notify('jobwheel_events', '7 oldtoken')"))
+                    await conn.execute(text("SELECT pg_notify('jobwheel_events', 'settings')"))
+                await asyncio.wait_for(woken.wait(), 5)
+                await asyncio.wait_for(told.wait(), 5)
+        finally:
+            await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_closed_listening_connection_is_told_and_not_pooled() -> None:
+    async with fresh_pg_schema() as url:
+        store = await open_store(url)
+        try:
+            lost = asyncio.Event()
+            async with store.listening(lambda: None, on_lost=lost.set) as listening:
+                assert listening
+                async with store.write_engine.connect() as conn:
+                    # its last statement listened on this schema's channel
+                    killed = await conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE query = 'LISTEN \"jobwheel_events.' || current_schema()"
+                            " || '\"'"
+                        )
+                    )
+                    assert killed.scalars().all() == [True]
+                await asyncio.wait_for(lost.wait(), 5)
+            # the store's reads go on, on connections that are open
+            for _ in range(6):
+                assert await store.head_revision() == 0
+        finally:
+            await store.close()

@@ -55,13 +55,15 @@ SelectT = TypeVar("SelectT", bound=Select[Any])
 _await: Callable[[Any], Any] = getattr(sa_util, "await_", None) or sa_util.await_only
 # The LISTEN/NOTIFY channel of event log appends and settings changes (an SQL expression),
 # one per schema (the search_path's first, which holds the tables), so that deployments sharing
-# a database do not wake each other: "jobwheel_events" in public (the name earlier versions
-# use everywhere, so a rolling upgrade keeps its wake-ups), "jobwheel_events.<schema>"
+# a database do not wake each other: "jobwheel_events" in public, "jobwheel_events.<schema>"
 # elsewhere, or the schema's md5 where the name would pass PostgreSQL's 63-byte limit.
+# Listeners also listen on NOTIFY_CHANNEL, where earlier versions tell of their appends in
+# every schema (a rolling upgrade).
+NOTIFY_CHANNEL = "jobwheel_events"
 NOTIFY_CHANNEL_SQL = (
-    "CASE WHEN current_schema() = 'public' THEN 'jobwheel_events' "
-    "WHEN octet_length(current_schema()) <= 47 THEN 'jobwheel_events.' || current_schema() "
-    "ELSE 'jobwheel_events.' || md5(current_schema()) END"
+    f"CASE WHEN current_schema() = 'public' THEN '{NOTIFY_CHANNEL}' "
+    f"WHEN octet_length(current_schema()) <= 47 THEN '{NOTIFY_CHANNEL}.' || current_schema() "
+    f"ELSE '{NOTIFY_CHANNEL}.' || md5(current_schema()) END"
 )
 # the payload, on that channel, of a change to queue settings or event subscriptions
 SETTINGS_CHANGED = "settings"

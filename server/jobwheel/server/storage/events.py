@@ -12,6 +12,7 @@ from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
 from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
 from jobwheel.server.storage.dialect import (
+    NOTIFY_CHANNEL,
     NOTIFY_CHANNEL_SQL,
     SETTINGS_CHANGED,
     dialect_of,
@@ -66,11 +67,13 @@ class EventLog(StoreBase):
         *,
         others_only: bool = False,
         on_settings: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> AsyncIterator[bool]:
         """While inside, `on_notify` is called when any process appends events (PostgreSQL
         LISTEN/NOTIFY, on a connection held for the purpose), or with `others_only` any
         process but this store's own; `on_settings` when a process changed queue settings or
-        event subscriptions. Yields False elsewhere."""
+        event subscriptions; `on_lost` if that connection closes (nothing is told after it).
+        Yields False elsewhere."""
         if not self.dialect.notify:
             yield False
             return
@@ -86,13 +89,30 @@ class EventLog(StoreBase):
                 elif not (others_only and isinstance(payload, str) and payload.endswith(own)):
                     on_notify()
 
-            channel = str(await driver.fetchval(f"SELECT {NOTIFY_CHANNEL_SQL}"))
-            await driver.add_listener(channel, callback)
+            gone: list[bool] = []
+
+            def closed(_conn: object) -> None:
+                gone.append(True)
+                if on_lost is not None:
+                    on_lost()
+
+            # the schema's channel, and the one name earlier versions use in every schema, so
+            # that their replicas are heard while a rolling upgrade runs
+            ours = str(await driver.fetchval(f"SELECT {NOTIFY_CHANNEL_SQL}"))
+            channels = (NOTIFY_CHANNEL, ours) if ours != NOTIFY_CHANNEL else (ours,)
+            for channel in channels:
+                await driver.add_listener(channel, callback)
+            driver.add_termination_listener(closed)
             try:
                 yield True
             finally:
-                with contextlib.suppress(Exception):  # the connection may be gone
-                    await driver.remove_listener(channel, callback)
+                driver.remove_termination_listener(closed)
+                if gone:  # not back to the pool, where the next read would find it closed
+                    await conn.invalidate()
+                else:
+                    with contextlib.suppress(Exception):  # the connection may be going
+                        for channel in channels:
+                            await driver.remove_listener(channel, callback)
 
     async def head_revision(self) -> int:
         async with self._read() as conn:

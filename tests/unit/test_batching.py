@@ -140,44 +140,39 @@ async def test_under_load_a_batch_waits_a_few_turns_for_more_calls() -> None:
     assert writes == [["a", "b"], ["c", "late"]]
 
 
-async def test_when_idle_a_call_is_written_without_waiting_turns() -> None:
-    writes: list[list[str]] = []
+class _Recorded:
+    """A group commit gathering 8 turns under load, whose writes (10 ms each) are recorded."""
 
-    async def write(items: list[str]) -> list[str]:
-        writes.append(items)
+    def __init__(self) -> None:
+        self.writes: list[list[str]] = []
+        self.gc: GroupCommit[str, str] = GroupCommit(self._write, gather_turns=8)
+
+    async def _write(self, items: list[str]) -> list[str]:
+        self.writes.append(items)
         await asyncio.sleep(0.01)
         return items
 
-    async def after_turns(n: int, item: str) -> list[str]:
+    async def after_turns(self, n: int, item: str) -> list[str]:
         await _turns(n)
-        return await gc([item])
+        return await self.gc([item])
 
-    gc: GroupCommit[str, str] = GroupCommit(write, gather_turns=8)
+
+async def test_when_idle_a_call_is_written_without_waiting_turns() -> None:
+    rec = _Recorded()
     # written alone, so the next write (under no load) does not wait either
-    assert await asyncio.gather(gc(["a"]), after_turns(2, "b")) == [["a"], ["b"]]
-    assert writes == [["a"], ["b"]]
-    assert await asyncio.gather(gc(["c"]), after_turns(2, "d")) == [["c"], ["d"]]
-    assert writes == [["a"], ["b"], ["c"], ["d"]]
+    assert await asyncio.gather(rec.gc(["a"]), rec.after_turns(2, "b")) == [["a"], ["b"]]
+    assert rec.writes == [["a"], ["b"]]
+    assert await asyncio.gather(rec.gc(["c"]), rec.after_turns(2, "d")) == [["c"], ["d"]]
+    assert rec.writes == [["a"], ["b"], ["c"], ["d"]]
 
 
 async def test_after_a_burst_an_idle_call_is_written_without_waiting_turns() -> None:
-    writes: list[list[str]] = []
-
-    async def write(items: list[str]) -> list[str]:
-        writes.append(items)
-        await asyncio.sleep(0.01)
-        return items
-
-    async def after_turns(n: int, item: str) -> list[str]:
-        await _turns(n)
-        return await gc([item])
-
-    gc: GroupCommit[str, str] = GroupCommit(write, gather_turns=8)
+    rec = _Recorded()
     # a burst whose last write merged calls: "a" alone, then "b" and "c" together
-    burst = await asyncio.gather(gc(["a"]), after_turns(1, "b"), after_turns(1, "c"))
+    burst = await asyncio.gather(rec.gc(["a"]), rec.after_turns(1, "b"), rec.after_turns(1, "c"))
     assert burst == [["a"], ["b"], ["c"]]
-    assert writes == [["a"], ["b", "c"]]
+    assert rec.writes == [["a"], ["b", "c"]]
     await asyncio.sleep(0.05)  # idle
     # a call then is written at once: one arriving two turns later is not gathered into it
-    assert await asyncio.gather(gc(["d"]), after_turns(2, "e")) == [["d"], ["e"]]
-    assert writes[2:] == [["d"], ["e"]]
+    assert await asyncio.gather(rec.gc(["d"]), rec.after_turns(2, "e")) == [["d"], ["e"]]
+    assert rec.writes[2:] == [["d"], ["e"]]

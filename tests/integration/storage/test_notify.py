@@ -102,11 +102,17 @@ async def test_the_channel_is_named_by_the_schema() -> None:
                 schema = (await conn.execute(text("SELECT current_schema()"))).scalar_one()
                 channel = (await conn.execute(text(f"SELECT {NOTIFY_CHANNEL_SQL}"))).scalar_one()
                 assert channel == f"jobwheel_events.{schema}"
-                long = "s" * 63  # PostgreSQL's longest name: the channel takes its md5
-                await conn.execute(text(f'CREATE SCHEMA "{long}"'))
-                await conn.execute(text(f'SET LOCAL search_path = "{long}"'))
-                hashed = (await conn.execute(text(f"SELECT {NOTIFY_CHANNEL_SQL}"))).scalar_one()
-                assert hashed == f"jobwheel_events.{hashlib.md5(long.encode()).hexdigest()}"
+                # up to 47 bytes the name fits in PostgreSQL's 63; past them, its md5
+                for name, expected in [
+                    ("é" * 23 + "s", "jobwheel_events." + "é" * 23 + "s"),
+                    ("é" * 24, "jobwheel_events." + hashlib.md5(("é" * 24).encode()).hexdigest()),
+                    ("s" * 63, "jobwheel_events." + hashlib.md5(b"s" * 63).hexdigest()),
+                ]:
+                    await conn.execute(text(f'CREATE SCHEMA "{name}"'))
+                    await conn.execute(text(f'SET LOCAL search_path = "{name}"'))
+                    got = (await conn.execute(text(f"SELECT {NOTIFY_CHANNEL_SQL}"))).scalar_one()
+                    assert got == expected
+                    assert len(got.encode()) <= 63
                 await conn.execute(text("SET LOCAL search_path = public"))
                 public = (await conn.execute(text(f"SELECT {NOTIFY_CHANNEL_SQL}"))).scalar_one()
                 assert public == "jobwheel_events"

@@ -28,7 +28,7 @@ from jobwheel.server.storage.schema import (
     schema_version,
     workers,
 )
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, Index, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import (
     ReflectedForeignKeyConstraint,
@@ -109,8 +109,13 @@ async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
     for table, names in _NARROWED.items():
         for index in table.indexes:
             if index.name in names:
-                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
-                await conn.run_sync(index.create)
+                await _rebuild(conn, index)
+
+
+async def _rebuild(conn: AsyncConnection, index: Index) -> None:
+    """Drops `index` (whatever its old definition) and creates it as schema.py defines it."""
+    await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    await conn.run_sync(index.create)
 
 
 def _table_unique_keys_of_jobs(sync: Connection) -> list[list[str]]:
@@ -132,15 +137,16 @@ async def _narrow_sqlite_indexes(conn: AsyncConnection, dialect: Dialect) -> Non
     keyed_by_table = ["idempotency_key"] in await conn.run_sync(_table_unique_keys_of_jobs)
     for table, names in _NARROWED.items():
         for index in table.indexes:
-            if index.name in names:
+            if index.name not in names:
+                continue
+            if keyed_by_table and index.name == "uq_jobs_idempotency_key":
                 await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
-                if not (keyed_by_table and index.name == "uq_jobs_idempotency_key"):
-                    await conn.run_sync(index.create)
+            else:
+                await _rebuild(conn, index)
 
 
 async def _dispatch_without_state(conn: AsyncConnection, _dialect: Dialect) -> None:
-    await conn.execute(text(f"DROP INDEX IF EXISTS {ix_jobs_dispatch.name}"))
-    await conn.run_sync(lambda sync: ix_jobs_dispatch.create(sync))
+    await _rebuild(conn, ix_jobs_dispatch)
 
 
 MIGRATIONS: tuple[Migration, ...] = (

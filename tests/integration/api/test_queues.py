@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -66,6 +67,34 @@ async def test_a_queues_limit_holds_while_dispatch_cycles_overlap(server: Runnin
         assert done.state == j.JOB_STATE_COMPLETED and done.attempt == 1
     assert 1 <= handlers.OVERLAP_MOST[queue] <= 5
     assert handlers.OVERLAP_NOW[queue] == 0
+
+
+async def test_a_backlog_keeps_two_dispatch_cycles_in_flight(server: Running) -> None:
+    # on PostgreSQL, while a cycle claiming a full share of a queue is in flight, the next
+    # goes out without waiting for it; on SQLite cycles run one at a time in the loop
+    assert server.app.engine is not None
+    store = server.app.engine.dispatcher.store
+    in_flight = most = 0
+    cycle = store.dispatch_cycle
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await cycle(*args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    queue = "backlog"
+    await server.jobs.PauseQueue(pb.PauseQueueRequest(name=queue))
+    reqs = [pb.EnqueueJobRequest(task="test.noop", queue=queue) for _ in range(600)]
+    resp = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
+    store.dispatch_cycle = counted  # type: ignore[method-assign]
+    await server.jobs.ResumeQueue(pb.ResumeQueueRequest(name=queue))  # one wake-up
+    for result in resp.results:
+        assert (await wait_for_state(server.jobs, result.job.id)).state == j.JOB_STATE_COMPLETED
+    assert most == (1 if store.dialect.single_writer else 2)
 
 
 async def test_queue_rate_limit(server: Running) -> None:

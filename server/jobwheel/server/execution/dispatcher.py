@@ -206,6 +206,10 @@ class Dispatcher:
         task = asyncio.create_task(self._cycle_beside(now, endings, claims))
         self._beside[task] = bool(claims)
         task.add_done_callback(self._back)
+        if claims and len(self._beside) < CYCLES_IN_FLIGHT:
+            # the next cycle goes out now (a queue whose claim was full claims again): left
+            # to the endings to wake it, short jobs all end before, and cycles ran one by one
+            self._wake.set()
 
     async def _cycle_beside(
         self,

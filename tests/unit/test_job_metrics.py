@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jobwheel.server import model
 from jobwheel.server.model import SECOND, Event, EventType, JobState
-from jobwheel.server.observability.job_metrics import UNKNOWN, changes, previous_state
+from jobwheel.server.observability.job_metrics import (
+    UNKNOWN,
+    Counts,
+    JobMetrics,
+    changes,
+    previous_state,
+)
+from jobwheel.server.observability.metrics import Metrics
 from jobwheel.server.rules import states
 from jobwheel.server.rules.attempt import EXECUTOR_OUTCOMES, AttemptResult
 
@@ -118,3 +125,79 @@ def test_promotion_and_claim_are_read_from_the_job() -> None:
     assert previous_state(refired) is JobState.RETRYING
     for ambiguous in (EventType.CANCELLED, EventType.PAUSED, EventType.DELETED):
         assert previous_state([Event(1, ambiguous, first, NOW)]) is UNKNOWN
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(["a", "b"]), st.integers(0, 2)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 4),
+)
+async def test_a_batch_of_events_counts_as_each_event_alone(
+    steps: list[tuple[int, str, int]], chunks: int
+) -> None:
+    # jobs go ENQUEUED -> STARTED -> COMPLETED (or a failed attempt, then a lost one), in
+    # batches of several transactions: the summed updates equal one update per event
+    lifecycle = [
+        (EventType.ENQUEUED, JobState.QUEUED),
+        (EventType.STARTED, JobState.RUNNING),
+        (EventType.ATTEMPT_FAILED, JobState.QUEUED),
+        (EventType.STARTED, JobState.RUNNING),
+        (EventType.COMPLETED, JobState.COMPLETED),
+    ]
+    progress: dict[str, int] = {}
+    events: list[Event] = []
+    for n, (job_no, queue, task) in enumerate(steps):
+        job_id = f"j{job_no}-{queue}"
+        step = progress.get(job_id, 0)
+        if step == len(lifecycle):
+            continue
+        progress[job_id] = step + 1
+        etype, state = lifecycle[step]
+        job = running(
+            id=job_id,
+            queue=queue,
+            task=f"t{job_no % 3 if task else 0}",
+            state=state,
+            start_time=None if step == 0 else NOW - (n + 1) * 1000,
+        )
+        events.append(Event(n + 1, etype, job, NOW + n))
+
+    async def recount() -> tuple[int, Counts]:
+        return 0, {}
+
+    metrics = Metrics()
+    tap = JobMetrics(metrics, recount)
+    await tap.start()
+    size = -(-len(events) // chunks)
+    for start in range(0, len(events), size):
+        tap.on_events(events[start : start + size])
+        tap.count_local(events[start : start + size])
+    sample = metrics.registry.get_sample_value
+    gauge: dict[tuple[str, str], int] = {}
+    for (state, queue, _), n in tap.counts.items():
+        gauge[state.value, queue] = gauge.get((state.value, queue), 0) + n
+    for state in (JobState.QUEUED, JobState.RUNNING):
+        for queue in ("a", "b"):
+            labels = {"state": state.value, "queue": queue}
+            assert (sample("jobwheel_jobs", labels) or 0) == gauge.get((state.value, queue), 0)
+    for etype, name in ((EventType.ENQUEUED, "enqueued"), (EventType.STARTED, "started")):
+        for queue in ("a", "b"):
+            for task in ("t0", "t1", "t2"):
+                labels = {"queue": queue, "task": task}
+                expected = sum(
+                    e.type is etype and e.job.queue == queue and e.job.task == task for e in events
+                )
+                got = sample(f"jobwheel_jobs_{name}_total", labels) or 0
+                assert got == expected
+    durations = sum(e.type in (EventType.ATTEMPT_FAILED, EventType.COMPLETED) for e in events)
+    got = sum(
+        sample("jobwheel_attempt_duration_seconds_count", {"queue": q, "task": t, "outcome": o})
+        or 0
+        for q in ("a", "b")
+        for t in ("t0", "t1", "t2")
+        for o in ("succeeded", "failed")
+    )
+    assert got == durations

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from jobwheel.server.model import SECOND, Event, EventType, Job, JobState
 from jobwheel.server.observability.metrics import Metrics
@@ -103,8 +105,9 @@ class JobMetrics:
         pending, self._pending = self._pending, None
         self.counts = dict(counts)
         self._revision = revision
+        published_below: Counter[tuple[JobState, str]] = Counter()  # the gauge, whole
         for group in pending:
-            self._apply(group)
+            self._apply(group, published_below)
         self._publish_all()
 
     def _publish_all(self) -> None:
@@ -120,13 +123,20 @@ class JobMetrics:
 
     def on_events(self, events: Sequence[Event]) -> None:
         """A batch tap of the bus: the events of whole transactions, in revision order."""
+        # the gauge's changes summed per series, then applied once each: a dispatch cycle
+        # moves hundreds of jobs between the same few series
+        deltas: Counter[tuple[JobState, str]] = Counter()
         for group in changes(events):
             if self._pending is not None:
                 self._pending.append(group)
             else:
-                self._apply(group)
+                self._apply(group, deltas)
+        for (state, queue), n in deltas.items():
+            if n:
+                self.m.jobs.labels(state.value, self.m.queue_label(queue)).inc(n)
 
-    def _apply(self, group: Sequence[Event]) -> None:
+    def _apply(self, group: Sequence[Event], deltas: Counter[tuple[JobState, str]]) -> None:
+        """Counts the change `group` makes, its gauge changes added to `deltas`."""
         if group[-1].revision <= self._revision:
             return  # already in the count
         self._revision = group[-1].revision
@@ -140,9 +150,11 @@ class JobMetrics:
             return
         if isinstance(prev, JobState) and _tracked(prev):
             self._add(prev, job.queue, job.task, -1)
+            deltas[prev, job.queue] -= 1
         if _tracked(new):
             assert new is not None
             self._add(new, job.queue, job.task, 1)
+            deltas[new, job.queue] += 1
 
     def _add(self, state: JobState, queue: str, task: str, n: int) -> None:
         key = (state, queue, task)
@@ -151,7 +163,6 @@ class JobMetrics:
             self.counts[key] = value
         else:
             self.counts.pop(key, None)
-        self.m.jobs.labels(state.value, self.m.queue_label(queue)).inc(n)
 
     def _schedule_recount(self) -> None:
         self._stale = True
@@ -191,22 +202,33 @@ class JobMetrics:
 
     def count_local(self, events: Sequence[Event]) -> None:
         m = self.m
+        # counts summed per series and each histogram series looked up once per call: a
+        # transaction's events share a few (labels() costs more than the change itself)
+        counted: Counter[tuple[str, str, str]] = Counter()
+        late: dict[str, Any] = {}
+        took: dict[tuple[str, str, str], Any] = {}
         for group in changes(events):
             job = group[-1].job
-            labels = m.job_labels(job.queue, job.task)
+            queue, task = m.job_labels(job.queue, job.task)
             types = [e.type for e in group]
             for etype in types:
                 counter = _COUNTERS.get(etype)
                 if counter is not None:
-                    getattr(m, counter).labels(*labels).inc()
+                    counted[counter, queue, task] += 1
             due, start = job.next_run_time, job.start_time
             # a start, alone or right after its promotion (a fire claims in that transaction)
             if E.STARTED in types and start is not None and due is not None:
-                m.lateness.labels(labels[0]).observe(max(0, start - due) / SECOND)
+                if (series := late.get(queue)) is None:
+                    series = late[queue] = m.lateness.labels(queue)
+                series.observe(max(0, start - due) / SECOND)
             outcome = _attempt_outcome(types, job)
-            if outcome is not None and job.start_time is not None:
-                took = max(0, group[-1].time - job.start_time) / SECOND
-                m.attempt_seconds.labels(*labels, outcome).observe(took)
+            if outcome is not None and start is not None:
+                key = (queue, task, outcome)
+                if (series := took.get(key)) is None:
+                    series = took[key] = m.attempt_seconds.labels(*key)
+                series.observe(max(0, group[-1].time - start) / SECOND)
+        for (counter, queue, task), n in counted.items():
+            getattr(m, counter).labels(queue, task).inc(n)
 
 
 _COUNTERS = {

@@ -105,7 +105,7 @@ class JobMetrics:
         pending, self._pending = self._pending, None
         self.counts = dict(counts)
         self._revision = revision
-        published_below: Counter[tuple[JobState, str]] = Counter()  # the gauge, whole
+        published_below: Counter[tuple[str, str]] = Counter()  # the gauge, whole
         for group in pending:
             self._apply(group, published_below)
         self._publish_all()
@@ -124,19 +124,20 @@ class JobMetrics:
     def on_events(self, events: Sequence[Event]) -> None:
         """A batch tap of the bus: the events of whole transactions, in revision order."""
         # the gauge's changes summed per series, then applied once each: a dispatch cycle
-        # moves hundreds of jobs between the same few series
-        deltas: Counter[tuple[JobState, str]] = Counter()
+        # moves hundreds of jobs between the same few series (every series touched is
+        # applied, one netting to 0 too: it is exported as it would be change by change)
+        deltas: Counter[tuple[str, str]] = Counter()
         for group in changes(events):
             if self._pending is not None:
                 self._pending.append(group)
             else:
                 self._apply(group, deltas)
-        for (state, queue), n in deltas.items():
-            if n:
-                self.m.jobs.labels(state.value, self.m.queue_label(queue)).inc(n)
+        for labels, n in deltas.items():
+            self.m.jobs.labels(*labels).inc(n)
 
-    def _apply(self, group: Sequence[Event], deltas: Counter[tuple[JobState, str]]) -> None:
-        """Counts the change `group` makes, its gauge changes added to `deltas`."""
+    def _apply(self, group: Sequence[Event], deltas: Counter[tuple[str, str]]) -> None:
+        """Counts the change `group` makes, its gauge changes added to `deltas` by series
+        (state, queue label; the label taken in event order, as the label cap counts)."""
         if group[-1].revision <= self._revision:
             return  # already in the count
         self._revision = group[-1].revision
@@ -150,11 +151,11 @@ class JobMetrics:
             return
         if isinstance(prev, JobState) and _tracked(prev):
             self._add(prev, job.queue, job.task, -1)
-            deltas[prev, job.queue] -= 1
+            deltas[prev.value, self.m.queue_label(job.queue)] -= 1
         if _tracked(new):
             assert new is not None
             self._add(new, job.queue, job.task, 1)
-            deltas[new, job.queue] += 1
+            deltas[new.value, self.m.queue_label(job.queue)] += 1
 
     def _add(self, state: JobState, queue: str, task: str, n: int) -> None:
         key = (state, queue, task)

@@ -35,6 +35,7 @@ from sqlalchemy.engine.interfaces import (
     ReflectedUniqueConstraint,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex
 
 
 class SchemaVersionError(RuntimeError):
@@ -113,9 +114,24 @@ async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
 
 
 async def _rebuild(conn: AsyncConnection, index: Index) -> None:
-    """Drops `index` (whatever its old definition) and creates it as schema.py defines it."""
+    """Replaces `index` (whatever its old definition) by the one schema.py defines.
+
+    On PostgreSQL the new index is built under another name first, then the old one dropped
+    and the new one renamed: the build locks the table against writes only (SHARE), so other
+    replicas' reads go on meanwhile; the drop's lock (ACCESS EXCLUSIVE, which stops reads too)
+    is taken just before the step commits. A step's earlier ALTER TABLE takes that lock anyway
+    (version 5)."""
+    if conn.dialect.name != "postgresql":
+        await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+        await conn.run_sync(index.create)
+        return
+    building = f"{index.name}_rebuilt"
+    ddl = str(CreateIndex(index).compile(dialect=conn.dialect))
+    prefix = f"INDEX {index.name} "
+    assert prefix in ddl, ddl
+    await conn.execute(text(ddl.replace(prefix, f"INDEX {building} ", 1)))
     await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
-    await conn.run_sync(index.create)
+    await conn.execute(text(f"ALTER INDEX {building} RENAME TO {index.name}"))
 
 
 def _table_unique_keys_of_jobs(sync: Connection) -> list[list[str]]:

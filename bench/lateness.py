@@ -4,8 +4,8 @@ Jobs are enqueued ahead (BatchEnqueueJobs) with Schedule.start_time spread unifo
 span that begins after the enqueue is done (its time is measured first, by enqueueing jobs due
 at once: a slow machine gets the lead it needs, so the figure is lateness, not enqueue time);
 lateness = Job.start_time (the attempt's start) - Job.schedule.start_time, both from the
-server's clock. While they fire the client only polls
-ListJobs every 250 ms, so the server has the 2 cores to itself.
+server's clock. While they fire the client only polls ListJobs every 250 ms, so the server has
+the 2 cores to itself.
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ async def enqueue_seconds(address: str, count: int) -> float:
     async with jobs.channel(address) as ch:
         stub = jobs.stub(ch)
         reqs = [jobs.request(NOOP, i) for i in range(sample)]
-        started = time.time()
+        started = time.perf_counter()
         await jobs.enqueue_all(stub, reqs, 1000)
-        took = time.time() - started
+        took = time.perf_counter() - started
         await jobs.wait_drained(stub, every=jobs.DRAIN_POLL, within=120)
     return took * count / sample
 

@@ -22,14 +22,12 @@ from jobwheel.server.storage.bulk_writes import (
 )
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
-    OWN_JOB_COLUMNS,
     job_from_new,
     job_from_row,
     new_job_snapshot_tails,
     new_job_snapshots,
     new_job_values,
     own_batch_values,
-    own_job_values,
     shared_job_values,
 )
 from jobwheel.server.storage.events import EventLog, append_events
@@ -322,9 +320,11 @@ def _json_enqueue(
     if shared is None:
         sql: str | None = _INSERT_NEW_JOBS_JSON
         rows = json_rows([new_job_values(job) for job in new_jobs])
-    else:  # the usual batch: only ids, payloads and times differ
-        sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, OWN_JOB_COLUMNS, shared)
-        rows = json_rows([own_job_values(job) for job in new_jobs])
+    else:  # the usual batch: only ids, payloads and times differ (times mostly not either:
+        # each value a row carries costs SQLite a parse of the row's array)
+        own, values = own_batch_values(new_jobs)
+        sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, own, shared)
+        rows = json_rows(values)
     if sql is None or rows is None or not events_of_new_jobs([job.id for job in new_jobs]):
         return None
     return sql, rows, new_job_snapshot_tails(created, alike=shared is not None)

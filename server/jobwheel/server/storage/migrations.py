@@ -13,7 +13,7 @@ takes a database of the previous version to the same shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server.storage.dialect import Dialect, Engines
@@ -107,10 +107,14 @@ async def _narrow_indexes(conn: AsyncConnection, dialect: Dialect) -> None:
     for uq in await conn.run_sync(_unique_constraints_of_jobs):
         if uq["column_names"] == ["idempotency_key"]:
             await conn.execute(text(f'ALTER TABLE jobs DROP CONSTRAINT "{uq["name"]}"'))
+    for index in _narrowed():
+        await _rebuild(conn, index)
+
+
+def _narrowed() -> Iterator[Index]:
+    """The indexes of _NARROWED, as schema.py defines them."""
     for table, names in _NARROWED.items():
-        for index in table.indexes:
-            if index.name in names:
-                await _rebuild(conn, index)
+        yield from (index for index in table.indexes if index.name in names)
 
 
 async def _rebuild(conn: AsyncConnection, index: Index) -> None:
@@ -151,14 +155,11 @@ async def _narrow_sqlite_indexes(conn: AsyncConnection, dialect: Dialect) -> Non
     # A database made before version 5 holds its keys unique by the table's own constraint,
     # whose index only rebuilding the table would drop: it stays whole there.
     keyed_by_table = ["idempotency_key"] in await conn.run_sync(_table_unique_keys_of_jobs)
-    for table, names in _NARROWED.items():
-        for index in table.indexes:
-            if index.name not in names:
-                continue
-            if keyed_by_table and index.name == "uq_jobs_idempotency_key":
-                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
-            else:
-                await _rebuild(conn, index)
+    for index in _narrowed():
+        if keyed_by_table and index.name == "uq_jobs_idempotency_key":
+            await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+        else:
+            await _rebuild(conn, index)
 
 
 async def _dispatch_without_state(conn: AsyncConnection, _dialect: Dialect) -> None:

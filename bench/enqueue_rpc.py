@@ -64,6 +64,9 @@ async def run(opts: Options) -> list[Row]:
         each = ", ".join(f"{t.per_second:,.0f}" for t, _ in windows)
         row.notes.append(f"{name} windows of {seconds:g} s: {each} calls/s (best kept)")
     row.notes.append(f"CPU in the best windows: echo {base_cpu}; jobwheel {got_cpu}")
+    row.notes.append(
+        "jobwheel on its default event loop (uvloop where installed), the echo on asyncio's"
+    )
     errors = sum(t.errors for w in runs.values() for t, _ in w)
     if errors:
         row.notes.append(f"{errors} calls failed")

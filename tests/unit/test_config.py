@@ -118,8 +118,20 @@ def test_webhook_allow_must_be_networks(cidr: str) -> None:
     _refused(["--webhook-allow", cidr])
 
 
-@pytest.mark.parametrize("argv", [["--log-level", "loud"], ["--sqlite-synchronous", "sometimes"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--log-level", "loud"], ["--sqlite-synchronous", "sometimes"], ["--event-loop", "trio"]],
+)
 def test_choices(argv: list[str]) -> None:
     _refused(argv)
     assert parse_settings(["--log-level", "debug"], env={}).log_level == "DEBUG"
     assert parse_settings([], env={"JOBWHEEL_SQLITE_SYNCHRONOUS": "normal"}).sqlite_synchronous
+
+
+def test_event_loop_is_auto_unless_named() -> None:
+    assert parse_settings([], env={}).event_loop == "auto"
+    assert parse_settings([], env={"JOBWHEEL_EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
+    env = {"JOBWHEEL_EVENT_LOOP": "asyncio"}
+    assert parse_settings(["--event-loop", "uvloop"], env=env).event_loop == "uvloop"
+    with pytest.raises(SystemExit):
+        parse_settings([], env={"JOBWHEEL_EVENT_LOOP": ""})

@@ -24,6 +24,7 @@ from jobwheel.server.clock import Clock, SystemClock
 from jobwheel.server.config import Settings, parse_settings, version
 from jobwheel.server.core import Core
 from jobwheel.server.engine import Engine
+from jobwheel.server.event_loop import loop_factory, running_loop_name
 from jobwheel.server.events import EventBus, EventRelay, LogTailer
 from jobwheel.server.execution.event_delivery import DELIVERY_TASK
 from jobwheel.server.execution.remote import RemoteWorkers
@@ -91,12 +92,13 @@ class App:
         handlers.load_modules(self.settings.handlers)
         loaded = sorted(handlers.registered())
         log.info(
-            "jobwheel %s starting: database %s, listen %s, auth %s, handlers %s",
+            "jobwheel %s starting: database %s, listen %s, auth %s, handlers %s, event loop %s",
             version(),
             safe_url(self.settings.db),
             self.settings.listen,
             security.auth,
             ", ".join(loaded) or "none",
+            running_loop_name(),
             extra={
                 "version": version(),
                 "database": safe_url(self.settings.db),
@@ -104,6 +106,7 @@ class App:
                 "auth": security.auth,
                 "tls": security.tls_mode,
                 "handlers": loaded,
+                "event_loop": running_loop_name(),
             },
         )
         if not self.settings.webhook_secrets:
@@ -349,8 +352,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.configure(settings.log_level, settings.log_format)
     log_throttle.install()
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run(settings))
+        factory = loop_factory(settings.event_loop)
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as loop:
+            loop.run(run(settings))
     except StartupError as exc:
         # a start-up problem the operator must fix: one clear line, not a traceback
         sys.exit(f"jobwheel-server: {exc}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import random as _random
 import time
 from collections.abc import Awaitable
@@ -35,7 +36,18 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        # Until time.monotonic() has passed the end, in whole milliseconds rounded up (the
+        # loop's timer resolution). uvloop rounds a timer to the nearest millisecond and
+        # counts it from the time its turn began, so a wait could end up to a millisecond
+        # early, a short one at once: the scheduler, waiting for a job due that soon, woke
+        # and slept again and again until it came, holding the loop.
+        end = time.monotonic() + seconds
+        left = seconds
+        while left > 0:
+            await asyncio.sleep(math.ceil(left * 1000) / 1000)
+            left = end - time.monotonic()
+        if seconds <= 0:
+            await asyncio.sleep(0)
 
     def random(self) -> float:
         return _random.random()

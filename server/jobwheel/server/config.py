@@ -26,6 +26,9 @@ DEFAULT_DB = "sqlite:///jobwheel.db"
 DEFAULT_GRACE = 5.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF")
+# the event loop the server runs on: uvloop where it is installed (the server extra brings it
+# on Linux and macOS), else asyncio's own
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 DAY = 86_400.0
 YEAR = 365 * DAY
 
@@ -51,6 +54,7 @@ class Settings:
     webhook_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"
+    event_loop: str = EVENT_LOOPS[0]
     metrics_listen: str = ""
     http_listen: str = ""  # the web dashboard's HOST:PORT; empty: no dashboard
     security: security.SecuritySettings = field(default_factory=security.SecuritySettings)
@@ -356,6 +360,13 @@ def parse_settings(
         f"(JOBWHEEL_LOG_FORMAT, default {_DEFAULTS.log_format})",
     )
     parser.add_argument(
+        "--event-loop",
+        type=_choice("JOBWHEEL_EVENT_LOOP", EVENT_LOOPS, upper=False),
+        default=env.get("JOBWHEEL_EVENT_LOOP", _DEFAULTS.event_loop),
+        help="uvloop, asyncio's own loop, or auto: uvloop where it is installed "
+        f"(JOBWHEEL_EVENT_LOOP, default {_DEFAULTS.event_loop})",
+    )
+    parser.add_argument(
         "--metrics-listen",
         type=_address("JOBWHEEL_METRICS_LISTEN", optional=True),
         default=env.get("JOBWHEEL_METRICS_LISTEN", _DEFAULTS.metrics_listen),
@@ -385,6 +396,7 @@ def parse_settings(
         webhook_allow=allow,
         log_level=args.log_level,
         log_format=args.log_format,
+        event_loop=args.event_loop,
         metrics_listen=args.metrics_listen,
         http_listen=args.http_listen,
         **numbers,

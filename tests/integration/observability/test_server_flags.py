@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import uvloop
 from jobwheel.server.config import parse_settings, version
 
 from tests.acceptance.process import BIN, ServerProcess
@@ -60,6 +61,19 @@ def test_first_text_line_says_what_runs(tmp_path: Path) -> None:
         proc.stop()
     assert f"jobwheel {version()} starting: database sqlite:///" in first
     assert "listen 127.0.0.1:0, auth none, handlers test.big_result, test.block," in first
+    assert first.endswith(f", event loop uvloop {uvloop.__version__}")  # auto: uvloop
+
+
+@pytest.mark.slow
+def test_event_loop_asyncio_runs_on_asyncio(tmp_path: Path) -> None:
+    proc = ServerProcess(f"sqlite:///{tmp_path / 'j.db'}", tmp_path / "log", "--event-loop",
+                         "asyncio")  # fmt: skip
+    proc.start()
+    try:
+        first = (tmp_path / "log").read_text().splitlines()[0]
+    finally:
+        proc.stop()
+    assert first.endswith(", event loop asyncio")
 
 
 def test_database_password_is_hidden_in_logs() -> None:

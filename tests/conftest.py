@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,21 @@ def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if PG_ENV not in os.environ and _answers("127.0.0.1", 5432):
         os.environ[PG_ENV] = PG_DEFAULT  # subprocesses (acceptance servers) inherit it
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests marked `uvloop` run on it (where it is installed); the others on asyncio's own
+    loop."""
+    if item.get_closest_marker("uvloop") is not None:
+        try:
+            import uvloop
+        except ImportError:
+            pass  # the test's own importorskip tells
+        else:
+            return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def unavailable(reason: str) -> NoReturn:

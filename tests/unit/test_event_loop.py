@@ -4,12 +4,12 @@ system clock's waits never end before their time on either loop."""
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 
 import pytest
-import uvloop
-from jobwheel.server.clock import SYSTEM_CLOCK
+from jobwheel.server.clock import SYSTEM_CLOCK, timer_delay
 from jobwheel.server.event_loop import loop_factory, running_loop_name
 from jobwheel.server.startup import StartupError
 
@@ -25,6 +25,7 @@ async def _name() -> str:
 
 
 def test_auto_and_uvloop_run_on_uvloop_and_asyncio_on_its_own() -> None:
+    uvloop = pytest.importorskip("uvloop")
     assert _loop_of("auto") == _loop_of("uvloop") == f"uvloop {uvloop.__version__}"
     assert _loop_of("asyncio") == "asyncio"
 
@@ -40,6 +41,9 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_a_startup_error(
 
 @pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
 def test_system_clock_sleeps_never_end_early(choice: str) -> None:
+    if choice == "uvloop":
+        pytest.importorskip("uvloop")
+
     # uvloop rounds a timer to the nearest millisecond: a wait under half of one ended at
     # once, and the scheduler, waiting for a job due that soon, spun until it came
     async def lateness() -> list[float]:
@@ -54,3 +58,31 @@ def test_system_clock_sleeps_never_end_early(choice: str) -> None:
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         late = runner.run(lateness())
     assert min(late) >= 0, late
+
+
+@pytest.mark.parametrize(
+    ("seconds", "timer"),
+    [(0.0, 0.0), (-1.0, -1.0), (0.0001, 0.001), (0.0004, 0.001), (0.001, 0.001),
+     (0.0010001, 0.002), (0.003, 0.003), (2.5, 2.5), (86_400.0, 86_400.0),
+     (86_400.5, 86_400.0), (math.inf, 86_400.0)],
+)  # fmt: skip
+def test_timer_delays_are_whole_milliseconds_up_to_a_day(seconds: float, timer: float) -> None:
+    assert timer_delay(seconds) == timer
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
+def test_system_clock_sleeps_forever_until_cancelled_and_nan_is_a_turn(choice: str) -> None:
+    if choice == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def waits() -> None:
+        await asyncio.wait_for(SYSTEM_CLOCK.sleep(math.nan), 1)
+        forever = asyncio.ensure_future(SYSTEM_CLOCK.sleep(math.inf))
+        await asyncio.sleep(0.01)
+        assert not forever.done()
+        forever.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await forever
+
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        runner.run(waits())

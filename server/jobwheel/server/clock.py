@@ -36,24 +36,35 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        # Until time.monotonic() has passed the end, in whole milliseconds rounded up (the
-        # loop's timer resolution). uvloop rounds a timer to the nearest millisecond and
-        # counts it from the time its turn began, so a wait could end up to a millisecond
-        # early, a short one at once: the scheduler, waiting for a job due that soon, woke
-        # and slept again and again until it came, holding the loop.
+        # Until time.monotonic() has passed the end: uvloop's timers can end a wait up to a
+        # millisecond early (see timer_delay), and the scheduler, waiting for the next due
+        # job, would wake before it and wait again, and again, holding the loop.
         end = time.monotonic() + seconds
         left = seconds
-        while left > 0:
-            await asyncio.sleep(math.ceil(left * 1000) / 1000)
-            left = end - time.monotonic()
-        if seconds <= 0:
+        if not left > 0:  # 0, negative or NaN: a turn of the loop, as asyncio.sleep(0)
             await asyncio.sleep(0)
+            return
+        while left > 0:
+            await asyncio.sleep(timer_delay(left))
+            left = end - time.monotonic()
 
     def random(self) -> float:
         return _random.random()
 
 
 SYSTEM_CLOCK = SystemClock()
+# the longest wait handed to the loop at once (a longer one waits in turns): uvloop refuses
+# timers past about 2**53 ms
+_LONGEST_TIMER = 86_400.0
+
+
+def timer_delay(seconds: float) -> float:
+    """`seconds` for a loop timer (call_later, asyncio.sleep): rounded up to whole milliseconds,
+    the resolution of the loop's clock, and at most a day. uvloop rounds a timer to the
+    nearest millisecond of a clock that drops fractions of one, so a wait of less than a
+    millisecond could end at once; rounded up, it ends at most that much early."""
+    # the nanosecond taken off keeps 0.003 s (3.0000000000000004 ms) at 3 ms
+    return math.ceil(min(seconds, _LONGEST_TIMER) * 1000 - 1e-6) / 1000
 
 
 class FakeClock:

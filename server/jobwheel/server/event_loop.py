@@ -3,14 +3,13 @@ asyncio's own.
 
 Every gRPC call, database reply and timer passes through the loop's own Python: its ready
 queue, futures and timer heap. uvloop's are compiled: with 64 callers of EnqueueJob the server
-answered 8-20% more calls on it (`python -m bench --only enqueue`). Its timers count whole
-milliseconds, rounding a wait to the nearest (SystemClock.sleep rounds up for it).
+answered 14-19% more calls on it (`python -m bench --only enqueue`). Its timers count whole
+milliseconds, rounding a wait to the nearest (clock.timer_delay rounds up for it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 from collections.abc import Callable
 
 from jobwheel.server.startup import StartupError
@@ -39,5 +38,7 @@ def running_loop_name() -> str:
     """The running loop's name as the start-up line gives it: "uvloop 0.23.0" or "asyncio"."""
     module = type(asyncio.get_running_loop()).__module__
     if module.startswith("uvloop"):
-        return f"uvloop {importlib.metadata.version('uvloop')}"
+        import uvloop
+
+        return f"uvloop {getattr(uvloop, '__version__', '')}".rstrip()
     return "asyncio"

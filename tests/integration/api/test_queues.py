@@ -112,6 +112,26 @@ async def test_queue_rate_limit(server: Running) -> None:
     assert time.monotonic() - started >= 0.8
 
 
+@pytest.mark.uvloop
+async def test_rate_limited_queues_dispatch_on_uvloop(
+    server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    # past their burst (a second's worth), the token buckets ask for cycles a fraction of a
+    # millisecond away, which uvloop's timers round to none at all
+    names = ("rated-a", "rated-b")
+    for name in names:
+        await server.jobs.UpdateQueue(
+            pb.UpdateQueueRequest(name=name, max_dispatches_per_second=1000)
+        )
+    batch = [
+        pb.EnqueueJobRequest(task="test.noop", queue=name) for name in names for _ in range(1200)
+    ]
+    resp = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=batch))
+    for result in resp.results[::100]:
+        assert (await wait_for_state(server.jobs, result.job.id)).state == j.JOB_STATE_COMPLETED
+    assert not [r for r in caplog.records if "dispatch failed" in r.getMessage()]
+
+
 async def test_bad_queue_updates(server: Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await server.jobs.UpdateQueue(

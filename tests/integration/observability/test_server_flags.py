@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import uvloop
 from jobwheel.server.config import parse_settings, version
 
 from tests.acceptance.process import BIN, ServerProcess
@@ -61,6 +60,7 @@ def test_first_text_line_says_what_runs(tmp_path: Path) -> None:
         proc.stop()
     assert f"jobwheel {version()} starting: database sqlite:///" in first
     assert "listen 127.0.0.1:0, auth none, handlers test.big_result, test.block," in first
+    uvloop = pytest.importorskip("uvloop")
     assert first.endswith(f", event loop uvloop {uvloop.__version__}")  # auto: uvloop
 
 

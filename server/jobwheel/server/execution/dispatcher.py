@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from jobwheel.server import failures, model
 from jobwheel.server.batching import GroupCommit
-from jobwheel.server.clock import Clock
+from jobwheel.server.clock import Clock, timer_delay
 from jobwheel.server.engine_storage import EngineStore
 from jobwheel.server.execution.attempts import run_attempt
 from jobwheel.server.execution.inprocess import InProcessExecutor
@@ -92,7 +92,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._accepting = True
         self._due = True
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # the loop's time the timer is due at
         self._finished = asyncio.Event()
         self._fired: set[str] = set()
         # a cycle of endings alone, stored while the loop goes on (one at a time)
@@ -386,10 +387,14 @@ class Dispatcher:
 
     def _wake_later(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
-        if self._timer is None or self._timer.when() > loop.time() + delay:
+        delay = timer_delay(delay)
+        # its own record of when: uvloop hands a timer due at once back as a plain Handle
+        at = loop.time() + delay
+        if self._timer is None or self._timer_at > at:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_later(delay, self._timer_fired)
+            self._timer_at = at
 
     def _timer_fired(self) -> None:
         self._timer = None

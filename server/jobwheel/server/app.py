@@ -91,6 +91,7 @@ class App:
                 raise SecurityConfigError(f"--http-listen: {exc}") from None
         handlers.load_modules(self.settings.handlers)
         loaded = sorted(handlers.registered())
+        loop_name = running_loop_name()
         log.info(
             "jobwheel %s starting: database %s, listen %s, auth %s, handlers %s, event loop %s",
             version(),
@@ -98,7 +99,7 @@ class App:
             self.settings.listen,
             security.auth,
             ", ".join(loaded) or "none",
-            running_loop_name(),
+            loop_name,
             extra={
                 "version": version(),
                 "database": safe_url(self.settings.db),
@@ -106,7 +107,7 @@ class App:
                 "auth": security.auth,
                 "tls": security.tls_mode,
                 "handlers": loaded,
-                "event_loop": running_loop_name(),
+                "event_loop": loop_name,
             },
         )
         if not self.settings.webhook_secrets:

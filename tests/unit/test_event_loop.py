@@ -7,17 +7,27 @@ import asyncio
 import math
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from jobwheel.server.clock import SYSTEM_CLOCK, timer_delay
 from jobwheel.server.event_loop import loop_factory, running_loop_name
 from jobwheel.server.startup import StartupError
 
+T = TypeVar("T")
+
+
+def _run_on(choice: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """main() run on the loop `choice` names (skipped where uvloop is not installed)."""
+    if choice == "uvloop":
+        pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        return runner.run(main())
+
 
 def _loop_of(choice: str) -> str:
-    factory = loop_factory(choice)
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_name())
+    return _run_on(choice, _name)
 
 
 async def _name() -> str:
@@ -41,9 +51,6 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_a_startup_error(
 
 @pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
 def test_system_clock_sleeps_never_end_early(choice: str) -> None:
-    if choice == "uvloop":
-        pytest.importorskip("uvloop")
-
     # uvloop rounds a timer to the nearest millisecond: a wait under half of one ended at
     # once, and the scheduler, waiting for a job due that soon, spun until it came
     async def lateness() -> list[float]:
@@ -55,8 +62,7 @@ def test_system_clock_sleeps_never_end_early(choice: str) -> None:
                 late.append(time.monotonic() - start - delay)
         return late
 
-    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
-        late = runner.run(lateness())
+    late = _run_on(choice, lateness)
     assert min(late) >= 0, late
 
 
@@ -72,9 +78,6 @@ def test_timer_delays_are_whole_milliseconds_up_to_a_day(seconds: float, timer: 
 
 @pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
 def test_system_clock_sleeps_forever_until_cancelled_and_nan_is_a_turn(choice: str) -> None:
-    if choice == "uvloop":
-        pytest.importorskip("uvloop")
-
     async def waits() -> None:
         await asyncio.wait_for(SYSTEM_CLOCK.sleep(math.nan), 1)
         forever = asyncio.ensure_future(SYSTEM_CLOCK.sleep(math.inf))
@@ -84,5 +87,4 @@ def test_system_clock_sleeps_forever_until_cancelled_and_nan_is_a_turn(choice: s
         with pytest.raises(asyncio.CancelledError):
             await forever
 
-    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
-        runner.run(waits())
+    _run_on(choice, waits)

@@ -39,11 +39,11 @@ class SystemClock:
         # Until time.monotonic() has passed the end: uvloop's timers can end a wait up to a
         # millisecond early (see timer_delay), and the scheduler, waiting for the next due
         # job, would wake before it and wait again, and again, holding the loop.
-        end = time.monotonic() + seconds
-        left = seconds
-        if not left > 0:  # 0, negative or NaN: a turn of the loop, as asyncio.sleep(0)
+        if not seconds > 0:  # 0, negative or NaN: a turn of the loop, as asyncio.sleep(0)
             await asyncio.sleep(0)
             return
+        end = time.monotonic() + seconds
+        left = seconds
         while left > 0:
             await asyncio.sleep(timer_delay(left))
             left = end - time.monotonic()

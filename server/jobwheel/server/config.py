@@ -7,6 +7,7 @@ the process with one line on stderr (exit code 2) before anything starts.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import math
 import os
@@ -276,6 +277,28 @@ def _check_lists(parser: _Parser, secrets: Sequence[str], allow: Sequence[str]) 
             parser.error(f"--webhook-allow (or JOBWHEEL_WEBHOOK_ALLOW): {exc}")
 
 
+def _add_choice(
+    parser: argparse.ArgumentParser,
+    env: Mapping[str, str],
+    flag: str,
+    allowed: Sequence[str],
+    text: str,
+    *,
+    upper: bool = True,
+) -> None:
+    """A flag taking one of `allowed` (or its JOBWHEEL_* variable), defaulting to Settings'
+    field of its name; `text` is its help, which gets the variable and default appended."""
+    dest = flag.removeprefix("--").replace("-", "_")
+    variable = f"JOBWHEEL_{dest.upper()}"
+    default = getattr(_DEFAULTS, dest)
+    parser.add_argument(
+        flag,
+        type=_choice(variable, allowed, upper=upper),
+        default=env.get(variable, default),
+        help=f"{text} ({variable}, default {default})",
+    )
+
+
 def parse_settings(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -315,13 +338,8 @@ def parse_settings(
         help="import MODULE to register its @task handlers; repeatable "
         "(JOBWHEEL_HANDLERS, comma-separated)",
     )
-    parser.add_argument(
-        "--sqlite-synchronous",
-        type=_choice("JOBWHEEL_SQLITE_SYNCHRONOUS", SYNCHRONOUS),
-        default=env.get("JOBWHEEL_SQLITE_SYNCHRONOUS", _DEFAULTS.sqlite_synchronous),
-        help="SQLite synchronous pragma: FULL, NORMAL or OFF "
-        f"(JOBWHEEL_SQLITE_SYNCHRONOUS, default {_DEFAULTS.sqlite_synchronous})",
-    )
+    choice = functools.partial(_add_choice, parser, env)
+    choice("--sqlite-synchronous", SYNCHRONOUS, "SQLite synchronous pragma: FULL, NORMAL or OFF")
     for n in NUMBERS:
         parser.add_argument(
             n.flag,
@@ -346,25 +364,18 @@ def parse_settings(
         help="network HTTP jobs may reach besides public addresses, e.g. 10.0.0.0/8; "
         "repeatable (JOBWHEEL_WEBHOOK_ALLOW, comma-separated)",
     )
-    parser.add_argument(
-        "--log-level",
-        type=_choice("JOBWHEEL_LOG_LEVEL", LOG_LEVELS),
-        default=env.get("JOBWHEEL_LOG_LEVEL", _DEFAULTS.log_level),
-        help=f"DEBUG, INFO, WARNING or ERROR (JOBWHEEL_LOG_LEVEL, default {_DEFAULTS.log_level})",
-    )
-    parser.add_argument(
+    choice("--log-level", LOG_LEVELS, "DEBUG, INFO, WARNING or ERROR")
+    choice(
         "--log-format",
-        type=_choice("JOBWHEEL_LOG_FORMAT", LOG_FORMATS, upper=False),
-        default=env.get("JOBWHEEL_LOG_FORMAT", _DEFAULTS.log_format),
-        help="text lines, or one JSON object per line with the job's fields "
-        f"(JOBWHEEL_LOG_FORMAT, default {_DEFAULTS.log_format})",
+        LOG_FORMATS,
+        "text lines, or one JSON object per line with the job's fields",
+        upper=False,
     )
-    parser.add_argument(
+    choice(
         "--event-loop",
-        type=_choice("JOBWHEEL_EVENT_LOOP", EVENT_LOOPS, upper=False),
-        default=env.get("JOBWHEEL_EVENT_LOOP", _DEFAULTS.event_loop),
-        help="uvloop, asyncio's own loop, or auto: uvloop where it is installed "
-        f"(JOBWHEEL_EVENT_LOOP, default {_DEFAULTS.event_loop})",
+        EVENT_LOOPS,
+        "uvloop, asyncio's own loop, or auto: uvloop where it is installed",
+        upper=False,
     )
     parser.add_argument(
         "--metrics-listen",

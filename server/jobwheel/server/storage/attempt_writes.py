@@ -10,14 +10,14 @@ is set-based, a few statements whatever the number of jobs.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from jobwheel.server.ids import new_ids
 from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.bulk_writes import in_sqlite_thread
-from jobwheel.server.storage.convert import job_from_row, job_result_doc
+from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_row, job_result_doc
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import Change
 from jobwheel.server.storage.schema import attempts, jobs
@@ -153,12 +153,12 @@ async def start_attempts(
     stmt = claim_statement(dialect, where, limit, worker_id, now, lease_until)
     if dialect.array_params:
         rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id))).mappings()
+        claimed = [job_from_row(r) for r in rows]
     else:
-        rows = (await conn.execute(stmt)).mappings().all()
-        if rows:
-            ids = new_ids(len(rows))
-            await in_sqlite_thread(conn, sqlite_open_attempts, rows, ids, worker_id)
-    claimed = [job_from_row(r) for r in rows]
+        claimed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+        if claimed:
+            ids = new_ids(len(claimed))
+            await in_sqlite_thread(conn, sqlite_open_attempts, claimed, ids, worker_id)
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed
 
@@ -171,8 +171,9 @@ def claim_statement(
     now: Micros,
     lease_until: Micros,
 ) -> ReturningUpdate[Any]:
-    """The UPDATE ... RETURNING every column that makes the QUEUED jobs matching `where`
-    (up to `limit`, best priority first, FIFO within one) RUNNING for `worker_id`."""
+    """The UPDATE ... RETURNING the JOB_COLUMNS (in that order) that makes the QUEUED jobs
+    matching `where` (up to `limit`, best priority first, FIFO within one) RUNNING for
+    `worker_id`."""
     pick = (
         select(jobs.c.seq).where(*where).order_by(jobs.c.priority.desc(), jobs.c.seq).limit(limit)
     )
@@ -194,7 +195,7 @@ def claim_statement(
             worker_id=worker_id,
             lease_expire_time=lease_until,
         )
-        .returning(*jobs.c)
+        .returning(*(jobs.c[name] for name in JOB_COLUMNS))
     )
 
 
@@ -344,19 +345,19 @@ def sqlite_settle(
 
 def sqlite_open_attempts(
     db: sqlite3.Connection,
-    rows: Sequence[Mapping[Any, Any]],
+    started: Sequence[Job],
     ids: Sequence[str],
     worker_id: str,
 ) -> None:
     """SQLite: the RUNNING attempt row (id from `ids`, started when the job did) of each
-    claimed job row of `rows`, in the caller's write transaction (in the driver's thread:
+    claimed job of `started`, in the caller's write transaction (in the driver's thread:
     in_sqlite_thread)."""
     running = _ATTEMPT_RUNNING
     db.executemany(
         _SQLITE_INSERT_ATTEMPT,
         [
-            (i, r["id"], r["execution_count"], r["attempt"], r["start_time"], running, worker_id)
-            for i, r in zip(ids, rows, strict=True)
+            (i, j.id, j.execution_count, j.attempt, j.start_time, running, worker_id)
+            for i, j in zip(ids, started, strict=True)
         ],
     )
 

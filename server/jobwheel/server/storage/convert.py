@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from jobwheel.server.model import (
     Schedule,
 )
 from jobwheel.server.storage.dialect import dumps, dumps_floatless
+from jobwheel.server.storage.schema import jobs
 from sqlalchemy.engine import RowMapping
 
 T = TypeVar("T")
@@ -245,43 +247,62 @@ def _schedule_from_text(text: str) -> Schedule:
 _STATES = {state.value: state for state in JobState}
 
 
+# the jobs table's columns a Job is read from (all but the derived `recurring`), in the
+# table's order: job_from_values unpacks them so
+JOB_COLUMNS = tuple(c.name for c in jobs.c if c.name != "recurring")
+_values_of = operator.itemgetter(*JOB_COLUMNS)
+
+
 def job_from_row(row: Mapping[Any, Any]) -> Job:
-    schedule = row["schedule"]
-    http = row["http"]
-    labels = row["labels"]
-    # positional: Job's fields in order (29 keywords cost three times as much; a claim reads
-    # a row per job, test_job_rows.py holds it to the row field by field)
+    """The job a jobs-table row holds, from a mapping of its column names."""
+    return job_from_values(_values_of(row))
+
+
+def job_from_values(row: Sequence[Any]) -> Job:
+    """The job a jobs-table row holds, from its JOB_COLUMNS values in that order (values
+    after those are ignored). A claim reads a row per job: no mapping is built for it."""
+    (
+        seq, id_, queue, task, payload, labels, priority, state, schedule, retry_policy,
+        timeout, idempotency_key, http, create_time, update_time, next_run_time, attempt,
+        execution_count, released_attempts, start_time, end_time, last_error, result,
+        cancel_reason, skipped_count, progress, worker_id, lease_expire_time, traceparent,
+    ) = row[:_WIDTH]  # fmt: skip
+    # positional: Job's fields in order (29 keywords cost three times as much;
+    # test_job_rows.py holds it to the row field by field)
     return Job(
-        row["id"],
-        row["queue"],
-        row["task"],
-        json.loads(row["payload"]),
+        id_,
+        queue,
+        task,
+        json.loads(payload),
         {} if labels == "{}" else json.loads(labels),  # most jobs have none
-        row["priority"],
-        _STATES[row["state"]],
+        priority,
+        _STATES[state],
         None if schedule is None else _schedule_from_text(schedule),
-        _retry_from_text(row["retry_policy"]),
-        row["timeout"],
-        row["idempotency_key"],
+        _retry_from_text(retry_policy),
+        timeout,
+        idempotency_key,
         None if http is None else http_from_doc(json.loads(http)),
-        row["create_time"],
-        row["update_time"],
-        row["next_run_time"],
-        row["attempt"],
-        row["execution_count"],
-        row["released_attempts"],
-        row["start_time"],
-        row["end_time"],
-        row["last_error"],
-        load_or_none(row["result"]),
-        row["cancel_reason"],
-        row["skipped_count"],
-        load_or_none(row["progress"]),
-        row["worker_id"],
-        row["lease_expire_time"],
-        row["traceparent"],
-        row["seq"],
+        create_time,
+        update_time,
+        next_run_time,
+        attempt,
+        execution_count,
+        released_attempts,
+        start_time,
+        end_time,
+        last_error,
+        load_or_none(result),
+        cancel_reason,
+        skipped_count,
+        load_or_none(progress),
+        worker_id,
+        lease_expire_time,
+        traceparent,
+        seq,
     )
+
+
+_WIDTH = len(JOB_COLUMNS)
 
 
 def job_result_doc(value: Any) -> str | None:

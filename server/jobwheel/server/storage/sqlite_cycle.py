@@ -26,15 +26,13 @@ from jobwheel.server.storage.bulk_writes import (
     in_write_transaction,
     sqlite_append_events,
 )
-from jobwheel.server.storage.convert import job_from_row
-from jobwheel.server.storage.schema import jobs
+from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values
 from jobwheel.server.storage.sqlite_snapshot import JOB_SNAPSHOT_SQL
 from sqlalchemy import literal_column
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate
 
-_COLUMNS = tuple(c.name for c in jobs.c)
-_PRIORITY, _SEQ = _COLUMNS.index("priority"), _COLUMNS.index("seq")
+_PRIORITY, _SEQ = JOB_COLUMNS.index("priority"), JOB_COLUMNS.index("seq")
 # (id, snapshot) of jobs by seq (the rowid: no index to search) or by id
 _SNAPSHOTS = f"SELECT id, {JOB_SNAPSHOT_SQL} FROM jobs WHERE "
 # (event type, the job after the change, its snapshot)
@@ -45,7 +43,7 @@ _Change = tuple[EventType, Job, str]
 def _claim_sql(tasks: int, include_http: bool) -> str:
     """QUEUED jobs of a queue with one of `tasks` tasks (or an HTTP target) become RUNNING,
     best priority first, FIFO within one; parameters: now, now, worker id, lease end, queue,
-    the tasks, limit. Returns the claimed rows (_COLUMNS, then the job's snapshot)."""
+    the tasks, limit. Returns the claimed rows (JOB_COLUMNS, then the job's snapshot)."""
     runnable = []
     if tasks:
         runnable.append(f"task IN ({','.join('?' * tasks)})")
@@ -62,7 +60,7 @@ def _claim_sql(tasks: int, include_http: bool) -> str:
         " WHERE seq IN (SELECT seq FROM jobs"
         f" WHERE state = '{CLAIMABLE.value}' AND queue = ? AND ({' OR '.join(runnable)})"
         " ORDER BY priority DESC, seq LIMIT ?)"
-        f" RETURNING {', '.join(_COLUMNS)}, {JOB_SNAPSHOT_SQL}"
+        f" RETURNING {', '.join(JOB_COLUMNS)}, {JOB_SNAPSHOT_SQL}"
     )
 
 
@@ -161,16 +159,16 @@ def _snapshots(
 def _start(
     db: sqlite3.Connection, sql: str, params: Sequence[object], now: Micros, worker_id: str
 ) -> tuple[list[Job], list[str]]:
-    """Runs a claim (`sql` returning _COLUMNS and the snapshot of the jobs it made RUNNING)
+    """Runs a claim (`sql` returning JOB_COLUMNS and the snapshot of the jobs it made RUNNING)
     and opens their attempt rows; the jobs best priority first, FIFO within one, and their
     snapshots."""
     rows = db.execute(sql, params).fetchall()
     if not rows:
         return [], []
     rows.sort(key=lambda r: (-r[_PRIORITY], r[_SEQ]))
-    found = [dict(zip(_COLUMNS, row, strict=False)) for row in rows]  # the snapshot left out
-    sqlite_open_attempts(db, found, new_ids(len(found)), worker_id)
-    return [job_from_row(r) for r in found], [row[-1] for row in rows]
+    started = [job_from_values(row) for row in rows]  # the snapshot after the columns
+    sqlite_open_attempts(db, started, new_ids(len(started)), worker_id)
+    return started, [row[-1] for row in rows]
 
 
 def _append(db: sqlite3.Connection, changes: list[_Change], now: Micros) -> int:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jobwheel.server.model import HttpTarget, Job, JobState
 from jobwheel.server.storage.convert import (
     http_to_doc,
@@ -113,6 +116,82 @@ def test_a_snapshot_is_the_one_encoding_of_its_document() -> None:
         dataclasses.replace(base, result=False, last_error="", progress={}),
     ]
     for job in jobs:
+        assert job_snapshot(job) == dumps(_document(job))
+
+
+# any text (control characters, quotes, non-BMP) but lone surrogates, ints within 64 bits:
+# what orjson writes (the test below has the rest)
+_TEXT = st.text(max_size=12)
+_INT = st.integers(-(2**63), 2**63 - 1)
+# floats orjson spells otherwise (1e-05 as 0.00001) among any others
+_FLOAT = st.floats(allow_nan=False, allow_infinity=False) | st.floats(1e-9, 1e-4)
+_DOCUMENT = st.recursive(
+    st.none() | st.booleans() | _INT | _FLOAT | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    texts=st.fixed_dictionaries(
+        {
+            name: _TEXT
+            for name in ("id", "queue", "task", "last_error", "cancel_reason", "worker_id")
+        }
+    ),
+    ints=st.fixed_dictionaries(
+        {
+            name: _INT
+            for name in ("priority", "create_time", "update_time", "attempt", "skipped_count")
+        }
+    ),
+    optional=st.fixed_dictionaries(
+        {
+            name: st.none() | _INT
+            for name in ("timeout", "next_run_time", "start_time", "end_time", "seq")
+        }
+    ),
+    labels=st.dictionaries(_TEXT, _TEXT, max_size=3),
+    key=st.none() | _TEXT,
+    result=_DOCUMENT,
+    progress=st.none() | st.dictionaries(_TEXT, _DOCUMENT, max_size=3),
+    state=st.sampled_from(JobState),
+    shape=st.integers(0, 4),
+)
+def test_any_job_snapshot_is_the_one_encoding_of_its_document(
+    texts: dict[str, str],
+    ints: dict[str, int],
+    optional: dict[str, int | None],
+    labels: dict[str, str],
+    key: str | None,
+    result: Any,
+    progress: dict[str, Any] | None,
+    state: JobState,
+    shape: int,
+) -> None:
+    job = dataclasses.replace(
+        _created()[shape],
+        **texts,
+        **ints,
+        **{name: value for name, value in optional.items() if name != "seq" or value is not None},
+        labels=labels,
+        idempotency_key=key,
+        result=result,
+        progress=progress,
+        state=state,
+    )
+    assert job_snapshot(job) == dumps(_document(job))
+
+
+def test_what_orjson_refuses_is_written_member_by_member() -> None:
+    base = _created()[2]
+    for job in (
+        dataclasses.replace(base, last_error="bad \udcff byte"),  # a lone surrogate
+        dataclasses.replace(base, priority=2**64),
+        dataclasses.replace(base, result={"big": -(2**70), "small": 1e-05}),
+        dataclasses.replace(base, progress={"\ud800": 1}),
+    ):
         assert job_snapshot(job) == dumps(_document(job))
 
 

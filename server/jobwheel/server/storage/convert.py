@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from jobwheel.server.model import (
     Attempt,
     AttemptOutcome,
@@ -346,14 +347,45 @@ def job_snapshot(job: Job) -> str:
     """The job without its payload, as stored in the event log: compact (fields at their
     default are left out), decoded by job_from_snapshot.
 
-    The text `dumps` makes of that document, written member by member (two per attempt, the
-    dispatch cycle's largest cost when built as a dict and encoded whole)."""
+    The text `dumps` makes of that document (two per attempt, on PostgreSQL a tenth of the
+    dispatch cycle's CPU): orjson writes it, with the documents that may hold floats (which it
+    may spell otherwise) as `dumps` text; what orjson refuses (an int past 64 bits, a lone
+    surrogate) is written member by member."""
+    doc = dict(zip(_REQUIRED_FIELDS, _required_of(job), strict=True))
+    schedule, http = job.schedule, job.http
+    doc["schedule"] = _NULL if schedule is None else orjson.Fragment(schedule_text(schedule))
+    doc["retry_policy"] = orjson.Fragment(_retry_text(job.retry_policy))
+    doc["http"] = _NULL if http is None else orjson.Fragment(_http_text(http))
+    for (name, default, document), value in zip(_OPTIONAL, _optional_of(job), strict=True):
+        if value != default or type(value) is not type(default):
+            doc[name] = orjson.Fragment(dumps(value)) if document else value
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return _snapshot_members_text(job)
+
+
+def _snapshot_members_text(job: Job) -> str:
+    """job_snapshot's text, written member by member."""
     parts = []
     for name, key, encode, default in _SNAPSHOT_MEMBERS:
         value = getattr(job, name)
         if default is _ALWAYS or value != default or type(value) is not type(default):
             parts.append(key + encode(value))
     return "{" + ",".join(parts) + "}"
+
+
+def _http_text(http: HttpTarget) -> str:
+    return dumps(http_to_doc(http))
+
+
+_NULL = orjson.Fragment(b"null")
+_required_of = operator.attrgetter(*_REQUIRED_FIELDS)
+_optional_of = operator.attrgetter(*(name for name, _ in _OPTIONAL_FIELDS))
+# (field, its default, whether it holds a document that may hold floats)
+_OPTIONAL = tuple(
+    (name, default, name in ("result", "progress")) for name, default in _OPTIONAL_FIELDS
+)
 
 
 _ALWAYS = object()  # a member every snapshot holds
@@ -387,7 +419,7 @@ _SNAPSHOT_MEMBERS: tuple[tuple[str, str, Callable[[Any], str], Any], ...] = tupl
             # shared by many jobs: their encodings are cached
             ("schedule", '"schedule":', _nullable(schedule_text), _ALWAYS),
             ("retry_policy", '"retry_policy":', _retry_text, _ALWAYS),
-            ("http", '"http":', _nullable(lambda h: dumps(http_to_doc(h))), _ALWAYS),
+            ("http", '"http":', _nullable(_http_text), _ALWAYS),
             *((name, f'"{name}":', _json_value, default) for name, default in _OPTIONAL_FIELDS),
         ],
         key=lambda member: member[0],

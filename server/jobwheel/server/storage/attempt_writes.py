@@ -17,7 +17,12 @@ from jobwheel.server.ids import new_ids
 from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.bulk_writes import in_sqlite_thread
-from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_row, job_result_doc
+from jobwheel.server.storage.convert import (
+    JOB_COLUMNS,
+    job_from_row,
+    job_from_values,
+    job_result_doc,
+)
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.events import Change
 from jobwheel.server.storage.schema import attempts, jobs
@@ -135,7 +140,7 @@ WITH picked AS (
   FROM (SELECT id, execution_count, attempt, start_time, row_number() OVER () AS n
     FROM claimed) AS c
 )
-SELECT * FROM claimed
+SELECT {", ".join(JOB_COLUMNS)} FROM claimed
 """
 
 
@@ -221,8 +226,8 @@ async def pg_claim_queue(
         lease_until,
         new_ids(limit),
     )
-    rows = (await conn.exec_driver_sql(_PG_CLAIM_QUEUE, params)).mappings()
-    claimed = [job_from_row(r) for r in rows]
+    rows = await conn.exec_driver_sql(_PG_CLAIM_QUEUE, params)
+    claimed = [job_from_values(r) for r in rows]
     claimed.sort(key=lambda j: (-j.priority, j.seq))
     return claimed
 

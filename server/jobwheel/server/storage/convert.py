@@ -347,8 +347,9 @@ def job_snapshot(job: Job) -> str:
 
     The text `dumps` makes of that document (two per attempt: written member by member, a
     fifth of the server's CPU in a PostgreSQL drain). orjson writes it, with the documents
-    that may hold floats (which it may spell otherwise) as `dumps` text; what orjson refuses
-    (an int past 64 bits, a lone surrogate) is written member by member."""
+    that may hold floats (which it may spell otherwise) as `dumps` text; the other fields
+    hold what Job's types say (labels strings, times ints), which it spells as `dumps` does.
+    What orjson refuses (an int past 64 bits, a lone surrogate) is written member by member."""
     doc = dict(zip(_REQUIRED_FIELDS, _required_of(job), strict=True))
     schedule, http = job.schedule, job.http
     doc["schedule"] = _NULL if schedule is None else orjson.Fragment(schedule_text(schedule))

@@ -19,6 +19,7 @@ import pytest
 from jobwheel.server.app import App
 from jobwheel.server.clock import Clock
 from jobwheel.server.config import Settings
+from jobwheel.server.event_loop import loop_factory
 from jobwheel.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 
 PG_ENV = "JOBWHEEL_TEST_POSTGRES_URL"
@@ -45,14 +46,9 @@ def pytest_asyncio_loop_factories(
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Tests marked `uvloop` run on it (where it is installed); the others on asyncio's own
     loop."""
-    if item.get_closest_marker("uvloop") is not None:
-        try:
-            import uvloop
-        except ImportError:
-            pass  # the test's own importorskip tells
-        else:
-            return {"uvloop": uvloop.new_event_loop}
-    return {"asyncio": asyncio.new_event_loop}
+    # where uvloop is missing, auto gives None: the test's own importorskip tells
+    factory = loop_factory("auto") if item.get_closest_marker("uvloop") is not None else None
+    return {"asyncio": asyncio.new_event_loop} if factory is None else {"uvloop": factory}
 
 
 def unavailable(reason: str) -> NoReturn:

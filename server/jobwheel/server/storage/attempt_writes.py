@@ -19,7 +19,6 @@ from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.bulk_writes import in_sqlite_thread
 from jobwheel.server.storage.convert import (
     JOB_COLUMNS,
-    job_from_row,
     job_from_values,
     job_result_doc,
 )
@@ -157,10 +156,10 @@ async def start_attempts(
     become RUNNING for `worker_id`, each with a new attempt row; returned in that order."""
     stmt = claim_statement(dialect, where, limit, worker_id, now, lease_until)
     if dialect.array_params:
-        rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id))).mappings()
-        claimed = [job_from_row(r) for r in rows]
+        rows = await conn.execute(_with_attempt_rows(stmt, limit, worker_id))
+        claimed = [job_from_values(r) for r in rows]
     else:
-        claimed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
+        claimed = [job_from_values(r) for r in await conn.execute(stmt)]
         if claimed:
             ids = new_ids(len(claimed))
             await in_sqlite_thread(conn, sqlite_open_attempts, claimed, ids, worker_id)

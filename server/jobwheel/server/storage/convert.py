@@ -28,7 +28,7 @@ from jobwheel.server.model import (
     RetryPolicy,
     Schedule,
 )
-from jobwheel.server.storage.dialect import dumps, dumps_floatless
+from jobwheel.server.storage.dialect import dumps, dumps_floatless, loads
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy.engine import RowMapping
 
@@ -92,7 +92,7 @@ def _doc_or_none(value: Any) -> str | None:
 
 
 def load_or_none(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else loads(text)
 
 
 # What an enqueue sets; every other column starts at its server default (0, '' or NULL).
@@ -275,15 +275,15 @@ def job_from_values(row: Sequence[Any]) -> Job:
         id_,
         queue,
         task,
-        json.loads(payload),
-        {} if labels == "{}" else json.loads(labels),  # most jobs have none
+        loads(payload),
+        {} if labels == "{}" else loads(labels),  # most jobs have none
         priority,
         _STATES[state],
         None if schedule is None else _schedule_from_text(schedule),
         _retry_from_text(retry_policy),
         timeout,
         idempotency_key,
-        None if http is None else http_from_doc(json.loads(http)),
+        None if http is None else http_from_doc(loads(http)),
         create_time,
         update_time,
         next_run_time,
@@ -506,7 +506,7 @@ def _snapshot_tail(job: Job, tails: dict[tuple[Any, ...], str]) -> str:
 
 
 def job_from_snapshot(text: str, payload: dict[str, Any]) -> Job:
-    doc = json.loads(text)
+    doc = loads(text)
     fields = _known_fields(Job, doc)
     fields["state"] = JobState(doc["state"])
     schedule, http = doc.get("schedule"), doc.get("http")

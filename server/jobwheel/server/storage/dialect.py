@@ -8,6 +8,7 @@ the migration lock).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shlex
 import sqlite3
@@ -91,6 +92,22 @@ class StorageUrlError(ValueError):
 # text, which SQLite's nested-value comparison relies on). A shared encoder: json.dumps with
 # options builds a new one per call, which shows up at 50k+ rows/s.
 dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode
+
+# 19 digits in a row: maybe an int past 64 bits, which orjson would read as a float
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def loads(text: str) -> Any:
+    """json.loads(`text`) for stored documents, about 7x faster on the usual small ones: orjson
+    reads them where it gives the same value. It refuses NaN, Infinity, 1e400 and lone
+    surrogates, and reads an int past 64 bits as a float: a text it refuses, or one holding
+    19 digits in a row, goes to json.loads. Raises json.JSONDecodeError on malformed text."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def dumps_floatless(value: Any) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +15,7 @@ from jobwheel.server.storage.dialect import (
     NOTIFY_CHANNEL_SQL,
     SETTINGS_CHANGED,
     dialect_of,
+    loads,
     notify_token,
 )
 from jobwheel.server.storage.filters import job_conditions
@@ -187,7 +187,7 @@ class EventLog(StoreBase):
 
 
 def _event_from_row(row: Any) -> Event:
-    payload = {} if row["payload"] is None else json.loads(row["payload"])
+    payload = {} if row["payload"] is None else loads(row["payload"])
     return Event(
         revision=row["revision"],
         type=EventType(row["type"]),

@@ -105,13 +105,12 @@ def w3_remote(postgres: bool) -> Hook:
 
             running = asyncio.create_task(worker.run())
             try:
-                seen = await jobs.wait_drained(stub, every=jobs.DRAIN_POLL, within=900)
+                await jobs.wait_drained(stub, every=jobs.DRAIN_POLL, within=900)
             finally:
                 await worker.stop(5)
                 await running
             done = await jobs.list_all(stub)
-        first = min(j.start_time.ToMicroseconds() for j in done if j.HasField("start_time")) / 1e6
-        return sizes.drained / (seen - first)
+        return sizes.drained / jobs.drained_span(done)
 
     def hook(sizes: Sizes, env: Env) -> Result:
         with _server(env, postgres, handlers=False) as srv:

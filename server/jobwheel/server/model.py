@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobwheel.server.frozen_init import quick_frozen_init
+
 Micros = int
 SECOND: Micros = 1_000_000
 DEFAULT_QUEUE = "default"
@@ -306,6 +308,7 @@ class Attempt:
     result: Any = None
 
 
+@quick_frozen_init  # built per job
 @dataclass(frozen=True, slots=True)
 class Event:
     revision: int

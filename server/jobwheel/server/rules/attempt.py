@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import ParseDict
+from jobwheel.server.frozen_init import quick_frozen_init
 from jobwheel.server.model import MAX_DOCUMENT_BYTES, AttemptOutcome
 
 # JSON text grows at most about 5.5 times as a protobuf Value (an array of small numbers).
@@ -21,6 +22,7 @@ def oversized(value: Any, text_bytes: int) -> bool:
     return ParseDict(value, struct_pb2.Value()).ByteSize() > MAX_DOCUMENT_BYTES
 
 
+@quick_frozen_init  # built per job
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """An executor's report. `outcome` is SUCCEEDED, FAILED, TIMED_OUT or CANCELLED (LOST

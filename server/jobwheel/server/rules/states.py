@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jobwheel.server import model
+from jobwheel.server.frozen_init import quick_frozen_init
 from jobwheel.server.model import AttemptOutcome, EventType, JobState, Micros, Schedule
 from jobwheel.server.rules import backoff, recurrence
 from jobwheel.server.rules.attempt import AttemptResult
@@ -153,6 +154,7 @@ DELETE = Action(
 # -- attempt ends ------------------------------------------------------------------------------
 
 
+@quick_frozen_init  # built per job
 @dataclass(frozen=True, slots=True)
 class AttemptEnd:
     """How one attempt ended: the attempts-table row it closes."""
@@ -166,6 +168,7 @@ class AttemptEnd:
     now: model.Micros
 
 
+@quick_frozen_init  # built per job
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """The writes that end one attempt. Applied only if the job still holds that attempt.

@@ -195,6 +195,17 @@ def test_what_orjson_refuses_is_written_member_by_member() -> None:
         assert job_snapshot(job) == dumps(_document(job))
 
 
+def test_new_job_snapshots_of_what_orjson_refuses() -> None:
+    base = _created()[2]
+    for job in (
+        dataclasses.replace(base, priority=2**64),
+        dataclasses.replace(base, task="bad \udcff byte"),  # a lone surrogate
+        base,
+    ):
+        [text] = new_job_snapshots([job])
+        assert json.loads(text) == _document(job)
+
+
 def test_snapshot_tails_rebuild_the_batch_snapshots() -> None:
     jobs = _created()
     alike = [

@@ -350,11 +350,7 @@ def job_snapshot(job: Job) -> str:
     that may hold floats (which it may spell otherwise) as `dumps` text; the other fields
     hold what Job's types say (labels strings, times ints), which it spells as `dumps` does.
     What orjson refuses (an int past 64 bits, a lone surrogate) is written member by member."""
-    doc = dict(zip(_REQUIRED_FIELDS, _required_of(job), strict=True))
-    schedule, http = job.schedule, job.http
-    doc["schedule"] = _NULL if schedule is None else orjson.Fragment(schedule_text(schedule))
-    doc["retry_policy"] = orjson.Fragment(_retry_text(job.retry_policy))
-    doc["http"] = _NULL if http is None else orjson.Fragment(_http_text(http))
+    doc = _fragments_doc(job)
     for (name, default, document), value in zip(_OPTIONAL, _optional_of(job), strict=True):
         if value != default or type(value) is not type(default):
             doc[name] = orjson.Fragment(dumps(value)) if document else value
@@ -362,6 +358,17 @@ def job_snapshot(job: Job) -> str:
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:  # orjson.JSONEncodeError
         return _snapshot_members_text(job)
+
+
+def _fragments_doc(job: Job) -> dict[str, Any]:
+    """The members every snapshot holds, for orjson: schedule, retry policy and HTTP target as
+    Fragments of their cached `dumps` text."""
+    doc = dict(zip(_REQUIRED_FIELDS, _required_of(job), strict=True))
+    schedule, http = job.schedule, job.http
+    doc["schedule"] = _NULL if schedule is None else orjson.Fragment(schedule_text(schedule))
+    doc["retry_policy"] = orjson.Fragment(_retry_text(job.retry_policy))
+    doc["http"] = _NULL if http is None else orjson.Fragment(_http_text(http))
+    return doc
 
 
 def _snapshot_members_text(job: Job) -> str:
@@ -498,10 +505,15 @@ def _snapshot_tail(job: Job, tails: dict[tuple[Any, ...], str]) -> str:
     )
     tail = tails.get(key)
     if tail is None:
-        doc = _shared_snapshot_doc(job)
+        doc = _fragments_doc(job)  # as job_snapshot writes it (a single enqueue: one per job)
         for name in _OWN_FIELDS:
             doc.pop(name, None)
-        tail = tails[key] = "," + dumps(doc)[1:]  # without its "{"
+        try:
+            text = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError:  # orjson.JSONEncodeError
+            plain = _shared_snapshot_doc(job)
+            text = dumps({k: v for k, v in plain.items() if k not in _OWN_FIELDS})
+        tail = tails[key] = "," + text[1:]  # without its "{"
     return tail
 
 

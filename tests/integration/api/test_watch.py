@@ -179,9 +179,13 @@ async def test_snapshots_share_a_memory_budget(server: Running) -> None:
     stalled = server.jobs.WatchJobs(request)  # not read yet: its snapshot waits in the server
     one = pb.WatchJobsRequest(filter=E.JobFilter(ids=ids[:1]), include_snapshot=True)
     held, deadline = -1, time.monotonic() + 10
-    while watcher.snapshot_bytes != held and time.monotonic() < deadline:
-        held = watcher.snapshot_bytes
-        await asyncio.sleep(0.3)  # until gRPC's send buffers are full
+    # until the snapshot is being sent and gRPC's send buffers are full (no change in 0.3 s)
+    while time.monotonic() < deadline:
+        now = watcher.snapshot_bytes
+        if now == held and now > 0:
+            break
+        held = now
+        await asyncio.sleep(0.3)
     assert held > 900_000  # what the transport would not take
     watcher.snapshots_max_bytes = held + 500_000  # no room for one more job
 

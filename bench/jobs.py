@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 from google.protobuf import struct_pb2
@@ -95,7 +95,7 @@ async def list_all(
             return out
 
 
-def drained_span(done: Iterable[job_pb2.Job]) -> float:
+def drained_span(done: Sequence[job_pb2.Job]) -> float:
     """Seconds from the first attempt's start to the last end among `done`, both the server's
     clock: the span the peers measure from their handlers' own start and finish."""
     starts = [j.start_time.ToMicroseconds() for j in done if j.HasField("start_time")]

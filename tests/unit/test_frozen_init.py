@@ -60,7 +60,7 @@ def test_builds_what_dataclasses_builds(args: tuple[Any, ...], kwargs: dict[str,
     assert dataclasses.astuple(quick) == dataclasses.astuple(plain)
     assert repr(quick).replace("_Quick", "_Plain") == repr(plain)
     assert quick == _Quick(*args, **kwargs)
-    assert hash(_Quick(1, "x")) == hash(_Quick(1, "x"))
+    assert hash(_Quick(1, "x")) == hash(_Plain(1, "x"))
     assert dataclasses.replace(quick, a=9).a == 9
     assert pickle.loads(pickle.dumps(quick)) == quick
 
@@ -109,6 +109,19 @@ def test_takes_only_frozen_slots_classes_of_plain_fields() -> None:
     class Child(_Plain):
         e: int = 0
 
-    for cls in (Thawed, NoSlots, Factory, KeywordOnly, PostInit, Child, int):
+    @dataclass(frozen=True, slots=True)
+    class WithInitVar:
+        a: int
+        b: dataclasses.InitVar[int] = 0
+
+    @dataclass(frozen=True, slots=True, init=False)
+    class OwnInit:
+        a: int
+
+        def __init__(self, a: int) -> None:
+            object.__setattr__(self, "a", a * 2)
+
+    cases = (Thawed, NoSlots, Factory, KeywordOnly, PostInit, Child, WithInitVar, OwnInit, int)
+    for cls in cases:
         with pytest.raises(TypeError):
             quick_frozen_init(cls)

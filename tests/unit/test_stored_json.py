@@ -1,5 +1,5 @@
 """Stored documents read back by dialect.loads: the same value json.loads gives, for any text
-either encoder writes (big ints, NaN, infinities, -0.0, lone surrogates included)."""
+`dumps` or json.dumps writes (big ints, NaN, infinities, -0.0, lone surrogates included)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ dataclasses' own.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 from typing import Any, TypeVar
 
@@ -20,13 +21,19 @@ T = TypeVar("T")
 
 def quick_frozen_init(cls: type[T]) -> type[T]:
     """Replaces the __init__ of `cls`, a @dataclass(frozen=True, slots=True) whose fields are
-    all plain init parameters (no default_factory, no keyword-only field, no __post_init__),
-    with one of the same signature. Raises TypeError for any other class."""
+    all plain init parameters (no default_factory, keyword-only field, InitVar or
+    __post_init__, no __init__ of its own), with one of the same signature. Raises TypeError
+    for any other class."""
     params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__}: not a frozen dataclass without __post_init__")
+    if params is None or not params.frozen or not params.init or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: not a frozen dataclass with dataclasses' __init__")
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if any(f.default_factory is not dataclasses.MISSING or f.kw_only or not f.init for f in fields):
+    plain = all(
+        f.default_factory is dataclasses.MISSING and not f.kw_only and f.init for f in fields
+    )
+    # an InitVar, which fields() leaves out, is a parameter of its own
+    named = list(inspect.signature(cls.__init__).parameters)[1:] == [f.name for f in fields]
+    if not (plain and named):
         raise TypeError(f"{cls.__name__}: a field is not a plain init parameter")
     scope: dict[str, Any] = {}
     args = []

@@ -178,12 +178,11 @@ async def test_snapshots_share_a_memory_budget(server: Running) -> None:
     request = pb.WatchJobsRequest(filter=E.JobFilter(tasks=["big.one"]), include_snapshot=True)
     stalled = server.jobs.WatchJobs(request)  # not read yet: its snapshot waits in the server
     one = pb.WatchJobsRequest(filter=E.JobFilter(ids=ids[:1]), include_snapshot=True)
-    held, deadline = -1, time.monotonic() + 10
-    # until the snapshot is being sent and gRPC's send buffers are full (no change in 0.3 s)
-    while time.monotonic() < deadline:
+    held, same, deadline = -1, 0, time.monotonic() + 10
+    # until the snapshot was read and gRPC's send buffers are full: no change for 0.9 s
+    while same < 3 and time.monotonic() < deadline:
         now = watcher.snapshot_bytes
-        if now == held and now > 0:
-            break
+        same = same + 1 if now == held and now > 0 else 0
         held = now
         await asyncio.sleep(0.3)
     assert held > 900_000  # what the transport would not take

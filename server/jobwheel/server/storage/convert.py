@@ -362,7 +362,7 @@ def job_snapshot(job: Job) -> str:
 
 def _fragments_doc(job: Job) -> dict[str, Any]:
     """The members every snapshot holds, for orjson: schedule, retry policy and HTTP target as
-    Fragments of their cached `dumps` text."""
+    Fragments of their `dumps` text (the first two cached)."""
     doc = dict(zip(_REQUIRED_FIELDS, _required_of(job), strict=True))
     schedule, http = job.schedule, job.http
     doc["schedule"] = _NULL if schedule is None else orjson.Fragment(schedule_text(schedule))

@@ -50,9 +50,9 @@ chromium:
 # processes, the README, the CLI). PostgreSQL tests run when JOBWHEEL_TEST_POSTGRES_URL is set,
 # or when a PostgreSQL answers on 127.0.0.1:5432 (then postgresql://postgres@127.0.0.1:5432/test;
 # see tests/conftest.py).
-# `make test` runs them in TEST_WORKERS processes (pytest-xdist; each PostgreSQL test has a
-# schema of its own): they mostly wait, so two workers take about 0.6 of the serial time on a
-# 2-core machine. TEST_WORKERS=0 runs them in one process (as --pdb needs).
+# `make test` runs them in TEST_WORKERS processes (pytest-xdist; each worker has a PostgreSQL
+# database of its own, each test a schema): they mostly wait, so two workers take about 0.6 of
+# the serial time on a 2-core machine. TEST_WORKERS=0 runs them in one process (as --pdb needs).
 TEST_WORKERS ?= 2
 test: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP)) chromium
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)

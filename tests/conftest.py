@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -39,6 +39,30 @@ def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if PG_ENV not in os.environ and _answers("127.0.0.1", 5432):
         os.environ[PG_ENV] = PG_DEFAULT  # subprocesses (acceptance servers) inherit it
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # `make test` runs several (pytest-xdist)
+    if worker and os.environ.get(PG_ENV):
+        os.environ[PG_ENV] = asyncio.run(_worker_database(os.environ[PG_ENV], worker))
+
+
+async def _worker_database(url: str, worker: str) -> str:
+    """The URL of a database of this test worker's own beside `url`'s, created if missing:
+    VACUUM marks pages all-visible (what index-only plans need) only past every transaction
+    open in the database, and another worker's tests always hold some. `url` itself where
+    that cannot be had (the tests then report what is wrong with it)."""
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/') or 'postgres'}_{worker}"
+    try:
+        admin = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError):
+        return url
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    except asyncpg.PostgresError:
+        return url  # e.g. no right to create databases: the workers share url's
+    finally:
+        await admin.close()
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def pytest_asyncio_loop_factories(

@@ -51,10 +51,10 @@ async def jobwheel_drain(opts: Options, n: int) -> Drain:
             with profile.sampled(srv.pid, out), CpuShare(srv.pid) as cpu:
                 seen_done = await jobs.wait_drained(stub, every=jobs.DRAIN_POLL, within=600)
             done = await jobs.list_all(stub)
-    first = min(j.start_time.ToMicroseconds() for j in done if j.HasField("start_time")) / 1e6
+    first, last = jobs.drained_span(done)
     return Drain(
         jobs=n,
-        seconds=jobs.drained_span(done),
+        seconds=last - first,
         completed=sum(j.state == job_pb2.JOB_STATE_COMPLETED for j in done),
         seen_seconds=seen_done - first,
         cpu=str(cpu),

@@ -95,9 +95,9 @@ async def list_all(
             return out
 
 
-def drained_span(done: Sequence[job_pb2.Job]) -> float:
-    """Seconds from the first attempt's start to the last end among `done`, both the server's
-    clock: the span the peers measure from their handlers' own start and finish."""
+def drained_span(done: Sequence[job_pb2.Job]) -> tuple[float, float]:
+    """The first attempt's start and the last end among `done` (epoch seconds, the server's
+    clock): the span the peers measure from their handlers' own start and finish."""
     starts = [j.start_time.ToMicroseconds() for j in done if j.HasField("start_time")]
     ends = [j.end_time.ToMicroseconds() for j in done if j.HasField("end_time")]
-    return (max(ends) - min(starts)) / 1e6
+    return min(starts) / 1e6, max(ends) / 1e6

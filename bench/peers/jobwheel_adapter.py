@@ -110,7 +110,8 @@ def w3_remote(postgres: bool) -> Hook:
                 await worker.stop(5)
                 await running
             done = await jobs.list_all(stub)
-        return sizes.drained / jobs.drained_span(done)
+        first, last = jobs.drained_span(done)
+        return sizes.drained / (last - first)
 
     def hook(sizes: Sizes, env: Env) -> Result:
         with _server(env, postgres, handlers=False) as srv:

@@ -309,9 +309,6 @@ def job_result_doc(value: Any) -> str | None:
     return _doc_or_none(value)
 
 
-# read-only uses: the cached documents are never modified
-_schedule_doc = functools.lru_cache(maxsize=256)(schedule_to_doc)
-_retry_doc = functools.lru_cache(maxsize=256)(retry_to_doc)
 # Snapshot fields every snapshot holds (Job's fields without a default); the others only when
 # they differ from their default: a reader (this one or an older one) fills in the defaults.
 _REQUIRED_FIELDS = tuple(
@@ -332,15 +329,6 @@ _OPTIONAL_FIELDS = tuple(
 )
 
 
-def _shared_snapshot_doc(job: Job) -> dict[str, Any]:
-    doc = {name: getattr(job, name) for name in _REQUIRED_FIELDS}
-    # schedules and policies are shared by many jobs: their encodings are cached
-    doc["schedule"] = None if job.schedule is None else _schedule_doc(job.schedule)
-    doc["retry_policy"] = _retry_doc(job.retry_policy)
-    doc["http"] = None if job.http is None else http_to_doc(job.http)
-    return doc
-
-
 def job_snapshot(job: Job) -> str:
     """The job without its payload, as stored in the event log: compact (fields at their
     default are left out), decoded by job_from_snapshot.
@@ -350,31 +338,33 @@ def job_snapshot(job: Job) -> str:
     that may hold floats (which it may spell otherwise) as `dumps` text; the other fields
     hold what Job's types say (labels strings, times ints), which it spells as `dumps` does.
     What orjson refuses (an int past 64 bits, a lone surrogate) is written member by member."""
-    doc = _fragments_doc(job)
-    for (name, default, document), value in zip(_OPTIONAL, _optional_of(job), strict=True):
-        if value != default or type(value) is not type(default):
-            doc[name] = orjson.Fragment(dumps(value)) if document else value
-    try:
-        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:  # orjson.JSONEncodeError
-        return _snapshot_members_text(job)
+    return _snapshot_text(job)
 
 
-def _fragments_doc(job: Job) -> dict[str, Any]:
-    """The members every snapshot holds, for orjson: schedule, retry policy and HTTP target as
-    Fragments of their `dumps` text (the first two cached)."""
+def _snapshot_text(job: Job, leave_out: tuple[str, ...] = ()) -> str:
+    """job_snapshot's text without the members named in `leave_out`."""
     doc = dict(zip(_REQUIRED_FIELDS, _required_of(job), strict=True))
     schedule, http = job.schedule, job.http
     doc["schedule"] = _NULL if schedule is None else orjson.Fragment(schedule_text(schedule))
     doc["retry_policy"] = orjson.Fragment(_retry_text(job.retry_policy))
     doc["http"] = _NULL if http is None else orjson.Fragment(_http_text(http))
-    return doc
+    for (name, default, document), value in zip(_OPTIONAL, _optional_of(job), strict=True):
+        if value != default or type(value) is not type(default):
+            doc[name] = orjson.Fragment(dumps(value)) if document else value
+    for name in leave_out:
+        doc.pop(name, None)
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return _snapshot_members_text(job, leave_out)
 
 
-def _snapshot_members_text(job: Job) -> str:
-    """job_snapshot's text, written member by member."""
+def _snapshot_members_text(job: Job, leave_out: tuple[str, ...] = ()) -> str:
+    """_snapshot_text's text, written member by member."""
     parts = []
     for name, key, encode, default in _SNAPSHOT_MEMBERS:
+        if name in leave_out:
+            continue
         value = getattr(job, name)
         if default is _ALWAYS or value != default or type(value) is not type(default):
             parts.append(key + encode(value))
@@ -505,15 +495,8 @@ def _snapshot_tail(job: Job, tails: dict[tuple[Any, ...], str]) -> str:
     )
     tail = tails.get(key)
     if tail is None:
-        doc = _fragments_doc(job)  # as job_snapshot writes it (a single enqueue: one per job)
-        for name in _OWN_FIELDS:
-            doc.pop(name, None)
-        try:
-            text = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
-        except TypeError:  # orjson.JSONEncodeError
-            plain = _shared_snapshot_doc(job)
-            text = dumps({k: v for k, v in plain.items() if k not in _OWN_FIELDS})
-        tail = tails[key] = "," + text[1:]  # without its "{"
+        # a single enqueue encodes one per job
+        tail = tails[key] = "," + _snapshot_text(job, _OWN_FIELDS)[1:]  # without its "{"
     return tail
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from jobwheel.server.model import SECOND, EventType, Job, JobState, MisfirePolicy
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.transitions import FireClaim
@@ -112,3 +113,58 @@ async def test_a_fire_stores_the_endings_beside_it_in_its_transaction(store: Sto
         (EventType.QUEUED, due.id),
         (EventType.STARTED, due.id),
     ]
+
+
+async def test_catch_up_tells_of_each_move_in_its_events(store: Store) -> None:
+    base = full_job(http=None, idempotency_key=None, task="noop")
+    assert base.schedule is not None
+    schedule = replace(
+        base.schedule, misfire_policy=MisfirePolicy.SKIP, cron=None, interval=SECOND, end_time=None
+    )
+    moving, ending = (
+        replace(base, id=name, schedule=schedule, next_run_time=T0 - 60 * SECOND)
+        for name in ("moving", "ending")
+    )
+    one_off = new_job(state=JobState.SCHEDULED, next_run_time=T0 - SECOND)
+    await store.insert_jobs([moving, ending, one_off])
+    head = await store.head_revision()
+    moves = {"moving": (T0 + SECOND, 3), "ending": (None, 0)}
+    queues, _ = await store.fire_due(T0, T0 - SECOND, lambda job: moves[job.id])
+    assert queues == {"default"}
+    events = await store.read_events(head, 100)
+    assert [e.revision for e in events] == list(range(head + 1, head + 4))  # gap-free
+    assert [(e.type, e.job.id) for e in events] == [
+        (EventType.MISFIRE_SKIPPED, "moving"),
+        (EventType.COMPLETED, "ending"),
+        (EventType.QUEUED, one_off.id),
+    ]
+    for event in events:  # each snapshot is the job as the fire left it
+        stored = await store.get_job(event.job.id)
+        assert stored is not None
+        fields = ("state", "next_run_time", "skipped_count", "end_time", "update_time")
+        assert [getattr(event.job, f) for f in fields] == [getattr(stored, f) for f in fields]
+    moved = await store.get_job("moving")
+    assert moved is not None and (moved.next_run_time, moved.skipped_count) == (T0 + SECOND, 3)
+    assert moved.state is JobState.SCHEDULED
+    ended = await store.get_job("ending")
+    assert ended is not None and ended.state is JobState.COMPLETED and ended.end_time == T0
+
+
+async def test_a_fire_whose_claim_fails_changes_nothing(store: Store) -> None:
+    due = new_job(state=JobState.SCHEDULED, next_run_time=T0)
+    await store.insert_jobs([due])
+    head = await store.head_revision()
+
+    def no_room(queue: str) -> int:
+        raise RuntimeError("no room today")
+
+    started: list[Job] = []
+    failing = replace(fire_claim({}, started), room=no_room)
+    with pytest.raises(RuntimeError, match="no room today"):
+        await store.fire_due(T0, claim=failing)
+    assert started == [] and await store.head_revision() == head
+    still = await store.get_job(due.id)
+    assert still is not None and still.state is JobState.SCHEDULED
+    # the write connection is free again: the next fire promotes and starts the job
+    queues, claimed = await store.fire_due(T0, claim=fire_claim({"default": 1}, started))
+    assert queues == {"default"} and [j.id for j in claimed] == [due.id] == [j.id for j in started]

@@ -1,12 +1,14 @@
 """SQLite's plans reach its partial indexes (version 6): SQLite uses one only when the query's
 WHERE implies the index's at prepare time, so states must be constants there, in the form of
 the predicate (schema.state_is). The claims and leases that run as raw SQL in the driver's
-thread (sqlite_cycle._start) are recorded there; the rest through SQLAlchemy's events."""
+thread (sqlite_cycle._start) are recorded there, the fire's raw statements (sqlite_fire) by
+the write connection's trace callback, with their parameters written in; the rest through
+SQLAlchemy's events."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -51,6 +53,25 @@ def raw_claims(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]
         yield seen
 
 
+@asynccontextmanager
+async def traced(store: Store) -> AsyncIterator[list[tuple[str, Any]]]:
+    """What the write connection runs while inside (its trace callback: parameters written
+    into the text), each with no parameters left."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(statement: str) -> None:
+        seen.append((statement, ()))
+
+    async with store.write_engine.connect() as conn:  # the pool's only write connection
+        driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver._execute(driver._conn.set_trace_callback, record)
+    try:
+        yield seen
+    finally:
+        await driver._execute(driver._conn.set_trace_callback, None)
+
+
 async def plan(store: Store, statement: str, params: Any) -> str:
     async with store.read_engine.connect() as conn:
         rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)
@@ -66,22 +87,28 @@ async def test_queries_reach_the_partial_indexes(
 ) -> None:
     store = busy
     lease = {"tasks": ["send"], "skip_tasks": (), "limit": 5, "now": T0, "lease_until": T0 + 10}
-    with statements(store) as seen, raw_claims(monkeypatch) as claims:
-        await store.due_before(T0 + 10**9, 10)
-        # a misfired recurring job is caught up through the due index, then everything due
-        # is promoted through it
-        await store.fire_due(T0 + 10**9, misfire_before=T0 + HOUR, catch_up=late)
-        await store.dispatch_cycle([], [("emails", 1)], {"send"}, WORKER, T0, T0 + 10)
-        await store.lease(WORKER, queue_names=["emails"], **lease)
-        await store.lease(WORKER, queue_names=["emails", "reports"], **lease)
-        await store.lease(WORKER, queue_names=[], **lease)  # every queue: the skip scan
-        await store.prune_finished(T0 + 1)
-        await store.job_stats(JobFilter(), T0)
-        await store.queue_depths()  # ListQueues' counts
-        await store.queue_depths(["emails"])
-        await store.insert_jobs([new_job(idempotency_key="k3"), new_job(idempotency_key="k")])
+    async with traced(store) as raw:
+        with statements(store) as seen, raw_claims(monkeypatch) as claims:
+            await store.due_before(T0 + 10**9, 10)
+            # a misfired recurring job is caught up through the due index, then everything due
+            # is promoted through it
+            await store.fire_due(T0 + 10**9, misfire_before=T0 + HOUR, catch_up=late)
+            await store.dispatch_cycle([], [("emails", 1)], {"send"}, WORKER, T0, T0 + 10)
+            await store.lease(WORKER, queue_names=["emails"], **lease)
+            await store.lease(WORKER, queue_names=["emails", "reports"], **lease)
+            await store.lease(WORKER, queue_names=[], **lease)  # every queue: the skip scan
+            await store.prune_finished(T0 + 1)
+            await store.job_stats(JobFilter(), T0)
+            await store.queue_depths()  # ListQueues' counts
+            await store.queue_depths(["emails"])
+            await store.insert_jobs([new_job(idempotency_key="k3"), new_job(idempotency_key="k")])
     wanted = {
-        "ix_jobs_due": [s for s in seen if "next_run_time <" in s[0] and "DELETE" not in s[0]],
+        # the wheel's load, and the fire's catch-up and promotion (its rows then by seq)
+        "ix_jobs_due": [
+            s
+            for s in [*seen, *raw]
+            if "next_run_time <" in s[0] and "DELETE" not in s[0] and "seq IN" not in s[0]
+        ],
         "ix_jobs_dispatch": claims,
         "COVERING INDEX ix_jobs_queue_seq": [
             s for s in seen if "WITH RECURSIVE" in s[0] or "GROUP BY jobs.queue, jobs.state" in s[0]
@@ -95,7 +122,8 @@ async def test_queries_reach_the_partial_indexes(
             assert index in await plan(store, statement, params), statement[:300]
     # the claims: one by the dispatch cycle, one per queue probe of the leases
     assert len(claims) == 4
-    assert [s for s in seen if "state = 'scheduled'" in s[0] and "recurring" in s[0]]
+    assert [s for s in raw if "state = 'scheduled'" in s[0] and "recurring" in s[0]]
+    assert [s for s in raw if s[0].startswith("UPDATE jobs SET state = 'queued'")]  # promotion
     # retention picks finished jobs through the end time's index (through the state's, it
     # read every finished job when none had passed retention), not the table
     [prune] = [s for s in seen if "end_time <" in s[0]]  # its pick is inside the DELETE

@@ -383,3 +383,23 @@ def released(job: model.Job, now: model.Micros, why: str) -> Settlement:
         return lost(job, now, why, counts=False)
     past = f"charged: released more than {MAX_RELEASED_ATTEMPTS} times in this execution"
     return lost(job, now, f"{why} ({past})")
+
+
+def caught_up(
+    job: model.Job, now: Micros, next_run: Micros | None, skipped: int
+) -> tuple[model.Job, list[EventType]]:
+    """A recurring job that missed its time (downtime, a pause), moved on: to `next_run`
+    having dropped `skipped` occurrences, or, with None, COMPLETED (its schedule ended); and
+    the events that tell of it."""
+    after = replace(
+        job,
+        next_run_time=next_run,
+        skipped_count=job.skipped_count + skipped,
+        state=S.SCHEDULED if next_run is not None else S.COMPLETED,
+        end_time=None if next_run is not None else now,
+        update_time=now,
+    )
+    kinds = [EventType.MISFIRE_SKIPPED] if skipped else []
+    if next_run is None:
+        kinds.append(EventType.COMPLETED)
+    return after, kinds

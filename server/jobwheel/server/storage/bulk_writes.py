@@ -42,14 +42,36 @@ def in_write_transaction(db: sqlite3.Connection, work: Callable[..., T], *args: 
     returns, rolled back when it raises. In the driver's thread (see in_sqlite_thread), on a
     connection with no transaction open (Store._raw_write)."""
     db.execute("BEGIN IMMEDIATE")
+    return and_commit(db, work, *args)
+
+
+def begun(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
+    """The first part of a write transaction that spans hops: BEGIN IMMEDIATE, then
+    `work(db, *args)`; rolled back if it raises, else left open for `and_commit`."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        return work(db, *args)
+    except BaseException:
+        roll_back(db)
+        raise
+
+
+def and_commit(db: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T:
+    """`work(db, *args)` in the write transaction open on `db`, then COMMIT; rolled back if
+    either raises."""
     try:
         done = work(db, *args)
         db.execute("COMMIT")
     except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
+        roll_back(db)
         raise
     return done
+
+
+def roll_back(db: sqlite3.Connection) -> None:
+    """Rolls back the transaction open on `db`, if any (in the driver's thread)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def wrapped_error(statement: str, exc: sqlite3.Error) -> Exception:

@@ -36,11 +36,11 @@ _PRIORITY, _SEQ = JOB_COLUMNS.index("priority"), JOB_COLUMNS.index("seq")
 # (id, snapshot) of jobs by seq (the rowid: no index to search) or by id
 _SNAPSHOTS = f"SELECT id, {JOB_SNAPSHOT_SQL} FROM jobs WHERE "
 # (event type, the job after the change, its snapshot)
-_Change = tuple[EventType, Job, str]
+Change = tuple[EventType, Job, str]
 
 
 @functools.lru_cache(maxsize=64)
-def _claim_sql(tasks: int, include_http: bool) -> str:
+def claim_sql(tasks: int, include_http: bool) -> str:
     """QUEUED jobs of a queue with one of `tasks` tasks (or an HTTP target) become RUNNING,
     best priority first, FIFO within one; parameters: now, now, worker id, lease end, queue,
     the tasks, limit. Returns the claimed rows (JOB_COLUMNS, then the job's snapshot)."""
@@ -80,7 +80,7 @@ async def sqlite_dispatch_cycle(
     begun); also returns the events it committed, for the caller to emit. Errors are
     SQLAlchemy's (in_sqlite_thread)."""
     names = tuple(tasks)
-    sql = _claim_sql(len(names), include_http) if names or include_http else None
+    sql = claim_sql(len(names), include_http) if names or include_http else None
     applies, claimed, changes, last = await in_sqlite_thread(
         conn,
         in_write_transaction,
@@ -94,7 +94,7 @@ async def sqlite_dispatch_cycle(
         lease_until,
         max_in_list,
     )
-    return applies, claimed, _events(changes, last, now)
+    return applies, claimed, events_of(changes, last, now)
 
 
 def _cycle(
@@ -107,45 +107,61 @@ def _cycle(
     now: Micros,
     lease_until: Micros,
     max_in_list: int,
-) -> tuple[list[bool], list[list[Job]], list[_Change], int]:
+) -> tuple[list[bool], list[list[Job]], list[Change], int]:
     """In the driver's thread, in a write transaction: returns which settlements applied,
     the jobs claimed for each claim (none where `sql`, the claim, is None: nothing could
     match), the event changes in revision order and the last revision they took (0 without
     any)."""
     applies = sqlite_settle(db, settlements, max_in_list) if settlements else []
-    changes = _settled(db, settlements, applies, max_in_list)
+    changes = settled_changes(db, settlements, applies, max_in_list)
+    claimed = claims_of(db, claims, sql, tasks, worker_id, now, lease_until, changes)
+    return applies, claimed, changes, append_changes(db, changes, now)
+
+
+def claims_of(
+    db: sqlite3.Connection,
+    claims: Sequence[tuple[str, int]],
+    sql: str | None,
+    tasks: tuple[str, ...],
+    worker_id: str,
+    now: Micros,
+    lease_until: Micros,
+    changes: list[Change],
+) -> list[list[Job]]:
+    """Runs each (queue, limit) of `claims` with `sql` (claim_sql; None: nothing could match)
+    and returns the jobs each claimed; their STARTED changes are appended to `changes`."""
     claimed: list[list[Job]] = []
     for queue, limit in claims:
         if sql is None or limit <= 0:
             claimed.append([])
             continue
         params = (now, now, worker_id, lease_until, queue, *tasks, limit)
-        started, snapshots = _start(db, sql, params, now, worker_id)
+        started, texts = _start(db, sql, params, now, worker_id)
         claimed.append(started)
         changes += [
-            (EventType.STARTED, job, text) for job, text in zip(started, snapshots, strict=True)
+            (EventType.STARTED, job, text) for job, text in zip(started, texts, strict=True)
         ]
-    return applies, claimed, changes, _append(db, changes, now)
+    return claimed
 
 
-def _settled(
+def settled_changes(
     db: sqlite3.Connection,
     settlements: Sequence[Settlement],
     applies: list[bool],
     max_in_list: int,
-) -> list[_Change]:
+) -> list[Change]:
     """The event changes of the settlements that applied, with the snapshots of their jobs
     as the settlements left them."""
     applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
-    texts = _snapshots(db, "seq", [s.after.seq for s in applied], max_in_list)
+    texts = snapshots(db, "seq", [s.after.seq for s in applied], max_in_list)
     # a job known without its seq (0) is read by id
     missing = [s.after.id for s in applied if s.after.id not in texts]
     if missing:
-        texts.update(_snapshots(db, "id", missing, max_in_list))
+        texts.update(snapshots(db, "id", missing, max_in_list))
     return [(etype, s.after, texts[s.after.id]) for s in applied for etype in s.events]
 
 
-def _snapshots(
+def snapshots(
     db: sqlite3.Connection, column: str, keys: Sequence[object], max_in_list: int
 ) -> dict[str, str]:
     """The snapshots of the jobs whose `column` is one of `keys`, by job id."""
@@ -171,7 +187,7 @@ def _start(
     return started, [row[-1] for row in rows]
 
 
-def _append(db: sqlite3.Connection, changes: list[_Change], now: Micros) -> int:
+def append_changes(db: sqlite3.Connection, changes: list[Change], now: Micros) -> int:
     """Appends the events of `changes`; the last revision (0 without any)."""
     if not changes:
         return 0
@@ -180,7 +196,7 @@ def _append(db: sqlite3.Connection, changes: list[_Change], now: Micros) -> int:
     )
 
 
-def _events(changes: list[_Change], last: int, now: Micros) -> list[Event]:
+def events_of(changes: list[Change], last: int, now: Micros) -> list[Event]:
     first = last - len(changes) + 1
     return [
         Event(revision=first + i, type=etype, job=job, time=now)
@@ -201,12 +217,12 @@ async def sqlite_start_attempts(
     started, changes, last = await in_sqlite_thread(
         conn, in_write_transaction, _lease, str(compiled), params, worker_id, now
     )
-    return started, _events(changes, last, now)
+    return started, events_of(changes, last, now)
 
 
 def _lease(
     db: sqlite3.Connection, sql: str, params: Sequence[object], worker_id: str, now: Micros
-) -> tuple[list[Job], list[_Change], int]:
+) -> tuple[list[Job], list[Change], int]:
     started, snapshots = _start(db, sql, params, now, worker_id)
     changes = [(EventType.STARTED, job, text) for job, text in zip(started, snapshots, strict=True)]
-    return started, changes, _append(db, changes, now)
+    return started, changes, append_changes(db, changes, now)

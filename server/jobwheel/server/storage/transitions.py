@@ -7,10 +7,10 @@ attempt number it holds), so a late or duplicate report changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from jobwheel.server.model import EventType, Job, JobState, Micros
-from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement
+from jobwheel.server.model import Event, EventType, Job, JobState, Micros
+from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement, caught_up
 from jobwheel.server.storage.attempt_writes import (
     claim_statement,
     pg_claim_queue,
@@ -23,6 +23,7 @@ from jobwheel.server.storage.convert import job_from_row
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.schema import jobs, state_is
 from jobwheel.server.storage.sqlite_cycle import sqlite_dispatch_cycle, sqlite_start_attempts
+from jobwheel.server.storage.sqlite_fire import sqlite_fire
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -91,6 +92,32 @@ class Transitions(StoreBase):
         queues and the jobs claimed (RUNNING, best priority first, FIFO within one, per queue
         in name order); `claim.started` sees them after the commit, before anyone is told of
         the events."""
+        if self.dialect.single_writer:  # the transaction in two driver-thread hops
+            async with self._raw_write() as conn:
+                applies, promoted, claimed, committed = await sqlite_fire(
+                    conn, now, misfire_before, catch_up, claim, self.dialect.max_in_list
+                )
+            queues = {job.queue for job in promoted}
+        else:
+            applies, queues, claimed, committed = await self._fire_due(
+                now, misfire_before, catch_up, claim
+            )
+        if claim is not None:
+            if claim.settled is not None and claim.settlements:
+                claim.settled(applies)
+            claim.started(claimed)
+        self._emit(committed)
+        return queues, claimed
+
+    async def _fire_due(
+        self,
+        now: Micros,
+        misfire_before: Micros | None,
+        catch_up: Callable[[Job], tuple[Micros | None, int]] | None,
+        claim: FireClaim | None,
+    ) -> tuple[list[bool], set[str], list[Job], list[Event]]:
+        """fire_due's transaction through SQLAlchemy (PostgreSQL): which settlements
+        applied, the queues promoted, the jobs claimed and the events committed."""
         stmt = (
             update(jobs)
             .where(state_is(*WAITING), jobs.c.next_run_time <= now)
@@ -122,12 +149,7 @@ class Transitions(StoreBase):
                     )
                 changes += started(claimed)
             committed = await append_events(conn, changes, now)
-        if claim is not None:
-            if claim.settled is not None and claim.settlements:
-                claim.settled(applies)
-            claim.started(claimed)
-        self._emit(committed)
-        return queues, claimed
+        return applies, queues, claimed, committed
 
     async def _catch_up(
         self,
@@ -174,15 +196,7 @@ class Transitions(StoreBase):
         late = [job_from_row(r) for r in (await conn.execute(late_stmt)).mappings()]
         changes: list[tuple[EventType, Job]] = []
         for job in late:
-            next_run, skipped = catch_up(job)
-            after = replace(
-                job,
-                next_run_time=next_run,
-                skipped_count=job.skipped_count + skipped,
-                state=JobState.SCHEDULED if next_run is not None else JobState.COMPLETED,
-                end_time=None if next_run is not None else now,
-                update_time=now,
-            )
+            after, kinds = caught_up(job, now, *catch_up(job))
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job.id)
@@ -194,10 +208,7 @@ class Transitions(StoreBase):
                     update_time=now,
                 )
             )
-            if skipped:
-                changes.append((EventType.MISFIRE_SKIPPED, after))
-            if next_run is None:
-                changes.append((EventType.COMPLETED, after))
+            changes += [(kind, after) for kind in kinds]
         return changes
 
     async def claim(

@@ -112,8 +112,7 @@ def _cycle(
     the jobs claimed for each claim (none where `sql`, the claim, is None: nothing could
     match), the event changes in revision order and the last revision they took (0 without
     any)."""
-    applies = sqlite_settle(db, settlements, max_in_list) if settlements else []
-    changes = settled_changes(db, settlements, applies, max_in_list)
+    applies, changes = settle_in(db, settlements, max_in_list)
     claimed = claims_of(db, claims, sql, tasks, worker_id, now, lease_until, changes)
     return applies, claimed, changes, append_changes(db, changes, now)
 
@@ -144,7 +143,16 @@ def claims_of(
     return claimed
 
 
-def settled_changes(
+def settle_in(
+    db: sqlite3.Connection, settlements: Sequence[Settlement], max_in_list: int
+) -> tuple[list[bool], list[Change]]:
+    """Applies the settlements that hold (sqlite_settle); which applied, and the event
+    changes of those. In the driver's thread, in a write transaction."""
+    applies = sqlite_settle(db, settlements, max_in_list) if settlements else []
+    return applies, _settled(db, settlements, applies, max_in_list)
+
+
+def _settled(
     db: sqlite3.Connection,
     settlements: Sequence[Settlement],
     applies: list[bool],

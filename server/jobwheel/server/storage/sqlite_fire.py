@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement, caught_up
-from jobwheel.server.storage.attempt_writes import sqlite_settle
 from jobwheel.server.storage.bulk_writes import and_commit, begun, in_sqlite_thread, roll_back
 from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values
 from jobwheel.server.storage.sqlite_cycle import (
@@ -27,7 +26,7 @@ from jobwheel.server.storage.sqlite_cycle import (
     claim_sql,
     claims_of,
     events_of,
-    settled_changes,
+    settle_in,
     snapshots,
 )
 from jobwheel.server.storage.sqlite_snapshot import JOB_SNAPSHOT_SQL
@@ -103,8 +102,7 @@ def _due(
     max_in_list: int,
 ) -> tuple[list[bool], list[Job], list[Change]]:
     """The first hop's work, in the write transaction."""
-    applies = sqlite_settle(db, settlements, max_in_list) if settlements else []
-    changes = settled_changes(db, settlements, applies, max_in_list)
+    applies, changes = settle_in(db, settlements, max_in_list)
     if catch_up is not None and misfire_before is not None:
         changes += _caught_up(db, now, misfire_before, catch_up, max_in_list)
     rows = db.execute(_PROMOTE, (now, now)).fetchall()

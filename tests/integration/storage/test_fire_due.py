@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -168,3 +169,33 @@ async def test_a_fire_whose_claim_fails_changes_nothing(store: Store) -> None:
     # the write connection is free again: the next fire promotes and starts the job
     queues, claimed = await store.fire_due(T0, claim=fire_claim({"default": 1}, started))
     assert queues == {"default"} and [j.id for j in claimed] == [due.id] == [j.id for j in started]
+
+
+async def test_a_cancelled_fire_stays_cancelled_whatever_its_rollback_meets(
+    store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fire cancelled between its hops (a server stopping) whose rollback then fails, as on
+    # a connection already closed: the cancellation, not the rollback's error, must come out,
+    # or the dispatcher's retry loop would take it for a failed fire and go on
+    if backend != "sqlite":
+        pytest.skip("SQLite's fire in two hops")
+    from jobwheel.server.storage import sqlite_fire
+
+    def closed(db: object) -> None:
+        raise ValueError("Connection closed")
+
+    def cancelled(queue: str) -> int:
+        raise asyncio.CancelledError
+
+    due = new_job(state=JobState.SCHEDULED, next_run_time=T0)
+    await store.insert_jobs([due])
+    started: list[Job] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_fire, "roll_back", closed)
+        with pytest.raises(asyncio.CancelledError):
+            await store.fire_due(T0, claim=replace(fire_claim({}, started), room=cancelled))
+    # the transaction left open went back with its connection, rolled back there
+    still = await store.get_job(due.id)
+    assert still is not None and still.state is JobState.SCHEDULED
+    queues, claimed = await store.fire_due(T0, claim=fire_claim({"default": 1}, started))
+    assert queues == {"default"} and [j.id for j in claimed] == [due.id]

@@ -12,6 +12,7 @@ catch-up are transitions' SQLAlchemy statements written out.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -87,7 +88,10 @@ async def sqlite_fire(
             conn, and_commit, _start_due, claims, claim, now, changes
         )
     except BaseException:
-        await in_sqlite_thread(conn, roll_back)
+        # what ended the fire goes on, whatever the rollback meets (a closed connection must
+        # not turn a cancellation into an error that a retry loop takes for a failed fire)
+        with contextlib.suppress(Exception):
+            await in_sqlite_thread(conn, roll_back)
         raise
     started = [job for jobs in claimed for job in jobs]
     return applies, promoted, started, events_of(changes, last, now)

@@ -7,11 +7,11 @@ implementation for SQLite and PostgreSQL. Times are µs since the epoch (model.M
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from jobwheel.server.model import Event, EventSubscription, Job, Micros, NewJob, QueueSettings
-from jobwheel.server.rules.states import Settlement
+from jobwheel.server.rules.states import CatchUp, Settlement
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.transitions import FireClaim
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,14 +33,14 @@ class EngineStore(Protocol):
         self,
         now: Micros,
         misfire_before: Micros | None = None,
-        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+        catch_up: CatchUp | None = None,
     ) -> set[str]: ...
 
     async def fire_due(
         self,
         now: Micros,
         misfire_before: Micros | None = None,
-        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+        catch_up: CatchUp | None = None,
         claim: FireClaim | None = None,
     ) -> tuple[set[str], list[Job]]: ...
 

@@ -23,6 +23,7 @@ released (graceful stop)       -> QUEUED again at once; the attempt is on record
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -383,6 +384,11 @@ def released(job: model.Job, now: model.Micros, why: str) -> Settlement:
         return lost(job, now, why, counts=False)
     past = f"charged: released more than {MAX_RELEASED_ATTEMPTS} times in this execution"
     return lost(job, now, f"{why} ({past})")
+
+
+# a misfired recurring job's new next run time (None: its schedule ended) and how many runs
+# it skipped, from the job (the scheduler's misfire policy)
+CatchUp = Callable[[model.Job], tuple[Micros | None, int]]
 
 
 def caught_up(

@@ -135,11 +135,9 @@ def claims_of(
             claimed.append([])
             continue
         params = (now, now, worker_id, lease_until, queue, *tasks, limit)
-        started, texts = _start(db, sql, params, now, worker_id)
+        started, starts = _start(db, sql, params, now, worker_id)
         claimed.append(started)
-        changes += [
-            (EventType.STARTED, job, text) for job, text in zip(started, texts, strict=True)
-        ]
+        changes += starts
     return claimed
 
 
@@ -182,17 +180,18 @@ def snapshots(
 
 def _start(
     db: sqlite3.Connection, sql: str, params: Sequence[object], now: Micros, worker_id: str
-) -> tuple[list[Job], list[str]]:
+) -> tuple[list[Job], list[Change]]:
     """Runs a claim (`sql` returning JOB_COLUMNS and the snapshot of the jobs it made RUNNING)
     and opens their attempt rows; the jobs best priority first, FIFO within one, and their
-    snapshots."""
+    STARTED changes."""
     rows = db.execute(sql, params).fetchall()
     if not rows:
         return [], []
     rows.sort(key=lambda r: (-r[_PRIORITY], r[_SEQ]))
     started = [job_from_values(row) for row in rows]  # the snapshot after the columns
     sqlite_open_attempts(db, started, new_ids(len(started)), worker_id)
-    return started, [row[-1] for row in rows]
+    starts = [(EventType.STARTED, job, row[-1]) for job, row in zip(started, rows, strict=True)]
+    return started, starts
 
 
 def append_changes(db: sqlite3.Connection, changes: list[Change], now: Micros) -> int:
@@ -231,6 +230,5 @@ async def sqlite_start_attempts(
 def _lease(
     db: sqlite3.Connection, sql: str, params: Sequence[object], worker_id: str, now: Micros
 ) -> tuple[list[Job], list[Change], int]:
-    started, snapshots = _start(db, sql, params, now, worker_id)
-    changes = [(EventType.STARTED, job, text) for job, text in zip(started, snapshots, strict=True)]
+    started, changes = _start(db, sql, params, now, worker_id)
     return started, changes, append_changes(db, changes, now)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
-from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement, caught_up
+from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
 from jobwheel.server.storage.bulk_writes import and_commit, begun, in_sqlite_thread, roll_back
 from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values
 from jobwheel.server.storage.sqlite_cycle import (
@@ -35,9 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 if TYPE_CHECKING:  # transitions imports this module
     from jobwheel.server.storage.transitions import FireClaim
-
-# a misfired job's new next run time (None: its schedule ended) and how many runs it skipped
-CatchUp = Callable[[Job], tuple[Micros | None, int]]
 
 _SEQ = JOB_COLUMNS.index("seq")
 _WAITING = " OR ".join(f"state = '{state.value}'" for state in WAITING)  # ix_jobs_due's form

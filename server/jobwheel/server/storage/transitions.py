@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
-from jobwheel.server.rules.states import CLAIMABLE, WAITING, Settlement, caught_up
+from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
 from jobwheel.server.storage.attempt_writes import (
     claim_statement,
     pg_claim_queue,
@@ -70,7 +70,7 @@ class Transitions(StoreBase):
         self,
         now: Micros,
         misfire_before: Micros | None = None,
-        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+        catch_up: CatchUp | None = None,
     ) -> set[str]:
         """SCHEDULED/RETRYING jobs whose time has come become QUEUED; returns their queues.
 
@@ -84,7 +84,7 @@ class Transitions(StoreBase):
         self,
         now: Micros,
         misfire_before: Micros | None = None,
-        catch_up: Callable[[Job], tuple[Micros | None, int]] | None = None,
+        catch_up: CatchUp | None = None,
         claim: FireClaim | None = None,
     ) -> tuple[set[str], list[Job]]:
         """`promote_due`, and with `claim` the claim of the promoted jobs' queues in the same
@@ -113,7 +113,7 @@ class Transitions(StoreBase):
         self,
         now: Micros,
         misfire_before: Micros | None,
-        catch_up: Callable[[Job], tuple[Micros | None, int]] | None,
+        catch_up: CatchUp | None,
         claim: FireClaim | None,
     ) -> tuple[list[bool], set[str], list[Job], list[Event]]:
         """fire_due's transaction through SQLAlchemy (PostgreSQL): which settlements
@@ -156,7 +156,7 @@ class Transitions(StoreBase):
         conn: AsyncConnection,
         now: Micros,
         before: Micros,
-        catch_up: Callable[[Job], tuple[Micros | None, int]],
+        catch_up: CatchUp,
     ) -> list[tuple[EventType, Job]]:
         """Recurring jobs due before `before` move on (`catch_up`), in batches by seq."""
         # Only the due-time index finds them cheaply: ordered by seq with a limit, a planner
@@ -180,7 +180,7 @@ class Transitions(StoreBase):
         conn: AsyncConnection,
         now: Micros,
         before: Micros,
-        catch_up: Callable[[Job], tuple[Micros | None, int]],
+        catch_up: CatchUp,
         seqs: list[int],
     ) -> list[tuple[EventType, Job]]:
         late_stmt = (

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import os
 import shutil
 import sys
 import tempfile
@@ -16,8 +18,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from bench import batch_enqueue, drain, enqueue_rpc, env, lateness, metrics_cost, profile, watch
 from bench.options import Options
+from bench.pg import fresh_database
 from bench.report import Row, notes, table
 
 Scenario = Callable[[Options], Awaitable[list[Row]]]
@@ -29,6 +34,8 @@ SCENARIOS: dict[str, Scenario] = {
     "watch": watch.run,
     "metrics": metrics_cost.run,
 }
+# the scenarios whose one jobwheel server runs on --postgres when it is given
+ON_POSTGRES = ("enqueue", "batch", "drain", "lateness")
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
@@ -50,6 +57,13 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
         metavar="DIR",
         help="sample the servers with py-spy into DIR and print their hotspots",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run jobwheel on PostgreSQL in the " + ", ".join(ON_POSTGRES) + " scenarios: "
+        "a fresh database per scenario beside the one URL names, dropped after "
+        "(watch and metrics stay on SQLite)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep databases and server logs")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="jobwheel-bench-"))
@@ -66,10 +80,14 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     return args, opts
 
 
-async def run(names: list[str], opts: Options) -> list[Row]:
+async def run(names: list[str], opts: Options, postgres: str | None = None) -> list[Row]:
     rows: list[Row] = []
     for name in names:
-        rows += await SCENARIOS[name](opts)
+        if postgres is None or name not in ON_POSTGRES:
+            rows += await SCENARIOS[name](opts)
+            continue
+        with fresh_database(postgres, f"jobwheel_bench_{os.getpid()}_{name}") as url:
+            rows += await SCENARIOS[name](dataclasses.replace(opts, db_url=url))
     return rows
 
 
@@ -83,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     names = args.only or list(SCENARIOS)
     started = time.monotonic()
     try:
-        rows = asyncio.run(run(names, opts))
+        rows = asyncio.run(run(names, opts, args.postgres))
     finally:
         if args.keep:
             print(f"databases and logs kept in {opts.workdir}", file=sys.stderr)
@@ -96,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         "the machine's cores (closed-loop RPC scenarios: about one core each; drain and "
         "lateness: the client only polls)"
     )
+    if args.postgres:
+        on = ", ".join(n for n in names if n in ON_POSTGRES)
+        print(f"jobwheel on PostgreSQL ({make_url(args.postgres).host}) in: {on or 'none'}")
     print(f"command: python -m bench {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
     print(table(rows))

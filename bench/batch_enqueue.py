@@ -17,7 +17,9 @@ CALLERS = (1, 4)
 async def run(opts: Options) -> list[Row]:
     req = jobs.batch(jobs.UNHANDLED, opts.batch_size)
     rows: list[Row] = []
-    with procs.jobwheel_server(opts.db("batch"), opts.log("batch"), handlers=False) as srv:
+    with procs.jobwheel_server(
+        opts.db("batch"), opts.log("batch"), handlers=False, url=opts.db_url
+    ) as srv:
         async with jobs.channel(srv.address) as ch:
             stub = jobs.stub(ch)
             await stub.BatchEnqueueJobs(req)

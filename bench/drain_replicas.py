@@ -23,30 +23,14 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from jobwheel.server.model import JobState
 from jobwheel.v1 import job_service_pb2 as pb
-from sqlalchemy.engine import make_url
 
 from bench import jobs, procs
 from bench.handlers import NOOP
-
-
-def _psql(url: str, sql: str) -> str:
-    out = subprocess.run(["psql", url, "-Atqc", sql], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-@contextlib.contextmanager
-def _database(admin_url: str, name: str) -> Iterator[str]:
-    _psql(admin_url, f"DROP DATABASE IF EXISTS {name}")
-    _psql(admin_url, f"CREATE DATABASE {name}")
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _psql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+from bench.pg import fresh_database, psql
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -75,12 +59,12 @@ def _postgres_pids() -> list[int]:
 def _backends_of(url: str) -> list[int]:
     """The PostgreSQL backends serving the bench's database (not the other databases on a
     shared server, whose load would count in `_postgres_pids`)."""
-    pids = _psql(url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    pids = psql(url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
     return [int(p) for p in pids.split()]
 
 
 def _wal_lsn(url: str) -> int:
-    return int(_psql(url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
+    return int(psql(url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"))
 
 
 async def _load(address: str, n: int) -> None:
@@ -96,7 +80,7 @@ async def _resume(address: str) -> None:
 
 
 def run_once(admin_url: str, n: int, replicas: int, work: Path) -> str:
-    with _database(admin_url, f"bench_replicas_{os.getpid()}") as url:
+    with fresh_database(admin_url, f"bench_replicas_{os.getpid()}") as url:
         with procs.jobwheel_server(
             work / "x.db", work / "loader.log", handlers=False, url=url
         ) as s:
@@ -116,14 +100,14 @@ def run_once(admin_url: str, n: int, replicas: int, work: Path) -> str:
             wal_before = _wal_lsn(url)
             ours_before = _cpu_seconds([s.pid for s in servers])
             asyncio.run(_resume(servers[0].address))
-            while _psql(url, _ANY_LEFT) == "t":
+            while psql(url, _ANY_LEFT) == "t":
                 time.sleep(POLL)
             pg_cpu = _cpu_seconds(pg) - pg_before
             ours_cpu = _cpu_seconds([s.pid for s in servers]) - ours_before
             own_cpu = sum(_cpu_seconds([p]) - own_before.get(p, 0.0) for p in _backends_of(url))
             wal = _wal_lsn(url) - wal_before
-        span = float(_psql(url, "SELECT (max(end_time) - min(start_time)) / 1e6 FROM jobs"))
-        per_replica = _psql(
+        span = float(psql(url, "SELECT (max(end_time) - min(start_time)) / 1e6 FROM jobs"))
+        per_replica = psql(
             url,
             "SELECT string_agg(c::text, '/' ORDER BY c DESC) FROM "
             "(SELECT count(*) AS c FROM attempts GROUP BY worker_id) AS w",

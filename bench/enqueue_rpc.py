@@ -41,7 +41,7 @@ async def run(opts: Options) -> list[Row]:
     db, log = opts.db("enqueue"), opts.log("enqueue")
     with (
         procs.echo_server(opts.log("echo")) as echo,
-        procs.jobwheel_server(db, log, handlers=False) as srv,
+        procs.jobwheel_server(db, log, handlers=False, url=opts.db_url) as srv,
     ):
         for i in range(ROUNDS):
             print(f"[enqueue] round {i + 1}/{ROUNDS}: echo, jobwheel ...", file=sys.stderr)

@@ -107,7 +107,7 @@ async def enqueue_seconds(address: str, count: int) -> float:
 
 async def run(opts: Options) -> list[Row]:
     rows = []
-    with procs.jobwheel_server(opts.db("lateness"), opts.log("lateness")) as srv:
+    with procs.jobwheel_server(opts.db("lateness"), opts.log("lateness"), url=opts.db_url) as srv:
         print(f"[lateness] idle: {opts.idle_fires} over {opts.idle_span:g} s ...", file=sys.stderr)
         idle = await measure(srv.address, "idle", opts.idle_fires, opts.idle_span, 0.2)
         rows.append(

@@ -298,7 +298,8 @@ async def test_queries_reach_the_partial_indexes_in_generic_plans(
         await store.prune_finished(T0 + 1)
         await store.queue_depths(["emails", "bulk"])  # ListQueues' counts
     wanted = {
-        "ix_jobs_due": [s for s in seen if "next_run_time <" in s[0] and "SELECT" in s[0]],
+        # the wheel's load, the misfire catch-up's look-up and the promotion
+        "ix_jobs_due": [s for s in seen if "next_run_time <" in s[0]],
         "ix_jobs_dispatch": [s for s in seen if "FOR UPDATE SKIP LOCKED" in s[0]],
         "ix_jobs_end_time": [s for s in seen if "end_time <" in s[0]],  # the pick in the DELETE
         "Index Only Scan using ix_jobs_queue_seq": [

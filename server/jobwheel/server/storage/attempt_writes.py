@@ -3,8 +3,9 @@
 The only claim statement (the dispatch cycle's claims, a fire's claim of the queues it
 promoted, a remote worker's lease) and the settlement of attempt endings (the dispatch cycle,
 remote workers' reports) are steps a caller combines in one transaction: each returns the
-event changes it made, and the caller appends them once, last (storage/events.py). Each step
-is set-based, a few statements whatever the number of jobs.
+event changes it made, each with its job's snapshot written by the statement itself
+(snapshot_sql), and the caller appends them once, last (storage/events.py). Each step is
+set-based, a few statements whatever the number of jobs.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import Any
 from jobwheel.server.ids import new_ids
 from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import Settlement
-from jobwheel.server.storage.bulk_writes import in_sqlite_thread
 from jobwheel.server.storage.convert import (
     JOB_COLUMNS,
     job_from_values,
     job_result_doc,
 )
-from jobwheel.server.storage.dialect import Dialect
-from jobwheel.server.storage.events import Change
+from jobwheel.server.storage.dialect import POSTGRESQL, Dialect
+from jobwheel.server.storage.events import TextChange
 from jobwheel.server.storage.schema import attempts, jobs
+from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL, pg_job_snapshot_sql
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     update,
 )
@@ -43,6 +45,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import Grouping
 
 _RUNNING = JobState.RUNNING.value
+_PRIORITY, _SEQ = JOB_COLUMNS.index("priority"), JOB_COLUMNS.index("seq")
 _ATTEMPT_RUNNING = AttemptOutcome.RUNNING.value
 
 # Driver-level statements (no per-row work in SQLAlchemy): `?` for SQLite's executemany;
@@ -75,7 +78,8 @@ _SQLITE_INSERT_ATTEMPT = (
 # every RUNNING job instead, through the state index, whose entries for the versions claims
 # left behind it visits until a vacuum: each settlement of a long drain cost more than the last.
 # The attempts' update takes what it needs from the rows the jobs' update returns: a join of
-# two CTEs, whose sizes the planner cannot know, may compare every pair of their rows.
+# two CTEs, whose sizes the planner cannot know, may compare every pair of their rows. Each
+# settled job's snapshot comes back with its index, for its events.
 _PG_SETTLE = f"""
 WITH v AS (
   SELECT * FROM unnest(
@@ -101,7 +105,8 @@ WITH v AS (
     worker_id = '', lease_expire_time = NULL, update_time = w.now
   FROM w
   WHERE jobs.id = w.id AND jobs.attempt = w.held AND jobs.execution_count = w.execution
-  RETURNING jobs.id, w.ord, w.held, w.execution, w.now, w.outcome, w.error, w.attempt_result
+  RETURNING jobs.id, w.ord, w.held, w.execution, w.now, w.outcome, w.error, w.attempt_result,
+    {pg_job_snapshot_sql("jobs")} AS snapshot
 ), ended AS (
   UPDATE attempts SET end_time = s.now, outcome = s.outcome, error = s.error,
     result = s.attempt_result
@@ -109,13 +114,13 @@ WITH v AS (
   WHERE attempts.job_id = s.id AND attempts.execution = s.execution
     AND attempts.number = s.held AND attempts.outcome = '{_ATTEMPT_RUNNING}'
 )
-SELECT ord FROM settled
+SELECT ord, snapshot FROM settled
 """
 
 # The in-process claim of one queue (tasks this process runs, or with $3 HTTP targets) with
-# the insert of the attempt rows, as start_attempts on PostgreSQL, in SQL text: no statement
-# to build per call; asyncpg prepares it once per connection. The n-th row claimed gets the
-# n-th of the fresh attempt ids ($8).
+# the insert of the attempt rows, as pg_start_attempts, in SQL text: no statement to build per
+# call; asyncpg prepares it once per connection. The n-th row claimed gets the n-th of the
+# fresh attempt ids ($8). Returns JOB_COLUMNS and each job's snapshot.
 _PG_CLAIM_QUEUE = f"""
 WITH picked AS (
   SELECT seq FROM jobs
@@ -139,32 +144,24 @@ WITH picked AS (
   FROM (SELECT id, execution_count, attempt, start_time, row_number() OVER () AS n
     FROM claimed) AS c
 )
-SELECT {", ".join(JOB_COLUMNS)} FROM claimed
+SELECT {", ".join(JOB_COLUMNS)}, {PG_JOB_SNAPSHOT_SQL} FROM claimed
 """
 
 
-async def start_attempts(
+async def pg_start_attempts(
     conn: AsyncConnection,
-    dialect: Dialect,
     where: list[ColumnElement[bool]],
     limit: int,
     worker_id: str,
     now: Micros,
     lease_until: Micros,
-) -> list[Job]:
-    """QUEUED jobs matching `where` (up to `limit`, best priority first, FIFO within one)
-    become RUNNING for `worker_id`, each with a new attempt row; returned in that order."""
-    stmt = claim_statement(dialect, where, limit, worker_id, now, lease_until)
-    if dialect.array_params:
-        rows = await conn.execute(_with_attempt_rows(stmt, limit, worker_id))
-        claimed = [job_from_values(r) for r in rows]
-    else:
-        claimed = [job_from_values(r) for r in await conn.execute(stmt)]
-        if claimed:
-            ids = new_ids(len(claimed))
-            await in_sqlite_thread(conn, sqlite_open_attempts, claimed, ids, worker_id)
-    claimed.sort(key=lambda j: (-j.priority, j.seq))
-    return claimed
+) -> tuple[list[Job], list[TextChange]]:
+    """PostgreSQL: QUEUED jobs matching `where` (up to `limit`, best priority first, FIFO
+    within one) become RUNNING for `worker_id`, each with a new attempt row; returned in that
+    order, with their STARTED changes."""
+    stmt = claim_statement(POSTGRESQL, where, limit, worker_id, now, lease_until)
+    rows = (await conn.execute(_with_attempt_rows(stmt, limit, worker_id))).all()
+    return _started(rows)
 
 
 def claim_statement(
@@ -212,9 +209,9 @@ async def pg_claim_queue(
     worker_id: str,
     now: Micros,
     lease_until: Micros,
-) -> list[Job]:
-    """PostgreSQL: start_attempts for the in-process claim of `queue` (jobs whose task is in
-    `tasks`, or with `include_http` an HTTP target), in one prepared statement."""
+) -> tuple[list[Job], list[TextChange]]:
+    """PostgreSQL: pg_start_attempts for the in-process claim of `queue` (jobs whose task is
+    in `tasks`, or with `include_http` an HTTP target), in one prepared statement."""
     params = (
         queue,
         list(tasks),
@@ -225,10 +222,16 @@ async def pg_claim_queue(
         lease_until,
         new_ids(limit),
     )
-    rows = await conn.exec_driver_sql(_PG_CLAIM_QUEUE, params)
+    return _started((await conn.exec_driver_sql(_PG_CLAIM_QUEUE, params)).all())
+
+
+def _started(rows: Sequence[Sequence[Any]]) -> tuple[list[Job], list[TextChange]]:
+    """Claimed rows (JOB_COLUMNS, then the snapshot): the jobs best priority first, FIFO
+    within one, and their STARTED changes."""
+    rows = sorted(rows, key=lambda r: (-r[_PRIORITY], r[_SEQ]))
     claimed = [job_from_values(r) for r in rows]
-    claimed.sort(key=lambda j: (-j.priority, j.seq))
-    return claimed
+    starts = [(EventType.STARTED, job, r[-1]) for job, r in zip(claimed, rows, strict=True)]
+    return claimed, starts
 
 
 def _with_attempt_rows(claim: ReturningUpdate[Any], limit: int, worker_id: str) -> Select[Any]:
@@ -260,36 +263,32 @@ def _with_attempt_rows(claim: ReturningUpdate[Any], limit: int, worker_id: str) 
         )
         .cte("opened")
     )
-    return select(claimed).add_cte(opened)
+    return select(claimed, literal_column(PG_JOB_SNAPSHOT_SQL)).add_cte(opened)
 
 
-def started(claimed: Sequence[Job]) -> list[Change]:
-    return [(EventType.STARTED, job) for job in claimed]
-
-
-async def settle_endings(
-    conn: AsyncConnection, dialect: Dialect, settlements: Sequence[Settlement]
-) -> tuple[list[bool], list[Change]]:
-    """Applies the settlements whose attempt the job still holds; says which applied, and
-    the event changes of those. Of a job's settlements in one batch (two reports merged),
-    the first that holds applies, the others do not."""
+async def pg_settle_endings(
+    conn: AsyncConnection, settlements: Sequence[Settlement]
+) -> tuple[list[bool], list[TextChange]]:
+    """PostgreSQL: applies the settlements whose attempt the job still holds, in one
+    statement; says which applied, and the event changes of those. Of a job's settlements in
+    one batch (two reports merged), the first that holds applies, the others do not."""
     if not settlements:
         return [], []
-    if dialect.array_params:
-        applies = await _settle_arrays(conn, settlements)
-    else:
-        applies = await in_sqlite_thread(conn, sqlite_settle, settlements, dialect.max_in_list)
+    texts = await _settle_arrays(conn, settlements)
     changes = [
-        (etype, s.after)
-        for s, ok in zip(settlements, applies, strict=True)
-        if ok
+        (etype, s.after, texts[i])
+        for i, s in enumerate(settlements)
+        if i in texts
         for etype in s.events
     ]
-    return applies, changes
+    return [i in texts for i in range(len(settlements))], changes
 
 
-async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement]) -> list[bool]:
-    """PostgreSQL: settles in one statement; which of `settlements` applied."""
+async def _settle_arrays(
+    conn: AsyncConnection, settlements: Sequence[Settlement]
+) -> dict[int, str]:
+    """Settles in one statement; the index in `settlements` of each that applied, with its
+    job's snapshot."""
     # sent in seq order, the order the statement locks rows in and bulk actions lock them in
     # (two settlements of one job keep theirs: the first that holds applies)
     order = sorted(range(len(settlements)), key=lambda i: settlements[i].after.seq)
@@ -314,14 +313,14 @@ async def _settle_arrays(conn: AsyncConnection, settlements: Sequence[Settlement
         [e.error for e in ended],
         [job_result_doc(e.result) for e in ended],
     )
-    applied = {order[int(r[0]) - 1] for r in await conn.exec_driver_sql(_PG_SETTLE, params)}
-    return [i in applied for i in range(len(settlements))]
+    rows: Sequence[Sequence[Any]] = (await conn.exec_driver_sql(_PG_SETTLE, params)).all()
+    return {order[int(ord_) - 1]: text for ord_, text in rows}
 
 
 def sqlite_settle(
     db: sqlite3.Connection, settlements: Sequence[Settlement], max_in_list: int
 ) -> list[bool]:
-    """SQLite: applies the settlements that hold (see settle_endings) on the driver's own
+    """SQLite: applies the settlements that hold (see pg_settle_endings) on the driver's own
     connection, in the caller's write transaction (in the driver's thread: in_sqlite_thread);
     which of `settlements` applied."""
     job_ids = list({s.ended.job_id for s in settlements})

@@ -425,7 +425,7 @@ _SNAPSHOT_MEMBERS: tuple[tuple[str, str, Callable[[Any], str], Any], ...] = tupl
 
 def snapshot_members() -> list[tuple[str, bool, Any]]:
     """(field, whether every snapshot holds it, its default) of the members job_snapshot
-    writes, in its order (sqlite_snapshot writes the same text in SQL)."""
+    writes, in its order (snapshot_sql writes the same text in SQL)."""
     return [(name, default is _ALWAYS, default) for name, _, _, default in _SNAPSHOT_MEMBERS]
 
 

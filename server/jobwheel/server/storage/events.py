@@ -24,6 +24,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Change = tuple[EventType, Job]
+# a change with its job's snapshot, written by the statement that made it (snapshot_sql)
+TextChange = tuple[EventType, Job, str]
 # the newest revision (row 1 of event_head)
 _HEAD = select(event_head.c.revision).where(event_head.c.id == 1)
 
@@ -54,6 +56,27 @@ async def append_events(
     return [
         Event(revision=first + i, type=etype, job=job, time=now)
         for i, (etype, job) in enumerate(changes)
+    ]
+
+
+async def append_text_changes(
+    conn: AsyncConnection, changes: Sequence[TextChange], now: Micros
+) -> list[Event]:
+    """append_events for changes that carry their snapshots."""
+    if not changes:
+        return []
+    last = await dialect_of(conn).append_event_rows(
+        conn, [(job.id, etype.value, now, text) for etype, job, text in changes]
+    )
+    return events_of(changes, last, now)
+
+
+def events_of(changes: Sequence[TextChange], last: int, now: Micros) -> list[Event]:
+    """The events of `changes`, appended under the revisions up to `last`."""
+    first = last - len(changes) + 1
+    return [
+        Event(revision=first + i, type=etype, job=job, time=now)
+        for i, (etype, job, _) in enumerate(changes)
     ]
 
 

@@ -4,9 +4,9 @@ Through SQLAlchemy a cycle is about nine statements, each one hop or more to aio
 thread and back, waiting for a turn of a busy event loop; here the whole write transaction
 (settle the attempts that ended, claim each queue's next jobs, open their attempt rows,
 append the events, commit) runs on the driver's own connection in one hop. The fences are
-those of attempt_writes (sqlite_settle is the same code); the claim is start_attempts' for
+those of attempt_writes (sqlite_settle is the same code); the claim is claim_statement's for
 the in-process filter of transitions._claimable, written out in SQL. The events' snapshots
-come from SQL too (sqlite_snapshot): the claim returns its jobs' texts, a read after the
+come from SQL too (snapshot_sql): the claim returns its jobs' texts, a read after the
 settlement those of the jobs it ended.
 """
 
@@ -27,7 +27,8 @@ from jobwheel.server.storage.bulk_writes import (
     sqlite_append_events,
 )
 from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values
-from jobwheel.server.storage.sqlite_snapshot import JOB_SNAPSHOT_SQL
+from jobwheel.server.storage.events import TextChange, events_of
+from jobwheel.server.storage.snapshot_sql import JOB_SNAPSHOT_SQL
 from sqlalchemy import literal_column
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -35,8 +36,6 @@ from sqlalchemy.sql.dml import ReturningUpdate
 _PRIORITY, _SEQ = JOB_COLUMNS.index("priority"), JOB_COLUMNS.index("seq")
 # (id, snapshot) of jobs by seq (the rowid: no index to search) or by id
 _SNAPSHOTS = f"SELECT id, {JOB_SNAPSHOT_SQL} FROM jobs WHERE "
-# (event type, the job after the change, its snapshot)
-Change = tuple[EventType, Job, str]
 
 
 @functools.lru_cache(maxsize=64)
@@ -107,7 +106,7 @@ def _cycle(
     now: Micros,
     lease_until: Micros,
     max_in_list: int,
-) -> tuple[list[bool], list[list[Job]], list[Change], int]:
+) -> tuple[list[bool], list[list[Job]], list[TextChange], int]:
     """In the driver's thread, in a write transaction: returns which settlements applied,
     the jobs claimed for each claim (none where `sql`, the claim, is None: nothing could
     match), the event changes in revision order and the last revision they took (0 without
@@ -125,7 +124,7 @@ def claims_of(
     worker_id: str,
     now: Micros,
     lease_until: Micros,
-    changes: list[Change],
+    changes: list[TextChange],
 ) -> list[list[Job]]:
     """Runs each (queue, limit) of `claims` with `sql` (claim_sql; None: nothing could match)
     and returns the jobs each claimed; their STARTED changes are appended to `changes`."""
@@ -143,7 +142,7 @@ def claims_of(
 
 def settle_in(
     db: sqlite3.Connection, settlements: Sequence[Settlement], max_in_list: int
-) -> tuple[list[bool], list[Change]]:
+) -> tuple[list[bool], list[TextChange]]:
     """Applies the settlements that hold (sqlite_settle); which applied, and the event
     changes of those. In the driver's thread, in a write transaction."""
     applies = sqlite_settle(db, settlements, max_in_list) if settlements else []
@@ -155,7 +154,7 @@ def _settled(
     settlements: Sequence[Settlement],
     applies: list[bool],
     max_in_list: int,
-) -> list[Change]:
+) -> list[TextChange]:
     """The event changes of the settlements that applied, with the snapshots of their jobs
     as the settlements left them."""
     applied = [s for s, ok in zip(settlements, applies, strict=True) if ok]
@@ -180,7 +179,7 @@ def snapshots(
 
 def _start(
     db: sqlite3.Connection, sql: str, params: Sequence[object], now: Micros, worker_id: str
-) -> tuple[list[Job], list[Change]]:
+) -> tuple[list[Job], list[TextChange]]:
     """Runs a claim (`sql` returning JOB_COLUMNS and the snapshot of the jobs it made RUNNING)
     and opens their attempt rows; the jobs best priority first, FIFO within one, and their
     STARTED changes."""
@@ -194,21 +193,13 @@ def _start(
     return started, starts
 
 
-def append_changes(db: sqlite3.Connection, changes: list[Change], now: Micros) -> int:
+def append_changes(db: sqlite3.Connection, changes: list[TextChange], now: Micros) -> int:
     """Appends the events of `changes`; the last revision (0 without any)."""
     if not changes:
         return 0
     return sqlite_append_events(
         db, [(job.id, etype.value, now, text) for etype, job, text in changes]
     )
-
-
-def events_of(changes: list[Change], last: int, now: Micros) -> list[Event]:
-    first = last - len(changes) + 1
-    return [
-        Event(revision=first + i, type=etype, job=job, time=now)
-        for i, (etype, job, _) in enumerate(changes)
-    ]
 
 
 async def sqlite_start_attempts(
@@ -229,6 +220,6 @@ async def sqlite_start_attempts(
 
 def _lease(
     db: sqlite3.Connection, sql: str, params: Sequence[object], worker_id: str, now: Micros
-) -> tuple[list[Job], list[Change], int]:
+) -> tuple[list[Job], list[TextChange], int]:
     started, changes = _start(db, sql, params, now, worker_id)
     return started, changes, append_changes(db, changes, now)

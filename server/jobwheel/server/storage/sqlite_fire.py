@@ -21,16 +21,15 @@ from jobwheel.server.model import Event, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
 from jobwheel.server.storage.bulk_writes import and_commit, begun, in_sqlite_thread, roll_back
 from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values
+from jobwheel.server.storage.events import TextChange, events_of
+from jobwheel.server.storage.snapshot_sql import JOB_SNAPSHOT_SQL
 from jobwheel.server.storage.sqlite_cycle import (
-    Change,
     append_changes,
     claim_sql,
     claims_of,
-    events_of,
     settle_in,
     snapshots,
 )
-from jobwheel.server.storage.sqlite_snapshot import JOB_SNAPSHOT_SQL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 if TYPE_CHECKING:  # transitions imports this module
@@ -101,7 +100,7 @@ def _due(
     catch_up: CatchUp | None,
     settlements: Sequence[Settlement],
     max_in_list: int,
-) -> tuple[list[bool], list[Job], list[Change]]:
+) -> tuple[list[bool], list[Job], list[TextChange]]:
     """The first hop's work, in the write transaction."""
     applies, changes = settle_in(db, settlements, max_in_list)
     if catch_up is not None and misfire_before is not None:
@@ -115,7 +114,7 @@ def _due(
 
 def _caught_up(
     db: sqlite3.Connection, now: Micros, before: Micros, catch_up: CatchUp, max_in_list: int
-) -> list[Change]:
+) -> list[TextChange]:
     """Recurring jobs due before `before` move on (`catch_up`), as Transitions._catch_up."""
     seqs = sorted(seq for (seq,) in db.execute(_LATE, (before,)))
     moved: list[tuple[Job, list[EventType]]] = []
@@ -146,7 +145,7 @@ def _start_due(
     claims: Sequence[tuple[str, int]],
     claim: FireClaim | None,
     now: Micros,
-    changes: list[Change],
+    changes: list[TextChange],
 ) -> tuple[list[list[Job]], int]:
     """The second hop's work: the claims (queue, room), then every event of the fire."""
     claimed: list[list[Job]] = []

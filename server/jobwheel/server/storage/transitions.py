@@ -14,20 +14,35 @@ from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement
 from jobwheel.server.storage.attempt_writes import (
     claim_statement,
     pg_claim_queue,
-    settle_endings,
-    start_attempts,
-    started,
+    pg_settle_endings,
+    pg_start_attempts,
 )
 from jobwheel.server.storage.base import StoreBase
-from jobwheel.server.storage.convert import job_from_row
-from jobwheel.server.storage.events import append_events
+from jobwheel.server.storage.convert import (
+    JOB_COLUMNS,
+    job_from_row,
+    job_from_values,
+    job_snapshot,
+)
+from jobwheel.server.storage.events import TextChange, append_text_changes
 from jobwheel.server.storage.schema import jobs, state_is
+from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL
 from jobwheel.server.storage.sqlite_cycle import sqlite_dispatch_cycle, sqlite_start_attempts
 from jobwheel.server.storage.sqlite_fire import sqlite_fire
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CATCH_UP_BATCH = 1000
+_SEQ = JOB_COLUMNS.index("seq")
+# PostgreSQL: what came due becomes QUEUED ($1: now); its rows and snapshots. The states as
+# ix_jobs_due's predicate spells them.
+_WAITING_SQL = ", ".join(f"'{state.value}'" for state in WAITING)
+_PG_PROMOTE = (
+    f"UPDATE jobs SET state = '{CLAIMABLE.value}', update_time = $1::bigint"
+    f" WHERE state IN ({_WAITING_SQL})"
+    " AND next_run_time <= $1::bigint"
+    f" RETURNING {', '.join(JOB_COLUMNS)}, {PG_JOB_SNAPSHOT_SQL}"
+)
 
 
 @dataclass(frozen=True)
@@ -116,28 +131,26 @@ class Transitions(StoreBase):
         catch_up: CatchUp | None,
         claim: FireClaim | None,
     ) -> tuple[list[bool], set[str], list[Job], list[Event]]:
-        """fire_due's transaction through SQLAlchemy (PostgreSQL): which settlements
-        applied, the queues promoted, the jobs claimed and the events committed."""
-        stmt = (
-            update(jobs)
-            .where(state_is(*WAITING), jobs.c.next_run_time <= now)
-            .values(state=CLAIMABLE.value, update_time=now)
-            .returning(*jobs.c)
-        )
+        """fire_due's transaction on PostgreSQL: which settlements applied, the queues
+        promoted, the jobs claimed and the events committed."""
         claimed: list[Job] = []
         applies: list[bool] = []
         async with self._write() as conn:
-            changes: list[tuple[EventType, Job]] = []
+            changes: list[TextChange] = []
             if claim is not None and claim.settlements:
-                applies, changes = await settle_endings(conn, self.dialect, claim.settlements)
+                applies, changes = await pg_settle_endings(conn, claim.settlements)
             if catch_up is not None and misfire_before is not None:
-                changes += await self._catch_up(conn, now, misfire_before, catch_up)
-            promoted = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
-            changes += [(EventType.QUEUED, job) for job in promoted]
+                late = await self._catch_up(conn, now, misfire_before, catch_up)
+                changes += [(kind, job, job_snapshot(job)) for kind, job in late]
+            rows = list((await conn.exec_driver_sql(_PG_PROMOTE, (now,))).all())
+            rows.sort(key=lambda row: row[_SEQ])  # by seq: the events in a stable order
+            promoted = [job_from_values(row) for row in rows]  # the snapshot after the columns
+            queued = zip(promoted, rows, strict=True)
+            changes += [(EventType.QUEUED, job, row[-1]) for job, row in queued]
             queues = {job.queue for job in promoted}
             if claim is not None:
                 for queue in sorted(queues):
-                    claimed += await self._claim_in(
+                    queue_claimed, starts = await self._claim_in(
                         conn,
                         queue,
                         claim.room(queue),
@@ -147,8 +160,9 @@ class Transitions(StoreBase):
                         claim.lease_until,
                         include_http=claim.include_http,
                     )
-                changes += started(claimed)
-            committed = await append_events(conn, changes, now)
+                    claimed += queue_claimed
+                    changes += starts
+            committed = await append_text_changes(conn, changes, now)
         return applies, queues, claimed, committed
 
     async def _catch_up(
@@ -263,9 +277,9 @@ class Transitions(StoreBase):
             self._emit(committed)
             return applies, claimed
         async with self._write() as conn:
-            applies, changes = await settle_endings(conn, self.dialect, settlements)
+            applies, changes = await pg_settle_endings(conn, settlements)
             for i, (queue, limit) in enumerate(claims):
-                claimed[i] = await self._claim_in(
+                claimed[i], starts = await self._claim_in(
                     conn,
                     queue,
                     limit,
@@ -275,8 +289,8 @@ class Transitions(StoreBase):
                     lease_until,
                     include_http=include_http,
                 )
-                changes += started(claimed[i])
-            committed = await append_events(conn, changes, now)
+                changes += starts
+            committed = await append_text_changes(conn, changes, now)
         self._emit(committed)
         return applies, claimed
 
@@ -291,17 +305,14 @@ class Transitions(StoreBase):
         lease_until: Micros,
         *,
         include_http: bool,
-    ) -> list[Job]:
-        """`claim` within the caller's transaction, without its events (the in-process
-        claims of a dispatch cycle and of a fire)."""
-        where = _claimable(queue, tasks, include_http)
-        if limit <= 0 or where is None:
-            return []
-        if self.dialect.array_params:
-            return await pg_claim_queue(
-                conn, queue, tasks, include_http, limit, worker_id, now, lease_until
-            )
-        return await start_attempts(conn, self.dialect, where, limit, worker_id, now, lease_until)
+    ) -> tuple[list[Job], list[TextChange]]:
+        """`claim` within the caller's PostgreSQL transaction, with its STARTED changes not
+        appended (the in-process claims of a dispatch cycle and of a fire)."""
+        if limit <= 0 or _claimable(queue, tasks, include_http) is None:
+            return [], []
+        return await pg_claim_queue(
+            conn, queue, tasks, include_http, limit, worker_id, now, lease_until
+        )
 
     async def _start_attempts(
         self,
@@ -321,10 +332,10 @@ class Transitions(StoreBase):
             self._emit(events)
             return claimed
         async with self._write() as conn:
-            claimed = await start_attempts(
-                conn, self.dialect, where, limit, worker_id, now, lease_until
+            claimed, starts = await pg_start_attempts(
+                conn, where, limit, worker_id, now, lease_until
             )
-            committed = await append_events(conn, started(claimed), now)
+            committed = await append_text_changes(conn, starts, now)
         self._emit(committed)
         return claimed
 
@@ -338,8 +349,8 @@ class Transitions(StoreBase):
             applies, _ = await self.dispatch_cycle(settlements, [], (), "", settlements[0].now, 0)
             return applies
         async with self._write() as conn:
-            applies, changes = await settle_endings(conn, self.dialect, settlements)
-            committed = await append_events(conn, changes, settlements[0].now)
+            applies, changes = await pg_settle_endings(conn, settlements)
+            committed = await append_text_changes(conn, changes, settlements[0].now)
         self._emit(committed)
         return applies
 

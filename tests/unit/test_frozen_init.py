@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from jobwheel.server.frozen_init import quick_frozen_init
-from jobwheel.server.model import Event
+from jobwheel.server.model import Event, Schedule
 from jobwheel.server.rules.attempt import AttemptResult
 from jobwheel.server.rules.states import AttemptEnd, Settlement
 
@@ -44,7 +44,7 @@ def _twin(cls: type[Any]) -> type[Any]:
     return dataclasses.make_dataclass(cls.__name__, specs, frozen=True, slots=True)
 
 
-@pytest.mark.parametrize("cls", [Event, AttemptEnd, Settlement, AttemptResult, _Quick])
+@pytest.mark.parametrize("cls", [Event, Schedule, AttemptEnd, Settlement, AttemptResult, _Quick])
 def test_signature_is_dataclasses_own(cls: type[Any]) -> None:
     names = cls.__init__.__code__.co_names
     assert all(f"_set_{f.name}" in names for f in dataclasses.fields(cls))  # the quick one

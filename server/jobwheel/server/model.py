@@ -151,6 +151,7 @@ class RetryPolicy:
     jitter: float = 0.1
 
 
+@quick_frozen_init  # read back per scheduled job
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """When a job runs. A relative `delay` is resolved into `start_time` at enqueue."""

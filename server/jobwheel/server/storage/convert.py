@@ -42,14 +42,17 @@ _SCHEDULE_ENUMS: dict[str, type[Any]] = {
 }
 
 
+# the fields of what is read back from documents (schedules, retry policies, HTTP targets, full
+# snapshots of jobs): members that a newer version wrote and this one does not know are left out
+_FIELD_NAMES: dict[type, frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls))
+    for cls in (Schedule, RetryPolicy, HttpTarget, Job)
+}
+
+
 def _known_fields(cls: type[T], doc: Mapping[str, Any]) -> dict[str, Any]:
-    names = _field_names(cls)
+    names = _FIELD_NAMES[cls]
     return {k: v for k, v in doc.items() if k in names}
-
-
-@functools.cache
-def _field_names(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def schedule_to_doc(s: Schedule) -> dict[str, Any]:

@@ -87,7 +87,10 @@ async def run(names: list[str], opts: Options, postgres: str | None = None) -> l
             rows += await SCENARIOS[name](opts)
             continue
         with fresh_database(postgres, f"jobwheel_bench_{os.getpid()}_{name}") as url:
-            rows += await SCENARIOS[name](dataclasses.replace(opts, db_url=url))
+            on_postgres = await SCENARIOS[name](dataclasses.replace(opts, db_url=url))
+        for row in on_postgres:
+            row.scenario += " [PostgreSQL]"
+        rows += on_postgres
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import asyncpg
 import pytest
 from jobwheel.server.model import SECOND, EventType, Job, JobState, MisfirePolicy
 from jobwheel.server.storage import Store
@@ -174,15 +175,16 @@ async def test_a_fire_whose_claim_fails_changes_nothing(store: Store) -> None:
 async def test_a_cancelled_fire_stays_cancelled_whatever_its_rollback_meets(
     store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a fire cancelled between its hops (a server stopping) whose rollback then fails, as on
-    # a connection already closed: the cancellation, not the rollback's error, must come out,
-    # or the dispatcher's retry loop would take it for a failed fire and go on
-    if backend != "sqlite":
-        pytest.skip("SQLite's fire in two hops")
+    # a fire cancelled between its statements (a server stopping) whose rollback then fails,
+    # as on a connection already closed: the cancellation, not the rollback's error, must come
+    # out, or the dispatcher's retry loop would take it for a failed fire and go on
     from jobwheel.server.storage import sqlite_fire
 
     def closed(db: object) -> None:
         raise ValueError("Connection closed")
+
+    async def lost(transaction: object) -> None:
+        raise asyncpg.InterfaceError("connection is closed")
 
     def cancelled(queue: str) -> int:
         raise asyncio.CancelledError
@@ -191,7 +193,10 @@ async def test_a_cancelled_fire_stays_cancelled_whatever_its_rollback_meets(
     await store.insert_jobs([due])
     started: list[Job] = []
     with monkeypatch.context() as patch:
-        patch.setattr(sqlite_fire, "roll_back", closed)
+        if backend == "sqlite":
+            patch.setattr(sqlite_fire, "roll_back", closed)
+        else:  # asyncpg's own rollback (storage.pg_cycle), which then invalidates the connection
+            patch.setattr(asyncpg.transaction.Transaction, "rollback", lost)
         with pytest.raises(asyncio.CancelledError):
             await store.fire_due(T0, claim=replace(fire_claim({}, started), room=cancelled))
     # the transaction left open went back with its connection, rolled back there

@@ -227,14 +227,30 @@ def statements(store: Store) -> Iterator[list[tuple[str, Any]]]:
     def record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
         seen.append((statement, params))
 
+    # and what runs on asyncpg's connection itself (storage.pg_cycle)
+    def logged(query: Any) -> None:
+        seen.append((query.query, query.args))
+
+    hooked: list[Any] = []
+
+    def hook(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if hasattr(driver, "add_query_logger"):
+            driver.add_query_logger(logged)
+            hooked.append(driver)
+
     engines = {store.write_engine.sync_engine, store.read_engine.sync_engine}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)
+        event.listen(engine, "checkout", hook)
     try:
         yield seen
     finally:
         for engine in engines:
             event.remove(engine, "before_cursor_execute", record)
+            event.remove(engine, "checkout", hook)
+        for driver in hooked:
+            driver.remove_query_logger(logged)
 
 
 def sql_literal(value: Any) -> str:

@@ -201,7 +201,7 @@ def claim_statement(
 
 
 async def pg_claim_queue(
-    conn: AsyncConnection,
+    db: Any,
     queue: str,
     tasks: Collection[str],
     include_http: bool,
@@ -211,7 +211,8 @@ async def pg_claim_queue(
     lease_until: Micros,
 ) -> tuple[list[Job], list[TextChange]]:
     """PostgreSQL: pg_start_attempts for the in-process claim of `queue` (jobs whose task is
-    in `tasks`, or with `include_http` an HTTP target), in one prepared statement."""
+    in `tasks`, or with `include_http` an HTTP target), in one prepared statement on `db`,
+    asyncpg's connection in the caller's transaction (pg_cycle)."""
     params = (
         queue,
         list(tasks),
@@ -222,7 +223,7 @@ async def pg_claim_queue(
         lease_until,
         new_ids(limit),
     )
-    return _started((await conn.exec_driver_sql(_PG_CLAIM_QUEUE, params)).all())
+    return _started(await db.fetch(_PG_CLAIM_QUEUE, *params))
 
 
 def _started(rows: Sequence[Sequence[Any]]) -> tuple[list[Job], list[TextChange]]:
@@ -267,34 +268,20 @@ def _with_attempt_rows(claim: ReturningUpdate[Any], limit: int, worker_id: str) 
 
 
 async def pg_settle_endings(
-    conn: AsyncConnection, settlements: Sequence[Settlement]
+    db: Any, settlements: Sequence[Settlement]
 ) -> tuple[list[bool], list[TextChange]]:
     """PostgreSQL: applies the settlements whose attempt the job still holds, in one
-    statement; says which applied, and the event changes of those. Of a job's settlements in
-    one batch (two reports merged), the first that holds applies, the others do not."""
+    statement on `db` (asyncpg's connection in the caller's transaction: pg_cycle); says
+    which applied, and the event changes of those. Of a job's settlements in one batch (two
+    reports merged), the first that holds applies, the others do not."""
     if not settlements:
         return [], []
-    texts = await _settle_arrays(conn, settlements)
-    changes = [
-        (etype, s.after, texts[i])
-        for i, s in enumerate(settlements)
-        if i in texts
-        for etype in s.events
-    ]
-    return [i in texts for i in range(len(settlements))], changes
-
-
-async def _settle_arrays(
-    conn: AsyncConnection, settlements: Sequence[Settlement]
-) -> dict[int, str]:
-    """Settles in one statement; the index in `settlements` of each that applied, with its
-    job's snapshot."""
     # sent in seq order, the order the statement locks rows in and bulk actions lock them in
     # (two settlements of one job keep theirs: the first that holds applies)
     order = sorted(range(len(settlements)), key=lambda i: settlements[i].after.seq)
-    settlements = [settlements[i] for i in order]
-    ended = [s.ended for s in settlements]
-    after = [s.after for s in settlements]
+    ordered = [settlements[i] for i in order]
+    ended = [s.ended for s in ordered]
+    after = [s.after for s in ordered]
     params = (
         [e.job_id for e in ended],
         [e.attempt for e in ended],
@@ -306,15 +293,21 @@ async def _settle_arrays(
         [a.last_error for a in after],
         [job_result_doc(a.result) for a in after],
         [e.now for e in ended],
-        [s.skipped for s in settlements],
+        [s.skipped for s in ordered],
         [a.released_attempts for a in after],
-        [s.lease_expired_before for s in settlements],
+        [s.lease_expired_before for s in ordered],
         [e.outcome.value for e in ended],
         [e.error for e in ended],
         [job_result_doc(e.result) for e in ended],
     )
-    rows: Sequence[Sequence[Any]] = (await conn.exec_driver_sql(_PG_SETTLE, params)).all()
-    return {order[int(ord_) - 1]: text for ord_, text in rows}
+    texts = {order[int(ord_) - 1]: text for ord_, text in await db.fetch(_PG_SETTLE, *params)}
+    changes = [
+        (etype, s.after, texts[i])
+        for i, s in enumerate(settlements)
+        if i in texts
+        for etype in s.events
+    ]
+    return [i in texts for i in range(len(settlements))], changes
 
 
 def sqlite_settle(

@@ -339,6 +339,13 @@ SELECT revision, pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || $6::te
 """
 
 
+async def pg_append_event_rows(db: Any, rows: list[tuple[Any, ...]], token: str) -> int:
+    """PostgresDialect.append_event_rows on asyncpg's connection `db`, in the caller's
+    transaction (storage.pg_cycle); `token`: the writing engine's notify_token."""
+    columns = columns_of(rows, len(EVENT_COLUMNS) - 1)
+    return int(await db.fetchval(_PG_APPEND_EVENTS, len(rows), *columns, token))
+
+
 def _pg_field_equals(doc: ColumnElement[Any], key: str, value: Any) -> ColumnElement[bool]:
     jdoc = cast(doc, postgresql.JSONB)
     if isinstance(value, dict | list):

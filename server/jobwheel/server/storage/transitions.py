@@ -9,40 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from jobwheel.server.model import Event, EventType, Job, JobState, Micros
-from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
-from jobwheel.server.storage.attempt_writes import (
-    claim_statement,
-    pg_claim_queue,
-    pg_settle_endings,
-    pg_start_attempts,
-)
+from jobwheel.server.model import Job, JobState, Micros
+from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement
+from jobwheel.server.storage.attempt_writes import claim_statement, pg_start_attempts
 from jobwheel.server.storage.base import StoreBase
-from jobwheel.server.storage.convert import (
-    JOB_COLUMNS,
-    job_from_row,
-    job_from_values,
-    job_snapshot,
-)
-from jobwheel.server.storage.events import TextChange, append_text_changes
+from jobwheel.server.storage.convert import job_from_row
+from jobwheel.server.storage.events import append_text_changes
+from jobwheel.server.storage.pg_cycle import pg_dispatch_cycle, pg_fire
 from jobwheel.server.storage.schema import jobs, state_is
-from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL
 from jobwheel.server.storage.sqlite_cycle import sqlite_dispatch_cycle, sqlite_start_attempts
 from jobwheel.server.storage.sqlite_fire import sqlite_fire
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-_CATCH_UP_BATCH = 1000
-_SEQ = JOB_COLUMNS.index("seq")
-# PostgreSQL: what came due becomes QUEUED ($1: now); its rows and snapshots. The states as
-# ix_jobs_due's predicate spells them.
-_WAITING_SQL = ", ".join(f"'{state.value}'" for state in WAITING)
-_PG_PROMOTE = (
-    f"UPDATE jobs SET state = '{CLAIMABLE.value}', update_time = $1::bigint"
-    f" WHERE state IN ({_WAITING_SQL})"
-    " AND next_run_time <= $1::bigint"
-    f" RETURNING {', '.join(JOB_COLUMNS)}, {PG_JOB_SNAPSHOT_SQL}"
-)
 
 
 @dataclass(frozen=True)
@@ -107,123 +84,21 @@ class Transitions(StoreBase):
         queues and the jobs claimed (RUNNING, best priority first, FIFO within one, per queue
         in name order); `claim.started` sees them after the commit, before anyone is told of
         the events."""
-        if self.dialect.single_writer:  # the transaction in two driver-thread hops
-            async with self._raw_write() as conn:
-                applies, promoted, claimed, committed = await sqlite_fire(
+        async with self._raw_write() as conn:  # the transaction on the driver's connection
+            if self.dialect.single_writer:  # in two driver-thread hops
+                fire = await sqlite_fire(
                     conn, now, misfire_before, catch_up, claim, self.dialect.max_in_list
                 )
-            queues = {job.queue for job in promoted}
-        else:
-            applies, queues, claimed, committed = await self._fire_due(
-                now, misfire_before, catch_up, claim
-            )
+            else:
+                fire = await pg_fire(conn, now, misfire_before, catch_up, claim)
+        applies, promoted, claimed, committed = fire
+        queues = {job.queue for job in promoted}
         if claim is not None:
             if claim.settled is not None and claim.settlements:
                 claim.settled(applies)
             claim.started(claimed)
         self._emit(committed)
         return queues, claimed
-
-    async def _fire_due(
-        self,
-        now: Micros,
-        misfire_before: Micros | None,
-        catch_up: CatchUp | None,
-        claim: FireClaim | None,
-    ) -> tuple[list[bool], set[str], list[Job], list[Event]]:
-        """fire_due's transaction on PostgreSQL: which settlements applied, the queues
-        promoted, the jobs claimed and the events committed."""
-        claimed: list[Job] = []
-        applies: list[bool] = []
-        async with self._write() as conn:
-            changes: list[TextChange] = []
-            if claim is not None and claim.settlements:
-                applies, changes = await pg_settle_endings(conn, claim.settlements)
-            if catch_up is not None and misfire_before is not None:
-                late = await self._catch_up(conn, now, misfire_before, catch_up)
-                changes += [(kind, job, job_snapshot(job)) for kind, job in late]
-            rows = list((await conn.exec_driver_sql(_PG_PROMOTE, (now,))).all())
-            rows.sort(key=lambda row: row[_SEQ])  # by seq: the events in a stable order
-            promoted = [job_from_values(row) for row in rows]  # the snapshot after the columns
-            queued = zip(promoted, rows, strict=True)
-            changes += [(EventType.QUEUED, job, row[-1]) for job, row in queued]
-            queues = {job.queue for job in promoted}
-            if claim is not None:
-                for queue in sorted(queues):
-                    queue_claimed, starts = await self._claim_in(
-                        conn,
-                        queue,
-                        claim.room(queue),
-                        claim.tasks,
-                        claim.worker_id,
-                        now,
-                        claim.lease_until,
-                        include_http=claim.include_http,
-                    )
-                    claimed += queue_claimed
-                    changes += starts
-            committed = await append_text_changes(conn, changes, now)
-        return applies, queues, claimed, committed
-
-    async def _catch_up(
-        self,
-        conn: AsyncConnection,
-        now: Micros,
-        before: Micros,
-        catch_up: CatchUp,
-    ) -> list[tuple[EventType, Job]]:
-        """Recurring jobs due before `before` move on (`catch_up`), in batches by seq."""
-        # Only the due-time index finds them cheaply: ordered by seq with a limit, a planner
-        # may walk the (state, seq) index through every pending job instead (1 s at 1M).
-        found = select(jobs.c.seq).where(
-            state_is(JobState.SCHEDULED),
-            jobs.c.next_run_time < before,
-            jobs.c.recurring.is_(True),
-        )
-        seqs = sorted(r.seq for r in await conn.execute(found))
-        changes: list[tuple[EventType, Job]] = []
-        batch = min(_CATCH_UP_BATCH, self.dialect.max_in_list)
-        for start in range(0, len(seqs), batch):
-            changes += await self._catch_up_batch(
-                conn, now, before, catch_up, seqs[start : start + batch]
-            )
-        return changes
-
-    async def _catch_up_batch(
-        self,
-        conn: AsyncConnection,
-        now: Micros,
-        before: Micros,
-        catch_up: CatchUp,
-        seqs: list[int],
-    ) -> list[tuple[EventType, Job]]:
-        late_stmt = (
-            select(jobs)
-            .where(
-                jobs.c.seq.in_(seqs),
-                state_is(JobState.SCHEDULED),
-                jobs.c.next_run_time < before,
-            )
-            .order_by(jobs.c.seq)
-        )
-        late_stmt = self.dialect.lock_rows(late_stmt, skip_locked=True)
-        late = [job_from_row(r) for r in (await conn.execute(late_stmt)).mappings()]
-        changes: list[tuple[EventType, Job]] = []
-        for job in late:
-            after, kinds = caught_up(job, now, *catch_up(job))
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job.id)
-                .values(
-                    next_run_time=after.next_run_time,
-                    skipped_count=after.skipped_count,
-                    state=after.state.value,
-                    end_time=after.end_time,
-                    update_time=now,
-                )
-            )
-            changes += [(kind, after) for kind in kinds]
-        return changes
 
     async def claim(
         self,
@@ -261,8 +136,8 @@ class Transitions(StoreBase):
         claimed: list[list[Job]] = [[] for _ in claims]
         if not settlements and not any(limit > 0 for _, limit in claims):
             return [], claimed
-        if self.dialect.single_writer:  # the transaction in one driver-thread hop
-            async with self._raw_write() as conn:
+        async with self._raw_write() as conn:  # the transaction on the driver's connection
+            if self.dialect.single_writer:  # in one driver-thread hop
                 applies, claimed, committed = await sqlite_dispatch_cycle(
                     conn,
                     settlements,
@@ -274,45 +149,19 @@ class Transitions(StoreBase):
                     include_http=include_http,
                     max_in_list=self.dialect.max_in_list,
                 )
-            self._emit(committed)
-            return applies, claimed
-        async with self._write() as conn:
-            applies, changes = await pg_settle_endings(conn, settlements)
-            for i, (queue, limit) in enumerate(claims):
-                claimed[i], starts = await self._claim_in(
+            else:
+                applies, claimed, committed = await pg_dispatch_cycle(
                     conn,
-                    queue,
-                    limit,
+                    settlements,
+                    claims,
                     tasks,
                     worker_id,
                     now,
                     lease_until,
                     include_http=include_http,
                 )
-                changes += starts
-            committed = await append_text_changes(conn, changes, now)
         self._emit(committed)
         return applies, claimed
-
-    async def _claim_in(
-        self,
-        conn: AsyncConnection,
-        queue: str,
-        limit: int,
-        tasks: Collection[str],
-        worker_id: str,
-        now: Micros,
-        lease_until: Micros,
-        *,
-        include_http: bool,
-    ) -> tuple[list[Job], list[TextChange]]:
-        """`claim` within the caller's PostgreSQL transaction, with its STARTED changes not
-        appended (the in-process claims of a dispatch cycle and of a fire)."""
-        if limit <= 0 or _claimable(queue, tasks, include_http) is None:
-            return [], []
-        return await pg_claim_queue(
-            conn, queue, tasks, include_http, limit, worker_id, now, lease_until
-        )
 
     async def _start_attempts(
         self,
@@ -345,13 +194,8 @@ class Transitions(StoreBase):
         cancelled, or re-run after its lease expired) changes nothing."""
         if not settlements:
             return []
-        if self.dialect.single_writer:  # a dispatch cycle that claims nothing: one hop
-            applies, _ = await self.dispatch_cycle(settlements, [], (), "", settlements[0].now, 0)
-            return applies
-        async with self._write() as conn:
-            applies, changes = await pg_settle_endings(conn, settlements)
-            committed = await append_text_changes(conn, changes, settlements[0].now)
-        self._emit(committed)
+        # a dispatch cycle that claims nothing (on SQLite one driver-thread hop)
+        applies, _ = await self.dispatch_cycle(settlements, [], (), "", settlements[0].now, 0)
         return applies
 
     async def renew_leases(

@@ -1,0 +1,214 @@
+"""The dispatch cycle's and the fire's transactions on PostgreSQL, on asyncpg's own connection.
+
+Through SQLAlchemy each statement of these cost the event loop 1-2.5 ms on a quiet server where
+the database spent 0.1-0.8 ms on it (the Core statement's compile and result, the adapter's
+cursor and greenlet): a fire of one job, six statements, took 9-10 ms, and a job coming due
+meanwhile waited for it. Here asyncpg runs the same statements directly (its statement cache
+prepares each once per connection) in a transaction this module begins and commits. The
+settlement and claim are attempt_writes' statements, the event append the dialect's; the
+promotion and the misfire catch-up are written out in the due index's form. Between the
+promotion and the claims the fire asks the event loop's dispatcher for each queue's room, as
+SQLite's fire (sqlite_fire) does between its hops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from jobwheel.server.model import Event, EventType, Job, JobState, Micros
+from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
+from jobwheel.server.storage.attempt_writes import pg_claim_queue, pg_settle_endings
+from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values, job_snapshot
+from jobwheel.server.storage.dialect import notify_token, pg_append_event_rows
+from jobwheel.server.storage.events import TextChange, events_of
+from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:  # transitions imports this module
+    from jobwheel.server.storage.transitions import FireClaim
+
+_SEQ = JOB_COLUMNS.index("seq")
+_COLUMNS = ", ".join(JOB_COLUMNS)
+_SCHEDULED = JobState.SCHEDULED.value
+# what came due becomes QUEUED ($1: now); its rows and snapshots. The states as ix_jobs_due's
+# predicate spells them.
+_PROMOTE = (
+    f"UPDATE jobs SET state = '{CLAIMABLE.value}', update_time = $1::int8"
+    f" WHERE state IN ({', '.join(repr(state.value) for state in WAITING)})"
+    f" AND next_run_time <= $1::int8 RETURNING {_COLUMNS}, {PG_JOB_SNAPSHOT_SQL}"
+)
+# Recurring jobs that missed a run due before $1. Only the due index finds them cheaply: ordered
+# by seq with a limit, a planner may walk the (state, seq) index through every pending job
+# instead (1 s at 1M).
+_LATE = (
+    f"SELECT seq FROM jobs WHERE state = '{_SCHEDULED}' AND next_run_time < $1::int8 AND recurring"
+)
+# their rows, a batch of seqs at a time; a row another writer holds is left to it
+_LATE_ROWS = (
+    f"SELECT {_COLUMNS} FROM jobs WHERE seq = ANY($1::int8[]) AND state = '{_SCHEDULED}'"
+    " AND next_run_time < $2::int8 ORDER BY seq FOR UPDATE SKIP LOCKED"
+)
+_MOVE_ON = (
+    "UPDATE jobs SET next_run_time = $1::int8, skipped_count = $2::int4, state = $3::varchar,"
+    " end_time = $4::int8, update_time = $5::int8 WHERE seq = $6::int8"
+)
+_CATCH_UP_BATCH = 1000
+
+
+@asynccontextmanager
+async def driver_transaction(conn: AsyncConnection) -> AsyncIterator[Any]:
+    """`conn`'s asyncpg connection (Store._raw_write: no transaction begun) in a transaction of
+    its own, committed on leaving. Whatever is raised inside rolls it back; asyncpg's errors
+    come out as SQLAlchemy's DBAPIError (what the rest of the store raises, and errors.py and
+    outage.py read), others as they are; a rollback that fails (the connection lost)
+    invalidates the connection rather than replace what was raised (a cancellation above
+    all)."""
+    db = (await conn.get_raw_connection()).driver_connection
+    assert db is not None
+    transaction = db.transaction()
+    try:
+        await transaction.start()
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _wrapped("BEGIN", exc) from exc
+    try:
+        yield db
+        await transaction.commit()
+    except BaseException as exc:
+        try:
+            await transaction.rollback()
+        except Exception:
+            await conn.invalidate()
+        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+            raise _wrapped("pg_cycle", exc) from exc
+        raise
+
+
+def _wrapped(statement: str, exc: Exception) -> Exception:
+    wrapped: Exception = sa_exc.DBAPIError.instance(statement, None, exc, asyncpg.PostgresError)
+    return wrapped
+
+
+async def pg_dispatch_cycle(
+    conn: AsyncConnection,
+    settlements: Sequence[Settlement],
+    claims: Sequence[tuple[str, int]],
+    tasks: Collection[str],
+    worker_id: str,
+    now: Micros,
+    lease_until: Micros,
+    *,
+    include_http: bool,
+) -> tuple[list[bool], list[list[Job]], list[Event]]:
+    """Transitions.dispatch_cycle on PostgreSQL, on `conn` (Store._raw_write); also returns
+    the events it committed, for the caller to emit."""
+    token = notify_token(conn.sync_engine)
+    async with driver_transaction(conn) as db:
+        applies, changes = await pg_settle_endings(db, settlements)
+        claimed: list[list[Job]] = []
+        for queue, limit in claims:
+            jobs, starts = await _claim(
+                db, queue, limit, tasks, include_http, worker_id, now, lease_until
+            )
+            claimed.append(jobs)
+            changes += starts
+        last = await _append(db, changes, now, token)
+    return applies, claimed, events_of(changes, last, now)
+
+
+async def pg_fire(
+    conn: AsyncConnection,
+    now: Micros,
+    misfire_before: Micros | None,
+    catch_up: CatchUp | None,
+    claim: FireClaim | None,
+) -> tuple[list[bool], list[Job], list[Job], list[Event]]:
+    """Transitions.fire_due on PostgreSQL, on `conn` (Store._raw_write), `claim.room` asked
+    between the promotion and the claims. Returns which of the claim's settlements applied,
+    the jobs promoted, the jobs claimed (per queue in name order) and the events committed;
+    telling `claim` and emitting are the caller's."""
+    token = notify_token(conn.sync_engine)
+    async with driver_transaction(conn) as db:
+        applies: list[bool] = []
+        changes: list[TextChange] = []
+        if claim is not None and claim.settlements:
+            applies, changes = await pg_settle_endings(db, claim.settlements)
+        if catch_up is not None and misfire_before is not None:
+            changes += await _caught_up(db, now, misfire_before, catch_up)
+        rows = sorted(await db.fetch(_PROMOTE, now), key=lambda row: row[_SEQ])
+        promoted = [job_from_values(row) for row in rows]  # the snapshot after the columns
+        changes += [
+            (EventType.QUEUED, job, row[-1]) for job, row in zip(promoted, rows, strict=True)
+        ]
+        claimed: list[Job] = []
+        if claim is not None:
+            for queue in sorted({job.queue for job in promoted}):
+                jobs, starts = await _claim(
+                    db,
+                    queue,
+                    claim.room(queue),
+                    claim.tasks,
+                    claim.include_http,
+                    claim.worker_id,
+                    now,
+                    claim.lease_until,
+                )
+                claimed += jobs
+                changes += starts
+        last = await _append(db, changes, now, token)
+    return applies, promoted, claimed, events_of(changes, last, now)
+
+
+async def _claim(
+    db: Any,
+    queue: str,
+    limit: int,
+    tasks: Collection[str],
+    include_http: bool,
+    worker_id: str,
+    now: Micros,
+    lease_until: Micros,
+) -> tuple[list[Job], list[TextChange]]:
+    """The in-process claim of `queue` (nothing where no job could match)."""
+    if limit <= 0 or not (tasks or include_http):
+        return [], []
+    return await pg_claim_queue(db, queue, tasks, include_http, limit, worker_id, now, lease_until)
+
+
+async def _caught_up(db: Any, now: Micros, before: Micros, catch_up: CatchUp) -> list[TextChange]:
+    """Recurring jobs due before `before` move on (`catch_up`), in batches by seq."""
+    seqs = sorted(seq for (seq,) in await db.fetch(_LATE, before))
+    changes: list[TextChange] = []
+    for start in range(0, len(seqs), _CATCH_UP_BATCH):
+        late = await db.fetch(_LATE_ROWS, seqs[start : start + _CATCH_UP_BATCH], before)
+        moved = [caught_up(job, now, *catch_up(job)) for job in map(job_from_values, late)]
+        if not moved:
+            continue
+        await db.executemany(
+            _MOVE_ON,
+            [
+                (
+                    after.next_run_time,
+                    after.skipped_count,
+                    after.state.value,
+                    after.end_time,
+                    now,
+                    after.seq,
+                )
+                for after, _ in moved
+            ],
+        )
+        changes += [(kind, after, job_snapshot(after)) for after, kinds in moved for kind in kinds]
+    return changes
+
+
+async def _append(db: Any, changes: list[TextChange], now: Micros, token: str) -> int:
+    """Appends the events of `changes`, last in the transaction; the last revision (0
+    without any)."""
+    if not changes:
+        return 0
+    rows = [(job.id, etype.value, now, text) for etype, job, text in changes]
+    return await pg_append_event_rows(db, rows, token)

@@ -22,6 +22,7 @@ from jobwheel.server.model import (
     HttpTarget,
     Job,
     JobState,
+    Micros,
     MisfirePolicy,
     NewJob,
     OverlapPolicy,
@@ -312,6 +313,14 @@ def job_from_values(row: Sequence[Any]) -> Job:
         traceparent,
         seq,
     )
+
+
+def moved_on_values(after: Job, now: Micros) -> tuple[Any, ...]:
+    """The misfire catch-up's UPDATE of a job it moved on, in the order both backends'
+    statements take: next_run_time, skipped_count, state, end_time, update_time, then the
+    seq that names the row."""
+    state = after.state.value
+    return (after.next_run_time, after.skipped_count, state, after.end_time, now, after.seq)
 
 
 def job_result_doc(value: Any) -> str | None:

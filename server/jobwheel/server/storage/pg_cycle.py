@@ -21,7 +21,12 @@ import asyncpg
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
 from jobwheel.server.storage.attempt_writes import pg_claim_queue, pg_settle_endings
-from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values, job_snapshot
+from jobwheel.server.storage.convert import (
+    JOB_COLUMNS,
+    job_from_values,
+    job_snapshot,
+    moved_on_values,
+)
 from jobwheel.server.storage.dialect import notify_token, pg_append_event_rows
 from jobwheel.server.storage.events import TextChange, events_of
 from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL
@@ -52,6 +57,7 @@ _LATE_ROWS = (
     f"SELECT {_COLUMNS} FROM jobs WHERE seq = ANY($1::int8[]) AND state = '{_SCHEDULED}'"
     " AND next_run_time < $2::int8 ORDER BY seq FOR UPDATE SKIP LOCKED"
 )
+# convert.moved_on_values
 _MOVE_ON = (
     "UPDATE jobs SET next_run_time = $1::int8, skipped_count = $2::int4, state = $3::varchar,"
     " end_time = $4::int8, update_time = $5::int8 WHERE seq = $6::int8"
@@ -187,20 +193,7 @@ async def _caught_up(db: Any, now: Micros, before: Micros, catch_up: CatchUp) ->
         moved = [caught_up(job, now, *catch_up(job)) for job in map(job_from_values, late)]
         if not moved:
             continue
-        await db.executemany(
-            _MOVE_ON,
-            [
-                (
-                    after.next_run_time,
-                    after.skipped_count,
-                    after.state.value,
-                    after.end_time,
-                    now,
-                    after.seq,
-                )
-                for after, _ in moved
-            ],
-        )
+        await db.executemany(_MOVE_ON, [moved_on_values(after, now) for after, _ in moved])
         changes += [(kind, after, job_snapshot(after)) for after, kinds in moved for kind in kinds]
     return changes
 

@@ -7,7 +7,7 @@ waiting beside the fire, moves misfired recurring jobs on and promotes what came
 loop then asks the fire for each promoted queue's room (the dispatcher's state, which only the
 loop touches); the second hop claims, opens the attempt rows, appends the events and commits.
 The statements and fences are those of sqlite_cycle and attempt_writes; the promotion and
-catch-up are transitions' SQLAlchemy statements written out.
+catch-up are PostgreSQL's (pg_cycle) in SQLite's SQL.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
 from jobwheel.server.storage.bulk_writes import and_commit, begun, in_sqlite_thread, roll_back
-from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values
+from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values, moved_on_values
 from jobwheel.server.storage.events import TextChange, events_of
 from jobwheel.server.storage.snapshot_sql import JOB_SNAPSHOT_SQL
 from jobwheel.server.storage.sqlite_cycle import (
@@ -44,7 +44,7 @@ _PROMOTE = (
     f" RETURNING {', '.join(JOB_COLUMNS)}, {JOB_SNAPSHOT_SQL}"
 )
 # seqs of recurring jobs that missed a run due before ?, through the due index (see
-# Transitions._catch_up), then their rows by seq
+# pg_cycle's), then their rows by seq
 _LATE = (
     f"SELECT seq FROM jobs WHERE state = '{JobState.SCHEDULED.value}' AND next_run_time < ?"
     " AND recurring = 1"
@@ -53,6 +53,7 @@ _LATE_ROWS = (
     f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE state = '{JobState.SCHEDULED.value}'"
     " AND next_run_time < ? AND seq IN ({}) ORDER BY seq"
 )
+# convert.moved_on_values
 _MOVE_ON = (
     "UPDATE jobs SET next_run_time = ?, skipped_count = ?, state = ?, end_time = ?,"
     " update_time = ? WHERE seq = ?"
@@ -115,7 +116,7 @@ def _due(
 def _caught_up(
     db: sqlite3.Connection, now: Micros, before: Micros, catch_up: CatchUp, max_in_list: int
 ) -> list[TextChange]:
-    """Recurring jobs due before `before` move on (`catch_up`), as Transitions._catch_up."""
+    """Recurring jobs due before `before` move on (`catch_up`), as pg_cycle's do."""
     seqs = sorted(seq for (seq,) in db.execute(_LATE, (before,)))
     moved: list[tuple[Job, list[EventType]]] = []
     for start in range(0, len(seqs), max_in_list):
@@ -124,17 +125,7 @@ def _caught_up(
         for row in db.execute(sql, (before, *chunk)).fetchall():
             job = job_from_values(row)
             after, kinds = caught_up(job, now, *catch_up(job))
-            db.execute(
-                _MOVE_ON,
-                (
-                    after.next_run_time,
-                    after.skipped_count,
-                    after.state.value,
-                    after.end_time,
-                    now,
-                    after.seq,
-                ),
-            )
+            db.execute(_MOVE_ON, moved_on_values(after, now))
             moved.append((after, kinds))
     texts = snapshots(db, "seq", [job.seq for job, _ in moved], max_in_list)
     return [(kind, job, texts[job.id]) for job, kinds in moved for kind in kinds]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_service_pb2 as pb
 
 from bench import jobs, procs
 from bench.handlers import NOOP
@@ -46,15 +47,7 @@ async def measure(
 ) -> Lateness:
     async with jobs.channel(address) as ch:
         stub = jobs.stub(ch)
-        begin = time.time() + enqueue_budget + LEAD
-        reqs = []
-        for i in range(count):
-            req = jobs.request(NOOP, i)
-            due = timestamp_pb2.Timestamp()
-            due.FromMicroseconds(int((begin + span * i / count) * 1e6))
-            req.schedule.start_time.CopyFrom(due)
-            req.labels["run"] = label
-            reqs.append(req)
+        reqs = _scheduled(count, label, time.time() + enqueue_budget + LEAD, span)
         started = time.time()
         await jobs.enqueue_all(stub, reqs, 1000)
         enqueued = time.time() - started
@@ -91,13 +84,28 @@ def _row(name: str, got: Lateness, target: float, budget: float) -> Row:
     return row
 
 
+def _scheduled(count: int, label: str, begin: float, span: float) -> list[pb.EnqueueJobRequest]:
+    """`count` no-op jobs labelled run=`label`, due evenly over `span` s from `begin` (epoch s),
+    each with a schedule of its own."""
+    reqs = []
+    for i in range(count):
+        req = jobs.request(NOOP, i)
+        due = timestamp_pb2.Timestamp()
+        due.FromMicroseconds(int((begin + span * i / count) * 1e6))
+        req.schedule.start_time.CopyFrom(due)
+        req.labels["run"] = label
+        reqs.append(req)
+    return reqs
+
+
 async def enqueue_seconds(address: str, count: int) -> float:
     """How long enqueueing `count` jobs takes here, measured on a quarter of them (at most
-    2,500) due at once, which run and drain before this returns."""
+    2,500) shaped as the measured ones (each its own schedule: they cost more to take in than
+    jobs without) but due at once, which run and drain before this returns."""
     sample = max(1, min(count // 4, 2_500))
     async with jobs.channel(address) as ch:
         stub = jobs.stub(ch)
-        reqs = [jobs.request(NOOP, i) for i in range(sample)]
+        reqs = _scheduled(sample, "estimate", time.time(), 0.0)
         started = time.perf_counter()
         await jobs.enqueue_all(stub, reqs, 1000)
         took = time.perf_counter() - started

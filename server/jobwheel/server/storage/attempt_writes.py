@@ -19,11 +19,10 @@ from jobwheel.server.model import AttemptOutcome, EventType, Job, JobState, Micr
 from jobwheel.server.rules.states import Settlement
 from jobwheel.server.storage.convert import (
     JOB_COLUMNS,
-    job_from_values,
     job_result_doc,
 )
 from jobwheel.server.storage.dialect import POSTGRESQL, Dialect
-from jobwheel.server.storage.events import TextChange
+from jobwheel.server.storage.events import TextChange, claim_order, text_changes
 from jobwheel.server.storage.schema import attempts, jobs
 from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL, pg_job_snapshot_sql
 from sqlalchemy import (
@@ -45,7 +44,6 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import Grouping
 
 _RUNNING = JobState.RUNNING.value
-_PRIORITY, _SEQ = JOB_COLUMNS.index("priority"), JOB_COLUMNS.index("seq")
 _ATTEMPT_RUNNING = AttemptOutcome.RUNNING.value
 
 # Driver-level statements (no per-row work in SQLAlchemy): `?` for SQLite's executemany;
@@ -229,10 +227,7 @@ async def pg_claim_queue(
 def _started(rows: Sequence[Sequence[Any]]) -> tuple[list[Job], list[TextChange]]:
     """Claimed rows (JOB_COLUMNS, then the snapshot): the jobs best priority first, FIFO
     within one, and their STARTED changes."""
-    rows = sorted(rows, key=lambda r: (-r[_PRIORITY], r[_SEQ]))
-    claimed = [job_from_values(r) for r in rows]
-    starts = [(EventType.STARTED, job, r[-1]) for job, r in zip(claimed, rows, strict=True)]
-    return claimed, starts
+    return text_changes(EventType.STARTED, claim_order(rows))
 
 
 def _with_attempt_rows(claim: ReturningUpdate[Any], limit: int, worker_id: str) -> Select[Any]:

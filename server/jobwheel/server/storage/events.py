@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from jobwheel.server.model import Event, EventType, Job, JobFilter, Micros
 from jobwheel.server.storage.base import StoreBase
-from jobwheel.server.storage.convert import job_from_row, job_from_snapshot, job_snapshot
+from jobwheel.server.storage.convert import (
+    JOB_COLUMNS,
+    job_from_row,
+    job_from_snapshot,
+    job_from_values,
+    job_snapshot,
+)
 from jobwheel.server.storage.dialect import (
     NOTIFY_CHANNEL,
     NOTIFY_CHANNEL_SQL,
@@ -26,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 Change = tuple[EventType, Job]
 # a change with its job's snapshot, written by the statement that made it (snapshot_sql)
 TextChange = tuple[EventType, Job, str]
+_PRIORITY, _SEQ = JOB_COLUMNS.index("priority"), JOB_COLUMNS.index("seq")
 # the newest revision (row 1 of event_head)
 _HEAD = select(event_head.c.revision).where(event_head.c.id == 1)
 
@@ -65,10 +72,33 @@ async def append_text_changes(
     """append_events for changes that carry their snapshots."""
     if not changes:
         return []
-    last = await dialect_of(conn).append_event_rows(
-        conn, [(job.id, etype.value, now, text) for etype, job, text in changes]
-    )
+    last = await dialect_of(conn).append_event_rows(conn, event_rows(changes, now))
     return events_of(changes, last, now)
+
+
+def event_rows(changes: Sequence[TextChange], now: Micros) -> list[tuple[Any, ...]]:
+    """The event log's rows of `changes` (Dialect.append_event_rows' shape)."""
+    return [(job.id, etype.value, now, text) for etype, job, text in changes]
+
+
+def text_changes(
+    kind: EventType, rows: Sequence[Sequence[Any]]
+) -> tuple[list[Job], list[TextChange]]:
+    """Rows a statement returned (JOB_COLUMNS, then the job's snapshot): the jobs, and a `kind`
+    change of each, in the rows' order."""
+    made = [job_from_values(row) for row in rows]  # the snapshot after the columns
+    return made, [(kind, job, row[-1]) for job, row in zip(made, rows, strict=True)]
+
+
+def by_seq(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+    """Rows of JOB_COLUMNS in seq order: a promotion's events in a stable order."""
+    return sorted(rows, key=lambda row: row[_SEQ])
+
+
+def claim_order(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+    """Rows of JOB_COLUMNS best priority first, FIFO within one: the order a claim starts
+    its jobs in."""
+    return sorted(rows, key=lambda row: (-row[_PRIORITY], row[_SEQ]))
 
 
 def events_of(changes: Sequence[TextChange], last: int, now: Micros) -> list[Event]:

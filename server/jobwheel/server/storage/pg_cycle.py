@@ -13,7 +13,7 @@ SQLite's fire (sqlite_fire) does between its hops.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,13 @@ from jobwheel.server.storage.convert import (
     moved_on_values,
 )
 from jobwheel.server.storage.dialect import notify_token, pg_append_event_rows
-from jobwheel.server.storage.events import TextChange, events_of
+from jobwheel.server.storage.events import (
+    TextChange,
+    by_seq,
+    event_rows,
+    events_of,
+    text_changes,
+)
 from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,7 +42,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 if TYPE_CHECKING:  # transitions imports this module
     from jobwheel.server.storage.transitions import FireClaim
 
-_SEQ = JOB_COLUMNS.index("seq")
 _COLUMNS = ", ".join(JOB_COLUMNS)
 _SCHEDULED = JobState.SCHEDULED.value
 # what came due becomes QUEUED ($1: now); its rows and snapshots. The states as ix_jobs_due's
@@ -114,13 +119,9 @@ async def pg_dispatch_cycle(
     token = notify_token(conn.sync_engine)
     async with driver_transaction(conn) as db:
         applies, changes = await pg_settle_endings(db, settlements)
-        claimed: list[list[Job]] = []
-        for queue, limit in claims:
-            jobs, starts = await _claim(
-                db, queue, limit, tasks, include_http, worker_id, now, lease_until
-            )
-            claimed.append(jobs)
-            changes += starts
+        claimed = await _claims(
+            db, claims, tasks, include_http, worker_id, now, lease_until, changes
+        )
         last = await _append(db, changes, now, token)
     return applies, claimed, events_of(changes, last, now)
 
@@ -144,44 +145,51 @@ async def pg_fire(
             applies, changes = await pg_settle_endings(db, claim.settlements)
         if catch_up is not None and misfire_before is not None:
             changes += await _caught_up(db, now, misfire_before, catch_up)
-        rows = sorted(await db.fetch(_PROMOTE, now), key=lambda row: row[_SEQ])
-        promoted = [job_from_values(row) for row in rows]  # the snapshot after the columns
-        changes += [
-            (EventType.QUEUED, job, row[-1]) for job, row in zip(promoted, rows, strict=True)
-        ]
-        claimed: list[Job] = []
+        promoted, queued = text_changes(EventType.QUEUED, by_seq(await db.fetch(_PROMOTE, now)))
+        changes += queued
+        claimed: list[list[Job]] = []
         if claim is not None:
-            for queue in sorted({job.queue for job in promoted}):
-                jobs, starts = await _claim(
-                    db,
-                    queue,
-                    claim.room(queue),
-                    claim.tasks,
-                    claim.include_http,
-                    claim.worker_id,
-                    now,
-                    claim.lease_until,
-                )
-                claimed += jobs
-                changes += starts
+            # each queue's room asked as its claim comes
+            rooms = ((queue, claim.room(queue)) for queue in sorted({j.queue for j in promoted}))
+            claimed = await _claims(
+                db,
+                rooms,
+                claim.tasks,
+                claim.include_http,
+                claim.worker_id,
+                now,
+                claim.lease_until,
+                changes,
+            )
         last = await _append(db, changes, now, token)
-    return applies, promoted, claimed, events_of(changes, last, now)
+    started = [job for jobs in claimed for job in jobs]
+    return applies, promoted, started, events_of(changes, last, now)
 
 
-async def _claim(
+async def _claims(
     db: Any,
-    queue: str,
-    limit: int,
+    claims: Iterable[tuple[str, int]],
     tasks: Collection[str],
     include_http: bool,
     worker_id: str,
     now: Micros,
     lease_until: Micros,
-) -> tuple[list[Job], list[TextChange]]:
-    """The in-process claim of `queue` (nothing where no job could match)."""
-    if limit <= 0 or not (tasks or include_http):
-        return [], []
-    return await pg_claim_queue(db, queue, tasks, include_http, limit, worker_id, now, lease_until)
+    changes: list[TextChange],
+) -> list[list[Job]]:
+    """The in-process claim of each (queue, limit) of `claims`, in turn: the jobs each
+    claimed (none where no job could match); their STARTED changes are appended to
+    `changes`."""
+    claimed: list[list[Job]] = []
+    for queue, limit in claims:
+        if limit <= 0 or not (tasks or include_http):
+            claimed.append([])
+            continue
+        jobs, starts = await pg_claim_queue(
+            db, queue, tasks, include_http, limit, worker_id, now, lease_until
+        )
+        claimed.append(jobs)
+        changes += starts
+    return claimed
 
 
 async def _caught_up(db: Any, now: Micros, before: Micros, catch_up: CatchUp) -> list[TextChange]:
@@ -203,5 +211,4 @@ async def _append(db: Any, changes: list[TextChange], now: Micros, token: str) -
     without any)."""
     if not changes:
         return 0
-    rows = [(job.id, etype.value, now, text) for etype, job, text in changes]
-    return await pg_append_event_rows(db, rows, token)
+    return await pg_append_event_rows(db, event_rows(changes, now), token)

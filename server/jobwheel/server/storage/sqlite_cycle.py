@@ -26,14 +26,19 @@ from jobwheel.server.storage.bulk_writes import (
     in_write_transaction,
     sqlite_append_events,
 )
-from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values
-from jobwheel.server.storage.events import TextChange, events_of
+from jobwheel.server.storage.convert import JOB_COLUMNS
+from jobwheel.server.storage.events import (
+    TextChange,
+    claim_order,
+    event_rows,
+    events_of,
+    text_changes,
+)
 from jobwheel.server.storage.snapshot_sql import JOB_SNAPSHOT_SQL
 from sqlalchemy import literal_column
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate
 
-_PRIORITY, _SEQ = JOB_COLUMNS.index("priority"), JOB_COLUMNS.index("seq")
 # (id, snapshot) of jobs by seq (the rowid: no index to search) or by id
 _SNAPSHOTS = f"SELECT id, {JOB_SNAPSHOT_SQL} FROM jobs WHERE "
 
@@ -186,10 +191,8 @@ def _start(
     rows = db.execute(sql, params).fetchall()
     if not rows:
         return [], []
-    rows.sort(key=lambda r: (-r[_PRIORITY], r[_SEQ]))
-    started = [job_from_values(row) for row in rows]  # the snapshot after the columns
+    started, starts = text_changes(EventType.STARTED, claim_order(rows))
     sqlite_open_attempts(db, started, new_ids(len(started)), worker_id)
-    starts = [(EventType.STARTED, job, row[-1]) for job, row in zip(started, rows, strict=True)]
     return started, starts
 
 
@@ -197,9 +200,7 @@ def append_changes(db: sqlite3.Connection, changes: list[TextChange], now: Micro
     """Appends the events of `changes`; the last revision (0 without any)."""
     if not changes:
         return 0
-    return sqlite_append_events(
-        db, [(job.id, etype.value, now, text) for etype, job, text in changes]
-    )
+    return sqlite_append_events(db, event_rows(changes, now))
 
 
 async def sqlite_start_attempts(

@@ -21,7 +21,7 @@ from jobwheel.server.model import Event, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
 from jobwheel.server.storage.bulk_writes import and_commit, begun, in_sqlite_thread, roll_back
 from jobwheel.server.storage.convert import JOB_COLUMNS, job_from_values, moved_on_values
-from jobwheel.server.storage.events import TextChange, events_of
+from jobwheel.server.storage.events import TextChange, by_seq, events_of, text_changes
 from jobwheel.server.storage.snapshot_sql import JOB_SNAPSHOT_SQL
 from jobwheel.server.storage.sqlite_cycle import (
     append_changes,
@@ -35,7 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 if TYPE_CHECKING:  # transitions imports this module
     from jobwheel.server.storage.transitions import FireClaim
 
-_SEQ = JOB_COLUMNS.index("seq")
 _WAITING = " OR ".join(f"state = '{state.value}'" for state in WAITING)  # ix_jobs_due's form
 # what came due becomes QUEUED (parameters: now, now); its rows and snapshots
 _PROMOTE = (
@@ -106,10 +105,8 @@ def _due(
     applies, changes = settle_in(db, settlements, max_in_list)
     if catch_up is not None and misfire_before is not None:
         changes += _caught_up(db, now, misfire_before, catch_up, max_in_list)
-    rows = db.execute(_PROMOTE, (now, now)).fetchall()
-    rows.sort(key=lambda row: row[_SEQ])  # by seq: the events in a stable order
-    promoted = [job_from_values(row) for row in rows]  # the snapshot after the columns
-    changes += [(EventType.QUEUED, job, row[-1]) for job, row in zip(promoted, rows, strict=True)]
+    promoted, queued = text_changes(EventType.QUEUED, by_seq(db.execute(_PROMOTE, (now, now))))
+    changes += queued
     return applies, promoted, changes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from jobwheel.server.model import Event
-from jobwheel.server.storage.dialect import Dialect, StorageUrlError, create_engines
+from jobwheel.server.storage.dialect import POSTGRESQL, Dialect, StorageUrlError, create_engines
 from jobwheel.server.storage.migrations import (
     MIGRATIONS,
     Migration,
@@ -15,6 +15,7 @@ from jobwheel.server.storage.migrations import (
     migrate,
 )
 from jobwheel.server.storage.outage import DatabaseUnavailable
+from jobwheel.server.storage.pg_cycle import warm_up
 from jobwheel.server.storage.store import Store
 
 __all__ = [
@@ -50,6 +51,8 @@ async def open_store(
     try:
         await migrate(engines, migrations)
         await check_writable(engines)
+        if engines.dialect is POSTGRESQL:
+            await warm_up(engines.write)
     except BaseException:
         await engines.dispose()
         raise

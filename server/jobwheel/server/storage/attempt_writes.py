@@ -10,6 +10,7 @@ set-based, a few statements whatever the number of jobs.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -146,6 +147,9 @@ SELECT {", ".join(JOB_COLUMNS)}, {PG_JOB_SNAPSHOT_SQL} FROM claimed
 """
 
 
+_PG_SETTLE_PARAMETERS = len(set(re.findall(r"\$(\d+)", _PG_SETTLE)))
+
+
 async def pg_start_attempts(
     conn: AsyncConnection,
     where: list[ColumnElement[bool]],
@@ -222,6 +226,14 @@ async def pg_claim_queue(
         new_ids(limit),
     )
     return _started(await db.fetch(_PG_CLAIM_QUEUE, *params))
+
+
+async def pg_rehearse(db: Any) -> None:
+    """Runs the settlement's and the in-process claim's statements on asyncpg's connection
+    `db` with inputs that match no row (no settlement, the queue ''), in the caller's
+    transaction: pg_cycle.warm_up's part."""
+    await db.fetch(_PG_SETTLE, *([[]] * _PG_SETTLE_PARAMETERS))  # arrays, each empty
+    await pg_claim_queue(db, "", (), False, 0, "", 0, 0)
 
 
 def _started(rows: Sequence[Sequence[Any]]) -> tuple[list[Job], list[TextChange]]:

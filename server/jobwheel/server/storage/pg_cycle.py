@@ -13,6 +13,7 @@ SQLite's fire (sqlite_fire) does between its hops.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from jobwheel.server.model import Event, EventType, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement, caught_up
-from jobwheel.server.storage.attempt_writes import pg_claim_queue, pg_settle_endings
+from jobwheel.server.storage.attempt_writes import (
+    pg_claim_queue,
+    pg_rehearse,
+    pg_settle_endings,
+)
 from jobwheel.server.storage.convert import (
     JOB_COLUMNS,
     job_from_values,
@@ -37,7 +42,7 @@ from jobwheel.server.storage.events import (
 )
 from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 if TYPE_CHECKING:  # transitions imports this module
     from jobwheel.server.storage.transitions import FireClaim
@@ -68,6 +73,12 @@ _MOVE_ON = (
     " end_time = $4::int8, update_time = $5::int8 WHERE seq = $6::int8"
 )
 _CATCH_UP_BATCH = 1000
+# Before all times a job may hold (timestamps start at year 1): nothing is due before it
+_NEVER = -(2**63)
+# Connections warm_up opens at once: a quiet server's fires, dispatch cycles, enqueues, reads
+# and maintenance held up to about this many at a time (with 3 warmed, the first fires of a
+# new server still met cold ones); fewer than the pool keeps
+WARM_CONNECTIONS = 6
 
 
 @asynccontextmanager
@@ -101,6 +112,30 @@ async def driver_transaction(conn: AsyncConnection) -> AsyncIterator[Any]:
 def _wrapped(statement: str, exc: Exception) -> Exception:
     wrapped: Exception = sa_exc.DBAPIError.instance(statement, None, exc, asyncpg.PostgresError)
     return wrapped
+
+
+async def warm_up(engine: AsyncEngine, count: int = WARM_CONNECTIONS) -> None:
+    """Opens `count` of `engine`'s pooled connections at once and runs the fire's and the
+    dispatch cycle's statements on each with inputs that match no row, in a transaction
+    rolled back: each backend reads the catalog of the tables and indexes they touch and
+    asyncpg prepares them once, before the server serves. On a cold connection the first
+    fire took 10-40 ms more than on a warm one (each statement 2.5-5 ms instead of 0.5)."""
+
+    async def one() -> None:
+        async with engine.connect() as conn:
+            db = (await conn.get_raw_connection()).driver_connection
+            assert db is not None
+            transaction = db.transaction()
+            await transaction.start()
+            try:
+                await db.fetch(_PROMOTE, _NEVER)
+                await db.fetch(_LATE, _NEVER)
+                await pg_rehearse(db)
+                await pg_append_event_rows(db, [], "")
+            finally:
+                await transaction.rollback()
+
+    await asyncio.gather(*(one() for _ in range(count)))
 
 
 async def pg_dispatch_cycle(

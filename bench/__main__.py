@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from bench import batch_enqueue, drain, enqueue_rpc, env, lateness, metrics_cost, profile, watch
+from bench.cpu import StealMeter
 from bench.options import Options
 from bench.pg import fresh_database
 from bench.report import Row, notes, table
@@ -83,14 +84,17 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
 async def run(names: list[str], opts: Options, postgres: str | None = None) -> list[Row]:
     rows: list[Row] = []
     for name in names:
-        if postgres is None or name not in ON_POSTGRES:
-            rows += await SCENARIOS[name](opts)
-            continue
-        with fresh_database(postgres, f"jobwheel_bench_{os.getpid()}_{name}") as url:
-            on_postgres = await SCENARIOS[name](dataclasses.replace(opts, db_url=url))
-        for row in on_postgres:
-            row.scenario += " [PostgreSQL]"
-        rows += on_postgres
+        with StealMeter() as steal:
+            if postgres is None or name not in ON_POSTGRES:
+                got = await SCENARIOS[name](opts)
+            else:
+                with fresh_database(postgres, f"jobwheel_bench_{os.getpid()}_{name}") as url:
+                    got = await SCENARIOS[name](dataclasses.replace(opts, db_url=url))
+                for row in got:
+                    row.scenario += " [PostgreSQL]"
+        for row in got:
+            row.notes.append(f"during the scenario, {steal}")
+        rows += got
     return rows
 
 

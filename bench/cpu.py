@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 from dataclasses import dataclass
 
@@ -49,3 +50,59 @@ class CpuShare:
 
     def __str__(self) -> str:
         return f"server {self.server_cores:.2f} cores, client {self.client_cores:.2f} cores"
+
+
+def machine_steal_seconds() -> tuple[float, float]:
+    """(CPU seconds the hypervisor gave other guests, all CPU seconds) of this machine's cores
+    so far: the `steal` column of /proc/stat and the sum of its columns ((0.0, 0.0) where
+    there is no /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            columns = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
+    # counted in user and nice
+    return columns[7] / TICK, sum(columns[:8]) / TICK
+
+
+class StealMeter:
+    """The share of the machine's CPU time its host gave to other guests while the block ran:
+    on average and in the worst `every`-second sample (a figure taken while a neighbour
+    took a third of the cores says more about the neighbour than about jobwheel)."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.average = 0.0
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._first = (0.0, 0.0)
+
+    def __enter__(self) -> StealMeter:
+        self._first = machine_steal_seconds()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.average = _share(self._first, machine_steal_seconds())
+
+    def _sample(self) -> None:
+        last = machine_steal_seconds()
+        while not self._stop.wait(self.every):
+            now = machine_steal_seconds()
+            self.peak = max(self.peak, _share(last, now))
+            last = now
+
+    def __str__(self) -> str:
+        return (
+            f"CPU time taken by the host for other guests (steal): {self.average:.0%} of the "
+            f"machine's on average, {self.peak:.0%} at worst in a {self.every:g} s sample"
+        )
+
+
+def _share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0

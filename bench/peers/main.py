@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench import env as machine
 from bench import procs
+from bench.cpu import StealMeter
 from bench.peers import adapters, table
 from bench.peers.spec import WORKLOADS, Adapter, Env, Result, Sizes
 
@@ -44,6 +45,9 @@ PACKAGES = (
     "celery[redis]>=5.4,<5.6",
     "apscheduler>=3.10,<4",
 )
+# a run is named under the table when the host took this much of the machine's CPU time
+# meanwhile, on average or in its worst half second
+STOLEN_AVERAGE, STOLEN_PEAK = 0.05, 0.20
 QUICK = Sizes(enqueues=2_000, batched=10_000, drained=2_000, fires=200)
 
 
@@ -101,6 +105,7 @@ class Runner:
         self.workdir = Path(tempfile.mkdtemp(prefix="jobwheel-bench-peers-"))
         self.sizes = QUICK if args.quick else Sizes()
         self.failures: list[str] = []
+        self.stolen: list[str] = []  # runs during which the host took much of the CPU
         self.count = 0
 
     def once(self, adapter: Adapter, workload: str) -> Result:
@@ -124,11 +129,14 @@ class Runner:
         print(f"[peers] {adapter.name} {workload} ...", file=sys.stderr)
         run_env = {**os.environ, "PYTHONPATH": str(procs.ROOT), "BENCH_REDIS_URL": self.args.redis}
         try:
-            code, out, err = run_bounded(
-                [str(python), "-m", "bench.peers.runner", json.dumps(spec)],
-                run_env,
-                self.args.timeout,
-            )
+            with StealMeter() as steal:
+                code, out, err = run_bounded(
+                    [str(python), "-m", "bench.peers.runner", json.dumps(spec)],
+                    run_env,
+                    self.args.timeout,
+                )
+            if steal.average >= STOLEN_AVERAGE or steal.peak >= STOLEN_PEAK:
+                self.stolen.append(f"{adapter.name} {workload}: {steal}")
             lines = [x for x in out.splitlines() if x.startswith("RESULT ")]
             if code or not lines:
                 tail = (err or out).strip().splitlines()[-1:]
@@ -190,7 +198,8 @@ def main(argv: list[str]) -> None:
     peers_python = ensure_venv() if any(a.venv == "peers" for a in systems) else None
     runner = Runner(args, peers_python)
     try:
-        runs = runner.rounds(systems, args.workload or list(WORKLOADS))
+        with StealMeter() as steal:
+            runs = runner.rounds(systems, args.workload or list(WORKLOADS))
     finally:
         if peers_python is not None and services["redis"]:  # leave the db as found: empty
             flush = "import redis, sys; redis.Redis.from_url(sys.argv[1]).flushdb()"
@@ -211,8 +220,10 @@ def main(argv: list[str]) -> None:
         "(> 1: jobwheel ahead). '-': the system has no such workload."
     )
     for note in [
+        f"the whole run: {steal}",
         *(f"skipped (its service is unreachable): {s}" for s in skipped),
         *runner.failures,
+        *runner.stolen,
     ]:
         print(f"- {note}")
     print(f"\n(total {time.monotonic() - started:.0f} s)")

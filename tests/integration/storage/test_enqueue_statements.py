@@ -82,9 +82,9 @@ async def _store_all(
         return fast_way(*args)
 
     monkeypatch.setattr(store_module, name, counted)
-    if general:  # SQLite: rows bound one by one; PostgreSQL: COPY
+    if general:  # SQLite: rows bound one by one; PostgreSQL: not alike (COPY, or INSERT below 64)
         monkeypatch.setattr(store_module, "json_rows", lambda rows: None)
-        monkeypatch.setattr(store_module, "PG_COPY_MIN_ROWS", 10**9)
+        monkeypatch.setattr(store_module, "shared_job_values", lambda jobs: None)
     try:
         for i, batch in enumerate(batches):
             if i == 2:  # the newest rows deleted: AUTOINCREMENT skips their seqs
@@ -119,12 +119,12 @@ async def _store_all(
     [
         ([_plain_batch(70, T0), _plain_batch(40, T0 + 1) + _plain_batch(30, T0 + 2)], 2, 2),
         ([[replace(j, labels={"t": 'a"b', "é": "😀"}) for j in _plain_batch(64, T0)]], 1, 1),
-        ([_mixed_batch(), _plain_batch(4, T0 + 20), _mixed_batch()], 3, 0),
+        ([_mixed_batch(), _plain_batch(4, T0 + 20), _mixed_batch()], 3, 1),
         # an id with a control character: its events cannot be built from its row
         (
             [[new_job(id=f"id\n{i}\x01", create_time=T0) for i in range(64)], _plain_batch(3, T0)],
             1,
-            0,
+            1,
         ),
     ],
     ids=["plain", "labels", "mixed", "control-id"],

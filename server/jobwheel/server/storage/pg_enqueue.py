@@ -1,8 +1,11 @@
 """PostgreSQL: a batch of jobs without idempotency keys, alike in all but their ids, payloads and
-times (the usual BatchEnqueueJobs), in two statements: one inserts the jobs, their seqs taken
-in input order, the other their ENQUEUED events, built from the same arrays. The values the
-jobs share travel once, as scalars, and no snapshot is encoded per job; COPY of whole rows
-plus an events statement of whole snapshots cost twice the time."""
+times (the usual BatchEnqueueJobs, and single enqueues merged by the group commit), in two
+statements: one inserts the jobs, their seqs taken in input order, the other their ENQUEUED
+events, built from the same arrays. The values the jobs share travel once, as scalars, and no
+snapshot is encoded per job; COPY of whole rows plus an events statement of whole snapshots
+cost twice the time. They run on asyncpg's own connection (pg_cycle.driver_transaction):
+through SQLAlchemy, a merged write of a few single enqueues cost the event loop more than the
+statements cost the database."""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobwheel.server.storage.bulk_writes import EVENT_COLUMNS, PG_NEXT_SEQ, pg_array_type
-from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL, notify_token
+from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL
 from jobwheel.server.storage.schema import jobs
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def _insert_jobs(columns: Sequence[str], own: Sequence[str]) -> str:
@@ -62,7 +64,8 @@ SELECT revision, pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || $9::te
 
 
 async def pg_enqueue_alike(
-    conn: AsyncConnection,
+    db: Any,
+    token: str,
     columns: Sequence[str],
     own: Sequence[str],
     values: tuple[Any, ...],
@@ -74,20 +77,17 @@ async def pg_enqueue_alike(
     """Inserts jobs without idempotency keys whose values for `columns` are `values` but in
     the `own` columns (`rows`: theirs, in `own` order), and their events (`tails`: see
     new_job_snapshot_tails; the jobs' labels are values' "labels"); returns the jobs' seqs
-    and the last revision. In `conn`'s write transaction."""
+    and the last revision. On asyncpg's connection `db`, in the caller's transaction
+    (pg_cycle.driver_transaction); `token`: the writing engine's notify_token."""
     shared = [value for name, value in zip(columns, values, strict=True) if name not in own]
     arrays = [list(column) for column in zip(*rows, strict=True)]
-    taken = await conn.exec_driver_sql(
-        _insert_jobs_sql(tuple(columns), tuple(own)), (len(rows), *arrays, *shared)
-    )
-    seqs: list[int] = taken.scalar_one()
+    sql = _insert_jobs_sql(tuple(columns), tuple(own))
+    seqs: list[int] = await db.fetchval(sql, len(rows), *arrays, *shared)
     numbers = [k for k, (n, _) in enumerate(tails, 1) for _ in range(n)]
     ids = arrays[own.index("id")]
     labels = values[columns.index("labels")]
-    token = notify_token(conn.sync_engine)
     params = (len(rows), event_type, now, ids, seqs, labels, [t for _, t in tails], numbers, token)
-    result = await conn.exec_driver_sql(_INSERT_EVENTS, params)
-    return seqs, int(result.scalar_one())
+    return seqs, int(await db.fetchval(_INSERT_EVENTS, *params))
 
 
 _STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}

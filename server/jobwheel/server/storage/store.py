@@ -10,7 +10,6 @@ from typing import Any
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage import paging
 from jobwheel.server.storage.bulk_writes import (
-    PG_COPY_MIN_ROWS,
     events_of_new_jobs,
     in_sqlite_thread,
     in_write_transaction,
@@ -30,12 +29,14 @@ from jobwheel.server.storage.convert import (
     own_batch_values,
     shared_job_values,
 )
+from jobwheel.server.storage.dialect import notify_token
 from jobwheel.server.storage.events import EventLog, append_events
 from jobwheel.server.storage.filters import id_range, job_conditions
 from jobwheel.server.storage.history import History
 from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.overview import Overview
+from jobwheel.server.storage.pg_cycle import driver_transaction
 from jobwheel.server.storage.pg_enqueue import pg_enqueue_alike
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
@@ -77,7 +78,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             committed = await self._sqlite_insert_new(new_jobs)
             self._emit(committed)
             return [(event.job, False) for event in committed]
-        if candidates and not first_with_key and len(new_jobs) >= PG_COPY_MIN_ROWS:
+        if candidates and not first_with_key:
             found = await self._pg_insert_alike(new_jobs)
             if found is not None:
                 self._emit(found)
@@ -168,10 +169,12 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         own, rows = own_batch_values(new_jobs)
         tails = new_job_snapshot_tails(jobs_in, alike=True)
         enqueued = EventType.ENQUEUED
-        async with self._write() as conn:
-            seqs, last = await pg_enqueue_alike(
-                conn, NEW_JOB_COLUMNS, own, shared, rows, tails, enqueued.value, now
-            )
+        async with self._raw_write() as conn:
+            token = notify_token(conn.sync_engine)
+            async with driver_transaction(conn) as db:
+                seqs, last = await pg_enqueue_alike(
+                    db, token, NEW_JOB_COLUMNS, own, shared, rows, tails, enqueued.value, now
+                )
         for job, seq in zip(jobs_in, seqs, strict=True):
             job.seq = seq
         first = last - len(jobs_in) + 1

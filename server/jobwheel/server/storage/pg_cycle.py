@@ -85,11 +85,10 @@ WARM_CONNECTIONS = 6
 async def driver_transaction(conn: AsyncConnection, *, commit: bool = True) -> AsyncIterator[Any]:
     """`conn`'s asyncpg connection (Store._raw_write: no transaction begun) in a transaction of
     its own, committed on leaving (rolled back, with `commit` False). Whatever is raised
-    inside rolls it back; asyncpg's errors
-    come out as SQLAlchemy's DBAPIError (what the rest of the store raises, and errors.py and
-    outage.py read), others as they are; a rollback that fails (the connection lost)
-    invalidates the connection rather than replace what was raised (a cancellation above
-    all)."""
+    inside rolls it back; asyncpg's errors come out as SQLAlchemy's DBAPIError (what the rest
+    of the store raises, and errors.py and outage.py read), others as they are; a rollback
+    that fails (the connection lost) invalidates the connection rather than replace what was
+    raised (a cancellation above all)."""
     db = (await conn.get_raw_connection()).driver_connection
     assert db is not None
     transaction = db.transaction()

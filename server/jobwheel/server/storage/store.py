@@ -71,15 +71,13 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                 first_with_key[key] = i
                 candidates.append(i)
         committed: list[Event] = []
-        if candidates and not first_with_key and self.dialect.single_writer:
-            # SQLite, no keys to look up (every job a candidate): the whole transaction in one
-            # driver-thread hop; rows converted before taking the write lock, so a concurrent
-            # batch's database work overlaps
-            committed = await self._sqlite_insert_new(new_jobs)
-            self._emit(committed)
-            return [(event.job, False) for event in committed]
-        if candidates and not first_with_key:
-            found = await self._pg_insert_alike(new_jobs)
+        if candidates and not first_with_key:  # no keys to look up: every job a candidate
+            if self.dialect.single_writer:
+                # SQLite: the whole transaction in one driver-thread hop; rows converted before
+                # taking the write lock, so a concurrent batch's database work overlaps
+                found: list[Event] | None = await self._sqlite_insert_new(new_jobs)
+            else:  # PostgreSQL: the jobs alike, or None
+                found = await self._pg_insert_alike(new_jobs)
             if found is not None:
                 self._emit(found)
                 return [(event.job, False) for event in found]

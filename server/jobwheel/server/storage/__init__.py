@@ -53,6 +53,8 @@ async def open_store(
         await check_writable(engines)
         if engines.dialect is POSTGRESQL:
             await warm_up(engines.write)
+        if engines.checkpointer is not None:
+            engines.checkpointer.start()
     except BaseException:
         await engines.dispose()
         raise

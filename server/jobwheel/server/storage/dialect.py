@@ -7,6 +7,8 @@ the migration lock).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import re
 import secrets
@@ -31,6 +33,7 @@ from jobwheel.server.storage.bulk_writes import (
     wrapped_error,
 )
 from jobwheel.server.storage.schema import KEYED, jobs
+from jobwheel.server.storage.wal_checkpoints import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
 from sqlalchemy import (
     Boolean,
     ColumnElement,
@@ -408,8 +411,12 @@ class Engines:
     dialect: Dialect
     write: AsyncEngine
     read: AsyncEngine  # the same object as `write` unless the backend has a single writer
+    # a SQLite file's checkpoints (open_store starts it)
+    checkpointer: WalCheckpointer | None = None
 
     async def dispose(self) -> None:
+        if self.checkpointer is not None:  # waits for a checkpoint under way: off the loop
+            await asyncio.to_thread(self.checkpointer.stop)
         await self.write.dispose()
         if self.read is not self.write:
             await self.read.dispose()
@@ -480,13 +487,31 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         pool_timeout=SQLITE_WRITER_WAIT_S,
         pool_reset_on_return=None,  # see _on_reset
     )
-    _sqlite_setup(write, sync, SQLITE_WRITER_CACHE_KIB, begin="BEGIN IMMEDIATE")
+    _sqlite_setup(
+        write,
+        sync,
+        SQLITE_WRITER_CACHE_KIB,
+        begin="BEGIN IMMEDIATE",
+        autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES,
+    )
     read = create_async_engine(sa_url, pool_size=4, max_overflow=4, pool_reset_on_return=None)
     _sqlite_setup(read, sync, SQLITE_READER_CACHE_KIB, begin="BEGIN")
-    return Engines(dialect, write, read)
+    # the file (or URI) and options SQLAlchemy opens, for the checkpoints' own connection
+    args, kwargs = write.sync_engine.dialect.create_connect_args(sa_url)
+    checkpointer = WalCheckpointer(
+        functools.partial(sqlite3.connect, *args, **kwargs), database, sync
+    )
+    return Engines(dialect, write, read, checkpointer)
 
 
-def _sqlite_setup(engine: AsyncEngine, synchronous: str, cache_kib: int, *, begin: str) -> None:
+def _sqlite_setup(
+    engine: AsyncEngine,
+    synchronous: str,
+    cache_kib: int,
+    *,
+    begin: str,
+    autocheckpoint: int | None = None,
+) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from the driver so BEGIN is ours (see "begin" below).
@@ -498,6 +523,8 @@ def _sqlite_setup(engine: AsyncEngine, synchronous: str, cache_kib: int, *, begi
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA cache_size=-{cache_kib}")  # negative: KiB, not pages
+        if autocheckpoint is not None:  # a thread checkpoints (wal_checkpoints.py)
+            cur.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")

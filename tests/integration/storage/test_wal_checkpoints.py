@@ -22,6 +22,11 @@ from tests.integration.storage.factories import new_job
 THREAD = "jobwheel-wal-checkpoints"
 
 
+def threads() -> int:
+    """Checkpoint threads alive in this process (another test's open store may hold one)."""
+    return sum(t.name == THREAD for t in threading.enumerate())
+
+
 def checkpointer(store: Store) -> WalCheckpointer:
     found = store._engines.checkpointer
     assert found is not None
@@ -52,8 +57,10 @@ async def grows(path: Path, size: int, within: float) -> bool:
 
 async def test_the_log_reaches_the_file_without_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
+    before = threads()
     store = await open_store(f"sqlite:///{path}")
     try:
+        assert threads() == before + 1
         async with store.write_engine.connect() as conn:
             threshold = (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one()
         assert threshold == WRITER_AUTOCHECKPOINT_PAGES
@@ -64,7 +71,7 @@ async def test_the_log_reaches_the_file_without_the_writer(tmp_path: Path) -> No
         assert checkpointer(store).passes > 0
     finally:
         await store.close()
-    assert THREAD not in {t.name for t in threading.enumerate()}
+    assert threads() == before
 
 
 async def test_without_the_thread_the_file_stays_as_it_was(tmp_path: Path) -> None:
@@ -82,10 +89,11 @@ async def test_without_the_thread_the_file_stays_as_it_was(tmp_path: Path) -> No
 
 
 async def test_an_in_memory_database_has_no_thread() -> None:
+    before = threads()
     store = await open_store("sqlite:///:memory:")
     try:
         assert store._engines.checkpointer is None
-        assert THREAD not in {t.name for t in threading.enumerate()}
+        assert threads() == before
     finally:
         await store.close()
 

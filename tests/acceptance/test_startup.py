@@ -147,8 +147,8 @@ def test_postgres_database_or_role_missing(tmp_path: Path, part: str) -> None:
 
 
 def test_postgres_unreachable(tmp_path: Path) -> None:
-    with socket.socket() as free:  # a port nothing listens on
+    with socket.socket() as free:  # bound, not listening: refused, and no one else's
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    code, err = run_server(tmp_path, "--db", f"postgresql://postgres@127.0.0.1:{port}/x")
+        code, err = run_server(tmp_path, "--db", f"postgresql://postgres@127.0.0.1:{port}/x")
     assert_one_line(code, err, "cannot reach", "ConnectionRefusedError")

@@ -294,10 +294,10 @@ async def test_cancel_abandons_the_request(executor: WebhookExecutor, target: Ta
 
 
 async def test_connection_refused_is_retryable(executor: WebhookExecutor) -> None:
-    with socket.socket() as sock:
+    with socket.socket() as sock:  # bound, not listening: refused, and no one else's
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = await run(executor, f"http://127.0.0.1:{port}/ok")
+        result = await run(executor, f"http://127.0.0.1:{port}/ok")
     assert result.outcome is AttemptOutcome.FAILED and result.retryable
     assert result.error.startswith("ConnectionError: ")
 

@@ -298,7 +298,10 @@ _NOTIFY_TOKENS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictiona
 def notify_token(engine: Engine) -> str:
     """A random name of `engine` for the payload of its event notifications (the last word),
     so that a listener can tell its own process's appends from other replicas'."""
-    return _NOTIFY_TOKENS.setdefault(engine, secrets.token_hex(8))
+    token = _NOTIFY_TOKENS.get(engine)
+    if token is None:  # drawn once: every write transaction that appends events asks
+        token = _NOTIFY_TOKENS[engine] = secrets.token_hex(8)
+    return token
 
 
 async def notify_settings_changed(conn: AsyncConnection) -> None:

@@ -59,6 +59,24 @@ class Core:
             jobs = [replace(job, traceparent=traceparent) for job in jobs]
         return await self._insert(jobs)
 
+    @property
+    def enqueues_in_chunks(self) -> bool:
+        """Whether enqueue_in_chunks may be used (the store is PostgreSQL's)."""
+        return not self.store.dialect.single_writer
+
+    async def enqueue_in_chunks(self, chunks: Iterator[Sequence[model.NewJob]]) -> list[model.Job]:
+        """Jobs without idempotency keys created in one transaction as `chunks` yields them,
+        each chunk's insert overlapping the making of the next (Store.insert_new_jobs_in_chunks;
+        nothing is created if `chunks` raises). For large batches on PostgreSQL: no group
+        commit with other calls."""
+        traceparent = tracing.current_traceparent()  # attempts join the enqueue's trace
+        if traceparent:
+            chunks = ([replace(job, traceparent=traceparent) for job in c] for c in chunks)
+        created = await self.store.insert_new_jobs_in_chunks(chunks)
+        if self._insert.observe is not None:
+            self._insert.observe(len(created))
+        return created
+
     async def get(self, job_id: str) -> model.Job:
         job = await self.store.get_job(job_id)
         if job is None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from jobwheel.client.worker import Worker
+from jobwheel.server.api.job_service import ENQUEUE_CHUNK
 from jobwheel.server.observability import tracing
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
@@ -145,14 +146,15 @@ async def test_remote_worker_continues_the_trace(
     assert attempt.instrumentation_scope.name == "jobwheel.client.worker"
 
 
+@pytest.mark.parametrize("n", [3, ENQUEUE_CHUNK + 1])  # in one piece; in chunks on PostgreSQL
 async def test_batch_enqueue_is_traced_and_its_jobs_join_the_trace(
-    server: Running, spans: InMemorySpanExporter
+    server: Running, spans: InMemorySpanExporter, n: int
 ) -> None:
     """The batch's reply goes out as built, through OpenTelemetry's interceptor too."""
-    reqs = [pb.EnqueueJobRequest(task="test.echo", payload=payload(i=i)) for i in range(3)]
+    reqs = [pb.EnqueueJobRequest(task="test.echo", payload=payload(i=i)) for i in range(n)]
     reply = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
-    assert [r.job.payload for r in reply.results] == [payload(i=i) for i in range(3)]
-    job_id = reply.results[1].job.id
+    assert [r.job.payload for r in reply.results] == [payload(i=i) for i in range(n)]
+    job_id = reply.results[-1].job.id  # in the last chunk
     await wait_for_state(server.jobs, job_id)
     [attempt] = await attempt_spans(spans, job_id, 1)
     [batch] = [

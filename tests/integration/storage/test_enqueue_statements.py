@@ -7,7 +7,7 @@ on PostgreSQL)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 from jobwheel.server.model import Event, HttpTarget, NewJob, Schedule
-from jobwheel.server.storage import open_store
+from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage import store as store_module
 from jobwheel.server.storage.convert import job_snapshot
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import fresh_pg_schema
 from tests.integration.storage.factories import T0, full_job, new_job
@@ -168,3 +169,95 @@ async def test_texts_holding_nul_are_bound_row_by_row(
     general = await _store_all(f"sqlite:///{tmp_path / 'b.db'}", batches, True, monkeypatch)
     assert (fast[1], general[1]) == (1, 0)
     assert fast[0] == general[0]
+
+
+def _in_chunks(batch: list[NewJob], size: int) -> Iterator[list[NewJob]]:
+    return (batch[i : i + size] for i in range(0, len(batch), size))
+
+
+async def _rows(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    async with store.read_engine.connect() as conn:
+        jobs = (await conn.execute(text("SELECT * FROM jobs ORDER BY seq"))).all()
+        events = (await conn.execute(text("SELECT * FROM events ORDER BY revision"))).all()
+        head_row = text("SELECT revision FROM event_head WHERE id = 1")
+        head = (await conn.execute(head_row)).scalar_one()
+    return [tuple(r) for r in jobs], [tuple(r) for r in events], head
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [_plain_batch(7, T0), _plain_batch(3, T0 + 1)],
+        [[replace(j, labels={"t": 'a"b', "é": "😀"}) for j in _plain_batch(8, T0)]],
+        [_mixed_batch(), _plain_batch(4, T0 + 20) + _mixed_batch()],
+    ],
+    ids=["plain", "labels", "mixed"],
+)
+async def test_chunks_store_what_one_insert_stores(batches: list[list[NewJob]]) -> None:
+    """PostgreSQL: a batch created in chunks of 3 (alike or not) stores the rows and events
+    that insert_jobs stores, returns the same jobs and emits their events in order."""
+    stored = []
+    for chunked in (False, True):
+        async with fresh_pg_schema() as url:
+            store = await open_store(url)
+            emitted: list[Event] = []
+            store.event_sink = emitted.extend
+            try:
+                returned = []
+                for batch in batches:
+                    if chunked:
+                        returned += await store.insert_new_jobs_in_chunks(_in_chunks(batch, 3))
+                    else:
+                        returned += [job for job, _ in await store.insert_jobs(batch)]
+                jobs, events, head = await _rows(store)
+            finally:
+                await store.close()
+        assert [job.seq for job in returned] == [row[0] for row in jobs]
+        assert [(e.revision, e.job.id) for e in emitted] == [(row[0], row[1]) for row in events]
+        assert head == events[-1][0] == len(events) == len(jobs)
+        for event, row in zip(emitted, events, strict=True):
+            assert json.loads(row[4]) == json.loads(job_snapshot(event.job))
+        stored.append((jobs, events, [e.job for e in emitted] == returned))
+    assert stored[0] == stored[1]
+    assert stored[1][2]
+
+
+@pytest.mark.postgres
+async def test_a_failed_chunk_or_a_raising_producer_stores_nothing() -> None:
+    """Whatever ends the chunks early (the producer raising after a chunk went in, a chunk the
+    database refuses) rolls back every chunk; the store works on afterwards."""
+    async with fresh_pg_schema() as url:
+        store = await open_store(url)
+        try:
+            [existing] = await store.insert_jobs([new_job(create_time=T0)])
+            before = await _rows(store)
+
+            def raising() -> Iterator[list[NewJob]]:
+                yield _plain_batch(3, T0)
+                yield _plain_batch(3, T0)
+                raise RuntimeError("refused by the producer")
+
+            with pytest.raises(RuntimeError, match="refused by the producer"):
+                await store.insert_new_jobs_in_chunks(raising())
+            taken = [*_plain_batch(3, T0), replace(new_job(create_time=T0), id=existing[0].id)]
+            with pytest.raises(DBAPIError):  # the second chunk repeats a stored id
+                await store.insert_new_jobs_in_chunks(_in_chunks(taken, 3))
+            with pytest.raises(ValueError, match="control character"):
+                await store.insert_new_jobs_in_chunks(iter([[new_job(id="a\x01", create_time=T0)]]))
+            assert await _rows(store) == before
+            assert (
+                len(await store.insert_new_jobs_in_chunks(_in_chunks(_plain_batch(5, T0), 2))) == 5
+            )
+            assert len((await _rows(store))[0]) == 6
+        finally:
+            await store.close()
+
+
+async def test_sqlite_has_no_chunked_inserts(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            await store.insert_new_jobs_in_chunks(iter([_plain_batch(2, T0)]))
+    finally:
+        await store.close()

@@ -31,9 +31,10 @@ def new_jobs_from_batch(
     limits: validate.Limits,
     errors: Violations,
     reply_payloads: list[struct_pb2.Struct | None],
+    first: int = 0,
 ) -> list[model.NewJob]:
-    """new_job_from_proto of each request (prefix "jobs[i]."), with ids[i]; appends to
-    `reply_payloads` as it does."""
+    """new_job_from_proto of each request (prefix "jobs[i].", i counted from `first`), with
+    ids[i - first]; appends to `reply_payloads` as it does."""
     names: set[str] = set()  # queue and task names that passed check_name
     # either size alone within its limit when the whole job is
     small = min(limits.max_payload_bytes, MAX_JOB_FIELDS_BYTES)
@@ -46,7 +47,7 @@ def new_jobs_from_batch(
             new = _plain_job(req, ids[i], now, state, names, scratch, reply_payloads)
         if new is None:
             new = validate.new_job_from_proto(
-                req, f"jobs[{i}].", now, limits, errors, ids[i], reply_payloads
+                req, f"jobs[{first + i}].", now, limits, errors, ids[i], reply_payloads
             )
         news.append(new)
     return news

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeAlias
 
@@ -27,6 +27,7 @@ from jobwheel.server.api.subscription_rpcs import SubscriptionRpcs
 from jobwheel.server.api.watch import Watcher
 from jobwheel.server.api.worker_rpcs import WorkerRpcs
 from jobwheel.server.core import Core
+from jobwheel.server.errors import PermissionDenied
 from jobwheel.server.execution.roster import Roster
 from jobwheel.server.ids import new_id, new_ids
 from jobwheel.server.rules import states as actions
@@ -37,6 +38,9 @@ from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
 MAX_BATCH = 10_000
+# BatchEnqueueJobs on PostgreSQL: jobs per insert statement when a batch is created in chunks,
+# each validated while the database inserts the one before (larger batches only)
+ENQUEUE_CHUNK = 250
 # replies of created jobs (its templates are shared by calls: one event loop, no locks)
 _CREATED = CreatedJobs()
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -78,9 +82,15 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         if len(request.jobs) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("jobs", f"at most {MAX_BATCH} jobs per call")])
         now = self.core.clock.now()
+        ids = new_ids(len(request.jobs))
+        if (
+            len(request.jobs) > ENQUEUE_CHUNK
+            and self.core.enqueues_in_chunks
+            and not any(job.idempotency_key for job in request.jobs)
+        ):
+            return await self._enqueue_in_chunks(request.jobs, ids, now)
         errors = validate.Violations()
         payloads: list[struct_pb2.Struct | None] = []
-        ids = new_ids(len(request.jobs))
         news = new_jobs_from_batch(request.jobs, ids, now, self.limits, errors, payloads)
         errors.raise_if_any()
         checked: set[str] = set()
@@ -93,16 +103,7 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         encoded = _CREATED.encoded(news, payloads)
         size, limit = len(encoded), reply_size.Budget().limit
         if size > limit:
-            raise InvalidArgument(
-                [
-                    FieldViolation(
-                        "jobs",
-                        f"the reply (every job as created) would exceed "
-                        f"{reply_size.MAX_MESSAGE_BYTES} bytes: send fewer or smaller jobs "
-                        "per call",
-                    )
-                ]
-            )
+            raise _reply_too_large()
         results = await self.core.enqueue(news) if news else []
         if not any(existed for _, existed in results):
             # every job created: the reply goes out as built (the ids its results name)
@@ -110,6 +111,45 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         reply = pb.BatchEnqueueJobsResponse.FromString(encoded)
         _existing_replies(reply, results, size, limit)
         return reply
+
+    async def _enqueue_in_chunks(
+        self, reqs: Sequence[pb.EnqueueJobRequest], ids: list[str], now: model.Micros
+    ) -> EncodedReply:
+        """BatchEnqueueJobs of jobs without idempotency keys on PostgreSQL: each chunk is
+        validated while the database inserts the one before (Core.enqueue_in_chunks). The
+        outcome is the one-piece path's: every violation, else the first denied queue, else
+        a reply too large, refuses the call and nothing is created."""
+        errors = validate.Violations()
+        payloads: list[struct_pb2.Struct | None] = []
+        replies: list[bytes] = []
+        checked: set[str] = set()
+        denied: list[PermissionDenied] = []
+
+        def chunks() -> Iterator[list[model.NewJob]]:
+            for first in range(0, len(reqs), ENQUEUE_CHUNK):
+                end = first + ENQUEUE_CHUNK
+                mark = len(payloads)
+                news = new_jobs_from_batch(
+                    reqs[first:end], ids[first:end], now, self.limits, errors, payloads, first
+                )
+                for i, new in enumerate(news, first):
+                    if new.queue not in checked and not denied:
+                        try:
+                            access.check_queue(new.queue, f"jobs[{i}].queue")
+                        except PermissionDenied as exc:  # reported after any violation
+                            denied.append(exc)
+                        checked.add(new.queue)
+                if not errors.items and not denied:  # else only checked, for the whole list
+                    yield news  # encoded while the database inserts it
+                    replies.append(_CREATED.encoded(news, payloads[mark:]))
+            errors.raise_if_any()
+            if denied:
+                raise denied[0]
+            if sum(map(len, replies)) > reply_size.Budget().limit:
+                raise _reply_too_large()
+
+        await self.core.enqueue_in_chunks(chunks())
+        return EncodedReply(pb.BatchEnqueueJobsResponse, b"".join(replies), ids)
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> Any:
         _require_id(request.id)
@@ -411,3 +451,15 @@ def _bulk_filter(request: Any) -> model.JobFilter:
         )
     errors.raise_if_any()
     return narrow(flt)
+
+
+def _reply_too_large() -> InvalidArgument:
+    return InvalidArgument(
+        [
+            FieldViolation(
+                "jobs",
+                f"the reply (every job as created) would exceed {reply_size.MAX_MESSAGE_BYTES} "
+                "bytes: send fewer or smaller jobs per call",
+            )
+        ]
+    )

@@ -12,7 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobwheel.server.storage.bulk_writes import EVENT_COLUMNS, PG_NEXT_SEQ, pg_array_type
+from jobwheel.server.model import Job, NewJob
+from jobwheel.server.storage.bulk_writes import (
+    EVENT_COLUMNS,
+    PG_NEXT_SEQ,
+    columns_of,
+    pg_array_type,
+)
+from jobwheel.server.storage.convert import (
+    NEW_JOB_COLUMNS,
+    new_job_snapshot_tails,
+    new_job_values,
+    own_batch_values,
+    shared_job_values,
+)
 from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL
 from jobwheel.server.storage.schema import jobs
 
@@ -45,19 +58,20 @@ SELECT array_agg(seq ORDER BY seq) FROM numbered
 """
 
 
-# $1: how many; $2: type; $3: time; $4: ids; $5: seqs; $6: labels (the jobs'); $7: tails;
-# $8: each job's tail (1-based into $7); $9: the writer's notify_token. The snapshot is the
-# text storage.convert.new_job_snapshots writes (to_json spells an id without control
-# characters as orjson does). Last in the transaction: the head row stays locked until commit.
+# $1: how many; $2: type; $3: time; $4: ids; $5: seqs; $6: labels and $7: tails, of runs of
+# consecutive jobs; $8: each job's run (1-based into $6 and $7); $9: the writer's notify_token.
+# The snapshot is the text storage.convert.new_job_snapshots writes (to_json spells an id
+# without control characters as orjson does). Last in the transaction: the head row stays
+# locked until commit.
 _INSERT_EVENTS = f"""
 WITH head AS (
     UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
 ), added AS (
     INSERT INTO events ({", ".join(EVENT_COLUMNS)})
     SELECT head.revision - $1::int8 + t.ord, t.id, $2::text, $3::int8,
-        '{{"id":' || to_json(t.id)::text || ',"idempotency_key":null,"labels":' || $6::text
-        || ',"seq":' || t.seq || ($7::text[])[t.tail]
-    FROM head, unnest($4::text[], $5::int8[], $8::int4[]) WITH ORDINALITY AS t(id, seq, tail, ord)
+        '{{"id":' || to_json(t.id)::text || ',"idempotency_key":null,"labels":'
+        || ($6::text[])[t.run] || ',"seq":' || t.seq || ($7::text[])[t.run]
+    FROM head, unnest($4::text[], $5::int8[], $8::int4[]) WITH ORDINALITY AS t(id, seq, run, ord)
 )
 SELECT revision, pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || $9::text) FROM head
 """
@@ -85,7 +99,7 @@ async def pg_enqueue_alike(
     seqs: list[int] = await db.fetchval(sql, len(rows), *arrays, *shared)
     numbers = [k for k, (n, _) in enumerate(tails, 1) for _ in range(n)]
     ids = arrays[own.index("id")]
-    labels = values[columns.index("labels")]
+    labels = [values[columns.index("labels")]] * len(tails)
     params = (len(rows), event_type, now, ids, seqs, labels, [t for _, t in tails], numbers, token)
     return seqs, int(await db.fetchval(_INSERT_EVENTS, *params))
 
@@ -98,3 +112,58 @@ def _insert_jobs_sql(columns: tuple[str, ...], own: tuple[str, ...]) -> str:
     if found is None:
         found = _STATEMENTS[(columns, own)] = _insert_jobs(columns, own)
     return found
+
+
+class ChunkedEnqueue:
+    """Jobs without idempotency keys created chunk by chunk in one transaction (see
+    Store.insert_new_jobs_in_chunks): `statement` gives each chunk's insert of its jobs, which
+    `inserted` is told the seqs of; `append_events` then writes all their ENQUEUED events in
+    one statement, last in the transaction as pg_enqueue_alike's."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.seqs: list[int] = []
+        self._runs: list[int] = []  # each job's run (1-based)
+        self._labels: list[str] = []  # each run's labels and tail (_INSERT_EVENTS' $6, $7)
+        self._tails: list[str] = []
+
+    def statement(self, chunk: Sequence[NewJob], created: list[Job]) -> tuple[str, list[Any]]:
+        """The insert of `chunk` (`created`: job_from_new of each) as (SQL, arguments); it
+        returns the jobs' seqs in order, as pg_enqueue_alike's does. Jobs alike (see
+        shared_job_values) send what they share once; others send every column."""
+        columns = tuple(NEW_JOB_COLUMNS)
+        shared = shared_job_values(chunk)
+        scalars: list[Any] = []
+        if shared is not None:
+            own, rows = own_batch_values(chunk)
+            scalars = [v for name, v in zip(columns, shared, strict=True) if name not in own]
+            labels = shared[_LABELS]
+            for count, tail in new_job_snapshot_tails(created, alike=True):
+                self._run(labels, tail, count)
+        else:
+            own, rows = columns, [new_job_values(job) for job in chunk]
+            tails = new_job_snapshot_tails(created)
+            each = [tail for count, tail in tails for _ in range(count)]
+            for row, tail in zip(rows, each, strict=True):
+                self._run(row[_LABELS], tail, 1)
+        self.ids.extend(job.id for job in chunk)
+        args = [len(rows), *columns_of(rows, len(own)), *scalars]
+        return _insert_jobs_sql(columns, tuple(own)), args
+
+    def _run(self, labels: str, tail: str, count: int) -> None:
+        if not self._runs or labels != self._labels[-1] or tail != self._tails[-1]:
+            self._labels.append(labels)
+            self._tails.append(tail)
+        self._runs.extend([len(self._labels)] * count)
+
+    def inserted(self, seqs: list[int]) -> None:
+        self.seqs.extend(seqs)
+
+    async def append_events(self, db: Any, token: str, event_type: str, now: int) -> int:
+        """The ENQUEUED events of every job inserted, revisions in insert order; returns the
+        last revision. `token`: the writing engine's notify_token."""
+        params = (len(self.ids), event_type, now, self.ids, self.seqs, self._labels)
+        return int(await db.fetchval(_INSERT_EVENTS, *params, self._tails, self._runs, token))
+
+
+_LABELS = NEW_JOB_COLUMNS.index("labels")

@@ -3,6 +3,7 @@ for transactions)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -37,7 +38,7 @@ from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.overview import Overview
 from jobwheel.server.storage.pg_cycle import driver_transaction
-from jobwheel.server.storage.pg_enqueue import pg_enqueue_alike
+from jobwheel.server.storage.pg_enqueue import ChunkedEnqueue, pg_enqueue_alike
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
 from jobwheel.server.storage.subscriptions import Subscriptions
@@ -177,6 +178,51 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             job.seq = seq
         first = last - len(jobs_in) + 1
         return [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
+
+    async def insert_new_jobs_in_chunks(self, chunks: Iterator[Sequence[NewJob]]) -> list[Job]:
+        """PostgreSQL: creates jobs without idempotency keys in one transaction, a statement
+        per chunk, their events last; returns them as created, in order. Each chunk's insert
+        runs in the database while the event loop takes the next chunk from `chunks` (a
+        caller that validates as it yields overlaps its checks with the inserts). If `chunks`
+        raises, nothing is stored and the exception propagates. The ids must hold no control
+        character (events_of_new_jobs: ValueError)."""
+        if self.dialect.single_writer:
+            raise ValueError("chunked inserts are for PostgreSQL")
+        created: list[Job] = []
+        enqueue = ChunkedEnqueue()
+        async with self._raw_write() as conn:
+            token = notify_token(conn.sync_engine)
+            async with driver_transaction(conn) as db:
+                pending: asyncio.Future[list[int]] | None = None
+                try:
+                    for chunk in chunks:
+                        if not events_of_new_jobs([job.id for job in chunk]):
+                            raise ValueError("a job id holds a control character")
+                        jobs_in = [job_from_new(job) for job in chunk]
+                        sql, args = enqueue.statement(chunk, jobs_in)
+                        if pending is not None:
+                            enqueue.inserted(await pending)
+                        pending = asyncio.ensure_future(db.fetchval(sql, *args))
+                        await asyncio.sleep(0)  # its task sends it before next() takes the loop
+                        created.extend(jobs_in)
+                    if pending is not None:
+                        enqueue.inserted(await pending)
+                    if created:
+                        now = created[0].create_time
+                        last = await enqueue.append_events(db, token, EventType.ENQUEUED.value, now)
+                except BaseException:
+                    if pending is not None:  # the rollback waits for the statement in flight
+                        await asyncio.wait([pending])
+                        if not pending.cancelled():
+                            pending.exception()  # retrieved: it is not the error to report
+                    raise
+        for job, seq in zip(created, enqueue.seqs, strict=True):
+            job.seq = seq
+        if created:
+            first = last - len(created) + 1
+            enqueued = EventType.ENQUEUED
+            self._emit([Event(first + n, enqueued, job, now) for n, job in enumerate(created)])
+        return created
 
     async def _expire_keys(self, conn: AsyncConnection, holders: dict[str, Job], now: int) -> None:
         """Frees keys whose holder is older than the idempotency window: a repeat after the

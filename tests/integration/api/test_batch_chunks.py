@@ -1,0 +1,190 @@
+"""BatchEnqueueJobs of more jobs than one insert takes (ENQUEUE_CHUNK), without idempotency
+keys: on PostgreSQL they are created in chunks in one transaction, each chunk validated while
+the database inserts the one before. The same tests run on SQLite, where the batch is created
+in one piece: every outcome is the same (all jobs created in order, or nothing, with the same
+error)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from jobwheel.server.api.job_service import ENQUEUE_CHUNK
+from jobwheel.server.model import Job, NewJob
+from jobwheel.server.security.roles import Role
+from jobwheel.server.security.settings import SecuritySettings
+from jobwheel.server.storage import Store
+from jobwheel.v1 import job_pb2
+from jobwheel.v1 import job_service_pb2 as pb
+from sqlalchemy import text
+
+from tests.conftest import Running, running_server
+from tests.integration.api.helpers import field_violations
+from tests.integration.api.test_enqueue import payload
+from tests.integration.security.conftest import Tokens
+
+N = 2 * ENQUEUE_CHUNK + 100  # three chunks: two full, one short
+
+
+@pytest.fixture
+def chunk_sizes(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The chunk sizes of each chunked insert the server makes (none on SQLite)."""
+    calls: list[list[int]] = []
+    chunked = Store.insert_new_jobs_in_chunks
+
+    async def spy(self: Store, chunks: Iterator[Sequence[NewJob]]) -> list[Job]:
+        sizes: list[int] = []
+        calls.append(sizes)
+
+        def counted() -> Iterator[Sequence[NewJob]]:
+            for chunk in chunks:
+                sizes.append(len(chunk))
+                yield chunk
+
+        return await chunked(self, counted())
+
+    monkeypatch.setattr(Store, "insert_new_jobs_in_chunks", spy)
+    return calls
+
+
+def _requests(n: int = N, queue: str = "") -> list[pb.EnqueueJobRequest]:
+    """Jobs alike but in the second chunk, where labels, priorities and queues vary."""
+    reqs = [
+        pb.EnqueueJobRequest(task="nobody.takes", queue=queue, payload=payload(i=i))
+        for i in range(n)
+    ]
+    for i in range(ENQUEUE_CHUNK, min(n, 2 * ENQUEUE_CHUNK), 3):
+        reqs[i].labels["k"] = f"v{i % 2}"
+        reqs[i].priority = i % 5
+        reqs[i].queue = reqs[i].queue or f"q{i % 2}"
+    return reqs
+
+
+async def _stored(server: Running) -> tuple[int, int]:
+    """How many jobs and events the database holds."""
+    assert server.app.store is not None
+    async with server.app.store.read_engine.connect() as conn:
+        jobs = (await conn.execute(text("SELECT count(*) FROM jobs"))).scalar_one()
+        events = (await conn.execute(text("SELECT count(*) FROM events"))).scalar_one()
+    return int(jobs), int(events)
+
+
+def _went_in_chunks(server: Running, calls: list[list[int]]) -> None:
+    """On PostgreSQL the batch went in chunks; on SQLite in one piece."""
+    assert server.app.store is not None
+    if server.app.store.dialect.single_writer:
+        assert calls == []
+    else:
+        assert calls
+
+
+async def test_every_job_is_created_in_order_with_its_events(
+    server: Running, chunk_sizes: list[list[int]]
+) -> None:
+    reqs = _requests()
+    reply = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
+    _went_in_chunks(server, chunk_sizes)
+    if chunk_sizes:
+        assert chunk_sizes == [[ENQUEUE_CHUNK, ENQUEUE_CHUNK, 100]]
+    ids = [r.job.id for r in reply.results]
+    assert len(set(ids)) == N and ids == sorted(ids)
+    assert not any(r.already_exists for r in reply.results)
+    for i, (req, result) in enumerate(zip(reqs, reply.results, strict=True)):
+        assert (result.job.task, result.job.priority, dict(result.job.labels)) == (
+            req.task,
+            req.priority,
+            dict(req.labels),
+        )
+        assert result.job.queue == (req.queue or "default") and result.job.payload == req.payload
+        if i % 37 == 0 or i == N - 1:  # the reply is what is stored
+            got = await server.jobs.GetJob(pb.GetJobRequest(id=result.job.id))
+            assert got.job == result.job
+    assert await _stored(server) == (N, N)
+    assert server.app.store is not None
+    async with server.app.store.read_engine.connect() as conn:
+        logged = (await conn.execute(text("SELECT job_id FROM events ORDER BY revision"))).all()
+    assert [row[0] for row in logged] == ids  # one ENQUEUED event each, in the batch's order
+
+
+async def test_violations_in_any_chunk_create_nothing(
+    server: Running, chunk_sizes: list[list[int]]
+) -> None:
+    reqs = _requests()
+    reqs[3].task = ""
+    reqs[ENQUEUE_CHUNK + 1].labels["bad\x01key"] = "v"
+    reqs[N - 1].task = "not a name"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(info.value)
+    assert list(violations) == [
+        "jobs[3].task",
+        f"jobs[{ENQUEUE_CHUNK + 1}].labels['bad\\x01key']",
+        f"jobs[{N - 1}].task",
+    ]
+    assert await _stored(server) == (0, 0)
+    # only the last job refused: the first chunks went in, and were rolled back
+    only_last = _requests()
+    only_last[N - 1].task = ""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=only_last))
+    assert list(field_violations(info.value)) == [f"jobs[{N - 1}].task"]
+    assert await _stored(server) == (0, 0)
+    _went_in_chunks(server, chunk_sizes)
+    if chunk_sizes:
+        # the first chunk refused: nothing sent; then two chunks sent and rolled back
+        assert chunk_sizes == [[], [ENQUEUE_CHUNK, ENQUEUE_CHUNK]]
+    only_last[N - 1].task = "fixed"
+    reply = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=only_last))
+    assert len(reply.results) == N and await _stored(server) == (N, N)
+
+
+async def test_a_batch_at_the_chunk_size_goes_in_one_piece(
+    server: Running, chunk_sizes: list[list[int]]
+) -> None:
+    reply = await server.jobs.BatchEnqueueJobs(
+        pb.BatchEnqueueJobsRequest(jobs=_requests(ENQUEUE_CHUNK))
+    )
+    assert len(reply.results) == ENQUEUE_CHUNK and chunk_sizes == []
+    keyed = _requests(ENQUEUE_CHUNK + 1)
+    keyed[-1].idempotency_key = "k"  # a key to look up: the one-piece path
+    reply = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=keyed))
+    assert len(reply.results) == ENQUEUE_CHUNK + 1 and chunk_sizes == []
+
+
+@pytest.fixture
+async def scoped(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Running, Any]]:
+    tokens = Tokens(tmp_path / "tokens.toml")
+    tokens.add("mail-ci", Role.PRODUCER, ("emails",))
+    settings = SecuritySettings(auth_tokens=str(tokens.path))
+    async with running_server(db_url, security=settings) as server:
+        yield server, tokens.bearer("mail-ci")
+
+
+async def test_a_denied_queue_creates_nothing_and_comes_after_violations(
+    scoped: tuple[Running, Any], chunk_sizes: list[list[int]]
+) -> None:
+    server, bearer = scoped
+    reqs = [pb.EnqueueJobRequest(task="t", queue="emails", payload=payload(i=i)) for i in range(N)]
+    reqs[N - 50].queue = "sms"
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs), metadata=bearer)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert f"jobs[{N - 50}].queue" in (denied.value.details() or "")
+    reqs[N - 10].task = ""
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs), metadata=bearer)
+    assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(invalid.value)) == [f"jobs[{N - 10}].task"]
+    assert await _stored(server) == (0, 0)
+    _went_in_chunks(server, chunk_sizes)
+    reqs[N - 50].queue = "emails"
+    reqs[N - 10].task = "t"
+    reply = await server.jobs.BatchEnqueueJobs(
+        pb.BatchEnqueueJobsRequest(jobs=reqs), metadata=bearer
+    )
+    assert {r.job.queue for r in reply.results} == {"emails"}
+    assert all(r.job.state == job_pb2.JOB_STATE_QUEUED for r in reply.results)

@@ -109,6 +109,19 @@ async def driver_transaction(conn: AsyncConnection, *, commit: bool = True) -> A
         raise
 
 
+@asynccontextmanager
+async def driver_statement(conn: AsyncConnection) -> AsyncIterator[Any]:
+    """`conn`'s asyncpg connection (Store._raw_write: no transaction begun) for one statement
+    that commits on its own: one round trip where driver_transaction takes three. asyncpg's
+    errors come out as in driver_transaction."""
+    db = (await conn.get_raw_connection()).driver_connection
+    assert db is not None
+    try:
+        yield db
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _wrapped("pg_statement", exc) from exc
+
+
 def _wrapped(statement: str, exc: Exception) -> Exception:
     wrapped: Exception = sa_exc.DBAPIError.instance(statement, None, exc, asyncpg.PostgresError)
     return wrapped

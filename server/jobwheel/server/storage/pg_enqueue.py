@@ -1,11 +1,12 @@
 """PostgreSQL: a batch of jobs without idempotency keys, alike in all but their ids, payloads and
-times (the usual BatchEnqueueJobs, and single enqueues merged by the group commit), in two
-statements: one inserts the jobs, their seqs taken in input order, the other their ENQUEUED
-events, built from the same arrays. The values the jobs share travel once, as scalars, and no
-snapshot is encoded per job; COPY of whole rows plus an events statement of whole snapshots
-cost twice the time. They run on asyncpg's own connection (pg_cycle.driver_transaction):
-with 64 callers of single enqueues, through SQLAlchemy the event loop spent a fifth more CPU a
-call."""
+times (the usual BatchEnqueueJobs, and single enqueues merged by the group commit), in one
+statement that commits on its own: it inserts the jobs, their seqs taken in input order, and
+their ENQUEUED events, built from the same arrays. The values the jobs share travel once, as
+scalars, and no snapshot is encoded per job; COPY of whole rows plus an events statement of
+whole snapshots cost twice the time. It runs on asyncpg's own connection
+(pg_cycle.driver_statement): with 64 callers of single enqueues, through SQLAlchemy the event
+loop spent a fifth more CPU a call, and BEGIN, a statement per table and COMMIT took four round
+trips. Larger batches go in chunks (ChunkedEnqueue)."""
 
 from __future__ import annotations
 
@@ -30,31 +31,49 @@ from jobwheel.server.storage.dialect import NOTIFY_CHANNEL_SQL
 from jobwheel.server.storage.schema import jobs
 
 
-def _insert_jobs(columns: Sequence[str], own: Sequence[str]) -> str:
+def _insert_jobs(columns: Sequence[str], own: Sequence[str], events: bool = False) -> str:
     """$1: how many; $2..: an array per `own` column (in their order), then a scalar per
-    other column (in `columns` order). Returns the seqs, in input order."""
+    other column (in `columns` order). Returns the seqs, in input order. With `events`, also
+    their ENQUEUED events, as _INSERT_EVENTS writes them, from the parameters that follow
+    (type, time, labels and tails of runs, each job's run, notify_token): then returns the
+    seqs and the last revision, in one statement that commits on its own."""
     arrays = {name: f"${i}" for i, name in enumerate(own, 2)}
-    scalars = {
-        name: f"${i}" for i, name in enumerate((c for c in columns if c not in own), 2 + len(own))
-    }
+    others = [c for c in columns if c not in own]
+    scalars = {name: f"${i}" for i, name in enumerate(others, 2 + len(own))}
     values = ", ".join(
         f"t.{name}" if name in arrays else f"{scalars[name]}::{pg_array_type(jobs.c[name].type)}"
         for name in columns
     )
     unnest = ", ".join(f"{arrays[name]}::{pg_array_type(jobs.c[name].type)}[]" for name in own)
-    return f"""
+    head = f"""
 WITH taken AS (
     SELECT {PG_NEXT_SEQ} AS seq
     FROM generate_series(1, $1::int4)
 ), numbered AS (
     SELECT seq, row_number() OVER (ORDER BY seq) AS ord FROM taken
+), t AS (
+    SELECT * FROM unnest({unnest}) WITH ORDINALITY AS t({", ".join(own)}, ord)
 ), added AS (
     INSERT INTO {jobs.name} (seq, {", ".join(columns)})
     SELECT numbered.seq, {values}
-    FROM unnest({unnest}) WITH ORDINALITY AS t({", ".join(own)}, ord)
-    JOIN numbered USING (ord)
+    FROM t JOIN numbered USING (ord)
+)"""
+    if not events:
+        return f"{head}\nSELECT array_agg(seq ORDER BY seq) FROM numbered\n"
+    k = 2 + len(own) + len(others)  # type, time, labels, tails, runs, token
+    return f"""{head}, head AS (
+    UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
+), logged AS (
+    INSERT INTO events ({", ".join(EVENT_COLUMNS)})
+    SELECT head.revision - $1::int8 + t.ord, t.id, ${k}::text, ${k + 1}::int8,
+        '{{"id":' || to_json(t.id)::text || ',"idempotency_key":null,"labels":'
+        || (${k + 2}::text[])[r.run] || ',"seq":' || numbered.seq || (${k + 3}::text[])[r.run]
+    FROM head, t JOIN numbered USING (ord)
+    JOIN unnest(${k + 4}::int4[]) WITH ORDINALITY AS r(run, ord) USING (ord)
 )
-SELECT array_agg(seq ORDER BY seq) FROM numbered
+SELECT (SELECT array_agg(seq ORDER BY seq) FROM numbered), revision,
+    pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || ${k + 5}::text)
+FROM head
 """
 
 
@@ -91,26 +110,26 @@ async def pg_enqueue_alike(
     """Inserts jobs without idempotency keys whose values for `columns` are `values` but in
     the `own` columns (`rows`: theirs, in `own` order), and their events (`tails`: see
     new_job_snapshot_tails; the jobs' labels are values' "labels"); returns the jobs' seqs
-    and the last revision. On asyncpg's connection `db`, in the caller's transaction
-    (pg_cycle.driver_transaction); `token`: the writing engine's notify_token."""
+    and the last revision. On asyncpg's connection `db` with no transaction open: the
+    statement commits on its own (pg_cycle.driver_statement); `token`: the writing engine's
+    notify_token."""
     shared = [value for name, value in zip(columns, values, strict=True) if name not in own]
     arrays = [list(column) for column in zip(*rows, strict=True)]
-    sql = _insert_jobs_sql(tuple(columns), tuple(own))
-    seqs: list[int] = await db.fetchval(sql, len(rows), *arrays, *shared)
-    numbers = [k for k, (n, _) in enumerate(tails, 1) for _ in range(n)]
-    ids = arrays[own.index("id")]
+    sql = _insert_jobs_sql(tuple(columns), tuple(own), True)
+    runs = [k for k, (n, _) in enumerate(tails, 1) for _ in range(n)]
     labels = [values[columns.index("labels")]] * len(tails)
-    params = (len(rows), event_type, now, ids, seqs, labels, [t for _, t in tails], numbers, token)
-    return seqs, int(await db.fetchval(_INSERT_EVENTS, *params))
+    events = (event_type, now, labels, [t for _, t in tails], runs, token)
+    seqs, last, _ = await db.fetchrow(sql, len(rows), *arrays, *shared, *events)
+    return seqs, int(last)
 
 
-_STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+_STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...], bool], str] = {}
 
 
-def _insert_jobs_sql(columns: tuple[str, ...], own: tuple[str, ...]) -> str:
-    found = _STATEMENTS.get((columns, own))
+def _insert_jobs_sql(columns: tuple[str, ...], own: tuple[str, ...], events: bool = False) -> str:
+    found = _STATEMENTS.get((columns, own, events))
     if found is None:
-        found = _STATEMENTS[(columns, own)] = _insert_jobs(columns, own)
+        found = _STATEMENTS[(columns, own, events)] = _insert_jobs(columns, own, events)
     return found
 
 

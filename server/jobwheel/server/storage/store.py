@@ -37,7 +37,7 @@ from jobwheel.server.storage.history import History
 from jobwheel.server.storage.leases import Leases
 from jobwheel.server.storage.management import Management
 from jobwheel.server.storage.overview import Overview
-from jobwheel.server.storage.pg_cycle import driver_transaction
+from jobwheel.server.storage.pg_cycle import driver_statement, driver_transaction
 from jobwheel.server.storage.pg_enqueue import ChunkedEnqueue, pg_enqueue_alike
 from jobwheel.server.storage.queues import Queues
 from jobwheel.server.storage.schema import jobs
@@ -170,7 +170,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         enqueued = EventType.ENQUEUED
         async with self._raw_write() as conn:
             token = notify_token(conn.sync_engine)
-            async with driver_transaction(conn) as db:
+            async with driver_statement(conn) as db:
                 seqs, last = await pg_enqueue_alike(
                     db, token, NEW_JOB_COLUMNS, own, shared, rows, tails, enqueued.value, now
                 )

@@ -61,38 +61,50 @@ WITH taken AS (
     if not events:
         return f"{head}\nSELECT array_agg(seq ORDER BY seq) FROM numbered\n"
     k = 2 + len(own) + len(others)  # type, time, labels, tails, runs, token
-    return f"""{head}, head AS (
-    UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
-), logged AS (
+    snapshot = _snapshot("t.id", f"(${k + 2}::text[])[r.run]", "numbered.seq", f"${k + 3}", "r")
+    return f"""{head}, head AS ({_TAKE_REVISIONS}), logged AS (
     INSERT INTO events ({", ".join(EVENT_COLUMNS)})
-    SELECT head.revision - $1::int8 + t.ord, t.id, ${k}::text, ${k + 1}::int8,
-        '{{"id":' || to_json(t.id)::text || ',"idempotency_key":null,"labels":'
-        || (${k + 2}::text[])[r.run] || ',"seq":' || numbered.seq || (${k + 3}::text[])[r.run]
+    SELECT head.revision - $1::int8 + t.ord, t.id, ${k}::text, ${k + 1}::int8, {snapshot}
     FROM head, t JOIN numbered USING (ord)
     JOIN unnest(${k + 4}::int4[]) WITH ORDINALITY AS r(run, ord) USING (ord)
 )
-SELECT (SELECT array_agg(seq ORDER BY seq) FROM numbered), revision,
-    pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || ${k + 5}::text)
+SELECT (SELECT array_agg(seq ORDER BY seq) FROM numbered), revision, {_notify(f"${k + 5}")}
 FROM head
 """
 
 
+# the head of the event log: the next $1 revisions, locked until commit
+_TAKE_REVISIONS = (
+    "UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision"
+)
+
+
+def _snapshot(job_id: str, labels: str, seq: str, tails: str, runs: str) -> str:
+    """The snapshot text storage.convert.new_job_snapshots writes for a job without a key
+    (to_json spells an id without control characters as orjson does); `tails`: an array
+    parameter of the runs' tails, `runs`: the row source that has each job's run (1-based)."""
+    return (
+        f"""'{{"id":' || to_json({job_id})::text || ',"idempotency_key":null,"labels":' """
+        f"""|| {labels} || ',"seq":' || {seq} || ({tails}::text[])[{runs}.run]"""
+    )
+
+
+def _notify(token: str) -> str:
+    """Tells other replicas of the commit (revision and the writer's notify_token)."""
+    return f"pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || {token}::text)"
+
+
 # $1: how many; $2: type; $3: time; $4: ids; $5: seqs; $6: labels and $7: tails, of runs of
 # consecutive jobs; $8: each job's run (1-based into $6 and $7); $9: the writer's notify_token.
-# The snapshot is the text storage.convert.new_job_snapshots writes (to_json spells an id
-# without control characters as orjson does). Last in the transaction: the head row stays
-# locked until commit.
+# Last in the transaction: the head row stays locked until commit.
 _INSERT_EVENTS = f"""
-WITH head AS (
-    UPDATE event_head SET revision = revision + $1::int8 WHERE id = 1 RETURNING revision
-), added AS (
+WITH head AS ({_TAKE_REVISIONS}), added AS (
     INSERT INTO events ({", ".join(EVENT_COLUMNS)})
     SELECT head.revision - $1::int8 + t.ord, t.id, $2::text, $3::int8,
-        '{{"id":' || to_json(t.id)::text || ',"idempotency_key":null,"labels":'
-        || ($6::text[])[t.run] || ',"seq":' || t.seq || ($7::text[])[t.run]
+        {_snapshot("t.id", "($6::text[])[t.run]", "t.seq", "$7", "t")}
     FROM head, unnest($4::text[], $5::int8[], $8::int4[]) WITH ORDINALITY AS t(id, seq, run, ord)
 )
-SELECT revision, pg_notify({NOTIFY_CHANNEL_SQL}, revision::text || ' ' || $9::text) FROM head
+SELECT revision, {_notify("$9")} FROM head
 """
 
 
@@ -137,7 +149,8 @@ class ChunkedEnqueue:
     """Jobs without idempotency keys created chunk by chunk in one transaction (see
     Store.insert_new_jobs_in_chunks): `statement` gives each chunk's insert of its jobs, which
     `inserted` is told the seqs of; `append_events` then writes all their ENQUEUED events in
-    one statement, last in the transaction as pg_enqueue_alike's."""
+    one statement, last in the transaction (the event log's head stays locked from there to
+    the commit)."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []

@@ -6,13 +6,14 @@ error)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from jobwheel.server.api.job_service import ENQUEUE_CHUNK
+from jobwheel.server.api.job_service import ENQUEUE_CHUNK, MAX_BATCH
 from jobwheel.server.model import Job, NewJob
 from jobwheel.server.security.roles import Role
 from jobwheel.server.security.settings import SecuritySettings
@@ -70,6 +71,18 @@ async def _stored(server: Running) -> tuple[int, int]:
         jobs = (await conn.execute(text("SELECT count(*) FROM jobs"))).scalar_one()
         events = (await conn.execute(text("SELECT count(*) FROM events"))).scalar_one()
     return int(jobs), int(events)
+
+
+async def _settled(server: Running) -> tuple[int, int]:
+    """_stored once it stays the same for half a second (within 30 s)."""
+    last = await _stored(server)
+    for _ in range(60):
+        await asyncio.sleep(0.5)
+        now = await _stored(server)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"still changing: {last}")
 
 
 def _went_in_chunks(server: Running, calls: list[list[int]]) -> None:
@@ -188,3 +201,28 @@ async def test_a_denied_queue_creates_nothing_and_comes_after_violations(
     )
     assert {r.job.queue for r in reply.results} == {"emails"}
     assert all(r.job.state == job_pb2.JOB_STATE_QUEUED for r in reply.results)
+
+
+async def test_a_batch_cut_short_by_its_deadline_is_all_or_nothing(
+    server: Running, chunk_sizes: list[list[int]]
+) -> None:
+    """The call ends at its deadline while chunks are being inserted (on PostgreSQL): the
+    transaction is rolled back, or had committed whole (a deadline's outcome is unknown to
+    the caller: on SQLite the group commit writes a batch whose caller left); the server
+    serves on."""
+    reqs = pb.BatchEnqueueJobsRequest(jobs=_requests(MAX_BATCH))
+    ended = []
+    for timeout in (0.01, 0.03, 0.1, 0.3):
+        try:
+            await server.jobs.BatchEnqueueJobs(reqs, timeout=timeout)
+            ended.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as err:
+            ended.append(err.code())
+        jobs, events = await _stored(server)
+        assert jobs % MAX_BATCH == 0 and events == jobs
+    assert grpc.StatusCode.DEADLINE_EXCEEDED in ended
+    jobs, events = await _settled(server)  # rolled back, or written on (SQLite)
+    assert jobs % MAX_BATCH == 0 and events == jobs
+    assert jobs // MAX_BATCH >= ended.count(grpc.StatusCode.OK)
+    reply = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=_requests()))
+    assert len(reply.results) == N and await _stored(server) == (jobs + N, events + N)

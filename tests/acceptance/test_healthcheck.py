@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 from jobwheel.server.healthcheck import target
 
 from tests.acceptance.process import ServerProcess
+from tests.ports import refused_port
 
 
 def check(listen: str) -> int:
@@ -35,9 +35,7 @@ def test_target(listen: str, asked: str) -> None:
 def test_health_check_follows_jobwheel_listen(server_process: ServerProcess) -> None:
     assert check(f"0.0.0.0:{server_process.port}") == 0
     assert check(server_process.address) == 0
-    with socket.socket() as free:  # bound, not listening: refused, and no one else's
-        free.bind(("127.0.0.1", 0))
-        nobody = free.getsockname()[1]
+    with refused_port() as nobody:
         assert check(f"127.0.0.1:{nobody}") == 1
     server_process.terminate()
     assert check(server_process.address) == 1

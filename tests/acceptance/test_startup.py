@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from tests.acceptance.process import BIN, ServerProcess
 from tests.conftest import PG_ENV, unavailable
+from tests.ports import refused_port
 
 
 def run_server(
@@ -147,8 +148,6 @@ def test_postgres_database_or_role_missing(tmp_path: Path, part: str) -> None:
 
 
 def test_postgres_unreachable(tmp_path: Path) -> None:
-    with socket.socket() as free:  # bound, not listening: refused, and no one else's
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
+    with refused_port() as port:
         code, err = run_server(tmp_path, "--db", f"postgresql://postgres@127.0.0.1:{port}/x")
     assert_one_line(code, err, "cannot reach", "ConnectionRefusedError")

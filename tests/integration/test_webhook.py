@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 import threading
 import time
@@ -29,6 +28,8 @@ from jobwheel.server.execution.webhook import (
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.rules.attempt import AttemptResult
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.ports import refused_port
 
 OLD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEW_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -294,9 +295,7 @@ async def test_cancel_abandons_the_request(executor: WebhookExecutor, target: Ta
 
 
 async def test_connection_refused_is_retryable(executor: WebhookExecutor) -> None:
-    with socket.socket() as sock:  # bound, not listening: refused, and no one else's
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    with refused_port() as port:
         result = await run(executor, f"http://127.0.0.1:{port}/ok")
     assert result.outcome is AttemptOutcome.FAILED and result.retryable
     assert result.error.startswith("ConnectionError: ")

@@ -93,11 +93,9 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         payloads: list[struct_pb2.Struct | None] = []
         news = new_jobs_from_batch(request.jobs, ids, now, self.limits, errors, payloads)
         errors.raise_if_any()
-        checked: set[str] = set()
-        for i, new in enumerate(news):
-            if new.queue not in checked:  # the first job naming a denied queue is reported
-                access.check_queue(new.queue, f"jobs[{i}].queue")
-                checked.add(new.queue)
+        denied = _first_denied(news, 0, set())
+        if denied is not None:
+            raise denied
         # the reply must fit one message: judged before anything is created (built as bytes,
         # as long as the message's encoding)
         encoded = _CREATED.encoded(news, payloads)
@@ -122,29 +120,24 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         errors = validate.Violations()
         payloads: list[struct_pb2.Struct | None] = []
         replies: list[bytes] = []
-        checked: set[str] = set()
-        denied: list[PermissionDenied] = []
 
         def chunks() -> Iterator[list[model.NewJob]]:
+            checked: set[str] = set()
+            denied: PermissionDenied | None = None
             for first in range(0, len(reqs), ENQUEUE_CHUNK):
                 end = first + ENQUEUE_CHUNK
                 mark = len(payloads)
                 news = new_jobs_from_batch(
                     reqs[first:end], ids[first:end], now, self.limits, errors, payloads, first
                 )
-                for i, new in enumerate(news, first):
-                    if new.queue not in checked and not denied:
-                        try:
-                            access.check_queue(new.queue, f"jobs[{i}].queue")
-                        except PermissionDenied as exc:  # reported after any violation
-                            denied.append(exc)
-                        checked.add(new.queue)
-                if not errors.items and not denied:  # else only checked, for the whole list
+                if denied is None:  # reported after any violation
+                    denied = _first_denied(news, first, checked)
+                if not errors.items and denied is None:  # else only checked, for the whole list
                     yield news  # encoded while the database inserts it
                     replies.append(_CREATED.encoded(news, payloads[mark:]))
             errors.raise_if_any()
-            if denied:
-                raise denied[0]
+            if denied is not None:
+                raise denied
             if sum(map(len, replies)) > reply_size.Budget().limit:
                 raise _reply_too_large()
 
@@ -451,6 +444,21 @@ def _bulk_filter(request: Any) -> model.JobFilter:
         )
     errors.raise_if_any()
     return narrow(flt)
+
+
+def _first_denied(
+    news: list[model.NewJob], first: int, checked: set[str]
+) -> PermissionDenied | None:
+    """The refusal of the first of `news` (jobs[first]...) whose queue the caller may not use,
+    or None; each queue is checked once (`checked`: those already passed)."""
+    for i, new in enumerate(news, first):
+        if new.queue not in checked:
+            try:
+                access.check_queue(new.queue, f"jobs[{i}].queue")
+            except PermissionDenied as exc:
+                return exc
+            checked.add(new.queue)
+    return None
 
 
 def _reply_too_large() -> InvalidArgument:

@@ -154,8 +154,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                     jobs_in,
                     now,
                 )
-        first = last - len(jobs_in) + 1
-        return [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
+        return _enqueued(jobs_in, last, now)
 
     async def _pg_insert_alike(self, new_jobs: Sequence[NewJob]) -> list[Event] | None:
         """Inserts jobs without idempotency keys on PostgreSQL when they are alike (see
@@ -176,8 +175,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                 )
         for job, seq in zip(jobs_in, seqs, strict=True):
             job.seq = seq
-        first = last - len(jobs_in) + 1
-        return [Event(first + n, enqueued, job, now) for n, job in enumerate(jobs_in)]
+        return _enqueued(jobs_in, last, now)
 
     async def insert_new_jobs_in_chunks(self, chunks: Iterator[Sequence[NewJob]]) -> list[Job]:
         """PostgreSQL: creates jobs without idempotency keys in one transaction, a statement
@@ -219,9 +217,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         for job, seq in zip(created, enqueue.seqs, strict=True):
             job.seq = seq
         if created:
-            first = last - len(created) + 1
-            enqueued = EventType.ENQUEUED
-            self._emit([Event(first + n, enqueued, job, now) for n, job in enumerate(created)])
+            self._emit(_enqueued(created, last, now))
         return created
 
     async def _expire_keys(self, conn: AsyncConnection, holders: dict[str, Job], now: int) -> None:
@@ -396,3 +392,9 @@ def _sqlite_enqueue(
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _enqueued(jobs_in: list[Job], last: int, now: int) -> list[Event]:
+    """The ENQUEUED events of jobs just created, whose last revision is `last`."""
+    first = last - len(jobs_in) + 1
+    return [Event(first + n, EventType.ENQUEUED, job, now) for n, job in enumerate(jobs_in)]

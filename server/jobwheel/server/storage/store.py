@@ -21,9 +21,11 @@ from jobwheel.server.storage.bulk_writes import (
     sqlite_insert_shared,
 )
 from jobwheel.server.storage.convert import (
+    JOB_COLUMNS,
     NEW_JOB_COLUMNS,
     job_from_new,
     job_from_row,
+    job_from_values,
     new_job_snapshot_tails,
     new_job_snapshots,
     new_job_values,
@@ -244,9 +246,13 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         return found
 
     async def get_job(self, job_id: str) -> Job | None:
-        async with self._read() as conn:
-            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().first()
-        return None if row is None else job_from_row(row)
+        async with self._raw_read() as conn:  # one statement: one hop, or one round trip
+            if self.dialect.single_writer:
+                values = await in_sqlite_thread(conn, _fetch_one, _JOB_BY_ID, (job_id,))
+            else:
+                async with driver_statement(conn) as db:
+                    values = await db.fetchrow(_PG_JOB_BY_ID, job_id)
+        return None if values is None else job_from_values(values)
 
     async def list_jobs(
         self,
@@ -348,6 +354,15 @@ _INSERT_NEW_JOBS = (
     f"INSERT INTO {jobs.name} ({','.join(NEW_JOB_COLUMNS)}) "
     f"VALUES ({','.join('?' * len(NEW_JOB_COLUMNS))})"
 )
+_JOB_BY_ID = f"SELECT {', '.join(JOB_COLUMNS)} FROM {jobs.name} WHERE id = ?"
+_PG_JOB_BY_ID = _JOB_BY_ID.replace("?", "$1::varchar")
+
+
+def _fetch_one(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    """The first row `sql` returns, or None. In the driver's thread."""
+    return db.execute(sql, params).fetchone()
+
+
 _INSERT_NEW_JOBS_JSON = sqlite_insert_shared(
     jobs.name, NEW_JOB_COLUMNS, NEW_JOB_COLUMNS, (None,) * len(NEW_JOB_COLUMNS)
 )

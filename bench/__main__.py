@@ -20,7 +20,17 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from bench import batch_enqueue, drain, enqueue_rpc, env, lateness, metrics_cost, profile, watch
+from bench import (
+    batch_enqueue,
+    drain,
+    enqueue_rpc,
+    env,
+    lateness,
+    metrics_cost,
+    profile,
+    read_rpc,
+    watch,
+)
 from bench.cpu import StealMeter
 from bench.options import Options
 from bench.pg import fresh_database
@@ -30,13 +40,14 @@ Scenario = Callable[[Options], Awaitable[list[Row]]]
 SCENARIOS: dict[str, Scenario] = {
     "enqueue": enqueue_rpc.run,
     "batch": batch_enqueue.run,
+    "read": read_rpc.run,
     "drain": drain.run,
     "lateness": lateness.run,
     "watch": watch.run,
     "metrics": metrics_cost.run,
 }
 # the scenarios whose one jobwheel server runs on --postgres when it is given
-ON_POSTGRES = ("enqueue", "batch", "drain", "lateness")
+ON_POSTGRES = ("enqueue", "batch", "read", "drain", "lateness")
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:

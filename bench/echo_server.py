@@ -1,4 +1,5 @@
-"""The baseline: a bare grpc.aio server whose EnqueueJob echoes the request, storing nothing.
+"""The baseline: a bare grpc.aio server whose EnqueueJob echoes the request, storing nothing,
+and whose GetJob answers a fixed job, reading nothing.
 
 It serves the same method with the same message types as jobwheel, so one client drives both
 and the difference is what jobwheel does per call (validate, commit, convert). The server is
@@ -27,6 +28,22 @@ class EchoJobService(job_service_pb2_grpc.JobServiceServicer):
         job = job_pb2.Job(task=request.task, queue=request.queue or "default")
         job.payload.CopyFrom(request.payload)
         return pb.EnqueueJobResponse(job=job)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Any) -> Any:
+        return pb.GetJobResponse(job=_STORED_JOB)
+
+
+# what the echo's GetJob answers: a job as a read finds one (the fields a queued job holds)
+_STORED_JOB = job_pb2.Job(
+    id="018f6a7e-0000-7000-8000-000000000000",
+    queue="default",
+    task="bench.stored_only",
+    state=job_pb2.JOB_STATE_QUEUED,
+)
+_STORED_JOB.payload.update({"n": 0})
+_STORED_JOB.create_time.FromMicroseconds(1_700_000_000_000_000)
+_STORED_JOB.update_time.FromMicroseconds(1_700_000_000_000_000)
+_STORED_JOB.next_run_time.FromMicroseconds(1_700_000_000_000_000)
 
 
 async def serve() -> None:

@@ -29,7 +29,8 @@ def sampled(pid: int, out: Path | None, rate: int = 250) -> Iterator[None]:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking"]
-    argv += ["--function"]  # aggregate by function, not by line
+    if not os.environ.get("JOBWHEEL_PROFILE_LINES"):
+        argv += ["--function"]  # aggregate by function, not by line
     if os.environ.get("JOBWHEEL_PROFILE_GIL"):  # only samples that hold the GIL: CPU, not waits
         argv += ["--gil"]
     argv += ["--format", "raw", "--output", str(out)]

@@ -77,7 +77,7 @@ class StoreBase:
 
     def _raw_write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """The write connection with no transaction begun: for work that runs its own
-        transaction on the driver's connection (see dialect.in_sqlite_thread)."""
+        transaction on the driver's connection (see bulk_writes.in_sqlite_thread)."""
         return self._timed("write", self._engines.write.connect())
 
     def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:

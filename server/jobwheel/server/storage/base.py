@@ -87,9 +87,9 @@ class StoreBase:
     def _raw_read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read connection with no transaction begun: for a read of one statement on the
         driver's connection (a statement reads a consistent snapshot on its own): on SQLite
-        one hop to the driver's thread (bulk_writes.in_sqlite_thread) where SQLAlchemy's
-        takes six (BEGIN, cursor, execute, fetch, close, COMMIT), on PostgreSQL one round
-        trip (pg_cycle.driver_statement) where SQLAlchemy's takes three."""
+        one hop to the driver's thread (bulk_writes.in_sqlite_thread) where a read
+        transaction through SQLAlchemy takes three (BEGIN, the statement, COMMIT), on
+        PostgreSQL one round trip (pg_cycle.driver_statement) where it takes three too."""
         return self._timed("read", self._engines.read.connect())
 
     @asynccontextmanager

@@ -25,9 +25,9 @@ T = TypeVar("T")
 
 async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args: Any) -> T:
     """Runs `work(sqlite3_connection, *args)` in the driver's thread, inside the transaction
-    `conn` holds: a few statements cost one thread hop, where each one through SQLAlchemy
-    costs three or four (cursor, execute, fetch, close), each waiting for a turn of a busy
-    event loop."""
+    `conn` holds: a few statements cost one thread hop, where through SQLAlchemy each costs a
+    hop of its own (sqlite_cursor.py), waiting for a turn of a busy event loop, and
+    SQLAlchemy's work for a statement."""
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
     try:

@@ -33,6 +33,7 @@ from jobwheel.server.storage.bulk_writes import (
     wrapped_error,
 )
 from jobwheel.server.storage.schema import KEYED, jobs
+from jobwheel.server.storage.sqlite_cursor import one_hop
 from jobwheel.server.storage.wal_checkpoints import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
 from sqlalchemy import (
     Boolean,
@@ -517,6 +518,7 @@ def _sqlite_setup(
 ) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        one_hop(dbapi_conn)  # a statement through SQLAlchemy: one hop (sqlite_cursor.py)
         # Take transaction control away from the driver so BEGIN is ours (see "begin" below).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -533,8 +535,8 @@ def _sqlite_setup(
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: no deadlock-prone lock upgrade mid-transaction.
-        # Sent straight to the driver's thread: one hop where a statement through SQLAlchemy
-        # takes three (cursor, execute, close), each waiting for a turn of the event loop.
+        # Sent straight to the driver's thread: one hop, without SQLAlchemy's work for a
+        # statement.
         driver = conn.connection.driver_connection
         try:
             _await(driver._execute(driver._conn.execute, begin))

@@ -1,5 +1,5 @@
 """The baseline: a bare grpc.aio server whose EnqueueJob echoes the request, storing nothing,
-and whose GetJob answers a fixed job, reading nothing.
+and whose GetJob and ListJobs answer a fixed job (a page of it), reading nothing.
 
 It serves the same method with the same message types as jobwheel, so one client drives both
 and the difference is what jobwheel does per call (validate, commit, convert). The server is
@@ -31,6 +31,9 @@ class EchoJobService(job_service_pb2_grpc.JobServiceServicer):
 
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> Any:
         return pb.GetJobResponse(job=_STORED_JOB)
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> Any:
+        return pb.ListJobsResponse(jobs=[_STORED_JOB] * (request.page_size or 50))
 
 
 # what the echo's GetJob answers: a job as a read finds one (the fields a queued job holds)

@@ -1,10 +1,11 @@
-"""Scenario: one caller's GetJob latency, beside a bare grpc.aio echo of the same RPC.
+"""Scenario: one caller's reads, beside a bare grpc.aio echo of the same RPCs.
 
-The read a client polls a job's state with, one call at a time (no concurrency: this is the
-latency one request sees, not a throughput). The echo answers with a fixed job and reads
-nothing, so the difference is what jobwheel does per read (the store's read, the job's
-conversion). jobwheel's database holds a few thousand jobs; the job read is one of them.
-Rounds alternate the two servers; the figures are the percentiles of all calls of each.
+GetJob (the read a client polls a job's state with) and ListJobs of a page of 10 (what a
+dashboard or the CLI shows), one call at a time (no concurrency: the latency one request sees,
+not a throughput). The echo answers with fixed jobs and reads nothing, so the difference is
+what jobwheel does per read (the store's reads, the jobs' conversion). jobwheel's database
+holds a few thousand jobs. Rounds alternate the two servers; the figures are the percentiles
+of all calls of each.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import statistics
 import sys
 import time
 
+from google.protobuf.message import Message
 from jobwheel.v1 import job_service_pb2 as pb
 
 from bench import jobs, procs
@@ -21,19 +23,19 @@ from bench.report import Row
 
 ROUNDS = 3
 STORED = 5_000  # jobs in jobwheel's database
+PAGE = 10  # jobs per ListJobs call
 
 
-async def _latencies(address: str, job_id: str, calls: int) -> list[float]:
-    """Seconds of each of `calls` sequential GetJob calls, after a warm-up."""
-    req = pb.GetJobRequest(id=job_id)
+async def _latencies(address: str, method: str, req: Message, calls: int) -> list[float]:
+    """Seconds of each of `calls` sequential calls of `method`, after a warm-up."""
     async with jobs.channel(address) as ch:
-        stub = jobs.stub(ch)
+        call = getattr(jobs.stub(ch), method)
         for _ in range(max(20, calls // 10)):
-            await stub.GetJob(req)
+            await call(req)
         out = []
         for _ in range(calls):
             start = time.perf_counter()
-            await stub.GetJob(req)
+            await call(req)
             out.append(time.perf_counter() - start)
         return out
 
@@ -45,8 +47,7 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 
 
 async def run(opts: Options) -> list[Row]:
-    calls = 300 if opts.seconds < 5 else 1_000  # per round (--quick: fewer)
-    runs: dict[str, list[float]] = {"echo": [], "jobwheel": []}
+    calls = 300 if opts.seconds < 5 else 1_000  # per round and method (--quick: fewer)
     db, log = opts.db("read"), opts.log("read")
     with (
         procs.echo_server(opts.log("echo-read")) as echo,
@@ -58,16 +59,26 @@ async def run(opts: Options) -> list[Row]:
                 stub, (jobs.request(jobs.UNHANDLED, i) for i in range(STORED)), opts.batch_size
             )
             job_id = (await stub.EnqueueJob(jobs.request(jobs.UNHANDLED))).job.id
+        reads: list[tuple[str, str, Message]] = [
+            ("GetJob", "GetJob", pb.GetJobRequest(id=job_id)),
+            (f"ListJobs, page of {PAGE}", "ListJobs", pb.ListJobsRequest(page_size=PAGE)),
+        ]
+        runs: dict[tuple[str, str], list[float]] = {}
         for i in range(ROUNDS):
             print(f"[read] round {i + 1}/{ROUNDS}: echo, jobwheel ...", file=sys.stderr)
-            runs["echo"] += await _latencies(echo.address, job_id, calls)
-            runs["jobwheel"] += await _latencies(srv.address, job_id, calls)
-    ours, base = _percentiles(runs["jobwheel"]), _percentiles(runs["echo"])
-    row = Row(
-        "GetJob, one caller, latency p50/p99",
-        f"{ours[0]:.2f}/{ours[1]:.2f} ms",
-        f"echo {base[0]:.2f}/{base[1]:.2f} ms",
-        f"{ours[0] / base[0]:.2f}x echo's p50",
-    )
-    row.notes.append(f"{ROUNDS} rounds of {calls:,} sequential calls each, servers alternated")
-    return [row]
+            for name, method, req in reads:
+                for server, who in ((echo, "echo"), (srv, "jobwheel")):
+                    got = await _latencies(server.address, method, req, calls)
+                    runs.setdefault((name, who), []).extend(got)
+    rows = []
+    for name, _, _ in reads:
+        ours, base = _percentiles(runs[name, "jobwheel"]), _percentiles(runs[name, "echo"])
+        row = Row(
+            f"{name}, one caller, latency p50/p99",
+            f"{ours[0]:.2f}/{ours[1]:.2f} ms",
+            f"echo {base[0]:.2f}/{base[1]:.2f} ms",
+            f"{ours[0] / base[0]:.2f}x echo's p50",
+        )
+        row.notes.append(f"{ROUNDS} rounds of {calls:,} sequential calls each, servers alternated")
+        rows.append(row)
+    return rows

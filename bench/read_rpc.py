@@ -10,7 +10,6 @@ of all calls of each.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 
@@ -18,6 +17,7 @@ from google.protobuf.message import Message
 from jobwheel.v1 import job_service_pb2 as pb
 
 from bench import jobs, procs
+from bench.lateness import percentile
 from bench.options import Options
 from bench.report import Row
 
@@ -42,8 +42,8 @@ async def _latencies(address: str, method: str, req: Message, calls: int) -> lis
 
 def _percentiles(seconds: list[float]) -> tuple[float, float]:
     """p50 and p99 of `seconds`, in ms."""
-    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
-    return cuts[49] * 1000, cuts[98] * 1000
+    ordered = sorted(seconds)
+    return percentile(ordered, 50) * 1000, percentile(ordered, 99) * 1000
 
 
 async def run(opts: Options) -> list[Row]:

@@ -67,7 +67,8 @@ def stored_bytes(dialect: Dialect, *columns: Any) -> ColumnElement[int]:
     return total
 
 
-def _chunks(items: list[K], size: int) -> Iterable[list[K]]:
+def chunks(items: list[K], size: int) -> Iterable[list[K]]:
+    """`items` in consecutive slices of at most `size` (IN lists the database bounds)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -103,7 +104,7 @@ async def bounded_rows(
         look *= 4
     rows: list[RowMapping] = []
     # consecutive runs of the ordered keys, each read in the same order: the pages concatenate
-    for chunk in _chunks(picker.chosen, max_in_list):
+    for chunk in chunks(picker.chosen, max_in_list):
         stmt = select(table).where(key.in_(chunk)).order_by(*order_by)
         rows += (await conn.execute(stmt)).mappings().all()
     return rows, picker.more

@@ -237,7 +237,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
 
     async def _jobs_by_key(self, conn: AsyncConnection, keys: Iterable[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
-        for chunk in _chunks(list(keys), self.dialect.max_in_list):
+        for chunk in paging.chunks(list(keys), self.dialect.max_in_list):
             stmt = select(jobs).where(jobs.c.idempotency_key.in_(chunk))
             for row in (await conn.execute(stmt)).mappings():
                 job = job_from_row(row)
@@ -402,11 +402,6 @@ def _sqlite_enqueue(
     return sqlite_append_events(
         db, [(job.id, kind, now, text) for job, text in zip(created, snapshots, strict=True)]
     )
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _enqueued(jobs_in: list[Job], last: int, now: int) -> list[Event]:

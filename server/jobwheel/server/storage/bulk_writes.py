@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
+from jobwheel.server.storage.driver import driver_connection
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy import BigInteger, Boolean, Integer, String, Table
 from sqlalchemy import exc as sa_exc
@@ -28,8 +29,7 @@ async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args:
     `conn` holds: a few statements cost one thread hop, where through SQLAlchemy each costs a
     hop of its own (sqlite_cursor.py), waiting for a turn of a busy event loop, and
     SQLAlchemy's work for a statement."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
+    driver = await driver_connection(conn)
     try:
         done: T = await driver._execute(work, driver._conn, *args)
     except sqlite3.Error as exc:  # as SQLAlchemy would raise it (errors.py maps those)
@@ -260,8 +260,7 @@ async def pg_copy_jobs(
     # through SQLAlchemy first: it opens the transaction the COPY then joins
     taken = await conn.exec_driver_sql(_PG_NEXT_SEQS, (len(rows),))
     seqs = sorted(seq for (seq,) in taken.all())
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
+    driver = await driver_connection(conn)
     records = [(seq, *row) for seq, row in zip(seqs, rows, strict=True)]
     await driver.copy_records_to_table(jobs.name, records=records, columns=("seq", *columns))
     return seqs

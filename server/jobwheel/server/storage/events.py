@@ -24,6 +24,7 @@ from jobwheel.server.storage.dialect import (
     loads,
     notify_token,
 )
+from jobwheel.server.storage.driver import driver_connection
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import event_head, events, jobs
 from sqlalchemy import delete, func, select
@@ -132,8 +133,7 @@ class EventLog(StoreBase):
             return
         own = " " + notify_token(self.write_engine.sync_engine)
         async with self._outages(), self.read_engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
+            driver = await driver_connection(conn)
 
             def callback(_conn: object, _pid: object, _channel: object, payload: object) -> None:
                 if payload == SETTINGS_CHANGED:

@@ -33,6 +33,7 @@ from jobwheel.server.storage.convert import (
     moved_on_values,
 )
 from jobwheel.server.storage.dialect import notify_token, pg_append_event_rows
+from jobwheel.server.storage.driver import driver_connection
 from jobwheel.server.storage.events import (
     TextChange,
     by_seq,
@@ -89,8 +90,7 @@ async def driver_transaction(conn: AsyncConnection, *, commit: bool = True) -> A
     of the store raises, and errors.py and outage.py read), others as they are; a rollback
     that fails (the connection lost) invalidates the connection rather than replace what was
     raised (a cancellation above all)."""
-    db = (await conn.get_raw_connection()).driver_connection
-    assert db is not None
+    db = await driver_connection(conn)
     transaction = db.transaction()
     try:
         await transaction.start()
@@ -114,8 +114,7 @@ async def driver_statement(conn: AsyncConnection) -> AsyncIterator[Any]:
     """`conn`'s asyncpg connection (Store._raw_write: no transaction begun) for one statement
     that commits on its own: one round trip where driver_transaction takes three. asyncpg's
     errors come out as in driver_transaction."""
-    db = (await conn.get_raw_connection()).driver_connection
-    assert db is not None
+    db = await driver_connection(conn)
     try:
         yield db
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

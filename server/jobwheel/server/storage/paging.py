@@ -9,6 +9,7 @@ the budget whatever the page size; the caller still measures the encoded reply e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -57,8 +58,11 @@ def fit(keyed: Sequence[tuple[K, int]], limit: int, max_bytes: int) -> tuple[lis
     return picker.chosen, picker.more
 
 
+@functools.lru_cache(maxsize=16)
 def stored_bytes(dialect: Dialect, *columns: Any) -> ColumnElement[int]:
-    """The summed byte (SQLite: character) length of text `columns`, NULL counting 0."""
+    """The summed byte (SQLite: character) length of text `columns`, NULL counting 0. Built
+    once per set of columns: the expression costs more to build than a page of small rows
+    costs to read."""
     total: ColumnElement[int] | None = None
     for column in columns:
         part = func.coalesce(dialect.text_bytes(column), 0)

@@ -16,7 +16,7 @@ import time
 from google.protobuf.message import Message
 from jobwheel.v1 import job_service_pb2 as pb
 
-from bench import jobs, procs
+from bench import jobs, procs, profile
 from bench.lateness import percentile
 from bench.options import Options
 from bench.report import Row
@@ -68,7 +68,11 @@ async def run(opts: Options) -> list[Row]:
             print(f"[read] round {i + 1}/{ROUNDS}: echo, jobwheel ...", file=sys.stderr)
             for name, method, req in reads:
                 for server, who in ((echo, "echo"), (srv, "jobwheel")):
-                    got = await _latencies(server.address, method, req, calls)
+                    out = None
+                    if opts.profile and i == 0 and who == "jobwheel":
+                        out = opts.profile / f"read-{method}.txt"
+                    with profile.sampled(server.pid, out):
+                        got = await _latencies(server.address, method, req, calls)
                     runs.setdefault((name, who), []).extend(got)
     rows = []
     for name, _, _ in reads:

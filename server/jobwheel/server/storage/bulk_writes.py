@@ -99,27 +99,35 @@ def sqlite_insert_jobs(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, .
     return [seq_by_id[row[0]] for row in rows]
 
 
-def sqlite_insert_shared(
-    table: str,
-    columns: Sequence[str],
-    own: Sequence[str],
-    shared: tuple[Any, ...],
-) -> str | None:
-    """INSERT INTO table (columns) SELECT ... FROM json_each(?): one statement for every
-    row, bound as one JSON array (see json_rows) of arrays of the `own` values (in their order
-    in `columns`); for the other columns, their value in `shared` (values for `columns`) is
-    written into the statement, so a row carries only what differs. It stores what binding
-    each row would. Values: None, bool, int or str; None when a text holds U+0000, which no
-    statement may (it must be bound)."""
-    if any(isinstance(value, str) and "\x00" in value for value in shared):
-        return None
+@functools.lru_cache(maxsize=64)
+def sqlite_insert_shared(table: str, columns: Sequence[str], own: Sequence[str]) -> str:
+    """INSERT INTO table (columns) SELECT ... FROM json_each(?1): one statement for every
+    row. ?1 is one JSON array (see json_rows) of arrays of the `own` values, in their order in
+    `columns`; each other column takes a parameter of its own (?2, ?3, ... in the order of
+    `columns`: shared_params), one value for every row, so a row carries only what differs.
+    The text depends on the columns alone: built once, and prepared once by the driver's
+    statement cache."""
     names = ", ".join(columns)
     index = {name: i for i, name in enumerate(own)}
-    values = ", ".join(
-        f"json_extract(value, '$[{index[name]}]')" if name in own else sqlite_literal(value)
-        for name, value in zip(columns, shared, strict=True)
+    values = []
+    shared = 1
+    for name in columns:
+        if name in index:
+            values.append(f"json_extract(value, '$[{index[name]}]')")
+        else:
+            shared += 1
+            values.append(f"?{shared}")
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {', '.join(values)} FROM json_each(?1) ORDER BY key"
     )
-    return f"INSERT INTO {table} ({names}) SELECT {values} FROM json_each(?) ORDER BY key"
+
+
+def shared_params(
+    columns: Sequence[str], own: Sequence[str], shared: Sequence[Any]
+) -> tuple[Any, ...]:
+    """The parameters after ?1 of sqlite_insert_shared(_, `columns`, `own`): the values of
+    `shared` (values for `columns`) of the columns not in `own`."""
+    return tuple(value for name, value in zip(columns, shared, strict=True) if name not in own)
 
 
 def json_rows(rows: list[tuple[Any, ...]]) -> str | None:
@@ -186,19 +194,19 @@ def events_of_new_jobs(ids: Sequence[str]) -> bool:
 def sqlite_enqueue_json(
     db: sqlite3.Connection,
     jobs_sql: str,
-    job_rows: str,
+    jobs_params: tuple[Any, ...],
     tails: list[tuple[int, str]],
     event_type: str,
     now: int,
 ) -> tuple[int, int]:
     """Inserts jobs without idempotency keys (`jobs_sql`, a sqlite_insert_shared statement,
-    with `job_rows`) and their events (`tails`: see new_job_snapshot_tails) in a few
-    statements whatever their number; returns (first seq, last revision). Runs in the
-    driver's thread, in a write transaction."""
+    with `jobs_params`: the rows, then shared_params) and their events (`tails`: see
+    new_job_snapshot_tails) in a few statements whatever their number; returns (first seq,
+    last revision). Runs in the driver's thread, in a write transaction."""
     count = sum(n for n, _ in tails)
     # The caller holds the only write lock and these jobs have no keys: nothing conflicts.
     # the cursor knows the last seq and the rows inserted: no statement (a GIL hand-off) more
-    inserting = db.execute(jobs_sql, (job_rows,))
+    inserting = db.execute(jobs_sql, jobs_params)
     last_seq, inserted = inserting.lastrowid, inserting.rowcount
     if last_seq is None or inserted != count:
         raise RuntimeError(f"inserted {inserted} of {count} jobs")

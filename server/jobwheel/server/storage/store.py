@@ -15,6 +15,7 @@ from jobwheel.server.storage.bulk_writes import (
     in_sqlite_thread,
     in_write_transaction,
     json_rows,
+    shared_params,
     sqlite_append_events,
     sqlite_enqueue_json,
     sqlite_insert_jobs,
@@ -363,29 +364,29 @@ def _fetch_one(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
     return db.execute(sql, params).fetchone()
 
 
-_INSERT_NEW_JOBS_JSON = sqlite_insert_shared(
-    jobs.name, NEW_JOB_COLUMNS, NEW_JOB_COLUMNS, (None,) * len(NEW_JOB_COLUMNS)
-)
+_INSERT_NEW_JOBS_JSON = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, NEW_JOB_COLUMNS)
 
 
 def _json_enqueue(
     new_jobs: Sequence[NewJob], created: list[Job]
-) -> tuple[str, str, list[tuple[int, str]]] | None:
-    """The statement, job rows and snapshot tails of sqlite_enqueue_json for `new_jobs` (as
-    `created`), or None when their texts cannot go that way (see json_rows,
+) -> tuple[str, tuple[Any, ...], list[tuple[int, str]]] | None:
+    """The statement, its parameters and the snapshot tails of sqlite_enqueue_json for
+    `new_jobs` (as `created`), or None when their texts cannot go that way (see json_rows,
     events_of_new_jobs)."""
     shared = shared_job_values(new_jobs)
+    params: tuple[Any, ...] = ()
     if shared is None:
-        sql: str | None = _INSERT_NEW_JOBS_JSON
+        sql = _INSERT_NEW_JOBS_JSON
         rows = json_rows([new_job_values(job) for job in new_jobs])
     else:  # the usual batch: only ids, payloads and times differ (times mostly not either:
         # each value a row carries costs SQLite a parse of the row's array)
         own, values = own_batch_values(new_jobs)
-        sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, own, shared)
+        sql = sqlite_insert_shared(jobs.name, NEW_JOB_COLUMNS, own)
+        params = shared_params(NEW_JOB_COLUMNS, own, shared)
         rows = json_rows(values)
-    if sql is None or rows is None or not events_of_new_jobs([job.id for job in new_jobs]):
+    if rows is None or not events_of_new_jobs([job.id for job in new_jobs]):
         return None
-    return sql, rows, new_job_snapshot_tails(created, alike=shared is not None)
+    return sql, (rows, *params), new_job_snapshot_tails(created, alike=shared is not None)
 
 
 def _sqlite_enqueue(

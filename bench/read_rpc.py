@@ -1,11 +1,12 @@
-"""Scenario: one caller's reads, beside a bare grpc.aio echo of the same RPCs.
+"""Scenario: one caller's reads (and a write), beside a bare grpc.aio echo of the same RPCs.
 
-GetJob (the read a client polls a job's state with) and ListJobs of a page of 10 (what a
-dashboard or the CLI shows), one call at a time (no concurrency: the latency one request sees,
-not a throughput). The echo answers with fixed jobs and reads nothing, so the difference is
-what jobwheel does per read (the store's reads, the jobs' conversion). jobwheel's database
-holds a few thousand jobs. Rounds alternate the two servers; the figures are the percentiles
-of all calls of each.
+GetJob (the read a client polls a job's state with), ListJobs of a page of 10 (what a
+dashboard or the CLI shows) and EnqueueJob (the durable write a web request makes), one call
+at a time (no concurrency: the latency one request sees, not a throughput). The echo answers
+with fixed jobs (its EnqueueJob with the request's) and reads or stores nothing, so the
+difference is what jobwheel does per call (the store's reads and commits, the conversions).
+jobwheel's database holds a few thousand jobs. Rounds alternate the two servers; the figures
+are the percentiles of all calls of each.
 """
 
 from __future__ import annotations
@@ -59,14 +60,15 @@ async def run(opts: Options) -> list[Row]:
                 stub, (jobs.request(jobs.UNHANDLED, i) for i in range(STORED)), opts.batch_size
             )
             job_id = (await stub.EnqueueJob(jobs.request(jobs.UNHANDLED))).job.id
-        reads: list[tuple[str, str, Message]] = [
+        methods: list[tuple[str, str, Message]] = [
             ("GetJob", "GetJob", pb.GetJobRequest(id=job_id)),
             (f"ListJobs, page of {PAGE}", "ListJobs", pb.ListJobsRequest(page_size=PAGE)),
+            ("EnqueueJob (durable)", "EnqueueJob", jobs.request(jobs.UNHANDLED)),
         ]
         runs: dict[tuple[str, str], list[float]] = {}
         for i in range(ROUNDS):
             print(f"[read] round {i + 1}/{ROUNDS}: echo, jobwheel ...", file=sys.stderr)
-            for name, method, req in reads:
+            for name, method, req in methods:
                 for server, who in ((echo, "echo"), (srv, "jobwheel")):
                     out = None
                     if opts.profile and i == 0 and who == "jobwheel":
@@ -75,7 +77,7 @@ async def run(opts: Options) -> list[Row]:
                         got = await _latencies(server.address, method, req, calls)
                     runs.setdefault((name, who), []).extend(got)
     rows = []
-    for name, _, _ in reads:
+    for name, _, _ in methods:
         ours, base = _percentiles(runs[name, "jobwheel"]), _percentiles(runs[name, "echo"])
         row = Row(
             f"{name}, one caller, latency p50/p99",

@@ -1,13 +1,17 @@
-"""list_jobs keyset pagination: both orders, page boundaries, concurrent inserts."""
+"""list_jobs keyset pagination: both orders, page boundaries, concurrent inserts; pages
+bounded by stored size."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from jobwheel.server.model import Job, JobFilter
-from jobwheel.server.storage import Store
+from jobwheel.server.storage import Store, paging
+from sqlalchemy import event
 
 from tests.integration.storage.factories import new_job
 
@@ -183,3 +187,46 @@ async def test_size_lookups_continue_across_chunks(store: Store, descending: boo
         seen += [j.id for j in page]
         after = page[-1].seq
     assert seen == expected
+
+
+async def _selects(store: Store, read: Callable[[], Awaitable[object]]) -> list[str]:
+    """The SELECT statements `read` sends (on either engine)."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append(statement)
+
+    engines = {store.read_engine.sync_engine, store.write_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        await read()
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+    return sent
+
+
+async def test_a_page_of_small_rows_takes_one_statement_and_big_rows_are_read_again(
+    store: Store,
+) -> None:
+    """Rows whose documents are small come whole with their sizes; a row past
+    paging.INLINE_BYTES (spread over its documents) is read by key, whole."""
+    small = await insert_n(store, 12, payload={"n": 1})
+    pages: list[tuple[list[Job], bool]] = []
+
+    async def page(limit: int) -> None:
+        found, more = await store.list_jobs_page(JobFilter(), limit=limit, max_bytes=4 << 20)
+        pages.append((list(found), more))
+
+    assert len(await _selects(store, lambda: page(10))) == 1
+    assert [j.id for j in pages[-1][0]] == [j.id for j in reversed(small)][:10]
+    assert pages[-1][1]
+    blob = "x" * (paging.INLINE_BYTES // 8 + 1)  # over one document's share
+    (big, _), *_ = await store.insert_jobs([new_job(payload={"blob": blob})])
+    sent = await _selects(store, lambda: page(3))
+    assert len(sent) == 2
+    got, more = pages[-1]
+    assert [j.id for j in got] == [big.id, small[-1].id, small[-2].id] and more
+    assert got[0].payload == {"blob": blob} and got[1].payload == {"n": 1}

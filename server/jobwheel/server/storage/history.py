@@ -48,13 +48,13 @@ class History(StoreBase):
         where = [attempts.c.job_id == job_id]
         if after is not None:
             where.append(tuple_(attempts.c.execution, attempts.c.number) > tuple_(*after))
-        sizes = paging.stored_bytes(self.dialect, attempts.c.result, attempts.c.error)
         async with self._read() as conn:
             rows, more = await paging.bounded_rows(
                 conn,
                 attempts,
+                dialect=self.dialect,
                 key=attempts.c.id,
-                sizes=sizes,
+                documents=[attempts.c.result, attempts.c.error],
                 where=where,
                 order_by=[attempts.c.execution, attempts.c.number],
                 after=lambda last: tuple_(attempts.c.execution, attempts.c.number) > tuple_(*last),

@@ -3,8 +3,10 @@
 A page of 1,000 jobs whose payloads are 1 MB each is 1 GB of rows, and more once decoded.
 So a page is read in two steps: first the order keys with the byte length of each row's
 stored documents (the database computes the lengths; PostgreSQL reads them from the TOAST
-header without decompressing), then, by key, only the rows that fit. Rows in memory stay near
-the budget whatever the page size; the caller still measures the encoded reply exactly.
+header without decompressing), then, by key, only the rows that fit. Small rows come whole
+with their lengths, so a page of them takes one statement; only bigger ones are read again.
+Rows in memory stay near the budget whatever the page size; the caller still measures the
+encoded reply exactly.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from jobwheel.server.storage.dialect import Dialect
-from sqlalchemy import ColumnElement, Table, func, select
+from sqlalchemy import Column, ColumnElement, Integer, Table, bindparam, case, func, null, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,6 +27,9 @@ ROW_OVERHEAD = 256
 # a page of small rows costs few queries and a page of big rows reads few lengths (SQLite
 # reads a text to measure it).
 FIRST_LOOK = 16
+# A size query returns a row whole when its documents take at most this many bytes, and at
+# most the budget over the rows it looks at: what one holds stays within the budget.
+INLINE_BYTES = 64 * 1024
 
 
 class Picker:
@@ -81,8 +86,9 @@ async def bounded_rows(
     conn: AsyncConnection,
     table: Table,
     *,
-    key: ColumnElement[Any],
-    sizes: ColumnElement[int],
+    dialect: Dialect,
+    key: Column[Any],
+    documents: Sequence[Column[Any]],
     where: Sequence[ColumnElement[bool]],
     order_by: Sequence[ColumnElement[Any]],
     after: Callable[[Sequence[Any]], ColumnElement[bool]],
@@ -91,27 +97,59 @@ async def bounded_rows(
     max_in_list: int,
 ) -> tuple[list[RowMapping], bool]:
     """Up to `limit` rows of `table` matching `where`, in `order_by` order (ascending or
-    descending columns), while their `sizes` fit `max_bytes` (at least one row); True when
-    more rows match after them. `after(values of the order_by columns of a row)` is the
-    condition for the rows that follow that row."""
+    descending columns), while the stored sizes of their `documents` (the columns that can be
+    large) fit `max_bytes` (at least one row); True when more rows match after them.
+    `after(values of the order_by columns of a row)` is the condition for the rows that
+    follow that row. A row's mapping may hold keys beyond the table's columns."""
+    sizes = stored_bytes(dialect, *documents)
+    orders = [_column(c).label(f"_page_order{i}") for i, c in enumerate(order_by)]
     picker = Picker(limit, max_bytes)
+    whole: dict[Any, RowMapping] = {}
     cursor: list[ColumnElement[bool]] = []
     look = FIRST_LOOK
     while True:
-        columns = [key, sizes, *(_column(c) for c in order_by)]
-        stmt = select(*columns).where(*where, *cursor).order_by(*order_by)
         want = min(look, limit + 1 - len(picker.chosen))
-        found = (await conn.execute(stmt.limit(want))).all()
-        if not all(picker.offer(row[0], int(row[1])) for row in found) or len(found) < want:
+        # each document at most `inline`: a row whose documents add up to that comes whole
+        inline = min(INLINE_BYTES, max_bytes // want) // len(documents)
+        columns = _whole_if(dialect, table, *documents)
+        stmt = select(key.label("_page_key"), sizes.label("_page_size"), *orders, *columns)
+        stmt = stmt.where(*where, *cursor).order_by(*order_by).limit(want)
+        found = (await conn.execute(stmt, {"_page_inline": inline})).all()
+        full = False
+        for row in found:
+            size = int(row[1])
+            if not picker.offer(row[0], size):
+                full = True
+                break
+            if size <= inline:
+                whole[row[0]] = row._mapping
+        if full or len(found) < want:
             break
-        cursor = [after(tuple(found[-1][2:]))]
+        cursor = [after(tuple(found[-1][2 : 2 + len(orders)]))]
         look *= 4
-    rows: list[RowMapping] = []
-    # consecutive runs of the ordered keys, each read in the same order: the pages concatenate
-    for chunk in chunks(picker.chosen, max_in_list):
-        stmt = select(table).where(key.in_(chunk)).order_by(*order_by)
-        rows += (await conn.execute(stmt)).mappings().all()
-    return rows, picker.more
+    # the rows too big to come whole, by key (in one transaction they are all there; in
+    # another that deleted one meanwhile, it is left out)
+    fetched: dict[Any, RowMapping] = {}
+    for chunk in chunks([k for k in picker.chosen if k not in whole], max_in_list):
+        for mapping in (await conn.execute(select(table).where(key.in_(chunk)))).mappings():
+            fetched[mapping[key.name]] = mapping
+    rows = [whole.get(k, fetched.get(k)) for k in picker.chosen]
+    return [row for row in rows if row is not None], picker.more
+
+
+@functools.lru_cache(maxsize=16)
+def _whole_if(dialect: Dialect, table: Table, *documents: Column[Any]) -> list[ColumnElement[Any]]:
+    """The columns of `table`, each of `documents` where its stored size is at most the
+    parameter _page_inline (else NULL). Built once per table: the expressions cost more to
+    build than a page of small rows costs to read."""
+    limit = bindparam("_page_inline", type_=Integer)
+    large = {c.name for c in documents}
+    return [
+        case((stored_bytes(dialect, c) <= limit, c), else_=null()).label(c.name)
+        if c.name in large
+        else c
+        for c in table.columns
+    ]
 
 
 def _column(order: ColumnElement[Any]) -> ColumnElement[Any]:

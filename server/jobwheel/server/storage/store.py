@@ -319,13 +319,13 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         conds = job_conditions(self.dialect, flt)
         if after_seq is not None:
             conds.append(jobs.c.seq < after_seq if descending else jobs.c.seq > after_seq)
-        sizes = paging.stored_bytes(self.dialect, *(jobs.c[name] for name in _DOCUMENTS))
         async with self._read() as conn:
             rows, more = await paging.bounded_rows(
                 conn,
                 jobs,
+                dialect=self.dialect,
                 key=jobs.c.seq,
-                sizes=sizes,
+                documents=[jobs.c[name] for name in _DOCUMENTS],
                 where=conds,
                 order_by=[jobs.c.seq.desc() if descending else jobs.c.seq.asc()],
                 after=lambda last: jobs.c.seq < last[0] if descending else jobs.c.seq > last[0],

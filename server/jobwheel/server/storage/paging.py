@@ -27,8 +27,9 @@ ROW_OVERHEAD = 256
 # a page of small rows costs few queries and a page of big rows reads few lengths (SQLite
 # reads a text to measure it).
 FIRST_LOOK = 16
-# A size query returns a row whole when its documents take at most this many bytes, and at
-# most the budget over the rows it looks at: what one holds stays within the budget.
+# A size query returns a row whole when its documents add up to at most a document's share
+# (each document its own) of this many bytes, or of the budget over the rows it looks at if
+# less: what one holds stays within the budget.
 INLINE_BYTES = 64 * 1024
 
 
@@ -103,6 +104,7 @@ async def bounded_rows(
     follow that row. A row's mapping may hold keys beyond the table's columns."""
     sizes = stored_bytes(dialect, *documents)
     orders = [_column(c).label(f"_page_order{i}") for i, c in enumerate(order_by)]
+    columns = _whole_if(dialect, table, *documents)
     picker = Picker(limit, max_bytes)
     whole: dict[Any, RowMapping] = {}
     cursor: list[ColumnElement[bool]] = []
@@ -111,7 +113,6 @@ async def bounded_rows(
         want = min(look, limit + 1 - len(picker.chosen))
         # each document at most `inline`: a row whose documents add up to that comes whole
         inline = min(INLINE_BYTES, max_bytes // want) // len(documents)
-        columns = _whole_if(dialect, table, *documents)
         stmt = select(key.label("_page_key"), sizes.label("_page_size"), *orders, *columns)
         stmt = stmt.where(*where, *cursor).order_by(*order_by).limit(want)
         found = (await conn.execute(stmt, {"_page_inline": inline})).all()

@@ -139,18 +139,20 @@ async def bounded_rows(
 
 
 @functools.lru_cache(maxsize=16)
-def _whole_if(dialect: Dialect, table: Table, *documents: Column[Any]) -> list[ColumnElement[Any]]:
+def _whole_if(
+    dialect: Dialect, table: Table, *documents: Column[Any]
+) -> tuple[ColumnElement[Any], ...]:
     """The columns of `table`, each of `documents` where its stored size is at most the
-    parameter _page_inline (else NULL). Built once per table: the expressions cost more to
-    build than a page of small rows costs to read."""
+    parameter _page_inline (else NULL). Built once per table (a tuple: every call shares it):
+    the expressions cost more to build than a page of small rows costs to read."""
     limit = bindparam("_page_inline", type_=Integer)
     large = {c.name for c in documents}
-    return [
+    return tuple(
         case((stored_bytes(dialect, c) <= limit, c), else_=null()).label(c.name)
         if c.name in large
         else c
         for c in table.columns
-    ]
+    )
 
 
 def _column(order: ColumnElement[Any]) -> ColumnElement[Any]:

@@ -10,7 +10,7 @@ from bench.cpu import CpuShare
 from bench.options import Options
 from bench.report import Row, rate
 
-TARGET = 50_000
+TARGET = 60_000  # on SQLite; on PostgreSQL the target is 1.2x pgqueuer (python -m bench peers)
 CALLERS = (1, 4)
 
 
@@ -34,9 +34,11 @@ async def run(opts: Options) -> list[Row]:
                 row = Row(
                     f"BatchEnqueueJobs, {opts.batch_size:,}/call, {callers} caller(s)",
                     rate(per_s, "jobs/s"),
-                    target=f">= {TARGET:,} jobs/s",
-                    met=per_s >= TARGET,
+                    target=f">= {TARGET:,} jobs/s" if opts.db_url is None else "-",
+                    met=per_s >= TARGET if opts.db_url is None else None,
                 )
+                if opts.db_url is not None:
+                    row.notes.append("target on PostgreSQL: >= 1.2x pgqueuer (bench peers)")
                 row.notes.append(f"CPU: {cpu}")
                 if t.errors:
                     row.notes.append(f"{t.errors} calls failed")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from jobwheel.server.model import Job, JobFilter, JobState
 from jobwheel.server.storage import Store, sqlite_cycle
+from jobwheel.server.storage.driver import driver_connection
 from sqlalchemy import text
 
 from tests.integration.storage.factories import T0, new_job
@@ -62,9 +63,8 @@ async def traced(store: Store) -> AsyncIterator[list[tuple[str, Any]]]:
     def record(statement: str) -> None:
         seen.append((statement, ()))
 
-    async with store.write_engine.connect() as conn:  # the pool's only write connection
-        driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
+    async with store._raw_write() as conn:  # the store's one write connection
+        driver = await driver_connection(conn)
     await driver._execute(driver._conn.set_trace_callback, record)
     try:
         yield seen

@@ -2,8 +2,9 @@
 
 Write methods run in `self._write()` (on SQLite: the single write connection, BEGIN
 IMMEDIATE), read methods in `self._read()`. Each method is one transaction, so a caller's await
-returns only after commit. Never open `_write()` inside `_write()`: on SQLite the pool holds a
-single write connection, so the inner one would wait forever.
+returns only after commit. Never open `_write()` inside `_write()`: on SQLite the store hands
+its single write connection from write to write (held_writer.py), so the inner one would wait
+until SQLITE_WRITER_WAIT_S runs out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from jobwheel.server.model import Event
-from jobwheel.server.storage.dialect import Dialect, Engines
+from jobwheel.server.storage.dialect import SQLITE_WRITER_WAIT_S, Dialect, Engines
+from jobwheel.server.storage.held_writer import HeldWriter
 from jobwheel.server.storage.outage import DatabaseUnavailable, is_unreachable, reason
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,6 +31,12 @@ class StoreBase:
         on_transaction: Callable[[str, float], None] | None = None,
     ) -> None:
         self._engines = engines
+        # a SQLite file's one write connection, held from write to write (held_writer.py)
+        self._writer = (
+            HeldWriter(engines.write, SQLITE_WRITER_WAIT_S)
+            if engines.dialect.single_writer and engines.read is not engines.write
+            else None
+        )
         # Told of every event after its transaction committed (the WatchJobs bus).
         self.event_sink = event_sink
         # how long an idempotency key holds (µs); None: forever
@@ -69,16 +77,28 @@ class StoreBase:
         return self._engines.read
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         await self._engines.dispose()
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction (on SQLite: BEGIN IMMEDIATE on the single write connection)."""
-        return self._timed("write", self._engines.write.begin())
+        if self._writer is None:
+            return self._timed("write", self._engines.write.begin())
+        return self._timed("write", self._held_transaction(self._writer))
 
     def _raw_write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """The write connection with no transaction begun: for work that runs its own
         transaction on the driver's connection (see bulk_writes.in_sqlite_thread)."""
-        return self._timed("write", self._engines.write.connect())
+        if self._writer is None:
+            return self._timed("write", self._engines.write.connect())
+        return self._timed("write", self._writer.connect())
+
+    @staticmethod
+    @asynccontextmanager
+    async def _held_transaction(writer: HeldWriter) -> AsyncIterator[AsyncConnection]:
+        async with writer.connect() as conn, conn.begin():
+            yield conn
 
     def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read transaction."""

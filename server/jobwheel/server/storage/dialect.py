@@ -484,10 +484,12 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         engine = create_async_engine(sa_url, poolclass=StaticPool, pool_reset_on_return=None)
         _sqlite_setup(engine, sync, SQLITE_WRITER_CACHE_KIB, begin="BEGIN IMMEDIATE")
         return Engines(dialect, engine, engine)
+    # the store holds the one connection between its writes (held_writer.py); one more for
+    # direct users of the engine (migrations, tests)
     write = create_async_engine(
         sa_url,
         pool_size=1,
-        max_overflow=0,
+        max_overflow=1,
         pool_timeout=SQLITE_WRITER_WAIT_S,
         pool_reset_on_return=None,  # see _on_reset
     )

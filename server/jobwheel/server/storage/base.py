@@ -14,8 +14,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from jobwheel.server.model import Event
-from jobwheel.server.storage.dialect import SQLITE_WRITER_WAIT_S, Dialect, Engines
-from jobwheel.server.storage.held_writer import HeldWriter
+from jobwheel.server.storage.dialect import (
+    SQLITE_READER_WAIT_S,
+    SQLITE_READERS_KEPT,
+    SQLITE_READERS_MAX,
+    SQLITE_WRITER_WAIT_S,
+    Dialect,
+    Engines,
+)
+from jobwheel.server.storage.held_connections import HeldConnections
 from jobwheel.server.storage.outage import DatabaseUnavailable, is_unreachable, reason
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,12 +38,20 @@ class StoreBase:
         on_transaction: Callable[[str, float], None] | None = None,
     ) -> None:
         self._engines = engines
-        # a SQLite file's one write connection, held from write to write (held_writer.py)
-        self._writer = (
-            HeldWriter(engines.write, SQLITE_WRITER_WAIT_S)
-            if engines.dialect.single_writer and engines.read is not engines.write
-            else None
-        )
+        # a SQLite file's connections, held from transaction to transaction
+        # (held_connections.py); None: each transaction checks one out of the pool
+        self._writer: HeldConnections | None = None
+        self._readers: HeldConnections | None = None
+        if engines.dialect.single_writer and engines.read is not engines.write:
+            self._writer = HeldConnections(
+                engines.write, size=1, keep=1, wait_s=SQLITE_WRITER_WAIT_S
+            )
+            self._readers = HeldConnections(
+                engines.read,
+                size=SQLITE_READERS_MAX,
+                keep=SQLITE_READERS_KEPT,
+                wait_s=SQLITE_READER_WAIT_S,
+            )
         # Told of every event after its transaction committed (the WatchJobs bus).
         self.event_sink = event_sink
         # how long an idempotency key holds (µs); None: forever
@@ -77,15 +92,16 @@ class StoreBase:
         return self._engines.read
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.close()
+        for held in (self._writer, self._readers):
+            if held is not None:
+                await held.close()
         await self._engines.dispose()
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction (on SQLite: BEGIN IMMEDIATE on the single write connection)."""
         if self._writer is None:
             return self._timed("write", self._engines.write.begin())
-        return self._timed("write", self._held_transaction(self._writer))
+        return self._timed("write", _transaction(self._writer))
 
     def _raw_write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """The write connection with no transaction begun: for work that runs its own
@@ -94,15 +110,11 @@ class StoreBase:
             return self._timed("write", self._engines.write.connect())
         return self._timed("write", self._writer.connect())
 
-    @staticmethod
-    @asynccontextmanager
-    async def _held_transaction(writer: HeldWriter) -> AsyncIterator[AsyncConnection]:
-        async with writer.connect() as conn, conn.begin():
-            yield conn
-
     def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read transaction."""
-        return self._timed("read", self._engines.read.begin())
+        if self._readers is None:
+            return self._timed("read", self._engines.read.begin())
+        return self._timed("read", _transaction(self._readers))
 
     def _raw_read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read connection with no transaction begun: for a read of one statement on the
@@ -110,7 +122,14 @@ class StoreBase:
         one hop to the driver's thread (bulk_writes.in_sqlite_thread) where a read
         transaction through SQLAlchemy takes three (BEGIN, the statement, COMMIT), on
         PostgreSQL one round trip (pg_cycle.driver_statement) where it takes three too."""
-        return self._timed("read", self._engines.read.connect())
+        return self._timed("read", self._read_connection())
+
+    def _read_connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A read connection with no transaction begun, not timed: for a read that streams
+        for a while (events.snapshot)."""
+        if self._readers is None:
+            return self._engines.read.connect()
+        return self._readers.connect()
 
     @asynccontextmanager
     async def _timed(
@@ -123,3 +142,11 @@ class StoreBase:
             yield conn
         if self.on_transaction is not None:
             self.on_transaction(kind, time.perf_counter() - start)
+
+
+@asynccontextmanager
+async def _transaction(held: HeldConnections) -> AsyncIterator[AsyncConnection]:
+    """A transaction on one of `held`'s connections (BEGIN as the engine's "begin" event
+    sends it)."""
+    async with held.connect() as conn, conn.begin():
+        yield conn

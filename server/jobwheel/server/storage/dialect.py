@@ -80,6 +80,11 @@ SQLITE_WRITER_CACHE_KIB = 64 * 1024
 SQLITE_READER_CACHE_KIB = 16 * 1024
 # Writers queue for the single SQLite write connection; under a burst that can take a while.
 SQLITE_WRITER_WAIT_S = 300.0
+# Readers of a SQLite file: the store holds up to SQLITE_READERS_KEPT open between reads and
+# opens more, up to SQLITE_READERS_MAX at once, under a burst (held_connections.py).
+SQLITE_READERS_KEPT = 4
+SQLITE_READERS_MAX = 8
+SQLITE_READER_WAIT_S = 30.0  # as long as SQLAlchemy's pool lets a check-out wait
 PG_CONNECT_TIMEOUT_S = 5.0
 # Arbitrary constant key for pg_advisory_xact_lock: "jw" + "migr" in ASCII.
 MIGRATION_LOCK_KEY = 0x6A77_6D69_6772
@@ -500,7 +505,12 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         begin="BEGIN IMMEDIATE",
         autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES,
     )
-    read = create_async_engine(sa_url, pool_size=4, max_overflow=4, pool_reset_on_return=None)
+    read = create_async_engine(
+        sa_url,
+        pool_size=SQLITE_READERS_KEPT,
+        max_overflow=SQLITE_READERS_MAX - SQLITE_READERS_KEPT,
+        pool_reset_on_return=None,
+    )
     _sqlite_setup(read, sync, SQLITE_READER_CACHE_KIB, begin="BEGIN")
     # the file (or URI) and options SQLAlchemy opens, for the checkpoints' own connection
     args, kwargs = write.sync_engine.dialect.create_connect_args(sa_url)

@@ -216,7 +216,7 @@ class EventLog(StoreBase):
     ) -> AsyncIterator[tuple[int, AsyncIterator[list[Job]]]]:
         """The revision R and the matching jobs as they are at R, from one consistent view
         (a SQLite read transaction; REPEATABLE READ on PostgreSQL), in chunks."""
-        async with self._outages(), self.read_engine.connect() as conn:
+        async with self._outages(), self._read_connection() as conn:
             conn = await self.dialect.consistent_reads(conn)
             async with conn.begin():
                 head = (await conn.execute(_HEAD)).scalar_one()

@@ -1,0 +1,146 @@
+"""storage/held_connections.py: a SQLite file store holds its connections from transaction
+to transaction, cleans up after each as the pool's check-in did, and replaces a broken one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobwheel.server.model import JobFilter
+from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage.dialect import SQLITE_READERS_KEPT, SQLITE_READERS_MAX
+from jobwheel.server.storage.driver import driver_connection
+from jobwheel.server.storage.held_connections import HeldConnections
+from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.storage.factories import new_job
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def checkouts(engine: AsyncEngine) -> list[Any]:
+    seen: list[Any] = []
+    event.listen(engine.sync_engine.pool, "checkout", lambda *args: seen.append(args))
+    return seen
+
+
+def checked_out(engine: AsyncEngine) -> int:
+    return int(engine.sync_engine.pool.checkedout())  # type: ignore[attr-defined]
+
+
+async def test_transactions_check_a_connection_out_once(sqlite_store: Store) -> None:
+    writes, reads = checkouts(sqlite_store.write_engine), checkouts(sqlite_store.read_engine)
+    for i in range(5):
+        [(job, _)] = await sqlite_store.insert_jobs([new_job(task=f"t{i}")])
+        assert await sqlite_store.get_job(job.id) is not None  # a read of one statement
+        assert len(await sqlite_store.list_jobs(JobFilter(), limit=10)) == i + 1  # a transaction
+    # at the first of each; the pool's way: one per transaction
+    assert (len(writes), len(reads)) == (1, 1)
+
+
+async def test_a_burst_of_reads_leaves_the_kept_readers_open(sqlite_store: Store) -> None:
+    await sqlite_store.insert_jobs([new_job()])
+    engine = sqlite_store.read_engine
+    most = 0
+
+    async def read() -> None:
+        nonlocal most
+        async with sqlite_store._raw_read() as conn:
+            most = max(most, checked_out(engine))
+            await asyncio.sleep(0.05)  # the others take theirs meanwhile
+            assert (await conn.execute(text("SELECT count(*) FROM jobs"))).scalar_one() == 1
+
+    await asyncio.gather(*(read() for _ in range(3 * SQLITE_READERS_MAX)))
+    assert most == SQLITE_READERS_MAX  # the rest waited for a held one
+    assert checked_out(engine) == SQLITE_READERS_KEPT  # the others closed
+
+
+async def test_a_transaction_left_open_is_rolled_back(sqlite_store: Store) -> None:
+    async with sqlite_store._raw_write() as conn:  # SQLAlchemy begins one on a statement
+        await conn.execute(text("SELECT 1"))
+        assert conn.in_transaction()
+    async with sqlite_store._raw_write() as conn:
+        assert not conn.in_transaction()
+        driver = await driver_connection(conn)
+        await driver._execute(driver._conn.execute, "BEGIN IMMEDIATE")  # the driver's own
+    async with sqlite_store._raw_write() as conn:
+        driver = await driver_connection(conn)
+        assert not driver._conn.in_transaction
+    [(job, existed)] = await sqlite_store.insert_jobs([new_job()])
+    assert not existed and await sqlite_store.get_job(job.id) is not None
+
+
+async def test_a_read_left_open_does_not_hold_its_snapshot(sqlite_store: Store) -> None:
+    async with sqlite_store._raw_read() as conn:
+        driver = await driver_connection(conn)
+        await driver._execute(driver._conn.execute, "BEGIN")
+        await driver._execute(driver._conn.execute, "SELECT count(*) FROM jobs")
+    [(job, _)] = await sqlite_store.insert_jobs([new_job()])
+    async with sqlite_store._raw_read() as conn:  # the same reader, on top of the free list
+        assert await driver_connection(conn) is driver
+        assert not driver._conn.in_transaction
+    assert await sqlite_store.get_job(job.id) is not None  # a snapshot after the insert
+
+
+async def test_an_invalidated_connection_is_replaced(sqlite_store: Store) -> None:
+    async with sqlite_store._raw_write() as conn:
+        before = await driver_connection(conn)
+        await conn.invalidate()
+    [(job, _)] = await sqlite_store.insert_jobs([new_job()])
+    async with sqlite_store._raw_write() as conn:
+        assert await driver_connection(conn) is not before
+    assert await sqlite_store.get_job(job.id) is not None
+    assert checked_out(sqlite_store.write_engine) == 1
+
+
+async def test_users_take_turns_and_a_long_wait_times_out(sqlite_store: Store) -> None:
+    writer = HeldConnections(sqlite_store.write_engine, size=1, keep=1, wait_s=0.2)
+    order: list[str] = []
+    try:
+        async with writer.connect():
+            second = asyncio.create_task(_use(writer, order, "second"))
+            await asyncio.sleep(0.05)
+            order.append("first")
+        await second
+        assert order == ["first", "second"]
+        async with writer.connect():
+            with pytest.raises(sa_exc.TimeoutError, match=r"0\.2 s"):
+                await _use(writer, order, "never")
+        assert order == ["first", "second"]
+        async with writer.connect() as conn:  # the slot was given back after the timeout
+            assert (await conn.execute(text("SELECT 41 + 1"))).scalar_one() == 42
+    finally:
+        await writer.close()
+
+
+async def _use(held: HeldConnections, order: list[str], name: str) -> None:
+    async with held.connect():
+        order.append(name)
+
+
+async def test_close_gives_the_connections_back(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    await store.insert_jobs([new_job()])
+    async with store._raw_write() as writing, store._raw_read() as idle:
+        pass
+    assert not writing.closed and not idle.closed  # held between uses
+    async with store._raw_read() as reading:  # in use while the store closes
+        assert reading is idle
+        async with store._raw_read() as other:
+            pass
+        await store.close()
+        assert writing.closed and other.closed
+        assert not reading.closed
+    assert reading.closed  # back at its release

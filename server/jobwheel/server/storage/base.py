@@ -3,8 +3,8 @@
 Write methods run in `self._write()` (on SQLite: the single write connection, BEGIN
 IMMEDIATE), read methods in `self._read()`. Each method is one transaction, so a caller's await
 returns only after commit. Never open `_write()` inside `_write()`: on SQLite the store hands
-its single write connection from write to write (held_writer.py), so the inner one would wait
-until SQLITE_WRITER_WAIT_S runs out.
+its single write connection from write to write (held_connections.py), so the inner one would
+wait until SQLITE_WRITER_WAIT_S runs out.
 """
 
 from __future__ import annotations

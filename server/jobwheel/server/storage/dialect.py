@@ -489,7 +489,7 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         engine = create_async_engine(sa_url, poolclass=StaticPool, pool_reset_on_return=None)
         _sqlite_setup(engine, sync, SQLITE_WRITER_CACHE_KIB, begin="BEGIN IMMEDIATE")
         return Engines(dialect, engine, engine)
-    # the store holds the one connection between its writes (held_writer.py); one more for
+    # the store holds the one connection between its writes (held_connections.py); one more for
     # direct users of the engine (migrations, tests)
     write = create_async_engine(
         sa_url,

@@ -1,5 +1,6 @@
-"""storage/held_connections.py: a SQLite file store holds its connections from transaction
-to transaction, cleans up after each as the pool's check-in did, and replaces a broken one."""
+"""storage/held_connections.py: the store holds its connections from transaction to
+transaction, cleans up after each as the pool's check-in did, and replaces a broken or lost
+one (on every backend; the readers' limits on SQLite)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import pytest
 from jobwheel.server.model import JobFilter
-from jobwheel.server.storage import Store, open_store
-from jobwheel.server.storage.dialect import SQLITE_READERS_KEPT, SQLITE_READERS_MAX
+from jobwheel.server.storage import DatabaseUnavailable, Store, open_store
+from jobwheel.server.storage.dialect import SQLITE, SQLITE_READERS_KEPT, SQLITE_READERS_MAX
 from jobwheel.server.storage.driver import driver_connection
 from jobwheel.server.storage.held_connections import HeldConnections
 from sqlalchemy import event, text
@@ -40,13 +41,14 @@ def checked_out(engine: AsyncEngine) -> int:
     return int(engine.sync_engine.pool.checkedout())  # type: ignore[attr-defined]
 
 
-async def test_transactions_check_a_connection_out_once(sqlite_store: Store) -> None:
-    writes, reads = checkouts(sqlite_store.write_engine), checkouts(sqlite_store.read_engine)
+async def test_transactions_check_a_connection_out_once(store: Store) -> None:
+    writes, reads = checkouts(store.write_engine), checkouts(store.read_engine)
     for i in range(5):
-        [(job, _)] = await sqlite_store.insert_jobs([new_job(task=f"t{i}")])
-        assert await sqlite_store.get_job(job.id) is not None  # a read of one statement
-        assert len(await sqlite_store.list_jobs(JobFilter(), limit=10)) == i + 1  # a transaction
-    # at the first of each; the pool's way: one per transaction
+        [(job, _)] = await store.insert_jobs([new_job(task=f"t{i}")])
+        assert await store.get_job(job.id) is not None  # a read of one statement
+        assert len(await store.list_jobs(JobFilter(), limit=10)) == i + 1  # a transaction
+    # at the first of each (one engine on PostgreSQL: its reads reuse the writes' connection);
+    # the pool's way: one per transaction
     assert (len(writes), len(reads)) == (1, 1)
 
 
@@ -67,19 +69,25 @@ async def test_a_burst_of_reads_leaves_the_kept_readers_open(sqlite_store: Store
     assert checked_out(engine) == SQLITE_READERS_KEPT  # the others closed
 
 
-async def test_a_transaction_left_open_is_rolled_back(sqlite_store: Store) -> None:
-    async with sqlite_store._raw_write() as conn:  # SQLAlchemy begins one on a statement
+async def test_a_transaction_left_open_is_rolled_back(store: Store, backend: str) -> None:
+    async with store._raw_write() as conn:  # SQLAlchemy begins one on a statement
         await conn.execute(text("SELECT 1"))
         assert conn.in_transaction()
-    async with sqlite_store._raw_write() as conn:
+    async with store._raw_write() as conn:
         assert not conn.in_transaction()
         driver = await driver_connection(conn)
-        await driver._execute(driver._conn.execute, "BEGIN IMMEDIATE")  # the driver's own
-    async with sqlite_store._raw_write() as conn:
-        driver = await driver_connection(conn)
-        assert not driver._conn.in_transaction
-    [(job, existed)] = await sqlite_store.insert_jobs([new_job()])
-    assert not existed and await sqlite_store.get_job(job.id) is not None
+        if backend == "sqlite":  # on the driver's own connection
+            await driver._execute(driver._conn.execute, "BEGIN IMMEDIATE")
+        else:
+            await driver.execute("BEGIN")
+    async with store._raw_write() as conn:
+        assert await driver_connection(conn) is driver
+        if backend == "sqlite":
+            assert not driver._conn.in_transaction
+        else:
+            assert not driver.is_in_transaction()
+    [(job, existed)] = await store.insert_jobs([new_job()])
+    assert not existed and await store.get_job(job.id) is not None
 
 
 async def test_a_read_left_open_does_not_hold_its_snapshot(sqlite_store: Store) -> None:
@@ -94,19 +102,35 @@ async def test_a_read_left_open_does_not_hold_its_snapshot(sqlite_store: Store) 
     assert await sqlite_store.get_job(job.id) is not None  # a snapshot after the insert
 
 
-async def test_an_invalidated_connection_is_replaced(sqlite_store: Store) -> None:
-    async with sqlite_store._raw_write() as conn:
+async def test_an_invalidated_connection_is_replaced(store: Store) -> None:
+    async with store._raw_write() as conn:
         before = await driver_connection(conn)
         await conn.invalidate()
-    [(job, _)] = await sqlite_store.insert_jobs([new_job()])
-    async with sqlite_store._raw_write() as conn:
+    [(job, _)] = await store.insert_jobs([new_job()])
+    async with store._raw_write() as conn:
         assert await driver_connection(conn) is not before
-    assert await sqlite_store.get_job(job.id) is not None
-    assert checked_out(sqlite_store.write_engine) == 1
+    assert await store.get_job(job.id) is not None
+    assert checked_out(store.write_engine) == 1
+
+
+async def test_a_lost_connection_is_not_handed_out_again(store: Store, backend: str) -> None:
+    if backend == "sqlite":
+        pytest.skip("PostgreSQL's backends")
+    [(job, _)] = await store.insert_jobs([new_job()])
+    async with store._raw_read() as conn:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    async with store.read_engine.connect() as other:  # the server ends the held one's backend
+        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(DatabaseUnavailable):
+        await store.get_job(job.id)  # on the held connection, the last one used
+    found = await store.get_job(job.id)  # on a new one
+    assert found is not None and found.id == job.id
+    async with store._raw_read() as conn:
+        assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
 
 
 async def test_users_take_turns_and_a_long_wait_times_out(sqlite_store: Store) -> None:
-    writer = HeldConnections(sqlite_store.write_engine, size=1, keep=1, wait_s=0.2)
+    writer = HeldConnections(sqlite_store.write_engine, SQLITE, size=1, keep=1, wait_s=0.2)
     order: list[str] = []
     try:
         async with writer.connect():

@@ -233,12 +233,17 @@ def statements(store: Store) -> Iterator[list[tuple[str, Any]]]:
 
     hooked: list[Any] = []
 
-    def hook(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    def hook(dbapi_connection: Any, _record: Any = None, _proxy: Any = None) -> None:
         driver = dbapi_connection.driver_connection
-        if hasattr(driver, "add_query_logger"):
+        if hasattr(driver, "add_query_logger") and driver not in hooked:
             driver.add_query_logger(logged)
             hooked.append(driver)
 
+    # the connections the store holds between its transactions (held_connections.py), and
+    # any it checks out while inside
+    for held in (store._writer, store._readers):
+        for conn in held._idle if held is not None else ():
+            hook(conn.sync_connection.connection)  # type: ignore[union-attr]
     engines = {store.write_engine.sync_engine, store.read_engine.sync_engine}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)

@@ -15,6 +15,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from jobwheel.server.model import Event
 from jobwheel.server.storage.dialect import (
+    PG_HELD_MAX,
+    PG_POOL_KEPT,
+    PG_WAIT_S,
     SQLITE_READER_WAIT_S,
     SQLITE_READERS_KEPT,
     SQLITE_READERS_MAX,
@@ -38,16 +41,22 @@ class StoreBase:
         on_transaction: Callable[[str, float], None] | None = None,
     ) -> None:
         self._engines = engines
-        # a SQLite file's connections, held from transaction to transaction
-        # (held_connections.py); None: each transaction checks one out of the pool
+        # the connections, held from transaction to transaction (held_connections.py); None
+        # (SQLite in memory): each transaction checks one out of the pool
         self._writer: HeldConnections | None = None
         self._readers: HeldConnections | None = None
-        if engines.dialect.single_writer and engines.read is not engines.write:
+        dialect = engines.dialect
+        if not dialect.single_writer:  # PostgreSQL: one pool for both
+            self._writer = self._readers = HeldConnections(
+                engines.write, dialect, size=PG_HELD_MAX, keep=PG_POOL_KEPT, wait_s=PG_WAIT_S
+            )
+        elif engines.read is not engines.write:
             self._writer = HeldConnections(
-                engines.write, size=1, keep=1, wait_s=SQLITE_WRITER_WAIT_S
+                engines.write, dialect, size=1, keep=1, wait_s=SQLITE_WRITER_WAIT_S
             )
             self._readers = HeldConnections(
                 engines.read,
+                dialect,
                 size=SQLITE_READERS_MAX,
                 keep=SQLITE_READERS_KEPT,
                 wait_s=SQLITE_READER_WAIT_S,
@@ -92,9 +101,10 @@ class StoreBase:
         return self._engines.read
 
     async def close(self) -> None:
-        for held in (self._writer, self._readers):
-            if held is not None:
-                await held.close()
+        if self._readers is not None and self._readers is not self._writer:
+            await self._readers.close()
+        if self._writer is not None:
+            await self._writer.close()
         await self._engines.dispose()
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:

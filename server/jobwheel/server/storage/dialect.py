@@ -86,6 +86,13 @@ SQLITE_READERS_KEPT = 4
 SQLITE_READERS_MAX = 8
 SQLITE_READER_WAIT_S = 30.0  # as long as SQLAlchemy's pool lets a check-out wait
 PG_CONNECT_TIMEOUT_S = 5.0
+# PostgreSQL connections of a server: at most PG_POOL_MAX, PG_POOL_KEPT of them open between
+# transactions. The store holds all but PG_POOL_MAX - PG_HELD_MAX (held_connections.py); those
+# are left to connections held for long (LISTEN, the leader's lock).
+PG_POOL_KEPT = 10
+PG_POOL_MAX = 20
+PG_HELD_MAX = 18
+PG_WAIT_S = 30.0  # as long as SQLAlchemy's pool lets a check-out wait
 # Arbitrary constant key for pg_advisory_xact_lock: "jw" + "migr" in ASCII.
 MIGRATION_LOCK_KEY = 0x6A77_6D69_6772
 
@@ -206,6 +213,11 @@ class Dialect:
         """
         raise NotImplementedError
 
+    async def reset_driver(self, driver: Any) -> bool:
+        """Rolls back a transaction left open on `driver`, the driver's own connection (one
+        a statement sent below SQLAlchemy began and did not end); False if it is closed."""
+        raise NotImplementedError
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
@@ -213,6 +225,13 @@ class SqliteDialect(Dialect):
     advisory_locks = False
     notify = False
     id_prefix_range = True
+
+    async def reset_driver(self, driver: Any) -> bool:
+        if driver._conn is None:
+            return False
+        if driver._conn.in_transaction:
+            await driver._execute(driver._conn.rollback)
+        return True
 
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
@@ -238,6 +257,14 @@ class PostgresDialect(Dialect):
     single_writer = False
     advisory_locks = True
     notify = True
+
+    async def reset_driver(self, driver: Any) -> bool:
+        if driver.is_closed():
+            return False
+        if driver.is_in_transaction():
+            await driver.execute("ROLLBACK")
+        return True
+
     array_params = True
 
     def text_bytes(self, column: Any) -> ColumnElement[int]:
@@ -476,7 +503,11 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
         # whose backends have read the catalog and prepared the statements (the first fire on
         # each connection of a new server took 20-40 ms, round-robin reached ten of them)
         engine = create_async_engine(
-            sa_url, pool_size=10, max_overflow=10, pool_use_lifo=True, connect_args=connect_args
+            sa_url,
+            pool_size=PG_POOL_KEPT,
+            max_overflow=PG_POOL_MAX - PG_POOL_KEPT,
+            pool_use_lifo=True,
+            connect_args=connect_args,
         )
         return Engines(dialect, engine, engine)
 

@@ -102,6 +102,18 @@ async def test_a_read_left_open_does_not_hold_its_snapshot(sqlite_store: Store) 
     assert await sqlite_store.get_job(job.id) is not None  # a snapshot after the insert
 
 
+async def test_a_snapshots_isolation_level_does_not_outlive_it(store: Store, backend: str) -> None:
+    [(job, _)] = await store.insert_jobs([new_job()])
+    async with store.snapshot(JobFilter()) as (_head, chunks):
+        assert [j.id async for chunk in chunks for j in chunk] == [job.id]
+    for _ in range(3):  # whichever connection each takes
+        async with store._write() as conn:
+            assert "isolation_level" not in conn.sync_connection.get_execution_options()  # type: ignore[union-attr]
+            if backend == "postgres":
+                level = (await conn.execute(text("SHOW transaction_isolation"))).scalar_one()
+                assert level == "read committed"
+
+
 async def test_an_invalidated_connection_is_replaced(store: Store) -> None:
     async with store._raw_write() as conn:
         before = await driver_connection(conn)

@@ -257,6 +257,7 @@ class PostgresDialect(Dialect):
     single_writer = False
     advisory_locks = True
     notify = True
+    array_params = True
 
     async def reset_driver(self, driver: Any) -> bool:
         if driver.is_closed():
@@ -264,8 +265,6 @@ class PostgresDialect(Dialect):
         if driver.is_in_transaction():
             await driver.execute("ROLLBACK")
         return True
-
-    array_params = True
 
     def text_bytes(self, column: Any) -> ColumnElement[int]:
         return func.octet_length(column)

@@ -6,9 +6,10 @@ on SQLite (half of a one-job enqueue's), 150 µs on PostgreSQL. The store keeps 
 connections checked out instead and hands them from transaction to transaction from a free
 list (on SQLite the single writer under a lock of its own). What the pool did at check-in is
 done at release: a transaction left open is rolled back, through SQLAlchemy or on the
-driver's own connection. A connection that met an outage is invalidated at release; one
-found closed or invalidated is replaced by a new one from the pool. Connections past the ones
-kept are closed, as the pool closed its overflow.
+driver's own connection, and a connection whose isolation level a caller set goes back to the
+pool, which restores it. A connection that met an outage is invalidated at release; one found
+closed or invalidated is replaced by a new one from the pool. Connections past the ones kept
+are closed, as the pool closed its overflow.
 
 Each pool keeps room for code that uses it directly (migrations, tests, a LISTEN); SQLite's
 busy timeout orders a second writer with the held one.
@@ -28,9 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class HeldConnections:
-    """`connect()`: one of at most `size` connections of `engine` at a time per caller, in
-    the order callers asked; `keep` of them stay open between uses. A caller that waits
-    longer than `wait_s` seconds gets sqlalchemy.exc.TimeoutError, as from an exhausted pool
+    """`connect()` lends one of at most `size` connections of `engine` at once, to callers in
+    the order they asked; `keep` of them stay open between loans. A caller that waits longer
+    than `wait_s` seconds gets sqlalchemy.exc.TimeoutError, as from an exhausted pool
     (api/errors.py answers RESOURCE_EXHAUSTED)."""
 
     def __init__(
@@ -44,6 +45,10 @@ class HeldConnections:
         self._slots = asyncio.Semaphore(size)
         self._idle: list[AsyncConnection] = []  # the last one used on top: its pages are warm
         self._closed = False
+        # options that change the connection itself (isolation level, read only), as
+        # SQLAlchemy's DefaultDialect names them
+        names = getattr(engine.dialect, "connection_characteristics", ("isolation_level",))
+        self._characteristics = frozenset(names)
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
@@ -92,6 +97,11 @@ class HeldConnections:
             usable = False
         if not usable:
             await conn.invalidate()
+            await conn.close()
+            return
+        sync = conn.sync_connection
+        if sync is not None and self._characteristics.intersection(sync.get_execution_options()):
+            # e.g. a snapshot's isolation level: the pool's check-in restores the default
             await conn.close()
             return
         if len(self._idle) < self._keep:

@@ -8,6 +8,7 @@ dropped afterwards, so tests and parallel test runs never see each other's rows.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from jobwheel.server.storage import Store, open_store
@@ -31,3 +32,13 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 @pytest.fixture
 def backend(store_url: str) -> str:
     return "sqlite" if store_url.startswith("sqlite") else "postgres"
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store on a fresh SQLite file, for what only SQLite has."""
+    s = await open_store(f"sqlite:///{tmp_path / 'sqlite.db'}")
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -5,7 +5,6 @@ one (on every backend; the readers' limits on SQLite)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.storage.factories import new_job
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite:///{tmp_path / 'w.db'}")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def checkouts(engine: AsyncEngine) -> list[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,6 @@ from jobwheel.server.storage.dialect import parse_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.storage.factories import new_job
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite:///{tmp_path / 'p.db'}")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def pragma(engine: AsyncEngine, name: str) -> object:
@@ -51,10 +41,10 @@ async def test_invalid_synchronous_is_rejected(tmp_path: Path) -> None:
         await open_store(f"sqlite:///{tmp_path / 'p.db'}", sqlite_synchronous="SOMETIMES")
 
 
-async def test_write_transactions_take_the_write_lock_at_begin(
-    sqlite_store: Store, tmp_path: Path
-) -> None:
-    other = sqlite3.connect(tmp_path / "p.db", timeout=0, isolation_level=None)
+async def test_write_transactions_take_the_write_lock_at_begin(sqlite_store: Store) -> None:
+    path = sqlite_store.write_engine.url.database
+    assert path
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
     try:
         async with sqlite_store.write_engine.begin() as conn:
             await conn.exec_driver_sql("SELECT 1")  # a read only: DEFERRED would lock nothing

@@ -4,12 +4,10 @@ lastrowid, errors) as its own cursor gives it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from jobwheel.server.storage import Store, open_store
+from jobwheel.server.storage import Store
 from jobwheel.server.storage.sqlite_cursor import OneHopConnection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
@@ -17,14 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(f"sqlite:///{tmp_path / 'c.db'}")
-    try:
-        async with s.write_engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
-        yield s
-    finally:
-        await s.close()
+async def sqlite_store(sqlite_store: Store) -> Store:
+    """conftest's SQLite store, with a table `t` for the statements below."""
+    async with sqlite_store.write_engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
+    return sqlite_store
 
 
 async def _hops(conn: AsyncConnection) -> list[Any]:

@@ -131,6 +131,43 @@ async def test_a_lost_connection_is_not_handed_out_again(store: Store, backend: 
         assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
 
 
+async def test_a_release_cancelled_midway_still_gives_the_connection_back(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release's rollback of a transaction left open is slowed (a gate before the real
+    one), and its caller cancelled meanwhile: the rollback still runs, and the connection,
+    holding SQLite's write lock until then, goes back to the store."""
+    entered, gate = asyncio.Event(), asyncio.Event()
+    dialect_type = type(SQLITE)
+    real = dialect_type.end_driver_transaction
+
+    async def slowed(self: Any, driver: Any) -> None:
+        entered.set()
+        await gate.wait()
+        await real(self, driver)
+
+    monkeypatch.setattr(dialect_type, "end_driver_transaction", slowed)
+
+    async def leave_open() -> None:
+        async with sqlite_store._raw_write() as conn:
+            driver = await driver_connection(conn)
+            await driver._execute(driver._conn.execute, "BEGIN IMMEDIATE")
+
+    task = asyncio.create_task(leave_open())
+    await entered.wait()
+    task.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.undo()
+    writer = sqlite_store._writer
+    assert writer is not None and len(writer._idle) == 1  # back, not left to the collector
+    async with sqlite_store._raw_write() as conn:
+        assert not (await driver_connection(conn))._conn.in_transaction
+    [(job, _)] = await asyncio.wait_for(sqlite_store.insert_jobs([new_job()]), 5)
+    assert await sqlite_store.get_job(job.id) is not None
+
+
 async def test_users_take_turns_and_a_long_wait_times_out(sqlite_store: Store) -> None:
     writer = HeldConnections(sqlite_store.write_engine, SQLITE, size=1, keep=1, wait_s=0.2)
     order: list[str] = []

@@ -213,9 +213,13 @@ class Dialect:
         """
         raise NotImplementedError
 
-    async def reset_driver(self, driver: Any) -> bool:
-        """Rolls back a transaction left open on `driver`, the driver's own connection (one
-        a statement sent below SQLAlchemy began and did not end); False if it is closed."""
+    def driver_idle(self, driver: Any) -> bool:
+        """`driver`, the driver's own connection, is open and out of any transaction."""
+        raise NotImplementedError
+
+    async def end_driver_transaction(self, driver: Any) -> None:
+        """Rolls back a transaction left open on `driver` (one a statement sent below
+        SQLAlchemy began and did not end)."""
         raise NotImplementedError
 
 
@@ -226,12 +230,12 @@ class SqliteDialect(Dialect):
     notify = False
     id_prefix_range = True
 
-    async def reset_driver(self, driver: Any) -> bool:
-        if driver._conn is None:
-            return False
-        if driver._conn.in_transaction:
+    def driver_idle(self, driver: Any) -> bool:
+        return driver._conn is not None and not driver._conn.in_transaction
+
+    async def end_driver_transaction(self, driver: Any) -> None:
+        if driver._conn is not None and driver._conn.in_transaction:
             await driver._execute(driver._conn.rollback)
-        return True
 
     async def insert_jobs(
         self, conn: AsyncConnection, columns: Sequence[str], rows: list[tuple[Any, ...]]
@@ -259,12 +263,12 @@ class PostgresDialect(Dialect):
     notify = True
     array_params = True
 
-    async def reset_driver(self, driver: Any) -> bool:
-        if driver.is_closed():
-            return False
-        if driver.is_in_transaction():
+    def driver_idle(self, driver: Any) -> bool:
+        return not driver.is_closed() and not driver.is_in_transaction()
+
+    async def end_driver_transaction(self, driver: Any) -> None:
+        if not driver.is_closed() and driver.is_in_transaction():
             await driver.execute("ROLLBACK")
-        return True
 
     def text_bytes(self, column: Any) -> ColumnElement[int]:
         return func.octet_length(column)

@@ -9,7 +9,8 @@ done at release: a transaction left open is rolled back, through SQLAlchemy or o
 driver's own connection, and a connection whose isolation level a caller set goes back to the
 pool, which restores it. A connection that met an outage is invalidated at release; one found
 closed or invalidated is replaced by a new one from the pool. Connections past the ones kept
-are closed, as the pool closed its overflow.
+are closed, as the pool closed its overflow. A release that must wait (a rollback, a close)
+runs to its end even when its caller is cancelled, as SQLAlchemy's own check-in does.
 
 Each pool keeps room for code that uses it directly (migrations, tests, a LISTEN); SQLite's
 busy timeout orders a second writer with the held one.
@@ -18,8 +19,9 @@ busy timeout orders a second writer with the held one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from jobwheel.server.storage.dialect import Dialect
 from jobwheel.server.storage.driver import driver_connection
@@ -39,7 +41,6 @@ class HeldConnections:
     ) -> None:
         self._engine = engine
         self._dialect = dialect
-        self._size = size
         self._keep = keep
         self._wait_s = wait_s
         self._slots = asyncio.Semaphore(size)
@@ -57,14 +58,17 @@ class HeldConnections:
             conn = self._idle.pop() if self._idle else None
             if conn is None or conn.closed or conn.invalidated:
                 conn = await self._replace(conn)
+            lost = False
             try:
                 yield conn
             except BaseException as exc:
-                if is_unreachable(exc) and not conn.closed and not conn.invalidated:
-                    await conn.invalidate()  # lost: not handed out again
+                lost = is_unreachable(exc)
                 raise
             finally:
-                await self._release(conn)
+                if not lost and self._lendable(conn):
+                    self._idle.append(conn)  # the usual end: nothing to wait for
+                else:
+                    await _to_completion(self._let_go(conn, lost))
         finally:
             self._slots.release()
 
@@ -85,29 +89,49 @@ class HeldConnections:
             await old.close()  # an invalidated connection is discarded by the pool
         return await self._engine.connect()
 
-    async def _release(self, conn: AsyncConnection) -> None:
+    def _lendable(self, conn: AsyncConnection) -> bool:
+        """`conn` may go back on the free list as it is: open, out of any transaction, with
+        the engine's own options, and room among the ones kept."""
+        sync = conn.sync_connection
+        if (
+            self._closed
+            or len(self._idle) >= self._keep
+            or sync is None
+            or sync.closed
+            or sync.invalidated
+            or sync.in_transaction()
+            or self._changed(conn)
+        ):
+            return False
+        return self._dialect.driver_idle(sync.connection.driver_connection)
+
+    def _changed(self, conn: AsyncConnection) -> bool:
+        sync = conn.sync_connection
+        return sync is not None and bool(
+            self._characteristics.intersection(sync.get_execution_options())
+        )
+
+    async def _let_go(self, conn: AsyncConnection, lost: bool) -> None:
+        """The slow way back: a transaction left open is rolled back, and a connection that
+        is lost, changed or past the ones kept is closed."""
         if conn.closed:
             return
-        if conn.invalidated or self._closed:
-            await conn.close()  # the pool discards an invalidated one
-            return
-        try:
-            usable = await self._reset(conn)
-        except Exception:  # e.g. lost while the rollback ran
-            usable = False
-        if not usable:
+        if lost and not conn.invalidated:
+            await conn.invalidate()  # not handed out again
+        if not conn.invalidated and not self._closed:
+            try:
+                if conn.in_transaction():
+                    await conn.rollback()
+                await self._dialect.end_driver_transaction(await driver_connection(conn))
+            except Exception:  # e.g. lost while the rollback ran
+                await conn.invalidate()
+            if self._lendable(conn):
+                self._idle.append(conn)
+                return
+        if not (conn.invalidated or self._closed or self._changed(conn)):
+            # past the ones kept (or its driver's connection closed): closed, rather than
+            # kept in the pool's own queue; a changed one goes back for the pool to restore
             await conn.invalidate()
-            await conn.close()
-            return
-        sync = conn.sync_connection
-        if sync is not None and self._characteristics.intersection(sync.get_execution_options()):
-            # e.g. a snapshot's isolation level: the pool's check-in restores the default
-            await conn.close()
-            return
-        if len(self._idle) < self._keep:
-            self._idle.append(conn)
-            return
-        await conn.invalidate()  # closed, rather than kept in the pool's own queue
         await conn.close()
 
     async def close(self) -> None:
@@ -117,9 +141,19 @@ class HeldConnections:
         for conn in idle:
             await conn.close()
 
-    async def _reset(self, conn: AsyncConnection) -> bool:
-        """What the pool did at check-in (dialect._on_reset on SQLite): a transaction left
-        open is rolled back. False: the driver's connection is closed."""
-        if conn.in_transaction():
-            await conn.rollback()
-        return await self._dialect.reset_driver(await driver_connection(conn))
+
+async def _to_completion(release: Coroutine[Any, Any, None]) -> None:
+    """Runs `release` to its end even if the caller is cancelled meanwhile (a connection
+    half given back would be lost to the store); the cancellation is raised after."""
+    task = asyncio.ensure_future(release)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            await asyncio.shield(task)
+            break
+        except asyncio.CancelledError as exc:
+            if task.done():
+                raise
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled

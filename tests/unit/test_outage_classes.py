@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from asyncpg.exceptions import InterfaceError, InternalClientError
 from jobwheel.server.api.errors import expected_status
 from jobwheel.server.storage.outage import is_unreachable, reason
 from sqlalchemy import exc as sa_exc
@@ -36,6 +37,10 @@ def wrapped(inner: BaseException, *, invalidated: bool = False) -> sa_exc.DBAPIE
         wrapped(PgError("08006", "connection failure")),
         wrapped(PgError("57P01", "terminating connection due to administrator command")),
         wrapped(PgError("57P03", "the database system is starting up")),
+        # asyncpg's own connection (statements sent below SQLAlchemy): closed, or its
+        # protocol still reading a backend's end when the next statement came
+        InterfaceError("cannot call Connection.fetchrow(): connection is closed"),
+        InternalClientError("cannot switch to state 11; another operation (2) is in progress"),
     ],
 )
 def test_outages(exc: BaseException) -> None:
@@ -53,6 +58,7 @@ def test_outages(exc: BaseException) -> None:
         wrapped(PgError("22P05", "unsupported Unicode escape sequence")),
         wrapped(PgError("40P01", "deadlock detected")),  # a conflict: ABORTED, not an outage
         sa_exc.TimeoutError("QueuePool limit reached"),  # overload, not an outage
+        InternalClientError("unexpected codec error"),
     ],
 )
 def test_not_outages(exc: BaseException) -> None:

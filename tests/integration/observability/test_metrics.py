@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Running, running_server
 from tests.integration.api.receiver import Receiver
-from tests.integration.api.waiting import wait_for_state
+from tests.integration.api.waiting import until_watching, wait_for_state
 
 NO_BACKOFF = job_pb2.RetryPolicy(max_attempts=2, initial_backoff=duration_pb2.Duration())
 
@@ -191,6 +191,7 @@ async def test_health_check_and_watch_are_answered_and_counted(server: Running) 
 
 async def test_watchers_and_events_sent(server: Running) -> None:
     stream = server.jobs.WatchJobs(pb.WatchJobsRequest())
+    await until_watching(server, 1)  # or the job's first event may come before the watcher
     job = await enqueue(server, task="test.echo")
     seen = 0
     async for message in stream:

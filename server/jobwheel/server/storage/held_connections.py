@@ -56,7 +56,7 @@ class HeldConnections:
         await self._acquire()
         try:
             conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed or conn.invalidated:
+            if conn is None or not self._open(conn):
                 conn = await self._replace(conn)
             lost = False
             try:
@@ -86,8 +86,18 @@ class HeldConnections:
 
     async def _replace(self, old: AsyncConnection | None) -> AsyncConnection:
         if old is not None and not old.closed:
+            if not old.invalidated:
+                await old.invalidate()  # its driver's connection is closed
             await old.close()  # an invalidated connection is discarded by the pool
         return await self._engine.connect()
+
+    def _open(self, conn: AsyncConnection) -> bool:
+        """`conn` and its driver's connection are open as far as known without I/O (the
+        driver learns of a backend ended while the connection sat idle)."""
+        sync = conn.sync_connection
+        if sync is None or sync.closed or sync.invalidated:
+            return False
+        return self._dialect.driver_idle(sync.connection.driver_connection)
 
     def _lendable(self, conn: AsyncConnection) -> bool:
         """`conn` may go back on the free list as it is: open, out of any transaction, with
@@ -103,7 +113,7 @@ class HeldConnections:
             or self._changed(conn)
         ):
             return False
-        return self._dialect.driver_idle(sync.connection.driver_connection)
+        return self._open(conn)
 
     def _changed(self, conn: AsyncConnection) -> bool:
         sync = conn.sync_connection

@@ -43,6 +43,9 @@ def is_unreachable(exc: BaseException) -> bool:
             return True
         if type(item).__name__ == "InterfaceError" and "connection is closed" in str(item):
             return True
+        # asyncpg's protocol mid-way through a backend's end (a FATAL still being read)
+        if type(item).__name__ == "InternalClientError" and "cannot switch to state" in str(item):
+            return True
     return False
 
 

@@ -92,8 +92,9 @@ class HeldConnections:
         return await self._engine.connect()
 
     def _open(self, conn: AsyncConnection) -> bool:
-        """`conn` and its driver's connection are open as far as known without I/O (the
-        driver learns of a backend ended while the connection sat idle)."""
+        """`conn` and its driver's connection are open, and the driver's out of any
+        transaction, as far as known without I/O (the driver learns of a backend ended
+        while the connection sat idle)."""
         sync = conn.sync_connection
         if sync is None or sync.closed or sync.invalidated:
             return False
@@ -102,18 +103,10 @@ class HeldConnections:
     def _lendable(self, conn: AsyncConnection) -> bool:
         """`conn` may go back on the free list as it is: open, out of any transaction, with
         the engine's own options, and room among the ones kept."""
-        sync = conn.sync_connection
-        if (
-            self._closed
-            or len(self._idle) >= self._keep
-            or sync is None
-            or sync.closed
-            or sync.invalidated
-            or sync.in_transaction()
-            or self._changed(conn)
-        ):
+        if self._closed or len(self._idle) >= self._keep or not self._open(conn):
             return False
-        return self._open(conn)
+        sync = conn.sync_connection
+        return sync is not None and not sync.in_transaction() and not self._changed(conn)
 
     def _changed(self, conn: AsyncConnection) -> bool:
         sync = conn.sync_connection

@@ -109,22 +109,16 @@ class StoreBase:
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction (on SQLite: BEGIN IMMEDIATE on the single write connection)."""
-        if self._writer is None:
-            return self._timed("write", self._engines.write.begin())
-        return self._timed("write", _transaction(self._writer))
+        return self._timed("write", _transaction(self._write_connection()))
 
     def _raw_write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """The write connection with no transaction begun: for work that runs its own
         transaction on the driver's connection (see bulk_writes.in_sqlite_thread)."""
-        if self._writer is None:
-            return self._timed("write", self._engines.write.connect())
-        return self._timed("write", self._writer.connect())
+        return self._timed("write", self._write_connection())
 
     def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read transaction."""
-        if self._readers is None:
-            return self._timed("read", self._engines.read.begin())
-        return self._timed("read", _transaction(self._readers))
+        return self._timed("read", _transaction(self._read_connection()))
 
     def _raw_read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read connection with no transaction begun: for a read of one statement on the
@@ -133,6 +127,12 @@ class StoreBase:
         transaction through SQLAlchemy takes three (BEGIN, the statement, COMMIT), on
         PostgreSQL one round trip (pg_cycle.driver_statement) where it takes three too."""
         return self._timed("read", self._read_connection())
+
+    def _write_connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """The write connection (held: held_connections.py), no transaction begun, not timed."""
+        if self._writer is None:
+            return self._engines.write.connect()
+        return self._writer.connect()
 
     def _read_connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read connection with no transaction begun, not timed: for a read that streams
@@ -155,8 +155,10 @@ class StoreBase:
 
 
 @asynccontextmanager
-async def _transaction(held: HeldConnections) -> AsyncIterator[AsyncConnection]:
-    """A transaction on one of `held`'s connections (BEGIN as the engine's "begin" event
-    sends it)."""
-    async with held.connect() as conn, conn.begin():
+async def _transaction(
+    opening: AbstractAsyncContextManager[AsyncConnection],
+) -> AsyncIterator[AsyncConnection]:
+    """A transaction on `opening`'s connection (BEGIN as the engine's "begin" event sends
+    it), as engine.begin() gives one on a pooled connection."""
+    async with opening as conn, conn.begin():
         yield conn

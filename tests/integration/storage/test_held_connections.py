@@ -80,6 +80,31 @@ async def test_a_transaction_left_open_is_rolled_back(store: Store, backend: str
     assert not existed and await store.get_job(job.id) is not None
 
 
+async def test_a_begin_cancelled_midway_leaves_no_transaction_behind(
+    store: Store, backend: str
+) -> None:
+    """PostgreSQL: asyncpg counts a transaction whose BEGIN was cancelled (a call's deadline)
+    as its connection's current one; the release ends it, so the next transactions, ours
+    and SQLAlchemy's, start afresh rather than as SAVEPOINTs outside any transaction."""
+    if backend == "sqlite":
+        pytest.skip("asyncpg's transactions")
+    async with store._raw_write() as conn:
+        driver = await driver_connection(conn)
+        begin = asyncio.create_task(driver.transaction().start())
+        await asyncio.sleep(0)  # sent, its reply awaited
+        begin.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await begin
+    [job] = await store.insert_new_jobs_in_chunks(iter([[new_job()]]))  # asyncpg's transaction
+    async with store._write() as conn:  # SQLAlchemy's
+        count = text("SELECT count(*) FROM jobs")
+        assert (await conn.execute(count)).scalar_one() == 1
+    async with store._raw_write() as conn:
+        assert await driver_connection(conn) is driver
+        assert not driver.is_in_transaction()
+    assert await store.get_job(job.id) is not None
+
+
 async def test_a_read_left_open_does_not_hold_its_snapshot(sqlite_store: Store) -> None:
     async with sqlite_store._raw_read() as conn:
         driver = await driver_connection(conn)

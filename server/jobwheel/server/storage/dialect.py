@@ -263,12 +263,19 @@ class PostgresDialect(Dialect):
     notify = True
     array_params = True
 
+    # asyncpg takes a Transaction as the connection's current one before its BEGIN is sent;
+    # one whose start() was cancelled stays so (`_top_xact`), and the next transaction would
+    # start as a nested one: a SAVEPOINT, refused outside a transaction block
+
     def driver_idle(self, driver: Any) -> bool:
-        return not driver.is_closed() and not driver.is_in_transaction()
+        return not driver.is_closed() and not driver.is_in_transaction() and not driver._top_xact
 
     async def end_driver_transaction(self, driver: Any) -> None:
-        if not driver.is_closed() and driver.is_in_transaction():
+        if not driver.is_closed() and (driver._top_xact or driver.is_in_transaction()):
+            # sent once a cancelled statement has ended (asyncpg waits for that): a cancelled
+            # BEGIN may still open its transaction (ROLLBACK outside one only warns)
             await driver.execute("ROLLBACK")
+            driver._top_xact = None
 
     def text_bytes(self, column: Any) -> ColumnElement[int]:
         return func.octet_length(column)

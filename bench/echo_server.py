@@ -4,7 +4,7 @@ and whose GetJob and ListJobs answer a fixed job (a page of it), reading nothing
 It serves the same method with the same message types as jobwheel, so one client drives both
 and the difference is what jobwheel does per call (validate, commit, convert). The server is
 set up as jobwheel's is: its methods served through one generic handler (api/rpc_stack.py),
-and the same garbage collector settings (collector.py).
+and the same interpreter settings (interpreter.py: the garbage collector, the GIL).
 Run as `python -m bench.echo_server`; it logs "echo listening on 127.0.0.1:PORT" on stderr.
 """
 
@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 import grpc
-from jobwheel.server import collector
+from jobwheel.server import interpreter
 from jobwheel.server.api.rpc_stack import MethodCollector, serve_by_method
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
@@ -56,7 +56,7 @@ async def serve() -> None:
     serve_by_method(server, methods.handlers)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    collector.tune_for_serving()
+    interpreter.tune_for_serving()
     print(f"echo listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from jobwheel.server import collector, handlers, log_throttle, model
+from jobwheel.server import handlers, interpreter, log_throttle, model
 from jobwheel.server.api import reflection, reply_size
 from jobwheel.server.api.convert import event_document
 from jobwheel.server.api.job_service import JobService
@@ -339,7 +339,7 @@ async def run(settings: Settings) -> None:
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    collector.tune_for_serving()
+    interpreter.tune_for_serving()
     await stopping.wait()
     log.info("signal received, draining (grace %.1fs)", settings.grace_period)
     await app.stop()

@@ -306,18 +306,37 @@ class CreatedJobs:
             body = (
                 payload.SerializeToString() if payload is not None else _struct_bytes(new.payload)
             )
-            parts = [_ID, varint(len(job_id)), job_id, after_id, _PAYLOAD, varint(len(body)), body]
-            for label, value in new.labels.items():
-                parts.append(wire.field(_LABELS, wire.string_map_entry(label, value)))
-            parts.append(after_labels)
-            if new.idempotency_key:
-                parts.append(wire.field(_IDEMPOTENCY_KEY, new.idempotency_key.encode()))
-            parts.append(after_key)
-            parts.append(times)
-            job = b"".join(parts)
+            if new.labels or new.idempotency_key:
+                parts = [_ID, varint(len(job_id)), job_id, after_id, _PAYLOAD, varint(len(body))]
+                parts.append(body)
+                for label, value in new.labels.items():
+                    parts.append(wire.field(_LABELS, wire.string_map_entry(label, value)))
+                parts.append(after_labels)
+                if new.idempotency_key:
+                    parts.append(wire.field(_IDEMPOTENCY_KEY, new.idempotency_key.encode()))
+                parts += (after_key, times)
+                job = b"".join(parts)
+            else:
+                job = b"".join(
+                    (
+                        _ID,
+                        varint(len(job_id)),
+                        job_id,
+                        after_id,
+                        _PAYLOAD,
+                        varint(len(body)),
+                        body,
+                        after_labels,
+                        after_key,
+                        times,
+                    )
+                )
             size = varint(len(job))
             # results entry: EnqueueJobResponse { job } (already_exists: false)
-            append(_RESULTS + varint(len(_JOB) + len(size) + len(job)) + _JOB + size)
+            append(_RESULTS)
+            append(varint(len(_JOB) + len(size) + len(job)))
+            append(_JOB)
+            append(size)
             append(job)
         return b"".join(out)
 

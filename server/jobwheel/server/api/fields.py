@@ -178,7 +178,18 @@ def _plain_struct(
     for key in fields:  # keys, then look-ups: the map's items() is a slow Python view
         if _NUL in key:
             raise _Refused
-        out[key] = _plain_value(fields[key], depth + 1, whole, state)
+        value = fields[key]
+        kind = value.WhichOneof("kind")
+        # strings and numbers (most values) inline: a call each costs as much as its checks
+        if kind == "string_value":
+            text = value.string_value
+            if _NUL in text:
+                raise _Refused
+            out[key] = text
+        elif kind == "number_value":
+            out[key] = _number(value.number_value, whole, state)
+        else:
+            out[key] = _plain_value(value, depth + 1, whole, state)
     return out
 
 
@@ -190,14 +201,7 @@ def _plain_value(v: struct_pb2.Value, depth: int, whole: bool, state: list[bool]
             raise _Refused
         return text
     if kind == "number_value":
-        x = v.number_value
-        if x != x or x == _INF or x == -_INF:
-            raise _Refused
-        if x == 0.0 and str(x)[0] == "-":
-            state[0] = False
-        if whole and x.is_integer() and -(2**53) <= x <= 2**53:
-            return int(x)
-        return x
+        return _number(v.number_value, whole, state)
     if kind == "bool_value":
         return v.bool_value
     if kind == "struct_value":
@@ -209,6 +213,16 @@ def _plain_value(v: struct_pb2.Value, depth: int, whole: bool, state: list[bool]
     if kind is None:
         state[0] = False
     return None
+
+
+def _number(x: float, whole: bool, state: list[bool]) -> float | int:
+    if x != x or x == _INF or x == -_INF:
+        raise _Refused
+    if x == 0.0 and str(x)[0] == "-":
+        state[0] = False
+    if whole and x.is_integer() and -(2**53) <= x <= 2**53:
+        return int(x)
+    return x
 
 
 Problem = tuple[str, tuple[str, ...]]

@@ -61,14 +61,14 @@ class Core:
 
     @property
     def enqueues_in_chunks(self) -> bool:
-        """Whether enqueue_in_chunks may be used (the store is PostgreSQL's)."""
-        return not self.store.dialect.single_writer
+        """Whether a large batch should use enqueue_in_chunks now (Store.chunks_now)."""
+        return self.store.chunks_now()
 
     async def enqueue_in_chunks(self, chunks: Iterator[Sequence[model.NewJob]]) -> list[model.Job]:
         """Jobs without idempotency keys created in one transaction as `chunks` yields them,
         each chunk's insert overlapping the making of the next (Store.insert_new_jobs_in_chunks;
-        nothing is created if `chunks` raises). For large batches on PostgreSQL: no group
-        commit with other calls."""
+        nothing is created if `chunks` raises). For large batches: no group commit with other
+        calls."""
         traceparent = tracing.current_traceparent()  # attempts join the enqueue's trace
         if traceparent:
             chunks = ([replace(job, traceparent=traceparent) for job in c] for c in chunks)

@@ -38,8 +38,8 @@ from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
 MAX_BATCH = 10_000
-# BatchEnqueueJobs on PostgreSQL: jobs per insert statement when a batch is created in chunks,
-# each validated while the database inserts the one before (larger batches only)
+# BatchEnqueueJobs: jobs per insert when a batch is created in chunks, each validated while the
+# database inserts the one before (larger batches only; on SQLite while no other write waits)
 ENQUEUE_CHUNK = 250
 # replies of created jobs (its templates are shared by calls: one event loop, no locks)
 _CREATED = CreatedJobs()
@@ -113,10 +113,10 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
     async def _enqueue_in_chunks(
         self, reqs: Sequence[pb.EnqueueJobRequest], ids: list[str], now: model.Micros
     ) -> EncodedReply:
-        """BatchEnqueueJobs of jobs without idempotency keys on PostgreSQL: each chunk is
-        validated while the database inserts the one before (Core.enqueue_in_chunks). The
-        outcome is the one-piece path's: every violation, else the first denied queue, else
-        a reply too large, refuses the call and nothing is created."""
+        """BatchEnqueueJobs of jobs without idempotency keys: each chunk is validated while
+        the database inserts the one before (Core.enqueue_in_chunks). The outcome is the
+        one-piece path's: every violation, else the first denied queue, else a reply too
+        large, refuses the call and nothing is created."""
         errors = validate.Violations()
         payloads: list[struct_pb2.Struct | None] = []
         replies: list[bytes] = []

@@ -137,6 +137,11 @@ class HeldConnections:
             await conn.invalidate()
         await conn.close()
 
+    @property
+    def all_lent(self) -> bool:
+        """Every connection is lent: a caller now would wait."""
+        return self._slots.locked()
+
     async def close(self) -> None:
         """Returns the idle connections to the pool; one in use goes back at its release."""
         self._closed = True

@@ -4,17 +4,21 @@ for transactions)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from jobwheel.server.model import Event, EventType, Job, JobFilter, NewJob
 from jobwheel.server.storage import paging
 from jobwheel.server.storage.bulk_writes import (
+    and_commit,
+    begun,
     events_of_new_jobs,
     in_sqlite_thread,
     in_write_transaction,
     json_rows,
+    roll_back,
     shared_params,
     sqlite_append_events,
     sqlite_enqueue_json,
@@ -132,31 +136,9 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         """Inserts jobs without idempotency keys on SQLite; returns their ENQUEUED events."""
         jobs_in = [job_from_new(job) for job in new_jobs]
         now = jobs_in[0].create_time
-        enqueued = EventType.ENQUEUED
-        batched = _json_enqueue(new_jobs, jobs_in)
+        work = _sqlite_enqueue_work(new_jobs, jobs_in, now)
         async with self._raw_write() as conn:
-            if batched is not None:
-                first, last = await in_sqlite_thread(
-                    conn,
-                    in_write_transaction,
-                    sqlite_enqueue_json,
-                    *batched,
-                    enqueued.value,
-                    now,
-                )
-                for n, job in enumerate(jobs_in):
-                    job.seq = first + n
-            else:  # a text holds U+0000 or an id a control character: row by row
-                values = [new_job_values(job) for job in new_jobs]
-                last = await in_sqlite_thread(
-                    conn,
-                    in_write_transaction,
-                    _sqlite_enqueue,
-                    _INSERT_NEW_JOBS,
-                    values,
-                    jobs_in,
-                    now,
-                )
+            last = await in_sqlite_thread(conn, in_write_transaction, work)
         return _enqueued(jobs_in, last, now)
 
     async def _pg_insert_alike(self, new_jobs: Sequence[NewJob]) -> list[Event] | None:
@@ -180,16 +162,76 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
             job.seq = seq
         return _enqueued(jobs_in, last, now)
 
+    def chunks_now(self) -> bool:
+        """Whether a large batch should go in chunks now (insert_new_jobs_in_chunks) rather
+        than whole through a group commit: on PostgreSQL always; on SQLite while the single
+        writer is free (chunks hold it from the first insert to the commit, so a batch of
+        another caller would wait behind one's validation, where a group commit takes both
+        at once), and not in memory."""
+        if not self.dialect.single_writer:
+            return True
+        return self._writer is not None and not self._writer.all_lent
+
     async def insert_new_jobs_in_chunks(self, chunks: Iterator[Sequence[NewJob]]) -> list[Job]:
-        """PostgreSQL: creates jobs without idempotency keys in one transaction, a statement
-        per chunk, their events last; returns them as created, in order. Each chunk's insert
-        runs in the database while the event loop takes the next chunk from `chunks` (a
-        caller that validates as it yields overlaps its checks with the inserts). If `chunks`
-        raises, nothing is stored and the exception propagates. The ids must hold no control
-        character (events_of_new_jobs: ValueError)."""
+        """Creates jobs without idempotency keys in one transaction, chunk by chunk; returns
+        them as created, in order. Each chunk's insert runs in the database (SQLite: in the
+        driver's thread) while the event loop takes the next chunk from `chunks`: a caller
+        that validates as it yields overlaps its checks with the inserts. If `chunks` raises,
+        nothing is stored and the exception propagates. PostgreSQL: the ids must hold no
+        control character (events_of_new_jobs: ValueError)."""
         if self.dialect.single_writer:
-            raise ValueError("chunked inserts are for PostgreSQL")
+            created, last = await self._sqlite_insert_in_chunks(chunks)
+        else:
+            created, last = await self._pg_insert_in_chunks(chunks)
+        if created:
+            self._emit(_enqueued(created, last, created[0].create_time))
+        return created
+
+    async def _sqlite_insert_in_chunks(
+        self, chunks: Iterator[Sequence[NewJob]]
+    ) -> tuple[list[Job], int]:
+        """insert_new_jobs_in_chunks on SQLite: (the jobs, the last revision). Each chunk's
+        jobs and events go in with one hop to the driver's thread (_sqlite_enqueue_work)."""
         created: list[Job] = []
+        # the first chunk is made before the writer is taken: other writes go on meanwhile
+        chunk = next(chunks, None)
+        if not chunk:
+            return created, 0
+        now = chunk[0].create_time  # the events' time, as one insert of them all has it
+        async with self._raw_write() as conn:
+            pending: asyncio.Future[int] | None = None
+            try:
+                while chunk:
+                    jobs_in = [job_from_new(job) for job in chunk]
+                    work = _sqlite_enqueue_work(chunk, jobs_in, now)
+                    if pending is None:
+                        pending = asyncio.ensure_future(in_sqlite_thread(conn, begun, work))
+                    else:
+                        await pending
+                        pending = asyncio.ensure_future(in_sqlite_thread(conn, work))
+                    await asyncio.sleep(0)  # its task hands it over before next() takes the loop
+                    created.extend(jobs_in)
+                    chunk = next(chunks, None)  # made while the thread inserts the one before
+                assert pending is not None
+                last = await pending
+                await in_sqlite_thread(conn, and_commit, _nothing)
+            except BaseException as exc:
+                if pending is not None:  # the rollback waits for the hop in flight
+                    await asyncio.wait([pending])
+                    if not pending.cancelled():
+                        pending.exception()  # retrieved: it is not the error to report
+                    if not isinstance(exc, asyncio.CancelledError):  # else the release's
+                        await in_sqlite_thread(conn, roll_back)
+                raise
+        return created, last
+
+    async def _pg_insert_in_chunks(
+        self, chunks: Iterator[Sequence[NewJob]]
+    ) -> tuple[list[Job], int]:
+        """insert_new_jobs_in_chunks on PostgreSQL: (the jobs, the last revision). A
+        statement per chunk, their events last."""
+        created: list[Job] = []
+        last = 0
         enqueue = ChunkedEnqueue()
         async with self._raw_write() as conn:
             token = notify_token(conn.sync_engine)
@@ -219,9 +261,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                     raise
         for job, seq in zip(created, enqueue.seqs, strict=True):
             job.seq = seq
-        if created:
-            self._emit(_enqueued(created, last, now))
-        return created
+        return created, last
 
     async def _expire_keys(self, conn: AsyncConnection, holders: dict[str, Job], now: int) -> None:
         """Frees keys whose holder is older than the idempotency window: a repeat after the
@@ -387,6 +427,34 @@ def _json_enqueue(
     if rows is None or not events_of_new_jobs([job.id for job in new_jobs]):
         return None
     return sql, (rows, *params), new_job_snapshot_tails(created, alike=shared is not None)
+
+
+def _sqlite_enqueue_work(
+    new_jobs: Sequence[NewJob], created: list[Job], now: int
+) -> Callable[[sqlite3.Connection], int]:
+    """The work that inserts `new_jobs` (`created`: job_from_new of each, whose seqs it sets)
+    and appends their ENQUEUED events on SQLite's own connection, in the transaction open
+    there, and returns the last revision. Built on the event loop, run in the driver's
+    thread (in_sqlite_thread)."""
+    batched = _json_enqueue(new_jobs, created)
+    if batched is None:  # a text holds U+0000 or an id a control character: row by row
+        values = [new_job_values(job) for job in new_jobs]
+        return functools.partial(
+            _sqlite_enqueue, sql=_INSERT_NEW_JOBS, rows=values, created=created, now=now
+        )
+    sql, params, tails = batched
+
+    def work(db: sqlite3.Connection) -> int:
+        first, last = sqlite_enqueue_json(db, sql, params, tails, EventType.ENQUEUED.value, now)
+        for n, job in enumerate(created):
+            job.seq = first + n
+        return last
+
+    return work
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """and_commit's work when all is done: the COMMIT alone."""
 
 
 def _sqlite_enqueue(

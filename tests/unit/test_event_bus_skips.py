@@ -3,6 +3,10 @@ decode) and still delivers the rest in revision order, with no gap left waiting.
 
 from __future__ import annotations
 
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
 from jobwheel.server.events import EventBus
 from jobwheel.server.model import Event, EventType, JobFilter
 from jobwheel.server.storage.convert import job_from_new
@@ -41,3 +45,48 @@ def test_wants_every_event_while_someone_looks_at_every_event() -> None:
     bus.batch_taps.append(lambda events: None)
     assert bus.wants(EventType.STARTED, "b", False)  # a batch tap (job metrics)
     assert EventBus(1).wants(EventType.STARTED, "b", False)  # no one said: all
+
+
+@st.composite
+def _publishing(draw: st.DrawFn) -> tuple[list[int], list[bool], list[int]]:
+    """Revisions 1..n but a few, in order (the usual commit) or shuffled; which of them are
+    skipped; where the calls cut the list."""
+    n = draw(st.integers(1, 20))
+    absent = draw(st.sets(st.integers(1, n), max_size=3))
+    revisions = [r for r in draw(st.permutations(range(1, n + 1))) if r not in absent]
+    if draw(st.booleans()):
+        revisions.sort()
+    is_skipped = draw(st.lists(st.booleans(), min_size=len(revisions), max_size=len(revisions)))
+    cuts = draw(st.lists(st.integers(0, len(revisions)), max_size=6))
+    return revisions, is_skipped, cuts
+
+
+@given(_publishing())
+def test_every_publish_delivers_the_revisions_in_line_once_in_order(
+    plan: tuple[list[int], list[bool], list[int]],
+) -> None:
+    """Revisions published in any order, in any calls, some skipped, some repeated: delivered
+    (to taps, batch taps and a watcher) is exactly the published ones up to the first still
+    missing, in order, each once; whether or not a call takes the in-line shortcut."""
+    revisions, is_skipped, cuts = plan
+    seen: list[int] = []
+    batches: list[list[int]] = []
+    bus = EventBus(1, taps=[lambda e: seen.append(e.revision)])
+    bus.batch_taps.append(lambda events: batches.append([e.revision for e in events]))
+    watcher = bus.subscribe(JobFilter())
+    bounds = sorted({0, len(revisions), *cuts})
+    for low, high in itertools.pairwise(bounds):
+        part = list(range(low, high))
+        events = [_event(revisions[i]) for i in part if not is_skipped[i]]
+        skipped = [revisions[i] for i in part if is_skipped[i]]
+        bus.publish(events, skipped=skipped)
+        bus.publish(events[:1])  # a late duplicate changes nothing
+    published = set(revisions)
+    head = 0
+    while head + 1 in published:
+        head += 1
+    expected = [r for r in range(1, head + 1) if not is_skipped[revisions.index(r)]]
+    assert seen == expected
+    assert [r for batch in batches for r in batch] == expected
+    assert [e.revision for e in watcher.buffer] == expected
+    assert bus.head == head and bus.gap == (len(published) > head)

@@ -104,6 +104,28 @@ class EventBus:
     def publish(self, events: list[Event], skipped: Sequence[int] = ()) -> None:
         """Delivers `events` in revision order, once their predecessors are in;
         `skipped`: revisions that no one `wants`, passed over without an event."""
+        if not self._waiting and not skipped and _in_line(events, self.next_revision):
+            # the usual case, this process's own commit: next in line, nothing waits
+            delivered = events
+            self.next_revision += len(events)
+        else:
+            delivered = self._collect(events, skipped)
+        taps, by_job, broad = self.taps, self._by_job, self._broad
+        for event in delivered:
+            for tap in taps:
+                tap(event)
+            if by_job:
+                for sub in by_job.get(event.job.id, ()):
+                    sub.offer(event)
+            for sub in broad:
+                sub.offer(event)
+        if delivered:
+            for batch_tap in self.batch_taps:
+                batch_tap(delivered)
+
+    def _collect(self, events: list[Event], skipped: Sequence[int]) -> list[Event]:
+        """Puts `events` and `skipped` among the waiting ones; takes out and returns those
+        now in line, in order."""
         for event in events:
             if event.revision >= self.next_revision:
                 self._waiting[event.revision] = event
@@ -114,24 +136,22 @@ class EventBus:
         while self.next_revision in self._waiting:
             waiting = self._waiting.pop(self.next_revision)
             self.next_revision += 1
-            if waiting is None:
-                continue
-            event = waiting
-            delivered.append(event)
-            for tap in self.taps:
-                tap(event)
-            for sub in self._by_job.get(event.job.id, ()):
-                sub.offer(event)
-            for sub in self._broad:
-                sub.offer(event)
-        if delivered:
-            for batch_tap in self.batch_taps:
-                batch_tap(delivered)
+            if waiting is not None:
+                delivered.append(waiting)
+        return delivered
 
     @property
     def gap(self) -> bool:
         """Events wait for an earlier revision (one committed by another replica)."""
         return bool(self._waiting)
+
+
+def _in_line(events: list[Event], first: int) -> bool:
+    """The revisions of `events` are `first`, `first` + 1, ... in order."""
+    for revision, event in enumerate(events, first):
+        if event.revision != revision:
+            return False
+    return True
 
 
 class EventRelay:

@@ -5,22 +5,23 @@ fields on message objects; the bytes go out as they are (api/encoded_reply.py), 
 
 from __future__ import annotations
 
-# varints below 128 are one byte: most lengths in a reply
-_SMALL = [bytes((n,)) for n in range(0x80)]
 
-
-def varint(n: int) -> bytes:
-    """`n` (>= 0) as a base-128 varint."""
-    if n < 0x80:
-        return _SMALL[n]
-    if n < 0x4000:  # two bytes: the length of most jobs in a reply
-        return bytes((n & 0x7F | 0x80, n >> 7))
+def _encoded(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# the lengths in a reply, mostly below 4,096 (one or two bytes), encoded once (~170 KB)
+_SMALL = [_encoded(n) for n in range(4096)]
+
+
+def varint(n: int) -> bytes:
+    """`n` (>= 0) as a base-128 varint."""
+    return _SMALL[n] if n < 4096 else _encoded(n)
 
 
 def tag(number: int) -> bytes:

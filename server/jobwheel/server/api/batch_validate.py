@@ -71,7 +71,8 @@ def _plain_job(
             if not validate.NAME_RE.match(name):
                 return None
             names.add(name)
-    found = plain_json(req.payload, whole_ints=True)
+    doc = req.payload  # a new wrapper at each read: read once
+    found = plain_json(doc, whole_ints=True)
     if found is None:
         return None
     payload, same = found
@@ -87,7 +88,7 @@ def _plain_job(
     if scratch.items:
         scratch.items.clear()
         return None
-    reply_payloads.append(req.payload if same else None)
+    reply_payloads.append(doc if same else None)
     return model.NewJob(
         job_id,
         queue,

@@ -148,10 +148,7 @@ class EventBus:
 
 def _in_line(events: list[Event], first: int) -> bool:
     """The revisions of `events` are `first`, `first` + 1, ... in order."""
-    for revision, event in enumerate(events, first):
-        if event.revision != revision:
-            return False
-    return True
+    return all(event.revision == revision for revision, event in enumerate(events, first))
 
 
 class EventRelay:

@@ -257,6 +257,10 @@ async def test_a_failed_chunk_or_a_raising_producer_stores_nothing(
     assert await _rows(store) == before
     assert len(await store.insert_new_jobs_in_chunks(_in_chunks(_plain_batch(5, T0), 2))) == 5
     assert len((await _rows(store))[0]) == 6
+    # empty chunks are passed over, wherever they come
+    assert len(await store.insert_new_jobs_in_chunks(iter([[], _plain_batch(2, T0), []]))) == 2
+    assert await store.insert_new_jobs_in_chunks(iter([[]])) == []
+    assert len((await _rows(store))[0]) == 8
 
 
 async def test_sqlite_takes_chunks_while_its_writer_is_free(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ for transactions)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -177,8 +178,9 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         them as created, in order. Each chunk's insert runs in the database (SQLite: in the
         driver's thread) while the event loop takes the next chunk from `chunks`: a caller
         that validates as it yields overlaps its checks with the inserts. If `chunks` raises,
-        nothing is stored and the exception propagates. PostgreSQL: the ids must hold no
-        control character (events_of_new_jobs: ValueError)."""
+        nothing is stored and the exception propagates. Empty chunks are passed over.
+        PostgreSQL: the ids must hold no control character (events_of_new_jobs: ValueError)."""
+        chunks = (chunk for chunk in chunks if chunk)
         if self.dialect.single_writer:
             created, last = await self._sqlite_insert_in_chunks(chunks)
         else:
@@ -195,13 +197,13 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         created: list[Job] = []
         # the first chunk is made before the writer is taken: other writes go on meanwhile
         chunk = next(chunks, None)
-        if not chunk:
+        if chunk is None:
             return created, 0
         now = chunk[0].create_time  # the events' time, as one insert of them all has it
         async with self._raw_write() as conn:
             pending: asyncio.Future[int] | None = None
             try:
-                while chunk:
+                while chunk is not None:
                     jobs_in = [job_from_new(job) for job in chunk]
                     work = _sqlite_enqueue_work(chunk, jobs_in, now)
                     if pending is None:
@@ -221,7 +223,8 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                     if not pending.cancelled():
                         pending.exception()  # retrieved: it is not the error to report
                     if not isinstance(exc, asyncio.CancelledError):  # else the release's
-                        await in_sqlite_thread(conn, roll_back)
+                        with contextlib.suppress(Exception):  # not the error to report either
+                            await in_sqlite_thread(conn, roll_back)
                 raise
         return created, last
 

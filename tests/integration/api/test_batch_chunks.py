@@ -226,3 +226,48 @@ async def test_a_batch_cut_short_by_its_deadline_is_all_or_nothing(
     assert jobs // MAX_BATCH >= ended.count(grpc.StatusCode.OK)
     reply = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=_requests()))
     assert len(reply.results) == N and await _stored(server) == (jobs + N, events + N)
+
+
+async def test_concurrent_batches_and_single_enqueues_all_land_in_order(
+    server: Running, chunk_sizes: list[list[int]]
+) -> None:
+    """Large batches from several callers at once beside single enqueues (on SQLite the first
+    batch, alone at first, mostly goes in chunks, the others in chunks or through the group
+    commit, whichever the writer allows when they come): every job is created once, each
+    call's jobs in its order, and the event log holds one ENQUEUED event per job, its
+    revisions gap-free and each call's events in its order."""
+    await _writer_free(server)
+    batches = [
+        [pb.EnqueueJobRequest(task="nobody.takes", payload=payload(b=b, i=i)) for i in range(N)]
+        for b in range(5)
+    ]
+    singles = [pb.EnqueueJobRequest(task="nobody.takes", payload=payload(s=s)) for s in range(40)]
+    first = asyncio.ensure_future(
+        server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=batches[0]))
+    )
+    await asyncio.sleep(0.002)  # it comes to an idle server
+    rest = asyncio.gather(
+        *(server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=b)) for b in batches[1:]),
+        *(server.jobs.EnqueueJob(req) for req in singles),
+    )
+    replies = [await first, *await rest]
+    batch_ids = [[r.job.id for r in reply.results] for reply in replies[: len(batches)]]
+    for reqs, ids, reply in zip(batches, batch_ids, replies, strict=False):
+        assert [r.job.payload for r in reply.results] == [req.payload for req in reqs]
+        assert ids == sorted(ids)
+    assert server.app.store is not None
+    if not server.app.store.dialect.single_writer:
+        assert len(chunk_sizes) == len(batches)  # on SQLite as the writer allowed
+    single_ids = [reply.job.id for reply in replies[len(batches) :]]
+    every = [job_id for ids in batch_ids for job_id in ids] + single_ids
+    assert len(set(every)) == len(every) == 5 * N + 40
+    async with server.app.store.read_engine.connect() as conn:
+        logged = (await conn.execute(text("SELECT revision, job_id FROM events"))).all()
+        seqs = dict((await conn.execute(text("SELECT id, seq FROM jobs"))).all())
+    revisions = sorted(revision for revision, _ in logged)
+    assert revisions == list(range(revisions[0], revisions[0] + len(every)))
+    revision_of = {job_id: revision for revision, job_id in logged}
+    assert set(revision_of) == set(every)
+    for ids in batch_ids:  # a call's jobs: seqs and revisions in the call's order
+        assert [seqs[i] for i in ids] == sorted(seqs[i] for i in ids)
+        assert [revision_of[i] for i in ids] == sorted(revision_of[i] for i in ids)

@@ -261,6 +261,13 @@ async def test_a_failed_chunk_or_a_raising_producer_stores_nothing(
     assert len(await store.insert_new_jobs_in_chunks(iter([[], _plain_batch(2, T0), []]))) == 2
     assert await store.insert_new_jobs_in_chunks(iter([[]])) == []
     assert len((await _rows(store))[0]) == 8
+    if backend == "sqlite":  # a chunk the JSON array cannot carry goes row by row
+        odd = [new_job(id="a\x01", create_time=T0), new_job(payload={"nul": "a\x00b"})]
+        chunked = await store.insert_new_jobs_in_chunks(iter([_plain_batch(2, T0), odd]))
+        assert [job.id for job in chunked][2:] == [odd[0].id, odd[1].id]
+        stored = await store.get_job(odd[1].id)
+        assert stored is not None and stored.payload == {"nul": "a\x00b"}
+        assert len((await _rows(store))[0]) == 12
 
 
 async def test_sqlite_takes_chunks_while_its_writer_is_free(tmp_path: Path) -> None:

@@ -85,10 +85,8 @@ class HeldConnections:
             ) from None
 
     async def _replace(self, old: AsyncConnection | None) -> AsyncConnection:
-        if old is not None and not old.closed:
-            if not old.invalidated:
-                await old.invalidate()  # its driver's connection is closed
-            await old.close()  # an invalidated connection is discarded by the pool
+        if old is not None:  # its driver's connection is closed: given up as a lost one
+            await self._let_go(old, lost=True)
         return await self._engine.connect()
 
     def _open(self, conn: AsyncConnection) -> bool:

@@ -219,9 +219,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                 await in_sqlite_thread(conn, and_commit, _nothing)
             except BaseException as exc:
                 if pending is not None:  # the rollback waits for the hop in flight
-                    await asyncio.wait([pending])
-                    if not pending.cancelled():
-                        pending.exception()  # retrieved: it is not the error to report
+                    await _settled(pending)
                     if not isinstance(exc, asyncio.CancelledError):  # else the release's
                         with contextlib.suppress(Exception):  # not the error to report either
                             await in_sqlite_thread(conn, roll_back)
@@ -258,9 +256,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                         last = await enqueue.append_events(db, token, EventType.ENQUEUED.value, now)
                 except BaseException:
                     if pending is not None:  # the rollback waits for the statement in flight
-                        await asyncio.wait([pending])
-                        if not pending.cancelled():
-                            pending.exception()  # retrieved: it is not the error to report
+                        await _settled(pending)
                     raise
         for job, seq in zip(created, enqueue.seqs, strict=True):
             job.seq = seq
@@ -454,6 +450,14 @@ def _sqlite_enqueue_work(
         return last
 
     return work
+
+
+async def _settled(pending: asyncio.Future[Any]) -> None:
+    """Waits for `pending` to end, its outcome retrieved: when another error is being
+    reported, a chunk's insert in flight must end before the rollback."""
+    await asyncio.wait([pending])
+    if not pending.cancelled():
+        pending.exception()
 
 
 def _nothing(db: sqlite3.Connection) -> None:

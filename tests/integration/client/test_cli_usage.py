@@ -174,6 +174,14 @@ async def test_wait_says_why_and_follows_the_job(server: Running) -> None:
     assert "(in 1h59m)" in r.err or "(in 2h00m)" in r.err
 
 
+async def test_a_wait_that_gives_up_at_once_still_says_where_the_job_is(server: Running) -> None:
+    r = await jw(server.address, "enqueue", "test.noop", "--in", "2h", "-o", "json")
+    job_id = str(r.json()["job"]["id"])  # type: ignore[index]
+    r = await jw(server.address, "wait", job_id, "--timeout", "1ms")
+    assert r.code == 1
+    assert r.err.startswith(f"jobwheel: gave up after 1ms ({job_id}: SCHEDULED: scheduled for ")
+
+
 async def test_wait_on_a_paused_queue_reports_it(server: Running) -> None:
     await server.jobs.PauseQueue(pb.PauseQueueRequest(name="held"))
     r = await jw(server.address, "enqueue", "test.noop", "--queue", "held", "-o", "json")

@@ -99,15 +99,29 @@ class Progress:
 
     def __call__(self, job: job_pb2.Job) -> None:
         self.job = job
+        line = self.describe(job)
+        if line != self.last:
+            print(line, file=sys.stderr, flush=True)
+            self.last = line
+
+    def describe(self, job: job_pb2.Job) -> str:
+        """The job's line: id, state, attempt and why it waits."""
         queue = None
         if job.state == job_pb2.JOB_STATE_QUEUED:
             queue = self.queue(job.queue)
             if not job.waiting_reason:
                 job = self.explained(job)
-        line = self.line(job, waiting_reason(job, queue, datetime.now(UTC)))
-        if line != self.last:
-            print(line, file=sys.stderr, flush=True)
-            self.last = line
+        return self.line(job, waiting_reason(job, queue, datetime.now(UTC)))
+
+    def latest(self, job_id: str) -> str:
+        """The last line printed, else the job's line as it is now ('' if it cannot be read):
+        a deadline may end the wait before the first look at the job."""
+        if self.last:
+            return self.last
+        try:
+            return self.describe(self.client.get_job(job_id))
+        except JobwheelError:
+            return ""
 
     @staticmethod
     def line(job: job_pb2.Job, reason: str) -> str:
@@ -132,7 +146,8 @@ def wait(c: Command) -> int:
             on_change=progress,
         )
     except DeadlineExceeded:
-        still = f" ({progress.last})" if progress.last else ""
+        latest = progress.latest(job_id)
+        still = f" ({latest})" if latest else ""
         print(f"jobwheel: gave up after {c.args.timeout}{still}", file=sys.stderr)
         return 1
     c.show_job(job, pb.GetJobResponse(job=job))

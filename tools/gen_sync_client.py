@@ -22,6 +22,8 @@ DOCSTRING = '''"""The blocking client (grpc): one method per JobService RPC; `As
 the same methods, awaitable."""'''
 
 RULES: list[tuple[str, str]] = [
+    (r"^.*  # aio only\n", ""),  # what only the asyncio client has: enqueue coalescing
+    (r"^ *`coalesce` \(AsyncClient only(?s:.*?)\n\n", ""),
     (r"^import asyncio\n", ""),
     (r"\baclosing\b", "closing"),
     (

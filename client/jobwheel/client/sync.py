@@ -85,7 +85,8 @@ class Client:
 
     def enqueue_job(self, task: str, **options: Unpack[EnqueueArgs]) -> pb.EnqueueJobResponse:
         """Creates a job; `.job` is it, `.already_exists` says an idempotency key matched."""
-        return self._run(calls.enqueue_job(task, options))
+        call = calls.enqueue_job(task, options)
+        return self._run(call)
 
     def batch_enqueue_jobs(
         self, jobs: Iterable[pb.EnqueueJobRequest]

@@ -1,0 +1,275 @@
+"""AsyncClient's enqueue coalescing (jobwheel.client.coalescing): against a real server, and
+against a scripted grpc.aio server on port 0 that holds its replies until a test lets them go."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from jobwheel.client import AsyncClient, DeadlineExceeded, InvalidArgument, Unavailable
+from jobwheel.client.coalescing import MAX_IN_FLIGHT, EnqueueCoalescer
+from jobwheel.v1 import job_pb2, job_service_pb2_grpc
+from jobwheel.v1 import job_service_pb2 as pb
+
+from tests.conftest import Running
+from tests.ports import refused_port
+
+
+def _coalescer(client: AsyncClient) -> EnqueueCoalescer:
+    assert isinstance(client._enqueues, EnqueueCoalescer)
+    return client._enqueues
+
+
+async def _outcomes(calls: list[Awaitable[pb.EnqueueJobResponse]]) -> list[Any]:
+    return list(await asyncio.gather(*calls, return_exceptions=True))
+
+
+# -- against jobwheel -------------------------------------------------------------------------
+
+
+async def test_concurrent_enqueues_share_calls_and_each_caller_gets_its_own_job(
+    server: Running,
+) -> None:
+    async with AsyncClient(server.address) as client:
+        coalescer = _coalescer(client)
+        got = await asyncio.gather(
+            *(client.enqueue_job("test.noop", payload={"n": n}, queue="q") for n in range(300))
+        )
+        assert [int(r.job.payload["n"]) for r in got] == list(range(300))
+        assert len({r.job.id for r in got}) == 300
+        assert not any(r.already_exists for r in got)
+        assert coalescer.sent < 300 / 4  # a few calls carried them all
+        stored = [job async for job in client.iter_jobs(queues=["q"])]
+        assert sorted(int(job.payload["n"]) for job in stored) == list(range(300))
+        # one caller at a time: one EnqueueJob each
+        before = coalescer.sent
+        for n in range(3):
+            await client.enqueue_job("test.noop", payload={"n": n}, queue="lone")
+        assert coalescer.sent == before + 3
+
+
+async def test_a_refused_job_gets_its_own_error_and_the_others_are_created(
+    server: Running,
+) -> None:
+    async with AsyncClient(server.address) as client:
+        coalescer = _coalescer(client)
+        calls = [
+            client.enqueue_job("bad task!" if n == 6 else "test.noop", payload={"n": n})
+            for n in range(10)
+        ]
+        got = await _outcomes(calls)
+        error = got[6]
+        assert isinstance(error, InvalidArgument)
+        assert [v.field for v in error.violations] == ["task"]  # as for the call alone
+        created = [r for n, r in enumerate(got) if n != 6]
+        assert all(isinstance(r, pb.EnqueueJobResponse) for r in created)
+        assert [int(r.job.payload["n"]) for r in created] == [n for n in range(10) if n != 6]
+        # the first calls went alone, the rest waited and went together, were refused, and
+        # went again one by one
+        waited = 10 - MAX_IN_FLIGHT
+        assert coalescer.sent == MAX_IN_FLIGHT + 1 + waited
+        assert len([job async for job in client.iter_jobs()]) == 9
+
+
+async def test_calls_with_an_idempotency_key_go_alone(server: Running) -> None:
+    async with AsyncClient(server.address) as client:
+        coalescer = _coalescer(client)
+        got = await asyncio.gather(
+            *(client.enqueue_job("test.noop", idempotency_key=f"k{n % 3}") for n in range(6))
+        )
+        assert coalescer.sent == 6
+        assert len({r.job.id for r in got}) == 3
+        assert sum(r.already_exists for r in got) == 3
+
+
+async def test_without_coalescing_every_call_is_its_own(server: Running) -> None:
+    async with AsyncClient(server.address, coalesce=False) as client:
+        assert client._enqueues is False
+        got = await asyncio.gather(*(client.enqueue_job("test.noop") for _ in range(20)))
+        assert len({r.job.id for r in got}) == 20
+
+
+async def test_an_unreachable_server_fails_every_caller() -> None:
+    with refused_port() as port:
+        async with AsyncClient(f"127.0.0.1:{port}", timeout=5) as client:
+            got = await asyncio.wait_for(
+                _outcomes([client.enqueue_job("test.noop", payload={"n": n}) for n in range(8)]),
+                10,
+            )
+    assert all(isinstance(e, Unavailable) for e in got), got
+
+
+# -- against a scripted server ----------------------------------------------------------------
+
+
+class _Scripted(job_service_pb2_grpc.JobServiceServicer):
+    """Records each call's requests and deadline; answers EnqueueJob once `gate` is set and
+    BatchEnqueueJobs once `batch_gate` is (with `batch_status`, when set, as its error)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.batch_gate = asyncio.Event()
+        self.batch_status: grpc.StatusCode | None = None
+        self.calls: list[tuple[str, list[int], float | None]] = []
+
+    def open(self) -> None:
+        self.gate.set()
+        self.batch_gate.set()
+
+    def _seen(self, method: str, requests: list[pb.EnqueueJobRequest], context: Any) -> None:
+        numbers = [int(r.payload["n"]) for r in requests]
+        self.calls.append((method, numbers, context.time_remaining()))
+
+    async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Any) -> Any:
+        self._seen("EnqueueJob", [request], context)
+        await self.gate.wait()
+        return pb.EnqueueJobResponse(job=_job(request))
+
+    async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Any) -> Any:
+        self._seen("BatchEnqueueJobs", list(request.jobs), context)
+        await self.batch_gate.wait()
+        if self.batch_status is not None:
+            await context.abort(self.batch_status, "database unreachable")
+        return pb.BatchEnqueueJobsResponse(
+            results=[pb.EnqueueJobResponse(job=_job(r)) for r in request.jobs]
+        )
+
+
+def _job(request: pb.EnqueueJobRequest) -> job_pb2.Job:
+    job = job_pb2.Job(id=f"job-{int(request.payload['n'])}", task=request.task)
+    job.payload.CopyFrom(request.payload)
+    return job
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[_Scripted, str]]:
+    service = _Scripted()
+    server = grpc.aio.server()
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield service, f"127.0.0.1:{port}"
+    finally:
+        service.open()
+        await server.stop(None)
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def _enqueue(client: AsyncClient, n: int) -> asyncio.Task[pb.EnqueueJobResponse]:
+    return asyncio.create_task(client.enqueue_job("test.noop", payload={"n": n}))
+
+
+async def test_a_caller_cancelled_while_waiting_is_left_out(
+    scripted: tuple[_Scripted, str],
+) -> None:
+    service, address = scripted
+    async with AsyncClient(address) as client:
+        tasks = [_enqueue(client, n) for n in range(5)]
+        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        tasks[3].cancel()
+        service.open()
+        got = await _outcomes(tasks)
+    assert isinstance(got[3], asyncio.CancelledError)
+    assert [r.job.id for n, r in enumerate(got) if n != 3] == ["job-0", "job-1", "job-2", "job-4"]
+    seen = [(method, numbers) for method, numbers, _ in service.calls]
+    assert sorted(seen[:MAX_IN_FLIGHT]) == [("EnqueueJob", [0]), ("EnqueueJob", [1])]
+    assert seen[MAX_IN_FLIGHT:] == [("BatchEnqueueJobs", [2, 4])]
+
+
+async def test_a_caller_cancelled_after_its_batch_left_leaves_the_others_be(
+    scripted: tuple[_Scripted, str],
+) -> None:
+    service, address = scripted
+    async with AsyncClient(address) as client:
+        tasks = [_enqueue(client, n) for n in range(5)]
+        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        service.gate.set()
+        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT + 1)
+        tasks[3].cancel()
+        await asyncio.sleep(0.05)
+        service.batch_gate.set()
+        got = await _outcomes(tasks)
+    assert [(method, numbers) for method, numbers, _ in service.calls][-1] == (
+        "BatchEnqueueJobs",
+        [2, 3, 4],
+    )
+    # the cancellation reached only its own caller: the batch had been sent
+    assert isinstance(got[3], asyncio.CancelledError)
+    assert [r.job.id for n, r in enumerate(got) if n != 3] == ["job-0", "job-1", "job-2", "job-4"]
+
+
+async def test_a_batch_carries_the_earliest_deadline_of_its_callers(
+    scripted: tuple[_Scripted, str],
+) -> None:
+    service, address = scripted
+    async with AsyncClient(address, timeout=5) as client:
+        first = [_enqueue(client, n) for n in range(MAX_IN_FLIGHT)]
+        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        early = _enqueue(client, 10)
+        await asyncio.sleep(0.4)
+        late = _enqueue(client, 11)
+        await asyncio.sleep(0.1)
+        service.open()
+        await asyncio.gather(*first, early, late)
+    method, numbers, remaining = service.calls[-1]
+    assert (method, numbers) == ("BatchEnqueueJobs", [10, 11])
+    # the early caller's deadline: 5 s from its call, of which 0.5 s had passed
+    assert remaining is not None and remaining < 4.75
+
+
+async def test_a_deadline_that_passes_while_waiting_fails_the_call(
+    scripted: tuple[_Scripted, str],
+) -> None:
+    service, address = scripted
+    async with AsyncClient(address, timeout=1.0) as client:
+        started = asyncio.get_running_loop().time()
+        got = await _outcomes([_enqueue(client, n) for n in range(4)])
+        took = asyncio.get_running_loop().time() - started
+    assert all(isinstance(e, DeadlineExceeded) for e in got), got
+    # the waiting calls ended with the deadline they had from their start, not one after
+    assert took < 1.7
+    assert [method for method, _, _ in service.calls][:MAX_IN_FLIGHT] == ["EnqueueJob"] * 2
+
+
+async def test_a_failed_batch_fails_each_of_its_callers(
+    scripted: tuple[_Scripted, str],
+) -> None:
+    service, address = scripted
+    service.batch_status = grpc.StatusCode.UNAVAILABLE
+    async with AsyncClient(address) as client:
+        tasks = [_enqueue(client, n) for n in range(5)]
+        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        service.open()
+        got = await _outcomes(tasks)
+    assert [r.job.id for r in got[:MAX_IN_FLIGHT]] == ["job-0", "job-1"]
+    assert all(isinstance(e, Unavailable) for e in got[MAX_IN_FLIGHT:]), got
+    # not sent again: as for one call, the jobs may have been created
+    assert [method for method, _, _ in service.calls].count("BatchEnqueueJobs") == 1
+
+
+with contextlib.suppress(ImportError):  # the otel extra is in the dev install
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    async def test_calls_inside_a_span_go_alone(scripted: tuple[_Scripted, str]) -> None:
+        service, address = scripted
+        tracer = TracerProvider().get_tracer("test")
+        async with AsyncClient(address) as client:
+            with trace.use_span(tracer.start_span("request"), end_on_exit=True):
+                tasks = [_enqueue(client, n) for n in range(4)]
+            await _until(lambda: len(service.calls) == 4)
+            service.open()
+            await asyncio.gather(*tasks)
+        assert [method for method, _, _ in service.calls] == ["EnqueueJob"] * 4

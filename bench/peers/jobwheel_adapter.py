@@ -1,5 +1,6 @@
-"""jobwheel on SQLite and on PostgreSQL (in-process handlers and a remote worker with the
-SDK's defaults), and the bare grpc.aio echo of EnqueueJob: the servers run as subprocesses
+"""jobwheel on SQLite and on PostgreSQL (in-process handlers, a remote worker with the SDK's
+defaults, and W1 through the Python client as well as one EnqueueJob per job), and the bare
+grpc.aio echo of EnqueueJob: the servers run as subprocesses
 (bench.procs), this process is the client. Runs in the project's venv."""
 
 from __future__ import annotations
@@ -42,6 +43,33 @@ def w1(postgres: bool) -> Hook:
     def hook(sizes: Sizes, env: Env) -> Result:
         with _server(env, postgres, handlers=False) as srv:
             return {"rate": asyncio.run(_singles(srv.address, sizes))}
+
+    return hook
+
+
+async def _client_singles(address: str, sizes: Sizes) -> float:
+    """W1 through the Python client's enqueue_job, which merges concurrent calls into
+    BatchEnqueueJobs (jobwheel.client.coalescing); each call builds its request, as a user's
+    does."""
+    from jobwheel.client import AsyncClient
+
+    from bench import jobs
+    from bench.peers.load import async_count
+
+    async with AsyncClient(address) as client:
+        payloads = [{"to": "ada@example.com", "n": i} for i in range(sizes.enqueues)]
+        await client.enqueue_job(jobs.UNHANDLED, payload=payloads[0])  # connected
+        return await async_count(
+            lambda i: client.enqueue_job(jobs.UNHANDLED, payload=payloads[i]),
+            sizes.enqueues,
+            sizes.callers,
+        )
+
+
+def w1_client(postgres: bool) -> Hook:
+    def hook(sizes: Sizes, env: Env) -> Result:
+        with _server(env, postgres, handlers=False) as srv:
+            return {"rate": asyncio.run(_client_singles(srv.address, sizes))}
 
     return hook
 
@@ -146,12 +174,20 @@ def _jobwheel(name: str, backend: str, postgres: bool) -> Adapter:
 ADAPTERS = [
     _jobwheel("jobwheel/SQLite", "embedded", postgres=False),
     Adapter("jobwheel remote worker/SQLite", "embedded", "project", {"w3": w3_remote(False)}),
+    Adapter("jobwheel Python client/SQLite", "embedded", "project", {"w1": w1_client(False)}),
     _jobwheel("jobwheel/PostgreSQL", "postgres", postgres=True),
     Adapter(
         "jobwheel remote worker/PostgreSQL",
         "postgres",
         "project",
         {"w3": w3_remote(True)},
+        "postgres",
+    ),
+    Adapter(
+        "jobwheel Python client/PostgreSQL",
+        "postgres",
+        "project",
+        {"w1": w1_client(True)},
         "postgres",
     ),
     Adapter("grpc.aio echo", "baseline", "project", {"w1": echo_w1}),

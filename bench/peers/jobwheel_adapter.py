@@ -1,7 +1,7 @@
 """jobwheel on SQLite and on PostgreSQL (in-process handlers, a remote worker with the SDK's
 defaults, and W1 through the Python client as well as one EnqueueJob per job), and the bare
-grpc.aio echo of EnqueueJob: the servers run as subprocesses
-(bench.procs), this process is the client. Runs in the project's venv."""
+grpc.aio echo of EnqueueJob: the servers run as subprocesses (bench.procs), this process is
+the client. Runs in the project's venv."""
 
 from __future__ import annotations
 

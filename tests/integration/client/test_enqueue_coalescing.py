@@ -171,13 +171,21 @@ def _enqueue(client: AsyncClient, n: int) -> asyncio.Task[pb.EnqueueJobResponse]
     return asyncio.create_task(client.enqueue_job("test.noop", payload={"n": n}))
 
 
+async def _five_with_two_out(
+    client: AsyncClient, service: _Scripted
+) -> list[asyncio.Task[pb.EnqueueJobResponse]]:
+    """Five calls, once the server holds the first MAX_IN_FLIGHT (the others wait)."""
+    tasks = [_enqueue(client, n) for n in range(5)]
+    await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+    return tasks
+
+
 async def test_a_caller_cancelled_while_waiting_is_left_out(
     scripted: tuple[_Scripted, str],
 ) -> None:
     service, address = scripted
     async with AsyncClient(address) as client:
-        tasks = [_enqueue(client, n) for n in range(5)]
-        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        tasks = await _five_with_two_out(client, service)
         tasks[3].cancel()
         service.open()
         got = await _outcomes(tasks)
@@ -193,8 +201,7 @@ async def test_a_caller_cancelled_after_its_batch_left_leaves_the_others_be(
 ) -> None:
     service, address = scripted
     async with AsyncClient(address) as client:
-        tasks = [_enqueue(client, n) for n in range(5)]
-        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        tasks = await _five_with_two_out(client, service)
         service.gate.set()
         await _until(lambda: len(service.calls) == MAX_IN_FLIGHT + 1)
         tasks[3].cancel()
@@ -249,8 +256,7 @@ async def test_a_failed_batch_fails_each_of_its_callers(
     service, address = scripted
     service.batch_status = grpc.StatusCode.UNAVAILABLE
     async with AsyncClient(address) as client:
-        tasks = [_enqueue(client, n) for n in range(5)]
-        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        tasks = await _five_with_two_out(client, service)
         service.open()
         got = await _outcomes(tasks)
     assert [r.job.id for r in got[:MAX_IN_FLIGHT]] == ["job-0", "job-1"]

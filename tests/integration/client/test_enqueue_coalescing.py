@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 import pytest
 from jobwheel.client import AsyncClient, DeadlineExceeded, InvalidArgument, Unavailable
-from jobwheel.client.coalescing import MAX_IN_FLIGHT, EnqueueCoalescer
+from jobwheel.client.calls import enqueue_request
+from jobwheel.client.coalescing import MAX_BYTES, MAX_IN_FLIGHT, MAX_JOBS, EnqueueCoalescer
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
@@ -263,6 +264,63 @@ async def test_a_failed_batch_fails_each_of_its_callers(
     assert all(isinstance(e, Unavailable) for e in got[MAX_IN_FLIGHT:]), got
     # not sent again: as for one call, the jobs may have been created
     assert [method for method, _, _ in service.calls].count("BatchEnqueueJobs") == 1
+
+
+async def test_a_batch_holds_at_most_max_jobs(scripted: tuple[_Scripted, str]) -> None:
+    service, address = scripted
+    async with AsyncClient(address) as client:
+        first = [_enqueue(client, n) for n in range(MAX_IN_FLIGHT)]
+        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        waiting = [_enqueue(client, MAX_IN_FLIGHT + n) for n in range(MAX_JOBS + 1)]
+        await asyncio.sleep(0)
+        service.open()
+        got = await asyncio.gather(*first, *waiting)
+    assert [r.job.id for r in got] == [f"job-{n}" for n in range(MAX_IN_FLIGHT + MAX_JOBS + 1)]
+    later = sorted(service.calls[MAX_IN_FLIGHT:], key=lambda call: -len(call[1]))
+    # the oldest MAX_JOBS together; the one past the limit in a call of its own
+    assert [(method, numbers) for method, numbers, _ in later] == [
+        ("BatchEnqueueJobs", list(range(MAX_IN_FLIGHT, MAX_IN_FLIGHT + MAX_JOBS))),
+        ("EnqueueJob", [MAX_IN_FLIGHT + MAX_JOBS]),
+    ]
+
+
+def _payload_of_size(n: int, size: int) -> dict[str, Any]:
+    """A payload whose EnqueueJobRequest (as the client builds it) is `size` bytes."""
+    pad = size
+    while (
+        got := enqueue_request("test.noop", payload={"n": n, "pad": "x" * pad}).ByteSize()
+    ) > size:
+        pad -= got - size
+    assert got == size  # a length prefix that shrank at a varint boundary would undershoot
+    return {"n": n, "pad": "x" * pad}
+
+
+@pytest.mark.parametrize(("past", "together"), [(0, 4), (1, 3)])
+async def test_a_batch_holds_at_most_max_bytes(
+    scripted: tuple[_Scripted, str], past: int, together: int
+) -> None:
+    service, address = scripted
+    quarter = MAX_BYTES // 4
+    # four requests that come to MAX_BYTES exactly (past=0), or to one byte more (past=1)
+    sizes = [quarter, quarter, quarter, quarter + past]
+    async with AsyncClient(address) as client:
+        first = [_enqueue(client, n) for n in range(MAX_IN_FLIGHT)]
+        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        waiting = [
+            asyncio.create_task(
+                client.enqueue_job("test.noop", payload=_payload_of_size(MAX_IN_FLIGHT + i, size))
+            )
+            for i, size in enumerate(sizes)
+        ]
+        await asyncio.sleep(0)
+        service.open()
+        await asyncio.gather(*first, *waiting)
+    later = sorted(service.calls[MAX_IN_FLIGHT:], key=lambda call: -len(call[1]))
+    numbers = list(range(MAX_IN_FLIGHT, MAX_IN_FLIGHT + 4))
+    expected = [("BatchEnqueueJobs", numbers[:together])]
+    if together < 4:
+        expected.append(("EnqueueJob", numbers[together:]))
+    assert [(method, n) for method, n, _ in later] == expected
 
 
 with contextlib.suppress(ImportError):  # the otel extra is in the dev install

@@ -172,6 +172,25 @@ async def test_concurrent_overlapping_batches(store: Store) -> None:
     assert sum(not e for results in batches for _, e in results) == len(owner)
 
 
+async def test_batches_with_the_same_keys_in_opposite_orders_do_not_deadlock(
+    store: Store,
+) -> None:
+    # each batch takes its keys in its own order: unordered, two such batches on PostgreSQL
+    # each held a key the other waited for
+    keys = [f"k{i}" for i in range(200)]
+
+    async def enqueue(n: int) -> list[tuple[Job, bool]]:
+        order = keys if n % 2 else keys[::-1]
+        return await store.insert_jobs([new_job(idempotency_key=k) for k in order])
+
+    for _ in range(3):
+        batches = await asyncio.gather(*(enqueue(n) for n in range(6)))
+        owners = {job.idempotency_key: job.id for job, _ in batches[0]}
+        for results in batches:
+            assert {job.idempotency_key: job.id for job, _ in results} == owners
+        keys = [f"{k}'" for k in keys]  # fresh keys for the next round
+
+
 async def test_duplicate_id_is_an_error_and_inserts_nothing(store: Store) -> None:
     [(job, _)] = await store.insert_jobs([new_job()])
     fresh = new_job()

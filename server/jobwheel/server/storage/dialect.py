@@ -95,9 +95,17 @@ PG_HELD_MAX = 18
 PG_WAIT_S = 30.0  # as long as SQLAlchemy's pool lets a check-out wait
 # Arbitrary constant key for pg_advisory_xact_lock: "jw" + "migr" in ASCII.
 MIGRATION_LOCK_KEY = 0x6A77_6D69_6772
+# The class of the idempotency keys' locks, pg_advisory_xact_lock(class, hashtext(key)): a
+# pair of 32-bit keys, a space apart from the 64-bit keys of the migration and leader locks.
+KEY_LOCK_CLASS = 0x6A77_6B79  # "jwky"
 
 
 _PG_LOCK_JOBS = f"SELECT seq FROM {jobs.name} WHERE id = ANY($1::varchar[]) ORDER BY seq FOR UPDATE"
+# taken in hash order: the rows come out of the ordered subquery as sorted
+_PG_LOCK_KEYS = (
+    "SELECT pg_advisory_xact_lock($1::int4, h) FROM"
+    " (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY h) AS ordered"
+)
 
 
 class StorageUrlError(ValueError):
@@ -191,6 +199,13 @@ class Dialect:
         """Locks the rows of `job_ids` until commit, in seq order: the order bulk actions lock
         rows in, so that a write naming jobs by id cannot deadlock with one. Where there is
         one writer (SQLite), the write transaction already excludes the others."""
+
+    async def lock_keys(self, conn: AsyncConnection, keys: Sequence[str]) -> None:
+        """Locks idempotency `keys` until commit, all in one order (of their hashes), before
+        a write looks them up and inserts jobs under them: two batches that share keys take
+        turns, where each inserting its rows in its own order could hold a key the other
+        waits for (a deadlock on the unique index). Where there is one writer (SQLite), the
+        write transaction already excludes the others."""
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         """`conn` with every statement of its next transaction reading one snapshot."""
@@ -320,6 +335,10 @@ class PostgresDialect(Dialect):
     async def lock_jobs(self, conn: AsyncConnection, job_ids: Sequence[str]) -> None:
         if job_ids:
             await conn.exec_driver_sql(_PG_LOCK_JOBS, (list(job_ids),))
+
+    async def lock_keys(self, conn: AsyncConnection, keys: Sequence[str]) -> None:
+        if keys:
+            await conn.exec_driver_sql(_PG_LOCK_KEYS, (KEY_LOCK_CLASS, list(keys)))
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         return await conn.execution_options(isolation_level="REPEATABLE READ")

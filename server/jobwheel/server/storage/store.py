@@ -94,6 +94,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
         if candidates:
             async with self._write() as conn:
+                await self.dialect.lock_keys(conn, list(first_with_key))
                 existing = await self._jobs_by_key(conn, first_with_key)
                 await self._expire_keys(conn, existing, new_jobs[candidates[0]].create_time)
                 pending = [i for i in candidates if new_jobs[i].idempotency_key not in existing]
@@ -108,8 +109,9 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
                         else:
                             fresh[i].seq = seq
                             results[i] = (fresh[i], False)
-                # Skipped: the key's owner committed after our look-up (PostgreSQL only; on
-                # SQLite BEGIN IMMEDIATE excludes other writers).
+                # Skipped: the key's owner committed after our look-up (PostgreSQL only, and
+                # only from a writer that did not lock the key first, such as a replica of an
+                # earlier version; on SQLite BEGIN IMMEDIATE excludes other writers).
                 if raced:
                     keys = [new_jobs[i].idempotency_key or "" for i in raced]
                     existing.update(await self._jobs_by_key(conn, keys))

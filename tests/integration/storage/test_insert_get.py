@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import fields
 
 import pytest
+from jobwheel.server.api.job_service import MAX_BATCH
 from jobwheel.server.model import HttpTarget, Job, JobState, NewJob, Schedule
 from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage.bulk_writes import PG_COPY_MIN_ROWS
@@ -189,6 +190,17 @@ async def test_batches_with_the_same_keys_in_opposite_orders_do_not_deadlock(
         for results in batches:
             assert {job.idempotency_key: job.id for job, _ in results} == owners
         keys = [f"{k}'" for k in keys]  # fresh keys for the next round
+
+
+async def test_two_largest_keyed_batches_at_once_are_both_created(store: Store) -> None:
+    # a lock per key filled PostgreSQL's shared lock table (out of shared memory) here
+    async def enqueue(n: int) -> list[tuple[Job, bool]]:
+        return await store.insert_jobs(
+            [new_job(idempotency_key=f"{n}-{i}") for i in range(MAX_BATCH)]
+        )
+
+    batches = await asyncio.gather(enqueue(0), enqueue(1))
+    assert [sum(not existed for _, existed in results) for results in batches] == [MAX_BATCH] * 2
 
 
 async def test_duplicate_id_is_an_error_and_inserts_nothing(store: Store) -> None:

@@ -95,16 +95,22 @@ PG_HELD_MAX = 18
 PG_WAIT_S = 30.0  # as long as SQLAlchemy's pool lets a check-out wait
 # Arbitrary constant key for pg_advisory_xact_lock: "jw" + "migr" in ASCII.
 MIGRATION_LOCK_KEY = 0x6A77_6D69_6772
-# The class of the idempotency keys' locks, pg_advisory_xact_lock(class, hashtext(key)): a
-# pair of 32-bit keys, a space apart from the 64-bit keys of the migration and leader locks.
+# The class of the idempotency keys' locks, pg_advisory_xact_lock(class, bucket): a pair of
+# 32-bit keys, a space apart from the 64-bit keys of the migration and leader locks.
 KEY_LOCK_CLASS = 0x6A77_6B79  # "jwky"
+# Keys share this many locks (by hash): a lock per key would fill PostgreSQL's shared lock
+# table (max_locks_per_transaction x connections, 6,400 by default) with a few batches of
+# 10,000 keys. Coarser costs no concurrency that matters: every write that creates jobs takes
+# turns at the event log's head row anyway.
+KEY_LOCK_BUCKETS = 16
 
 
 _PG_LOCK_JOBS = f"SELECT seq FROM {jobs.name} WHERE id = ANY($1::varchar[]) ORDER BY seq FOR UPDATE"
-# taken in hash order: the rows come out of the ordered subquery as sorted
+# taken in bucket order: the rows come out of the ordered subquery as sorted
 _PG_LOCK_KEYS = (
-    "SELECT pg_advisory_xact_lock($1::int4, h) FROM"
-    " (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY h) AS ordered"
+    "SELECT pg_advisory_xact_lock($1::int4, b) FROM (SELECT DISTINCT"
+    f" hashtext(k) & {KEY_LOCK_BUCKETS - 1} AS b FROM unnest($2::text[]) AS k ORDER BY b)"
+    " AS ordered"
 )
 
 
@@ -201,11 +207,12 @@ class Dialect:
         one writer (SQLite), the write transaction already excludes the others."""
 
     async def lock_keys(self, conn: AsyncConnection, keys: Sequence[str]) -> None:
-        """Locks idempotency `keys` until commit, all in one order (of their hashes), before
-        a write looks them up and inserts jobs under them: two batches that share keys take
-        turns, where each inserting its rows in its own order could hold a key the other
-        waits for (a deadlock on the unique index). Where there is one writer (SQLite), the
-        write transaction already excludes the others."""
+        """Locks idempotency `keys` until commit, all in one order (by hash, in
+        KEY_LOCK_BUCKETS buckets: at most that many locks), before a write looks them up and
+        inserts jobs under them: two batches that share keys take turns, where each inserting
+        its rows in its own order could hold a key the other waits for (a deadlock on the
+        unique index). Where there is one writer (SQLite), the write transaction already
+        excludes the others."""
 
     async def consistent_reads(self, conn: AsyncConnection) -> AsyncConnection:
         """`conn` with every statement of its next transaction reading one snapshot."""

@@ -7,11 +7,12 @@ from dataclasses import fields
 
 import pytest
 from jobwheel.server.api.job_service import MAX_BATCH
-from jobwheel.server.model import HttpTarget, Job, JobState, NewJob, Schedule
+from jobwheel.server.model import HttpTarget, Job, JobFilter, JobState, NewJob, Schedule
 from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage.bulk_writes import PG_COPY_MIN_ROWS
+from jobwheel.server.storage.convert import NEW_JOB_COLUMNS, new_job_values
 from jobwheel.server.storage.schema import jobs
-from sqlalchemy import delete
+from sqlalchemy import delete, insert, text
 
 from tests.integration.storage.factories import full_job, new_job, set_columns
 
@@ -190,6 +191,36 @@ async def test_batches_with_the_same_keys_in_opposite_orders_do_not_deadlock(
         for results in batches:
             assert {job.idempotency_key: job.id for job, _ in results} == owners
         keys = [f"{k}'" for k in keys]  # fresh keys for the next round
+
+
+async def test_a_key_an_unlocking_writer_commits_meanwhile_names_its_job(
+    store: Store, backend: str
+) -> None:
+    # a writer that takes no key locks (a replica of an earlier version) inserts the key
+    # after our look-up: our insert waits on the unique index, then skips the row
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's locks")
+    theirs = new_job(idempotency_key="late")
+    async with store.write_engine.connect() as conn:
+        await conn.execute(
+            insert(jobs).values(dict(zip(NEW_JOB_COLUMNS, new_job_values(theirs), strict=True)))
+        )
+        ours = asyncio.create_task(store.insert_jobs([new_job(idempotency_key="late")]))
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        async with store.write_engine.connect() as probe:
+            for _ in range(1000):  # 10 s at most
+                if (await probe.execute(waiting)).scalar_one():
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("our insert never waited for their key")
+        await conn.commit()
+    [(job, existed)] = await ours
+    assert existed and job.id == theirs.id
+    assert [j.id for j in await store.list_jobs(JobFilter(), limit=10)] == [theirs.id]
 
 
 async def test_two_largest_keyed_batches_at_once_are_both_created(store: Store) -> None:

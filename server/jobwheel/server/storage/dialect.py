@@ -100,8 +100,8 @@ MIGRATION_LOCK_KEY = 0x6A77_6D69_6772
 KEY_LOCK_CLASS = 0x6A77_6B79  # "jwky"
 # Keys share this many locks (by hash): a lock per key would fill PostgreSQL's shared lock
 # table (max_locks_per_transaction x connections, 6,400 by default) with a few batches of
-# 10,000 keys. Coarser costs no concurrency that matters: every write that creates jobs takes
-# turns at the event log's head row anyway.
+# 10,000 keys. The cost: keyed batches from several replicas take turns from their look-up
+# on, not only at the event log's head row (a replica's enqueues go one batch at a time anyway).
 KEY_LOCK_BUCKETS = 16
 
 

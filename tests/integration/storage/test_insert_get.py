@@ -214,6 +214,7 @@ async def test_a_key_an_unlocking_writer_commits_meanwhile_names_its_job(
             for _ in range(1000):  # 10 s at most
                 if (await probe.execute(waiting)).scalar_one():
                     break
+                await probe.rollback()  # the activity view is read once per transaction
                 await asyncio.sleep(0.01)
             else:
                 raise AssertionError("our insert never waited for their key")

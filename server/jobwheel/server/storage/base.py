@@ -46,6 +46,12 @@ class StoreBase:
         self._writer: HeldConnections | None = None
         self._readers: HeldConnections | None = None
         dialect = engines.dialect
+        # PostgreSQL: enqueues on a connection of their own (dialect.PG_ENQUEUE_SETTINGS)
+        self._enqueuer: HeldConnections | None = None
+        if engines.enqueue is not None:
+            self._enqueuer = HeldConnections(
+                engines.enqueue, dialect, size=1, keep=1, wait_s=PG_WAIT_S
+            )
         if not dialect.single_writer:  # PostgreSQL: one pool for both
             self._writer = self._readers = HeldConnections(
                 engines.write, dialect, size=PG_HELD_MAX, keep=PG_POOL_KEPT, wait_s=PG_WAIT_S
@@ -105,6 +111,8 @@ class StoreBase:
             await self._readers.close()
         if self._writer is not None:
             await self._writer.close()
+        if self._enqueuer is not None:
+            await self._enqueuer.close()
         await self._engines.dispose()
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -115,6 +123,14 @@ class StoreBase:
         """The write connection with no transaction begun: for work that runs its own
         transaction on the driver's connection (see bulk_writes.in_sqlite_thread)."""
         return self._timed("write", self._write_connection())
+
+    def _enqueue_write(self, *, begun: bool = True) -> AbstractAsyncContextManager[AsyncConnection]:
+        """`_write()` for an enqueue (`_raw_write()` when not `begun`): on PostgreSQL on the
+        enqueues' own connection, whose statements keep their generic plans."""
+        if self._enqueuer is None:
+            return self._write() if begun else self._raw_write()
+        opening = self._enqueuer.connect()
+        return self._timed("write", _transaction(opening) if begun else opening)
 
     def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read transaction."""

@@ -93,7 +93,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         rows = {i: new_job_values(new_jobs[i]) for i in candidates}
         fresh = {i: job_from_new(new_jobs[i]) for i in candidates}
         if candidates:
-            async with self._write() as conn:
+            async with self._enqueue_write() as conn:
                 await self.dialect.lock_keys(conn, list(first_with_key))
                 existing = await self._jobs_by_key(conn, first_with_key)
                 await self._expire_keys(conn, existing, new_jobs[candidates[0]].create_time)
@@ -155,7 +155,7 @@ class Store(Leases, History, EventLog, Management, Queues, Subscriptions, Worker
         own, rows = own_batch_values(new_jobs)
         tails = new_job_snapshot_tails(jobs_in, alike=True)
         enqueued = EventType.ENQUEUED
-        async with self._raw_write() as conn:
+        async with self._enqueue_write(begun=False) as conn:
             token = notify_token(conn.sync_engine)
             async with driver_statement(conn) as db:
                 seqs, last = await pg_enqueue_alike(

@@ -15,7 +15,7 @@ from jobwheel.server.storage.migrations import (
     migrate,
 )
 from jobwheel.server.storage.outage import DatabaseUnavailable
-from jobwheel.server.storage.pg_cycle import warm_up
+from jobwheel.server.storage.pg_cycle import warm_up, warm_up_enqueues
 from jobwheel.server.storage.store import Store
 
 __all__ = [
@@ -53,6 +53,8 @@ async def open_store(
         await check_writable(engines)
         if engines.dialect is POSTGRESQL:
             await warm_up(engines.write)
+            if engines.enqueue is not None:
+                await warm_up_enqueues(engines.enqueue)
         if engines.checkpointer is not None:
             engines.checkpointer.start()
     except BaseException:

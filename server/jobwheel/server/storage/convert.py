@@ -199,7 +199,7 @@ def own_job_values(job: NewJob) -> tuple[Any, ...]:
 
 
 # the OWN_JOB_COLUMNS that differ between the jobs of a batch whose times are all the same
-_OWN_UNTIMED = ("id", "payload")
+OWN_UNTIMED_COLUMNS = ("id", "payload")
 
 
 def own_batch_values(new_jobs: Sequence[NewJob]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
@@ -208,7 +208,7 @@ def own_batch_values(new_jobs: Sequence[NewJob]) -> tuple[tuple[str, ...], list[
     first = new_jobs[0]
     created, due = first.create_time, first.next_run_time
     if all(job.create_time == created and job.next_run_time == due for job in new_jobs):
-        return _OWN_UNTIMED, [(job.id, payload_text(job.payload)) for job in new_jobs]
+        return OWN_UNTIMED_COLUMNS, [(job.id, payload_text(job.payload)) for job in new_jobs]
     return OWN_JOB_COLUMNS, [own_job_values(job) for job in new_jobs]
 
 

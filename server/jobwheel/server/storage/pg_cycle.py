@@ -41,6 +41,7 @@ from jobwheel.server.storage.events import (
     events_of,
     text_changes,
 )
+from jobwheel.server.storage.pg_enqueue import pg_rehearse_enqueue
 from jobwheel.server.storage.snapshot_sql import PG_JOB_SNAPSHOT_SQL
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -141,6 +142,13 @@ async def warm_up(engine: AsyncEngine, count: int = WARM_CONNECTIONS) -> None:
             await pg_append_event_rows(db, [], "")
 
     await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def warm_up_enqueues(engine: AsyncEngine) -> None:
+    """warm_up for the enqueues' connection (dialect.PG_ENQUEUE_SETTINGS): opens it and runs
+    their one-statement insert with no jobs, rolled back."""
+    async with engine.connect() as conn, driver_transaction(conn, commit=False) as db:
+        await pg_rehearse_enqueue(db)
 
 
 async def pg_dispatch_cycle(

@@ -22,6 +22,8 @@ from jobwheel.server.storage.bulk_writes import (
 )
 from jobwheel.server.storage.convert import (
     NEW_JOB_COLUMNS,
+    OWN_JOB_COLUMNS,
+    OWN_UNTIMED_COLUMNS,
     new_job_snapshot_tails,
     new_job_values,
     own_batch_values,
@@ -133,6 +135,21 @@ async def pg_enqueue_alike(
     events = (event_type, now, labels, [t for _, t in tails], runs, token)
     seqs, last, _ = await db.fetchrow(sql, len(rows), *arrays, *shared, *events)
     return seqs, int(last)
+
+
+async def pg_rehearse_enqueue(db: Any) -> None:
+    """Runs pg_enqueue_alike's statement, in both of its shapes (the jobs' times shared or
+    their own), with no jobs on asyncpg's connection `db`, in the caller's transaction (to be
+    rolled back: it locks the event log's head): the backend reads the catalog of the tables
+    and indexes it touches and asyncpg prepares it, before the first enqueue (whose connection
+    took 26-34 ms cold, 1.2-1.5 ms warm)."""
+    columns = tuple(NEW_JOB_COLUMNS)
+    for own in (OWN_UNTIMED_COLUMNS, OWN_JOB_COLUMNS):
+        shared = [None] * (len(columns) - len(own))
+        no_events: tuple[Any, ...] = ("", 0, [], [], [], "")
+        await db.fetchrow(
+            _insert_jobs_sql(columns, own, True), 0, *([[]] * len(own)), *shared, *no_events
+        )
 
 
 _STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...], bool], str] = {}

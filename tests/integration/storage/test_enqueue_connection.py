@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from jobwheel.server.storage import Store
 from jobwheel.server.storage.driver import driver_connection
+from jobwheel.server.storage.outage import DatabaseUnavailable
 from sqlalchemy import text
 
 from tests.integration.storage.factories import new_job
@@ -30,7 +31,7 @@ _PLANS = f"SELECT coalesce(sum(custom_plans), 0), coalesce(sum(generic_plans), 0
 @pytest.fixture
 def pg_store(store: Store, backend: str) -> Store:
     if backend != "postgres":
-        pytest.skip("PostgreSQL's plans")
+        pytest.skip("PostgreSQL's enqueue connection")
     return store
 
 
@@ -80,3 +81,22 @@ async def test_a_new_store_has_its_enqueue_statements_prepared(pg_store: Store) 
     async with pg_store._enqueue_write(begun=False) as conn:
         prepared = await (await driver_connection(conn)).fetchval(f"SELECT count(*) {_INSERTS}")
     assert prepared == 2
+
+
+async def test_a_lost_enqueue_connection_is_replaced(pg_store: Store) -> None:
+    async with pg_store._enqueue_write(begun=False) as conn:
+        driver = await driver_connection(conn)
+        pid = await driver.fetchval("SELECT pg_backend_pid()")
+    async with pg_store.read_engine.connect() as other:  # the server ends its backend
+        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    for _ in range(100):  # the driver reads of its end while the connection is idle
+        if driver.is_closed():
+            break
+        await asyncio.sleep(0.01)
+    else:  # not yet: the enqueue that meets it answers UNAVAILABLE and gives it up
+        with pytest.raises(DatabaseUnavailable):
+            await pg_store.insert_jobs([new_job()])
+    [(job, existed)] = await pg_store.insert_jobs([new_job()])
+    assert not existed and (await pg_store.get_job(job.id)) is not None
+    async with pg_store._enqueue_write(begun=False) as conn:
+        assert await (await driver_connection(conn)).fetchval("SELECT pg_backend_pid()") != pid

@@ -12,9 +12,10 @@ from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage.bulk_writes import PG_COPY_MIN_ROWS
 from jobwheel.server.storage.convert import NEW_JOB_COLUMNS, new_job_values
 from jobwheel.server.storage.schema import jobs
-from sqlalchemy import delete, insert, text
+from sqlalchemy import delete, insert
 
 from tests.integration.storage.factories import full_job, new_job, set_columns
+from tests.integration.storage.pg_waits import waiting_on_locks
 
 
 def assert_matches_new(job: Job, new: NewJob) -> None:
@@ -206,18 +207,8 @@ async def test_a_key_an_unlocking_writer_commits_meanwhile_names_its_job(
             insert(jobs).values(dict(zip(NEW_JOB_COLUMNS, new_job_values(theirs), strict=True)))
         )
         ours = asyncio.create_task(store.insert_jobs([new_job(idempotency_key="late")]))
-        waiting = text(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
         async with store.write_engine.connect() as probe:
-            for _ in range(1000):  # 10 s at most
-                if (await probe.execute(waiting)).scalar_one():
-                    break
-                await probe.rollback()  # the activity view is read once per transaction
-                await asyncio.sleep(0.01)
-            else:
-                raise AssertionError("our insert never waited for their key")
+            await waiting_on_locks(probe, 1)  # ours, on their key
         await conn.commit()
     [(job, existed)] = await ours
     assert existed and job.id == theirs.id

@@ -24,10 +24,10 @@ from jobwheel.server.storage import Store, open_store
 from jobwheel.server.storage.leases import Renewal
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.conftest import fresh_pg_schema
 from tests.integration.storage.factories import T0, new_job
+from tests.integration.storage.pg_waits import waiting_on_locks
 
 WORKER = "w@replica-a"
 
@@ -54,21 +54,6 @@ async def _running_pair(store: Store) -> tuple[Job, Job]:
     return first, second
 
 
-async def _waiting_on_locks(conn: AsyncConnection, n: int) -> None:
-    """Returns once `n` backends of this database wait for a lock."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
-    for _ in range(2000):
-        waiting = (await conn.execute(query)).scalar_one()
-        await conn.rollback()  # a transaction reads one snapshot of the statistics
-        if waiting >= n:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"{n} lock waits never showed")
-
-
 async def _against_a_cancel(
     a: Store, b: Store, first: Job, second: Job, write: Awaitable[Any]
 ) -> tuple[Any, list[Job]]:
@@ -79,9 +64,9 @@ async def _against_a_cancel(
         cancel = asyncio.ensure_future(
             b.apply_action(JobFilter(ids=(first.id, second.id)), states.cancel("stop"), T0 + 7)
         )
-        await _waiting_on_locks(probe, 1)
+        await waiting_on_locks(probe, 1)
         under_test = asyncio.ensure_future(write)
-        await _waiting_on_locks(probe, 2)
+        await waiting_on_locks(probe, 2)
         await holder.commit()
         done = await asyncio.gather(under_test, cancel, return_exceptions=True)
     for outcome in done:

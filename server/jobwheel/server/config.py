@@ -327,7 +327,7 @@ def parse_settings(
     parser.add_argument(
         "--db",
         default=env.get("JOBWHEEL_DB", _DEFAULTS.db),
-        help="database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
+        help="database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB (PostgreSQL 12+) "
         f"(JOBWHEEL_DB, default {_DEFAULTS.db})",
     )
     parser.add_argument(

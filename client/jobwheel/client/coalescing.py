@@ -1,11 +1,13 @@
 """Concurrent `enqueue_job` calls of one AsyncClient sent together as one BatchEnqueueJobs.
 
-A call goes out at once, as EnqueueJob, while fewer than `MAX_IN_FLIGHT` (2) enqueues of this
-client are on their way and none waits: a lone caller waits for nothing and sees nothing
-different. Other calls wait; when an enqueue on its way returns, they leave together, as one
-BatchEnqueueJobs of at most `MAX_JOBS` jobs and `MAX_BYTES` of requests (one EnqueueJob when
-one call waited). Many concurrent callers (a web app enqueuing from its request handlers)
-then cost the server one call and one durable write per round trip instead of one each.
+While fewer than `MAX_IN_FLIGHT` (2) enqueues of this client are on their way and none waits, a
+call leaves after one turn of the event loop, together with the calls made in that turn (the
+callers one reply woke, say): as EnqueueJob when it is alone, so a lone caller waits for
+nothing but that turn and sees nothing different. Other calls wait; when an enqueue on its way
+returns, they leave together. Calls that leave together go as one BatchEnqueueJobs of at most
+`MAX_JOBS` jobs and `MAX_BYTES` of requests. Many concurrent callers (a web app enqueuing from
+its request handlers) then cost the server one call and one durable write per round trip
+instead of one each.
 
 Each caller still gets its own result or error:
 - The server checks a whole batch before it creates anything. When the batch is refused for
@@ -46,9 +48,7 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
     trace = None  # type: ignore[assignment]
 
 MAX_JOBS = 1_000  # jobs per merged call (the server takes 10,000)
-# calls on their way at once: a second overlaps the first's round trip. With 64 callers on
-# SQLite, one gave 3,500-3,900 jobs/s, two 4,400-5,000, three or four 3,400-4,100 (smaller
-# batches, each a transaction of its own)
+# calls on their way at once: calls made while one is on its way need not wait for its reply
 MAX_IN_FLIGHT = 2
 MAX_BYTES = 1 << 20  # encoded requests per merged call (the reply must fit in 4 MiB)
 # refusals that depend on what the jobs hold, made before anything is created
@@ -115,6 +115,7 @@ class EnqueueCoalescer:
         self._waiting: deque[_Waiting] = deque()
         self._max_in_flight = max_in_flight
         self._sending = 0  # calls of this coalescer on their way
+        self._gathering = False  # a call waits a turn of the event loop for others to join
         self._senders: set[asyncio.Task[None]] = set()
         self.sent = 0  # calls made to the server (for tests and benchmarks)
 
@@ -124,14 +125,27 @@ class EnqueueCoalescer:
         if request.idempotency_key or _in_span():
             self.sent += 1
             return await self._run(call)
-        if self._sending < self._max_in_flight and not self._waiting:
-            self._sending += 1
+        leads = not self._gathering and not self._waiting and self._sending < self._max_in_flight
+        if leads:
+            # the calls made in this turn of the event loop leave with this one. Sent at once,
+            # the first of the callers one reply wakes went alone and the others after its
+            # reply, a round trip later (64 callers: half the calls carried one job)
+            self._gathering = True
             try:
-                self.sent += 1
-                return await self._run(call)
-            finally:
-                self._sending -= 1
+                await asyncio.sleep(0)
+            except BaseException:  # cancelled: the calls that joined still leave
+                self._gathering = False
                 self._next()
+                raise
+            self._gathering = False
+            if not self._waiting and self._sending < self._max_in_flight:
+                self._sending += 1
+                try:
+                    self.sent += 1
+                    return await self._run(call)
+                finally:
+                    self._sending -= 1
+                    self._next()
         loop = asyncio.get_running_loop()
         timeout = self._settings.timeout
         waiting = _Waiting(
@@ -140,7 +154,11 @@ class EnqueueCoalescer:
             None if timeout is None else loop.time() + timeout,
             request.ByteSize(),
         )
-        self._waiting.append(waiting)
+        if leads:
+            self._waiting.appendleft(waiting)  # first come
+            self._next()
+        else:
+            self._waiting.append(waiting)
         # a cancelled caller cancels its future: a batch not yet formed leaves it out
         return await waiting.future
 

@@ -69,10 +69,9 @@ async def test_a_refused_job_gets_its_own_error_and_the_others_are_created(
         created = [r for n, r in enumerate(got) if n != 6]
         assert all(isinstance(r, pb.EnqueueJobResponse) for r in created)
         assert [int(r.job.payload["n"]) for r in created] == [n for n in range(10) if n != 6]
-        # the first calls went alone, the rest waited and went together, were refused, and
-        # went again one by one
-        waited = 10 - MAX_IN_FLIGHT
-        assert coalescer.sent == MAX_IN_FLIGHT + 1 + waited
+        # made in one turn of the event loop, they went together, were refused, and went
+        # again one by one
+        assert coalescer.sent == 1 + 10
         assert len([job async for job in client.iter_jobs()]) == 9
 
 
@@ -172,13 +171,62 @@ def _enqueue(client: AsyncClient, n: int) -> asyncio.Task[pb.EnqueueJobResponse]
     return asyncio.create_task(client.enqueue_job("test.noop", payload={"n": n}))
 
 
+async def _places_taken(
+    client: AsyncClient, service: _Scripted
+) -> list[asyncio.Task[pb.EnqueueJobResponse]]:
+    """MAX_IN_FLIGHT calls, each alone (made once the server holds the one before): calls
+    made after them wait."""
+    tasks: list[asyncio.Task[pb.EnqueueJobResponse]] = []
+    for n in range(MAX_IN_FLIGHT):
+        tasks.append(_enqueue(client, n))
+        await _until(lambda: len(service.calls) == len(tasks))
+    return tasks
+
+
 async def _five_with_two_out(
     client: AsyncClient, service: _Scripted
 ) -> list[asyncio.Task[pb.EnqueueJobResponse]]:
     """Five calls, once the server holds the first MAX_IN_FLIGHT (the others wait)."""
-    tasks = [_enqueue(client, n) for n in range(5)]
-    await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
-    return tasks
+    tasks = await _places_taken(client, service)
+    return tasks + [_enqueue(client, n) for n in range(MAX_IN_FLIGHT, 5)]
+
+
+async def test_callers_one_reply_wakes_leave_together_again(
+    scripted: tuple[_Scripted, str],
+) -> None:
+    service, address = scripted
+    service.open()
+    async with AsyncClient(address) as client:
+
+        async def caller(n: int) -> None:
+            for round_ in range(3):  # each enqueues again as soon as its job is created
+                await client.enqueue_job("test.noop", payload={"n": 10 * round_ + n})
+
+        await asyncio.gather(*(caller(n) for n in range(8)))
+        await client.enqueue_job("test.noop", payload={"n": 99})
+    # every round one call, none of a lone job split off ahead of the others; then a lone
+    # call as EnqueueJob
+    assert [(method, sorted(numbers)) for method, numbers, _ in service.calls] == [
+        *(("BatchEnqueueJobs", [10 * round_ + n for n in range(8)]) for round_ in range(3)),
+        ("EnqueueJob", [99]),
+    ]
+
+
+async def test_a_first_caller_cancelled_while_others_join_it_leaves_them_to_go(
+    scripted: tuple[_Scripted, str],
+) -> None:
+    service, address = scripted
+    service.open()
+    async with AsyncClient(address) as client:
+        tasks = [_enqueue(client, n) for n in range(3)]
+        await asyncio.sleep(0)  # the first waits a turn for the others, which join it
+        tasks[0].cancel()
+        got = await asyncio.wait_for(_outcomes(tasks), 5)
+    assert isinstance(got[0], asyncio.CancelledError)
+    assert [r.job.id for r in got[1:]] == ["job-1", "job-2"]
+    assert [(method, numbers) for method, numbers, _ in service.calls] == [
+        ("BatchEnqueueJobs", [1, 2])
+    ]
 
 
 async def test_a_caller_cancelled_while_waiting_is_left_out(
@@ -223,8 +271,7 @@ async def test_a_batch_carries_the_earliest_deadline_of_its_callers(
 ) -> None:
     service, address = scripted
     async with AsyncClient(address, timeout=5) as client:
-        first = [_enqueue(client, n) for n in range(MAX_IN_FLIGHT)]
-        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        first = await _places_taken(client, service)
         early = _enqueue(client, 10)
         await asyncio.sleep(0.4)
         late = _enqueue(client, 11)
@@ -243,7 +290,8 @@ async def test_a_deadline_that_passes_while_waiting_fails_the_call(
     service, address = scripted
     async with AsyncClient(address, timeout=1.0) as client:
         started = asyncio.get_running_loop().time()
-        got = await _outcomes([_enqueue(client, n) for n in range(4)])
+        first = await _places_taken(client, service)
+        got = await _outcomes([*first, *(_enqueue(client, n) for n in range(2, 4))])
         took = asyncio.get_running_loop().time() - started
     assert all(isinstance(e, DeadlineExceeded) for e in got), got
     # the waiting calls ended with the deadline they had from their start, not one after
@@ -269,8 +317,7 @@ async def test_a_failed_batch_fails_each_of_its_callers(
 async def test_a_batch_holds_at_most_max_jobs(scripted: tuple[_Scripted, str]) -> None:
     service, address = scripted
     async with AsyncClient(address) as client:
-        first = [_enqueue(client, n) for n in range(MAX_IN_FLIGHT)]
-        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        first = await _places_taken(client, service)
         waiting = [_enqueue(client, MAX_IN_FLIGHT + n) for n in range(MAX_JOBS + 1)]
         await asyncio.sleep(0)
         service.open()
@@ -304,8 +351,7 @@ async def test_a_batch_holds_at_most_max_bytes(
     # four requests that come to MAX_BYTES exactly (past=0), or to one byte more (past=1)
     sizes = [quarter, quarter, quarter, quarter + past]
     async with AsyncClient(address) as client:
-        first = [_enqueue(client, n) for n in range(MAX_IN_FLIGHT)]
-        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT)
+        first = await _places_taken(client, service)
         waiting = [
             asyncio.create_task(
                 client.enqueue_job("test.noop", payload=_payload_of_size(MAX_IN_FLIGHT + i, size))

@@ -33,8 +33,9 @@ class AsyncClient:
     """A JobService client. Use as an async context manager, or await `close()`.
 
     `coalesce` (AsyncClient only, default True): `enqueue_job` calls without an idempotency
-    key made while two are on their way wait, and leave together as one BatchEnqueueJobs when
-    one returns; each caller still gets its own job or error (see jobwheel.client.coalescing).
+    key made in one turn of the event loop, or while two are on their way, leave together as
+    one BatchEnqueueJobs; each caller still gets its own job or error (see
+    jobwheel.client.coalescing).
 
     `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
     `Connection`, which also carries a token and TLS files (see `Connection.of`; by default

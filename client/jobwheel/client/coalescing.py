@@ -128,8 +128,8 @@ class EnqueueCoalescer:
         leads = not self._gathering and not self._waiting and self._sending < self._max_in_flight
         if leads:
             # the calls made in this turn of the event loop leave with this one. Sent at once,
-            # the first of the callers one reply wakes went alone and the others after its
-            # reply, a round trip later (64 callers: half the calls carried one job)
+            # the first of the callers one reply wakes went alone and the others waited for a
+            # place (64 callers: two calls in three carried one job)
             self._gathering = True
             try:
                 await asyncio.sleep(0)

@@ -159,6 +159,14 @@ async def scripted() -> AsyncIterator[tuple[_Scripted, str]]:
         await server.stop(None)
 
 
+@pytest.fixture
+def answering(scripted: tuple[_Scripted, str]) -> str:
+    """The scripted server's address, answering every call at once."""
+    service, address = scripted
+    service.open()
+    return address
+
+
 async def _until(check: Callable[[], bool]) -> None:
     for _ in range(500):
         if check():
@@ -192,11 +200,10 @@ async def _five_with_two_out(
 
 
 async def test_callers_one_reply_wakes_leave_together_again(
-    scripted: tuple[_Scripted, str],
+    scripted: tuple[_Scripted, str], answering: str
 ) -> None:
-    service, address = scripted
-    service.open()
-    async with AsyncClient(address) as client:
+    service, _ = scripted
+    async with AsyncClient(answering) as client:
 
         async def caller(n: int) -> None:
             for round_ in range(3):  # each enqueues again as soon as its job is created
@@ -213,11 +220,10 @@ async def test_callers_one_reply_wakes_leave_together_again(
 
 
 async def test_a_first_caller_cancelled_while_others_join_it_leaves_them_to_go(
-    scripted: tuple[_Scripted, str],
+    scripted: tuple[_Scripted, str], answering: str
 ) -> None:
-    service, address = scripted
-    service.open()
-    async with AsyncClient(address) as client:
+    service, _ = scripted
+    async with AsyncClient(answering) as client:
         tasks = [_enqueue(client, n) for n in range(3)]
         await asyncio.sleep(0)  # the first waits a turn for the others, which join it
         tasks[0].cancel()

@@ -34,7 +34,7 @@ import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 from jobwheel.client.calls import Call
@@ -79,16 +79,74 @@ class Settings(Protocol):
 Run = Callable[[Call[pb.EnqueueJobResponse]], Awaitable[pb.EnqueueJobResponse]]
 
 
+class Pending(Protocol):
+    """A call waiting to be sent, in either coalescer."""
+
+    request: pb.EnqueueJobRequest
+    deadline: float | None  # on the coalescer's clock; None: none
+    size: int  # encoded bytes
+
+    def settled(self) -> bool:
+        """Whether it ended unsent (its caller was cancelled, say)."""
+        ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+
+P = TypeVar("P", bound=Pending)
+
+
+def take(waiting: deque[P], now: float, most: int, max_bytes: int) -> list[P]:
+    """The next batch from `waiting`: the oldest calls that fit (`most` of them and
+    `max_bytes` of requests at most, and always one), those still waiting and in time; a call
+    whose deadline passed fails unsent."""
+    batch: list[P] = []
+    size = 0
+    while waiting and len(batch) < most:
+        pending = waiting[0]
+        if batch and size + pending.size > max_bytes:
+            break
+        waiting.popleft()
+        if pending.settled():
+            continue
+        if pending.deadline is not None and pending.deadline <= now:
+            pending.fail(DeadlineExceeded("deadline exceeded while waiting to be sent"))
+            continue
+        batch.append(pending)
+        size += pending.size
+    return batch
+
+
+def time_left(batch: Sequence[Pending], now: float) -> float | None:
+    """Seconds to the earliest deadline of `batch` (None: none has one)."""
+    deadlines = [p.deadline for p in batch if p.deadline is not None]
+    return max(0.0, min(deadlines) - now) if deadlines else None
+
+
+def merged_request(batch: Sequence[Pending]) -> pb.BatchEnqueueJobsRequest:
+    return pb.BatchEnqueueJobsRequest(jobs=[p.request for p in batch])
+
+
+def goes_alone(request: pb.EnqueueJobRequest) -> bool:
+    """Calls never merged: with an idempotency key (retried after UNAVAILABLE, and its
+    existing job comes back whole), or made inside a trace span (the job joins that trace)."""
+    return bool(request.idempotency_key) or (
+        trace is not None and trace.get_current_span().get_span_context().is_valid
+    )
+
+
 @dataclass(slots=True)
 class _Waiting:
     request: pb.EnqueueJobRequest
     future: asyncio.Future[pb.EnqueueJobResponse]
     deadline: float | None  # the event loop's time
-    size: int  # encoded bytes
+    size: int
 
+    def settled(self) -> bool:
+        return self.future.done()
 
-def _in_span() -> bool:
-    return trace is not None and trace.get_current_span().get_span_context().is_valid
+    def fail(self, exc: BaseException) -> None:
+        _fail(self, exc)
 
 
 class EnqueueCoalescer:
@@ -122,7 +180,7 @@ class EnqueueCoalescer:
     async def __call__(self, call: Call[pb.EnqueueJobResponse]) -> pb.EnqueueJobResponse:
         request = call.request
         assert isinstance(request, pb.EnqueueJobRequest)
-        if request.idempotency_key or _in_span():
+        if goes_alone(request):
             self.sent += 1
             return await self._run(call)
         leads = not self._gathering and not self._waiting and self._sending < self._max_in_flight
@@ -176,7 +234,8 @@ class EnqueueCoalescer:
         batch: list[_Waiting] = []
         try:
             while self._waiting:
-                batch = self._take()
+                now = asyncio.get_running_loop().time()
+                batch = take(self._waiting, now, self._max_jobs, self._max_bytes)
                 if batch:
                     await self._send(batch)
         except BaseException as exc:  # cancelled with the loop: nobody may wait forever
@@ -186,27 +245,6 @@ class EnqueueCoalescer:
             raise
         finally:
             self._sending -= 1
-
-    def _take(self) -> list[_Waiting]:
-        """The next batch: the oldest waiting calls that fit, those still waiting and in time."""
-        now = asyncio.get_running_loop().time()
-        batch: list[_Waiting] = []
-        size = 0
-        while self._waiting and len(batch) < self._max_jobs:
-            waiting = self._waiting[0]
-            if batch and size + waiting.size > self._max_bytes:
-                break
-            self._waiting.popleft()
-            if waiting.future.done():  # its caller was cancelled
-                continue
-            if waiting.deadline is not None and waiting.deadline <= now:
-                waiting.future.set_exception(
-                    DeadlineExceeded("deadline exceeded while waiting to be sent")
-                )
-                continue
-            batch.append(waiting)
-            size += waiting.size
-        return batch
 
     async def _send(self, batch: list[_Waiting]) -> None:
         try:
@@ -244,17 +282,14 @@ class EnqueueCoalescer:
 
     async def _rpc(self, batch: list[_Waiting]) -> list[pb.EnqueueJobResponse]:
         """One EnqueueJob, or one BatchEnqueueJobs for several, under the earliest deadline."""
-        deadlines = [w.deadline for w in batch if w.deadline is not None]
-        left = None
-        if deadlines:
-            left = max(0.0, min(deadlines) - asyncio.get_running_loop().time())
+        left = time_left(batch, asyncio.get_running_loop().time())
         metadata = tuple(self._settings.metadata)
         self.sent += 1
         try:
             if len(batch) == 1:
                 one = await self._stub.EnqueueJob(batch[0].request, timeout=left, metadata=metadata)
                 return [one]
-            merged = pb.BatchEnqueueJobsRequest(jobs=[w.request for w in batch])
+            merged = merged_request(batch)
             reply = await self._stub.BatchEnqueueJobs(merged, timeout=left, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from err

@@ -1,11 +1,11 @@
 """AsyncClient's enqueue coalescing (jobwheel.client.coalescing): against a real server, and
-against a scripted grpc.aio server on port 0 that holds its replies until a test lets them go."""
+against a scripted server that holds its replies until a test lets them go (scripted.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -13,10 +13,10 @@ import pytest
 from jobwheel.client import AsyncClient, DeadlineExceeded, InvalidArgument, Unavailable
 from jobwheel.client.calls import enqueue_request
 from jobwheel.client.coalescing import MAX_BYTES, MAX_IN_FLIGHT, MAX_JOBS, EnqueueCoalescer
-from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running
+from tests.integration.client.scripted import Scripted, until
 from tests.ports import refused_port
 
 
@@ -106,93 +106,24 @@ async def test_an_unreachable_server_fails_every_caller() -> None:
 # -- against a scripted server ----------------------------------------------------------------
 
 
-class _Scripted(job_service_pb2_grpc.JobServiceServicer):
-    """Records each call's requests and deadline; answers EnqueueJob once `gate` is set and
-    BatchEnqueueJobs once `batch_gate` is (with `batch_status`, when set, as its error)."""
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.batch_gate = asyncio.Event()
-        self.batch_status: grpc.StatusCode | None = None
-        self.calls: list[tuple[str, list[int], float | None]] = []
-
-    def open(self) -> None:
-        self.gate.set()
-        self.batch_gate.set()
-
-    def _seen(self, method: str, requests: list[pb.EnqueueJobRequest], context: Any) -> None:
-        numbers = [int(r.payload["n"]) for r in requests]
-        self.calls.append((method, numbers, context.time_remaining()))
-
-    async def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Any) -> Any:
-        self._seen("EnqueueJob", [request], context)
-        await self.gate.wait()
-        return pb.EnqueueJobResponse(job=_job(request))
-
-    async def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Any) -> Any:
-        self._seen("BatchEnqueueJobs", list(request.jobs), context)
-        await self.batch_gate.wait()
-        if self.batch_status is not None:
-            await context.abort(self.batch_status, "database unreachable")
-        return pb.BatchEnqueueJobsResponse(
-            results=[pb.EnqueueJobResponse(job=_job(r)) for r in request.jobs]
-        )
-
-
-def _job(request: pb.EnqueueJobRequest) -> job_pb2.Job:
-    job = job_pb2.Job(id=f"job-{int(request.payload['n'])}", task=request.task)
-    job.payload.CopyFrom(request.payload)
-    return job
-
-
-@pytest.fixture
-async def scripted() -> AsyncIterator[tuple[_Scripted, str]]:
-    service = _Scripted()
-    server = grpc.aio.server()
-    job_service_pb2_grpc.add_JobServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield service, f"127.0.0.1:{port}"
-    finally:
-        service.open()
-        await server.stop(None)
-
-
-@pytest.fixture
-def answering(scripted: tuple[_Scripted, str]) -> str:
-    """The scripted server's address, answering every call at once."""
-    service, address = scripted
-    service.open()
-    return address
-
-
-async def _until(check: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
 def _enqueue(client: AsyncClient, n: int) -> asyncio.Task[pb.EnqueueJobResponse]:
     return asyncio.create_task(client.enqueue_job("test.noop", payload={"n": n}))
 
 
 async def _places_taken(
-    client: AsyncClient, service: _Scripted
+    client: AsyncClient, service: Scripted
 ) -> list[asyncio.Task[pb.EnqueueJobResponse]]:
     """MAX_IN_FLIGHT calls, each alone (made once the server holds the one before): calls
     made after them wait."""
     tasks: list[asyncio.Task[pb.EnqueueJobResponse]] = []
     for n in range(MAX_IN_FLIGHT):
         tasks.append(_enqueue(client, n))
-        await _until(lambda: len(service.calls) == len(tasks))
+        await until(lambda: len(service.calls) == len(tasks))
     return tasks
 
 
 async def _five_with_two_out(
-    client: AsyncClient, service: _Scripted
+    client: AsyncClient, service: Scripted
 ) -> list[asyncio.Task[pb.EnqueueJobResponse]]:
     """Five calls, once the server holds the first MAX_IN_FLIGHT (the others wait)."""
     tasks = await _places_taken(client, service)
@@ -200,7 +131,7 @@ async def _five_with_two_out(
 
 
 async def test_callers_one_reply_wakes_leave_together_again(
-    scripted: tuple[_Scripted, str], answering: str
+    scripted: tuple[Scripted, str], answering: str
 ) -> None:
     service, _ = scripted
     async with AsyncClient(answering) as client:
@@ -220,7 +151,7 @@ async def test_callers_one_reply_wakes_leave_together_again(
 
 
 async def test_a_first_caller_cancelled_while_others_join_it_leaves_them_to_go(
-    scripted: tuple[_Scripted, str], answering: str
+    scripted: tuple[Scripted, str], answering: str
 ) -> None:
     service, _ = scripted
     async with AsyncClient(answering) as client:
@@ -236,7 +167,7 @@ async def test_a_first_caller_cancelled_while_others_join_it_leaves_them_to_go(
 
 
 async def test_a_caller_cancelled_while_waiting_is_left_out(
-    scripted: tuple[_Scripted, str],
+    scripted: tuple[Scripted, str],
 ) -> None:
     service, address = scripted
     async with AsyncClient(address) as client:
@@ -252,13 +183,13 @@ async def test_a_caller_cancelled_while_waiting_is_left_out(
 
 
 async def test_a_caller_cancelled_after_its_batch_left_leaves_the_others_be(
-    scripted: tuple[_Scripted, str],
+    scripted: tuple[Scripted, str],
 ) -> None:
     service, address = scripted
     async with AsyncClient(address) as client:
         tasks = await _five_with_two_out(client, service)
         service.gate.set()
-        await _until(lambda: len(service.calls) == MAX_IN_FLIGHT + 1)
+        await until(lambda: len(service.calls) == MAX_IN_FLIGHT + 1)
         tasks[3].cancel()
         await asyncio.sleep(0.05)
         service.batch_gate.set()
@@ -273,7 +204,7 @@ async def test_a_caller_cancelled_after_its_batch_left_leaves_the_others_be(
 
 
 async def test_a_batch_carries_the_earliest_deadline_of_its_callers(
-    scripted: tuple[_Scripted, str],
+    scripted: tuple[Scripted, str],
 ) -> None:
     service, address = scripted
     async with AsyncClient(address, timeout=5) as client:
@@ -291,7 +222,7 @@ async def test_a_batch_carries_the_earliest_deadline_of_its_callers(
 
 
 async def test_a_deadline_that_passes_while_waiting_fails_the_call(
-    scripted: tuple[_Scripted, str],
+    scripted: tuple[Scripted, str],
 ) -> None:
     service, address = scripted
     async with AsyncClient(address, timeout=1.0) as client:
@@ -306,7 +237,7 @@ async def test_a_deadline_that_passes_while_waiting_fails_the_call(
 
 
 async def test_a_failed_batch_fails_each_of_its_callers(
-    scripted: tuple[_Scripted, str],
+    scripted: tuple[Scripted, str],
 ) -> None:
     service, address = scripted
     service.batch_status = grpc.StatusCode.UNAVAILABLE
@@ -320,7 +251,7 @@ async def test_a_failed_batch_fails_each_of_its_callers(
     assert [method for method, _, _ in service.calls].count("BatchEnqueueJobs") == 1
 
 
-async def test_a_batch_holds_at_most_max_jobs(scripted: tuple[_Scripted, str]) -> None:
+async def test_a_batch_holds_at_most_max_jobs(scripted: tuple[Scripted, str]) -> None:
     service, address = scripted
     async with AsyncClient(address) as client:
         first = await _places_taken(client, service)
@@ -350,7 +281,7 @@ def _payload_of_size(n: int, size: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("past", "together"), [(0, 4), (1, 3)])
 async def test_a_batch_holds_at_most_max_bytes(
-    scripted: tuple[_Scripted, str], past: int, together: int
+    scripted: tuple[Scripted, str], past: int, together: int
 ) -> None:
     service, address = scripted
     quarter = MAX_BYTES // 4
@@ -379,13 +310,13 @@ with contextlib.suppress(ImportError):  # the otel extra is in the dev install
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    async def test_calls_inside_a_span_go_alone(scripted: tuple[_Scripted, str]) -> None:
+    async def test_calls_inside_a_span_go_alone(scripted: tuple[Scripted, str]) -> None:
         service, address = scripted
         tracer = TracerProvider().get_tracer("test")
         async with AsyncClient(address) as client:
             with trace.use_span(tracer.start_span("request"), end_on_exit=True):
                 tasks = [_enqueue(client, n) for n in range(4)]
-            await _until(lambda: len(service.calls) == 4)
+            await until(lambda: len(service.calls) == 4)
             service.open()
             await asyncio.gather(*tasks)
         assert [method for method, _, _ in service.calls] == ["EnqueueJob"] * 4

@@ -22,8 +22,7 @@ DOCSTRING = '''"""The blocking client (grpc): one method per JobService RPC; `As
 the same methods, awaitable."""'''
 
 RULES: list[tuple[str, str]] = [
-    (r"^.*  # aio only\n", ""),  # what only the asyncio client has: enqueue coalescing
-    (r"^ *`coalesce` \(AsyncClient only(?s:.*?)\n\n", ""),
+    (r"\bjobwheel\.client\.coalescing import\b", "jobwheel.client.coalescing_threads import"),
     (r"^import asyncio\n", ""),
     (r"\baclosing\b", "closing"),
     (

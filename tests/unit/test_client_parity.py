@@ -37,9 +37,8 @@ def test_same_methods_and_parameters() -> None:
     for name, signature in aio.items():
         params = [(p.name, p.kind, p.default) for p in signature.parameters.values()]
         other = [(p.name, p.kind, p.default) for p in sync[name].parameters.values()]
-        if name == "__init__":  # the sleep function differs (asyncio.sleep, time.sleep), and
-            # enqueue coalescing is the asyncio client's alone
-            params = [p for p in params if p[0] not in ("sleep", "coalesce")]
+        if name == "__init__":  # the sleep function differs (asyncio.sleep, time.sleep)
+            params = [p for p in params if p[0] != "sleep"]
             other = [p for p in other if p[0] != "sleep"]
         assert params == other, name
 

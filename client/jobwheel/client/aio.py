@@ -15,7 +15,7 @@ from typing import Any, Self, TypeVar, Unpack
 import grpc
 from jobwheel.client import calls
 from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
-from jobwheel.client.coalescing import EnqueueCoalescer  # aio only
+from jobwheel.client.coalescing import EnqueueCoalescer
 from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, TimeLike
 from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, from_rpc_error
@@ -32,10 +32,11 @@ Metadata = Sequence[tuple[str, str]]
 class AsyncClient:
     """A JobService client. Use as an async context manager, or await `close()`.
 
-    `coalesce` (AsyncClient only, default True): `enqueue_job` calls without an idempotency
-    key made in one turn of the event loop, or while two are on their way, leave together as
-    one BatchEnqueueJobs; each caller still gets its own job or error (see
-    jobwheel.client.coalescing).
+    `coalesce` (default True): concurrent `enqueue_job` calls without an idempotency key leave
+    together as one BatchEnqueueJobs (AsyncClient: those made in one turn of the event loop,
+    or while two are on their way; Client: those made from other threads while two are on
+    their way); each caller still gets its own job or error (see jobwheel.client.coalescing
+    and jobwheel.client.coalescing_threads).
 
     `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
     `Connection`, which also carries a token and TLS files (see `Connection.of`; by default
@@ -54,7 +55,7 @@ class AsyncClient:
         metadata: Metadata = (),
         watch_reconnects: int = 30,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        coalesce: bool = True,  # aio only
+        coalesce: bool = True,
     ) -> None:
         self.connection = Connection.of(address)
         self.address = self.connection.address
@@ -66,7 +67,7 @@ class AsyncClient:
         self.metadata = tuple(metadata)
         self.watch_reconnects = watch_reconnects
         self._sleep = sleep
-        self._enqueues = coalesce and EnqueueCoalescer(self._stub, self._run, self)  # aio only
+        self._enqueues = coalesce and EnqueueCoalescer(self._stub, self._run, self)
 
     async def close(self) -> None:
         if self._own_channel:
@@ -97,8 +98,8 @@ class AsyncClient:
     async def enqueue_job(self, task: str, **options: Unpack[EnqueueArgs]) -> pb.EnqueueJobResponse:
         """Creates a job; `.job` is it, `.already_exists` says an idempotency key matched."""
         call = calls.enqueue_job(task, options)
-        if self._enqueues:  # aio only
-            return await self._enqueues(call)  # aio only
+        if self._enqueues:
+            return await self._enqueues(call)
         return await self._run(call)
 
     async def batch_enqueue_jobs(

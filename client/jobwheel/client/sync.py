@@ -12,6 +12,7 @@ from typing import Any, Self, TypeVar, Unpack
 import grpc
 from jobwheel.client import calls
 from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
+from jobwheel.client.coalescing_threads import EnqueueCoalescer
 from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, TimeLike
 from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, from_rpc_error
@@ -27,6 +28,12 @@ Metadata = Sequence[tuple[str, str]]
 
 class Client:
     """A JobService client. Use as a context manager, or call `close()`.
+
+    `coalesce` (default True): concurrent `enqueue_job` calls without an idempotency key leave
+    together as one BatchEnqueueJobs (Client: those made in one turn of the event loop,
+    or while two are on their way; Client: those made from other threads while two are on
+    their way); each caller still gets its own job or error (see jobwheel.client.coalescing
+    and jobwheel.client.coalescing_threads).
 
     `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
     `Connection`, which also carries a token and TLS files (see `Connection.of`; by default
@@ -45,6 +52,7 @@ class Client:
         metadata: Metadata = (),
         watch_reconnects: int = 30,
         sleep: Callable[[float], None] = time.sleep,
+        coalesce: bool = True,
     ) -> None:
         self.connection = Connection.of(address)
         self.address = self.connection.address
@@ -56,6 +64,7 @@ class Client:
         self.metadata = tuple(metadata)
         self.watch_reconnects = watch_reconnects
         self._sleep = sleep
+        self._enqueues = coalesce and EnqueueCoalescer(self._stub, self._run, self)
 
     def close(self) -> None:
         if self._own_channel:
@@ -86,6 +95,8 @@ class Client:
     def enqueue_job(self, task: str, **options: Unpack[EnqueueArgs]) -> pb.EnqueueJobResponse:
         """Creates a job; `.job` is it, `.already_exists` says an idempotency key matched."""
         call = calls.enqueue_job(task, options)
+        if self._enqueues:
+            return self._enqueues(call)
         return self._run(call)
 
     def batch_enqueue_jobs(

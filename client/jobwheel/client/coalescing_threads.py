@@ -1,0 +1,217 @@
+"""Concurrent `enqueue_job` calls of one blocking Client, made from many threads, sent together
+as one BatchEnqueueJobs: the blocking form of jobwheel.client.coalescing, with its limits
+(`MAX_IN_FLIGHT`, `MAX_JOBS`, `MAX_BYTES`) and its promises to each caller.
+
+A call goes out at once, as EnqueueJob, while fewer than `MAX_IN_FLIGHT` (2) enqueues of this
+client are on their way and none waits: a lone caller waits for nothing. Other calls wait;
+when an enqueue on its way returns, the oldest waiting thread sends the calls that wait, its
+own first, as one call, and hands each of the other threads its result. No thread of its own
+is started: the threads that call do all the sending.
+
+Each caller gets its own result or error, as in the asyncio client: a batch refused for what
+its jobs hold is sent again call by call (each thread sends its own); any other failure is
+every caller's; a call's deadline runs from its start, and one that passes while the call
+waits fails it unsent. Calls with an idempotency key, or made inside a trace span, go alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from jobwheel.client.calls import Call
+from jobwheel.client.coalescing import (
+    ATTRIBUTABLE,
+    MAX_BYTES,
+    MAX_IN_FLIGHT,
+    MAX_JOBS,
+    Settings,
+    goes_alone,
+    merged_request,
+    take,
+    time_left,
+)
+from jobwheel.client.errors import DeadlineExceeded, Internal, JobwheelError, from_rpc_error
+from jobwheel.v1 import job_service_pb2 as pb
+from jobwheel.v1 import job_service_pb2_grpc
+
+Run = Callable[[Call[pb.EnqueueJobResponse]], pb.EnqueueJobResponse]
+
+# what a waiting call is told when its thread wakes
+_WAITS, _LEADS, _ALONE, _DONE = range(4)
+
+
+@dataclass(slots=True, eq=False)  # compared by identity: removed from the deque by it
+class _Waiting:
+    """A call waiting in its caller's thread, until it is told (under the coalescer's lock)
+    to send a batch it leads, to go alone, or its outcome."""
+
+    request: pb.EnqueueJobRequest
+    deadline: float | None  # time.monotonic()
+    size: int
+    state: int = _WAITS
+    batch: list[_Waiting] = field(default_factory=list)  # when it leads: its own first
+    result: pb.EnqueueJobResponse | None = None
+    error: BaseException | None = None
+    woken: threading.Event = field(default_factory=threading.Event)
+
+    def settled(self) -> bool:
+        return self.state == _DONE
+
+    def fail(self, exc: BaseException) -> None:
+        self.tell(_DONE, error=exc)
+
+    def tell(
+        self,
+        state: int,
+        *,
+        result: pb.EnqueueJobResponse | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.state, self.result, self.error = state, result, error
+        self.woken.set()
+
+
+class EnqueueCoalescer:
+    """`coalescer(call)` for an EnqueueJob `Call`, from any thread (see the module's
+    docstring). `run` sends one call as the client does (its deadline, metadata and retries);
+    `stub` and `settings` (the client's timeout and metadata) serve the merged sends."""
+
+    def __init__(
+        self,
+        stub: job_service_pb2_grpc.JobServiceStub,
+        run: Run,
+        settings: Settings,
+        *,
+        max_jobs: int = MAX_JOBS,
+        max_bytes: int = MAX_BYTES,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self._stub = stub
+        self._run = run
+        self._settings = settings
+        self._max_jobs = max_jobs
+        self._max_bytes = max_bytes
+        self._max_in_flight = max_in_flight
+        self._lock = threading.Lock()
+        self._waiting: deque[_Waiting] = deque()
+        self._sending = 0  # calls of this coalescer on their way
+        self.sent = 0  # calls made to the server (for tests and benchmarks)
+
+    def __call__(self, call: Call[pb.EnqueueJobResponse]) -> pb.EnqueueJobResponse:
+        request = call.request
+        assert isinstance(request, pb.EnqueueJobRequest)
+        if goes_alone(request):
+            self._count()
+            return self._run(call)
+        timeout = self._settings.timeout
+        waiting = _Waiting(
+            request, None if timeout is None else time.monotonic() + timeout, request.ByteSize()
+        )
+        with self._lock:
+            alone = self._sending < self._max_in_flight and not self._waiting
+            if alone:
+                self._sending += 1
+                self.sent += 1
+            else:
+                self._waiting.append(waiting)
+        if alone:
+            try:
+                return self._run(call)
+            finally:
+                self._sent()
+        return self._wait(waiting)
+
+    def _count(self) -> None:
+        with self._lock:
+            self.sent += 1
+
+    def _sent(self) -> None:
+        """A call on its way returned: the oldest waiting call leads the next batch."""
+        with self._lock:
+            self._sending -= 1
+            while self._waiting and self._sending < self._max_in_flight:
+                batch = take(self._waiting, time.monotonic(), self._max_jobs, self._max_bytes)
+                if batch:
+                    self._sending += 1
+                    self.sent += 1
+                    batch[0].batch = batch
+                    batch[0].tell(_LEADS)
+
+    def _wait(self, waiting: _Waiting) -> pb.EnqueueJobResponse:
+        while not waiting.woken.wait(_left(waiting.deadline)):
+            with self._lock:  # the deadline passed: unsent, it fails; sent, its batch's ends it
+                if waiting.state == _WAITS and waiting in self._waiting:
+                    self._waiting.remove(waiting)
+                    waiting.fail(_late())
+            if waiting.deadline is not None and not waiting.woken.is_set():
+                waiting.deadline = None  # on its way: wait for its batch
+        if waiting.state == _LEADS:
+            try:
+                self._send(waiting.batch)
+            finally:
+                self._sent()
+        if waiting.state == _ALONE:  # its batch (perhaps the one it led) was refused
+            self._alone(waiting)
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.result is not None
+        return waiting.result
+
+    def _send(self, batch: list[_Waiting]) -> None:
+        """Sends `batch` (its leader first) and tells each call its outcome."""
+        try:
+            results = self._rpc(batch)
+        except JobwheelError as err:
+            attributable = len(batch) > 1 and err.code in ATTRIBUTABLE  # nothing was created
+            for waiting in batch:
+                if attributable:
+                    waiting.tell(_ALONE)
+                else:
+                    waiting.fail(err)
+        except BaseException as exc:  # the channel closed meanwhile, or an interrupt
+            for waiting in batch:
+                waiting.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if len(results) != len(batch):
+                error = Internal(f"{len(results)} results for {len(batch)} jobs")
+                for waiting in batch:
+                    waiting.fail(error)
+                return
+            for waiting, result in zip(batch, results, strict=True):
+                waiting.tell(_DONE, result=result)
+
+    def _alone(self, waiting: _Waiting) -> None:
+        """Sends the call again on its own (its batch was refused for what a job held)."""
+        try:
+            self._count()
+            waiting.tell(_DONE, result=self._rpc([waiting])[0])
+        except JobwheelError as err:
+            waiting.fail(err)
+
+    def _rpc(self, batch: list[_Waiting]) -> list[pb.EnqueueJobResponse]:
+        """One EnqueueJob, or one BatchEnqueueJobs for several, under the earliest deadline."""
+        left = time_left(batch, time.monotonic())
+        metadata = tuple(self._settings.metadata)
+        try:
+            if len(batch) == 1:
+                return [self._stub.EnqueueJob(batch[0].request, timeout=left, metadata=metadata)]
+            merged = merged_request(batch)
+            reply = self._stub.BatchEnqueueJobs(merged, timeout=left, metadata=metadata)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return list(reply.results)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _late() -> JobwheelError:
+    return DeadlineExceeded("deadline exceeded while waiting to be sent")

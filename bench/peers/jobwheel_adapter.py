@@ -1,7 +1,7 @@
 """jobwheel on SQLite and on PostgreSQL (in-process handlers, a remote worker with the SDK's
-defaults, and W1 through the Python client as well as one EnqueueJob per job), and the bare
-grpc.aio echo of EnqueueJob: the servers run as subprocesses (bench.procs), this process is
-the client. Runs in the project's venv."""
+defaults, and W1 through the Python clients, asyncio and blocking, as well as one EnqueueJob
+per job), and the bare grpc.aio echo of EnqueueJob: the servers run as subprocesses
+(bench.procs), this process is the client. Runs in the project's venv."""
 
 from __future__ import annotations
 
@@ -70,6 +70,33 @@ def w1_client(postgres: bool) -> Hook:
     def hook(sizes: Sizes, env: Env) -> Result:
         with _server(env, postgres, handlers=False) as srv:
             return {"rate": asyncio.run(_client_singles(srv.address, sizes))}
+
+    return hook
+
+
+def _blocking_singles(address: str, sizes: Sizes) -> float:
+    """W1 through the blocking Client's enqueue_job from threads (as huey's and RQ's callers
+    are), which merges concurrent calls into BatchEnqueueJobs
+    (jobwheel.client.coalescing_threads)."""
+    from jobwheel.client import Client
+
+    from bench import jobs
+    from bench.peers.load import thread_count
+
+    with Client(address) as client:
+        payloads = [{"to": "ada@example.com", "n": i} for i in range(sizes.enqueues)]
+        client.enqueue_job(jobs.UNHANDLED, payload=payloads[0])  # connected
+        return thread_count(
+            lambda i: client.enqueue_job(jobs.UNHANDLED, payload=payloads[i]),
+            sizes.enqueues,
+            sizes.callers,
+        )
+
+
+def w1_blocking_client(postgres: bool) -> Hook:
+    def hook(sizes: Sizes, env: Env) -> Result:
+        with _server(env, postgres, handlers=False) as srv:
+            return {"rate": _blocking_singles(srv.address, sizes)}
 
     return hook
 
@@ -175,6 +202,9 @@ ADAPTERS = [
     _jobwheel("jobwheel/SQLite", "embedded", postgres=False),
     Adapter("jobwheel remote worker/SQLite", "embedded", "project", {"w3": w3_remote(False)}),
     Adapter("jobwheel Python client/SQLite", "embedded", "project", {"w1": w1_client(False)}),
+    Adapter(
+        "jobwheel blocking client/SQLite", "embedded", "project", {"w1": w1_blocking_client(False)}
+    ),
     _jobwheel("jobwheel/PostgreSQL", "postgres", postgres=True),
     Adapter(
         "jobwheel remote worker/PostgreSQL",
@@ -188,6 +218,13 @@ ADAPTERS = [
         "postgres",
         "project",
         {"w1": w1_client(True)},
+        "postgres",
+    ),
+    Adapter(
+        "jobwheel blocking client/PostgreSQL",
+        "postgres",
+        "project",
+        {"w1": w1_blocking_client(True)},
         "postgres",
     ),
     Adapter("grpc.aio echo", "baseline", "project", {"w1": echo_w1}),

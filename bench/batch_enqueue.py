@@ -26,7 +26,8 @@ async def run(opts: Options) -> list[Row]:
             for callers in CALLERS:
                 print(f"[batch] {opts.batch_size}/call, {callers} callers ...", file=sys.stderr)
                 out = opts.profile / f"batch-{callers}.txt" if opts.profile else None
-                with profile.sampled(srv.pid, out), CpuShare(srv.pid) as cpu:
+                share = CpuShare(srv.pid, postgres=opts.db_url is not None)
+                with profile.sampled(srv.pid, out), share as cpu:
                     t = await closed_loop(
                         lambda: stub.BatchEnqueueJobs(req), callers=callers, seconds=opts.seconds
                     )

@@ -21,6 +21,25 @@ def process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
+def postgres_seconds() -> float:
+    """User + system CPU seconds so far of every process named postgres on this machine (its
+    backends and background workers; Linux /proc, 0.0 elsewhere): PostgreSQL's share of the
+    cores when the database runs here, as the benchmarks' does (127.0.0.1)."""
+    total = 0.0
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                name, _, rest = f.read().partition("(")[2].rpartition(")")
+        except OSError:  # ended meanwhile
+            continue
+        if name == "postgres":
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
 def self_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -28,28 +47,38 @@ def self_seconds() -> float:
 
 @dataclass
 class CpuShare:
-    """Cores used by a server and by this (client) process over a window."""
+    """Cores used by a server and by this (client) process over a window, and with `postgres`
+    by the PostgreSQL processes of this machine."""
 
     server_pid: int
+    postgres: bool = False
     _wall: float = 0.0
     _server: float = 0.0
     _client: float = 0.0
+    _postgres: float = 0.0
     server_cores: float = 0.0
     client_cores: float = 0.0
+    postgres_cores: float = 0.0
 
     def __enter__(self) -> CpuShare:
         self._wall = time.perf_counter()
         self._server = process_seconds(self.server_pid)
         self._client = self_seconds()
+        self._postgres = postgres_seconds() if self.postgres else 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self._wall
         self.server_cores = (process_seconds(self.server_pid) - self._server) / wall
         self.client_cores = (self_seconds() - self._client) / wall
+        if self.postgres:
+            self.postgres_cores = (postgres_seconds() - self._postgres) / wall
 
     def __str__(self) -> str:
-        return f"server {self.server_cores:.2f} cores, client {self.client_cores:.2f} cores"
+        text = f"server {self.server_cores:.2f} cores, client {self.client_cores:.2f} cores"
+        if self.postgres:
+            text += f", PostgreSQL {self.postgres_cores:.2f} cores"
+        return text
 
 
 def machine_steal_seconds() -> tuple[float, float]:

@@ -48,7 +48,8 @@ async def jobwheel_drain(opts: Options, n: int) -> Drain:
         async with jobs.channel(srv.address) as ch:
             stub = jobs.stub(ch)
             out = opts.profile / "drain.txt" if opts.profile else None
-            with profile.sampled(srv.pid, out), CpuShare(srv.pid) as cpu:
+            share = CpuShare(srv.pid, postgres=opts.db_url is not None)
+            with profile.sampled(srv.pid, out), share as cpu:
                 seen_done = await jobs.wait_drained(stub, every=jobs.DRAIN_POLL, within=600)
             done = await jobs.list_all(stub)
     first, last = jobs.drained_span(done)

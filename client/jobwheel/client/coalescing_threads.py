@@ -143,13 +143,13 @@ class EnqueueCoalescer:
                     batch[0].tell(_LEADS)
 
     def _wait(self, waiting: _Waiting) -> pb.EnqueueJobResponse:
-        while not waiting.woken.wait(_left(waiting.deadline)):
+        deadline = waiting.deadline
+        while not waiting.woken.wait(_left(deadline)):
             with self._lock:  # the deadline passed: unsent, it fails; sent, its batch's ends it
                 if waiting.state == _WAITS and waiting in self._waiting:
                     self._waiting.remove(waiting)
                     waiting.fail(_late())
-            if waiting.deadline is not None and not waiting.woken.is_set():
-                waiting.deadline = None  # on its way: wait for its batch
+            deadline = None  # failed, or on its way: its batch's outcome comes
         if waiting.state == _LEADS:
             try:
                 self._send(waiting.batch)

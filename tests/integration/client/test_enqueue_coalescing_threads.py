@@ -194,6 +194,28 @@ async def test_a_deadline_that_passes_while_waiting_fails_the_call_unsent(
     assert [method for method, _ in _seen(service)] == ["EnqueueJob"] * MAX_IN_FLIGHT
 
 
+async def test_a_deadline_that_passes_while_its_batch_is_on_its_way_ends_with_the_batch(
+    scripted: tuple[Scripted, str],
+) -> None:
+    service, address = scripted
+    with Client(address, timeout=10.0) as client:
+        calls = _Calls(client)
+        first = await calls.places_taken(service)
+        client.timeout = 1.0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        late = await calls.waiting(range(2, 4))
+        service.gate.set()  # the first two return: the two that wait leave, and are held
+        got = await _outcomes(late)
+        took = loop.time() - started
+        await _outcomes(first)
+    assert _seen(service)[MAX_IN_FLIGHT:] == [("BatchEnqueueJobs", [2, 3])]
+    # the batch's own deadline ended it, and with it each call
+    assert all(isinstance(e, DeadlineExceeded) for e in got), got
+    assert not any("waiting to be sent" in str(e) for e in got)
+    assert 0.9 < took < 1.7
+
+
 async def test_a_batch_carries_the_earliest_deadline_of_its_callers(
     scripted: tuple[Scripted, str],
 ) -> None:

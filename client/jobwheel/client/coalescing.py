@@ -34,7 +34,7 @@ import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import grpc
 from jobwheel.client.calls import Call
@@ -149,16 +149,20 @@ class _Waiting:
         _fail(self, exc)
 
 
-class EnqueueCoalescer:
-    """`await coalescer(call)` for an EnqueueJob `Call` (see the module's docstring).
+R = TypeVar("R")
+W = TypeVar("W", bound=Pending)
 
-    `run` sends one call as the client does (its deadline, metadata and retries); `stub` and
-    `settings` (the client's timeout and metadata) serve the merged sends."""
+
+class Coalescer(Generic[R, W]):
+    """What both coalescers hold: `run` sends one call as the client does (its deadline,
+    metadata and retries); `stub` and `settings` (the client's timeout and metadata) serve the
+    merged sends, which carry at most `max_jobs` jobs and `max_bytes` of requests, with at
+    most `max_in_flight` calls on their way."""
 
     def __init__(
         self,
         stub: job_service_pb2_grpc.JobServiceStub,
-        run: Run,
+        run: R,
         settings: Settings,
         *,
         max_jobs: int = MAX_JOBS,
@@ -170,12 +174,28 @@ class EnqueueCoalescer:
         self._settings = settings
         self._max_jobs = max_jobs
         self._max_bytes = max_bytes
-        self._waiting: deque[_Waiting] = deque()
         self._max_in_flight = max_in_flight
+        self._waiting: deque[W] = deque()  # oldest first
         self._sending = 0  # calls of this coalescer on their way
+        self.sent = 0  # calls made to the server (for tests and benchmarks)
+
+    def _take(self, now: float) -> list[W]:
+        return take(self._waiting, now, self._max_jobs, self._max_bytes)
+
+
+class EnqueueCoalescer(Coalescer[Run, "_Waiting"]):
+    """`await coalescer(call)` for an EnqueueJob `Call` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        stub: job_service_pb2_grpc.JobServiceStub,
+        run: Run,
+        settings: Settings,
+        **limits: int,
+    ) -> None:
+        super().__init__(stub, run, settings, **limits)
         self._gathering = False  # a call waits a turn of the event loop for others to join
         self._senders: set[asyncio.Task[None]] = set()
-        self.sent = 0  # calls made to the server (for tests and benchmarks)
 
     async def __call__(self, call: Call[pb.EnqueueJobResponse]) -> pb.EnqueueJobResponse:
         request = call.request
@@ -234,8 +254,7 @@ class EnqueueCoalescer:
         batch: list[_Waiting] = []
         try:
             while self._waiting:
-                now = asyncio.get_running_loop().time()
-                batch = take(self._waiting, now, self._max_jobs, self._max_bytes)
+                batch = self._take(asyncio.get_running_loop().time())
                 if batch:
                     await self._send(batch)
         except BaseException as exc:  # cancelled with the loop: nobody may wait forever

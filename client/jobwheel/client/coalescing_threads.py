@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,13 +25,10 @@ import grpc
 from jobwheel.client.calls import Call
 from jobwheel.client.coalescing import (
     ATTRIBUTABLE,
-    MAX_BYTES,
-    MAX_IN_FLIGHT,
-    MAX_JOBS,
+    Coalescer,
     Settings,
     goes_alone,
     merged_request,
-    take,
     time_left,
 )
 from jobwheel.client.errors import DeadlineExceeded, Internal, JobwheelError, from_rpc_error
@@ -76,31 +72,19 @@ class _Waiting:
         self.woken.set()
 
 
-class EnqueueCoalescer:
+class EnqueueCoalescer(Coalescer[Run, _Waiting]):
     """`coalescer(call)` for an EnqueueJob `Call`, from any thread (see the module's
-    docstring). `run` sends one call as the client does (its deadline, metadata and retries);
-    `stub` and `settings` (the client's timeout and metadata) serve the merged sends."""
+    docstring and coalescing.Coalescer)."""
 
     def __init__(
         self,
         stub: job_service_pb2_grpc.JobServiceStub,
         run: Run,
         settings: Settings,
-        *,
-        max_jobs: int = MAX_JOBS,
-        max_bytes: int = MAX_BYTES,
-        max_in_flight: int = MAX_IN_FLIGHT,
+        **limits: int,
     ) -> None:
-        self._stub = stub
-        self._run = run
-        self._settings = settings
-        self._max_jobs = max_jobs
-        self._max_bytes = max_bytes
-        self._max_in_flight = max_in_flight
-        self._lock = threading.Lock()
-        self._waiting: deque[_Waiting] = deque()
-        self._sending = 0  # calls of this coalescer on their way
-        self.sent = 0  # calls made to the server (for tests and benchmarks)
+        super().__init__(stub, run, settings, **limits)
+        self._lock = threading.Lock()  # guards the waiting calls, the count on their way, sent
 
     def __call__(self, call: Call[pb.EnqueueJobResponse]) -> pb.EnqueueJobResponse:
         request = call.request
@@ -135,7 +119,7 @@ class EnqueueCoalescer:
         with self._lock:
             self._sending -= 1
             while self._waiting and self._sending < self._max_in_flight:
-                batch = take(self._waiting, time.monotonic(), self._max_jobs, self._max_bytes)
+                batch = self._take(time.monotonic())
                 if batch:
                     self._sending += 1
                     self.sent += 1

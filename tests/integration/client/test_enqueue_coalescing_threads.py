@@ -131,12 +131,22 @@ def _seen(service: Scripted) -> list[tuple[str, list[int]]]:
     return [(method, numbers) for method, numbers, _ in service.calls]
 
 
-async def test_the_calls_that_waited_leave_together(scripted: tuple[Scripted, str]) -> None:
+async def _five_answered(
+    scripted: tuple[Scripted, str], batch_status: grpc.StatusCode | None = None
+) -> tuple[list[Any], int]:
+    """Five calls, the last three waiting; the server answers them all (batches with
+    `batch_status` when set): (each call's outcome, the calls the coalescer sent)."""
     service, address = scripted
+    service.batch_status = batch_status
     with Client(address) as client:
         calls = await _five_with_two_out(client, service)
         service.open()
-        got = await _outcomes([*calls])
+        return await _outcomes(calls), _coalescer(client).sent
+
+
+async def test_the_calls_that_waited_leave_together(scripted: tuple[Scripted, str]) -> None:
+    service, _ = scripted
+    got, _ = await _five_answered(scripted)
     assert [r.job.id for r in got] == [f"job-{n}" for n in range(5)]
     seen = _seen(service)
     assert sorted(seen[:MAX_IN_FLIGHT]) == [("EnqueueJob", [0]), ("EnqueueJob", [1])]
@@ -144,13 +154,8 @@ async def test_the_calls_that_waited_leave_together(scripted: tuple[Scripted, st
 
 
 async def test_a_refused_batch_is_sent_again_call_by_call(scripted: tuple[Scripted, str]) -> None:
-    service, address = scripted
-    service.batch_status = grpc.StatusCode.INVALID_ARGUMENT
-    with Client(address) as client:
-        calls = await _five_with_two_out(client, service)
-        service.open()
-        got = await _outcomes([*calls])
-        sent = _coalescer(client).sent
+    service, _ = scripted
+    got, sent = await _five_answered(scripted, grpc.StatusCode.INVALID_ARGUMENT)
     # each call alone got the answer it would have had: here, created
     assert [r.job.id for r in got] == [f"job-{n}" for n in range(5)]
     seen = _seen(service)
@@ -160,16 +165,25 @@ async def test_a_refused_batch_is_sent_again_call_by_call(scripted: tuple[Script
 
 
 async def test_a_failed_batch_fails_each_of_its_callers(scripted: tuple[Scripted, str]) -> None:
-    service, address = scripted
-    service.batch_status = grpc.StatusCode.UNAVAILABLE
-    with Client(address) as client:
-        calls = await _five_with_two_out(client, service)
-        service.open()
-        got = await _outcomes([*calls])
+    service, _ = scripted
+    got, _ = await _five_answered(scripted, grpc.StatusCode.UNAVAILABLE)
     assert [r.job.id for r in got[:MAX_IN_FLIGHT]] == ["job-0", "job-1"]
     assert all(isinstance(e, Unavailable) for e in got[MAX_IN_FLIGHT:]), got
     # not sent again: as for one call, the jobs may have been created
     assert [method for method, _ in _seen(service)].count("BatchEnqueueJobs") == 1
+
+
+async def _two_calls_of_one_second_behind_two(
+    client: Client, service: Scripted
+) -> tuple[list[asyncio.Future[Any]], list[asyncio.Future[Any]], float]:
+    """Two calls take the places (the client's deadline), then calls 2 and 3, with a 1 s
+    deadline (the client's timeout is read at each call), wait: (the first two, the two
+    waiting, when the waiting ones were made on the event loop's clock)."""
+    calls = _Calls(client)
+    first = await calls.places_taken(service)
+    client.timeout = 1.0
+    started = asyncio.get_running_loop().time()
+    return first, await calls.waiting(range(2, 4)), started
 
 
 async def test_a_deadline_that_passes_while_waiting_fails_the_call_unsent(
@@ -177,16 +191,11 @@ async def test_a_deadline_that_passes_while_waiting_fails_the_call_unsent(
 ) -> None:
     service, address = scripted
     with Client(address, timeout=10.0) as client:
-        calls = _Calls(client)
-        first = await calls.places_taken(service)
-        client.timeout = 1.0  # read at each call: the calls that wait expire first
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        late = await calls.waiting(range(2, 4))
-        got = await _outcomes([*late])
-        took = loop.time() - started
+        first, late, started = await _two_calls_of_one_second_behind_two(client, service)
+        got = await _outcomes(late)
+        took = asyncio.get_running_loop().time() - started
         service.open()
-        await _outcomes([*first])
+        await _outcomes(first)
         assert not _coalescer(client)._waiting
     assert all(isinstance(e, DeadlineExceeded) for e in got), got
     assert "waiting to be sent" in str(got[0])
@@ -199,15 +208,10 @@ async def test_a_deadline_that_passes_while_its_batch_is_on_its_way_ends_with_th
 ) -> None:
     service, address = scripted
     with Client(address, timeout=10.0) as client:
-        calls = _Calls(client)
-        first = await calls.places_taken(service)
-        client.timeout = 1.0
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        late = await calls.waiting(range(2, 4))
+        first, late, started = await _two_calls_of_one_second_behind_two(client, service)
         service.gate.set()  # the first two return: the two that wait leave, and are held
         got = await _outcomes(late)
-        took = loop.time() - started
+        took = asyncio.get_running_loop().time() - started
         await _outcomes(first)
     assert _seen(service)[MAX_IN_FLIGHT:] == [("BatchEnqueueJobs", [2, 3])]
     # the batch's own deadline ended it, and with it each call

@@ -150,10 +150,9 @@ class _Waiting:
 
 
 R = TypeVar("R")
-W = TypeVar("W", bound=Pending)
 
 
-class Coalescer(Generic[R, W]):
+class Coalescer(Generic[R, P]):
     """What both coalescers hold: `run` sends one call as the client does (its deadline,
     metadata and retries); `stub` and `settings` (the client's timeout and metadata) serve the
     merged sends, which carry at most `max_jobs` jobs and `max_bytes` of requests, with at
@@ -175,11 +174,11 @@ class Coalescer(Generic[R, W]):
         self._max_jobs = max_jobs
         self._max_bytes = max_bytes
         self._max_in_flight = max_in_flight
-        self._waiting: deque[W] = deque()  # oldest first
+        self._waiting: deque[P] = deque()  # oldest first
         self._sending = 0  # calls of this coalescer on their way
         self.sent = 0  # calls made to the server (for tests and benchmarks)
 
-    def _take(self, now: float) -> list[W]:
+    def _take(self, now: float) -> list[P]:
         return take(self._waiting, now, self._max_jobs, self._max_bytes)
 
 

@@ -30,10 +30,10 @@ class Client:
     """A JobService client. Use as a context manager, or call `close()`.
 
     `coalesce` (default True): concurrent `enqueue_job` calls without an idempotency key leave
-    together as one BatchEnqueueJobs (Client: those made in one turn of the event loop,
-    or while two are on their way; Client: those made from other threads while two are on
-    their way); each caller still gets its own job or error (see jobwheel.client.coalescing
-    and jobwheel.client.coalescing_threads).
+    together as one BatchEnqueueJobs: those made (from other tasks or threads) while two are
+    on their way, and with the asyncio client those made in one turn of the event loop; each
+    caller still gets its own job or error (see jobwheel.client.coalescing and
+    jobwheel.client.coalescing_threads).
 
     `address` is HOST:PORT (default: $JOBWHEEL_SERVER, else 127.0.0.1:50051) or a
     `Connection`, which also carries a token and TLS files (see `Connection.of`; by default

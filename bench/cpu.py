@@ -11,33 +11,30 @@ from dataclasses import dataclass
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def process_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid` so far (Linux /proc; 0.0 elsewhere)."""
+def _stat(pid: int | str) -> tuple[str, float]:
+    """(name, user + system CPU seconds so far) of `pid` (Linux /proc; ("", 0.0) when there
+    is no such process, or no /proc)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
+            name, _, rest = f.read().partition("(")[2].rpartition(")")
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+        return "", 0.0
+    fields = rest.split()
+    return name, (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def process_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` so far (Linux /proc; 0.0 elsewhere)."""
+    return _stat(pid)[1]
 
 
 def postgres_seconds() -> float:
     """User + system CPU seconds so far of every process named postgres on this machine (its
     backends and background workers; Linux /proc, 0.0 elsewhere): PostgreSQL's share of the
     cores when the database runs here, as the benchmarks' does (127.0.0.1)."""
-    total = 0.0
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                name, _, rest = f.read().partition("(")[2].rpartition(")")
-        except OSError:  # ended meanwhile
-            continue
-        if name == "postgres":
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
+    pids = os.listdir("/proc") if os.path.isdir("/proc") else []
+    stats = (_stat(pid) for pid in pids if pid.isdigit())
+    return sum(seconds for name, seconds in stats if name == "postgres")
 
 
 def self_seconds() -> float:

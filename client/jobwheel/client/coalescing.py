@@ -177,6 +177,10 @@ class Coalescer(Generic[R, P]):
         self._waiting: deque[P] = deque()  # oldest first
         self._sending = 0  # calls of this coalescer on their way
         self.sent = 0  # calls made to the server (for tests and benchmarks)
+        self._start()
+
+    def _start(self) -> None:
+        """Sets up what a coalescer holds beyond these."""
 
     def _take(self, now: float) -> list[P]:
         return take(self._waiting, now, self._max_jobs, self._max_bytes)
@@ -185,14 +189,7 @@ class Coalescer(Generic[R, P]):
 class EnqueueCoalescer(Coalescer[Run, "_Waiting"]):
     """`await coalescer(call)` for an EnqueueJob `Call` (see the module's docstring)."""
 
-    def __init__(
-        self,
-        stub: job_service_pb2_grpc.JobServiceStub,
-        run: Run,
-        settings: Settings,
-        **limits: int,
-    ) -> None:
-        super().__init__(stub, run, settings, **limits)
+    def _start(self) -> None:
         self._gathering = False  # a call waits a turn of the event loop for others to join
         self._senders: set[asyncio.Task[None]] = set()
 

@@ -26,14 +26,12 @@ from jobwheel.client.calls import Call
 from jobwheel.client.coalescing import (
     ATTRIBUTABLE,
     Coalescer,
-    Settings,
     goes_alone,
     merged_request,
     time_left,
 )
 from jobwheel.client.errors import DeadlineExceeded, Internal, JobwheelError, from_rpc_error
 from jobwheel.v1 import job_service_pb2 as pb
-from jobwheel.v1 import job_service_pb2_grpc
 
 Run = Callable[[Call[pb.EnqueueJobResponse]], pb.EnqueueJobResponse]
 
@@ -76,14 +74,7 @@ class EnqueueCoalescer(Coalescer[Run, _Waiting]):
     """`coalescer(call)` for an EnqueueJob `Call`, from any thread (see the module's
     docstring and coalescing.Coalescer)."""
 
-    def __init__(
-        self,
-        stub: job_service_pb2_grpc.JobServiceStub,
-        run: Run,
-        settings: Settings,
-        **limits: int,
-    ) -> None:
-        super().__init__(stub, run, settings, **limits)
+    def _start(self) -> None:
         self._lock = threading.Lock()  # guards the waiting calls, the count on their way, sent
 
     def __call__(self, call: Call[pb.EnqueueJobResponse]) -> pb.EnqueueJobResponse:

@@ -64,6 +64,20 @@ def test_text_format_appends_job_fields() -> None:
     assert logs.TextFormatter().format(record).endswith("hello [job_id=j1 attempt=1]")
 
 
+def test_text_format_does_not_repeat_a_field_the_message_states() -> None:
+    def line(msg: str) -> str:
+        record = logging.makeLogRecord(
+            {"msg": msg, "levelname": "INFO", "name": "x", "principal": "ci", "job_id": "j1"}
+        )
+        return logs.TextFormatter().format(record)
+
+    assert line("audit m principal=ci count=1").endswith("audit m principal=ci count=1 [job_id=j1]")
+    assert line("principal=ci").endswith(" principal=ci [job_id=j1]")
+    # a longer value, or the same value under another key, is not the field
+    assert line("principal=cid").endswith("principal=cid [job_id=j1 principal=ci]")
+    assert line("owner=ci").endswith("owner=ci [job_id=j1 principal=ci]")
+
+
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="text, json"):
         logs.configure("INFO", "xml")

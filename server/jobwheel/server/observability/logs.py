@@ -64,7 +64,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The classic line, with the job's fields appended as key=value."""
+    """The classic line, with the job's fields appended as key=value (those the message does
+    not already state so: an audit line names its principal)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -84,7 +85,9 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
         fields = record.__dict__  # the job fields are never standard attributes
-        tail = " ".join(f"{k}={fields[k]}" for k in JOB_FIELDS if fields.get(k) not in (None, ""))
+        said = f" {record.message} "  # a field the message states as key=value is not repeated
+        pairs = (f"{k}={fields[k]}" for k in JOB_FIELDS if fields.get(k) not in (None, ""))
+        tail = " ".join(pair for pair in pairs if f" {pair} " not in said)
         return f"{line} [{tail}]" if tail else line
 
 

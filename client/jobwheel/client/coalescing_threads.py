@@ -12,6 +12,12 @@ Each caller gets its own result or error, as in the asyncio client: a batch refu
 its jobs hold is sent again call by call (each thread sends its own); any other failure is
 every caller's; a call's deadline runs from its start, and one that passes while the call
 waits fails it unsent. Calls with an idempotency key, or made inside a trace span, go alone.
+
+An exception that is not the server's answer, raised in a caller's thread (KeyboardInterrupt
+on Ctrl-C, an exception from a signal handler, a client closed under the call), is that
+caller's alone: a call interrupted while it waits leaves unsent, and a batch it was to lead
+goes to the calls behind it; when the thread sending a batch is interrupted, the others in it
+fail with Cancelled (their jobs may have been created, as when a single call is cut off).
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ from jobwheel.client.coalescing import (
     merged_request,
     time_left,
 )
-from jobwheel.client.errors import DeadlineExceeded, Internal, JobwheelError, from_rpc_error
+from jobwheel.client.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    Internal,
+    JobwheelError,
+    from_rpc_error,
+)
 from jobwheel.v1 import job_service_pb2 as pb
 
 Run = Callable[[Call[pb.EnqueueJobResponse]], pb.EnqueueJobResponse]
@@ -118,6 +130,21 @@ class EnqueueCoalescer(Coalescer[Run, _Waiting]):
                     batch[0].tell(_LEADS)
 
     def _wait(self, waiting: _Waiting) -> pb.EnqueueJobResponse:
+        try:
+            self._wait_turn(waiting)
+            if waiting.state == _LEADS:
+                self._lead(waiting)
+            if waiting.state == _ALONE:  # its batch (perhaps the one it led) was refused
+                self._alone(waiting)
+        except BaseException:  # this thread's own (Ctrl-C, say): the others go on without it
+            self._leave(waiting)
+            raise
+        if waiting.error is not None:
+            raise waiting.error
+        assert waiting.result is not None
+        return waiting.result
+
+    def _wait_turn(self, waiting: _Waiting) -> None:
         deadline = waiting.deadline
         while not waiting.woken.wait(_left(deadline)):
             with self._lock:  # the deadline passed: unsent, it fails; sent, its batch's ends it
@@ -125,20 +152,36 @@ class EnqueueCoalescer(Coalescer[Run, _Waiting]):
                     self._waiting.remove(waiting)
                     waiting.fail(_late())
             deadline = None  # failed, or on its way: its batch's outcome comes
-        if waiting.state == _LEADS:
-            try:
-                self._send(waiting.batch)
-            finally:
-                self._sent()
-        if waiting.state == _ALONE:  # its batch (perhaps the one it led) was refused
-            self._alone(waiting)
-        if waiting.error is not None:
-            raise waiting.error
-        assert waiting.result is not None
-        return waiting.result
+
+    def _leave(self, waiting: _Waiting) -> None:
+        """Its thread was interrupted: a call still waiting leaves the queue, and a batch it
+        was told to lead and had not taken goes back first in line, with its place."""
+        with self._lock:
+            if waiting.state == _WAITS and waiting in self._waiting:
+                self._waiting.remove(waiting)
+            if waiting.state != _LEADS or not waiting.batch:
+                return  # nothing waits on this thread (a batch it took, _lead settles)
+            rest, waiting.batch = waiting.batch[1:], []
+            waiting.state = _DONE
+            self._waiting.extendleft(reversed(rest))
+        self._sent()
+
+    def _lead(self, waiting: _Waiting) -> None:
+        """Sends the batch `waiting` was told to lead; then its place goes to the next."""
+        batch, waiting.batch = waiting.batch, []
+        try:
+            self._send(batch)
+        except BaseException as exc:  # not the server's answer: the leader's own to raise
+            for other in batch[1:]:
+                if other.state == _WAITS:
+                    other.fail(_cut_off(exc))
+            raise
+        finally:
+            self._sent()
 
     def _send(self, batch: list[_Waiting]) -> None:
-        """Sends `batch` (its leader first) and tells each call its outcome."""
+        """Sends `batch` (its leader first) and tells each call its outcome; raises what is
+        not the server's answer."""
         try:
             results = self._rpc(batch)
         except JobwheelError as err:
@@ -148,11 +191,6 @@ class EnqueueCoalescer(Coalescer[Run, _Waiting]):
                     waiting.tell(_ALONE)
                 else:
                     waiting.fail(err)
-        except BaseException as exc:  # the channel closed meanwhile, or an interrupt
-            for waiting in batch:
-                waiting.fail(exc)
-            if not isinstance(exc, Exception):
-                raise
         else:
             if len(results) != len(batch):
                 error = Internal(f"{len(results)} results for {len(batch)} jobs")
@@ -190,3 +228,13 @@ def _left(deadline: float | None) -> float | None:
 
 def _late() -> JobwheelError:
     return DeadlineExceeded("deadline exceeded while waiting to be sent")
+
+
+def _cut_off(exc: BaseException) -> JobwheelError:
+    """What the other calls of a batch get when its sending thread raised `exc`."""
+    error = Cancelled(
+        f"the thread sending this job in a batch raised {type(exc).__name__}: {exc} "
+        "(the job may have been created)"
+    )
+    error.__cause__ = exc
+    return error

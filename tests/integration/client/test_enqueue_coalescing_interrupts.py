@@ -1,0 +1,271 @@
+"""The blocking Client's enqueue coalescing when a caller's thread is interrupted: Ctrl-C's
+KeyboardInterrupt, or an exception a signal handler raises (an alarm's TimeoutError), which
+Python delivers in the main thread. Each is that caller's alone: the other callers get what
+they would have had, and the client keeps its places for later calls.
+
+The scripted server here runs on a thread pool, so that the test's main thread can block in
+`enqueue_job` and take a real signal while it does."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from jobwheel.client import Cancelled, Client
+from jobwheel.client.coalescing import MAX_IN_FLIGHT
+from jobwheel.client.coalescing_threads import EnqueueCoalescer
+from jobwheel.v1 import job_service_pb2 as pb
+from jobwheel.v1 import job_service_pb2_grpc
+
+from tests.integration.client.scripted import job_of
+
+WAIT = 5.0  # the longest any step may take before the test calls it a hang
+INTERRUPTS = [KeyboardInterrupt, TimeoutError]
+
+
+class HeldReplies(job_service_pb2_grpc.JobServiceServicer):
+    """Records each call's payload numbers; answers EnqueueJob once `gate` is set and
+    BatchEnqueueJobs once `batch_gate` is."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.batch_gate = threading.Event()
+        self.calls: list[tuple[str, list[int]]] = []
+        self._lock = threading.Lock()
+
+    def _seen(self, method: str, requests: list[pb.EnqueueJobRequest]) -> None:
+        with self._lock:
+            self.calls.append((method, [int(r.payload["n"]) for r in requests]))
+
+    def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Any) -> Any:
+        self._seen("EnqueueJob", [request])
+        self.gate.wait(30)
+        return pb.EnqueueJobResponse(job=job_of(request))
+
+    def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Any) -> Any:
+        self._seen("BatchEnqueueJobs", list(request.jobs))
+        self.batch_gate.wait(30)
+        return pb.BatchEnqueueJobsResponse(
+            results=[pb.EnqueueJobResponse(job=job_of(r)) for r in request.jobs]
+        )
+
+
+@pytest.fixture
+def held() -> Iterator[tuple[HeldReplies, str]]:
+    service = HeldReplies()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield service, f"127.0.0.1:{port}"
+    finally:
+        service.gate.set()
+        service.batch_gate.set()
+        server.stop(None)
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    end = time.monotonic() + WAIT
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not reached")
+        time.sleep(0.005)
+
+
+def _coalescer(client: Client) -> EnqueueCoalescer:
+    assert isinstance(client._enqueues, EnqueueCoalescer)
+    return client._enqueues
+
+
+class Outcome:
+    """One enqueue_job call (payload n) in a thread of its own; `get()` gives its result or
+    exception, or fails the test when the call does not end (a hang)."""
+
+    def __init__(self, client: Client, n: int) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+
+        def call() -> None:
+            try:
+                self.value = client.enqueue_job("test.noop", payload={"n": n})
+            except BaseException as exc:
+                self.value = exc
+            self.done.set()
+
+        threading.Thread(target=call, daemon=True).start()
+
+    def get(self, wait: float = WAIT) -> Any:
+        if not self.done.wait(wait):
+            raise AssertionError("the call did not end")
+        return self.value
+
+
+def _take_the_places(client: Client, service: HeldReplies) -> list[Outcome]:
+    """MAX_IN_FLIGHT calls (n = 0, 1, ...) held by the server: calls made after them wait."""
+    seen = len(service.calls)
+    started: list[Outcome] = []
+    for n in range(MAX_IN_FLIGHT):
+        started.append(Outcome(client, n))
+        _until(lambda: len(service.calls) == seen + len(started), "the server holds the call")
+    return started
+
+
+class Interrupt:
+    """Raises `exc` in the main thread, from a real signal's handler, once `when()` holds;
+    the handler calls `first()` before it raises."""
+
+    def __init__(
+        self,
+        when: Callable[[], bool],
+        exc: type[BaseException],
+        first: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.when = when
+        self.exc = exc
+        self.first = first
+
+    def __enter__(self) -> Interrupt:
+        assert threading.current_thread() is threading.main_thread()
+
+        def handler(signum: int, frame: Any) -> None:
+            self.first()
+            raise self.exc("interrupted by a signal")
+
+        self.previous = signal.signal(signal.SIGUSR1, handler)
+        main = threading.main_thread().ident
+        assert main is not None
+
+        def fire() -> None:
+            _until(self.when, "the moment to interrupt")
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+        self.thread = threading.Thread(target=fire, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join(WAIT)
+        signal.signal(signal.SIGUSR1, self.previous)
+
+
+@pytest.mark.parametrize("interrupt", INTERRUPTS)
+def test_a_caller_interrupted_while_waiting_leaves_unsent_and_the_calls_behind_it_go(
+    held: tuple[HeldReplies, str], interrupt: type[BaseException]
+) -> None:
+    service, address = held
+    with Client(address, timeout=5.0) as client:
+        first = _take_the_places(client, service)
+        coalescer = _coalescer(client)
+        with Interrupt(lambda: len(coalescer._waiting) == 1, interrupt), pytest.raises(interrupt):
+            client.enqueue_job("test.noop", payload={"n": 2})
+        behind = Outcome(client, 3)
+        _until(lambda: len(coalescer._waiting) == 1, "the next call waits")
+        service.gate.set()
+        assert [o.get().job.id for o in first] == ["job-0", "job-1"]
+        assert behind.get().job.id == "job-3"
+        # the interrupted call was never sent
+        assert [n for _, numbers in service.calls for n in numbers] == [0, 1, 3]
+        assert coalescer._sending == 0 and not coalescer._waiting
+
+
+@pytest.mark.parametrize("interrupt", INTERRUPTS)
+def test_a_caller_interrupted_once_told_to_lead_hands_its_batch_on(
+    held: tuple[HeldReplies, str], interrupt: type[BaseException]
+) -> None:
+    service, address = held
+    with Client(address, timeout=5.0) as client:
+        first = _take_the_places(client, service)
+        coalescer = _coalescer(client)
+        behind: list[Outcome] = []
+
+        def both_wait() -> bool:
+            if not behind and len(coalescer._waiting) == 1:
+                behind.append(Outcome(client, 3))  # waits behind the main thread's call
+            return len(coalescer._waiting) == 2
+
+        def told_to_lead() -> None:
+            # in the main thread, its call waiting: a place frees and the call is told to
+            # lead [2, 3]; the interrupt comes before it sends
+            mine = coalescer._waiting[0]
+            service.gate.set()
+            _until(lambda: bool(mine.batch), "the call told to lead")
+
+        with Interrupt(both_wait, interrupt, first=told_to_lead), pytest.raises(interrupt):
+            client.enqueue_job("test.noop", payload={"n": 2})
+        for o in first:
+            assert isinstance(o.get(), pb.EnqueueJobResponse)
+        assert behind[0].get().job.id == "job-3"
+        assert [n for _, numbers in service.calls for n in numbers] == [0, 1, 3]
+        assert coalescer._sending == 0 and not coalescer._waiting
+
+
+def test_interrupted_callers_give_their_places_back(held: tuple[HeldReplies, str]) -> None:
+    service, address = held
+    with Client(address, timeout=3.0) as client:
+        coalescer = _coalescer(client)
+        for round_ in range(MAX_IN_FLIGHT + 1):  # more interrupts than the client has places
+            service.gate.clear()
+            first = _take_the_places(client, service)
+            waits = Interrupt(lambda: len(coalescer._waiting) == 1, KeyboardInterrupt)
+            with waits, pytest.raises(KeyboardInterrupt):
+                client.enqueue_job("test.noop", payload={"n": 100 + round_})
+            service.gate.set()
+            for o in first:
+                assert isinstance(o.get(), pb.EnqueueJobResponse)
+            _until(lambda: coalescer._sending == 0, "every place free again")
+        # alone on an idle server, a call gets its job at once
+        assert client.enqueue_job("test.noop", payload={"n": 7}).job.id == "job-7"
+        assert coalescer._sending == 0 and not coalescer._waiting
+
+
+@pytest.mark.parametrize("interrupt", INTERRUPTS)
+def test_an_interrupt_in_the_thread_sending_a_batch_is_that_threads_alone(
+    held: tuple[HeldReplies, str], interrupt: type[BaseException]
+) -> None:
+    service, address = held
+    with Client(address, timeout=5.0) as client:
+        first = _take_the_places(client, service)
+        coalescer = _coalescer(client)
+        others: list[Outcome] = []
+
+        def batch_on_its_way() -> bool:
+            if not others and len(coalescer._waiting) == 1:
+                others.append(Outcome(client, 3))  # waits behind the main thread's call
+            if len(coalescer._waiting) == 2 and not service.gate.is_set():
+                service.gate.set()  # the first two return: the main thread leads [2, 3]
+            return ("BatchEnqueueJobs", [2, 3]) in service.calls
+
+        with Interrupt(batch_on_its_way, interrupt), pytest.raises(interrupt):
+            client.enqueue_job("test.noop", payload={"n": 2})  # leads [2, 3], held
+        service.batch_gate.set()
+        for o in first:
+            assert isinstance(o.get(), pb.EnqueueJobResponse)
+        got = others[0].get()
+        # not the leader's interrupt: a call cut off on its way, its job perhaps created
+        assert isinstance(got, Cancelled), got
+        assert "may have been created" in str(got) and isinstance(got.__cause__, interrupt)
+        assert coalescer._sending == 0 and not coalescer._waiting
+        # the client goes on
+        assert client.enqueue_job("test.noop", payload={"n": 4}).job.id == "job-4"
+
+
+def test_closing_the_client_ends_every_call_on_its_way_or_waiting(
+    held: tuple[HeldReplies, str],
+) -> None:
+    service, address = held
+    client = Client(address, timeout=5.0)
+    first = _take_the_places(client, service)
+    coalescer = _coalescer(client)
+    waiting = [Outcome(client, n) for n in (2, 3)]
+    _until(lambda: len(coalescer._waiting) == 2, "two calls wait")
+    client.close()
+    outcomes = [o.get() for o in (*first, *waiting)]
+    assert all(isinstance(o, Exception) for o in outcomes), outcomes
+    assert coalescer._sending == 0 and not coalescer._waiting

@@ -191,7 +191,8 @@ class EnqueueCoalescer(Coalescer[Run, "_Waiting"]):
 
     def _start(self) -> None:
         self._gathering = False  # a call waits a turn of the event loop for others to join
-        self._senders: set[asyncio.Task[None]] = set()
+        # the loop holds tasks weakly; each maps to whether its body began
+        self._senders: dict[asyncio.Task[None], bool] = {}
 
     async def __call__(self, call: Call[pb.EnqueueJobResponse]) -> pb.EnqueueJobResponse:
         request = call.request
@@ -243,10 +244,22 @@ class EnqueueCoalescer(Coalescer[Run, "_Waiting"]):
             self._sending += 1
             loop = asyncio.get_running_loop()
             sender = loop.create_task(self._send_waiting(), context=contextvars.Context())
-            self._senders.add(sender)  # the loop holds tasks weakly
-            sender.add_done_callback(self._senders.discard)
+            self._senders[sender] = False
+            sender.add_done_callback(self._sender_done)
+
+    def _sender_done(self, sender: asyncio.Task[None]) -> None:
+        if self._senders.pop(sender, True):
+            return
+        # cancelled before its first step (every task cancelled at shutdown, say): its body,
+        # which gives the place back and fails what it cannot send, never ran
+        self._sending -= 1
+        self._waiting = deque(w for w in self._waiting if not w.settled())
+        self._next()
 
     async def _send_waiting(self) -> None:
+        task = asyncio.current_task()
+        if task in self._senders:
+            self._senders[task] = True
         batch: list[_Waiting] = []
         try:
             while self._waiting:
@@ -289,8 +302,8 @@ class EnqueueCoalescer(Coalescer[Run, "_Waiting"]):
             return
         try:
             result = (await self._rpc([waiting]))[0]
-        except JobwheelError as err:
-            _fail(waiting, err)
+        except Exception as exc:  # the server's answer, or the channel closed meanwhile
+            _fail(waiting, exc)
             return
         if not waiting.future.done():
             waiting.future.set_result(result)

@@ -16,7 +16,7 @@ from jobwheel.client.coalescing import MAX_BYTES, MAX_IN_FLIGHT, MAX_JOBS, Enque
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running
-from tests.integration.client.scripted import Scripted, until
+from tests.integration.client.scripted import Scripted, enqueue, places_taken, until
 from tests.ports import refused_port
 
 
@@ -106,28 +106,12 @@ async def test_an_unreachable_server_fails_every_caller() -> None:
 # -- against a scripted server ----------------------------------------------------------------
 
 
-def _enqueue(client: AsyncClient, n: int) -> asyncio.Task[pb.EnqueueJobResponse]:
-    return asyncio.create_task(client.enqueue_job("test.noop", payload={"n": n}))
-
-
-async def _places_taken(
-    client: AsyncClient, service: Scripted
-) -> list[asyncio.Task[pb.EnqueueJobResponse]]:
-    """MAX_IN_FLIGHT calls, each alone (made once the server holds the one before): calls
-    made after them wait."""
-    tasks: list[asyncio.Task[pb.EnqueueJobResponse]] = []
-    for n in range(MAX_IN_FLIGHT):
-        tasks.append(_enqueue(client, n))
-        await until(lambda: len(service.calls) == len(tasks))
-    return tasks
-
-
 async def _five_with_two_out(
     client: AsyncClient, service: Scripted
 ) -> list[asyncio.Task[pb.EnqueueJobResponse]]:
     """Five calls, once the server holds the first MAX_IN_FLIGHT (the others wait)."""
-    tasks = await _places_taken(client, service)
-    return tasks + [_enqueue(client, n) for n in range(MAX_IN_FLIGHT, 5)]
+    tasks = await places_taken(client, service)
+    return tasks + [enqueue(client, n) for n in range(MAX_IN_FLIGHT, 5)]
 
 
 async def test_callers_one_reply_wakes_leave_together_again(
@@ -155,7 +139,7 @@ async def test_a_first_caller_cancelled_while_others_join_it_leaves_them_to_go(
 ) -> None:
     service, _ = scripted
     async with AsyncClient(answering) as client:
-        tasks = [_enqueue(client, n) for n in range(3)]
+        tasks = [enqueue(client, n) for n in range(3)]
         await asyncio.sleep(0)  # the first waits a turn for the others, which join it
         tasks[0].cancel()
         got = await asyncio.wait_for(_outcomes(tasks), 5)
@@ -208,10 +192,10 @@ async def test_a_batch_carries_the_earliest_deadline_of_its_callers(
 ) -> None:
     service, address = scripted
     async with AsyncClient(address, timeout=5) as client:
-        first = await _places_taken(client, service)
-        early = _enqueue(client, 10)
+        first = await places_taken(client, service)
+        early = enqueue(client, 10)
         await asyncio.sleep(0.4)
-        late = _enqueue(client, 11)
+        late = enqueue(client, 11)
         await asyncio.sleep(0.1)
         service.open()
         await asyncio.gather(*first, early, late)
@@ -227,8 +211,8 @@ async def test_a_deadline_that_passes_while_waiting_fails_the_call(
     service, address = scripted
     async with AsyncClient(address, timeout=1.0) as client:
         started = asyncio.get_running_loop().time()
-        first = await _places_taken(client, service)
-        got = await _outcomes([*first, *(_enqueue(client, n) for n in range(2, 4))])
+        first = await places_taken(client, service)
+        got = await _outcomes([*first, *(enqueue(client, n) for n in range(2, 4))])
         took = asyncio.get_running_loop().time() - started
     assert all(isinstance(e, DeadlineExceeded) for e in got), got
     # the waiting calls ended with the deadline they had from their start, not one after
@@ -254,8 +238,8 @@ async def test_a_failed_batch_fails_each_of_its_callers(
 async def test_a_batch_holds_at_most_max_jobs(scripted: tuple[Scripted, str]) -> None:
     service, address = scripted
     async with AsyncClient(address) as client:
-        first = await _places_taken(client, service)
-        waiting = [_enqueue(client, MAX_IN_FLIGHT + n) for n in range(MAX_JOBS + 1)]
+        first = await places_taken(client, service)
+        waiting = [enqueue(client, MAX_IN_FLIGHT + n) for n in range(MAX_JOBS + 1)]
         await asyncio.sleep(0)
         service.open()
         got = await asyncio.gather(*first, *waiting)
@@ -288,7 +272,7 @@ async def test_a_batch_holds_at_most_max_bytes(
     # four requests that come to MAX_BYTES exactly (past=0), or to one byte more (past=1)
     sizes = [quarter, quarter, quarter, quarter + past]
     async with AsyncClient(address) as client:
-        first = await _places_taken(client, service)
+        first = await places_taken(client, service)
         waiting = [
             asyncio.create_task(
                 client.enqueue_job("test.noop", payload=_payload_of_size(MAX_IN_FLIGHT + i, size))
@@ -315,7 +299,7 @@ with contextlib.suppress(ImportError):  # the otel extra is in the dev install
         tracer = TracerProvider().get_tracer("test")
         async with AsyncClient(address) as client:
             with trace.use_span(tracer.start_span("request"), end_on_exit=True):
-                tasks = [_enqueue(client, n) for n in range(4)]
+                tasks = [enqueue(client, n) for n in range(4)]
             await until(lambda: len(service.calls) == 4)
             service.open()
             await asyncio.gather(*tasks)

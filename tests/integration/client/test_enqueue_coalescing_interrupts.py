@@ -3,8 +3,8 @@ KeyboardInterrupt, or an exception a signal handler raises (an alarm's TimeoutEr
 Python delivers in the main thread. Each is that caller's alone: the other callers get what
 they would have had, and the client keeps its places for later calls.
 
-The scripted server here runs on a thread pool, so that the test's main thread can block in
-`enqueue_job` and take a real signal while it does."""
+The scripted server (HeldReplies) runs on a thread pool, so that the test's main thread can
+block in `enqueue_job` and take a real signal while it does."""
 
 from __future__ import annotations
 
@@ -23,37 +23,10 @@ from jobwheel.client.coalescing_threads import EnqueueCoalescer
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 
-from tests.integration.client.scripted import job_of
+from tests.integration.client.scripted import HeldReplies
 
 WAIT = 5.0  # the longest any step may take before the test calls it a hang
 INTERRUPTS = [KeyboardInterrupt, TimeoutError]
-
-
-class HeldReplies(job_service_pb2_grpc.JobServiceServicer):
-    """Records each call's payload numbers; answers EnqueueJob once `gate` is set and
-    BatchEnqueueJobs once `batch_gate` is."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.batch_gate = threading.Event()
-        self.calls: list[tuple[str, list[int]]] = []
-        self._lock = threading.Lock()
-
-    def _seen(self, method: str, requests: list[pb.EnqueueJobRequest]) -> None:
-        with self._lock:
-            self.calls.append((method, [int(r.payload["n"]) for r in requests]))
-
-    def EnqueueJob(self, request: pb.EnqueueJobRequest, context: Any) -> Any:
-        self._seen("EnqueueJob", [request])
-        self.gate.wait(30)
-        return pb.EnqueueJobResponse(job=job_of(request))
-
-    def BatchEnqueueJobs(self, request: pb.BatchEnqueueJobsRequest, context: Any) -> Any:
-        self._seen("BatchEnqueueJobs", list(request.jobs))
-        self.batch_gate.wait(30)
-        return pb.BatchEnqueueJobsResponse(
-            results=[pb.EnqueueJobResponse(job=job_of(r)) for r in request.jobs]
-        )
 
 
 @pytest.fixture
@@ -66,8 +39,7 @@ def held() -> Iterator[tuple[HeldReplies, str]]:
     try:
         yield service, f"127.0.0.1:{port}"
     finally:
-        service.gate.set()
-        service.batch_gate.set()
+        service.open()
         server.stop(None)
 
 

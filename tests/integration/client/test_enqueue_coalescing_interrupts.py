@@ -89,6 +89,25 @@ def _take_the_places(client: Client, service: HeldReplies) -> list[Outcome]:
     return started
 
 
+class Behind:
+    """One more call (n = 3), made once the main thread's call waits, so that it waits
+    behind it: `poll()` starts it then, and gives how many calls wait."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.coalescer = _coalescer(client)
+        self.outcome: Outcome | None = None
+
+    def poll(self) -> int:
+        if self.outcome is None and len(self.coalescer._waiting) == 1:
+            self.outcome = Outcome(self.client, 3)
+        return len(self.coalescer._waiting)
+
+    def get(self) -> Any:
+        assert self.outcome is not None
+        return self.outcome.get()
+
+
 class Interrupt:
     """Raises `exc` in the main thread, from a real signal's handler, once `when()` holds;
     the handler calls `first()` before it raises."""
@@ -155,12 +174,7 @@ def test_a_caller_interrupted_once_told_to_lead_hands_its_batch_on(
     with Client(address, timeout=5.0) as client:
         first = _take_the_places(client, service)
         coalescer = _coalescer(client)
-        behind: list[Outcome] = []
-
-        def both_wait() -> bool:
-            if not behind and len(coalescer._waiting) == 1:
-                behind.append(Outcome(client, 3))  # waits behind the main thread's call
-            return len(coalescer._waiting) == 2
+        behind = Behind(client)
 
         def told_to_lead() -> None:
             # in the main thread, its call waiting: a place frees and the call is told to
@@ -169,11 +183,12 @@ def test_a_caller_interrupted_once_told_to_lead_hands_its_batch_on(
             service.gate.set()
             _until(lambda: bool(mine.batch), "the call told to lead")
 
-        with Interrupt(both_wait, interrupt, first=told_to_lead), pytest.raises(interrupt):
+        both_wait = Interrupt(lambda: behind.poll() == 2, interrupt, first=told_to_lead)
+        with both_wait, pytest.raises(interrupt):
             client.enqueue_job("test.noop", payload={"n": 2})
         for o in first:
             assert isinstance(o.get(), pb.EnqueueJobResponse)
-        assert behind[0].get().job.id == "job-3"
+        assert behind.get().job.id == "job-3"
         assert [n for _, numbers in service.calls for n in numbers] == [0, 1, 3]
         assert coalescer._sending == 0 and not coalescer._waiting
 
@@ -205,12 +220,10 @@ def test_an_interrupt_in_the_thread_sending_a_batch_is_that_threads_alone(
     with Client(address, timeout=5.0) as client:
         first = _take_the_places(client, service)
         coalescer = _coalescer(client)
-        others: list[Outcome] = []
+        behind = Behind(client)
 
         def batch_on_its_way() -> bool:
-            if not others and len(coalescer._waiting) == 1:
-                others.append(Outcome(client, 3))  # waits behind the main thread's call
-            if len(coalescer._waiting) == 2 and not service.gate.is_set():
+            if behind.poll() == 2 and not service.gate.is_set():
                 service.gate.set()  # the first two return: the main thread leads [2, 3]
             return ("BatchEnqueueJobs", [2, 3]) in service.calls
 
@@ -219,7 +232,7 @@ def test_an_interrupt_in_the_thread_sending_a_batch_is_that_threads_alone(
         service.batch_gate.set()
         for o in first:
             assert isinstance(o.get(), pb.EnqueueJobResponse)
-        got = others[0].get()
+        got = behind.get()
         # not the leader's interrupt: a call cut off on its way, its job perhaps created
         assert isinstance(got, Cancelled), got
         assert "may have been created" in str(got) and isinstance(got.__cause__, interrupt)

@@ -7,6 +7,8 @@ the same error."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -271,3 +273,33 @@ async def test_concurrent_batches_and_single_enqueues_all_land_in_order(
     for ids in batch_ids:  # a call's jobs: seqs and revisions in the call's order
         assert [seqs[i] for i in ids] == sorted(seqs[i] for i in ids)
         assert [revision_of[i] for i in ids] == sorted(revision_of[i] for i in ids)
+
+
+async def test_a_batch_cancelled_while_its_first_chunk_waits_in_sqlite_leaves_the_writer_clean(
+    tmp_path: Path,
+) -> None:
+    """SQLite: a call cancelled while its first chunk still waits in the driver's thread (here
+    for the write lock, which another connection holds) hands the writer on only once that
+    work has run and been rolled back: nothing of the batch is stored, and the next enqueue
+    is not refused (it was INTERNAL: "cannot start a transaction within a transaction")."""
+    path = tmp_path / "jobwheel.db"
+    async with running_server(f"sqlite:///{path}") as server:
+        await _writer_free(server)
+        outside = sqlite3.connect(path, isolation_level=None)
+        try:
+            outside.execute("BEGIN IMMEDIATE")  # the first chunk's BEGIN IMMEDIATE waits
+            call = server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=_requests()))
+            await asyncio.sleep(0.3)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            single = asyncio.ensure_future(
+                server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="nobody.takes"), timeout=15)
+            )
+            await asyncio.sleep(0.3)  # queued behind the cancelled call's work
+        finally:
+            outside.execute("ROLLBACK")
+            outside.close()
+        reply = await single
+        assert reply.job.state == job_pb2.JOB_STATE_QUEUED
+        assert await _settled(server) == (1, 1)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
-from jobwheel.server.storage.driver import driver_connection
+from jobwheel.server.storage.driver import driver_connection, to_completion
 from jobwheel.server.storage.schema import jobs
 from sqlalchemy import BigInteger, Boolean, Integer, String, Table
 from sqlalchemy import exc as sa_exc
@@ -31,7 +31,9 @@ async def in_sqlite_thread(conn: AsyncConnection, work: Callable[..., T], *args:
     SQLAlchemy's work for a statement."""
     driver = await driver_connection(conn)
     try:
-        done: T = await driver._execute(work, driver._conn, *args)
+        # a cancelled caller waits for its work too: the connection must not be handed on
+        # with the work still to run in the thread
+        done: T = await to_completion(driver._execute(work, driver._conn, *args))
     except sqlite3.Error as exc:  # as SQLAlchemy would raise it (errors.py maps those)
         raise wrapped_error(getattr(work, "__name__", "sqlite"), exc) from exc
     return done

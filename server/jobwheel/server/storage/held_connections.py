@@ -19,12 +19,11 @@ busy timeout orders a second writer with the held one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from jobwheel.server.storage.dialect import Dialect
-from jobwheel.server.storage.driver import driver_connection
+from jobwheel.server.storage.driver import driver_connection, to_completion
 from jobwheel.server.storage.outage import is_unreachable
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -68,7 +67,7 @@ class HeldConnections:
                 if not lost and self._lendable(conn):
                     self._idle.append(conn)  # the usual end: nothing to wait for
                 else:
-                    await _to_completion(self._let_go(conn, lost))
+                    await to_completion(self._let_go(conn, lost))
         finally:
             self._slots.release()
 
@@ -146,20 +145,3 @@ class HeldConnections:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
-
-
-async def _to_completion(release: Coroutine[Any, Any, None]) -> None:
-    """Runs `release` to its end even if the caller is cancelled meanwhile (a connection
-    half given back would be lost to the store); the cancellation is raised after."""
-    task = asyncio.ensure_future(release)
-    cancelled: asyncio.CancelledError | None = None
-    while True:
-        try:
-            await asyncio.shield(task)
-            break
-        except asyncio.CancelledError as exc:
-            if task.done():
-                raise
-            cancelled = exc
-    if cancelled is not None:
-        raise cancelled

@@ -5,6 +5,7 @@ one (on every backend; the readers' limits on SQLite)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,35 @@ async def test_a_begin_cancelled_midway_leaves_no_transaction_behind(
         assert await driver_connection(conn) is driver
         assert not driver.is_in_transaction()
     assert await store.get_job(job.id) is not None
+
+
+async def test_a_write_cancelled_while_its_begin_waits_hands_the_writer_on_clean(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """SQLite: a transaction cancelled while its BEGIN IMMEDIATE still waits in the driver's
+    thread (another connection holds the write lock) hands the writer on only once that
+    BEGIN has run and been rolled back: the next write does not meet it ("cannot start a
+    transaction within a transaction")."""
+
+    async def write() -> None:
+        async with sqlite_store._write() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    outside = sqlite3.connect(tmp_path / "sqlite.db", isolation_level=None)
+    try:
+        outside.execute("BEGIN IMMEDIATE")
+        cancelled = asyncio.create_task(write())
+        await asyncio.sleep(0.2)  # its BEGIN waits for the lock in the driver's thread
+        cancelled.cancel()
+        after = asyncio.create_task(sqlite_store.insert_jobs([new_job()]))
+        await asyncio.sleep(0.2)
+    finally:
+        outside.execute("ROLLBACK")
+        outside.close()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    [(job, _)] = await after
+    assert await sqlite_store.get_job(job.id) is not None
 
 
 async def test_a_read_left_open_does_not_hold_its_snapshot(sqlite_store: Store) -> None:

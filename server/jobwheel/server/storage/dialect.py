@@ -32,6 +32,7 @@ from jobwheel.server.storage.bulk_writes import (
     sqlite_insert_jobs,
     wrapped_error,
 )
+from jobwheel.server.storage.driver import to_completion
 from jobwheel.server.storage.schema import KEYED, jobs
 from jobwheel.server.storage.sqlite_cursor import one_hop
 from jobwheel.server.storage.wal_checkpoints import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
@@ -640,7 +641,9 @@ def _sqlite_setup(
         # statement.
         driver = conn.connection.driver_connection
         try:
-            _await(driver._execute(driver._conn.execute, begin))
+            # a cancelled caller waits for it too: queued, it would run after the connection
+            # was handed on, in the next holder's way
+            _await(to_completion(driver._execute(driver._conn.execute, begin)))
         except sqlite3.Error as exc:
             raise wrapped_error(begin, exc) from exc
 

@@ -20,10 +20,16 @@ class PgError(Exception):
         self.sqlstate = sqlstate
 
 
-def wrapped(inner: BaseException, *, invalidated: bool = False) -> sa_exc.DBAPIError:
-    err = sa_exc.DBAPIError("SELECT 1", {}, inner, connection_invalidated=invalidated)
+def wrapped(
+    inner: BaseException, *, invalidated: bool = False, statement: str | None = "SELECT 1"
+) -> sa_exc.DBAPIError:
+    """`inner` as SQLAlchemy raises it; `statement` None: met opening a connection."""
+    err = sa_exc.DBAPIError(statement, {}, inner, connection_invalidated=invalidated)
     err.__cause__ = inner
     return err
+
+
+NOT_ACCEPTING = 'database "x" is not currently accepting connections'
 
 
 @pytest.mark.parametrize(
@@ -37,6 +43,8 @@ def wrapped(inner: BaseException, *, invalidated: bool = False) -> sa_exc.DBAPIE
         wrapped(PgError("08006", "connection failure")),
         wrapped(PgError("57P01", "terminating connection due to administrator command")),
         wrapped(PgError("57P03", "the database system is starting up")),
+        wrapped(PgError("53300", "sorry, too many clients already"), statement=None),
+        wrapped(PgError("55000", NOT_ACCEPTING), statement=None),  # ALLOW_CONNECTIONS false
         # asyncpg's own connection (statements sent below SQLAlchemy): closed, or its
         # protocol still reading a backend's end when the next statement came
         InterfaceError("cannot call Connection.fetchrow(): connection is closed"),
@@ -57,6 +65,8 @@ def test_outages(exc: BaseException) -> None:
         wrapped(PgError("23505", "duplicate key")),
         wrapped(PgError("22P05", "unsupported Unicode escape sequence")),
         wrapped(PgError("40P01", "deadlock detected")),  # a conflict: ABORTED, not an outage
+        # raised by a statement, 55000 is a statement's fault (not in prerequisite state)
+        wrapped(PgError("55000", 'currval of sequence "s" is not yet defined in this session')),
         sa_exc.TimeoutError("QueuePool limit reached"),  # overload, not an outage
         InternalClientError("unexpected codec error"),
     ],

@@ -11,8 +11,12 @@ from __future__ import annotations
 from sqlalchemy import exc as sa_exc
 
 # PostgreSQL SQLSTATEs of a lost or refused connection: class 08 (connection exception),
-# admin/crash shutdown, cannot connect now (starting up or shutting down)
-_SHUTDOWN_STATES = ("57P01", "57P02", "57P03")
+# admin/crash shutdown, cannot connect now (starting up or shutting down), too many
+# connections
+_SHUTDOWN_STATES = ("57P01", "57P02", "57P03", "53300")
+# answered to a new connection: the database is not accepting connections (ALLOW_CONNECTIONS
+# false); raised by a statement, the same SQLSTATE means something else
+_REFUSED_AT_CONNECT = "55000"
 
 
 class DatabaseUnavailable(Exception):
@@ -33,13 +37,18 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def is_unreachable(exc: BaseException) -> bool:
     """True when `exc` says the database cannot be reached (not that a statement failed)."""
-    for item in _causes(exc):
+    causes = _causes(exc)
+    # SQLAlchemy's error of a connection being opened names no statement
+    connecting = any(isinstance(i, sa_exc.DBAPIError) and i.statement is None for i in causes)
+    for item in causes:
         if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
             return True
         if isinstance(item, OSError):  # refused, reset, unreachable, timed out, DNS
             return True
         state = getattr(item, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in _SHUTDOWN_STATES):
+            return True
+        if state == _REFUSED_AT_CONNECT and connecting:
             return True
         if type(item).__name__ == "InterfaceError" and "connection is closed" in str(item):
             return True

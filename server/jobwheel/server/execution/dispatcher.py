@@ -138,12 +138,15 @@ class Dispatcher:
     async def run(self) -> None:
         """Dispatch cycles until `stop`, and after it until every attempt's end is stored."""
         try:
-            self.rooms.ready |= await self.store.queues_with_queued_jobs()
+            scanned = False  # the queues holding jobs at start: read in the loop, retried
             self._wake.set()
             while self._accepting or self._held:
                 await self._wake.wait()
                 self._wake.clear()
                 try:
+                    if not scanned:
+                        self.rooms.ready |= await self.store.queues_with_queued_jobs()
+                        scanned = True
                     await self._dispatch()
                 except DatabaseUnavailable as exc:
                     log.warning("dispatch paused: %s; retrying in a second", exc)

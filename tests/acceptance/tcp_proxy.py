@@ -1,5 +1,6 @@
 """A loopback TCP proxy the tests cut and restore: a database outage without touching the
-database service. While cut, open connections are reset and new ones refused."""
+database service. While cut, open connections are reset and new ones refused; while frozen,
+they stay open but carry nothing (a network dropping packets)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
         self.connections = 0  # accepted so far
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(
@@ -37,7 +40,15 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()  # the same port again
 
+    def freeze(self) -> None:
+        """Keep every connection open but carry no more bytes, either way."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     async def close(self) -> None:
+        self.thaw()
         await self.cut()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -60,10 +71,10 @@ class TcpProxy:
             self._writers.discard(w)
             w.transport.abort()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):

@@ -51,6 +51,8 @@ log = logging.getLogger("jobwheel.server")
 # Requests and replies alike: what gRPC clients accept by default (see api/reply_size.py);
 # the largest valid request (a job with a 1 MiB payload) fits with room to spare.
 MAX_MESSAGE_BYTES = reply_size.MAX_MESSAGE_BYTES
+# how long stop waits for the background tasks' way out (each may wait for the database)
+STOP_WAIT_S = 1.0
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
@@ -300,11 +302,18 @@ class App:
             *([self.server.stop(grace)] if self.server is not None else []),
             *([self.engine.stop(grace)] if self.engine is not None else []),
         )
-        for task in (self._tailer, self._db_health, self._roster_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        background = [t for t in (self._tailer, self._db_health, self._roster_task) if t]
+        for task in background:
+            task.cancel()
+        if background:
+            # their way out may wait for the database (the tailer's UNLISTEN), which a
+            # network dropping packets never answers: not longer than STOP_WAIT_S
+            ended, stuck = await asyncio.wait(background, timeout=STOP_WAIT_S)
+            for task in ended:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("%s ended with %r", task.get_name(), task.exception())
+            if stuck:
+                log.warning("the database did not answer within %g s; stopping", STOP_WAIT_S)
         if self.observability is not None:
             await self.observability.close()
         if self.roster is not None:

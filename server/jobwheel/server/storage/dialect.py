@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import re
 import secrets
 import shlex
@@ -56,6 +57,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+log = logging.getLogger(__name__)
+
 SelectT = TypeVar("SelectT", bound=Select[Any])
 # runs a coroutine from SQLAlchemy's synchronous event hooks (its name before 2.1: await_only)
 _await: Callable[[Any], Any] = getattr(sa_util, "await_", None) or sa_util.await_only
@@ -94,6 +97,7 @@ PG_POOL_KEPT = 10
 PG_POOL_MAX = 20
 PG_HELD_MAX = 18
 PG_WAIT_S = 30.0  # as long as SQLAlchemy's pool lets a check-out wait
+DISPOSE_WAIT_S = 1.5  # closing the connections at shutdown (Engines.dispose)
 # Enqueues run on a connection of their own whose statements keep one generic plan
 # (plan_cache_mode, PostgreSQL 12 and later). Under the default a prepared statement is planned
 # again at each execution while its generic plan looks costlier than the plans for the values
@@ -499,13 +503,30 @@ class Engines:
     enqueue: AsyncEngine | None = None
 
     async def dispose(self) -> None:
+        """Closes the engines' connections, waiting DISPOSE_WAIT_S at most: closing a
+        PostgreSQL connection waits for the server's end of it, which a network dropping
+        packets never brings; past that the connections are let go unclosed (the process
+        is ending: the system closes them)."""
         if self.checkpointer is not None:  # waits for a checkpoint under way: off the loop
             await asyncio.to_thread(self.checkpointer.stop)
-        await self.write.dispose()
+        engines = [self.write]
         if self.read is not self.write:
-            await self.read.dispose()
+            engines.append(self.read)
         if self.enqueue is not None:
-            await self.enqueue.dispose()
+            engines.append(self.enqueue)
+        closing = [asyncio.ensure_future(engine.dispose()) for engine in engines]
+        done, stuck = await asyncio.wait(closing, timeout=DISPOSE_WAIT_S)
+        if stuck:  # cancelled, not awaited: a pool's close goes on to its next connection
+            log.warning(
+                "the database's connections did not close within %g s; let go unclosed",
+                DISPOSE_WAIT_S,
+            )
+            for task in stuck:
+                task.cancel()
+            for engine in engines:
+                await engine.dispose(close=False)
+        for task in done:
+            task.result()
 
 
 def parse_url(url: str) -> tuple[Dialect, URL, dict[str, str]]:

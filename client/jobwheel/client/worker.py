@@ -91,6 +91,7 @@ class _Running:
     task: asyncio.Task[None] | None = None
     last_beat: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # the server said stop: report nothing
+    handling: bool = False  # its handler runs (a stop cuts it short; a report it lets end)
 
 
 class Worker:
@@ -203,7 +204,9 @@ class Worker:
         self._stopper = asyncio.ensure_future(self.stop())
 
     async def run(self) -> None:
-        """Leases and runs jobs until `stop()`."""
+        """Leases and runs jobs until `stop()`. Cancelling the task that runs it stops the
+        worker without grace (its running and prefetched jobs are given back), then raises
+        the cancellation."""
         if not self.handlers:
             raise RuntimeError("no task registered: use @worker.task(name)")
         log.info(
@@ -226,13 +229,19 @@ class Worker:
         )
         beats = asyncio.create_task(self._heartbeats())
         try:
-            while not self._stopping:
-                free = self._room()
-                if free <= 0 or len(self._leasing) >= LEASES_INFLIGHT:
-                    self._slot_free.clear()
-                    await self._slot_free.wait()
-                    continue
-                self._lease_ahead(min(free, 1000))
+            try:
+                while not self._stopping:
+                    free = self._room()
+                    if free <= 0 or len(self._leasing) >= LEASES_INFLIGHT:
+                        self._slot_free.clear()
+                        await self._slot_free.wait()
+                        continue
+                    self._lease_ahead(min(free, 1000))
+            except asyncio.CancelledError:
+                # this task cancelled: a stop without grace, its jobs given back, then re-raised
+                self._stopping, self.grace = True, 0.0
+                await self._drain()
+                raise
             await self._drain()
             log.info("worker %s stopped", self.worker_id)
         finally:
@@ -325,7 +334,8 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), deadline - time.monotonic())
         for running in list(self._running.values()):
-            if running.task is not None and not running.task.done():
+            # a handler still running is cut short; an outcome on its way is let through
+            if running.task is not None and running.handling and not running.task.done():
                 running.ctx._cancelled = True
                 running.ctx.cancel_reason = "worker stopping"
                 running.task.cancel()
@@ -342,6 +352,9 @@ class Worker:
 
     def _take(self, lease: pb.Lease) -> None:
         running = _Running(lease, JobContext(lease.job, lease.epoch, self.worker_id))
+        stale = self._running.get(lease.job.id)
+        if stale is not None:  # leased again after its lease was lost: the old attempt ends
+            self._abandon(stale, "leased again")
         self._running[lease.job.id] = running
         if self._active < self.concurrency and not self._waiting:
             self._start(running)
@@ -372,8 +385,18 @@ class Worker:
         slot = True
         try:
             try:
-                result = await self._call(job, ctx)
+                running.handling = True
+                try:
+                    result = await self._call(job, ctx)
+                finally:
+                    running.handling = False
             except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and not task.cancelling():
+                    # raised by the handler itself (a future it awaited was cancelled)
+                    slot = self._free(slot)
+                    await self._fail(running, "CancelledError: raised by the handler", True, None)
+                    return
                 if running.abandoned or not self._stopping:
                     return  # cancelled or lease lost: the server expects nothing
                 slot = self._free(slot)
@@ -403,14 +426,19 @@ class Worker:
                 self.completed += 1
         finally:
             self._free(slot)
-            self._running.pop(job.id, None)
+            self._forget(running)
             self._slot_free.set()
+
+    def _forget(self, running: _Running) -> None:
+        """Drops `running` from the jobs held, unless a later lease of its job replaced it."""
+        if self._running.get(running.lease.job.id) is running:
+            del self._running[running.lease.job.id]
 
     async def _release(self, running: _Running) -> None:
         try:
             await self._give_back(running)
         finally:
-            self._running.pop(running.lease.job.id, None)
+            self._forget(running)
 
     async def _give_back(self, running: _Running) -> None:
         """Returns a job the stop cut short (or that never began) to the queue."""
@@ -549,5 +577,5 @@ class Worker:
             running.task.cancel()
         elif running in self._waiting:  # not started: dropped (the server expects nothing)
             self._waiting.remove(running)
-            self._running.pop(running.ctx.job_id, None)
+            self._forget(running)
             self._slot_free.set()

@@ -91,7 +91,8 @@ class _Running:
     task: asyncio.Task[None] | None = None
     last_beat: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # the server said stop: report nothing
-    handling: bool = False  # its handler runs (a stop cuts it short; a report it lets end)
+    # its handler runs and holds a slot (a stop cuts it short; a report it lets end)
+    handling: bool = False
 
 
 class Worker:
@@ -363,6 +364,7 @@ class Worker:
 
     def _start(self, running: _Running) -> None:
         self._active += 1
+        running.handling = True
         running.task = asyncio.create_task(self._traced(running))
 
     def _slot_done(self) -> None:
@@ -382,35 +384,30 @@ class Worker:
 
     async def _execute(self, running: _Running) -> None:
         job, ctx = running.lease.job, running.ctx
-        slot = True
         try:
             try:
-                running.handling = True
-                try:
-                    result = await self._call(job, ctx)
-                finally:
-                    running.handling = False
+                result = await self._call(job, ctx)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and not task.cancelling():
                     # raised by the handler itself (a future it awaited was cancelled)
-                    slot = self._free(slot)
+                    self._free(running)
                     await self._fail(running, "CancelledError: raised by the handler", True, None)
                     return
                 if running.abandoned or not self._stopping:
                     return  # cancelled or lease lost: the server expects nothing
-                slot = self._free(slot)
+                self._free(running)
                 await self._give_back(running)
                 return
             except JobFailed as exc:
-                slot = self._free(slot)
+                self._free(running)
                 await self._fail(running, error_text(exc), exc.retryable, exc.retry_after)
                 return
             except Exception as exc:
-                slot = self._free(slot)
+                self._free(running)
                 await self._fail(running, error_text(exc), True, None)
                 return
-            slot = self._free(slot)
+            self._free(running)
             if running.abandoned:
                 return
             item = pb.JobCompletion(job_id=job.id, epoch=ctx.epoch)
@@ -425,7 +422,7 @@ class Worker:
             if self._reported(running, "CompleteJob", await self._batches.complete(item)):
                 self.completed += 1
         finally:
-            self._free(slot)
+            self._free(running)
             self._forget(running)
             self._slot_free.set()
 
@@ -448,11 +445,11 @@ class Worker:
         assert self._batches is not None
         self._reported(running, "ReleaseJobs", await self._batches.release(item))
 
-    def _free(self, slot: bool) -> bool:
+    def _free(self, running: _Running) -> None:
         """Frees the handler's slot (once) before its outcome is reported."""
-        if slot:
+        if running.handling:
+            running.handling = False
             self._slot_done()
-        return False
 
     async def _call(self, job: job_pb2.Job, ctx: JobContext) -> Any:
         entry = self.handlers.get(job.task)

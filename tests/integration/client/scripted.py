@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from jobwheel.client import AsyncClient
+from jobwheel.client import AsyncClient, Client, coalescing, coalescing_threads
 from jobwheel.client.coalescing import MAX_IN_FLIGHT
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
@@ -138,3 +138,15 @@ async def places_taken(
         tasks.append(enqueue(client, n))
         await until(lambda: len(service.calls) == seen + len(tasks))
     return tasks
+
+
+def aio_coalescer(client: AsyncClient) -> coalescing.EnqueueCoalescer:
+    """The AsyncClient's enqueue coalescer (its state, for the tests to look at)."""
+    assert isinstance(client._enqueues, coalescing.EnqueueCoalescer)
+    return client._enqueues
+
+
+def thread_coalescer(client: Client) -> coalescing_threads.EnqueueCoalescer:
+    """The blocking Client's enqueue coalescer."""
+    assert isinstance(client._enqueues, coalescing_threads.EnqueueCoalescer)
+    return client._enqueues

@@ -12,17 +12,18 @@ import grpc
 import pytest
 from jobwheel.client import AsyncClient, DeadlineExceeded, InvalidArgument, Unavailable
 from jobwheel.client.calls import enqueue_request
-from jobwheel.client.coalescing import MAX_BYTES, MAX_IN_FLIGHT, MAX_JOBS, EnqueueCoalescer
+from jobwheel.client.coalescing import MAX_BYTES, MAX_IN_FLIGHT, MAX_JOBS
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running
-from tests.integration.client.scripted import Scripted, enqueue, places_taken, until
+from tests.integration.client.scripted import (
+    Scripted,
+    aio_coalescer,
+    enqueue,
+    places_taken,
+    until,
+)
 from tests.ports import refused_port
-
-
-def _coalescer(client: AsyncClient) -> EnqueueCoalescer:
-    assert isinstance(client._enqueues, EnqueueCoalescer)
-    return client._enqueues
 
 
 async def _outcomes(calls: list[Awaitable[pb.EnqueueJobResponse]]) -> list[Any]:
@@ -36,7 +37,7 @@ async def test_concurrent_enqueues_share_calls_and_each_caller_gets_its_own_job(
     server: Running,
 ) -> None:
     async with AsyncClient(server.address) as client:
-        coalescer = _coalescer(client)
+        coalescer = aio_coalescer(client)
         got = await asyncio.gather(
             *(client.enqueue_job("test.noop", payload={"n": n}, queue="q") for n in range(300))
         )
@@ -57,7 +58,7 @@ async def test_a_refused_job_gets_its_own_error_and_the_others_are_created(
     server: Running,
 ) -> None:
     async with AsyncClient(server.address) as client:
-        coalescer = _coalescer(client)
+        coalescer = aio_coalescer(client)
         calls = [
             client.enqueue_job("bad task!" if n == 6 else "test.noop", payload={"n": n})
             for n in range(10)
@@ -77,7 +78,7 @@ async def test_a_refused_job_gets_its_own_error_and_the_others_are_created(
 
 async def test_calls_with_an_idempotency_key_go_alone(server: Running) -> None:
     async with AsyncClient(server.address) as client:
-        coalescer = _coalescer(client)
+        coalescer = aio_coalescer(client)
         got = await asyncio.gather(
             *(client.enqueue_job("test.noop", idempotency_key=f"k{n % 3}") for n in range(6))
         )

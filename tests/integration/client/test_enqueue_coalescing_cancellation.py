@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import pytest
 from jobwheel.client import AsyncClient, InvalidArgument
-from jobwheel.client.coalescing import EnqueueCoalescer
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 
@@ -21,6 +20,7 @@ from tests.conftest import Running
 from tests.integration.client.scripted import (
     HeldReplies,
     Scripted,
+    aio_coalescer,
     enqueue,
     places_taken,
     until,
@@ -29,13 +29,8 @@ from tests.integration.client.scripted import (
 WAIT = 5.0  # the longest any step may take before the test calls it a hang
 
 
-def _coalescer(client: AsyncClient) -> EnqueueCoalescer:
-    assert isinstance(client._enqueues, EnqueueCoalescer)
-    return client._enqueues
-
-
 async def _at_rest(client: AsyncClient) -> None:
-    c = _coalescer(client)
+    c = aio_coalescer(client)
     await until(lambda: c._sending == 0 and not c._senders)
     assert not c._waiting
     assert c._gathering is False
@@ -255,7 +250,7 @@ async def test_a_sender_cancelled_before_it_ran_leaves_the_client_usable(
     service, address = scripted
     service.open()
     async with AsyncClient(address) as client:
-        c = _coalescer(client)
+        c = aio_coalescer(client)
         tasks = [enqueue(client, n) for n in range(3)]
 
         async def cancel_every_task() -> None:
@@ -304,7 +299,7 @@ def test_asyncio_run_returning_with_calls_everywhere_leaves_nothing_behind(
     finally:
         service.open()
         server.stop(None)
-    c = _coalescer(clients[0])
+    c = aio_coalescer(clients[0])
     assert (c._sending, len(c._waiting), c._gathering) == (0, 0, False)
     assert "never retrieved" not in caplog.text
     assert "destroyed but it is pending" not in caplog.text

@@ -19,11 +19,10 @@ import grpc
 import pytest
 from jobwheel.client import Cancelled, Client
 from jobwheel.client.coalescing import MAX_IN_FLIGHT
-from jobwheel.client.coalescing_threads import EnqueueCoalescer
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 
-from tests.integration.client.scripted import HeldReplies
+from tests.integration.client.scripted import HeldReplies, thread_coalescer
 
 WAIT = 5.0  # the longest any step may take before the test calls it a hang
 INTERRUPTS = [KeyboardInterrupt, TimeoutError]
@@ -49,11 +48,6 @@ def _until(check: Callable[[], bool], what: str) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"{what}: not reached")
         time.sleep(0.005)
-
-
-def _coalescer(client: Client) -> EnqueueCoalescer:
-    assert isinstance(client._enqueues, EnqueueCoalescer)
-    return client._enqueues
 
 
 class Outcome:
@@ -95,7 +89,7 @@ class Behind:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.coalescer = _coalescer(client)
+        self.coalescer = thread_coalescer(client)
         self.outcome: Outcome | None = None
 
     def poll(self) -> int:
@@ -153,7 +147,7 @@ def test_a_caller_interrupted_while_waiting_leaves_unsent_and_the_calls_behind_i
     service, address = held
     with Client(address, timeout=5.0) as client:
         first = _take_the_places(client, service)
-        coalescer = _coalescer(client)
+        coalescer = thread_coalescer(client)
         with Interrupt(lambda: len(coalescer._waiting) == 1, interrupt), pytest.raises(interrupt):
             client.enqueue_job("test.noop", payload={"n": 2})
         behind = Outcome(client, 3)
@@ -173,7 +167,7 @@ def test_a_caller_interrupted_once_told_to_lead_hands_its_batch_on(
     service, address = held
     with Client(address, timeout=5.0) as client:
         first = _take_the_places(client, service)
-        coalescer = _coalescer(client)
+        coalescer = thread_coalescer(client)
         behind = Behind(client)
 
         def told_to_lead() -> None:
@@ -196,7 +190,7 @@ def test_a_caller_interrupted_once_told_to_lead_hands_its_batch_on(
 def test_interrupted_callers_give_their_places_back(held: tuple[HeldReplies, str]) -> None:
     service, address = held
     with Client(address, timeout=3.0) as client:
-        coalescer = _coalescer(client)
+        coalescer = thread_coalescer(client)
         for round_ in range(MAX_IN_FLIGHT + 1):  # more interrupts than the client has places
             service.gate.clear()
             first = _take_the_places(client, service)
@@ -219,7 +213,7 @@ def test_an_interrupt_in_the_thread_sending_a_batch_is_that_threads_alone(
     service, address = held
     with Client(address, timeout=5.0) as client:
         first = _take_the_places(client, service)
-        coalescer = _coalescer(client)
+        coalescer = thread_coalescer(client)
         behind = Behind(client)
 
         def batch_on_its_way() -> bool:
@@ -247,7 +241,7 @@ def test_closing_the_client_ends_every_call_on_its_way_or_waiting(
     service, address = held
     client = Client(address, timeout=5.0)
     first = _take_the_places(client, service)
-    coalescer = _coalescer(client)
+    coalescer = thread_coalescer(client)
     waiting = [Outcome(client, n) for n in (2, 3)]
     _until(lambda: len(coalescer._waiting) == 2, "two calls wait")
     client.close()

@@ -12,17 +12,10 @@ from typing import Any
 import grpc
 from jobwheel.client import Client, DeadlineExceeded, Unavailable
 from jobwheel.client.coalescing import MAX_IN_FLIGHT
-from jobwheel.client.coalescing_threads import EnqueueCoalescer
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running
-from tests.integration.client.scripted import Scripted, until
-
-
-def _coalescer(client: Client) -> EnqueueCoalescer:
-    assert isinstance(client._enqueues, EnqueueCoalescer)
-    return client._enqueues
-
+from tests.integration.client.scripted import Scripted, thread_coalescer, until
 
 # -- against jobwheel -------------------------------------------------------------------------
 
@@ -49,14 +42,14 @@ def _threads_then_one(address: str) -> None:
         assert sorted(got) == list(range(320))
         assert all(int(r.job.payload["n"]) == n for n, r in got.items())
         assert len({r.job.id for r in got.values()}) == 320
-        assert _coalescer(client).sent < 320 / 2  # calls carried several jobs
+        assert thread_coalescer(client).sent < 320 / 2  # calls carried several jobs
         stored = list(client.iter_jobs(queues=["q"]))
         assert sorted(int(job.payload["n"]) for job in stored) == list(range(320))
         # one caller at a time: one EnqueueJob each
-        before = _coalescer(client).sent
+        before = thread_coalescer(client).sent
         for n in range(3):
             client.enqueue_job("test.noop", payload={"n": n}, queue="lone")
-        assert _coalescer(client).sent == before + 3
+        assert thread_coalescer(client).sent == before + 3
 
 
 async def test_threads_share_calls_and_each_caller_gets_its_own_job(server: Running) -> None:
@@ -108,7 +101,7 @@ class _Calls:
 
     async def waiting(self, numbers: range) -> list[asyncio.Future[Any]]:
         """Calls made after the places were taken, each once the one before waits."""
-        coalescer = _coalescer(self.client)
+        coalescer = thread_coalescer(self.client)
         queued = len(coalescer._waiting)
         started: list[asyncio.Future[Any]] = []
         for n in numbers:
@@ -141,7 +134,7 @@ async def _five_answered(
     with Client(address) as client:
         calls = await _five_with_two_out(client, service)
         service.open()
-        return await _outcomes(calls), _coalescer(client).sent
+        return await _outcomes(calls), thread_coalescer(client).sent
 
 
 async def test_the_calls_that_waited_leave_together(scripted: tuple[Scripted, str]) -> None:
@@ -196,7 +189,7 @@ async def test_a_deadline_that_passes_while_waiting_fails_the_call_unsent(
         took = asyncio.get_running_loop().time() - started
         service.open()
         await _outcomes(first)
-        assert not _coalescer(client)._waiting
+        assert not thread_coalescer(client)._waiting
     assert all(isinstance(e, DeadlineExceeded) for e in got), got
     assert "waiting to be sent" in str(got[0])
     assert 0.9 < took < 1.7  # their own deadline, not one after
@@ -230,7 +223,7 @@ async def test_a_batch_carries_the_earliest_deadline_of_its_callers(
         early = await calls.waiting(range(10, 11))
         await asyncio.sleep(0.4)
         late = calls.start(11)
-        await until(lambda: len(_coalescer(client)._waiting) == 2)
+        await until(lambda: len(thread_coalescer(client)._waiting) == 2)
         service.open()
         await _outcomes([*first, *early, late])
     method, numbers, remaining = service.calls[-1]

@@ -38,8 +38,6 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def is_unreachable(exc: BaseException) -> bool:
     """True when `exc` says the database cannot be reached (not that a statement failed)."""
     causes = _causes(exc)
-    # SQLAlchemy's error of a connection being opened names no statement
-    connecting = any(isinstance(i, sa_exc.DBAPIError) and i.statement is None for i in causes)
     for item in causes:
         if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
             return True
@@ -48,7 +46,7 @@ def is_unreachable(exc: BaseException) -> bool:
         state = getattr(item, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in _SHUTDOWN_STATES):
             return True
-        if state == _REFUSED_AT_CONNECT and connecting:
+        if state == _REFUSED_AT_CONNECT and _connecting(causes):
             return True
         if type(item).__name__ == "InterfaceError" and "connection is closed" in str(item):
             return True
@@ -56,6 +54,11 @@ def is_unreachable(exc: BaseException) -> bool:
         if type(item).__name__ == "InternalClientError" and "cannot switch to state" in str(item):
             return True
     return False
+
+
+def _connecting(causes: list[BaseException]) -> bool:
+    """Whether the error was met opening a connection: SQLAlchemy's error names no statement."""
+    return any(isinstance(i, sa_exc.DBAPIError) and i.statement is None for i in causes)
 
 
 # PostgreSQL's transaction rollback class: serialization failure, deadlock detected

@@ -73,6 +73,11 @@ def held_port() -> Iterator[int]:
         (["--watch-heartbeat", "0"], {}, "--watch-heartbeat"),
         (["--grace-period", "-1"], {}, "--grace-period"),
         (["--db", "mysql://x@y/z"], {}, "unsupported database URL"),
+        (
+            ["--db", "postgresql://x@127.0.0.1/z?keepalives_idle=0"],
+            {},
+            "keepalives_idle must be an integer from 1 to 32767, got '0'",
+        ),
         (["--handlers", "no_such_module_here"], {}, "No module named 'no_such_module_here'"),
     ],
 )

@@ -105,7 +105,7 @@ async def test_in_memory_database_is_one_database(tmp_path: Path) -> None:
     ],
 )
 def test_url_mapping(url: str, driver: str, settings: dict[str, str]) -> None:
-    _dialect, sa_url, server_settings = parse_url(url)
+    _dialect, sa_url, server_settings, _keepalive = parse_url(url)
     assert sa_url.drivername == driver
     assert "options" not in sa_url.query
     assert server_settings == settings

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from jobwheel.server.storage.bulk_writes import (
@@ -34,6 +34,7 @@ from jobwheel.server.storage.bulk_writes import (
     wrapped_error,
 )
 from jobwheel.server.storage.driver import to_completion
+from jobwheel.server.storage.pg_keepalive import Keepalive, set_keepalive, take_keepalive
 from jobwheel.server.storage.schema import KEYED, jobs
 from jobwheel.server.storage.sqlite_cursor import one_hop
 from jobwheel.server.storage.wal_checkpoints import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
@@ -529,10 +530,18 @@ class Engines:
             task.result()
 
 
-def parse_url(url: str) -> tuple[Dialect, URL, dict[str, str]]:
-    """Map a user URL to (dialect, async SQLAlchemy URL, PostgreSQL server settings).
+class ParsedUrl(NamedTuple):
+    dialect: Dialect
+    url: URL  # SQLAlchemy's async driver, without what asyncpg does not take
+    server_settings: dict[str, str]  # PostgreSQL's, from libpq's `options`
+    keepalive: Keepalive | None  # PostgreSQL's TCP settings (pg_keepalive.py)
 
-    PostgreSQL accepts libpq's `options=-c name=value ...` (e.g. a search_path).
+
+def parse_url(url: str) -> ParsedUrl:
+    """Map a user URL to its dialect, SQLAlchemy URL and PostgreSQL connection settings.
+
+    PostgreSQL accepts libpq's `options=-c name=value ...` (e.g. a search_path) and its
+    keepalive parameters (pg_keepalive.PARAMS). Raises StorageUrlError.
     """
     try:
         u = make_url(url)
@@ -540,14 +549,18 @@ def parse_url(url: str) -> tuple[Dialect, URL, dict[str, str]]:
         raise StorageUrlError(f"malformed database URL {url!r}: {exc}") from exc
     backend = u.get_backend_name()
     if backend == "sqlite":
-        return SQLITE, u.set(drivername="sqlite+aiosqlite"), {}
+        return ParsedUrl(SQLITE, u.set(drivername="sqlite+aiosqlite"), {}, None)
     if backend in ("postgresql", "postgres"):
         settings: dict[str, str] = {}
         options = u.query.get("options")
         if options is not None:
             settings = _parse_pg_options(options if isinstance(options, str) else options[-1])
             u = u.difference_update_query(["options"])
-        return POSTGRESQL, u.set(drivername="postgresql+asyncpg"), settings
+        try:
+            u, keepalive = take_keepalive(u)
+        except ValueError as exc:
+            raise StorageUrlError(f"database URL: {exc}") from exc
+        return ParsedUrl(POSTGRESQL, u.set(drivername="postgresql+asyncpg"), settings, keepalive)
     raise StorageUrlError(f"unsupported database URL scheme {u.drivername!r} (sqlite, postgresql)")
 
 
@@ -564,8 +577,9 @@ def _parse_pg_options(options: str) -> dict[str, str]:
 
 
 def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
-    dialect, sa_url, server_settings = parse_url(url)
+    dialect, sa_url, server_settings, keepalive = parse_url(url)
     if dialect is POSTGRESQL:
+        assert keepalive is not None
         # a host that does not answer fails a connection in seconds, not asyncpg's minute
         connect_args: dict[str, Any] = {"timeout": PG_CONNECT_TIMEOUT_S}
         if server_settings:
@@ -587,6 +601,8 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
             max_overflow=0,
             connect_args={**connect_args, "server_settings": settings},
         )
+        set_keepalive(engine, keepalive)
+        set_keepalive(enqueue, keepalive)
         # one process, one name in its notifications, whichever engine writes
         _NOTIFY_TOKENS[enqueue.sync_engine] = notify_token(engine.sync_engine)
         return Engines(dialect, engine, engine, enqueue=enqueue)

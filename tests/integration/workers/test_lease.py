@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from jobwheel.server import handlers
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as jpb
 from jobwheel.v1 import worker_service_pb2 as wpb
 
-from tests.conftest import Running
+from tests.conftest import Running, running_server
 from tests.integration.api.helpers import field_violations
 from tests.integration.api.waiting import wait_for_state
 from tests.integration.workers.helpers import attempts, enqueue, error_info, lease, seconds, struct
@@ -196,6 +199,23 @@ async def test_cancelled_job_tells_the_heartbeat(server: Running) -> None:
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_a_cancelled_job_s_heartbeat_from_another_worker_is_refused(
+    server: Running,
+) -> None:
+    # only the holder learns of the cancellation (and its reason); anyone else is refused,
+    # as for a job still running
+    job = await enqueue(server)
+    [held] = await lease(server, "w1")
+    await server.jobs.CancelJob(jpb.CancelJobRequest(id=job.id, reason="secret reason"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await server.workers.HeartbeatJob(
+            wpb.HeartbeatJobRequest(job_id=job.id, epoch=held.epoch, worker_id="intruder")
+        )
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(err.value).reason == "LEASE_NOT_HELD"
+    assert "secret" not in (err.value.details() or "")
+
+
 async def test_unknown_job_is_not_found(server: Running) -> None:
     for call in (
         server.workers.HeartbeatJob(wpb.HeartbeatJobRequest(job_id="nope", epoch=1, worker_id="w")),
@@ -275,3 +295,23 @@ async def test_a_lease_naming_1000_queues_and_1000_tasks(server: Running) -> Non
     await server.jobs.BatchEnqueueJobs(jpb.BatchEnqueueJobsRequest(jobs=requests))
     got = await lease(server, queues=queues, tasks=tasks, max_jobs=1000)
     assert sorted(h.job.task for h in got) == tasks[::100]
+
+
+@pytest.fixture
+async def plain_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    """A server as `make serve` starts it: SQLite, none of the test suite's in-process
+    handlers (a lease naming one task then probes each named queue on its own)."""
+    import tests.handlers  # noqa: F401  (registered now, so that running_server adds none)
+
+    monkeypatch.setattr(handlers, "_registry", {})
+    async with running_server(f"sqlite:///{tmp_path / 'jobwheel.db'}") as running:
+        yield running
+
+
+async def test_a_lease_naming_1000_queues_and_one_task(plain_server: Running) -> None:
+    # past 500 queues SQLite refuses one probe per queue (a compound SELECT of more terms):
+    # the call answered INTERNAL
+    queues = [f"q{i:04d}" for i in range(1000)]
+    job = await enqueue(plain_server, queue=queues[-1])
+    got = await lease(plain_server, queues=queues, tasks=["remote.work"])
+    assert [h.job.id for h in got] == [job.id]

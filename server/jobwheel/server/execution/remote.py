@@ -273,8 +273,12 @@ class RemoteWorkers:
                 if held is not None and held.job.attempt == b.attempt:
                     held.job.progress = job.progress
                 out.append(Heartbeat(job.lease_expire_time))
-            elif job.state is model.JobState.CANCELLED and job.attempt == b.attempt:
-                # The attempt ended by cancellation: the worker should stop, and need not report.
+            elif (
+                job.state is model.JobState.CANCELLED
+                and job.attempt == b.attempt
+                and job.worker_id == worker_id
+            ):
+                # The attempt ended by cancellation: its worker should stop, and need not report.
                 out.append(Heartbeat(None, True, job.cancel_reason))
             else:
                 out.append(LeaseNotHeld(job, b.attempt, worker_id))

@@ -26,6 +26,8 @@ _MAX_QUEUE_PROBES = 64
 # Each probe repeats the task filter: past this many bound values in all (1000 queues of
 # 1000 tasks would be a million), one query over the named queues instead.
 _MAX_PROBE_VALUES = 4096
+# SQLite refuses a compound SELECT of more terms (SQLITE_MAX_COMPOUND_SELECT): a probe each
+_MAX_PROBES = 500
 _QUEUE_SKIP_SCAN = text(
     "WITH RECURSIVE q(name) AS (SELECT MIN(queue) FROM jobs UNION ALL "
     "SELECT (SELECT MIN(queue) FROM jobs WHERE queue > q.name) FROM q WHERE q.name IS NOT NULL) "
@@ -103,7 +105,11 @@ class Leases(Transitions):
             if named == []:
                 return []  # no job at all
             per_probe = max(len(tasks), len(skip_tasks), 1)
-            if named is not None and len(named) * per_probe <= _MAX_PROBE_VALUES:
+            if (
+                named is not None
+                and len(named) <= _MAX_PROBES
+                and len(named) * per_probe <= _MAX_PROBE_VALUES
+            ):
                 where.append(jobs.c.seq.in_(_best_of_each(where, named, limit)))
             elif queue_names:
                 where.append(jobs.c.queue.in_(list(queue_names)))

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.clock import Clock
 from jobwheel.server.config import Settings
 from jobwheel.server.engine_storage import EngineStore
@@ -160,10 +160,19 @@ class Engine:
         ]
 
     async def recover(self, dead_worker_prefix: str | None = None) -> int:
-        """Re-queues RUNNING jobs whose executor vanished, recording the lost attempt."""
+        """Re-queues RUNNING jobs whose executor vanished, recording the lost attempt, and
+        ends remote workers' attempts past their job's timeout (TIMED_OUT); how many."""
         now = self.clock.now()
         lost = await self.store.running_jobs_lost(now, dead_worker_prefix)
         lost = [j for j in lost if not self.dispatcher.holds(j.id)]
+        timed_out = [j for j in lost if states.past_timeout(j, now)]
+        lost = [j for j in lost if not states.past_timeout(j, now)]
+        if timed_out:  # remote workers' attempts: the server ends them at the timeout
+            ends = [states.timed_out(j, now, self.clock.random()) for j in timed_out]
+            for settlement, applied in zip(ends, await self.store.settle(ends), strict=True):
+                if applied:
+                    failures.log_if_failed(settlement)
+            self.dispatcher.wake({j.queue for j in timed_out})
         if lost:
             why = "executor lost (process ended or lease expired)"
             dead = dead_worker_prefix or "\0"
@@ -184,7 +193,7 @@ class Engine:
             if expired and self.on_lease_expired is not None:
                 self.on_lease_expired(expired)
             self.dispatcher.wake({j.queue for j in lost})
-        return len(lost)
+        return len(lost) + len(timed_out)
 
     def _duties(self) -> list[Duty]:
         every = self.recover_every

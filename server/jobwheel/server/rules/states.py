@@ -316,6 +316,25 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
     )
 
 
+def past_timeout(job: model.Job, now: model.Micros) -> bool:
+    """Whether a remote worker's attempt of `job` ran past the job's timeout (the server times
+    the attempts it runs itself, in-process and HTTP, as it runs them)."""
+    return (
+        job.timeout is not None
+        and job.start_time is not None
+        and now > job.start_time + job.timeout
+        and not job.worker_id.startswith(model.INPROCESS_PREFIX)
+    )
+
+
+def timed_out(job: model.Job, now: model.Micros, rand: float) -> Settlement:
+    """The settlement of a remote worker's attempt past the job's timeout: TIMED_OUT, retried
+    per the job's policy as any attempt that timed out."""
+    limit = (job.timeout or 0) / 1_000_000
+    error = f"TimeoutError: exceeded {limit:g}s"
+    return settle(job, AttemptResult(AttemptOutcome.TIMED_OUT, error=error), now, rand)
+
+
 def lost(
     job: model.Job,
     now: model.Micros,

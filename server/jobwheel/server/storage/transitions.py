@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from jobwheel.server.model import Job, JobState, Micros
+from jobwheel.server.model import INPROCESS_PREFIX, Job, JobState, Micros
 from jobwheel.server.rules.states import CLAIMABLE, WAITING, CatchUp, Settlement
 from jobwheel.server.storage.attempt_writes import claim_statement, pg_start_attempts
 from jobwheel.server.storage.base import StoreBase
@@ -226,8 +226,16 @@ class Transitions(StoreBase):
     async def running_jobs_lost(
         self, now: Micros, dead_worker_prefix: str | None = None, limit: int = 1000
     ) -> list[Job]:
-        """RUNNING jobs whose lease expired, or (at start-up) that a dead process held."""
-        lost = jobs.c.lease_expire_time < now
+        """RUNNING jobs whose lease expired, whose remote worker ran past the job's timeout,
+        or (at start-up) that a dead process held."""
+        lost = or_(
+            jobs.c.lease_expire_time < now,
+            # the server times its own attempts (in-process, HTTP) as it runs them
+            and_(
+                jobs.c.start_time + jobs.c.timeout < now,
+                jobs.c.worker_id.notlike(f"{INPROCESS_PREFIX}%"),
+            ),
+        )
         if dead_worker_prefix is not None:
             lost = or_(lost, jobs.c.worker_id.startswith(dead_worker_prefix, autoescape=True))
         stmt = (

@@ -93,7 +93,23 @@ async def wait_release(payload: dict[str, Any]) -> str:
 
 @task("test.not_json")
 async def not_json(payload: dict[str, Any]) -> object:
+    """A result that cannot be stored: `payload["kind"]` says which (an object by default)."""
+    kind = payload.get("kind", "object")
+    if kind == "nan":
+        return {"x": float("nan")}
+    if kind in ("deep", "deeper_than_python"):  # 21 levels; or past the interpreter's limit
+        deep: Any = []
+        for _ in range(21 if kind == "deep" else 100_000):
+            deep = [deep]
+        return deep
+    if kind == "nul":
+        return {"k\x00": 1}
     return object()
+
+
+@task("test.nul_error")
+async def nul_error(payload: dict[str, Any]) -> None:
+    raise ValueError("before\x00after")
 
 
 @task("test.deep_boom")

@@ -18,11 +18,11 @@ from jobwheel.server.api.convert import CreatedJobs, job_to_proto
 from jobwheel.server.api.fields import (
     MAX_JSON_DEPTH,
     Violations,
-    _json_problem,
     json_data,
     plain_json,
 )
 from jobwheel.server.config import Settings
+from jobwheel.server.json_rules import json_problem
 from jobwheel.server.storage.convert import job_from_new, payload_text
 from jobwheel.server.storage.dialect import dumps
 from jobwheel.v1 import job_pb2
@@ -86,7 +86,7 @@ def _reference(doc: struct_pb2.Struct | struct_pb2.Value) -> tuple[bool, Any]:
         data = MessageToDict(doc)
     except ValueError:
         return False, None
-    return _json_problem(data, 0, ()) is None, data
+    return json_problem(data) is None, data
 
 
 @settings(max_examples=300, deadline=None)

@@ -123,12 +123,42 @@ async def test_blocking_sync_handler_does_not_stall_the_loop(server: Running) ->
     assert done.state == job_pb2.JOB_STATE_COMPLETED and done.result.string_value == "slept"
 
 
-async def test_result_that_is_not_json_fails_the_attempt(server: Running) -> None:
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("object", "is not JSON-serialisable"),
+        ("nan", "is not JSON-serialisable: Out of range float values"),
+        ("deep", "result nests deeper than 20 levels"),  # the API's rule for documents
+        ("deeper_than_python", "is not JSON-serialisable: maximum recursion depth"),
+        ("nul", "result has a key holding U+0000"),
+    ],
+)
+async def test_result_that_cannot_be_stored_fails_the_attempt(
+    server: Running, kind: str, why: str
+) -> None:
+    # a result stored 150 levels deep made every later read of the job fail (INTERNAL)
     job = await enqueue(
-        server, task="test.not_json", retry_policy=job_pb2.RetryPolicy(max_attempts=1)
+        server,
+        task="test.not_json",
+        payload={"kind": kind},
+        retry_policy=job_pb2.RetryPolicy(max_attempts=1),
     )
     done = await wait_for_state(server.jobs, job.id)
-    assert done.state == job_pb2.JOB_STATE_FAILED and done.last_error.startswith("ResultError")
+    assert done.state == job_pb2.JOB_STATE_FAILED
+    assert done.last_error.startswith("ResultError: ") and why in done.last_error
+    listed = await server.jobs.ListJobs(pb.ListJobsRequest())
+    assert job.id in [j.id for j in listed.jobs]
+
+
+async def test_an_error_holding_u0000_is_stored_with_u_fffd(server: Running) -> None:
+    # PostgreSQL cannot store U+0000: the ending failed, the job stayed RUNNING until its
+    # lease ran out, and the error was never kept
+    job = await enqueue(
+        server, task="test.nul_error", retry_policy=job_pb2.RetryPolicy(max_attempts=1)
+    )
+    done = await wait_for_state(server.jobs, job.id)
+    assert done.state == job_pb2.JOB_STATE_FAILED
+    assert done.last_error == "ValueError: before\ufffdafter"
 
 
 async def test_job_without_a_handler_waits_queued(server: Running) -> None:

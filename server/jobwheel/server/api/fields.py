@@ -23,15 +23,11 @@ from typing import Any
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 from jobwheel.server.api.errors import FieldViolation, InvalidArgument, quote
+from jobwheel.server.json_rules import MAX_JSON_DEPTH, NUL, json_problem
 from jobwheel.server.model import MAX_TIME, MIN_TIME, SECOND, Micros
 
 MAX_DURATION: Micros = 315_576_000_000 * SECOND
-# Objects and arrays inside one another, the document itself included. Python's protobuf
-# refuses messages nested deeper than 100, and each JSON level costs up to three messages
-# (Struct, map entry, Value) below the four above a payload in a WatchJobs batch
-# (WatchJobsResponse > EventBatch > JobEvent > Job): 20 levels keep every client decoding.
-MAX_JSON_DEPTH = 20
-_NUL = "\x00"
+_NUL = NUL
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _TIME_RANGE = "0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
 
@@ -135,7 +131,7 @@ def json_data(
         errors.add(field, "holds NaN or Infinity (not JSON)")
         return False, None
     # the parser bounds the nesting (100 messages), so recursion is bounded too
-    found = _json_problem(data, 0, ())
+    found = json_problem(data)
     if found is None:
         return True, data
     problem, path = found
@@ -223,26 +219,3 @@ def _number(x: float, whole: bool, state: list[bool]) -> float | int:
     if whole and x.is_integer() and -(2**53) <= x <= 2**53:
         return int(x)
     return x
-
-
-Problem = tuple[str, tuple[str, ...]]
-_CONTAINERS = (str, dict, list)
-
-
-def _json_problem(data: Any, depth: int, path: tuple[str, ...]) -> Problem | None:
-    if isinstance(data, str):
-        return ("holds the character U+0000", path) if _NUL in data else None
-    if not isinstance(data, dict | list):
-        return None
-    if depth >= MAX_JSON_DEPTH:
-        return f"nests deeper than {MAX_JSON_DEPTH} levels", path
-    items = enumerate(data) if isinstance(data, list) else data.items()
-    for key, item in items:
-        if isinstance(key, str) and _NUL in key:
-            return "has a key holding U+0000", path
-        step = key if isinstance(key, str) else f"[{key}]"
-        if isinstance(item, _CONTAINERS) and (
-            found := _json_problem(item, depth + 1, (*path, step))
-        ):
-            return found
-    return None

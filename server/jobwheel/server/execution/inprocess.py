@@ -16,8 +16,8 @@ from typing import Any
 
 from jobwheel.server import failures
 from jobwheel.server.handlers import Handler
-from jobwheel.server.model import MAX_DOCUMENT_BYTES, AttemptOutcome
-from jobwheel.server.rules.attempt import AttemptResult, oversized
+from jobwheel.server.model import AttemptOutcome
+from jobwheel.server.rules.attempt import AttemptResult, result_problem
 
 # the report of a handler that returned nothing (most do): one shared immutable object
 _DONE = AttemptResult(AttemptOutcome.SUCCEEDED)
@@ -119,16 +119,13 @@ class InProcessExecutor:
         if result is None:
             return _DONE
         try:
-            text = json.dumps(result)
-        except (TypeError, ValueError) as exc:
+            text = json.dumps(result, allow_nan=False)  # NaN and Infinity are not JSON
+        except (TypeError, ValueError, RecursionError) as exc:
             return AttemptResult(
                 AttemptOutcome.FAILED, error=f"ResultError: result is not JSON-serialisable: {exc}"
             )
-        if oversized(result, len(text)):
-            return AttemptResult(
-                AttemptOutcome.FAILED,
-                error=f"ResultError: result is larger than {MAX_DOCUMENT_BYTES} bytes encoded",
-            )
+        if problem := result_problem(result, len(text)):
+            return AttemptResult(AttemptOutcome.FAILED, error=f"ResultError: {problem}")
         return AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
 
     def close(self) -> None:

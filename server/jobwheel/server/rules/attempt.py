@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import ParseDict
 from jobwheel.server.frozen_init import quick_frozen_init
+from jobwheel.server.json_rules import json_problem
 from jobwheel.server.model import MAX_DOCUMENT_BYTES, AttemptOutcome
 
 # JSON text grows at most about 5.5 times as a protobuf Value (an array of small numbers).
@@ -20,6 +21,19 @@ def oversized(value: Any, text_bytes: int) -> bool:
     if text_bytes * _GROWTH <= MAX_DOCUMENT_BYTES:
         return False
     return ParseDict(value, struct_pb2.Value()).ByteSize() > MAX_DOCUMENT_BYTES
+
+
+def result_problem(value: Any, text_bytes: int) -> str | None:
+    """Why the JSON value `value` (whose JSON text has `text_bytes` bytes) cannot be stored
+    as a job's result, or None: the rules of every document (json_rules), and at most
+    MAX_DOCUMENT_BYTES encoded."""
+    found = json_problem(value)
+    if found is not None:
+        problem, path = found
+        return f"result {problem}" + (f" at {'.'.join(path[:8])}" if path else "")
+    if oversized(value, text_bytes):
+        return f"result is larger than {MAX_DOCUMENT_BYTES} bytes encoded"
+    return None
 
 
 @quick_frozen_init  # built per job

@@ -69,6 +69,17 @@ def summary(exc: BaseException) -> str:
     return _cut(text, MAX_SUMMARY)
 
 
+def stored(error: str) -> str:
+    """An attempt's error text as stored, whoever wrote it: U+0000 (which PostgreSQL cannot
+    store) replaced by U+FFFD, the summary cut to MAX_SUMMARY characters, a traceback kept."""
+    if len(error) <= MAX_SUMMARY and "\x00" not in error:
+        return error
+    error = error.replace("\x00", "\ufffd")
+    at = error.find(_SEPARATOR)
+    head, rest = (error, "") if at < 0 else (error[:at], error[at:])
+    return _cut(head, MAX_SUMMARY) + rest
+
+
 def _cut_piece(piece: str) -> str:
     if len(piece) <= MAX_LINE:
         return piece

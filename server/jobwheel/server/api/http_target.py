@@ -41,10 +41,13 @@ def check_http_url(url: str, field: str, errors: Violations) -> None:
     try:
         parts = urlsplit(url)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
+        port = parts.port  # ValueError past 65535, or not a number
     except ValueError:
-        ok = False
+        ok, port = False, None
     if not ok:
         errors.add(field, "must be an absolute http or https URL")
+    elif port == 0:
+        errors.add(field, "port must be from 1 to 65535")
 
 
 def http_from_proto(h: job_pb2.HttpTarget, prefix: str, errors: Violations) -> model.HttpTarget:

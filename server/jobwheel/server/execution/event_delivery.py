@@ -143,6 +143,7 @@ class EventDeliveries:
             body,
             None,
             Signer([sub.secret]),
+            keep_result=False,  # a subscriber's reply is not kept
         )
         if result.outcome is not AttemptOutcome.SUCCEEDED:
             raise DeliveryFailed(result.error)

@@ -27,7 +27,10 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 # Well-known NAT64 prefix (RFC 6052): the last 32 bits are the IPv4 host really reached.
 _NAT64 = IPv6Network("64:ff9b::/96")
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+# No cap on connections in all: queue concurrency bounds the requests in flight, and a cap
+# shared by every target let a slow receiver hold up the others' jobs (which then timed out
+# waiting for a connection). Idle connections kept for reuse stay few.
+_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20)
 
 
 class SsrfBlocked(Exception):

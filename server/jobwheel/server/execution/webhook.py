@@ -17,12 +17,12 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.execution.signing import Signer
 from jobwheel.server.execution.ssrf import AddressPolicy, SsrfBlocked, guarded_client
 from jobwheel.server.model import AttemptOutcome
 from jobwheel.server.observability import tracing
-from jobwheel.server.rules.attempt import AttemptResult, oversized
+from jobwheel.server.rules.attempt import AttemptResult, result_problem
 
 USER_AGENT = "jobwheel/0.1"
 _ERROR_BODY_CHARS = 200
@@ -76,7 +76,7 @@ def parse_retry_after(value: str | None, now: float) -> float:
     if not value:
         return 0.0
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit, not to float
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -92,10 +92,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def _json_or_none(content: bytes) -> Any:
-    """The body as JSON, or None when it is empty or not strict JSON (NaN is not)."""
+    """The body as JSON, or None when it is empty or not strict JSON (NaN is not), or nests
+    too deep for the parser."""
     try:
         return json.loads(content, parse_constant=_reject_constant) if content else None
-    except ValueError:  # includes JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, UnicodeDecodeError
         return None
 
 
@@ -175,8 +176,12 @@ class WebhookExecutor:
         body: str,
         time_limit: float | None,
         signer: Signer | None = None,
+        *,
+        keep_result: bool = True,
     ) -> AttemptResult:
-        """Sends one signed request (the server's secrets unless `signer` says otherwise)."""
+        """Sends one signed request (the server's secrets unless `signer` says otherwise);
+        with `keep_result`, a 2xx reply's JSON body is the result. Never raises except
+        CancelledError: whatever else goes wrong is the attempt's failure."""
         limit = self.settings.default_timeout if time_limit is None else time_limit
         try:
             request = self._client.build_request(
@@ -215,8 +220,11 @@ class WebhookExecutor:
             detail = str(exc) or type(exc).__name__
             self._delivered("error")
             return AttemptResult(AttemptOutcome.FAILED, error=f"ConnectionError: {detail}")
+        except Exception as exc:  # raised past the client's own errors: retried per the policy
+            self._delivered("error")
+            return AttemptResult(AttemptOutcome.FAILED, error=failures.summary(exc))
         self._delivered(f"{response.status_code // 100}xx")
-        return self._outcome(response, content, truncated)
+        return self._outcome(response, content if keep_result else b"", truncated)
 
     async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
         """At most max_response_bytes of the body; True when more was left unread."""
@@ -235,8 +243,8 @@ class WebhookExecutor:
         if 200 <= status < 300:
             # A truncated body is never valid JSON; say nothing rather than guess.
             result = None if truncated else _json_or_none(content)
-            if result is not None and oversized(result, len(content)):
-                result = None  # kept within the job's bounds: too large to store
+            if result is not None and result_problem(result, len(content)):
+                result = None  # kept within the job's bounds: too large or deep to store
             return AttemptResult(AttemptOutcome.SUCCEEDED, result=result)
         error = f"HttpError: {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
         if 300 <= status < 400:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jobwheel.server import model
+from jobwheel.server import failures, model
 from jobwheel.server.frozen_init import quick_frozen_init
 from jobwheel.server.model import AttemptOutcome, EventType, JobState, Micros, Schedule
 from jobwheel.server.rules import backoff, recurrence
@@ -259,7 +259,7 @@ def charged(job: model.Job) -> int:
 def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float) -> Settlement:
     """The settlement of `job`'s current attempt (`job` as it was when the attempt started)."""
     succeeded = result.outcome is AttemptOutcome.SUCCEEDED
-    error = "" if succeeded else result.error
+    error = "" if succeeded else failures.stored(result.error)
     ended = _ended(job, result.outcome, error, result.result if succeeded else None, now)
     retry = (
         not succeeded

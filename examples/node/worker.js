@@ -41,7 +41,7 @@ const OK = 0;
 // the attempt and the job's retry policy decides what follows.
 async function handle(payload, lease) {
   if (payload.fail) throw new Error(String(payload.fail));
-  return { echo: payload, by: workerId, attempt: lease.epoch };
+  return { echo: payload, by: workerId, attempt: lease.job.attempt };
 }
 
 const held = new Map(); // job id -> { lease, abandoned }: leased and not yet reported

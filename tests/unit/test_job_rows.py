@@ -51,6 +51,7 @@ VALUES: dict[str, Any] = {
     "lease_expire_time": NOW + 30 * SECOND,
     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     "seq": 4242,
+    "epoch": 11,
 }
 
 

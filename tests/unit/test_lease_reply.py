@@ -16,7 +16,7 @@ from tests.unit.test_outcomes import NOW, running
 def full(job: model.Job) -> pb.Lease:
     return pb.Lease(
         job=job_to_proto(job),
-        epoch=job.attempt,
+        epoch=job.epoch,
         expire_time=timestamp(job.lease_expire_time or 0),
         traceparent=job.traceparent,
     )

@@ -47,6 +47,7 @@ KEPT = {
     "progress": {"done": 1},
     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     "seq": 4242,
+    "epoch": 17,
 }
 
 

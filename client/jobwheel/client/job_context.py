@@ -57,7 +57,7 @@ class JobContext:
     """What a handler knows about the attempt it runs."""
 
     job: job_pb2.Job
-    epoch: int
+    epoch: int  # the lease's fencing number, sent back with every report
     worker_id: str
     cancel_reason: str = ""
     _cancelled: bool = False
@@ -77,7 +77,8 @@ class JobContext:
 
     @property
     def attempt(self) -> int:
-        return self.epoch
+        """The attempt number within the execution, from 1."""
+        return self.job.attempt
 
     @property
     def execution(self) -> int:

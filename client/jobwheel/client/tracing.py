@@ -33,7 +33,7 @@ def attempt_span(lease: Any, worker_id: str) -> Iterator[None]:
         "jobwheel.job.id": job.id,
         "jobwheel.job.task": job.task,
         "jobwheel.job.queue": job.queue,
-        "jobwheel.job.attempt": lease.epoch,
+        "jobwheel.job.attempt": job.attempt,
         "jobwheel.worker.id": worker_id,
     }
     with trace.get_tracer(TRACER_NAME).start_as_current_span(

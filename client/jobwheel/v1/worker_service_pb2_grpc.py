@@ -28,11 +28,13 @@ if _version_not_supported:
 class WorkerServiceStub:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
-    server calls `attempt` (the field keeps its name so that existing clients keep working).
-    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
-    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
-    LEASE_NOT_HELD) names the job's current state and epoch.
+    Every lease carries an epoch, the fencing number of the job's leases: each lease of a job
+    gets a greater one than the last, across executions (Job.attempt starts again at 1 for a
+    retried job or a recurring job's next occurrence; the epoch does not). A heartbeat,
+    completion or failure with any other epoch than the current lease's (the lease expired and
+    the job was re-run, or was cancelled and retried, or the report is a repeat from an earlier
+    execution) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo
+    (reason LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
@@ -105,11 +107,13 @@ class WorkerServiceStub:
 class WorkerServiceServicer:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
-    server calls `attempt` (the field keeps its name so that existing clients keep working).
-    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
-    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
-    LEASE_NOT_HELD) names the job's current state and epoch.
+    Every lease carries an epoch, the fencing number of the job's leases: each lease of a job
+    gets a greater one than the last, across executions (Job.attempt starts again at 1 for a
+    retried job or a recurring job's next occurrence; the epoch does not). A heartbeat,
+    completion or failure with any other epoch than the current lease's (the lease expired and
+    the job was re-run, or was cancelled and retried, or the report is a repeat from an earlier
+    execution) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo
+    (reason LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
@@ -259,11 +263,13 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 class WorkerService:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
-    server calls `attempt` (the field keeps its name so that existing clients keep working).
-    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
-    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
-    LEASE_NOT_HELD) names the job's current state and epoch.
+    Every lease carries an epoch, the fencing number of the job's leases: each lease of a job
+    gets a greater one than the last, across executions (Job.attempt starts again at 1 for a
+    retried job or a recurring job's next occurrence; the epoch does not). A heartbeat,
+    completion or failure with any other epoch than the current lease's (the lease expired and
+    the job was re-run, or was cancelled and retried, or the report is a repeat from an earlier
+    execution) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo
+    (reason LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes

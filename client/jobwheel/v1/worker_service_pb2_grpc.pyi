@@ -29,11 +29,13 @@ GRPC_VERSION: str
 class WorkerServiceStub:
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
-    server calls `attempt` (the field keeps its name so that existing clients keep working).
-    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
-    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
-    LEASE_NOT_HELD) names the job's current state and epoch.
+    Every lease carries an epoch, the fencing number of the job's leases: each lease of a job
+    gets a greater one than the last, across executions (Job.attempt starts again at 1 for a
+    retried job or a recurring job's next occurrence; the epoch does not). A heartbeat,
+    completion or failure with any other epoch than the current lease's (the lease expired and
+    the job was re-run, or was cancelled and retried, or the report is a repeat from an earlier
+    execution) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo
+    (reason LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
@@ -106,11 +108,13 @@ class WorkerServiceStub:
 class WorkerServiceAsyncStub(WorkerServiceStub):
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
-    server calls `attempt` (the field keeps its name so that existing clients keep working).
-    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
-    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
-    LEASE_NOT_HELD) names the job's current state and epoch.
+    Every lease carries an epoch, the fencing number of the job's leases: each lease of a job
+    gets a greater one than the last, across executions (Job.attempt starts again at 1 for a
+    retried job or a recurring job's next occurrence; the epoch does not). A heartbeat,
+    completion or failure with any other epoch than the current lease's (the lease expired and
+    the job was re-run, or was cancelled and retried, or the report is a repeat from an earlier
+    execution) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo
+    (reason LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes
@@ -179,11 +183,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Remote workers, in any language, lease due jobs and report their outcome.
 
-    Every lease carries an epoch: the attempt number (Job.attempt), the fencing number the
-    server calls `attempt` (the field keeps its name so that existing clients keep working).
-    A heartbeat, completion or failure with a stale epoch (the lease expired and the job was
-    re-run) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo (reason
-    LEASE_NOT_HELD) names the job's current state and epoch.
+    Every lease carries an epoch, the fencing number of the job's leases: each lease of a job
+    gets a greater one than the last, across executions (Job.attempt starts again at 1 for a
+    retried job or a recurring job's next occurrence; the epoch does not). A heartbeat,
+    completion or failure with any other epoch than the current lease's (the lease expired and
+    the job was re-run, or was cancelled and retried, or the report is a repeat from an earlier
+    execution) fails with FAILED_PRECONDITION and changes nothing; its google.rpc.ErrorInfo
+    (reason LEASE_NOT_HELD) names the job's current state and epoch.
 
     A lease that expires without a heartbeat is recorded as a LOST attempt and the job is
     queued again at once. A lost attempt counts against `max_attempts`: a job that crashes

@@ -53,15 +53,15 @@ class IllegalTransition(DomainError):
 class LeaseNotHeld(DomainError):
     """A worker's report about an attempt it does not hold (any more): the job is `job`."""
 
-    def __init__(self, job: model.Job, attempt: int, worker_id: str) -> None:
-        if job.state is model.JobState.RUNNING and job.attempt == attempt:
+    def __init__(self, job: model.Job, epoch: int, worker_id: str) -> None:
+        if job.state is model.JobState.RUNNING and job.epoch == epoch:
             why = f"it is leased to worker {job.worker_id!r}"
         elif job.state is model.JobState.RUNNING:
-            why = f"it runs attempt {job.attempt} now"
+            why = f"it runs under epoch {job.epoch} now (attempt {job.attempt})"
         else:
-            why = f"it is {job.state.name} (attempt {job.attempt})"
+            why = f"it is {job.state.name} (epoch {job.epoch}, attempt {job.attempt})"
         super().__init__(
-            f"worker {worker_id!r} does not hold attempt {attempt} of job {job.id}: {why}"
+            f"worker {worker_id!r} does not hold the lease of epoch {epoch} of job {job.id}: {why}"
         )
         self.job = job
 

@@ -219,8 +219,9 @@ class Job:
     An execution is one run of the job (one per occurrence, for a recurring job), made of
     attempts (the first try and its retries). `execution_count` counts executions started;
     `attempt` is the number of the current execution's latest attempt, from 1 (0 before the
-    first): it is also the fencing number of the attempt's lease, so a report about an
-    older attempt changes nothing. `released_attempts` of them were released by a graceful
+    first). `epoch` counts the job's attempts over all its executions: the fencing number of
+    the current attempt's lease, so a report about any older attempt, of this execution or
+    an earlier one, changes nothing. `released_attempts` of them were released by a graceful
     stop and are not charged against retry_policy.max_attempts. `seq` is the insertion order
     the store assigns: the key of stable pagination. `worker_id` and `lease_expire_time`
     name who holds a RUNNING attempt and until when. `skipped_count` counts occurrences
@@ -259,6 +260,7 @@ class Job:
     traceparent: str = ""
     # Insertion order, assigned by the store: the key of stable pagination.
     seq: int = 0
+    epoch: int = 0
 
     @property
     def recurring(self) -> bool:

@@ -82,10 +82,10 @@ async def test_heartbeats_of_many_jobs_extend_only_held_leases(store: Store) -> 
     a, b, c = mine
     head = await store.head_revision()
     renewals = [
-        Renewal(a.id, a.attempt, "w1", T0 + 50, T0 + 1),
-        Renewal(b.id, b.attempt, "w1", T0 + 60, T0 + 1, {"done": 5}),
-        Renewal(c.id, c.attempt + 1, "w1", T0 + 70, T0 + 1),  # not its attempt
-        Renewal(theirs.id, theirs.attempt, "w1", T0 + 80, T0 + 1),  # another worker's
+        Renewal(a.id, a.epoch, "w1", T0 + 50, T0 + 1),
+        Renewal(b.id, b.epoch, "w1", T0 + 60, T0 + 1, {"done": 5}),
+        Renewal(c.id, c.epoch + 1, "w1", T0 + 70, T0 + 1),  # not its epoch
+        Renewal(theirs.id, theirs.epoch, "w1", T0 + 80, T0 + 1),  # another worker's
         Renewal("missing", 1, "w1", T0 + 90, T0 + 1),
     ]
     renewed = await store.renew(renewals)
@@ -102,11 +102,11 @@ async def test_heartbeats_of_many_jobs_extend_only_held_leases(store: Store) -> 
     # the same job twice in one batch: each heartbeat answers with the lease it set
     twice = await store.renew(
         [
-            Renewal(a.id, a.attempt, "w1", T0 + 200, T0 + 2),
-            Renewal(b.id, b.attempt, "w1", T0 + 210, T0 + 2),
-            Renewal(a.id, a.attempt, "w1", T0 + 300, T0 + 2),
-            Renewal(theirs.id, theirs.attempt, "w2", T0 + 220, T0 + 2),
-            Renewal(a.id, a.attempt + 1, "w1", T0 + 400, T0 + 2),  # not its attempt
+            Renewal(a.id, a.epoch, "w1", T0 + 200, T0 + 2),
+            Renewal(b.id, b.epoch, "w1", T0 + 210, T0 + 2),
+            Renewal(a.id, a.epoch, "w1", T0 + 300, T0 + 2),
+            Renewal(theirs.id, theirs.epoch, "w2", T0 + 220, T0 + 2),
+            Renewal(a.id, a.epoch + 1, "w1", T0 + 400, T0 + 2),  # not its epoch
         ]
     )
     assert [(r.applied, r.job.lease_expire_time if r.job else None) for r in twice] == [

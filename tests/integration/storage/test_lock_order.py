@@ -83,8 +83,8 @@ async def test_a_heartbeat_with_progress_and_a_cancel_do_not_deadlock(
     first, second = await _running_pair(a)
     # one renewal with progress, one without: two UPDATE shapes, the second job's first
     renewals = [
-        Renewal(first.id, first.attempt, WORKER, T0 + 2 * 10**9, T0 + 5, progress={"p": 1}),
-        Renewal(second.id, second.attempt, WORKER, T0 + 2 * 10**9, T0 + 5),
+        Renewal(first.id, first.epoch, WORKER, T0 + 2 * 10**9, T0 + 5, progress={"p": 1}),
+        Renewal(second.id, second.epoch, WORKER, T0 + 2 * 10**9, T0 + 5),
     ]
     renewed, cancelled = await _against_a_cancel(a, b, first, second, a.renew(renewals))
     assert {j.id for j in cancelled} == {first.id, second.id}

@@ -19,7 +19,7 @@ from jobwheel.server.storage.workers import WorkerRow
 from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.integration.storage.factories import new_job
+from tests.integration.storage.factories import T0, new_job
 
 
 async def stamped(store: Store) -> list[int]:
@@ -122,6 +122,7 @@ def test_migration_list_is_gapless() -> None:
 
 # What each version added, undone newest first: takes a database back to an older shape.
 UNDO: dict[int, tuple[str, ...]] = {
+    8: ("ALTER TABLE jobs DROP COLUMN epoch",),
     7: (
         "DROP INDEX ix_jobs_dispatch",
         "CREATE INDEX ix_jobs_dispatch ON jobs (queue, state, priority DESC, seq)"
@@ -210,6 +211,34 @@ async def test_older_databases_gain_what_came_after(store_url: str, version: int
         assert [w.id for w in await upgraded.list_workers(0)] == ["w1"]
         # the job page's timeline reads the event log by job (the index of version 4)
         assert [e.revision for e in await upgraded.job_timeline(job.id)]
+    finally:
+        await upgraded.close()
+
+
+async def test_leases_held_across_the_upgrade_keep_their_epoch(store_url: str) -> None:
+    # version 8 adds the epoch (until then the attempt number was the fencing number): a
+    # worker holding a lease through the upgrade reports with its attempt number
+    fresh = await open_store(store_url)
+    (held, _), (waiting, _) = await fresh.insert_jobs([new_job(), new_job()])
+    [leased] = await fresh.lease(
+        "w1",
+        queue_names=(),
+        tasks=(held.task,),
+        skip_tasks=(),
+        limit=1,
+        now=T0,
+        lease_until=T0 + 10**9,
+    )
+    assert leased.id == held.id and leased.epoch == 1
+    await back_to(fresh, 7)
+    await fresh.close()
+
+    upgraded = await open_store(store_url)
+    try:
+        got = await upgraded.get_job(held.id)
+        assert got is not None and (got.attempt, got.epoch) == (1, 1)
+        other = await upgraded.get_job(waiting.id)
+        assert other is not None and other.epoch == 0
     finally:
         await upgraded.close()
 

@@ -133,8 +133,7 @@ def api_error(err: domain.DomainError) -> ApiError:
             "LEASE_NOT_HELD",
             job_id=job.id,
             current_state=_state_name(job.state),
-            # the proto's name for the attempt number: see worker_service.proto
-            current_epoch=str(job.attempt),
+            current_epoch=str(job.epoch),
             current_worker_id=job.worker_id,
         )
     if isinstance(err, domain.InvalidField):

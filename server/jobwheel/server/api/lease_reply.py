@@ -3,7 +3,7 @@
 The jobs of one lease share most of their message: queue, task, state RUNNING, policies,
 worker, start and lease times. That part is converted once per reply (job_to_proto of a job
 holding only the shared fields) and copied; each job's own fields are then set on the copy.
-The result equals pb.Lease(job=job_to_proto(job), epoch=job.attempt, expire_time=...,
+The result equals pb.Lease(job=job_to_proto(job), epoch=job.epoch, expire_time=...,
 traceparent=job.traceparent) field for field (tests/unit/test_lease_reply.py), at a fraction
 of the cost: converting every field of hundreds of jobs was a third of a lease's server time.
 """
@@ -76,7 +76,7 @@ class LeaseReplies:
         if template is None:
             template = self._templates[key] = _template(job)
         out.CopyFrom(template)
-        out.epoch = job.attempt
+        out.epoch = job.epoch
         if job.traceparent:
             out.traceparent = job.traceparent
         msg = out.job

@@ -364,7 +364,7 @@ def _status(err: DomainError) -> pb.ItemStatus:
     if isinstance(err, LeaseNotHeld):
         status.reason = "LEASE_NOT_HELD"
         status.current_state = JOB_STATE_TO_PROTO[err.job.state]
-        status.current_epoch = err.job.attempt
+        status.current_epoch = err.job.epoch
     elif api.code == code_pb2.NOT_FOUND:
         status.reason = "NOT_FOUND"
     return status

@@ -2,8 +2,9 @@
 
 A lease is the same transition as an in-process claim, and a report ends the attempt through
 the same settlement, so retries, recurrence and the event log behave identically whoever runs
-the job. The fencing token is the attempt number (the proto's `epoch`): a report for an
-attempt the job no longer holds changes nothing.
+the job. The fencing token is the job's epoch, which every lease of it raises (attempt
+numbers start again at each execution): a report about a lease the job no longer holds,
+of this execution or an earlier one, changes nothing.
 
 A lease that expires (the worker crashed, hung or lost the network) is found by the engine's
 upkeep and settled as LOST: the attempt counts against `max_attempts`, so a job that kills
@@ -52,21 +53,22 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Beat:
-    """One heartbeat of a batch: the lease of attempt `attempt` of `job_id`."""
+    """One heartbeat of a batch: the lease of epoch `epoch` of `job_id`."""
 
     job_id: str
-    attempt: int
+    epoch: int
     progress: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """One outcome of a batch: attempt `attempt` of `job_id` ended with `result`, or (None)
+    """One outcome of a batch: the attempt under epoch `epoch` of `job_id` ended with
+    `result`, or (None)
     was released by the worker for `why`: the job runs again, the attempt is not charged
     (up to states.MAX_RELEASED_ATTEMPTS per execution)."""
 
     job_id: str
-    attempt: int
+    epoch: int
     result: AttemptResult | None
     why: str = ""
 
@@ -231,12 +233,12 @@ class RemoteWorkers:
     async def heartbeat(
         self,
         job_id: str,
-        attempt: int,
+        epoch: int,
         worker_id: str,
         lease: model.Micros | None,
         progress: dict[str, Any] | None,
     ) -> Heartbeat:
-        [beat] = await self.heartbeat_many(worker_id, [Beat(job_id, attempt, progress)], lease)
+        [beat] = await self.heartbeat_many(worker_id, [Beat(job_id, epoch, progress)], lease)
         if isinstance(beat, DomainError):
             raise beat
         return beat
@@ -259,9 +261,9 @@ class RemoteWorkers:
             held = self._held.get(b.job_id)
             length = lease
             if length is None:  # the original lease's length, when this replica granted it
-                mine = held is not None and held.job.attempt == b.attempt
+                mine = held is not None and held.job.epoch == b.epoch
                 length = held.lease if mine and held is not None else model.DEFAULT_LEASE
-            renewals.append(Renewal(b.job_id, b.attempt, worker_id, now + length, now, b.progress))
+            renewals.append(Renewal(b.job_id, b.epoch, worker_id, now + length, now, b.progress))
         renewed = await self._renew(renewals)
         out: list[Heartbeat | DomainError] = []
         for b, r in zip(beats, renewed, strict=True):
@@ -270,30 +272,30 @@ class RemoteWorkers:
                 out.append(NotFound("job", b.job_id))
             elif r.applied:
                 held = self._held.get(b.job_id)
-                if held is not None and held.job.attempt == b.attempt:
+                if held is not None and held.job.epoch == b.epoch:
                     held.job.progress = job.progress
                 out.append(Heartbeat(job.lease_expire_time))
             elif (
                 job.state is model.JobState.CANCELLED
-                and job.attempt == b.attempt
+                and job.epoch == b.epoch
                 and job.worker_id == worker_id
             ):
                 # The attempt ended by cancellation: its worker should stop, and need not report.
                 out.append(Heartbeat(None, True, job.cancel_reason))
             else:
-                out.append(LeaseNotHeld(job, b.attempt, worker_id))
+                out.append(LeaseNotHeld(job, b.epoch, worker_id))
         return out
 
-    async def complete(self, job_id: str, attempt: int, worker_id: str, result: Any) -> model.Job:
+    async def complete(self, job_id: str, epoch: int, worker_id: str, result: Any) -> model.Job:
         return await self._report(
             worker_id,
-            Report(job_id, attempt, AttemptResult(AttemptOutcome.SUCCEEDED, result=result)),
+            Report(job_id, epoch, AttemptResult(AttemptOutcome.SUCCEEDED, result=result)),
         )
 
     async def fail(
         self,
         job_id: str,
-        attempt: int,
+        epoch: int,
         worker_id: str,
         error: str,
         *,
@@ -303,7 +305,7 @@ class RemoteWorkers:
         result = AttemptResult(
             AttemptOutcome.FAILED, error=error, retryable=retryable, retry_after=retry_after
         )
-        return await self._report(worker_id, Report(job_id, attempt, result))
+        return await self._report(worker_id, Report(job_id, epoch, result))
 
     async def _report(self, worker_id: str, report: Report) -> model.Job:
         [out] = await self.report_many(worker_id, [report])
@@ -333,10 +335,10 @@ class RemoteWorkers:
                 continue
             if (
                 job.state is not model.JobState.RUNNING
-                or job.attempt != r.attempt
+                or job.epoch != r.epoch
                 or job.worker_id != worker_id
             ):
-                out.append(LeaseNotHeld(job, r.attempt, worker_id))
+                out.append(LeaseNotHeld(job, r.epoch, worker_id))
                 continue
             out.append(job)  # replaced below by the job after its settlement
             if r.result is None:
@@ -358,21 +360,17 @@ class RemoteWorkers:
             out[i] = (
                 NotFound("job", reports[i].job_id)
                 if current is None
-                else LeaseNotHeld(current, reports[i].attempt, worker_id)
+                else LeaseNotHeld(current, reports[i].epoch, worker_id)
             )
         return out
 
     async def _jobs_of(self, reports: Sequence[Report], worker_id: str) -> dict[str, model.Job]:
-        """The jobs as leased here when `worker_id` holds the reported attempt (no read), the
+        """The jobs as leased here when `worker_id` holds the reported lease (no read), the
         others as stored (leased by another replica, or stale reports)."""
         found: dict[str, model.Job] = {}
         for r in reports:
             held = self._held.get(r.job_id)
-            if (
-                held is not None
-                and held.job.attempt == r.attempt
-                and held.job.worker_id == worker_id
-            ):
+            if held is not None and held.job.epoch == r.epoch and held.job.worker_id == worker_id:
                 found[r.job_id] = held.job
         missing = [j for j in dict.fromkeys(r.job_id for r in reports) if j not in found]
         if missing:

@@ -247,6 +247,7 @@ def _settlement(
         None,  # lease_expire_time
         job.traceparent,
         job.seq,
+        job.epoch,
     )
     return Settlement(ended, after, events, skipped, lease_expired_before)
 

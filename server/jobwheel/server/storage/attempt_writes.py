@@ -131,7 +131,8 @@ WITH picked AS (
   UPDATE jobs SET state = '{_RUNNING}',
     execution_count = jobs.execution_count + CASE WHEN jobs.attempt = 0 THEN 1 ELSE 0 END,
     released_attempts = CASE WHEN jobs.attempt = 0 THEN 0 ELSE jobs.released_attempts END,
-    attempt = jobs.attempt + 1, start_time = GREATEST($5::bigint, jobs.update_time),
+    attempt = jobs.attempt + 1, epoch = jobs.epoch + 1,
+    start_time = GREATEST($5::bigint, jobs.update_time),
     update_time = GREATEST($5::bigint, jobs.update_time),
     worker_id = $6::varchar, lease_expire_time = $7::bigint
   FROM picked WHERE jobs.seq = picked.seq
@@ -193,6 +194,7 @@ def claim_statement(
             execution_count=jobs.c.execution_count + case((jobs.c.attempt == 0, 1), else_=0),
             released_attempts=case((jobs.c.attempt == 0, 0), else_=jobs.c.released_attempts),
             attempt=jobs.c.attempt + 1,
+            epoch=jobs.c.epoch + 1,
             start_time=started_at,
             update_time=started_at,
             worker_id=worker_id,

@@ -279,6 +279,7 @@ def job_from_values(row: Sequence[Any]) -> Job:
         timeout, idempotency_key, http, create_time, update_time, next_run_time, attempt,
         execution_count, released_attempts, start_time, end_time, last_error, result,
         cancel_reason, skipped_count, progress, worker_id, lease_expire_time, traceparent,
+        epoch,
     ) = row[:_WIDTH]  # fmt: skip
     # positional: Job's fields in order (29 keywords cost three times as much;
     # test_job_rows.py holds it to the row field by field)
@@ -312,6 +313,7 @@ def job_from_values(row: Sequence[Any]) -> Job:
         lease_expire_time,
         traceparent,
         seq,
+        epoch,
     )
 
 

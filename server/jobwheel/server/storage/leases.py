@@ -2,7 +2,7 @@
 
 A lease is the engine's claim (Transitions._start_attempts) with other filters; a worker's
 report at the end of the attempt goes through `settle` like an in-process ending. Renewals are
-fenced like settlements: only the worker holding the job's current attempt extends it.
+fenced by the lease's epoch: only the worker holding the job's current lease extends it.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ def _best_of_each(
 
 @dataclass(frozen=True, slots=True)
 class Renewal:
-    """A heartbeat: push the lease of (job, attempt) held by `worker_id` to `until`."""
+    """A heartbeat: push the lease of (job, epoch) held by `worker_id` to `until`."""
 
     job_id: str
-    attempt: int
+    epoch: int
     worker_id: str
     until: Micros
     now: Micros
@@ -157,11 +157,11 @@ class Leases(Transitions):
         return out
 
 
-# Fenced like a settlement: only the worker holding the job's current attempt extends it.
+# Fenced by the epoch: only the worker holding the job's current lease extends it.
 _HELD = (
     jobs.c.id == bindparam("r_id"),
     jobs.c.state == JobState.RUNNING.value,
-    jobs.c.attempt == bindparam("r_attempt"),
+    jobs.c.epoch == bindparam("r_epoch"),
     jobs.c.worker_id == bindparam("r_worker"),
 )
 _EXTEND = update(jobs).where(*_HELD).values(lease_expire_time=bindparam("r_until"))
@@ -176,7 +176,7 @@ _READ_BACK = 500
 def _params(r: Renewal) -> dict[str, Any]:
     params: dict[str, Any] = {
         "r_id": r.job_id,
-        "r_attempt": r.attempt,
+        "r_epoch": r.epoch,
         "r_worker": r.worker_id,
         "r_until": r.until,
     }
@@ -187,8 +187,8 @@ def _params(r: Renewal) -> dict[str, Any]:
 
 async def _renew_distinct(conn: AsyncConnection, renewals: Sequence[Renewal]) -> list[Renewed]:
     """Renewals of distinct jobs: each UPDATE (one executemany per shape) only extends a lease
-    and leaves state, attempt and worker as they were, so a job read back afterwards still
-    held by the renewal's attempt and worker is one the UPDATE applied to."""
+    and leaves state, epoch and worker as they were, so a job read back afterwards still
+    held by the renewal's epoch and worker is one the UPDATE applied to."""
     for stmt, progress in ((_EXTEND, False), (_EXTEND_WITH_PROGRESS, True)):
         batch = [_params(r) for r in renewals if (r.progress is not None) is progress]
         if batch:
@@ -205,7 +205,7 @@ async def _renew_distinct(conn: AsyncConnection, renewals: Sequence[Renewal]) ->
         held = (
             job is not None
             and job.state is JobState.RUNNING
-            and (job.attempt, job.worker_id) == (r.attempt, r.worker_id)
+            and (job.epoch, job.worker_id) == (r.epoch, r.worker_id)
         )
         out.append(Renewed(held, job))
     return out

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from jobwheel.server.model import JobState
 from jobwheel.server.storage.dialect import Dialect, Engines
 from jobwheel.server.storage.outage import is_unreachable
 from jobwheel.server.storage.schema import (
@@ -166,6 +167,13 @@ async def _dispatch_without_state(conn: AsyncConnection, _dialect: Dialect) -> N
     await _rebuild(conn, ix_jobs_dispatch)
 
 
+async def _epochs(conn: AsyncConnection, _dialect: Dialect) -> None:
+    await conn.execute(text("ALTER TABLE jobs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+    # the leases held now keep their epoch (their attempt number); the others count from here
+    running = JobState.RUNNING.value
+    await conn.execute(text(f"UPDATE jobs SET epoch = attempt WHERE state = '{running}'"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
@@ -181,6 +189,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         7, "the dispatch index without the state its predicate fixes", _dispatch_without_state
     ),
+    Migration(8, "jobs.epoch: a lease's fencing number, never repeated for a job", _epochs),
 )
 
 

@@ -84,6 +84,9 @@ jobs = Table(
     Column("recurring", Boolean, nullable=False, server_default=false()),
     # W3C traceparent of the enqueue ('' without tracing): attempts continue that trace
     Column("traceparent", String(55), nullable=False, server_default=""),
+    # The fencing number of the current attempt's lease: every claim adds one, so it never
+    # repeats for a job (attempt starts again at each execution)
+    Column("epoch", Integer, nullable=False, server_default="0"),
     sqlite_autoincrement=True,
 )
 

@@ -59,8 +59,8 @@ def claim_sql(tasks: int, include_http: bool) -> str:
         # a job that has not started its current execution begins a new one
         " execution_count = execution_count + CASE WHEN attempt = 0 THEN 1 ELSE 0 END,"
         " released_attempts = CASE WHEN attempt = 0 THEN 0 ELSE released_attempts END,"
-        " attempt = attempt + 1, start_time = max(?, update_time), worker_id = ?,"
-        " lease_expire_time = ?"
+        " attempt = attempt + 1, epoch = epoch + 1, start_time = max(?, update_time),"
+        " worker_id = ?, lease_expire_time = ?"
         " WHERE seq IN (SELECT seq FROM jobs"
         f" WHERE state = '{CLAIMABLE.value}' AND queue = ? AND ({' OR '.join(runnable)})"
         " ORDER BY priority DESC, seq LIMIT ?)"

@@ -12,11 +12,16 @@ _MISSING = object()
 
 
 def _same_json(a: Any, b: Any) -> bool:
-    # JSON types: true is not 1 and 1 is not "1", but 1 equals 1.0
+    # JSON types, at every level: true is not 1 and 1 is not "1", but 1 equals 1.0 (documents
+    # nest at most json_rules.MAX_JSON_DEPTH deep)
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, int | float) and isinstance(b, int | float):
         return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(v, b[k]) for k, v in a.items())
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 

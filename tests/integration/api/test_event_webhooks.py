@@ -12,7 +12,7 @@ from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 from standardwebhooks import Webhook
 
-from tests.conftest import Running, running_server
+from tests.conftest import Running, fresh_pg_schema, running_server
 from tests.integration.api.helpers import field_violations
 from tests.integration.api.receiver import Receiver
 from tests.integration.api.waiting import until, wait_for_state
@@ -145,3 +145,28 @@ async def test_a_server_keeps_at_most_100_subscriptions(server: Running) -> None
     await server.jobs.CreateEventSubscription(create(100))
     with pytest.raises(grpc.aio.AioRpcError):
         await server.jobs.CreateEventSubscription(create(101))
+
+
+@pytest.mark.postgres
+async def test_event_subscription_limit_holds_under_concurrent_creates() -> None:
+    # proto CreateEventSubscriptionRequest: "A server keeps at most 100: the 101st fails with
+    # RESOURCE_EXHAUSTED"; ListEventSubscriptionsResponse: "Every subscription (at most 100)".
+    async with fresh_pg_schema() as url, running_server(url) as server:
+
+        def request() -> pb.CreateEventSubscriptionRequest:
+            return pb.CreateEventSubscriptionRequest(
+                url="http://127.0.0.1:9/hook",
+                event_types=[j.JOB_EVENT_TYPE_COMPLETED],
+                secret=SECRET,
+            )
+
+        for _ in range(80):
+            await server.jobs.CreateEventSubscription(request())
+        results = await asyncio.gather(
+            *(server.jobs.CreateEventSubscription(request()) for _ in range(60)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
+        listed = await server.jobs.ListEventSubscriptions(pb.ListEventSubscriptionsRequest())
+        assert len(listed.subscriptions) <= 100

@@ -115,6 +115,9 @@ class Watcher:
             return
         head = self.bus.head
         if since > head:
+            # another replica may have appended it, and this one not heard of it yet
+            head = max(head, await self.store.head_revision())
+        if since > head:
             raise OutOfRange(
                 f"revision {since} is ahead of the newest revision {head}",
                 "REVISION_AHEAD",
@@ -144,6 +147,7 @@ class Watcher:
                 try:
                     snapshot, revision = await self._read_snapshot(flt, held)
                     for entry in snapshot:
+                        self._stop_if_closed()
                         yield entry
                         held.release(entry.ByteSize())
                 finally:
@@ -153,6 +157,7 @@ class Watcher:
                 yield pb.WatchJobsResponse(snapshot_end=pb.SnapshotEnd(revision=revision))
             # the log holds what happened between `last` and the subscription
             while last < sub.start - 1:
+                self._stop_if_closed()
                 page = await self.store.read_events(last, REPLAY_PAGE)
                 wanted = []
                 for event in page:
@@ -162,6 +167,7 @@ class Watcher:
                     if matches(sub.filter, event.job):
                         wanted.append(event)
                 for response in self._pack(wanted, max_batch):
+                    self._stop_if_closed()
                     yield response
                 if len(page) < REPLAY_PAGE:
                     break

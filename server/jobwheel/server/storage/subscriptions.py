@@ -9,13 +9,17 @@ from jobwheel.server.storage.base import StoreBase
 from jobwheel.server.storage.dialect import notify_settings_changed
 from jobwheel.server.storage.schema import event_head
 from jobwheel.server.storage.schema import event_subscriptions as subs
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 
 class Subscriptions(StoreBase):
     async def add_subscription(self, sub: EventSubscription, limit: int) -> bool:
         """Stores `sub` unless `limit` subscriptions exist already (False then)."""
         async with self._write() as conn:
+            if self.dialect.name == "postgresql":
+                # creates on several connections (replicas) count one after another: counted
+                # side by side, they passed the limit together (SQLite has one writer)
+                await conn.execute(text(f"LOCK TABLE {subs.name} IN SHARE ROW EXCLUSIVE MODE"))
             count = (await conn.execute(select(func.count()).select_from(subs))).scalar_one()
             if count >= limit:
                 return False

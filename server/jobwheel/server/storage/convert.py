@@ -362,6 +362,12 @@ def job_snapshot(job: Job) -> str:
     return _snapshot_text(job)
 
 
+def deleted_job_snapshot(job: Job) -> str:
+    """job_snapshot with the payload: the DELETED event's, the one place left that keeps a
+    deleted job's payload for the replay of its events (job_from_snapshot reads it)."""
+    return f'{job_snapshot(job)[:-1]},"payload":{dumps(job.payload)}}}'
+
+
 def _snapshot_text(job: Job, leave_out: tuple[str, ...] = ()) -> str:
     """job_snapshot's text without the members named in `leave_out`."""
     doc = dict(zip(_REQUIRED_FIELDS, _required_of(job), strict=True))
@@ -521,8 +527,13 @@ def _snapshot_tail(job: Job, tails: dict[tuple[Any, ...], str]) -> str:
     return tail
 
 
-def job_from_snapshot(text: str, payload: dict[str, Any]) -> Job:
+def job_from_snapshot(text: str, payload: dict[str, Any] | None) -> Job:
+    """The job of an event's snapshot, with `payload` (the job's row's); None: the row is
+    gone, and the snapshot's own payload (a DELETED event's) or {} stands in."""
     doc = loads(text)
+    kept = doc.pop("payload", None)
+    if payload is None:
+        payload = kept if kept is not None else {}
     fields = _known_fields(Job, doc)
     fields["state"] = JobState(doc["state"])
     schedule, http = doc.get("schedule"), doc.get("http")

@@ -195,6 +195,8 @@ class EventLog(StoreBase):
         )
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
+            gone = {r["job_id"] for r in rows if r["payload"] is None}
+            payloads = await _deleted_payloads(conn, gone) if gone else {}
         kept: list[Event] = []
         skipped: list[int] = []
         for r in rows:
@@ -205,7 +207,7 @@ class EventLog(StoreBase):
                 or recurring is None
                 or keep(EventType(r["type"]), r["job_id"], recurring)
             ):
-                kept.append(_event_from_row(r))
+                kept.append(_event_from_row(r, payloads))
             else:
                 skipped.append(r["revision"])
         return kept, skipped
@@ -239,11 +241,28 @@ class EventLog(StoreBase):
             return (await conn.execute(stmt)).rowcount
 
 
-def _event_from_row(row: Any) -> Event:
-    payload = {} if row["payload"] is None else loads(row["payload"])
+def _event_from_row(row: Any, deleted: dict[str, dict[str, Any]]) -> Event:
+    """The event of a row of the log joined to its job's row; `deleted`: the payloads of
+    jobs whose row is gone, from their DELETED events."""
+    text = row["payload"]
+    payload = loads(text) if text is not None else deleted.get(row["job_id"])
     return Event(
         revision=row["revision"],
         type=EventType(row["type"]),
         job=job_from_snapshot(row["job"], payload),
         time=row["time"],
     )
+
+
+async def _deleted_payloads(conn: AsyncConnection, job_ids: set[str]) -> dict[str, Any]:
+    """The payloads the DELETED events of `job_ids` keep (jobs deleted since, whose rows are
+    gone; a job pruned by retention has none), by job id."""
+    stmt = select(events.c.job_id, events.c.job).where(
+        events.c.job_id.in_(sorted(job_ids)), events.c.type == EventType.DELETED.value
+    )
+    out: dict[str, Any] = {}
+    for job_id, text in await conn.execute(stmt):
+        payload = loads(text).get("payload")
+        if payload is not None:
+            out[job_id] = payload
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 from jobwheel.server.model import AttemptOutcome, Job, JobFilter, JobState, Micros, clamp_time
 from jobwheel.server.rules.states import TERMINAL, Action, RunTime
 from jobwheel.server.storage.base import StoreBase
-from jobwheel.server.storage.convert import job_from_row, schedule_text
+from jobwheel.server.storage.convert import deleted_job_snapshot, job_from_row, schedule_text
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import Unindexed, attempts, jobs
@@ -95,7 +95,12 @@ class Management(StoreBase):
                     .values(outcome=outcome.value, error=error, end_time=now)
                 )
             changed.sort(key=lambda j: j.seq)
-            committed = await append_events(conn, [(action.event, j) for j in changed], now)
+            # a deleted job's payload goes with its DELETED event: the replay of its events
+            # has no row left to read it from
+            snapshots = [deleted_job_snapshot(j) for j in changed] if action.deletes else None
+            committed = await append_events(
+                conn, [(action.event, j) for j in changed], now, snapshots
+            )
         self._emit(committed)
         return changed
 

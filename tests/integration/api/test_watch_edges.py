@@ -21,6 +21,7 @@ from jobwheel.v1 import job_service_pb2_grpc
 
 from tests.conftest import Running, fresh_pg_schema, running_server
 from tests.integration.api.waiting import until_watching
+from tests.integration.workers.helpers import error_info
 
 
 def struct(fields: dict) -> struct_pb2.Struct:
@@ -217,3 +218,30 @@ async def test_stop_ends_a_replaying_stream_at_once_with_unavailable(db_url: str
             stopping = asyncio.create_task(app.stop(0.5))
         await stopping
         await channel.close()
+
+
+async def test_events_pruned_during_a_replay_end_it_rather_than_leave_a_gap(
+    server: Running,
+) -> None:
+    # the log pruned between two pages of a replay: the stream jumped over the events gone,
+    # and the watcher never knew; now it ends REVISION_COMPACTED after the last one kept
+    batch = pb.BatchEnqueueJobsRequest(jobs=[pb.EnqueueJobRequest(task="nobody.handles")] * 2500)
+    await server.jobs.BatchEnqueueJobs(batch)
+    call = server.jobs.WatchJobs(pb.WatchJobsRequest(since_revision=1))
+    seen = [(await call.read()).event.revision for _ in range(10)]
+    await server.app.store.prune_events(time.time_ns() // 1000 + 10**9)  # all but the newest
+    code, reason = None, ""
+
+    async def read_on() -> None:
+        while (msg := await call.read()) is not grpc.aio.EOF:
+            seen.append(msg.event.revision)
+
+    try:
+        await asyncio.wait_for(read_on(), 10)
+    except grpc.aio.AioRpcError as err:
+        code = err.code()
+        reason = error_info(err).reason
+    except TimeoutError:
+        call.cancel()  # the stream went live past a gap, waiting for more
+    assert code == grpc.StatusCode.OUT_OF_RANGE and reason == "REVISION_COMPACTED"
+    assert seen == list(range(2, seen[-1] + 1))  # no gap in what was delivered

@@ -125,12 +125,7 @@ class Watcher:
             )
         oldest = await self.store.oldest_revision()
         if oldest is not None and since < oldest - 1:
-            raise OutOfRange(
-                f"revision {since} is no longer kept; the oldest available is {oldest}: "
-                "take a fresh snapshot (include_snapshot) and watch from its revision",
-                "REVISION_COMPACTED",
-                oldest_revision=str(oldest),
-            )
+            raise _compacted(since, oldest)
 
     async def stream(
         self, flt: model.JobFilter, include_snapshot: bool, since: int, max_batch: int = 1
@@ -159,6 +154,8 @@ class Watcher:
             while last < sub.start - 1:
                 self._stop_if_closed()
                 page = await self.store.read_events(last, REPLAY_PAGE)
+                if page and page[0].revision != last + 1:  # pruned since: never skip silently
+                    raise _compacted(last, page[0].revision)
                 wanted = []
                 for event in page:
                     if event.revision >= sub.start:
@@ -311,3 +308,12 @@ def _snapshot_entries(jobs: list[model.Job], revision: int) -> list[pb.WatchJobs
         )
         for job in jobs
     ]
+
+
+def _compacted(since: int, oldest: int) -> OutOfRange:
+    return OutOfRange(
+        f"revision {since} is no longer kept; the oldest available is {oldest}: "
+        "take a fresh snapshot (include_snapshot) and watch from its revision",
+        "REVISION_COMPACTED",
+        oldest_revision=str(oldest),
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -17,7 +16,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running, running_server
 from tests.integration.api.helpers import field_violations
-from tests.integration.api.waiting import until_watching
+from tests.integration.api.waiting import take, until_watching
 from tests.integration.workers.helpers import error_info
 
 E = job_pb2
@@ -27,23 +26,6 @@ async def enqueue_many(server: Running, n: int, task: str = "nobody.handles") ->
     reqs = [pb.EnqueueJobRequest(task=task) for _ in range(n)]
     resp = await server.jobs.BatchEnqueueJobs(pb.BatchEnqueueJobsRequest(jobs=reqs))
     return [r.job.id for r in resp.results]
-
-
-async def take(
-    stream: AsyncIterator[pb.WatchJobsResponse], n: int, within: float = 10
-) -> list[pb.WatchJobsResponse]:
-    out: list[pb.WatchJobsResponse] = []
-
-    async def read() -> None:
-        async for msg in stream:
-            if msg.HasField("heartbeat"):
-                continue
-            out.append(msg)
-            if len(out) == n:
-                return
-
-    await asyncio.wait_for(read(), within)
-    return out
 
 
 async def test_live_events_of_a_job_run(server: Running) -> None:

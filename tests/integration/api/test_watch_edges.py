@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -20,7 +19,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 
 from tests.conftest import Running, fresh_pg_schema, running_server
-from tests.integration.api.waiting import until_watching
+from tests.integration.api.waiting import take, until_watching
 from tests.integration.workers.helpers import error_info
 
 
@@ -28,23 +27,6 @@ def struct(fields: dict) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(fields)
     return s
-
-
-async def take(
-    stream: AsyncIterator[pb.WatchJobsResponse], n: int, within: float = 10
-) -> list[pb.WatchJobsResponse]:
-    out: list[pb.WatchJobsResponse] = []
-
-    async def read() -> None:
-        async for msg in stream:
-            if msg.HasField("heartbeat"):
-                continue
-            out.append(msg)
-            if len(out) == n:
-                return
-
-    await asyncio.wait_for(read(), within)
-    return out
 
 
 async def events_for(stream: grpc.aio.UnaryStreamCall, seconds: float) -> list[E.JobEvent]:

@@ -1,10 +1,11 @@
-"""Waiting for a job to reach a state (tests poll GetJob: the server is real)."""
+"""Waiting for a job to reach a state (tests poll GetJob: the server is real), and for a
+WatchJobs stream's messages."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
@@ -66,3 +67,21 @@ async def eventually(check: Callable[[], bool], what: str, within: float = 10.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def take(
+    stream: AsyncIterator[pb.WatchJobsResponse], n: int, within: float = 10
+) -> list[pb.WatchJobsResponse]:
+    """The next `n` messages of `stream` but heartbeats, within `within` seconds."""
+    out: list[pb.WatchJobsResponse] = []
+
+    async def read() -> None:
+        async for msg in stream:
+            if msg.HasField("heartbeat"):
+                continue
+            out.append(msg)
+            if len(out) == n:
+                return
+
+    await asyncio.wait_for(read(), within)
+    return out

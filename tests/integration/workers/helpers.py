@@ -56,3 +56,14 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
             detail.Unpack(info)
             return info
     raise AssertionError("no ErrorInfo detail")
+
+
+def value(**fields: object) -> struct_pb2.Value:
+    """A JSON object as a google.protobuf.Value (a result)."""
+    v = struct_pb2.Value()
+    v.struct_value.update(fields)
+    return v
+
+
+async def get(server: Running, job_id: str) -> job_pb2.Job:
+    return (await server.jobs.GetJob(jpb.GetJobRequest(id=job_id))).job

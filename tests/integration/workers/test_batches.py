@@ -12,20 +12,10 @@ from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.conftest import Running
 from tests.integration.api.helpers import field_violations
-from tests.integration.workers.helpers import attempts, enqueue, lease, seconds, struct
+from tests.integration.workers.helpers import attempts, enqueue, get, lease, seconds, struct, value
 
 MAX_BATCH = 1000  # worker_service.proto
 MAX_RELEASED_ATTEMPTS = 10  # worker_service.proto: uncharged releases per execution
-
-
-def value(**fields: object) -> struct_pb2.Value:
-    v = struct_pb2.Value()
-    v.struct_value.update(fields)
-    return v
-
-
-async def get(server: Running, job_id: str) -> job_pb2.Job:
-    return (await server.jobs.GetJob(jpb.GetJobRequest(id=job_id))).job
 
 
 async def test_one_call_completes_many_and_each_item_has_its_status(server: Running) -> None:

@@ -7,24 +7,21 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as jpb
 from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.conftest import Running
 from tests.integration.api.waiting import wait_for_state
-from tests.integration.workers.helpers import attempts, enqueue, error_info, lease, seconds
-
-
-def value(**fields: object) -> struct_pb2.Value:
-    v = struct_pb2.Value()
-    v.struct_value.update(fields)
-    return v
-
-
-async def get(server: Running, job_id: str) -> job_pb2.Job:
-    return (await server.jobs.GetJob(jpb.GetJobRequest(id=job_id))).job
+from tests.integration.workers.helpers import (
+    attempts,
+    enqueue,
+    error_info,
+    get,
+    lease,
+    seconds,
+    value,
+)
 
 
 async def test_a_report_from_before_a_retry_is_refused(server: Running) -> None:

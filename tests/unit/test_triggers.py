@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jobwheel.server.model import SECOND, DstFoldPolicy, DstGapPolicy, Schedule
 from jobwheel.server.rules.triggers import (
+    missed,
     next_fires,
     occurrences_between,
     validate_cron,
@@ -169,6 +170,45 @@ def test_occurrences_between_is_half_open_and_capped() -> None:
     got = occurrences_between(schedule, utc(2026, 1, 1), utc(2026, 1, 1, 5), 10)
     assert [f.time for f in got] == [utc(2026, 1, 1, h) for h in range(1, 6)]
     assert len(occurrences_between(schedule, utc(2026, 1, 1), utc(2026, 2, 1), 3)) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    step=st.integers(MINUTE, 3 * HOUR),
+    anchor=st.one_of(st.none(), st.integers(utc(2025, 1, 1), utc(2027, 1, 1))),
+    start=st.one_of(st.none(), st.integers(utc(2025, 1, 1), utc(2027, 1, 1))),
+    end=st.one_of(st.none(), st.integers(utc(2025, 6, 1), utc(2028, 1, 1))),
+    after=st.integers(utc(2024, 1, 1), utc(2027, 1, 1)),
+    span=st.integers(0, 10 * DAY),
+    cap=st.integers(1, 50),
+)
+def test_missed_counts_interval_fires_past_the_cap_as_listing_them_all_would(
+    step: int,
+    anchor: int | None,
+    start: int | None,
+    end: int | None,
+    after: int,
+    span: int,
+    cap: int,
+) -> None:
+    # the oracle: every fire listed, no cap
+    schedule = Schedule(interval=step, anchor=anchor, start_time=start, end_time=end)
+    until = after + span
+    every = occurrences_between(schedule, after, until, 10**7)
+    assert missed(schedule, after, until, cap) == (
+        len(every),
+        every[-1].time if every else None,
+    )
+
+
+def test_missed_finds_a_cron_schedules_last_fire_past_the_cap() -> None:
+    minutely = Schedule(cron="* * * * *")
+    after, until = utc(2026, 1, 1), utc(2026, 3, 1, 7, 30, 59)
+    assert missed(minutely, after, until, 1000) == (1000, utc(2026, 3, 1, 7, 30))
+    monthly = Schedule(cron="0 0 1 * *")  # fewer than the cap: counted and listed
+    assert missed(monthly, after, utc(2027, 1, 1), 100) == (12, utc(2027, 1, 1))
+    yearly = Schedule(cron="0 0 1 1 *")  # the last fire more than a year back
+    assert missed(yearly, utc(2000, 1, 1), utc(2026, 6, 1), 5) == (5, utc(2026, 1, 1))
 
 
 def test_validation_messages() -> None:

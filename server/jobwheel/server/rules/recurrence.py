@@ -22,7 +22,8 @@ from jobwheel.server.model import Job, MisfirePolicy, OverlapPolicy, Schedule, c
 from jobwheel.server.model import Micros as Us
 from jobwheel.server.rules import triggers
 
-# More missed occurrences than this are counted but not enumerated one by one.
+# Missed occurrences listed one by one at most (interval schedules are counted past it by
+# arithmetic; cron schedules' counts stop at it)
 MAX_MISSED = 10_000
 
 
@@ -48,16 +49,27 @@ def catch_up(job: Job, now: Us, rand: float) -> Next:
     schedule = job.schedule
     assert schedule is not None and job.next_run_time is not None
     due = job.next_run_time
-    later = triggers.occurrences_between(schedule, due, now, MAX_MISSED)
-    missed = [due, *(f.time for f in later)]
+    later, last = triggers.missed(schedule, due, now, MAX_MISSED)
+    missed = 1 + later  # `due` and those after it
     policy = schedule.misfire_policy
     if policy is MisfirePolicy.RUN_ALL:
-        window = [t for t in missed if t >= now - schedule.catchup_window]
-        if window:
-            return Next(window[0], len(missed) - len(window))
+        start = now - schedule.catchup_window
+        if due >= start:
+            return Next(due)
+        first, within = _backlog(schedule, start - 1, now)
+        if first is not None:
+            return Next(first, missed - within)
     elif policy is MisfirePolicy.RUN_ONCE:
-        return Next(missed[-1], len(missed) - 1)
-    return Next(_future(schedule, now, rand), len(missed))
+        return Next(due if last is None else last, missed - 1)
+    return Next(_future(schedule, now, rand), missed)
+
+
+def _backlog(schedule: Schedule, after: Us, now: Us) -> tuple[Us | None, int]:
+    """The first occurrence in (after, now] and how many there are."""
+    first = triggers.occurrences_between(schedule, after, now, 1)
+    if not first:
+        return None, 0
+    return first[0].time, triggers.missed(schedule, after, now, MAX_MISSED)[0]
 
 
 def after_execution(job: Job, now: Us, rand: float) -> Next:
@@ -68,16 +80,16 @@ def after_execution(job: Job, now: Us, rand: float) -> Next:
         return Next(None)
     # the occurrence this execution ran for: later ones are counted from it
     ran_for = job.next_run_time if job.next_run_time is not None else now
-    overdue = triggers.occurrences_between(schedule, ran_for, now, MAX_MISSED)
-    if not overdue:
+    overdue, last = triggers.missed(schedule, ran_for, now, MAX_MISSED)
+    if last is None:
         return Next(_future(schedule, now, rand))
     if schedule.misfire_policy is MisfirePolicy.RUN_ALL:
-        backlog = [f.time for f in overdue if f.time >= now - schedule.catchup_window]
-        if backlog:  # still catching up after downtime: run the next one at once
-            return Next(backlog[0], len(overdue) - len(backlog))
+        first, backlog = _backlog(schedule, max(ran_for, now - schedule.catchup_window - 1), now)
+        if first is not None:  # still catching up after downtime: run the next one at once
+            return Next(first, overdue - backlog)
     if schedule.overlap_policy is OverlapPolicy.SKIP:
-        return Next(_future(schedule, now, rand), len(overdue))
+        return Next(_future(schedule, now, rand), overdue)
     if schedule.overlap_policy is OverlapPolicy.ALLOW_ALL:
         # they ran alongside, as child jobs started at their time: nothing was dropped
         return Next(_future(schedule, now, rand))
-    return Next(overdue[-1].time, len(overdue) - 1)
+    return Next(last, overdue - 1)

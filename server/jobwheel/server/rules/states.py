@@ -131,7 +131,9 @@ TRIGGER = Action(
 
 
 def reschedule(schedule: Schedule, next_run_time: Micros, now: Micros) -> Action:
-    """A new schedule (and next run time); a paused job stays paused."""
+    """A new schedule (and next run time); a paused job stays paused. A recurring schedule's
+    first occurrence is an execution of its own: a job waiting to retry gives its retries up
+    (its attempts so far stay on record)."""
     return Action(
         "reschedule",
         (S.SCHEDULED, S.QUEUED, S.RETRYING, S.PAUSED),
@@ -141,6 +143,7 @@ def reschedule(schedule: Schedule, next_run_time: Micros, now: Micros) -> Action
         schedule=schedule,
         next_run_time=RunTime.GIVEN,
         run_time=next_run_time,
+        reopens=schedule.recurring,
     )
 
 

@@ -122,6 +122,48 @@ def occurrences_between(schedule: Schedule, after: Micros, until: Micros, cap: i
     return list(itertools.islice(fires, cap))
 
 
+# Spans searched back from `until` for the last cron fire, when there are too many to list
+_LOOK_BACK = tuple(hours * 3600 * SECOND for hours in (1, 24, 32 * 24, 367 * 24, 11 * 367 * 24))
+
+
+def missed(schedule: Schedule, after: Micros, until: Micros, cap: int) -> tuple[int, Micros | None]:
+    """How many fires lie in (after, until], and the time of the last of them (None: none).
+    An interval schedule's are counted however many there are; a cron schedule's count stops
+    at `cap` (each would be computed), its last fire is exact either way."""
+    fires = occurrences_between(schedule, after, until, cap)
+    if len(fires) < cap:
+        return len(fires), fires[-1].time if fires else None
+    if schedule.interval is not None and not schedule.cron:
+        return _interval_span(schedule, after, until)
+    last = fires[-1].time
+    for span in _LOOK_BACK:
+        tail = occurrences_between(schedule, max(last, until - span), until, cap)
+        if tail:
+            return cap, tail[-1].time
+    return cap, last
+
+
+def _interval_span(schedule: Schedule, after: Micros, until: Micros) -> tuple[int, Micros | None]:
+    """missed() for an interval schedule, by arithmetic (the fires of _interval_fires)."""
+    step = schedule.interval
+    assert step is not None and step > 0
+    if schedule.start_time is not None:
+        after = max(after, schedule.start_time - 1)
+    after = max(after, EARLIEST_FIRE - 1)
+    until = min(until, LATEST_FIRE)
+    if schedule.end_time is not None:
+        until = min(until, schedule.end_time - 1)
+    base = schedule.start_time if schedule.start_time is not None else schedule.anchor
+    if base is None:  # fires at after + k * interval, k >= 1
+        base, first = after, 1
+    else:
+        first = max(0, (after - base) // step + 1)
+    last = (until - base) // step
+    if last < first:
+        return 0, None
+    return last - first + 1, base + last * step
+
+
 def _fires(schedule: Schedule, after: Micros) -> Iterator[Fire]:
     zone = ZoneInfo(schedule.time_zone) if schedule.time_zone else ZoneInfo("UTC")
     if schedule.start_time is not None:

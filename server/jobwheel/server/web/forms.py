@@ -4,6 +4,7 @@ updates and bulk actions share. Every input is checked here, at the edge."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from urllib.parse import urlencode
 
 from jobwheel.server import model
 from jobwheel.server.api import validate
+from jobwheel.server.json_rules import json_problem
 from starlette.datastructures import ImmutableMultiDict
 
 MAX_TEXT = 1000  # characters of one filter input
@@ -171,21 +173,41 @@ def _bad_names(names: list[str]) -> str:
 
 def _pairs(text: str, *, json_values: bool) -> tuple[tuple[str, Any], ...]:
     """'k=v, k2=v2' -> sorted pairs; with `json_values` a value that reads as JSON is that
-    value (42, true, "42"), anything else is the text itself."""
+    value (42, true, "42"), anything else is the text itself (NaN, 1e999 and integers past
+    2**53, which no payload number equals, too). The API's rules hold: labels as
+    validate.check_labels says, no U+0000 anywhere."""
     pairs: dict[str, Any] = {}
     for part in _split(text):
         key, sep, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:
             raise FormError(f"{part[:40]!r} is not key=value")
-        if json_values:
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                parsed = value
-            pairs[key] = parsed if not isinstance(parsed, dict | list) else value
-        else:
-            pairs[key] = value
+        pairs[key] = _json_or_text(value) if json_values else value
     if len(pairs) > MAX_ITEMS:
         raise FormError(f"at most {MAX_ITEMS} pairs")
+    if found := json_problem(pairs):
+        raise FormError(found[0])
+    if not json_values:
+        errors = validate.Violations()
+        validate.check_labels(pairs, "label", errors)
+        if errors.items:
+            raise FormError(f"{errors.items[0].field}: {errors.items[0].description}")
     return tuple(sorted(pairs.items()))
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        parsed = json.loads(value, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return value
+    if isinstance(parsed, dict | list):
+        return value
+    if isinstance(parsed, float) and not math.isfinite(parsed):
+        return value
+    if isinstance(parsed, int) and not isinstance(parsed, bool) and abs(parsed) > 2**53:
+        return value
+    return parsed
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -73,6 +73,8 @@ async def _stream(
             return
         yield b"retry: 2000\n\n"
         pending: dict[str, model.Event] = {}
+        # another queue's jobs are not told of at all, not even as not matching
+        sees = request.state.principal.sees
         last = since
         # the log holds what happened between `since` and the subscription
         while last < sub.start - 1:
@@ -81,14 +83,16 @@ async def _stream(
                 if event.revision >= sub.start:
                     break
                 last = event.revision
-                pending[event.job.id] = event
+                if sees(event.job.queue):
+                    pending[event.job.id] = event
             if len(page) < REPLAY_PAGE:
                 break
         last = max(last, sub.start - 1)
         while not site.closing.is_set():
             for event in _drain(sub, last):
                 last = event.revision
-                pending[event.job.id] = event
+                if sees(event.job.queue):
+                    pending[event.job.id] = event
             if sub.overflowed or len(pending) > MAX_ROWS:
                 yield _message("reset", last, {"reason": "too many changes"})
                 return
@@ -135,13 +139,7 @@ def _row(
     site: Site, request: Request, flt: model.JobFilter | None, event: model.Event
 ) -> dict[str, object]:
     job = event.job
-    visible = request.state.principal.sees(job.queue)
-    match = (
-        flt is not None
-        and visible
-        and event.type is not model.EventType.DELETED
-        and matches(flt, job)
-    )
+    match = flt is not None and event.type is not model.EventType.DELETED and matches(flt, job)
     row: dict[str, object] = {"id": job.id, "seq": job.seq, "match": match}
     if match:
         row["html"] = site.templates.get_template("_row.html").render(

@@ -94,6 +94,10 @@ async def jobs_page(site: Site, request: Request) -> Response:
 
 
 async def visible_job(site: Site, request: Request, job_id: str) -> model.Job | None:
+    """The job `job_id` names, if the principal sees it; None (a 404) for any other id, one no
+    job could have (U+0000, say, which PostgreSQL refuses to compare) included."""
+    if not validate.check_id(job_id, "id", validate.Violations()):
+        return None
     try:
         job = await site.core.get(job_id)
     except NotFound:

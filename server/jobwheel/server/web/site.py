@@ -212,8 +212,10 @@ def _next(target: str) -> str:
 
 
 def safe_next(target: str) -> str:
-    """A local path to return to after a form; anything else (another site) is '/'."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """A local path to return to after a form; anything else (another site) is '/'. Browsers
+    drop tabs and line breaks from a URL: "/\t/evil.example" would lead to //evil.example."""
+    local = target.startswith("/") and not target.startswith("//") and "\\" not in target
+    if local and target.isprintable():
         return target
     return "/"
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import fresh_pg_schema, running_server
+from tests.integration.api.waiting import wait_for_state
 from tests.integration.web.conftest import Dashboard, sign_in
 from tests.integration.web.test_http import enqueue, later
 
@@ -124,3 +125,28 @@ async def test_a_next_link_with_a_tab_cannot_lead_to_another_site(
         assert back, page[:300]
         as_browser_reads_it = re.sub(r"[\t\n\r]", "", back.group(1))
         assert not as_browser_reads_it.startswith("//"), (raw, back.group(1))
+
+
+async def test_the_overview_of_a_queue_scoped_token_counts_its_queues_only(
+    dash_auth: Dashboard,
+) -> None:
+    # README Security: "Lists, stats and watches are filtered to them"; the overview counted
+    # every queue's jobs, tasks and attempts for a token limited to billing
+    dash = dash_auth
+    for _ in range(3):
+        done = await enqueue(dash, task="test.noop")  # the default queue
+        await wait_for_state(dash.jobs, done.id)
+    await enqueue(dash, schedule=later(), queue="billing")
+    async with httpx.AsyncClient(base_url=dash.url, timeout=10) as bill:
+        await sign_in(bill, dash.token("bill"))
+        page = (await bill.get("/overview")).text
+        data = (await bill.get("/overview/data")).json()
+    stored = re.search(r'Jobs stored</span><span class="value">(\d+)<', page)
+    assert stored is not None and stored.group(1) == "1"
+    assert "test.noop" not in page
+    assert sum(data["succeeded"]) == 0 and all(late is None for late in data["lateness_ms"])
+    async with httpx.AsyncClient(base_url=dash.url, timeout=10) as admin:
+        await sign_in(admin, dash.token("ada"))
+        everything = (await admin.get("/overview")).text
+        assert sum((await admin.get("/overview/data")).json()["succeeded"]) == 3
+    assert "test.noop" in everything

@@ -4,6 +4,7 @@ one job's event timeline and the latest attempt of some jobs."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from jobwheel.server.model import Attempt, AttemptOutcome, EventType, Micros
@@ -38,10 +39,11 @@ class Overview(StoreBase):
     """Mixed into Store."""
 
     async def attempt_buckets(
-        self, since: Micros, bucket: Micros
+        self, since: Micros, bucket: Micros, queues: Collection[str] | None = None
     ) -> list[tuple[Micros, AttemptOutcome, int]]:
-        """Attempts that ended at or after `since`, counted per `bucket`-wide time slot and
-        outcome: (slot start, outcome, count), slots in ascending order."""
+        """Attempts (of jobs of `queues` only, when given) that ended at or after `since`,
+        counted per `bucket`-wide time slot and outcome: (slot start, outcome, count), slots
+        in ascending order."""
         slot = ((attempts.c.end_time - since) // bucket).label("slot")
         stmt = (
             select(slot, attempts.c.outcome, func.count())
@@ -49,12 +51,19 @@ class Overview(StoreBase):
             .group_by(slot, attempts.c.outcome)
             .order_by(slot)
         )
+        if queues is not None:
+            stmt = stmt.select_from(attempts.join(jobs, jobs.c.id == attempts.c.job_id)).where(
+                jobs.c.queue.in_(sorted(queues))
+            )
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
         return [(since + int(s) * bucket, AttemptOutcome(o), int(n)) for s, o, n in rows]
 
-    async def task_summaries(self, since: Micros) -> list[TaskSummary]:
-        """Per task, the attempts that ended at or after `since`."""
+    async def task_summaries(
+        self, since: Micros, queues: Collection[str] | None = None
+    ) -> list[TaskSummary]:
+        """Per task, the attempts (of jobs of `queues` only, when given) that ended at or
+        after `since`."""
         duration = attempts.c.end_time - attempts.c.start_time
         ok = attempts.c.outcome == AttemptOutcome.SUCCEEDED.value
         stmt = (
@@ -69,6 +78,8 @@ class Overview(StoreBase):
             .where(attempts.c.end_time >= since, attempts.c.outcome.in_(ENDED))
             .group_by(jobs.c.task, ok)
         )
+        if queues is not None:
+            stmt = stmt.where(jobs.c.queue.in_(sorted(queues)))
         found: dict[str, dict[str, int]] = {}
         async with self._read() as conn:
             for task, succeeded, count, mean, longest in await conn.execute(stmt):
@@ -103,15 +114,22 @@ class Overview(StoreBase):
                 found[queue] = (good + int(count), bad) if succeeded else (good, bad + int(count))
         return found
 
-    async def start_lateness(self, since: Micros, limit: int = 5000) -> list[tuple[Micros, Micros]]:
-        """(start time, lateness) of up to `limit` of the newest attempt starts at or after
-        `since`: how long after its due time (next run time) each job started."""
+    async def start_lateness(
+        self, since: Micros, limit: int = 5000, queues: Collection[str] | None = None
+    ) -> list[tuple[Micros, Micros]]:
+        """(start time, lateness) of up to `limit` of the newest attempt starts (of jobs of
+        `queues` only, when given) at or after `since`: how long after its due time (next run
+        time) each job started."""
         stmt = (
             select(events.c.time, events.c.job)
             .where(events.c.time >= since, events.c.type == EventType.STARTED.value)
             .order_by(events.c.time.desc())
             .limit(limit)
         )
+        if queues is not None:
+            stmt = stmt.select_from(events.join(jobs, jobs.c.id == events.c.job_id)).where(
+                jobs.c.queue.in_(sorted(queues))
+            )
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
         out: list[tuple[Micros, Micros]] = []

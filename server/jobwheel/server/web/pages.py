@@ -9,6 +9,7 @@ from jobwheel.server.api import validate
 from jobwheel.server.api.errors import NotFound
 from jobwheel.server.rules import triggers
 from jobwheel.server.rules.states import DELETE, PAUSE, RESUME, TRIGGER, cancel, retry
+from jobwheel.server.security.principal import NO_QUEUE
 from jobwheel.server.web.forms import parse_job_query, scoped
 from jobwheel.server.web.site import Site, guarded
 from starlette.requests import Request
@@ -194,6 +195,14 @@ async def recurring_page(site: Site, request: Request) -> Response:
 WINDOWS = {"hour": (3600, 60), "day": (86_400, 1800)}  # seconds shown, seconds per slot
 
 
+def _names(queues: frozenset[str] | None) -> tuple[str, ...]:
+    """A filter's queues for a principal's: every queue is no queue named, and none is one
+    no job has."""
+    if queues is None:
+        return ()
+    return tuple(sorted(queues)) or (NO_QUEUE,)
+
+
 @guarded()
 async def overview_page(site: Site, request: Request) -> Response:
     window = request.query_params.get("window", "hour")
@@ -202,9 +211,12 @@ async def overview_page(site: Site, request: Request) -> Response:
     span, _ = WINDOWS[window]
     now = site.core.clock.now()
     since = now - span * model.SECOND
-    stats = await site.core.store.job_stats(model.JobFilter(), now)
-    tasks = await site.core.store.task_summaries(since)
-    lateness = sorted(late for _, late in await site.core.store.start_lateness(since))
+    queues = request.state.principal.queues  # None: every queue
+    stats = await site.core.store.job_stats(model.JobFilter(queues=_names(queues)), now)
+    tasks = await site.core.store.task_summaries(since, queues)
+    lateness = sorted(
+        late for _, late in await site.core.store.start_lateness(since, queues=queues)
+    )
     return site.render(
         request,
         "overview.html",
@@ -238,14 +250,15 @@ async def overview_data(site: Site, request: Request) -> Response:
     count = (now - since) // slot_us + 1
     ok = [0] * count
     bad = [0] * count
-    for start, outcome, n in await site.core.store.attempt_buckets(since, slot_us):
+    queues = request.state.principal.queues  # None: every queue
+    for start, outcome, n in await site.core.store.attempt_buckets(since, slot_us, queues):
         i = min(count - 1, (start - since) // slot_us)
         if outcome is model.AttemptOutcome.SUCCEEDED:
             ok[i] += n
         else:
             bad[i] += n
     late: list[float | None] = [None] * count
-    for start, lateness in await site.core.store.start_lateness(since):
+    for start, lateness in await site.core.store.start_lateness(since, queues=queues):
         i = min(count - 1, (start - since) // slot_us)
         late[i] = max(late[i] or 0.0, lateness / 1000)
     data: dict[str, Any] = {

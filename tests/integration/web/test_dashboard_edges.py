@@ -150,3 +150,32 @@ async def test_the_overview_of_a_queue_scoped_token_counts_its_queues_only(
         everything = (await admin.get("/overview")).text
         assert sum((await admin.get("/overview/data")).json()["succeeded"]) == 3
     assert "test.noop" in everything
+
+
+async def test_a_revoked_token_ends_its_open_live_stream(dash_auth: Dashboard) -> None:
+    # README Security: removing a token "ends its sessions at once": an open live stream too,
+    # which went on sending rows of new jobs
+    dash = dash_auth
+    assert dash.tokens is not None
+    async with httpx.AsyncClient(base_url=dash.url, timeout=10) as otto:
+        await sign_in(otto, dash.token("otto"))
+        since = re.search(r'data-since="(\d+)"', (await otto.get("/jobs")).text)
+        assert since
+        first = await enqueue(dash, schedule=later())
+        stream = _sse(otto, f"/jobs/live?since={since.group(1)}")
+        seen: list[tuple[str, Any]] = []
+        async with asyncio.timeout(10):
+            async for event, data in stream:
+                seen.append((event, data))
+                if event == "rows" and first.id in [r["id"] for r in data["rows"]]:
+                    break
+            dash.tokens.remove("otto")
+            await asyncio.sleep(0.05)
+            after = await enqueue(dash, schedule=later())
+            async for event, data in stream:
+                seen.append((event, data))
+                if event != "ping":
+                    break
+        await stream.aclose()
+    assert seen[-1] == ("reset", {"reason": "signed out"})
+    assert after.id not in json.dumps(seen)

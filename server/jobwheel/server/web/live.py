@@ -18,7 +18,7 @@ from jobwheel.server import model
 from jobwheel.server.events import Subscription
 from jobwheel.server.matching import matches
 from jobwheel.server.web.forms import parse_job_query, scoped
-from jobwheel.server.web.site import Site, guarded
+from jobwheel.server.web.site import Site, guarded, resolve
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
@@ -93,6 +93,10 @@ async def _stream(
                 last = event.revision
                 if sees(event.job.queue):
                     pending[event.job.id] = event
+            # a token revoked (or its scope changed) ends the stream at its next message
+            if await resolve(site, request.state.session) != request.state.principal:
+                yield _message("reset", last, {"reason": "signed out"})
+                return
             if sub.overflowed or len(pending) > MAX_ROWS:
                 yield _message("reset", last, {"reason": "too many changes"})
                 return

@@ -153,3 +153,33 @@ async def test_allow_all_starts_the_occurrence_alongside(server: Running, clock:
     assert not parent_first.HasField("end_time")
     assert (await get(server, job.id)).skipped_count == 0
     open_gate(name)
+
+
+async def test_buffer_one_keeps_an_occurrence_older_than_the_misfire_grace(
+    db_url: str, clock: FakeClock
+) -> None:
+    # the occurrence kept for the end of a run longer than the misfire grace is no misfire
+    # (nothing was down or paused): misfire SKIP dropped it as the run ended
+    name = gate()
+    async with running_server(db_url, clock, misfire_grace=0.3) as server:
+        start = timestamp_pb2.Timestamp()
+        start.FromMicroseconds(T0 + 300 * MS)
+        req = pb.EnqueueJobRequest(
+            task="test.gate",
+            schedule=j.Schedule(
+                start_time=start,
+                interval=duration_pb2.Duration(seconds=1),
+                overlap_policy=j.OVERLAP_POLICY_BUFFER_ONE,
+                misfire_policy=j.MISFIRE_POLICY_SKIP,
+            ),
+        )
+        req.payload.update({"gate": name})
+        job = (await server.jobs.EnqueueJob(req)).job
+        clock.advance(300 * MS)
+        await started(server, job.id, 1)
+        clock.advance(1500 * MS)  # 1.3 comes due during the run; at its end 0.5 s old
+        open_gate(name)
+        await started(server, job.id, 2)
+        second = (await attempts(server, job.id))[1]
+        assert (second.execution, second.start_time.ToMicroseconds()) == (2, T0 + 1800 * MS)
+        assert (await get(server, job.id)).skipped_count == 0

@@ -292,18 +292,25 @@ def settle(job: model.Job, result: AttemptResult, now: model.Micros, rand: float
         upcoming = recurrence.after_execution(job, now, rand)
         skipped_events = (model.EventType.MISFIRE_SKIPPED,) if upcoming.skipped else ()
         if upcoming.time is not None:
-            # The execution is over; the schedule goes on (a failure does not end it).
+            # The execution is over; the schedule goes on (a failure does not end it). An
+            # occurrence already due (kept by BUFFER_ONE, or a RUN_ALL backlog) is queued at
+            # once: waiting, it would be taken for a misfire once past the misfire grace.
+            due = upcoming.time <= now
             return _settlement(
                 job,
                 ended,
-                state=model.JobState.SCHEDULED,
+                state=model.JobState.QUEUED if due else model.JobState.SCHEDULED,
                 next_run_time=upcoming.time,
                 attempt=0,
                 end_time=None,
                 last_error=last_error,
                 result=new_result,
                 skipped=upcoming.skipped,
-                events=(done_event, *skipped_events, model.EventType.SCHEDULED),
+                events=(
+                    done_event,
+                    *skipped_events,
+                    model.EventType.QUEUED if due else model.EventType.SCHEDULED,
+                ),
             )
     # A one-off job ends with its attempt; a recurring one whose schedule is exhausted is
     # complete as a whole, whatever its last execution did.

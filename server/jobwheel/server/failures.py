@@ -46,7 +46,13 @@ log = logging.getLogger("jobwheel.server.attempts")
 class Reported(Exception):
     """An expected failure whose message says all there is (a subscriber that refused an
     event): stored and logged without a traceback, which would only show the server's own
-    frames."""
+    frames. `retryable` False fails the job at once; `retry_after` (µs) is a floor for the
+    wait before the next attempt (a receiver's Retry-After)."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

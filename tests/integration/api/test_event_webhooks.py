@@ -99,6 +99,37 @@ async def test_a_refused_delivery_is_retried(db_url: str, receiver: Receiver) ->
         assert done.state == j.JOB_STATE_COMPLETED and done.attempt == 2
 
 
+@pytest.mark.parametrize(
+    ("status", "headers", "state"),
+    [
+        (410, {}, j.JOB_STATE_FAILED),  # the endpoint is gone for good: no retry
+        (503, {"Retry-After": "3600"}, j.JOB_STATE_RETRYING),  # no sooner than asked
+    ],
+)
+async def test_a_delivery_follows_what_the_subscriber_answers(
+    db_url: str, receiver: Receiver, status: int, headers: dict[str, str], state: int
+) -> None:
+    # README (HTTP jobs): "410 fails for good; 429 and 503 retry no sooner than
+    # Retry-After"; deliveries retried a 410 fifty times and a 503 after their own backoff
+    async with running_server(db_url, webhook_allow=("127.0.0.0/8",)) as server:
+        await server.jobs.CreateEventSubscription(
+            pb.CreateEventSubscriptionRequest(
+                url=receiver.url, event_types=[j.JOB_EVENT_TYPE_ENQUEUED], secret=SECRET
+            )
+        )
+        receiver.replies.append((status, headers, b"no"))
+        await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="nobody"))
+        await received(receiver, 1)
+        flt = j.JobFilter(queues=["jobwheel.events"])
+        [delivery] = (await server.jobs.ListJobs(pb.ListJobsRequest(filter=flt))).jobs
+        after = await wait_for_state(server.jobs, delivery.id, (state,))
+        assert after.last_error.startswith(f"DeliveryFailed: HttpError: {status}")
+        if state == j.JOB_STATE_RETRYING:
+            wait = after.next_run_time.ToMicroseconds() - after.update_time.ToMicroseconds()
+            assert wait >= 3600 * 10**6
+        assert len(receiver.requests) == 1
+
+
 async def test_subscription_bad_input_and_delete(server: Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await server.jobs.CreateEventSubscription(

@@ -43,8 +43,9 @@ EventRenderer = Callable[[model.Event], dict[str, Any]]
 
 
 class DeliveryFailed(failures.Reported):
-    """The subscriber did not accept the event (the delivery job retries); the error says
-    why."""
+    """The subscriber did not accept the event; the error says why. The delivery job retries,
+    no sooner than the subscriber's Retry-After (429, 503), and not at all after a 410
+    (the endpoint is gone for good)."""
 
 
 class EventDeliveries:
@@ -146,5 +147,7 @@ class EventDeliveries:
             keep_result=False,  # a subscriber's reply is not kept
         )
         if result.outcome is not AttemptOutcome.SUCCEEDED:
-            raise DeliveryFailed(result.error)
+            raise DeliveryFailed(
+                result.error, retryable=result.retryable, retry_after=result.retry_after
+            )
         return {"status": "delivered"}

@@ -114,6 +114,13 @@ class InProcessExecutor:
         except asyncio.CancelledError:
             ctx._cancel.set()
             raise
+        except failures.Reported as exc:  # an expected failure, which may say how to retry
+            return AttemptResult(
+                AttemptOutcome.FAILED,
+                error=failures.error_text(exc),
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+            )
         except Exception as exc:  # the handler's failure is the attempt's outcome
             return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
         if result is None:

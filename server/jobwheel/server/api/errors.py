@@ -95,6 +95,10 @@ class FailedPrecondition(ApiError):
         ]
 
 
+class AlreadyExists(FailedPrecondition):
+    code = code_pb2.ALREADY_EXISTS
+
+
 class Unavailable(ApiError):
     """The server cannot serve the call now (e.g. it is stopping); another try may work."""
 

@@ -20,7 +20,7 @@ from jobwheel.server.api.convert import (
     timestamp,
 )
 from jobwheel.server.api.encoded_reply import EncodedReply, encoded_replies
-from jobwheel.server.api.errors import FieldViolation, InvalidArgument
+from jobwheel.server.api.errors import AlreadyExists, FieldViolation, InvalidArgument
 from jobwheel.server.api.fields import check_text
 from jobwheel.server.api.queue_rpcs import QueueRpcs
 from jobwheel.server.api.subscription_rpcs import SubscriptionRpcs
@@ -71,6 +71,8 @@ class JobService(QueueRpcs, SubscriptionRpcs, WorkerRpcs, job_service_pb2_grpc.J
         access.check_queue(new.queue, "queue")
         [(job, existed)] = await self.core.enqueue([new])
         if existed:
+            if not access.current().sees(job.queue):
+                raise _key_held_elsewhere()
             return pb.EnqueueJobResponse(job=job_to_proto(job), already_exists=True)
         # a created job is the request as validated: its reply needs no conversion of the Job
         reply = pb.EnqueueJobResponse()
@@ -379,13 +381,21 @@ def _existing_replies(
     """Replaces the reply of each job whose idempotency key was taken (`reply` holds the jobs
     as created, `size` bytes) by the existing job, whole while the reply has room, else only
     its id and state (an existing job may be larger than the request that named its key; the
-    stub never is)."""
+    stub never is). A job of a queue the caller does not see is not shown at all."""
+    sees = access.current().sees
+    hidden = {
+        i: pb.EnqueueJobResponse(already_exists=True)
+        for i, (job, existed) in enumerate(results)
+        if existed and not sees(job.queue)
+    }
+    for i, nothing in hidden.items():
+        reply.results[i].CopyFrom(nothing)
     stubs = {
         i: pb.EnqueueJobResponse(
             job=job_pb2.Job(id=job.id, state=JOB_STATE_TO_PROTO[job.state]), already_exists=True
         )
         for i, (job, existed) in enumerate(results)
-        if existed
+        if existed and i not in hidden
     }
     used = size + sum(
         reply_size.framed_size(stub) - reply_size.framed_size(reply.results[i])
@@ -470,4 +480,13 @@ def _reply_too_large() -> InvalidArgument:
                 "bytes: send fewer or smaller jobs per call",
             )
         ]
+    )
+
+
+def _key_held_elsewhere() -> AlreadyExists:
+    """An idempotency key held by a job of a queue the caller does not see: the key is taken,
+    and nothing more is told of that job."""
+    return AlreadyExists(
+        "the idempotency key is held by a job outside the caller's queues",
+        "IDEMPOTENCY_KEY_TAKEN",
     )

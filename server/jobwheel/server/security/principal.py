@@ -88,12 +88,15 @@ def lease_owner(worker_id: str) -> str:
     """The worker identity a lease is stored under: the principal's name, '/', the worker id.
 
     Reports must come from the same principal, so one team's worker cannot complete another
-    team's job. Callers without authentication keep their plain worker id.
+    team's job. Callers without authentication keep their plain worker id. A '/' (and '%') in
+    the name is escaped: JWT subjects and certificate names may hold one, and principal
+    "team/a" with worker "b" must not pass for principal "team" with worker "a/b".
     """
     principal = current()
     if not principal.authenticated:
         return worker_id
-    owner = f"{principal.name}/{worker_id}"
+    name = principal.name.replace("%", "%25").replace("/", "%2F")
+    owner = f"{name}/{worker_id}"
     if len(owner) > MAX_WORKER_ID:
         raise InvalidField(
             "worker_id", f"with the principal name it is longer than {MAX_WORKER_ID} characters"

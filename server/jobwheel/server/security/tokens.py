@@ -39,7 +39,7 @@ NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 QUEUE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_SUBJECT = 1024
-MISSING = (-1, -1, -1)
+MISSING = (-1, -1, -1, -1)
 
 
 class TokensFileError(ValueError):
@@ -163,7 +163,7 @@ class TokensFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._entries: list[Entry] = []
         self._certificates: dict[str, Principal] = {}
         if not self.path.exists():
@@ -173,9 +173,11 @@ class TokensFile:
             return
         self.refresh(strict=True)
 
-    def _current_stamp(self) -> tuple[int, int, int]:
+    def _current_stamp(self) -> tuple[int, int, int, int]:
+        # the change time too: a program can set the modification time back (or write twice
+        # within one tick of the clock), not the change time
         st = os.stat(self.path)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
     def refresh(self, strict: bool = False) -> None:
         """Re-reads the file if it changed. `strict`: raise instead of keeping the old tokens."""

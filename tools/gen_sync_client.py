@@ -45,6 +45,9 @@ RULES: list[tuple[str, str]] = [
     (r"\basync (def|for|with)\b", r"\1"),
     (r"\bawait ", ""),
     (r"  # noqa: ASYNC109\b.*$", ""),  # a deadline parameter is only a lint finding in aio
+    # a call cut short by the channel's close: grpc's blocking calls raise an RpcError there
+    (r"^\s+except asyncio\.CancelledError as err:\n\s+raise cut_short\(err\) from None\n", ""),
+    (r"\bcut_short, ", ""),
     (r"\bAsyncClient\b", "Client"),
     (r"^(\s+)for (\w+) in ([\w.]+):\n\s+yield \2\n", r"\1yield from \3\n"),
     (r'\A""".*?"""', DOCSTRING),  # last: the docstring names AsyncClient

@@ -18,7 +18,7 @@ from jobwheel.client.calls import EnqueueArgs, ScheduleArgs
 from jobwheel.client.coalescing import EnqueueCoalescer
 from jobwheel.client.connection import Connection
 from jobwheel.client.convert import DurationLike, TimeLike
-from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, from_rpc_error
+from jobwheel.client.errors import JobwheelError, NotFound, Unavailable, cut_short, from_rpc_error
 from jobwheel.client.filters import TERMINAL_STATES, FilterArgs
 from jobwheel.client.policy import DEFAULT_TIMEOUT, RETRYABLE, Retry, WatchCursor, events_of
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
@@ -91,6 +91,8 @@ class AsyncClient:
                     raise from_rpc_error(err) from err
                 await self._sleep(delay)
                 continue
+            except asyncio.CancelledError as err:
+                raise cut_short(err) from None
             return call.unpack(resp)
 
     # -- jobs -----------------------------------------------------------------

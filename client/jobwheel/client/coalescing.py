@@ -38,7 +38,13 @@ from typing import Generic, Protocol, TypeVar
 
 import grpc
 from jobwheel.client.calls import Call
-from jobwheel.client.errors import DeadlineExceeded, Internal, JobwheelError, from_rpc_error
+from jobwheel.client.errors import (
+    DeadlineExceeded,
+    Internal,
+    JobwheelError,
+    cut_short,
+    from_rpc_error,
+)
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import job_service_pb2_grpc
 
@@ -321,6 +327,8 @@ class EnqueueCoalescer(Coalescer[Run, "_Waiting"]):
             reply = await self._stub.BatchEnqueueJobs(merged, timeout=left, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from err
+        except asyncio.CancelledError as err:
+            raise cut_short(err) from None
         return list(reply.results)
 
 

@@ -55,6 +55,8 @@ def server_address(address: str | None = None) -> str:
         return f"{raw}:{DEFAULT_PORT}"
     if not port.isdigit() or not host:
         raise ValueError(f"{raw!r} is not HOST:PORT (the port must be a number)")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{raw!r}: the port must be from 1 to 65535")
     return raw
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -19,12 +20,14 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
 def parse_duration(text: str) -> timedelta:
-    """'90s', '5m', '2h', '1h30m', '1.5d', '250ms' or a bare number of seconds."""
+    """'90s', '5m', '2h', '1h30m', '1.5d', '250ms' or a bare number of seconds. Raises
+    ValueError, for a duration past timedelta's range (about 2.7 million years) too."""
     s = text.strip().lower()
     try:
-        return timedelta(seconds=float(s))
-    except ValueError:
-        pass
+        return _seconds(float(s), text)
+    except ValueError as err:
+        if "too long" in str(err):
+            raise
     pos, total = 0, 0.0
     for match in _PART.finditer(s):
         if match.start() != pos:
@@ -33,7 +36,17 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if not s or pos != len(s):
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 2h, 1h30m)")
-    return timedelta(seconds=total)
+    return _seconds(total, text)
+
+
+def _seconds(seconds: float, shown: object) -> timedelta:
+    """timedelta(seconds=...), ValueError for what it cannot hold (inf and NaN among them)."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a duration: {shown!r} (a finite number of seconds)")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"not a duration: {shown!r} is too long") from None
 
 
 def as_timedelta(value: DurationLike) -> timedelta:
@@ -41,7 +54,7 @@ def as_timedelta(value: DurationLike) -> timedelta:
         return value
     if isinstance(value, str):
         return parse_duration(value)
-    return timedelta(seconds=value)
+    return _seconds(value, value)
 
 
 def to_duration(value: DurationLike) -> duration_pb2.Duration:
@@ -57,9 +70,11 @@ def parse_time(text: str) -> datetime:
         return datetime.now(UTC)
     try:
         parsed = datetime.fromisoformat(s)
+        return parsed if parsed.tzinfo else parsed.astimezone()
     except ValueError:
         raise ValueError(f"not an ISO 8601 time: {text!r} (e.g. 2030-01-31T09:00:00Z)") from None
-    return parsed if parsed.tzinfo else parsed.astimezone()
+    except OverflowError:
+        raise ValueError(f"not a time: {text!r} lies outside years 1-9999") from None
 
 
 def as_datetime(value: TimeLike) -> datetime:
@@ -70,8 +85,12 @@ def as_datetime(value: TimeLike) -> datetime:
 
 
 def to_timestamp(value: TimeLike) -> timestamp_pb2.Timestamp:
+    """Raises ValueError for a time outside years 1-9999 in UTC."""
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(as_datetime(value).astimezone(UTC))
+    try:
+        ts.FromDatetime(as_datetime(value).astimezone(UTC))
+    except OverflowError:
+        raise ValueError(f"not a time: {value!r} lies outside years 1-9999 in UTC") from None
     return ts
 
 
@@ -87,8 +106,17 @@ def to_struct(value: Mapping[str, Any] | struct_pb2.Struct | None) -> struct_pb2
         return value
     s = struct_pb2.Struct()
     if value:
-        s.update(dict(value))
+        update_struct(s, value)
     return s
+
+
+def update_struct(s: struct_pb2.Struct, value: Mapping[str, Any]) -> None:
+    """s.update(value); ValueError for what a Struct cannot hold (an integer past a double's
+    range, nesting past protobuf's 100 levels)."""
+    try:
+        s.update(dict(value))
+    except (OverflowError, RecursionError) as err:
+        raise ValueError(f"not a JSON document a message can hold: {err}") from None
 
 
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:

@@ -6,6 +6,7 @@ read field violations and ErrorInfo without touching protobuf `Any`s.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,3 +199,13 @@ def from_rpc_error(err: grpc.RpcError) -> JobwheelError:
     error = cls(message, code=code, details=decoded.details)
     error.__cause__ = err
     return error
+
+
+def cut_short(err: asyncio.CancelledError) -> BaseException:
+    """What a call that ended in CancelledError raises: the CancelledError itself when the
+    calling task is being cancelled, else Cancelled (the channel was closed under the call,
+    by the client's close): a failed call, as the blocking client reports it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return err
+    return Cancelled("the client was closed while the call was in flight")

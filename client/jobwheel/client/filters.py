@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict, cast
 
-from jobwheel.client.convert import TimeLike, to_timestamp
+from jobwheel.client.convert import TimeLike, to_timestamp, update_struct
 from jobwheel.v1 import job_pb2
 
 TERMINAL_STATES = frozenset(
@@ -85,7 +85,7 @@ def job_filter(base: job_pb2.JobFilter | None = None, **args: Any) -> job_pb2.Jo
     f.tasks.extend(args.get("tasks") or ())
     f.labels.update(args.get("labels") or {})
     if args.get("payload"):
-        f.payload.update(dict(args["payload"]))
+        update_struct(f.payload, args["payload"])
     _range(args.get("created_after"), args.get("created_before"), f.create_time)
     _range(args.get("next_run_after"), args.get("next_run_before"), f.next_run_time)
     _range(args.get("ended_after"), args.get("ended_before"), f.end_time)

@@ -90,7 +90,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except NoSuchJob as err:
         print(f"jobwheel: {err}", file=sys.stderr)
         return NOT_FOUND
-    except (ValueError, OSError) as err:  # bad duration/time text, unreadable payload file
+    # bad duration/time text, unreadable payload file, a number no message can hold
+    except (ValueError, OSError, OverflowError, RecursionError) as err:
         print(f"jobwheel: {_one_line(str(err))}", file=sys.stderr)
         return USAGE
     except JobwheelError as err:

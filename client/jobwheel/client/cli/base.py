@@ -103,7 +103,7 @@ def pairs(items: list[str] | None, what: str, json_values: bool = False) -> dict
         if json_values:
             try:
                 out[key] = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 out[key] = value
         else:
             out[key] = value
@@ -166,6 +166,8 @@ def read_payload(args: argparse.Namespace) -> dict[str, Any] | None:
         value = json.loads(text)
     except ValueError as err:
         raise UsageError(f"the payload is not valid JSON: {err}") from None
+    except RecursionError:
+        raise UsageError("the payload nests too deep") from None
     if not isinstance(value, dict):
         raise UsageError("the payload must be a JSON object")
     return value

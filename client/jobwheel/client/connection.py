@@ -80,6 +80,9 @@ class Connection:
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("a client certificate needs its key: give both tls_cert and tls_key")
+        if self.token is not None and not (self.token.isascii() and self.token.isprintable()):
+            # a header value is printable ASCII: gRPC refused the call as INTERNAL instead
+            raise ValueError("the token holds characters a header cannot carry")
 
     @classmethod
     def of(
@@ -95,13 +98,15 @@ class Connection:
     ) -> Connection:
         """A Connection given as is, else one from these options, each missing one taken
         from its JOBWHEEL_* variable (`env`, default os.environ). Raises ValueError for an
-        address that is not HOST:PORT, or a certificate without its key (or the reverse)."""
+        address that is not HOST:PORT, a certificate without its key (or the reverse), or a
+        token holding other than printable ASCII (the whitespace around one, as a file read
+        into a variable leaves it, is dropped)."""
         if isinstance(target, Connection):
             return target
         env = os.environ if env is None else env
         return cls(
             server_address(target or env.get(ENV_SERVER) or DEFAULT_SERVER),
-            token=token or env.get(ENV_TOKEN) or None,
+            token=(token or env.get(ENV_TOKEN) or "").strip() or None,
             tls_ca=tls_ca or env.get(ENV_TLS_CA) or None,
             tls_cert=tls_cert or env.get(ENV_TLS_CERT) or None,
             tls_key=tls_key or env.get(ENV_TLS_KEY) or None,

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 from jobwheel.client import AsyncClient
-from jobwheel.client.connection import server_address
+from jobwheel.client.connection import Connection, server_address
 from jobwheel.client.errors import JobwheelError
 
 from tests.conftest import Running
@@ -100,3 +100,14 @@ async def test_async_client_closed_with_a_call_in_flight_raises_a_typed_error(
             pass
         except asyncio.CancelledError:
             pytest.fail(f"coalesce={coalesce}: a bare CancelledError escaped, not Cancelled")
+
+
+async def test_a_token_with_a_line_break_or_control_character(server: Running) -> None:
+    # a token read from a file keeps its newline: dropped; inside one, no header can carry it
+    # (the CLI answered "internal: Invalid metadata", exit 1, and gRPC core's own line)
+    assert Connection.of("127.0.0.1:1", token="jw_abc\n").token == "jw_abc"
+    for bad in ("jw_a\nb", "jw_\x01", "jw_é"):
+        with pytest.raises(ValueError, match="the token holds characters"):
+            Connection.of("127.0.0.1:1", token=bad)
+    r = await jw(server.address, "--token", "jw_a\nb", "queues")
+    assert_usage_error(r)

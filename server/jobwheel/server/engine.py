@@ -166,7 +166,8 @@ class Engine:
         lost = await self.store.running_jobs_lost(now, dead_worker_prefix)
         lost = [j for j in lost if not self.dispatcher.holds(j.id)]
         timed_out = [j for j in lost if states.past_timeout(j, now)]
-        lost = [j for j in lost if not states.past_timeout(j, now)]
+        if timed_out:
+            lost = [j for j in lost if j not in timed_out]
         if timed_out:  # remote workers' attempts: the server ends them at the timeout
             ends = [states.timed_out(j, now, self.clock.random()) for j in timed_out]
             for settlement, applied in zip(ends, await self.store.settle(ends), strict=True):

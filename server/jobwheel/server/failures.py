@@ -75,6 +75,11 @@ def summary(exc: BaseException) -> str:
     return _cut(text, MAX_SUMMARY)
 
 
+def timed_out(seconds: float) -> str:
+    """The error of an attempt that ran past its job's timeout, whoever ran it."""
+    return f"TimeoutError: exceeded {seconds:g}s"
+
+
 def stored(error: str) -> str:
     """An attempt's error text as stored, whoever wrote it: U+0000 (which PostgreSQL cannot
     store) replaced by U+FFFD, the summary cut to MAX_SUMMARY characters, a traceback kept."""

@@ -104,13 +104,11 @@ class InProcessExecutor:
                 async with asyncio.timeout(time_limit) as deadline:
                     result = await self._invoke(task, payload, ctx)
         except TimeoutError as exc:
-            if deadline is None or not deadline.expired():
+            if deadline is None or time_limit is None or not deadline.expired():
                 # the handler's own TimeoutError (say, of a call it made) is its failure
                 return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
             ctx._cancel.set()
-            return AttemptResult(
-                AttemptOutcome.TIMED_OUT, error=f"TimeoutError: exceeded {time_limit:g}s"
-            )
+            return AttemptResult(AttemptOutcome.TIMED_OUT, error=failures.timed_out(time_limit))
         except asyncio.CancelledError:
             ctx._cancel.set()
             raise

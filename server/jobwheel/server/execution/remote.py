@@ -63,9 +63,8 @@ class Beat:
 @dataclass(frozen=True, slots=True)
 class Report:
     """One outcome of a batch: the attempt under epoch `epoch` of `job_id` ended with
-    `result`, or (None)
-    was released by the worker for `why`: the job runs again, the attempt is not charged
-    (up to states.MAX_RELEASED_ATTEMPTS per execution)."""
+    `result`, or (None) was released by the worker for `why`: the job runs again, the
+    attempt is not charged (up to states.MAX_RELEASED_ATTEMPTS per execution)."""
 
     job_id: str
     epoch: int

@@ -204,9 +204,7 @@ class WebhookExecutor:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
             self._delivered("error")
-            return AttemptResult(
-                AttemptOutcome.TIMED_OUT, error=f"TimeoutError: exceeded {limit:g}s"
-            )
+            return AttemptResult(AttemptOutcome.TIMED_OUT, error=failures.timed_out(limit))
         except SsrfBlocked as exc:
             self._delivered("error")
             return AttemptResult(
@@ -224,7 +222,7 @@ class WebhookExecutor:
             self._delivered("error")
             return AttemptResult(AttemptOutcome.FAILED, error=failures.summary(exc))
         self._delivered(f"{response.status_code // 100}xx")
-        return self._outcome(response, content if keep_result else b"", truncated)
+        return self._outcome(response, content, truncated, keep_result)
 
     async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
         """At most max_response_bytes of the body; True when more was left unread."""
@@ -238,11 +236,13 @@ class WebhookExecutor:
                 return bytes(content[:cap]), True
         return bytes(content), False
 
-    def _outcome(self, response: httpx.Response, content: bytes, truncated: bool) -> AttemptResult:
+    def _outcome(
+        self, response: httpx.Response, content: bytes, truncated: bool, keep_result: bool
+    ) -> AttemptResult:
         status = response.status_code
         if 200 <= status < 300:
             # A truncated body is never valid JSON; say nothing rather than guess.
-            result = None if truncated else _json_or_none(content)
+            result = None if truncated or not keep_result else _json_or_none(content)
             if result is not None and result_problem(result, len(content)):
                 result = None  # kept within the job's bounds: too large or deep to store
             return AttemptResult(AttemptOutcome.SUCCEEDED, result=result)

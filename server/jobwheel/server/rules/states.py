@@ -341,8 +341,7 @@ def past_timeout(job: model.Job, now: model.Micros) -> bool:
 def timed_out(job: model.Job, now: model.Micros, rand: float) -> Settlement:
     """The settlement of a remote worker's attempt past the job's timeout: TIMED_OUT, retried
     per the job's policy as any attempt that timed out."""
-    limit = (job.timeout or 0) / 1_000_000
-    error = f"TimeoutError: exceeded {limit:g}s"
+    error = failures.timed_out((job.timeout or 0) / model.SECOND)
     return settle(job, AttemptResult(AttemptOutcome.TIMED_OUT, error=error), now, rand)
 
 

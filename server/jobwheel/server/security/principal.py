@@ -53,7 +53,12 @@ def reset_current(token: contextvars.Token[Principal]) -> None:
 
 def narrow(flt: model.JobFilter) -> model.JobFilter:
     """`flt` limited to the caller's queues (unchanged for an unscoped caller)."""
-    scope = current().queues
+    return limited(flt, current().queues)
+
+
+def limited(flt: model.JobFilter, scope: frozenset[str] | None) -> model.JobFilter:
+    """`flt` limited to the queues of `scope` (None: every queue); one matching nothing when
+    they do not meet."""
     if scope is None:
         return flt
     queues = tuple(sorted(scope)) if not flt.queues else tuple(q for q in flt.queues if q in scope)

@@ -9,7 +9,7 @@ from jobwheel.server.api import validate
 from jobwheel.server.api.errors import NotFound
 from jobwheel.server.rules import triggers
 from jobwheel.server.rules.states import DELETE, PAUSE, RESUME, TRIGGER, cancel, retry
-from jobwheel.server.security.principal import NO_QUEUE
+from jobwheel.server.security.principal import limited
 from jobwheel.server.web.forms import parse_job_query, scoped
 from jobwheel.server.web.site import Site, guarded
 from starlette.requests import Request
@@ -195,14 +195,6 @@ async def recurring_page(site: Site, request: Request) -> Response:
 WINDOWS = {"hour": (3600, 60), "day": (86_400, 1800)}  # seconds shown, seconds per slot
 
 
-def _names(queues: frozenset[str] | None) -> tuple[str, ...]:
-    """A filter's queues for a principal's: every queue is no queue named, and none is one
-    no job has."""
-    if queues is None:
-        return ()
-    return tuple(sorted(queues)) or (NO_QUEUE,)
-
-
 @guarded()
 async def overview_page(site: Site, request: Request) -> Response:
     window = request.query_params.get("window", "hour")
@@ -212,7 +204,7 @@ async def overview_page(site: Site, request: Request) -> Response:
     now = site.core.clock.now()
     since = now - span * model.SECOND
     queues = request.state.principal.queues  # None: every queue
-    stats = await site.core.store.job_stats(model.JobFilter(queues=_names(queues)), now)
+    stats = await site.core.store.job_stats(limited(model.JobFilter(), queues), now)
     tasks = await site.core.store.task_summaries(since, queues)
     lateness = sorted(
         late for _, late in await site.core.store.start_lateness(since, queues=queues)

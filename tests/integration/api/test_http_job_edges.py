@@ -80,6 +80,9 @@ class Hooks:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            # 100 requests connect at once: the default backlog of 5 overflowed on a busy
+            # machine, and the connections it dropped ended their jobs with a ReadError
+            request_queue_size = 128
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass

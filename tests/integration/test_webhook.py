@@ -299,6 +299,7 @@ async def test_connection_refused_is_retryable(executor: WebhookExecutor) -> Non
         result = await run(executor, f"http://127.0.0.1:{port}/ok")
     assert result.outcome is AttemptOutcome.FAILED and result.retryable
     assert result.error.startswith("ConnectionError: ")
+    assert result.error.endswith(f"(http://127.0.0.1:{port})")  # which target refused
 
 
 async def test_unresolvable_host_is_a_connection_error(executor: WebhookExecutor) -> None:

@@ -216,6 +216,10 @@ class WebhookExecutor:
             )
         except httpx.TransportError as exc:
             detail = str(exc) or type(exc).__name__
+            # httpx's "All connection attempts failed" says nowhere which target refused
+            where = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
+            if request.url.host not in detail:
+                detail += f" ({where})"
             self._delivered("error")
             return AttemptResult(AttemptOutcome.FAILED, error=f"ConnectionError: {detail}")
         except Exception as exc:  # raised past the client's own errors: retried per the policy

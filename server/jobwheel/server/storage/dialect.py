@@ -471,8 +471,9 @@ def _sqlite_field_equals(doc: ColumnElement[Any], key: str, value: Any) -> Colum
         compare = func.json(literal(dumps(value)))  # json_extract yields minified text
     else:
         compare = literal(value)
-    if '"' in key:
-        # A JSON path cannot quote '"' in SQLite; walk the top-level members instead.
+    if dumps(key) != f'"{key}"':
+        # A key the stored text escapes ('"', '\\', control characters): SQLite's path labels
+        # are matched against the escaped text, and cannot quote '"'; walk the members instead.
         each = func.json_each(doc).table_valued("key", "type", "value")
         conds = [each.c.key == key, each.c.type.in_(types)]
         if compare is not None:

@@ -20,6 +20,11 @@ JOB_FIELDS = ("job_id", "task", "queue", "attempt", "worker_id", "principal")
 FORMATS = ("text", "json")
 # what every LogRecord has: anything else was given through `extra=`
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# A message may quote what callers sent (a worker's error text, a job's task): escaped as
+# Python writes them, a newline cannot start a forged record, nor an ESC reach a terminal.
+_TEXT_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+# json.dumps escapes the C0 controls only; these also end a line for some readers
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}
 
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -60,7 +65,7 @@ class JsonFormatter(logging.Formatter):
             out["traceback"] = record.exc_text
         if record.stack_info:
             out["stack"] = record.stack_info
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return json.dumps(out, ensure_ascii=False, default=str).translate(_JSON_ESCAPES)
 
 
 class TextFormatter(logging.Formatter):
@@ -88,7 +93,7 @@ class TextFormatter(logging.Formatter):
         said = f" {record.message} "  # a field the message states as key=value is not repeated
         pairs = (f"{k}={fields[k]}" for k in JOB_FIELDS if fields.get(k) not in (None, ""))
         tail = " ".join(pair for pair in pairs if f" {pair} " not in said)
-        return f"{line} [{tail}]" if tail else line
+        return (f"{line} [{tail}]" if tail else line).translate(_TEXT_ESCAPES)
 
 
 def emit(logger: logging.Logger, level: int, message: str, extra: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 try:  # the optional extra
     from opentelemetry import trace
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # pragma: no cover - exercised where the extra is missing
     trace = None  # type: ignore[assignment]
@@ -109,8 +109,11 @@ def shutdown() -> None:
 
 
 def server_interceptor() -> Any:
-    """The grpc.aio interceptor that opens a span per RPC (continuing the caller's trace)."""
-    return aio_server_interceptor()  # type: ignore[no-untyped-call]
+    """The grpc.aio interceptor that opens a span per RPC (continuing the caller's trace).
+    Health checks are left out: a probe every few seconds is noise in a trace store, and the
+    interceptor reads a streaming handler's replies with `async for`, which grpc_health's
+    Watch (it writes with context.write) does not give: Watch ended UNKNOWN."""
+    return aio_server_interceptor(filter_=filters.negate(filters.health_check()))  # type: ignore[no-untyped-call]
 
 
 def current_traceparent() -> str:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jobwheel.server.security.roles import Role, parse_role
-from jobwheel.server.security.tokens import QUEUE, TokensFileError, entry_text, new_token, parse
+from jobwheel.server.security.tokens import (
+    NAME,
+    QUEUE,
+    TokensFileError,
+    entry_text,
+    new_token,
+    parse,
+)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -41,18 +50,36 @@ def main(argv: Sequence[str]) -> int:
     bad = [q for q in queues if not QUEUE.fullmatch(q)]
     if bad:
         parser.error(f"invalid queue names: {', '.join(bad)}")
+    if not NAME.fullmatch(args.name):
+        parser.error("--name must be 1-128 of letters, digits, _.:@-")
     path = Path(args.file)
-    existing = path.read_text(encoding="utf-8") if path.exists() else ""
     token = new_token()
     text = entry_text(args.name, parse_role(args.role), queues, token)
     try:
-        parse(existing + text, str(path))  # refuse to write a file the server would refuse
-    except TokensFileError as exc:
-        print(f"jobwheel-server token: {exc}", file=sys.stderr)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:
+        print(f"jobwheel-server token: {path}: {exc.strerror}", file=sys.stderr)
         return 2
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as out:
-        out.write(text)
+    with os.fdopen(fd, "rb+") as file:
+        # one `token create` at a time: two appending together could both add a name
+        fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            existing = file.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"jobwheel-server token: {path}: {exc}", file=sys.stderr)
+            return 2
+        try:
+            parse(existing + text, str(path))  # refuse to write a file the server would refuse
+        except TokensFileError as exc:
+            print(f"jobwheel-server token: {exc}", file=sys.stderr)
+            return 2
+        file.write(text.encode())
+        if os.fstat(fd).st_mode & 0o044:
+            print(
+                f"jobwheel-server token: warning: others than its owner may read {path}"
+                f" (chmod 600 {shlex.quote(str(path))})",
+                file=sys.stderr,
+            )
     print(token)
     print(
         f"added token {args.name!r} ({args.role}) to {path}; it is not shown again", file=sys.stderr

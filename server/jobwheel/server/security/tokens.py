@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -150,10 +151,11 @@ def parse(text: str, source: str = "tokens file") -> Principals:
 
 def entry_text(name: str, role: Role, queues: Iterable[str], token: str) -> str:
     """The TOML of one entry, as `token create` appends it."""
-    lines = ["", "[[token]]", f'name = "{name}"', f'role = "{role.value}"']
+    # JSON's string escapes are TOML's: whatever the name holds, it stays one string
+    lines = ["", "[[token]]", f"name = {json.dumps(name)}", f'role = "{role.value}"']
     queue_list = list(queues)
     if queue_list:
-        lines.append("queues = [" + ", ".join(f'"{q}"' for q in queue_list) + "]")
+        lines.append("queues = [" + ", ".join(json.dumps(q) for q in queue_list) + "]")
     lines.append(f'sha256 = "{digest(token)}"')
     return "\n".join(lines) + "\n"
 
@@ -194,7 +196,7 @@ class TokensFile:
             if stamp == self._stamp:
                 return
             parsed = parse(self.path.read_text(encoding="utf-8"), str(self.path))
-        except (OSError, TokensFileError) as exc:
+        except (OSError, UnicodeDecodeError, TokensFileError) as exc:
             if strict:
                 raise TokensFileError(str(exc)) from None
             if stamp != self._stamp:  # log once per bad version of the file

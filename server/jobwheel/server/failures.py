@@ -70,7 +70,10 @@ def _cut(text: str, limit: int) -> str:
 
 def summary(exc: BaseException) -> str:
     """ "Type: message" (just "Type" for an empty message), at most MAX_SUMMARY characters."""
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception:  # a handler's exception whose __str__ fails still ends its attempt
+        message = "<message not printable>"
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return _cut(text, MAX_SUMMARY)
 

@@ -47,13 +47,14 @@ CYCLES_IN_FLIGHT = 2
 class _Held:
     """An attempt this process runs: from its claim until its end is stored."""
 
-    __slots__ = ("ended", "job", "settling", "started", "task")
+    __slots__ = ("ended", "job", "released", "settling", "started", "task")
 
     def __init__(self, job: model.Job) -> None:
         self.job = job
         self.task: asyncio.Task[None] | None = None
         self.started = False  # its task began (a task cancelled before that runs no code)
         self.ended = False  # its settlement is in the outbox (or stored)
+        self.released = False  # its room in the queue is given back
         self.settling = False  # its settlement is in a cycle in flight beside the loop
 
 
@@ -414,7 +415,11 @@ class Dispatcher:
     def _release(self, held: _Held, *, wake: bool = False) -> None:
         """The attempt is no longer this process's (its end is stored, or given up)."""
         job = held.job
-        if self._held.pop(job.id, None) is not None:
+        if not held.released:
+            held.released = True
+            # a handler left behind after a cancel may end after the job ran again here
+            if self._held.get(job.id) is held:
+                del self._held[job.id]
             self.rooms.running[job.queue] -= 1
             self._unsettling(held)
         if wake:
@@ -422,7 +427,9 @@ class Dispatcher:
             self._wake.set()
 
     def _end(self, held: _Held, settlement: states.Settlement) -> None:
-        """The attempt ended: the next cycle stores its settlement."""
+        """The attempt ended: the next cycle stores its settlement (the first end only)."""
+        if held.ended:
+            return  # ended without its handler, which has now stopped too
         held.ended = True
         self._outbox.append((held, settlement))
         self._wake.set()
@@ -472,19 +479,41 @@ class Dispatcher:
         held = self._held.get(job_id)
         if held is not None and held.task is not None:
             held.task.cancel()
+            asyncio.get_running_loop().call_later(RELEASE_WAIT, self._left_behind, held)
+
+    def _left_behind(self, held: _Held) -> None:
+        """A cancelled attempt whose handler went on (it swallowed its cancellation): the
+        attempt ends without it, so its room in the queue is free again; the handler, told
+        through ctx.cancelled, is left running."""
+        if held.ended or held.task is None or held.task.done():
+            return
+        log.warning(
+            "job %s was cancelled %gs ago and its handler goes on; its attempt ends without it",
+            held.job.id,
+            RELEASE_WAIT,
+        )
+        result = AttemptResult(AttemptOutcome.CANCELLED, error="Cancelled")
+        self._end(held, states.settle(held.job, result, self.clock.now(), self.clock.random()))
 
     async def stop(self, grace: float) -> None:
         """Claims nothing more; running attempts get `grace` seconds, then are released; the
         ends of all are stored (within RELEASE_WAIT more seconds)."""
         self._accepting = False
         self._wake.set()
-        pending = [h.task for h in self._held.values() if h.task is not None and not h.task.done()]
+        pending = {h.task: h for h in self._held.values() if h.task and not h.task.done()}
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
                 task.cancel()
             if still:
-                await asyncio.wait(still, timeout=RELEASE_WAIT)
+                _, stuck = await asyncio.wait(still, timeout=RELEASE_WAIT)
+                for task in stuck:  # handlers that swallow their cancellation: released
+                    held = pending[task]  # without them, unused, as the others are
+                    log.warning("job %s: its handler goes on; released without it", held.job.id)
+                    self._end(
+                        held,
+                        states.lost(held.job, self.clock.now(), "server stopped", counts=False),
+                    )
         if self._held:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), RELEASE_WAIT)

@@ -1,8 +1,11 @@
 """In-process execution of `@task` handlers.
 
 Async handlers run on the event loop; plain functions run in a bounded thread pool so a
-blocking handler never stalls the loop. A timeout or a cancel ends the attempt at once; a
-thread that is still running is told through `ctx.cancelled` (threads cannot be killed).
+blocking handler never stalls the loop. A timeout ends the attempt at once, counted from the
+handler's start (a plain function may wait for a free thread first); a handler that goes on
+(a thread cannot be killed, a coroutine may swallow its cancellation) is told through
+`ctx.cancelled` and left behind. Whatever a handler raises, SystemExit and KeyboardInterrupt
+included, is its attempt's failure: one handler never stops the server.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +54,7 @@ class TaskContext:
     execution: int
     labels: dict[str, str] = field(default_factory=dict)
     _cancel: _Flag = field(default_factory=_Flag, repr=False)
+    _started: float | None = field(default=None, repr=False)  # time.monotonic() at the call
 
     @property
     def cancelled(self) -> bool:
@@ -68,6 +73,16 @@ def _arity(fn: Handler) -> int:
     return min(len(positional), 2)
 
 
+class _Expired(Exception):
+    """The attempt ran past its time limit."""
+
+
+def _forget(work: asyncio.Future[Any]) -> None:
+    """A handler left behind: what it ends with is nobody's (and not logged as unretrieved)."""
+    if not work.cancelled():
+        work.exception()
+
+
 class InProcessExecutor:
     def __init__(self, handlers: dict[str, Handler], max_threads: int) -> None:
         self.handlers = handlers
@@ -80,6 +95,7 @@ class InProcessExecutor:
 
     def _call(self, task: str, payload: dict[str, Any], ctx: TaskContext) -> Any:
         fn = self.handlers[task]
+        ctx._started = time.monotonic()
         return fn(payload, ctx) if self._arity[task] >= 2 else fn(payload)
 
     async def _invoke(self, task: str, payload: dict[str, Any], ctx: TaskContext) -> Any:
@@ -92,26 +108,50 @@ class InProcessExecutor:
             result = await result
         return result
 
+    async def _within(
+        self, task: str, payload: dict[str, Any], ctx: TaskContext, limit: float
+    ) -> Any:
+        """The handler's result if it ends within `limit` seconds of its start; _Expired
+        otherwise, leaving it behind cancelled. In a task of its own: a coroutine that swallows
+        its cancellation cannot hold the attempt past its deadline."""
+        work = asyncio.ensure_future(self._invoke(task, payload, ctx))
+        try:
+            while True:
+                started = ctx._started  # None while a plain function waits for a thread
+                wait = limit if started is None else started + limit - time.monotonic()
+                if wait <= 0:
+                    break
+                done, _ = await asyncio.wait((work,), timeout=wait)
+                if done:
+                    return work.result()
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        work.cancel()
+        work.add_done_callback(_forget)
+        raise _Expired
+
     async def run(
         self, task: str, payload: dict[str, Any], ctx: TaskContext, time_limit: float | None
     ) -> AttemptResult:
         """Runs one attempt; never raises except CancelledError when the caller cancels."""
-        deadline: asyncio.Timeout | None = None
         try:
-            if time_limit is None:  # no timer to arm
+            if time_limit is None:  # no timer to arm, no task to make
                 result = await self._invoke(task, payload, ctx)
             else:
-                async with asyncio.timeout(time_limit) as deadline:
-                    result = await self._invoke(task, payload, ctx)
-        except TimeoutError as exc:
-            if deadline is None or time_limit is None or not deadline.expired():
-                # the handler's own TimeoutError (say, of a call it made) is its failure
-                return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
+                result = await self._within(task, payload, ctx, time_limit)
+        except _Expired:
             ctx._cancel.set()
-            return AttemptResult(AttemptOutcome.TIMED_OUT, error=failures.timed_out(time_limit))
-        except asyncio.CancelledError:
+            return AttemptResult(
+                AttemptOutcome.TIMED_OUT, error=failures.timed_out(time_limit or 0)
+            )
+        except asyncio.CancelledError as exc:
             ctx._cancel.set()
-            raise
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # the attempt was cancelled (the job was, or the server stops)
+            # the handler's own (say, of a future someone else cancelled): its failure
+            return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
         except failures.Reported as exc:  # an expected failure, which may say how to retry
             return AttemptResult(
                 AttemptOutcome.FAILED,
@@ -119,7 +159,7 @@ class InProcessExecutor:
                 retryable=exc.retryable,
                 retry_after=exc.retry_after,
             )
-        except Exception as exc:  # the handler's failure is the attempt's outcome
+        except BaseException as exc:  # the handler's failure is the attempt's outcome
             return AttemptResult(AttemptOutcome.FAILED, error=failures.error_text(exc))
         if result is None:
             return _DONE

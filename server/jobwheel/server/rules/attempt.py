@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,19 @@ def oversized(value: Any, text_bytes: int) -> bool:
     return ParseDict(value, struct_pb2.Value()).ByteSize() > MAX_DOCUMENT_BYTES
 
 
+# The contract's numbers are doubles (google.protobuf.Value): an integer past this range
+# could be stored, and then no reply could carry its job.
+_DOUBLE_MAX = sys.float_info.max
+_DOUBLE_DIGITS = 309  # the digits of the largest integer a double holds, plus one
+
+
+def _past_double(value: Any) -> bool:
+    if isinstance(value, int):
+        return not isinstance(value, bool) and abs(value) > _DOUBLE_MAX
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_past_double(item) for item in items)
+
+
 def result_problem(value: Any, text_bytes: int) -> str | None:
     """Why the JSON value `value` (whose JSON text has `text_bytes` bytes) cannot be stored
     as a job's result, or None: the rules of every document (json_rules), and at most
@@ -31,6 +45,8 @@ def result_problem(value: Any, text_bytes: int) -> str | None:
     if found is not None:
         problem, path = found
         return f"result {problem}" + (f" at {'.'.join(path[:8])}" if path else "")
+    if text_bytes > _DOUBLE_DIGITS and _past_double(value):  # json_problem bounded the depth
+        return "result holds a number past the range of a double"
     if oversized(value, text_bytes):
         return f"result is larger than {MAX_DOCUMENT_BYTES} bytes encoded"
     return None

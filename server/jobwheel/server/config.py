@@ -139,8 +139,8 @@ NUMBERS = (
         _DEFAULTS.threads,
         1,
         1024,
-        "threads that run plain (non-async) handlers; time waiting for one counts toward "
-        "a job's timeout",
+        "threads that run plain (non-async) handlers; a job's timeout starts when its "
+        "handler does, not while it waits for one",
     ),
     Number(
         "--watch-heartbeat",

@@ -25,13 +25,23 @@ When a heartbeat says the job was cancelled, or that the lease is gone (it expir
 was given to another worker), the handler is cancelled (`ctx.cancelled` turns true for plain
 functions, which run in threads) and nothing is reported: the server has moved on.
 
+Plain functions run in the worker's own pool of `concurrency` threads. A thread cannot be
+stopped: one cut short (by a cancel, a lost lease or a stop) keeps its slot until it returns,
+so no more than `concurrency` handlers ever run at once.
+
 Stopping (`await worker.stop(grace)`, or SIGTERM under `run_forever`) leases nothing more and
 gives the jobs it holds `grace` seconds (prefetched ones start meanwhile as slots free up).
 Jobs still running (or not started) then are cancelled and given back (ReleaseJobs): each is
 QUEUED again at once for another worker, and its attempt is on record as LOST without
 counting against max_attempts, so a deploy uses up no job's retries. (Against a server
 without ReleaseJobs they are reported as failed and retryable instead, "WorkerStopped: ...",
-which counts.) Either way no job sits RUNNING until its lease expires.
+which counts.) Either way no job sits RUNNING until its lease expires. Under `run_forever`,
+handler threads that still run then do not hold the process: it exits without them; a second
+SIGTERM or SIGINT exits at once (the jobs still held run again when their leases expire).
+
+Whatever a handler raises fails its attempt (SystemExit and KeyboardInterrupt too: one
+handler never stops the worker). A result the server refuses (past 1 MiB, nested past 20
+levels, NaN) fails the attempt for good, with the server's reason.
 
 Against a server with TLS or tokens, pass `Connection.of(address, token=..., tls_ca=...)`
 (jobwheel.client.connection) as the address, or set JOBWHEEL_TOKEN, JOBWHEEL_TLS_CA,
@@ -42,14 +52,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +104,8 @@ class _Running:
     task: asyncio.Task[None] | None = None
     last_beat: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # the server said stop: report nothing
+    # its handler's thread (a plain function), which holds the slot until it returns
+    thread: Future[Any] | None = None
     # its handler runs and holds a slot (a stop cuts it short; a report it lets end)
     handling: bool = False
 
@@ -156,6 +171,8 @@ class Worker:
         self._failures = 0  # LeaseJobs failures in a row
         self._done = asyncio.Event()
         self._stopper: asyncio.Future[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None  # plain functions' threads
+        self._threads: set[Future[Any]] = set()  # handler threads not yet returned
         self.completed = 0  # jobs reported, for monitoring and benchmarks
         self.failed = 0
 
@@ -194,8 +211,19 @@ class Worker:
             await self.run()
 
         asyncio.run(main())
+        if busy := sum(not thread.done() for thread in list(self._threads)):
+            # threads cut short that never returned: the interpreter would wait for them
+            log.warning("%d handler thread(s) still running: exiting without them", busy)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopper is not None:
+            log.warning("%s again: exiting now; the jobs still held run again later", sig.name)
+            logging.shutdown()
+            os._exit(1)
         log.info(
             "%s: stopping; draining %d running job(s), %gs grace",
             sig.name,
@@ -220,6 +248,8 @@ class Worker:
         )
         if self._channel is None:
             self._channel = self.connection.aio_channel()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="jobwheel-handler")
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
         self._batches = Batches(
             self._stub,
@@ -252,6 +282,9 @@ class Worker:
             if self._own_channel and self._channel is not None:
                 await self._channel.close()
                 self._channel = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
             self._done.set()
 
     async def stop(self, grace: float | None = None) -> None:
@@ -386,7 +419,7 @@ class Worker:
         job, ctx = running.lease.job, running.ctx
         try:
             try:
-                result = await self._call(job, ctx)
+                result = await self._call(job, ctx, running)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and not task.cancelling():
@@ -403,7 +436,7 @@ class Worker:
                 self._free(running)
                 await self._fail(running, error_text(exc), exc.retryable, exc.retry_after)
                 return
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: one handler never stops the worker
                 self._free(running)
                 await self._fail(running, error_text(exc), True, None)
                 return
@@ -419,7 +452,11 @@ class Worker:
                     await self._fail(running, error, False, None)
                     return
             assert self._batches is not None
-            if self._reported(running, "CompleteJob", await self._batches.complete(item)):
+            outcome = await self._batches.complete(item)
+            if outcome.invalid and not running.abandoned:  # say too large or deep: for good
+                error = f"ResultError: the server refused the result: {outcome.message}"
+                await self._fail(running, error, False, None)
+            elif self._reported(running, "CompleteJob", outcome):
                 self.completed += 1
         finally:
             self._free(running)
@@ -446,12 +483,19 @@ class Worker:
         self._reported(running, "ReleaseJobs", await self._batches.release(item))
 
     def _free(self, running: _Running) -> None:
-        """Frees the handler's slot (once) before its outcome is reported."""
+        """Frees the handler's slot (once) before its outcome is reported; a thread cut
+        short frees it when it returns."""
         if running.handling:
+            if running.thread is not None and not running.thread.done():
+                loop = asyncio.get_running_loop()
+                running.thread.add_done_callback(
+                    lambda _: loop.call_soon_threadsafe(self._free, running)
+                )
+                return
             running.handling = False
             self._slot_done()
 
-    async def _call(self, job: job_pb2.Job, ctx: JobContext) -> Any:
+    async def _call(self, job: job_pb2.Job, ctx: JobContext, running: _Running) -> Any:
         entry = self.handlers.get(job.task)
         if entry is None:  # asked only for registered tasks, so only if the server erred
             raise JobFailed(f"no handler for task {job.task!r} in worker {self.worker_id}")
@@ -460,7 +504,15 @@ class Worker:
         args = (payload, ctx) if wants_ctx else (payload,)
         if inspect.iscoroutinefunction(fn):
             return await fn(*args)
-        return await asyncio.to_thread(fn, *args)
+        return await self._in_thread(running, fn, args)
+
+    async def _in_thread(self, running: _Running, fn: Handler, args: tuple[Any, ...]) -> Any:
+        """`fn(*args)` in the worker's pool, in this task's context (its trace)."""
+        assert self._pool is not None
+        running.thread = thread = self._pool.submit(contextvars.copy_context().run, fn, *args)
+        self._threads.add(thread)
+        thread.add_done_callback(self._threads.discard)
+        return await asyncio.wrap_future(thread)
 
     async def _fail(
         self, running: _Running, error: str, retryable: bool, retry_after: DurationLike | None

@@ -25,6 +25,9 @@ log = logging.getLogger("jobwheel.worker")
 CALL_TIMEOUT = 10.0
 # the server's limit of items per batch call (worker_service.proto)
 MAX_BATCH = 1000
+# what one report call carries at most, encoded: the server receives at most 4 MiB a message
+# (results of up to 1 MiB each: four of them already fill one)
+MAX_BATCH_BYTES = 3 << 20
 # report calls of one kind out at once
 INFLIGHT = 2
 # The server's answer is final for these: reporting again cannot help.
@@ -37,11 +40,13 @@ _GONE_CODES = (code_pb2.FAILED_PRECONDITION, code_pb2.NOT_FOUND)
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one report: stored (`ok`), refused for good (`gone`: the lease is
-    lost), or neither (given up after retries, or invalid)."""
+    lost; `invalid`: the report itself, say a result past the server's limits), or neither
+    (given up after retries)."""
 
     ok: bool
     gone: bool = False
     message: str = ""
+    invalid: bool = False
 
 
 def outcome_of(status: pb.ItemStatus) -> Outcome:
@@ -52,11 +57,13 @@ def outcome_of(status: pb.ItemStatus) -> Outcome:
     except ValueError:
         code = str(status.code)
     gone = status.code in _GONE_CODES
-    return Outcome(False, gone, f"{code} {status.reason}: {status.message}")
+    invalid = status.code == code_pb2.INVALID_ARGUMENT
+    return Outcome(False, gone, f"{code} {status.reason}: {status.message}", invalid)
 
 
 def _error_outcome(err: grpc.aio.AioRpcError) -> Outcome:
-    return Outcome(False, err.code() in GONE, f"{err.code().name}: {err.details()}")
+    invalid = err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    return Outcome(False, err.code() in GONE, f"{err.code().name}: {err.details()}", invalid)
 
 
 class Batches:
@@ -199,7 +206,8 @@ class Batches:
                 await call(request, timeout=CALL_TIMEOUT)
                 return Outcome(True)
             except grpc.aio.AioRpcError as err:
-                if err.code() in GONE or time.monotonic() + pause > give_up:
+                final = err.code() in GONE or err.code() is grpc.StatusCode.INVALID_ARGUMENT
+                if final or time.monotonic() + pause > give_up:
                     return _error_outcome(err)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
@@ -234,8 +242,9 @@ class _Queue:
             finally:
                 self.gathering = False
         while self.pending:
-            taken = self.pending[: batches.max_batch]
-            del self.pending[: batches.max_batch]
+            n = _fitting(self.pending, batches.max_batch)
+            taken = self.pending[:n]
+            del self.pending[:n]
             try:
                 outcomes = await self.send([item for item, _ in taken])
             except Exception as exc:  # a bug or an unexpected error: nobody waits forever
@@ -244,6 +253,17 @@ class _Queue:
             for (_, fut), outcome in zip(taken, outcomes, strict=True):
                 if not fut.done():
                     fut.set_result(outcome)
+
+
+def _fitting(pending: list[tuple[Any, asyncio.Future[Outcome]]], most: int) -> int:
+    """How many of the first `pending` items go in one call: at most `most`, and no more
+    than MAX_BATCH_BYTES encoded (at least one)."""
+    size = 0
+    for n, (item, _) in enumerate(pending[:most]):
+        size += item.ByteSize() + 8  # the field's tag and length
+        if size > MAX_BATCH_BYTES and n:
+            return n
+    return min(len(pending), most)
 
 
 async def heartbeat_batch(

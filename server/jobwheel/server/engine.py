@@ -261,7 +261,7 @@ class Engine:
         if self._following is not None:
             self._following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await loop
+                await self._following
         self.executor.close()
         await self.webhooks.aclose()
         await self.leadership.release()

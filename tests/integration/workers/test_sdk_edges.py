@@ -236,8 +236,8 @@ _STUCK_WORKER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from jobwheel.client.worker import Worker
-    address, marker = sys.argv[1], sys.argv[2]
-    w = Worker(address, worker_id="stuck", grace=1.0, poll_wait=2.0, lease_duration=30.0)
+    address, marker, grace = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    w = Worker(address, worker_id="stuck", grace=grace, poll_wait=2.0, lease_duration=30.0)
 
     @w.task("rv.stuck")
     def stuck(payload):
@@ -257,35 +257,48 @@ async def test_sigterm_ends_a_worker_whose_sync_handler_never_returns(
     handler thread never returns (a deploy hung on it)."""
     marker = tmp_path / "stuck.started"
     job = await enqueue(sq, "rv.stuck")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _STUCK_WORKER, sq.address, str(marker),
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    proc = await _stuck_worker(sq, marker, grace=1.0)
     try:
-        for _ in range(200):
-            if marker.exists():
-                break
-            await asyncio.sleep(0.05)
-        assert marker.exists(), "the worker never started the job"
         proc.send_signal(signal.SIGTERM)
         released = await wait_for_state(sq.jobs, job.id, (job_pb2.JOB_STATE_QUEUED,), within=5)
         assert released.state == job_pb2.JOB_STATE_QUEUED  # given back after the 1 s grace
-        exited = False
-        try:
-            await asyncio.wait_for(proc.wait(), 3)
-            exited = True
-        except TimeoutError:
-            proc.send_signal(signal.SIGTERM)  # the second stop signal
-            try:
-                await asyncio.wait_for(proc.wait(), 3)
-                exited = True
-            except TimeoutError:
-                pass
-        assert exited, "worker still alive 3 s after its grace and after a second SIGTERM"
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_second_sigterm_ends_the_worker_at_once(sq: Running, tmp_path: Path) -> None:
+    marker = tmp_path / "stuck.started"
+    job = await enqueue(sq, "rv.stuck")
+    proc = await _stuck_worker(sq, marker, grace=60.0)
+    try:
+        proc.send_signal(signal.SIGTERM)  # a minute's grace begins
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 5) == 1
+        # not given back: it runs again when its lease expires
+        assert (await get(sq, job.id)).state == RUNNING
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _stuck_worker(sq: Running, marker: Path, *, grace: float) -> asyncio.subprocess.Process:
+    """A worker process whose handler of rv.stuck has begun (and never returns)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _STUCK_WORKER, sq.address, str(marker), str(grace),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    for _ in range(200):
+        if await asyncio.to_thread(marker.exists):
+            return proc
+        await asyncio.sleep(0.05)
+    proc.kill()
+    await proc.wait()
+    raise AssertionError("the worker never started the job")
 
 
 # -- the server restarting ------------------------------------------------------------------

@@ -92,6 +92,7 @@ def test_a_statement_sqlite_refuses_is_internal_not_unavailable() -> None:
     assert "too many SQL variables" in str(too_many)
     for refused in (too_many, sqlite_error("SELEC 1"), sqlite_error("SELECT * FROM nowhere")):
         assert expected_status(refused) is None  # INTERNAL, logged with an error id
+        assert not is_unreachable(refused)
 
 
 def test_a_locked_sqlite_database_is_unavailable(tmp_path: Path) -> None:
@@ -105,6 +106,8 @@ def test_a_locked_sqlite_database_is_unavailable(tmp_path: Path) -> None:
         holder.close()
     status = expected_status(locked)
     assert status is not None and status.code == grpc.StatusCode.UNAVAILABLE
+    # an outage: the engine keeps what it must store and tries again, health follows
+    assert is_unreachable(locked)
 
 
 def sqlite_error_at(path: Path, sql: str) -> sa_exc.OperationalError:

@@ -1,6 +1,7 @@
 """Telling a database that cannot be reached from every other database error.
 
-A refused, reset or lost connection (or PostgreSQL shutting down) is an outage: the same call
+A refused, reset or lost connection (or PostgreSQL shutting down), or on SQLite a full disk, an
+I/O error or a lock held past the busy timeout, is an outage: the same call
 will work once the database is back. The store raises `DatabaseUnavailable` for those, so the
 API answers UNAVAILABLE, the engine retries what it must store, and health reports
 NOT_SERVING, while every other error keeps its own meaning.
@@ -17,6 +18,17 @@ _SHUTDOWN_STATES = ("57P01", "57P02", "57P03", "53300")
 # answered to a new connection: the database is not accepting connections (ALLOW_CONNECTIONS
 # false); raised by a statement, the same SQLSTATE means something else
 _REFUSED_AT_CONNECT = "55000"
+# SQLite's errors of the file, the disk and the locks, not of the statement (extended codes
+# start with these): the disk is full or failing, the file cannot be opened or written,
+# another process held the lock past the busy timeout. The same write works once that passes.
+_SQLITE_OUTAGES = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_READONLY",
+    "SQLITE_CANTOPEN",
+)
 
 
 class DatabaseUnavailable(Exception):
@@ -42,6 +54,9 @@ def is_unreachable(exc: BaseException) -> bool:
         if isinstance(item, sa_exc.DBAPIError) and item.connection_invalidated:
             return True
         if isinstance(item, OSError):  # refused, reset, unreachable, timed out, DNS
+            return True
+        name = getattr(item, "sqlite_errorname", None)
+        if isinstance(name, str) and name.startswith(_SQLITE_OUTAGES):
             return True
         state = getattr(item, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in _SHUTDOWN_STATES):

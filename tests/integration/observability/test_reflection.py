@@ -98,3 +98,30 @@ async def test_buf_curl_with_reflection_v1(server: Running) -> None:
     )  # fmt: skip
     assert code == 0, err
     assert '"kind": "WORKER_KIND_SERVER"' in out
+
+
+@pytest.mark.parametrize(
+    "symbol", ["jobwheel.v1.JobService.CancelJobs", "jobwheel.v1.WorkerService.LeaseJobs"]
+)
+async def test_grpcurl_describe_a_method(server: Running, symbol: str) -> None:
+    # the runtime pool finds no method by its name: this said "Symbol not found"
+    code, out, err = await run(
+        str(BIN / "grpcurl"), "-plaintext", server.address, "describe", symbol
+    )
+    assert code == 0, err
+    assert f"{symbol} is a method" in out and "rpc " in out
+
+
+async def test_a_method_of_an_unknown_service_is_not_found(server: Running) -> None:
+    [reply] = await reflect(
+        server,
+        V1,
+        rpb.ServerReflectionRequest(file_containing_symbol="jobwheel.v1.NoService.CancelJobs"),
+    )
+    assert reply.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    [reply] = await reflect(
+        server,
+        V1,
+        rpb.ServerReflectionRequest(file_containing_symbol="jobwheel.v1.JobService.NoMethod"),
+    )
+    assert reply.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]

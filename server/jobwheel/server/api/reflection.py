@@ -46,6 +46,21 @@ class Reflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
         super().__init__(service_names)
         self._documented = documented_files()
 
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        # the runtime pool (upb) finds no method by its name: `grpcurl describe
+        # jobwheel.v1.JobService.CancelJobs` answered "Symbol not found"; its service's file
+        # holds it
+        parent, _, name = fully_qualified_name.rpartition(".")
+        try:
+            self._pool.FindFileContainingSymbol(fully_qualified_name)
+        except KeyError:
+            try:
+                if name in self._pool.FindServiceByName(parent).methods_by_name:
+                    fully_qualified_name = parent
+            except KeyError:
+                pass
+        return super()._file_containing_symbol(request, fully_qualified_name)
+
     async def ServerReflectionInfo(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:

@@ -36,8 +36,8 @@ class JobServiceStub:
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
     (retrying helps); it never answers a mistake in the request. ABORTED means the call's
     transaction met a concurrent one on the database (PostgreSQL chose it to roll back) and
-    changed nothing; a bulk call (one transaction per 1,000 jobs) keeps the batches before it.
-    Retrying helps. An unexpected server error
+    changed nothing; a bulk call (one transaction per 1,000 jobs or 4 MiB of them) keeps the
+    batches before it. Retrying helps. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
@@ -220,8 +220,8 @@ class JobServiceAsyncStub(JobServiceStub):
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
     (retrying helps); it never answers a mistake in the request. ABORTED means the call's
     transaction met a concurrent one on the database (PostgreSQL chose it to roll back) and
-    changed nothing; a bulk call (one transaction per 1,000 jobs) keeps the batches before it.
-    Retrying helps. An unexpected server error
+    changed nothing; a bulk call (one transaction per 1,000 jobs or 4 MiB of them) keeps the
+    batches before it. Retrying helps. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 
@@ -400,8 +400,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     operation the job's state does not allow. UNAVAILABLE means the server cannot serve now
     (retrying helps); it never answers a mistake in the request. ABORTED means the call's
     transaction met a concurrent one on the database (PostgreSQL chose it to roll back) and
-    changed nothing; a bulk call (one transaction per 1,000 jobs) keeps the batches before it.
-    Retrying helps. An unexpected server error
+    changed nothing; a bulk call (one transaction per 1,000 jobs or 4 MiB of them) keeps the
+    batches before it. Retrying helps. An unexpected server error
     answers INTERNAL with a google.rpc.ErrorInfo (reason "INTERNAL") whose metadata
     "error_id" names the one server log record that holds its details.
 

@@ -136,23 +136,25 @@ class Core:
         raise IllegalTransition(await self.get(job_id), action.name, action.allowed)
 
     async def act_on_all(self, flt: model.JobFilter, action: Action, batch: int = 1000) -> int:
-        """Applies `action` to every matching job, one short transaction per batch. A batch
-        the database rolls back for a concurrent transaction (a deadlock) runs again, up to
-        CONFLICT_TRIES times in all: earlier batches stay committed."""
-        total = 0
+        """Applies `action` to every matching job, once each, one short transaction per
+        batch (Store.apply_action_batch). A batch the database rolls back for a concurrent
+        transaction (a deadlock) runs again, up to CONFLICT_TRIES times in all: earlier
+        batches stay committed."""
+        total = after = 0
         while True:
             for tries_left in range(CONFLICT_TRIES - 1, -1, -1):
                 try:
-                    changed = await self.store.apply_action(
-                        flt, action, self.clock.now(), limit=batch
+                    changed, more_after = await self.store.apply_action_batch(
+                        flt, action, self.clock.now(), limit=batch, after=after
                     )
                     break
                 except Exception as exc:
                     if not tries_left or not is_conflict(exc):
                         raise
             total += len(changed)
-            if len(changed) < batch:
+            if more_after is None:
                 return total
+            after = more_after
 
     async def update_queue(
         self,

@@ -35,17 +35,17 @@ async def _with_jobs(db_url: str, n: int) -> Store:
 
 
 def _failing(store: Store, monkeypatch: pytest.MonkeyPatch, calls: set[int]) -> list[int]:
-    """Makes apply_action's calls numbered in `calls` (1-based) fail with a deadlock."""
-    real = store.apply_action
+    """Makes apply_action_batch's calls numbered in `calls` (1-based) fail with a deadlock."""
+    real = store.apply_action_batch
     seen: list[int] = []
 
-    async def apply_action(*args: Any, **kwargs: Any) -> Any:
+    async def apply_action_batch(*args: Any, **kwargs: Any) -> Any:
         seen.append(len(seen) + 1)
         if seen[-1] in calls:
             raise _deadlock()
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "apply_action", apply_action)
+    monkeypatch.setattr(store, "apply_action_batch", apply_action_batch)
     return seen
 
 

@@ -1,13 +1,16 @@
 """Operator actions (rules/states.py) applied to jobs chosen by a filter; retention.
 
 Each action is a state transition allowed from a fixed set of states. It runs in batches
-(one short transaction each, so 100,000 matches never hold the database for seconds) and is
-fenced by the allowed states, so repeating it is harmless: already-changed jobs no longer
-match.
+(one short transaction each, so 100,000 matches never hold the database for seconds), of at
+most MAX_BATCH_BYTES of payloads and results (a thousand jobs of 1 MiB would be a gigabyte read,
+decoded and logged in one transaction), and is fenced by the allowed states, so repeating it
+is harmless: already-changed jobs no longer match. Batches go forward by seq: a job changed by
+an earlier batch of the same call (retried, and failed again since) is not changed twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from jobwheel.server.model import AttemptOutcome, Job, JobFilter, JobState, Micros, clamp_time
@@ -17,10 +20,13 @@ from jobwheel.server.storage.convert import deleted_job_snapshot, job_from_row, 
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import Unindexed, attempts, jobs
-from sqlalchemy import ColumnElement, case, delete, literal, select, update
+from sqlalchemy import ColumnElement, case, delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 S = JobState
+# the payloads and results one batch of an action reads and writes at most (one job of any
+# size goes alone)
+MAX_BATCH_BYTES = 4 << 20
 
 
 def _values(action: Action, now: Micros) -> dict[str, Any]:
@@ -67,20 +73,39 @@ class Management(StoreBase):
     ) -> list[Job]:
         """One batch: up to `limit` matching jobs in an allowed state, changed; returns them
         as they are after the change (as they were, for a delete)."""
+        changed, _ = await self.apply_action_batch(flt, action, now, limit=limit)
+        return changed
+
+    async def apply_action_batch(
+        self, flt: JobFilter, action: Action, now: Micros, *, limit: int = 1000, after: int = 0
+    ) -> tuple[list[Job], int | None]:
+        """One batch of a bulk action: the first matching jobs in an allowed state past seq
+        `after`, up to `limit` of them and MAX_BATCH_BYTES of payloads and results, changed.
+        Returns them (in seq order, as after the change; as they were, for a delete) and the
+        seq the next batch goes on after, or None when no job is left past them."""
         allowed = jobs.c.state.in_([s.value for s in action.allowed])
         conds: list[ColumnElement[bool]] = [*job_conditions(self.dialect, flt), allowed]
-        pick = select(jobs.c.seq).where(*conds).order_by(jobs.c.seq).limit(limit)
+        if after:
+            conds.append(jobs.c.seq > after)
+        size = self.dialect.text_bytes(jobs.c.payload) + func.coalesce(
+            self.dialect.text_bytes(jobs.c.result), 0
+        )
+        pick = select(jobs.c.seq, size).where(*conds).order_by(jobs.c.seq).limit(limit)
         # wait for rows a settle or heartbeat holds (short transactions; seq order here):
         # skipping them would report a job as not allowed, or miss it in bulk
         pick = self.dialect.lock_rows(pick)
-        chosen = jobs.c.seq.in_(pick.scalar_subquery())
-        stmt: Any
-        if action.deletes:
-            stmt = delete(jobs).where(chosen, allowed).returning(*jobs.c)
-        else:
-            values = _values(action, now)
-            stmt = update(jobs).where(chosen, allowed).values(values).returning(*jobs.c)
         async with self._write() as conn:
+            picked = (await conn.execute(pick)).all()
+            seqs = _within_bytes(picked)
+            if not seqs:
+                return [], None
+            chosen = jobs.c.seq.in_(seqs)
+            stmt: Any
+            if action.deletes:
+                stmt = delete(jobs).where(chosen, allowed).returning(*jobs.c)
+            else:
+                values = _values(action, now)
+                stmt = update(jobs).where(chosen, allowed).values(values).returning(*jobs.c)
             changed = [job_from_row(r) for r in (await conn.execute(stmt)).mappings()]
             if changed and action.deletes:
                 await _delete_attempts(conn, attempts.c.job_id.in_([j.id for j in changed]))
@@ -102,7 +127,8 @@ class Management(StoreBase):
                 conn, [(action.event, j) for j in changed], now, snapshots
             )
         self._emit(committed)
-        return changed
+        more = len(seqs) < len(picked) or len(picked) == limit
+        return changed, seqs[-1] if more else None
 
     async def prune_finished(self, ended_before: Micros, limit: int = 1000) -> int:
         """Deletes up to `limit` terminal jobs (with their attempts) that ended before the
@@ -121,6 +147,19 @@ class Management(StoreBase):
             if ids:
                 await _delete_attempts(conn, attempts.c.job_id.in_(ids))
         return len(ids)
+
+
+def _within_bytes(picked: Sequence[Any]) -> list[int]:
+    """The seqs of the first (seq, bytes) rows that hold at most MAX_BATCH_BYTES together (at
+    least one)."""
+    seqs: list[int] = []
+    total = 0
+    for seq, size in picked:
+        total += size or 0
+        if seqs and total > MAX_BATCH_BYTES:
+            break
+        seqs.append(seq)
+    return seqs
 
 
 async def _delete_attempts(conn: AsyncConnection, of_jobs: ColumnElement[bool]) -> None:

@@ -42,6 +42,7 @@ _PASSING = frozenset(
 log = logging.getLogger(__name__)
 # Finished jobs past their retention are deleted this many per transaction.
 PRUNE_BATCH = 1000
+PRUNE_EVENTS_BATCH = 2000  # a batch deletes its rows from three indexes
 PRUNE_EVERY = 60 * model.SECOND
 
 
@@ -211,12 +212,19 @@ class Engine:
             await self.follow_settings()
 
         async def prune(now: model.Micros) -> None:
-            await self.store.prune_events(now - self.event_retention)
+            # in batches, so the database is never held for long
+            pruned = PRUNE_EVENTS_BATCH
+            while pruned == PRUNE_EVENTS_BATCH:
+                pruned = await self.store.prune_events(
+                    now - self.event_retention, limit=PRUNE_EVENTS_BATCH
+                )
             if self.retention > 0:
                 # in batches, so the database is never held for long
                 pruned = PRUNE_BATCH
                 while pruned == PRUNE_BATCH:
-                    pruned = await self.store.prune_finished(now - self.retention, PRUNE_BATCH)
+                    pruned = await self.store.prune_finished(
+                        now - self.retention, PRUNE_BATCH, now=now
+                    )
 
         renew_every = self.lease // 3
         return [

@@ -231,14 +231,25 @@ class EventLog(StoreBase):
 
                 yield int(head), chunks()
 
-    async def prune_events(self, before: Micros, keep_at_least: int = 1) -> int:
-        """Deletes events older than `before`, always keeping the newest `keep_at_least`."""
+    async def prune_events(
+        self, before: Micros, keep_at_least: int = 1, limit: int = 10_000
+    ) -> int:
+        """Deletes the oldest events, up to `limit` of them, up to the first one not older
+        than `before`, always keeping the newest `keep_at_least`; returns how many. Only ever
+        a head of the log: times need not follow revisions (replicas' clocks differ, a
+        writer stamps its time before it takes its revisions), and a hole in the middle would
+        be skipped by a replay that resumes before it."""
         async with self._write() as conn:
             newest = (await conn.execute(select(func.max(events.c.revision)))).scalar() or 0
-            stmt = delete(events).where(
-                events.c.time < before, events.c.revision <= newest - keep_at_least
-            )
-            return (await conn.execute(stmt)).rowcount
+            oldest = select(events.c.revision, events.c.time).order_by(events.c.revision)
+            upto = None
+            for revision, time in await conn.execute(oldest.limit(limit)):
+                if time >= before or revision > newest - keep_at_least:
+                    break
+                upto = revision
+            if upto is None:
+                return 0
+            return (await conn.execute(delete(events).where(events.c.revision <= upto))).rowcount
 
 
 def _event_from_row(row: Any, deleted: dict[str, dict[str, Any]]) -> Event:

@@ -20,7 +20,7 @@ from jobwheel.server.storage.convert import deleted_job_snapshot, job_from_row, 
 from jobwheel.server.storage.events import append_events
 from jobwheel.server.storage.filters import job_conditions
 from jobwheel.server.storage.schema import Unindexed, attempts, jobs
-from sqlalchemy import ColumnElement, case, delete, func, literal, select, update
+from sqlalchemy import ColumnElement, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 S = JobState
@@ -130,14 +130,26 @@ class Management(StoreBase):
         more = len(seqs) < len(picked) or len(picked) == limit
         return changed, seqs[-1] if more else None
 
-    async def prune_finished(self, ended_before: Micros, limit: int = 1000) -> int:
+    async def prune_finished(
+        self, ended_before: Micros, limit: int = 1000, *, now: Micros | None = None
+    ) -> int:
         """Deletes up to `limit` terminal jobs (with their attempts) that ended before the
-        given time: retention. No events: nobody asked for these deletions one by one."""
+        given time: retention. No events: nobody asked for these deletions one by one. A job
+        whose idempotency key still holds at `now` (default `ended_before`) stays: the key
+        would otherwise be free again within its window."""
         terminal = [s.value for s in TERMINAL]
-        ended = (jobs.c.end_time < ended_before, jobs.c.state.in_(terminal))
+        window = self.idempotency_window
+        lapsed: ColumnElement[bool] = jobs.c.idempotency_key.is_(None)  # forever: keyed stay
+        if window is not None:
+            lapsed = or_(lapsed, jobs.c.create_time < (now or ended_before) - window)
+        ended = (jobs.c.end_time < ended_before, jobs.c.state.in_(terminal), lapsed)
         # through the end time's index: by the state's, SQLite read every finished job
         # (300,000 of them: 0.3 s with the write lock held) when none had passed retention
-        by_end_time = (jobs.c.end_time < ended_before, Unindexed(jobs.c.state).in_(terminal))
+        by_end_time = (
+            jobs.c.end_time < ended_before,
+            Unindexed(jobs.c.state).in_(terminal),
+            lapsed,
+        )
         pick = select(jobs.c.seq).where(*by_end_time).limit(limit)
         async with self._write() as conn:
             # the DELETE checks again: a job retried (and maybe claimed) since the pick is

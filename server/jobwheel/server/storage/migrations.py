@@ -174,6 +174,21 @@ async def _epochs(conn: AsyncConnection, _dialect: Dialect) -> None:
     await conn.execute(text(f"UPDATE jobs SET epoch = attempt WHERE state = '{running}'"))
 
 
+async def _epochs_past_attempts(conn: AsyncConnection, _dialect: Dialect) -> None:
+    # version 8 started the epoch of a job without a lease at 0, so a later lease could carry
+    # the number an earlier attempt's lease had (its attempt number, up to version 7), and a
+    # late report of that attempt passed the fence; those jobs now count on from the highest
+    # attempt number on record (the leases held keep theirs)
+    running = JobState.RUNNING.value
+    highest = "(SELECT MAX(a.number) FROM attempts a WHERE a.job_id = jobs.id)"
+    await conn.execute(
+        text(
+            f"UPDATE jobs SET epoch = {highest}"
+            f" WHERE state <> '{running}' AND epoch < COALESCE({highest}, 0)"
+        )
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "jobs.released_attempts: attempts a graceful stop released", _released_attempts),
@@ -190,6 +205,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         7, "the dispatch index without the state its predicate fixes", _dispatch_without_state
     ),
     Migration(8, "jobs.epoch: a lease's fencing number, never repeated for a job", _epochs),
+    Migration(
+        9, "epochs past the attempt numbers of leases before version 8", _epochs_past_attempts
+    ),
 )
 
 

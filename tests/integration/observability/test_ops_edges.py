@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Running, running_server
 from tests.integration.api.waiting import wait_for_state
+from tests.integration.observability.test_traces import spans  # noqa: F401
 
 SERVER_BIN = str(Path(sys.executable).with_name("jobwheel-server"))
 ONE_ATTEMPT = job_pb2.RetryPolicy(max_attempts=1)
@@ -350,14 +351,10 @@ async def test_health_per_service_unknown_service_and_shutdown(tmp_path: Path) -
 # -- traces ----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("spans")  # the process's one tracer provider, as test_traces sets it
 async def test_garbage_or_huge_traceparent_neither_breaks_a_call_nor_is_stored(
     tmp_path: Path,
 ) -> None:
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
     async with running_server(f"sqlite:///{tmp_path / 'jw.db'}") as server:
         assert server.app.observability is not None and server.app.observability.tracing
         hostile = [
@@ -381,37 +378,6 @@ async def test_garbage_or_huge_traceparent_neither_breaks_a_call_nor_is_stored(
             wpb.LeaseJobsRequest(worker_id="w", tasks=["remote.t"], max_jobs=len(hostile))
         )
         assert all(len(lease.traceparent) == 55 for lease in leased.leases)
-
-
-async def test_health_watch_and_reflection_work_with_tracing_on(tmp_path: Path) -> None:
-    """With tracing on, grpc.health.v1.Health/Watch answers (OpenTelemetry's interceptor
-    reads streaming replies with `async for`, which grpc_health's writer-style Watch does not
-    give: it ended UNKNOWN); health checks are not traced."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-    async with running_server(f"sqlite:///{tmp_path / 'jw.db'}") as server:
-        assert server.app.observability is not None and server.app.observability.tracing
-        stub = health_pb2_grpc.HealthStub(server.channel)
-        reply = await stub.Check(health_pb2.HealthCheckRequest())
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-        refl = reflection_pb2_grpc.ServerReflectionStub(server.channel)
-        call = refl.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-        )
-        names = set()
-        async for answer in call:
-            names = {s.name for s in answer.list_services_response.service}
-            break
-        assert {"jobwheel.v1.JobService", "grpc.health.v1.Health"} <= names
-        watch = stub.Watch(health_pb2.HealthCheckRequest())
-        first = await watch.read()
-        watch.cancel()
-        assert first.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # -- token create and the tokens file -----------------------------------------------------------

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobwheel.client.worker import Worker
 from jobwheel.server.api.job_service import ENQUEUE_CHUNK
 from jobwheel.server.observability import tracing
@@ -164,3 +165,21 @@ async def test_batch_enqueue_is_traced_and_its_jobs_join_the_trace(
         and s.context.trace_id == attempt.context.trace_id
     ]
     assert batch.status.status_code is not StatusCode.ERROR
+
+
+async def test_health_checks_answer_and_are_not_traced(
+    server: Running, spans: InMemorySpanExporter
+) -> None:
+    # OpenTelemetry's interceptor reads a streaming handler's replies with `async for`, which
+    # grpc_health's Watch (it writes with context.write) does not give: Watch ended UNKNOWN
+    stub = health_pb2_grpc.HealthStub(server.channel)
+    reply = await stub.Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    watch = stub.Watch(health_pb2.HealthCheckRequest())
+    first = await watch.read()
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    await server.jobs.ListJobs(pb.ListJobsRequest())  # traced: the spans are being exported
+    names = [span.name for span in spans.get_finished_spans()]
+    assert any("ListJobs" in name for name in names), names
+    assert not any("grpc.health" in name for name in names), names  # probes are noise

@@ -13,12 +13,15 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2
 from jobwheel.server.engine import PRUNE_BATCH
 from jobwheel.server.maintenance import Duty
+from jobwheel.server.model import EventSubscription, EventType
+from jobwheel.server.storage import Store
 from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 from sqlalchemy import text
 
 from tests.conftest import Running, running_server
 from tests.integration.api.waiting import wait_for_state
+from tests.integration.storage.factories import T0, new_job
 
 SECOND = 1_000_000
 DAY = 86_400
@@ -645,3 +648,24 @@ async def test_a_lease_after_the_epoch_upgrade_never_repeats_an_earlier_fencing_
             f"the live lease of attempt 2 got epoch {live.epoch}, the number the lost lease "
             f"of attempt 1 carried ({first.epoch})"
         )
+
+
+async def test_compaction_keeps_the_events_not_yet_handed_to_subscriptions(store: Store) -> None:
+    # a backlog of deliveries (the hand-over behind, say after an outage) is not compacted
+    # away: those events would never become deliveries
+    sub = EventSubscription(
+        id="sub-1",
+        url="http://127.0.0.1:9/hook",
+        event_types=frozenset({EventType.ENQUEUED}),
+        secret="s" * 32,
+        create_time=T0,
+    )
+    assert await store.add_subscription(sub, limit=10)
+    await store.insert_jobs([new_job() for _ in range(5)])
+    handed, head = await store.delivery_cursor()
+    later = now_us() + DAY * SECOND
+    assert await store.prune_events(later) == 0  # none handed over yet
+    assert await store.advance_delivery_cursor(handed, head - 2)
+    assert await store.prune_events(later) == head - 2  # up to the cursor
+    assert await store.delete_subscription(sub.id)
+    assert await store.prune_events(later) == 1  # no subscription: all but the newest

@@ -26,7 +26,7 @@ from jobwheel.server.storage.dialect import (
 )
 from jobwheel.server.storage.driver import driver_connection
 from jobwheel.server.storage.filters import job_conditions
-from jobwheel.server.storage.schema import event_head, events, jobs
+from jobwheel.server.storage.schema import event_head, event_subscriptions, events, jobs
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -238,13 +238,19 @@ class EventLog(StoreBase):
         than `before`, always keeping the newest `keep_at_least`; returns how many. Only ever
         a head of the log: times need not follow revisions (replicas' clocks differ, a
         writer stamps its time before it takes its revisions), and a hole in the middle would
-        be skipped by a replay that resumes before it."""
+        be skipped by a replay that resumes before it. Nor one not yet handed to event
+        subscriptions (event_head's row 2) while there are any: a backlog of deliveries is not
+        lost to it."""
         async with self._write() as conn:
             newest = (await conn.execute(select(func.max(events.c.revision)))).scalar() or 0
+            last = newest - keep_at_least
+            if (await conn.execute(select(event_subscriptions.c.id).limit(1))).first():
+                handed = select(event_head.c.revision).where(event_head.c.id == 2)
+                last = min(last, (await conn.execute(handed)).scalar() or 0)
             oldest = select(events.c.revision, events.c.time).order_by(events.c.revision)
             upto = None
             for revision, time in await conn.execute(oldest.limit(limit)):
-                if time >= before or revision > newest - keep_at_least:
+                if time >= before or revision > last:
                     break
                 upto = revision
             if upto is None:

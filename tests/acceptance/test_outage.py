@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -20,12 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobwheel.server.app import SERVICE_NAMES
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
-from sqlalchemy.engine import make_url
 
 from tests.acceptance.process import ServerProcess
 from tests.acceptance.tcp_proxy import TcpProxy
 from tests.acceptance.test_crash_recovery import wait_count
-from tests.conftest import fresh_pg_schema
 
 pytestmark = pytest.mark.postgres
 N = 50
@@ -33,17 +30,6 @@ N = 50
 CUT_SECONDS = float(os.environ.get("JOBWHEEL_OUTAGE_SECONDS", "3"))
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture
-async def proxied_url() -> AsyncIterator[tuple[str, TcpProxy]]:
-    async with fresh_pg_schema() as url:
-        u = make_url(url)
-        proxy = await TcpProxy(u.host or "127.0.0.1", u.port or 5432).start()
-        try:
-            yield u.set(host="127.0.0.1", port=proxy.port).render_as_string(False), proxy
-        finally:
-            await proxy.close()
 
 
 async def health_of(channel: grpc.aio.Channel) -> set[int]:

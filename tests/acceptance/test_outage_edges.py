@@ -11,7 +11,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -20,22 +19,10 @@ from google.protobuf import duration_pb2
 from jobwheel.v1 import job_pb2
 from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
-from sqlalchemy.engine import make_url
 
 from tests.acceptance.tcp_proxy import TcpProxy
 from tests.acceptance.test_outage import NOT_SERVING, SERVING, health_of, wait_health
-from tests.conftest import fresh_pg_schema, running_server
-
-
-@pytest.fixture
-async def proxied_url() -> AsyncIterator[tuple[str, TcpProxy]]:
-    async with fresh_pg_schema() as url:
-        u = make_url(url)
-        proxy = await TcpProxy(u.host or "127.0.0.1", u.port or 5432).start()
-        try:
-            yield u.set(host="127.0.0.1", port=proxy.port).render_as_string(False), proxy
-        finally:
-            await proxy.close()
+from tests.conftest import running_server
 
 
 def dur(s: float) -> duration_pb2.Duration:

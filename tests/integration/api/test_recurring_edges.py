@@ -12,7 +12,7 @@ from jobwheel.v1 import job_pb2 as j
 from jobwheel.v1 import job_service_pb2 as pb
 
 from tests.conftest import Running, running_server
-from tests.integration.api.waiting import until
+from tests.integration.api.waiting import until_job
 
 MS = SECOND // 1000
 
@@ -32,18 +32,6 @@ async def _attempts(server: Running, job_id: str) -> list[j.Attempt]:
     return list(resp.attempts)
 
 
-async def _until_job(server: Running, job_id: str, pred, within: float = 10.0) -> j.Job:  # type: ignore[no-untyped-def]
-    got = j.Job()
-
-    async def check() -> bool:
-        nonlocal got
-        got = await _get(server, job_id)
-        return bool(pred(got))
-
-    await until(server, check, within)
-    return got
-
-
 async def _run_first_then_restart_after(
     db_url: str, schedule: j.Schedule, clock: FakeClock, s0: int, down: int
 ) -> str:
@@ -51,7 +39,7 @@ async def _run_first_then_restart_after(
         req = pb.EnqueueJobRequest(task="test.echo", schedule=schedule)
         job = (await server.jobs.EnqueueJob(req)).job
         clock.advance(s0 - clock.now())
-        await _until_job(
+        await until_job(
             server, job.id, lambda g: g.execution_count == 1 and g.state == j.JOB_STATE_SCHEDULED
         )
     clock.advance(down)
@@ -73,7 +61,7 @@ async def test_misfire_skip_counts_every_missed_occurrence(db_url: str) -> None:
     )
     # down from s0 to s0 + 12000.2: occurrences s0+1 .. s0+12000 were missed (12000)
     async with running_server(db_url, clock, misfire_grace=0.3) as server:
-        done = await _until_job(
+        done = await until_job(
             server, job_id, lambda g: g.next_run_time.ToMicroseconds() > clock.now()
         )
         assert done.execution_count == 1
@@ -96,7 +84,7 @@ async def test_misfire_run_once_runs_once_after_a_long_outage(db_url: str) -> No
         db_url, schedule, clock, s0, 12_000 * SECOND + 200 * MS
     )
     async with running_server(db_url, clock, misfire_grace=0.3) as server:
-        done = await _until_job(
+        done = await until_job(
             server,
             job_id,
             lambda g: (
@@ -130,11 +118,11 @@ async def test_reschedule_of_a_retrying_recurring_job_starts_a_new_execution(db_
         )
         job = (await server.jobs.EnqueueJob(req)).job
         clock.advance(300 * MS)
-        await _until_job(server, job.id, lambda g: g.state == j.JOB_STATE_RETRYING)
+        await until_job(server, job.id, lambda g: g.state == j.JOB_STATE_RETRYING)
         new = j.Schedule(start_time=_ts(t0 + SECOND), interval=duration_pb2.Duration(seconds=3600))
         await server.jobs.RescheduleJob(pb.RescheduleJobRequest(id=job.id, schedule=new))
         clock.advance(700 * MS)
-        done = await _until_job(
+        done = await until_job(
             server,
             job.id,
             lambda g: (

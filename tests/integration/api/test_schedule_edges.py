@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from jobwheel.v1 import job_service_pb2 as pb
 from jobwheel.v1 import worker_service_pb2 as wpb
 
 from tests.conftest import Running, running_server
-from tests.integration.api.waiting import until
+from tests.integration.api.waiting import until, until_job
 
 SECOND = 1_000_000
 
@@ -37,20 +36,6 @@ def _ts(us: int) -> timestamp_pb2.Timestamp:
 async def _get(server: Running, job_id: str) -> j.Job:
     job: j.Job = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
     return job
-
-
-async def _until_job(
-    server: Running, job_id: str, pred: Callable[[j.Job], bool], within: float = 10.0
-) -> j.Job:
-    got = j.Job()
-
-    async def check() -> bool:
-        nonlocal got
-        got = await _get(server, job_id)
-        return bool(pred(got))
-
-    await until(server, check, within)
-    return got
 
 
 async def _settle(server: Running, rounds: int = 3) -> None:
@@ -104,7 +89,7 @@ async def test_daily_cron_on_fall_back_day_fires_once(
         ).job
         assert job.next_run_time.ToMicroseconds() == _us(first_fire)
         clock.advance(_us(first_fire) - clock.now())
-        done = await _until_job(
+        done = await until_job(
             server, job.id, lambda g: g.execution_count == 1 and g.state == j.JOB_STATE_SCHEDULED
         )
         assert done.next_run_time.ToMicroseconds() == _us(next_day)
@@ -126,7 +111,7 @@ async def test_daily_0230_on_spring_forward_day_fires_once_shifted(db_url: str) 
         ).job
         assert job.next_run_time.ToMicroseconds() == _us("2026-03-29T01:30:00+00:00")
         clock.advance(_us("2026-03-29T01:30:00+00:00") - clock.now())
-        done = await _until_job(
+        done = await until_job(
             server, job.id, lambda g: g.execution_count == 1 and g.state == j.JOB_STATE_SCHEDULED
         )
         assert done.next_run_time.ToMicroseconds() == _us("2026-03-30T00:30:00+00:00")
@@ -169,7 +154,7 @@ async def test_misfire_policy_after_pause_and_resume(
             await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo", schedule=sched))
         ).job
         clock.advance(SECOND)
-        await _until_job(
+        await until_job(
             server, job.id, lambda g: g.execution_count == 1 and g.state == j.JOB_STATE_SCHEDULED
         )
         paused = (await server.jobs.PauseJob(pb.PauseJobRequest(id=job.id))).job
@@ -178,7 +163,7 @@ async def test_misfire_policy_after_pause_and_resume(
         await _settle(server)
         assert (await _get(server, job.id)).execution_count == 1  # paused: nothing ran
         await server.jobs.ResumeJob(pb.ResumeJobRequest(id=job.id))
-        done = await _until_job(
+        done = await until_job(
             server,
             job.id,
             lambda g: (
@@ -314,7 +299,7 @@ async def test_page_token_from_another_server_is_refused_or_harmless(tmp_path: P
 
 async def test_attempts_of_a_deleted_job_are_not_found(server: Running) -> None:
     job = (await server.jobs.EnqueueJob(pb.EnqueueJobRequest(task="test.echo"))).job
-    await _until_job(server, job.id, lambda g: g.state == j.JOB_STATE_COMPLETED)
+    await until_job(server, job.id, lambda g: g.state == j.JOB_STATE_COMPLETED)
     assert len(await _attempts(server, job.id)) == 1
     await server.jobs.DeleteJob(pb.DeleteJobRequest(id=job.id))
     for call in (
@@ -373,7 +358,7 @@ async def test_bulk_retry_with_a_filter_matching_everything_needs_all(server: Ru
             pb.EnqueueJobRequest(task="test.boom", retry_policy=j.RetryPolicy(max_attempts=1))
         )
     ).job
-    await _until_job(server, job.id, lambda g: g.state == j.JOB_STATE_FAILED)
+    await until_job(server, job.id, lambda g: g.state == j.JOB_STATE_FAILED)
     every_state = j.JobFilter(
         states=[j.JobState.Name(s) for s in j.JobState.values() if s != j.JOB_STATE_UNSPECIFIED]
     )

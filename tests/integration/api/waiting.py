@@ -85,3 +85,18 @@ async def take(
 
     await asyncio.wait_for(read(), within)
     return out
+
+
+async def until_job(
+    server: Running, job_id: str, pred: Callable[[job_pb2.Job], bool], within: float = 10.0
+) -> job_pb2.Job:
+    """The job once `pred` holds of it (read again after each engine cycle)."""
+    got = job_pb2.Job()
+
+    async def check() -> bool:
+        nonlocal got
+        got = (await server.jobs.GetJob(pb.GetJobRequest(id=job_id))).job
+        return bool(pred(got))
+
+    await until(server, check, within)
+    return got

@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-from jobwheel.server import log_throttle
 from jobwheel.server.observability import logs
 from jobwheel.v1 import job_pb2, job_service_pb2_grpc
 from jobwheel.v1 import job_service_pb2 as pb
@@ -147,25 +146,6 @@ def test_failed_attempt_logs_one_line_with_job_fields_and_traceback(
     [line] = failed
     assert line["task"] == "test.boom" and line["attempt"] == 1 and line["queue"] == "default"
     assert "ValueError: boom" in line["traceback"]
-
-
-@pytest.fixture
-def root_stream() -> Iterator[io.StringIO]:
-    """The root logger writing to a string, as `logs.configure` sets it up, with the
-    throttle filter the server adds; the previous set-up is put back afterwards."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    stream = io.StringIO()
-    logs.configure("INFO", "text", stream)
-    log_throttle.install()
-    try:
-        yield stream
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
 
 
 def test_held_start_up_lines_come_out_in_order_or_not_at_all(root_stream: io.StringIO) -> None:

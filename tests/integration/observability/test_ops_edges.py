@@ -13,14 +13,13 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from jobwheel.server import log_throttle
 from jobwheel.server.observability import logs
 from jobwheel.server.security.roles import Role
 from jobwheel.server.security.settings import SecuritySettings
@@ -88,24 +87,6 @@ async def scrape(running: Running) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-def text_log() -> Iterator[io.StringIO]:
-    """The root logger in the server's `text` format, writing to a string."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    stream = io.StringIO()
-    logs.configure("INFO", "text", stream)
-    log_throttle.install()
-    try:
-        yield stream
-    finally:
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
 
 
 def token_create(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -242,7 +223,7 @@ FORGED = "2026-01-01 00:00:00,000 ERROR jobwheel.server.security forged: admin t
 
 
 async def test_text_log_line_of_a_failed_attempt_cannot_be_forged_by_its_error(
-    tmp_path: Path, text_log: io.StringIO
+    tmp_path: Path, root_stream: io.StringIO
 ) -> None:
     """A remote worker's FailJob error is free text quoted in the text-format log line: a
     newline in it must not start a line that looks like a record of its own, nor an ANSI
@@ -264,10 +245,10 @@ async def test_text_log_line_of_a_failed_attempt_cannot_be_forged_by_its_error(
         )
         await wait_for_state(server.jobs, job.id, (job_pb2.JOB_STATE_FAILED,))
         deadline = time.monotonic() + 5
-        while job.id not in text_log.getvalue():
-            assert time.monotonic() < deadline, text_log.getvalue()
+        while job.id not in root_stream.getvalue():
+            assert time.monotonic() < deadline, root_stream.getvalue()
             await asyncio.sleep(0.02)
-    out = text_log.getvalue()
+    out = root_stream.getvalue()
     assert "Oops" in out
     assert not any(line.startswith(FORGED) for line in out.splitlines()), out
     assert "\x1b" not in out

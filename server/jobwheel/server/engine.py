@@ -213,8 +213,10 @@ class Engine:
 
         async def prune(now: model.Micros) -> None:
             # in batches, so the database is never held for long
+            # until a batch finds nothing: another replica pruning beside this one (a leader
+            # change mid-way) leaves batches short
             pruned = PRUNE_EVENTS_BATCH
-            while pruned == PRUNE_EVENTS_BATCH:
+            while pruned:
                 pruned = await self.store.prune_events(
                     now - self.event_retention, limit=PRUNE_EVENTS_BATCH
                 )

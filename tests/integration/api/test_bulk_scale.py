@@ -110,5 +110,5 @@ async def test_a_bulk_delete_of_big_jobs_is_bounded_in_memory_and_lock_time(
         await asyncio.gather(*beside)
     assert reply.count == n
     assert peak - base < 128, f"the server grew {peak - base:.0f} MiB in one bulk delete"
-    assert max(waits) < 2.0, max(waits)
+    assert max(waits) < 3.0, max(waits)  # it waited 6 s for one batch of 144 MiB
     assert await _counts(server, "big") == {}

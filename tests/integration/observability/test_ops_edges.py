@@ -497,7 +497,11 @@ async def test_tokens_file_removed_then_recreated_while_running(tmp_path: Path) 
         path.write_text(path.read_text().replace(digest(done.stdout.strip()), digest(other)))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         assert await code(server, other) is grpc.StatusCode.OK
-        assert await code(server, "jw_" + "x" * 10_000) is grpc.StatusCode.UNAUTHENTICATED
+        # past grpc's soft metadata limit a call may be refused before it reaches the server
+        assert await code(server, "jw_" + "x" * 10_000) in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
         assert await code(server, "") is grpc.StatusCode.UNAUTHENTICATED
 
 

@@ -73,6 +73,9 @@ def held_port() -> Iterator[int]:
         (["--watch-heartbeat", "0"], {}, "--watch-heartbeat"),
         (["--grace-period", "-1"], {}, "--grace-period"),
         (["--db", "mysql://x@y/z"], {}, "unsupported database URL"),
+        (["--db", "garbage"], {}, "malformed database URL"),
+        (["--db", "sqlite://"], {}, "an in-memory SQLite database cannot be served"),
+        (["--db", "postgresql://x@127.0.0.1/z?sslmode=on"], {}, "sslmode must be one of"),
         (
             ["--db", "postgresql://x@127.0.0.1/z?keepalives_idle=0"],
             {},

@@ -135,3 +135,29 @@ def test_event_loop_is_auto_unless_named() -> None:
     assert parse_settings(["--event-loop", "uvloop"], env=env).event_loop == "uvloop"
     with pytest.raises(SystemExit):
         parse_settings([], env={"JOBWHEEL_EVENT_LOOP": ""})
+
+
+@pytest.mark.parametrize(
+    ("db", "words"),
+    [
+        ("garbage", "malformed database URL"),
+        ("sqlite://", "an in-memory SQLite database cannot be served"),
+        ("sqlite:///:memory:", "an in-memory SQLite database cannot be served"),
+        ("sqlite:///jobs.db?timeout=5", "a SQLite URL takes no parameters"),
+        ("postgresql://u:hunter2@h/db?sslmode=on", "sslmode must be one of"),
+        ("postgresql://u:hunter2@h/db?sslmdoe=require", "unknown parameter 'sslmdoe'"),
+    ],
+)
+def test_a_database_url_the_server_cannot_serve_is_a_usage_error(
+    db: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv, env in ((["--db", db], {}), ([], {"JOBWHEEL_DB": db})):
+        _refused(argv, env)
+        err = capsys.readouterr().err
+        assert words in err and "JOBWHEEL_DB" in err
+        assert "hunter2" not in err
+
+
+def test_a_database_url_with_tls_parameters_is_taken_as_given() -> None:
+    db = "postgresql://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=jw"
+    assert parse_settings(["--db", db], env={}).db == db

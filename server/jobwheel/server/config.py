@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from jobwheel.server.execution.signing import secret_problem
 from jobwheel.server.observability.logs import FORMATS as LOG_FORMATS
 from jobwheel.server.security import settings as security
+from jobwheel.server.storage.dialect import SQLITE, StorageUrlError, lock_file_of, parse_url
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "sqlite:///jobwheel.db"
@@ -253,6 +254,21 @@ def _address(env: str, *, optional: bool = False) -> Callable[[str], str]:
 check_listen = _address("JOBWHEEL_LISTEN")
 
 
+def check_db(text: str) -> str:
+    """A database URL the server can serve from (dialect.parse_url's checks), not an
+    in-memory SQLite database: each connection the server opens would get one of its own."""
+    try:
+        parsed = parse_url(text)
+    except StorageUrlError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (flag or JOBWHEEL_DB)") from None
+    if parsed.dialect is SQLITE and lock_file_of(parsed.url) is None:
+        raise argparse.ArgumentTypeError(
+            "an in-memory SQLite database cannot be served (each connection would see one of "
+            "its own): name a file, e.g. sqlite:///jobwheel.db (flag or JOBWHEEL_DB)"
+        )
+    return text
+
+
 def _choice(env: str, allowed: Sequence[str], *, upper: bool = True) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.upper() if upper else text.lower()
@@ -326,9 +342,11 @@ def parse_settings(
     )
     parser.add_argument(
         "--db",
+        type=check_db,
         default=env.get("JOBWHEEL_DB", _DEFAULTS.db),
-        help="database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB (PostgreSQL 12+) "
-        f"(JOBWHEEL_DB, default {_DEFAULTS.db})",
+        help="database URL: sqlite:///FILE or postgresql://USER@HOST:PORT/DB (PostgreSQL 12+), "
+        "which takes libpq's sslmode, sslrootcert, sslcert, sslkey, application_name, "
+        f"connect_timeout, options and keepalive parameters (JOBWHEEL_DB, default {_DEFAULTS.db})",
     )
     parser.add_argument(
         "--handlers",

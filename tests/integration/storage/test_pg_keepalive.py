@@ -32,7 +32,8 @@ BASE = "postgresql://u@h/db"
 
 
 def test_defaults_end_a_silent_connection_within_about_25_s() -> None:
-    _dialect, url, _settings, keepalive = parse_url(BASE)
+    parsed = parse_url(BASE)
+    url, keepalive = parsed.url, parsed.keepalive
     assert keepalive == Keepalive()
     assert keepalive.enabled
     assert keepalive.idle_s + keepalive.interval_s * keepalive.count == 25
@@ -41,14 +42,15 @@ def test_defaults_end_a_silent_connection_within_about_25_s() -> None:
 
 
 def test_libpq_names_are_read_and_taken_out_of_the_url() -> None:
-    _dialect, url, settings, keepalive = parse_url(
+    parsed = parse_url(
         f"{BASE}?keepalives_idle=7&keepalives_interval=2&keepalives_count=4"
         "&tcp_user_timeout=9000&options=-c%20search_path%3Ds1&ssl=require"
     )
+    url, settings, keepalive = parsed.url, parsed.server_settings, parsed.keepalive
     assert keepalive == Keepalive(True, 7, 2, 4, 9000)
     assert settings == {"search_path": "s1"}
-    assert dict(url.query) == {"ssl": "require"}  # what asyncpg takes stays
-    _dialect, _url, _settings, off = parse_url(f"{BASE}?keepalives=0")
+    assert not url.query  # ssl travels as the DSN's sslmode (test_pg_tls.py)
+    off = parse_url(f"{BASE}?keepalives=0").keepalive
     assert off is not None and not off.enabled
     assert off.options() == [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)]
 

@@ -105,7 +105,8 @@ async def test_in_memory_database_is_one_database(tmp_path: Path) -> None:
     ],
 )
 def test_url_mapping(url: str, driver: str, settings: dict[str, str]) -> None:
-    _dialect, sa_url, server_settings, _keepalive = parse_url(url)
+    parsed = parse_url(url)
+    sa_url, server_settings = parsed.url, parsed.server_settings
     assert sa_url.drivername == driver
     assert "options" not in sa_url.query
     assert server_settings == settings
@@ -115,6 +116,13 @@ def test_url_mapping(url: str, driver: str, settings: dict[str, str]) -> None:
 def test_bad_urls(url: str) -> None:
     with pytest.raises(StorageUrlError):
         parse_url(url)
+
+
+@pytest.mark.parametrize("query", ["timeout=5", "mode=ro&uri=true", "foo=1"])
+def test_a_sqlite_url_takes_no_parameters(query: str) -> None:
+    # the driver would ignore most of them without a word; the server sets SQLite's own
+    with pytest.raises(StorageUrlError, match="a SQLite URL takes no parameters"):
+        parse_url(f"sqlite:///x.db?{query}")
 
 
 async def test_string_filters_do_not_stop_at_nul(sqlite_store: Store) -> None:

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import secrets
-import shlex
 import sqlite3
 import weakref
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from jobwheel.server.storage.bulk_writes import (
 )
 from jobwheel.server.storage.driver import to_completion
 from jobwheel.server.storage.pg_keepalive import Keepalive, set_keepalive, take_keepalive
+from jobwheel.server.storage.pg_url import take_parameters, unreadable_file
 from jobwheel.server.storage.schema import KEYED, jobs
 from jobwheel.server.storage.sqlite_cursor import one_hop
 from jobwheel.server.storage.wal_checkpoints import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
@@ -90,7 +90,6 @@ SQLITE_WRITER_WAIT_S = 300.0
 SQLITE_READERS_KEPT = 4
 SQLITE_READERS_MAX = 8
 SQLITE_READER_WAIT_S = 30.0  # as long as SQLAlchemy's pool lets a check-out wait
-PG_CONNECT_TIMEOUT_S = 5.0
 # PostgreSQL connections of a server: at most PG_POOL_MAX, PG_POOL_KEPT of them open between
 # transactions. The store holds all but PG_POOL_MAX - PG_HELD_MAX (held_connections.py); those
 # are left to connections held for long (LISTEN, the leader's lock).
@@ -534,55 +533,56 @@ class Engines:
 class ParsedUrl(NamedTuple):
     dialect: Dialect
     url: URL  # SQLAlchemy's async driver, without what asyncpg does not take
-    server_settings: dict[str, str]  # PostgreSQL's, from libpq's `options`
+    server_settings: dict[str, str]  # PostgreSQL's: `options`, application_name
     keepalive: Keepalive | None  # PostgreSQL's TCP settings (pg_keepalive.py)
+    # PostgreSQL's extra asyncpg.connect keywords: the TLS parameters' DSN, the timeout
+    connect_args: dict[str, Any]
 
 
 def parse_url(url: str) -> ParsedUrl:
     """Map a user URL to its dialect, SQLAlchemy URL and PostgreSQL connection settings.
 
-    PostgreSQL accepts libpq's `options=-c name=value ...` (e.g. a search_path) and its
-    keepalive parameters (pg_keepalive.PARAMS). Raises StorageUrlError.
+    PostgreSQL takes libpq's parameters that pg_url.py and pg_keepalive.py read (TLS,
+    `options=-c name=value ...`, application_name, connect_timeout, keepalives); SQLite takes
+    none. Raises StorageUrlError.
     """
     try:
         u = make_url(url)
     except Exception as exc:
-        raise StorageUrlError(f"malformed database URL {url!r}: {exc}") from exc
+        # not the text itself: it may hold a password
+        raise StorageUrlError(f"malformed database URL: {exc}") from exc
     backend = u.get_backend_name()
     if backend == "sqlite":
-        return ParsedUrl(SQLITE, u.set(drivername="sqlite+aiosqlite"), {}, None)
+        if u.query:
+            # the server sets SQLite's settings itself; the driver would ignore most of these
+            raise StorageUrlError(
+                f"database URL: a SQLite URL takes no parameters, got {sorted(u.query)[0]!r} "
+                "(the server sets SQLite's settings; see --sqlite-synchronous)"
+            )
+        return ParsedUrl(SQLITE, u.set(drivername="sqlite+aiosqlite"), {}, None, {})
     if backend in ("postgresql", "postgres"):
-        settings: dict[str, str] = {}
-        options = u.query.get("options")
-        if options is not None:
-            settings = _parse_pg_options(options if isinstance(options, str) else options[-1])
-            u = u.difference_update_query(["options"])
         try:
+            u, connection = take_parameters(u)
             u, keepalive = take_keepalive(u)
         except ValueError as exc:
             raise StorageUrlError(f"database URL: {exc}") from exc
-        return ParsedUrl(POSTGRESQL, u.set(drivername="postgresql+asyncpg"), settings, keepalive)
+        return ParsedUrl(
+            POSTGRESQL,
+            u.set(drivername="postgresql+asyncpg"),
+            connection.server_settings,
+            keepalive,
+            connection.connect_args,
+        )
     raise StorageUrlError(f"unsupported database URL scheme {u.drivername!r} (sqlite, postgresql)")
 
 
-def _parse_pg_options(options: str) -> dict[str, str]:
-    settings: dict[str, str] = {}
-    words = iter(shlex.split(options))
-    for word in words:
-        item = next(words, "") if word == "-c" else word.removeprefix("-c")
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise StorageUrlError(f"unsupported PostgreSQL options {options!r}")
-        settings[name] = value
-    return settings
-
-
 def create_engines(url: str, *, sqlite_synchronous: str = "FULL") -> Engines:
-    dialect, sa_url, server_settings, keepalive = parse_url(url)
+    dialect, sa_url, server_settings, keepalive, connect_args = parse_url(url)
     if dialect is POSTGRESQL:
         assert keepalive is not None
-        # a host that does not answer fails a connection in seconds, not asyncpg's minute
-        connect_args: dict[str, Any] = {"timeout": PG_CONNECT_TIMEOUT_S}
+        problem = unreadable_file(connect_args)
+        if problem is not None:
+            raise StorageUrlError(problem)
         if server_settings:
             connect_args["server_settings"] = server_settings
         # the connection returned last goes out first: a quiet server keeps to one or two,
